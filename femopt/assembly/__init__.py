@@ -1,0 +1,1 @@
+"""Elements, element kernels, sparse assembly with a fixed pattern, boundary conditions."""

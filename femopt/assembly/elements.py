@@ -1,0 +1,83 @@
+"""Isoparametric Lagrange elements: shape functions, their derivatives and Gauss rules.
+
+Reference cells are [-1, 1]^d with nodes in VTK order. Each element is a small record of
+node coordinates plus two functions of the reference point, which is all a physics needs
+to integrate its element matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from itertools import product
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Element:
+    name: str
+    dim: int
+    ref_nodes: np.ndarray  # (n_nodes, dim) reference coordinates, VTK order
+    quad_points: np.ndarray  # (n_q, dim)
+    quad_weights: np.ndarray  # (n_q,)
+
+    @property
+    def n_nodes(self) -> int:
+        return self.ref_nodes.shape[0]
+
+    def shape(self, xi: np.ndarray) -> np.ndarray:
+        """N at reference points ``xi`` (n_q, dim) -> (n_q, n_nodes)."""
+        # tensor-product linear: prod_d (1 + xi_d * a_d) / 2
+        return np.prod((1.0 + xi[:, None, :] * self.ref_nodes[None, :, :]) / 2.0, axis=2)
+
+    def grad(self, xi: np.ndarray) -> np.ndarray:
+        """dN/dxi at ``xi`` -> (n_q, n_nodes, dim)."""
+        f = (1.0 + xi[:, None, :] * self.ref_nodes[None, :, :]) / 2.0  # (q, n, d)
+        out = np.empty(f.shape)
+        for d in range(self.dim):
+            others = np.prod(np.delete(f, d, axis=2), axis=2)
+            out[:, :, d] = self.ref_nodes[None, :, d] / 2.0 * others
+        return out
+
+
+def _gauss(order: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    x, w = np.polynomial.legendre.leggauss(order)
+    pts = np.array(list(product(x, repeat=dim)))[:, ::-1]
+    wts = np.prod(np.array(list(product(w, repeat=dim))), axis=1)
+    return pts, wts
+
+
+@cache
+def get_element(name: str) -> Element:
+    """The element called ``name`` ("quad4" or "hex8")."""
+    if name == "quad4":
+        nodes = np.array([(-1, -1), (1, -1), (1, 1), (-1, 1)], dtype=float)
+        return Element("quad4", 2, nodes, *_gauss(2, 2))
+    if name == "hex8":
+        nodes = np.array(
+            [(-1, -1, -1), (1, -1, -1), (1, 1, -1), (-1, 1, -1),
+             (-1, -1, 1), (1, -1, 1), (1, 1, 1), (-1, 1, 1)], dtype=float)
+        return Element("hex8", 3, nodes, *_gauss(2, 3))
+    raise ValueError(f"unknown element {name!r}")
+
+
+def physical_gradients(element: Element, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Shape-function gradients in physical space at the quadrature points.
+
+    Args:
+        coords: (n_cells, n_nodes, dim) node coordinates of each cell.
+    Returns:
+        dN/dx of shape (n_cells, n_q, n_nodes, dim) and det(J) * weight (n_cells, n_q).
+    Raises:
+        ValueError if a cell is inverted or degenerate (det J <= 0).
+    """
+    dn = element.grad(element.quad_points)  # (q, n, d)
+    jac = np.einsum("cnd,qne->cqde", coords, dn)  # dx_d/dxi_e
+    det = np.linalg.det(jac)
+    if np.any(det <= 0):
+        bad = np.unique(np.nonzero(det <= 0)[0])
+        raise ValueError(f"{bad.size} inverted or degenerate cell(s), first: {bad[:10].tolist()}")
+    inv = np.linalg.inv(jac)  # dxi_e/dx_d
+    dndx = np.einsum("qne,cqed->cqnd", dn, inv)
+    return dndx, det * element.quad_weights[None, :]

@@ -1,0 +1,73 @@
+"""The mesh container shared by every physics and solver."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class StructuredGrid:
+    """Metadata of a structured grid, kept for stencil kernels and geometric multigrid.
+
+    Nodes are numbered x fastest, then y, then z; cells likewise.
+    """
+
+    shape: tuple[int, ...]  # cells per axis
+    spacing: tuple[float, ...]  # cell size per axis
+    origin: tuple[float, ...]
+
+    @property
+    def node_shape(self) -> tuple[int, ...]:
+        return tuple(n + 1 for n in self.shape)
+
+
+@dataclass
+class Mesh:
+    """Nodes, cells of one cell type, and named node/cell sets.
+
+    Attributes:
+        points: (n_nodes, dim) coordinates.
+        cells: (n_cells, nodes_per_cell) node indices, VTK node order.
+        cell_type: "quad4" or "hex8" (tri3/tet4 come with unstructured meshes).
+        grid: structured-grid metadata, or None for an unstructured mesh.
+        node_sets / cell_sets: named groups (from mesh files).
+    """
+
+    points: np.ndarray
+    cells: np.ndarray
+    cell_type: str
+    grid: StructuredGrid | None = None
+    node_sets: dict[str, np.ndarray] = field(default_factory=dict)
+    cell_sets: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        return self.points.shape[1]
+
+    @property
+    def n_nodes(self) -> int:
+        return self.points.shape[0]
+
+    @property
+    def n_cells(self) -> int:
+        return self.cells.shape[0]
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.points.min(axis=0), self.points.max(axis=0)
+
+    def centroids(self) -> np.ndarray:
+        return self.points[self.cells].mean(axis=1)
+
+    def characteristic_length(self) -> float:
+        """Diagonal of the bounding box, used to scale geometric tolerances."""
+        lo, hi = self.bounds()
+        return float(np.linalg.norm(hi - lo))
+
+    def min_cell_size(self) -> float:
+        if self.grid is not None:
+            return float(min(self.grid.spacing))
+        p = self.points[self.cells]
+        edges = np.linalg.norm(p - np.roll(p, 1, axis=1), axis=2)
+        return float(edges.min())

@@ -1,0 +1,135 @@
+"""Region selectors: nodes and cells chosen by geometry or by name, never by number.
+
+A region is a mapping of conditions; every condition given must hold (intersection):
+
+- ``face: x_min`` (``x_max``, ``y_min``, ..., ``z_max``): on that face of the bounding box;
+- ``box: {min: [...], max: [...]}``: inside the closed box;
+- ``point: [x, y(, z)]``: at that point;
+- ``group: NAME``: a named node/cell set of the mesh;
+- ``tol``: geometric tolerance (default 1e-6 of the mesh's bounding-box diagonal).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from femopt.mesh.mesh import Mesh
+
+FaceName = Literal["x_min", "x_max", "y_min", "y_max", "z_min", "z_max"]
+
+
+class Box(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    min: list[float]
+    max: list[float]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Box:
+        if len(self.min) != len(self.max):
+            raise ValueError("box.min and box.max must have the same length")
+        if any(a > b for a, b in zip(self.min, self.max)):
+            raise ValueError("box.min must not exceed box.max on any axis")
+        return self
+
+
+class Region(BaseModel):
+    """Where a support, load or passive zone applies (all given conditions must hold)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    face: FaceName | None = None
+    box: Box | None = None
+    point: list[float] | None = None
+    group: str | None = None
+    tol: float | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> Region:
+        if self.face is None and self.box is None and self.point is None and self.group is None:
+            raise ValueError("a region needs at least one of: face, box, point, group")
+        if self.tol is not None and self.tol < 0:
+            raise ValueError("tol must be >= 0")
+        return self
+
+
+class RegionError(ValueError):
+    """A region that cannot be applied to this mesh (message says why)."""
+
+
+def _tol(region: Region, mesh: Mesh) -> float:
+    return region.tol if region.tol is not None else 1e-6 * mesh.characteristic_length()
+
+
+def _check_dim(name: str, values: list[float], dim: int) -> np.ndarray:
+    if len(values) != dim:
+        raise RegionError(f"{name} has {len(values)} coordinates; the mesh is {dim}D")
+    return np.asarray(values, dtype=float)
+
+
+def _mask(region: Region, mesh: Mesh, x: np.ndarray, named: dict[str, np.ndarray]) -> np.ndarray:
+    tol = _tol(region, mesh)
+    lo, hi = mesh.bounds()
+    mask = np.ones(x.shape[0], dtype=bool)
+    if region.face is not None:
+        axis = "xyz".index(region.face[0])
+        if axis >= mesh.dim:
+            raise RegionError(f"face {region.face!r} does not exist in a {mesh.dim}D mesh")
+        target = lo[axis] if region.face.endswith("min") else hi[axis]
+        mask &= np.abs(x[:, axis] - target) <= tol
+    if region.box is not None:
+        bmin = _check_dim("box.min", region.box.min, mesh.dim)
+        bmax = _check_dim("box.max", region.box.max, mesh.dim)
+        mask &= np.all((x >= bmin - tol) & (x <= bmax + tol), axis=1)
+    if region.point is not None:
+        p = _check_dim("point", region.point, mesh.dim)
+        mask &= np.linalg.norm(x - p, axis=1) <= tol
+    if region.group is not None:
+        if region.group not in named:
+            known = ", ".join(sorted(named)) or "none"
+            raise RegionError(f"the mesh has no group {region.group!r} (groups: {known})")
+        sel = np.zeros(x.shape[0], dtype=bool)
+        sel[named[region.group]] = True
+        mask &= sel
+    return mask
+
+
+def select_nodes(region: Region, mesh: Mesh) -> np.ndarray:
+    """Indices of the nodes in ``region``; raises RegionError when there are none."""
+    idx = np.flatnonzero(_mask(region, mesh, mesh.points, mesh.node_sets))
+    if idx.size == 0:
+        raise RegionError("the region selects no node")
+    return idx
+
+
+def select_cells(region: Region, mesh: Mesh) -> np.ndarray:
+    """Indices of the cells in ``region``.
+
+    Box, point and group conditions test the cell centroid (a point region takes the cell
+    that contains the point); a face condition takes the cells touching that face.
+    """
+    centroids = mesh.centroids()
+    if region.point is not None:
+        p = _check_dim("point", region.point, mesh.dim)
+        lo = mesh.points[mesh.cells].min(axis=1)
+        hi = mesh.points[mesh.cells].max(axis=1)
+        tol = _tol(region, mesh)
+        mask = np.all((p >= lo - tol) & (p <= hi + tol), axis=1)
+        rest = region.model_copy(update={"point": None})
+        if rest.face or rest.box or rest.group:
+            mask &= _mask(rest, mesh, centroids, mesh.cell_sets)
+    elif region.face is not None:
+        on_face = np.zeros(mesh.n_nodes, dtype=bool)
+        on_face[_mask(region.model_copy(update={"box": None, "group": None}), mesh,
+                      mesh.points, mesh.node_sets)] = True
+        mask = on_face[mesh.cells].any(axis=1)
+        rest = region.model_copy(update={"face": None})
+        if rest.box or rest.group:
+            mask &= _mask(rest, mesh, centroids, mesh.cell_sets)
+    else:
+        mask = _mask(region, mesh, centroids, mesh.cell_sets)
+    idx = np.flatnonzero(mask)
+    if idx.size == 0:
+        raise RegionError("the region selects no cell")
+    return idx

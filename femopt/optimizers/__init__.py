@@ -1,0 +1,1 @@
+"""Optimizers: OC, femopt's MMA, and nlopt's gradient algorithms, each a plugin."""

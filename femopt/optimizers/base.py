@@ -1,0 +1,100 @@
+"""The interface between optimizers and the problem they optimize.
+
+An optimizer sees a :class:`DesignProblem`: n design variables with bounds, m inequality
+constraints ``g_i(x) <= 0`` (already normalized, e.g. ``volume/limit - 1``) and one
+objective ``f(x)`` (scaled so that a typical value is O(1) to O(100)). One call of
+``evaluate`` gives values and gradients of all of them (one forward and one adjoint
+solve). Every optimizer calls ``report`` once per design iteration; ``report`` returns True
+when the run must stop (iteration limit, convergence handled by the caller, user stop).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass
+class Evaluation:
+    """Values and gradients at one design (arrays live on the problem's backend)."""
+
+    f: float
+    df: Any  # (n,)
+    g: Any  # (m,)
+    dg: Any  # (m, n)
+    info: dict = field(default_factory=dict)  # unscaled values for logging
+
+
+class DesignProblem(Protocol):
+    n: int
+    m: int
+    xmin: Any  # (n,)
+    xmax: Any  # (n,)
+
+    def evaluate(self, x: Any) -> Evaluation:
+        """Objective, constraints and their gradients at ``x``."""
+
+    def cheap_constraints(self, x: Any) -> Any | None:
+        """Constraint values at ``x`` when none needs a solve (e.g. only volume), else None.
+        Used by OC's bisection."""
+
+    def advance_continuation(self, iteration: int, change: float) -> bool:
+        """Called once per iteration: step continuation parameters (e.g. Heaviside beta)
+        when due (every k iterations, or when ``change`` is small); True if the problem
+        changed, which also means the run has not converged yet."""
+
+    def report(self, iteration: int, x: Any, ev: Evaluation, change: float) -> bool:
+        """Record one design iteration; True means stop now."""
+
+
+@dataclass
+class OptimizationResult:
+    x: Any
+    iterations: int
+    converged: bool
+    message: str
+
+
+class StepOptimizer:
+    """Shared loop of optimizers that make one update per evaluation (OC, MMA).
+
+    Subclasses implement ``update(x, ev, iteration) -> x_new``. The run stops when the
+    largest design change is below ``tol`` (and no continuation step is pending) or after
+    ``max_iter`` iterations.
+    """
+
+    def __init__(self, options: Any):
+        self.options = options
+
+    def reset(self, problem: DesignProblem, x: Any) -> None:
+        """Forget history (called at the start and after a continuation step)."""
+
+    def update(self, problem: DesignProblem, x: Any, ev: Evaluation, iteration: int) -> Any:
+        raise NotImplementedError
+
+    def run(self, problem: DesignProblem, x0: Any, max_iter: int) -> OptimizationResult:
+        from femopt.backend import array_namespace
+
+        xp = array_namespace(x0)
+        x = x0.copy()
+        self.reset(problem, x)
+        tol = self.options.tol
+        for it in range(1, max_iter + 1):
+            ev = problem.evaluate(x)
+            x_new = self.update(problem, x, ev, it)
+            change = float(xp.max(xp.abs(x_new - x))) if x.size else 0.0
+            x = x_new
+            if problem.report(it, x, ev, change):
+                return OptimizationResult(x, it, False, "stopped")
+            if problem.advance_continuation(it, change):
+                self.reset(problem, x)
+                continue
+            if change < tol:
+                return OptimizationResult(x, it, True, f"design change {change:.3g} < tol {tol:g}")
+        return OptimizationResult(x, max_iter, False, f"iteration limit {max_iter} reached")
+
+
+def as_float_array(a: Any) -> np.ndarray:
+    return np.asarray(a, dtype=float)

@@ -1,0 +1,40 @@
+"""Steady heat conduction, isotropic conductivity, 2D and 3D."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from femopt.assembly.elements import physical_gradients
+from femopt.physics.base import Physics
+from femopt.plugins.registry import Options
+
+
+class HeatOptions(Options):
+    conductivity: float = Field(1.0, gt=0)
+    """Thermal conductivity of the solid material."""
+    thickness: float = Field(1.0, gt=0)
+    """Out-of-plane thickness (2D only)."""
+
+
+class HeatConduction(Physics):
+    name = "heat_conduction"
+    summary = "Steady heat conduction (temperature per node), 2D and 3D"
+    Options = HeatOptions
+    dof_names = ("T",)
+    field_name = "temperature"
+    load_name = "heat"
+
+    def thickness(self) -> float:
+        return self.options.thickness if self.mesh.dim == 2 else 1.0
+
+    def element_matrices_at(self, coords: np.ndarray) -> np.ndarray:
+        dndx, wdet = physical_gradients(self.element, coords)
+        k = self.options.conductivity * self.thickness()
+        return k * np.einsum("cqid,cqjd,cq->cij", dndx, dndx, wdet)
+
+    def rigid_modes(self) -> np.ndarray:
+        return np.ones((self.mesh.n_nodes, 1))
+
+    def rigid_mode_names(self) -> list[str]:
+        return ["a uniform temperature shift (no fixed temperature anywhere)"]
