@@ -22,7 +22,9 @@ FaceName = Literal["x_min", "x_max", "y_min", "y_max", "z_min", "z_max"]
 
 
 class Box(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, frozen=True, use_attribute_docstrings=True
+    )
     min: list[float]
     max: list[float]
 
@@ -38,7 +40,9 @@ class Box(BaseModel):
 class Region(BaseModel):
     """Where a support, load or passive zone applies (all given conditions must hold)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, frozen=True, use_attribute_docstrings=True
+    )
     face: FaceName | None = None
     box: Box | None = None
     point: list[float] | None = None

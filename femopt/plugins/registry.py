@@ -17,7 +17,9 @@ class Options(BaseModel):
     """Base of every component's option schema: unknown keys and non-finite numbers are
     errors."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, frozen=True, use_attribute_docstrings=True
+    )
 
 
 class Component:
@@ -92,6 +94,8 @@ class Registry:
         entry = self.get(kind, name)
         try:
             return entry.cls(*args, **kwargs)
+        except ValueError:
+            raise  # bad options: the caller locates it in the problem file
         except Exception as exc:
             if isinstance(exc, (PluginError,)) or type(exc).__module__.startswith("femopt"):
                 raise

@@ -1,0 +1,137 @@
+"""The ``femopt`` command line. The only place that maps errors to exit codes:
+0 done, 1 a failure during a run, 2 bad input (problem file, mesh, plugin, arguments)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from femopt.errors import FemoptError, InputError, ProblemError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def cmd_run(args) -> int:
+    from femopt.runner import run
+
+    run(args.problem, out=args.out, max_iter=args.max_iter, quiet=args.quiet)
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from femopt.runner import build_model
+
+    model = build_model(args.problem)
+    print(f"{args.problem}: ok ({model.mesh.n_cells} cells, {model.n_dofs} dofs, "
+          f"objective {model.objective.name}, {len(model.bounds)} constraint(s), "
+          f"optimizer {model.optimizer.name})")
+    return 0
+
+
+def cmd_check_gradients(args) -> int:
+    from femopt.adjoint.taylor import taylor_test
+    from femopt.runner import build_model
+
+    model = build_model(args.problem)
+    rng = np.random.default_rng(args.seed)
+    x = rng.uniform(0.25, 0.75, model.n)
+    x[model.passive_idx] = model.passive_val
+    direction = rng.standard_normal(model.n)
+    direction[model.passive_idx] = 0.0
+    names = [f"objective {model.objective.name}"] + [f"constraint {b.label}"
+                                                     for b in model.bounds]
+    if any(f.heuristic for f in model.filters):
+        print("note: the sensitivity filter is a heuristic; the exact gradient is checked")
+    _, grads = model.values_and_gradients(x)
+    failed = 0
+    for k, name in enumerate(names):
+        res = taylor_test(lambda y, k=k: model.values_and_gradients(y)[0][k], grads[k], x,
+                          direction)
+        rates = "exact (linear)" if res.exact else " ".join(f"{r:.3f}" for r in res.rates)
+        verdict = "ok" if res.ok() else "WRONG"
+        failed += not res.ok()
+        print(f"{name:32s} rates {rates:24s} {verdict}")
+    if failed:
+        print(f"{failed} gradient(s) failed the Taylor test (rate should be about 2)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_plugins(args) -> int:
+    from femopt.plugins.manager import get_registry, plugin_infos
+
+    reg = get_registry()
+    provided: dict[str, list[str]] = {}
+    for kind, entries in reg.entries.items():
+        for name, entry in sorted(entries.items()):
+            provided.setdefault(entry.plugin, []).append(f"{kind}:{name}")
+    for info in plugin_infos():
+        dist = f"{info.distribution} {info.version}".strip()
+        print(f"{info.name}  ({dist}; {info.module})")
+        for item in provided.get(info.name, []):
+            print(f"    {item}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from femopt import __version__
+
+    p = argparse.ArgumentParser(prog="femopt", description="Finite-element topology optimization "
+                                "from YAML problem files.")
+    p.add_argument("--version", action="version", version=f"femopt {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="optimize a problem file and write a results directory")
+    r.add_argument("problem", help="problem file (YAML)")
+    r.add_argument("--out", help="results directory (default: output.dir or results/NAME)")
+    r.add_argument("--max-iter", type=_positive_int, help="iteration limit (overrides the file)")
+    r.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    r.set_defaults(func=cmd_run)
+
+    v = sub.add_parser("validate", help="check a problem file; report every error")
+    v.add_argument("problem")
+    v.set_defaults(func=cmd_validate)
+
+    g = sub.add_parser("check-gradients",
+                       help="Taylor test of every objective and constraint at a random design")
+    g.add_argument("problem")
+    g.add_argument("--seed", type=int, default=0, help="random seed of the design and direction")
+    g.set_defaults(func=cmd_check_gradients)
+
+    pl = sub.add_parser("plugins", help="list registered plugins and what they provide")
+    pl.set_defaults(func=cmd_plugins)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ProblemError as exc:
+        print(str(exc), file=sys.stderr)  # FILE:LINE:COL: key.path: message, one per line
+        return 2
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except FemoptError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Design parametrization: material interpolation (SIMP, RAMP) and passive regions."""

@@ -1,0 +1,1 @@
+"""Design filters, each a plugin: sensitivity, density, Heaviside projection."""

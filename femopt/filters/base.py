@@ -1,0 +1,61 @@
+"""The filter interface and the neighbourhood weight matrix filters share."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.spatial import cKDTree
+
+from femopt.mesh.mesh import Mesh
+from femopt.plugins.registry import Component
+
+
+class Filter(Component):
+    """One stage of the design chain x -> ... -> rho.
+
+    ``forward`` maps the stage's input to its output; ``backward`` is the exact
+    vector-Jacobian product (chain rule). A heuristic stage (``heuristic = True``, the
+    sensitivity filter) instead rewrites the objective gradient in
+    ``modify_objective_gradient``; Taylor tests check the exact gradient without it.
+    """
+
+    heuristic: ClassVar[bool] = False
+
+    def __init__(self, options, mesh: Mesh):
+        self.options = options
+        self.mesh = mesh
+
+    def forward(self, x: Any) -> Any:
+        return x
+
+    def backward(self, x: Any, dy: Any) -> Any:
+        return dy
+
+    def modify_objective_gradient(self, x: Any, df: Any) -> Any:
+        return df
+
+    def advance(self, iteration: int, change: float, tol: float) -> bool:
+        """Step a continuation parameter when due; True if the filter changed."""
+        return False
+
+    def state(self) -> dict:
+        """Parameters that change during a run (for logs and checkpoints)."""
+        return {}
+
+
+def radius_weights(mesh: Mesh, radius: float) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Cone weights H_ij = max(0, r - |c_i - c_j|) between cell centroids, and row sums."""
+    c = mesh.centroids()
+    tree = cKDTree(c)
+    d = tree.sparse_distance_matrix(tree, radius, output_type="coo_matrix")
+    w = radius - d.data
+    keep = w > 0
+    # the diagonal (distance 0) is not stored by sparse_distance_matrix
+    n = mesh.n_cells
+    rows = np.concatenate([d.row[keep], np.arange(n)])
+    cols = np.concatenate([d.col[keep], np.arange(n)])
+    vals = np.concatenate([w[keep], np.full(n, radius)])
+    h = sp.csr_matrix((vals, (rows, cols)), shape=(n, n))
+    return h, np.asarray(h.sum(axis=1)).ravel()

@@ -1,0 +1,69 @@
+"""Heaviside projection with beta continuation (Wang, Lazarov, Sigmund 2011 form)."""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import Field, model_validator
+
+from femopt.backend import array_namespace
+from femopt.filters.base import Filter
+from femopt.plugins.registry import Options
+
+
+class HeavisideOptions(Options):
+    beta: float = Field(1.0, gt=0)
+    """Initial sharpness."""
+    eta: float = Field(0.5, gt=0, lt=1)
+    """Threshold."""
+    beta_max: float = Field(32.0, gt=0)
+    """Sharpness at which continuation stops."""
+    factor: float = Field(2.0, gt=1)
+    """beta is multiplied by this at each continuation step."""
+    every: int | None = Field(50, gt=0)
+    """Step beta every this many iterations (also whenever the design has converged)."""
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.beta_max < self.beta:
+            raise ValueError("beta_max must be >= beta")
+        return self
+
+
+class Heaviside(Filter):
+    name = "heaviside"
+    summary = "Smoothed Heaviside projection with beta continuation"
+    Options = HeavisideOptions
+
+    def __init__(self, options: HeavisideOptions, mesh):
+        super().__init__(options, mesh)
+        self.beta = options.beta
+        self._last_step = 0
+
+    def _den(self) -> float:
+        b, e = self.beta, self.options.eta
+        return math.tanh(b * e) + math.tanh(b * (1 - e))
+
+    def forward(self, x):
+        xp = array_namespace(x)
+        b, e = self.beta, self.options.eta
+        return (math.tanh(b * e) + xp.tanh(b * (x - e))) / self._den()
+
+    def backward(self, x, dy):
+        xp = array_namespace(x)
+        b, e = self.beta, self.options.eta
+        return dy * b * (1.0 - xp.tanh(b * (x - e)) ** 2) / self._den()
+
+    def advance(self, iteration: int, change: float, tol: float) -> bool:
+        if self.beta >= self.options.beta_max:
+            return False
+        every = self.options.every
+        due = change < tol or (every is not None and iteration - self._last_step >= every)
+        if not due:
+            return False
+        self.beta = min(self.beta * self.options.factor, self.options.beta_max)
+        self._last_step = iteration
+        return True
+
+    def state(self) -> dict:
+        return {"beta": self.beta}

@@ -1,0 +1,12 @@
+"""Built-in filters."""
+
+from femopt.filters.heaviside import Heaviside
+from femopt.filters.radius import DensityFilter, SensitivityFilter
+from femopt.plugins.manager import hookimpl
+
+
+@hookimpl
+def femopt_register_filters(registry) -> None:
+    registry.add("filter", SensitivityFilter)
+    registry.add("filter", DensityFilter)
+    registry.add("filter", Heaviside)

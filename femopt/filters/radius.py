@@ -1,0 +1,52 @@
+"""Sensitivity and density filters over a radius (physical length units)."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from femopt.filters.base import Filter, radius_weights
+from femopt.plugins.registry import Options
+
+
+class RadiusOptions(Options):
+    radius: float = Field(gt=0)
+    """Filter radius in the mesh's length unit; must exceed the smallest cell size."""
+
+
+class _RadiusFilter(Filter):
+    Options = RadiusOptions
+
+    def __init__(self, options: RadiusOptions, mesh):
+        super().__init__(options, mesh)
+        h = mesh.min_cell_size()
+        if options.radius <= h:
+            raise ValueError(f"radius {options.radius:g} is not larger than the smallest cell "
+                             f"({h:g}): the filter would do nothing")
+        self.H, self.Hs = radius_weights(mesh, options.radius)
+        self.HT = self.H.T.tocsr()
+
+
+class DensityFilter(_RadiusFilter):
+    """rho_i = sum_j H_ij x_j / sum_j H_ij, with its exact chain rule."""
+
+    name = "density"
+    summary = "Density filter (weighted average over a radius), exact chain rule"
+
+    def forward(self, x):
+        return (self.H @ x) / self.Hs
+
+    def backward(self, x, dy):
+        return self.HT @ (dy / self.Hs)
+
+
+class SensitivityFilter(_RadiusFilter):
+    """Heuristic filter of the objective gradient (Sigmund 1997):
+    df_i <- sum_j H_ij x_j df_j / (max(1e-3, x_i) sum_j H_ij)."""
+
+    name = "sensitivity"
+    summary = "Sensitivity filter of the objective gradient (heuristic)"
+    heuristic = True
+
+    def modify_objective_gradient(self, x, df):
+        return (self.H @ (x * df)) / self.Hs / np.maximum(1e-3, x)

@@ -1,0 +1,1 @@
+"""Results: summary, history, VTU, pictures, progress output and exporters."""

@@ -1,0 +1,119 @@
+"""The results directory: summary.json, history.csv, design.vtu and pictures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from femopt.errors import InputError
+from femopt.io.vtu import write_vtu
+
+DEPENDENCIES = ("numpy", "scipy", "pluggy", "pydantic", "meshio", "nlopt", "matplotlib",
+                "pyyaml", "rich")
+
+
+def versions() -> dict[str, str]:
+    from femopt import __version__
+
+    out = {"femopt": __version__, "python": platform.python_version()}
+    for dist in DEPENDENCIES:
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def prepare_output_dir(path: Path) -> Path:
+    """Create (or reuse) the results directory; InputError if it cannot be written."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"output directory {path} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create output directory {path}: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise InputError(f"output directory {path} is not writable")
+    return path
+
+
+def check_output_dir(path: Path) -> None:
+    """Fail early (before any work) when ``path`` could not be created or written."""
+    p = path
+    while not p.exists():
+        if p.parent == p:
+            break
+        p = p.parent
+    if not p.is_dir():
+        raise InputError(f"cannot create output directory {path}: {p} is not a directory")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise InputError(f"output directory {path} is not writable ({p} is read-only)")
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+class HistoryWriter:
+    """history.csv, one row per iteration, flushed as the run goes."""
+
+    def __init__(self, path: Path, constraint_names: list[str], extra_names: list[str]):
+        self.file = path.open("w", newline="", encoding="utf-8")
+        self.extra_names = extra_names
+        self.writer = csv.writer(self.file)
+        self.writer.writerow(["iteration", "objective", *constraint_names, "change", "seconds",
+                              *extra_names])
+        self.file.flush()
+
+    def write(self, rec) -> None:
+        self.writer.writerow([rec.iteration, repr(rec.objective),
+                              *(repr(v) for v in rec.constraints.values()),
+                              repr(rec.change), f"{rec.seconds:.6f}",
+                              *(repr(rec.extra.get(k, "")) for k in self.extra_names)])
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+@dataclass
+class DesignResult:
+    """What exporters need: the mesh and fields of the final design."""
+
+    mesh: Any
+    cell_data: dict[str, np.ndarray]
+    point_data: dict[str, np.ndarray]
+
+
+def design_result(model, x: np.ndarray, state) -> DesignResult:
+    rho, _ = model.physical(x)
+    k = model.physics.dofs_per_node
+    point = {}
+    for c, name in enumerate(model.case_names):
+        field = model.physics.field_name
+        key = field if len(model.case_names) == 1 else f"{field}_{name}"
+        u = state.u[c].reshape(-1, k)
+        point[key] = u[:, 0] if k == 1 else u
+    return DesignResult(model.mesh, {"density": rho, "design": np.asarray(x, float)}, point)
+
+
+def write_design_vtu(path: Path, result: DesignResult) -> None:
+    write_vtu(path, result.mesh, result.cell_data, result.point_data)

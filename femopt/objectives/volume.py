@@ -1,0 +1,33 @@
+"""Volume fraction of the physical density field."""
+
+from __future__ import annotations
+
+from femopt.objectives.base import Function, State, cell_volumes
+from femopt.plugins.registry import Options
+
+
+class VolumeOptions(Options):
+    pass
+
+
+class Volume(Function):
+    """sum_e rho_e v_e / sum_e v_e."""
+
+    name = "volume"
+    summary = "Volume fraction of the design (no solve needed)"
+    Options = VolumeOptions
+    needs_state = False
+
+    def __init__(self, options, model):
+        super().__init__(options, model)
+        v = cell_volumes(model.mesh)
+        self.weights = v / v.sum()
+
+    def rho_only_value(self, rho) -> float:
+        return float(self.weights @ rho)
+
+    def value(self, state: State) -> float:
+        return self.rho_only_value(state.rho)
+
+    def partial_rho(self, state: State):
+        return self.weights

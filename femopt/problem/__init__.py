@@ -1,0 +1,1 @@
+"""Problem files: YAML with positions, the schema, validation and the built model."""

@@ -1,0 +1,238 @@
+"""Reading and validating a problem file, with every error located in the file.
+
+Validation runs in two passes: the core schema (:mod:`femopt.problem.schema`), then each
+plugin section against the ``Options`` of the plugin its ``type:`` names. Both passes
+report errors the same way, ``FILE:LINE:COL: key.path: message``, with a suggestion for a
+misspelt key or type. All errors are collected before anything is raised.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from femopt.errors import InputError, Issue, ProblemError
+from femopt.plugins.registry import Registry
+from femopt.problem.schema import CONSTRAINT_KEYS, Problem
+from femopt.problem.yamlpos import Located, Path, format_path, load_yaml
+
+# problem-file section -> registry kind, and whether the section is a list
+PLUGIN_SECTIONS = {
+    "mesh": ("mesh", False),
+    "physics": ("physics", False),
+    "objective": ("function", False),
+    "constraints": ("function", True),
+    "filters": ("filter", True),
+    "optimizer": ("optimizer", False),
+    "solver": ("solver", False),
+}
+
+
+@dataclass
+class Section:
+    """A validated plugin section: its path, the plugin name and its options."""
+
+    path: Path
+    type: str
+    options: BaseModel
+    extra: dict[str, Any] = field(default_factory=dict)  # core keys (constraint bounds)
+
+
+@dataclass
+class LoadedProblem:
+    filename: str
+    problem: Problem
+    located: Located
+    sections: dict[str, Any]  # name -> Section, or list[Section] for list sections
+
+    def issue(self, path: Path, message: str) -> Issue:
+        return self.located.issue(path, message)
+
+    def error(self, path: Path, message: str) -> ProblemError:
+        return ProblemError(self.filename, [self.issue(path, message)])
+
+
+def _model_of(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation may hold (through Optional, list, Union)."""
+    out: list[type[BaseModel]] = []
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, list, tuple):
+        for arg in typing.get_args(annotation):
+            out += _model_of(arg)
+    return out
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the model found by walking ``loc`` from ``model``."""
+    models = [model]
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        nxt: list[type[BaseModel]] = []
+        for m in models:
+            f = m.model_fields.get(part)
+            if f is not None:
+                nxt += _model_of(f.annotation)
+        if not nxt:
+            break
+        models = nxt
+    names: list[str] = []
+    for m in models:
+        names += list(m.model_fields)
+    return names
+
+
+def unknown_key_message(key: Any, known: list[str]) -> str:
+    msg = f"unknown key {key!r}"
+    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+    if close:
+        msg += f"; did you mean {close[0]!r}?"
+    elif known:
+        msg += f" (expected one of: {', '.join(known)})"
+    return msg
+
+
+def _clean(msg: str) -> str:
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix):]
+    return msg
+
+
+def validation_issues(exc: ValidationError, model: type[BaseModel], located: Located,
+                      prefix: Path) -> list[Issue]:
+    """Map pydantic errors to located issues under ``prefix``."""
+    issues = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+        # drop union branch names pydantic inserts (e.g. 'list[float]')
+        loc = tuple(p for p in loc if not (isinstance(p, str) and p in ("function-after",)))
+        path = prefix + loc
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            msg = unknown_key_message(loc[-1], _fields_at(model, loc[:-1]))
+            issues.append(located.issue(path, msg, key=True))
+        elif kind == "missing":
+            issues.append(located.issue(path[:-1] if loc else path,
+                                        f"missing required key {loc[-1]!r}" if loc else
+                                        "missing value"))
+            issues[-1] = Issue(format_path(path), issues[-1].message, issues[-1].line,
+                               issues[-1].col)
+        else:
+            msg = _clean(err["msg"])
+            if "input" in err and kind not in ("model_type", "dict_type"):
+                msg += f" (got {err['input']!r})"
+            issues.append(located.issue(path, msg))
+    return issues
+
+
+def _dedupe(issues: list[Issue]) -> list[Issue]:
+    seen, out = set(), []
+    for i in issues:
+        k = (i.path, i.message)
+        if k not in seen:
+            seen.add(k)
+            out.append(i)
+    return out
+
+
+def _validate_section(registry: Registry, kind: str, data: Any, path: Path,
+                      located: Located, issues: list[Issue], core_keys: set[str]) -> Section | None:
+    if not isinstance(data, dict):
+        issues.append(located.issue(path, "expected a mapping with a 'type' key"))
+        return None
+    if "type" not in data:
+        issues.append(located.issue(path, "missing required key 'type'"))
+        return None
+    name = data["type"]
+    if not isinstance(name, str):
+        issues.append(located.issue(path + ("type",), f"'type' must be a name, got {name!r}"))
+        return None
+    try:
+        entry = registry.get(kind, name)
+    except KeyError as exc:
+        issues.append(located.issue(path + ("type",), exc.args[0]))
+        return None
+    opts = {k: v for k, v in data.items() if k not in core_keys}
+    extra = {k: v for k, v in data.items() if k in core_keys and k != "type"}
+    try:
+        options = entry.cls.Options.model_validate(opts)
+    except ValidationError as exc:
+        sub = validation_issues(exc, entry.cls.Options, located, path)
+        # an unknown key may be a core key of another section kind: the suggestion
+        # list then also names the core keys
+        issues.extend(sub)
+        return None
+    return Section(path, name, options, extra)
+
+
+def _constraint_bounds(sec: Section, located: Located, issues: list[Issue]) -> None:
+    lo, hi = sec.extra.get("min"), sec.extra.get("max")
+    if (lo is None) == (hi is None):
+        issues.append(located.issue(sec.path, "a constraint needs exactly one of 'max' or 'min'"))
+        return
+    key = "max" if hi is not None else "min"
+    v = hi if hi is not None else lo
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or abs(v) == float("inf"):
+        issues.append(located.issue(sec.path + (key,), f"expected a finite number, got {v!r}"))
+
+
+def parse_problem(text: str, filename: str, registry: Registry) -> LoadedProblem:
+    """Validate problem-file ``text``; raises ProblemError listing every error."""
+    located, issues = load_yaml(text)
+    if located is None:
+        raise ProblemError(filename, issues)
+    data = located.data
+    if not isinstance(data, dict):
+        issues.append(Issue("", "a problem file must be a mapping of sections", 1, 1))
+        raise ProblemError(filename, issues)
+    problem = None
+    try:
+        problem = Problem.model_validate(data)
+    except ValidationError as exc:
+        issues.extend(validation_issues(exc, Problem, located, ()))
+    sections: dict[str, Any] = {}
+    for name, (kind, is_list) in PLUGIN_SECTIONS.items():
+        default = Problem.model_fields[name].default
+        raw = data.get(name, default)
+        if raw is None:
+            continue
+        core_keys = CONSTRAINT_KEYS if name == "constraints" else {"type"}
+        if is_list:
+            if not isinstance(raw, list):
+                continue  # the core schema reported it
+            secs = []
+            for i, item in enumerate(raw):
+                sec = _validate_section(registry, kind, item, (name, i), located, issues,
+                                        core_keys)
+                if sec is not None and name == "constraints":
+                    _constraint_bounds(sec, located, issues)
+                secs.append(sec)
+            sections[name] = secs
+        else:
+            sections[name] = _validate_section(registry, kind, raw, (name,), located, issues,
+                                               core_keys)
+    issues = _dedupe(issues)
+    if issues or problem is None:
+        raise ProblemError(filename, issues)
+    return LoadedProblem(filename, problem, located, sections)
+
+
+def read_problem(path: str | FsPath, registry: Registry) -> LoadedProblem:
+    """Read and validate the problem file at ``path``."""
+    p = FsPath(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such problem file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the problem file: {exc}") from None
+    return parse_problem(text, str(path), registry)

@@ -1,0 +1,350 @@
+"""The built model: mesh, physics, loads, filters, functions, solver and optimizer of one
+problem, and the design problem (values and gradients at a design) optimizers see."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from femopt.adjoint.sensitivity import function_gradients
+from femopt.assembly.sparse import FixedPatternAssembler
+from femopt.design.interpolation import Interpolation
+from femopt.errors import Issue, ProblemError, RunError, SingularSystemError
+from femopt.mesh.regions import RegionError, select_cells, select_nodes
+from femopt.objectives.base import Function, State
+from femopt.optimizers.base import Evaluation
+from femopt.plugins.registry import Registry
+from femopt.problem.load import LoadedProblem, Section
+
+
+@dataclass
+class IterationRecord:
+    iteration: int
+    objective: float
+    constraints: dict[str, float]
+    change: float
+    seconds: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Bound:
+    function: Function
+    label: str
+    kind: str  # "max" or "min"
+    limit: float
+
+    def normalized(self, value: float) -> float:
+        scale = abs(self.limit) if self.limit != 0 else 1.0
+        return (value - self.limit) / scale if self.kind == "max" else (self.limit - value) / scale
+
+    def sign_scale(self) -> float:
+        scale = abs(self.limit) if self.limit != 0 else 1.0
+        return (1.0 if self.kind == "max" else -1.0) / scale
+
+
+class Model:
+    """Everything built from one problem file. Implements ``DesignProblem``."""
+
+    def __init__(self, loaded: LoadedProblem, registry: Registry):
+        self.loaded = loaded
+        self.registry = registry
+        self.problem = loaded.problem
+        self.name = self.problem.name or _stem(loaded.filename)
+        issues: list[Issue] = []
+        sec = loaded.sections
+
+        self.mesh = self._create("mesh", sec["mesh"], issues).build()
+        self.physics = self._create("physics", sec["physics"], issues, self.mesh)
+        if issues:
+            raise ProblemError(loaded.filename, issues)
+
+        self.cell_dofs = self.physics.cell_dofs()
+        self.n_dofs = self.mesh.n_nodes * self.physics.dofs_per_node
+        self.ke = self.physics.element_matrices()
+        self.fixed = self._supports(issues)
+        self.case_names, self.weights, self.loads = self._loads(issues)
+        self.passive_idx, self.passive_val = self._passive(issues)
+        self.filters = [self._create("filter", s, issues, self.mesh) for s in sec["filters"]]
+        d = self.problem.design.interpolation
+        self.interp = Interpolation(d.type, d.penalty, d.min)
+        if issues:
+            raise ProblemError(loaded.filename, issues)
+
+        self.objective = self._create("function", sec["objective"], issues, self)
+        self.bounds: list[Bound] = []
+        for i, s in enumerate(sec["constraints"]):
+            fn = self._create("function", s, issues, self)
+            if fn is None:
+                continue
+            kind = "max" if "max" in s.extra else "min"
+            limit = float(s.extra[kind])
+            if fn.name == "volume" and not 0 < limit <= 1:
+                issues.append(loaded.issue(("constraints", i, kind),
+                                           f"a volume fraction must be in (0, 1], got {limit:g}"))
+            label = fn.label or fn.name
+            if any(b.label == label for b in self.bounds):
+                label = f"{label}{i}"
+            self.bounds.append(Bound(fn, label, kind, limit))
+        self.solver = self._create("solver", sec["solver"], issues)
+        self.optimizer = self._create("optimizer", sec["optimizer"], issues)
+        if issues:
+            raise ProblemError(loaded.filename, issues)
+
+        free_mask = np.ones(self.n_dofs, dtype=bool)
+        free_mask[self.fixed] = False
+        self.assembler = FixedPatternAssembler(self.cell_dofs, self.n_dofs,
+                                               np.flatnonzero(free_mask))
+        self.loads_free = self.assembler.restrict(self.loads.T)  # (n_free, n_cases)
+        if not np.any(self.loads_free):
+            raise loaded.error(("load_cases" if self.problem.load_cases else "loads",),
+                               "every load acts on supported degrees of freedom only: "
+                               "the structure carries nothing")
+
+        n = self.mesh.n_cells
+        self.n, self.m = n, len(self.bounds)
+        self.xmin = np.zeros(n)
+        self.xmax = np.ones(n)
+        self.xmin[self.passive_idx] = self.passive_val
+        self.xmax[self.passive_idx] = self.passive_val
+        self.x0 = np.full(n, self._initial_density())
+        self.x0[self.passive_idx] = self.passive_val
+
+        self.objective_scale = 1.0
+        self.normalize_objective = getattr(self.optimizer, "normalize_objective", True)
+        self.on_iteration: Callable[[IterationRecord], bool] | None = None
+        self.history: list[IterationRecord] = []
+        self.last_state: State | None = None
+        self.evaluations = 0
+        self._t_last = time.perf_counter()
+
+    # -- building --------------------------------------------------------------------
+
+    def _create(self, kind: str, section: Section | None, issues: list[Issue], *args):
+        if section is None:
+            return None
+        try:
+            return self.registry.create(kind, section.type, section.options, *args)
+        except ValueError as exc:
+            issues.append(self.loaded.issue(section.path, str(exc)))
+            return None
+
+    def _supports(self, issues: list[Issue]) -> np.ndarray:
+        names = self.physics.dof_names
+        k = len(names)
+        fixed: list[np.ndarray] = []
+        for i, s in enumerate(self.problem.supports):
+            try:
+                nodes = select_nodes(s.region, self.mesh)
+            except RegionError as exc:
+                issues.append(self.loaded.issue(("supports", i, "region"), str(exc)))
+                continue
+            comps = range(k)
+            if s.dofs is not None:
+                bad = [d for d in s.dofs if d not in names]
+                if bad:
+                    issues.append(self.loaded.issue(
+                        ("supports", i, "dofs"),
+                        f"unknown dof {bad[0]!r} for {self.physics.name} "
+                        f"(its dofs: {', '.join(names)})"))
+                    continue
+                comps = [names.index(d) for d in s.dofs]
+            fixed.append((nodes[:, None] * k + np.array(list(comps))[None, :]).ravel())
+        if issues:
+            return np.zeros(0, dtype=np.int64)
+        fixed_dofs = np.unique(np.concatenate(fixed)) if fixed else np.zeros(0, np.int64)
+        self._check_rigid_modes(fixed_dofs)
+        return fixed_dofs
+
+    def _check_rigid_modes(self, fixed: np.ndarray) -> None:
+        """Supports must remove every rigid-body mode, else K is singular."""
+        r = self.physics.rigid_modes()
+        r = r / np.linalg.norm(r, axis=0)
+        sub = r[fixed]
+        if sub.shape[0] == 0:
+            free_modes = np.eye(r.shape[1])
+        else:
+            _, s, vt = np.linalg.svd(sub, full_matrices=True)
+            s = np.concatenate([s, np.zeros(vt.shape[0] - s.size)])
+            free_modes = vt[s < 1e-8 * max(1.0, s.max(initial=0.0))]
+        if free_modes.shape[0]:
+            names = self.physics.rigid_mode_names()
+            which = sorted({names[int(np.argmax(np.abs(v)))] for v in free_modes})
+            line, col = self.loaded.located.position(("supports",))
+            raise SingularSystemError(
+                f"{self.loaded.filename}:{line}:{col}: supports: the supports leave the "
+                f"structure free to move ({free_modes.shape[0]} rigid-body mode(s) "
+                f"unconstrained: {', '.join(which)}); the system would be singular")
+
+    def _loads(self, issues: list[Issue]):
+        p = self.problem
+        if p.load_cases is not None:
+            cases = [(("load_cases", i, "loads"), c.name or f"case{i + 1}", c.weight, c.loads)
+                     for i, c in enumerate(p.load_cases)]
+        else:
+            cases = [(("loads",), "loads", 1.0, p.loads)]
+        k = self.physics.dofs_per_node
+        vecs = np.zeros((len(cases), self.n_dofs))
+        for c, (path, _, _, loads) in enumerate(cases):
+            for j, load in enumerate(loads):
+                lp = path + (j,)
+                key = self.physics.load_name
+                value = load.force if load.force is not None else load.heat
+                given = "force" if load.force is not None else "heat"
+                if given != key:
+                    issues.append(self.loaded.issue(lp + (given,),
+                                  f"{self.physics.name} takes '{key}' loads, not '{given}'"))
+                    continue
+                vec = np.atleast_1d(np.asarray(value, dtype=float))
+                if vec.size != k:
+                    issues.append(self.loaded.issue(lp + (given,),
+                                  f"expected {k} component(s) ({', '.join(self.physics.dof_names)}),"
+                                  f" got {vec.size}"))
+                    continue
+                try:
+                    if load.body:
+                        cells = (select_cells(load.region, self.mesh) if load.region
+                                 else np.arange(self.mesh.n_cells))
+                        vecs[c] += self.physics.body_load(list(vec), cells)
+                    else:
+                        nodes = select_nodes(load.region, self.mesh)
+                        if load.distribute == "total":
+                            vec = vec / nodes.size
+                        for comp in range(k):
+                            vecs[c, nodes * k + comp] += vec[comp]
+                except RegionError as exc:
+                    issues.append(self.loaded.issue(lp + ("region",), str(exc)))
+        return [n for _, n, _, _ in cases], np.array([w for _, _, w, _ in cases]), vecs
+
+    def _passive(self, issues: list[Issue]):
+        idx, val = [], []
+        for i, ps in enumerate(self.problem.design.passive):
+            try:
+                cells = select_cells(ps.region, self.mesh)
+            except RegionError as exc:
+                issues.append(self.loaded.issue(("design", "passive", i, "region"), str(exc)))
+                continue
+            idx.append(cells)
+            val.append(np.full(cells.size, 1.0 if ps.value == "solid" else 0.0))
+        if not idx:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        # a later entry wins where regions overlap
+        all_idx, all_val = np.concatenate(idx), np.concatenate(val)
+        last = {int(c): v for c, v in zip(all_idx, all_val)}
+        keys = np.array(sorted(last), dtype=np.int64)
+        return keys, np.array([last[int(c)] for c in keys])
+
+    def _initial_density(self) -> float:
+        d = self.problem.design.initial
+        if d is not None:
+            return d
+        for b in self.bounds:
+            if b.function.name == "volume" and b.kind == "max" and 0 < b.limit <= 1:
+                return b.limit
+        return 0.5
+
+    # -- the design chain ------------------------------------------------------------
+
+    def physical(self, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """rho from x through the filters; also each filter's input (for the chain rule)."""
+        inputs = []
+        y = x
+        for f in self.filters:
+            inputs.append(y)
+            y = f.forward(y)
+        rho = np.array(y, dtype=float, copy=True)
+        rho[self.passive_idx] = self.passive_val
+        return rho, inputs
+
+    def chain(self, grad_rho: np.ndarray, inputs: list[np.ndarray]) -> np.ndarray:
+        g = grad_rho.copy()
+        g[self.passive_idx] = 0.0
+        for f, xin in zip(reversed(self.filters), reversed(inputs)):
+            g = f.backward(xin, g)
+        return g
+
+    # -- analysis --------------------------------------------------------------------
+
+    def analyse(self, rho: np.ndarray) -> State:
+        """Assemble, factorize and solve every load case at densities ``rho``."""
+        scale = self.interp.value(rho)
+        k = self.assembler.assemble(scale, self.ke)
+        self.solver.update(k)
+        u_free = self.solver.solve(self.loads_free if self.loads_free.shape[1] > 1
+                                   else self.loads_free[:, 0])
+        u = self.assembler.expand(u_free.reshape(self.loads_free.shape)).T
+        if not np.all(np.isfinite(u)):
+            raise RunError("the state has non-finite values")
+        self.last_state = State(rho, u, self.loads, self.weights, self)
+        return self.last_state
+
+    def functions(self) -> list[Function]:
+        return [self.objective] + [b.function for b in self.bounds]
+
+    def values_and_gradients(self, x: np.ndarray) -> tuple[list[float], list[np.ndarray]]:
+        """Raw values of objective and constraint functions and their exact gradients
+        with respect to x (no heuristic filtering)."""
+        rho, inputs = self.physical(x)
+        state = self.analyse(rho)
+        fns = self.functions()
+        values = [fn.value(state) for fn in fns]
+        grads_rho = function_gradients(fns, state, self.solver, self.assembler,
+                                       self.cell_dofs, self.ke, self.interp.derivative(rho))
+        return values, [self.chain(g, inputs) for g in grads_rho]
+
+    # -- DesignProblem -----------------------------------------------------------------
+
+    def evaluate(self, x: np.ndarray) -> Evaluation:
+        values, grads = self.values_and_gradients(x)
+        self.evaluations += 1
+        f, df = values[0], grads[0]
+        for flt in self.filters:
+            if flt.heuristic:
+                df = flt.modify_objective_gradient(x, df)
+        if not np.isfinite(f) or not np.all(np.isfinite(df)):
+            raise RunError(f"the objective or its gradient is not finite (objective {f})")
+        if self.evaluations == 1 and self.normalize_objective and f != 0:
+            self.objective_scale = 1.0 / abs(f)
+        g = np.array([b.normalized(v) for b, v in zip(self.bounds, values[1:])])
+        dg = (np.array([b.sign_scale() * gr for b, gr in zip(self.bounds, grads[1:])])
+              if self.bounds else np.zeros((0, self.n)))
+        info = {"objective": f, **{b.label: v for b, v in zip(self.bounds, values[1:])}}
+        return Evaluation(f * self.objective_scale, df * self.objective_scale, g, dg, info)
+
+    def cheap_constraints(self, x: np.ndarray):
+        if any(b.function.needs_state for b in self.bounds):
+            return None
+        rho, _ = self.physical(x)
+        return np.array([b.normalized(b.function.rho_only_value(rho)) for b in self.bounds])
+
+    def advance_continuation(self, iteration: int, change: float) -> bool:
+        tol = getattr(self.optimizer.options, "tol", 0.01)
+        stepped = False
+        for f in self.filters:
+            stepped |= f.advance(iteration, change, tol)
+        return stepped
+
+    def report(self, iteration: int, x: np.ndarray, ev: Evaluation, change: float) -> bool:
+        now = time.perf_counter()
+        extra = {k: v for f in self.filters for k, v in f.state().items()}
+        rec = IterationRecord(iteration, ev.info["objective"],
+                              {b.label: ev.info[b.label] for b in self.bounds},
+                              change, now - self._t_last, extra)
+        self._t_last = now
+        self.history.append(rec)
+        self.x = x
+        if self.on_iteration is not None:
+            return bool(self.on_iteration(rec))
+        return False
+
+    def start_clock(self) -> None:
+        self._t_last = time.perf_counter()
+
+
+def _stem(filename: str) -> str:
+    from pathlib import Path
+
+    return Path(filename).stem

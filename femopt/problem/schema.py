@@ -1,0 +1,140 @@
+"""The schema of a problem file (core sections).
+
+Sections whose ``type:`` picks a plugin (``mesh``, ``physics``, ``objective``,
+``constraints[]``, ``filters[]``, ``optimizer``, ``solver``) are kept as mappings here and
+validated against the chosen plugin's own ``Options`` by :mod:`femopt.problem.load`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from femopt.mesh.regions import Region
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, frozen=True, use_attribute_docstrings=True
+    )
+
+
+class Support(Strict):
+    """Fixed (zero) degrees of freedom on a region."""
+
+    region: Region
+    """Where the support acts."""
+    dofs: list[str] | None = None
+    """Which components are fixed (e.g. [x], [x, y]); all of them when omitted."""
+
+
+class Load(Strict):
+    """A nodal load on a region, or a body load (per unit volume) on cells."""
+
+    region: Region | None = None
+    """Where the load acts (a body load without a region covers the whole domain)."""
+    force: list[float] | None = None
+    """Force vector (elasticity)."""
+    heat: float | None = None
+    """Heat input (heat conduction)."""
+    body: bool = False
+    """A source per unit volume on the region's cells instead of nodal values."""
+    distribute: Literal["per_node", "total"] = "per_node"
+    """Nodal loads: the value acts on every selected node, or the total is shared evenly."""
+
+    @model_validator(mode="after")
+    def _one_value(self) -> Load:
+        if (self.force is None) == (self.heat is None):
+            raise ValueError("a load needs exactly one of 'force' or 'heat'")
+        if self.region is None and not self.body:
+            raise ValueError("a nodal load needs a 'region'")
+        return self
+
+
+class LoadCase(Strict):
+    name: str | None = None
+    """Label used in logs and results."""
+    weight: float = Field(1.0, gt=0)
+    """Weight of this case in a summed objective such as compliance."""
+    loads: list[Load] = Field(min_length=1)
+    """The loads of this case."""
+
+
+class Interpolation(Strict):
+    type: Literal["simp", "ramp"] = "simp"
+    """Material interpolation: SIMP (rho^p) or RAMP (rho / (1 + q (1 - rho)))."""
+    penalty: float = Field(3.0, ge=0)
+    """SIMP exponent p, or RAMP parameter q."""
+    min: float = Field(1e-9, gt=0, lt=1)
+    """Ratio of void to solid material property (Emin/E0)."""
+
+
+class Passive(Strict):
+    region: Region
+    """Cells whose centroid lies in the region (face: cells touching the face)."""
+    value: Literal["solid", "void"]
+    """Density held at 1 (solid) or 0 (void)."""
+
+
+class Design(Strict):
+    initial: float | None = Field(None, gt=0, le=1)
+    """Initial uniform density (default: the volume constraint's limit, else 0.5)."""
+    interpolation: Interpolation = Interpolation()
+    """Material interpolation."""
+    passive: list[Passive] = []
+    """Regions held solid or void."""
+
+
+class Output(Strict):
+    dir: str | None = None
+    """Results directory (default: results/<problem name>); `--out` overrides it."""
+    picture: bool = True
+    """Write convergence.png and design.png."""
+    threshold: float = Field(0.5, gt=0, lt=1)
+    """Density above which a cell counts as solid in the 3D picture."""
+
+
+class Problem(Strict):
+    """A topology optimization problem."""
+
+    name: str | None = None
+    """Name of the problem (default: the file name)."""
+    description: str | None = None
+    """Free text."""
+    mesh: dict[str, Any]
+    """Mesh source: `type` picks the plugin (built-in: structured)."""
+    physics: dict[str, Any]
+    """Physics: `type` picks the plugin (linear_elasticity, heat_conduction)."""
+    supports: list[Support] = Field(min_length=1)
+    """Fixed degrees of freedom."""
+    loads: list[Load] | None = None
+    """Loads of a problem with one load case (use `load_cases` for several)."""
+    load_cases: list[LoadCase] | None = None
+    """Several load cases sharing one factorization."""
+    design: Design = Design()
+    """Design variables: initial value, interpolation, passive regions."""
+    filters: list[dict[str, Any]] = []
+    """Filter chain applied to the design in order (sensitivity, density, heaviside)."""
+    objective: dict[str, Any]
+    """Objective function to minimize: `type` picks the plugin."""
+    constraints: list[dict[str, Any]] = []
+    """Inequality constraints: `type` plus `max` (or `min`)."""
+    optimizer: dict[str, Any] = {"type": "oc"}
+    """Optimizer: `type` picks the plugin (oc, mma, nlopt)."""
+    solver: dict[str, Any] = {"type": "direct"}
+    """Linear solver: `type` picks the plugin (direct, pcg)."""
+    output: Output = Output()
+    """Where and what to write."""
+
+    @model_validator(mode="after")
+    def _one_way_to_load(self) -> Problem:
+        if (self.loads is None) == (self.load_cases is None):
+            raise ValueError("give exactly one of 'loads' or 'load_cases'")
+        if self.load_cases is not None and not self.load_cases:
+            raise ValueError("'load_cases' needs at least one case")
+        return self
+
+
+# Keys every constraint entry has, whatever its type; the rest belongs to the plugin.
+CONSTRAINT_KEYS = {"type", "max", "min"}

@@ -1,0 +1,28 @@
+"""The solver interface shared by the forward and the adjoint solves."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from femopt.plugins.registry import Component
+
+
+class LinearSolver(Component):
+    """Solves K x = b for one operator, reusing what it built for later solves.
+
+    ``update(K)`` hands it a new matrix (same pattern) and rebuilds its factorization or
+    preconditioner; ``solve(b, transpose=False)`` solves with K or K^T for one right-hand
+    side (n,) or several (n, k). The adjoint module calls ``solve`` on the same object.
+    """
+
+    symmetric_only: ClassVar[bool] = False
+
+    def update(self, matrix: Any) -> None:
+        raise NotImplementedError
+
+    def solve(self, b: Any, transpose: bool = False, x0: Any = None) -> Any:
+        raise NotImplementedError
+
+    def stats(self) -> dict:
+        """Counters for the log (e.g. CG iterations of the last solve)."""
+        return {}

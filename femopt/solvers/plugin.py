@@ -1,0 +1,11 @@
+"""Built-in linear solvers."""
+
+from femopt.plugins.manager import hookimpl
+from femopt.solvers.direct import DirectSolver
+from femopt.solvers.pcg import PCGSolver
+
+
+@hookimpl
+def femopt_register_solvers(registry) -> None:
+    registry.add("solver", DirectSolver)
+    registry.add("solver", PCGSolver)
