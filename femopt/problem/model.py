@@ -270,9 +270,7 @@ class Model:
 
     def analyse(self, rho: np.ndarray) -> State:
         """Assemble, factorize and solve every load case at densities ``rho``."""
-        scale = self.interp.value(rho)
-        k = self.assembler.assemble(scale, self.ke)
-        self.solver.update(k)
+        self.solver.update_operator(self.interp.value(rho), self.assembler, self.ke)
         u_free = self.solver.solve(self.loads_free if self.loads_free.shape[1] > 1
                                    else self.loads_free[:, 0])
         u = self.assembler.expand(u_free.reshape(self.loads_free.shape)).T

@@ -17,6 +17,15 @@ class LinearSolver(Component):
 
     symmetric_only: ClassVar[bool] = False
 
+    def update_operator(self, scale: Any, assembler: Any, ke: Any) -> None:
+        """New design: the operator is sum_e scale_e K0_e restricted to the free dofs.
+
+        Assembled solvers build the matrix with ``assembler`` and call :meth:`update`;
+        matrix-free solvers (multigrid on structured grids) override this and use
+        ``scale`` directly.
+        """
+        self.update(assembler.assemble(scale, ke))
+
     def update(self, matrix: Any) -> None:
         raise NotImplementedError
 
