@@ -50,12 +50,9 @@ def radius_weights(mesh: Mesh, radius: float) -> tuple[sp.csr_matrix, np.ndarray
     c = mesh.centroids()
     tree = cKDTree(c)
     d = tree.sparse_distance_matrix(tree, radius, output_type="coo_matrix")
+    # self-pairs come back with distance 0, so every cell has its own weight r
     w = radius - d.data
     keep = w > 0
-    # the diagonal (distance 0) is not stored by sparse_distance_matrix
     n = mesh.n_cells
-    rows = np.concatenate([d.row[keep], np.arange(n)])
-    cols = np.concatenate([d.col[keep], np.arange(n)])
-    vals = np.concatenate([w[keep], np.full(n, radius)])
-    h = sp.csr_matrix((vals, (rows, cols)), shape=(n, n))
+    h = sp.csr_matrix((w[keep], (d.row[keep], d.col[keep])), shape=(n, n))
     return h, np.asarray(h.sum(axis=1)).ravel()

@@ -22,6 +22,7 @@ class Volume(Function):
         super().__init__(options, model)
         v = cell_volumes(model.mesh)
         self.weights = v / v.sum()
+        self.natural_scale = float(v.sum())  # volume fraction -> volume
 
     def rho_only_value(self, rho) -> float:
         return float(self.weights @ rho)

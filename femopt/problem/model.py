@@ -37,13 +37,20 @@ class Bound:
     kind: str  # "max" or "min"
     limit: float
 
+    natural: bool = False  # scale by the function's natural_scale instead of 1/|limit|
+
+    def _scale(self) -> float:
+        if self.natural:
+            return float(getattr(self.function, "natural_scale", 1.0))
+        return 1.0 / abs(self.limit) if self.limit != 0 else 1.0
+
     def normalized(self, value: float) -> float:
-        scale = abs(self.limit) if self.limit != 0 else 1.0
-        return (value - self.limit) / scale if self.kind == "max" else (self.limit - value) / scale
+        """g <= 0 when satisfied: (value - limit) or (limit - value), scaled."""
+        d = value - self.limit if self.kind == "max" else self.limit - value
+        return d * self._scale()
 
     def sign_scale(self) -> float:
-        scale = abs(self.limit) if self.limit != 0 else 1.0
-        return (1.0 if self.kind == "max" else -1.0) / scale
+        return (1.0 if self.kind == "max" else -1.0) * self._scale()
 
 
 class Model:
@@ -113,8 +120,14 @@ class Model:
         self.x0 = np.full(n, self._initial_density())
         self.x0[self.passive_idx] = self.passive_val
 
+        # Optimizers such as MMA want O(1) functions: the objective is divided by its
+        # first value and constraints by their limits. OC's bisection instead works in the
+        # functions' natural units (raw objective, volume in length^d), as the classic
+        # codes do, which keeps its multiplier search identical to theirs.
         self.objective_scale = 1.0
-        self.normalize_objective = getattr(self.optimizer, "normalize_objective", True)
+        self.normalize = getattr(self.optimizer, "normalize_functions", True)
+        for b in self.bounds:
+            b.natural = not self.normalize
         self.on_iteration: Callable[[IterationRecord], bool] | None = None
         self.history: list[IterationRecord] = []
         self.last_state: State | None = None
@@ -304,7 +317,7 @@ class Model:
                 df = flt.modify_objective_gradient(x, df)
         if not np.isfinite(f) or not np.all(np.isfinite(df)):
             raise RunError(f"the objective or its gradient is not finite (objective {f})")
-        if self.evaluations == 1 and self.normalize_objective and f != 0:
+        if self.evaluations == 1 and self.normalize and f != 0:
             self.objective_scale = 1.0 / abs(f)
         g = np.array([b.normalized(v) for b, v in zip(self.bounds, values[1:])])
         dg = (np.array([b.sign_scale() * gr for b, gr in zip(self.bounds, grads[1:])])
