@@ -13,8 +13,7 @@ from femopt.errors import FemoptError
 from femopt.io import plots
 from femopt.io.progress import ProgressReporter
 from femopt.io.results import (HistoryWriter, check_output_dir, design_result,
-                               prepare_output_dir, versions, write_design_vtu,
-                               write_json_atomic)
+                               prepare_output_dir, versions, write_json_atomic)
 from femopt.plugins.manager import get_manager, get_registry
 from femopt.problem.load import read_problem
 from femopt.problem.model import Model
@@ -51,6 +50,9 @@ def run(problem_file: str | Path, out: str | Path | None = None, max_iter: int |
     out_dir = output_dir_for(model, out)
     check_output_dir(out_dir)
     limit = max_iter if max_iter is not None else model.optimizer.options.max_iter
+    check = getattr(model.optimizer, "check", None)
+    if check is not None:  # an optimizer that cannot take this problem is bad input
+        check(model)
     prepare_output_dir(out_dir)
 
     pm = get_manager()
@@ -75,7 +77,7 @@ def run(problem_file: str | Path, out: str | Path | None = None, max_iter: int |
     status, error = "ok", None
     try:
         model.start_clock()
-        with reporter:
+        with reporter, get_registry().guard("optimizer", model.optimizer.name, "run()"):
             result = model.optimizer.run(model, model.x0.copy(), limit)
         x_final = result.x
         state = model.analyse(model.physical(x_final)[0])
@@ -87,18 +89,23 @@ def run(problem_file: str | Path, out: str | Path | None = None, max_iter: int |
             "converged": result.converged,
             "message": result.message,
         })
-        write_design_vtu(out_dir / "design.vtu", design_result(model, x_final, state))
+        design = design_result(model, x_final, state)
+        registry = get_registry()
+        for fmt in model.problem.output.formats:
+            exporter = registry.create("exporter", fmt, registry.get("exporter", fmt).cls.Options())
+            with registry.guard("exporter", fmt, "export()"):
+                exporter.export(design, out_dir / f"design{exporter.suffix}")
         if model.problem.output.picture and model.history:
             plots.convergence_plot(model.history, out_dir / "convergence.png")
             if model.mesh.grid is not None:
-                rho = model.physical(x_final)[0]
-                plots.design_picture(model.mesh, rho, out_dir / "design.png",
-                                     model.problem.output.threshold)
+                plots.design_picture(model.mesh, design.cell_data["density"],
+                                     out_dir / "design.png", model.problem.output.threshold)
         np.save(out_dir / "design.npy", np.asarray(x_final))
-    except FemoptError as exc:
+    except BaseException as exc:  # noqa: BLE001 - the summary must say the run failed
         status, error = "failed", exc
         summary.update({"iterations": len(model.history), "converged": False,
-                        "message": str(exc)})
+                        "message": f"{type(exc).__name__}: {exc}"
+                        if not isinstance(exc, FemoptError) else str(exc)})
     finally:
         history.close()
         wall = time.perf_counter() - t0
@@ -107,7 +114,7 @@ def run(problem_file: str | Path, out: str | Path | None = None, max_iter: int |
                         "seconds_per_iteration": sum(r.seconds for r in model.history) / n_it,
                         "evaluations": model.evaluations})
         write_json_atomic(out_dir / "summary.json", summary)
-    pm.hook.femopt_run_end(summary=summary)
+        pm.hook.femopt_run_end(summary=summary)
     if error is not None:
         raise error
     reporter.line(f"done: {summary['message']}; objective {summary['objective']:.6e} after "

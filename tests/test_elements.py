@@ -146,14 +146,7 @@ def test_min_cell_size_of_structured_grid():
     "shape, size, expected",
     [
         ((2, 3), (2.0, 0.3), 0.1),
-        pytest.param(
-            (2, 2, 2), (2.0, 2.0, 0.2), 0.1,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG femopt/mesh/mesh.py:71-73: min_cell_size of an unstructured "
-                       "hex8 mesh pairs consecutive VTK nodes (np.roll), which measures "
-                       "face diagonals 3-4 and 7-0 and never the z edges 0-4..3-7; a mesh "
-                       "with thin z cells reports the xy edge length")),
+        ((2, 2, 2), (2.0, 2.0, 0.2), 0.1),
     ],
 )
 def test_min_cell_size_of_unstructured_mesh_is_shortest_edge(shape, size, expected):

@@ -14,9 +14,8 @@ from typing import Any
 import numpy as np
 
 from femopt.errors import InputError
-from femopt.io.vtu import write_vtu
 
-DEPENDENCIES = ("numpy", "scipy", "pluggy", "pydantic", "meshio", "nlopt", "matplotlib",
+DEPENDENCIES = ("numpy", "scipy", "pluggy", "pydantic", "meshio", "nlopt", "cvxopt", "matplotlib",
                 "pyyaml", "rich")
 
 
@@ -113,7 +112,3 @@ def design_result(model, x: np.ndarray, state) -> DesignResult:
         u = state.u[c].reshape(-1, k)
         point[key] = u[:, 0] if k == 1 else u
     return DesignResult(model.mesh, {"density": rho, "design": np.asarray(x, float)}, point)
-
-
-def write_design_vtu(path: Path, result: DesignResult) -> None:
-    write_vtu(path, result.mesh, result.cell_data, result.point_data)

@@ -7,6 +7,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+# Edges of each cell type as pairs of local node indices (VTK node order).
+CELL_EDGES = {
+    "tri3": [(0, 1), (1, 2), (2, 0)],
+    "quad4": [(0, 1), (1, 2), (2, 3), (3, 0)],
+    "tet4": [(0, 1), (1, 2), (2, 0), (0, 3), (1, 3), (2, 3)],
+    "hex8": [(0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4),
+             (0, 4), (1, 5), (2, 6), (3, 7)],
+}
+
+
 @dataclass(frozen=True)
 class StructuredGrid:
     """Metadata of a structured grid, kept for stencil kernels and geometric multigrid.
@@ -68,6 +78,6 @@ class Mesh:
     def min_cell_size(self) -> float:
         if self.grid is not None:
             return float(min(self.grid.spacing))
+        edges = np.array(CELL_EDGES[self.cell_type])
         p = self.points[self.cells]
-        edges = np.linalg.norm(p - np.roll(p, 1, axis=1), axis=2)
-        return float(edges.min())
+        return float(np.linalg.norm(p[:, edges[:, 0]] - p[:, edges[:, 1]], axis=2).min())

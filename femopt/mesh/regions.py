@@ -26,7 +26,9 @@ class Box(BaseModel):
         extra="forbid", allow_inf_nan=False, frozen=True, use_attribute_docstrings=True
     )
     min: list[float]
+    """Lower corner."""
     max: list[float]
+    """Upper corner."""
 
     @model_validator(mode="after")
     def _ordered(self) -> Box:
@@ -44,10 +46,15 @@ class Region(BaseModel):
         extra="forbid", allow_inf_nan=False, frozen=True, use_attribute_docstrings=True
     )
     face: FaceName | None = None
+    """A face of the bounding box: x_min, x_max, y_min, y_max, z_min, z_max."""
     box: Box | None = None
+    """A closed box {min: [...], max: [...]}."""
     point: list[float] | None = None
+    """A point [x, y(, z)] (the nodes within tol of it)."""
     group: str | None = None
+    """A named node or cell set of the mesh."""
     tol: float | None = None
+    """Geometric tolerance (default: 1e-6 of the bounding-box diagonal)."""
 
     @model_validator(mode="after")
     def _something(self) -> Region:

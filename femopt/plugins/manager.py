@@ -97,7 +97,8 @@ def build_manager(extra_plugins: dict[str, Any] | None = None) -> tuple[pluggy.P
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin '{exc.plugin_name}' implements an unknown hook: {exc}") from exc
+        name = pm.get_name(exc.plugin) if getattr(exc, "plugin", None) is not None else "?"
+        raise PluginError(f"plugin '{name}' implements an unknown hook: {exc}") from exc
     registry = Registry()
     for hook_name in REGISTRARS.values():
         caller = getattr(pm.hook, hook_name)

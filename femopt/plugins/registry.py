@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import difflib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from femopt.errors import PluginError
+from femopt.errors import FemoptError, PluginError
 
 KINDS = ("mesh", "physics", "function", "filter", "optimizer", "solver", "exporter")
 
@@ -103,3 +104,17 @@ class Registry:
                 f"{kind} '{name}' from plugin '{entry.plugin}' raised while being set up: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+
+    @contextmanager
+    def guard(self, kind: str, name: str, what: str):
+        """Turn an unexpected exception inside a component into a PluginError that names
+        the component and the plugin it comes from."""
+        try:
+            yield
+        except FemoptError:
+            raise
+        except Exception as exc:
+            plugin = self.entries.get(kind, {}).get(name)
+            origin = f" from plugin '{plugin.plugin}'" if plugin else ""
+            raise PluginError(f"{kind} '{name}'{origin} raised in {what}: "
+                              f"{type(exc).__name__}: {exc}") from exc

@@ -220,6 +220,12 @@ def parse_problem(text: str, filename: str, registry: Registry) -> LoadedProblem
         else:
             sections[name] = _validate_section(registry, kind, raw, (name,), located, issues,
                                                core_keys)
+    out = data.get("output")
+    if isinstance(out, dict) and isinstance(out.get("formats"), list):
+        for i, fmt in enumerate(out["formats"]):
+            if isinstance(fmt, str) and fmt not in registry.entries["exporter"]:
+                issues.append(located.issue(("output", "formats", i),
+                                            registry.unknown_message("exporter", fmt)))
     issues = _dedupe(issues)
     if issues or problem is None:
         raise ProblemError(filename, issues)

@@ -12,7 +12,7 @@ import numpy as np
 from femopt.adjoint.sensitivity import function_gradients
 from femopt.assembly.sparse import FixedPatternAssembler
 from femopt.design.interpolation import Interpolation
-from femopt.errors import Issue, ProblemError, RunError, SingularSystemError
+from femopt.errors import Issue, PluginError, ProblemError, RunError, SingularSystemError
 from femopt.mesh.regions import RegionError, select_cells, select_nodes
 from femopt.objectives.base import Function, State
 from femopt.optimizers.base import Evaluation
@@ -301,9 +301,22 @@ class Model:
         rho, inputs = self.physical(x)
         state = self.analyse(rho)
         fns = self.functions()
-        values = [fn.value(state) for fn in fns]
-        grads_rho = function_gradients(fns, state, self.solver, self.assembler,
-                                       self.cell_dofs, self.ke, self.interp.derivative(rho))
+        values = []
+        for fn in fns:
+            with self.registry.guard("function", fn.name, "value()"):
+                v = fn.value(state)
+            if not isinstance(v, (int, float, np.floating)) or not np.isfinite(v):
+                raise PluginError(f"function '{fn.name}' returned a value that is not a "
+                                  f"finite number: {v!r}")
+            values.append(float(v))
+        with self.registry.guard("function", ",".join(f.name for f in fns), "its gradient"):
+            grads_rho = function_gradients(fns, state, self.solver, self.assembler,
+                                           self.cell_dofs, self.ke,
+                                           self.interp.derivative(rho))
+        for fn, g in zip(fns, grads_rho):
+            if g.shape != rho.shape or not np.all(np.isfinite(g)):
+                raise PluginError(f"the gradient of function '{fn.name}' is not a finite "
+                                  f"array of shape {rho.shape}")
         return values, [self.chain(g, inputs) for g in grads_rho]
 
     # -- DesignProblem -----------------------------------------------------------------

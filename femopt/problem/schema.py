@@ -89,6 +89,8 @@ class Design(Strict):
 class Output(Strict):
     dir: str | None = None
     """Results directory (default: results/<problem name>); `--out` overrides it."""
+    formats: list[str] = ["vtu"]
+    """Exporters run on the final design (built-in: vtu), written as design.<suffix>."""
     picture: bool = True
     """Write convergence.png and design.png."""
     threshold: float = Field(0.5, gt=0, lt=1)

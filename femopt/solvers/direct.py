@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from typing import Literal
+
 from pydantic import Field
 
 from femopt.errors import SolverError
@@ -13,28 +15,95 @@ from femopt.solvers.base import LinearSolver
 
 
 class DirectOptions(Options):
+    method: Literal["auto", "cholmod", "superlu"] = "auto"
+    """Factorization: CHOLMOD sparse Cholesky (SPD systems, through cvxopt), SuperLU, or
+    auto (CHOLMOD when the system is symmetric and cvxopt is installed)."""
     symmetric: bool = True
-    """Use a symmetric fill-reducing ordering and diagonal pivoting (for SPD systems)."""
+    """The system is symmetric positive definite (stiffness, conductivity)."""
     check_residual: float = Field(1e-6, gt=0)
     """Largest relative residual accepted before the solve is reported as failed."""
 
 
+def _cholmod():
+    try:
+        from cvxopt import cholmod
+
+        return cholmod
+    except ImportError:
+        return None
+
+
+class _Cholmod:
+    """CHOLMOD factors of an SPD matrix. The symbolic analysis (ordering, elimination
+    tree) depends only on the sparsity pattern, which is fixed during an optimization, so
+    it is done once and each update is a numeric refactorization."""
+
+    def __init__(self, cholmod):
+        self.cholmod = cholmod
+        self.symbolic = None
+        self.pattern = None
+
+    def factor(self, matrix) -> None:
+        from cvxopt import matrix as cvx_matrix, spmatrix
+
+        lower = sp.tril(matrix, format="coo")
+        a = spmatrix(cvx_matrix(lower.data.astype(float)),
+                     cvx_matrix(lower.row.astype(np.int32), tc="i"),
+                     cvx_matrix(lower.col.astype(np.int32), tc="i"), size=matrix.shape)
+        pattern = (matrix.shape, lower.nnz)
+        if self.symbolic is None or pattern != self.pattern:
+            self.symbolic = self.cholmod.symbolic(a, uplo="L")
+            self.pattern = pattern
+        try:
+            self.cholmod.numeric(a, self.symbolic)
+        except ArithmeticError as exc:
+            raise SolverError("direct factorization failed: the matrix is singular or not "
+                              f"positive definite (CHOLMOD status {exc})") from exc
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        from cvxopt import matrix as cvx_matrix
+
+        rhs = cvx_matrix(np.asfortranarray(b.reshape(b.shape[0], -1), dtype=float))
+        self.cholmod.solve(self.symbolic, rhs)
+        return np.array(rhs).reshape(b.shape)
+
+
 class DirectSolver(LinearSolver):
-    """SuperLU factorization; ``solve(b, transpose=True)`` uses the same factors."""
+    """Sparse Cholesky (CHOLMOD) or LU (SuperLU) kept between forward and adjoint solves;
+    ``solve(b, transpose=True)`` uses the same factors."""
 
     name = "direct"
-    summary = "Sparse LU (SuperLU) kept between the forward and adjoint solves"
+    summary = "Sparse Cholesky (CHOLMOD) or LU (SuperLU), kept for the adjoint solves"
     Options = DirectOptions
 
     def __init__(self, options: DirectOptions | None = None, matrix=None):
         self.options = options or DirectOptions()
         self.lu = None
+        self.chol: _Cholmod | None = None
         self.matrix = None
         self.factorizations = 0
+        method = self.options.method
+        if method != "superlu":
+            cholmod = _cholmod()
+            if method == "cholmod" and cholmod is None:
+                raise ValueError("method 'cholmod' needs the cvxopt package (pip install cvxopt)")
+            if method == "cholmod" and not self.options.symmetric:
+                raise ValueError("method 'cholmod' needs a symmetric system")
+            if cholmod is not None and self.options.symmetric:
+                self.chol = _Cholmod(cholmod)
         if matrix is not None:
             self.update(matrix)
 
+    @property
+    def method(self) -> str:
+        return "cholmod" if self.chol is not None else "superlu"
+
     def update(self, matrix) -> None:
+        if self.chol is not None:
+            self.chol.factor(matrix)
+            self.matrix = matrix
+            self.factorizations += 1
+            return
         csc = matrix.tocsc() if not sp.isspmatrix_csc(matrix) else matrix
         if self.options.symmetric:
             # symmetric ordering on A + A^T and diagonal pivots: SPD stiffness needs no
@@ -51,9 +120,13 @@ class DirectSolver(LinearSolver):
         self.factorizations += 1
 
     def solve(self, b, transpose: bool = False, x0=None):
-        if self.lu is None:
+        if self.matrix is None:
             raise SolverError("solve() called before a matrix was factorized")
-        x = self.lu.solve(np.asarray(b, dtype=float), trans="T" if transpose else "N")
+        b = np.asarray(b, dtype=float)
+        if self.chol is not None:  # symmetric: the transpose solve is the same solve
+            x = self.chol.solve(b)
+        else:
+            x = self.lu.solve(b, trans="T" if transpose else "N")
         if not np.all(np.isfinite(x)):
             raise SolverError("direct solve produced non-finite values (singular system?)")
         a = self.matrix.T if transpose else self.matrix

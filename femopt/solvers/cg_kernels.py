@@ -1,0 +1,158 @@
+"""Preconditioned CG with fused vector updates and reductions, NumPy or CuPy.
+
+Per iteration the GPU path makes four passes over the vectors besides the operator and
+the preconditioner (``cg_kernels.cu``): p.q; x += a p, r -= a q with r.r; r.z and
+r.z_old; p = z + b p with z_old = z. Each reduction kernel adds one partial sum per block
+into a float64 accumulator. The beta of Polak-Ribiere, (r.z - r.z_old) / r_old.z_old, keeps
+CG convergent when the preconditioner is slightly nonsymmetric (a float32 V-cycle under a
+float64 CG); for an exactly symmetric one it equals Fletcher-Reeves' r.z / r_old.z_old.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from femopt.backend import array_namespace
+from femopt.errors import SolverError
+from femopt.solvers.pcg import CGInfo
+
+SOURCE = Path(__file__).with_suffix(".cu")
+
+
+# -- NumPy twins ------------------------------------------------------------------------
+
+def dot_numpy(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a, b))
+
+
+def update_xr_numpy(x: np.ndarray, r: np.ndarray, p: np.ndarray, q: np.ndarray,
+                    alpha: float) -> float:
+    """x += alpha p; r -= alpha q; returns r.r."""
+    x += alpha * p
+    r -= alpha * q
+    return float(np.dot(r, r))
+
+
+def dots_numpy(r: np.ndarray, z: np.ndarray, z_old: np.ndarray) -> tuple[float, float]:
+    """(r.z, r.z_old)."""
+    return float(np.dot(r, z)), float(np.dot(r, z_old))
+
+
+def update_p_numpy(p: np.ndarray, z: np.ndarray, z_old: np.ndarray, beta: float) -> None:
+    """p = z + beta p; z_old = z."""
+    p *= beta
+    p += z
+    z_old[...] = z
+
+
+# -- CuPy launchers ---------------------------------------------------------------------
+
+def _reduce_launch(name: str, n: int, args: tuple, n_out: int) -> Any:
+    import cupy
+
+    from femopt.backend.kernels import get_kernel, reduction_grid
+
+    out = cupy.zeros(n_out, dtype=cupy.float64)
+    kern = get_kernel(SOURCE, name)
+    kern((reduction_grid(n),), (256,), args + (out, np.int64(n)))
+    return out
+
+
+def dot_gpu(a: Any, b: Any) -> float:
+    from femopt.backend.kernels import real_name
+
+    out = _reduce_launch(f"femopt_cg_dot<{real_name(a)}>", a.size, (a, b), 1)
+    return float(out[0])
+
+
+def update_xr_gpu(x: Any, r: Any, p: Any, q: Any, alpha: float) -> float:
+    from femopt.backend.kernels import real_name
+
+    real = x.dtype.type
+    out = _reduce_launch(f"femopt_cg_update_xr<{real_name(x)}>", x.size,
+                         (x, r, p, q, real(alpha)), 1)
+    return float(out[0])
+
+
+def dots_gpu(r: Any, z: Any, z_old: Any) -> tuple[float, float]:
+    from femopt.backend.kernels import real_name
+
+    out = _reduce_launch(f"femopt_cg_dots<{real_name(r)}>", r.size, (r, z, z_old), 2).get()
+    return float(out[0]), float(out[1])
+
+
+def update_p_gpu(p: Any, z: Any, z_old: Any, beta: float) -> None:
+    from femopt.backend.kernels import get_kernel, launch_1d, real_name
+
+    kern = get_kernel(SOURCE, f"femopt_cg_update_p<{real_name(p)}>")
+    launch_1d(kern, p.size, (p, z, z_old, p.dtype.type(beta), np.int64(p.size)))
+
+
+def _ops(xp: Any):
+    if xp is np:
+        return dot_numpy, update_xr_numpy, dots_numpy, update_p_numpy
+    return dot_gpu, update_xr_gpu, dots_gpu, update_p_gpu
+
+
+def pcg_fused(apply: Callable[[Any, Any], Any], precond: Callable[[Any, Any], Any], b: Any,
+              x0: Any = None, rtol: float = 1e-8, max_iter: int = 500) -> tuple[Any, CGInfo]:
+    """Solve A x = b for SPD A; stops when ||r|| <= rtol ||b||.
+
+    Args:
+        apply: (u, out) -> out = A u. precond: (r, out) -> out = M^-1 r.
+        b: right-hand side; x0: initial guess (copied) or None.
+    Returns:
+        x and a CGInfo with the relative residual history.
+    """
+    xp = array_namespace(b)
+    dot, update_xr, dots, update_p = _ops(xp)
+    info = CGInfo()
+    bnorm = np.sqrt(dot(b, b))
+    if bnorm == 0.0:
+        info.converged = True
+        return xp.zeros_like(b), info
+    q = xp.empty_like(b)
+    if x0 is None:
+        x = xp.zeros_like(b)
+        r = b.copy()
+    else:
+        x = x0.copy()
+        apply(x, q)
+        r = b - q
+    rel = np.sqrt(dot(r, r)) / bnorm
+    info.residuals.append(rel)
+    if rel <= rtol:
+        info.converged = True
+        return x, info
+    z = xp.empty_like(b)
+    precond(r, z)
+    p = z.copy()
+    z_old = z.copy()
+    rz = dot(r, z)
+    for it in range(1, max_iter + 1):
+        apply(p, q)
+        pq = dot(p, q)
+        if not pq > 0.0:
+            raise SolverError(f"CG breakdown at iteration {it}: the operator or the "
+                              f"preconditioner is not positive definite (p^T A p = {pq:.3g})")
+        alpha = rz / pq
+        rr = update_xr(x, r, p, q, alpha)
+        rel = np.sqrt(rr) / bnorm
+        info.residuals.append(rel)
+        info.iterations = it
+        if not np.isfinite(rel):
+            raise SolverError(f"CG produced a non-finite residual at iteration {it}")
+        if rel <= rtol:
+            info.converged = True
+            break
+        precond(r, z)
+        rz_new, rz_old = dots(r, z, z_old)
+        beta = (rz_new - rz_old) / rz
+        if beta < 0.0:  # Polak-Ribiere restart
+            beta = 0.0
+        update_p(p, z, z_old, beta)
+        rz = rz_new
+    return x, info

@@ -1,0 +1,349 @@
+"""Geometric multigrid preconditioned CG for structured grids (quad4, hex8; any dofs per
+node), on NumPy or CuPy arrays.
+
+The operator is K(s) = sum_e s_e K0 on the free dofs (``update_operator``). Internally every
+vector has the grid layout (:mod:`femopt.assembly.grid_layout`) with constrained dofs held
+at zero and an identity on them, so CG on grid vectors is CG on the free dofs.
+
+Hierarchy (built once per mesh and constraints; operators rebuilt per design):
+
+- level 0: matrix-free (:mod:`femopt.assembly.matrix_free`), float64 for CG and, when
+  ``precision`` is float32, a float32 copy for the V-cycle;
+- coarser levels: each coarsening halves every axis. Coarsening stops at the level whose
+  dof count is at most ``coarsest_size``, at ``levels``, or where an axis has an odd number
+  of cells (no semi-coarsening: the element matrix of a halved cell is then no longer a
+  multiple of K0). Grids such as 60x20x4 coarsen twice, 160x80x40 three times.
+- coarse operators: ``galerkin`` (default) computes P^T A P cell by cell
+  (:mod:`femopt.solvers.galerkin`): matrix-free for the first ``matrix_free_levels`` levels,
+  then assembled into CSR with a fixed pattern; ``rediscretize`` averages the children's
+  scale factors and keeps every level matrix-free. Galerkin keeps the coarse problems
+  faithful to thin members and floating islands of a SIMP design (contrast 1e-9), where
+  averaged densities are not (docs/benchmarks.md has the counts);
+- coarsest level: a direct solve (SciPy's SuperLU, or a dense Cholesky on the GPU);
+- smoothing: Chebyshev of D^-1 A (default) or damped Jacobi (:mod:`femopt.solvers.smoothers`).
+
+CG (:func:`femopt.solvers.cg_kernels.pcg_fused`) runs in float64 and is preconditioned by one
+V-cycle. The solver keeps its hierarchy between ``solve`` calls, so the adjoint reuses it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from femopt.assembly.grid_layout import GridLayout, layout_of
+from femopt.assembly.matrix_free import StructuredOperator
+from femopt.assembly.structured_csr import CSROperator, StructuredCSR
+from femopt.backend import array_namespace
+from femopt.errors import SolverError
+from femopt.plugins.registry import Options
+from femopt.solvers import multigrid_transfer as transfer
+from femopt.solvers.base import LinearSolver
+from femopt.solvers.cg_kernels import pcg_fused
+from femopt.solvers.galerkin import (
+    child_matrices,
+    coarsen_cell_matrices,
+    descendant_scales,
+    galerkin_cell_matrices,
+    rediscretized_scale,
+)
+from femopt.solvers.pcg import CGInfo
+from femopt.solvers.smoothers import PolynomialSmoother, estimate_lambda_max
+
+
+class MultigridOptions(Options):
+    rtol: float = Field(1e-8, gt=0, lt=1)
+    """Relative residual ||r|| / ||b|| at which CG stops."""
+    max_iter: int = Field(500, gt=0)
+    """Largest number of CG iterations per solve."""
+    levels: int | None = Field(None, ge=1)
+    """Largest number of grid levels (the finest counts); None: coarsen down to
+    ``coarsest_size``."""
+    coarsest_size: int = Field(4000, gt=0)
+    """Stop coarsening at the first level with at most this many dofs."""
+    coarse_operator: Literal["galerkin", "rediscretize"] = "galerkin"
+    """Coarse operators: P^T A P (robust for SIMP contrast) or rediscretized densities."""
+    matrix_free_levels: int | None = Field(None, ge=1)
+    """Galerkin levels applied without assembling (the finest counts); None: 1 on the CPU,
+    2 on the GPU."""
+    smoother: Literal["jacobi", "chebyshev"] = "chebyshev"
+    """Smoother: damped Jacobi or a Chebyshev polynomial of D^-1 A."""
+    smoothing_steps: int = Field(2, ge=1)
+    """Jacobi sweeps, or Chebyshev degree, before and after the coarse correction."""
+    jacobi_omega: float = Field(4.0 / 3.0, gt=0, lt=2)
+    """Jacobi damping as a multiple of 1 / lambda_max(D^-1 A) (estimated per level and
+    design; 4/3 smooths the upper three quarters of the spectrum evenly, 2 diverges)."""
+    chebyshev_lower: float = Field(0.1, gt=0, lt=1)
+    """Lower end of the Chebyshev interval as a fraction of the largest eigenvalue."""
+    eigenvalue_bound: Literal["element", "lanczos"] = "element"
+    """Largest eigenvalue of D^-1 A for the smoothers: the design-independent element bound
+    max_f lambda_max(diag(G_f)^-1 G_f) (never too low), or a Lanczos estimate per design
+    times 1.2, capped at that bound."""
+    eig_iterations: int = Field(20, ge=2)
+    """Lanczos (CG) steps of the ``lanczos`` estimate."""
+    precision: Literal["auto", "float64", "float32"] = "auto"
+    """Arithmetic of the V-cycle (CG is always float64); auto: float32 on the GPU."""
+
+
+@dataclass
+class Level:
+    layout: GridLayout
+    fixed: Any  # bool (n_dofs,)
+    free: Any  # bool (n_dofs,)
+    op: Any = None  # StructuredOperator or CSROperator (V-cycle precision)
+    pattern: StructuredCSR | None = None
+    smoother: PolynomialSmoother | None = None
+    coarse_solve: Any = None
+    b: Any = None
+    x: Any = None
+    r: Any = None
+    d: Any = None
+
+
+class MultigridSolver(LinearSolver):
+    """MG-preconditioned CG on a structured grid; ``bind`` names the grid before use."""
+
+    name = "multigrid"
+    summary = "Geometric multigrid preconditioned CG for structured grids (CPU and GPU)"
+    Options = MultigridOptions
+    symmetric_only = True
+
+    def __init__(self, options: MultigridOptions | None = None, layout: GridLayout | None = None):
+        self.options = options or MultigridOptions()
+        self.layout = layout
+        self.levels: list[Level] = []
+        self.last = CGInfo()
+        self.timings: dict[str, float] = {}
+        self._key: Any = None
+        self.op64: StructuredOperator | None = None
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def bind(self, mesh: Any, dofs_per_node: int) -> None:
+        """Name the structured grid (``mesh.grid``) and the dofs per node."""
+        self.layout = layout_of(mesh, dofs_per_node)
+
+    def update(self, matrix: Any) -> None:
+        raise SolverError("the multigrid solver is matrix-free: it takes the element scale "
+                          "factors through update_operator, not an assembled matrix")
+
+    def update_operator(self, scale: Any, assembler: Any, ke: Any) -> None:
+        """New design: the operator is sum_e scale_e K0 (``ke``) on ``assembler.free``."""
+        t0 = time.perf_counter()
+        if self.layout is None:
+            raise SolverError("the multigrid solver needs a structured grid: call "
+                              "bind(mesh, dofs_per_node) first")
+        lay = self.layout
+        ke = np.asarray(ke, dtype=np.float64)
+        if ke.shape != (lay.nd, lay.nd):
+            raise SolverError(f"the multigrid solver needs one element matrix of shape "
+                              f"({lay.nd}, {lay.nd}) for the whole grid, got {ke.shape}")
+        if scale.shape != (lay.n_cells,):
+            raise SolverError(f"expected {lay.n_cells} element scale factors, got "
+                              f"{tuple(scale.shape)}")
+        xp = array_namespace(scale)
+        free_idx = assembler.free
+        key = (id(assembler), len(free_idx), xp.__name__, ke.tobytes())
+        if key != self._key:
+            self._build_hierarchy(xp, free_idx, ke)
+            self._key = key
+        self._free_idx = xp.asarray(free_idx)
+        self._set_design(xp.asarray(scale, dtype=xp.float64), ke)
+        self.timings["setup"] = time.perf_counter() - t0
+
+    def _precision(self, xp: Any) -> Any:
+        p = self.options.precision
+        if p == "auto":
+            return np.float32 if xp is not np else np.float64
+        return np.float32 if p == "float32" else np.float64
+
+    def _build_hierarchy(self, xp: Any, free_idx: Any, ke: np.ndarray) -> None:
+        o = self.options
+        lay = self.layout
+        free = xp.zeros(lay.n_dofs, dtype=bool)
+        free[xp.asarray(free_idx)] = True
+        self.dtype = self._precision(xp)
+        self.xp = xp
+        levels = [Level(lay, ~free, free)]
+        while True:
+            cur = levels[-1]
+            if cur.layout.n_dofs <= o.coarsest_size or not cur.layout.can_coarsen():
+                break
+            if o.levels is not None and len(levels) >= o.levels:
+                break
+            fixed_c = transfer.coarse_fixed(cur.layout, cur.fixed)
+            levels.append(Level(cur.layout.coarsened(), fixed_c, ~fixed_c))
+        if o.coarse_operator == "rediscretize":
+            n_mf = len(levels)
+        else:  # the fine level and, optionally, level 1 (its children scale factors)
+            n_mf = min(o.matrix_free_levels or (1 if xp is np else 2), 2)
+        for i, lev in enumerate(levels):
+            n = lev.layout.n_dofs
+            lev.b = xp.zeros(n, dtype=self.dtype)
+            lev.x = xp.zeros(n, dtype=self.dtype)
+            lev.r = xp.zeros(n, dtype=self.dtype)
+            lev.d = xp.zeros(n, dtype=self.dtype)
+            if i >= n_mf or i == len(levels) - 1:
+                lev.pattern = StructuredCSR(lev.layout, lev.fixed)
+        self.levels = levels
+        self._child: dict = {}
+        # lambda_max(D^-1 A) <= max over the element matrices A = sum_e A_e splits into
+        # of lambda_max(diag(A_e)^-1 A_e): for Galerkin level i the A_e are the child
+        # matrices G_f of ratio 2^i, for rediscretized levels K0 itself
+        self._bounds = []
+        for i in range(len(levels)):
+            ratio = 1 if o.coarse_operator == "rediscretize" else 2**i
+            g = child_matrices(ke, lay.dim, lay.k, ratio)
+            self._bounds.append(max(float(np.linalg.eigvals(m / np.diag(m)[:, None]).real.max())
+                                    for m in g))
+
+    def _children(self, ke: np.ndarray, ratio: int, xp: Any) -> Any:
+        key = (ratio, xp.__name__)
+        if key not in self._child:
+            g = child_matrices(ke, self.layout.dim, self.layout.k, ratio)
+            self._child[key] = g if xp is np else xp.asarray(g, dtype=self.dtype)
+        return self._child[key]
+
+    def _set_design(self, scale: Any, ke: np.ndarray) -> None:
+        xp, o, levels = self.xp, self.options, self.levels
+        self.op64 = StructuredOperator(self.layout, scale, ke, levels[0].free)
+        s0 = scale.astype(self.dtype)
+        s = s0
+        cells: Any = None  # assembled Galerkin cell matrices of the current level
+        last = len(levels) - 1
+        for i, lev in enumerate(levels):
+            prev = levels[i - 1].layout if i else None
+            if i == 0:
+                lev_ke: Any = ke
+            elif o.coarse_operator == "rediscretize":
+                s = rediscretized_scale(prev, s)
+                lev_ke = ke
+            elif lev.pattern is None:  # level 1, matrix-free Galerkin
+                s = descendant_scales(self.layout, s0, 2)
+                lev_ke = self._children(ke, 2, np)
+            elif cells is None:
+                cells = galerkin_cell_matrices(self.layout, s0, ke, 2**i,
+                                               self._children(ke, 2**i, xp))
+            else:
+                cells = coarsen_cell_matrices(prev, cells)
+            if lev.pattern is None:
+                lev.op = StructuredOperator(lev.layout, s, lev_ke, lev.free)
+                continue
+            if cells is None:  # a rediscretized (or the only) level, assembled
+                cells = s[:, None, None] * xp.asarray(ke, dtype=self.dtype)[None]
+            lev.op = CSROperator(lev.pattern, lev.pattern.assemble_data(cells))
+            if i == last:
+                cells = None
+        for i, lev in enumerate(levels):
+            if i == len(levels) - 1:
+                lev.coarse_solve = _CoarseSolver(lev.op, xp)
+                continue
+            d = lev.op.diagonal()
+            if bool(xp.any(d <= 0)):
+                raise SolverError(f"multigrid level {i}: the operator has a non-positive "
+                                  f"diagonal (is every element scale factor positive?)")
+            inv_d = (1.0 / d).astype(self.dtype)
+            lam = self._bounds[i]
+            if o.eigenvalue_bound == "lanczos":
+                est = estimate_lambda_max(lev.op, inv_d, lev.free, o.eig_iterations)
+                lam = min(lam, 1.2 * est)
+            lev.smoother = PolynomialSmoother(lev.op, inv_d, o.smoother, o.smoothing_steps,
+                                              o.jacobi_omega / lam, lam, o.chebyshev_lower,
+                                              1.0)
+
+    # -- solving ----------------------------------------------------------------------------
+
+    def _vcycle(self, i: int, b: Any, x: Any) -> None:
+        lev = self.levels[i]
+        if lev.coarse_solve is not None:
+            x[...] = lev.coarse_solve(b)
+            return
+        x[...] = 0
+        lev.r[...] = b
+        lev.smoother.run(x, lev.r, lev.d, want_residual=True)
+        nxt = self.levels[i + 1]
+        transfer.restrict_into(nxt.layout, lev.r, nxt.b, nxt.free)
+        self._vcycle(i + 1, nxt.b, nxt.x)
+        transfer.prolong_add(nxt.layout, nxt.x, x)
+        lev.op.apply(x, out=lev.r, alpha=-1.0, beta=1.0, z=b)
+        lev.smoother.run(x, lev.r, lev.d, want_residual=False)
+
+    def precondition(self, r: Any, out: Any) -> Any:
+        """out = one V-cycle applied to r (grid vectors, float64)."""
+        top = self.levels[0]
+        if r.dtype == self.dtype:
+            top.b[...] = r
+        else:
+            top.b[...] = r.astype(self.dtype)
+        self._vcycle(0, top.b, top.x)
+        out[...] = top.x
+        return out
+
+    def solve_grid(self, b: Any, x0: Any = None, rtol: float | None = None) -> Any:
+        """Solve on grid vectors (n_dofs,), zero on constrained dofs; float64."""
+        o = self.options
+        if self.op64 is None:
+            raise SolverError("solve() called before update_operator()")
+        t0 = time.perf_counter()
+        x, info = pcg_fused(lambda u, out: self.op64.apply(u, out=out), self.precondition, b,
+                            x0, o.rtol if rtol is None else rtol, o.max_iter)
+        self.last = info
+        self.timings["solve"] = time.perf_counter() - t0
+        if not info.converged:
+            hist = ", ".join(f"{r:.2e}" for r in info.residuals[-5:])
+            raise SolverError(f"multigrid CG did not converge in {info.iterations} iterations "
+                              f"to rtol {o.rtol:g} (last residuals: {hist})")
+        return x
+
+    def solve(self, b: Any, transpose: bool = False, x0: Any = None) -> Any:
+        """Solve K x = b on the free dofs; b (n_free,) or (n_free, k). K is symmetric, so
+        ``transpose`` changes nothing."""
+        xp = self.xp
+        if b.ndim == 2:
+            cols = [self.solve(b[:, j], transpose, None if x0 is None else x0[:, j])
+                    for j in range(b.shape[1])]
+            return xp.stack(cols, axis=1)
+        n = self.layout.n_dofs
+        bg = xp.zeros(n, dtype=xp.float64)
+        bg[self._free_idx] = xp.asarray(b, dtype=xp.float64)
+        xg = None
+        if x0 is not None:
+            xg = xp.zeros(n, dtype=xp.float64)
+            xg[self._free_idx] = xp.asarray(x0, dtype=xp.float64)
+        x = self.solve_grid(bg, xg)
+        return x[self._free_idx]
+
+    def stats(self) -> dict:
+        return {"cg_iterations": self.last.iterations, "mg_levels": len(self.levels)}
+
+
+class _CoarseSolver:
+    """Direct solve of the coarsest level: SuperLU (NumPy) or dense Cholesky (CuPy)."""
+
+    def __init__(self, op: CSROperator, xp: Any):
+        self.xp = xp
+        if xp is np:
+            import scipy.sparse.linalg as spla
+
+            mat = op.pattern.matrix(op.data.astype(np.float64)).tocsc()
+            self.lu = spla.splu(mat, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                                options=dict(SymmetricMode=True))
+        else:
+            import cupyx.scipy.linalg  # noqa: F401  (solve_triangular)
+
+            dense = op.to_dense().astype(xp.float64)
+            self.chol = xp.linalg.cholesky(dense)
+            if not bool(xp.all(xp.isfinite(self.chol))):
+                raise SolverError("multigrid: the coarsest operator is not positive definite")
+
+    def __call__(self, b: Any) -> Any:
+        if self.xp is np:
+            return self.lu.solve(b.astype(np.float64)).astype(b.dtype)
+        from cupyx.scipy.linalg import solve_triangular
+
+        y = solve_triangular(self.chol, b.astype(self.xp.float64), lower=True)
+        return solve_triangular(self.chol, y, lower=True, trans="T").astype(b.dtype)
