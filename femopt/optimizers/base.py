@@ -68,6 +68,10 @@ class StepOptimizer:
     def __init__(self, options: Any):
         self.options = options
 
+    def check(self, problem: DesignProblem) -> None:
+        """Raise InputError when this optimizer cannot take ``problem`` (called before
+        anything is written)."""
+
     def reset(self, problem: DesignProblem, x: Any) -> None:
         """Forget history (called at the start and after a continuation step)."""
 
@@ -79,6 +83,7 @@ class StepOptimizer:
 
         xp = array_namespace(x0)
         x = x0.copy()
+        self.check(problem)
         self.reset(problem, x)
         tol = self.options.tol
         for it in range(1, max_iter + 1):

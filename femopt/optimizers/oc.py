@@ -86,11 +86,11 @@ class OC(StepOptimizer, Component):
     # the bisection runs on raw objective and volume, as in the classic codes
     normalize_functions = False
 
-    def reset(self, problem: DesignProblem, x: Any) -> None:
-        """Check that the problem has the one cheap constraint OC needs."""
+    def check(self, problem: DesignProblem) -> None:
+        """The problem must have the one cheap constraint OC needs."""
         if problem.m != 1:
             raise InputError(f"{NEEDS_ONE_CONSTRAINT} (the problem has {problem.m} constraints)")
-        if problem.cheap_constraints(x) is None:
+        if problem.cheap_constraints(problem.xmin) is None:
             raise InputError(f"{NEEDS_ONE_CONSTRAINT} (this problem's constraint needs a solve)")
 
     def update(self, problem: DesignProblem, x: Any, ev: Evaluation, iteration: int) -> Any:
