@@ -1,10 +1,12 @@
 """Degrees of freedom on a structured grid of quad4 (2D) or hex8 (3D) cells.
 
-Nodes are numbered x fastest, then y, then z; cells likewise; a node's ``k`` dofs are
-consecutive (dof = node * k + component). A full dof vector therefore reshapes without a
-copy to a C-ordered array of shape ``(nz + 1, ny + 1, nx + 1, k)`` (``(ny + 1, nx + 1, k)``
-in 2D), and a per-cell array to ``(nz, ny, nx)``: the layout stencil kernels and geometric
-multigrid work on.
+Nodes are numbered x fastest, then y, then z; cells likewise. femopt numbers dofs node by
+node (dof = node * k + component); the grid kernels and geometric multigrid use the
+component-major "grid layout" instead (index = component * n_nodes + node), so that a
+vector reshapes without a copy to ``(k, nz + 1, ny + 1, nx + 1)`` (``(k, ny + 1, nx + 1)``
+in 2D) and every component is a contiguous array: the 2^dim corner slices of a cell array
+are then runs of contiguous x, for NumPy copies and for coalesced GPU loads alike.
+:meth:`GridLayout.from_dofs` and :meth:`GridLayout.to_dofs` convert.
 """
 
 from __future__ import annotations
@@ -65,8 +67,20 @@ class GridLayout:
         return len(self.corners) * self.k
 
     def nodes(self, v: Any) -> Any:
-        """View of a dof vector (n_dofs, ...) as (nz+1, ny+1, nx+1, k, ...)."""
-        return v.reshape(self.node_shape[::-1] + (self.k,) + v.shape[1:])
+        """View of a grid-layout vector (n_dofs,) as (k, nz+1, ny+1, nx+1)."""
+        return v.reshape((self.k,) + self.node_shape[::-1])
+
+    def from_dofs(self, v: Any) -> Any:
+        """Grid-layout copy of a vector in femopt's node-major dof numbering."""
+        return v.reshape(self.n_nodes, self.k).T.reshape(-1).copy()
+
+    def to_dofs(self, v: Any) -> Any:
+        """Node-major copy of a grid-layout vector."""
+        return v.reshape(self.k, self.n_nodes).T.reshape(-1).copy()
+
+    def grid_index(self, dofs: Any) -> Any:
+        """Grid-layout positions of node-major dof numbers."""
+        return (dofs % self.k) * self.n_nodes + dofs // self.k
 
     def cells(self, s: Any) -> Any:
         """View of a per-cell array (n_cells, ...) as (nz, ny, nx, ...)."""
@@ -74,8 +88,8 @@ class GridLayout:
 
     @cached_property
     def corner_slices(self) -> tuple[tuple[slice, ...], ...]:
-        """For each corner a, the slice of the node array (z, y, x order) holding corner a
-        of every cell, in cell order."""
+        """For each corner a, the slice of a node array (z, y, x), component axis
+        excluded, holding corner a of every cell, in cell order."""
         return tuple(tuple(slice(int(o), int(o) + n) for o, n in zip(off[::-1], self.shape[::-1]))
                      for off in self.corners)
 
@@ -86,12 +100,22 @@ class GridLayout:
     def coarsened(self) -> GridLayout:
         return GridLayout(tuple(n // 2 for n in self.shape), self.k)
 
-    def cell_dofs(self) -> np.ndarray:
-        """(n_cells, nd) global dofs of each cell, node-major (as ``Physics.cell_dofs``)."""
+    def cell_nodes(self) -> np.ndarray:
+        """(n_cells, 2^dim) node numbers of each cell's corners."""
         strides = np.cumprod((1,) + self.node_shape[:-1])
         idx = np.indices(self.shape[::-1]).reshape(self.dim, -1)[::-1].T
-        nodes = (idx @ strides)[:, None] + self.corners @ strides
+        return (idx @ strides)[:, None] + self.corners @ strides
+
+    def cell_dofs(self) -> np.ndarray:
+        """(n_cells, nd) node-major dofs of each cell (as ``Physics.cell_dofs``); local dof
+        a * k + c is component c of corner a."""
+        nodes = self.cell_nodes()
         return (nodes[:, :, None] * self.k + np.arange(self.k)).reshape(self.n_cells, -1)
+
+    def cell_grid_dofs(self) -> np.ndarray:
+        """(n_cells, nd) grid-layout indices of each cell's dofs, same local order."""
+        nodes = self.cell_nodes()
+        return (nodes[:, :, None] + np.arange(self.k) * self.n_nodes).reshape(self.n_cells, -1)
 
 
 def layout_of(mesh: Any, dofs_per_node: int) -> GridLayout:

@@ -1,8 +1,8 @@
 """Matrix-free operator of a structured grid: y = alpha A u + beta z.
 
-A = D K D + (I - D) on the full dof vector, where K = sum_e K_e is the stiffness, D the
-diagonal 0/1 mask of free dofs: constrained dofs see the identity, so vectors keep the grid
-layout (:mod:`femopt.assembly.grid_layout`) and the operator stays SPD. Inputs ``u`` must
+A = D K D + (I - D) on grid-layout vectors (:mod:`femopt.assembly.grid_layout`), where
+K = sum_e K_e is the stiffness, D the diagonal 0/1 mask of free dofs: constrained dofs see
+the identity, so vectors keep the whole grid and the operator stays SPD. Inputs ``u`` must
 vanish on constrained dofs (every vector the solvers build does).
 
 Two kinds of cell matrices:
@@ -13,8 +13,8 @@ Two kinds of cell matrices:
   operator P^T K P of the level below one coarsening (c = 2^dim children per cell, G_j the
   child's element matrix seen through the interpolation), still without storing a matrix.
 
-The NumPy path gathers every cell's dofs with 2^dim strided slices, multiplies by the
-element matrix in one GEMM, and adds the cell forces back corner by corner. The CuPy path
+The NumPy path gathers every cell's dofs with 2^dim slices (contiguous in x), multiplies
+by the element matrix in one GEMM, and adds the cell forces back corner by corner. The CuPy path
 launches ``femopt_assembly_{quad4,hex8}_apply`` (``matrix_free.cu``): one thread per node
 gathers the 2^dim cells around it (no atomics).
 """
@@ -32,36 +32,36 @@ from femopt.backend import array_namespace
 SOURCE = Path(__file__).with_suffix(".cu")
 
 
-def _stacked(ke: np.ndarray) -> tuple[np.ndarray, int]:
-    """(nd, c*nd) with columns [G_0 | G_1 | ...] so that ue @ it gives every G_j ue."""
-    if ke.ndim == 2:
-        return ke, 1
-    c, nd, _ = ke.shape
-    return ke.transpose(1, 0, 2).reshape(nd, c * nd), c
-
-
-def gather_cells(layout: GridLayout, u: Any, out: Any = None) -> Any:
-    """(n_cells, nd) dofs of every cell, node-major, from a dof vector."""
+def gather_cells(layout: GridLayout, u: Any) -> Any:
+    """(nd, n_cells) dofs of every cell (row a * k + c: component c of corner a)."""
     xp = array_namespace(u)
     un = layout.nodes(u)
     nc = len(layout.corners)
-    if out is None:
-        out = xp.empty(layout.shape[::-1] + (nc, layout.k), dtype=u.dtype)
-    else:
-        out = out.reshape(layout.shape[::-1] + (nc, layout.k))
+    out = xp.empty((nc, layout.k) + layout.shape[::-1], dtype=u.dtype)
     for a, sl in enumerate(layout.corner_slices):
-        out[..., a, :] = un[sl]
-    return out.reshape(layout.n_cells, layout.nd)
+        out[a] = un[(slice(None),) + sl]
+    return out.reshape(layout.nd, layout.n_cells)
 
 
 def scatter_cells(layout: GridLayout, fe: Any, out: Any) -> Any:
-    """out (n_dofs,) = sum over cells of the cell vectors fe (n_cells, nd)."""
+    """out (n_dofs,) = sum over cells of the cell vectors fe (nd, n_cells)."""
     yn = layout.nodes(out)
     yn[...] = 0
-    f = fe.reshape(layout.shape[::-1] + (len(layout.corners), layout.k))
+    f = fe.reshape((len(layout.corners), layout.k) + layout.shape[::-1])
     for a, sl in enumerate(layout.corner_slices):
-        yn[sl] += f[..., a, :]
+        yn[(slice(None),) + sl] += f[a]
     return out
+
+
+def cell_forces(ue: Any, scale: Any, ke: Any) -> Any:
+    """(nd, n_cells) K_e u_e for cell dofs ``ue`` (nd, n_cells); ke on ue's device."""
+    if ke.ndim == 2:
+        fe = ke @ ue
+        fe *= scale[None, :]
+        return fe
+    c, nd, _ = ke.shape
+    t = (ke.reshape(c * nd, nd) @ ue).reshape(c, nd, -1)
+    return (t * scale.T[:, None, :]).sum(axis=0)
 
 
 def apply_numpy(layout: GridLayout, u: np.ndarray, scale: np.ndarray, ke: np.ndarray,
@@ -70,21 +70,14 @@ def apply_numpy(layout: GridLayout, u: np.ndarray, scale: np.ndarray, ke: np.nda
     """NumPy twin of the apply kernel: ``alpha A u + beta z`` (see the module docstring).
 
     Args:
-        layout: the grid. u: (n_dofs,), zero on constrained dofs.
+        layout: the grid. u: (n_dofs,) grid layout, zero on constrained dofs.
         scale: (n_cells,) or (n_cells, c). ke: (nd, nd) or (c, nd, nd), symmetric.
         free: (n_dofs,) bool mask of free dofs, or None for no constraints.
         z: (n_dofs,) or None (then beta is ignored).
     Returns:
         ``out`` (allocated when None), dtype of ``u``.
     """
-    ue = gather_cells(layout, u)
-    stacked, c = _stacked(np.asarray(ke, dtype=u.dtype))
-    t = ue @ stacked
-    if c == 1:
-        t *= scale[:, None]
-        fe = t
-    else:
-        fe = np.einsum("nc,ncj->nj", scale, t.reshape(layout.n_cells, c, layout.nd))
+    fe = cell_forces(gather_cells(layout, u), scale, np.asarray(ke, dtype=u.dtype))
     y = scatter_cells(layout, fe, np.empty_like(u))
     if free is not None:
         np.copyto(y, u, where=~free)
@@ -103,10 +96,10 @@ def diagonal(layout: GridLayout, scale: Any, ke: Any, free: Any = None) -> Any:
     xp = array_namespace(scale)
     if ke.ndim == 2:
         dk = xp.asarray(np.diagonal(np.asarray(ke)).copy(), dtype=scale.dtype)
-        de = scale[:, None] * dk[None, :]
+        de = dk[:, None] * scale[None, :]
     else:
         dk = xp.asarray(np.diagonal(np.asarray(ke), axis1=1, axis2=2).copy(), dtype=scale.dtype)
-        de = scale @ dk
+        de = (scale @ dk).T
     d = xp.empty(layout.n_dofs, dtype=scale.dtype)
     scatter_cells(layout, de, d)
     if free is not None:
@@ -124,16 +117,14 @@ class StructuredOperator:
 
     def __init__(self, layout: GridLayout, scale: Any, ke: np.ndarray, free: Any = None):
         self.layout = layout
-        self.scale = scale
+        self.xp = array_namespace(scale)
+        self.scale = self.xp.ascontiguousarray(scale)
         self.ke = np.asarray(ke, dtype=np.float64)
         self.free = free
-        self.xp = array_namespace(scale)
         self.dtype = scale.dtype
         self.on_gpu = self.xp is not np
         if self.on_gpu:
-            from femopt.assembly import matrix_free_gpu
-
-            self._gpu = matrix_free_gpu.ApplyKernel(layout, self.ke, self.dtype, free)
+            self._gpu = GpuApply(layout, self.ke, self.dtype, free)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -151,3 +142,64 @@ class StructuredOperator:
 
     def diagonal(self) -> Any:
         return diagonal(self.layout, self.scale, self.ke, self.free)
+
+
+# -- CuPy launcher ---------------------------------------------------------------------
+
+def _instances() -> list[str]:
+    names = []
+    for real in ("double", "float"):
+        for k in (1, 3):
+            for c in (1, 8):
+                names.append(f"femopt_assembly_hex8_apply<{real}, {k}, {c}>")
+        for k in (1, 2):
+            for c in (1, 4):
+                names.append(f"femopt_assembly_quad4_apply<{real}, {k}, {c}>")
+    return names
+
+
+MAX_ND = 24
+
+
+class GpuApply:
+    """Launches ``femopt_assembly_{quad4,hex8}_apply`` for one level's cell matrices."""
+
+    def __init__(self, layout: GridLayout, ke: np.ndarray, dtype: Any, free: Any = None):
+        import cupy
+
+        from femopt.backend.kernels import register_instances
+
+        register_instances(SOURCE, _instances())
+        if layout.nd > MAX_ND:
+            raise ValueError(f"the apply kernel takes at most {MAX_ND} dofs per cell, "
+                             f"got {layout.nd}")
+        self.layout = layout
+        nchild = 1 if ke.ndim == 2 else ke.shape[0]
+        real = "double" if np.dtype(dtype) == np.float64 else "float"
+        self.real = np.dtype(dtype).type
+        self.name = f"femopt_assembly_{layout.cell_type}_apply<{real}, {layout.k}, {nchild}>"
+        self.symbol = f"femopt_ke{1 if nchild == 1 else 8}_{'f64' if real == 'double' else 'f32'}"
+        self.values = np.ascontiguousarray(ke, dtype=dtype).ravel()
+        self.key = self.values.tobytes()
+        self.free = (cupy.ones(layout.n_dofs, dtype=cupy.uint8) if free is None
+                     else cupy.asarray(free, dtype=cupy.uint8))
+        shape = tuple(layout.shape) + (1,) * (3 - layout.dim)
+        self.dims = tuple(np.int32(n) for n in shape)
+
+    def __call__(self, u: Any, scale: Any, out: Any = None, alpha: float = 1.0,
+                 beta: float = 0.0, z: Any = None) -> Any:
+        import cupy
+
+        from femopt.backend.kernels import get_kernel, launch_1d, set_constant
+
+        kern = get_kernel(SOURCE, self.name)
+        set_constant(SOURCE, self.symbol, self.values, self.key)
+        if out is None:
+            out = cupy.empty_like(u)
+        elif out is u:
+            raise ValueError("the apply kernel cannot write into its input")
+        if z is None:
+            z, beta = u, 0.0
+        launch_1d(kern, self.layout.n_nodes,
+                  (u, scale, self.free, z, out, self.real(alpha), self.real(beta)) + self.dims)
+        return out

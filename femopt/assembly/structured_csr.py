@@ -1,10 +1,10 @@
 """CSR matrices of structured grids with a fixed pattern and a precomputed scatter map.
 
 Used for coarse multigrid levels, whose cell matrices differ from cell to cell (Galerkin).
-The pattern covers every dof of the grid (constrained dofs get an identity row and
-column, as in :mod:`femopt.assembly.matrix_free`), so a level's vectors keep the grid
-layout. Row (node n, component i) holds the dofs of the 3^dim nodes around n that exist,
-in increasing order. The pattern and the scatter map (entry (cell, i, j) -> slot of the
+The pattern covers every dof of the grid in the grid layout (component-major,
+:mod:`femopt.assembly.grid_layout`); constrained dofs get an identity row and column, as in
+:mod:`femopt.assembly.matrix_free`. Row (component i, node n) holds, component by component,
+the dofs of the 3^dim nodes around n that exist, in increasing order. The pattern and the scatter map (entry (cell, i, j) -> slot of the
 CSR data, -1 where a constrained dof drops the entry) are computed once per grid with
 array code on the device that uses them; each assembly is then one ``bincount`` (NumPy)
 or one scatter kernel ``femopt_assembly_csr_scatter`` (CuPy, atomic adds into the slots).
@@ -51,29 +51,30 @@ class StructuredCSR:
             valid &= (c + o >= 0) & (c + o < ns[ax])
         node_ids = xp.arange(layout.n_nodes, dtype=xp.int64)
         nbr = node_ids[:, None] + xp.asarray(offsets @ strides)[None, :]
-        # CSR in row order (node, i), columns (neighbour, j)
-        row_len = valid.sum(axis=1).astype(xp.int64) * k
+        n_valid = valid.sum(axis=1).astype(xp.int64)
+        # rows (i, node) in grid-layout order; columns (j, neighbour) in increasing order
         self.indptr = xp.zeros(layout.n_dofs + 1, dtype=xp.int64)
-        self.indptr[1:] = xp.cumsum(xp.repeat(row_len, k))
+        self.indptr[1:] = xp.cumsum(xp.tile(n_valid * k, k))
         self.nnz = int(self.indptr[-1])
-        cols = xp.broadcast_to(nbr[:, None, :, None] * k + xp.arange(k)[None, None, None, :],
-                               (layout.n_nodes, k, len(offsets), k))
-        mask = xp.broadcast_to(valid[:, None, :, None], cols.shape)
+        nn = layout.n_nodes
+        cols = (xp.arange(k)[None, None, :, None] * nn + nbr[None, :, None, :])
+        cols = xp.broadcast_to(cols, (k, nn, k, len(offsets)))
+        mask = xp.broadcast_to(valid[None, :, None, :], cols.shape)
         index_dtype = xp.int32 if self.nnz < 2**31 - 1 and layout.n_dofs < 2**31 else xp.int64
         self.indices = cols[mask].astype(index_dtype)
-        self.indptr = self.indptr.astype(index_dtype)
         # scatter map: slot of (cell, a, i, b, j)
         before = xp.cumsum(valid, axis=1) - valid  # valid offsets before each offset
-        cell_nodes = xp.asarray(layout.cell_dofs()[:, ::k] // k)  # (n_cells, 2^dim)
+        cell_nodes = xp.asarray(layout.cell_nodes())  # (n_cells, 2^dim)
         corners = layout.corners
         rel = corners[None, :, :] - corners[:, None, :]  # (a, b, dim) in {-1, 0, 1}
         t_ab = ((rel + 1) * 3 ** np.arange(dim)).sum(axis=2)  # offset index
         pos = before[cell_nodes[:, :, None], xp.asarray(t_ab)[None]]  # (cells, a, b)
         comp = xp.arange(k)
-        rows = cell_nodes[:, :, None] * k + comp  # (cells, a, i)
-        start = self.indptr.astype(xp.int64)[rows]
-        slot = (start[:, :, :, None, None] + pos[:, :, None, :, None] * k
-                + comp[None, None, None, None, :])
+        rows = comp[None, None, :] * nn + cell_nodes[:, :, None]  # (cells, a, i)
+        start = self.indptr[rows]
+        width = n_valid[cell_nodes][:, :, None, None, None]
+        slot = (start[:, :, :, None, None] + comp[None, None, None, None, :] * width
+                + pos[:, :, None, :, None])
         fixed_cell = fixed[rows]  # (cells, a, i)
         drop = fixed_cell[:, :, :, None, None] | fixed_cell[:, None, None, :, :]
         slot = xp.where(drop, -1, slot)
@@ -81,9 +82,11 @@ class StructuredCSR:
         self.keep = xp.flatnonzero(self.scatter.ravel() >= 0)
         self.fixed_dofs = xp.flatnonzero(fixed)
         centre = int(np.flatnonzero((offsets == 0).all(axis=1))[0])
-        dof_nodes = xp.arange(layout.n_dofs) // k
-        self.diag_slot = (self.indptr[:-1].astype(xp.int64)
-                          + before[dof_nodes, centre] * k + xp.arange(layout.n_dofs) % k)
+        dof_comp = xp.arange(layout.n_dofs) // nn
+        dof_node = xp.arange(layout.n_dofs) % nn
+        self.diag_slot = (self.indptr[:-1] + dof_comp * n_valid[dof_node]
+                          + before[dof_node, centre])
+        self.indptr = self.indptr.astype(index_dtype)
         self.shape = (layout.n_dofs, layout.n_dofs)
 
     def assemble_data(self, cell_matrices: Any) -> Any:

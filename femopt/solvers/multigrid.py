@@ -2,8 +2,9 @@
 node), on NumPy or CuPy arrays.
 
 The operator is K(s) = sum_e s_e K0 on the free dofs (``update_operator``). Internally every
-vector has the grid layout (:mod:`femopt.assembly.grid_layout`) with constrained dofs held
-at zero and an identity on them, so CG on grid vectors is CG on the free dofs.
+vector has the component-major grid layout (:mod:`femopt.assembly.grid_layout`) with
+constrained dofs held at zero and an identity on them, so CG on grid vectors is CG on the
+free dofs; ``solve`` maps free-dof vectors in and out.
 
 Hierarchy (built once per mesh and constraints; operators rebuilt per design):
 
@@ -151,7 +152,7 @@ class MultigridSolver(LinearSolver):
         if key != self._key:
             self._build_hierarchy(xp, free_idx, ke)
             self._key = key
-        self._free_idx = xp.asarray(free_idx)
+        self._free_idx = xp.asarray(lay.grid_index(np.asarray(free_idx)))
         self._set_design(xp.asarray(scale, dtype=xp.float64), ke)
         self.timings["setup"] = time.perf_counter() - t0
 
@@ -165,7 +166,7 @@ class MultigridSolver(LinearSolver):
         o = self.options
         lay = self.layout
         free = xp.zeros(lay.n_dofs, dtype=bool)
-        free[xp.asarray(free_idx)] = True
+        free[xp.asarray(lay.grid_index(np.asarray(free_idx)))] = True
         self.dtype = self._precision(xp)
         self.xp = xp
         levels = [Level(lay, ~free, free)]
@@ -284,7 +285,7 @@ class MultigridSolver(LinearSolver):
         return out
 
     def solve_grid(self, b: Any, x0: Any = None, rtol: float | None = None) -> Any:
-        """Solve on grid vectors (n_dofs,), zero on constrained dofs; float64."""
+        """Solve with grid-layout vectors (n_dofs,), zero on constrained dofs; float64."""
         o = self.options
         if self.op64 is None:
             raise SolverError("solve() called before update_operator()")

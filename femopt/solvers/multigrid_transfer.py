@@ -1,4 +1,5 @@
-"""Grid transfers of geometric multigrid on structured grids (coarsening by 2 per axis).
+"""Grid transfers of geometric multigrid on structured grids (coarsening by 2 per axis),
+on grid-layout vectors (:mod:`femopt.assembly.grid_layout`).
 
 Prolongation P is bi/trilinear interpolation of node values from the coarse grid (nodes
 2i of the fine grid) to the fine grid; restriction is its transpose P^T (full weighting
@@ -54,7 +55,7 @@ def _restrict_axis(f: Any, axis: int) -> Any:
 def prolong(coarse: GridLayout, vc: Any) -> Any:
     """P vc: a coarse dof vector to the fine grid (2x the cells per axis)."""
     a = coarse.nodes(vc)
-    for axis in range(coarse.dim):
+    for axis in range(1, coarse.dim + 1):  # axis 0 is the component
         a = _prolong_axis(a, axis)
     return a.reshape(-1)
 
@@ -63,7 +64,7 @@ def restrict(coarse: GridLayout, vf: Any) -> Any:
     """P^T vf: a fine dof vector to the coarse grid."""
     fine = GridLayout(tuple(2 * n for n in coarse.shape), coarse.k)
     a = fine.nodes(vf)
-    for axis in range(coarse.dim):
+    for axis in range(1, coarse.dim + 1):
         a = _restrict_axis(a, axis)
     return a.reshape(-1)
 
@@ -75,7 +76,7 @@ def coarse_fixed(fine: GridLayout, fixed: Any) -> Any:
     constrained where any of them (in the tensor-product box, same component) is.
     """
     a = fine.nodes(fixed)
-    for axis in range(fine.dim):
+    for axis in range(1, fine.dim + 1):
         c = _take(a, axis, slice(0, None, 2)).copy()
         odd = _take(a, axis, slice(1, None, 2))
         _take(c, axis, slice(0, -1))[...] |= odd
@@ -101,9 +102,36 @@ def prolong_add(coarse: GridLayout, x_coarse: Any, x_fine: Any) -> Any:
     return _prolong_add_gpu(coarse, x_coarse, x_fine)
 
 
+# -- CuPy launchers ---------------------------------------------------------------------
+
+def _name(op: str, coarse: GridLayout, a: Any) -> str:
+    from femopt.backend.kernels import real_name, register_instances
+
+    register_instances(SOURCE, [f"femopt_multigrid_{o}<{r}, {d}, {k}>"
+                                for o in ("prolong_add", "restrict")
+                                for r in ("double", "float") for d, ks in ((2, (1, 2)),
+                                                                           (3, (1, 3)))
+                                for k in ks])
+    return f"femopt_multigrid_{op}<{real_name(a)}, {coarse.dim}, {coarse.k}>"
+
+
+def _dims(coarse: GridLayout) -> tuple:
+    shape = tuple(coarse.shape) + (1,) * (3 - coarse.dim)
+    return tuple(np.int32(n) for n in shape)
+
+
 def _prolong_add_gpu(coarse: GridLayout, xc: Any, xf: Any) -> Any:
-    raise NotImplementedError
+    from femopt.backend.kernels import get_kernel, launch_1d
+
+    fine = GridLayout(tuple(2 * n for n in coarse.shape), coarse.k)
+    kern = get_kernel(SOURCE, _name("prolong_add", coarse, xf))
+    launch_1d(kern, fine.n_nodes, (xc, xf) + _dims(coarse))
+    return xf
 
 
 def _restrict_gpu(coarse: GridLayout, rf: Any, out: Any, free_c: Any) -> Any:
-    raise NotImplementedError
+    from femopt.backend.kernels import get_kernel, launch_1d
+
+    kern = get_kernel(SOURCE, _name("restrict", coarse, rf))
+    launch_1d(kern, coarse.n_nodes, (rf, out, free_c) + _dims(coarse))
+    return out
