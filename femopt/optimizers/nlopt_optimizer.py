@@ -84,6 +84,8 @@ class _EvaluationCache:
         self.stage_evaluations = 0
         self.change = math.inf
         self.stop_reason: str | None = None
+        self.f_scale = 1.0
+        self.g_scale: np.ndarray | None = None
 
     def new_stage(self, opt: nlopt.opt) -> None:
         """Start a stage: the problem may have changed, so nothing cached is valid."""
@@ -91,6 +93,20 @@ class _EvaluationCache:
         self.key = self.ev = None
         self.stage_evaluations = 0
         self.stop_reason = None
+        self.g_scale = None
+
+    def _scales(self, ev: Evaluation) -> None:
+        """Fix, at a stage's first design, the factors that make each function's largest
+        gradient entry 1. nlopt's CCSA methods take steps in proportion to the gradients;
+        a density gradient is O(1/n) per variable, which would make every step tiny."""
+        def inverse_max(a) -> float:
+            m = float(np.max(np.abs(to_host(a)))) if np.size(a) else 0.0
+            return 1.0 / m if m > 0 and np.isfinite(m) else 1.0
+
+        self.f_scale = inverse_max(ev.df)
+        m = len(to_host(ev.g))
+        dg = np.reshape(to_host(ev.dg), (m, -1)) if m else np.zeros((0, 0))
+        self.g_scale = np.array([inverse_max(row) for row in dg])
 
     def at(self, x_host: np.ndarray) -> Evaluation:
         if self.key is not None and np.array_equal(x_host, self.key):
@@ -106,6 +122,8 @@ class _EvaluationCache:
             self.change = math.inf
         self.key = self.last = key
         self.ev = ev
+        if self.g_scale is None:
+            self._scales(ev)
         if self.problem.report(self.iteration, x, ev, self.change):
             self._stop("stopped")
         elif self.iteration >= self.max_iter:
@@ -130,14 +148,14 @@ class _EvaluationCache:
     def objective(self, x: np.ndarray, grad: np.ndarray) -> float:
         ev = self._at_recording(x)
         if grad.size:
-            grad[:] = to_host(ev.df)
-        return float(ev.f)
+            grad[:] = to_host(ev.df) * self.f_scale
+        return float(ev.f) * self.f_scale
 
     def constraints(self, result: np.ndarray, x: np.ndarray, grad: np.ndarray) -> None:
         ev = self._at_recording(x)
-        result[:] = to_host(ev.g)
+        result[:] = to_host(ev.g) * self.g_scale
         if grad.size:
-            grad[:] = np.reshape(to_host(ev.dg), grad.shape)
+            grad[:] = np.reshape(to_host(ev.dg), grad.shape) * self.g_scale[:, None]
 
 
 class NloptOptions(Options):
@@ -151,6 +169,9 @@ class NloptOptions(Options):
     designs (also nlopt's xtol_abs)."""
     ftol_rel: float = Field(0.0, ge=0)
     """nlopt's relative objective tolerance; 0 turns the test off."""
+    initial_step: float = Field(0.2, gt=0, le=1)
+    """First step as a fraction of each variable's bound range (sets the initial moving
+    asymptotes of LD_MMA/LD_CCSAQ; nlopt's own guess is far smaller for densities)."""
 
 
 class NloptOptimizer(Component):
@@ -173,6 +194,9 @@ class NloptOptimizer(Component):
         if problem.m:
             opt.add_inequality_mconstraint(cache.constraints, [CONSTRAINT_TOL] * problem.m)
         opt.set_xtol_abs(o.tol)
+        span = np.broadcast_to(to_host(problem.xmax) - to_host(problem.xmin), (n,))
+        # fixed (passive) variables have no range; nlopt needs a positive step anyway
+        opt.set_initial_step(np.where(span > 0, o.initial_step * span, 1e-6).astype(float))
         if o.ftol_rel > 0:
             opt.set_ftol_rel(o.ftol_rel)
         return opt
