@@ -2,6 +2,7 @@
 
 from femopt.plugins.manager import hookimpl
 from femopt.solvers.direct import DirectSolver
+from femopt.solvers.multigrid import MultigridSolver
 from femopt.solvers.pcg import PCGSolver
 
 
@@ -9,3 +10,4 @@ from femopt.solvers.pcg import PCGSolver
 def femopt_register_solvers(registry) -> None:
     registry.add("solver", DirectSolver)
     registry.add("solver", PCGSolver)
+    registry.add("solver", MultigridSolver)
