@@ -171,10 +171,10 @@ def test_mg_pcg_matches_direct_solve_on_simp_design(shape, max_iters):
 
 
 @pytest.mark.parametrize("opts", [dict(smoother="jacobi"), dict(coarse_operator="rediscretize"),
-                                  dict(matrix_free_levels=2), dict(precision="float32"),
-                                  dict(eigenvalue_bound="lanczos")],
-                         ids=["jacobi", "rediscretize", "matrix_free_level1", "float32",
-                              "lanczos"])
+                                  dict(coarse_operator="hybrid"), dict(matrix_free_levels=2),
+                                  dict(precision="float32"), dict(eigenvalue_bound="element")],
+                         ids=["jacobi", "rediscretize", "hybrid", "matrix_free_level1",
+                              "float32", "element_bound"])
 def test_mg_pcg_variants_converge(opts):
     case, scale, asm, f = cantilever_case((16, 8, 4))
     expected = DirectSolver()

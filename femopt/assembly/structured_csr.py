@@ -79,7 +79,8 @@ class StructuredCSR:
         drop = fixed_cell[:, :, :, None, None] | fixed_cell[:, None, None, :, :]
         slot = xp.where(drop, -1, slot)
         self.scatter = slot.reshape(layout.n_cells, layout.nd * layout.nd).astype(index_dtype)
-        self.keep = xp.flatnonzero(self.scatter.ravel() >= 0)
+        # NumPy assembles with bincount over the kept entries; the kernel skips slot -1
+        self.keep = xp.flatnonzero(self.scatter.ravel() >= 0) if xp is np else None
         self.fixed_dofs = xp.flatnonzero(fixed)
         centre = int(np.flatnonzero((offsets == 0).all(axis=1))[0])
         dof_comp = xp.arange(layout.n_dofs) // nn
@@ -166,12 +167,63 @@ def _scatter_gpu(cell_matrices: Any, scatter: Any, nnz: int) -> Any:
 
     from femopt.backend.kernels import get_kernel, launch_1d
 
+    _register()
     values = cupy.ascontiguousarray(cell_matrices).reshape(-1)
     data = cupy.zeros(nnz, dtype=values.dtype)
     name = f"femopt_assembly_csr_scatter<{_real_name(values)}, {_index_name(scatter)}>"
     kern = get_kernel(SOURCE, name)
     launch_1d(kern, values.size, (values, scatter.reshape(-1), data, np.int64(values.size)))
     return data
+
+
+class DeviceFixedPattern:
+    """A :class:`~femopt.assembly.sparse.FixedPatternAssembler`'s pattern and scatter map
+    on the GPU: ``assemble_data`` is one ``femopt_assembly_csr_scatter_scaled`` launch.
+
+    For problems that want an assembled matrix on the device (unstructured meshes); it
+    reads the assembler's kept entries (cell and local position of each) once.
+    """
+
+    def __init__(self, assembler: Any):
+        import cupy
+
+        if assembler.nnz >= 2**31 or assembler.keep.size >= 2**31:
+            raise ValueError("the device assembly takes fewer than 2^31 entries")
+        self.nnz = assembler.nnz
+        self.shape = assembler.shape
+        self.cell = cupy.asarray(assembler._cell.astype(np.int32))
+        self.local = cupy.asarray(assembler._local.astype(np.int32))
+        self.scatter = cupy.asarray(assembler.scatter.astype(np.int32))
+        self.indices = cupy.asarray(assembler.indices)
+        self.indptr = cupy.asarray(assembler.indptr)
+
+    def assemble_data(self, scale: Any, ke: Any) -> Any:
+        """CSR data of sum_e scale_e K0 (``ke`` (nd, nd), one matrix for every cell)."""
+        import cupy
+
+        from femopt.backend.kernels import get_kernel, launch_1d
+
+        _register()
+        ke = cupy.asarray(ke, dtype=scale.dtype).reshape(-1)
+        data = cupy.zeros(self.nnz, dtype=scale.dtype)
+        kern = get_kernel(SOURCE, f"femopt_assembly_csr_scatter_scaled<{_real_name(scale)}, int>")
+        n = self.scatter.size
+        launch_1d(kern, n, (scale, ke, self.cell, self.local, self.scatter, data, np.int64(n)))
+        return data
+
+    def assemble(self, scale: Any, ke: Any) -> Any:
+        import cupyx.scipy.sparse as csp
+
+        return csp.csr_matrix((self.assemble_data(scale, ke), self.indices, self.indptr),
+                              shape=self.shape)
+
+
+def _register() -> None:
+    from femopt.backend.kernels import register_instances
+
+    register_instances(SOURCE, [f"femopt_assembly_csr_{op}<{r}, {i}>"
+                                for op in ("scatter", "scatter_scaled", "spmv")
+                                for r in ("double", "float") for i in ("int", "long long")])
 
 
 def spmv_gpu(pattern: StructuredCSR, data: Any, u: Any, out: Any = None, alpha: float = 1.0,
@@ -181,6 +233,7 @@ def spmv_gpu(pattern: StructuredCSR, data: Any, u: Any, out: Any = None, alpha: 
 
     from femopt.backend.kernels import get_kernel, launch_1d
 
+    _register()
     if out is None:
         out = cupy.empty_like(u)
     if z is None:

@@ -9,6 +9,7 @@ cupy lazily: it is the only place, with the launchers' function bodies, that tou
 
 from __future__ import annotations
 
+import ctypes
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,8 @@ def _module(device: int, source: str, name_expressions: tuple[str, ...],
     with cupy.cuda.Device(device):
         mod = cupy.RawModule(code=code, options=("--std=c++17",) + options,
                              name_expressions=name_expressions)
-        mod.compile()
+        if name_expressions:
+            mod.get_function(name_expressions[0])  # compile now, once
     return mod
 
 
@@ -130,7 +132,7 @@ def set_constant(source: Path | str, symbol: str, values: np.ndarray, key: bytes
     if _CONSTANTS.get(slot) == k:
         return
     ptr = mod.get_global(symbol)
-    ptr.copy_from_host(values.ctypes.data, values.nbytes)
+    ptr.copy_from_host(ctypes.c_void_p(values.ctypes.data), values.nbytes)
     _CONSTANTS[slot] = k
 
 

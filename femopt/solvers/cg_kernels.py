@@ -50,11 +50,20 @@ def update_p_numpy(p: np.ndarray, z: np.ndarray, z_old: np.ndarray, beta: float)
 
 # -- CuPy launchers ---------------------------------------------------------------------
 
+def _register() -> None:
+    from femopt.backend.kernels import register_instances
+
+    register_instances(SOURCE, [f"femopt_cg_{op}<{r}>" for op in ("dot", "update_xr", "dots",
+                                                                  "update_p")
+                                for r in ("double", "float")])
+
+
 def _reduce_launch(name: str, n: int, args: tuple, n_out: int) -> Any:
     import cupy
 
     from femopt.backend.kernels import get_kernel, reduction_grid
 
+    _register()
     out = cupy.zeros(n_out, dtype=cupy.float64)
     kern = get_kernel(SOURCE, name)
     kern((reduction_grid(n),), (256,), args + (out, np.int64(n)))
@@ -87,6 +96,7 @@ def dots_gpu(r: Any, z: Any, z_old: Any) -> tuple[float, float]:
 def update_p_gpu(p: Any, z: Any, z_old: Any, beta: float) -> None:
     from femopt.backend.kernels import get_kernel, launch_1d, real_name
 
+    _register()
     kern = get_kernel(SOURCE, f"femopt_cg_update_p<{real_name(p)}>")
     launch_1d(kern, p.size, (p, z, z_old, p.dtype.type(beta), np.int64(p.size)))
 

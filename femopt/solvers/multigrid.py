@@ -67,10 +67,12 @@ class MultigridOptions(Options):
     levels: int | None = Field(None, ge=1)
     """Largest number of grid levels (the finest counts); None: coarsen down to
     ``coarsest_size``."""
-    coarsest_size: int = Field(4000, gt=0)
+    coarsest_size: int = Field(5000, gt=0)
     """Stop coarsening at the first level with at most this many dofs."""
-    coarse_operator: Literal["galerkin", "rediscretize"] = "galerkin"
-    """Coarse operators: P^T A P (robust for SIMP contrast) or rediscretized densities."""
+    coarse_operator: Literal["galerkin", "rediscretize", "hybrid"] = "galerkin"
+    """Coarse operators: P^T A P (robust for SIMP contrast), rediscretized densities, or
+    hybrid: level 1 rediscretized (matrix-free, an eighth of the fine cost), Galerkin of
+    it below."""
     matrix_free_levels: int | None = Field(None, ge=1)
     """Galerkin levels applied without assembling (the finest counts); None: 1 on the CPU,
     2 on the GPU."""
@@ -202,6 +204,8 @@ class MultigridSolver(LinearSolver):
             levels.append(Level(cur.layout.coarsened(), fixed_c, ~fixed_c))
         if o.coarse_operator == "rediscretize":
             n_mf = len(levels)
+        elif o.coarse_operator == "hybrid":
+            n_mf = 2
         else:  # the fine level and, optionally, level 1 (its children scale factors)
             n_mf = min(o.matrix_free_levels or (1 if xp is np else 2), 2)
         for i, lev in enumerate(levels):
@@ -214,9 +218,11 @@ class MultigridSolver(LinearSolver):
                 lev.pattern = StructuredCSR(lev.layout, lev.fixed)
         self.levels = levels
         self._child: dict = {}
-        self._bounds = [eigenvalue_bound(ke, lay.dim, lay.k,
-                                         1 if o.coarse_operator == "rediscretize" else 2**i)
-                        for i in range(len(levels))]
+        ratios = {"galerkin": [2**i for i in range(len(levels))],
+                  "rediscretize": [1] * len(levels),
+                  "hybrid": [1] + [2 ** max(i - 1, 0) for i in range(1, len(levels))]}
+        self._bounds = [eigenvalue_bound(ke, lay.dim, lay.k, r)
+                        for r in ratios[o.coarse_operator]]
 
     def _children(self, ke: np.ndarray, ratio: int, xp: Any) -> Any:
         key = (ratio, xp.__name__)
@@ -230,21 +236,27 @@ class MultigridSolver(LinearSolver):
         self.op64 = StructuredOperator(self.layout, scale, ke, levels[0].free)
         s0 = scale.astype(self.dtype)
         s = s0
+        # Galerkin levels derive from a "base" level: the fine one, or for ``hybrid`` the
+        # rediscretized level 1
+        base, base_scale, base_level = self.layout, s0, 0
         cells: Any = None  # assembled Galerkin cell matrices of the current level
-        last = len(levels) - 1
         for i, lev in enumerate(levels):
             prev = levels[i - 1].layout if i else None
+            lev_ke: Any = ke
             if i == 0:
-                lev_ke: Any = ke
-            elif o.coarse_operator == "rediscretize":
+                pass
+            elif o.coarse_operator == "rediscretize" or (o.coarse_operator == "hybrid"
+                                                         and i == 1):
                 s = rediscretized_scale(prev, s)
-                lev_ke = ke
+                if o.coarse_operator == "hybrid":
+                    base, base_scale, base_level = lev.layout, s, 1
             elif lev.pattern is None:  # level 1, matrix-free Galerkin
                 s = descendant_scales(self.layout, s0, 2)
                 lev_ke = self._children(ke, 2, np)
             elif cells is None:
-                cells = galerkin_cell_matrices(self.layout, s0, ke, 2**i,
-                                               self._children(ke, 2**i, xp))
+                ratio = 2 ** (i - base_level)
+                cells = galerkin_cell_matrices(base, base_scale, ke, ratio,
+                                               self._children(ke, ratio, xp))
             else:
                 cells = coarsen_cell_matrices(prev, cells)
             if lev.pattern is None:
@@ -253,7 +265,7 @@ class MultigridSolver(LinearSolver):
             if cells is None:  # a rediscretized (or the only) level, assembled
                 cells = s[:, None, None] * xp.asarray(ke, dtype=self.dtype)[None]
             lev.op = CSROperator(lev.pattern, lev.pattern.assemble_data(cells))
-            if i == last:
+            if o.coarse_operator == "rediscretize":
                 cells = None
         levels[-1].coarse_solve = _CoarseSolver(levels[-1].op, xp)
         self._make_smoothers()

@@ -41,8 +41,9 @@ def smooth_step(x: Any, d: Any, r: Any, inv_diag: Any, c1: float, c2: float) -> 
     if array_namespace(x) is np:
         smooth_step_numpy(x, d, r, inv_diag, c1, c2)
         return
-    from femopt.backend.kernels import get_kernel, launch_1d, real_name
+    from femopt.backend.kernels import get_kernel, launch_1d, real_name, register_instances
 
+    register_instances(SOURCE, [f"femopt_multigrid_smooth_step<{r}>" for r in ("double", "float")])
     kern = get_kernel(SOURCE, f"femopt_multigrid_smooth_step<{real_name(x)}>")
     real = x.dtype.type
     launch_1d(kern, x.size, (x, d, r, inv_diag, real(c1), real(c2), np.int64(x.size)))

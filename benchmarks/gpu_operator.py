@@ -1,0 +1,105 @@
+"""Matrix-free hex8 operator apply on the GPU: time, bandwidth, flop rate, roofline.
+
+3D elasticity (3 dofs per node, 24x24 element matrix) at about 1M, 10M and 33.5M cells in
+float64 and float32, one thread per node (``femopt_assembly_hex8_apply``). Each size is
+timed with CUDA events over repeated applies after a warm-up, on random data.
+
+Traffic model (bytes per cell, nodes ~ cells): u read and y written (3 + 3 values), the
+free-dof mask (3 bytes) and the cell's scale factor (1 value): 7 T + 3 bytes. Work:
+2 * 24 * 24 = 1152 flops per cell. The roofline time is max(bytes / 3.0 TB/s, flops /
+peak), with the peak from the device (SMs x clock x FP64 or FP32 FMA lanes x 2).
+
+    python benchmarks/gpu_operator.py [--sizes 1M,10M,33.5M] [--repeat 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import date
+
+import numpy as np
+
+BANDWIDTH = 3.0e12  # device-to-device copy on an H100, shared/device/README.md
+SIZES = {"1M": (128, 128, 64), "10M": (256, 256, 160), "33.5M": (512, 256, 256)}
+
+
+def peak_flops(dtype) -> float:
+    """FMA peak of the current device: SMs x clock x lanes per SM x 2."""
+    import cupy
+
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    sms = props["multiProcessorCount"]
+    clock = props["clockRate"] * 1e3  # kHz -> Hz
+    major = props["major"]
+    # FP32 lanes per SM: 128 from Ampere/Hopper on; FP64: 64 on the x100 parts (cc 8.0, 9.0)
+    lanes = 128 if dtype == np.float32 else (64 if major in (8, 9) and props["minor"] == 0 else 2)
+    return sms * clock * lanes * 2
+
+
+def bench(shape, dtype, repeat):
+    import cupy
+
+    from femopt.assembly.grid_layout import GridLayout
+    from femopt.assembly.matrix_free import StructuredOperator
+    from femopt.mesh.grid_cantilever import unit_cell_matrix
+
+    lay = GridLayout(shape, 3)
+    rng = cupy.random.default_rng(1)
+    scale = rng.uniform(1e-9, 1.0, lay.n_cells).astype(dtype)
+    u = rng.standard_normal(lay.n_dofs, dtype=np.float64).astype(dtype)
+    free = cupy.ones(lay.n_dofs, dtype=bool)
+    op = StructuredOperator(lay, scale, unit_cell_matrix(3), free)
+    y = cupy.empty_like(u)
+    for _ in range(3):
+        op.apply(u, out=y)
+    start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+    start.record()
+    for _ in range(repeat):
+        op.apply(u, out=y)
+    stop.record()
+    stop.synchronize()
+    seconds = cupy.cuda.get_elapsed_time(start, stop) / 1e3 / repeat
+    item = np.dtype(dtype).itemsize
+    nbytes = lay.n_nodes * (6 * item + 3) + lay.n_cells * item
+    flops = 1152.0 * lay.n_cells
+    roof = max(nbytes / BANDWIDTH, flops / peak_flops(dtype))
+    del u, y, scale, op
+    cupy.get_default_memory_pool().free_all_blocks()
+    return dict(cells=lay.n_cells, seconds=seconds, gbs=nbytes / seconds / 1e9,
+                tflops=flops / seconds / 1e12, bw_frac=nbytes / seconds / BANDWIDTH,
+                flop_frac=flops / seconds / peak_flops(dtype), roof_frac=roof / seconds)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1M,10M,33.5M")
+    ap.add_argument("--repeat", type=int, default=20)
+    args = ap.parse_args(argv)
+    import cupy
+
+    name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"].decode()
+    print(f"# hex8 elasticity operator apply, {name}, {date.today().isoformat()}")
+    print(f"# peak FP64 {peak_flops(np.float64) / 1e12:.1f} TFLOP/s, FP32 "
+          f"{peak_flops(np.float32) / 1e12:.1f} TFLOP/s (SMs x clock x lanes x 2); "
+          f"bandwidth ceiling {BANDWIDTH / 1e12:.1f} TB/s")
+    print("| cells | dtype | ms / apply | GB/s | of 3.0 TB/s | TFLOP/s | of peak flops "
+          "| of roofline |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label in args.sizes.split(","):
+        for dtype in (np.float64, np.float32):
+            try:
+                r = bench(SIZES[label], dtype, args.repeat)
+            except Exception as exc:  # report and go on: one table, whatever fails
+                print(f"| {label} | {np.dtype(dtype).name} | failed: {type(exc).__name__}: "
+                      f"{exc} | | | | | |")
+                continue
+            print(f"| {r['cells'] / 1e6:.1f}M | {np.dtype(dtype).name} | "
+                  f"{r['seconds'] * 1e3:.3f} | {r['gbs']:.0f} | {r['bw_frac']:.0%} | "
+                  f"{r['tflops']:.1f} | {r['flop_frac']:.0%} | {r['roof_frac']:.0%} |",
+                  flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The whole GPU check on an offline GPU machine (../shared/device/README.md), in one go:
+# install the carried wheels (.device-wheels/, made by ../shared/device/wheels.sh) and
+# femopt, run the GPU tests and the GPU benchmarks, and write logs and tables to $OUT
+# (default: ./gpu-check-out). Run from the project root:  bash scripts/gpu-check.sh
+# Stages are time-boxed so that one hang cannot eat the machine's lease; the exit status
+# is the GPU tests'.
+set -uo pipefail
+OUT=${OUT:-$PWD/gpu-check-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+LIMIT_TESTS=${LIMIT_TESTS:-240}
+LIMIT_OPERATOR=${LIMIT_OPERATOR:-120}
+LIMIT_ITERATION=${LIMIT_ITERATION:-300}
+
+{
+  date -u
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+  python3 -c 'import cupy, numpy, scipy; print("cupy", cupy.__version__, "numpy", numpy.__version__, "scipy", scipy.__version__, "CUDA runtime", cupy.cuda.runtime.runtimeGetVersion())'
+} > "$OUT/environment.txt" 2>&1
+cat "$OUT/environment.txt"
+
+if [ -d .device-wheels ]; then
+  names=$(ls .device-wheels/*.whl | sed -E 's#.*/([^-]+)-.*#\1#' | sort -u | tr '\n' ' ')
+  python3 -m pip install -q --no-index --find-links .device-wheels $names 2>&1 | tail -3
+fi
+python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -3
+
+# register use, spills and constant-bank FMAs of the apply kernels (nvcc, like NVRTC)
+python3 - > "$OUT/kernel_resources.txt" 2>&1 <<'PY'
+import re, subprocess, tempfile, pathlib
+from femopt.backend.kernels import PREAMBLE
+src = pathlib.Path("femopt/assembly/matrix_free.cu").read_text()
+names = ["femopt_assembly_hex8_apply<double, 3, 1>", "femopt_assembly_hex8_apply<float, 3, 1>",
+         "femopt_assembly_hex8_apply<float, 3, 8>"]
+code = PREAMBLE + src + "\n" + "\n".join(f"auto* k{i} = &{n};" for i, n in enumerate(names))
+d = pathlib.Path(tempfile.mkdtemp())
+(d / "k.cu").write_text(code)
+r = subprocess.run(["nvcc", "-arch=sm_90", "-std=c++17", "-cubin", "-Xptxas", "-v",
+                    str(d / "k.cu"), "-o", str(d / "k.cubin")], capture_output=True, text=True)
+print(r.stdout, r.stderr)
+s = subprocess.run(["cuobjdump", "-sass", str(d / "k.cubin")], capture_output=True, text=True).stdout
+for fn in re.split(r"\n\s+Function : ", s)[1:]:
+    head = fn.splitlines()[0]
+    print(head, "DFMA", fn.count("DFMA"), "FFMA", fn.count("FFMA"),
+          "FMA with c[0x3]", len(re.findall(r"F?D?FMA[^\n]*c\[0x3\]", fn)),
+          "LDG", fn.count("LDG"), "LDC", fn.count("LDC"))
+PY
+
+set +e
+timeout "$LIMIT_TESTS" python3 -m pytest -m gpu -n0 -p no:cacheprovider -q -rs 2>&1 | tee "$OUT/pytest_gpu.log"
+tests_rc=${PIPESTATUS[0]}
+timeout "$LIMIT_OPERATOR" python3 benchmarks/gpu_operator.py 2>&1 | tee "$OUT/gpu_operator.md"
+timeout "$LIMIT_ITERATION" python3 benchmarks/gpu_iteration.py ${ITERATION_ARGS:-} 2>&1 \
+  | tee "$OUT/gpu_iteration.md"
+echo "GPU tests exit status: $tests_rc"
+exit "$tests_rc"

@@ -1,0 +1,273 @@
+"""The CuPy raw kernels against their NumPy twins on fresh random data (float64 and
+float32), multigrid PCG on the GPU against a CPU direct solve, and design iterations on
+the GPU against the CPU. Skipped without CuPy or a CUDA device."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+cupy = pytest.importorskip("cupy")
+try:
+    _N_DEVICES = cupy.cuda.runtime.getDeviceCount()
+except Exception:  # no driver
+    _N_DEVICES = 0
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(_N_DEVICES < 1, reason="no CUDA device visible to CuPy")]
+
+from femopt.adjoint.grid_sensitivity import grid_sensitivity, grid_sensitivity_numpy  # noqa: E402
+from femopt.assembly.grid_layout import GridLayout  # noqa: E402
+from femopt.assembly.matrix_free import StructuredOperator, apply_numpy  # noqa: E402
+from femopt.assembly.sparse import FixedPatternAssembler  # noqa: E402
+from femopt.assembly.structured_csr import (  # noqa: E402
+    CSROperator,
+    DeviceFixedPattern,
+    StructuredCSR,
+)
+from femopt.backend.kernels import get_kernel  # noqa: E402
+from femopt.design.grid_iteration import GridComplianceLoop  # noqa: E402
+from femopt.filters.grid_filter import GridDensityFilter  # noqa: E402
+from femopt.mesh.grid_cantilever import grid_cantilever, truss_design  # noqa: E402
+from femopt.optimizers.oc_kernels import oc_trial, oc_trial_numpy  # noqa: E402
+from femopt.solvers import DirectSolver  # noqa: E402
+from femopt.solvers import cg_kernels as cg  # noqa: E402
+from femopt.solvers import multigrid_transfer as transfer  # noqa: E402
+from femopt.solvers.galerkin import child_matrices  # noqa: E402
+from femopt.solvers.multigrid import MultigridOptions, MultigridSolver  # noqa: E402
+from femopt.solvers.smoothers import smooth_step, smooth_step_numpy  # noqa: E402
+
+DTYPES = [np.float64, np.float32]
+TOL = {np.float64: 1e-12, np.float32: 2e-5}
+# (shape, dofs per node): quad4 heat and elasticity, hex8 heat and elasticity
+GRIDS = [((7, 6), 1), ((8, 6), 2), ((5, 4, 6), 1), ((6, 4, 8), 3)]
+
+
+def rng(seed=None):
+    return np.random.default_rng(seed)
+
+
+def close(gpu, ref, dtype, scale=None):
+    ref = np.asarray(ref, dtype=np.float64)
+    got = cupy.asnumpy(gpu).astype(np.float64)
+    s = scale if scale is not None else max(np.abs(ref).max(), 1e-300)
+    assert np.abs(got - ref).max() <= TOL[dtype] * s * 10, np.abs(got - ref).max() / s
+
+
+def symmetric(n, r):
+    a = r.standard_normal((n, n))
+    return a + a.T
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("shape, k", GRIDS)
+@pytest.mark.parametrize("children", [False, True], ids=["K0", "galerkin_children"])
+def test_apply_kernel_equals_numpy(shape, k, children, dtype):
+    r = rng()
+    lay = GridLayout(shape, k)
+    if children:
+        ke = child_matrices(symmetric(lay.nd, r), lay.dim, k, 2)
+        scale = r.uniform(1e-9, 1, (lay.n_cells, 2**lay.dim))
+    else:
+        ke = symmetric(lay.nd, r)
+        scale = r.uniform(1e-9, 1, lay.n_cells)
+    free = r.uniform(size=lay.n_dofs) > 0.2
+    u = (r.standard_normal(lay.n_dofs) * free).astype(dtype)
+    z = r.standard_normal(lay.n_dofs).astype(dtype)
+    ref = apply_numpy(lay, u.astype(np.float64), scale, ke, free, 0.5, -1.5, z.astype(np.float64))
+    op = StructuredOperator(lay, cupy.asarray(scale, dtype=dtype), ke, cupy.asarray(free))
+    got = op.apply(cupy.asarray(u), alpha=0.5, beta=-1.5, z=cupy.asarray(z))
+    close(got, ref, dtype)
+    # in place on z, as the smoothers use it
+    zz = cupy.asarray(z)
+    op.apply(cupy.asarray(u), out=zz, alpha=0.5, beta=-1.5, z=zz)
+    close(zz, ref, dtype)
+    close(op.diagonal(), StructuredOperator(lay, scale, ke, free).diagonal(), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("shape, k", [((4, 6), 1), ((8, 6), 2), ((4, 2, 6), 1), ((6, 4, 8), 3)])
+def test_transfer_kernels_equal_numpy(shape, k, dtype):
+    r = rng()
+    fine = GridLayout(shape, k)
+    coarse = fine.coarsened()
+    xc = r.standard_normal(coarse.n_dofs).astype(dtype)
+    xf = r.standard_normal(fine.n_dofs).astype(dtype)
+    free_c = r.uniform(size=coarse.n_dofs) > 0.3
+    got = transfer.prolong_add(coarse, cupy.asarray(xc), cupy.asarray(xf))
+    close(got, xf.astype(np.float64) + transfer.prolong(coarse, xc.astype(np.float64)), dtype)
+    out = cupy.empty(coarse.n_dofs, dtype=dtype)
+    transfer.restrict_into(coarse, cupy.asarray(xf), out, cupy.asarray(free_c))
+    close(out, transfer.restrict(coarse, xf.astype(np.float64)) * free_c, dtype)
+    fixed = r.uniform(size=fine.n_dofs) < 0.1
+    np.testing.assert_array_equal(cupy.asnumpy(transfer.coarse_fixed(fine, cupy.asarray(fixed))),
+                                  transfer.coarse_fixed(fine, fixed))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_smoother_and_cg_kernels_equal_numpy(dtype):
+    r = rng()
+    n = 100_003
+    vecs = [r.standard_normal(n).astype(dtype) for _ in range(6)]
+    x, d, res, inv = (v.copy() for v in vecs[:4])
+    gx, gd = cupy.asarray(x), cupy.asarray(d)
+    smooth_step(gx, gd, cupy.asarray(res), cupy.asarray(inv), 0.3, 1.7)
+    smooth_step_numpy(x, d, res, inv, 0.3, 1.7)
+    close(gx, x, dtype)
+    close(gd, d, dtype)
+    a, b = vecs[4], vecs[5]
+    assert abs(cg.dot_gpu(cupy.asarray(a), cupy.asarray(b)) - float(a.astype(np.float64) @ b)) \
+        <= TOL[dtype] * n * 10
+    x, rr, p, q, z, zo = (v.copy() for v in vecs)
+    g = [cupy.asarray(v) for v in (x, rr, p, q, z, zo)]
+    s_gpu = cg.update_xr_gpu(g[0], g[1], g[2], g[3], 0.25)
+    s_cpu = cg.update_xr_numpy(x, rr, p, q, 0.25)
+    assert abs(s_gpu - s_cpu) <= TOL[dtype] * abs(s_cpu) * 100
+    close(g[0], x, dtype)
+    close(g[1], rr, dtype)
+    d_gpu = cg.dots_gpu(g[1], g[4], g[5])
+    d_cpu = cg.dots_numpy(rr, z, zo)
+    np.testing.assert_allclose(d_gpu, d_cpu, rtol=TOL[dtype] * 100, atol=TOL[dtype] * n)
+    cg.update_p_gpu(g[2], g[4], g[5], 0.6)
+    cg.update_p_numpy(p, z, zo, 0.6)
+    close(g[2], p, dtype)
+    close(g[5], zo, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("shape, k", [((5, 4), 2), ((4, 3, 5), 3), ((3, 4, 2), 1)])
+def test_csr_assembly_and_spmv_kernels_equal_numpy(shape, k, dtype):
+    r = rng()
+    lay = GridLayout(shape, k)
+    fixed = r.uniform(size=lay.n_dofs) < 0.2
+    cells = r.standard_normal((lay.n_cells, lay.nd, lay.nd))
+    cpu = StructuredCSR(lay, fixed)
+    gpu = StructuredCSR(lay, cupy.asarray(fixed))
+    np.testing.assert_array_equal(cupy.asnumpy(gpu.indptr), cpu.indptr)
+    np.testing.assert_array_equal(cupy.asnumpy(gpu.indices), cpu.indices)
+    np.testing.assert_array_equal(cupy.asnumpy(gpu.scatter), cpu.scatter)
+    data_cpu = cpu.assemble_data(cells)
+    data_gpu = gpu.assemble_data(cupy.asarray(cells, dtype=dtype))
+    close(data_gpu, data_cpu, dtype)
+    u = r.standard_normal(lay.n_dofs)
+    ref = CSROperator(cpu, data_cpu).apply(u, alpha=2.0, beta=-1.0, z=u)
+    got = CSROperator(gpu, data_gpu).apply(cupy.asarray(u, dtype=dtype), alpha=2.0, beta=-1.0,
+                                           z=cupy.asarray(u, dtype=dtype))
+    close(got, ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_fixed_pattern_assembly_kernel_equals_numpy(dtype):
+    r = rng()
+    lay = GridLayout((5, 4, 3), 3)
+    free = np.flatnonzero(r.uniform(size=lay.n_dofs) > 0.15)
+    asm = FixedPatternAssembler(lay.cell_dofs(), lay.n_dofs, free)
+    ke = symmetric(lay.nd, r)
+    scale = r.uniform(1e-9, 1, lay.n_cells)
+    ref = asm.assemble_data(scale, ke)
+    dev = DeviceFixedPattern(asm)
+    close(dev.assemble_data(cupy.asarray(scale, dtype=dtype), ke), ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("shape, k", GRIDS)
+def test_sensitivity_kernel_equals_numpy(shape, k, dtype):
+    r = rng()
+    lay = GridLayout(shape, k)
+    ke = symmetric(lay.nd, r)
+    u, lam = (r.standard_normal(lay.n_dofs) for _ in range(2))
+    scale, dm = (r.uniform(size=lay.n_cells) for _ in range(2))
+    for same in (True, False):
+        lam_ = u if same else lam
+        ref, tot = grid_sensitivity_numpy(lay, lam_, u, scale, dm, ke, -1.0)
+        gu = cupy.asarray(u, dtype=dtype)
+        gl = gu if same else cupy.asarray(lam_, dtype=dtype)
+        got, gtot = grid_sensitivity(lay, gl, gu, cupy.asarray(scale, dtype=dtype),
+                                     cupy.asarray(dm, dtype=dtype), ke, -1.0)
+        close(got, ref, dtype)
+        assert abs(gtot - tot) <= TOL[dtype] * 100 * np.abs(ref).sum()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("shape, spacing, radius", [((13, 9), (1.0, 0.5), 1.2),
+                                                    ((9, 7, 6), (1.0, 1.0, 2.0), 2.6)])
+def test_filter_kernel_equals_numpy(shape, spacing, radius, dtype):
+    r = rng()
+    cpu = GridDensityFilter(shape, spacing, radius)
+    gpu = GridDensityFilter(shape, spacing, radius, cupy)
+    close(gpu.hs, cpu.hs, np.float64)
+    x = r.uniform(size=cpu.hs.size)
+    g = r.standard_normal(cpu.hs.size)
+    close(gpu.forward(cupy.asarray(x, dtype=dtype)), cpu.forward(x), dtype)
+    close(gpu.backward(None, cupy.asarray(g, dtype=dtype)), cpu.backward(None, g), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_oc_kernel_equals_numpy(dtype):
+    r = rng()
+    n = 200_001
+    x = r.uniform(size=n).astype(dtype)
+    df = -r.uniform(size=n).astype(dtype)
+    dg = r.uniform(0.5, 1, n).astype(dtype)
+    w = (r.uniform(size=n) / n).astype(dtype)
+    xmax = np.ones(n, dtype=dtype)
+    xmax[:100] = 0.25
+    for lmid in (0.05, 0.7, 4.0):
+        ref = oc_trial_numpy(x.astype(np.float64), df.astype(np.float64), dg.astype(np.float64),
+                             None, xmax.astype(np.float64), w.astype(np.float64), lmid, 0.2, 0.5)
+        got = oc_trial(cupy.asarray(x), cupy.asarray(df), cupy.asarray(dg), None,
+                       cupy.asarray(xmax), cupy.asarray(w), lmid, 0.2, 0.5)
+        close(got[0], ref[0], dtype)
+        assert abs(got[1] - ref[1]) <= TOL[dtype] * 100
+        assert abs(got[2] - ref[2]) <= TOL[dtype] * 10
+
+
+def test_kernels_compile_once_per_device():
+    from femopt.solvers.cg_kernels import SOURCE
+
+    assert get_kernel(SOURCE, "femopt_cg_dot<double>") is get_kernel(SOURCE,
+                                                                      "femopt_cg_dot<double>")
+
+
+def cantilever_system(shape):
+    case = grid_cantilever(shape)
+    lay = case.layout
+    scale = 1e-9 + truss_design(shape) ** 3
+    fixed = lay.to_dofs(case.fixed)
+    asm = FixedPatternAssembler(lay.cell_dofs(), lay.n_dofs, np.flatnonzero(~fixed))
+    return case, scale, asm, asm.restrict(lay.to_dofs(case.load))
+
+
+@pytest.mark.parametrize("opts", [dict(), dict(precision="float64"),
+                                  dict(coarse_operator="hybrid"), dict(smoother="jacobi")],
+                         ids=["default_f32", "f64", "hybrid", "jacobi"])
+@pytest.mark.parametrize("shape", [(64, 32), (32, 16, 16)], ids=["quad4", "hex8"])
+def test_mg_pcg_on_gpu_equals_cpu_direct_solve(shape, opts):
+    case, scale, asm, f = cantilever_system(shape)
+    direct = DirectSolver()
+    direct.update_operator(scale, asm, case.ke)
+    expected = direct.solve(f)
+    mg = MultigridSolver(MultigridOptions(rtol=1e-9, coarsest_size=500, **opts), case.layout)
+    mg.update_operator(cupy.asarray(scale), asm, case.ke)
+    assert len(mg.levels) >= 3
+    u = mg.solve(cupy.asarray(f))
+    assert mg.last.iterations <= 60
+    np.testing.assert_allclose(cupy.asnumpy(u), expected, rtol=0,
+                               atol=1e-6 * np.abs(expected).max())
+    # the same solver object serves the adjoint (transpose, several right-hand sides)
+    two = cupy.asarray(np.stack([f, 2 * f], axis=1))
+    np.testing.assert_allclose(cupy.asnumpy(mg.solve(two, transpose=True))[:, 1], 2 * expected,
+                               rtol=0, atol=2e-6 * np.abs(expected).max())
+
+
+def test_design_iterations_on_gpu_equal_cpu():
+    shape = (32, 16, 8)
+    opts = MultigridOptions(rtol=1e-10, coarsest_size=500)
+    cpu = GridComplianceLoop(grid_cantilever(shape), np, solver_options=opts)
+    gpu = GridComplianceLoop(grid_cantilever(shape, cupy), cupy, solver_options=opts)
+    for _ in range(5):
+        a = cpu.step(rtol=1e-10)
+        b = gpu.step(rtol=1e-10)
+        assert b.compliance == pytest.approx(a.compliance, rel=1e-6)
+        assert b.change == pytest.approx(a.change, abs=1e-6)
+    np.testing.assert_allclose(gpu.density(), cpu.density(), atol=1e-6)
