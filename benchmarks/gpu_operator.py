@@ -1,8 +1,10 @@
 """Matrix-free hex8 operator apply on the GPU: time, bandwidth, flop rate, roofline.
 
 3D elasticity (3 dofs per node, 24x24 element matrix) at about 1M, 10M and 33.5M cells in
-float64 and float32, one thread per node (``femopt_assembly_hex8_apply``). Each size is
-timed with CUDA events over repeated applies after a warm-up, on random data.
+float64 and float32, with the z-marching kernel (``femopt_assembly_hex8_apply_columns``,
+K0 as literals) and the per-node gather (``femopt_assembly_hex8_apply``, K0 in constant
+memory). Each size is timed with CUDA events over repeated applies after a warm-up, on
+random data.
 
 Traffic model (bytes per cell, nodes ~ cells): u read and y written (3 + 3 values), the
 free-dof mask (3 bytes) and the cell's scale factor (1 value): 7 T + 3 bytes. Work:
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import date
+from itertools import product
 
 import numpy as np
 
@@ -37,9 +40,10 @@ def peak_flops(dtype) -> float:
     return sms * clock * lanes * 2
 
 
-def bench(shape, dtype, repeat):
+def bench(shape, dtype, repeat, variant):
     import cupy
 
+    import femopt.assembly.matrix_free as mf
     from femopt.assembly.grid_layout import GridLayout
     from femopt.assembly.matrix_free import StructuredOperator
     from femopt.mesh.grid_cantilever import unit_cell_matrix
@@ -49,6 +53,7 @@ def bench(shape, dtype, repeat):
     scale = rng.uniform(1e-9, 1.0, lay.n_cells).astype(dtype)
     u = rng.standard_normal(lay.n_dofs, dtype=np.float64).astype(dtype)
     free = cupy.ones(lay.n_dofs, dtype=bool)
+    mf.HEX8_VARIANT = variant
     op = StructuredOperator(lay, scale, unit_cell_matrix(3), free)
     y = cupy.empty_like(u)
     for _ in range(3):
@@ -75,6 +80,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1M,10M,33.5M")
     ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--variants", default="columns,gather",
+                    help="hex8 kernels: columns (z-marching, K0 literals), gather")
     args = ap.parse_args(argv)
     import cupy
 
@@ -83,18 +90,18 @@ def main(argv=None) -> int:
     print(f"# peak FP64 {peak_flops(np.float64) / 1e12:.1f} TFLOP/s, FP32 "
           f"{peak_flops(np.float32) / 1e12:.1f} TFLOP/s (SMs x clock x lanes x 2); "
           f"bandwidth ceiling {BANDWIDTH / 1e12:.1f} TB/s")
-    print("| cells | dtype | ms / apply | GB/s | of 3.0 TB/s | TFLOP/s | of peak flops "
+    print("| cells | dtype | kernel | ms / apply | GB/s | of 3.0 TB/s | TFLOP/s | of peak flops "
           "| of roofline |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for label in args.sizes.split(","):
-        for dtype in (np.float64, np.float32):
+        for dtype, variant in product((np.float64, np.float32), args.variants.split(",")):
             try:
-                r = bench(SIZES[label], dtype, args.repeat)
+                r = bench(SIZES[label], dtype, args.repeat, variant)
             except Exception as exc:  # report and go on: one table, whatever fails
-                print(f"| {label} | {np.dtype(dtype).name} | failed: {type(exc).__name__}: "
-                      f"{exc} | | | | | |")
+                print(f"| {label} | {np.dtype(dtype).name} | {variant} | failed: "
+                      f"{type(exc).__name__}: {exc} | | | | | |")
                 continue
-            print(f"| {r['cells'] / 1e6:.1f}M | {np.dtype(dtype).name} | "
+            print(f"| {r['cells'] / 1e6:.1f}M | {np.dtype(dtype).name} | {variant} | "
                   f"{r['seconds'] * 1e3:.3f} | {r['gbs']:.0f} | {r['bw_frac']:.0%} | "
                   f"{r['tflops']:.1f} | {r['flop_frac']:.0%} | {r['roof_frac']:.0%} |",
                   flush=True)

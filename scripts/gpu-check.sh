@@ -30,21 +30,32 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -3
 python3 - > "$OUT/kernel_resources.txt" 2>&1 <<'PY'
 import re, subprocess, tempfile, pathlib
 from femopt.backend.kernels import PREAMBLE
-src = pathlib.Path("femopt/assembly/matrix_free.cu").read_text()
-names = ["femopt_assembly_hex8_apply<double, 3, 1>", "femopt_assembly_hex8_apply<float, 3, 1>",
-         "femopt_assembly_hex8_apply<float, 3, 8>"]
-code = PREAMBLE + src + "\n" + "\n".join(f"auto* k{i} = &{n};" for i, n in enumerate(names))
+from femopt.assembly.matrix_free import k0_prelude
+from femopt.mesh.grid_cantilever import unit_cell_matrix
 d = pathlib.Path(tempfile.mkdtemp())
-(d / "k.cu").write_text(code)
-r = subprocess.run(["nvcc", "-arch=sm_90", "-std=c++17", "-cubin", "-Xptxas", "-v",
-                    str(d / "k.cu"), "-o", str(d / "k.cubin")], capture_output=True, text=True)
-print(r.stdout, r.stderr)
-s = subprocess.run(["cuobjdump", "-sass", str(d / "k.cubin")], capture_output=True, text=True).stdout
-for fn in re.split(r"\n\s+Function : ", s)[1:]:
-    head = fn.splitlines()[0]
-    print(head, "DFMA", fn.count("DFMA"), "FFMA", fn.count("FFMA"),
-          "FMA with c[0x3]", len(re.findall(r"F?D?FMA[^\n]*c\[0x3\]", fn)),
-          "LDG", fn.count("LDG"), "LDC", fn.count("LDC"))
+jobs = {"gather": (PREAMBLE + pathlib.Path("femopt/assembly/matrix_free.cu").read_text(),
+                   ["femopt_assembly_hex8_apply<double, 3, 1>",
+                    "femopt_assembly_hex8_apply<float, 3, 1>",
+                    "femopt_assembly_hex8_apply<float, 3, 8>"]),
+        "columns": (PREAMBLE + k0_prelude(unit_cell_matrix(3))
+                    + pathlib.Path("femopt/assembly/matrix_free_columns.cu").read_text(),
+                    ["femopt_assembly_hex8_apply_columns<double, 3>",
+                     "femopt_assembly_hex8_apply_columns<float, 3>"])}
+for tag, (src, names) in jobs.items():
+    code = src + "\n" + "\n".join(f"auto* k{i} = &{n};" for i, n in enumerate(names))
+    (d / f"{tag}.cu").write_text(code)
+    r = subprocess.run(["nvcc", "-arch=sm_90", "-std=c++17", "-cubin", "-Xptxas", "-v",
+                        str(d / f"{tag}.cu"), "-o", str(d / f"{tag}.cubin")],
+                       capture_output=True, text=True)
+    print("\n".join(l for l in (r.stdout + r.stderr).splitlines()
+                    if "registers" in l or "spill" in l or "entry" in l or "error" in l))
+    s = subprocess.run(["cuobjdump", "-sass", str(d / f"{tag}.cubin")],
+                       capture_output=True, text=True).stdout
+    for fn in re.split(r"\n\s+Function : ", s)[1:]:
+        body = fn
+        print(fn.splitlines()[0], "DFMA", body.count("DFMA"), "FFMA", body.count("FFMA"),
+              "LDG", body.count("LDG"), "LDC", body.count("LDC"), "ULDC", body.count("ULDC"),
+              "c[0x2]", body.count("c[0x2]"), "c[0x3]", body.count("c[0x3]"))
 PY
 
 set +e

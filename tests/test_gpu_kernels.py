@@ -60,10 +60,18 @@ def symmetric(n, r):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-@pytest.mark.parametrize("shape, k", GRIDS)
-@pytest.mark.parametrize("children", [False, True], ids=["K0", "galerkin_children"])
-def test_apply_kernel_equals_numpy(shape, k, children, dtype):
+@pytest.mark.parametrize("shape, k", GRIDS + [((3, 5, 70), 3), ((9, 2, 1), 1)])
+@pytest.mark.parametrize("children, variant", [(False, "columns"), (False, "gather"),
+                                               (True, "gather")],
+                         ids=["K0_columns", "K0_gather", "galerkin_children"])
+def test_apply_kernel_equals_numpy(shape, k, children, variant, dtype, monkeypatch):
+    import femopt.assembly.matrix_free as mf
+
+    monkeypatch.setattr(mf, "HEX8_VARIANT", variant)
+    monkeypatch.setattr(mf, "COLUMN_THREADS", 64)  # several z chunks even on small grids
     r = rng()
+    if children and any(n % 2 for n in shape):
+        shape = tuple(n + n % 2 for n in shape)
     lay = GridLayout(shape, k)
     if children:
         ke = child_matrices(symmetric(lay.nd, r), lay.dim, k, 2)

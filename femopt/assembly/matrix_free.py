@@ -159,17 +159,35 @@ def _instances() -> list[str]:
 
 
 MAX_ND = 24
+COLUMNS_SOURCE = Path(__file__).with_name("matrix_free_columns.cu")
+# hex8 with one element matrix: "columns" (z-marching, K0 as literals) or "gather" (one
+# thread per node gathering its 8 cells, K0 in constant memory; every other case)
+HEX8_VARIANT = "columns"
+COLUMN_THREADS = 2_000_000  # threads to aim for when splitting the z columns in chunks
+
+
+def k0_prelude(ke: np.ndarray) -> str:
+    """C++ defining ``femopt_k0(i)``: the entries of ``ke`` as exact (hex) literals."""
+    values = ", ".join(float(v).hex() for v in np.asarray(ke, dtype=np.float64).ravel())
+    return ("__device__ __forceinline__ constexpr double femopt_k0(int i) {\n"
+            f"    constexpr double v[{ke.size}] = {{{values}}};\n"
+            "    return v[i];\n}\n")
 
 
 class GpuApply:
-    """Launches ``femopt_assembly_{quad4,hex8}_apply`` for one level's cell matrices."""
+    """Launches the apply kernel for one level's cell matrices: the z-marching
+    ``femopt_assembly_hex8_apply_columns`` for hex8 with one element matrix, else
+    ``femopt_assembly_{quad4,hex8}_apply``."""
 
-    def __init__(self, layout: GridLayout, ke: np.ndarray, dtype: Any, free: Any = None):
+    def __init__(self, layout: GridLayout, ke: np.ndarray, dtype: Any, free: Any = None,
+                 variant: str | None = None):
         import cupy
 
         from femopt.backend.kernels import register_instances
 
         register_instances(SOURCE, _instances())
+        register_instances(COLUMNS_SOURCE, [f"femopt_assembly_hex8_apply_columns<{r}, {k}>"
+                                            for r in ("double", "float") for k in (1, 3)])
         if layout.nd > MAX_ND:
             raise ValueError(f"the apply kernel takes at most {MAX_ND} dofs per cell, "
                              f"got {layout.nd}")
@@ -177,6 +195,16 @@ class GpuApply:
         nchild = 1 if ke.ndim == 2 else ke.shape[0]
         real = "double" if np.dtype(dtype) == np.float64 else "float"
         self.real = np.dtype(dtype).type
+        variant = variant or HEX8_VARIANT
+        self.columns = variant == "columns" and layout.dim == 3 and nchild == 1
+        if self.columns:
+            self.column_name = f"femopt_assembly_hex8_apply_columns<{real}, {layout.k}>"
+            self.prelude = k0_prelude(ke)
+            ns = layout.node_shape
+            plane = ns[0] * ns[1]
+            n_chunks = max(1, min(ns[2], -(-COLUMN_THREADS // plane)))
+            self.chunk = -(-ns[2] // n_chunks)
+            self.threads = plane * (-(-ns[2] // self.chunk))
         self.name = f"femopt_assembly_{layout.cell_type}_apply<{real}, {layout.k}, {nchild}>"
         self.symbol = f"femopt_ke{1 if nchild == 1 else 8}_{'f64' if real == 'double' else 'f32'}"
         self.values = np.ascontiguousarray(ke, dtype=dtype).ravel()
@@ -192,14 +220,20 @@ class GpuApply:
 
         from femopt.backend.kernels import get_kernel, launch_1d, set_constant
 
-        kern = get_kernel(SOURCE, self.name)
-        set_constant(SOURCE, self.symbol, self.values, self.key)
         if out is None:
             out = cupy.empty_like(u)
         elif out is u:
             raise ValueError("the apply kernel cannot write into its input")
         if z is None:
             z, beta = u, 0.0
+        if self.columns:
+            kern = get_kernel(COLUMNS_SOURCE, self.column_name, prelude=self.prelude)
+            launch_1d(kern, self.threads, (u, scale, self.free, z, out, self.real(alpha),
+                                           self.real(beta)) + self.dims
+                      + (np.int32(self.chunk),), block=128)
+            return out
+        kern = get_kernel(SOURCE, self.name)
+        set_constant(SOURCE, self.symbol, self.values, self.key)
         launch_1d(kern, self.layout.n_nodes,
                   (u, scale, self.free, z, out, self.real(alpha), self.real(beta)) + self.dims)
         return out

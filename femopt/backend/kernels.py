@@ -74,10 +74,10 @@ def _device_id() -> int:
 
 @lru_cache(maxsize=None)
 def _module(device: int, source: str, name_expressions: tuple[str, ...],
-            options: tuple[str, ...]) -> Any:
+            options: tuple[str, ...], prelude: str = "") -> Any:
     import cupy
 
-    code = PREAMBLE + Path(source).read_text()
+    code = PREAMBLE + prelude + Path(source).read_text()
     with cupy.cuda.Device(device):
         mod = cupy.RawModule(code=code, options=("--std=c++17",) + options,
                              name_expressions=name_expressions)
@@ -98,10 +98,12 @@ def register_instances(source: Path | str, names: list[str] | tuple[str, ...]) -
     _INSTANCES[key] = tuple(dict.fromkeys(known + tuple(names)))
 
 
-def get_module(source: Path | str, options: tuple[str, ...] = ()) -> Any:
-    """The compiled module of ``source`` for the current device (cached)."""
+def get_module(source: Path | str, options: tuple[str, ...] = (), prelude: str = "") -> Any:
+    """The compiled module of ``source`` for the current device (cached). ``prelude`` is
+    code placed before the source (generated definitions, such as an element matrix as
+    literals); each distinct prelude is its own module."""
     key = str(source)
-    return _module(_device_id(), key, _INSTANCES.get(key, ()), tuple(options))
+    return _module(_device_id(), key, _INSTANCES.get(key, ()), tuple(options), prelude)
 
 
 @lru_cache(maxsize=None)
@@ -109,12 +111,13 @@ def _function(module: Any, name: str) -> Any:
     return module.get_function(name)
 
 
-def get_kernel(source: Path | str, name: str, options: tuple[str, ...] = ()) -> Any:
+def get_kernel(source: Path | str, name: str, options: tuple[str, ...] = (),
+               prelude: str = "") -> Any:
     """The kernel ``name`` (a template instance, or a plain ``extern "C"`` name) from the
-    ``.cu`` file ``source``, compiled for the current device (cached)."""
+    ``.cu`` file ``source`` (after ``prelude``), compiled for the current device (cached)."""
     if name not in _INSTANCES.get(str(source), ()):
         register_instances(source, [name])  # recompiles the source once with it
-    return _function(get_module(source, options), name)
+    return _function(get_module(source, options, prelude), name)
 
 
 _CONSTANTS: dict[tuple[int, str], bytes] = {}

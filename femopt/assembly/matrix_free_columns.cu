@@ -1,0 +1,108 @@
+// Matrix-free hex8 operator, z-marching variant: y = alpha A u + beta z on grid-layout
+// vectors (index c * n_nodes + node), A = D K D + (I - D), K = sum_e scale[e] K0.
+//
+// One thread per (x, y) node column and chunk of z: it keeps two node layers of its 3x3
+// neighbourhood in registers (lo, hi) and marches up, loading one new layer (9 K values)
+// per node instead of gathering 8 cells x 8 nodes, and computes its own K rows of the 8
+// cells around each node (no atomics). K0 is not read from memory: the module is compiled
+// with a prelude that defines femopt_k0(i) (the ND x ND element matrix, row-major, as
+// literals), so every entry is an immediate operand of its FMA and repeated entries
+// share a register.
+
+__device__ __forceinline__ constexpr int femopt_col_cx(int b) { return (((b & 3) + 1) >> 1) & 1; }
+__device__ __forceinline__ constexpr int femopt_col_cy(int b) { return ((b & 3) >> 1) & 1; }
+__device__ __forceinline__ constexpr int femopt_col_cz(int b) { return b >> 2; }
+// VTK corner index of offsets (px, py, pz)
+__device__ __forceinline__ constexpr int femopt_col_corner(int px, int py, int pz) {
+    return (py ? (px ? 2 : 3) : (px ? 1 : 0)) + 4 * pz;
+}
+
+// L[q * K + c] = u at node (ix + q % 3 - 1, iy + q / 3 - 1, iz), component c (0 outside)
+template <typename T, int K>
+__device__ __forceinline__ void femopt_col_load(T* L, const T* __restrict__ u, int ix, int iy,
+                                                int iz, int nnx, int nny, femopt_index n_nodes)
+{
+#pragma unroll
+    for (int q = 0; q < 9; ++q) {
+        const int jx = ix + (q % 3) - 1, jy = iy + (q / 3) - 1;
+        const bool in = jx >= 0 && jx < nnx && jy >= 0 && jy < nny;
+        const femopt_index node = in ? jx + (femopt_index)nnx * (jy + (femopt_index)nny * iz) : 0;
+#pragma unroll
+        for (int c = 0; c < K; ++c) L[q * K + c] = in ? __ldg(u + c * n_nodes + node) : T(0);
+    }
+}
+
+// acc += the node's rows of K_e u_e for the 4 cells of cell layer ez around column (ix, iy);
+// lo / hi hold node layers ez / ez + 1; TOP: the node lies on the cells' top face.
+template <typename T, int K, bool TOP>
+__device__ __forceinline__ void femopt_col_cells(T* acc, const T* lo, const T* hi,
+                                                 const T* __restrict__ scale, int ix, int iy,
+                                                 int ez, int nx, int ny)
+{
+    constexpr int ND = 8 * K;
+#pragma unroll
+    for (int cyo = 0; cyo < 2; ++cyo) {
+#pragma unroll
+        for (int cxo = 0; cxo < 2; ++cxo) {
+            const int ex = ix - 1 + cxo, ey = iy - 1 + cyo;
+            if (ex < 0 || ex >= nx || ey < 0 || ey >= ny) continue;
+            const T s = __ldg(scale + ex + (femopt_index)nx * (ey + (femopt_index)ny * ez));
+            const int a = femopt_col_corner(1 - cxo, 1 - cyo, TOP ? 1 : 0);
+#pragma unroll
+            for (int i = 0; i < K; ++i) {
+                T sum = T(0);
+#pragma unroll
+                for (int b = 0; b < 8; ++b) {
+                    const int q = (cxo + femopt_col_cx(b)) + 3 * (cyo + femopt_col_cy(b));
+#pragma unroll
+                    for (int c = 0; c < K; ++c) {
+                        const T v = femopt_col_cz(b) ? hi[q * K + c] : lo[q * K + c];
+                        sum += T(femopt_k0((a * K + i) * ND + b * K + c)) * v;
+                    }
+                }
+                acc[i] += s * sum;
+            }
+        }
+    }
+}
+
+// Args: as femopt_assembly_hex8_apply; chunk: nodes along z per thread.
+template <typename T, int K>
+__global__ void femopt_assembly_hex8_apply_columns(
+    const T* __restrict__ u, const T* __restrict__ scale,
+    const unsigned char* __restrict__ free_mask, const T* z, T* y, T alpha, T beta,
+    int nx, int ny, int nz, int chunk)
+{
+    const int nnx = nx + 1, nny = ny + 1, nnz = nz + 1;
+    const femopt_index n_nodes = (femopt_index)nnx * nny * nnz;
+    femopt_index t = femopt_thread_id();
+    const int ix = (int)(t % nnx);
+    t /= nnx;
+    const int iy = (int)(t % nny);
+    t /= nny;
+    if (t * chunk >= nnz) return;
+    const int z0 = (int)(t * chunk);
+    const int z1 = min(nnz, z0 + chunk);
+    T lo[9 * K], hi[9 * K], acc[K];
+    // invariant at the top of the loop: lo = node layer iz - 1 (iz > 0), hi = layer iz
+    if (z0 > 0) femopt_col_load<T, K>(lo, u, ix, iy, z0 - 1, nnx, nny, n_nodes);
+    femopt_col_load<T, K>(hi, u, ix, iy, z0, nnx, nny, n_nodes);
+    for (int iz = z0; iz < z1; ++iz) {
+#pragma unroll
+        for (int c = 0; c < K; ++c) acc[c] = T(0);
+        if (iz > 0) femopt_col_cells<T, K, true>(acc, lo, hi, scale, ix, iy, iz - 1, nx, ny);
+        if (iz < nz) {
+#pragma unroll
+            for (int q = 0; q < 9 * K; ++q) lo[q] = hi[q];
+            femopt_col_load<T, K>(hi, u, ix, iy, iz + 1, nnx, nny, n_nodes);
+            femopt_col_cells<T, K, false>(acc, lo, hi, scale, ix, iy, iz, nx, ny);
+        }
+        const femopt_index node = ix + (femopt_index)nnx * (iy + (femopt_index)nny * iz);
+#pragma unroll
+        for (int c = 0; c < K; ++c) {
+            const femopt_index idx = c * n_nodes + node;
+            const T v = free_mask[idx] ? acc[c] : __ldg(u + idx);
+            y[idx] = beta != T(0) ? alpha * v + beta * z[idx] : alpha * v;
+        }
+    }
+}
