@@ -46,14 +46,20 @@ class _Cholmod:
     def factor(self, matrix) -> None:
         from cvxopt import matrix as cvx_matrix, spmatrix
 
-        lower = sp.tril(matrix, format="coo")
-        a = spmatrix(cvx_matrix(lower.data.astype(float)),
-                     cvx_matrix(lower.row.astype(np.int32), tc="i"),
-                     cvx_matrix(lower.col.astype(np.int32), tc="i"), size=matrix.shape)
-        pattern = (matrix.shape, lower.nnz)
-        if self.symbolic is None or pattern != self.pattern:
+        csr = matrix.tocsr()
+        if self.pattern is None or not (csr.indices is self.pattern[0]
+                                        or np.array_equal(csr.indices, self.pattern[0])):
+            # lower triangle of a fixed pattern: which data entries, at which (row, col)
+            rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
+            self.lower = np.flatnonzero(csr.indices <= rows)
+            self.rows = cvx_matrix(rows[self.lower].astype(np.int32), tc="i")
+            self.cols = cvx_matrix(csr.indices[self.lower].astype(np.int32), tc="i")
+            self.symbolic = None
+            self.pattern = (csr.indices, csr.shape)
+        a = spmatrix(cvx_matrix(csr.data[self.lower].astype(float)), self.rows, self.cols,
+                     size=csr.shape)
+        if self.symbolic is None:
             self.symbolic = self.cholmod.symbolic(a, uplo="L")
-            self.pattern = pattern
         try:
             self.cholmod.numeric(a, self.symbolic)
         except ArithmeticError as exc:
