@@ -97,6 +97,11 @@ class Model:
                 label = f"{label}{i}"
             self.bounds.append(Bound(fn, label, kind, limit))
         self.solver = self._create("solver", sec["solver"], issues)
+        if self.solver is not None:
+            try:
+                self.solver.bind(self.mesh, self.physics.dofs_per_node)
+            except ValueError as exc:
+                issues.append(loaded.issue(sec["solver"].path, str(exc)))
         self.optimizer = self._create("optimizer", sec["optimizer"], issues)
         if issues:
             raise ProblemError(loaded.filename, issues)

@@ -17,6 +17,11 @@ class LinearSolver(Component):
 
     symmetric_only: ClassVar[bool] = False
 
+    def bind(self, mesh: Any, dofs_per_node: int) -> None:
+        """Called once by the model before the first solve with the mesh the operator
+        lives on; solvers that use grid structure (geometric multigrid) keep it. Raises
+        ValueError when the solver cannot work on this mesh."""
+
     def update_operator(self, scale: Any, assembler: Any, ke: Any) -> None:
         """New design: the operator is sum_e scale_e K0_e restricted to the free dofs.
 
