@@ -189,7 +189,7 @@ def main(argv=None) -> int:
     ap.add_argument("--iterations", type=int, default=4)
     ap.add_argument("--largest", default="768x384x384,640x320x320")
     ap.add_argument("--side-by-side", default="64x32x32")
-    ap.add_argument("--hybrid-at", default="256x128x128",
+    ap.add_argument("--hybrid-at", default="256x128x128,512x256x256",
                     help="also time coarse_operator=hybrid at these sizes ('' for none)")
     args = ap.parse_args(argv)
     import cupy

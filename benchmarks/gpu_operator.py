@@ -40,7 +40,7 @@ def peak_flops(dtype) -> float:
     return sms * clock * lanes * 2
 
 
-def bench(shape, dtype, repeat, variant):
+def bench(shape, dtype, repeat, variant, min_blocks=None):
     import cupy
 
     import femopt.assembly.matrix_free as mf
@@ -54,6 +54,9 @@ def bench(shape, dtype, repeat, variant):
     u = rng.standard_normal(lay.n_dofs, dtype=np.float64).astype(dtype)
     free = cupy.ones(lay.n_dofs, dtype=bool)
     mf.HEX8_VARIANT = variant
+    if min_blocks is not None:
+        mf.COLUMN_MIN_BLOCKS = dict(mf.COLUMN_MIN_BLOCKS)
+        mf.COLUMN_MIN_BLOCKS["double" if dtype == np.float64 else "float"] = min_blocks
     op = StructuredOperator(lay, scale, unit_cell_matrix(3), free)
     y = cupy.empty_like(u)
     for _ in range(3):
@@ -80,8 +83,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1M,10M,33.5M")
     ap.add_argument("--repeat", type=int, default=20)
-    ap.add_argument("--variants", default="columns,gather",
-                    help="hex8 kernels: columns (z-marching, K0 literals), gather")
+    ap.add_argument("--variants", default="columns:1,columns:2,columns:3,gather",
+                    help="hex8 kernels: columns (z-marching, K0 literals; columns:N compiles "
+                         "it for N blocks per multiprocessor), gather")
     args = ap.parse_args(argv)
     import cupy
 
@@ -95,8 +99,9 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|---|---|---|")
     for label in args.sizes.split(","):
         for dtype, variant in product((np.float64, np.float32), args.variants.split(",")):
+            kernel, _, mb = variant.partition(":")
             try:
-                r = bench(SIZES[label], dtype, args.repeat, variant)
+                r = bench(SIZES[label], dtype, args.repeat, kernel, int(mb) if mb else None)
             except Exception as exc:  # report and go on: one table, whatever fails
                 print(f"| {label} | {np.dtype(dtype).name} | {variant} | failed: "
                       f"{type(exc).__name__}: {exc} | | | | | |")

@@ -164,11 +164,32 @@ COLUMNS_SOURCE = Path(__file__).with_name("matrix_free_columns.cu")
 # thread per node gathering its 8 cells, K0 in constant memory; every other case)
 HEX8_VARIANT = "columns"
 COLUMN_THREADS = 2_000_000  # threads to aim for when splitting the z columns in chunks
+# blocks of 128 threads per multiprocessor the columns kernel is compiled for (register cap)
+COLUMN_MIN_BLOCKS = {"double": 2, "float": 3}
+
+
+def snap_entries(ke: np.ndarray, rtol: float = 1e-12) -> np.ndarray:
+    """``ke`` with magnitudes that agree to ``rtol`` (of the largest) made equal.
+
+    Quadrature leaves entries that are equal in exact arithmetic a few ulps apart; made
+    equal, the 576 entries of a hex8 elasticity matrix take 10 distinct magnitudes, which
+    the apply kernel keeps in registers. The change is at rounding level.
+    """
+    ke = np.asarray(ke, dtype=np.float64)
+    mag = np.abs(ke).ravel()
+    tol = rtol * mag.max()
+    order = np.argsort(mag)
+    groups = np.split(order, np.flatnonzero(np.diff(mag[order]) > tol) + 1)
+    snapped = mag.copy()
+    for g in groups:
+        snapped[g] = 0.0 if mag[g].max() <= tol else mag[g].mean()
+    return (np.sign(ke).ravel() * snapped).reshape(ke.shape)
 
 
 def k0_prelude(ke: np.ndarray) -> str:
-    """C++ defining ``femopt_k0(i)``: the entries of ``ke`` as exact (hex) literals."""
-    values = ", ".join(float(v).hex() for v in np.asarray(ke, dtype=np.float64).ravel())
+    """C++ defining ``femopt_k0(i)``: the entries of ``ke`` (snapped, :func:`snap_entries`)
+    as exact (hex) literals."""
+    values = ", ".join(float(v).hex() for v in snap_entries(ke).ravel())
     return ("__device__ __forceinline__ constexpr double femopt_k0(int i) {\n"
             f"    constexpr double v[{ke.size}] = {{{values}}};\n"
             "    return v[i];\n}\n")
@@ -186,8 +207,9 @@ class GpuApply:
         from femopt.backend.kernels import register_instances
 
         register_instances(SOURCE, _instances())
-        register_instances(COLUMNS_SOURCE, [f"femopt_assembly_hex8_apply_columns<{r}, {k}>"
-                                            for r in ("double", "float") for k in (1, 3)])
+        register_instances(COLUMNS_SOURCE, [
+            f"femopt_assembly_hex8_apply_columns<{r}, {k}, {COLUMN_MIN_BLOCKS[r]}>"
+            for r in ("double", "float") for k in (1, 3)])
         if layout.nd > MAX_ND:
             raise ValueError(f"the apply kernel takes at most {MAX_ND} dofs per cell, "
                              f"got {layout.nd}")
@@ -198,7 +220,8 @@ class GpuApply:
         variant = variant or HEX8_VARIANT
         self.columns = variant == "columns" and layout.dim == 3 and nchild == 1
         if self.columns:
-            self.column_name = f"femopt_assembly_hex8_apply_columns<{real}, {layout.k}>"
+            self.column_name = (f"femopt_assembly_hex8_apply_columns<{real}, {layout.k}, "
+                                f"{COLUMN_MIN_BLOCKS[real]}>")
             self.prelude = k0_prelude(ke)
             ns = layout.node_shape
             plane = ns[0] * ns[1]

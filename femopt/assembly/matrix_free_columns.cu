@@ -6,8 +6,8 @@
 // per node instead of gathering 8 cells x 8 nodes, and computes its own K rows of the 8
 // cells around each node (no atomics). K0 is not read from memory: the module is compiled
 // with a prelude that defines femopt_k0(i) (the ND x ND element matrix, row-major, as
-// literals), so every entry is an immediate operand of its FMA and repeated entries
-// share a register.
+// literals whose magnitudes are snapped to its few distinct values: 10 for 3D
+// elasticity), so the entries are FMA operands held in a handful of registers.
 
 __device__ __forceinline__ constexpr int femopt_col_cx(int b) { return (((b & 3) + 1) >> 1) & 1; }
 __device__ __forceinline__ constexpr int femopt_col_cy(int b) { return ((b & 3) >> 1) & 1; }
@@ -48,27 +48,34 @@ __device__ __forceinline__ void femopt_col_cells(T* acc, const T* lo, const T* h
             if (ex < 0 || ex >= nx || ey < 0 || ey >= ny) continue;
             const T s = __ldg(scale + ex + (femopt_index)nx * (ey + (femopt_index)ny * ez));
             const int a = femopt_col_corner(1 - cxo, 1 - cyo, TOP ? 1 : 0);
+            // two partial sums per row (bottom and top corners): shorter FMA chains
+            T sum_lo[K], sum_hi[K];
 #pragma unroll
-            for (int i = 0; i < K; ++i) {
-                T sum = T(0);
+            for (int i = 0; i < K; ++i) sum_lo[i] = sum_hi[i] = T(0);
 #pragma unroll
-                for (int b = 0; b < 8; ++b) {
-                    const int q = (cxo + femopt_col_cx(b)) + 3 * (cyo + femopt_col_cy(b));
+            for (int b = 0; b < 8; ++b) {
+                const int q = (cxo + femopt_col_cx(b)) + 3 * (cyo + femopt_col_cy(b));
 #pragma unroll
-                    for (int c = 0; c < K; ++c) {
-                        const T v = femopt_col_cz(b) ? hi[q * K + c] : lo[q * K + c];
-                        sum += T(femopt_k0((a * K + i) * ND + b * K + c)) * v;
+                for (int c = 0; c < K; ++c) {
+                    const T v = femopt_col_cz(b) ? hi[q * K + c] : lo[q * K + c];
+#pragma unroll
+                    for (int i = 0; i < K; ++i) {
+                        const T k = T(femopt_k0((a * K + i) * ND + b * K + c));
+                        if (femopt_col_cz(b)) sum_hi[i] += k * v;
+                        else sum_lo[i] += k * v;
                     }
                 }
-                acc[i] += s * sum;
             }
+#pragma unroll
+            for (int i = 0; i < K; ++i) acc[i] += s * (sum_lo[i] + sum_hi[i]);
         }
     }
 }
 
-// Args: as femopt_assembly_hex8_apply; chunk: nodes along z per thread.
-template <typename T, int K>
-__global__ void femopt_assembly_hex8_apply_columns(
+// Args: as femopt_assembly_hex8_apply; chunk: nodes along z per thread. Blocks of 128
+// threads; MIN_BLOCKS per multiprocessor caps the registers (trading ILP for occupancy).
+template <typename T, int K, int MIN_BLOCKS>
+__global__ void __launch_bounds__(128, MIN_BLOCKS) femopt_assembly_hex8_apply_columns(
     const T* __restrict__ u, const T* __restrict__ scale,
     const unsigned char* __restrict__ free_mask, const T* z, T* y, T alpha, T beta,
     int nx, int ny, int nz, int chunk)
