@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from femopt.io.surface import padded_field
+from femopt.io.surface import boundary_conforming, padded_field
 
 # the unit's name in DXF ($INSUNITS) and its length in millimetres (SVG knows mm and in)
 DXF_UNITS = {"um": 13, "mm": 4, "cm": 5, "m": 6, "in": 1, "ft": 2}
@@ -42,13 +42,14 @@ def density_contours(density: np.ndarray, spacing, origin, threshold: float = 0.
 
     spacing = np.asarray(spacing, dtype=float)
     origin = np.asarray(origin, dtype=float)
-    img = padded_field(density)
-    if not np.any(img > threshold):
+    density = np.asarray(density, dtype=float)
+    if not np.any(density > threshold):
         raise ValueError(f"no density is above the threshold {threshold:g}: the part is empty")
+    img = padded_field(density)
     loops = []
-    for c in find_contours(img, threshold):
-        # (x, y) index order in, so rows are x; the pad's centre is half a cell outside
-        pts = c[:-1] * spacing + origin - 0.5 * spacing
+    for c in find_contours(padded_field(np.pad(density, 1, mode="edge")), threshold):
+        # (x, y) index order in, so rows are x; padded as for surfaces (boundary_conforming)
+        pts = boundary_conforming(c[:-1], density.shape, spacing, origin)
         if len(pts) < 3:
             continue
         if smooth:

@@ -2,10 +2,10 @@
 triangle surface: marching cubes (scikit-image) on the padded field, Taubin smoothing and
 repair (trimesh).
 
-Densities live at cell centres. The field is padded with one layer of void on every side
-so that the surface closes where the part meets the domain boundary; a solid cell on the
-boundary then contours at the boundary plane itself (half-way between its centre, value 1,
-and the pad's, value 0, at threshold 0.5).
+Densities live at cell centres. The field is padded twice on every side, first with a
+copy of the boundary cells sampled on the domain boundary, then with void just outside it
+(:func:`boundary_conforming`), so that the surface closes where the part meets the domain
+boundary, lies on the boundary plane there, and keeps the part's edges.
 """
 
 from __future__ import annotations
@@ -54,6 +54,30 @@ def padded_field(values: np.ndarray, pad: float = 0.0) -> np.ndarray:
     return np.pad(np.asarray(values, dtype=float), 1, constant_values=pad)
 
 
+BOUNDARY_GAP = 0.02  # of a cell: the width of the void layer's band around the domain
+
+
+def boundary_conforming(index_coords: np.ndarray, shape, spacing, origin) -> np.ndarray:
+    """Physical coordinates of contour vertices found on a field padded twice: a copy of
+    the boundary cells (sampled on the domain boundary itself), then void (sampled a
+    ``BOUNDARY_GAP`` of a cell outside). Cell centres map to cell centres.
+
+    A solid cell on the domain boundary therefore contours on the boundary plane, and
+    where two boundary planes meet the part keeps its edge (up to the small gap) instead
+    of the half-cell chamfer that plain zero padding cuts, which on a design a few cells
+    thick loses ~10% of the volume. Contour vertices lie on grid edges at a linearly
+    interpolated fraction, so mapping each axis piecewise linearly is exactly the
+    contour of the same samples at these positions.
+    """
+    out = np.empty_like(index_coords, dtype=float)
+    for d, (n, h, o) in enumerate(zip(shape, spacing, origin)):
+        # padded index: 0 void, 1 boundary copy, 2..n+1 cells, n+2 copy, n+3 void
+        g = 0.5 * BOUNDARY_GAP  # the crossing half-way between them is the boundary
+        knots = np.concatenate([[-g, g], (np.arange(n) + 0.5), [n - g, n + g]]) * h + o
+        out[:, d] = np.interp(index_coords[:, d], np.arange(n + 4), knots)
+    return out
+
+
 def density_surface(density: np.ndarray, spacing, origin, threshold: float = 0.5,
                     smooth: int = 10, min_fraction: float = 0.01):
     """The iso-surface ``density == threshold`` as a watertight trimesh.
@@ -74,15 +98,12 @@ def density_surface(density: np.ndarray, spacing, origin, threshold: float = 0.5
     import trimesh
     from skimage.measure import marching_cubes
 
-    spacing = np.asarray(spacing, dtype=float)
-    origin = np.asarray(origin, dtype=float)
-    vol = padded_field(density)
-    if not np.any(vol > threshold):
+    density = np.asarray(density, dtype=float)
+    if not np.any(density > threshold):
         raise ValueError(f"no density is above the threshold {threshold:g}: the part is empty")
-    verts, faces, _, _ = marching_cubes(vol, level=threshold, spacing=tuple(spacing),
-                                        allow_degenerate=False)
-    # padded index 0 is the pad layer, whose centre lies half a cell outside the domain
-    verts = verts + origin - 0.5 * spacing
+    vol = padded_field(np.pad(density, 1, mode="edge"))
+    verts, faces, _, _ = marching_cubes(vol, level=threshold, allow_degenerate=False)
+    verts = boundary_conforming(verts, density.shape, spacing, origin)
     mesh = trimesh.Trimesh(verts, faces, process=True)
     mesh, dropped = _drop_specks(mesh, min_fraction)
     if smooth > 0:

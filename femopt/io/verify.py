@@ -42,13 +42,17 @@ class _PartMesh(Mesh):
 
 
 def tetrahedralize(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Quality tetrahedra (radius-edge ratio <= 1.5) filling a closed surface (TetGen)."""
+    """Quality tetrahedra (radius-edge ratio <= 2) filling a closed surface (TetGen).
+
+    TetGen may split surface triangles; a ratio of 2 rather than TetGen's default 1.5
+    keeps the count near the surface's own resolution (about 3x fewer tetrahedra on the
+    3D cantilever) at no visible cost in compliance."""
     from meshpy import tet
 
     info = tet.MeshInfo()
     info.set_points(np.asarray(vertices, dtype=float).tolist())
     info.set_facets(np.asarray(faces, dtype=np.int64).tolist())
-    built = tet.build(info, options=tet.Options("pq1.5"))
+    built = tet.build(info, options=tet.Options("pq2.0"))
     points = np.array(built.points, dtype=float)
     cells = np.array(built.elements, dtype=np.int64)
     return points, orient_positive(points, cells)
