@@ -52,8 +52,9 @@ def density_contours(density: np.ndarray, spacing, origin, threshold: float = 0.
         pts = boundary_conforming(c[:-1], density.shape, spacing, origin)
         if len(pts) < 3:
             continue
-        if smooth:
-            pts = taubin_loop(pts, smooth)
+        if smooth:  # then back into the domain, which smoothing bulges out of at corners
+            pts = np.clip(taubin_loop(pts, smooth), origin,
+                          origin + np.multiply(density.shape, spacing))
         # material on the left: the density rises to the left of the direction of travel
         mid = 0.5 * (pts + np.roll(pts, -1, axis=0))
         left = np.column_stack([-(np.roll(pts[:, 1], -1) - pts[:, 1]),

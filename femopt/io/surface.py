@@ -108,6 +108,9 @@ def density_surface(density: np.ndarray, spacing, origin, threshold: float = 0.5
     mesh, dropped = _drop_specks(mesh, min_fraction)
     if smooth > 0:
         trimesh.smoothing.filter_taubin(mesh, lamb=0.5, nu=0.53, iterations=int(smooth))
+        # smoothing bulges corners out by a fraction of a cell: keep the part in its domain
+        lo = np.asarray(origin, dtype=float)
+        mesh.vertices = np.clip(mesh.vertices, lo, lo + np.multiply(density.shape, spacing))
     _repair(mesh)
     return mesh, dropped
 
