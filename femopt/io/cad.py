@@ -72,8 +72,11 @@ def grid_field(result, threshold: float) -> tuple[np.ndarray, Any]:
     return rho.reshape(shape[::-1]).T, mesh.grid  # cells are numbered x fastest
 
 
-def build_part(result, options: CadOptions, extrude_2d: bool = True) -> Part:
-    """Contour the design into a :class:`Part`; RunError when the surface is not closed."""
+def build_part(result, options: CadOptions, extrude_2d: bool = True,
+               triangles: bool = False) -> Part:
+    """Contour the design into a :class:`Part`; RunError when the surface is not closed.
+    A 2D design is extruded when ``extrude_2d``, and triangulated for that or when
+    ``triangles`` (the re-analysis)."""
     from femopt.io.contour import density_contours, extrude, signed_area, triangulate
     from femopt.io.surface import check_surface, density_surface
 
@@ -91,8 +94,9 @@ def build_part(result, options: CadOptions, extrude_2d: bool = True) -> Part:
             part.loops = density_contours(field_, grid.spacing, grid.origin,
                                           options.threshold, options.smooth)
             part.thresholded_volume = solid_cells * cell_volume * part.thickness
-            h = min(grid.spacing)
-            part.points2d, part.triangles = triangulate(part.loops, max_area=0.5 * h * h)
+            if extrude_2d or triangles:
+                h = min(grid.spacing)
+                part.points2d, part.triangles = triangulate(part.loops, max_area=0.5 * h * h)
             if extrude_2d:
                 part.surface = extrude(part.points2d, part.triangles, part.thickness)
     except ValueError as exc:

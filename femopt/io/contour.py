@@ -31,8 +31,8 @@ def density_contours(density: np.ndarray, spacing, origin, threshold: float = 0.
     Args:
         density: (nx, ny) cell densities; spacing, origin: the grid's cell size and corner.
         smooth: Taubin smoothing iterations of each outline (0: none).
-        min_fraction: outlines enclosing less than this fraction of the largest one's area
-            (specks of material, pin holes) are dropped.
+        min_fraction: islands of material with less than this fraction of the largest
+            one's area are dropped, and so are holes smaller than a cell.
 
     Returns:
         A list of (n, 2) point arrays without the repeated closing point, oriented with
@@ -45,9 +45,10 @@ def density_contours(density: np.ndarray, spacing, origin, threshold: float = 0.
     density = np.asarray(density, dtype=float)
     if not np.any(density > threshold):
         raise ValueError(f"no density is above the threshold {threshold:g}: the part is empty")
-    img = padded_field(density)
     loops = []
-    for c in find_contours(padded_field(np.pad(density, 1, mode="edge")), threshold):
+    # rows are x, columns y: 'high' winds counter-clockwise around material in (x, y)
+    for c in find_contours(padded_field(np.pad(density, 1, mode="edge")), threshold,
+                           positive_orientation="high"):
         # (x, y) index order in, so rows are x; padded as for surfaces (boundary_conforming)
         pts = boundary_conforming(c[:-1], density.shape, spacing, origin)
         if len(pts) < 3:
@@ -55,26 +56,12 @@ def density_contours(density: np.ndarray, spacing, origin, threshold: float = 0.
         if smooth:  # then back into the domain, which smoothing bulges out of at corners
             pts = np.clip(taubin_loop(pts, smooth), origin,
                           origin + np.multiply(density.shape, spacing))
-        # material on the left: the density rises to the left of the direction of travel
-        mid = 0.5 * (pts + np.roll(pts, -1, axis=0))
-        left = np.column_stack([-(np.roll(pts[:, 1], -1) - pts[:, 1]),
-                                np.roll(pts[:, 0], -1) - pts[:, 0]])
-        probe = _sample(img, mid + 0.25 * left / np.maximum(
-            np.linalg.norm(left, axis=1, keepdims=True), 1e-300) * spacing.min(), spacing,
-            origin)
-        if np.mean(probe > threshold) < 0.5:
-            pts = pts[::-1]
         loops.append(pts)
-    areas = np.array([abs(signed_area(p)) for p in loops])
-    return [p for p, a in zip(loops, areas) if a >= min_fraction * areas.max()]
-
-
-def _sample(img: np.ndarray, pts: np.ndarray, spacing, origin) -> np.ndarray:
-    """Bilinear interpolation of the padded cell field at physical points."""
-    from scipy.ndimage import map_coordinates
-
-    idx = (pts - origin) / spacing + 0.5  # padded index coordinates
-    return map_coordinates(img, idx.T, order=1, mode="nearest")
+    areas = np.array([signed_area(p) for p in loops])
+    cell = float(np.prod(spacing))
+    # specks of material go; holes stay unless smaller than a cell
+    keep = np.where(areas > 0, areas >= min_fraction * areas.max(), -areas >= cell)
+    return [p for p, k in zip(loops, keep) if k]
 
 
 def taubin_loop(pts: np.ndarray, iterations: int, lamb: float = 0.5,
