@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -25,6 +26,69 @@ def cmd_run(args) -> int:
     from femopt.runner import run
 
     run(args.problem, out=args.out, max_iter=args.max_iter, quiet=args.quiet)
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from femopt.runner import resume
+
+    resume(args.result_dir, max_iter=args.max_iter, quiet=args.quiet)
+    return 0
+
+
+def _threshold(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0.0 < v < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {v:g}")
+    return v
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive length, got {text!r}")
+    return v
+
+
+def cmd_export(args) -> int:
+    from femopt.io.export import export_result
+
+    report = export_result(args.result_dir, args.format, threshold=args.threshold,
+                           smooth=args.smooth, thickness=args.thickness, out=args.out,
+                           force=args.force, verify=args.verify)
+    line = f"wrote {report['file']}"
+    if "volume" in report:
+        line += (f": volume {report['volume']:.6g} {report['unit']}^3 "
+                 f"({100 * report['volume_error']:+.2f}% against the thresholded design)")
+        if report.get("faces"):
+            line += f", {report['faces']} triangles, watertight"
+    print(line)
+    v = report.get("verify")
+    if v:
+        print(f"re-analysis ({v['mesh']['cells']} {v['mesh']['cell_type']} cells): compliance "
+              f"{v['compliance_exported']:.6g} exported vs {v['compliance_optimized']:.6g} "
+              f"optimized (ratio {v['compliance_ratio']:.3f})")
+        target = (f", {100 * (v['volume_vs_target'] - 1):+.2f}% against the target "
+                  f"{v['volume_target']:.6g}" if v["volume_target"] else "")
+        print(f"volume {v['volume_exported']:.6g} ({100 * v['volume_error']:+.2f}% against "
+              f"the thresholded design{target}); report in "
+              f"{Path(args.result_dir) / 'verify.json'}")
     return 0
 
 
@@ -108,6 +172,30 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("problem")
     g.add_argument("--seed", type=int, default=0, help="random seed of the design and direction")
     g.set_defaults(func=cmd_check_gradients)
+
+    rs = sub.add_parser("resume", help="continue an interrupted run from its checkpoint.h5")
+    rs.add_argument("result_dir", help="results directory of the run")
+    rs.add_argument("--max-iter", type=_positive_int, help="iteration limit (counted from "
+                    "the start of the run; overrides the file)")
+    rs.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    rs.set_defaults(func=cmd_resume)
+
+    ex = sub.add_parser("export", help="write the final design as a CAD part or drawing")
+    ex.add_argument("result_dir", help="results directory of a finished run")
+    ex.add_argument("--format", required=True,
+                    help="stl, 3mf, obj, ply (3D, or 2D extruded), dxf, svg (2D), vtu")
+    ex.add_argument("--threshold", type=_threshold,
+                    help="density of the part's boundary, in (0, 1) (default: output.threshold)")
+    ex.add_argument("--smooth", type=_non_negative_int,
+                    help="Taubin smoothing iterations (default: output.smooth)")
+    ex.add_argument("--thickness", type=_positive_float,
+                    help="extrusion thickness of a 2D design (default: the physics' thickness)")
+    ex.add_argument("--out", help="output file (default: RESULT_DIR/design.<suffix>)")
+    ex.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    ex.add_argument("--verify", action="store_true",
+                    help="mesh and solve the exported part; compare its compliance and "
+                    "volume with the optimized design's (writes verify.json)")
+    ex.set_defaults(func=cmd_export)
 
     pl = sub.add_parser("plugins", help="list registered plugins and what they provide")
     pl.set_defaults(func=cmd_plugins)

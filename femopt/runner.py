@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,11 +10,16 @@ from typing import Any
 
 import numpy as np
 
-from femopt.errors import FemoptError
+from femopt.errors import FemoptError, InputError
 from femopt.io import plots
+from femopt.io.checkpoint import CHECKPOINT, Checkpoint, read_checkpoint, write_checkpoint
+from femopt.io.export import make_exporter, write_atomic
 from femopt.io.progress import ProgressReporter
 from femopt.io.results import (HistoryWriter, check_output_dir, design_result,
                                prepare_output_dir, versions, write_json_atomic)
+from femopt.io.resultdir import PROBLEM_COPY, open_result_dir, problem_hash
+from femopt.io.series import SeriesWriter
+from femopt.optimizers.base import OptimizationResult, converged_message
 from femopt.plugins.manager import get_manager, get_registry
 from femopt.problem.load import read_problem
 from femopt.problem.model import Model
@@ -53,34 +59,110 @@ def run(problem_file: str | Path, out: str | Path | None = None, max_iter: int |
     check = getattr(model.optimizer, "check", None)
     if check is not None:  # an optimizer that cannot take this problem is bad input
         check(model)
+    problem_bytes = Path(problem_file).read_bytes()
     prepare_output_dir(out_dir)
+    (out_dir / CHECKPOINT).unlink(missing_ok=True)  # a stale one would resume another run
+    copy = out_dir / PROBLEM_COPY
+    if not (copy.exists() and copy.samefile(problem_file)):
+        tmp = copy.with_name(copy.name + ".tmp")
+        tmp.write_bytes(problem_bytes)
+        os.replace(tmp, copy)
+    return _optimize(model, out_dir, limit, problem_bytes, None, quiet, stream, t0)
 
+
+def resume(result_dir: str | Path, max_iter: int | None = None, quiet: bool = False,
+           stream=None) -> RunResult:
+    """Continue the run of ``result_dir`` from its ``checkpoint.h5``. InputError, with
+    nothing written, when the checkpoint is missing or unreadable or was written for a
+    different problem file than the directory's ``problem.yaml``."""
+    t0 = time.perf_counter()
+    rd = open_result_dir(result_dir)
+    ck = read_checkpoint(rd.path / CHECKPOINT)
+    if ck.problem_sha256 != rd.sha256:
+        raise InputError(
+            f"{rd.path / CHECKPOINT} was written for a different problem file (sha256 "
+            f"{ck.problem_sha256[:12]}...) than {rd.problem_file} (sha256 {rd.sha256[:12]}...); "
+            "refusing to resume")
+    model = build_model(rd.problem_file)
+    if ck.optimizer != model.optimizer.name or ck.x.shape != (model.n,):
+        raise InputError(f"{rd.path / CHECKPOINT} does not match {rd.problem_file} "
+                         f"(optimizer {ck.optimizer}, {ck.x.size} design variables)")
+    if len(ck.filter_states) != len(model.filters):
+        raise InputError(f"{rd.path / CHECKPOINT}: {len(ck.filter_states)} filter state(s) "
+                         f"for {len(model.filters)} filter(s)")
+    limit = max_iter if max_iter is not None else model.optimizer.options.max_iter
+    check = getattr(model.optimizer, "check", None)
+    if check is not None:
+        check(model)
+    for f, state in zip(model.filters, ck.filter_states):
+        f.load_state_dict(state)
+    model.optimizer.load_state_dict(ck.optimizer_state)
+    model.objective_scale = ck.objective_scale
+    model.evaluations = ck.evaluations
+    model.history = list(ck.history)
+    return _optimize(model, rd.path, limit, rd.problem_bytes, ck, quiet, stream, t0)
+
+
+def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
+              ck: Checkpoint | None, quiet: bool, stream, t0: float) -> RunResult:
     pm = get_manager()
+    out_cfg = model.problem.output
+    sha = problem_hash(problem_bytes)
     reporter = ProgressReporter(limit, stream=stream, quiet=quiet)
     extra_names = [k for f in model.filters for k in f.state()]
     history = HistoryWriter(out_dir / "history.csv", [b.label for b in model.bounds],
                             extra_names)
+    for rec in model.history:  # resumed: the rows up to the checkpoint, nothing after
+        history.write(rec)
+    series = (SeriesWriter(out_dir, model.mesh, keep_until=ck.iteration if ck else None)
+              if out_cfg.series_every else None)
 
     def on_iteration(rec) -> bool:
         history.write(rec)
         pm.hook.femopt_iteration(record=rec)
         return reporter.iteration(rec)
 
+    def on_end_iteration(it: int, x, optimizer, converged: bool) -> None:
+        if series is not None and it % out_cfg.series_every == 0:
+            series.add(it, model.physical(x)[0])
+        if out_cfg.checkpoint_every and (it % out_cfg.checkpoint_every == 0 or converged):
+            write_checkpoint(out_dir / CHECKPOINT, Checkpoint(
+                it, model.history[-1].change, converged, np.asarray(x), sha,
+                model.optimizer.name, optimizer.state_dict(),
+                [f.state_dict() for f in model.filters], model.objective_scale,
+                model.evaluations, model.history))
+
     model.on_iteration = on_iteration
+    model.on_end_iteration = on_end_iteration
     pm.hook.femopt_run_start(problem=model, out_dir=out_dir)
+    action = f"resuming after iteration {ck.iteration}" if ck else "optimizer"
     reporter.line(f"femopt: {model.name}: {model.mesh.n_cells} cells, "
                   f"{model.assembler.free.size} free dofs, {len(model.case_names)} load case(s), "
-                  f"optimizer {model.optimizer.name}, solver {model.solver.name}")
-    summary: dict[str, Any] = {"problem": model.name, "problem_file": str(problem_file),
-                               "device": "cpu", "n_cells": model.mesh.n_cells,
-                               "n_dofs": model.n_dofs, "versions": versions()}
+                  f"{action} {model.optimizer.name}, solver {model.solver.name}")
+    summary: dict[str, Any] = {"problem": model.name, "problem_file": model.loaded.filename,
+                               "problem_sha256": sha, "device": "cpu",
+                               "n_cells": model.mesh.n_cells, "n_dofs": model.n_dofs,
+                               "versions": versions()}
+    if ck is not None:
+        summary["resumed_from"] = ck.iteration
     status, error = "ok", None
     try:
         model.start_clock()
         with reporter, get_registry().guard("optimizer", model.optimizer.name, "run()"):
-            result = model.optimizer.run(model, model.x0.copy(), limit)
+            if ck is not None and ck.converged:
+                tol = model.optimizer.options.tol
+                result = OptimizationResult(ck.x, ck.iteration, True,
+                                            converged_message(ck.change, tol))
+            elif ck is not None and ck.iteration >= limit:
+                result = OptimizationResult(ck.x, ck.iteration, False,
+                                            f"iteration limit {limit} reached")
+            else:
+                x0 = ck.x if ck is not None else model.x0.copy()
+                result = model.optimizer.run(model, x0, limit,
+                                             start=ck.iteration if ck else 0)
         x_final = result.x
-        state = model.analyse(model.physical(x_final)[0])
+        rho_final = model.physical(x_final)[0]
+        state = model.analyse(rho_final)
         values = [fn.value(state) for fn in model.functions()]
         summary.update({
             "objective": values[0],
@@ -89,18 +171,26 @@ def run(problem_file: str | Path, out: str | Path | None = None, max_iter: int |
             "converged": result.converged,
             "message": result.message,
         })
+        np.save(out_dir / "design.npy", np.asarray(x_final))
+        np.save(out_dir / "density.npy", np.asarray(rho_final))
+        if series is not None and result.iterations not in series.steps:
+            series.add(result.iterations, rho_final)
         design = design_result(model, x_final, state)
-        registry = get_registry()
-        for fmt in model.problem.output.formats:
-            exporter = registry.create("exporter", fmt, registry.get("exporter", fmt).cls.Options())
-            with registry.guard("exporter", fmt, "export()"):
-                exporter.export(design, out_dir / f"design{exporter.suffix}")
-        if model.problem.output.picture and model.history:
+        exports = {}
+        for fmt in out_cfg.formats:
+            exporter = make_exporter(fmt, {"threshold": out_cfg.threshold,
+                                           "smooth": out_cfg.smooth,
+                                           "thickness": out_cfg.thickness})
+            info = write_atomic(exporter, design, out_dir / f"design{exporter.suffix}")
+            if info:
+                exports[fmt] = info
+        if exports:
+            summary["exports"] = exports
+        if out_cfg.picture and model.history:
             plots.convergence_plot(model.history, out_dir / "convergence.png")
             if model.mesh.grid is not None:
                 plots.design_picture(model.mesh, design.cell_data["density"],
-                                     out_dir / "design.png", model.problem.output.threshold)
-        np.save(out_dir / "design.npy", np.asarray(x_final))
+                                     out_dir / "design.png", out_cfg.threshold)
     except BaseException as exc:  # noqa: BLE001 - the summary must say the run failed
         status, error = "failed", exc
         summary.update({"iterations": len(model.history), "converged": False,

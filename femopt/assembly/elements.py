@@ -1,8 +1,9 @@
 """Isoparametric Lagrange elements: shape functions, their derivatives and Gauss rules.
 
-Reference cells are [-1, 1]^d with nodes in VTK order. Each element is a small record of
-node coordinates plus two functions of the reference point, which is all a physics needs
-to integrate its element matrix.
+Tensor-product cells (quad4, hex8) have the reference cell [-1, 1]^d; simplices (tri3,
+tet4) the unit simplex with a vertex at the origin. Nodes are in VTK order. Each element is
+a small record of node coordinates plus two functions of the reference point, which is all
+a physics needs to integrate its element matrix.
 """
 
 from __future__ import annotations
@@ -41,6 +42,19 @@ class Element:
         return out
 
 
+@dataclass(frozen=True)
+class SimplexElement(Element):
+    """Linear simplex (tri3, tet4): N_0 = 1 - sum(xi), N_i = xi_(i-1); constant gradients,
+    so one quadrature point at the centroid integrates its stiffness exactly."""
+
+    def shape(self, xi: np.ndarray) -> np.ndarray:
+        return np.column_stack([1.0 - xi.sum(axis=1), xi])
+
+    def grad(self, xi: np.ndarray) -> np.ndarray:
+        g = np.vstack([-np.ones((1, self.dim)), np.eye(self.dim)])  # (n_nodes, dim)
+        return np.broadcast_to(g, (xi.shape[0], *g.shape)).copy()
+
+
 def _gauss(order: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
     x, w = np.polynomial.legendre.leggauss(order)
     pts = np.array(list(product(x, repeat=dim)))[:, ::-1]
@@ -50,7 +64,7 @@ def _gauss(order: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
 
 @cache
 def get_element(name: str) -> Element:
-    """The element called ``name`` ("quad4" or "hex8")."""
+    """The element called ``name`` ("quad4", "hex8", "tri3" or "tet4")."""
     if name == "quad4":
         nodes = np.array([(-1, -1), (1, -1), (1, 1), (-1, 1)], dtype=float)
         return Element("quad4", 2, nodes, *_gauss(2, 2))
@@ -59,6 +73,12 @@ def get_element(name: str) -> Element:
             [(-1, -1, -1), (1, -1, -1), (1, 1, -1), (-1, 1, -1),
              (-1, -1, 1), (1, -1, 1), (1, 1, 1), (-1, 1, 1)], dtype=float)
         return Element("hex8", 3, nodes, *_gauss(2, 3))
+    if name in ("tri3", "tet4"):
+        dim = 2 if name == "tri3" else 3
+        nodes = np.vstack([np.zeros((1, dim)), np.eye(dim)])
+        centroid = np.full((1, dim), 1.0 / (dim + 1))
+        volume = 0.5 if dim == 2 else 1.0 / 6.0
+        return SimplexElement(name, dim, nodes, centroid, np.array([volume]))
     raise ValueError(f"unknown element {name!r}")
 
 

@@ -41,8 +41,15 @@ class Filter(Component):
         return False
 
     def state(self) -> dict:
-        """Parameters that change during a run (for logs and checkpoints)."""
+        """Parameters that change during a run (for logs and history.csv)."""
         return {}
+
+    def state_dict(self) -> dict:
+        """Everything continuation changes during a run, for checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned."""
 
 
 def radius_weights(mesh: Mesh, radius: float) -> tuple[sp.csr_matrix, np.ndarray]:

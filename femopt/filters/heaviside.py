@@ -67,3 +67,10 @@ class Heaviside(Filter):
 
     def state(self) -> dict:
         return {"beta": self.beta}
+
+    def state_dict(self) -> dict:
+        return {"beta": self.beta, "last_step": self._last_step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.beta = float(state["beta"])
+        self._last_step = int(state["last_step"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from femopt.io.cad import CAD_EXPORTERS
 from femopt.io.exporter import Exporter
 from femopt.io.vtu import write_vtu
 from femopt.plugins.manager import hookimpl
@@ -27,3 +28,5 @@ class VtuExporter(Exporter):
 @hookimpl
 def femopt_register_exporters(registry) -> None:
     registry.add("exporter", VtuExporter)
+    for cls in CAD_EXPORTERS:
+        registry.add("exporter", cls)

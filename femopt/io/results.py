@@ -16,7 +16,7 @@ import numpy as np
 from femopt.errors import InputError
 
 DEPENDENCIES = ("numpy", "scipy", "pluggy", "pydantic", "meshio", "nlopt", "cvxopt", "matplotlib",
-                "pyyaml", "rich")
+                "pyyaml", "rich", "scikit-image", "trimesh", "ezdxf", "h5py", "meshpy")
 
 
 def versions() -> dict[str, str]:
@@ -95,11 +95,15 @@ class HistoryWriter:
 
 @dataclass
 class DesignResult:
-    """What exporters need: the mesh and fields of the final design."""
+    """What exporters need: the mesh and fields of the final design, the length unit,
+    the cells that must stay solid in an exported part, and the 2D thickness."""
 
     mesh: Any
     cell_data: dict[str, np.ndarray]
     point_data: dict[str, np.ndarray]
+    unit: str = "mm"
+    solid: np.ndarray | None = None  # cell indices
+    thickness: float = 1.0
 
 
 def design_result(model, x: np.ndarray, state) -> DesignResult:
@@ -111,4 +115,35 @@ def design_result(model, x: np.ndarray, state) -> DesignResult:
         key = field if len(model.case_names) == 1 else f"{field}_{name}"
         u = state.u[c].reshape(-1, k)
         point[key] = u[:, 0] if k == 1 else u
-    return DesignResult(model.mesh, {"density": rho, "design": np.asarray(x, float)}, point)
+    return DesignResult(model.mesh, {"density": rho, "design": np.asarray(x, float)}, point,
+                        model.problem.unit, kept_cells(model.problem, model.mesh),
+                        physics_thickness(model.problem))
+
+
+def physics_thickness(problem) -> float:
+    """The out-of-plane thickness of a 2D problem's physics (1 when it has none)."""
+    t = problem.physics.get("thickness", 1.0)
+    return float(t) if isinstance(t, (int, float)) else 1.0
+
+
+def kept_cells(problem, mesh) -> np.ndarray:
+    """Cells an exported part keeps solid whatever their density: passive solid regions,
+    cells touching a nodal load, and cells touching a point support. (Face and box
+    supports are where the design meets them: forcing a whole face solid would add a plate
+    the optimizer did not ask for, and on a symmetry plane would be plainly wrong.)"""
+    from femopt.mesh.regions import RegionError, select_cells, select_nodes
+
+    keep = np.zeros(mesh.n_cells, dtype=bool)
+    for ps in problem.design.passive:  # a later entry wins where regions overlap
+        keep[select_cells(ps.region, mesh)] = ps.value == "solid"
+    nodes = np.zeros(mesh.n_nodes, dtype=bool)
+    loads = list(problem.loads or []) + [ld for c in problem.load_cases or [] for ld in c.loads]
+    regions = [ld.region for ld in loads if not ld.body and ld.region is not None]
+    regions += [s.region for s in problem.supports if s.region.point is not None]
+    for region in regions:
+        try:
+            nodes[select_nodes(region, mesh)] = True
+        except RegionError:
+            continue
+    keep |= nodes[mesh.cells].any(axis=1)
+    return np.flatnonzero(keep)

@@ -48,6 +48,10 @@ class DesignProblem(Protocol):
     def report(self, iteration: int, x: Any, ev: Evaluation, change: float) -> bool:
         """Record one design iteration; True means stop now."""
 
+    def end_iteration(self, iteration: int, x: Any, optimizer: Any, converged: bool) -> None:
+        """Called when an iteration is complete (after any continuation step), with the
+        optimizer whose ``state_dict()`` a checkpoint keeps. Optional."""
+
 
 @dataclass
 class OptimizationResult:
@@ -75,30 +79,50 @@ class StepOptimizer:
     def reset(self, problem: DesignProblem, x: Any) -> None:
         """Forget history (called at the start and after a continuation step)."""
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the optimizer carries from one iteration to the next (arrays and numbers;
+        None for an entry not set yet). Empty for a stateless optimizer such as OC."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (entries missing mean None)."""
+
     def update(self, problem: DesignProblem, x: Any, ev: Evaluation, iteration: int) -> Any:
         raise NotImplementedError
 
-    def run(self, problem: DesignProblem, x0: Any, max_iter: int) -> OptimizationResult:
+    def run(self, problem: DesignProblem, x0: Any, max_iter: int,
+            start: int = 0) -> OptimizationResult:
+        """Iterate from ``x0``; ``start > 0`` resumes after iteration ``start`` with the
+        state already loaded by :meth:`load_state_dict` (nothing is reset)."""
         from femopt.backend import array_namespace
 
         xp = array_namespace(x0)
         x = x0.copy()
         self.check(problem)
-        self.reset(problem, x)
+        if start == 0:
+            self.reset(problem, x)
         tol = self.options.tol
-        for it in range(1, max_iter + 1):
+        end_iteration = getattr(problem, "end_iteration", None)
+        for it in range(start + 1, max_iter + 1):
             ev = problem.evaluate(x)
             x_new = self.update(problem, x, ev, it)
             change = float(xp.max(xp.abs(x_new - x))) if x.size else 0.0
             x = x_new
             if problem.report(it, x, ev, change):
                 return OptimizationResult(x, it, False, "stopped")
-            if problem.advance_continuation(it, change):
+            stepped = problem.advance_continuation(it, change)
+            if stepped:
                 self.reset(problem, x)
-                continue
-            if change < tol:
-                return OptimizationResult(x, it, True, f"design change {change:.3g} < tol {tol:g}")
+            converged = not stepped and change < tol
+            if end_iteration is not None:
+                end_iteration(it, x, self, converged)
+            if converged:
+                return OptimizationResult(x, it, True, converged_message(change, tol))
         return OptimizationResult(x, max_iter, False, f"iteration limit {max_iter} reached")
+
+
+def converged_message(change: float, tol: float) -> str:
+    return f"design change {change:.3g} < tol {tol:g}"
 
 
 def as_float_array(a: Any) -> np.ndarray:

@@ -373,9 +373,24 @@ class MMA(StepOptimizer, Component):
         super().__init__(options)
         self.xold1 = self.xold2 = self.low = self.upp = self.lam = None
 
+    STATE = ("xold1", "xold2", "low", "upp", "lam")
+
     def reset(self, problem: DesignProblem | None = None, x: Any = None) -> None:
         """Forget the previous iterates and asymptotes."""
         self.xold1 = self.xold2 = self.low = self.upp = self.lam = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The two previous iterates, the asymptotes and the last multipliers (host
+        arrays; None where not set yet)."""
+        from femopt.backend import to_host
+
+        return {k: None if getattr(self, k) is None else to_host(getattr(self, k))
+                for k in self.STATE}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the state; host arrays move to the design's backend in ``mma_step``."""
+        for k in self.STATE:
+            setattr(self, k, state.get(k))
 
     def update(self, problem: DesignProblem, x: Any, ev: Evaluation, iteration: int) -> Any:
         o = self.options

@@ -69,8 +69,10 @@ class _EvaluationCache:
     less than ``tol`` since the previous evaluation of this stage (``"converged"``).
     """
 
-    def __init__(self, problem: DesignProblem, x0: Any, max_iter: int, tol: float):
+    def __init__(self, problem: DesignProblem, x0: Any, max_iter: int, tol: float,
+                 owner: Any = None, start: int = 0):
         self.problem = problem
+        self.owner = owner  # the optimizer, handed to problem.end_iteration
         self.xp = array_namespace(x0)
         self.dtype = x0.dtype
         self.max_iter = max_iter
@@ -80,7 +82,7 @@ class _EvaluationCache:
         self.ev: Evaluation | None = None
         self.last: np.ndarray | None = None  # the last evaluated design (host)
         self.error: BaseException | None = None  # raised by the problem in a callback
-        self.iteration = 0
+        self.iteration = start
         self.stage_evaluations = 0
         self.change = math.inf
         self.stop_reason: str | None = None
@@ -126,7 +128,11 @@ class _EvaluationCache:
             self._scales(ev)
         if self.problem.report(self.iteration, x, ev, self.change):
             self._stop("stopped")
-        elif self.iteration >= self.max_iter:
+            return ev
+        end_iteration = getattr(self.problem, "end_iteration", None)
+        if end_iteration is not None:
+            end_iteration(self.iteration, x, self.owner, False)
+        if self.iteration >= self.max_iter:
             self._stop("limit")
         elif self.stage_evaluations >= 2 and self.change < self.tol:
             self._stop("converged")
@@ -201,8 +207,18 @@ class NloptOptimizer(Component):
             opt.set_ftol_rel(o.ftol_rel)
         return opt
 
-    def run(self, problem: DesignProblem, x0: Any, max_iter: int) -> OptimizationResult:
-        """Minimize from ``x0`` with at most ``max_iter`` evaluations."""
+    def state_dict(self) -> dict[str, Any]:
+        """nlopt keeps its state inside the library: a resumed run starts a new stage from
+        the checkpointed design (so it is not bitwise the uninterrupted run)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def run(self, problem: DesignProblem, x0: Any, max_iter: int,
+            start: int = 0) -> OptimizationResult:
+        """Minimize from ``x0`` with at most ``max_iter`` evaluations (``start`` already
+        done when resuming)."""
         o = self.options
         if problem.m and not ALGORITHMS[o.algorithm]:
             handles = ", ".join(k for k, v in ALGORITHMS.items() if v)
@@ -211,7 +227,7 @@ class NloptOptimizer(Component):
                 f"{problem.m} constraint(s); use one of {handles}"
             )
         xp = array_namespace(x0)
-        cache = _EvaluationCache(problem, x0, max_iter, o.tol)
+        cache = _EvaluationCache(problem, x0, max_iter, o.tol, owner=self, start=start)
         lower = np.broadcast_to(to_host(problem.xmin), (problem.n,))
         upper = np.broadcast_to(to_host(problem.xmax), (problem.n,))
         x_host = np.clip(np.asarray(to_host(x0), dtype=float), lower, upper)

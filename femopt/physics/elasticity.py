@@ -78,10 +78,11 @@ class LinearElasticity(Physics):
 
     def stress_matrices(self, coords: np.ndarray) -> np.ndarray:
         """D B at the cell centre: (n_cells, n_voigt, nd), stress = (D B) u_e."""
-        from femopt.assembly.elements import Element
+        from dataclasses import replace
 
         el = self.element
-        centre = Element(el.name, el.dim, el.ref_nodes, np.zeros((1, el.dim)), np.ones(1))
+        centre = replace(el, quad_points=el.ref_nodes.mean(axis=0, keepdims=True),
+                         quad_weights=np.ones(1))
         dndx, _ = physical_gradients(centre, coords)
         return np.einsum("vw,cwj->cvj", self.D, strain_displacement(dndx)[:, 0])
 

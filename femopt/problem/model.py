@@ -134,6 +134,8 @@ class Model:
         for b in self.bounds:
             b.natural = not self.normalize
         self.on_iteration: Callable[[IterationRecord], bool] | None = None
+        # (iteration, x, optimizer, converged) when an iteration is complete: checkpoints
+        self.on_end_iteration: Callable[[int, Any, Any, bool], None] | None = None
         self.history: list[IterationRecord] = []
         self.last_state: State | None = None
         self.evaluations = 0
@@ -368,6 +370,11 @@ class Model:
         if self.on_iteration is not None:
             return bool(self.on_iteration(rec))
         return False
+
+    def end_iteration(self, iteration: int, x: np.ndarray, optimizer: Any,
+                      converged: bool) -> None:
+        if self.on_end_iteration is not None:
+            self.on_end_iteration(iteration, x, optimizer, converged)
 
     def start_clock(self) -> None:
         self._t_last = time.perf_counter()

@@ -86,15 +86,30 @@ class Design(Strict):
     """Regions held solid or void."""
 
 
+Unit = Literal["um", "mm", "cm", "m", "in", "ft"]
+
+
 class Output(Strict):
     dir: str | None = None
     """Results directory (default: results/<problem name>); `--out` overrides it."""
     formats: list[str] = ["vtu"]
-    """Exporters run on the final design (built-in: vtu), written as design.<suffix>."""
+    """Exporters run on the final design, written as design.<suffix> (built-in: vtu, stl,
+    3mf, obj, ply (3D, or 2D extruded), dxf, svg (2D))."""
     picture: bool = True
     """Write convergence.png and design.png."""
     threshold: float = Field(0.5, gt=0, lt=1)
-    """Density above which a cell counts as solid in the 3D picture."""
+    """Density above which a cell counts as solid: the 3D picture and the exported parts."""
+    smooth: int = Field(10, ge=0)
+    """Taubin smoothing iterations of exported surfaces and outlines (0: none)."""
+    thickness: float | None = Field(None, gt=0)
+    """Thickness of the extruded STL/3MF/OBJ/PLY of a 2D design (default: the physics'
+    thickness)."""
+    series_every: int = Field(10, ge=0)
+    """Add the design to the ParaView time series (series.xdmf + series.h5) every this
+    many iterations (0: no series)."""
+    checkpoint_every: int = Field(10, ge=0)
+    """Write checkpoint.h5 every this many iterations (0: never); `femopt resume`
+    continues from it."""
 
 
 class Problem(Strict):
@@ -104,6 +119,9 @@ class Problem(Strict):
     """Name of the problem (default: the file name)."""
     description: str | None = None
     """Free text."""
+    unit: Unit = "mm"
+    """Length unit of the mesh's coordinates, written into exported parts (3MF, DXF,
+    SVG): um, mm, cm, m, in or ft."""
     mesh: dict[str, Any]
     """Mesh source: `type` picks the plugin (built-in: structured)."""
     physics: dict[str, Any]

@@ -1,0 +1,168 @@
+"""From a 2D density field on a structured grid to closed outlines: contours
+(scikit-image), triangles of the enclosed region (Triangle, through meshpy), an extruded
+solid, and DXF (ezdxf) and SVG drawings in the problem's unit.
+
+Outlines are oriented with the material on their left: outer boundaries counter-clockwise,
+holes clockwise, so the signed areas add up to the part's area.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from femopt.io.surface import boundary_conforming, padded_field
+
+# the unit's name in DXF ($INSUNITS) and its length in millimetres (SVG knows mm and in)
+DXF_UNITS = {"um": 13, "mm": 4, "cm": 5, "m": 6, "in": 1, "ft": 2}
+MM_PER_UNIT = {"um": 1e-3, "mm": 1.0, "cm": 10.0, "m": 1000.0, "in": 25.4, "ft": 304.8}
+
+
+def signed_area(loop: np.ndarray) -> float:
+    x, y = loop[:, 0], loop[:, 1]
+    return 0.5 * float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
+
+
+def density_contours(density: np.ndarray, spacing, origin, threshold: float = 0.5,
+                     smooth: int = 0, min_fraction: float = 0.01) -> list[np.ndarray]:
+    """Closed outlines of ``density > threshold``.
+
+    Args:
+        density: (nx, ny) cell densities; spacing, origin: the grid's cell size and corner.
+        smooth: Taubin smoothing iterations of each outline (0: none).
+        min_fraction: islands of material with less than this fraction of the largest
+            one's area are dropped, and so are holes smaller than a cell.
+
+    Returns:
+        A list of (n, 2) point arrays without the repeated closing point, oriented with
+        the material on the left.
+    """
+    from skimage.measure import find_contours
+
+    spacing = np.asarray(spacing, dtype=float)
+    origin = np.asarray(origin, dtype=float)
+    density = np.asarray(density, dtype=float)
+    if not np.any(density > threshold):
+        raise ValueError(f"no density is above the threshold {threshold:g}: the part is empty")
+    loops = []
+    # rows are x, columns y: 'high' winds counter-clockwise around material in (x, y)
+    for c in find_contours(padded_field(np.pad(density, 1, mode="edge")), threshold,
+                           positive_orientation="high"):
+        # (x, y) index order in, so rows are x; padded as for surfaces (boundary_conforming)
+        pts = boundary_conforming(c[:-1], density.shape, spacing, origin)
+        if len(pts) < 3:
+            continue
+        if smooth:  # then back into the domain, which smoothing bulges out of at corners
+            pts = np.clip(taubin_loop(pts, smooth), origin,
+                          origin + np.multiply(density.shape, spacing))
+        loops.append(pts)
+    areas = np.array([signed_area(p) for p in loops])
+    cell = float(np.prod(spacing))
+    # specks of material go; holes stay unless smaller than a cell
+    keep = np.where(areas > 0, areas >= min_fraction * areas.max(), -areas >= cell)
+    return [p for p, k in zip(loops, keep) if k]
+
+
+def taubin_loop(pts: np.ndarray, iterations: int, lamb: float = 0.5,
+                mu: float = -0.53) -> np.ndarray:
+    """Taubin smoothing of a closed polyline: a shrinking and an inflating Laplacian step
+    per iteration, which smooths without the shrinkage of plain Laplacian smoothing."""
+    p = pts.copy()
+    for _ in range(iterations):
+        for f in (lamb, mu):
+            lap = 0.5 * (np.roll(p, 1, axis=0) + np.roll(p, -1, axis=0)) - p
+            p = p + f * lap
+    return p
+
+
+def triangulate(loops: list[np.ndarray], max_area: float | None = None,
+                min_angle: float = 25.0) -> tuple[np.ndarray, np.ndarray]:
+    """Quality triangles of the region the loops enclose (Triangle through meshpy).
+
+    Returns (points (n, 2), triangles (m, 3)) with counter-clockwise triangles.
+    """
+    from matplotlib.path import Path as MplPath
+    from meshpy import triangle
+
+    pts = np.concatenate(loops)
+    segments, start = [], 0
+    for p in loops:
+        k = np.arange(len(p)) + start
+        segments += list(zip(k, np.roll(k, -1)))
+        start += len(p)
+    info = triangle.MeshInfo()
+    info.set_points(pts.tolist())
+    info.set_facets([(int(a), int(b)) for a, b in segments])
+    mesh = triangle.build(info, max_volume=max_area, min_angle=min_angle,
+                          allow_boundary_steiner=False)
+    points = np.array(mesh.points, dtype=float)
+    tris = np.array(mesh.elements, dtype=np.int64)
+    # Triangle fills the convex hull: keep what the outlines enclose (even-odd rule)
+    centre = points[tris].mean(axis=1)
+    inside = np.zeros(len(tris), dtype=bool)
+    for p in loops:
+        inside ^= MplPath(p).contains_points(centre)
+    tris = tris[inside]
+    used = np.unique(tris)
+    renumber = np.full(len(points), -1)
+    renumber[used] = np.arange(used.size)
+    points, tris = points[used], renumber[tris]
+    p = points[tris]
+    d = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    cw = d[0][:, 0] * d[1][:, 1] - d[0][:, 1] * d[1][:, 0] < 0
+    tris[cw] = tris[cw][:, ::-1]
+    return points, tris
+
+
+def extrude(points: np.ndarray, tris: np.ndarray, thickness: float):
+    """The triangulated region extruded to ``thickness`` along z, as a closed trimesh."""
+    import trimesh
+
+    n = len(points)
+    verts = np.vstack([np.column_stack([points, np.zeros(n)]),
+                       np.column_stack([points, np.full(n, thickness)])])
+    edges = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])
+    key = np.sort(edges, axis=1)
+    _, inv, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+    boundary = edges[counts[inv.ravel()] == 1]  # directed with the region on the left
+    a, b = boundary[:, 0], boundary[:, 1]
+    sides = np.concatenate([np.column_stack([a, b, b + n]), np.column_stack([a, b + n, a + n])])
+    faces = np.concatenate([tris[:, ::-1], tris + n, sides])
+    return trimesh.Trimesh(verts, faces, process=False)
+
+
+def write_dxf(path: Path, loops: list[np.ndarray], unit: str) -> None:
+    """Closed LWPOLYLINEs on layer PART, with the drawing unit set."""
+    import ezdxf
+
+    doc = ezdxf.new("R2010")
+    doc.header["$INSUNITS"] = DXF_UNITS[unit]
+    doc.header["$MEASUREMENT"] = 0 if unit in ("in", "ft") else 1
+    doc.layers.add("PART")
+    msp = doc.modelspace()
+    for p in loops:
+        msp.add_lwpolyline(p.tolist(), close=True, dxfattribs={"layer": "PART"})
+    doc.saveas(path)
+
+
+def write_svg(path: Path, loops: list[np.ndarray], unit: str) -> None:
+    """One filled path (even-odd rule) in model coordinates, y up; the drawing's width and
+    height carry the unit (in millimetres, or inches for in/ft) so that 1 model unit prints
+    at its true size."""
+    pts = np.concatenate(loops)
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    w, h = hi - lo
+    if unit in ("in", "ft"):
+        scale, suffix = (12.0 if unit == "ft" else 1.0), "in"
+    else:
+        scale, suffix = MM_PER_UNIT[unit], "mm"
+    d = " ".join("M " + " L ".join(f"{x - lo[0]:.6g},{hi[1] - y:.6g}" for x, y in p) + " Z"
+                 for p in loops)
+    text = ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{w * scale:.6g}{suffix}" '
+            f'height="{h * scale:.6g}{suffix}" viewBox="0 0 {w:.6g} {h:.6g}">\n'
+            f'<!-- femopt part outline; 1 user unit = 1 {unit}; origin at ({lo[0]:.6g}, '
+            f'{lo[1]:.6g}), y up in the model -->\n'
+            f'<path fill="black" fill-rule="evenodd" stroke="none" d="{d}"/>\n</svg>\n')
+    Path(path).write_text(text, encoding="utf-8")

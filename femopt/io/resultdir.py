@@ -1,0 +1,61 @@
+"""Reading a results directory back: the problem file copy, its hash, the final design.
+
+A run writes ``problem.yaml`` (the problem file, byte for byte) as soon as the results
+directory exists, and ``design.npy`` (design variables) and ``density.npy`` (physical
+densities) at the end. That is enough to rebuild the mesh, the regions and the model
+without the original file, which is what ``femopt export`` and ``femopt resume`` do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from femopt.errors import InputError
+
+PROBLEM_COPY = "problem.yaml"
+
+
+def problem_hash(text: bytes) -> str:
+    """SHA-256 of a problem file's bytes: what ties a checkpoint to its problem."""
+    return hashlib.sha256(text).hexdigest()
+
+
+@dataclass
+class ResultDir:
+    path: Path
+    problem_file: Path
+    problem_bytes: bytes
+
+    @property
+    def sha256(self) -> str:
+        return problem_hash(self.problem_bytes)
+
+    def array(self, name: str, size: int | None = None) -> np.ndarray:
+        """``name`` (an .npy file of the directory); InputError when missing or wrong."""
+        p = self.path / name
+        if not p.is_file():
+            raise InputError(f"{self.path}: no {name} in this results directory (did the run "
+                             "finish? `femopt resume` continues an interrupted one)")
+        try:
+            a = np.load(p, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise InputError(f"{p}: not a readable NumPy array ({exc})") from None
+        if size is not None and a.shape != (size,):
+            raise InputError(f"{p}: expected {size} values (one per cell), found shape "
+                             f"{a.shape}: the file does not belong to this problem")
+        return a
+
+
+def open_result_dir(path: str | Path) -> ResultDir:
+    """A results directory with its problem file copy; InputError otherwise."""
+    p = Path(path)
+    if not p.is_dir():
+        raise InputError(f"{p}: no such results directory")
+    problem = p / PROBLEM_COPY
+    if not problem.is_file():
+        raise InputError(f"{p}: not a femopt results directory (no {PROBLEM_COPY})")
+    return ResultDir(p, problem, problem.read_bytes())

@@ -1,0 +1,98 @@
+"""The design history as a ParaView time series: ``series.h5`` (HDF5: the mesh once, one
+density array per saved iteration) and ``series.xdmf`` (XDMF 3: a temporal collection
+that points into it).
+
+The series is readable while the run goes on: a step's array is written and the HDF5
+file closed before the small XDMF file, which lists only complete steps, is rewritten to
+a temporary file and renamed over the old one. HDF5 file locking is off so that a reader
+(ParaView) holding the file open does not stop the writer.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+SERIES_H5 = "series.h5"
+SERIES_XDMF = "series.xdmf"
+
+XDMF_CELL = {"quad4": "Quadrilateral", "hex8": "Hexahedron", "tri3": "Triangle",
+             "tet4": "Tetrahedron"}
+
+
+class SeriesWriter:
+    """Appends designs to the series of a results directory.
+
+    Args:
+        out_dir: the results directory.
+        mesh: the design mesh.
+        keep_until: resume: drop steps after this iteration (written after the
+            checkpoint the run resumes from) and keep the earlier ones; None starts anew.
+    """
+
+    def __init__(self, out_dir: Path, mesh, keep_until: int | None = None):
+        import h5py
+
+        self.h5 = Path(out_dir) / SERIES_H5
+        self.xdmf = Path(out_dir) / SERIES_XDMF
+        self.mesh = mesh
+        self.steps: list[int] = []
+        if keep_until is not None and self.h5.is_file():
+            try:
+                with h5py.File(self.h5, "a", locking=False) as f:
+                    for name in list(f["density"]):
+                        if int(name) > keep_until:
+                            del f["density"][name]
+                        else:
+                            self.steps.append(int(name))
+                self.steps.sort()
+                self._write_xdmf()
+                return
+            except (OSError, KeyError, ValueError):
+                self.steps = []  # unreadable: start the series again
+        with h5py.File(self.h5, "w", locking=False) as f:
+            f.create_dataset("mesh/points", data=mesh.points)
+            f.create_dataset("mesh/cells", data=mesh.cells)
+            f.create_group("density")
+        self._write_xdmf()
+
+    def add(self, iteration: int, density: np.ndarray) -> None:
+        import h5py
+
+        with h5py.File(self.h5, "a", locking=False) as f:
+            name = f"{iteration:06d}"
+            if name in f["density"]:
+                del f["density"][name]
+            f["density"].create_dataset(name, data=np.asarray(density, dtype=float))
+        if iteration not in self.steps:
+            self.steps.append(iteration)
+        self._write_xdmf()
+
+    def _write_xdmf(self) -> None:
+        m = self.mesh
+        n_cells, per_cell = m.cells.shape
+        n_pts, dim = m.points.shape
+        h5 = self.h5.name
+        topo = (f'<Topology TopologyType="{XDMF_CELL[m.cell_type]}" '
+                f'NumberOfElements="{n_cells}">'
+                f'<DataItem Dimensions="{n_cells} {per_cell}" NumberType="Int" Precision="8" '
+                f'Format="HDF">{h5}:/mesh/cells</DataItem></Topology>')
+        geom = (f'<Geometry GeometryType="{"XY" if dim == 2 else "XYZ"}">'
+                f'<DataItem Dimensions="{n_pts} {dim}" NumberType="Float" Precision="8" '
+                f'Format="HDF">{h5}:/mesh/points</DataItem></Geometry>')
+        grids = []
+        for it in self.steps:
+            grids.append(
+                f'<Grid Name="iteration {it}" GridType="Uniform"><Time Value="{it}"/>'
+                f'{topo}{geom}<Attribute Name="density" AttributeType="Scalar" '
+                f'Center="Cell"><DataItem Dimensions="{n_cells}" NumberType="Float" '
+                f'Precision="8" Format="HDF">{h5}:/density/{it:06d}</DataItem></Attribute>'
+                '</Grid>')
+        text = ('<?xml version="1.0" ?>\n<Xdmf Version="3.0">\n<Domain>\n'
+                '<Grid Name="design" GridType="Collection" CollectionType="Temporal">\n'
+                + "\n".join(grids) + "\n</Grid>\n</Domain>\n</Xdmf>\n")
+        tmp = self.xdmf.with_name(self.xdmf.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, self.xdmf)
