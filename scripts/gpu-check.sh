@@ -64,5 +64,19 @@ tests_rc=${PIPESTATUS[0]}
 timeout "$LIMIT_OPERATOR" python3 benchmarks/gpu_operator.py 2>&1 | tee "$OUT/gpu_operator.md"
 timeout "$LIMIT_ITERATION" python3 benchmarks/gpu_iteration.py ${ITERATION_ARGS:-} 2>&1 \
   | tee "$OUT/gpu_iteration.md"
+# optional: stall reasons of the apply kernels (NCU=1), and the CPU multigrid benchmark
+# pinned to two cores like the CI machine (CPU_BENCH=1)
+if [ "${NCU:-0}" = 1 ]; then
+  timeout "${LIMIT_NCU:-120}" ncu --clock-control none --section SpeedOfLight \
+    --section Occupancy --section WarpStateStats --section ComputeWorkloadAnalysis \
+    -k regex:femopt_assembly_hex8 -c 4 \
+    python3 benchmarks/gpu_operator.py --sizes 10M --variants columns,gather --repeat 1 \
+    > "$OUT/ncu_apply.txt" 2>&1
+  tail -60 "$OUT/ncu_apply.txt"
+fi
+if [ "${CPU_BENCH:-0}" = 1 ]; then
+  OPENBLAS_NUM_THREADS=2 OMP_NUM_THREADS=2 timeout "${LIMIT_CPU:-200}" taskset -c 0,1 \
+    python3 benchmarks/cpu_multigrid.py 2>&1 | tee "$OUT/cpu_multigrid.md"
+fi
 echo "GPU tests exit status: $tests_rc"
 exit "$tests_rc"
