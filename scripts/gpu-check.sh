@@ -61,7 +61,7 @@ PY
 set +e
 timeout "$LIMIT_TESTS" python3 -m pytest -m gpu -n0 -p no:cacheprovider -q -rs 2>&1 | tee "$OUT/pytest_gpu.log"
 tests_rc=${PIPESTATUS[0]}
-timeout "$LIMIT_OPERATOR" python3 benchmarks/gpu_operator.py 2>&1 | tee "$OUT/gpu_operator.md"
+timeout "$LIMIT_OPERATOR" python3 benchmarks/gpu_operator.py ${OPERATOR_ARGS:-} 2>&1 | tee "$OUT/gpu_operator.md"
 timeout "$LIMIT_ITERATION" python3 benchmarks/gpu_iteration.py ${ITERATION_ARGS:-} 2>&1 \
   | tee "$OUT/gpu_iteration.md"
 # optional: stall reasons of the apply kernels (NCU=1), and the CPU multigrid benchmark
