@@ -17,18 +17,31 @@ __device__ __forceinline__ constexpr int femopt_col_corner(int px, int py, int p
     return (py ? (px ? 2 : 3) : (px ? 1 : 0)) + 4 * pz;
 }
 
-// L[q * K + c] = u at node (ix + q % 3 - 1, iy + q / 3 - 1, iz), component c (0 outside)
+// L[q * K + c] = u at node (ix + q % 3 - 1, iy + q / 3 - 1, iz), component c (0 outside
+// the grid). One pointer per row and component; the x neighbours are immediate offsets of
+// it, loaded under a predicate (never out of the array).
 template <typename T, int K>
 __device__ __forceinline__ void femopt_col_load(T* L, const T* __restrict__ u, int ix, int iy,
                                                 int iz, int nnx, int nny, femopt_index n_nodes)
 {
+    const bool has_left = ix > 0, has_right = ix + 1 < nnx;
+    const femopt_index centre = ix + (femopt_index)nnx * (iy + (femopt_index)nny * iz);
 #pragma unroll
-    for (int q = 0; q < 9; ++q) {
-        const int jx = ix + (q % 3) - 1, jy = iy + (q / 3) - 1;
-        const bool in = jx >= 0 && jx < nnx && jy >= 0 && jy < nny;
-        const femopt_index node = in ? jx + (femopt_index)nnx * (jy + (femopt_index)nny * iz) : 0;
+    for (int r = 0; r < 3; ++r) {
+        const bool row_in = (r != 0 || iy > 0) && (r != 2 || iy + 1 < nny);
 #pragma unroll
-        for (int c = 0; c < K; ++c) L[q * K + c] = in ? __ldg(u + c * n_nodes + node) : T(0);
+        for (int c = 0; c < K; ++c) {
+            const T* p = u + c * n_nodes + centre + (femopt_index)(r - 1) * nnx;
+            T left = T(0), mid = T(0), right = T(0);
+            if (row_in) {
+                mid = __ldg(p);
+                if (has_left) left = __ldg(p - 1);
+                if (has_right) right = __ldg(p + 1);
+            }
+            L[(3 * r) * K + c] = left;
+            L[(3 * r + 1) * K + c] = mid;
+            L[(3 * r + 2) * K + c] = right;
+        }
     }
 }
 
@@ -72,6 +85,31 @@ __device__ __forceinline__ void femopt_col_cells(T* acc, const T* lo, const T* h
     }
 }
 
+// Node (ix, iy, iz): below = node layer iz - 1, here = layer iz on entry; on exit below
+// holds layer iz + 1 (when it exists) and here is unchanged.
+template <typename T, int K>
+__device__ __forceinline__ void femopt_col_step(
+    T* below, T* here, const T* __restrict__ u, const T* __restrict__ scale,
+    const unsigned char* __restrict__ free_mask, const T* z, T* y, T alpha, T beta,
+    int ix, int iy, int iz, int nx, int ny, int nz, femopt_index n_nodes)
+{
+    T acc[K];
+#pragma unroll
+    for (int c = 0; c < K; ++c) acc[c] = T(0);
+    if (iz > 0) femopt_col_cells<T, K, true>(acc, below, here, scale, ix, iy, iz - 1, nx, ny);
+    if (iz < nz) {
+        femopt_col_load<T, K>(below, u, ix, iy, iz + 1, nx + 1, ny + 1, n_nodes);
+        femopt_col_cells<T, K, false>(acc, here, below, scale, ix, iy, iz, nx, ny);
+    }
+    const femopt_index node = ix + (femopt_index)(nx + 1) * (iy + (femopt_index)(ny + 1) * iz);
+#pragma unroll
+    for (int c = 0; c < K; ++c) {
+        const femopt_index idx = c * n_nodes + node;
+        const T v = free_mask[idx] ? acc[c] : __ldg(u + idx);
+        y[idx] = beta != T(0) ? alpha * v + beta * z[idx] : alpha * v;
+    }
+}
+
 // Args: as femopt_assembly_hex8_apply; chunk: nodes along z per thread. Blocks of 128
 // threads; MIN_BLOCKS per multiprocessor caps the registers (trading ILP for occupancy).
 template <typename T, int K, int MIN_BLOCKS>
@@ -90,26 +128,16 @@ __global__ void __launch_bounds__(128, MIN_BLOCKS) femopt_assembly_hex8_apply_co
     if (t * chunk >= nnz) return;
     const int z0 = (int)(t * chunk);
     const int z1 = min(nnz, z0 + chunk);
-    T lo[9 * K], hi[9 * K], acc[K];
-    // invariant at the top of the loop: lo = node layer iz - 1 (iz > 0), hi = layer iz
+    T lo[9 * K], hi[9 * K];
+    // lo = node layer z0 - 1, hi = layer z0; each step leaves (layer iz, layer iz + 1) in
+    // (its second, its first) array, so steps alternate the roles instead of copying
     if (z0 > 0) femopt_col_load<T, K>(lo, u, ix, iy, z0 - 1, nnx, nny, n_nodes);
     femopt_col_load<T, K>(hi, u, ix, iy, z0, nnx, nny, n_nodes);
-    for (int iz = z0; iz < z1; ++iz) {
-#pragma unroll
-        for (int c = 0; c < K; ++c) acc[c] = T(0);
-        if (iz > 0) femopt_col_cells<T, K, true>(acc, lo, hi, scale, ix, iy, iz - 1, nx, ny);
-        if (iz < nz) {
-#pragma unroll
-            for (int q = 0; q < 9 * K; ++q) lo[q] = hi[q];
-            femopt_col_load<T, K>(hi, u, ix, iy, iz + 1, nnx, nny, n_nodes);
-            femopt_col_cells<T, K, false>(acc, lo, hi, scale, ix, iy, iz, nx, ny);
-        }
-        const femopt_index node = ix + (femopt_index)nnx * (iy + (femopt_index)nny * iz);
-#pragma unroll
-        for (int c = 0; c < K; ++c) {
-            const femopt_index idx = c * n_nodes + node;
-            const T v = free_mask[idx] ? acc[c] : __ldg(u + idx);
-            y[idx] = beta != T(0) ? alpha * v + beta * z[idx] : alpha * v;
-        }
+    for (int iz = z0; iz < z1; iz += 2) {
+        femopt_col_step<T, K>(lo, hi, u, scale, free_mask, z, y, alpha, beta, ix, iy, iz,
+                              nx, ny, nz, n_nodes);
+        if (iz + 1 < z1)
+            femopt_col_step<T, K>(hi, lo, u, scale, free_mask, z, y, alpha, beta, ix, iy,
+                                  iz + 1, nx, ny, nz, n_nodes);
     }
 }
