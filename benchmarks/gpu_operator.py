@@ -72,10 +72,17 @@ def bench(shape, dtype, repeat, variant, min_blocks=None):
     nbytes = lay.n_nodes * (6 * item + 3) + lay.n_cells * item
     flops = 1152.0 * lay.n_cells
     roof = max(nbytes / BANDWIDTH, flops / peak_flops(dtype))
+    err = float("nan")
+    if lay.n_cells <= 2_000_000:  # check against the NumPy twin (float64) where it is cheap
+        from femopt.assembly.matrix_free import apply_numpy
+
+        ref = apply_numpy(lay, cupy.asnumpy(u).astype(np.float64),
+                          cupy.asnumpy(scale).astype(np.float64), unit_cell_matrix(3), None)
+        err = float(np.abs(cupy.asnumpy(y) - ref).max() / np.abs(ref).max())
     del u, y, scale, op
     cupy.get_default_memory_pool().free_all_blocks()
     return dict(cells=lay.n_cells, seconds=seconds, gbs=nbytes / seconds / 1e9,
-                tflops=flops / seconds / 1e12, bw_frac=nbytes / seconds / BANDWIDTH,
+                tflops=flops / seconds / 1e12, bw_frac=nbytes / seconds / BANDWIDTH, err=err,
                 flop_frac=flops / seconds / peak_flops(dtype), roof_frac=roof / seconds)
 
 
@@ -95,8 +102,8 @@ def main(argv=None) -> int:
           f"{peak_flops(np.float32) / 1e12:.1f} TFLOP/s (SMs x clock x lanes x 2); "
           f"bandwidth ceiling {BANDWIDTH / 1e12:.1f} TB/s")
     print("| cells | dtype | kernel | ms / apply | GB/s | of 3.0 TB/s | TFLOP/s | of peak flops "
-          "| of roofline |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| of roofline | max rel. error vs NumPy |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for label in args.sizes.split(","):
         for dtype, variant in product((np.float64, np.float32), args.variants.split(",")):
             kernel, _, mb = variant.partition(":")
@@ -106,9 +113,11 @@ def main(argv=None) -> int:
                 print(f"| {label} | {np.dtype(dtype).name} | {variant} | failed: "
                       f"{type(exc).__name__}: {exc} | | | | | |")
                 continue
+            err_text = "" if np.isnan(r["err"]) else f"{r['err']:.1e}"
             print(f"| {r['cells'] / 1e6:.1f}M | {np.dtype(dtype).name} | {variant} | "
                   f"{r['seconds'] * 1e3:.3f} | {r['gbs']:.0f} | {r['bw_frac']:.0%} | "
-                  f"{r['tflops']:.1f} | {r['flop_frac']:.0%} | {r['roof_frac']:.0%} |",
+                  f"{r['tflops']:.1f} | {r['flop_frac']:.0%} | {r['roof_frac']:.0%} | "
+                  f"{err_text} |",
                   flush=True)
     return 0
 
