@@ -165,8 +165,8 @@ COLUMNS_SOURCE = Path(__file__).with_name("matrix_free_columns.cu")
 HEX8_VARIANT = "columns"
 COLUMN_THREADS = 2_000_000  # threads to aim for when splitting the z columns in chunks
 # blocks of 128 threads per multiprocessor the columns kernel is compiled for (register cap;
-# 3 measured fastest in float64 and float32 on an H100, docs/benchmarks.md)
-COLUMN_MIN_BLOCKS = {"double": 3, "float": 3}
+# measured fastest on an H100: 3 in float64, 5 in float32; docs/benchmarks.md)
+COLUMN_MIN_BLOCKS = {"double": 3, "float": 5}
 
 
 def snap_entries(ke: np.ndarray, rtol: float = 1e-12) -> np.ndarray:
