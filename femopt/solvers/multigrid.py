@@ -1,27 +1,34 @@
 """Geometric multigrid preconditioned CG for structured grids (quad4, hex8; any dofs per
 node), on NumPy or CuPy arrays.
 
-The operator is K(s) = sum_e s_e K0 on the free dofs (``update_operator``). Internally every
-vector has the component-major grid layout (:mod:`femopt.assembly.grid_layout`) with
-constrained dofs held at zero and an identity on them, so CG on grid vectors is CG on the
-free dofs; ``solve`` maps free-dof vectors in and out.
+The operator is K(s) = sum_e s_e K0 on the free dofs (``update_operator``, or
+``update_grid_operator`` with a constraint mask). Internally every vector has the
+component-major grid layout (:mod:`femopt.assembly.grid_layout`) with constrained dofs held
+at zero and an identity on them, so CG on grid vectors is CG on the free dofs; ``solve``
+maps free-dof vectors in and out, ``solve_grid`` works on grid vectors directly.
 
-Hierarchy (built once per mesh and constraints; operators rebuilt per design):
+Hierarchy (built once per grid and constraints; operators rebuilt per design):
 
-- level 0: matrix-free (:mod:`femopt.assembly.matrix_free`), float64 for CG and, when
-  ``precision`` is float32, a float32 copy for the V-cycle;
-- coarser levels: each coarsening halves every axis. Coarsening stops at the level whose
-  dof count is at most ``coarsest_size``, at ``levels``, or where an axis has an odd number
-  of cells (no semi-coarsening: the element matrix of a halved cell is then no longer a
-  multiple of K0). Grids such as 60x20x4 coarsen twice, 160x80x40 three times.
+- level 0: matrix-free (:mod:`femopt.assembly.matrix_free`), float64 for CG and a copy in
+  the V-cycle's precision (``precision``: float32 on the GPU by default);
+- coarser levels: each coarsening halves every axis. Coarsening stops at the first level
+  with at most ``coarsest_size`` dofs, at ``levels``, or where an axis has an odd number of
+  cells: no semi-coarsening, because the element matrix of a cell halved in some axes only
+  is no longer a multiple of K0 and the hierarchy would need one per level and shape. So
+  60x20x4 has at most 3 levels (30x10x2, then 15x5x1), 160x80x40 four (down to 20x10x5).
+  A constrained fine dof constrains every coarse dof that interpolates to it
+  (:func:`femopt.solvers.multigrid_transfer.coarse_fixed`);
 - coarse operators: ``galerkin`` (default) computes P^T A P cell by cell
-  (:mod:`femopt.solvers.galerkin`): matrix-free for the first ``matrix_free_levels`` levels,
-  then assembled into CSR with a fixed pattern; ``rediscretize`` averages the children's
-  scale factors and keeps every level matrix-free. Galerkin keeps the coarse problems
-  faithful to thin members and floating islands of a SIMP design (contrast 1e-9), where
-  averaged densities are not (docs/benchmarks.md has the counts);
+  (:mod:`femopt.solvers.galerkin`): level 1 matrix-free from its children's scale factors
+  on the GPU (``matrix_free_levels`` = 2), assembled into CSR with a fixed pattern below
+  (and for level 1 on the CPU); ``hybrid`` rediscretizes level 1 (matrix-free, an eighth of
+  the cost) and takes Galerkin below; ``rediscretize`` averages the children's scale
+  factors on every level. On SIMP designs of contrast 1e-9 Galerkin never needed more CG
+  iterations than the others and up to 15% fewer; hybrid is 20% faster per design
+  iteration on an H100 at 33.5M cells (docs/benchmarks.md);
 - coarsest level: a direct solve (SciPy's SuperLU, or a dense Cholesky on the GPU);
-- smoothing: Chebyshev of D^-1 A (default) or damped Jacobi (:mod:`femopt.solvers.smoothers`).
+- smoothing: Chebyshev of D^-1 A (default) or damped Jacobi (:mod:`femopt.solvers.smoothers`),
+  with the largest eigenvalue from Lanczos (``eigenvalue_bound``).
 
 CG (:func:`femopt.solvers.cg_kernels.pcg_fused`) runs in float64 and is preconditioned by one
 V-cycle. The solver keeps its hierarchy between ``solve`` calls, so the adjoint reuses it.
