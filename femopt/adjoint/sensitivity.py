@@ -36,8 +36,17 @@ def element_sensitivity(cell_dofs: np.ndarray, ke: np.ndarray, lam: np.ndarray,
 
 def function_gradients(functions: list[Function], state: State, solver: Any,
                        assembler: Any, cell_dofs: np.ndarray, ke: np.ndarray,
-                       dm_drho: np.ndarray) -> list[np.ndarray]:
-    """dJ/drho (n_cells,) for each function, sharing one multi-RHS adjoint solve."""
+                       dm_drho: np.ndarray, split: bool = False) -> list[Any]:
+    """dJ/drho (n_cells,) for each function, sharing one multi-RHS adjoint solve.
+
+    The solve is ``solver.solve(rhs, transpose=True)`` on the forward solver object: one
+    column per (function, load case), with the forward factorization or preconditioner.
+    Only the design-scaled part K0 of K(rho) = sum_e m(rho_e) K0_e + C enters dK/drho
+    (springs and convection do not depend on the design).
+
+    With ``split=True`` each entry is the pair (partial_rho term, adjoint term), whose
+    sum is the gradient (for reports that name the wrong term).
+    """
     n_cases = state.u.shape[0]
     lams: list[np.ndarray | None] = [None] * len(functions)
     pending: list[tuple[int, np.ndarray]] = []
@@ -57,13 +66,12 @@ def function_gradients(functions: list[Function], state: State, solver: Any,
         sol = sol.reshape(rhs.shape)
         for j, (k, _) in enumerate(pending):
             lams[k] = assembler.expand(sol[:, j * n_cases:(j + 1) * n_cases]).T
-    grads = []
+    grads: list[Any] = []
+    n = state.rho.shape[0]
     for k, fn in enumerate(functions):
-        g = np.zeros(state.rho.shape[0])
         pr = fn.partial_rho(state)
-        if pr is not None:
-            g = g + pr
-        if lams[k] is not None:
-            g = g + dm_drho * element_sensitivity(cell_dofs, ke, lams[k], state.u)
-        grads.append(g)
+        pr = np.zeros(n) if pr is None else np.asarray(pr, dtype=float)
+        adj = (dm_drho * element_sensitivity(cell_dofs, ke, lams[k], state.u)
+               if lams[k] is not None else np.zeros(n))
+        grads.append((pr, adj) if split else pr + adj)
     return grads

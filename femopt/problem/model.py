@@ -348,9 +348,11 @@ class Model:
     def functions(self) -> list[Function]:
         return [self.objective] + [b.function for b in self.bounds]
 
-    def values_and_gradients(self, x: np.ndarray) -> tuple[list[float], list[np.ndarray]]:
+    def values_and_gradients(self, x: np.ndarray, split: bool = False
+                             ) -> tuple[list[float], list[Any]]:
         """Raw values of objective and constraint functions and their exact gradients
-        with respect to x (no heuristic filtering)."""
+        with respect to x (no heuristic filtering); with ``split`` each gradient is the
+        pair (partial_rho term, adjoint term), both through the filters' chain rule."""
         rho, inputs = self.physical(x)
         state = self.analyse(rho)
         fns = self.functions()
@@ -363,14 +365,25 @@ class Model:
                                   f"finite number: {v!r}")
             values.append(float(v))
         with self.registry.guard("function", ",".join(f.name for f in fns), "its gradient"):
-            grads_rho = function_gradients(fns, state, self.solver, self.assembler,
-                                           self.cell_dofs, self.ke,
-                                           self.interp.derivative(rho))
-        for fn, g in zip(fns, grads_rho):
-            if g.shape != rho.shape or not np.all(np.isfinite(g)):
-                raise PluginError(f"the gradient of function '{fn.name}' is not a finite "
-                                  f"array of shape {rho.shape}")
-        return values, [self.chain(g, inputs) for g in grads_rho]
+            terms = function_gradients(fns, state, self.solver, self.assembler,
+                                       self.cell_dofs, self.ke,
+                                       self.interp.derivative(rho), split=True)
+        for fn, (pr, adj) in zip(fns, terms):
+            for what, g in (("partial_rho", pr), ("adjoint term", adj)):
+                if g.shape != rho.shape or not np.all(np.isfinite(g)):
+                    raise PluginError(f"the gradient of function '{fn.name}' ({what}) is "
+                                      f"not a finite array of shape {rho.shape}")
+        if split:
+            return values, [(self.chain(pr, inputs), self.chain(adj, inputs))
+                            for pr, adj in terms]
+        return values, [self.chain(pr + adj, inputs) for pr, adj in terms]
+
+    def values_at_fixed_state(self, x: np.ndarray, state: State) -> list[float]:
+        """Function values at the densities of ``x`` with the states of ``state`` held
+        fixed (the explicit rho dependence alone, for checking partial_rho)."""
+        rho, _ = self.physical(x)
+        fixed = State(rho, state.u, state.loads, state.weights, self)
+        return [float(fn.value(fixed)) for fn in self.functions()]
 
     # -- DesignProblem -----------------------------------------------------------------
 
