@@ -144,7 +144,7 @@ def element_matrices(kernel: ElementKernel, coords: np.ndarray, m: Any = 1.0,
     c = coords.shape[0]
     x = [[coords[:, a, d] for d in range(coords.shape[2])] for a in range(coords.shape[1])]
     mm = np.broadcast_to(np.asarray(m, dtype=dtype), (c,))
-    p = {k: dtype(v) for k, v in kernel.values.items()}
+    p = {k: np.dtype(dtype).type(v) for k, v in kernel.values.items()}
     ke = integrate(kernel, NUMPY_OPS, x, mm, p)
     out = np.empty((c, kernel.nd, kernel.nd), dtype=dtype)
     for i in range(kernel.nd):

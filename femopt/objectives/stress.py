@@ -39,8 +39,8 @@ def von_mises_form(dim: int) -> np.ndarray:
 class StressOptions(Options):
     p: float = Field(8.0, ge=1)
     """Exponent P of the p-norm (>= 1; larger is closer to the maximum, less smooth)."""
-    q: float = Field(0.5, gt=0, le=1)
-    """Exponent q of the stress relaxation eta(rho) = rho^q (q < the SIMP penalty)."""
+    q: float = Field(0.5, gt=0)
+    """Exponent q of the stress relaxation eta(rho) = rho^q (0 < q < the SIMP penalty)."""
     region: Region | None = None
     """Cells whose stress counts (default: all; leave out cells at a re-entrant corner
     or a load point to ignore their singularity)."""
