@@ -1,0 +1,145 @@
+"""Cost of the discrete adjoint on the CPU, relative to the forward solve it reuses.
+
+    python benchmarks/adjoint_cost.py [--repeat N] [--quick]
+
+Three tables:
+
+1. (forward + adjoint) / forward for functions that need an adjoint solve (a
+   displacement; a mean temperature under convection): forward = assembly + numeric
+   factorization + solve; adjoint = the transposed solve with the stored factors +
+   the element sensitivity pass. Goal <= 1.3.
+2. Compliance sensitivity / forward: compliance is self-adjoint, so its gradient is
+   the element pass alone. Goal <= 5%.
+3. Several load cases with one factorization: the factorization once, then the cost
+   per load of the forward and of the adjoint solves.
+
+Times are the median of ``--repeat`` runs at a random design (after one warm-up run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import numpy as np
+
+from femopt.adjoint.sensitivity import function_gradients
+from femopt.plugins.manager import get_registry
+from femopt.problem.load import parse_problem
+from femopt.problem.model import Model
+
+ELASTIC = """\
+mesh: {{type: structured, shape: {shape}, size: {shape}}}
+physics: {{type: linear_elasticity}}
+supports: [{{region: {{face: x_min}}}}]
+load_cases:
+{cases}
+objective: {{type: {objective}}}
+solver: {{type: direct}}
+"""
+CONVECTION = """\
+mesh: {{type: structured, shape: {shape}, size: [2.0, 1.0]}}
+physics: {{type: convection_diffusion, fluid_conductivity: 0.001,
+          velocity: {{profile: channel, max: 1.0}}}}
+supports: [{{region: {{face: x_min}}}}]
+loads: [{{body: true, region: {{box: {{min: [0.8, 0.0], max: [1.2, 0.1]}}}}, heat: 1.0}}]
+objective: {{type: {objective}}}
+"""
+
+
+def build(text: str) -> Model:
+    reg = get_registry()
+    return Model(parse_problem(text, "bench.yaml", reg), reg)
+
+
+def elastic(shape: list[int], objective: str, n_cases: int = 1) -> Model:
+    dim = len(shape)
+    tip = [float(shape[0])] + [0.0] * (dim - 1)
+    cases = "\n".join(
+        f"  - {{loads: [{{region: {{point: {tip}}}, force: "
+        f"{[0.0] * (dim - 1) + [float(k + 1)] if k % 2 == 0 else [float(k + 1)] + [0.0] * (dim - 1)}}}]}}"
+        for k in range(n_cases))
+    if objective == "displacement":
+        objective = f"displacement, region: {{point: {tip}}}, direction: {[0.0] * (dim - 1) + [1.0]}"
+    return build(ELASTIC.format(shape=list(shape), cases=cases, objective=objective))
+
+
+def median_time(fn, repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def forward_and_adjoint(model: Model, repeat: int) -> tuple[float, float]:
+    rng = np.random.default_rng(0)
+    rho = rng.uniform(0.2, 1.0, model.n)
+    t_fwd = median_time(lambda: model.analyse(rho), repeat)
+    state = model.analyse(rho)
+    dm = model.interp.derivative(rho)
+    fns = [model.objective]
+    t_adj = median_time(lambda: function_gradients(fns, state, model.solver, model.assembler,
+                                                   model.cell_dofs, model.ke, dm), repeat)
+    return t_fwd, t_adj
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="small sizes only")
+    args = ap.parse_args()
+    r = args.repeat
+    print(f"# adjoint cost on the CPU ({platform.processor() or platform.machine()}, "
+          f"median of {r})\n")
+
+    sizes2 = [[100, 50], [200, 100]] if args.quick else [[200, 100], [400, 200], [800, 400]]
+    sizes3 = [[20, 10, 10]] if args.quick else [[40, 20, 20], [60, 30, 30]]
+    print("## (forward + adjoint) / forward, stored factorization (goal <= 1.3)\n")
+    print("| problem | dofs | solver | forward [s] | adjoint [s] | ratio |")
+    print("|---|---:|---|---:|---:|---:|")
+    for shape in sizes2 + sizes3:
+        m = elastic(shape, "displacement")
+        tf, ta = forward_and_adjoint(m, r)
+        print(f"| elasticity {'x'.join(map(str, shape))}, displacement | "
+              f"{m.assembler.free.size} | {m.solver.method} | {tf:.4f} | {ta:.4f} | "
+              f"{(tf + ta) / tf:.3f} |")
+    for shape in ([[100, 50]] if args.quick else [[200, 100], [400, 200]]):
+        m = build(CONVECTION.format(shape=shape, objective="mean_temperature"))
+        tf, ta = forward_and_adjoint(m, r)
+        print(f"| convection {'x'.join(map(str, shape))}, mean temperature | "
+              f"{m.assembler.free.size} | {m.solver.method} (K^T) | {tf:.4f} | {ta:.4f} | "
+              f"{(tf + ta) / tf:.3f} |")
+
+    print("\n## compliance sensitivity / forward (goal <= 5%)\n")
+    print("| problem | cells | forward [s] | sensitivity [s] | ratio |")
+    print("|---|---:|---:|---:|---:|")
+    for shape in sizes2 + sizes3:
+        m = elastic(shape, "compliance")
+        tf, ta = forward_and_adjoint(m, r)
+        print(f"| elasticity {'x'.join(map(str, shape))} | {m.n} | {tf:.4f} | {ta:.5f} | "
+              f"{100 * ta / tf:.2f}% |")
+
+    print("\n## several load cases, one factorization (elasticity "
+          f"{'x'.join(map(str, sizes2[-1]))}, displacement)\n")
+    print("| load cases | factorizations | factorize [s] | forward solve per load [s] | "
+          "adjoint per load [s] | (forward + adjoint) / forward |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for n_cases in (1, 2, 4, 8):
+        m = elastic(sizes2[-1], "displacement", n_cases)
+        rho = np.random.default_rng(1).uniform(0.2, 1.0, m.n)
+        scale = m.interp.value(rho)
+        t_fact = median_time(lambda: m.solver.update_operator(scale, m.assembler, m.ke), r)
+        before = m.solver.factorizations
+        tf, ta = forward_and_adjoint(m, r)
+        n_fact = (m.solver.factorizations - before) // (2 * r + 1)
+        t_solve = tf - t_fact
+        print(f"| {n_cases} | {n_fact} per evaluation | {t_fact:.4f} | "
+              f"{t_solve / n_cases:.5f} | {ta / n_cases:.5f} | {(tf + ta) / tf:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
