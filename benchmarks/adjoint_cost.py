@@ -97,7 +97,7 @@ def main() -> None:
           f"median of {r})\n")
 
     sizes2 = [[100, 50], [200, 100]] if args.quick else [[200, 100], [400, 200], [800, 400]]
-    sizes3 = [[20, 10, 10]] if args.quick else [[40, 20, 20], [60, 30, 30]]
+    sizes3 = [[20, 10, 10]] if args.quick else [[30, 15, 15], [40, 20, 20]]
     print("## (forward + adjoint) / forward, stored factorization (goal <= 1.3)\n")
     print("| problem | dofs | solver | forward [s] | adjoint [s] | ratio |")
     print("|---|---:|---|---:|---:|---:|")

@@ -110,10 +110,9 @@ class _GpuKernels:
 
         real = real_name(like)
         dt = like.dtype
-        return (real, cupy.ascontiguousarray(points, dtype=dt).ravel(),
-                cupy.ascontiguousarray(cells, dtype=cupy.int64).ravel(),
-                cupy.ascontiguousarray(mfac, dtype=dt),
-                cupy.asarray(self.kernel.param_vector(), dtype=dt))
+        dev = lambda a, t: cupy.ascontiguousarray(cupy.asarray(a, dtype=t))  # noqa: E731
+        return (real, dev(points, dt).ravel(), dev(cells, cupy.int64).ravel(),
+                dev(mfac, dt), dev(self.kernel.param_vector(), dt))
 
     def _launch(self, fn, n_cells: int, args: tuple) -> None:
         from femopt.backend.kernels import launch_1d
@@ -137,7 +136,7 @@ class _GpuKernels:
         n_cells = int(cells.shape[0])
         out = cupy.zeros(n_cells, dtype=u.dtype)
         self._launch(self._fn("sensitivity", real), n_cells,
-                     (pts, cl, m, cupy.ascontiguousarray(dm, dtype=u.dtype), p,
+                     (pts, cl, m, cupy.ascontiguousarray(cupy.asarray(dm, dtype=u.dtype)), p,
                       cupy.ascontiguousarray(lam), cupy.ascontiguousarray(u),
                       np.int32(u.shape[0]), np.int64(u.shape[1]), out, np.int64(n_cells)))
         return out
@@ -147,7 +146,7 @@ class _GpuKernels:
 
         real, pts, cl, m, p = self._common(points, cells, mfac, u)
         n_cells = int(cells.shape[0])
-        out = cupy.zeros(points.shape, dtype=u.dtype)
+        out = cupy.zeros(tuple(points.shape), dtype=u.dtype)
         self._launch(self._fn("shape_sensitivity", real), n_cells,
                      (pts, cl, m, p, cupy.ascontiguousarray(lam), cupy.ascontiguousarray(u),
                       np.int32(u.shape[0]), np.int64(u.shape[1]), out, np.int64(n_cells)))
