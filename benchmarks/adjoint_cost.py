@@ -68,9 +68,12 @@ def elastic(shape: list[int], objective: str, n_cases: int = 1) -> Model:
 def median_time(fn, repeat: int, at_least: float = 0.2) -> float:
     """Median over ``repeat`` samples of the time per call; a sample repeats ``fn`` until
     it lasts ``at_least`` seconds (the clock of a virtual machine can be coarse)."""
-    t = time.perf_counter()
-    fn()
-    calls = max(1, int(at_least / max(time.perf_counter() - t, 1e-6)))
+    once = []
+    for _ in range(3):  # calibrate on the fastest of three calls (the first warms up)
+        t = time.perf_counter()
+        fn()
+        once.append(time.perf_counter() - t)
+    calls = max(1, int(at_least / max(min(once), 1e-6)))
     times = []
     for _ in range(repeat):
         t = time.perf_counter()

@@ -135,7 +135,7 @@ def test_force_inverter_is_a_mechanism_with_pinned_output():
     assert u_in > 0.0 and u_out < 0.0  # pushed right, the output moves left
     # measured: u_out = -1.071 after 134 iterations (u_in = 2.54); the classic design
     assert -1.15 < u_out < -0.95
-    assert model.history[-1].objective == pytest.approx(u_out, rel=1e-9)
+    assert model.history[-1].objective == pytest.approx(u_out, rel=1e-6)  # last step tiny
     assert model.history[-1].constraints["volume"] == pytest.approx(0.3, abs=2e-3)
     assert result.converged
 
@@ -254,8 +254,9 @@ def test_springs_add_to_the_diagonal_only():
 
 
 def test_one_adjoint_solve_for_all_functions_and_load_cases():
-    """Three non-self-adjoint functions over two load cases: one transpose solve call
-    with six right-hand sides, no refactorization."""
+    """Three non-self-adjoint functions over two load cases: one transpose solve call,
+    no refactorization. The stress needs a column per case; a displacement summed over
+    the cases needs one (its dJ/du_c differ by the case weights only): 2 + 1 + 1."""
     model = build(ELASTIC_2D + "objective: {type: stress_pnorm}\nconstraints: ["
                   "{type: displacement, region: {point: [12.0, 3.0]}, direction: [1, 0], max: 1},"
                   "{type: compliant_mechanism, region: {point: [6.0, 6.0]}, "
@@ -266,7 +267,7 @@ def test_one_adjoint_solve_for_all_functions_and_load_cases():
         calls.append((transpose, b.shape)) or solve(b, transpose, x0))
     model.values_and_gradients(np.full(model.n, 0.5))
     n_free = model.assembler.free.size
-    assert calls == [(False, (n_free, 2)), (True, (n_free, 6))]
+    assert calls == [(False, (n_free, 2)), (True, (n_free, 4))]
     assert model.solver.factorizations == 1
 
 

@@ -61,11 +61,24 @@ def function_gradients(functions: list[Function], state: State, solver: Any,
         if du is not None:
             pending.append((k, du))
     if pending:
-        rhs = np.concatenate([-assembler.restrict(du.T) for _, du in pending], axis=1)
-        sol = solver.solve(rhs, transpose=True)
-        sol = sol.reshape(rhs.shape)
-        for j, (k, _) in enumerate(pending):
-            lams[k] = assembler.expand(sol[:, j * n_cases:(j + 1) * n_cases]).T
+        # one column per (function, load case), except that a function whose dJ/du_c
+        # are multiples s_c of one vector (a displacement or temperature summed over the
+        # cases) needs one column: lambda_c = s_c lambda by linearity
+        columns, scales, offset = [], [], 0
+        for _, du in pending:
+            b = -assembler.restrict(np.asarray(du).T)  # (n_free, n_cases)
+            ref, s = _rank_one_scales(b)
+            columns.append(b if s is None else b[:, ref:ref + 1])
+            scales.append((offset, s))
+            offset += columns[-1].shape[1]
+        rhs = np.concatenate(columns, axis=1)
+        sol = solver.solve(rhs, transpose=True).reshape(rhs.shape)
+        for (k, _), (start, s) in zip(pending, scales):
+            if s is None:
+                lam_free = sol[:, start:start + n_cases]
+            else:
+                lam_free = sol[:, start:start + 1] * s[None, :]
+            lams[k] = assembler.expand(lam_free).T
     grads: list[Any] = []
     n = state.rho.shape[0]
     for k, fn in enumerate(functions):
@@ -75,3 +88,17 @@ def function_gradients(functions: list[Function], state: State, solver: Any,
                if lams[k] is not None else np.zeros(n))
         grads.append((pr, adj) if split else pr + adj)
     return grads
+
+
+def _rank_one_scales(b: np.ndarray) -> tuple[int, np.ndarray | None]:
+    """(ref, s) with b[:, c] = s_c b[:, ref] (ref the largest column) when the columns of
+    ``b`` are exactly multiples of one vector; s is None otherwise."""
+    norms = np.linalg.norm(b, axis=0)
+    ref = int(np.argmax(norms))
+    if b.shape[1] == 1 or norms[ref] == 0.0:
+        return ref, None
+    v = b[:, ref]
+    s = (v @ b) / (v @ v)
+    if np.abs(b - np.outer(v, s)).max() > 1e-14 * np.abs(v).max():
+        return ref, None
+    return ref, s
