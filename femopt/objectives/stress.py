@@ -106,10 +106,9 @@ class StressPNorm(Function):
         vs = np.einsum("vw,cew->cev", self.V, s0) * coef[..., None]
         S = np.broadcast_to(self.S, (len(self.cells),) + self.S.shape[1:])
         fe = np.einsum("evj,cev->cej", S, vs, optimize=True)
-        out = np.zeros_like(state.u)
-        for c in range(out.shape[0]):
-            np.add.at(out[c], self.dofs, fe[c])
-        return out
+        n = state.u.shape[1]
+        return np.stack([np.bincount(self.dofs.ravel(), weights=fe[c].ravel(), minlength=n)
+                         for c in range(fe.shape[0])])
 
     def partial_rho(self, state: State):
         rho, eta, _, v0 = self._stresses(state)
@@ -117,6 +116,5 @@ class StressPNorm(Function):
         q = self.options.q
         with np.errstate(divide="ignore", invalid="ignore"):
             deta = np.where(rho > 0, q * rho ** (q - 1.0), 0.0)
-        out = np.zeros(state.rho.shape[0])
-        np.add.at(out, self.cells, (g * v0).sum(axis=0) * deta)
-        return out
+        return np.bincount(self.cells, weights=(g * v0).sum(axis=0) * deta,
+                           minlength=state.rho.shape[0])
