@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from femopt.adjoint.taylor import check_model_gradients, taylor_test
+from femopt.adjoint.taylor import check_model_gradients
 from femopt.cli import main
 from femopt.objectives.base import Function
 from femopt.plugins.manager import get_registry

@@ -9,7 +9,7 @@ import pytest
 
 from femopt.assembly.sparse import FixedPatternAssembler
 from femopt.cli import main
-from femopt.mesh import Mesh, structured_grid
+from femopt.mesh import structured_grid
 from femopt.physics.convection_diffusion import (ConvectionDiffusion,
                                                  ConvectionDiffusionOptions)
 from femopt.solvers import DirectSolver
