@@ -27,17 +27,26 @@ def element_sensitivity(cell_dofs: np.ndarray, ke: np.ndarray, lam: np.ndarray,
         cell_dofs: (n_cells, nd). ke: (nd, nd) shared, or (n_cells, nd, nd).
         lam, u: (n_cases, n_dofs).
     """
-    le = lam[:, cell_dofs]  # (c, e, nd)
-    ue = u[:, cell_dofs]
-    if ke.ndim == 2:
-        return np.einsum("cei,ij,cej->e", le, ke, ue, optimize=True)
-    return np.einsum("cei,eij,cej->e", le, ke, ue, optimize=True)
+    ue = u[:, cell_dofs]  # (c, e, nd)
+    # K0 u_e first, as one matrix product (BLAS) for a shared K0
+    ku = ue @ ke.T if ke.ndim == 2 else np.einsum("eij,cej->cei", ke, ue, optimize=True)
+    le = lam[:, cell_dofs]
+    return np.einsum("cei,cei->e", le, ku)
 
 
 def function_gradients(functions: list[Function], state: State, solver: Any,
                        assembler: Any, cell_dofs: np.ndarray, ke: np.ndarray,
-                       dm_drho: np.ndarray) -> list[np.ndarray]:
-    """dJ/drho (n_cells,) for each function, sharing one multi-RHS adjoint solve."""
+                       dm_drho: np.ndarray, split: bool = False) -> list[Any]:
+    """dJ/drho (n_cells,) for each function, sharing one multi-RHS adjoint solve.
+
+    The solve is ``solver.solve(rhs, transpose=True)`` on the forward solver object: one
+    column per (function, load case), with the forward factorization or preconditioner.
+    Only the design-scaled part K0 of K(rho) = sum_e m(rho_e) K0_e + C enters dK/drho
+    (springs and convection do not depend on the design).
+
+    With ``split=True`` each entry is the pair (partial_rho term, adjoint term), whose
+    sum is the gradient (for reports that name the wrong term).
+    """
     n_cases = state.u.shape[0]
     lams: list[np.ndarray | None] = [None] * len(functions)
     pending: list[tuple[int, np.ndarray]] = []
@@ -52,18 +61,44 @@ def function_gradients(functions: list[Function], state: State, solver: Any,
         if du is not None:
             pending.append((k, du))
     if pending:
-        rhs = np.concatenate([-assembler.restrict(du.T) for _, du in pending], axis=1)
-        sol = solver.solve(rhs, transpose=True)
-        sol = sol.reshape(rhs.shape)
-        for j, (k, _) in enumerate(pending):
-            lams[k] = assembler.expand(sol[:, j * n_cases:(j + 1) * n_cases]).T
-    grads = []
+        # one column per (function, load case), except that a function whose dJ/du_c
+        # are multiples s_c of one vector (a displacement or temperature summed over the
+        # cases) needs one column: lambda_c = s_c lambda by linearity
+        columns, scales, offset = [], [], 0
+        for _, du in pending:
+            b = -assembler.restrict(np.asarray(du).T)  # (n_free, n_cases)
+            ref, s = _rank_one_scales(b)
+            columns.append(b if s is None else b[:, ref:ref + 1])
+            scales.append((offset, s))
+            offset += columns[-1].shape[1]
+        rhs = np.concatenate(columns, axis=1)
+        sol = solver.solve(rhs, transpose=True).reshape(rhs.shape)
+        for (k, _), (start, s) in zip(pending, scales):
+            if s is None:
+                lam_free = sol[:, start:start + n_cases]
+            else:
+                lam_free = sol[:, start:start + 1] * s[None, :]
+            lams[k] = assembler.expand(lam_free).T
+    grads: list[Any] = []
+    n = state.rho.shape[0]
     for k, fn in enumerate(functions):
-        g = np.zeros(state.rho.shape[0])
         pr = fn.partial_rho(state)
-        if pr is not None:
-            g = g + pr
-        if lams[k] is not None:
-            g = g + dm_drho * element_sensitivity(cell_dofs, ke, lams[k], state.u)
-        grads.append(g)
+        pr = np.zeros(n) if pr is None else np.asarray(pr, dtype=float)
+        adj = (dm_drho * element_sensitivity(cell_dofs, ke, lams[k], state.u)
+               if lams[k] is not None else np.zeros(n))
+        grads.append((pr, adj) if split else pr + adj)
     return grads
+
+
+def _rank_one_scales(b: np.ndarray) -> tuple[int, np.ndarray | None]:
+    """(ref, s) with b[:, c] = s_c b[:, ref] (ref the largest column) when the columns of
+    ``b`` are exactly multiples of one vector; s is None otherwise."""
+    norms = np.linalg.norm(b, axis=0)
+    ref = int(np.argmax(norms))
+    if b.shape[1] == 1 or norms[ref] == 0.0:
+        return ref, None
+    v = b[:, ref]
+    s = (v @ b) / (v @ v)
+    if np.abs(b - np.outer(v, s)).max() > 1e-14 * np.abs(v).max():
+        return ref, None
+    return ref, s

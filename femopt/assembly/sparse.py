@@ -35,6 +35,7 @@ class FixedPatternAssembler:
         n = self.free.size
         keys = r.ravel()[self.keep] * n + c.ravel()[self.keep]
         unique, self.scatter = np.unique(keys, return_inverse=True)
+        self._keys = unique
         self.indices = (unique % n).astype(np.int32)
         rows = unique // n
         self.indptr = np.zeros(n + 1, dtype=np.int32)
@@ -44,15 +45,37 @@ class FixedPatternAssembler:
         # entries of a uniform element matrix that survive, by position in the (nd, nd) block
         self._local = self.keep % (self.nd * self.nd)
         self._cell = self.keep // (self.nd * self.nd)
+        self.constant: np.ndarray | None = None  # CSR data added to every assembly
 
-    def assemble_data(self, scale: np.ndarray, ke: np.ndarray) -> np.ndarray:
-        """CSR data of sum_e scale_e * K_e; ``ke`` is (nd, nd) for all cells or
-        (n_cells, nd, nd)."""
+    def add_constant(self, ke: np.ndarray | None = None,
+                     diagonal: np.ndarray | None = None) -> None:
+        """Add a design-independent part to every assembled matrix: element matrices
+        ``ke`` ((nd, nd) or (n_cells, nd, nd), unscaled; e.g. convection) and/or a
+        ``diagonal`` of full-dof values (e.g. springs to ground). Both fit the fixed
+        pattern: the element blocks are in it, and so is every free dof's diagonal."""
+        data = np.zeros(self.nnz) if self.constant is None else self.constant.copy()
+        if ke is not None:
+            data += self._assemble_scaled(np.ones(self.n_cells), ke)
+        if diagonal is not None:
+            d = np.asarray(diagonal, dtype=float)[self.free]
+            rows = np.flatnonzero(d)
+            n = self.free.size
+            pos = np.searchsorted(self._keys, rows * n + rows)
+            data[pos] += d[rows]
+        self.constant = data
+
+    def _assemble_scaled(self, scale: np.ndarray, ke: np.ndarray) -> np.ndarray:
         if ke.ndim == 2:
             weights = scale[self._cell] * ke.ravel()[self._local]
         else:
             weights = (scale[:, None, None] * ke).ravel()[self.keep]
         return np.bincount(self.scatter, weights=weights, minlength=self.nnz)
+
+    def assemble_data(self, scale: np.ndarray, ke: np.ndarray) -> np.ndarray:
+        """CSR data of sum_e scale_e * K_e; ``ke`` is (nd, nd) for all cells or
+        (n_cells, nd, nd); plus the constant part (:meth:`add_constant`), if any."""
+        data = self._assemble_scaled(scale, ke)
+        return data if self.constant is None else data + self.constant
 
     def assemble(self, scale: np.ndarray, ke: np.ndarray) -> sp.csr_matrix:
         data = self.assemble_data(scale, ke)

@@ -44,6 +44,7 @@ class Function(Component):
 
     needs_state: ClassVar[bool] = True
     label: ClassVar[str] = ""  # short column name for logs (default: name)
+    positive_limit: ClassVar[bool] = False  # a constraint bound must be > 0 (stress)
 
     def __init__(self, options, model):
         self.options = options
@@ -77,3 +78,46 @@ def cell_volumes(mesh) -> np.ndarray:
 
     _, wdet = physical_gradients(get_element(mesh.cell_type), mesh.points[mesh.cells])
     return wdet.sum(axis=1)
+
+
+def case_weights(model, case: str | None) -> np.ndarray:
+    """Load-case weights of a function: all cases with their weights, or one by name.
+
+    Raises:
+        ValueError naming the known cases when ``case`` is not one of them.
+    """
+    if case is None:
+        return np.asarray(model.weights, dtype=float)
+    if case not in model.case_names:
+        raise ValueError(f"case: unknown load case {case!r} (cases: "
+                         f"{', '.join(model.case_names)})")
+    w = np.zeros(len(model.case_names))
+    w[model.case_names.index(case)] = 1.0
+    return w
+
+
+def nodal_functional(model, region, components: np.ndarray, what: str) -> np.ndarray:
+    """Full-dof vector a with a . u = the mean over the region's nodes of components . u_i.
+
+    Raises:
+        ValueError when the region selects no node, or when every dof it weights is
+        supported (the value would not depend on the design).
+    """
+    from femopt.mesh.regions import RegionError, select_nodes
+
+    try:
+        nodes = (select_nodes(region, model.mesh) if region is not None
+                 else np.arange(model.mesh.n_nodes))
+    except RegionError as exc:
+        raise ValueError(f"region: {exc}") from None
+    k = model.physics.dofs_per_node
+    a = np.zeros(model.n_dofs)
+    for c in range(k):
+        if components[c] != 0.0:
+            a[nodes * k + c] = components[c] / nodes.size
+    free = np.ones(model.n_dofs, dtype=bool)
+    free[model.fixed] = False
+    if not np.any(a[free]):
+        raise ValueError(f"every {what} dof the region selects is supported: the value is "
+                         "fixed and does not depend on the design")
+    return a

@@ -27,6 +27,8 @@ class Compliance(Function):
         return state.weights[:, None] * state.loads
 
     def adjoint_state(self, state: State):
+        if not state.model.physics.symmetric:
+            return None  # K^T differs from K: the adjoint needs its own solve
         return -state.weights[:, None] * state.u
 
 

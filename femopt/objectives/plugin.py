@@ -1,7 +1,11 @@
 """Built-in objective and constraint functions."""
 
 from femopt.objectives.compliance import Compliance, ThermalCompliance
+from femopt.objectives.displacement import CompliantMechanism, Displacement
+from femopt.objectives.stress import StressPNorm
+from femopt.objectives.temperature import MeanTemperature
 from femopt.objectives.volume import Volume
+from femopt.objectives.weighted_sum import WeightedSum
 from femopt.plugins.manager import hookimpl
 
 
@@ -10,3 +14,8 @@ def femopt_register_functions(registry) -> None:
     registry.add("function", Compliance)
     registry.add("function", ThermalCompliance)
     registry.add("function", Volume)
+    registry.add("function", Displacement)
+    registry.add("function", CompliantMechanism)
+    registry.add("function", StressPNorm)
+    registry.add("function", MeanTemperature)
+    registry.add("function", WeightedSum)

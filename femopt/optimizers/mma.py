@@ -394,12 +394,27 @@ class MMA(StepOptimizer, Component):
 
     def update(self, problem: DesignProblem, x: Any, ev: Evaluation, iteration: int) -> Any:
         o = self.options
+        xp = array_namespace(x)
+        n = x.shape[0]
+        xmin = xp.broadcast_to(xp.asarray(problem.xmin, dtype=x.dtype), (n,))
+        xmax = xp.broadcast_to(xp.asarray(problem.xmax, dtype=x.dtype), (n,))
+        # variables held fixed (passive cells: xmin == xmax) stay out of the subproblem,
+        # whose asymptotes would otherwise collapse onto them
+        free = xp.flatnonzero(xmax > xmin)
+        if self.low is None:
+            self.low, self.upp = xp.zeros_like(x), xp.zeros_like(x)
+        sub = (lambda a: None if a is None else a[free])  # noqa: E731
         step = mma_step(
-            x, problem.xmin, problem.xmax, ev.df, ev.g, ev.dg,
-            xold1=self.xold1, xold2=self.xold2, low=self.low, upp=self.upp,
+            x[free], xmin[free], xmax[free], ev.df[free], ev.g, ev.dg[:, free],
+            xold1=sub(self.xold1), xold2=sub(self.xold2),
+            low=None if self.xold1 is None else self.low[free],
+            upp=None if self.xold1 is None else self.upp[free],
             move=o.move, asyinit=o.asyinit, asyincr=o.asyincr, asydecr=o.asydecr, c=o.c,
         )
         self.xold2 = self.xold1
         self.xold1 = x.copy()
-        self.low, self.upp, self.lam = step.low, step.upp, step.lam
-        return step.x
+        self.low[free], self.upp[free] = step.low, step.upp
+        self.lam = step.lam
+        x_new = x.copy()
+        x_new[free] = step.x
+        return x_new

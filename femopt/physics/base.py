@@ -26,6 +26,9 @@ class Physics(Component):
     field_name: ClassVar[str] = "u"
     load_name: ClassVar[str] = "value"
     dims: ClassVar[tuple[int, ...]] = (2, 3)
+    symmetric: ClassVar[bool] = True
+    """False for a physics whose operator is not symmetric (convection): the model then
+    asks the solver for a non-symmetric solve, and adjoints solve with K^T."""
 
     def __init__(self, options, mesh: Mesh):
         self.options = options
@@ -56,6 +59,19 @@ class Physics(Component):
     def element_matrices_at(self, coords: np.ndarray) -> np.ndarray:
         """(n_cells, nd, nd) element matrices of cells with node coordinates ``coords``."""
         raise NotImplementedError
+
+    def fixed_element_matrices(self) -> np.ndarray | None:
+        """The part of the element matrices that does not scale with the design (e.g.
+        convection), (nd, nd) or (n_cells, nd, nd); None when there is none. The
+        operator is then K(rho) = sum_e m(rho_e) K0_e + C_e."""
+        return None
+
+    def element_kernel(self):
+        """The forward element kernel (:class:`femopt.assembly.element_kernel.
+        ElementKernel`) with K_e(m) = m K0_e + C_e, from which the adjoint module
+        generates transposed, design- and shape-sensitivity kernels; None if the physics
+        does not declare one."""
+        return None
 
     def rigid_modes(self) -> np.ndarray:
         """(n_dofs, m) basis of the null space of the unconstrained stiffness."""

@@ -7,7 +7,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from femopt.assembly.elements import physical_gradients
+from femopt.assembly.element_kernel import ElementKernel, Ops, QuadPoint, isoparametric
+from femopt.assembly.elements import Element, physical_gradients
 from femopt.physics.base import Physics
 from femopt.plugins.registry import Options
 
@@ -56,6 +57,63 @@ def strain_displacement(dndx: np.ndarray) -> np.ndarray:
     return b.reshape(*lead, 6, 3 * n)
 
 
+def _constitutive(p: dict, dim: int) -> list[list]:
+    """The Voigt matrix of :func:`elasticity_matrix` from scalar parameters (any Ops)."""
+    E, nu = p["E"], p["nu"]
+    if dim == 2:
+        c = E / (1.0 - nu * nu)
+        return [[c, c * nu, 0.0], [c * nu, c, 0.0], [0.0, 0.0, c * (1.0 - nu) / 2.0]]
+    lam = E * nu / ((1.0 + nu) * (1.0 - 2.0 * nu))
+    mu = E / (2.0 * (1.0 + nu))
+    d = [[0.0] * 6 for _ in range(6)]
+    for i in range(3):
+        for j in range(3):
+            d[i][j] = lam + 2.0 * mu if i == j else lam
+        d[i + 3][i + 3] = mu
+    return d
+
+
+def _strain_rows(dndx: list[list], dim: int) -> list[list]:
+    """B as (n_voigt, nd) nested lists with structural zeros (same layout as
+    :func:`strain_displacement`)."""
+    nn = len(dndx)
+    pairs = [(0, 1)] if dim == 2 else [(1, 2), (0, 2), (0, 1)]
+    rows = []
+    for i in range(dim):
+        r = [0.0] * (nn * dim)
+        for a in range(nn):
+            r[a * dim + i] = dndx[a][i]
+        rows.append(r)
+    for i, j in pairs:
+        r = [0.0] * (nn * dim)
+        for a in range(nn):
+            r[a * dim + i] = dndx[a][j]
+            r[a * dim + j] = dndx[a][i]
+        rows.append(r)
+    return rows
+
+
+def elasticity_integrand(ops: Ops, pt: QuadPoint) -> list[list]:
+    """m t B^T D B det(J) w at one quadrature point: the forward element kernel."""
+    dndx, wdet = isoparametric(ops, pt)
+    dim = len(dndx[0])
+    d = _constitutive(pt.p, dim)
+    b = _strain_rows(dndx, dim)
+    nv, nd = len(b), len(b[0])
+    db = [[sum((d[v][w] * b[w][j] for w in range(nv)), 0.0) for j in range(nd)]
+          for v in range(nv)]
+    scale = pt.m * pt.p["thickness"] * wdet
+    return [[scale * sum((b[v][i] * db[v][j] for v in range(nv)), 0.0) for j in range(nd)]
+            for i in range(nd)]
+
+
+def elasticity_kernel(element: Element, E: float = 1.0, nu: float = 0.3,
+                      thickness: float = 1.0) -> ElementKernel:
+    return ElementKernel(f"linear_elasticity_{element.name}", element, element.dim,
+                         ("E", "nu", "thickness"), elasticity_integrand,
+                         {"E": E, "nu": nu, "thickness": thickness})
+
+
 class LinearElasticity(Physics):
     name = "linear_elasticity"
     summary = "Small-strain isotropic elasticity: plane stress (2D) and 3D"
@@ -75,6 +133,10 @@ class LinearElasticity(Physics):
         dndx, wdet = physical_gradients(self.element, coords)
         b = strain_displacement(dndx)  # (c, q, v, nd)
         return np.einsum("cqvi,vw,cqwj,cq->cij", b, self.D, b, wdet) * self.thickness()
+
+    def element_kernel(self) -> ElementKernel:
+        return elasticity_kernel(self.element, self.options.E, self.options.nu,
+                                 self.thickness())
 
     def stress_matrices(self, coords: np.ndarray) -> np.ndarray:
         """D B at the cell centre: (n_cells, n_voigt, nd), stress = (D B) u_e."""

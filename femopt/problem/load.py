@@ -171,6 +171,17 @@ def _validate_section(registry: Registry, kind: str, data: Any, path: Path,
         # list then also names the core keys
         issues.extend(sub)
         return None
+    # plugin sections inside this one (a weighted sum's terms): each validated against
+    # its own plugin and handed to the component as a list of Sections
+    nested = getattr(entry.cls.Options, "nested_sections", {})
+    update = {}
+    for key, (sub_kind, sub_core) in nested.items():
+        items = getattr(options, key)
+        subs = [_validate_section(registry, sub_kind, item, path + (key, i), located, issues,
+                                  set(sub_core)) for i, item in enumerate(items)]
+        update[key] = [s for s in subs if s is not None]
+    if update:
+        options = options.model_copy(update=update)
     return Section(path, name, options, extra)
 
 

@@ -18,6 +18,7 @@ from femopt.objectives.base import Function, State
 from femopt.optimizers.base import Evaluation
 from femopt.plugins.registry import Registry
 from femopt.problem.load import LoadedProblem, Section
+from femopt.solvers.base import LinearSolver
 
 
 @dataclass
@@ -73,6 +74,7 @@ class Model:
         self.n_dofs = self.mesh.n_nodes * self.physics.dofs_per_node
         self.ke = self.physics.element_matrices()
         self.fixed = self._supports(issues)
+        self.springs = self._springs(issues)
         self.case_names, self.weights, self.loads = self._loads(issues)
         self.passive_idx, self.passive_val = self._passive(issues)
         self.filters = [self._create("filter", s, issues, self.mesh) for s in sec["filters"]]
@@ -92,6 +94,9 @@ class Model:
             if fn.name == "volume" and not 0 < limit <= 1:
                 issues.append(loaded.issue(("constraints", i, kind),
                                            f"a volume fraction must be in (0, 1], got {limit:g}"))
+            if fn.positive_limit and limit <= 0:
+                issues.append(loaded.issue(("constraints", i, kind),
+                                           f"a {fn.name} limit must be > 0, got {limit:g}"))
             label = fn.label or fn.name
             if any(b.label == label for b in self.bounds):
                 label = f"{label}{i}"
@@ -103,6 +108,11 @@ class Model:
             except ValueError as exc:
                 issues.append(loaded.issue(sec["solver"].path, str(exc)))
         self.optimizer = self._create("optimizer", sec["optimizer"], issues)
+        if self.solver is not None and not self.physics.symmetric:
+            try:  # e.g. the direct solver switches from Cholesky to LU
+                self.solver.require_nonsymmetric()
+            except ValueError as exc:
+                issues.append(loaded.issue(("solver",), str(exc)))
         if issues:
             raise ProblemError(loaded.filename, issues)
 
@@ -110,6 +120,15 @@ class Model:
         free_mask[self.fixed] = False
         self.assembler = FixedPatternAssembler(self.cell_dofs, self.n_dofs,
                                                np.flatnonzero(free_mask))
+        self.ke_fixed = self.physics.fixed_element_matrices()
+        if self.ke_fixed is not None or np.any(self.springs):
+            if type(self.solver).update_operator is not LinearSolver.update_operator:
+                raise loaded.error(("solver", "type"),
+                                   f"solver '{self.solver.name}' builds its operator from "
+                                   "the design alone and cannot add springs or a physics' "
+                                   "fixed part (convection); use type: direct")
+            self.assembler.add_constant(self.ke_fixed,
+                                        self.springs if np.any(self.springs) else None)
         self.loads_free = self.assembler.restrict(self.loads.T)  # (n_free, n_cases)
         if not np.any(self.loads_free):
             raise loaded.error(("load_cases" if self.problem.load_cases else "loads",),
@@ -117,6 +136,9 @@ class Model:
                                "the structure carries nothing")
 
         n = self.mesh.n_cells
+        if self.passive_idx.size == n:
+            raise loaded.error(("design", "passive"), "every cell is passive: no function "
+                               "depends on the design")
         self.n, self.m = n, len(self.bounds)
         self.xmin = np.zeros(n)
         self.xmax = np.ones(n)
@@ -142,6 +164,14 @@ class Model:
         self._t_last = time.perf_counter()
 
     # -- building --------------------------------------------------------------------
+
+    def create_function(self, section: Section) -> Function:
+        """A function from a (nested) section; a bad option raises a located error."""
+        issues: list[Issue] = []
+        fn = self._create("function", section, issues, self)
+        if issues:
+            raise ProblemError(self.loaded.filename, issues)
+        return fn
 
     def _create(self, kind: str, section: Section | None, issues: list[Issue], *args):
         if section is None:
@@ -178,6 +208,29 @@ class Model:
         fixed_dofs = np.unique(np.concatenate(fixed)) if fixed else np.zeros(0, np.int64)
         self._check_rigid_modes(fixed_dofs)
         return fixed_dofs
+
+    def _springs(self, issues: list[Issue]) -> np.ndarray:
+        """Spring stiffness per dof (full dof vector) from the ``springs`` section."""
+        names = self.physics.dof_names
+        k = len(names)
+        out = np.zeros(self.n_dofs)
+        for i, s in enumerate(self.problem.springs):
+            try:
+                nodes = select_nodes(s.region, self.mesh)
+            except RegionError as exc:
+                issues.append(self.loaded.issue(("springs", i, "region"), str(exc)))
+                continue
+            bad = [d for d in (s.dofs or []) if d not in names]
+            if bad:
+                issues.append(self.loaded.issue(
+                    ("springs", i, "dofs"), f"unknown dof {bad[0]!r} for {self.physics.name} "
+                    f"(its dofs: {', '.join(names)})"))
+                continue
+            comps = [names.index(d) for d in s.dofs] if s.dofs else list(range(k))
+            value = s.stiffness / nodes.size if s.distribute == "total" else s.stiffness
+            for c in comps:
+                out[nodes * k + c] += value
+        return out
 
     def _check_rigid_modes(self, fixed: np.ndarray) -> None:
         """Supports must remove every rigid-body mode, else K is singular."""
@@ -302,9 +355,11 @@ class Model:
     def functions(self) -> list[Function]:
         return [self.objective] + [b.function for b in self.bounds]
 
-    def values_and_gradients(self, x: np.ndarray) -> tuple[list[float], list[np.ndarray]]:
+    def values_and_gradients(self, x: np.ndarray, split: bool = False
+                             ) -> tuple[list[float], list[Any]]:
         """Raw values of objective and constraint functions and their exact gradients
-        with respect to x (no heuristic filtering)."""
+        with respect to x (no heuristic filtering); with ``split`` each gradient is the
+        pair (partial_rho term, adjoint term), both through the filters' chain rule."""
         rho, inputs = self.physical(x)
         state = self.analyse(rho)
         fns = self.functions()
@@ -317,14 +372,25 @@ class Model:
                                   f"finite number: {v!r}")
             values.append(float(v))
         with self.registry.guard("function", ",".join(f.name for f in fns), "its gradient"):
-            grads_rho = function_gradients(fns, state, self.solver, self.assembler,
-                                           self.cell_dofs, self.ke,
-                                           self.interp.derivative(rho))
-        for fn, g in zip(fns, grads_rho):
-            if g.shape != rho.shape or not np.all(np.isfinite(g)):
-                raise PluginError(f"the gradient of function '{fn.name}' is not a finite "
-                                  f"array of shape {rho.shape}")
-        return values, [self.chain(g, inputs) for g in grads_rho]
+            terms = function_gradients(fns, state, self.solver, self.assembler,
+                                       self.cell_dofs, self.ke,
+                                       self.interp.derivative(rho), split=True)
+        for fn, (pr, adj) in zip(fns, terms):
+            for what, g in (("partial_rho", pr), ("adjoint term", adj)):
+                if g.shape != rho.shape or not np.all(np.isfinite(g)):
+                    raise PluginError(f"the gradient of function '{fn.name}' ({what}) is "
+                                      f"not a finite array of shape {rho.shape}")
+        if split:
+            return values, [(self.chain(pr, inputs), self.chain(adj, inputs))
+                            for pr, adj in terms]
+        return values, [self.chain(pr + adj, inputs) for pr, adj in terms]
+
+    def values_at_fixed_state(self, x: np.ndarray, state: State) -> list[float]:
+        """Function values at the densities of ``x`` with the states of ``state`` held
+        fixed (the explicit rho dependence alone, for checking partial_rho)."""
+        rho, _ = self.physical(x)
+        fixed = State(rho, state.u, state.loads, state.weights, self)
+        return [float(fn.value(fixed)) for fn in self.functions()]
 
     # -- DesignProblem -----------------------------------------------------------------
 

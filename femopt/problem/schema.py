@@ -52,6 +52,20 @@ class Load(Strict):
         return self
 
 
+class Spring(Strict):
+    """Springs to ground on the dofs of a region: stiffness added to the diagonal of K
+    (e.g. the input and output springs of a compliant mechanism)."""
+
+    region: Region
+    """Where the springs act."""
+    stiffness: float = Field(gt=0)
+    """Spring stiffness (force per unit displacement, or heat flow per degree)."""
+    dofs: list[str] | None = None
+    """Which components get a spring (e.g. [x]); all of them when omitted."""
+    distribute: Literal["per_node", "total"] = "per_node"
+    """Every selected node gets the stiffness, or the total is shared evenly."""
+
+
 class LoadCase(Strict):
     name: str | None = None
     """Label used in logs and results."""
@@ -128,6 +142,8 @@ class Problem(Strict):
     """Physics: `type` picks the plugin (linear_elasticity, heat_conduction)."""
     supports: list[Support] = Field(min_length=1)
     """Fixed degrees of freedom."""
+    springs: list[Spring] = []
+    """Springs to ground (stiffness added to the system at the dofs of a region)."""
     loads: list[Load] | None = None
     """Loads of a problem with one load case (use `load_cases` for several)."""
     load_cases: list[LoadCase] | None = None

@@ -31,6 +31,13 @@ class LinearSolver(Component):
         """
         self.update(assembler.assemble(scale, ke))
 
+    def require_nonsymmetric(self) -> None:
+        """The physics' operator is not symmetric: switch to a non-symmetric method, or
+        raise ValueError (the model locates it at the solver section)."""
+        if self.symmetric_only:
+            raise ValueError(f"solver '{self.name}' needs a symmetric system; this physics "
+                             "is not symmetric (use type: direct)")
+
     def update(self, matrix: Any) -> None:
         raise NotImplementedError
 

@@ -100,6 +100,18 @@ class DirectSolver(LinearSolver):
         if matrix is not None:
             self.update(matrix)
 
+    def require_nonsymmetric(self) -> None:
+        """LU with SuperLU and a column ordering for a general matrix; an explicit
+        ``symmetric: true`` or ``method: cholmod`` is a contradiction and refused."""
+        if self.options.method == "cholmod":
+            raise ValueError("method 'cholmod' needs a symmetric system; this physics is "
+                             "not symmetric (use method: superlu or auto)")
+        if self.options.symmetric and "symmetric" in self.options.model_fields_set:
+            raise ValueError("symmetric: true, but this physics is not symmetric "
+                             "(leave it out or set symmetric: false)")
+        self.options = self.options.model_copy(update={"symmetric": False})
+        self.chol = None
+
     @property
     def method(self) -> str:
         return "cholmod" if self.chol is not None else "superlu"
