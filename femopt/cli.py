@@ -12,6 +12,11 @@ import numpy as np
 from femopt.errors import FemoptError, InputError, ProblemError
 
 
+DEVICES = ("auto", "cpu", "gpu")
+DEVICE_HELP = ("where the design iterations run: gpu, cpu, or auto (the GPU when CuPy sees "
+               "one and the problem fits the GPU path); overrides the file's device")
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
@@ -25,14 +30,15 @@ def _positive_int(text: str) -> int:
 def cmd_run(args) -> int:
     from femopt.runner import run
 
-    run(args.problem, out=args.out, max_iter=args.max_iter, quiet=args.quiet)
+    run(args.problem, out=args.out, max_iter=args.max_iter, quiet=args.quiet,
+        device=args.device)
     return 0
 
 
 def cmd_resume(args) -> int:
     from femopt.runner import resume
 
-    resume(args.result_dir, max_iter=args.max_iter, quiet=args.quiet)
+    resume(args.result_dir, max_iter=args.max_iter, quiet=args.quiet, device=args.device)
     return 0
 
 
@@ -106,7 +112,7 @@ def cmd_check_gradients(args) -> int:
     from femopt.adjoint.taylor import check_model_gradients
     from femopt.runner import build_model
 
-    model = build_model(args.problem)
+    model = build_model(args.problem, device="cpu")  # the Taylor test runs on the host
     rng = np.random.default_rng(args.seed)
     x = rng.uniform(0.25, 0.75, model.n)
     x[model.passive_idx] = model.passive_val
@@ -161,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="results directory (default: output.dir or results/NAME)")
     r.add_argument("--max-iter", type=_positive_int, help="iteration limit (overrides the file)")
     r.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    r.add_argument("--device", choices=DEVICES, help=DEVICE_HELP)
     r.set_defaults(func=cmd_run)
 
     v = sub.add_parser("validate", help="check a problem file; report every error")
@@ -178,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--max-iter", type=_positive_int, help="iteration limit (counted from "
                     "the start of the run; overrides the file)")
     rs.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    rs.add_argument("--device", choices=DEVICES, help=DEVICE_HELP)
     rs.set_defaults(func=cmd_resume)
 
     ex = sub.add_parser("export", help="write the final design as a CAD part or drawing")

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from femopt.backend import to_host
 from femopt.errors import FemoptError, InputError
 from femopt.io import plots
 from femopt.io.checkpoint import CHECKPOINT, Checkpoint, read_checkpoint, write_checkpoint
@@ -25,10 +26,11 @@ from femopt.problem.load import read_problem
 from femopt.problem.model import Model
 
 
-def build_model(problem_file: str | Path) -> Model:
-    """Read, validate and build a problem; raises InputError/ProblemError on bad input."""
+def build_model(problem_file: str | Path, device: str | None = None) -> Model:
+    """Read, validate and build a problem; raises InputError/ProblemError on bad input.
+    ``device`` (auto, cpu, gpu) overrides the file's ``device``."""
     registry = get_registry()
-    return Model(read_problem(problem_file, registry), registry)
+    return Model(read_problem(problem_file, registry), registry, device)
 
 
 def output_dir_for(model: Model, out: str | Path | None) -> Path:
@@ -48,11 +50,12 @@ class RunResult:
 
 
 def run(problem_file: str | Path, out: str | Path | None = None, max_iter: int | None = None,
-        quiet: bool = False, stream=None) -> RunResult:
+        quiet: bool = False, stream=None, device: str | None = None) -> RunResult:
     """Optimize ``problem_file``; returns the summary. Bad input raises before anything
-    is written; a failure during the run writes what it has and re-raises."""
+    is written; a failure during the run writes what it has and re-raises. ``device``
+    (auto, cpu, gpu) overrides the file's."""
     t0 = time.perf_counter()
-    model = build_model(problem_file)
+    model = build_model(problem_file, device)
     out_dir = output_dir_for(model, out)
     check_output_dir(out_dir)
     limit = max_iter if max_iter is not None else model.optimizer.options.max_iter
@@ -71,7 +74,7 @@ def run(problem_file: str | Path, out: str | Path | None = None, max_iter: int |
 
 
 def resume(result_dir: str | Path, max_iter: int | None = None, quiet: bool = False,
-           stream=None) -> RunResult:
+           stream=None, device: str | None = None) -> RunResult:
     """Continue the run of ``result_dir`` from its ``checkpoint.h5``. InputError, with
     nothing written, when the checkpoint is missing or unreadable or was written for a
     different problem file than the directory's ``problem.yaml``."""
@@ -83,7 +86,7 @@ def resume(result_dir: str | Path, max_iter: int | None = None, quiet: bool = Fa
             f"{rd.path / CHECKPOINT} was written for a different problem file (sha256 "
             f"{ck.problem_sha256[:12]}...) than {rd.problem_file} (sha256 {rd.sha256[:12]}...); "
             "refusing to resume")
-    model = build_model(rd.problem_file)
+    model = build_model(rd.problem_file, device)
     if ck.optimizer != model.optimizer.name or ck.x.shape != (model.n,):
         raise InputError(f"{rd.path / CHECKPOINT} does not match {rd.problem_file} "
                          f"(optimizer {ck.optimizer}, {ck.x.size} design variables)")
@@ -96,7 +99,9 @@ def resume(result_dir: str | Path, max_iter: int | None = None, quiet: bool = Fa
         check(model)
     for f, state in zip(model.filters, ck.filter_states):
         f.load_state_dict(state)
-    model.optimizer.load_state_dict(ck.optimizer_state)
+    model.optimizer.load_state_dict(
+        {k: model.to_device(v) if isinstance(v, np.ndarray) else v
+         for k, v in ck.optimizer_state.items()})
     model.objective_scale = ck.objective_scale
     model.evaluations = ck.evaluations
     model.history = list(ck.history)
@@ -124,10 +129,10 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
 
     def on_end_iteration(it: int, x, optimizer, converged: bool) -> None:
         if series is not None and it % out_cfg.series_every == 0:
-            series.add(it, model.physical(x)[0])
+            series.add(it, to_host(model.physical(x)[0]))
         if out_cfg.checkpoint_every and (it % out_cfg.checkpoint_every == 0 or converged):
             write_checkpoint(out_dir / CHECKPOINT, Checkpoint(
-                it, model.history[-1].change, converged, np.asarray(x), sha,
+                it, model.history[-1].change, converged, to_host(x), sha,
                 model.optimizer.name, optimizer.state_dict(),
                 [f.state_dict() for f in model.filters], model.objective_scale,
                 model.evaluations, model.history))
@@ -136,11 +141,14 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
     model.on_end_iteration = on_end_iteration
     pm.hook.femopt_run_start(problem=model, out_dir=out_dir)
     action = f"resuming after iteration {ck.iteration}" if ck else "optimizer"
+    for note in model.device_notes:
+        reporter.line(f"femopt: {note}")
     reporter.line(f"femopt: {model.name}: {model.mesh.n_cells} cells, "
-                  f"{model.assembler.free.size} free dofs, {len(model.case_names)} load case(s), "
-                  f"{action} {model.optimizer.name}, solver {model.solver.name}")
+                  f"{model.n_free} free dofs, {len(model.case_names)} load case(s), "
+                  f"{action} {model.optimizer.name}, solver {model.solver.name}"
+                  + (", on the GPU" if model.device == "gpu" else ""))
     summary: dict[str, Any] = {"problem": model.name, "problem_file": model.loaded.filename,
-                               "problem_sha256": sha, "device": "cpu",
+                               "problem_sha256": sha, "device": model.device,
                                "n_cells": model.mesh.n_cells, "n_dofs": model.n_dofs,
                                "versions": versions()}
     if ck is not None:
@@ -151,19 +159,17 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
         with reporter, get_registry().guard("optimizer", model.optimizer.name, "run()"):
             if ck is not None and ck.converged:
                 tol = model.optimizer.options.tol
-                result = OptimizationResult(ck.x, ck.iteration, True,
+                result = OptimizationResult(model.to_device(ck.x), ck.iteration, True,
                                             converged_message(ck.change, tol))
             elif ck is not None and ck.iteration >= limit:
-                result = OptimizationResult(ck.x, ck.iteration, False,
+                result = OptimizationResult(model.to_device(ck.x), ck.iteration, False,
                                             f"iteration limit {limit} reached")
             else:
-                x0 = ck.x if ck is not None else model.x0.copy()
+                x0 = model.to_device(ck.x) if ck is not None else model.x0.copy()
                 result = model.optimizer.run(model, x0, limit,
                                              start=ck.iteration if ck else 0)
-        x_final = result.x
-        rho_final = model.physical(x_final)[0]
-        state = model.analyse(rho_final)
-        values = [fn.value(state) for fn in model.functions()]
+        values, rho_final, state = model.final_analysis(result.x)
+        x_final = to_host(result.x)
         summary.update({
             "objective": values[0],
             "constraints": {b.label: v for b, v in zip(model.bounds, values[1:])},

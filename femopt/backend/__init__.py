@@ -58,3 +58,11 @@ def resolve_device(requested: str) -> tuple[str, str | None]:
     if requested == "auto":
         return ("gpu", None) if ok else ("cpu", f"no GPU: {what}; running on the CPU")
     raise InputError(f"unknown device {requested!r}; expected auto, cpu or gpu")
+
+
+def gpu_memory() -> tuple[int, int]:
+    """(free, total) bytes of the current CUDA device."""
+    import cupy
+
+    free, total = cupy.cuda.runtime.memGetInfo()
+    return int(free), int(total)

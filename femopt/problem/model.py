@@ -10,9 +10,12 @@ from typing import Any, Callable
 import numpy as np
 
 from femopt.adjoint.sensitivity import function_gradients
+from femopt.backend import array_namespace, gpu_memory, resolve_device, to_host
 from femopt.assembly.sparse import FixedPatternAssembler
 from femopt.design.interpolation import Interpolation
-from femopt.errors import Issue, PluginError, ProblemError, RunError, SingularSystemError
+from femopt.errors import (FemoptError, InputError, Issue, PluginError, ProblemError, RunError,
+                           SingularSystemError)
+from femopt.assembly.grid_layout import layout_of
 from femopt.mesh.regions import RegionError, select_cells, select_nodes
 from femopt.objectives.base import Function, State
 from femopt.optimizers.base import Evaluation
@@ -55,9 +58,19 @@ class Bound:
 
 
 class Model:
-    """Everything built from one problem file. Implements ``DesignProblem``."""
+    """Everything built from one problem file. Implements ``DesignProblem``.
 
-    def __init__(self, loaded: LoadedProblem, registry: Registry):
+    Args:
+        loaded: the validated problem file. registry: the plugin registry.
+        device: ``auto``, ``cpu`` or ``gpu`` from the command line (None: the file's
+            ``device``). On the GPU the design chain runs in :attr:`path`
+            (:class:`~femopt.problem.device_path.DevicePath`) with device arrays.
+        array_module: run the device path with this array module instead of
+            resolving a device (tests run it with numpy on a machine without a GPU).
+    """
+
+    def __init__(self, loaded: LoadedProblem, registry: Registry, device: str | None = None,
+                 array_module: Any = None):
         self.loaded = loaded
         self.registry = registry
         self.problem = loaded.problem
@@ -116,21 +129,28 @@ class Model:
         if issues:
             raise ProblemError(loaded.filename, issues)
 
+        self.path: Any = None
+        self.device_notes: list[str] = []  # what the device choice decided, for the log
+        xp = self._choose_device(device, array_module)
         free_mask = np.ones(self.n_dofs, dtype=bool)
         free_mask[self.fixed] = False
-        self.assembler = FixedPatternAssembler(self.cell_dofs, self.n_dofs,
-                                               np.flatnonzero(free_mask))
+        self.n_free = int(free_mask.sum())
         self.ke_fixed = self.physics.fixed_element_matrices()
-        if self.ke_fixed is not None or np.any(self.springs):
-            if type(self.solver).update_operator is not LinearSolver.update_operator:
-                raise loaded.error(("solver", "type"),
-                                   f"solver '{self.solver.name}' builds its operator from "
-                                   "the design alone and cannot add springs or a physics' "
-                                   "fixed part (convection); use type: direct")
-            self.assembler.add_constant(self.ke_fixed,
-                                        self.springs if np.any(self.springs) else None)
-        self.loads_free = self.assembler.restrict(self.loads.T)  # (n_free, n_cases)
-        if not np.any(self.loads_free):
+        if xp is None:
+            self.assembler = FixedPatternAssembler(self.cell_dofs, self.n_dofs,
+                                                   np.flatnonzero(free_mask))
+            if self.ke_fixed is not None or np.any(self.springs):
+                if type(self.solver).update_operator is not LinearSolver.update_operator:
+                    raise loaded.error(("solver", "type"),
+                                       f"solver '{self.solver.name}' builds its operator from "
+                                       "the design alone and cannot add springs or a physics' "
+                                       "fixed part (convection); use type: direct")
+                self.assembler.add_constant(self.ke_fixed,
+                                            self.springs if np.any(self.springs) else None)
+            self.loads_free = self.assembler.restrict(self.loads.T)  # (n_free, n_cases)
+        else:  # the device path assembles nothing: no sparse pattern on the host
+            self.assembler = None
+        if not np.any(self.loads[:, free_mask]):
             raise loaded.error(("load_cases" if self.problem.load_cases else "loads",),
                                "every load acts on supported degrees of freedom only: "
                                "the structure carries nothing")
@@ -162,6 +182,93 @@ class Model:
         self.last_state: State | None = None
         self.evaluations = 0
         self._t_last = time.perf_counter()
+        if xp is not None:
+            from femopt.problem.device_path import DevicePath
+
+            self.path = DevicePath(self, xp)
+            self.xmin, self.xmax, self.x0 = (xp.asarray(a) for a in (self.xmin, self.xmax,
+                                                                     self.x0))
+
+    # -- the device ------------------------------------------------------------------
+
+    def _choose_device(self, requested: str | None, array_module: Any) -> Any:
+        """Resolve ``auto|cpu|gpu`` (the command line's, else the file's) to the device
+        this model runs on; the array module of the device path, or None for the CPU.
+        A GPU request the path cannot serve is bad input located at ``device`` (or at
+        ``--device``); ``auto`` falls back to the CPU and notes why."""
+        from femopt.problem.device_path import estimate_bytes, unsupported
+
+        self.device = "cpu"
+        from_cli = requested is not None
+        requested = requested if from_cli else self.problem.device
+
+        def refuse(message: str) -> FemoptError:
+            if from_cli:
+                return InputError(f"--device {requested}: {message}")
+            return self.loaded.error(("device",), message)
+
+        if array_module is None:
+            try:
+                device, note = resolve_device(requested)
+            except InputError as exc:
+                raise refuse(str(exc)) from None
+            if note:
+                self.device_notes.append(f"device auto: {note}")
+            if device == "cpu":
+                return None
+        solver_type = self.solver.name
+        default_solver = "solver" not in self.loaded.located.data
+        if solver_type == "direct" and default_solver:
+            solver_type = "multigrid"
+        why = unsupported(self, solver_type)
+        if why is not None:
+            if requested == "gpu" or array_module is not None:
+                raise refuse(why)
+            self.device_notes.append(f"device auto: {why}; running on the CPU")
+            return None
+        if array_module is None:
+            need = estimate_bytes(layout_of(self.mesh, self.physics.dofs_per_node),
+                                  len(self.case_names))
+            free, total = gpu_memory()
+            if need > free:
+                raise InputError(
+                    f"the problem needs about {need / 2**30:.2f} GiB of GPU memory "
+                    f"({self.mesh.n_cells} cells, estimated) but the GPU has "
+                    f"{free / 2**30:.2f} GiB free of {total / 2**30:.2f} GiB; use a coarser "
+                    "grid or --device cpu")
+            import cupy
+
+            xp = cupy
+        else:
+            xp = array_module
+        if self.solver.name != "multigrid":
+            from femopt.solvers.multigrid import MultigridOptions, MultigridSolver
+
+            self.solver = MultigridSolver(MultigridOptions())
+            self.solver.bind(self.mesh, self.physics.dofs_per_node)
+            self.device_notes.append("solver: multigrid on the GPU instead of the default "
+                                     "direct solver")
+        self.device = "gpu"
+        return xp
+
+    def on_device(self, a: Any) -> bool:
+        """Whether ``a`` belongs to the device path (its array module)."""
+        return self.path is not None and array_namespace(a) is self.path.xp
+
+    def to_device(self, a: Any) -> Any:
+        """``a`` on the model's device (unchanged on the CPU)."""
+        return a if self.path is None else self.path.xp.asarray(a)
+
+    def final_analysis(self, x: Any) -> tuple[list[float], np.ndarray, State]:
+        """Function values, densities and the states at ``x`` (the latter two on the host)."""
+        if self.on_device(x):
+            values, _ = self.path.values_and_gradients(x)
+            rho = to_host(self.path.physical(x)[0])
+            return values, rho, State(rho, self.path.host_states(), self.loads,
+                                      self.weights, self)
+        rho = self.physical(x)[0]
+        state = self.analyse(rho)
+        return [fn.value(state) for fn in self.functions()], rho, state
 
     # -- building --------------------------------------------------------------------
 
@@ -323,6 +430,8 @@ class Model:
 
     def physical(self, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """rho from x through the filters; also each filter's input (for the chain rule)."""
+        if self.on_device(x):
+            return self.path.physical(x)
         inputs = []
         y = x
         for f in self.filters:
@@ -333,6 +442,8 @@ class Model:
         return rho, inputs
 
     def chain(self, grad_rho: np.ndarray, inputs: list[np.ndarray]) -> np.ndarray:
+        if self.on_device(grad_rho):
+            return self.path.chain(grad_rho, inputs)
         g = grad_rho.copy()
         g[self.passive_idx] = 0.0
         for f, xin in zip(reversed(self.filters), reversed(inputs)):
@@ -360,6 +471,8 @@ class Model:
         """Raw values of objective and constraint functions and their exact gradients
         with respect to x (no heuristic filtering); with ``split`` each gradient is the
         pair (partial_rho term, adjoint term), both through the filters' chain rule."""
+        if self.on_device(x) and not split:
+            return self.path.values_and_gradients(x)
         rho, inputs = self.physical(x)
         state = self.analyse(rho)
         fns = self.functions()
@@ -395,6 +508,8 @@ class Model:
     # -- DesignProblem -----------------------------------------------------------------
 
     def evaluate(self, x: np.ndarray) -> Evaluation:
+        if self.on_device(x):
+            return self.path.evaluate(x)
         values, grads = self.values_and_gradients(x)
         self.evaluations += 1
         f, df = values[0], grads[0]
@@ -414,6 +529,8 @@ class Model:
     def cheap_constraints(self, x: np.ndarray):
         if any(b.function.needs_state for b in self.bounds):
             return None
+        if self.on_device(x):
+            return self.path.cheap_constraints(x)
         rho, _ = self.physical(x)
         return np.array([b.normalized(b.function.rho_only_value(rho)) for b in self.bounds])
 

@@ -162,6 +162,10 @@ class Problem(Strict):
     """Linear solver: `type` picks the plugin (direct, pcg)."""
     output: Output = Output()
     """Where and what to write."""
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    """Where the design iterations run: gpu (CuPy; structured grids, compliance with
+    volume constraints), cpu, or auto (the GPU when CuPy sees one and the problem fits
+    the GPU path, else the CPU); `--device` overrides it."""
 
     @model_validator(mode="after")
     def _one_way_to_load(self) -> Problem:

@@ -1,0 +1,243 @@
+"""The device choice (--device, device:) and the GPU path of the model.
+
+The CPU tests fake what CuPy reports (``femopt.backend.gpu_status``, the free memory) and
+run the device path with NumPy arrays; the GPU tests run it with CuPy and compare with the
+CPU path: same iterations within 1, objectives within 1e-6 relative.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import femopt.backend
+import femopt.problem.model
+from conftest import SMALL_BEAM
+from femopt.backend import resolve_device
+from femopt.cli import main
+from femopt.errors import InputError
+from femopt.plugins.manager import get_registry
+from femopt.problem.load import parse_problem
+from femopt.problem.model import Model
+
+PROBLEMS = Path(__file__).resolve().parent.parent / "problems"
+NO_GPU = (False, "CuPy is not importable (ModuleNotFoundError: No module named 'cupy')")
+
+
+def run_cli(args, capsys):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    monkeypatch.setattr(femopt.backend, "gpu_status", lambda: NO_GPU)
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """CuPy sees a device with 64 MiB free (nothing may touch it)."""
+    monkeypatch.setattr(femopt.backend, "gpu_status", lambda: (True, "1 CUDA device(s)"))
+    monkeypatch.setattr(femopt.problem.model, "gpu_memory", lambda: (2**26, 80 * 2**30))
+
+
+def build(data: dict, **kwargs) -> Model:
+    registry = get_registry()
+    return Model(parse_problem(yaml.safe_dump(data), "problem.yaml", registry), registry,
+                 **kwargs)
+
+
+def problem(name: str, **changes) -> dict:
+    data = yaml.safe_load((PROBLEMS / f"{name}.yaml").read_text())
+    data.update(changes)
+    return data
+
+
+# -- resolution and messages -----------------------------------------------------------
+
+
+def test_resolve_device_names_what_was_found(no_gpu):
+    with pytest.raises(InputError, match="device 'gpu' was requested but CuPy is not "
+                                         "importable"):
+        resolve_device("gpu")
+    assert resolve_device("auto") == ("cpu", f"no GPU: {NO_GPU[1]}; running on the CPU")
+    assert resolve_device("cpu") == ("cpu", None)
+
+
+def test_gpu_requested_without_one_exits_2_and_writes_nothing(no_gpu, write_problem,
+                                                              tmp_path, capsys):
+    out_dir = tmp_path / "res"
+    code, _, err = run_cli(["run", write_problem(SMALL_BEAM), "--out", out_dir,
+                            "--device", "gpu"], capsys)
+    assert code == 2
+    assert err.strip() == (f"error: --device gpu: device 'gpu' was requested but "
+                           f"{NO_GPU[1]}")
+    assert not out_dir.exists()
+
+
+def test_device_in_the_file_is_located(no_gpu, write_problem, tmp_path, capsys):
+    path = write_problem(SMALL_BEAM + "device: gpu\n")
+    code, _, err = run_cli(["run", path, "--out", tmp_path / "res"], capsys)
+    assert code == 2
+    line = len(SMALL_BEAM.splitlines()) + 1
+    assert err.strip() == (f"{path}:{line}:9: device: device 'gpu' was requested but "
+                           f"{NO_GPU[1]}")
+    assert not (tmp_path / "res").exists()
+
+
+def test_the_command_line_overrides_the_file(no_gpu, write_problem, tmp_path, capsys):
+    path = write_problem(SMALL_BEAM + "device: gpu\n")
+    code, out, _ = run_cli(["run", path, "--out", tmp_path / "res", "--device", "cpu",
+                            "--max-iter", "2"], capsys)
+    assert code == 0
+    assert "device auto" not in out
+    assert json.loads((tmp_path / "res" / "summary.json").read_text())["device"] == "cpu"
+
+
+def test_a_bad_device_value_is_located(write_problem, capsys):
+    path = write_problem(SMALL_BEAM + "device: tpu\n")
+    code, _, err = run_cli(["validate", path], capsys)
+    assert code == 2
+    assert f"{path}:{len(SMALL_BEAM.splitlines()) + 1}:9: device: " in err
+
+
+def test_auto_falls_back_to_the_cpu_and_says_so_once(no_gpu, write_problem, tmp_path,
+                                                      capsys):
+    code, out, err = run_cli(["run", write_problem(SMALL_BEAM), "--out", tmp_path / "res",
+                              "--max-iter", "3"], capsys)
+    assert code == 0
+    lines = [ln for ln in (out + err).splitlines() if "GPU" in ln]
+    assert lines == [f"femopt: device auto: no GPU: {NO_GPU[1]}; running on the CPU"]
+    assert json.loads((tmp_path / "res" / "summary.json").read_text())["device"] == "cpu"
+
+
+def test_auto_with_a_gpu_keeps_what_the_gpu_path_cannot_do_on_the_cpu(fake_gpu):
+    model = build(problem("force_inverter"))
+    assert model.device == "cpu" and model.path is None
+    assert model.device_notes == ["device auto: the GPU path minimizes compliance (or "
+                                  "thermal_compliance), not 'compliant_mechanism'; running "
+                                  "on the CPU"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"objective": {"type": "compliance"}, "constraints": [{"type": "volume", "max": 0.3},
+                                                           {"type": "compliance",
+                                                            "max": 9.0}]},
+     "the GPU path takes volume constraints only, not 'compliance'"),
+    ({"solver": {"type": "direct"}}, "the GPU path needs the multigrid solver, not 'direct'"),
+    ({"optimizer": {"type": "nlopt"}}, "the GPU path runs the optimizers oc, mma, not 'nlopt'"),
+])
+def test_gpu_requested_for_what_the_path_cannot_do_is_located(fake_gpu, change, message):
+    data = problem("cantilever_3d", device="gpu", **change)
+    with pytest.raises(femopt.errors.ProblemError) as exc:
+        build(data)
+    (issue,) = exc.value.issues
+    assert (issue.path, issue.message) == ("device", message)
+
+
+def test_too_large_for_the_gpu_is_refused_before_anything_is_written(fake_gpu, tmp_path,
+                                                                     capsys):
+    # 120 x 60 x 30 hex8 cells at about 565 bytes each: more than the 64 MiB "free"
+    data = problem("cantilever_3d")
+    data["mesh"] = {"type": "structured", "shape": [120, 60, 30],
+                    "size": [120.0, 60.0, 30.0]}
+    data["loads"][0]["region"] = {"box": {"min": [120.0, 0.0, 0.0],
+                                          "max": [120.0, 0.0, 30.0]}}
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump(data))
+    code, _, err = run_cli(["run", path, "--out", tmp_path / "res", "--device", "gpu"],
+                           capsys)
+    assert code == 2
+    assert err.startswith("error: the problem needs about 0.13 GiB of GPU memory (216000 "
+                          "cells, estimated) but the GPU has 0.06 GiB free of 80.00 GiB")
+    assert not (tmp_path / "res").exists()
+
+
+def test_the_default_solver_becomes_multigrid_on_the_gpu_path():
+    model = build(problem("mbb_beam"), array_module=np)
+    assert (model.device, model.solver.name) == ("gpu", "multigrid")
+    assert model.device_notes == ["solver: multigrid on the GPU instead of the default "
+                                  "direct solver"]
+    assert model.assembler is None
+
+
+# -- the device path with NumPy arrays against the CPU path ------------------------------
+
+
+def optimize(model: Model, max_iter: int):
+    t0 = time.perf_counter()
+    result = model.optimizer.run(model, model.x0.copy(), max_iter)
+    values, _, state = model.final_analysis(result.x)
+    return result, values, state, (time.perf_counter() - t0) / result.iterations
+
+
+def compare(name: str, max_iter: int, array_module, **changes):
+    cpu = build(problem(name, **changes), device="cpu")
+    dev = build(problem(name, solver={"type": "multigrid", "rtol": 1e-10}, **changes),
+                array_module=array_module)
+    assert dev.device == "gpu"
+    r_cpu, v_cpu, s_cpu, t_cpu = optimize(cpu, max_iter)
+    r_dev, v_dev, s_dev, t_dev = optimize(dev, max_iter)
+    assert abs(r_dev.iterations - r_cpu.iterations) <= 1
+    assert r_dev.converged == r_cpu.converged
+    assert abs(v_dev[0] - v_cpu[0]) <= 1e-6 * abs(v_cpu[0])
+    assert abs(v_dev[1] - v_cpu[1]) <= 1e-6
+    u_cpu = s_cpu.u
+    assert np.abs(s_dev.u - u_cpu).max() <= 1e-4 * np.abs(u_cpu).max()
+    return r_cpu.iterations, v_cpu[0], v_dev[0], t_cpu, t_dev
+
+
+@pytest.mark.parametrize("name", ["mbb_beam", "mbb_beam_density"])
+def test_device_path_matches_the_cpu_path(name):
+    iterations, _, _, _, _ = compare(name, 300, np)
+    assert iterations == {"mbb_beam": 94, "mbb_beam_density": 127}[name]
+
+
+def test_device_path_with_mma_and_heaviside_matches_the_cpu_path():
+    compare("mbb_beam_density", 12, np, optimizer={"type": "mma", "max_iter": 12},
+            filters=[{"type": "density", "radius": 1.5},
+                     {"type": "heaviside", "beta": 2.0, "every": 5}])
+
+
+# -- on the GPU ------------------------------------------------------------------------------
+
+
+def _cupy():
+    import cupy
+
+    return cupy
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name, max_iter", [("mbb_beam", 300), ("mbb_beam_density", 300),
+                                            ("cantilever_3d", 40)])
+def test_gpu_matches_the_cpu(name, max_iter):
+    it, f_cpu, f_gpu, t_cpu, t_gpu = compare(name, max_iter, _cupy())
+    print(f"{name}: {it} iterations, objective CPU {f_cpu:.12g} GPU {f_gpu:.12g} "
+          f"(relative difference {abs(f_gpu - f_cpu) / abs(f_cpu):.2e}), seconds per "
+          f"iteration CPU {t_cpu:.4f} GPU {t_gpu:.4f}")
+
+
+@pytest.mark.gpu
+def test_run_on_the_gpu_writes_results(tmp_path, capsys):
+    out_dir = tmp_path / "res"
+    code, out, err = run_cli(["run", PROBLEMS / "mbb_beam_density.yaml", "--out", out_dir,
+                              "--device", "gpu", "--max-iter", "12"], capsys)
+    assert code == 0, err
+    assert "on the GPU" in out and "solver: multigrid on the GPU" in out
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert (summary["device"], summary["iterations"]) == ("gpu", 12)
+    for f in ("history.csv", "design.vtu", "design.npy", "density.npy", "checkpoint.h5",
+              "convergence.png", "design.png"):
+        assert (out_dir / f).is_file(), f
+    assert np.load(out_dir / "density.npy").shape == (1200,)
+    code, out, err = run_cli(["resume", out_dir, "--device", "gpu", "--max-iter", "15"],
+                             capsys)
+    assert code == 0, err
+    assert json.loads((out_dir / "summary.json").read_text())["iterations"] == 15
