@@ -4,7 +4,9 @@
 # femopt, run the GPU tests and the GPU benchmarks, and write logs and tables to $OUT
 # (default: ./gpu-check-out). Run from the project root:  bash scripts/gpu-check.sh
 # Stages are time-boxed so that one hang cannot eat the machine's lease; the exit status
-# is the GPU tests'.
+# is the GPU tests'. BENCH=0 skips the kernel-resource report and the GPU benchmarks (the
+# tests alone); PYTEST_ARGS adds pytest arguments (e.g. "-rP" to show the tests' prints,
+# or "tests/test_device.py").
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-check-out}
 mkdir -p "$OUT"
@@ -27,7 +29,7 @@ fi
 python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -3
 
 # register use, spills and constant-bank FMAs of the apply kernels (nvcc, like NVRTC)
-python3 - > "$OUT/kernel_resources.txt" 2>&1 <<'PY'
+[ "${BENCH:-1}" = 0 ] || python3 - > "$OUT/kernel_resources.txt" 2>&1 <<'PY'
 import re, subprocess, tempfile, pathlib
 from femopt.backend.kernels import PREAMBLE
 from femopt.assembly.matrix_free import k0_prelude
@@ -59,11 +61,14 @@ for tag, (src, names) in jobs.items():
 PY
 
 set +e
-timeout "$LIMIT_TESTS" python3 -m pytest -m gpu -n0 -p no:cacheprovider -q -rs 2>&1 | tee "$OUT/pytest_gpu.log"
+timeout "$LIMIT_TESTS" python3 -m pytest -m gpu -n0 -p no:cacheprovider -q -rs ${PYTEST_ARGS:-} \
+  2>&1 | tee "$OUT/pytest_gpu.log"
 tests_rc=${PIPESTATUS[0]}
-timeout "$LIMIT_OPERATOR" python3 benchmarks/gpu_operator.py ${OPERATOR_ARGS:-} 2>&1 | tee "$OUT/gpu_operator.md"
-timeout "$LIMIT_ITERATION" python3 benchmarks/gpu_iteration.py ${ITERATION_ARGS:-} 2>&1 \
-  | tee "$OUT/gpu_iteration.md"
+if [ "${BENCH:-1}" != 0 ]; then
+  timeout "$LIMIT_OPERATOR" python3 benchmarks/gpu_operator.py ${OPERATOR_ARGS:-} 2>&1 | tee "$OUT/gpu_operator.md"
+  timeout "$LIMIT_ITERATION" python3 benchmarks/gpu_iteration.py ${ITERATION_ARGS:-} 2>&1 \
+    | tee "$OUT/gpu_iteration.md"
+fi
 # optional: stall reasons of the apply kernels (NCU=1), and the CPU multigrid benchmark
 # pinned to two cores like the CI machine (CPU_BENCH=1)
 if [ "${NCU:-0}" = 1 ]; then
