@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -65,7 +66,15 @@ class Model:
         issues: list[Issue] = []
         sec = loaded.sections
 
-        self.mesh = self._create("mesh", sec["mesh"], issues).build()
+        source = self._create("mesh", sec["mesh"], issues)
+        if source is None:
+            raise ProblemError(loaded.filename, issues)
+        # mesh sources that read files resolve paths and units against the problem file
+        if hasattr(source, "base_dir"):
+            source.base_dir = Path(loaded.filename).resolve().parent
+        if hasattr(source, "problem_unit"):
+            source.problem_unit = self.problem.unit
+        self.mesh = source.build()
         self.physics = self._create("physics", sec["physics"], issues, self.mesh)
         if issues:
             raise ProblemError(loaded.filename, issues)
@@ -447,6 +456,4 @@ class Model:
 
 
 def _stem(filename: str) -> str:
-    from pathlib import Path
-
     return Path(filename).stem
