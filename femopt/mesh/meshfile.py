@@ -15,6 +15,8 @@ indices), coincident nodes, and unconnected parts (a singular system).
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -58,11 +60,16 @@ def read_mesh_file(path: str | Path, scale: float = 1.0) -> Mesh:
     path = Path(path)
     if not path.is_file():
         raise MeshError(f"{path}: no such mesh file")
+    said = io.StringIO()
     try:
-        raw = meshio.read(path)
-    except Exception as exc:  # meshio raises ReadError, ValueError, KeyError, ...
-        raise MeshError(f"{path}: cannot read the mesh file: {type(exc).__name__}: "
-                        f"{exc}") from None
+        # some meshio readers print their complaint and call sys.exit: keep both in here
+        with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
+            raw = meshio.read(path)
+    except (Exception, SystemExit) as exc:  # ReadError, ValueError, KeyError, exit, ...
+        detail = " ".join(said.getvalue().split()) if isinstance(exc, SystemExit) else \
+            f"{type(exc).__name__}: {exc}"
+        raise MeshError(f"{path}: cannot read the mesh file: "
+                        f"{detail or 'meshio gave up on it'}") from None
     return mesh_from_meshio(raw, str(path), scale)
 
 
