@@ -257,3 +257,14 @@ def test_amg_solver_matches_the_direct_solve_on_the_bracket(write_problem):
     assert np.abs(u_amg - u_direct).max() < 1e-7 * np.abs(u_direct).max()
     assert amg.solver.stats()["cg_iterations"] < 60
     assert amg.solver.stats()["amg_levels"] >= 2
+
+
+def test_cad_formats_are_refused_before_the_run_on_a_mesh_file(write_problem, tmp_path,
+                                                               capsys):
+    text = PROBLEM.format(path=BRACKET, extra="", support="bolts").replace(
+        "output: {picture: false}", "output: {picture: false, formats: [vtu, stl]}")
+    out = tmp_path / "r"
+    assert main(["run", str(write_problem(text)), "--out", str(out)]) == 2
+    assert "output.formats.1: format stl needs a design on a structured grid" in \
+        capsys.readouterr().err
+    assert not out.exists()
