@@ -268,3 +268,12 @@ def test_cad_formats_are_refused_before_the_run_on_a_mesh_file(write_problem, tm
     assert "output.formats.1: format stl needs a design on a structured grid" in \
         capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_facet_group_cannot_select_cells(write_problem, tmp_path, capsys):
+    text = PROBLEM.format(path=BRACKET, extra="", support="bolts").replace(
+        "filters:", "design:\n  passive:\n    - {region: {group: lug}, value: solid}\n"
+        "filters:")
+    assert main(["validate", str(write_problem(text))]) == 2
+    assert ("design.passive.0.region: group 'lug' holds no elements (it marks nodes or "
+            "facets); groups of elements: body, lug_ring") in capsys.readouterr().err
