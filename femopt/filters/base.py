@@ -53,7 +53,10 @@ class Filter(Component):
 
 
 def radius_weights(mesh: Mesh, radius: float) -> tuple[sp.csr_matrix, np.ndarray]:
-    """Cone weights H_ij = max(0, r - |c_i - c_j|) between cell centroids, and row sums."""
+    """Cone weights H_ij = max(0, r - |c_i - c_j|) v_j between cell centroids, and row
+    sums. On an unstructured mesh each neighbour j counts with its volume v_j, so that a
+    filtered density is a volume average that does not depend on how finely a region is
+    meshed; on a structured grid every v_j is equal and is left out (v_j = 1)."""
     c = mesh.centroids()
     tree = cKDTree(c)
     d = tree.sparse_distance_matrix(tree, radius, output_type="coo_matrix")
@@ -61,5 +64,11 @@ def radius_weights(mesh: Mesh, radius: float) -> tuple[sp.csr_matrix, np.ndarray
     w = radius - d.data
     keep = w > 0
     n = mesh.n_cells
-    h = sp.csr_matrix((w[keep], (d.row[keep], d.col[keep])), shape=(n, n))
+    col = d.col[keep]
+    w = w[keep]
+    if mesh.grid is None:
+        from femopt.objectives.base import cell_volumes
+
+        w = w * cell_volumes(mesh)[col]
+    h = sp.csr_matrix((w, (d.row[keep], col)), shape=(n, n))
     return h, np.asarray(h.sum(axis=1)).ravel()

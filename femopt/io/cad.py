@@ -117,6 +117,7 @@ class _SurfaceExporter(Exporter):
     """Writes the part's closed surface (3D, or a 2D design extruded)."""
 
     Options = CadOptions
+    structured_only = True
 
     def export(self, result, path: Path) -> dict[str, Any]:
         part = build_part(result, self.options)
@@ -161,6 +162,7 @@ class _OutlineExporter(Exporter):
     """Writes the closed outlines of a 2D design."""
 
     Options = CadOptions
+    structured_only = True
 
     def export(self, result, path: Path) -> dict[str, Any]:
         if result.mesh.dim != 2:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import field_validator
 
 from femopt.mesh.mesh import Mesh
+from femopt.mesh.meshfile import UNITS, read_mesh_file
 from femopt.mesh.structured import structured_grid
 from femopt.plugins.manager import hookimpl
 from femopt.plugins.registry import Component, Options
@@ -54,6 +58,36 @@ class StructuredMesh(Component):
         return structured_grid(o.shape, o.size, o.origin)
 
 
+class FileOptions(Options):
+    path: str
+    """Mesh file read by meshio (Gmsh .msh v2/v4, .vtu, .xdmf, Abaqus .inp, ...); a
+    relative path is relative to the problem file. Elements: tri3, quad4, tet4, hex8."""
+    unit: Literal["um", "mm", "cm", "m", "in", "ft"] | None = None
+    """Length unit of the file's coordinates (default: the problem's `unit`); the
+    coordinates are converted to the problem's unit."""
+
+
+class FileMesh(Component):
+    name = "file"
+    summary = "Mesh file read by meshio (tri3, quad4, tet4, hex8) with its named groups"
+    Options = FileOptions
+
+    def __init__(self, options: FileOptions):
+        self.options = options
+        # Set by the problem builder before build(): where the problem file lives and the
+        # problem's length unit.
+        self.base_dir = Path(".")
+        self.problem_unit = "mm"
+
+    def build(self) -> Mesh:
+        path = Path(self.options.path).expanduser()
+        if not path.is_absolute():
+            path = self.base_dir / path
+        unit = self.options.unit or self.problem_unit
+        return read_mesh_file(path, UNITS[unit] / UNITS[self.problem_unit])
+
+
 @hookimpl
 def femopt_register_meshes(registry) -> None:
     registry.add("mesh", StructuredMesh)
+    registry.add("mesh", FileMesh)

@@ -120,6 +120,11 @@ def select_cells(region: Region, mesh: Mesh) -> np.ndarray:
     Box, point and group conditions test the cell centroid (a point region takes the cell
     that contains the point); a face condition takes the cells touching that face.
     """
+    if (region.group is not None and region.group not in mesh.cell_sets
+            and region.group in mesh.node_sets):
+        known = ", ".join(sorted(mesh.cell_sets)) or "none"
+        raise RegionError(f"group {region.group!r} holds no elements (it marks nodes or "
+                          f"facets); groups of elements: {known}")
     centroids = mesh.centroids()
     if region.point is not None:
         p = _check_dim("point", region.point, mesh.dim)

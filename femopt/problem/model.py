@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -78,8 +79,17 @@ class Model:
         issues: list[Issue] = []
         sec = loaded.sections
 
-        self.mesh = self._create("mesh", sec["mesh"], issues).build()
+        source = self._create("mesh", sec["mesh"], issues)
+        if source is None:
+            raise ProblemError(loaded.filename, issues)
+        # mesh sources that read files resolve paths and units against the problem file
+        if hasattr(source, "base_dir"):
+            source.base_dir = Path(loaded.filename).resolve().parent
+        if hasattr(source, "problem_unit"):
+            source.problem_unit = self.problem.unit
+        self.mesh = source.build()
         self.physics = self._create("physics", sec["physics"], issues, self.mesh)
+        self._check_formats(issues)
         if issues:
             raise ProblemError(loaded.filename, issues)
 
@@ -288,6 +298,17 @@ class Model:
         except ValueError as exc:
             issues.append(self.loaded.issue(section.path, str(exc)))
             return None
+
+    def _check_formats(self, issues: list[Issue]) -> None:
+        """Exporters that need a structured grid are refused before the run, not after."""
+        if self.mesh.grid is not None:
+            return
+        for i, fmt in enumerate(self.problem.output.formats):
+            entry = self.registry.entries["exporter"].get(fmt)
+            if entry is not None and getattr(entry.cls, "structured_only", False):
+                issues.append(self.loaded.issue(
+                    ("output", "formats", i), f"format {fmt} needs a design on a structured "
+                    "grid (mesh.type: structured); this mesh is unstructured (use vtu)"))
 
     def _supports(self, issues: list[Issue]) -> np.ndarray:
         names = self.physics.dof_names
@@ -564,6 +585,4 @@ class Model:
 
 
 def _stem(filename: str) -> str:
-    from pathlib import Path
-
     return Path(filename).stem

@@ -1,0 +1,111 @@
+"""PCG preconditioned by algebraic multigrid (pyamg's smoothed aggregation), CPU.
+
+For meshes without grid structure, where geometric multigrid does not apply. The
+aggregation gets the operator's near-null space: the rigid-body modes of elasticity
+(translations and rotations of the free dofs' nodes) or the constants of a scalar field;
+without them smoothed aggregation converges poorly on elasticity. The hierarchy is built
+once per matrix and kept, so the adjoint solves reuse it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from femopt.errors import SolverError
+from femopt.plugins.registry import Options
+from femopt.solvers.base import LinearSolver
+from femopt.solvers.pcg import CGInfo, pcg
+
+
+class AMGOptions(Options):
+    rtol: float = Field(1e-8, gt=0, lt=1)
+    """Relative residual at which CG stops."""
+    max_iter: int = Field(500, gt=0)
+    """Largest number of CG iterations per solve."""
+    cycle: Literal["V", "W"] = "V"
+    """Multigrid cycle of one preconditioner application."""
+    max_coarse: int = Field(500, gt=0)
+    """Largest system solved directly at the coarsest level."""
+
+
+def near_null_space(points: np.ndarray, dofs_per_node: int) -> np.ndarray:
+    """(n_nodes * k, m) rigid-body modes of the nodes (k = dim) or constants (k = 1)."""
+    n, dim = points.shape
+    if dofs_per_node == 1:
+        return np.ones((n, 1))
+    if dofs_per_node != dim:
+        return np.kron(np.ones((n, 1)), np.eye(dofs_per_node))
+    x = points - points.mean(axis=0)
+    modes = [np.kron(np.ones((n, 1)), np.eye(dim))]
+    for i, j in ([(0, 1)] if dim == 2 else [(0, 1), (1, 2), (2, 0)]):
+        r = np.zeros((n, dim))
+        r[:, i], r[:, j] = -x[:, j], x[:, i]
+        modes.append(r.reshape(-1, 1))
+    return np.hstack(modes)
+
+
+class AMGSolver(LinearSolver):
+    """CG with a smoothed-aggregation AMG preconditioner (pyamg) built once per matrix."""
+
+    name = "amg"
+    summary = "PCG with algebraic multigrid (pyamg smoothed aggregation), CPU"
+    Options = AMGOptions
+    symmetric_only = True
+
+    def __init__(self, options: AMGOptions | None = None):
+        try:
+            import pyamg  # noqa: F401
+        except ImportError:
+            raise ValueError("solver 'amg' needs pyamg (pip install pyamg)") from None
+        self.options = options or AMGOptions()
+        self.points: np.ndarray | None = None
+        self.dofs_per_node = 1
+        self.free: np.ndarray | None = None
+        self.hierarchy: Any = None
+        self.matrix = None
+        self.last = CGInfo()
+
+    def bind(self, mesh: Any, dofs_per_node: int) -> None:
+        self.points = np.asarray(mesh.points)
+        self.dofs_per_node = dofs_per_node
+
+    def update_operator(self, scale: Any, assembler: Any, ke: Any) -> None:
+        self.free = assembler.free
+        self.update(assembler.assemble(scale, ke))
+
+    def update(self, matrix) -> None:
+        import pyamg
+
+        self.matrix = matrix.tocsr()
+        b = None
+        if self.points is not None:
+            b = near_null_space(self.points, self.dofs_per_node)
+            if self.free is not None and b.shape[0] != matrix.shape[0]:
+                b = b[self.free]
+            if b.shape[0] != matrix.shape[0]:
+                b = None
+        self.hierarchy = pyamg.smoothed_aggregation_solver(
+            self.matrix, B=b, max_coarse=self.options.max_coarse,
+            symmetry="symmetric")
+        self._precond = self.hierarchy.aspreconditioner(cycle=self.options.cycle)
+
+    def solve(self, b, transpose: bool = False, x0=None):
+        if b.ndim == 2:
+            cols = [self.solve(b[:, k], transpose, None if x0 is None else x0[:, k])
+                    for k in range(b.shape[1])]
+            return np.stack(cols, axis=1)
+        x, info = pcg(lambda v: self.matrix @ v, b, self._precond.matvec, x0,
+                      self.options.rtol, self.options.max_iter)
+        self.last = info
+        if not info.converged:
+            hist = ", ".join(f"{r:.2e}" for r in info.residuals[-5:])
+            raise SolverError(f"AMG-PCG did not converge in {info.iterations} iterations "
+                              f"to rtol {self.options.rtol:g} (last residuals: {hist})")
+        return x
+
+    def stats(self) -> dict:
+        return {"cg_iterations": self.last.iterations,
+                "amg_levels": len(self.hierarchy.levels) if self.hierarchy else 0}
