@@ -259,15 +259,42 @@ def test_amg_solver_matches_the_direct_solve_on_the_bracket(write_problem):
     assert amg.solver.stats()["amg_levels"] >= 2
 
 
-def test_cad_formats_are_refused_before_the_run_on_a_mesh_file(write_problem, tmp_path,
-                                                               capsys):
-    text = PROBLEM.format(path=BRACKET, extra="", support="bolts").replace(
-        "output: {picture: false}", "output: {picture: false, formats: [vtu, stl]}")
+def winding_number(surface, point) -> float:
+    """Solid angle of a closed surface seen from ``point`` over 4 pi: 1 inside, 0 outside
+    (Van Oosterom and Strackee's formula per triangle)."""
+    t = np.asarray(surface.vertices)[np.asarray(surface.faces)] - np.asarray(point)
+    a, b, c = t[:, 0], t[:, 1], t[:, 2]
+    la, lb, lc = (np.linalg.norm(v, axis=1) for v in (a, b, c))
+    num = np.einsum("ij,ij->i", a, np.cross(b, c))
+    den = (la * lb * lc + np.einsum("ij,ij->i", a, b) * lc + np.einsum("ij,ij->i", a, c) * lb
+           + np.einsum("ij,ij->i", b, c) * la)
+    return float(2.0 * np.arctan2(num, den).sum() / (4.0 * np.pi))
+
+
+def test_cad_export_and_verify_of_a_design_on_a_mesh_file(tmp_path, capsys):
+    """A design on tets is resampled onto a grid inside its own cells: the part is
+    closed, the lug hole stays open, and the re-analysis finds the groups' supports and
+    loads on the part's new mesh."""
+    import json
+
+    import trimesh
+
+    problem = tmp_path / "bracket.yaml"
+    problem.write_text((ROOT / "problems" / "bracket_3d.yaml").read_text().replace(
+        "path: meshes/", f"path: {ROOT / 'problems' / 'meshes'}/").replace(
+        "output:\n  picture: false", "output:\n  picture: false\n  formats: [vtu, stl]"))
     out = tmp_path / "r"
-    assert main(["run", str(write_problem(text)), "--out", str(out)]) == 2
-    assert "output.formats.1: format stl needs a design on a structured grid" in \
-        capsys.readouterr().err
-    assert not out.exists()
+    assert main(["run", str(problem), "--out", str(out), "--max-iter", "30", "--quiet"]) == 0
+    part = trimesh.load(out / "design.stl")
+    assert part.is_watertight and part.is_winding_consistent and part.volume > 0
+    assert winding_number(part, [68.0, 20.0, 6.0]) == pytest.approx(0.0, abs=1e-6)  # lug hole
+    assert winding_number(part, [68.0, 27.5, 6.0]) == pytest.approx(1.0, abs=1e-6)  # ring
+    capsys.readouterr()
+    assert main(["export", str(out), "--format", "stl", "--out", str(tmp_path / "p.stl"),
+                 "--verify"]) == 0
+    report = json.loads((out / "verify.json").read_text())["verify"]
+    assert 0.5 < report["compliance_ratio"] < 1.1, report
+    assert abs(report["volume_error"]) < 0.03, report
 
 
 def test_a_facet_group_cannot_select_cells(write_problem, tmp_path, capsys):

@@ -60,14 +60,17 @@ class Part:
 
 
 def grid_field(result, threshold: float) -> tuple[np.ndarray, Any]:
-    """The densities as an (nx, ny[, nz]) array with kept cells set solid."""
+    """The densities as an (nx, ny[, nz]) array with kept cells set solid. A design on
+    an unstructured mesh is resampled onto a regular grid first."""
     mesh = result.mesh
-    if mesh.grid is None:
-        raise InputError("CAD export needs a design on a structured grid "
-                         "(mesh.type: structured); this mesh is unstructured")
     rho = np.array(result.cell_data["density"], dtype=float)
     if result.solid is not None:
         rho[result.solid] = 1.0
+    if mesh.grid is None:
+        from femopt.io.resample import resample, sample_grid
+
+        grid = sample_grid(mesh)
+        return resample(mesh, rho, grid), grid
     shape = mesh.grid.shape
     return rho.reshape(shape[::-1]).T, mesh.grid  # cells are numbered x fastest
 
@@ -117,7 +120,6 @@ class _SurfaceExporter(Exporter):
     """Writes the part's closed surface (3D, or a 2D design extruded)."""
 
     Options = CadOptions
-    structured_only = True
 
     def export(self, result, path: Path) -> dict[str, Any]:
         part = build_part(result, self.options)
@@ -162,7 +164,6 @@ class _OutlineExporter(Exporter):
     """Writes the closed outlines of a 2D design."""
 
     Options = CadOptions
-    structured_only = True
 
     def export(self, result, path: Path) -> dict[str, Any]:
         if result.mesh.dim != 2:

@@ -12,9 +12,6 @@ class Exporter(Component):
     """Writes a result (mesh, densities, states) in one file format."""
 
     suffix: ClassVar[str] = ""
-    structured_only: ClassVar[bool] = False
-    """The format needs a design on a structured grid (CAD parts from contours); the model
-    refuses it up front for a mesh from a file."""
 
     def __init__(self, options: Any):
         self.options = options

@@ -86,6 +86,20 @@ def _near(region, tol: float):
     return region.model_copy(update={"tol": max(tol, region.tol or 0.0)})
 
 
+def _carry_groups(design: Mesh, part: Mesh, tol: float) -> None:
+    """Named groups of the design mesh (from a mesh file) on the part's mesh: the part's
+    nodes (cells) within ``tol`` of the group's nodes (cell centroids)."""
+    from scipy.spatial import cKDTree
+
+    for name, idx in design.node_sets.items():
+        d, _ = cKDTree(design.points[idx]).query(part.points, distance_upper_bound=tol)
+        part.node_sets[name] = np.flatnonzero(np.isfinite(d))
+    centroids = design.centroids()
+    for name, idx in design.cell_sets.items():
+        d, _ = cKDTree(centroids[idx]).query(part.centroids(), distance_upper_bound=tol)
+        part.cell_sets[name] = np.flatnonzero(np.isfinite(d))
+
+
 def verify_part(result_dir: Path, part) -> dict[str, Any]:
     """Mesh and solve the exported ``part`` of the run in ``result_dir``; the report."""
     from femopt.io.resultdir import open_result_dir
@@ -103,6 +117,7 @@ def verify_part(result_dir: Path, part) -> dict[str, Any]:
         mesh = part_mesh(part, model.mesh.bounds())
     except (RuntimeError, ValueError) as exc:
         raise RunError(f"cannot mesh the exported part for the re-analysis: {exc}") from None
+    _carry_groups(model.mesh, mesh, 1.5 * part.cell_size)
     sec = loaded.sections["physics"]
     physics = registry.create("physics", sec.type, sec.options, mesh)
     k = physics.dofs_per_node

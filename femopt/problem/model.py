@@ -89,7 +89,6 @@ class Model:
             source.problem_unit = self.problem.unit
         self.mesh = source.build()
         self.physics = self._create("physics", sec["physics"], issues, self.mesh)
-        self._check_formats(issues)
         if issues:
             raise ProblemError(loaded.filename, issues)
 
@@ -298,17 +297,6 @@ class Model:
         except ValueError as exc:
             issues.append(self.loaded.issue(section.path, str(exc)))
             return None
-
-    def _check_formats(self, issues: list[Issue]) -> None:
-        """Exporters that need a structured grid are refused before the run, not after."""
-        if self.mesh.grid is not None:
-            return
-        for i, fmt in enumerate(self.problem.output.formats):
-            entry = self.registry.entries["exporter"].get(fmt)
-            if entry is not None and getattr(entry.cls, "structured_only", False):
-                issues.append(self.loaded.issue(
-                    ("output", "formats", i), f"format {fmt} needs a design on a structured "
-                    "grid (mesh.type: structured); this mesh is unstructured (use vtu)"))
 
     def _supports(self, issues: list[Issue]) -> np.ndarray:
         names = self.physics.dof_names
