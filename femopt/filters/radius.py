@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 from pydantic import Field
 
@@ -23,8 +25,25 @@ class _RadiusFilter(Filter):
         if options.radius <= h:
             raise ValueError(f"radius {options.radius:g} is not larger than the smallest cell "
                              f"({h:g}): the filter would do nothing")
-        self.H, self.Hs = radius_weights(mesh, options.radius)
-        self.HT = self.H.T.tocsr()
+
+    # The weight matrix is built on first use: a model on the GPU filters with a stencil
+    # and never needs it (at tens of millions of cells it would take gigabytes).
+    @cached_property
+    def _weights(self):
+        h, hs = radius_weights(self.mesh, self.options.radius)
+        return h, hs, h.T.tocsr()
+
+    @property
+    def H(self):
+        return self._weights[0]
+
+    @property
+    def Hs(self):
+        return self._weights[1]
+
+    @property
+    def HT(self):
+        return self._weights[2]
 
 
 class DensityFilter(_RadiusFilter):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -92,7 +93,6 @@ class Model:
         if issues:
             raise ProblemError(loaded.filename, issues)
 
-        self.cell_dofs = self.physics.cell_dofs()
         self.n_dofs = self.mesh.n_nodes * self.physics.dofs_per_node
         self.ke = self.physics.element_matrices()
         self.fixed = self._supports(issues)
@@ -197,6 +197,12 @@ class Model:
             self.path = DevicePath(self, xp)
             self.xmin, self.xmax, self.x0 = (xp.asarray(a) for a in (self.xmin, self.xmax,
                                                                      self.x0))
+
+    @cached_property
+    def cell_dofs(self) -> np.ndarray:
+        """(n_cells, nd) global dofs of each cell, built on first use (the GPU path, which
+        works on the grid, never needs it)."""
+        return self.physics.cell_dofs()
 
     # -- the device ------------------------------------------------------------------
 
