@@ -14,10 +14,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from femopt.errors import SolverError
 from femopt.plugins.registry import Options
-from femopt.solvers.base import LinearSolver
-from femopt.solvers.pcg import CGInfo, pcg
+from femopt.solvers.pcg import CGInfo, PCGSolver
 
 
 class AMGOptions(Options):
@@ -47,13 +45,13 @@ def near_null_space(points: np.ndarray, dofs_per_node: int) -> np.ndarray:
     return np.hstack(modes)
 
 
-class AMGSolver(LinearSolver):
+class AMGSolver(PCGSolver):
     """CG with a smoothed-aggregation AMG preconditioner (pyamg) built once per matrix."""
 
     name = "amg"
     summary = "PCG with algebraic multigrid (pyamg smoothed aggregation), CPU"
     Options = AMGOptions
-    symmetric_only = True
+    label = "AMG-PCG"
 
     def __init__(self, options: AMGOptions | None = None):
         try:
@@ -92,19 +90,8 @@ class AMGSolver(LinearSolver):
             symmetry="symmetric")
         self._precond = self.hierarchy.aspreconditioner(cycle=self.options.cycle)
 
-    def solve(self, b, transpose: bool = False, x0=None):
-        if b.ndim == 2:
-            cols = [self.solve(b[:, k], transpose, None if x0 is None else x0[:, k])
-                    for k in range(b.shape[1])]
-            return np.stack(cols, axis=1)
-        x, info = pcg(lambda v: self.matrix @ v, b, self._precond.matvec, x0,
-                      self.options.rtol, self.options.max_iter)
-        self.last = info
-        if not info.converged:
-            hist = ", ".join(f"{r:.2e}" for r in info.residuals[-5:])
-            raise SolverError(f"AMG-PCG did not converge in {info.iterations} iterations "
-                              f"to rtol {self.options.rtol:g} (last residuals: {hist})")
-        return x
+    def precondition(self, r):
+        return self._precond.matvec(r)
 
     def stats(self) -> dict:
         return {"cg_iterations": self.last.iterations,

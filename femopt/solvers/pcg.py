@@ -73,12 +73,14 @@ class PCGOptions(Options):
 
 
 class PCGSolver(LinearSolver):
-    """CG with a Jacobi preconditioner built once per matrix; warm-starts from ``x0``."""
+    """CG with a Jacobi preconditioner built once per matrix; warm-starts from ``x0``.
+    Subclasses with another preconditioner override ``update`` and ``precondition``."""
 
     name = "pcg"
     summary = "Conjugate gradients with a Jacobi preconditioner (symmetric systems)"
     Options = PCGOptions
     symmetric_only = True
+    label = "PCG"  # names the method in the non-convergence message
 
     def __init__(self, options: PCGOptions | None = None, matrix=None):
         self.options = options or PCGOptions()
@@ -105,14 +107,18 @@ class PCGSolver(LinearSolver):
             cols = [self.solve(b[:, k], transpose, None if x0 is None else x0[:, k])
                     for k in range(b.shape[1])]
             return xp.stack(cols, axis=1)
-        x, info = pcg(lambda v: self.matrix @ v, b, lambda r: self.inv_diag * r, x0,
+        x, info = pcg(lambda v: self.matrix @ v, b, self.precondition, x0,
                       self.options.rtol, self.options.max_iter)
         self.last = info
         if not info.converged:
             hist = ", ".join(f"{r:.2e}" for r in info.residuals[-5:])
-            raise SolverError(f"PCG did not converge in {info.iterations} iterations to "
-                              f"rtol {self.options.rtol:g} (last residuals: {hist})")
+            raise SolverError(f"{self.label} did not converge in {info.iterations} "
+                              f"iterations to rtol {self.options.rtol:g} "
+                              f"(last residuals: {hist})")
         return x
+
+    def precondition(self, r):
+        return self.inv_diag * r
 
     def stats(self) -> dict:
         return {"cg_iterations": self.last.iterations}
