@@ -108,6 +108,23 @@ def _boundary_nodes(mesh: Mesh) -> np.ndarray:
     return np.flatnonzero(on)
 
 
+def assert_uniform_stress(physics, mesh: Mesh, u: np.ndarray, grad: np.ndarray, E: float,
+                          nu: float) -> None:
+    """Every cell's stress equals D eps of the linear field u = grad x (+ const)."""
+    dim = mesh.dim
+    eps = 0.5 * (grad + grad.T)
+    if dim == 2:
+        voigt = np.array([eps[0, 0], eps[1, 1], 2 * eps[0, 1]])
+    else:
+        voigt = np.array([eps[0, 0], eps[1, 1], eps[2, 2],
+                          2 * eps[1, 2], 2 * eps[0, 2], 2 * eps[0, 1]])
+    expected = elasticity_matrix(E, nu, dim) @ voigt
+    s = physics.stress_matrices(mesh.points[mesh.cells])
+    stress = np.einsum("cvj,cj->cv", s, u[physics.cell_dofs()])
+    np.testing.assert_allclose(stress, np.broadcast_to(expected, stress.shape),
+                               atol=1e-9 * np.abs(expected).max())
+
+
 @pytest.mark.parametrize("dim", [2, 3])
 def test_elasticity_patch_test(dim):
     mesh = distorted_mesh((4, 4, 3)[:dim], (2.0, 1.5, 1.0)[:dim], seed=dim)
@@ -125,17 +142,7 @@ def test_elasticity_patch_test(dim):
     free = np.setdiff1d(np.arange(exact.size), fixed)
     assert np.abs(u[free] - exact[free]).max() < 1e-10 * np.abs(exact).max()
     # stresses: constant and equal to D eps in every (distorted) cell
-    eps = 0.5 * (grad + grad.T)
-    if dim == 2:
-        voigt = np.array([eps[0, 0], eps[1, 1], 2 * eps[0, 1]])
-    else:
-        voigt = np.array([eps[0, 0], eps[1, 1], eps[2, 2],
-                          2 * eps[1, 2], 2 * eps[0, 2], 2 * eps[0, 1]])
-    expected = elasticity_matrix(E, nu, dim) @ voigt
-    s = physics.stress_matrices(mesh.points[mesh.cells])
-    stress = np.einsum("cvj,cj->cv", s, u[physics.cell_dofs()])
-    np.testing.assert_allclose(stress, np.broadcast_to(expected, stress.shape),
-                               atol=1e-9 * np.abs(expected).max())
+    assert_uniform_stress(physics, mesh, u, grad, E, nu)
 
 
 @pytest.mark.parametrize("dim", [2, 3])

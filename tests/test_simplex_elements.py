@@ -8,8 +8,8 @@ import pytest
 
 from femopt.assembly.elements import get_element, physical_gradients
 from femopt.mesh import Mesh
-from femopt.physics.elasticity import elasticity_matrix
-from test_physics import _boundary_nodes, distorted_mesh, make_physics, solve_dirichlet
+from test_physics import (_boundary_nodes, assert_uniform_stress, distorted_mesh,
+                          make_physics, solve_dirichlet)
 
 SIMPLICES = ["tri3", "tet4"]
 # Kuhn split of the unit square/cube along the diagonal 0-2 / 0-6 (VTK node order):
@@ -80,15 +80,7 @@ def test_elasticity_patch_test_on_simplices(dim):
     fixed = (bnodes[:, None] * dim + np.arange(dim)).ravel()
     u = solve_dirichlet(physics, fixed, exact[fixed])
     assert np.abs(u - exact).max() < 1e-10 * np.abs(exact).max()
-    eps = 0.5 * (grad + grad.T)
-    voigt = (np.array([eps[0, 0], eps[1, 1], 2 * eps[0, 1]]) if dim == 2 else
-             np.array([eps[0, 0], eps[1, 1], eps[2, 2], 2 * eps[1, 2], 2 * eps[0, 2],
-                       2 * eps[0, 1]]))
-    expected = elasticity_matrix(E, nu, dim) @ voigt
-    s = physics.stress_matrices(mesh.points[mesh.cells])
-    stress = np.einsum("cvj,cj->cv", s, u[physics.cell_dofs()])
-    np.testing.assert_allclose(stress, np.broadcast_to(expected, stress.shape),
-                               atol=1e-9 * np.abs(expected).max())
+    assert_uniform_stress(physics, mesh, u, grad, E, nu)
 
 
 @pytest.mark.parametrize("dim", [2, 3])
