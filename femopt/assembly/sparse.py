@@ -66,7 +66,10 @@ class FixedPatternAssembler:
 
     def _assemble_scaled(self, scale: np.ndarray, ke: np.ndarray) -> np.ndarray:
         if ke.ndim == 2:
-            weights = scale[self._cell] * ke.ravel()[self._local]
+            # the design changes, the element matrix does not: gather its entries once
+            if getattr(self, "_ke_src", None) is not ke:
+                self._ke_src, self._ke_vals = ke, ke.ravel()[self._local]
+            weights = scale[self._cell] * self._ke_vals
         else:
             weights = (scale[:, None, None] * ke).ravel()[self.keep]
         return np.bincount(self.scatter, weights=weights, minlength=self.nnz)

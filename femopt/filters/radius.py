@@ -30,8 +30,7 @@ class _RadiusFilter(Filter):
     # and never needs it (at tens of millions of cells it would take gigabytes).
     @cached_property
     def _weights(self):
-        h, hs = radius_weights(self.mesh, self.options.radius)
-        return h, hs, h.T.tocsr()
+        return radius_weights(self.mesh, self.options.radius)
 
     @property
     def H(self):
@@ -41,9 +40,10 @@ class _RadiusFilter(Filter):
     def Hs(self):
         return self._weights[1]
 
-    @property
+    @cached_property
     def HT(self):
-        return self._weights[2]
+        """H^T, for the density filter's chain rule (the sensitivity filter has none)."""
+        return self.H.T.tocsr()
 
 
 class DensityFilter(_RadiusFilter):

@@ -76,6 +76,14 @@ class StressPNorm(Function):
         self.dofs = model.cell_dofs[self.cells]
 
     def _stresses(self, state: State):
+        # value, partial_u and partial_rho all ask for the same state's stresses
+        cached = getattr(self, "_cache", None)
+        if cached is not None and cached[0] is state:
+            return cached[1]
+        self._cache = (state, self._compute_stresses(state))
+        return self._cache[1]
+
+    def _compute_stresses(self, state: State):
         rho = state.rho[self.cells]
         q = self.options.q
         eta = rho**q

@@ -71,5 +71,5 @@ class WeightedSum(Function):
         lams = [t.adjoint_state(state) for t in stateful]
         if not stateful or any(lam is None for lam in lams):
             return None  # one solve with the summed partial_u instead
-        return self._sum([t.adjoint_state(state) if t.needs_state else None
-                          for t in self.terms])
+        by_term = iter(lams)
+        return self._sum([next(by_term) if t.needs_state else None for t in self.terms])

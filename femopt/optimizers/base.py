@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import numpy as np
 
 
 @dataclass
@@ -124,6 +123,3 @@ class StepOptimizer:
 def converged_message(change: float, tol: float) -> str:
     return f"design change {change:.3g} < tol {tol:g}"
 
-
-def as_float_array(a: Any) -> np.ndarray:
-    return np.asarray(a, dtype=float)

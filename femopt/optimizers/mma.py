@@ -401,6 +401,8 @@ class MMA(StepOptimizer, Component):
         # variables held fixed (passive cells: xmin == xmax) stay out of the subproblem,
         # whose asymptotes would otherwise collapse onto them
         free = xp.flatnonzero(xmax > xmin)
+        if free.size == n:  # nothing held fixed: work on the arrays themselves
+            free = slice(None)
         if self.low is None:
             self.low, self.upp = xp.zeros_like(x), xp.zeros_like(x)
         sub = (lambda a: None if a is None else a[free])  # noqa: E731

@@ -215,17 +215,22 @@ class NloptOptimizer(Component):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
 
+    def check(self, problem: DesignProblem) -> None:
+        """An algorithm for bounds only cannot take constraints (checked before anything
+        is written)."""
+        if problem.m and not ALGORITHMS[self.options.algorithm]:
+            handles = ", ".join(k for k, v in ALGORITHMS.items() if v)
+            raise InputError(
+                f"nlopt algorithm {self.options.algorithm} handles bounds only, but the "
+                f"problem has {problem.m} constraint(s); use one of {handles}"
+            )
+
     def run(self, problem: DesignProblem, x0: Any, max_iter: int,
             start: int = 0) -> OptimizationResult:
         """Minimize from ``x0`` with at most ``max_iter`` evaluations (``start`` already
         done when resuming)."""
         o = self.options
-        if problem.m and not ALGORITHMS[o.algorithm]:
-            handles = ", ".join(k for k, v in ALGORITHMS.items() if v)
-            raise InputError(
-                f"nlopt algorithm {o.algorithm} handles bounds only, but the problem has "
-                f"{problem.m} constraint(s); use one of {handles}"
-            )
+        self.check(problem)
         xp = array_namespace(x0)
         cache = _EvaluationCache(problem, x0, max_iter, o.tol, owner=self, start=start)
         lower = np.broadcast_to(to_host(problem.xmin), (problem.n,))

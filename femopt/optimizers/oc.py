@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import Field
 
-from femopt.backend import array_namespace
+from femopt.backend import array_namespace, to_host
 from femopt.errors import InputError
 from femopt.optimizers.base import DesignProblem, Evaluation, StepOptimizer
 from femopt.plugins.registry import Component, Options
@@ -100,7 +100,7 @@ class OC(StepOptimizer, Component):
             values = problem.cheap_constraints(x_trial)
             if values is None:
                 raise InputError(NEEDS_ONE_CONSTRAINT)
-            return float(xp.reshape(xp.asarray(values), (-1,))[0])
+            return float(to_host(values).ravel()[0])
 
         o = self.options
         dg = xp.reshape(xp.asarray(ev.dg), (-1,))

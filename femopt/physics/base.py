@@ -41,9 +41,6 @@ class Physics(Component):
     def dofs_per_node(self) -> int:
         return len(self.dof_names)
 
-    def dof_names_for(self, dim: int) -> tuple[str, ...]:
-        return self.dof_names
-
     def cell_dofs(self) -> np.ndarray:
         """(n_cells, nodes_per_cell * dofs_per_node) global dofs, node-major."""
         k = self.dofs_per_node

@@ -115,8 +115,6 @@ class DevicePath:
         self.passive_val = xp.asarray(model.passive_val, dtype=xp.float64)
         self.volume_weights = {id(b.function): xp.asarray(b.function.weights)
                                for b in model.bounds}
-        if isinstance(model.objective, Volume):  # not reached: unsupported() refuses it
-            self.volume_weights[id(model.objective)] = xp.asarray(model.objective.weights)
 
     # -- the design chain ------------------------------------------------------------
 

@@ -120,12 +120,10 @@ def validation_issues(exc: ValidationError, model: type[BaseModel], located: Loc
         if kind == "extra_forbidden":
             msg = unknown_key_message(loc[-1], _fields_at(model, loc[:-1]))
             issues.append(located.issue(path, msg, key=True))
-        elif kind == "missing":
-            issues.append(located.issue(path[:-1] if loc else path,
-                                        f"missing required key {loc[-1]!r}" if loc else
-                                        "missing value"))
-            issues[-1] = Issue(format_path(path), issues[-1].message, issues[-1].line,
-                               issues[-1].col)
+        elif kind == "missing":  # reported at the mapping that lacks the key
+            line, col = located.position(path[:-1] if loc else path)
+            issues.append(Issue(format_path(path), f"missing required key {loc[-1]!r}"
+                                if loc else "missing value", line, col))
         else:
             msg = _clean(err["msg"])
             if "input" in err and kind not in ("model_type", "dict_type"):

@@ -78,17 +78,24 @@ class AMGSolver(PCGSolver):
         import pyamg
 
         self.matrix = matrix.tocsr()
-        b = None
-        if self.points is not None:
-            b = near_null_space(self.points, self.dofs_per_node)
-            if self.free is not None and b.shape[0] != matrix.shape[0]:
-                b = b[self.free]
-            if b.shape[0] != matrix.shape[0]:
-                b = None
+        b = self._near_null_space(matrix.shape[0])
         self.hierarchy = pyamg.smoothed_aggregation_solver(
             self.matrix, B=b, max_coarse=self.options.max_coarse,
             symmetry="symmetric")
         self._precond = self.hierarchy.aspreconditioner(cycle=self.options.cycle)
+
+    def _near_null_space(self, n: int):
+        """The modes on the free dofs, built once: the nodes and free dofs never change."""
+        cached = getattr(self, "_null", None)
+        if cached is not None and cached.shape[0] == n:
+            return cached
+        if self.points is None:
+            return None
+        b = near_null_space(self.points, self.dofs_per_node)
+        if self.free is not None and b.shape[0] != n:
+            b = b[self.free]
+        self._null = b if b.shape[0] == n else None
+        return self._null
 
     def precondition(self, r):
         return self._precond.matvec(r)
