@@ -82,10 +82,6 @@ class GridLayout:
         """Grid-layout positions of node-major dof numbers."""
         return (dofs % self.k) * self.n_nodes + dofs // self.k
 
-    def cells(self, s: Any) -> Any:
-        """View of a per-cell array (n_cells, ...) as (nz, ny, nx, ...)."""
-        return s.reshape(self.shape[::-1] + s.shape[1:])
-
     @cached_property
     def corner_slices(self) -> tuple[tuple[slice, ...], ...]:
         """For each corner a, the slice of a node array (z, y, x), component axis

@@ -170,8 +170,3 @@ def real_name(a: Any) -> str:
     raise TypeError(f"expected a float32 or float64 array, got {a.dtype}")
 
 
-def clear_cache() -> None:
-    """Forget compiled modules and constant contents (tests)."""
-    _function.cache_clear()
-    _module.cache_clear()
-    _CONSTANTS.clear()

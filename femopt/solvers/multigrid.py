@@ -36,7 +36,6 @@ V-cycle. The solver keeps its hierarchy between ``solve`` calls, so the adjoint 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -131,7 +130,6 @@ class MultigridSolver(LinearSolver):
         self.layout = layout
         self.levels: list[Level] = []
         self.last = CGInfo()
-        self.timings: dict[str, float] = {}
         self._key: Any = None
         self._assembler_key: Any = None
         self._fixed_seen: Any = None
@@ -168,7 +166,6 @@ class MultigridSolver(LinearSolver):
         """New design, grid-native: operator sum_e scale_e K0 with the dofs ``fixed``
         (bool, grid layout) constrained. The hierarchy is rebuilt only when the grid,
         the constraints, K0 or the array module change."""
-        t0 = time.perf_counter()
         if self.layout is None:
             raise SolverError("the multigrid solver needs a structured grid: call "
                               "bind(mesh, dofs_per_node) or pass a GridLayout first")
@@ -186,7 +183,6 @@ class MultigridSolver(LinearSolver):
             self._fixed_seen = fixed
             self._key = (xp.__name__, ke.tobytes())
         self._set_design(xp.asarray(scale, dtype=xp.float64), ke)
-        self.timings["setup"] = time.perf_counter() - t0
 
     def _precision(self, xp: Any) -> Any:
         p = self.options.precision
@@ -326,7 +322,6 @@ class MultigridSolver(LinearSolver):
         o = self.options
         if self.op64 is None:
             raise SolverError("solve() called before update_operator()")
-        t0 = time.perf_counter()
         rtol = o.rtol if rtol is None else rtol
         try:
             x, info = pcg_fused(lambda u, out: self.op64.apply(u, out=out), self.precondition,
@@ -343,7 +338,6 @@ class MultigridSolver(LinearSolver):
             x, info = pcg_fused(lambda u, out: self.op64.apply(u, out=out), self.precondition,
                                 b, x0, rtol, o.max_iter)
         self.last = info
-        self.timings["solve"] = time.perf_counter() - t0
         if not info.converged:
             hist = ", ".join(f"{r:.2e}" for r in info.residuals[-5:])
             raise SolverError(f"multigrid CG did not converge in {info.iterations} iterations "
