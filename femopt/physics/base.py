@@ -94,4 +94,7 @@ class Physics(Component):
         return vec
 
     def thickness(self) -> float:
-        return 1.0
+        """Out-of-plane thickness of a 2D model (the ``thickness`` option where a physics
+        has one); 1 in 3D."""
+        t = getattr(self.options, "thickness", None)
+        return float(t) if t is not None and self.mesh.dim == 2 else 1.0

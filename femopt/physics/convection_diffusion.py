@@ -152,8 +152,6 @@ class ConvectionDiffusion(Physics):
             values.update({f"v{d}": float(v) for d, v in enumerate(o.velocity)})
         self.kernel = convection_diffusion_kernel(self.element, self.profile, values)
 
-    def thickness(self) -> float:
-        return self.options.thickness if self.mesh.dim == 2 else 1.0
 
     def element_kernel(self) -> ElementKernel:
         return self.kernel

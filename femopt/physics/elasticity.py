@@ -107,6 +107,20 @@ def elasticity_integrand(ops: Ops, pt: QuadPoint) -> list[list]:
             for i in range(nd)]
 
 
+def rigid_body_modes(points: np.ndarray) -> np.ndarray:
+    """(n_nodes * dim, 3 or 6) rigid-body displacements of the nodes, node-major: the
+    translations along x, y (, z), then the infinitesimal rotations about z (2D) or about
+    x, y and z (3D), taken about the nodes' centroid."""
+    x = points - points.mean(axis=0)
+    n, dim = x.shape
+    modes = [np.kron(np.ones(n), np.eye(dim)[d]) for d in range(dim)]
+    for i, j in [(0, 1)] if dim == 2 else [(1, 2), (2, 0), (0, 1)]:
+        m = np.zeros((n, dim))
+        m[:, i], m[:, j] = -x[:, j], x[:, i]
+        modes.append(m.ravel())
+    return np.stack(modes, axis=1)
+
+
 def elasticity_kernel(element: Element, E: float = 1.0, nu: float = 0.3,
                       thickness: float = 1.0) -> ElementKernel:
     return ElementKernel(f"linear_elasticity_{element.name}", element, element.dim,
@@ -126,8 +140,6 @@ class LinearElasticity(Physics):
         self.dof_names = ("x", "y", "z")[: mesh.dim]
         self.D = elasticity_matrix(options.E, options.nu, mesh.dim)
 
-    def thickness(self) -> float:
-        return self.options.thickness if self.mesh.dim == 2 else 1.0
 
     def element_matrices_at(self, coords: np.ndarray) -> np.ndarray:
         dndx, wdet = physical_gradients(self.element, coords)
@@ -149,20 +161,7 @@ class LinearElasticity(Physics):
         return np.einsum("vw,cwj->cvj", self.D, strain_displacement(dndx)[:, 0])
 
     def rigid_modes(self) -> np.ndarray:
-        x = self.mesh.points - self.mesh.points.mean(axis=0)
-        n, dim = x.shape
-        modes = []
-        for d in range(dim):  # translations
-            m = np.zeros((n, dim))
-            m[:, d] = 1.0
-            modes.append(m)
-        rotations = [(0, 1)] if dim == 2 else [(1, 2), (2, 0), (0, 1)]
-        for i, j in rotations:  # infinitesimal rotations in the (i, j) plane
-            m = np.zeros((n, dim))
-            m[:, i] = -x[:, j]
-            m[:, j] = x[:, i]
-            modes.append(m)
-        return np.stack([m.ravel() for m in modes], axis=1)
+        return rigid_body_modes(self.mesh.points)
 
     def rigid_mode_names(self) -> list[str]:
         if self.mesh.dim == 2:

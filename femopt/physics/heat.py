@@ -42,8 +42,6 @@ class HeatConduction(Physics):
     field_name = "temperature"
     load_name = "heat"
 
-    def thickness(self) -> float:
-        return self.options.thickness if self.mesh.dim == 2 else 1.0
 
     def element_matrices_at(self, coords: np.ndarray) -> np.ndarray:
         dndx, wdet = physical_gradients(self.element, coords)

@@ -31,18 +31,12 @@ class AMGOptions(Options):
 
 def near_null_space(points: np.ndarray, dofs_per_node: int) -> np.ndarray:
     """(n_nodes * k, m) rigid-body modes of the nodes (k = dim) or constants (k = 1)."""
+    from femopt.physics.elasticity import rigid_body_modes
+
     n, dim = points.shape
-    if dofs_per_node == 1:
-        return np.ones((n, 1))
-    if dofs_per_node != dim:
-        return np.kron(np.ones((n, 1)), np.eye(dofs_per_node))
-    x = points - points.mean(axis=0)
-    modes = [np.kron(np.ones((n, 1)), np.eye(dim))]
-    for i, j in ([(0, 1)] if dim == 2 else [(0, 1), (1, 2), (2, 0)]):
-        r = np.zeros((n, dim))
-        r[:, i], r[:, j] = -x[:, j], x[:, i]
-        modes.append(r.reshape(-1, 1))
-    return np.hstack(modes)
+    if dofs_per_node == dim:
+        return rigid_body_modes(points)
+    return np.kron(np.ones((n, 1)), np.eye(dofs_per_node))
 
 
 class AMGSolver(PCGSolver):
