@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from femopt.io.checkpoint import CHECKPOINT, Checkpoint, read_checkpoint, write_
 from femopt.io.export import make_exporter, write_atomic
 from femopt.io.progress import ProgressReporter
 from femopt.io.results import (HistoryWriter, check_output_dir, design_result,
-                               prepare_output_dir, versions, write_json_atomic)
+                               prepare_output_dir, versions, write_json_atomic, atomic_write)
 from femopt.io.resultdir import PROBLEM_COPY, open_result_dir, problem_hash
 from femopt.io.series import SeriesWriter
 from femopt.optimizers.base import OptimizationResult, converged_message
@@ -67,9 +66,8 @@ def run(problem_file: str | Path, out: str | Path | None = None, max_iter: int |
     (out_dir / CHECKPOINT).unlink(missing_ok=True)  # a stale one would resume another run
     copy = out_dir / PROBLEM_COPY
     if not (copy.exists() and copy.samefile(problem_file)):
-        tmp = copy.with_name(copy.name + ".tmp")
-        tmp.write_bytes(problem_bytes)
-        os.replace(tmp, copy)
+        with atomic_write(copy) as tmp:
+            tmp.write_bytes(problem_bytes)
     return _optimize(model, out_dir, limit, problem_bytes, None, quiet, stream, t0)
 
 

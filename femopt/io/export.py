@@ -3,14 +3,14 @@ optional re-analysis of the exported part (``--verify``)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from femopt.errors import InputError
-from femopt.io.results import DesignResult, kept_cells, physics_thickness, write_json_atomic
+from femopt.io.results import (DesignResult, atomic_write, kept_cells, physics_thickness,
+                                write_json_atomic)
 from femopt.io.resultdir import open_result_dir
 from femopt.plugins.manager import get_registry
 from femopt.problem.load import parse_problem
@@ -36,14 +36,9 @@ def make_exporter(fmt: str, settings: dict[str, Any]):
 def write_atomic(exporter, result, path: Path) -> dict[str, Any] | None:
     """Export to a temporary file beside ``path``, then rename: a failure leaves nothing
     behind and never a half-written ``path``."""
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
+    with atomic_write(path, path.with_name(f".{path.stem}.tmp{path.suffix}")) as tmp:
         with get_registry().guard("exporter", exporter.name, "export()"):
-            info = exporter.export(result, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return info
+            return exporter.export(result, tmp)
 
 
 def load_design(result_dir) -> tuple[Any, DesignResult]:

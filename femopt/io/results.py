@@ -6,10 +6,11 @@ import csv
 import json
 import os
 import platform
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -57,10 +58,23 @@ def check_output_dir(path: Path) -> None:
         raise InputError(f"output directory {path} is not writable ({p} is read-only)")
 
 
+@contextmanager
+def atomic_write(path: Path, tmp: Path | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write to; when the block ends normally it
+    is renamed over ``path`` (atomic), when it raises it is removed and ``path`` is left as
+    it was. ``tmp`` names the temporary file where a writer needs its suffix."""
+    path = Path(path)
+    tmp = tmp or path.with_name(path.name + ".tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n", encoding="utf-8")
 
 
 def _jsonable(o: Any) -> Any:

@@ -10,10 +10,11 @@ a temporary file and renamed over the old one. HDF5 file locking is off so that 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from femopt.io.results import atomic_write
 
 SERIES_H5 = "series.h5"
 SERIES_XDMF = "series.xdmf"
@@ -93,6 +94,5 @@ class SeriesWriter:
         text = ('<?xml version="1.0" ?>\n<Xdmf Version="3.0">\n<Domain>\n'
                 '<Grid Name="design" GridType="Collection" CollectionType="Temporal">\n'
                 + "\n".join(grids) + "\n</Grid>\n</Domain>\n</Xdmf>\n")
-        tmp = self.xdmf.with_name(self.xdmf.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, self.xdmf)
+        with atomic_write(self.xdmf) as tmp:
+            tmp.write_text(text, encoding="utf-8")
