@@ -65,6 +65,10 @@ class Mesh:
         return self.cells.shape[0]
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.grid is not None:  # a box: no pass over the nodes (a large grid has 10^8)
+            g = self.grid
+            lo = np.asarray(g.origin, dtype=float)
+            return lo, lo + np.asarray(g.spacing) * np.asarray(g.shape)
         return self.points.min(axis=0), self.points.max(axis=0)
 
     def centroids(self) -> np.ndarray:

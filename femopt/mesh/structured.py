@@ -33,10 +33,12 @@ def structured_grid(
     points = np.stack([g.ravel() for g in grids[::-1]], axis=1)
 
     corners = QUAD4_CORNERS if dim == 2 else HEX8_CORNERS
-    cell_idx = np.indices(shape[::-1]).reshape(dim, -1)[::-1].T  # (n_cells, dim), x fastest
     strides = np.cumprod((1,) + node_shape[:-1])
-    base = cell_idx @ strides
-    cells = base[:, None] + corners @ strides
+    base = np.zeros((1,) * dim, dtype=np.int64)  # first node of each cell, x fastest
+    for axis, (n, s) in enumerate(zip(shape, strides)):
+        base = base + (np.arange(n, dtype=np.int64) * s).reshape(
+            (1,) * (dim - 1 - axis) + (n,) + (1,) * axis)
+    cells = base.reshape(-1, 1) + (corners @ strides).astype(np.int64)
     grid = StructuredGrid(shape=shape, spacing=spacing, origin=origin)
-    return Mesh(points=points, cells=cells.astype(np.int64),
+    return Mesh(points=points, cells=cells,
                 cell_type="quad4" if dim == 2 else "hex8", grid=grid)

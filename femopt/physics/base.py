@@ -70,8 +70,9 @@ class Physics(Component):
         does not declare one."""
         return None
 
-    def rigid_modes(self) -> np.ndarray:
-        """(n_dofs, m) basis of the null space of the unconstrained stiffness."""
+    def rigid_modes(self, dofs: np.ndarray | None = None) -> np.ndarray:
+        """(n_dofs, m) basis of the null space of the unconstrained stiffness, or its rows
+        at ``dofs`` (built for those alone: the support check of a large grid)."""
         raise NotImplementedError
 
     def rigid_mode_names(self) -> list[str]:

@@ -107,17 +107,16 @@ def elasticity_integrand(ops: Ops, pt: QuadPoint) -> list[list]:
             for i in range(nd)]
 
 
-def rigid_body_modes(points: np.ndarray) -> np.ndarray:
-    """(n_nodes * dim, 3 or 6) rigid-body displacements of the nodes, node-major: the
-    translations along x, y (, z), then the infinitesimal rotations about z (2D) or about
-    x, y and z (3D), taken about the nodes' centroid."""
-    x = points - points.mean(axis=0)
-    n, dim = x.shape
-    modes = [np.kron(np.ones(n), np.eye(dim)[d]) for d in range(dim)]
+def rigid_body_modes(points: np.ndarray, dofs: np.ndarray | None = None) -> np.ndarray:
+    """(len(dofs), 3 or 6) rigid-body displacements at node-major ``dofs`` (all when None):
+    the translations along x, y (, z), then the infinitesimal rotations about z (2D) or
+    about x, y and z (3D), taken about the nodes' centroid."""
+    n, dim = points.shape
+    node, comp = np.divmod(np.arange(n * dim) if dofs is None else np.asarray(dofs), dim)
+    x = points[node] - points.mean(axis=0)
+    modes = [(comp == d).astype(float) for d in range(dim)]
     for i, j in [(0, 1)] if dim == 2 else [(1, 2), (2, 0), (0, 1)]:
-        m = np.zeros((n, dim))
-        m[:, i], m[:, j] = -x[:, j], x[:, i]
-        modes.append(m.ravel())
+        modes.append(np.where(comp == i, -x[:, j], np.where(comp == j, x[:, i], 0.0)))
     return np.stack(modes, axis=1)
 
 
@@ -160,8 +159,8 @@ class LinearElasticity(Physics):
         dndx, _ = physical_gradients(centre, coords)
         return np.einsum("vw,cwj->cvj", self.D, strain_displacement(dndx)[:, 0])
 
-    def rigid_modes(self) -> np.ndarray:
-        return rigid_body_modes(self.mesh.points)
+    def rigid_modes(self, dofs: np.ndarray | None = None) -> np.ndarray:
+        return rigid_body_modes(self.mesh.points, dofs)
 
     def rigid_mode_names(self) -> list[str]:
         if self.mesh.dim == 2:

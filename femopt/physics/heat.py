@@ -51,8 +51,8 @@ class HeatConduction(Physics):
     def element_kernel(self) -> ElementKernel:
         return heat_kernel(self.element, self.options.conductivity, self.thickness())
 
-    def rigid_modes(self) -> np.ndarray:
-        return np.ones((self.mesh.n_nodes, 1))
+    def rigid_modes(self, dofs: np.ndarray | None = None) -> np.ndarray:
+        return np.ones((self.mesh.n_nodes if dofs is None else len(dofs), 1))
 
     def rigid_mode_names(self) -> list[str]:
         return ["a uniform temperature shift (no fixed temperature anywhere)"]

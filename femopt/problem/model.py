@@ -356,13 +356,12 @@ class Model:
 
     def _check_rigid_modes(self, fixed: np.ndarray) -> None:
         """Supports must remove every rigid-body mode, else K is singular."""
-        r = self.physics.rigid_modes()
-        r = r / np.linalg.norm(r, axis=0)
-        sub = r[fixed]
+        sub = self.physics.rigid_modes(fixed)
+        sub = sub / np.maximum(np.linalg.norm(sub, axis=0), 1e-300)
         if sub.shape[0] == 0:
-            free_modes = np.eye(r.shape[1])
-        else:
-            _, s, vt = np.linalg.svd(sub, full_matrices=True)
+            free_modes = np.eye(sub.shape[1])
+        else:  # vt square: thin when there are more fixed dofs than modes
+            _, s, vt = np.linalg.svd(sub, full_matrices=sub.shape[0] < sub.shape[1])
             s = np.concatenate([s, np.zeros(vt.shape[0] - s.size)])
             free_modes = vt[s < 1e-8 * max(1.0, s.max(initial=0.0))]
         if free_modes.shape[0]:
