@@ -68,6 +68,9 @@ if [ "${BENCH:-1}" != 0 ]; then
   timeout "$LIMIT_OPERATOR" python3 benchmarks/gpu_operator.py ${OPERATOR_ARGS:-} 2>&1 | tee "$OUT/gpu_operator.md"
   timeout "$LIMIT_ITERATION" python3 benchmarks/gpu_iteration.py ${ITERATION_ARGS:-} 2>&1 \
     | tee "$OUT/gpu_iteration.md"
+  # the command line itself at production sizes (set-up, iterations, output)
+  timeout "${LIMIT_CLI:-240}" python3 benchmarks/gpu_cli_run.py ${CLI_ARGS:-} 2>&1 \
+    | tee "$OUT/gpu_cli_run.md"
 fi
 # optional: stall reasons of the apply kernels (NCU=1), and the CPU multigrid benchmark
 # pinned to two cores like the CI machine (CPU_BENCH=1)

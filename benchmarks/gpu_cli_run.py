@@ -1,0 +1,94 @@
+"""`femopt run --device gpu` on the 3D cantilever at production sizes, as a user runs it.
+
+Writes a problem file per size (the cantilever of problems/cantilever_3d.yaml scaled to
+NX x NY x NZ cells with the load line at the free end's bottom edge, density filter of
+radius 1.5 cells, volume 0.3, OC, the multigrid solver at rtol 1e-5), runs the command
+line in a subprocess and reads history.csv (seconds per iteration) and summary.json.
+"set-up" is the wall time before the first iteration (reading the problem, building the
+grid and the model on the host, uploading); "output" is what follows the last one
+(design.vtu of the final design). Pictures, the time series and checkpoints are off.
+
+    python benchmarks/gpu_cli_run.py [--sizes 128x64x64,256x128x128,512x256x256]
+        [--iterations 6] [--device gpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import yaml
+
+
+def problem(shape: tuple[int, int, int], iterations: int) -> dict:
+    nx, ny, nz = shape
+    return {
+        "name": f"cantilever_{nx}x{ny}x{nz}",
+        "mesh": {"type": "structured", "shape": list(shape), "size": [float(nx), float(ny), float(nz)]},
+        "physics": {"type": "linear_elasticity", "E": 1.0, "nu": 0.3},
+        "supports": [{"region": {"face": "x_min"}}],
+        "loads": [{"region": {"box": {"min": [float(nx), 0.0, 0.0], "max": [float(nx), 0.0, float(nz)]}},
+                   "force": [0.0, -1.0, 0.0], "distribute": "total"}],
+        "design": {"interpolation": {"type": "simp", "penalty": 3.0, "min": 1.0e-9}},
+        "filters": [{"type": "density", "radius": 1.5}],
+        "objective": {"type": "compliance"},
+        "constraints": [{"type": "volume", "max": 0.3}],
+        "optimizer": {"type": "oc", "move": 0.2, "tol": 1.0e-9, "max_iter": iterations},
+        "solver": {"type": "multigrid", "rtol": 1.0e-5},
+        "output": {"picture": False, "series_every": 0, "checkpoint_every": 0},
+    }
+
+
+def run(shape, iterations: int, device: str, work: Path) -> dict:
+    name = "x".join(map(str, shape))
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(problem(shape, iterations)))
+    out = work / name
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "femopt", "run", str(path), "--device", device,
+                           "--out", str(out)], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        return {"shape": name, "error": (proc.stdout + proc.stderr).strip().splitlines()[-1:]}
+    with open(out / "history.csv", newline="") as f:
+        seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
+    summary = json.loads((out / "summary.json").read_text())
+    return {"shape": name, "cells": shape[0] * shape[1] * shape[2], "wall": wall,
+            "run_wall": summary["wall_time"], "first": seconds[0],
+            "median": statistics.median(seconds[1:]) if len(seconds) > 1 else float("nan"),
+            "iterations": len(seconds), "objective": summary.get("objective"),
+            "setup_and_output": wall - sum(seconds)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="128x64x64,256x128x128,512x256x256")
+    ap.add_argument("--iterations", type=int, default=6)
+    ap.add_argument("--device", default="gpu")
+    args = ap.parse_args()
+    print(f"`femopt run --device {args.device}`, 3D cantilever, {date.today()}, "
+          f"{args.iterations} iterations\n")
+    print("| cells | shape | first iteration (s) | median iteration (s) | process wall (s) "
+          "| set-up + output (s) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    with tempfile.TemporaryDirectory() as tmp:
+        for text in args.sizes.split(","):
+            shape = tuple(int(v) for v in text.split("x"))
+            r = run(shape, args.iterations, args.device, Path(tmp))
+            if "error" in r:
+                print(f"| | {r['shape']} | failed: {r['error']} | | | |", flush=True)
+                continue
+            print(f"| {r['cells'] / 1e6:.1f}M | {r['shape']} | {r['first']:.2f} | {r['median']:.3f} "
+                  f"| {r['wall']:.1f} | {r['setup_and_output']:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
