@@ -318,3 +318,43 @@ def test_plugin_registers_the_three_optimizers():
     assert NloptOptimizer.Options().algorithm == "LD_MMA"
     with pytest.raises(ValueError):
         MMA.Options(move=1.5)
+
+
+def test_objective_stalled_needs_every_step_of_the_window_small():
+    from femopt.optimizers.base import FTOL_WINDOW, objective_stalled
+
+    flat = [10.0 * (1 - 1e-5) ** k for k in range(FTOL_WINDOW + 1)]
+    assert objective_stalled(flat, 1e-4)
+    assert not objective_stalled(flat[1:], 1e-4)  # too few iterations yet
+    jump = flat[:2] + [flat[2] * 0.99] + flat[3:]
+    assert not objective_stalled(jump, 1e-4)  # one step of 1% in the window
+
+
+@pytest.mark.parametrize("which", ["mma"])  # OC solves this problem exactly in 3 steps
+def test_ftol_stops_a_stalled_feasible_run_before_tol(which):
+    """tol alone runs on (1e-12 is never reached); ftol ends the run once the objective
+    has stalled with the volume met, near the optimum."""
+    plain = OPTIMIZERS[which](tol=1e-12).run(separable_problem(), np.full(8, 0.3), 150)
+    assert not plain.converged and plain.iterations == 150
+    problem = separable_problem()
+    result = OPTIMIZERS[which](tol=1e-12, ftol=1e-6).run(problem, np.full(8, 0.3), 150)
+    assert result.converged and "ftol" in result.message, result.message
+    assert result.iterations < 100
+    assert abs(separable(result.x)[0] / F_SEPARABLE - 1.0) < 1e-3
+    assert result.x.sum() <= VOLUME * (1 + 1e-3)
+
+
+def test_ftol_waits_for_the_constraints():
+    """An objective that has stalled with a violated constraint is not converged."""
+    from femopt.optimizers.base import StepOptimizer
+
+    class Frozen(StepOptimizer):  # jitters by 1e-6: the objective is flat from the start
+        def update(self, problem, x, ev, iteration):
+            return x + 1e-6 * (-1) ** iteration
+
+    opts = MMA.Options(tol=1e-12, ftol=1e-3)
+    infeasible = separable_problem()
+    r = Frozen(opts).run(infeasible, np.full(8, 1.0), 20)  # sum 8 > volume 3
+    assert not r.converged and r.iterations == 20
+    r = Frozen(opts).run(separable_problem(), np.full(8, 0.3), 20)  # sum 2.4 < 3
+    assert r.converged and r.iterations == 6

@@ -60,11 +60,26 @@ class OptimizationResult:
     message: str
 
 
+FTOL_WINDOW = 5
+FEASIBLE = 1e-3  # a constraint g = value/limit - 1 counts as met up to this
+
+
+def objective_stalled(objectives: list[float], ftol: float) -> bool:
+    """True when each of the last FTOL_WINDOW steps of ``objectives`` is below ``ftol``
+    relative to the value it starts from."""
+    if len(objectives) <= FTOL_WINDOW:
+        return False
+    last = objectives[-FTOL_WINDOW - 1:]
+    return all(abs(b - a) <= ftol * max(abs(a), 1e-300) for a, b in zip(last, last[1:]))
+
+
 class StepOptimizer:
     """Shared loop of optimizers that make one update per evaluation (OC, MMA).
 
     Subclasses implement ``update(x, ev, iteration) -> x_new``. The run stops when the
-    largest design change is below ``tol`` (and no continuation step is pending) or after
+    largest design change is below ``tol``, or (with ``ftol`` set) when the objective has
+    changed by less than ``ftol`` (relative) in each of the last :data:`FTOL_WINDOW`
+    iterations with every constraint met, and no continuation step is pending; or after
     ``max_iter`` iterations.
     """
 
@@ -101,7 +116,10 @@ class StepOptimizer:
         if start == 0:
             self.reset(problem, x)
         tol = self.options.tol
+        ftol = getattr(self.options, "ftol", None)
         end_iteration = getattr(problem, "end_iteration", None)
+        history = getattr(problem, "history", None)  # a resumed run's earlier iterations
+        objectives = [r.objective for r in history] if history is not None else []
         for it in range(start + 1, max_iter + 1):
             ev = problem.evaluate(x)
             x_new = self.update(problem, x, ev, it)
@@ -112,11 +130,19 @@ class StepOptimizer:
             stepped = problem.advance_continuation(it, change)
             if stepped:
                 self.reset(problem, x)
-            converged = not stepped and change < tol
+                objectives.clear()
+            else:
+                objectives.append(history[-1].objective if history else float(ev.f))
+            stalled = (ftol is not None and not stepped and objective_stalled(objectives, ftol)
+                       and (problem.m == 0 or float(xp.max(ev.g)) <= FEASIBLE))
+            converged = not stepped and (change < tol or stalled)
             if end_iteration is not None:
                 end_iteration(it, x, self, converged)
             if converged:
-                return OptimizationResult(x, it, True, converged_message(change, tol))
+                message = (converged_message(change, tol) if change < tol else
+                           f"objective changed by less than ftol {ftol:g} in each of the "
+                           f"last {FTOL_WINDOW} iterations, constraints met")
+                return OptimizationResult(x, it, True, message)
         return OptimizationResult(x, max_iter, False, f"iteration limit {max_iter} reached")
 
 

@@ -345,6 +345,9 @@ class MMAOptions(Options):
     """Largest number of design iterations."""
     tol: float = Field(0.01, gt=0)
     """Converged when no design variable changes by more than this in one iteration."""
+    ftol: float | None = Field(None, gt=0)
+    """Also converged when the objective changes by less than this (relative) in each of
+    the last 5 iterations with every constraint met (off when not set)."""
     move: float = Field(0.5, gt=0, le=1)
     """Largest change of a variable per iteration, as a fraction of its bound range."""
     asyinit: float = Field(0.5, gt=0, le=1)
