@@ -352,8 +352,11 @@ class DevicePath:
 
     def evaluate(self, x: Any) -> Evaluation:
         """The model's ``evaluate`` on the device (same scaling and heuristics)."""
+        return self.evaluation(x, *self.values_and_gradients(x))
+
+    def evaluation(self, x: Any, values: list[float], grads: list[Any]) -> Evaluation:
+        """What the optimizer sees from the raw values and gradients at ``x``."""
         xp, m = self.xp, self.model
-        values, grads = self.values_and_gradients(x)
         m.evaluations += 1
         f, df = values[0], grads[0]
         df = self.modify_objective_gradient(x, df)
