@@ -118,11 +118,11 @@ def test_auto_falls_back_to_the_cpu_and_says_so_once(no_gpu, write_problem, tmp_
 
 
 def test_auto_with_a_gpu_keeps_what_the_gpu_path_cannot_do_on_the_cpu(fake_gpu):
-    model = build(problem("force_inverter"))
+    model = build(problem("heat_sink_flow"))
     assert model.device == "cpu" and model.path is None
-    assert model.device_notes == ["device auto: the GPU path has no springs, so not "
-                                  "'compliant_mechanism' (its input and output springs); "
-                                  "running on the CPU"]
+    assert model.device_notes == ["device auto: the GPU path covers the physics "
+                                  "linear_elasticity, heat_conduction, not "
+                                  "'convection_diffusion'; running on the CPU"]
 
 
 @pytest.mark.parametrize("change, message", [
@@ -130,11 +130,13 @@ def test_auto_with_a_gpu_keeps_what_the_gpu_path_cannot_do_on_the_cpu(fake_gpu):
                                                            {"type": "stress_pnorm",
                                                             "max": 9.0}]},
      "the GPU path's functions are compliance, thermal_compliance, displacement, "
-     "mean_temperature, volume, weighted_sum (sums of them), not 'stress_pnorm'"),
+     "compliant_mechanism, mean_temperature, volume, weighted_sum (sums of them), not "
+     "'stress_pnorm'"),
     ({"objective": {"type": "weighted_sum", "terms": [
         {"type": "compliance", "weight": 1.0}, {"type": "stress_pnorm", "weight": 1.0}]}},
      "the GPU path's functions are compliance, thermal_compliance, displacement, "
-     "mean_temperature, volume, weighted_sum (sums of them), not 'stress_pnorm'"),
+     "compliant_mechanism, mean_temperature, volume, weighted_sum (sums of them), not "
+     "'stress_pnorm'"),
     ({"solver": {"type": "direct"}}, "the GPU path needs the multigrid solver, not 'direct'"),
     ({"optimizer": {"type": "nlopt"}}, "the GPU path runs the optimizers oc, mma, not 'nlopt'"),
 ])

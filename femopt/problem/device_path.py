@@ -42,7 +42,7 @@ from femopt.filters.heaviside import Heaviside
 from femopt.filters.radius import DensityFilter, SensitivityFilter
 from femopt.objectives.base import Function, State
 from femopt.objectives.compliance import Compliance
-from femopt.objectives.displacement import CompliantMechanism, Displacement
+from femopt.objectives.displacement import Displacement
 from femopt.objectives.temperature import MeanTemperature
 from femopt.objectives.volume import Volume
 from femopt.objectives.weighted_sum import WeightedSum
@@ -50,8 +50,8 @@ from femopt.optimizers.base import Evaluation
 
 PHYSICS = ("linear_elasticity", "heat_conduction")
 OPTIMIZERS = ("oc", "mma")
-FUNCTIONS = ("compliance", "thermal_compliance", "displacement", "mean_temperature",
-             "volume", "weighted_sum")
+FUNCTIONS = ("compliance", "thermal_compliance", "displacement", "compliant_mechanism",
+             "mean_temperature", "volume", "weighted_sum")
 
 
 @dataclass
@@ -91,14 +91,11 @@ class LinearForm:
 
 def linear_form(fn: Function) -> LinearForm | str:
     """The device path's form of ``fn``, or why it has none."""
-    if isinstance(fn, CompliantMechanism):
-        return ("the GPU path has no springs, so not 'compliant_mechanism' (its input and "
-                "output springs)")
     if isinstance(fn, Compliance):  # and thermal_compliance
         return LinearForm(compliance=1.0)
     if isinstance(fn, Volume):
         return LinearForm(rho_weights=np.asarray(fn.weights, dtype=np.float64))
-    if isinstance(fn, (Displacement, MeanTemperature)):
+    if isinstance(fn, (Displacement, MeanTemperature)):  # and compliant_mechanism
         return LinearForm(functionals=[(np.asarray(fn.a, dtype=np.float64),
                                         np.asarray(fn.case_w, dtype=np.float64))])
     if isinstance(fn, WeightedSum):
@@ -145,8 +142,6 @@ def unsupported(model: Any, solver_type: str) -> str | None:
             return form
     if np.ndim(model.ke) != 2 or model.physics.fixed_element_matrices() is not None:
         return "the GPU path needs one element matrix for the whole grid"
-    if np.any(model.springs):
-        return "the GPU path does not take springs"
     for f in model.filters:
         if not isinstance(f, (DensityFilter, SensitivityFilter, Heaviside)):
             return f"the GPU path has no twin of the filter {f.name!r}"
@@ -202,6 +197,9 @@ class DevicePath:
         self.loads = xp.asarray(loads)
         self.weights = np.asarray(model.weights, dtype=np.float64)
         self.ke = np.asarray(model.ke, dtype=np.float64)
+        # springs to ground (compliant mechanisms): on the fine operator's diagonal
+        self.springs = (lay.from_dofs(np.asarray(model.springs, dtype=np.float64))
+                        if np.any(model.springs) else None)
         # the states, one row per load case (grid layout); rows are warm starts once solved
         self.u = xp.zeros((len(self.weights), lay.n_dofs), dtype=xp.float64)
         self.solved = False
@@ -271,7 +269,7 @@ class DevicePath:
         m = self.model
         scale = m.interp.value(rho)
         dm = m.interp.derivative(rho)
-        m.solver.update_grid_operator(scale, self.ke, self.fixed_grid)
+        m.solver.update_grid_operator(scale, self.ke, self.fixed_grid, self.springs)
         its = []
         for c in range(self.u.shape[0]):
             self.u[c] = m.solver.solve_grid(self.loads[c],
