@@ -15,13 +15,14 @@ and runs one design iteration through the grid twins of its CPU pieces:
 Only scalars (CG residuals, function values, the bisection's constraint values) reach
 the host; fields are copied back for logging and output alone. The path covers a
 structured grid, a symmetric physics with one element matrix (linear_elasticity,
-heat_conduction), any number of load cases, and functions of the form (:class:`LinearForm`)
+heat_conduction), springs to ground, any number of load cases, and functions of the form
+(:class:`LinearForm`)
 
     J = c sum_c w_c f_c . u_c + sum_k sum_c s_kc a_k . u_c + v . rho
 
-(compliance and thermal compliance, displacement, mean temperature, volume and weighted
-sums of them) as objective or constraints, density/sensitivity/Heaviside filters, OC or
-MMA and the multigrid solver; :func:`unsupported` names the first thing a problem has
+(compliance and thermal compliance, displacement and the compliant mechanism, mean
+temperature, volume and weighted sums of them) as objective or constraints,
+density/sensitivity/Heaviside filters, OC or MMA and the multigrid solver; :func:`unsupported` names the first thing a problem has
 beyond that. The same code runs with NumPy arrays (``xp=numpy``), which is how the CPU
 tests exercise it.
 """
