@@ -380,7 +380,7 @@ class DevicePath:
         volume (or a sum of volumes) through a linear filter chain (density filters, a
         sensitivity filter; no Heaviside). Then OC's bisection needs no filter pass per
         trial (:func:`femopt.optimizers.oc_kernels.oc_update_linear`). None otherwise."""
-        m, xp = self.model, self.xp
+        m = self.model
         if len(m.bounds) != 1 or self.forms[1].needs_state or self.forms[1].rho_weights is None:
             return None
         if not all(isinstance(f, (DensityFilter, SensitivityFilter)) for f in m.filters):
