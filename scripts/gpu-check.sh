@@ -4,9 +4,10 @@
 # femopt, run the GPU tests and the GPU benchmarks, and write logs and tables to $OUT
 # (default: ./gpu-check-out). Run from the project root:  bash scripts/gpu-check.sh
 # Stages are time-boxed so that one hang cannot eat the machine's lease; the exit status
-# is the GPU tests'. BENCH=0 skips the kernel-resource report and the GPU benchmarks (the
-# tests alone); PYTEST_ARGS adds pytest arguments (e.g. "-rP" to show the tests' prints,
-# or "tests/test_device.py").
+# is the GPU tests'. BENCH=0 skips the kernel-resource report and the GPU benchmarks
+# (operator, design iteration, adjoint cost: the tests alone); PYTEST_ARGS adds pytest
+# arguments (e.g. "-rP" to show the tests' prints, or "tests/test_device.py");
+# OPERATOR_ARGS, ITERATION_ARGS and ADJOINT_ARGS pass arguments to the benchmarks.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-check-out}
 mkdir -p "$OUT"
@@ -14,6 +15,7 @@ export PYTHONUNBUFFERED=1
 LIMIT_TESTS=${LIMIT_TESTS:-480}  # about 400 s on an H100 (2026-11-25)
 LIMIT_OPERATOR=${LIMIT_OPERATOR:-120}
 LIMIT_ITERATION=${LIMIT_ITERATION:-300}
+LIMIT_ADJOINT=${LIMIT_ADJOINT:-240}
 
 {
   date -u
@@ -68,6 +70,8 @@ if [ "${BENCH:-1}" != 0 ]; then
   timeout "$LIMIT_OPERATOR" python3 benchmarks/gpu_operator.py ${OPERATOR_ARGS:-} 2>&1 | tee "$OUT/gpu_operator.md"
   timeout "$LIMIT_ITERATION" python3 benchmarks/gpu_iteration.py ${ITERATION_ARGS:-} 2>&1 \
     | tee "$OUT/gpu_iteration.md"
+  timeout "$LIMIT_ADJOINT" python3 benchmarks/gpu_adjoint_cost.py ${ADJOINT_ARGS:-} 2>&1 \
+    | tee "$OUT/gpu_adjoint_cost.md"
   # the command line itself at production sizes (set-up, iterations, output)
   timeout "${LIMIT_CLI:-240}" python3 benchmarks/gpu_cli_run.py ${CLI_ARGS:-} 2>&1 \
     | tee "$OUT/gpu_cli_run.md"

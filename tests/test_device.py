@@ -118,18 +118,25 @@ def test_auto_falls_back_to_the_cpu_and_says_so_once(no_gpu, write_problem, tmp_
 
 
 def test_auto_with_a_gpu_keeps_what_the_gpu_path_cannot_do_on_the_cpu(fake_gpu):
-    model = build(problem("force_inverter"))
+    model = build(problem("heat_sink_flow"))
     assert model.device == "cpu" and model.path is None
-    assert model.device_notes == ["device auto: the GPU path minimizes compliance (or "
-                                  "thermal_compliance), not 'compliant_mechanism'; running "
-                                  "on the CPU"]
+    assert model.device_notes == ["device auto: the GPU path covers the physics "
+                                  "linear_elasticity, heat_conduction, not "
+                                  "'convection_diffusion'; running on the CPU"]
 
 
 @pytest.mark.parametrize("change, message", [
     ({"objective": {"type": "compliance"}, "constraints": [{"type": "volume", "max": 0.3},
-                                                           {"type": "compliance",
+                                                           {"type": "stress_pnorm",
                                                             "max": 9.0}]},
-     "the GPU path takes volume constraints only, not 'compliance'"),
+     "the GPU path's functions are compliance, thermal_compliance, displacement, "
+     "compliant_mechanism, mean_temperature, volume, weighted_sum (sums of them), not "
+     "'stress_pnorm'"),
+    ({"objective": {"type": "weighted_sum", "terms": [
+        {"type": "compliance", "weight": 1.0}, {"type": "stress_pnorm", "weight": 1.0}]}},
+     "the GPU path's functions are compliance, thermal_compliance, displacement, "
+     "compliant_mechanism, mean_temperature, volume, weighted_sum (sums of them), not "
+     "'stress_pnorm'"),
     ({"solver": {"type": "direct"}}, "the GPU path needs the multigrid solver, not 'direct'"),
     ({"optimizer": {"type": "nlopt"}}, "the GPU path runs the optimizers oc, mma, not 'nlopt'"),
 ])

@@ -16,7 +16,12 @@ except Exception:  # no driver
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(_N_DEVICES < 1, reason="no CUDA device visible to CuPy")]
 
-from femopt.adjoint.grid_sensitivity import grid_sensitivity, grid_sensitivity_numpy  # noqa: E402
+from femopt.adjoint.grid_sensitivity import (  # noqa: E402
+    grid_sensitivity,
+    grid_sensitivity_cases,
+    grid_sensitivity_cases_numpy,
+    grid_sensitivity_numpy,
+)
 from femopt.assembly.grid_layout import GridLayout  # noqa: E402
 from femopt.assembly.matrix_free import StructuredOperator, apply_numpy  # noqa: E402
 from femopt.assembly.sparse import FixedPatternAssembler  # noqa: E402
@@ -194,6 +199,28 @@ def test_sensitivity_kernel_equals_numpy(shape, k, dtype):
                                      cupy.asarray(dm, dtype=dtype), ke, -1.0)
         close(got, ref, dtype)
         assert abs(gtot - tot) <= TOL[dtype] * 100 * np.abs(ref).sum()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("shape, k", GRIDS)
+@pytest.mark.parametrize("n_cases, n_mu", [(1, 0), (1, 1), (3, 2)])
+def test_sensitivity_cases_kernel_equals_numpy(shape, k, n_cases, n_mu, dtype):
+    r = rng()
+    lay = GridLayout(shape, k)
+    ke = symmetric(lay.nd, r)
+    u = r.standard_normal((n_cases, lay.n_dofs))
+    mu = r.standard_normal((n_mu, lay.n_dofs)) if n_mu else None
+    beta = r.standard_normal(n_cases)
+    a = r.standard_normal((n_cases, n_mu))
+    if n_mu:
+        a[0, 0] = 0.0  # a skipped term
+    scale, dm = (r.uniform(size=lay.n_cells) for _ in range(2))
+    ref, tot = grid_sensitivity_cases_numpy(lay, u, mu, beta, a, scale, dm, ke, -1.5)
+    got, gtot = grid_sensitivity_cases(
+        lay, cupy.asarray(u, dtype=dtype), None if mu is None else cupy.asarray(mu, dtype=dtype),
+        beta, a, cupy.asarray(scale, dtype=dtype), cupy.asarray(dm, dtype=dtype), ke, -1.5)
+    close(got, ref, dtype)
+    assert abs(gtot - tot) <= TOL[dtype] * 100 * np.abs(ref).sum()
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])

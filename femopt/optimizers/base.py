@@ -39,6 +39,11 @@ class DesignProblem(Protocol):
         """Constraint values at ``x`` when none needs a solve (e.g. only volume), else None.
         Used by OC's bisection."""
 
+    def linear_constraint(self) -> tuple[Any, float] | None:
+        """Optional: (w, b) when the one constraint is linear, g(x) = w . x + b (a volume
+        through a linear filter chain); OC's bisection then evaluates it in the same pass
+        as each trial update. None (or no such method): OC calls ``cheap_constraints``."""
+
     def advance_continuation(self, iteration: int, change: float) -> bool:
         """Called once per iteration: step continuation parameters (e.g. Heaviside beta)
         when due (every k iterations, or when ``change`` is small); True if the problem

@@ -17,6 +17,7 @@ from pydantic import Field
 from femopt.backend import array_namespace, to_host
 from femopt.errors import InputError
 from femopt.optimizers.base import DesignProblem, Evaluation, StepOptimizer
+from femopt.optimizers.oc_kernels import oc_update_linear
 from femopt.plugins.registry import Component, Options
 
 RATIO_FLOOR = 1e-30  # -df/dg below this (a gradient of the wrong sign) counts as this
@@ -107,5 +108,14 @@ class OC(StepOptimizer, Component):
 
         o = self.options
         dg = xp.reshape(xp.asarray(ev.dg), (-1,))
+        linear = getattr(problem, "linear_constraint", None)
+        form = linear() if linear is not None else None
+        if form is not None:
+            # g(x) = w . x + b: each bisection trial is one fused pass (no filter chain)
+            w, b = form
+            x_new, _ = oc_update_linear(x, ev.df, dg, w, -b, problem.xmin, problem.xmax,
+                                        move=o.move, eta=o.eta,
+                                        bisection_tol=o.bisection_tol)
+            return x_new
         return oc_update(x, ev.df, dg, problem.xmin, problem.xmax, constraint,
                          move=o.move, eta=o.eta, bisection_tol=o.bisection_tol)

@@ -6,36 +6,109 @@ and runs one design iteration through the grid twins of its CPU pieces:
 
     x -> filters (GridDensityFilter stencil, Heaviside) -> rho -> m(rho)
       -> MultigridSolver.solve_grid (warm start from the previous state)
-      -> compliance and dc/drho in one pass over cells (grid_sensitivity)
+      -> adjoint solves K mu = -a with the same solver (its hierarchy as built for this
+         design; K is symmetric; warm start from the previous mu), for the functions
+         linear in u that are not self-adjoint
+      -> dJ/drho in one pass over cells for all load cases (grid_sensitivity_cases)
       -> volume (a dot product) -> chain rule through the filters -> OC or MMA.
 
 Only scalars (CG residuals, function values, the bisection's constraint values) reach
-the host; fields are copied back for logging and output alone. The path covers what the
-classic GPU codes cover: a structured grid, a symmetric physics with one element matrix
-(linear_elasticity, heat_conduction), compliance (or thermal_compliance) with volume
-constraints, density/sensitivity/Heaviside filters, OC or MMA and the multigrid solver;
-:func:`unsupported` names the first thing a problem has beyond that. The same code runs
-with NumPy arrays (``xp=numpy``), which is how the CPU tests exercise it.
+the host; fields are copied back for logging and output alone. The path covers a
+structured grid, a symmetric physics with one element matrix (linear_elasticity,
+heat_conduction), springs to ground, any number of load cases, and functions of the form
+(:class:`LinearForm`)
+
+    J = c sum_c w_c f_c . u_c + sum_k sum_c s_kc a_k . u_c + v . rho
+
+(compliance and thermal compliance, displacement and the compliant mechanism, mean
+temperature, volume and weighted sums of them) as objective or constraints,
+density/sensitivity/Heaviside filters, OC or MMA and the multigrid solver; :func:`unsupported` names the first thing a problem has
+beyond that. The same code runs with NumPy arrays (``xp=numpy``), which is how the CPU
+tests exercise it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from femopt.adjoint.grid_sensitivity import grid_sensitivity
+from femopt.adjoint.grid_sensitivity import grid_sensitivity_cases
 from femopt.assembly.grid_layout import GridLayout, layout_of
+from femopt.backend import to_host
 from femopt.errors import RunError
 from femopt.filters.grid_filter import GridDensityFilter
 from femopt.filters.heaviside import Heaviside
 from femopt.filters.radius import DensityFilter, SensitivityFilter
+from femopt.objectives.base import Function, State
 from femopt.objectives.compliance import Compliance
+from femopt.objectives.displacement import Displacement
+from femopt.objectives.temperature import MeanTemperature
 from femopt.objectives.volume import Volume
+from femopt.objectives.weighted_sum import WeightedSum
 from femopt.optimizers.base import Evaluation
 
 PHYSICS = ("linear_elasticity", "heat_conduction")
 OPTIMIZERS = ("oc", "mma")
+FUNCTIONS = ("compliance", "thermal_compliance", "displacement", "compliant_mechanism",
+             "mean_temperature", "volume", "weighted_sum")
+
+
+@dataclass
+class LinearForm:
+    """A function the device path evaluates: linear in the states and in rho,
+
+        J = compliance * sum_c w_c f_c . u_c + sum_k sum_c s_k[c] a_k . u_c + v . rho,
+
+    with w_c the load-case weights. Compliance is self-adjoint (lambda_c = -w_c u_c, no
+    solve); each functional a_k needs one adjoint solve K mu_k = -a_k whatever the number
+    of cases (lambda_c = ... + sum_k s_k[c] mu_k).
+
+    Attributes:
+        compliance: the coefficient c of the weighted compliance.
+        functionals: (a_k as a full-dof host vector, s_k (n_cases,)) pairs.
+        rho_weights: v as a host vector, or None.
+    """
+
+    compliance: float = 0.0
+    functionals: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    rho_weights: np.ndarray | None = None
+
+    def scaled(self, w: float) -> "LinearForm":
+        return LinearForm(w * self.compliance, [(a, w * s) for a, s in self.functionals],
+                          None if self.rho_weights is None else w * self.rho_weights)
+
+    def add(self, other: "LinearForm") -> "LinearForm":
+        v = (self.rho_weights if other.rho_weights is None else other.rho_weights
+             if self.rho_weights is None else self.rho_weights + other.rho_weights)
+        return LinearForm(self.compliance + other.compliance,
+                          self.functionals + other.functionals, v)
+
+    @property
+    def needs_state(self) -> bool:
+        return self.compliance != 0.0 or bool(self.functionals)
+
+
+def linear_form(fn: Function) -> LinearForm | str:
+    """The device path's form of ``fn``, or why it has none."""
+    if isinstance(fn, Compliance):  # and thermal_compliance
+        return LinearForm(compliance=1.0)
+    if isinstance(fn, Volume):
+        return LinearForm(rho_weights=np.asarray(fn.weights, dtype=np.float64))
+    if isinstance(fn, (Displacement, MeanTemperature)):  # and compliant_mechanism
+        return LinearForm(functionals=[(np.asarray(fn.a, dtype=np.float64),
+                                        np.asarray(fn.case_w, dtype=np.float64))])
+    if isinstance(fn, WeightedSum):
+        out = LinearForm()
+        for w, term in zip(fn.weights, fn.terms):
+            form = linear_form(term)
+            if isinstance(form, str):
+                return form
+            out = out.add(form.scaled(w))
+        return out
+    return (f"the GPU path's functions are {', '.join(FUNCTIONS)} (sums of them), not "
+            f"{fn.name!r}")
 
 # Measured peak GPU memory of a whole design iteration on a hex8 elasticity grid (3 dofs
 # per node, multigrid with float32 V-cycles and Galerkin coarse levels; docs/benchmarks.md):
@@ -64,16 +137,12 @@ def unsupported(model: Any, solver_type: str) -> str | None:
     if model.physics.name not in PHYSICS or not model.physics.symmetric:
         return (f"the GPU path covers the physics {', '.join(PHYSICS)}, not "
                 f"{model.physics.name!r}")
-    if not isinstance(model.objective, Compliance):
-        return (f"the GPU path minimizes compliance (or thermal_compliance), not "
-                f"{model.objective.name!r}")
+    for fn in model.functions():
+        form = linear_form(fn)
+        if isinstance(form, str):
+            return form
     if np.ndim(model.ke) != 2 or model.physics.fixed_element_matrices() is not None:
         return "the GPU path needs one element matrix for the whole grid"
-    if np.any(model.springs):
-        return "the GPU path does not take springs"
-    for b in model.bounds:
-        if not isinstance(b.function, Volume):
-            return f"the GPU path takes volume constraints only, not {b.function.name!r}"
     for f in model.filters:
         if not isinstance(f, (DensityFilter, SensitivityFilter, Heaviside)):
             return f"the GPU path has no twin of the filter {f.name!r}"
@@ -85,12 +154,34 @@ def unsupported(model: Any, solver_type: str) -> str | None:
     return None
 
 
+@dataclass
+class DeviceForm:
+    """A :class:`LinearForm` on the device: functionals in the grid layout (zero on
+    supported dofs), merged where their case weights are proportional, so each group g
+    is one adjoint solve K mu_g = -a_g; ``mu`` keeps the last solutions (warm starts)."""
+
+    compliance: float
+    a: Any  # (n_groups, n_dofs) grid layout, or None
+    s: np.ndarray  # (n_cases, n_groups) case weights of each group
+    rho_weights: Any  # (n_cells,) or None
+    mu: Any = None  # (n_groups, n_dofs) the last adjoint solutions
+    solved: bool = False
+
+    @property
+    def needs_state(self) -> bool:
+        return self.compliance != 0.0 or self.a is not None
+
+
 class DevicePath:
     """The design chain of ``model`` with fields on ``xp`` (cupy, or numpy in tests).
 
     Args:
         model: a built model that :func:`unsupported` accepts, with a multigrid solver.
         xp: the array module of the fields.
+
+    Attributes:
+        cg_iterations: CG iterations of the last evaluation: ``forward`` (one per load
+            case) and ``adjoint`` (one per adjoint solve).
     """
 
     def __init__(self, model: Any, xp: Any):
@@ -105,16 +196,40 @@ class DevicePath:
         loads = np.stack([lay.from_dofs(f) for f in model.loads])
         loads[:, self.fixed_grid] = 0.0
         self.loads = xp.asarray(loads)
-        self.weights = [float(w) for w in model.weights]
+        self.weights = np.asarray(model.weights, dtype=np.float64)
         self.ke = np.asarray(model.ke, dtype=np.float64)
-        self.u: list[Any] = [None] * len(self.weights)
+        # springs to ground (compliant mechanisms): on the fine operator's diagonal
+        self.springs = (lay.from_dofs(np.asarray(model.springs, dtype=np.float64))
+                        if np.any(model.springs) else None)
+        # the states, one row per load case (grid layout); rows are warm starts once solved
+        self.u = xp.zeros((len(self.weights), lay.n_dofs), dtype=xp.float64)
+        self.solved = False
         self.twins = [GridDensityFilter(grid.shape, grid.spacing, f.options.radius, xp)
                       if isinstance(f, (DensityFilter, SensitivityFilter)) else None
                       for f in model.filters]
         self.passive_idx = xp.asarray(model.passive_idx)
         self.passive_val = xp.asarray(model.passive_val, dtype=xp.float64)
-        self.volume_weights = {id(b.function): xp.asarray(b.function.weights)
-                               for b in model.bounds}
+        self.forms = [self._device_form(linear_form(fn)) for fn in model.functions()]
+        self.cg_iterations: dict[str, list[int]] = {"forward": [], "adjoint": []}
+
+    def _device_form(self, form: LinearForm) -> DeviceForm:
+        xp, lay = self.xp, self.layout
+        groups: dict[tuple[float, ...], tuple[np.ndarray, np.ndarray]] = {}
+        for a, s in form.functionals:
+            ref = float(s[int(np.argmax(np.abs(s)))])
+            if ref == 0.0:
+                continue
+            key = tuple(s / ref)
+            ag = lay.from_dofs(a) * ref
+            ag[self.fixed_grid] = 0.0
+            old = groups.get(key)
+            groups[key] = (ag if old is None else old[0] + ag, s / ref)
+        a = xp.asarray(np.stack([g[0] for g in groups.values()])) if groups else None
+        s = (np.stack([g[1] for g in groups.values()], axis=1) if groups
+             else np.zeros((len(self.weights), 0)))
+        v = None if form.rho_weights is None else xp.asarray(form.rho_weights)
+        return DeviceForm(form.compliance, a, s, v,
+                          None if a is None else xp.zeros_like(a))
 
     # -- the design chain ------------------------------------------------------------
 
@@ -150,43 +265,97 @@ class DevicePath:
     # -- analysis ------------------------------------------------------------------------
 
     def analyse(self, rho: Any) -> tuple[Any, Any]:
-        """Solve every load case at ``rho`` (warm start from the last states); returns the
-        interpolation's scale factors and their derivative."""
+        """The forward solve: every load case at ``rho`` (warm start from the last
+        states); returns the interpolation's scale factors and their derivative."""
         m = self.model
         scale = m.interp.value(rho)
         dm = m.interp.derivative(rho)
-        m.solver.update_grid_operator(scale, self.ke, self.fixed_grid)
-        for c in range(len(self.u)):
-            self.u[c] = m.solver.solve_grid(self.loads[c], x0=self.u[c])
+        m.solver.update_grid_operator(scale, self.ke, self.fixed_grid, self.springs)
+        its = []
+        for c in range(self.u.shape[0]):
+            self.u[c] = m.solver.solve_grid(self.loads[c],
+                                            x0=self.u[c] if self.solved else None)
+            its.append(m.solver.last.iterations)
+        self.solved = True
+        self.cg_iterations = {"forward": its, "adjoint": []}
         return scale, dm
 
-    def values_and_gradients(self, x: Any) -> tuple[list[float], list[Any]]:
-        """Values of the objective and the constraints and their gradients w.r.t. x."""
+    def solve_adjoints(self) -> None:
+        """K mu_g = -a_g for every functional group of every function, with the solver
+        object of the forward solve (its multigrid hierarchy and smoothers as set up for
+        this design; K^T = K), to the forward's tolerance, warm-started from the last mu_g.
+        Compliance needs no solve (lambda_c = -w_c u_c)."""
+        solver = self.model.solver
+        for form in self.forms:
+            if form.a is None:
+                continue
+            for g in range(form.a.shape[0]):
+                form.mu[g] = solver.solve_grid(-form.a[g],
+                                               x0=form.mu[g] if form.solved else None)
+                self.cg_iterations["adjoint"].append(solver.last.iterations)
+            form.solved = True
+
+    def function_terms(self, rho: Any, scale: Any, dm: Any, u: Any = None
+                       ) -> tuple[list[float], list[tuple[Any, Any]]]:
+        """Values and the pairs (partial_rho, adjoint term) of dJ/drho of every function,
+        after :meth:`analyse` and :meth:`solve_adjoints`. The adjoint term of all load
+        cases is one pass over cells: lambda_c = -c w_c u_c + sum_g s_gc mu_g."""
         xp = self.xp
+        u = self.u if u is None else u
+        fu = None
+        values, terms = [], []
+        for form in self.forms:
+            value = 0.0
+            if form.compliance != 0.0:
+                if fu is None:
+                    fu = to_host(xp.sum(self.loads * u, axis=1))
+                value += form.compliance * float(self.weights @ fu)
+            if form.a is not None:
+                au = to_host(u @ form.a.T)  # (n_cases, n_groups)
+                value += float(np.sum(form.s * au))
+            if form.rho_weights is not None:
+                value += float(form.rho_weights @ rho)
+            pr = (form.rho_weights if form.rho_weights is not None
+                  else xp.zeros(rho.shape[0], dtype=xp.float64))
+            if form.needs_state and dm is not None:
+                adj, _ = grid_sensitivity_cases(self.layout, u, form.mu,
+                                                -form.compliance * self.weights, form.s,
+                                                scale, dm, self.ke)
+            else:
+                adj = xp.zeros(rho.shape[0], dtype=xp.float64)
+            values.append(value)
+            terms.append((pr, adj))
+        return values, terms
+
+    def values_and_gradients(self, x: Any, split: bool = False
+                             ) -> tuple[list[float], list[Any]]:
+        """Values of the objective and the constraints and their gradients w.r.t. x;
+        with ``split`` each gradient is the pair (partial_rho term, adjoint term) and the
+        model's ``last_state`` keeps the states (for :meth:`values_at_fixed_state`)."""
         rho, inputs = self.physical(x)
         scale, dm = self.analyse(rho)
-        values, grads = [], []
-        for fn in self.model.functions():
-            if isinstance(fn, Volume):
-                w = self.volume_weights[id(fn)]
-                values.append(float(w @ rho))
-                grads.append(self.chain(w, inputs))
-                continue
-            # compliance: J = sum_c w_c f_c^T u_c, dJ/drho_e = -sum_c w_c m'_e u_ce^T K0 u_ce
-            total, g = 0.0, None
-            for c, wc in enumerate(self.weights):
-                sens, _ = grid_sensitivity(self.layout, self.u[c], self.u[c], scale, dm,
-                                           self.ke, coef=-wc)
-                total += wc * float(xp.dot(self.loads[c], self.u[c]))
-                g = sens if g is None else g + sens
-            values.append(total)
-            grads.append(self.chain(g, inputs))
-        return values, grads
+        self.solve_adjoints()
+        values, terms = self.function_terms(rho, scale, dm)
+        if split:
+            self.model.last_state = State(rho, self.u.copy(), self.loads, self.weights,
+                                          self.model)
+            return values, [(self.chain(pr, inputs), self.chain(adj, inputs))
+                            for pr, adj in terms]
+        return values, [self.chain(pr + adj, inputs) for pr, adj in terms]
+
+    def values_at_fixed_state(self, x: Any, state: State) -> list[float]:
+        """Function values at the densities of ``x`` with the states of ``state`` (from a
+        split :meth:`values_and_gradients`) held fixed."""
+        rho, _ = self.physical(x)
+        return self.function_terms(rho, None, None, u=state.u)[0]
 
     def evaluate(self, x: Any) -> Evaluation:
         """The model's ``evaluate`` on the device (same scaling and heuristics)."""
+        return self.evaluation(x, *self.values_and_gradients(x))
+
+    def evaluation(self, x: Any, values: list[float], grads: list[Any]) -> Evaluation:
+        """What the optimizer sees from the raw values and gradients at ``x``."""
         xp, m = self.xp, self.model
-        values, grads = self.values_and_gradients(x)
         m.evaluations += 1
         f, df = values[0], grads[0]
         df = self.modify_objective_gradient(x, df)
@@ -203,11 +372,26 @@ class DevicePath:
 
     def cheap_constraints(self, x: Any) -> np.ndarray:
         rho, _ = self.physical(x)
-        return np.array([b.normalized(float(self.volume_weights[id(b.function)] @ rho))
-                         for b in self.model.bounds])
+        return np.array([b.normalized(float(form.rho_weights @ rho))
+                         for b, form in zip(self.model.bounds, self.forms[1:])])
+
+    def linear_constraint(self) -> tuple[Any, float] | None:
+        """(w, b) with the one constraint g(x) = w . x + b when g is linear in x: a
+        volume (or a sum of volumes) through a linear filter chain (density filters, a
+        sensitivity filter; no Heaviside). Then OC's bisection needs no filter pass per
+        trial (:func:`femopt.optimizers.oc_kernels.oc_update_linear`). None otherwise."""
+        m = self.model
+        if len(m.bounds) != 1 or self.forms[1].needs_state or self.forms[1].rho_weights is None:
+            return None
+        if not all(isinstance(f, (DensityFilter, SensitivityFilter)) for f in m.filters):
+            return None
+        bound, v = m.bounds[0], self.forms[1].rho_weights
+        # g(x) = normalized(v . rho(x)), rho = H x off the passive cells, fixed on them
+        # (linear filters' chain rule does not read their inputs)
+        w = bound.sign_scale() * self.chain(v, [None] * len(m.filters))
+        offset = float(v[self.passive_idx] @ self.passive_val)
+        return w, bound.normalized(offset)
 
     def host_states(self) -> np.ndarray:
         """The last states (n_cases, n_dofs) on the host in femopt's dof numbering."""
-        from femopt.backend import to_host
-
-        return np.stack([self.layout.to_dofs(to_host(u)) for u in self.u])
+        return np.stack([self.layout.to_dofs(u) for u in to_host(self.u)])

@@ -485,8 +485,8 @@ class Model:
         """Raw values of objective and constraint functions and their exact gradients
         with respect to x (no heuristic filtering); with ``split`` each gradient is the
         pair (partial_rho term, adjoint term), both through the filters' chain rule."""
-        if self.on_device(x) and not split:
-            return self.path.values_and_gradients(x)
+        if self.on_device(x):
+            return self.path.values_and_gradients(x, split)
         rho, inputs = self.physical(x)
         state = self.analyse(rho)
         fns = self.functions()
@@ -515,6 +515,8 @@ class Model:
     def values_at_fixed_state(self, x: np.ndarray, state: State) -> list[float]:
         """Function values at the densities of ``x`` with the states of ``state`` held
         fixed (the explicit rho dependence alone, for checking partial_rho)."""
+        if self.on_device(x):
+            return self.path.values_at_fixed_state(x, state)
         rho, _ = self.physical(x)
         fixed = State(rho, state.u, state.loads, state.weights, self)
         return [float(fn.value(fixed)) for fn in self.functions()]
@@ -547,6 +549,11 @@ class Model:
             return self.path.cheap_constraints(x)
         rho, _ = self.physical(x)
         return np.array([b.normalized(b.function.rho_only_value(rho)) for b in self.bounds])
+
+    def linear_constraint(self) -> tuple[Any, float] | None:
+        """(w, b) when the one constraint is g(x) = w . x + b (the device path with a
+        volume through linear filters), else None: OC then bisects without filtering."""
+        return None if self.path is None else self.path.linear_constraint()
 
     def advance_continuation(self, iteration: int, change: float) -> bool:
         tol = getattr(self.optimizer.options, "tol", 0.01)

@@ -163,8 +163,9 @@ class Problem(Strict):
     output: Output = Output()
     """Where and what to write."""
     device: Literal["auto", "cpu", "gpu"] = "auto"
-    """Where the design iterations run: gpu (CuPy; structured grids, compliance with
-    volume constraints), cpu, or auto (the GPU when CuPy sees one and the problem fits
+    """Where the design iterations run: gpu (CuPy; structured grids; compliance,
+    displacement, mechanism, mean temperature, volume and their weighted sums), cpu, or
+    auto (the GPU when CuPy sees one and the problem fits
     the GPU path, else the CPU); `--device` overrides it."""
 
     @model_validator(mode="after")

@@ -45,7 +45,7 @@ from pydantic import Field
 from femopt.assembly.grid_layout import GridLayout, layout_of
 from femopt.assembly.matrix_free import StructuredOperator
 from femopt.assembly.structured_csr import CSROperator, StructuredCSR
-from femopt.backend import array_namespace
+from femopt.backend import array_namespace, to_host
 from femopt.errors import SolverError
 from femopt.plugins.registry import Options
 from femopt.solvers import multigrid_transfer as transfer
@@ -134,6 +134,7 @@ class MultigridSolver(LinearSolver):
         self._assembler_key: Any = None
         self._fixed_seen: Any = None
         self.op64: StructuredOperator | None = None
+        self._springs: tuple[Any, np.ndarray] | None = None  # (grid dofs, stiffness)
         self.fell_back = False
 
     # -- set-up ---------------------------------------------------------------------------
@@ -162,10 +163,17 @@ class MultigridSolver(LinearSolver):
             self._assembler_key = key
         self.update_grid_operator(scale, ke, self._fixed_host)
 
-    def update_grid_operator(self, scale: Any, ke: Any, fixed: Any) -> None:
+    def update_grid_operator(self, scale: Any, ke: Any, fixed: Any,
+                             springs: np.ndarray | None = None) -> None:
         """New design, grid-native: operator sum_e scale_e K0 with the dofs ``fixed``
-        (bool, grid layout) constrained. The hierarchy is rebuilt only when the grid,
-        the constraints, K0 or the array module change."""
+        (bool, grid layout) constrained, plus ``springs`` (host, grid layout: a stiffness
+        to ground per dof, or None) on the diagonal. The hierarchy is rebuilt only when
+        the grid, the constraints, K0 or the array module change.
+
+        Springs act on the fine level (CG's operator, the fine smoother and its
+        diagonal) and not on the coarse ones: the V-cycle stays symmetric positive
+        definite with any SPD coarse operator, and a few springs barely change its
+        quality (the force inverter: docs/architecture.md)."""
         if self.layout is None:
             raise SolverError("the multigrid solver needs a structured grid: call "
                               "bind(mesh, dofs_per_node) or pass a GridLayout first")
@@ -181,8 +189,22 @@ class MultigridSolver(LinearSolver):
         if fixed is not self._fixed_seen or self._key != (xp.__name__, ke.tobytes()):
             self._build_hierarchy(xp, xp.asarray(fixed, dtype=bool), ke)
             self._fixed_seen = fixed
+            self._fixed_host_grid = to_host(fixed).astype(bool)
+            self._springs_key = None
             self._key = (xp.__name__, ke.tobytes())
+        self._set_springs(springs, xp)
         self._set_design(xp.asarray(scale, dtype=xp.float64), ke)
+
+    def _set_springs(self, springs: np.ndarray | None, xp: Any) -> None:
+        if springs is None:
+            self._springs = None
+            return
+        if getattr(self, "_springs_key", None) is not springs:
+            free = ~np.asarray(self._fixed_host_grid)
+            idx = np.flatnonzero((np.asarray(springs) != 0.0) & free)
+            self._springs_key = springs
+            self._springs_value = (xp.asarray(idx), np.asarray(springs)[idx])
+        self._springs = self._springs_value if self._springs_value[1].size else None
 
     def _precision(self, xp: Any) -> Any:
         p = self.options.precision
@@ -236,7 +258,8 @@ class MultigridSolver(LinearSolver):
 
     def _set_design(self, scale: Any, ke: np.ndarray) -> None:
         xp, o, levels = self.xp, self.options, self.levels
-        self.op64 = StructuredOperator(self.layout, scale, ke, levels[0].free)
+        self.op64 = with_springs(StructuredOperator(self.layout, scale, ke, levels[0].free),
+                                 self._springs)
         s0 = scale.astype(self.dtype)
         s = s0
         # Galerkin levels derive from a "base" level: the fine one, or for ``hybrid`` the
@@ -262,12 +285,18 @@ class MultigridSolver(LinearSolver):
                                                self._children(ke, ratio, xp))
             else:
                 cells = coarsen_cell_matrices(prev, cells)
+            springs = self._springs if i == 0 else None
             if lev.pattern is None:
-                lev.op = StructuredOperator(lev.layout, s, lev_ke, lev.free)
+                lev.op = with_springs(StructuredOperator(lev.layout, s, lev_ke, lev.free),
+                                      springs)
                 continue
             if cells is None:  # a rediscretized (or the only) level, assembled
                 cells = s[:, None, None] * xp.asarray(ke, dtype=self.dtype)[None]
-            lev.op = CSROperator(lev.pattern, lev.pattern.assemble_data(cells))
+            data = lev.pattern.assemble_data(cells)
+            if springs is not None:
+                data[lev.pattern.diag_slot[springs[0]]] += xp.asarray(springs[1],
+                                                                      dtype=data.dtype)
+            lev.op = CSROperator(lev.pattern, data)
             if o.coarse_operator == "rediscretize":
                 cells = None
         levels[-1].coarse_solve = _CoarseSolver(levels[-1].op, xp)
@@ -365,6 +394,34 @@ class MultigridSolver(LinearSolver):
     def stats(self) -> dict:
         return {"cg_iterations": self.last.iterations, "mg_levels": len(self.levels),
                 "mg_element_bounds": self.fell_back}
+
+
+class SpringOperator:
+    """``op`` plus springs to ground: A u + diag(k) u at the dofs ``idx`` (a few)."""
+
+    def __init__(self, op: Any, idx: Any, k: np.ndarray):
+        self.op, self.idx = op, idx
+        self.xp = op.xp
+        self.k = self.xp.asarray(k, dtype=op.dtype)
+        self.dtype, self.shape = op.dtype, op.shape
+
+    def apply(self, u: Any, out: Any = None, alpha: float = 1.0, beta: float = 0.0,
+              z: Any = None) -> Any:
+        y = self.op.apply(u, out=out, alpha=alpha, beta=beta, z=z)
+        y[self.idx] += (alpha * self.k) * u[self.idx]
+        return y
+
+    def __matmul__(self, u: Any) -> Any:
+        return self.apply(u)
+
+    def diagonal(self) -> Any:
+        d = self.op.diagonal().copy()
+        d[self.idx] += self.k
+        return d
+
+
+def with_springs(op: Any, springs: tuple[Any, np.ndarray] | None) -> Any:
+    return op if springs is None else SpringOperator(op, *springs)
 
 
 def eigenvalue_bound(ke: np.ndarray, dim: int, k: int, ratio: int) -> float:
