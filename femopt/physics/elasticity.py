@@ -138,15 +138,47 @@ class LinearElasticity(Physics):
         return elasticity_kernel(self.element, self.options.E, self.options.nu,
                                  self.thickness())
 
-    def stress_matrices(self, coords: np.ndarray) -> np.ndarray:
-        """D B at the cell centre: (n_cells, n_voigt, nd), stress = (D B) u_e."""
+    def _centre_gradients(self, coords: np.ndarray) -> np.ndarray:
+        """dN/dx at the cell centre: (n_cells, n_nodes, dim)."""
         from dataclasses import replace
 
         el = self.element
         centre = replace(el, quad_points=el.ref_nodes.mean(axis=0, keepdims=True),
                          quad_weights=np.ones(1))
-        dndx, _ = physical_gradients(centre, coords)
-        return np.einsum("vw,cwj->cvj", self.D, strain_displacement(dndx)[:, 0])
+        return physical_gradients(centre, coords)[0][:, 0]
+
+    def stress_matrices(self, coords: np.ndarray) -> np.ndarray:
+        """D B at the cell centre: (n_cells, n_voigt, nd), stress = (D B) u_e."""
+        dndx = self._centre_gradients(coords)
+        return np.einsum("vw,cwj->cvj", self.D, strain_displacement(dndx[:, None])[:, 0])
+
+    def stress_coordinate_derivative(self, coords: np.ndarray, ue: np.ndarray,
+                                     w: np.ndarray) -> np.ndarray:
+        """sum_c w_c,e . d(S_e u_c,e)/dX_{a,d} at fixed u: the explicit derivative of the
+        centre stresses (:meth:`stress_matrices`) weighted by ``w``, per cell node.
+
+        With H = du/dx = sum_a u_a G_a^T (G = dN/dx) the strains are linear in H and
+        dG_{a,i}/dX_{b,d} = -G_{a,d} G_{b,i} gives dH_{k,i}/dX_{b,d} = -H_{k,d} G_{b,i};
+        w . D eps(H) = T : H with T the tensor form of D^T w (shears on both sides).
+
+        Args:
+            coords: (n_cells, n_nodes, dim). ue: (n_cases, n_cells, nd) cell states.
+            w: (n_cases, n_cells, n_voigt) weights of the stress components.
+        Returns:
+            (n_cells, n_nodes, dim).
+        """
+        g = self._centre_gradients(coords)  # (e, n, d)
+        dim = g.shape[2]
+        u = ue.reshape(ue.shape[0], ue.shape[1], -1, dim)  # (c, e, n, k)
+        h = np.einsum("ceak,eai->ceki", u, g)
+        t = np.einsum("vw,cev->cew", self.D, w)
+        tt = np.zeros(h.shape)
+        for i in range(dim):
+            tt[..., i, i] = t[..., i]
+        pairs = [(0, 1)] if dim == 2 else [(1, 2), (0, 2), (0, 1)]
+        for v, (i, j) in enumerate(pairs, start=dim):
+            tt[..., i, j] = tt[..., j, i] = t[..., v]
+        return -np.einsum("ceki,cekd,ebi->ebd", tt, h, g, optimize=True)
 
     def rigid_modes(self) -> np.ndarray:
         x = self.mesh.points - self.mesh.points.mean(axis=0)
