@@ -48,7 +48,7 @@ def smooth_direction(points: np.ndarray, seed: int = 0, modes: int = 3,
 
 def check_shape_gradients(model, points: np.ndarray | None = None,
                           direction: np.ndarray | None = None, seed: int = 0,
-                          step: float = 0.1, n: int = 4) -> list[ShapeGradientCheck]:
+                          step: float = 0.005, n: int = 4) -> list[ShapeGradientCheck]:
     """Taylor tests of the shape gradients of the model's objective and constraints.
 
     Args:

@@ -9,31 +9,27 @@ The densities are held fixed (rho = 1: every cell solid), the node coordinates X
 
 the same adjoint states as for dJ/drho (one multi-RHS solve with the forward solver's
 factorization; compliance is self-adjoint, lambda_c = -w_c u_c). lambda^T dK/dX u comes
-from the physics' element kernel run on dual numbers seeded on the node coordinates
+from the physics' :meth:`~femopt.physics.base.Physics.coordinate_sensitivity`: by
+default its element kernel run on dual numbers seeded on the node coordinates
 (:func:`femopt.adjoint.dual.coordinate_derivative`, the NumPy twin of the generated CUDA
-``shape_sensitivity`` kernel); df/dX (body loads) and the explicit partial J/partial X
-(compliance's f . u, the volume, the stresses' strain matrices) from
-:mod:`femopt.shape.geometry` and each function's :meth:`~femopt.objectives.base.Function.
-partial_x`.
+``shape_sensitivity`` kernel), for elasticity a closed form checked against it. df/dX
+(body loads) and the explicit partial J/partial X (compliance's f . u, the volume, the
+stresses' strain matrices) come from :mod:`femopt.shape.geometry` and each function's
+:meth:`~femopt.objectives.base.Function.partial_x`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from femopt.adjoint.dual import coordinate_derivative
 from femopt.adjoint.sensitivity import adjoint_states
 from femopt.assembly.element_kernel import element_matrices
 from femopt.assembly.sparse import FixedPatternAssembler
 from femopt.errors import InputError, PluginError, RunError
 from femopt.objectives.base import State
-from femopt.shape.geometry import (Geometry, body_loads_of, check_cells,
+from femopt.physics.base import Physics
+from femopt.shape.geometry import (Geometry, body_loads_of, check_cells, gather,
                                    jacobian_determinants)
-
-# bytes of dK_e/dX held at once by the coordinate-derivative pass (hex8 elasticity: 110 KB
-# per cell), so large meshes run in chunks of cells
-_CHUNK_BYTES = 64 * 2**20
-
 
 class ShapeEvaluator:
     """Functions of a model (objective first, then constraints, as ``Model.functions()``)
@@ -51,7 +47,8 @@ class ShapeEvaluator:
 
     Raises:
         InputError: the model runs on the GPU path, its solver is matrix-free on a
-            structured grid, or its physics has no element kernel.
+            structured grid, its physics has no element kernel, or it has body loads
+            its physics weights in its own way (convection-diffusion's SUPG source).
     """
 
     def __init__(self, model, rho: np.ndarray | None = None):
@@ -75,6 +72,10 @@ class ShapeEvaluator:
         self.m = np.asarray(model.interp.value(self.rho), dtype=float)
         self.functions = model.functions()
         self.body_loads = body_loads_of(model)
+        if self.body_loads and type(model.physics).body_load is not Physics.body_load:
+            raise InputError(f"physics '{model.physics.name}' weights its body loads its own "
+                             "way; their coordinate derivative is not available for shape "
+                             "derivatives (use nodal loads)")
         thickness = model.physics.thickness()
         k = model.physics.dofs_per_node
         # model.loads holds the nodal loads plus the body loads at the initial coordinates
@@ -185,31 +186,20 @@ class ShapeEvaluator:
 
     def _adjoint_terms(self, state: State, lams: list[np.ndarray | None]
                        ) -> list[np.ndarray]:
-        """sum_c lambda_c^T (dK/dX u_c - df_c/dX) per function: dK_e/dX by dual numbers
-        once per chunk of cells, applied to every function's lambda."""
+        """sum_c lambda_c^T (dK/dX u_c - df_c/dX) per function; lambda^T dK/dX u from the
+        physics' :meth:`~femopt.physics.base.Physics.coordinate_sensitivity`, once for all
+        functions."""
         geom = state.geometry
-        n_nodes, dim = geom.points.shape
-        out = [np.zeros((n_nodes, dim)) for _ in lams]
+        out = [np.zeros(geom.points.shape) for _ in lams]
         active = [k for k, lam in enumerate(lams) if lam is not None]
         if not active:
             return out
-        k = self.kernel.dofs_per_node
-        nd, nn = self.kernel.nd, self.cells.shape[1]
-        per_cell = nn * dim * nd * nd * 8
-        chunk = max(1, _CHUNK_BYTES // per_cell)
-        u = state.u
-        for start in range(0, self.cells.shape[0], chunk):
-            cells = self.cells[start:start + chunk]
-            dofs = (cells[:, :, None] * k + np.arange(k)).reshape(cells.shape[0], -1)
-            dk = coordinate_derivative(self.kernel, geom.points[cells],
-                                       self.m[start:start + chunk])  # (e, s, nd, nd)
-            dku = np.einsum("esij,cej->cesi", dk, u[:, dofs], optimize=True)
-            for f in active:
-                g = np.einsum("cei,cesi->es", lams[f][:, dofs], dku, optimize=True)
-                out[f] += np.bincount((cells[:, :, None] * dim + np.arange(dim)).ravel(),
-                                      weights=g.ravel(), minlength=n_nodes * dim
-                                      ).reshape(n_nodes, dim)
-        for f in active:
+        dofs = self.model.cell_dofs
+        per_cell = self.model.physics.coordinate_sensitivity(
+            geom.points[self.cells], self.m, state.u[:, dofs],
+            [lams[f][:, dofs] for f in active])
+        for f, g in zip(active, per_cell):
+            out[f] = gather(self.cells, g, geom.n_nodes)
             df = geom.load_derivative(lams[f])
             if df is not None:
                 out[f] -= df
