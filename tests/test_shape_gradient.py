@@ -240,3 +240,27 @@ def test_a_structured_grid_solver_is_refused(tmp_path):
                     "solver: {type: multigrid}\noptimizer: {type: oc}\n")
     with pytest.raises(InputError, match="assembled solver"):
         ShapeEvaluator(build_model(path, device="cpu"))
+
+
+def test_convection_diffusion_and_load_cases(tmp_path):
+    """A non-symmetric physics with a geometry-dependent fixed part (convection, SUPG:
+    element matrices from the kernel, LU transpose solves) and two weighted load cases."""
+    path = problem(tmp_path, "quad4",
+                   physics="{type: convection_diffusion, fluid_conductivity: 0.05, "
+                           "velocity: [1.0, 0.5]}",
+                   supports="  - {region: {face: x_min}}\n", loads="  []\n",
+                   objective="  {type: thermal_compliance}\n",
+                   constraints="  - {type: mean_temperature, region: {face: y_max}, "
+                               "max: 10.0}\n")
+    text = open(path).read().replace("loads:\n  []\n", (
+        "load_cases:\n"
+        "  - {name: a, weight: 2.0, loads: [{region: {face: x_max}, heat: 1.0}]}\n"
+        "  - {name: b, loads: [{region: {face: y_max}, heat: 0.5}]}\n"))
+    open(path, "w").write(text)
+    model = build_model(path, device="cpu")
+    assert model.ke_fixed is not None and len(model.case_names) == 2
+    ev = ShapeEvaluator(model)
+    expected, _ = model.values_and_gradients(np.ones(model.n))
+    np.testing.assert_allclose(ev.values(model.mesh.points), expected, rtol=1e-10)
+    for c in check_shape_gradients(ev, seed=4):
+        assert in_band(c.result), (c.name, c.result.rates)
