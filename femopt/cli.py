@@ -115,6 +115,8 @@ def cmd_check_gradients(args) -> int:
 
     # on the CPU path unless asked: --device gpu checks the GPU path's own gradients
     model = build_model(args.problem, device=args.device)
+    if model.shape:
+        return _check_shape_gradients(model, args.seed)
     rng = np.random.default_rng(args.seed)
     x = rng.uniform(0.25, 0.75, model.n)
     x[model.passive_idx] = model.passive_val
@@ -144,6 +146,28 @@ def cmd_check_gradients(args) -> int:
             print(f"  {'':30s} partial_rho alone (states fixed): rates {prate}")
     if failed:
         print(f"{failed} gradient(s) failed the Taylor test (rate should be about 2)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _check_shape_gradients(model, seed: int) -> int:
+    """Taylor tests of the shape gradients along a smooth random motion of every node."""
+    from femopt.shape.check import check_shape_gradients
+
+    failed = 0
+    for check in check_shape_gradients(model, seed=seed):
+        res = check.result
+        rates = "exact (linear)" if res.exact else " ".join(f"{r:.3f}" for r in res.rates)
+        verdict = "ok" if check.ok else f"WRONG ({check.wrong_term})"
+        failed += not check.ok
+        print(f"{check.name:32s} rates {rates:24s} {verdict}")
+        if not check.ok and check.partial is not None:
+            p = check.partial
+            prate = "exact" if p.exact else " ".join(f"{r:.3f}" for r in p.rates)
+            print(f"  {'':30s} partial_x alone (states fixed): rates {prate}")
+    if failed:
+        print(f"{failed} shape gradient(s) failed the Taylor test (rate should be about 2)",
               file=sys.stderr)
         return 1
     return 0
@@ -186,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_validate)
 
     g = sub.add_parser("check-gradients",
-                       help="Taylor test of every objective and constraint at a random design")
+                       help="Taylor test of every objective and constraint at a random design "
+                       "(a shape design: along a smooth random node motion)")
     g.add_argument("problem")
     g.add_argument("--seed", type=int, default=0, help="random seed of the design and direction")
     g.add_argument("--device", choices=DEVICES, default="cpu",

@@ -67,3 +67,12 @@ class SingularSystemError(InputError):
 
 class RunError(FemoptError):
     """A failure during an optimization run (non-finite values, ...)."""
+
+
+class InvertedCellsError(RunError):
+    """Node coordinates at which cells are inverted or degenerate (det J <= 0 somewhere in
+    the cell): a shape optimization step went too far. ``cells`` holds their indices."""
+
+    def __init__(self, message: str, cells):
+        super().__init__(message)
+        self.cells = cells

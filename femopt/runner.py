@@ -108,6 +108,10 @@ def resume(result_dir: str | Path, max_iter: int | None = None, quiet: bool = Fa
 
 def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
               ck: Checkpoint | None, quiet: bool, stream, t0: float) -> RunResult:
+    if model.shape:
+        from femopt.shape.run import optimize_shape
+
+        return optimize_shape(model, out_dir, limit, problem_bytes, quiet, stream, t0)
     pm = get_manager()
     out_cfg = model.problem.output
     sha = problem_hash(problem_bytes)

@@ -34,18 +34,14 @@ def element_sensitivity(cell_dofs: np.ndarray, ke: np.ndarray, lam: np.ndarray,
     return np.einsum("cei,cei->e", le, ku)
 
 
-def function_gradients(functions: list[Function], state: State, solver: Any,
-                       assembler: Any, cell_dofs: np.ndarray, ke: np.ndarray,
-                       dm_drho: np.ndarray, split: bool = False) -> list[Any]:
-    """dJ/drho (n_cells,) for each function, sharing one multi-RHS adjoint solve.
+def adjoint_states(functions: list[Function], state: State, solver: Any,
+                   assembler: Any) -> list[np.ndarray | None]:
+    """The adjoint states lambda (n_cases, n_dofs) of ``functions``, K^T lambda_c = -dJ/du_c,
+    from one multi-RHS solve; None for a function that does not depend on the states.
 
     The solve is ``solver.solve(rhs, transpose=True)`` on the forward solver object: one
     column per (function, load case), with the forward factorization or preconditioner.
-    Only the design-scaled part K0 of K(rho) = sum_e m(rho_e) K0_e + C enters dK/drho
-    (springs and convection do not depend on the design).
-
-    With ``split=True`` each entry is the pair (partial_rho term, adjoint term), whose
-    sum is the gradient (for reports that name the wrong term).
+    A function that knows its adjoint state without a solve (compliance) skips it.
     """
     n_cases = state.u.shape[0]
     lams: list[np.ndarray | None] = [None] * len(functions)
@@ -79,6 +75,22 @@ def function_gradients(functions: list[Function], state: State, solver: Any,
             else:
                 lam_free = sol[:, start:start + 1] * s[None, :]
             lams[k] = assembler.expand(lam_free).T
+    return lams
+
+
+def function_gradients(functions: list[Function], state: State, solver: Any,
+                       assembler: Any, cell_dofs: np.ndarray, ke: np.ndarray,
+                       dm_drho: np.ndarray, split: bool = False) -> list[Any]:
+    """dJ/drho (n_cells,) for each function, sharing one multi-RHS adjoint solve
+    (:func:`adjoint_states`).
+
+    Only the design-scaled part K0 of K(rho) = sum_e m(rho_e) K0_e + C enters dK/drho
+    (springs and convection do not depend on the design).
+
+    With ``split=True`` each entry is the pair (partial_rho term, adjoint term), whose
+    sum is the gradient (for reports that name the wrong term).
+    """
+    lams = adjoint_states(functions, state, solver, assembler)
     grads: list[Any] = []
     n = state.rho.shape[0]
     for k, fn in enumerate(functions):

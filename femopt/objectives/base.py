@@ -26,6 +26,10 @@ class State:
         loads: (n_cases, n_dofs) load vectors.
         weights: (n_cases,) load case weights.
         model: the built model (mesh, physics, interpolation, element matrices, ...).
+        geometry: None for the model's own mesh; in shape optimization the mesh at moved
+            node coordinates (:class:`femopt.shape.geometry.Geometry`: ``points``, cell
+            volumes, the load vectors' coordinate derivative), from which a function
+            takes what it derives from the geometry.
     """
 
     rho: Any
@@ -33,6 +37,7 @@ class State:
     loads: Any
     weights: Any
     model: Any
+    geometry: Any = None
 
 
 class Function(Component):
@@ -59,6 +64,17 @@ class Function(Component):
 
     def partial_u(self, state: State) -> Any | None:
         """dJ/du at fixed rho, (n_cases, n_dofs), or None when zero."""
+        return None
+
+    def partial_x(self, state: State) -> Any | None:
+        """Explicit dJ/dX with respect to the node coordinates at fixed u and rho,
+        (n_nodes, dim), at ``state.geometry`` (shape optimization); None when zero.
+
+        A function that keeps something derived from the geometry (cell volumes, strain
+        matrices) must read it from ``state.geometry`` when that is set and give its
+        derivative here; otherwise its value and shape gradient stay those of the
+        initial mesh (``femopt check-gradients`` on a shape problem shows it).
+        """
         return None
 
     def adjoint_state(self, state: State) -> Any | None:

@@ -26,6 +26,12 @@ class Compliance(Function):
     def partial_u(self, state: State):
         return state.weights[:, None] * state.loads
 
+    def partial_x(self, state: State):
+        # f_c(X) . u_c: body loads move with the nodes
+        if state.geometry is None:
+            return None
+        return state.geometry.load_derivative(state.weights[:, None] * state.u)
+
     def adjoint_state(self, state: State):
         if not state.model.physics.symmetric:
             return None  # K^T differs from K: the adjoint needs its own solve

@@ -13,6 +13,10 @@ J approaches max v_ce from above as P grows. Its derivatives:
     dJ/dv_ce       = J^(1-P) v_ce^(P-1)
     dJ/du_c,e      = dJ/dv_ce * eta_e S_e^T V s_ce / v_ce        (the adjoint load)
     partial J/drho_e = sum_c dJ/dv_ce * eta'(rho_e) v0_ce,   v0 the unrelaxed stress
+    partial J/dX     = sum_{c,e} dJ/dv_ce * eta_e (V s0_ce)^T (dS_e/dX u_c,e) / v0_ce
+
+At moved nodes (``state.geometry``, shape optimization) S_e is that of the moved cell;
+the last line is its explicit dependence on the node coordinates X.
 """
 
 from __future__ import annotations
@@ -83,18 +87,24 @@ class StressPNorm(Function):
         self._cache = (state, self._compute_stresses(state))
         return self._cache[1]
 
+    def _coords(self, state: State) -> np.ndarray:
+        """Node coordinates of the function's cells at the state's geometry."""
+        return state.geometry.points[state.model.mesh.cells[self.cells]]
+
     def _compute_stresses(self, state: State):
         rho = state.rho[self.cells]
         q = self.options.q
         eta = rho**q
+        S = self.S if state.geometry is None else \
+            state.model.physics.stress_matrices(self._coords(state))
+        S = np.broadcast_to(S, (len(self.cells),) + S.shape[1:])
         ue = state.u[:, self.dofs]  # (c, e, nd)
-        s0 = np.einsum("evj,cej->cev", np.broadcast_to(self.S, (len(self.cells),) + self.S.shape[1:]),
-                       ue, optimize=True)
+        s0 = np.einsum("evj,cej->cev", S, ue, optimize=True)
         v0 = np.sqrt(np.maximum(np.einsum("cev,vw,cew->ce", s0, self.V, s0), 0.0))
-        return rho, eta, s0, v0
+        return rho, eta, s0, v0, S
 
     def value(self, state: State) -> float:
-        _, eta, _, v0 = self._stresses(state)
+        _, eta, _, v0, _ = self._stresses(state)
         return float(np.linalg.norm((eta * v0).ravel(), ord=self.options.p))
 
     def _dj_dv(self, v: np.ndarray) -> tuple[float, np.ndarray]:
@@ -104,22 +114,34 @@ class StressPNorm(Function):
             return j, np.zeros_like(v)
         return j, (v / j) ** (P - 1.0)
 
-    def partial_u(self, state: State):
-        rho, eta, s0, v0 = self._stresses(state)
-        v = eta * v0
-        _, g = self._dj_dv(v)
+    def _stress_weights(self, state: State) -> np.ndarray:
+        """dJ/ds0_ce = dJ/dv_ce eta_e V s0_ce / v0_ce (0 where a cell carries no stress)."""
+        _, eta, s0, v0, _ = self._stresses(state)
+        _, g = self._dj_dv(eta * v0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            # dv/ds0 = eta V s0 / v0 (0 where the cell carries no stress)
             coef = np.where(v0 > 0, g * eta / np.where(v0 > 0, v0, 1.0), 0.0)
-        vs = np.einsum("vw,cew->cev", self.V, s0) * coef[..., None]
-        S = np.broadcast_to(self.S, (len(self.cells),) + self.S.shape[1:])
+        return np.einsum("vw,cew->cev", self.V, s0) * coef[..., None]
+
+    def partial_u(self, state: State):
+        S = self._stresses(state)[4]
+        vs = self._stress_weights(state)
         fe = np.einsum("evj,cev->cej", S, vs, optimize=True)
         n = state.u.shape[1]
         return np.stack([np.bincount(self.dofs.ravel(), weights=fe[c].ravel(), minlength=n)
                          for c in range(fe.shape[0])])
 
+    def partial_x(self, state: State):
+        if state.geometry is None:
+            return None
+        from femopt.shape.geometry import gather
+
+        per_cell = state.model.physics.stress_coordinate_derivative(
+            self._coords(state), state.u[:, self.dofs], self._stress_weights(state))
+        return gather(state.model.mesh.cells[self.cells], per_cell,
+                      state.geometry.points.shape[0])
+
     def partial_rho(self, state: State):
-        rho, eta, _, v0 = self._stresses(state)
+        rho, eta, _, v0, _ = self._stresses(state)
         _, g = self._dj_dv(eta * v0)
         q = self.options.q
         with np.errstate(divide="ignore", invalid="ignore"):

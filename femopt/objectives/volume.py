@@ -11,7 +11,9 @@ class VolumeOptions(Options):
 
 
 class Volume(Function):
-    """sum_e rho_e v_e / sum_e v_e."""
+    """sum_e rho_e v_e / sum_e v_e. At moved nodes (``state.geometry``, shape
+    optimization) the volumes are those of the moved cells and the denominator stays the
+    initial mesh's volume: v(X) / v(X0)."""
 
     name = "volume"
     summary = "Volume fraction of the design (no solve needed)"
@@ -28,7 +30,16 @@ class Volume(Function):
         return float(self.weights @ rho)
 
     def value(self, state: State) -> float:
+        if state.geometry is not None:
+            return float(state.geometry.cell_volumes @ state.rho) / self.natural_scale
         return self.rho_only_value(state.rho)
 
     def partial_rho(self, state: State):
+        if state.geometry is not None:
+            return state.geometry.cell_volumes / self.natural_scale
         return self.weights
+
+    def partial_x(self, state: State):
+        if state.geometry is None:
+            return None
+        return state.geometry.volume_derivative(state.rho) / self.natural_scale

@@ -63,6 +63,9 @@ class WeightedSum(Function):
     def partial_rho(self, state: State):
         return self._sum([t.partial_rho(state) for t in self.terms])
 
+    def partial_x(self, state: State):
+        return self._sum([t.partial_x(state) for t in self.terms])
+
     def partial_u(self, state: State):
         return self._sum([t.partial_u(state) if t.needs_state else None for t in self.terms])
 

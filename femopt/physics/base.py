@@ -11,6 +11,11 @@ from femopt.mesh.mesh import Mesh
 from femopt.plugins.registry import Component
 
 
+# bytes of dK_e/dX that the dual-number shape sensitivity holds at once (hex8 elasticity:
+# 110 KB per cell), so large meshes run in chunks of cells
+DUAL_CHUNK_BYTES = 64 * 2**20
+
+
 class Physics(Component):
     """A linear physics whose stiffness scales element by element with a material factor.
 
@@ -69,6 +74,41 @@ class Physics(Component):
         generates transposed, design- and shape-sensitivity kernels; None if the physics
         does not declare one."""
         return None
+
+    def coordinate_sensitivity(self, coords: np.ndarray, m: np.ndarray, u: np.ndarray,
+                               lams: list[np.ndarray]) -> list[np.ndarray]:
+        """Shape sensitivities sum_c lambda_c,e^T (dK_e(m_e)/dX_{a,d}) u_c,e per cell node.
+
+        Args:
+            coords: (n_cells, n_nodes, dim). m: (n_cells,) material factors.
+            u: (n_cases, n_cells, nd) cell states. lams: adjoint cell states, one array
+                like ``u`` per function.
+        Returns:
+            one (n_cells, n_nodes, dim) array per entry of ``lams``.
+
+        This runs the element kernel on dual numbers seeded on the node coordinates
+        (:func:`femopt.adjoint.dual.coordinate_derivative`, the NumPy twin of the
+        generated ``shape_sensitivity`` kernel), dK_e/dX once for all ``lams``, in chunks
+        of cells; a physics may override it with a closed form.
+        """
+        from femopt.adjoint.dual import coordinate_derivative
+
+        kernel = self.element_kernel()
+        if kernel is None:
+            raise ValueError(f"physics '{self.name}' declares no element kernel: its "
+                             "coordinate derivative dK/dX is not available")
+        c, nn, dim = coords.shape
+        chunk = max(1, DUAL_CHUNK_BYTES // (nn * dim * kernel.nd**2 * 8))
+        out = [np.zeros((c, nn, dim)) for _ in lams]
+        m = np.broadcast_to(np.asarray(m, dtype=float), (c,))
+        for start in range(0, c, chunk):
+            part = slice(start, start + chunk)
+            dk = coordinate_derivative(kernel, coords[part], m[part])  # (e, s, nd, nd)
+            dku = np.einsum("esij,cej->cesi", dk, u[:, part], optimize=True)
+            for o, lam in zip(out, lams):
+                g = np.einsum("cei,cesi->es", lam[:, part], dku, optimize=True)
+                o[part] = g.reshape(-1, nn, dim)
+        return out
 
     def rigid_modes(self, dofs: np.ndarray | None = None) -> np.ndarray:
         """(n_dofs, m) basis of the null space of the unconstrained stiffness, or its rows

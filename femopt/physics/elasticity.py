@@ -143,21 +143,98 @@ class LinearElasticity(Physics):
     def element_matrices_at(self, coords: np.ndarray) -> np.ndarray:
         dndx, wdet = physical_gradients(self.element, coords)
         b = strain_displacement(dndx)  # (c, q, v, nd)
-        return np.einsum("cqvi,vw,cqwj,cq->cij", b, self.D, b, wdet) * self.thickness()
+        if coords.shape[0] == 1:
+            # a structured grid's shared K0: this summation order is the one its reference
+            # runs reproduce bit for bit
+            return np.einsum("cqvi,vw,cqwj,cq->cij", b, self.D, b, wdet) * self.thickness()
+        db = np.einsum("vw,cqwj->cqvj", self.D, b * wdet[:, :, None, None])
+        return np.einsum("cqvi,cqvj->cij", b, db, optimize=True) * self.thickness()
+
+    def coordinate_sensitivity(self, coords: np.ndarray, m: np.ndarray, u: np.ndarray,
+                               lams: list[np.ndarray]) -> list[np.ndarray]:
+        """sum_c lambda_c,e^T (dK_e/dX_{a,d}) u_c,e per cell node, K_e = m_e K0_e(X), in
+        closed form (the dual-number kernel of the base class is its reference).
+
+        With G = dN/dx, H = grad u, sigma = C : eps(u) (tensors) at a quadrature point,
+        d(w det J)/dX_{b,d} = w det J G_{b,d} and dH_{k,i}/dX_{b,d} = -H_{k,d} G_{b,i} give
+
+            lambda^T dK_e/dX_{b,d} u = m t sum_q w det J [sigma(u) : eps(lambda) G
+                                        - G sigma(lambda) H(u) - G sigma(u) H(lambda)]_{b,d}.
+        """
+        g, wdet = physical_gradients(self.element, coords)  # (e, q, n, d), (e, q)
+        e, q, n, dim = g.shape
+        pairs = [(0, 1)] if dim == 2 else [(1, 2), (0, 2), (0, 1)]
+
+        def grads(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """H (c, e, q, k, i) and the stress tensor (c, e, q, i, j) of cell states v."""
+            h = np.einsum("ceak,eqai->ceqki", v.reshape(v.shape[0], e, n, dim), g,
+                          optimize=True)
+            eps = [h[..., i, i] for i in range(dim)] + [h[..., i, j] + h[..., j, i]
+                                                        for i, j in pairs]
+            sv = np.einsum("vw,wceq->ceqv", self.D, np.stack(eps))
+            s = np.empty(h.shape)
+            for i in range(dim):
+                s[..., i, i] = sv[..., i]
+            for v_, (i, j) in enumerate(pairs, start=dim):
+                s[..., i, j] = s[..., j, i] = sv[..., v_]
+            return h, s
+
+        hu, su = grads(u)
+        scale = self.thickness() * wdet * np.asarray(m, dtype=float).reshape(-1, 1)  # (e, q)
+        out = []
+        for lam in lams:
+            hl, sl = grads(lam)
+            energy = np.einsum("ceqij,ceqij->eq", su, hl)
+            t = np.einsum("ceqik,ceqkd->eqid", sl, hu) + np.einsum("ceqik,ceqkd->eqid", su, hl)
+            out.append(np.einsum("eq,eqbd->ebd", scale * energy, g)
+                       - np.einsum("eq,eqbi,eqid->ebd", scale, g, t, optimize=True))
+        return out
 
     def element_kernel(self) -> ElementKernel:
         return elasticity_kernel(self.element, self.options.E, self.options.nu,
                                  self.thickness())
 
-    def stress_matrices(self, coords: np.ndarray) -> np.ndarray:
-        """D B at the cell centre: (n_cells, n_voigt, nd), stress = (D B) u_e."""
+    def _centre_gradients(self, coords: np.ndarray) -> np.ndarray:
+        """dN/dx at the cell centre: (n_cells, n_nodes, dim)."""
         from dataclasses import replace
 
         el = self.element
         centre = replace(el, quad_points=el.ref_nodes.mean(axis=0, keepdims=True),
                          quad_weights=np.ones(1))
-        dndx, _ = physical_gradients(centre, coords)
-        return np.einsum("vw,cwj->cvj", self.D, strain_displacement(dndx)[:, 0])
+        return physical_gradients(centre, coords)[0][:, 0]
+
+    def stress_matrices(self, coords: np.ndarray) -> np.ndarray:
+        """D B at the cell centre: (n_cells, n_voigt, nd), stress = (D B) u_e."""
+        dndx = self._centre_gradients(coords)
+        return np.einsum("vw,cwj->cvj", self.D, strain_displacement(dndx[:, None])[:, 0])
+
+    def stress_coordinate_derivative(self, coords: np.ndarray, ue: np.ndarray,
+                                     w: np.ndarray) -> np.ndarray:
+        """sum_c w_c,e . d(S_e u_c,e)/dX_{a,d} at fixed u: the explicit derivative of the
+        centre stresses (:meth:`stress_matrices`) weighted by ``w``, per cell node.
+
+        With H = du/dx = sum_a u_a G_a^T (G = dN/dx) the strains are linear in H and
+        dG_{a,i}/dX_{b,d} = -G_{a,d} G_{b,i} gives dH_{k,i}/dX_{b,d} = -H_{k,d} G_{b,i};
+        w . D eps(H) = T : H with T the tensor form of D^T w (shears on both sides).
+
+        Args:
+            coords: (n_cells, n_nodes, dim). ue: (n_cases, n_cells, nd) cell states.
+            w: (n_cases, n_cells, n_voigt) weights of the stress components.
+        Returns:
+            (n_cells, n_nodes, dim).
+        """
+        g = self._centre_gradients(coords)  # (e, n, d)
+        dim = g.shape[2]
+        u = ue.reshape(ue.shape[0], ue.shape[1], -1, dim)  # (c, e, n, k)
+        h = np.einsum("ceak,eai->ceki", u, g)
+        t = np.einsum("vw,cev->cew", self.D, w)
+        tt = np.zeros(h.shape)
+        for i in range(dim):
+            tt[..., i, i] = t[..., i]
+        pairs = [(0, 1)] if dim == 2 else [(1, 2), (0, 2), (0, 1)]
+        for v, (i, j) in enumerate(pairs, start=dim):
+            tt[..., i, j] = tt[..., j, i] = t[..., v]
+        return -np.einsum("ceki,cekd,ebi->ebd", tt, h, g, optimize=True)
 
     def rigid_modes(self, dofs: np.ndarray | None = None) -> np.ndarray:
         return rigid_body_modes(self.mesh.points, dofs)

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from femopt.errors import InputError, Issue, ProblemError
 from femopt.plugins.registry import Registry
-from femopt.problem.schema import CONSTRAINT_KEYS, Problem
+from femopt.problem.schema import CONSTRAINT_KEYS, DESIGN_TYPES, Problem
 from femopt.problem.yamlpos import Located, Path, format_path, load_yaml
 
 # problem-file section -> registry kind, and whether the section is a list
@@ -64,6 +64,8 @@ def _model_of(annotation: Any) -> list[type[BaseModel]]:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _model_of(typing.get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType, list, tuple):
         for arg in typing.get_args(annotation):
             out += _model_of(arg)
@@ -115,9 +117,16 @@ def validation_issues(exc: ValidationError, model: type[BaseModel], located: Loc
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
         # drop union branch names pydantic inserts (e.g. 'list[float]')
         loc = tuple(p for p in loc if not (isinstance(p, str) and p in ("function-after",)))
+        # drop the tag pydantic inserts after a tagged union's key (design: density|shape)
+        loc = tuple(p for i, p in enumerate(loc)
+                    if not (i > 0 and loc[i - 1] == "design" and p in DESIGN_TYPES))
         path = prefix + loc
         kind = err["type"]
-        if kind == "extra_forbidden":
+        if kind == "union_tag_invalid":
+            tag = err.get("ctx", {}).get("tag")
+            issues.append(located.issue(path + ("type",), unknown_key_message(
+                tag, list(DESIGN_TYPES)).replace("unknown key", "unknown type")))
+        elif kind == "extra_forbidden":
             msg = unknown_key_message(loc[-1], _fields_at(model, loc[:-1]))
             issues.append(located.issue(path, msg, key=True))
         elif kind == "missing":  # reported at the mapping that lacks the key
@@ -184,12 +193,13 @@ def _validate_section(registry: Registry, kind: str, data: Any, path: Path,
 
 
 def _constraint_bounds(sec: Section, located: Located, issues: list[Issue]) -> None:
-    lo, hi = sec.extra.get("min"), sec.extra.get("max")
-    if (lo is None) == (hi is None):
-        issues.append(located.issue(sec.path, "a constraint needs exactly one of 'max' or 'min'"))
+    given = [k for k in ("max", "min", "equal") if sec.extra.get(k) is not None]
+    if len(given) != 1:
+        issues.append(located.issue(sec.path, "a constraint needs exactly one of 'max', "
+                                    "'min' or 'equal'"))
         return
-    key = "max" if hi is not None else "min"
-    v = hi if hi is not None else lo
+    key = given[0]
+    v = sec.extra[key]
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or abs(v) == float("inf"):
         issues.append(located.issue(sec.path + (key,), f"expected a finite number, got {v!r}"))
 

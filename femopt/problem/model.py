@@ -93,6 +93,12 @@ class Model:
         if issues:
             raise ProblemError(loaded.filename, issues)
 
+        # a shape design moves the nodes of a moving boundary; every cell is solid
+        self.shape = self.problem.design.type == "shape"
+        if self.shape:
+            self._check_shape_problem(issues)
+            if issues:
+                raise ProblemError(loaded.filename, issues)
         self.n_dofs = self.mesh.n_nodes * self.physics.dofs_per_node
         self.ke = self.physics.element_matrices()
         self.fixed = self._supports(issues)
@@ -100,8 +106,8 @@ class Model:
         self.case_names, self.weights, self.loads = self._loads(issues)
         self.passive_idx, self.passive_val = self._passive(issues)
         self.filters = [self._create("filter", s, issues, self.mesh) for s in sec["filters"]]
-        d = self.problem.design.interpolation
-        self.interp = Interpolation(d.type, d.penalty, d.min)
+        d = self.problem.design.interpolation if not self.shape else None
+        self.interp = Interpolation(d.type, d.penalty, d.min) if d else Interpolation("simp", 3.0, 1e-9)
         if issues:
             raise ProblemError(loaded.filename, issues)
 
@@ -111,9 +117,16 @@ class Model:
             fn = self._create("function", s, issues, self)
             if fn is None:
                 continue
-            kind = "max" if "max" in s.extra else "min"
+            kind = next(k for k in ("max", "min", "equal") if k in s.extra)
             limit = float(s.extra[kind])
-            if fn.name == "volume" and not 0 < limit <= 1:
+            if kind == "equal" and not self.shape:
+                issues.append(loaded.issue(("constraints", i, kind), "an equality constraint "
+                                           "needs a shape design (design: {type: shape}); "
+                                           "topology optimizers take 'max' or 'min'"))
+            if fn.name == "volume" and self.shape and limit <= 0:
+                issues.append(loaded.issue(("constraints", i, kind), "a volume ratio (to the "
+                                           f"initial mesh's volume) must be > 0, got {limit:g}"))
+            elif fn.name == "volume" and not self.shape and not 0 < limit <= 1:
                 issues.append(loaded.issue(("constraints", i, kind),
                                            f"a volume fraction must be in (0, 1], got {limit:g}"))
             if fn.positive_limit and limit <= 0:
@@ -129,7 +142,8 @@ class Model:
                 self.solver.bind(self.mesh, self.physics.dofs_per_node)
             except ValueError as exc:
                 issues.append(loaded.issue(sec["solver"].path, str(exc)))
-        self.optimizer = self._create("optimizer", sec["optimizer"], issues)
+        self.optimizer = (self._create("optimizer", sec["optimizer"], issues)
+                          if not self.shape else None)
         if self.solver is not None and not self.physics.symmetric:
             try:  # e.g. the direct solver switches from Cholesky to LU
                 self.solver.require_nonsymmetric()
@@ -140,7 +154,8 @@ class Model:
 
         self.path: Any = None
         self.device_notes: list[str] = []  # what the device choice decided, for the log
-        xp = self._choose_device(device, array_module)
+        xp = self._choose_device(device, array_module) if not self.shape else \
+            self._shape_device(device)
         free_mask = np.ones(self.n_dofs, dtype=bool)
         free_mask[self.fixed] = False
         self.n_free = int(free_mask.sum())
@@ -191,6 +206,10 @@ class Model:
         self.last_state: State | None = None
         self.evaluations = 0
         self._t_last = time.perf_counter()
+        if self.shape:
+            from femopt.shape.setup import shape_optimizer
+
+            self.optimizer = shape_optimizer(self)
         if xp is not None:
             from femopt.problem.device_path import DevicePath
 
@@ -265,6 +284,38 @@ class Model:
                                      "direct solver")
         self.device = "gpu"
         return xp
+
+    def _check_shape_problem(self, issues: list[Issue]) -> None:
+        """What a shape design cannot take: a structured grid, filters, an optimizer
+        section, exporters of density fields."""
+        data = self.loaded.located.data
+        if self.mesh.grid is not None:
+            issues.append(self.loaded.issue(("design", "type"), "a shape design moves the "
+                                            "nodes of a mesh read from a file (mesh: {type: "
+                                            "file, path: ...}); this mesh is a structured grid"))
+        if data.get("filters"):
+            issues.append(self.loaded.issue(("filters",), "filters act on densities; a shape "
+                                            "design has none"))
+        if "optimizer" in data:
+            issues.append(self.loaded.issue(("optimizer",), "a shape design is optimized by "
+                                            "femopt's shape optimizer; its settings (max_step, "
+                                            "max_iter, tol, ...) go under design"))
+        for i, fmt in enumerate(self.problem.output.formats):
+            if fmt != "vtu":
+                issues.append(self.loaded.issue(("output", "formats", i), f"{fmt!r} exports a "
+                                                "density field; a shape design writes vtu "
+                                                "(the moved mesh)"))
+
+    def _shape_device(self, requested: str | None) -> None:
+        """Shape designs run on the CPU: a GPU request is refused, auto says so."""
+        self.device = "cpu"
+        asked = requested if requested is not None else self.problem.device
+        if asked == "gpu":
+            message = "a shape design runs on the CPU"
+            if requested is not None:
+                raise InputError(f"--device gpu: {message}")
+            raise self.loaded.error(("device",), message)
+        return None
 
     def on_device(self, a: Any) -> bool:
         """Whether ``a`` belongs to the device path (its array module)."""
@@ -415,6 +466,8 @@ class Model:
 
     def _passive(self, issues: list[Issue]):
         idx, val = [], []
+        if self.shape:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
         for i, ps in enumerate(self.problem.design.passive):
             try:
                 cells = select_cells(ps.region, self.mesh)
@@ -432,6 +485,8 @@ class Model:
         return keys, np.array([last[int(c)] for c in keys])
 
     def _initial_density(self) -> float:
+        if self.shape:
+            return 1.0
         d = self.problem.design.initial
         if d is not None:
             return d

@@ -112,6 +112,10 @@ def _core_models() -> list[tuple[str, type[BaseModel]]]:
 
 def _model_section(path: str, model: type[BaseModel]) -> list[str]:
     title = f"### `{path}`" if path else "### Top level"
+    kind = model.model_fields.get("type")
+    if kind is not None and typing.get_origin(kind.annotation) is typing.Literal \
+            and len(typing.get_args(kind.annotation)) == 1:  # one branch of a tagged union
+        title += f" (type: {typing.get_args(kind.annotation)[0]})"
     lines = [title, ""]
     doc = _doc(model)
     if doc:
@@ -211,7 +215,7 @@ def _type_name(annotation: Any) -> str:
     if origin is typing.Literal:
         return "one of " + ", ".join(f"`{a}`" for a in args)
     if origin in (typing.Union, types.UnionType):
-        names = [_type_name(a) for a in args if a is not type(None)]
+        names = list(dict.fromkeys(_type_name(a) for a in args if a is not type(None)))
         return " or ".join(names)
     if origin is list:
         return f"list of {_plural(_type_name(args[0]))}" if args else "list"

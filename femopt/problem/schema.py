@@ -7,9 +7,9 @@ validated against the chosen plugin's own ``Options`` by :mod:`femopt.problem.lo
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from femopt.mesh.regions import Region
 
@@ -92,12 +92,95 @@ class Passive(Strict):
 
 
 class Design(Strict):
+    """A density design (topology optimization): one density per cell."""
+
+    type: Literal["density"] = "density"
+    """density (the default), or shape: the node positions of a moving boundary (see
+    `design` (type: shape))."""
     initial: float | None = Field(None, gt=0, le=1)
     """Initial uniform density (default: the volume constraint's limit, else 0.5)."""
     interpolation: Interpolation = Interpolation()
     """Material interpolation."""
     passive: list[Passive] = []
     """Regions held solid or void."""
+
+
+class Slide(Strict):
+    """Mesh nodes that slide on a plane (a symmetry plane): their coordinate along the
+    plane's normal stays as it is, the other coordinates follow the mesh motion."""
+
+    region: Region
+    """The nodes that slide (e.g. `{group: bottom}` or `{face: y_min}`)."""
+    normal: Literal["x", "y", "z"]
+    """The plane's normal axis: the coordinate held."""
+
+
+class Extension(Strict):
+    """How the shape gradient on the moving boundary becomes a motion of every node: one
+    solve of a(V, W) = int k_e grad V : C : grad W + V . W / length^2 on the mesh."""
+
+    type: Literal["elasticity", "laplace"] = "elasticity"
+    """The operator: linear elasticity (C of Poisson's ratio `nu`) or a Laplace equation
+    per coordinate."""
+    data: Literal["neumann", "dirichlet"] = "neumann"
+    """neumann: the boundary gradient is the load of the solve (smoothed along the
+    boundary); dirichlet: it is the boundary motion itself (divided by each node's share
+    of the boundary), extended into the volume."""
+    length: float | None = Field(None, gt=0)
+    """Length scale of the mass term (a regularisation: shorter keeps the motion closer
+    to the boundary); none when omitted, which needs some held boundary."""
+    nu: float = Field(0.3, gt=-1.0, lt=0.5)
+    """Poisson's ratio of the elasticity operator."""
+    normal: bool = True
+    """Keep only the normal component of the boundary gradient (the tangential one slides
+    nodes along the boundary without changing the shape to first order)."""
+    stiffening: float = Field(1.0, ge=0)
+    """Cell stiffness (mean cell volume / cell volume)^stiffening: small cells near the
+    boundary move nearly rigidly instead of being crushed (0: uniform)."""
+
+
+class ShapeDesign(Strict):
+    """A shape design: the positions of the nodes of a moving boundary. The rest of the
+    mesh follows through the extension; boundary nodes elsewhere are held (or slide).
+    Every cell is solid; needs a mesh read from a file."""
+
+    type: Literal["shape"]
+    """shape."""
+    boundary: Region
+    """The moving boundary's nodes (e.g. `{group: hole}`); they must lie on the mesh's
+    boundary."""
+    slide: list[Slide] = []
+    """Nodes that slide on symmetry planes (including moving nodes there)."""
+    extension: Extension = Extension()
+    """The extension of the boundary gradient into the mesh."""
+    max_step: float | None = Field(None, gt=0)
+    """Largest node motion of one step, in the mesh's length unit (default: the mean edge
+    length of the moving boundary)."""
+    min_quality: float = Field(0.2, gt=0, lt=1)
+    """Smallest scaled Jacobian a step may leave in a cell (1: ideal cell, <= 0:
+    inverted); a cell already below it may not get worse. Steps that break it are
+    halved."""
+    backtracks: int = Field(10, ge=1)
+    """Halvings of a rejected step before the run stops."""
+    max_iter: int = Field(200, ge=1)
+    """Iteration limit (`--max-iter` overrides it)."""
+    tol: float = Field(1e-5, gt=0)
+    """Converged when an accepted step changes the objective by less than this (relative)
+    and the constraints hold."""
+    constraint_tol: float = Field(1e-3, gt=0)
+    """How far (relative to its bound) a constraint may be off when converged."""
+
+
+def _design_type(value: Any) -> str:
+    if isinstance(value, dict):
+        t = value.get("type", "density")
+        return t if isinstance(t, str) else repr(t)
+    return getattr(value, "type", "density")
+
+
+DESIGN_TYPES = ("density", "shape")
+AnyDesign = Annotated[Union[Annotated[Design, Tag("density")],
+                            Annotated[ShapeDesign, Tag("shape")]], Discriminator(_design_type)]
 
 
 Unit = Literal["um", "mm", "cm", "m", "in", "ft"]
@@ -127,7 +210,7 @@ class Output(Strict):
 
 
 class Problem(Strict):
-    """A topology optimization problem."""
+    """A topology or shape optimization problem."""
 
     name: str | None = None
     """Name of the problem (default: the file name)."""
@@ -148,14 +231,15 @@ class Problem(Strict):
     """Loads of a problem with one load case (use `load_cases` for several)."""
     load_cases: list[LoadCase] | None = None
     """Several load cases sharing one factorization."""
-    design: Design = Design()
-    """Design variables: initial value, interpolation, passive regions."""
+    design: AnyDesign = Design()
+    """Design variables: densities (initial value, interpolation, passive regions), or
+    with `type: shape` the nodes of a moving boundary."""
     filters: list[dict[str, Any]] = []
     """Filter chain applied to the design in order (sensitivity, density, heaviside)."""
     objective: dict[str, Any]
     """Objective function to minimize: `type` picks the plugin."""
     constraints: list[dict[str, Any]] = []
-    """Inequality constraints: `type` plus `max` (or `min`)."""
+    """Constraints: `type` plus `max`, `min` or (shape designs) `equal`."""
     optimizer: dict[str, Any] = {"type": "oc"}
     """Optimizer: `type` picks the plugin (oc, mma, nlopt)."""
     solver: dict[str, Any] = {"type": "direct"}
@@ -178,4 +262,4 @@ class Problem(Strict):
 
 
 # Keys every constraint entry has, whatever its type; the rest belongs to the plugin.
-CONSTRAINT_KEYS = {"type", "max", "min"}
+CONSTRAINT_KEYS = {"type", "max", "min", "equal"}
