@@ -24,7 +24,8 @@
 //   4. the x neighbour's corners by a warp shuffle, the y neighbour's through shared
 //      memory; the node's sum is written once, masked like the other apply kernels.
 // A chunk starts one cell layer below its first node layer (only that layer's top forces
-// are kept). Two barriers per layer; node buffers alternate between layers.
+// are kept); the top node layer of the grid has cells below only. Two barriers per layer;
+// node buffers alternate between layers.
 
 #define FEMOPT_WALSH_TX 32
 
@@ -139,6 +140,34 @@ __device__ __forceinline__ void femopt_walsh_cell(const T* bh, const T* th, T s,
     }
 }
 
+// Steps 3 and 4 for node layer iz: acc[c * 4 + q] = this cell column's forces on the node
+// layer in x-y Walsh space, own[c] = u at this thread's node (kept on constrained dofs).
+template <typename T, int K, int ROWS>
+__device__ __forceinline__ void femopt_walsh_write(
+    const T* acc, const T* own, T (*rows_above)[ROWS][FEMOPT_WALSH_TX], bool writes,
+    const unsigned* own_idx, femopt_index layer, const unsigned char* __restrict__ free_mask,
+    const T* z, T* y, T alpha, T beta)
+{
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    T mine[K];
+#pragma unroll
+    for (int c = 0; c < K; ++c) {
+        T corner[4];
+        femopt_walsh_xy(acc[c * 4], acc[c * 4 + 1], acc[c * 4 + 2], acc[c * 4 + 3], corner);
+        // corner (bx, by) at index bx + 2 by; lane tx - 1's right corners are ours
+        mine[c] = corner[0] + __shfl_up_sync(0xffffffffu, corner[1], 1);
+        rows_above[c][ty][tx] = corner[2] + __shfl_up_sync(0xffffffffu, corner[3], 1);
+    }
+    __syncthreads();
+    if (!writes) return;
+#pragma unroll
+    for (int c = 0; c < K; ++c) {
+        const femopt_index i = layer + own_idx[c];
+        const T v = free_mask[i] ? mine[c] + rows_above[c][ty - 1][tx] : own[c];
+        y[i] = beta != T(0) ? alpha * v + beta * z[i] : alpha * v;
+    }
+}
+
 // Args: as femopt_assembly_hex8_apply; chunk: node layers per block (blockIdx.z). Blocks of
 // 32 x ROWS threads; MIN_BLOCKS per multiprocessor caps the registers.
 template <typename T, int K, int ROWS, int MIN_BLOCKS>
@@ -159,7 +188,6 @@ femopt_assembly_hex8_apply_walsh(
     const int ix = x0 - 1 + tx, iy = y0 - 1 + ty;
     const int n0 = chunk * blockIdx.z;
     const int n1 = min(nnz, n0 + chunk);
-    const int e0 = max(n0 - 1, 0);
     const femopt_walsh_tile<K, ROWS> tile(x0, y0, nnx, nny, (int)n_nodes);
     const bool cell_in = ix >= 0 && ix < nx && iy >= 0 && iy < ny;
     const bool writes = tx > 0 && ty > 0 && ix < nnx && iy < nny;
@@ -167,54 +195,55 @@ femopt_assembly_hex8_apply_walsh(
     const femopt_index cell_plane = (femopt_index)nx * ny;
     unsigned own_idx[K];  // c * n_nodes + this thread's node in its layer
 #pragma unroll
-    for (int c = 0; c < K; ++c) own_idx[c] = writes ? c * (int)n_nodes + ix + nnx * iy : 0;
+    for (int c = 0; c < K; ++c) own_idx[c] = writes ? c * (unsigned)n_nodes + ix + nnx * iy : 0u;
 
+    // own: u at this thread's node of the last face loaded; bh: x-y transform of the next
+    // cell's bottom face; toph: the last cell's top forces (x-y Walsh space)
     T own[K], bh[4 * K], toph[4 * K];
-    femopt_walsh_face<T, K, ROWS>(own, bh, nodes[e0 & 1], u + e0 * plane, tile);
+    int ez = max(n0 - 1, 0);
+    femopt_walsh_face<T, K, ROWS>(own, bh, nodes[ez & 1], u + ez * plane, tile);
 #pragma unroll
     for (int i = 0; i < 4 * K; ++i) toph[i] = T(0);
-#pragma unroll 1
-    for (int ez = e0; ez < n1; ++ez) {
-        T acc[4 * K], u_here[K];
+    if (n0 > 0) {  // the cell layer below the chunk: its top forces only
+        T s = T(0);
+        if (cell_in) s = __ldg(cell_scale + ez * cell_plane);
+        T th[4 * K], bot[4 * K];
+        femopt_walsh_face<T, K, ROWS>(own, th, nodes[n0 & 1], u + n0 * plane, tile);
+        femopt_walsh_cell<T, K>(bh, th, s, bot, toph);
 #pragma unroll
-        for (int i = 0; i < 4 * K; ++i) acc[i] = toph[i];
+        for (int i = 0; i < 4 * K; ++i) bh[i] = th[i];
+        ez = n0;
+    }
+    const int last = min(n1, nz);  // node layers below it have a cell layer above
+    // running pointers: the compiler does not strength-reduce ez * plane on its own
+    const T* u_next = u + (ez + 1) * plane;
+    const T* s_here = cell_scale + ez * cell_plane;
+    femopt_index layer = ez * plane;
+#pragma unroll 1
+    for (; ez < last; ++ez) {
+        T s = T(0);
+        if (cell_in) s = __ldg(s_here);
+        T u_here[K], th[4 * K], bot[4 * K], acc[4 * K];
 #pragma unroll
         for (int c = 0; c < K; ++c) u_here[c] = own[c];
-        if (ez < nz) {
-            T s = T(0);
-            if (cell_in) s = __ldg(cell_scale + ez * cell_plane);
-            T th[4 * K], bot[4 * K];
-            femopt_walsh_face<T, K, ROWS>(own, th, nodes[(ez + 1) & 1], u + (ez + 1) * plane,
-                                          tile);
-            femopt_walsh_cell<T, K>(bh, th, s, bot, toph);
+        femopt_walsh_face<T, K, ROWS>(own, th, nodes[(ez + 1) & 1], u_next, tile);
+        femopt_walsh_cell<T, K>(bh, th, s, bot, acc);
 #pragma unroll
-            for (int i = 0; i < 4 * K; ++i) {
-                acc[i] += bot[i];
-                bh[i] = th[i];
-            }
-        } else {
-            __syncthreads();  // no face barrier this layer: keep rows_above's reads apart
+        for (int i = 0; i < 4 * K; ++i) {
+            const T top = acc[i];
+            acc[i] = toph[i] + bot[i];
+            toph[i] = top;
+            bh[i] = th[i];
         }
-        if (ez < n0) continue;  // the chunk's first cell layer: its top forces only
-        T mine[K];
-#pragma unroll
-        for (int c = 0; c < K; ++c) {
-            T corner[4];
-            femopt_walsh_xy(acc[c * 4], acc[c * 4 + 1], acc[c * 4 + 2], acc[c * 4 + 3], corner);
-            // corner (bx, by) at index bx + 2 by; lane tx - 1's right corners are ours
-            mine[c] = corner[0] + __shfl_up_sync(0xffffffffu, corner[1], 1);
-            rows_above[c][ty][tx] = corner[2] + __shfl_up_sync(0xffffffffu, corner[3], 1);
-        }
-        __syncthreads();
-        if (writes) {
-            const femopt_index layer = ez * plane;
-#pragma unroll
-            for (int c = 0; c < K; ++c) {
-                const unsigned i = own_idx[c];
-                const T v = free_mask[layer + i] ? mine[c] + rows_above[c][ty - 1][tx]
-                                                 : u_here[c];
-                y[layer + i] = beta != T(0) ? alpha * v + beta * z[layer + i] : alpha * v;
-            }
-        }
+        femopt_walsh_write<T, K, ROWS>(acc, u_here, rows_above, writes, own_idx, layer,
+                                       free_mask, z, y, alpha, beta);
+        u_next += plane;
+        s_here += cell_plane;
+        layer += plane;
+    }
+    if (n1 == nnz) {  // the top node layer: forces of the cells below only
+        __syncthreads();  // no face barrier since the last exchange
+        femopt_walsh_write<T, K, ROWS>(toph, own, rows_above, writes, own_idx, nz * plane,
+                                       free_mask, z, y, alpha, beta);
     }
 }

@@ -227,43 +227,46 @@ def apply_tiled_numpy(layout: GridLayout, u: np.ndarray, scale: np.ndarray,
         return np.concatenate([np.zeros_like(v[:, :, :1]), v[:, :, :-1]], axis=2)
 
     writes = (ix >= 0) & (ix < nnx) & (iy >= 0) & (iy < nny) & (tx >= 1) & (ty >= 1)
+    zn = None if z is None or beta == 0.0 else layout.nodes(z)
+    fn = mask.reshape(un.shape)
+
+    def cell(ez: int, bh: tuple, th: tuple) -> tuple[list, list]:
+        """Bottom and top face forces (x-y Walsh space) of cell layer ez."""
+        s = np.where(cell_in, sc[ez, np.clip(iy, 0, ny - 1), np.clip(ix, 0, nx - 1)],
+                     0).astype(u.dtype)
+        # Walsh dof c * 8 + q + 4 mz, q = mx + 2 my, the cell's scale folded in
+        uh = np.empty((k, 8) + s.shape, dtype=u.dtype)
+        for q in range(4):
+            uh[:, q] = s * bh[q] + s * th[q]
+            uh[:, q + 4] = s * bh[q] - s * th[q]
+        gh = np.tensordot(m, uh.reshape((8 * k,) + s.shape), axes=1).reshape(uh.shape)
+        return ([gh[:, q] + gh[:, q + 4] for q in range(4)],
+                [gh[:, q] - gh[:, q + 4] for q in range(4)])
+
+    def write(acc: list, own: np.ndarray, ez: int) -> None:
+        c00, c10, c01, c11 = _xy_butterfly(*acc)
+        total = c00 + shuffle_up(c10) + from_row_below(c01 + shuffle_up(c11))
+        jx, jy = ix[writes], iy[writes]
+        for c in range(k):
+            v = np.where(fn[c, ez, jy, jx], total[c][writes], own[c][writes])
+            v = alpha * v if zn is None else alpha * v + beta * zn[c, ez, jy, jx]
+            yn[c, ez, jy, jx] = v
+
     for bz in range(gz):
         n0, n1 = bz * chunk, min(nnz, (bz + 1) * chunk)
-        e0 = max(n0 - 1, 0)
-        own, bh = face(e0)
-        toph = [np.zeros_like(own) for _ in range(4)]
-        for ez in range(e0, n1):
-            acc = [t.copy() for t in toph]
+        ez = max(n0 - 1, 0)
+        own, bh = face(ez)
+        toph = [np.zeros_like(own)] * 4
+        if n0 > 0:  # the cell layer below the chunk: its top forces only
+            own, th = face(n0)
+            _, toph = cell(ez, bh, th)
+            bh, ez = th, n0
+        for ez in range(ez, min(n1, nz)):
             u_here = own
-            if ez < nz:
-                s = np.where(cell_in, sc[ez, np.clip(iy, 0, ny - 1), np.clip(ix, 0, nx - 1)],
-                             0).astype(u.dtype)
-                own, th = face(ez + 1)
-                # x-y modes q = mx + 2 my of bottom (bz = 0) and top; Walsh dof c*8 + q + 4 mz
-                uh = np.empty((k, 8) + own.shape[1:], dtype=u.dtype)
-                for q in range(4):
-                    uh[:, q] = s * bh[q] + s * th[q]
-                    uh[:, q + 4] = s * bh[q] - s * th[q]
-                gh = np.tensordot(m, uh.reshape((8 * k,) + own.shape[1:]), axes=1)
-                gh = gh.reshape(uh.shape)
-                for q in range(4):
-                    acc[q] = acc[q] + (gh[:, q] + gh[:, q + 4])
-                    toph[q] = gh[:, q] - gh[:, q + 4]
-                bh = th
-            if ez < n0:
-                continue
-            c00, c10, c01, c11 = _xy_butterfly(*acc)
-            s0 = c00 + shuffle_up(c10)
-            s1 = c01 + shuffle_up(c11)
-            total = s0 + from_row_below(s1)
-            for c in range(k):
-                w = writes
-                jx, jy = ix[w], iy[w]
-                free_here = mask.reshape(un.shape)[c, ez, jy, jx]
-                v = np.where(free_here, total[c][w], u_here[c][w])
-                if z is not None and beta != 0.0:
-                    v = alpha * v + beta * layout.nodes(z)[c, ez, jy, jx]
-                else:
-                    v = alpha * v
-                yn[c, ez, jy, jx] = v
+            own, th = face(ez + 1)
+            bot, top = cell(ez, bh, th)
+            write([a + b for a, b in zip(toph, bot)], u_here, ez)
+            toph, bh = top, th
+        if n1 == nnz:  # the top node layer: cells below only
+            write(toph, own, nz)
     return y
