@@ -315,6 +315,31 @@ def test_mg_pcg_on_gpu_equals_cpu_direct_solve(shape, opts):
                                rtol=0, atol=2e-6 * np.abs(expected).max())
 
 
+@pytest.mark.parametrize("opts", [dict(), dict(precision="float64"),
+                                  dict(coarse_operator="rediscretize")],
+                         ids=["default_f32", "f64", "rediscretize"])
+def test_mg_pcg_with_the_walsh_kernel_equals_cpu_direct_solve(opts, monkeypatch):
+    """The Walsh kernel as the default of both precisions (the fine float64 operator of
+    the CG, the float32 V-cycle, rediscretized coarse levels) in a multigrid solve."""
+    import femopt.assembly.matrix_free as mf
+
+    monkeypatch.setattr(mf, "HEX8_DEFAULT", {"double": "walsh", "float": "walsh"})
+    shape = (64, 16, 16)  # several tiles in x on the fine level
+    case, scale, asm, f = cantilever_system(shape)
+    direct = DirectSolver()
+    direct.update_operator(scale, asm, case.ke)
+    expected = direct.solve(f)
+    mg = MultigridSolver(MultigridOptions(rtol=1e-9, coarsest_size=500, **opts), case.layout)
+    mg.update_operator(cupy.asarray(scale), asm, case.ke)
+    matrix_free = [lev.op for lev in mg.levels if isinstance(lev.op, StructuredOperator)]
+    assert len(matrix_free) == (3 if opts.get("coarse_operator") == "rediscretize" else 1)
+    assert all(op._gpu.variant == "walsh" for op in [mg.op64] + matrix_free)
+    u = mg.solve(cupy.asarray(f))
+    assert mg.last.iterations <= 60
+    np.testing.assert_allclose(cupy.asnumpy(u), expected, rtol=0,
+                               atol=1e-6 * np.abs(expected).max())
+
+
 def test_design_iterations_on_gpu_equal_cpu():
     shape = (32, 16, 8)
     opts = MultigridOptions(rtol=1e-10, coarsest_size=500)
