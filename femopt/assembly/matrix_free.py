@@ -251,6 +251,9 @@ class GpuApply:
         register_instances(COLUMNS_SOURCE, [
             f"femopt_assembly_hex8_apply_columns<{r}, {k}, {COLUMN_MIN_BLOCKS[r]}>"
             for r in ("double", "float") for k in (1, 3)])
+        register_instances(WALSH_SOURCE, [
+            f"femopt_assembly_hex8_apply_walsh<{r}, {k}, {WALSH_ROWS}, {WALSH_MIN_BLOCKS[r]}>"
+            for r in ("double", "float") for k in (1, 3)])
         if layout.nd > MAX_ND:
             raise ValueError(f"the apply kernel takes at most {MAX_ND} dofs per cell, "
                              f"got {layout.nd}")
