@@ -30,21 +30,38 @@ if [ -d .device-wheels ]; then
 fi
 python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -3
 
-# register use, spills and constant-bank FMAs of the apply kernels (nvcc, like NVRTC)
+# register use, spills and instruction counts of the apply kernels (nvcc, like NVRTC): the
+# whole kernel, and its main loop (the longest backward branch: one node layer of columns
+# counts twice, it steps two; one cell layer of walsh)
 [ "${BENCH:-1}" = 0 ] || python3 - > "$OUT/kernel_resources.txt" 2>&1 <<'PY'
 import re, subprocess, tempfile, pathlib
 from femopt.backend.kernels import PREAMBLE
+from femopt.assembly import matrix_free as mf
 from femopt.assembly.matrix_free import k0_prelude
+from femopt.assembly.walsh import walsh_factor, walsh_prelude
 from femopt.mesh.grid_cantilever import unit_cell_matrix
+k0 = unit_cell_matrix(3)
 d = pathlib.Path(tempfile.mkdtemp())
 jobs = {"gather": (PREAMBLE + pathlib.Path("femopt/assembly/matrix_free.cu").read_text(),
                    ["femopt_assembly_hex8_apply<double, 3, 1>",
                     "femopt_assembly_hex8_apply<float, 3, 1>",
                     "femopt_assembly_hex8_apply<float, 3, 8>"]),
-        "columns": (PREAMBLE + k0_prelude(unit_cell_matrix(3))
+        "columns": (PREAMBLE + k0_prelude(k0)
                     + pathlib.Path("femopt/assembly/matrix_free_columns.cu").read_text(),
-                    ["femopt_assembly_hex8_apply_columns<double, 3>",
-                     "femopt_assembly_hex8_apply_columns<float, 3>"])}
+                    [f"femopt_assembly_hex8_apply_columns<{r}, 3, {mf.COLUMN_MIN_BLOCKS[r]}>"
+                     for r in ("double", "float")]),
+        "walsh": (PREAMBLE + walsh_prelude(walsh_factor(k0, 3))
+                  + pathlib.Path("femopt/assembly/matrix_free_walsh.cu").read_text(),
+                  [f"femopt_assembly_hex8_apply_walsh<{r}, 3, {mf.WALSH_ROWS}, "
+                   f"{mf.WALSH_MIN_BLOCKS[r]}>" for r in ("double", "float")])}
+OPS = ("FFMA", "FADD", "FMUL", "DFMA", "DADD", "DMUL", "LDG", "STG", "LDS", "STS", "SHFL",
+       "BAR", "LDC", "MOV", "IMAD", "IADD3")
+
+def counts(lines):
+    ops = [re.sub(r"^@!?U?P\w+\s+", "", t).split()[0].split(".")[0] for _, t in lines]
+    return f"{len(ops)} instructions: " + ", ".join(f"{o} {ops.count(o)}" for o in OPS
+                                                     if ops.count(o))
+
 for tag, (src, names) in jobs.items():
     code = src + "\n" + "\n".join(f"auto* k{i} = &{n};" for i, n in enumerate(names))
     (d / f"{tag}.cu").write_text(code)
@@ -56,10 +73,16 @@ for tag, (src, names) in jobs.items():
     s = subprocess.run(["cuobjdump", "-sass", str(d / f"{tag}.cubin")],
                        capture_output=True, text=True).stdout
     for fn in re.split(r"\n\s+Function : ", s)[1:]:
-        body = fn
-        print(fn.splitlines()[0], "DFMA", body.count("DFMA"), "FFMA", body.count("FFMA"),
-              "LDG", body.count("LDG"), "LDC", body.count("LDC"), "ULDC", body.count("ULDC"),
-              "c[0x2]", body.count("c[0x2]"), "c[0x3]", body.count("c[0x3]"))
+        lines = [(int(m.group(1), 16), m.group(2)) for m in
+                 re.finditer(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", fn)]
+        print(fn.splitlines()[0])
+        print("  kernel:", counts(lines), "| c[0x2]", fn.count("c[0x2]"), "c[0x3]",
+              fn.count("c[0x3]"))
+        back = [(a, int(m.group(1), 16)) for a, t in lines
+                if (m := re.search(r"BRA\s+(0x[0-9a-f]+)", t)) and int(m.group(1), 16) < a]
+        if back:
+            end, start = max(back, key=lambda b: b[0] - b[1])
+            print("  main loop:", counts([x for x in lines if start <= x[0] <= end]))
 PY
 
 set +e

@@ -67,13 +67,15 @@ def symmetric(n, r):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 @pytest.mark.parametrize("shape, k", GRIDS + [((3, 5, 70), 3), ((9, 2, 1), 1)])
 @pytest.mark.parametrize("children, variant", [(False, "columns"), (False, "gather"),
-                                               (True, "gather")],
-                         ids=["K0_columns", "K0_gather", "galerkin_children"])
+                                               (False, "walsh"), (True, "gather")],
+                         ids=["K0_columns", "K0_gather", "K0_walsh", "galerkin_children"])
 def test_apply_kernel_equals_numpy(shape, k, children, variant, dtype, monkeypatch):
     import femopt.assembly.matrix_free as mf
 
     monkeypatch.setattr(mf, "HEX8_VARIANT", variant)
     monkeypatch.setattr(mf, "COLUMN_THREADS", 64)  # several z chunks even on small grids
+    monkeypatch.setattr(mf, "WALSH_MIN_CHUNK", 1)
+    monkeypatch.setattr(mf, "WALSH_BLOCKS", 4096)
     r = rng()
     if children and any(n % 2 for n in shape):
         shape = tuple(n + n % 2 for n in shape)
@@ -96,6 +98,51 @@ def test_apply_kernel_equals_numpy(shape, k, children, variant, dtype, monkeypat
     op.apply(cupy.asarray(u), out=zz, alpha=0.5, beta=-1.5, z=zz)
     close(zz, ref, dtype)
     close(op.diagonal(), StructuredOperator(lay, scale, ke, free).diagonal(), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("shape, k", [((70, 20, 9), 3), ((33, 8, 17), 1), ((31, 7, 2), 3)])
+@pytest.mark.parametrize("min_chunk", [1, 8])
+def test_walsh_apply_with_the_element_matrix_equals_numpy(shape, k, min_chunk, dtype,
+                                                          monkeypatch):
+    """The Walsh kernel with the sparse Walsh form of the box element matrix (45 non-zeros
+    for elasticity, 7 for heat) on grids of several tiles in x, y and z, against the NumPy
+    apply and against the kernel's NumPy twin."""
+    import femopt.assembly.matrix_free as mf
+    from femopt.assembly.walsh import apply_tiled_numpy, walsh_factor
+    from femopt.mesh import structured_grid
+    from femopt.physics.elasticity import ElasticityOptions, LinearElasticity
+    from femopt.physics.heat import HeatConduction, HeatOptions
+
+    monkeypatch.setattr(mf, "HEX8_VARIANT", "walsh")
+    monkeypatch.setattr(mf, "WALSH_MIN_CHUNK", min_chunk)
+    cell = structured_grid((1, 1, 1), (1.0, 1.0, 1.0))
+    physics = (LinearElasticity(ElasticityOptions(), cell) if k == 3
+               else HeatConduction(HeatOptions(), cell))
+    ke = physics.element_matrices()
+    assert walsh_factor(ke, k).blocked
+    r = rng()
+    lay = GridLayout(shape, k)
+    scale = r.uniform(1e-9, 1, lay.n_cells)
+    free = r.uniform(size=lay.n_dofs) > 0.1
+    u = (r.standard_normal(lay.n_dofs) * free).astype(dtype)
+    z = r.standard_normal(lay.n_dofs).astype(dtype)
+    ref = apply_numpy(lay, u.astype(np.float64), scale, ke, free, 2.0, 0.5, z.astype(np.float64))
+    op = StructuredOperator(lay, cupy.asarray(scale, dtype=dtype), ke, cupy.asarray(free))
+    assert op._gpu.variant == "walsh"
+    bound = 1e-12 if dtype == np.float64 else 1e-6  # relative to the largest entry
+
+    def rel_error(gpu, reference):
+        return np.abs(cupy.asnumpy(gpu).astype(np.float64) - reference).max() / np.abs(
+            reference).max()
+
+    got = op.apply(cupy.asarray(u), alpha=2.0, beta=0.5, z=cupy.asarray(z))
+    assert rel_error(got, ref) <= bound
+    twin = apply_tiled_numpy(lay, u, scale.astype(dtype), walsh_factor(ke, k), free, 2.0, 0.5,
+                             z, rows=mf.WALSH_ROWS, chunk=op._gpu.chunk)
+    assert rel_error(got, twin.astype(np.float64)) <= bound
+    got = op.apply(cupy.asarray(u))  # beta = 0: no z read
+    assert rel_error(got, apply_numpy(lay, u.astype(np.float64), scale, ke, free)) <= bound
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
@@ -293,6 +340,36 @@ def test_mg_pcg_on_gpu_equals_cpu_direct_solve(shape, opts):
     two = cupy.asarray(np.stack([f, 2 * f], axis=1))
     np.testing.assert_allclose(cupy.asnumpy(mg.solve(two, transpose=True))[:, 1], 2 * expected,
                                rtol=0, atol=2e-6 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("opts", [dict(), dict(precision="float64"),
+                                  dict(coarse_operator="rediscretize")],
+                         ids=["default_f32", "f64", "rediscretize"])
+def test_mg_pcg_with_the_walsh_kernel_equals_cpu_direct_solve(opts, monkeypatch):
+    """The Walsh kernel as the default of both precisions (the fine float64 operator of
+    the CG, the float32 V-cycle, rediscretized coarse levels) in a multigrid solve."""
+    import femopt.assembly.matrix_free as mf
+
+    monkeypatch.setattr(mf, "HEX8_DEFAULT", {"double": "walsh", "float": "walsh"})
+    shape = (64, 16, 16)  # several tiles in x on the fine level
+    case, scale, asm, f = cantilever_system(shape)
+    direct = DirectSolver()
+    direct.update_operator(scale, asm, case.ke)
+    expected = direct.solve(f)
+    mg = MultigridSolver(MultigridOptions(rtol=1e-9, coarsest_size=500, **opts), case.layout)
+    mg.update_operator(cupy.asarray(scale), asm, case.ke)
+    # matrix-free levels: K0 on the fine level (and on every rediscretized one) runs
+    # walsh; the Galerkin level 1 (8 child matrices per cell) gather
+    variants = [lev.op._gpu.variant for lev in mg.levels if isinstance(lev.op, StructuredOperator)]
+    assert mg.op64._gpu.variant == "walsh" and variants[0] == "walsh"
+    if opts.get("coarse_operator") == "rediscretize":
+        assert variants == ["walsh"] * 3
+    else:
+        assert variants == ["walsh", "gather"]
+    u = mg.solve(cupy.asarray(f))
+    assert mg.last.iterations <= 60
+    np.testing.assert_allclose(cupy.asnumpy(u), expected, rtol=0,
+                               atol=1e-6 * np.abs(expected).max())
 
 
 def test_design_iterations_on_gpu_equal_cpu():

@@ -15,8 +15,13 @@ Two kinds of cell matrices:
 
 The NumPy path gathers every cell's dofs with 2^dim slices (contiguous in x), multiplies
 by the element matrix in one GEMM, and adds the cell forces back corner by corner. The CuPy path
-launches ``femopt_assembly_{quad4,hex8}_apply`` (``matrix_free.cu``): one thread per node
-gathers the 2^dim cells around it (no atomics).
+launches one of three kernels, none with atomics (:func:`hex8_variant` picks): for hex8
+with one element matrix ``femopt_assembly_hex8_apply_walsh`` (``matrix_free_walsh.cu``:
+tiles of cells marching in z, K0 u_e in the Walsh basis of the corners,
+:mod:`femopt.assembly.walsh`) or ``femopt_assembly_hex8_apply_columns``
+(``matrix_free_columns.cu``: one thread per node column marching in z); otherwise
+``femopt_assembly_{quad4,hex8}_apply`` (``matrix_free.cu``: one thread per node gathers
+the 2^dim cells around it).
 """
 
 from __future__ import annotations
@@ -160,13 +165,47 @@ def _instances() -> list[str]:
 
 MAX_ND = 24
 COLUMNS_SOURCE = Path(__file__).with_name("matrix_free_columns.cu")
-# hex8 with one element matrix: "columns" (z-marching, K0 as literals) or "gather" (one
-# thread per node gathering its 8 cells, K0 in constant memory; every other case)
-HEX8_VARIANT = "columns"
+WALSH_SOURCE = Path(__file__).with_name("matrix_free_walsh.cu")
+# hex8 with one element matrix, per precision: "walsh" (cell tiles, K0 in the Walsh basis
+# of the corners: femopt.assembly.walsh), "columns" (z-marching, K0 as literals) or
+# "gather" (one thread per node gathering its 8 cells, K0 in constant memory; every other
+# case). Switching a precision's default is this one line.
+HEX8_DEFAULT = {"double": "columns", "float": "columns"}
+HEX8_VARIANT: str | None = None  # one variant for both precisions (tests, benchmarks)
 COLUMN_THREADS = 2_000_000  # threads to aim for when splitting the z columns in chunks
 # blocks of 128 threads per multiprocessor the columns kernel is compiled for (register cap;
 # measured fastest on an H100: 3 in float64, 5 in float32; docs/benchmarks.md)
 COLUMN_MIN_BLOCKS = {"double": 3, "float": 5}
+# the Walsh kernel: tiles of 32 x WALSH_ROWS threads, compiled for WALSH_MIN_BLOCKS tiles
+# per multiprocessor (register cap: 128 registers in float64, 80 in float32), z split in
+# chunks of at least WALSH_MIN_CHUNK node layers until about WALSH_BLOCKS tiles run
+WALSH_ROWS = 8
+WALSH_MIN_BLOCKS = {"double": 2, "float": 3}
+WALSH_BLOCKS = 2048
+WALSH_MIN_CHUNK = 8
+
+
+def hex8_variant(real: str, ke: np.ndarray, layout: GridLayout, nchild: int,
+                 variant: str | None = None) -> str:
+    """The apply kernel for a level: ``variant`` (or :data:`HEX8_VARIANT`) when given,
+    else the precision's default (:data:`HEX8_DEFAULT`); "gather" where the others do
+    not apply (quad4, Galerkin children). A default "walsh" falls back to "columns" for an
+    element matrix without the mirror symmetries (its Walsh form is dense, still exact)."""
+    from femopt.assembly.walsh import walsh_factor
+
+    chosen = variant or HEX8_VARIANT
+    name = chosen or HEX8_DEFAULT[real]
+    if name not in ("walsh", "columns", "gather"):
+        raise ValueError(f"unknown hex8 apply variant {name!r}: expected walsh, columns "
+                         f"or gather")
+    if layout.dim != 3 or nchild != 1:
+        return "gather"
+    if name == "walsh":
+        if layout.n_dofs >= 2**31:  # the kernel's in-layer offsets are 32-bit
+            return "columns"
+        if chosen is None and not walsh_factor(ke, layout.k).blocked:
+            return "columns"
+    return name
 
 
 def snap_entries(ke: np.ndarray, rtol: float = 1e-12) -> np.ndarray:
@@ -197,7 +236,8 @@ def k0_prelude(ke: np.ndarray) -> str:
 
 
 class GpuApply:
-    """Launches the apply kernel for one level's cell matrices: the z-marching
+    """Launches the apply kernel for one level's cell matrices (:func:`hex8_variant`):
+    ``femopt_assembly_hex8_apply_walsh`` or the z-marching
     ``femopt_assembly_hex8_apply_columns`` for hex8 with one element matrix, else
     ``femopt_assembly_{quad4,hex8}_apply``."""
 
@@ -211,6 +251,9 @@ class GpuApply:
         register_instances(COLUMNS_SOURCE, [
             f"femopt_assembly_hex8_apply_columns<{r}, {k}, {COLUMN_MIN_BLOCKS[r]}>"
             for r in ("double", "float") for k in (1, 3)])
+        register_instances(WALSH_SOURCE, [
+            f"femopt_assembly_hex8_apply_walsh<{r}, {k}, {WALSH_ROWS}, {WALSH_MIN_BLOCKS[r]}>"
+            for r in ("double", "float") for k in (1, 3)])
         if layout.nd > MAX_ND:
             raise ValueError(f"the apply kernel takes at most {MAX_ND} dofs per cell, "
                              f"got {layout.nd}")
@@ -218,17 +261,26 @@ class GpuApply:
         nchild = 1 if ke.ndim == 2 else ke.shape[0]
         real = "double" if np.dtype(dtype) == np.float64 else "float"
         self.real = np.dtype(dtype).type
-        variant = variant or HEX8_VARIANT
-        self.columns = variant == "columns" and layout.dim == 3 and nchild == 1
-        if self.columns:
+        self.variant = hex8_variant(real, ke, layout, nchild, variant)
+        ns = layout.node_shape
+        if self.variant == "columns":
             self.column_name = (f"femopt_assembly_hex8_apply_columns<{real}, {layout.k}, "
                                 f"{COLUMN_MIN_BLOCKS[real]}>")
             self.prelude = k0_prelude(ke)
-            ns = layout.node_shape
             plane = ns[0] * ns[1]
             n_chunks = max(1, min(ns[2], -(-COLUMN_THREADS // plane)))
             self.chunk = -(-ns[2] // n_chunks)
             self.threads = plane * (-(-ns[2] // self.chunk))
+        elif self.variant == "walsh":
+            from femopt.assembly.walsh import tile_grid, walsh_factor, walsh_prelude
+
+            self.walsh_name = (f"femopt_assembly_hex8_apply_walsh<{real}, {layout.k}, "
+                               f"{WALSH_ROWS}, {WALSH_MIN_BLOCKS[real]}>")
+            self.prelude = walsh_prelude(walsh_factor(ke, layout.k))
+            gx, gy, _ = tile_grid(layout, WALSH_ROWS, ns[2])
+            n_chunks = max(1, min(-(-WALSH_BLOCKS // (gx * gy)), ns[2] // WALSH_MIN_CHUNK))
+            self.chunk = -(-ns[2] // n_chunks)
+            self.tiles = tile_grid(layout, WALSH_ROWS, self.chunk)
         self.name = f"femopt_assembly_{layout.cell_type}_apply<{real}, {layout.k}, {nchild}>"
         self.symbol = f"femopt_ke{1 if nchild == 1 else 8}_{'f64' if real == 'double' else 'f32'}"
         self.values = np.ascontiguousarray(ke, dtype=dtype).ravel()
@@ -250,14 +302,16 @@ class GpuApply:
             raise ValueError("the apply kernel cannot write into its input")
         if z is None:
             z, beta = u, 0.0
-        if self.columns:
+        args = (u, scale, self.free, z, out, self.real(alpha), self.real(beta)) + self.dims
+        if self.variant == "walsh":
+            kern = get_kernel(WALSH_SOURCE, self.walsh_name, prelude=self.prelude)
+            kern(self.tiles, (32, WALSH_ROWS), args + (np.int32(self.chunk),))
+            return out
+        if self.variant == "columns":
             kern = get_kernel(COLUMNS_SOURCE, self.column_name, prelude=self.prelude)
-            launch_1d(kern, self.threads, (u, scale, self.free, z, out, self.real(alpha),
-                                           self.real(beta)) + self.dims
-                      + (np.int32(self.chunk),), block=128)
+            launch_1d(kern, self.threads, args + (np.int32(self.chunk),), block=128)
             return out
         kern = get_kernel(SOURCE, self.name)
         set_constant(SOURCE, self.symbol, self.values, self.key)
-        launch_1d(kern, self.layout.n_nodes,
-                  (u, scale, self.free, z, out, self.real(alpha), self.real(beta)) + self.dims)
+        launch_1d(kern, self.layout.n_nodes, args)
         return out
