@@ -239,3 +239,26 @@ def test_results_directory_without_a_design(small_result, tmp_path, capsys):
     assert list(empty.iterdir()) == []
 
 
+
+
+def test_large_designs_are_written_uncompressed_and_read_back(tmp_path, monkeypatch):
+    """Above COMPRESS_UP_TO cells the VTU is raw binary (zlib would take minutes at
+    10^7 cells); ParaView and meshio read it the same."""
+    import meshio
+
+    from femopt.io import vtu
+    from femopt.mesh import structured_grid
+
+    mesh = structured_grid((6, 4, 2), (6.0, 4.0, 2.0))
+    rho = np.linspace(0.0, 1.0, mesh.n_cells)
+    u = np.random.default_rng(0).standard_normal((mesh.n_nodes, 3))
+    sizes = {}
+    for limit in (10**6, 10):
+        monkeypatch.setattr(vtu, "COMPRESS_UP_TO", limit)
+        path = tmp_path / f"d{limit}.vtu"
+        vtu.write_vtu(path, mesh, {"density": rho}, {"u": u})
+        back = meshio.read(path)
+        np.testing.assert_array_equal(back.cell_data["density"][0], rho)
+        np.testing.assert_array_equal(back.point_data["u"], u)
+        sizes[limit] = (path.stat().st_size, b"compressor" in path.read_bytes()[:2000])
+    assert sizes[10**6][1] and not sizes[10][1]

@@ -19,12 +19,30 @@ class FixedPatternAssembler:
         cell_dofs: (n_cells, nd) global dofs of each cell.
         n_dofs: number of global dofs.
         free: sorted global indices of the free (unconstrained) dofs.
+
+    The pattern is built on first use: a solver that only restricts and expands vectors
+    (matrix-free multigrid) never pays for it.
     """
+
+    _PATTERN = frozenset({"cell_reduced", "keep", "scatter", "_keys", "indices", "indptr",
+                          "nnz", "_local", "_cell"})
 
     def __init__(self, cell_dofs: np.ndarray, n_dofs: int, free: np.ndarray):
         self.n_cells, self.nd = cell_dofs.shape
         self.n_dofs = n_dofs
         self.free = np.asarray(free, dtype=np.int64)
+        self.shape = (self.free.size, self.free.size)
+        self.constant: np.ndarray | None = None  # CSR data added to every assembly
+        self._cell_dofs = cell_dofs
+
+    def __getattr__(self, name: str):
+        if name in FixedPatternAssembler._PATTERN and "_cell_dofs" in self.__dict__:
+            self._build_pattern(self.__dict__.pop("_cell_dofs"))
+            return getattr(self, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _build_pattern(self, cell_dofs: np.ndarray) -> None:
+        n_dofs = self.n_dofs
         reduced = np.full(n_dofs, -1, dtype=np.int64)
         reduced[self.free] = np.arange(self.free.size)
         self.cell_reduced = reduced[cell_dofs]  # (n_cells, nd), -1 for fixed dofs
@@ -41,11 +59,9 @@ class FixedPatternAssembler:
         self.indptr = np.zeros(n + 1, dtype=np.int32)
         np.cumsum(np.bincount(rows, minlength=n), out=self.indptr[1:])
         self.nnz = unique.size
-        self.shape = (n, n)
         # entries of a uniform element matrix that survive, by position in the (nd, nd) block
         self._local = self.keep % (self.nd * self.nd)
         self._cell = self.keep // (self.nd * self.nd)
-        self.constant: np.ndarray | None = None  # CSR data added to every assembly
 
     def add_constant(self, ke: np.ndarray | None = None,
                      diagonal: np.ndarray | None = None) -> None:
