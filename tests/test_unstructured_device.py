@@ -156,6 +156,13 @@ def test_unstructured_device_path_with_other_pieces_matches_the_cpu_path(changes
     compare(5, np, **changes)
 
 
+def test_unstructured_device_path_runs_heat_conduction_like_the_cpu_path():
+    # one dof per node: the node blocks are 1 x 1 (Jacobi)
+    compare(5, np, physics={"type": "heat_conduction", "conductivity": 1.0},
+            loads=[{"body": True, "heat": 0.01}], objective={"type": "thermal_compliance"},
+            design={"interpolation": {"type": "simp", "penalty": 3.0, "min": 1e-3}})
+
+
 # -- on the GPU ----------------------------------------------------------------------
 
 
