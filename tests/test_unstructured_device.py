@@ -114,6 +114,28 @@ def test_too_large_for_the_gpu_is_refused(monkeypatch):
         build(bracket(device="gpu"))
 
 
+def test_femopt_run_on_the_gpu_path_writes_results(monkeypatch, tmp_path, capsys):
+    """The command line end to end, with NumPy standing in for CuPy."""
+    import json
+    import sys
+
+    from femopt.cli import main
+
+    monkeypatch.setattr(femopt.backend, "gpu_status", lambda: (True, "1 CUDA device(s)"))
+    monkeypatch.setattr(femopt.problem.model, "gpu_memory", lambda: (2**33, 80 * 2**30))
+    monkeypatch.setitem(sys.modules, "cupy", np)
+    out_dir = tmp_path / "res"
+    code = main(["run", str(PROBLEMS / "bracket_3d.yaml"), "--out", str(out_dir),
+                 "--device", "gpu", "--max-iter", "3"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "solver: block-Jacobi PCG on the GPU instead of the default direct solver" in out
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert (summary["device"], summary["iterations"]) == ("gpu", 3)
+    assert np.load(out_dir / "density.npy").shape == (3650,)
+    assert (out_dir / "design.vtu").is_file()
+
+
 def optimize(model: Model, max_iter: int):
     result = model.optimizer.run(model, model.x0.copy(), max_iter)
     values, rho, state = model.final_analysis(result.x)
@@ -195,3 +217,19 @@ def test_unstructured_gpu_path_matches_the_cpu():
     h_cpu, h_dev, dev = compare(6, cupy)
     print(f"bracket_3d on the GPU: objectives CPU {h_cpu[-1]:.12g} GPU {h_dev[-1]:.12g}, "
           f"last CG iterations {dev.path.solver.last.iterations}")
+
+
+@pytest.mark.gpu
+def test_femopt_run_on_the_gpu_with_a_mesh_file(tmp_path, capsys):
+    import json
+
+    from femopt.cli import main
+
+    out_dir = tmp_path / "res"
+    code = main(["run", str(PROBLEMS / "bracket_3d.yaml"), "--out", str(out_dir),
+                 "--device", "gpu", "--max-iter", "8"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert (summary["device"], summary["iterations"]) == ("gpu", 8)
+    assert np.load(out_dir / "density.npy").shape == (3650,)
