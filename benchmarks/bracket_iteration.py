@@ -67,7 +67,15 @@ def run_case(tets: int, case: str, iterations: int, budget: float) -> dict:
     model.start_clock()
     model.optimizer.run(model, model.x0.copy(), iterations)
     seconds = [h.seconds for h in model.history]
-    return {"tets": model.mesh.n_cells, "dofs": model.n_free if case != "gpu"
+    memory = ""
+    if case == "gpu":
+        import cupy
+
+        from femopt.problem.unstructured_device import estimate_bytes
+
+        memory = (f"{cupy.get_default_memory_pool().total_bytes() / 1e9:.2f} / "
+                  f"{estimate_bytes(model) / 1e9:.2f}")
+    return {"memory": memory, "tets": model.mesh.n_cells, "dofs": model.n_free if case != "gpu"
             else int(model.path.free.size), "setup": setup, "first": seconds[0],
             "rest": statistics.median(seconds[1:]) if len(seconds) > 1 else float("nan"),
             "n": len(seconds), "cg": cg, "objective": model.history[-1].objective}
@@ -84,19 +92,20 @@ def main() -> None:
     args = ap.parse_args()
     print(f"# bracket_3d design iterations, {date.today().isoformat()}")
     print("| tets | free dofs | case | setup s | first it s | s/it (median of rest) | "
-          "iterations | CG iterations per solve | compliance at the last |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "iterations | CG iterations per solve | compliance at the last | "
+          "GPU GB (pool / estimate) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for tets in parse_counts(args.sizes):
         for case in args.cases.split(","):
             if case == "cpu-direct" and tets > args.direct_max:
                 print(f"| ~{tets} | | {case} | skipped: above --direct-max "
-                      f"{args.direct_max} | | | | | |", flush=True)
+                      f"{args.direct_max} | | | | | | |", flush=True)
                 continue
             r = run_case(tets, case, args.iterations, args.budget)
             cg = ",".join(map(str, r["cg"])) if case != "cpu-direct" else "-"
             print(f"| {r['tets']} | {r['dofs']} | {case} | {r['setup']:.1f} | "
                   f"{r['first']:.2f} | {r['rest']:.2f} | {r['n']} | {cg} | "
-                  f"{r['objective']:.6g} |", flush=True)
+                  f"{r['objective']:.6g} | {r['memory']} |", flush=True)
             if case == "gpu":
                 import cupy
 
