@@ -40,19 +40,25 @@ def _register() -> None:
                                 for r in ("double", "float")])
 
 
-def gather_map(assembler: FixedPatternAssembler, ke: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The kept element-matrix entries sorted by CSR slot (stably): (ptr (nnz + 1,) int64
-    offsets of each slot's entries, cell (n_entries,) int32, values (n_entries,) of ``ke``,
-    (n_cells, nd, nd) or (nd, nd))."""
-    order = np.argsort(assembler.scatter, kind="stable")
-    ptr = np.zeros(assembler.nnz + 1, dtype=np.int64)
-    np.cumsum(np.bincount(assembler.scatter, minlength=assembler.nnz), out=ptr[1:])
-    cell = assembler._cell[order]
-    local = assembler._local[order]
-    values = (ke.reshape(-1)[local] if ke.ndim == 2
-              else ke.reshape(assembler.n_cells, -1)[cell, local])
-    return ptr, cell.astype(np.int32), values
+def gather_map(assembler: FixedPatternAssembler, ke: np.ndarray, xp: Any = np,
+               dtype: Any = np.float64) -> tuple[Any, Any, Any]:
+    """The kept element-matrix entries sorted by CSR slot (stably), on ``xp``: ptr
+    (nnz + 1,) int64 offsets of each slot's entries, cell (n_entries,) int32 and the
+    entries of ``ke`` ((n_cells, nd, nd) or (nd, nd)) as ``dtype``. With CuPy the sort
+    runs on the device (a stable radix sort; NumPy's takes some 15 s at 1M tets)."""
+    a = assembler
+    index = np.int32 if a.nnz < 2**31 else np.int64
+    scatter = xp.asarray(a.scatter.astype(index))
+    order = xp.argsort(scatter, kind="stable") if xp is np else xp.argsort(scatter)
+    ptr = xp.zeros(a.nnz + 1, dtype=xp.int64)
+    ptr[1:] = xp.cumsum(xp.bincount(scatter, minlength=a.nnz))
+    del scatter
+    cell = xp.asarray(a._cell.astype(np.int32))[order]
+    local = xp.asarray(a._local.astype(np.int32))[order]
+    del order
+    k = xp.asarray(ke, dtype=dtype)
+    values = k.reshape(-1)[local] if ke.ndim == 2 else k.reshape(a.n_cells, -1)[cell, local]
+    return ptr, cell, values
 
 
 def gather_numpy(scale: np.ndarray, ptr: np.ndarray, cell: np.ndarray, values: np.ndarray
@@ -91,10 +97,7 @@ class GatherAssembler:
         if assembler.keep.size >= 2**31 or assembler.n_cells >= 2**31:
             raise ValueError("the gather assembly takes fewer than 2^31 element-matrix "
                              "entries")
-        ptr, cell, values = gather_map(assembler, ke)
-        self.ptr = xp.asarray(ptr)
-        self.cell = xp.asarray(cell)
-        self.values = xp.asarray(values.astype(self.dtype))
+        self.ptr, self.cell, self.values = gather_map(assembler, ke, xp, self.dtype)
         self._atomic: tuple[Any, Any, Any] | None = None
 
     @property

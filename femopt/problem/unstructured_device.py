@@ -14,8 +14,8 @@ One design iteration:
          generated design-sensitivity kernel of the physics' element kernel
       -> volume (a dot product) -> chain rule through the filters -> OC or MMA.
 
-The host builds the pattern and the scatter map (``FixedPatternAssembler``), the gather
-order and the filter weights once; then only scalars reach it until the results are
+The host builds the pattern and the scatter map (``FixedPatternAssembler``) and the filter
+weights once, the device the gather order; then only scalars reach it until the results are
 written. With ``xp = numpy`` the same code runs on the CPU (the assembly is then the
 assembler's bincount, the SpMV SciPy's and the sensitivity the generated kernel's NumPy
 twin), which is how the CPU tests check it against the CPU path.
