@@ -45,7 +45,10 @@ jobs = {"gather": (PREAMBLE + pathlib.Path("femopt/assembly/matrix_free.cu").rea
         "columns": (PREAMBLE + k0_prelude(unit_cell_matrix(3))
                     + pathlib.Path("femopt/assembly/matrix_free_columns.cu").read_text(),
                     ["femopt_assembly_hex8_apply_columns<double, 3>",
-                     "femopt_assembly_hex8_apply_columns<float, 3>"])}
+                     "femopt_assembly_hex8_apply_columns<float, 3>"]),
+        "csr_gather": (PREAMBLE + pathlib.Path("femopt/assembly/csr_gather.cu").read_text(),
+                       ["femopt_assembly_csr_gather<double>", "femopt_assembly_csr_gather<float>",
+                        "femopt_assembly_csr_scatter_cells<double>"])}
 for tag, (src, names) in jobs.items():
     code = src + "\n" + "\n".join(f"auto* k{i} = &{n};" for i, n in enumerate(names))
     (d / f"{tag}.cu").write_text(code)
