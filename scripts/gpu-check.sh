@@ -16,6 +16,9 @@ LIMIT_TESTS=${LIMIT_TESTS:-480}  # about 400 s on an H100 (2026-11-25)
 LIMIT_OPERATOR=${LIMIT_OPERATOR:-120}
 LIMIT_ITERATION=${LIMIT_ITERATION:-300}
 LIMIT_ADJOINT=${LIMIT_ADJOINT:-240}
+LIMIT_TET4=${LIMIT_TET4:-90}        # tet4 assembly at ~100k and ~1M tets
+LIMIT_BRACKET=${LIMIT_BRACKET:-40}  # the bracket's design iterations on the GPU path (~100k;
+                                    # ~1M: BRACKET_ARGS="--sizes 1M" LIMIT_BRACKET=300)
 
 {
   date -u
@@ -53,7 +56,10 @@ jobs = {"gather": (PREAMBLE + pathlib.Path("femopt/assembly/matrix_free.cu").rea
         "walsh": (PREAMBLE + walsh_prelude(walsh_factor(k0, 3))
                   + pathlib.Path("femopt/assembly/matrix_free_walsh.cu").read_text(),
                   [f"femopt_assembly_hex8_apply_walsh<{r}, 3, {mf.WALSH_ROWS}, "
-                   f"{mf.WALSH_MIN_BLOCKS[r]}>" for r in ("double", "float")])}
+                   f"{mf.WALSH_MIN_BLOCKS[r]}>" for r in ("double", "float")]),
+        "csr_gather": (PREAMBLE + pathlib.Path("femopt/assembly/csr_gather.cu").read_text(),
+                       ["femopt_assembly_csr_gather<double>", "femopt_assembly_csr_gather<float>",
+                        "femopt_assembly_csr_scatter_cells<double>"])}
 OPS = ("FFMA", "FADD", "FMUL", "DFMA", "DADD", "DMUL", "LDG", "STG", "LDS", "STS", "SHFL",
        "BAR", "LDC", "MOV", "IMAD", "IADD3")
 
@@ -98,6 +104,14 @@ if [ "${BENCH:-1}" != 0 ]; then
   # the command line itself at production sizes (set-up, iterations, output)
   timeout "${LIMIT_CLI:-240}" python3 benchmarks/gpu_cli_run.py ${CLI_ARGS:-} 2>&1 \
     | tee "$OUT/gpu_cli_run.md"
+  # meshes from files: the tet4 bracket at ~100k and ~1M tets (unpacked from the carried
+  # .bench-meshes/, made here by `python3 benchmarks/bracket_meshes.py 100k,1M`: the image
+  # has no gmsh); most of these seconds are host set-up (element matrices and pattern, about
+  # 90 s at 1M tets on one core), the GPU work itself takes milliseconds
+  timeout "$LIMIT_TET4" python3 benchmarks/tet4_assembly.py --devices gpu ${TET4_ARGS:-} \
+    2>&1 | tee "$OUT/tet4_assembly.md"
+  timeout "$LIMIT_BRACKET" python3 benchmarks/bracket_iteration.py --cases gpu \
+    ${BRACKET_ARGS:---sizes 100k --iterations 6 --budget 10} 2>&1 | tee "$OUT/bracket_iteration.md"
 fi
 # optional: stall reasons of the apply kernels (NCU=1), and the CPU multigrid benchmark
 # pinned to two cores like the CI machine (CPU_BENCH=1)

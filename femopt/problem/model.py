@@ -212,8 +212,10 @@ class Model:
             self.optimizer = shape_optimizer(self)
         if xp is not None:
             from femopt.problem.device_path import DevicePath
+            from femopt.problem.unstructured_device import UnstructuredDevicePath
 
-            self.path = DevicePath(self, xp)
+            path = DevicePath if self.mesh.grid is not None else UnstructuredDevicePath
+            self.path = path(self, xp)
             self.xmin, self.xmax, self.x0 = (xp.asarray(a) for a in (self.xmin, self.xmax,
                                                                      self.x0))
 
@@ -230,7 +232,10 @@ class Model:
         this model runs on; the array module of the device path, or None for the CPU.
         A GPU request the path cannot serve is bad input located at ``device`` (or at
         ``--device``); ``auto`` falls back to the CPU and notes why."""
-        from femopt.problem.device_path import estimate_bytes, unsupported
+        from femopt.problem import device_path, unstructured_device
+
+        grid = self.mesh.grid is not None
+        paths = device_path if grid else unstructured_device
 
         self.device = "cpu"
         from_cli = requested is not None
@@ -253,16 +258,19 @@ class Model:
         solver_type = self.solver.name
         default_solver = "solver" not in self.loaded.located.data
         if solver_type == "direct" and default_solver:
-            solver_type = "multigrid"
-        why = unsupported(self, solver_type)
+            solver_type = "multigrid" if grid else unstructured_device.SOLVER
+        why = paths.unsupported(self, solver_type)
         if why is not None:
             if requested == "gpu" or array_module is not None:
                 raise refuse(why)
             self.device_notes.append(f"device auto: {why}; running on the CPU")
             return None
         if array_module is None:
-            need = estimate_bytes(layout_of(self.mesh, self.physics.dofs_per_node),
-                                  len(self.case_names))
+            if grid:
+                need = device_path.estimate_bytes(
+                    layout_of(self.mesh, self.physics.dofs_per_node), len(self.case_names))
+            else:
+                need = unstructured_device.estimate_bytes(self)
             free, total = gpu_memory()
             if need > free:
                 raise InputError(
@@ -275,7 +283,13 @@ class Model:
             xp = cupy
         else:
             xp = array_module
-        if self.solver.name != "multigrid":
+        if not grid and self.solver.name != unstructured_device.SOLVER:
+            from femopt.solvers.pcg import PCGOptions, PCGSolver
+
+            self.solver = PCGSolver(PCGOptions(max_iter=unstructured_device.MAX_ITER))
+            self.device_notes.append("solver: block-Jacobi PCG on the GPU instead of the "
+                                     "default direct solver")
+        elif grid and self.solver.name != "multigrid":
             from femopt.solvers.multigrid import MultigridOptions, MultigridSolver
 
             self.solver = MultigridSolver(MultigridOptions())

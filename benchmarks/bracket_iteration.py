@@ -1,0 +1,116 @@
+"""Seconds per design iteration of the 3D bracket (tet4) at about 100k and 1M tets.
+
+problems/bracket_3d.yaml on finer gmsh meshes (benchmarks/bracket_meshes.py, written to a
+temporary folder), filter radius 1.5 element sizes, OC, compliance at 25% volume. Each
+case builds the model (``setup``: mesh, element matrices, pattern, filter weights; on the
+GPU also the gather order and the copies), then runs design iterations until
+--iterations or --budget seconds, whichever comes first. The first iteration (cold: no
+warm start, the AMG hierarchy or the kernels' compilation) is reported apart from the
+median of the following ones.
+
+- ``cpu-amg``: PCG with pyamg smoothed aggregation, rtol 1e-8 (CPU);
+- ``cpu-direct``: CHOLMOD (only up to --direct-max tets: its fill grows too fast beyond);
+- ``gpu``: the GPU path on meshes from files (gather assembly, node-block Jacobi PCG
+  with rtol 1e-8, warm start; femopt/problem/unstructured_device.py).
+
+    python benchmarks/bracket_iteration.py [--sizes 100k,1M] [--cases cpu-amg,cpu-direct,gpu]
+        [--iterations 5] [--budget 300] [--direct-max 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bracket_meshes import bracket_mesh, bracket_problem, parse_counts  # noqa: E402
+
+SOLVERS = {"cpu-amg": {"type": "amg", "rtol": 1e-8},
+           "cpu-direct": {"type": "direct"},
+           "gpu": {"type": "pcg", "rtol": 1e-8, "max_iter": 20000}}
+
+
+def run_case(tets: int, case: str, iterations: int, budget: float) -> dict:
+    from femopt.plugins.manager import get_registry
+    from femopt.problem.load import parse_problem
+    from femopt.problem.model import Model
+
+    path, size = bracket_mesh(tets)
+    data = bracket_problem(path, size, solver=SOLVERS[case])
+    registry = get_registry()
+    t0 = time.perf_counter()
+    model = Model(parse_problem(yaml.safe_dump(data), "bracket.yaml", registry), registry,
+                  device="gpu" if case == "gpu" else "cpu")
+    if case != "gpu":
+        model.filters[0].H  # noqa: B018 - the filter weights belong to the setup
+    else:
+        import cupy
+
+        cupy.cuda.runtime.deviceSynchronize()
+    setup = time.perf_counter() - t0
+    solver = model.path.solver if case == "gpu" else model.solver
+    cg: list[int] = []
+    started = time.perf_counter()
+
+    def on_iteration(rec) -> bool:
+        last = getattr(solver, "last", None)  # the direct solver has no iterations
+        cg.append(int(last.iterations) if last is not None else 0)
+        return time.perf_counter() - started > budget
+
+    model.on_iteration = on_iteration
+    model.start_clock()
+    model.optimizer.run(model, model.x0.copy(), iterations)
+    seconds = [h.seconds for h in model.history]
+    memory = ""
+    if case == "gpu":
+        import cupy
+
+        from femopt.problem.unstructured_device import estimate_bytes
+
+        memory = (f"{cupy.get_default_memory_pool().total_bytes() / 1e9:.2f} / "
+                  f"{estimate_bytes(model) / 1e9:.2f}")
+    return {"memory": memory, "tets": model.mesh.n_cells, "dofs": model.n_free if case != "gpu"
+            else int(model.path.free.size), "setup": setup, "first": seconds[0],
+            "rest": statistics.median(seconds[1:]) if len(seconds) > 1 else float("nan"),
+            "n": len(seconds), "cg": cg, "objective": model.history[-1].objective}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="100k,1M")
+    ap.add_argument("--cases", default="cpu-amg,cpu-direct,gpu")
+    ap.add_argument("--iterations", type=int, default=5)
+    ap.add_argument("--budget", type=float, default=300.0,
+                    help="stop a case after the iteration that passes this many seconds")
+    ap.add_argument("--direct-max", type=int, default=200_000)
+    args = ap.parse_args()
+    print(f"# bracket_3d design iterations, {date.today().isoformat()}")
+    print("| tets | free dofs | case | setup s | first it s | s/it (median of rest) | "
+          "iterations | CG iterations per solve | compliance at the last | "
+          "GPU GB (pool / estimate) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for tets in parse_counts(args.sizes):
+        for case in args.cases.split(","):
+            if case == "cpu-direct" and tets > args.direct_max:
+                print(f"| ~{tets} | | {case} | skipped: above --direct-max "
+                      f"{args.direct_max} | | | | | | |", flush=True)
+                continue
+            r = run_case(tets, case, args.iterations, args.budget)
+            cg = ",".join(map(str, r["cg"])) if case != "cpu-direct" else "-"
+            print(f"| {r['tets']} | {r['dofs']} | {case} | {r['setup']:.1f} | "
+                  f"{r['first']:.2f} | {r['rest']:.2f} | {r['n']} | {cg} | "
+                  f"{r['objective']:.6g} | {r['memory']} |", flush=True)
+            if case == "gpu":
+                import cupy
+
+                cupy.get_default_memory_pool().free_all_blocks()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""The GPU path on meshes from files (tet4): its pieces and the whole path with NumPy
+arrays against the CPU path; the GPU tests run the kernels and the path with CuPy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse.linalg as spla
+import yaml
+
+import femopt.backend
+import femopt.errors
+import femopt.problem.model
+from femopt.assembly.csr_gather import GatherAssembler, gather_map, gather_numpy
+from femopt.assembly.sparse import FixedPatternAssembler
+from femopt.plugins.manager import get_registry
+from femopt.problem.load import parse_problem
+from femopt.problem.model import Model
+from femopt.solvers.csr_pcg import NodeBlockPCG
+from femopt.solvers.pcg import PCGOptions, PCGSolver
+
+PROBLEMS = Path(__file__).resolve().parent.parent / "problems"
+
+
+def bracket(**changes) -> dict:
+    data = yaml.safe_load((PROBLEMS / "bracket_3d.yaml").read_text())
+    data["mesh"]["path"] = str(PROBLEMS / "meshes" / "bracket_3d.msh")
+    data.update(changes)
+    return data
+
+
+def build(data: dict, **kwargs) -> Model:
+    registry = get_registry()
+    return Model(parse_problem(yaml.safe_dump(data), "problem.yaml", registry), registry,
+                 **kwargs)
+
+
+@pytest.fixture(scope="module")
+def system():
+    """The bracket's stiffness at a random design, with the bolts clamped and the lug
+    nodes held in x only (node blocks with a constrained component)."""
+    model = build(bracket(), device="cpu")
+    lug = model.mesh.node_sets["lug"]
+    fixed = np.union1d(model.fixed, lug * 3)
+    free = np.setdiff1d(np.arange(model.n_dofs), fixed)
+    asm = FixedPatternAssembler(model.cell_dofs, model.n_dofs, free)
+    r = np.random.default_rng(5)
+    scale = 1e-3 + r.uniform(size=model.mesh.n_cells) ** 3
+    return model, asm, free, scale
+
+
+def test_gather_order_sums_like_the_bincount_bit_for_bit(system):
+    model, asm, _, scale = system
+    r = np.random.default_rng(1)
+    ke = model.ke * r.uniform(0.5, 2.0, size=model.ke.shape)  # not symmetric on purpose
+    ptr, cell, values = gather_map(asm, ke)
+    assert ptr[-1] == asm.keep.size == cell.size
+    assert np.all(np.diff(ptr) >= 1)  # every CSR value has at least one entry
+    np.testing.assert_array_equal(gather_numpy(scale, ptr, cell, values),
+                                  asm.assemble_data(scale, ke))
+    # the NumPy path of GatherAssembler is the assembler's own bincount
+    np.testing.assert_array_equal(GatherAssembler(asm, ke).assemble_data(scale),
+                                  asm.assemble_data(scale, ke))
+
+
+def test_node_block_pcg_solves_in_fewer_iterations_than_jacobi(system):
+    model, asm, free, scale = system
+    k = asm.assemble(scale, model.ke)
+    f = asm.restrict(model.loads[0])
+    expected = spla.spsolve(k.tocsc(), f)
+    block = NodeBlockPCG(asm.indptr, asm.indices, free, 3, rtol=1e-10)
+    block.update(k.data)
+    assert block.identity_pos is not None  # the lug's x components are constrained
+    u = block.solve(f)
+    assert np.abs(u - expected).max() <= 1e-7 * np.abs(expected).max()
+    jacobi = PCGSolver(PCGOptions(rtol=1e-10, max_iter=20000), k)
+    jacobi.solve(f)
+    assert block.last.iterations < jacobi.last.iterations
+    # warm start from the solution: converged at once
+    block.solve(f, x0=u)
+    assert block.last.iterations <= 1
+
+
+def test_default_solver_becomes_block_jacobi_pcg_on_the_gpu_path():
+    model = build(bracket(), array_module=np)
+    assert (model.device, model.solver.name) == ("gpu", "pcg")
+    assert model.device_notes == ["solver: block-Jacobi PCG on the GPU instead of the "
+                                  "default direct solver"]
+    assert type(model.path).__name__ == "UnstructuredDevicePath"
+    assert model.assembler is None
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"solver": {"type": "amg"}}, "the GPU path on a mesh from a file solves with pcg "
+                                  "(block-Jacobi PCG on the GPU), not 'amg'"),
+    ({"optimizer": {"type": "nlopt"}}, "the GPU path runs the optimizers oc, mma, not 'nlopt'"),
+])
+def test_gpu_requested_for_what_the_path_cannot_do_is_located(monkeypatch, change, message):
+    monkeypatch.setattr(femopt.backend, "gpu_status", lambda: (True, "1 CUDA device(s)"))
+    monkeypatch.setattr(femopt.problem.model, "gpu_memory", lambda: (2**26, 80 * 2**30))
+    with pytest.raises(femopt.errors.ProblemError) as exc:
+        build(bracket(device="gpu", **change))
+    (issue,) = exc.value.issues
+    assert (issue.path, issue.message) == ("device", message)
+
+
+def test_too_large_for_the_gpu_is_refused(monkeypatch):
+    monkeypatch.setattr(femopt.backend, "gpu_status", lambda: (True, "1 CUDA device(s)"))
+    monkeypatch.setattr(femopt.problem.model, "gpu_memory", lambda: (2**20, 80 * 2**30))
+    with pytest.raises(femopt.errors.InputError, match=r"the problem needs about 0\.\d\d GiB "
+                       r"of GPU memory \(3650 cells, estimated\) but the GPU has 0\.00 GiB"):
+        build(bracket(device="gpu"))
+
+
+def test_femopt_run_on_the_gpu_path_writes_results(monkeypatch, tmp_path, capsys):
+    """The command line end to end, with NumPy standing in for CuPy."""
+    import json
+    import sys
+
+    from femopt.cli import main
+
+    monkeypatch.setattr(femopt.backend, "gpu_status", lambda: (True, "1 CUDA device(s)"))
+    monkeypatch.setattr(femopt.problem.model, "gpu_memory", lambda: (2**33, 80 * 2**30))
+    monkeypatch.setitem(sys.modules, "cupy", np)
+    out_dir = tmp_path / "res"
+    code = main(["run", str(PROBLEMS / "bracket_3d.yaml"), "--out", str(out_dir),
+                 "--device", "gpu", "--max-iter", "3"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "solver: block-Jacobi PCG on the GPU instead of the default direct solver" in out
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert (summary["device"], summary["iterations"]) == ("gpu", 3)
+    assert np.load(out_dir / "density.npy").shape == (3650,)
+    assert (out_dir / "design.vtu").is_file()
+
+
+def optimize(model: Model, max_iter: int):
+    result = model.optimizer.run(model, model.x0.copy(), max_iter)
+    values, rho, state = model.final_analysis(result.x)
+    return result, [h.objective for h in model.history], values, rho, state
+
+
+def compare(max_iter: int, array_module, **changes):
+    cpu = build(bracket(**changes), device="cpu")
+    dev = build(bracket(solver={"type": "pcg", "rtol": 1e-10}, **changes),
+                array_module=array_module)
+    assert dev.device == "gpu"
+    r_cpu, h_cpu, v_cpu, rho_cpu, s_cpu = optimize(cpu, max_iter)
+    r_dev, h_dev, v_dev, rho_dev, s_dev = optimize(dev, max_iter)
+    assert r_dev.iterations == r_cpu.iterations == max_iter
+    assert len(h_dev) == len(h_cpu) == max_iter
+    np.testing.assert_allclose(h_dev, h_cpu, rtol=1e-6)
+    assert abs(v_dev[0] - v_cpu[0]) <= 1e-6 * abs(v_cpu[0])
+    assert abs(v_dev[1] - v_cpu[1]) <= 1e-6
+    assert np.abs(rho_dev - rho_cpu).max() <= 1e-6
+    assert np.abs(s_dev.u - s_cpu.u).max() <= 1e-6 * np.abs(s_cpu.u).max()
+    return h_cpu, h_dev, dev
+
+
+def test_unstructured_device_path_matches_the_cpu_path():
+    h_cpu, h_dev, dev = compare(6, np)
+    # OC on the bracket: compliance 2154 at the start, falling after the first steps
+    assert h_cpu[0] == pytest.approx(2153.83, rel=1e-5)
+    assert h_cpu[-1] < 0.5 * h_cpu[0]
+    assert max(abs(a - b) / abs(a) for a, b in zip(h_cpu, h_dev)) < 1e-8
+    assert 0 < dev.path.solver.last.iterations < 2000
+
+
+@pytest.mark.parametrize("changes", [
+    dict(optimizer={"type": "mma", "max_iter": 5}),
+    dict(filters=[{"type": "density", "radius": 6.0},
+                  {"type": "heaviside", "beta": 2.0, "every": 2}]),
+    dict(filters=[{"type": "sensitivity", "radius": 6.0}]),
+], ids=["mma", "heaviside", "sensitivity_filter"])
+def test_unstructured_device_path_with_other_pieces_matches_the_cpu_path(changes):
+    compare(5, np, **changes)
+
+
+def test_unstructured_device_path_runs_heat_conduction_like_the_cpu_path():
+    # one dof per node: the node blocks are 1 x 1 (Jacobi)
+    compare(5, np, physics={"type": "heat_conduction", "conductivity": 1.0},
+            loads=[{"body": True, "heat": 0.01}], objective={"type": "thermal_compliance"},
+            design={"interpolation": {"type": "simp", "penalty": 3.0, "min": 1e-3}})
+
+
+# -- on the GPU ----------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_gather_kernel_equals_the_fixed_pattern_assembler(system, dtype):
+    import cupy
+
+    model, asm, _, _ = system
+    r = np.random.default_rng()
+    ke = model.ke * r.uniform(0.5, 2.0, size=model.ke.shape)
+    scale = r.uniform(1e-9, 1.0, size=model.mesh.n_cells)
+    ref = asm.assemble_data(scale, ke)
+    dev = GatherAssembler(asm, ke, cupy, dtype)
+    got = cupy.asnumpy(dev.assemble_data(cupy.asarray(scale, dtype=dtype)))
+    atomic = cupy.asnumpy(dev.assemble_data_atomic(cupy.asarray(scale, dtype=dtype)))
+    if dtype == np.float64:
+        np.testing.assert_array_equal(got, ref)  # same products, same order of sums
+        np.testing.assert_allclose(atomic, ref, rtol=1e-13, atol=1e-15 * np.abs(ref).max())
+    else:
+        tol = 1e-5 * np.abs(ref).max()
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=tol)
+        np.testing.assert_allclose(atomic, ref, rtol=1e-5, atol=tol)
+
+
+@pytest.mark.gpu
+def test_unstructured_gpu_path_matches_the_cpu():
+    import cupy
+
+    h_cpu, h_dev, dev = compare(6, cupy)
+    print(f"bracket_3d on the GPU: objectives CPU {h_cpu[-1]:.12g} GPU {h_dev[-1]:.12g}, "
+          f"last CG iterations {dev.path.solver.last.iterations}")
+
+
+@pytest.mark.gpu
+def test_femopt_run_on_the_gpu_with_a_mesh_file(tmp_path, capsys):
+    import json
+
+    from femopt.cli import main
+
+    out_dir = tmp_path / "res"
+    code = main(["run", str(PROBLEMS / "bracket_3d.yaml"), "--out", str(out_dir),
+                 "--device", "gpu", "--max-iter", "8"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert (summary["device"], summary["iterations"]) == ("gpu", 8)
+    assert np.load(out_dir / "density.npy").shape == (3650,)
