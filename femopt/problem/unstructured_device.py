@@ -178,6 +178,23 @@ class UnstructuredDevicePath(DevicePath):
             grads.append(self.chain(self.element_sensitivity(scale, dm, lam, u), inputs))
         return values, grads
 
+    def cheap_constraints(self, x: Any) -> np.ndarray:
+        rho, _ = self.physical(x)
+        return np.array([b.normalized(float(self.volume_weights[id(b.function)] @ rho))
+                         for b in self.model.bounds])
+
+    def linear_constraint(self) -> tuple[Any, float] | None:
+        """(w, b) of the one volume constraint g(x) = w . x + b through linear filters
+        (see :meth:`DevicePath.linear_constraint`); None otherwise."""
+        m = self.model
+        if len(m.bounds) != 1 or not all(isinstance(f, (DensityFilter, SensitivityFilter))
+                                         for f in m.filters):
+            return None
+        bound = m.bounds[0]
+        v = self.volume_weights[id(bound.function)]
+        w = bound.sign_scale() * self.chain(v, [None] * len(m.filters))
+        return w, bound.normalized(float(v[self.passive_idx] @ self.passive_val))
+
     def host_states(self) -> np.ndarray:
         """The last states (n_cases, n_dofs) on the host in femopt's dof numbering."""
         from femopt.backend import to_host
