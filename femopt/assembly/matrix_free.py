@@ -170,7 +170,7 @@ WALSH_SOURCE = Path(__file__).with_name("matrix_free_walsh.cu")
 # of the corners: femopt.assembly.walsh), "columns" (z-marching, K0 as literals) or
 # "gather" (one thread per node gathering its 8 cells, K0 in constant memory; every other
 # case). Switching a precision's default is this one line.
-HEX8_DEFAULT = {"double": "columns", "float": "columns"}
+HEX8_DEFAULT = {"double": "walsh", "float": "walsh"}
 HEX8_VARIANT: str | None = None  # one variant for both precisions (tests, benchmarks)
 COLUMN_THREADS = 2_000_000  # threads to aim for when splitting the z columns in chunks
 # blocks of 128 threads per multiprocessor the columns kernel is compiled for (register cap;
