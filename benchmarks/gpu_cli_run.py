@@ -47,15 +47,20 @@ def problem(shape: tuple[int, int, int], iterations: int) -> dict:
     }
 
 
-def run(shape, iterations: int, device: str, work: Path) -> dict:
+def run(shape, iterations: int, device: str, work: Path, profile: bool = False) -> dict:
     name = "x".join(map(str, shape))
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(problem(shape, iterations)))
     out = work / name
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "femopt", "run", str(path), "--device", device,
-                           "--out", str(out)], capture_output=True, text=True)
+    prof = ["-m", "cProfile", "-o", str(work / f"{name}.prof")] if profile else []
+    proc = subprocess.run([sys.executable, *prof, "-m", "femopt", "run", str(path), "--device",
+                           device, "--out", str(out)], capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    if profile:
+        import pstats
+
+        pstats.Stats(str(work / f"{name}.prof")).sort_stats("cumtime").print_stats(40)
     if proc.returncode != 0:
         return {"shape": name, "error": (proc.stdout + proc.stderr).strip().splitlines()[-1:]}
     with open(out / "history.csv", newline="") as f:
@@ -73,6 +78,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="128x64x64,256x128x128,512x256x256")
     ap.add_argument("--iterations", type=int, default=6)
     ap.add_argument("--device", default="gpu")
+    ap.add_argument("--profile", action="store_true", help="print where each run's time goes")
     args = ap.parse_args()
     print(f"`femopt run --device {args.device}`, 3D cantilever, {date.today()}, "
           f"{args.iterations} iterations\n")
@@ -82,7 +88,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for text in args.sizes.split(","):
             shape = tuple(int(v) for v in text.split("x"))
-            r = run(shape, args.iterations, args.device, Path(tmp))
+            r = run(shape, args.iterations, args.device, Path(tmp), args.profile)
             if "error" in r:
                 print(f"| | {r['shape']} | failed: {r['error']} | | | |", flush=True)
                 continue
