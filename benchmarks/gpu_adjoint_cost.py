@@ -153,7 +153,7 @@ def main(argv=None) -> int:
         xp = cupy
         name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"].decode()
     print(f"# adjoint cost on the GPU path, {name}, {date.today().isoformat()}")
-    print(f"\n3D cantilever, mean displacement of the free end; median of {args.iterations} "
+    print(f"\n3D cantilever, mean displacement of the top edge of a solid end plate; median of {args.iterations} "
           f"OC iterations after {args.warmup}; "
           f"{'wall clock' if args.numpy else 'CUDA events'}\n")
     print("| grid | cells | dofs | levels | rtol | forward (ms) | CG its forward | adjoint "
