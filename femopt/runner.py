@@ -71,6 +71,17 @@ def run(problem_file: str | Path, out: str | Path | None = None, max_iter: int |
     return _optimize(model, out_dir, limit, problem_bytes, None, quiet, stream, t0)
 
 
+def _is_shape_problem(problem_bytes: bytes) -> bool:
+    import yaml
+
+    try:
+        data = yaml.safe_load(problem_bytes)
+    except yaml.YAMLError:
+        return False  # resume reports the broken file when it parses it
+    design = data.get("design") if isinstance(data, dict) else None
+    return isinstance(design, dict) and design.get("type") == "shape"
+
+
 def resume(result_dir: str | Path, max_iter: int | None = None, quiet: bool = False,
            stream=None, device: str | None = None) -> RunResult:
     """Continue the run of ``result_dir`` from its ``checkpoint.h5``. InputError, with
@@ -78,6 +89,9 @@ def resume(result_dir: str | Path, max_iter: int | None = None, quiet: bool = Fa
     different problem file than the directory's ``problem.yaml``."""
     t0 = time.perf_counter()
     rd = open_result_dir(result_dir)
+    if _is_shape_problem(rd.problem_bytes):
+        raise InputError(f"{rd.path}: a shape optimization run keeps no checkpoint and "
+                         f"cannot be resumed; run {rd.problem_file} again")
     ck = read_checkpoint(rd.path / CHECKPOINT)
     if ck.problem_sha256 != rd.sha256:
         raise InputError(

@@ -203,6 +203,11 @@ def test_plate_with_hole_becomes_an_ellipse_of_axis_ratio_two(tmp_path, capsys):
     assert np.allclose(motion, points - mesh.points)
     assert {"displacement", "shape_motion"} <= set(vtu.point_data)
     assert (out / "design.png").exists() and (out / "convergence.png").exists()
+    # a shape run has no checkpoint: resume says so and leaves the results alone
+    before = {f.name: f.stat().st_mtime_ns for f in out.iterdir()}
+    assert main(["resume", str(out)]) == 2
+    assert "shape optimization run keeps no checkpoint" in capsys.readouterr().err
+    assert {f.name: f.stat().st_mtime_ns for f in out.iterdir()} == before
 
 
 def test_check_gradients_on_a_shape_problem(tmp_path, capsys):
