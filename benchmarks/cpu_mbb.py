@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -62,8 +61,8 @@ def main() -> None:
     ft = 1 if args.filter == "sensitivity" else 2
     print(f"# MBB beam, {args.filter} filter, {args.iterations} iterations, "
           f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores")
-    print(f"| size | elements | 88-line port s/it | femopt s/it | speed-up | "
-          f"compliance port | compliance femopt |")
+    print("| size | elements | 88-line port s/it | femopt s/it | speed-up | "
+          "compliance port | compliance femopt |")
     print("|---|---|---|---|---|---|---|")
     for size in args.sizes.split(","):
         nx, ny = (int(v) for v in size.split("x"))

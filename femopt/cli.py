@@ -133,30 +133,23 @@ def cmd_check_gradients(args) -> int:
         print(f"device: {model.device} (the GPU path)")
     if any(f.heuristic for f in model.filters):
         print("note: the sensitivity filter is a heuristic; the exact gradient is checked")
-    failed = 0
-    for check in check_model_gradients(model, x, direction):
-        res = check.result
-        rates = "exact (linear)" if res.exact else " ".join(f"{r:.3f}" for r in res.rates)
-        verdict = "ok" if check.ok else f"WRONG ({check.wrong_term})"
-        failed += not check.ok
-        print(f"{check.name:32s} rates {rates:24s} {verdict}")
-        if not check.ok and check.partial is not None:
-            p = check.partial
-            prate = "exact" if p.exact else " ".join(f"{r:.3f}" for r in p.rates)
-            print(f"  {'':30s} partial_rho alone (states fixed): rates {prate}")
-    if failed:
-        print(f"{failed} gradient(s) failed the Taylor test (rate should be about 2)",
-              file=sys.stderr)
-        return 1
-    return 0
+    return _report_checks(check_model_gradients(model, x, direction), "partial_rho",
+                          "gradient(s)")
 
 
 def _check_shape_gradients(model, seed: int) -> int:
     """Taylor tests of the shape gradients along a smooth random motion of every node."""
     from femopt.shape.check import check_shape_gradients
 
+    return _report_checks(check_shape_gradients(model, seed=seed), "partial_x",
+                          "shape gradient(s)")
+
+
+def _report_checks(checks, partial: str, what: str) -> int:
+    """Print one line per Taylor-tested function (and, for a failure, the rates of its
+    explicit term alone); 1 when any failed."""
     failed = 0
-    for check in check_shape_gradients(model, seed=seed):
+    for check in checks:
         res = check.result
         rates = "exact (linear)" if res.exact else " ".join(f"{r:.3f}" for r in res.rates)
         verdict = "ok" if check.ok else f"WRONG ({check.wrong_term})"
@@ -165,9 +158,9 @@ def _check_shape_gradients(model, seed: int) -> int:
         if not check.ok and check.partial is not None:
             p = check.partial
             prate = "exact" if p.exact else " ".join(f"{r:.3f}" for r in p.rates)
-            print(f"  {'':30s} partial_x alone (states fixed): rates {prate}")
+            print(f"  {'':30s} {partial} alone (states fixed): rates {prate}")
     if failed:
-        print(f"{failed} shape gradient(s) failed the Taylor test (rate should be about 2)",
+        print(f"{failed} {what} failed the Taylor test (rate should be about 2)",
               file=sys.stderr)
         return 1
     return 0

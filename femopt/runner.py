@@ -82,6 +82,29 @@ def _is_shape_problem(problem_bytes: bytes) -> bool:
     return isinstance(design, dict) and design.get("type") == "shape"
 
 
+def failure(model, exc: BaseException) -> dict[str, Any]:
+    """What summary.json says of a run that raised ``exc``."""
+    return {"iterations": len(model.history), "converged": False,
+            "message": str(exc) if isinstance(exc, FemoptError)
+            else f"{type(exc).__name__}: {exc}"}
+
+
+def close_run(out_dir: Path, summary: dict[str, Any], model, history, t0: float,
+              status: str, **extra: Any) -> float:
+    """End a run, whatever happened: close history.csv, write summary.json (status, wall
+    time, seconds per iteration, ``extra``) and call the run-end hook. Returns the wall
+    time."""
+    history.close()
+    wall = time.perf_counter() - t0
+    n_it = max(len(model.history), 1)
+    summary.update({"status": status, "wall_time": wall,
+                    "seconds_per_iteration": sum(r.seconds for r in model.history) / n_it,
+                    **extra})
+    write_json_atomic(out_dir / "summary.json", summary)
+    get_manager().hook.femopt_run_end(summary=summary)
+    return wall
+
+
 def resume(result_dir: str | Path, max_iter: int | None = None, quiet: bool = False,
            stream=None, device: str | None = None) -> RunResult:
     """Continue the run of ``result_dir`` from its ``checkpoint.h5``. InputError, with
@@ -215,18 +238,10 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
                                      out_dir / "design.png", out_cfg.threshold)
     except BaseException as exc:  # noqa: BLE001 - the summary must say the run failed
         status, error = "failed", exc
-        summary.update({"iterations": len(model.history), "converged": False,
-                        "message": f"{type(exc).__name__}: {exc}"
-                        if not isinstance(exc, FemoptError) else str(exc)})
+        summary.update(failure(model, exc))
     finally:
-        history.close()
-        wall = time.perf_counter() - t0
-        n_it = max(len(model.history), 1)
-        summary.update({"status": status, "wall_time": wall,
-                        "seconds_per_iteration": sum(r.seconds for r in model.history) / n_it,
-                        "evaluations": model.evaluations})
-        write_json_atomic(out_dir / "summary.json", summary)
-        pm.hook.femopt_run_end(summary=summary)
+        wall = close_run(out_dir, summary, model, history, t0, status,
+                         evaluations=model.evaluations)
     if error is not None:
         raise error
     reporter.line(f"done: {summary['message']}; objective {summary['objective']:.6e} after "

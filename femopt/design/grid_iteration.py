@@ -69,7 +69,7 @@ class GridComplianceLoop:
     def step(self, rtol: float = 1e-5, timed: bool = False) -> IterationResult:
         """One design iteration; ``timed`` synchronizes the device between phases to
         report their times (the total is measured either way)."""
-        xp, lay = self.xp, self.case.layout
+        lay = self.case.layout
         phases: dict[str, float] = {}
         t0 = time.perf_counter()
         last = t0

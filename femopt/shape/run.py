@@ -3,16 +3,14 @@ results directory as a topology run (summary.json, history.csv, design.vtu, pict
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from femopt.errors import FemoptError
 from femopt.io import plots
 from femopt.io.progress import ProgressReporter
-from femopt.io.results import HistoryWriter, versions, write_json_atomic
+from femopt.io.results import HistoryWriter, versions
 from femopt.io.resultdir import problem_hash
 from femopt.io.vtu import write_vtu
 from femopt.mesh.mesh import CELL_EDGES, Mesh
@@ -27,7 +25,7 @@ def optimize_shape(model, out_dir: Path, limit: int, problem_bytes: bytes, quiet
     ``out_dir``; returns the runner's ``RunResult``. A failure during the run writes
     ``summary.json`` with ``status: failed`` and re-raises."""
     from femopt.problem.model import IterationRecord
-    from femopt.runner import RunResult
+    from femopt.runner import RunResult, close_run, failure
     from femopt.shape.gradient import ShapeEvaluator
 
     pm = get_manager()
@@ -85,17 +83,9 @@ def optimize_shape(model, out_dir: Path, limit: int, problem_bytes: bytes, quiet
                 shape_picture(model.mesh, result.points, opt.moving, out_dir / "design.png")
     except BaseException as exc:  # noqa: BLE001 - the summary must say the run failed
         status, error = "failed", exc
-        summary.update({"iterations": len(model.history), "converged": False,
-                        "message": f"{type(exc).__name__}: {exc}"
-                        if not isinstance(exc, FemoptError) else str(exc)})
+        summary.update(failure(model, exc))
     finally:
-        history.close()
-        wall = time.perf_counter() - t0
-        n_it = max(len(model.history), 1)
-        summary.update({"status": status, "wall_time": wall,
-                        "seconds_per_iteration": sum(r.seconds for r in model.history) / n_it})
-        write_json_atomic(out_dir / "summary.json", summary)
-        pm.hook.femopt_run_end(summary=summary)
+        wall = close_run(out_dir, summary, model, history, t0, status)
     if error is not None:
         raise error
     reporter.line(f"done: {summary['message']}; objective {summary['objective']:.6e} after "
