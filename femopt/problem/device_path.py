@@ -130,6 +130,17 @@ def estimate_bytes(layout: GridLayout, n_cases: int = 1) -> int:
     return int(MEMORY_MARGIN * (per_cell * layout.n_cells + extra))
 
 
+def unsupported_chain(model: Any) -> str | None:
+    """Why the GPU paths cannot run ``model``'s filters or optimizer (None when they can)."""
+    for f in model.filters:
+        if not isinstance(f, (DensityFilter, SensitivityFilter, Heaviside)):
+            return f"the GPU path has no twin of the filter {f.name!r}"
+    if model.optimizer.name not in OPTIMIZERS:
+        return (f"the GPU path runs the optimizers {', '.join(OPTIMIZERS)}, not "
+                f"{model.optimizer.name!r}")
+    return None
+
+
 def unsupported(model: Any, solver_type: str) -> str | None:
     """Why the GPU path cannot run ``model`` (None when it can)."""
     if model.mesh.grid is None:
@@ -143,12 +154,9 @@ def unsupported(model: Any, solver_type: str) -> str | None:
             return form
     if np.ndim(model.ke) != 2 or model.physics.fixed_element_matrices() is not None:
         return "the GPU path needs one element matrix for the whole grid"
-    for f in model.filters:
-        if not isinstance(f, (DensityFilter, SensitivityFilter, Heaviside)):
-            return f"the GPU path has no twin of the filter {f.name!r}"
-    if model.optimizer.name not in OPTIMIZERS:
-        return (f"the GPU path runs the optimizers {', '.join(OPTIMIZERS)}, not "
-                f"{model.optimizer.name!r}")
+    why = unsupported_chain(model)
+    if why:
+        return why
     if solver_type != "multigrid":
         return f"the GPU path needs the multigrid solver, not {solver_type!r}"
     return None

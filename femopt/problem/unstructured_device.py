@@ -30,12 +30,11 @@ import numpy as np
 from femopt.adjoint import generated
 from femopt.assembly.csr_gather import GatherAssembler
 from femopt.assembly.sparse import FixedPatternAssembler
-from femopt.filters.heaviside import Heaviside
 from femopt.filters.radius import DensityFilter, SensitivityFilter
 from femopt.filters.sparse_filter import SparseDensityFilter
 from femopt.objectives.compliance import Compliance
 from femopt.objectives.volume import Volume
-from femopt.problem.device_path import OPTIMIZERS, PHYSICS, DevicePath
+from femopt.problem.device_path import PHYSICS, DevicePath, unsupported_chain
 from femopt.solvers.csr_pcg import NodeBlockPCG
 
 SOLVER = "pcg"
@@ -61,12 +60,9 @@ def unsupported(model: Any, solver_type: str) -> str | None:
     for b in model.bounds:
         if not isinstance(b.function, Volume):
             return f"the GPU path takes volume constraints only, not {b.function.name!r}"
-    for f in model.filters:
-        if not isinstance(f, (DensityFilter, SensitivityFilter, Heaviside)):
-            return f"the GPU path has no twin of the filter {f.name!r}"
-    if model.optimizer.name not in OPTIMIZERS:
-        return (f"the GPU path runs the optimizers {', '.join(OPTIMIZERS)}, not "
-                f"{model.optimizer.name!r}")
+    why = unsupported_chain(model)
+    if why:
+        return why
     if solver_type != SOLVER:
         return (f"the GPU path on a mesh from a file solves with pcg (block-Jacobi PCG on "
                 f"the GPU), not {solver_type!r}")
