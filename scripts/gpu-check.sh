@@ -5,14 +5,18 @@
 # (default: ./gpu-check-out). Run from the project root:  bash scripts/gpu-check.sh
 # Stages are time-boxed so that one hang cannot eat the machine's lease; the exit status
 # is the GPU tests'. BENCH=0 skips the kernel-resource report and the GPU benchmarks
-# (operator, design iteration, adjoint cost: the tests alone); PYTEST_ARGS adds pytest
-# arguments (e.g. "-rP" to show the tests' prints, or "tests/test_device.py");
-# OPERATOR_ARGS, ITERATION_ARGS and ADJOINT_ARGS pass arguments to the benchmarks.
+# (the tests alone); TESTS=0 skips the tests (the benchmarks alone); PYTEST_ARGS adds
+# pytest arguments (e.g. "-rP" to show the tests' prints, or "tests/test_device.py");
+# OPERATOR_ARGS, ITERATION_ARGS, ADJOINT_ARGS, CLI_ARGS, TET4_ARGS and BRACKET_ARGS pass
+# arguments to the benchmarks.
+# Measured on an H100 (2026-11-25): the 165 GPU tests take about 470 s, the benchmarks
+# about 500 s (operator 100, iteration 150, adjoint 60, command line 90, tet4 60, bracket
+# 40). Where one command may run 10 minutes at most, run it twice: BENCH=0, then TESTS=0.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-check-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-LIMIT_TESTS=${LIMIT_TESTS:-480}  # about 400 s on an H100 (2026-11-25)
+LIMIT_TESTS=${LIMIT_TESTS:-570}  # about 470 s on an H100 (2026-11-25)
 LIMIT_OPERATOR=${LIMIT_OPERATOR:-120}
 LIMIT_ITERATION=${LIMIT_ITERATION:-300}
 LIMIT_ADJOINT=${LIMIT_ADJOINT:-240}
@@ -92,9 +96,12 @@ for tag, (src, names) in jobs.items():
 PY
 
 set +e
-timeout "$LIMIT_TESTS" python3 -m pytest -m gpu -n0 -p no:cacheprovider -q -rs ${PYTEST_ARGS:-} \
-  2>&1 | tee "$OUT/pytest_gpu.log"
-tests_rc=${PIPESTATUS[0]}
+tests_rc=0
+if [ "${TESTS:-1}" != 0 ]; then
+  timeout "$LIMIT_TESTS" python3 -m pytest -m gpu -n0 -p no:cacheprovider -q -rs ${PYTEST_ARGS:-} \
+    2>&1 | tee "$OUT/pytest_gpu.log"
+  tests_rc=${PIPESTATUS[0]}
+fi
 if [ "${BENCH:-1}" != 0 ]; then
   timeout "$LIMIT_OPERATOR" python3 benchmarks/gpu_operator.py ${OPERATOR_ARGS:-} 2>&1 | tee "$OUT/gpu_operator.md"
   timeout "$LIMIT_ITERATION" python3 benchmarks/gpu_iteration.py ${ITERATION_ARGS:-} 2>&1 \
