@@ -129,7 +129,7 @@ def cmd_check_gradients(args) -> int:
             # the Taylor remainders at the smallest step are about 1e-6 of J: the
             # iterative solves must be well below that
             model.solver.options = o.model_copy(update={"rtol": GPU_CHECK_RTOL})
-            print(f"note: multigrid rtol {GPU_CHECK_RTOL:g} for the Taylor test")
+            print(f"note: {model.solver.name} rtol {GPU_CHECK_RTOL:g} for the Taylor test")
         print(f"device: {model.device} (the GPU path)")
     if any(f.heuristic for f in model.filters):
         print("note: the sensitivity filter is a heuristic; the exact gradient is checked")

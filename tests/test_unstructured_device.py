@@ -185,6 +185,71 @@ def test_unstructured_device_path_runs_heat_conduction_like_the_cpu_path():
             design={"interpolation": {"type": "simp", "penalty": 3.0, "min": 1e-3}})
 
 
+# a displacement of the lug (not self-adjoint: one adjoint solve per evaluation), as
+# objective and as constraint
+DISPLACEMENT = {
+    "objective": dict(objective={"type": "displacement", "region": {"group": "lug"},
+                                 "direction": [0.0, 0.0, -1.0]},
+                      optimizer={"type": "mma", "max_iter": 5}),
+    "constraint": dict(constraints=[{"type": "volume", "max": 0.25},
+                                    {"type": "displacement", "region": {"group": "lug"},
+                                     "direction": [0.0, 0.0, -1.0], "max": 0.05}],
+                       optimizer={"type": "mma", "max_iter": 5}),
+}
+
+
+def displacement_gradients(case: str, xp) -> None:
+    """Values and gradients of the path (rtol 1e-12) against the CPU path's direct solve,
+    and Taylor rates of the path's own gradients."""
+    from femopt.adjoint.taylor import check_model_gradients
+    from femopt.backend import to_host
+
+    cpu = build(bracket(**DISPLACEMENT[case]), device="cpu")
+    dev = build(bracket(solver={"type": "pcg", "rtol": 1e-12}, **DISPLACEMENT[case]),
+                array_module=xp)
+    r = np.random.default_rng(3)
+    x = r.uniform(0.3, 0.7, cpu.n)
+    x[cpu.passive_idx] = cpu.passive_val
+    d = r.standard_normal(cpu.n)
+    d[cpu.passive_idx] = 0.0
+    v_cpu, g_cpu = cpu.values_and_gradients(x)
+    v_dev, g_dev = dev.values_and_gradients(xp.asarray(x))
+    assert len(v_dev) == len(v_cpu) == 1 + len(cpu.bounds)
+    for a, b_, ga, gb in zip(v_cpu, v_dev, g_cpu, g_dev):
+        assert abs(b_ - a) <= 1e-8 * abs(a)
+        assert np.abs(to_host(gb) - ga).max() <= 1e-6 * np.abs(ga).max()
+    assert dev.path.cg_iterations["adjoint"] and dev.path.cg_iterations["adjoint"][0] > 0
+    for check in check_model_gradients(dev, xp.asarray(x), xp.asarray(d)):
+        if check.name.startswith("constraint volume"):
+            assert check.result.exact
+            continue
+        rates = check.result.rates
+        assert 1.9 <= min(rates) and max(rates) <= 2.1, (check.name, rates)
+
+
+@pytest.mark.parametrize("case", list(DISPLACEMENT))
+def test_unstructured_device_path_displacement_gradients(case):
+    displacement_gradients(case, np)
+
+
+def test_check_gradients_on_the_unstructured_gpu_path(monkeypatch, capsys):
+    """`femopt check-gradients --device gpu` on a mesh from a file (NumPy for CuPy): the
+    split gradients and the tightened rtol reach the path's own PCG."""
+    import sys
+
+    from femopt.cli import main
+
+    monkeypatch.setattr(femopt.backend, "gpu_status", lambda: (True, "1 CUDA device(s)"))
+    monkeypatch.setattr(femopt.problem.model, "gpu_memory", lambda: (2**33, 80 * 2**30))
+    monkeypatch.setitem(sys.modules, "cupy", np)
+    assert main(["check-gradients", str(PROBLEMS / "bracket_3d.yaml"), "--device", "gpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "note: pcg rtol 1e-10 for the Taylor test" in lines
+    (obj,) = [ln for ln in lines if ln.startswith("objective compliance")]
+    rates = [float(v) for v in obj.split("rates")[1].split()[:3]]
+    assert all(1.9 <= r <= 2.1 for r in rates) and obj.endswith("ok")
+
+
 # -- on the GPU ----------------------------------------------------------------------
 
 
@@ -233,3 +298,11 @@ def test_femopt_run_on_the_gpu_with_a_mesh_file(tmp_path, capsys):
     summary = json.loads((out_dir / "summary.json").read_text())
     assert (summary["device"], summary["iterations"]) == ("gpu", 8)
     assert np.load(out_dir / "density.npy").shape == (3650,)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", list(DISPLACEMENT))
+def test_unstructured_gpu_path_displacement_gradients(case):
+    import cupy
+
+    displacement_gradients(case, cupy)

@@ -220,16 +220,40 @@ class DevicePath:
         self.forms = [self._device_form(linear_form(fn)) for fn in model.functions()]
         self.cg_iterations: dict[str, list[int]] = {"forward": [], "adjoint": []}
 
+    # -- what a path stores its states in: the grid layout here, free dofs on a mesh -----
+
+    def _to_states(self, a: np.ndarray) -> np.ndarray:
+        """A full-dof host vector in the states' layout, zero on supported dofs."""
+        out = self.layout.from_dofs(a)
+        out[self.fixed_grid] = 0.0
+        return out
+
+    def _set_operator(self, scale: Any) -> None:
+        """The operator of a new design (scale factors of the cells' K0)."""
+        self.model.solver.update_grid_operator(scale, self.ke, self.fixed_grid, self.springs)
+
+    def _solve(self, rhs: Any, x0: Any) -> tuple[Any, int]:
+        """K x = rhs with the operator of :meth:`_set_operator` (x0: warm start or None);
+        the solution and its CG iterations."""
+        solver = self.model.solver
+        x = solver.solve_grid(rhs, x0=x0)
+        return x, solver.last.iterations
+
+    def _adjoint_term(self, u: Any, mu: Any, beta: np.ndarray, a: np.ndarray, scale: Any,
+                      dm: Any) -> Any:
+        """Per cell dm_e sum_c lambda_c,e^T K0 u_c,e with lambda_c = beta_c u_c +
+        sum_g a_cg mu_g (``mu`` None: no functionals), in one pass over cells."""
+        return grid_sensitivity_cases(self.layout, u, mu, beta, a, scale, dm, self.ke)[0]
+
     def _device_form(self, form: LinearForm) -> DeviceForm:
-        xp, lay = self.xp, self.layout
+        xp = self.xp
         groups: dict[tuple[float, ...], tuple[np.ndarray, np.ndarray]] = {}
         for a, s in form.functionals:
             ref = float(s[int(np.argmax(np.abs(s)))])
             if ref == 0.0:
                 continue
             key = tuple(s / ref)
-            ag = lay.from_dofs(a) * ref
-            ag[self.fixed_grid] = 0.0
+            ag = self._to_states(a) * ref
             old = groups.get(key)
             groups[key] = (ag if old is None else old[0] + ag, s / ref)
         a = xp.asarray(np.stack([g[0] for g in groups.values()])) if groups else None
@@ -278,12 +302,11 @@ class DevicePath:
         m = self.model
         scale = m.interp.value(rho)
         dm = m.interp.derivative(rho)
-        m.solver.update_grid_operator(scale, self.ke, self.fixed_grid, self.springs)
+        self._set_operator(scale)
         its = []
         for c in range(self.u.shape[0]):
-            self.u[c] = m.solver.solve_grid(self.loads[c],
-                                            x0=self.u[c] if self.solved else None)
-            its.append(m.solver.last.iterations)
+            self.u[c], it = self._solve(self.loads[c], self.u[c] if self.solved else None)
+            its.append(it)
         self.solved = True
         self.cg_iterations = {"forward": its, "adjoint": []}
         return scale, dm
@@ -293,14 +316,12 @@ class DevicePath:
         object of the forward solve (its multigrid hierarchy and smoothers as set up for
         this design; K^T = K), to the forward's tolerance, warm-started from the last mu_g.
         Compliance needs no solve (lambda_c = -w_c u_c)."""
-        solver = self.model.solver
         for form in self.forms:
             if form.a is None:
                 continue
             for g in range(form.a.shape[0]):
-                form.mu[g] = solver.solve_grid(-form.a[g],
-                                               x0=form.mu[g] if form.solved else None)
-                self.cg_iterations["adjoint"].append(solver.last.iterations)
+                form.mu[g], it = self._solve(-form.a[g], form.mu[g] if form.solved else None)
+                self.cg_iterations["adjoint"].append(it)
             form.solved = True
 
     def function_terms(self, rho: Any, scale: Any, dm: Any, u: Any = None
@@ -326,9 +347,8 @@ class DevicePath:
             pr = (form.rho_weights if form.rho_weights is not None
                   else xp.zeros(rho.shape[0], dtype=xp.float64))
             if form.needs_state and dm is not None:
-                adj, _ = grid_sensitivity_cases(self.layout, u, form.mu,
-                                                -form.compliance * self.weights, form.s,
-                                                scale, dm, self.ke)
+                adj = self._adjoint_term(u, form.mu, -form.compliance * self.weights, form.s,
+                                         scale, dm)
             else:
                 adj = xp.zeros(rho.shape[0], dtype=xp.float64)
             values.append(value)

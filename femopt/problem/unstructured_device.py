@@ -1,17 +1,20 @@
 """The design chain of a model on a mesh from a file, with every field on the device.
 
-The unstructured counterpart of :mod:`femopt.problem.device_path` (whose
-:class:`~femopt.problem.device_path.DevicePath` it extends: the design chain, the
-evaluation with its scaling and heuristics and the cheap constraints are the same code).
-One design iteration:
+The unstructured counterpart of :mod:`femopt.problem.device_path`, whose
+:class:`~femopt.problem.device_path.DevicePath` it extends: the design chain, the functions
+(compliance, displacement, mean temperature, volume and weighted sums of them, any load
+cases), the adjoint solves with warm starts, the evaluation with its scaling and
+heuristics are the same code; this path keeps its states on the free dofs and supplies the
+operator, the solve and the adjoint term. One design iteration:
 
     x -> filters (the radius filters' weight matrices as device CSR, Heaviside) -> rho
       -> K = sum_e m(rho_e) K0_e into the fixed CSR pattern (GatherAssembler: one thread
          per CSR value; the K0_e of full material are computed once, on the host)
       -> node-block Jacobi PCG (NodeBlockPCG: femopt's fused CG kernels, the CSR SpMV
          kernel), warm-started from the previous state
-      -> compliance f.u and dc/drho_e = -sum_c w_c m'(rho_e) u_ce^T K0_e u_ce by the
-         generated design-sensitivity kernel of the physics' element kernel
+      -> adjoint solves K mu_g = -a_g (same PCG, warm-started) for displacement-type terms
+      -> dJ/drho_e = m'(rho_e) sum_c lambda_ce^T K0_e u_ce by the generated
+         design-sensitivity kernel of the physics' element kernel
       -> volume (a dot product) -> chain rule through the filters -> OC or MMA.
 
 The host builds the pattern and the scatter map (``FixedPatternAssembler``) and the filter
@@ -32,9 +35,8 @@ from femopt.assembly.csr_gather import GatherAssembler
 from femopt.assembly.sparse import FixedPatternAssembler
 from femopt.filters.radius import DensityFilter, SensitivityFilter
 from femopt.filters.sparse_filter import SparseDensityFilter
-from femopt.objectives.compliance import Compliance
-from femopt.objectives.volume import Volume
-from femopt.problem.device_path import PHYSICS, DevicePath, unsupported_chain
+from femopt.backend import to_host
+from femopt.problem.device_path import PHYSICS, DevicePath, linear_form, unsupported_chain
 from femopt.solvers.csr_pcg import NodeBlockPCG
 
 SOLVER = "pcg"
@@ -50,16 +52,14 @@ def unsupported(model: Any, solver_type: str) -> str | None:
                 f"{physics.name!r}")
     if physics.element_kernel() is None:
         return f"the physics {physics.name!r} declares no element kernel"
-    if not isinstance(model.objective, Compliance):
-        return (f"the GPU path minimizes compliance (or thermal_compliance), not "
-                f"{model.objective.name!r}")
+    for fn in model.functions():
+        form = linear_form(fn)
+        if isinstance(form, str):
+            return form
     if physics.fixed_element_matrices() is not None:
         return "the GPU path needs element matrices that scale with the design alone"
     if np.any(model.springs):
-        return "the GPU path does not take springs"
-    for b in model.bounds:
-        if not isinstance(b.function, Volume):
-            return f"the GPU path takes volume constraints only, not {b.function.name!r}"
+        return "the GPU path on a mesh from a file does not take springs"
     why = unsupported_chain(model)
     if why:
         return why
@@ -92,7 +92,10 @@ def estimate_bytes(model: Any) -> int:
 
 
 class UnstructuredDevicePath(DevicePath):
-    """The design chain of ``model`` (a mesh from a file) with fields on ``xp``.
+    """The design chain of ``model`` (a mesh from a file) with fields on ``xp``: the grid
+    path's evaluation with states on the free dofs, the operator assembled into the fixed
+    pattern and solved by block-Jacobi PCG, and the adjoint term from the physics'
+    generated design-sensitivity kernel.
 
     Args:
         model: a built model that :func:`unsupported` accepts, with a ``pcg`` solver.
@@ -106,6 +109,7 @@ class UnstructuredDevicePath(DevicePath):
         free_mask[model.fixed] = False
         free = np.flatnonzero(free_mask)
         self.n_dofs = model.n_dofs
+        self.free_host = free
         self.free = xp.asarray(free)
         pattern = FixedPatternAssembler(model.cell_dofs, model.n_dofs, free)
         self.assembly = GatherAssembler(pattern, np.asarray(model.ke, dtype=np.float64), xp)
@@ -113,86 +117,55 @@ class UnstructuredDevicePath(DevicePath):
         self.solver = NodeBlockPCG(pattern.indptr, pattern.indices, free,
                                    model.physics.dofs_per_node, xp, opts.rtol, opts.max_iter)
         self.loads = xp.asarray(model.loads[:, free])  # (n_cases, n_free)
-        self.weights = [float(w) for w in model.weights]
-        self.u: list[Any] = [None] * len(self.weights)
+        self.weights = np.asarray(model.weights, dtype=np.float64)
+        self.springs = None
+        self.u = xp.zeros((len(self.weights), free.size), dtype=xp.float64)
+        self.solved = False
         self.twins = [SparseDensityFilter(f.H, xp)
                       if isinstance(f, (DensityFilter, SensitivityFilter)) else None
                       for f in model.filters]
         self.passive_idx = xp.asarray(model.passive_idx)
         self.passive_val = xp.asarray(model.passive_val, dtype=xp.float64)
-        self.volume_weights = {id(b.function): xp.asarray(b.function.weights)
-                               for b in model.bounds}
         self.kernel = model.physics.element_kernel()
         self.points = xp.asarray(mesh.points, dtype=xp.float64)
         self.cells = xp.asarray(mesh.cells, dtype=xp.int64)
         # the compiled kernels of the element kernel, held for the run (compiled once)
         self._generated = None if xp is np else generated._GpuKernels(self.kernel)
+        self.forms = [self._device_form(linear_form(fn)) for fn in model.functions()]
+        self.cg_iterations: dict[str, list[int]] = {"forward": [], "adjoint": []}
 
-    # -- analysis ------------------------------------------------------------------------
+    # -- the states on the free dofs ------------------------------------------------------
 
-    def analyse(self, rho: Any) -> tuple[Any, Any]:
-        """Assemble at ``rho`` and solve every load case (warm start from the last
-        states); returns the interpolation's scale factors and their derivative."""
-        m = self.model
-        scale = m.interp.value(rho)
-        dm = m.interp.derivative(rho)
+    def _to_states(self, a: np.ndarray) -> np.ndarray:
+        return np.asarray(a, dtype=np.float64)[self.free_host]
+
+    def _set_operator(self, scale: Any) -> None:
         self.solver.update(self.assembly.assemble_data(scale))
-        for c in range(len(self.u)):
-            self.u[c] = self.solver.solve(self.loads[c], x0=self.u[c])
-        return scale, dm
 
-    def full_states(self) -> Any:
-        """(n_cases, n_dofs) states with zeros on the supported dofs (on the device)."""
-        full = self.xp.zeros((len(self.u), self.n_dofs))
-        full[:, self.free] = self.xp.stack(self.u)
+    def _solve(self, rhs: Any, x0: Any) -> tuple[Any, int]:
+        self.solver.rtol = self.model.solver.options.rtol  # as the model's options say now
+        x = self.solver.solve(rhs, x0=x0)
+        return x, self.solver.last.iterations
+
+    def _full(self, v: Any) -> Any:
+        """(n, n_free) rows as (n, n_dofs), zero on the supported dofs."""
+        full = self.xp.zeros((v.shape[0], self.n_dofs), dtype=v.dtype)
+        full[:, self.free] = v
         return full
 
-    def element_sensitivity(self, scale: Any, dm: Any, lam: Any, u: Any) -> Any:
-        """dm_e sum_c lam_c,e^T (dK_e/dm) u_c,e by the generated kernel (or its twin)."""
+    def _adjoint_term(self, u: Any, mu: Any, beta: np.ndarray, a: np.ndarray, scale: Any,
+                      dm: Any) -> Any:
+        """dm_e sum_c lambda_c,e^T (dK_e/dm) u_c,e by the generated kernel (or its twin)."""
+        xp = self.xp
+        lam = xp.asarray(beta)[:, None] * u
+        if mu is not None:
+            lam = lam + xp.asarray(a) @ mu
+        lam, u = self._full(lam), self._full(u)
         if self._generated is None:
             return generated.sensitivity(self.kernel, self.points, self.cells, scale, dm,
                                          lam, u)
         return self._generated.sensitivity(self.points, self.cells, scale, dm, lam, u)
 
-    def values_and_gradients(self, x: Any) -> tuple[list[float], list[Any]]:
-        """Values of the objective and the constraints and their gradients w.r.t. x."""
-        xp = self.xp
-        rho, inputs = self.physical(x)
-        scale, dm = self.analyse(rho)
-        values, grads = [], []
-        for fn in self.model.functions():
-            if isinstance(fn, Volume):
-                w = self.volume_weights[id(fn)]
-                values.append(float(w @ rho))
-                grads.append(self.chain(w, inputs))
-                continue
-            # compliance: J = sum_c w_c f_c^T u_c; self-adjoint, lambda_c = -w_c u_c
-            u = self.full_states()
-            lam = -xp.asarray(self.weights)[:, None] * u
-            values.append(sum(wc * float(xp.dot(self.loads[c], self.u[c]))
-                              for c, wc in enumerate(self.weights)))
-            grads.append(self.chain(self.element_sensitivity(scale, dm, lam, u), inputs))
-        return values, grads
-
-    def cheap_constraints(self, x: Any) -> np.ndarray:
-        rho, _ = self.physical(x)
-        return np.array([b.normalized(float(self.volume_weights[id(b.function)] @ rho))
-                         for b in self.model.bounds])
-
-    def linear_constraint(self) -> tuple[Any, float] | None:
-        """(w, b) of the one volume constraint g(x) = w . x + b through linear filters
-        (see :meth:`DevicePath.linear_constraint`); None otherwise."""
-        m = self.model
-        if len(m.bounds) != 1 or not all(isinstance(f, (DensityFilter, SensitivityFilter))
-                                         for f in m.filters):
-            return None
-        bound = m.bounds[0]
-        v = self.volume_weights[id(bound.function)]
-        w = bound.sign_scale() * self.chain(v, [None] * len(m.filters))
-        return w, bound.normalized(float(v[self.passive_idx] @ self.passive_val))
-
     def host_states(self) -> np.ndarray:
         """The last states (n_cases, n_dofs) on the host in femopt's dof numbering."""
-        from femopt.backend import to_host
-
-        return to_host(self.full_states())
+        return to_host(self._full(self.u))
