@@ -87,10 +87,8 @@ class GatherAssembler:
     def __init__(self, assembler: FixedPatternAssembler, ke: np.ndarray, xp: Any = np,
                  dtype: Any = np.float64):
         self.assembler, self.ke, self.xp = assembler, ke, xp
-        self.nnz, self.shape = assembler.nnz, assembler.shape
+        self.nnz = assembler.nnz
         self.dtype = np.dtype(dtype)
-        self.indptr = xp.asarray(assembler.indptr)
-        self.indices = xp.asarray(assembler.indices)
         self.constant = None if assembler.constant is None else xp.asarray(assembler.constant)
         if xp is np:
             return
@@ -99,11 +97,6 @@ class GatherAssembler:
                              "entries")
         self.ptr, self.cell, self.values = gather_map(assembler, ke, xp, self.dtype)
         self._atomic: tuple[Any, Any, Any] | None = None
-
-    @property
-    def n_entries(self) -> int:
-        """Element-matrix entries that land on two free dofs."""
-        return int(self.assembler.keep.size)
 
     def assemble_data(self, scale: Any) -> Any:
         """The CSR values of ``sum_e scale_e K0_e`` (+ the constant part)."""
@@ -141,13 +134,3 @@ class GatherAssembler:
         kern = get_kernel(SOURCE, f"femopt_assembly_csr_scatter_cells<{real_name(data)}>")
         launch_1d(kern, values.size, (scale, values, cell, slot, data, np.int64(values.size)))
         return data if self.constant is None else data + self.constant
-
-    def matrix(self, data: Any) -> Any:
-        """A SciPy (NumPy) or CuPy-SciPy CSR matrix of ``data`` in this pattern."""
-        if self.xp is np:
-            import scipy.sparse as sp
-
-            return sp.csr_matrix((data, self.indices, self.indptr), shape=self.shape)
-        import cupyx.scipy.sparse as csp
-
-        return csp.csr_matrix((data, self.indices, self.indptr), shape=self.shape)

@@ -12,26 +12,26 @@ class SparseDensityFilter:
     """rho = (H x) / Hs and its chain rule H^T (dy / Hs), with H on ``xp``.
 
     Args:
-        h: the filter's (n, n) SciPy CSR weights (``radius_weights``), built on the host.
+        flt: the host radius filter (its weights H and row sums Hs, built by the KD-tree
+            search; a density filter's H^T too, for its chain rule, which a sensitivity
+            filter does not have).
         xp: numpy (SciPy matrices) or cupy (cupyx.scipy.sparse matrices).
     """
 
-    def __init__(self, h: Any, xp: Any = np):
+    def __init__(self, flt: Any, xp: Any = np):
+        from femopt.filters.radius import DensityFilter
+
         self.xp = xp
-        ht = h.T.tocsr()
-        hs = np.asarray(h.sum(axis=1)).ravel()
+        h, ht = flt.H, flt.HT if isinstance(flt, DensityFilter) else None
         if xp is np:
             self.h, self.ht = h, ht
         else:
             import cupyx.scipy.sparse as csp
 
-            self.h, self.ht = csp.csr_matrix(h), csp.csr_matrix(ht)
-        self.hs = xp.asarray(hs)
+            self.h = csp.csr_matrix(h)
+            self.ht = None if ht is None else csp.csr_matrix(ht)
+        self.hs = xp.asarray(flt.Hs)
         self.inv_hs = 1.0 / self.hs
-
-    @property
-    def nnz(self) -> int:
-        return int(self.h.nnz)
 
     def apply(self, x: Any, pre: Any = None, post: Any = None) -> Any:
         """post * (H (pre * x)), pre and post optional per-cell factors."""

@@ -407,7 +407,13 @@ class DevicePath:
         """(w, b) with the one constraint g(x) = w . x + b when g is linear in x: a
         volume (or a sum of volumes) through a linear filter chain (density filters, a
         sensitivity filter; no Heaviside). Then OC's bisection needs no filter pass per
-        trial (:func:`femopt.optimizers.oc_kernels.oc_update_linear`). None otherwise."""
+        trial (:func:`femopt.optimizers.oc_kernels.oc_update_linear`). None otherwise.
+        Built on the first call and kept: bounds, filters and passive cells never change."""
+        if not hasattr(self, "_linear"):
+            self._linear = self._linear_constraint()
+        return self._linear
+
+    def _linear_constraint(self) -> tuple[Any, float] | None:
         m = self.model
         if len(m.bounds) != 1 or self.forms[1].needs_state or self.forms[1].rho_weights is None:
             return None

@@ -78,13 +78,14 @@ def estimate_bytes(model: Any) -> int:
     k = model.physics.dofs_per_node
     entries = n_cells * nd * nd  # at most; entries on supported dofs drop out
     nnz = entries // 4  # tet4: ~5 entries per CSR value, hex8: ~3 (a node's 27 neighbours)
-    filter_nnz = sum(f.H.nnz for f in model.filters
-                     if isinstance(f, (DensityFilter, SensitivityFilter)))
+    # H, and H^T for a density filter's chain rule
+    filter_nnz = sum(f.H.nnz * (2 if isinstance(f, DensityFilter) else 1)
+                     for f in model.filters if isinstance(f, (DensityFilter, SensitivityFilter)))
     n_cases = len(model.case_names)
     n_dofs = model.n_dofs
     total = (entries * (8 + 4)             # sorted K0 entries and their cells
              + nnz * (8 + 4 + 8 + 8)       # CSR values, column indices, gather offsets, data + C
-             + filter_nnz * 2 * (8 + 4)    # H and H^T
+             + filter_nnz * (8 + 4)        # filter weights
              + n_cells * (8 * 20 + 8 * 3)  # design fields, optimizer (MMA), cells
              + n_dofs * 8 * (12 + 4 * n_cases)  # CG vectors, states, loads, sensitivity
              + (n_dofs // k) * k * k * 8 * 3)  # node blocks and their inverses
@@ -121,7 +122,7 @@ class UnstructuredDevicePath(DevicePath):
         self.springs = None
         self.u = xp.zeros((len(self.weights), free.size), dtype=xp.float64)
         self.solved = False
-        self.twins = [SparseDensityFilter(f.H, xp)
+        self.twins = [SparseDensityFilter(f, xp)
                       if isinstance(f, (DensityFilter, SensitivityFilter)) else None
                       for f in model.filters]
         self.passive_idx = xp.asarray(model.passive_idx)
@@ -129,8 +130,6 @@ class UnstructuredDevicePath(DevicePath):
         self.kernel = model.physics.element_kernel()
         self.points = xp.asarray(mesh.points, dtype=xp.float64)
         self.cells = xp.asarray(mesh.cells, dtype=xp.int64)
-        # the compiled kernels of the element kernel, held for the run (compiled once)
-        self._generated = None if xp is np else generated._GpuKernels(self.kernel)
         self.forms = [self._device_form(linear_form(fn)) for fn in model.functions()]
         self.cg_iterations: dict[str, list[int]] = {"forward": [], "adjoint": []}
 
@@ -160,11 +159,8 @@ class UnstructuredDevicePath(DevicePath):
         lam = xp.asarray(beta)[:, None] * u
         if mu is not None:
             lam = lam + xp.asarray(a) @ mu
-        lam, u = self._full(lam), self._full(u)
-        if self._generated is None:
-            return generated.sensitivity(self.kernel, self.points, self.cells, scale, dm,
-                                         lam, u)
-        return self._generated.sensitivity(self.points, self.cells, scale, dm, lam, u)
+        return generated.sensitivity(self.kernel, self.points, self.cells, scale, dm,
+                                     self._full(lam), self._full(u))
 
     def host_states(self) -> np.ndarray:
         """The last states (n_cases, n_dofs) on the host in femopt's dof numbering."""
