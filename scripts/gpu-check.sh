@@ -20,8 +20,9 @@ LIMIT_TESTS=${LIMIT_TESTS:-570}  # about 470 s on an H100 (2026-11-25)
 LIMIT_OPERATOR=${LIMIT_OPERATOR:-120}
 LIMIT_ITERATION=${LIMIT_ITERATION:-300}
 LIMIT_ADJOINT=${LIMIT_ADJOINT:-240}
+LIMIT_CLI=${LIMIT_CLI:-240}
 LIMIT_TET4=${LIMIT_TET4:-90}        # tet4 assembly at ~100k and ~1M tets
-LIMIT_BRACKET=${LIMIT_BRACKET:-40}  # the bracket's design iterations on the GPU path (~100k;
+LIMIT_BRACKET=${LIMIT_BRACKET:-60}  # the bracket's design iterations on the GPU path (~100k;
                                     # ~1M: BRACKET_ARGS="--sizes 1M" LIMIT_BRACKET=300)
 
 {
@@ -109,7 +110,7 @@ if [ "${BENCH:-1}" != 0 ]; then
   timeout "$LIMIT_ADJOINT" python3 benchmarks/gpu_adjoint_cost.py ${ADJOINT_ARGS:-} 2>&1 \
     | tee "$OUT/gpu_adjoint_cost.md"
   # the command line itself at production sizes (set-up, iterations, output)
-  timeout "${LIMIT_CLI:-240}" python3 benchmarks/gpu_cli_run.py ${CLI_ARGS:-} 2>&1 \
+  timeout "$LIMIT_CLI" python3 benchmarks/gpu_cli_run.py ${CLI_ARGS:-} 2>&1 \
     | tee "$OUT/gpu_cli_run.md"
   # meshes from files: the tet4 bracket at ~100k and ~1M tets (unpacked from the carried
   # .bench-meshes/, made here by `python3 benchmarks/bracket_meshes.py 100k,1M`: the image
@@ -126,7 +127,7 @@ if [ "${NCU:-0}" = 1 ]; then
   timeout "${LIMIT_NCU:-120}" ncu --clock-control none --section SpeedOfLight \
     --section Occupancy --section WarpStateStats --section ComputeWorkloadAnalysis \
     -k regex:femopt_assembly_hex8 -c 4 \
-    python3 benchmarks/gpu_operator.py --sizes 10M --variants columns,gather --repeat 1 \
+    python3 benchmarks/gpu_operator.py --sizes 10M --variants walsh,columns --repeat 1 \
     > "$OUT/ncu_apply.txt" 2>&1
   tail -60 "$OUT/ncu_apply.txt"
 fi

@@ -341,9 +341,11 @@ class Model:
 
     def final_analysis(self, x: Any) -> tuple[list[float], np.ndarray, State]:
         """Function values, densities and the states at ``x`` (the latter two on the host)."""
-        if self.on_device(x):
-            values, _ = self.path.values_and_gradients(x)
-            rho = to_host(self.path.physical(x)[0])
+        if self.on_device(x):  # the forward solve and the values: no adjoints
+            rho, _ = self.path.physical(x)
+            self.path.analyse(rho)
+            values = self.path.function_terms(rho, None, None)[0]
+            rho = to_host(rho)
             return values, rho, State(rho, self.path.host_states(), self.loads,
                                       self.weights, self)
         rho = self.physical(x)[0]
