@@ -32,6 +32,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import splu
 
 from femopt.assembly.elements import get_element, physical_gradients
+from femopt.physics.elasticity import elasticity_matrix, strain_displacement
 
 # boundary facets of each cell type (local node indices)
 FACETS = {
@@ -120,16 +121,10 @@ class Extension:
         if self.kind == "laplace":
             lap = np.einsum("cqad,cqbd,cq->cab", dndx, dndx, wdet)
             ke = np.einsum("cab,ij->caibj", lap, np.eye(d)).reshape(c, nn * d, nn * d)
-        else:  # grad V : C : grad W with lambda, mu of E = 1
-            lam = self.nu / ((1 + self.nu) * (1 - 2 * self.nu))
-            mu = 1.0 / (2 * (1 + self.nu))
-            if d == 2:  # plane stress, as the physics
-                lam = 2 * lam * mu / (lam + 2 * mu)
-            lap = np.einsum("cqad,cqbd,cq->cab", dndx, dndx, wdet)
-            cross = np.einsum("cqai,cqbj,cq->caibj", dndx, dndx, wdet)
-            ke = (mu * np.einsum("cab,ij->caibj", lap, np.eye(d))
-                  + mu * cross.transpose(0, 1, 4, 3, 2) + lam * cross)
-            ke = ke.reshape(c, nn * d, nn * d)
+        else:  # B^T D B of E = 1 (plane stress in 2D, as the physics)
+            b = strain_displacement(dndx)
+            ke = np.einsum("cqvi,vw,cqwj,cq->cij", b, elasticity_matrix(1.0, self.nu, d), b,
+                           wdet)
         ke = ke * k[:, None, None]
         if self.length is not None:  # lumped mass: each node carries vol / nn
             m = np.repeat(vol / nn, nn * d).reshape(c, nn * d) / self.length ** 2

@@ -136,7 +136,8 @@ class ShapeEvaluator:
         self.last_state = State(self.rho, u, loads, model.weights, model, geom)
         return self.last_state
 
-    def _values(self, state: State) -> list[float]:
+    def state_values(self, state: State) -> list[float]:
+        """Function values at the state of an analysis."""
         values = []
         for fn in self.functions:
             with self.model.registry.guard("function", fn.name, "value()"):
@@ -149,14 +150,14 @@ class ShapeEvaluator:
 
     def values(self, points: np.ndarray) -> list[float]:
         """Function values at ``points`` (no gradients)."""
-        return self._values(self.analyse(points))
+        return self.state_values(self.analyse(points))
 
     def values_at_fixed_state(self, points: np.ndarray, state: State) -> list[float]:
         """Function values at ``points`` with the states of ``state`` held fixed (the
         explicit X dependence alone, for checking partial_x)."""
         geom = self.geometry(points)
         fixed = State(state.rho, state.u, geom.loads, state.weights, self.model, geom)
-        return self._values(fixed)
+        return self.state_values(fixed)
 
     # -- gradients ---------------------------------------------------------------------
 
@@ -166,7 +167,13 @@ class ShapeEvaluator:
         dJ/dX, (n_nodes, dim). With ``split`` each derivative is the pair (explicit term
         partial J/partial X, adjoint term lambda^T (dK/dX u - df/dX))."""
         state = self.analyse(points)
-        values = self._values(state)
+        return self.state_values(state), self.gradients(state, split)
+
+    def gradients(self, state: State | None = None, split: bool = False
+                  ) -> list[np.ndarray]:
+        """The total derivatives (see :meth:`evaluate`) at the state of the last analysis
+        (or ``state``): the adjoint solves reuse its factorization."""
+        state = self.last_state if state is None else state
         model = self.model
         names = ",".join(f.name for f in self.functions)
         with model.registry.guard("function", names, "its shape gradient"):
@@ -182,7 +189,7 @@ class ShapeEvaluator:
                     raise PluginError(f"the shape gradient of function '{fn.name}' ({what}) "
                                       f"is not a finite array of shape {shape}")
             grads.append((ex, adj) if split else ex + adj)
-        return values, grads
+        return grads
 
     def _adjoint_terms(self, state: State, lams: list[np.ndarray | None]
                        ) -> list[np.ndarray]:

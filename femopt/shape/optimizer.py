@@ -17,8 +17,8 @@ One iteration at node positions X with values J, C_i and gradients dJ/dX, dC_i/d
    unless R alone is larger). A step that inverts a cell, or takes a cell's scaled
    Jacobian below ``min_quality`` (or below its current value where that is already
    lower), is rejected without a solve; so is one whose objective does not decrease
-   enough (Armijo on the projected part, the restoration's predicted cost allowed
-   twice over). Each rejection halves alpha and beta, ``backtracks`` times at most.
+   enough (Armijo on the projected part, the restoration's predicted cost allowed).
+   Each rejection halves alpha and beta, ``backtracks`` times at most.
    alpha grows by 1.5 after a step accepted at once.
 5. Converged when the relative objective change of an accepted step is below ``tol``
    and every constraint holds within ``constraint_tol`` (relative to its bound).
@@ -165,9 +165,15 @@ class ShapeOptimizer:
                                                             values[1:]))
 
     def run(self, evaluate: Evaluate, points: np.ndarray, max_iter: int,
-            report: Callable[[ShapeStep, np.ndarray], None] | None = None) -> ShapeResult:
+            report: Callable[[ShapeStep, np.ndarray], None] | None = None,
+            values_at: Callable[[np.ndarray], list[float]] | None = None,
+            gradients: Callable[[], list[np.ndarray]] | None = None) -> ShapeResult:
         """Optimize from node positions ``points`` for at most ``max_iter`` iterations.
-        ``report(step, points)`` is called after every accepted step."""
+        ``report(step, points)`` is called after every accepted step. With ``values_at``
+        (function values at positions) and ``gradients`` (the derivatives at the positions
+        ``values_at`` saw last), a trial step is judged on its values alone and the
+        gradients are computed for accepted steps only."""
+        split = values_at is not None and gradients is not None
         x = np.array(points, dtype=float, copy=True)
         t_last = time.perf_counter()
         values, grads = evaluate(x)
@@ -199,7 +205,10 @@ class ShapeOptimizer:
                 if np.any(q_try <= 0) or np.any(q_try < np.minimum(self.min_quality, q)):
                     reasons.append("quality")
                 else:
-                    values_t, grads_t = evaluate(trial)
+                    if split:
+                        values_t, grads_t = values_at(trial), None
+                    else:
+                        values_t, grads_t = evaluate(trial)
                     allowed = 1e-4 * alpha * slope + beta * rest
                     drop = self.lagrangian(values_t, mult) - merit
                     if drop <= allowed + 1e-12 * abs(values[0]):
@@ -215,6 +224,8 @@ class ShapeOptimizer:
                 converged = set(reasons) == {"no decrease"} and self.feasible(values)
                 break
             trial, q, values_t, grads_t, step, tries = accepted
+            if grads_t is None:
+                grads_t = gradients()
             change = abs(values_t[0] - values[0]) / max(abs(values[0]), 1e-300)
             x, values, grads = trial, values_t, grads_t
             now = time.perf_counter()

@@ -10,7 +10,7 @@ import numpy as np
 
 from femopt.io import plots
 from femopt.io.progress import ProgressReporter
-from femopt.io.results import HistoryWriter, versions
+from femopt.io.results import HistoryWriter, atomic_write, versions
 from femopt.io.resultdir import problem_hash
 from femopt.io.vtu import write_vtu
 from femopt.mesh.mesh import CELL_EDGES, Mesh
@@ -60,9 +60,10 @@ def optimize_shape(model, out_dir: Path, limit: int, problem_bytes: bytes, quiet
     try:
         evaluator = ShapeEvaluator(model)
         with reporter:
-            result = opt.run(evaluator.evaluate, points0, limit, report)
+            result = opt.run(evaluator.evaluate, points0, limit, report,
+                             values_at=evaluator.values, gradients=evaluator.gradients)
         state = evaluator.analyse(result.points)
-        values = evaluator.values(result.points)
+        values = evaluator.state_values(state)
         quality = opt.quality(result.points)
         summary.update({
             "objective": values[0],
@@ -105,9 +106,8 @@ def write_design_vtu(path: Path, model, points: np.ndarray, points0: np.ndarray,
         key = field if len(model.case_names) == 1 else f"{field}_{name}"
         u = state.u[c].reshape(-1, k)
         point[key] = u[:, 0] if k == 1 else u
-    tmp = path.with_name(path.name + ".tmp")
-    write_vtu(tmp, mesh, {"quality": quality}, point)
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        write_vtu(tmp, mesh, {"quality": quality}, point)
 
 
 def shape_picture(mesh: Mesh, points: np.ndarray, moving: np.ndarray, path: Path) -> None:
