@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import platform
 import tempfile
-import time
 from pathlib import Path
 
 import meshio
 import numpy as np
 
+from adjoint_cost import median_time  # noqa: E402 - a sibling script
 from femopt.runner import build_model
 from femopt.shape import ShapeEvaluator, smooth_direction
 
@@ -77,16 +77,6 @@ def model_for(folder: Path, kind: str, n_r: int, n_t: int, n_z: int, stress: boo
             + "optimizer: {type: oc}\n")
     (folder / "p.yaml").write_text(text)
     return build_model(folder / "p.yaml", device="cpu")
-
-
-def median_time(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def main() -> None:
