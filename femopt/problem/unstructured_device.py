@@ -84,6 +84,7 @@ def estimate_bytes(model: Any) -> int:
     n_cases = len(model.case_names)
     n_dofs = model.n_dofs
     total = (entries * (8 + 4)             # sorted K0 entries and their cells
+             + entries * (4 + 8)           # set-up peak: slot keys and the sort's order
              + nnz * (8 + 4 + 8 + 8)       # CSR values, column indices, gather offsets, data + C
              + filter_nnz * (8 + 4)        # filter weights
              + n_cells * (8 * 20 + 8 * 3)  # design fields, optimizer (MMA), cells
