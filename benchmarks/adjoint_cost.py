@@ -29,7 +29,7 @@ import numpy as np
 from femopt.adjoint.sensitivity import function_gradients
 from femopt.plugins.manager import get_registry
 from femopt.problem.load import parse_problem
-from femopt.problem.model import Model
+from femopt.evaluation.model import Model
 
 ELASTIC = """\
 mesh: {{type: structured, shape: {shape}, size: {shape}}}
@@ -90,8 +90,8 @@ def median_time(fn, repeat: int, at_least: float = 0.2) -> float:
 def forward_and_adjoint(model: Model, repeat: int) -> tuple[float, float]:
     rng = np.random.default_rng(0)
     rho = rng.uniform(0.2, 1.0, model.n)
-    t_fwd = median_time(lambda: model.analyse(rho), repeat)
-    state = model.analyse(rho)
+    t_fwd = median_time(lambda: model.path.analyse(rho), repeat)
+    state = model.path.analyse(rho)
     dm = model.interp.derivative(rho)
     fns = [model.objective]
     t_adj = median_time(lambda: function_gradients(fns, state, model.solver, model.assembler,
@@ -150,7 +150,7 @@ def main() -> None:
             t_fact = median_time(lambda: m.solver.update_operator(scale, m.assembler, m.ke), r)
             t_solve = median_time(lambda: m.solver.solve(m.loads_free), r)
             before = m.solver.factorizations
-            state = m.analyse(rho)
+            state = m.path.analyse(rho)
             dm = m.interp.derivative(rho)
             cols = []
             solve = m.solver.solve

@@ -39,7 +39,7 @@ SOLVERS = {"cpu-amg": {"type": "amg", "rtol": 1e-8},
 def run_case(tets: int, case: str, iterations: int, budget: float) -> dict:
     from femopt.plugins.manager import get_registry
     from femopt.problem.load import parse_problem
-    from femopt.problem.model import Model
+    from femopt.evaluation.model import Model
 
     path, size = bracket_mesh(tets)
     data = bracket_problem(path, size, solver=SOLVERS[case])
@@ -73,7 +73,7 @@ def run_case(tets: int, case: str, iterations: int, budget: float) -> dict:
     if case == "gpu":
         import cupy
 
-        from femopt.problem.unstructured_device import estimate_bytes
+        from femopt.evaluation.mesh_device import estimate_bytes
 
         memory = (f"{cupy.get_default_memory_pool().total_bytes() / 1e9:.2f} / "
                   f"{estimate_bytes(model) / 1e9:.2f}")

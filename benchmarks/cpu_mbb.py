@@ -23,7 +23,7 @@ from top88_reference import top88  # noqa: E402
 
 from femopt.plugins.manager import get_registry  # noqa: E402
 from femopt.problem.load import parse_problem  # noqa: E402
-from femopt.problem.model import Model  # noqa: E402
+from femopt.evaluation.model import Model  # noqa: E402
 
 PROBLEM = """\
 name: mbb_{nx}x{ny}

@@ -17,11 +17,14 @@ import argparse
 import os
 import platform
 import sys
+from pathlib import Path
 import time
 from datetime import date
 from types import SimpleNamespace
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # grid fixtures
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -30,7 +33,7 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 def run(shape, direct_max_dofs):
     from femopt.assembly.sparse import FixedPatternAssembler
-    from femopt.mesh.grid_cantilever import grid_cantilever, truss_design
+    from grid_cantilever import grid_cantilever, truss_design
     from femopt.solvers import DirectSolver
     from femopt.solvers.multigrid import MultigridOptions, MultigridSolver
 

@@ -11,7 +11,7 @@ K mu = -a. The end plate keeps the measured edge attached to the part: with the 
 free face measured and no plate, OC leaves parts of the face hanging in void, and both
 solves need 5 to 20 times more CG iterations after a few design steps (measured at
 48x24x24: 64 instead of 12-21 by iteration 8). The model runs
-on the GPU path (``femopt.problem.device_path``: density filter of radius 1.5, SIMP p = 3,
+on the GPU path (``femopt.evaluation.grid_device``: density filter of radius 1.5, SIMP p = 3,
 volume 0.3, OC) for ``--warmup`` iterations, then ``--iterations`` more are timed with
 CUDA events around
 
@@ -49,7 +49,7 @@ PROBLEM = {
 def build(shape: tuple[int, ...], rtol: float, xp):
     from femopt.plugins.manager import get_registry
     from femopt.problem.load import parse_problem
-    from femopt.problem.model import Model
+    from femopt.evaluation.model import Model
 
     nx, ny, nz = (float(n) for n in shape)
     data = {

@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from datetime import date
 from itertools import product
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # grid fixtures
 
 BANDWIDTH = 3.0e12  # device-to-device copy on an H100, shared/device/README.md
 SIZES = {"1M": (128, 128, 64), "10M": (256, 256, 160), "33.5M": (512, 256, 256)}
@@ -52,7 +55,7 @@ def bench(shape, dtype, repeat, variant, min_blocks=None, rows=None):
     import femopt.assembly.matrix_free as mf
     from femopt.assembly.grid_layout import GridLayout
     from femopt.assembly.matrix_free import StructuredOperator
-    from femopt.mesh.grid_cantilever import unit_cell_matrix
+    from grid_cantilever import unit_cell_matrix
 
     lay = GridLayout(shape, 3)
     rng = cupy.random.default_rng(1)

@@ -122,7 +122,7 @@ def cmd_check_gradients(args) -> int:
     x[model.passive_idx] = model.passive_val
     direction = rng.standard_normal(model.n)
     direction[model.passive_idx] = 0.0
-    if model.path is not None:
+    if model.device == "gpu":
         x, direction = model.to_device(x), model.to_device(direction)
         o = model.solver.options
         if o.rtol > GPU_CHECK_RTOL:

@@ -22,7 +22,7 @@ from femopt.io.series import SeriesWriter
 from femopt.optimizers.base import OptimizationResult, converged_message
 from femopt.plugins.manager import get_manager, get_registry
 from femopt.problem.load import read_problem
-from femopt.problem.model import Model
+from femopt.evaluation.model import Model
 
 
 def build_model(problem_file: str | Path, device: str | None = None) -> Model:

@@ -14,7 +14,7 @@ from femopt.cli import main
 from femopt.objectives.base import Function
 from femopt.plugins.manager import get_registry
 from femopt.problem.load import parse_problem
-from femopt.problem.model import Model
+from femopt.evaluation.model import Model
 
 ROOT = Path(__file__).resolve().parents[1]
 H0 = 5e-4
@@ -127,7 +127,7 @@ def test_force_inverter_is_a_mechanism_with_pinned_output():
 
     model = build_model(ROOT / "problems" / "force_inverter.yaml")
     result = model.optimizer.run(model, model.x0.copy(), 200)
-    state = model.analyse(model.physical(result.x)[0])
+    state = model.path.analyse(model.physical(result.x)[0])
     pts = model.mesh.points
     node_in = int(np.flatnonzero(np.all(pts == [0.0, 40.0], axis=1))[0])
     node_out = int(np.flatnonzero(np.all(pts == [80.0, 40.0], axis=1))[0])

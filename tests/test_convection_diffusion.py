@@ -143,7 +143,7 @@ def test_model_picks_a_nonsymmetric_direct_solve(solver, ok, write_problem, caps
 
         model = build_model(path)
         assert model.solver.method == "superlu" and not model.solver.options.symmetric
-        state = model.analyse(model.physical(model.x0)[0])
+        state = model.path.analyse(model.physical(model.x0)[0])
         k = model.solver.matrix
         assert abs(k - k.T).max() > 1e-3 * abs(k).max()  # really non-symmetric
         assert np.all(np.isfinite(state.u))

@@ -19,7 +19,7 @@ from femopt.backend import to_host
 from femopt.cli import main
 from femopt.plugins.manager import get_registry
 from femopt.problem.load import parse_problem
-from femopt.problem.model import Model
+from femopt.evaluation.model import Model
 from femopt.solvers.multigrid import MultigridSolver
 
 # small enough for the CPU path's direct solver, large enough for three multigrid levels

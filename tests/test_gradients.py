@@ -16,7 +16,7 @@ from femopt.mesh import structured_grid
 from femopt.objectives.base import Function
 from femopt.plugins.manager import get_registry
 from femopt.problem.load import parse_problem
-from femopt.problem.model import Model
+from femopt.evaluation.model import Model
 
 H0 = 2e-3  # first Taylor step; the directions have entries in [-1, 1]
 
@@ -195,11 +195,11 @@ def test_adjoint_solve_for_functions_that_are_not_self_adjoint(solver):
     x, d = random_point(model, seed=3)
 
     def values(z):
-        state = model.analyse(model.physical(z)[0])
+        state = model.path.analyse(model.physical(z)[0])
         return [fn.value(state) for fn in fns]
 
     rho, inputs = model.physical(x)
-    state = model.analyse(rho)
+    state = model.path.analyse(rho)
     grads = function_gradients(fns, state, model.solver, model.assembler, model.cell_dofs,
                                model.ke, model.interp.derivative(rho))
     grads = [model.chain(g, inputs) for g in grads]

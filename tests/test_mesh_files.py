@@ -252,8 +252,8 @@ def test_amg_solver_matches_the_direct_solve_on_the_bracket(write_problem):
     amg = build_model(write_problem(text + "solver: {type: amg, rtol: 1.0e-10}\n",
                                     "amg.yaml"))
     rho = np.random.default_rng(1).uniform(0.1, 1.0, direct.n)
-    u_direct = direct.analyse(rho).u
-    u_amg = amg.analyse(rho).u
+    u_direct = direct.path.analyse(rho).u
+    u_amg = amg.path.analyse(rho).u
     assert np.abs(u_amg - u_direct).max() < 1e-7 * np.abs(u_direct).max()
     assert amg.solver.stats()["cg_iterations"] < 60
     assert amg.solver.stats()["amg_levels"] >= 2

@@ -18,7 +18,7 @@ from femopt.errors import SolverError
 from femopt.filters.base import radius_weights
 from femopt.filters.grid_filter import GridDensityFilter
 from femopt.mesh import structured_grid
-from femopt.mesh.grid_cantilever import grid_cantilever, truss_design
+from grid_cantilever import grid_cantilever, truss_design
 from femopt.optimizers.oc_kernels import oc_update_linear
 from femopt.physics.elasticity import ElasticityOptions, LinearElasticity
 from femopt.physics.heat import HeatConduction, HeatOptions

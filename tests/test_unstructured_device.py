@@ -12,12 +12,12 @@ import yaml
 
 import femopt.backend
 import femopt.errors
-import femopt.problem.model
+import femopt.evaluation.model
 from femopt.assembly.csr_gather import GatherAssembler, gather_map, gather_numpy
 from femopt.assembly.sparse import FixedPatternAssembler
 from femopt.plugins.manager import get_registry
 from femopt.problem.load import parse_problem
-from femopt.problem.model import Model
+from femopt.evaluation.model import Model
 from femopt.solvers.csr_pcg import NodeBlockPCG
 from femopt.solvers.pcg import PCGOptions, PCGSolver
 
@@ -100,18 +100,19 @@ def test_default_solver_becomes_block_jacobi_pcg_on_the_gpu_path():
     assert (model.device, model.solver.name) == ("gpu", "pcg")
     assert model.device_notes == ["solver: block-Jacobi PCG on the GPU instead of the "
                                   "default direct solver"]
-    assert type(model.path).__name__ == "UnstructuredDevicePath"
+    assert type(model.path).__name__ == "MeshDevicePath"
     assert model.assembler is None
 
 
 @pytest.mark.parametrize("change, message", [
     ({"solver": {"type": "amg"}}, "the GPU path on a mesh from a file solves with pcg "
                                   "(block-Jacobi PCG on the GPU), not 'amg'"),
-    ({"optimizer": {"type": "nlopt"}}, "the GPU path runs the optimizers oc, mma, not 'nlopt'"),
+    ({"optimizer": {"type": "nlopt"}}, "the optimizer 'nlopt' works on host arrays; the GPU paths run "
+         "optimizers that keep the design on the device"),
 ])
 def test_gpu_requested_for_what_the_path_cannot_do_is_located(monkeypatch, change, message):
     monkeypatch.setattr(femopt.backend, "gpu_status", lambda: (True, "1 CUDA device(s)"))
-    monkeypatch.setattr(femopt.problem.model, "gpu_memory", lambda: (2**26, 80 * 2**30))
+    monkeypatch.setattr(femopt.evaluation.device_choice, "gpu_memory", lambda: (2**26, 80 * 2**30))
     with pytest.raises(femopt.errors.ProblemError) as exc:
         build(bracket(device="gpu", **change))
     (issue,) = exc.value.issues
@@ -120,7 +121,7 @@ def test_gpu_requested_for_what_the_path_cannot_do_is_located(monkeypatch, chang
 
 def test_too_large_for_the_gpu_is_refused(monkeypatch):
     monkeypatch.setattr(femopt.backend, "gpu_status", lambda: (True, "1 CUDA device(s)"))
-    monkeypatch.setattr(femopt.problem.model, "gpu_memory", lambda: (2**20, 80 * 2**30))
+    monkeypatch.setattr(femopt.evaluation.device_choice, "gpu_memory", lambda: (2**20, 80 * 2**30))
     with pytest.raises(femopt.errors.InputError, match=r"the problem needs about 0\.\d\d GiB "
                        r"of GPU memory \(3650 cells, estimated\) but the GPU has 0\.00 GiB"):
         build(bracket(device="gpu"))
@@ -134,7 +135,7 @@ def test_femopt_run_on_the_gpu_path_writes_results(monkeypatch, tmp_path, capsys
     from femopt.cli import main
 
     monkeypatch.setattr(femopt.backend, "gpu_status", lambda: (True, "1 CUDA device(s)"))
-    monkeypatch.setattr(femopt.problem.model, "gpu_memory", lambda: (2**33, 80 * 2**30))
+    monkeypatch.setattr(femopt.evaluation.device_choice, "gpu_memory", lambda: (2**33, 80 * 2**30))
     monkeypatch.setitem(sys.modules, "cupy", np)
     out_dir = tmp_path / "res"
     code = main(["run", str(PROBLEMS / "bracket_3d.yaml"), "--out", str(out_dir),
@@ -252,7 +253,7 @@ def test_check_gradients_on_the_unstructured_gpu_path(monkeypatch, capsys):
     from femopt.cli import main
 
     monkeypatch.setattr(femopt.backend, "gpu_status", lambda: (True, "1 CUDA device(s)"))
-    monkeypatch.setattr(femopt.problem.model, "gpu_memory", lambda: (2**33, 80 * 2**30))
+    monkeypatch.setattr(femopt.evaluation.device_choice, "gpu_memory", lambda: (2**33, 80 * 2**30))
     monkeypatch.setitem(sys.modules, "cupy", np)
     assert main(["check-gradients", str(PROBLEMS / "bracket_3d.yaml"), "--device", "gpu"]) == 0
     lines = capsys.readouterr().out.splitlines()

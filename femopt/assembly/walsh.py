@@ -86,7 +86,7 @@ def walsh_factor(ke: np.ndarray, k: int, rtol: float = 1e-12) -> WalshFactor:
     gives a sparse M. Entries of M below ``rtol`` times the largest are rounding noise of
     the quadrature and are set to zero; the change is at rounding level.
     """
-    from femopt.assembly.matrix_free import snap_entries
+    from femopt.assembly.k0_literals import snap_entries
 
     ke = np.asarray(ke, dtype=np.float64)
     nd = 8 * k

@@ -22,10 +22,25 @@ class Filter(Component):
     """
 
     heuristic: ClassVar[bool] = False
+    pointwise: ClassVar[bool] = False
+    """True when ``forward`` and ``backward`` act entry by entry in the array module of
+    their input (a projection): the filter then runs on the device paths as it is."""
 
     def __init__(self, options, mesh: Mesh):
         self.options = options
         self.mesh = mesh
+
+    def device_twin(self, xp: Any) -> "Filter | None":
+        """This filter with its data on the device paths' array module ``xp``, or None
+        when it cannot run there (see :meth:`gpu_capability`)."""
+        return self if self.pointwise else None
+
+    def gpu_capability(self) -> str | None:
+        """None when the filter runs on the GPU paths, else why not."""
+        if self.pointwise:
+            return None
+        return (f"the filter {self.name!r} is neither pointwise nor linear with given "
+                "weights (a LinearFilter), so it has no device form")
 
     def forward(self, x: Any) -> Any:
         return x

@@ -34,6 +34,7 @@ class Heaviside(Filter):
     name = "heaviside"
     summary = "Smoothed Heaviside projection with beta continuation"
     Options = HeavisideOptions
+    pointwise = True
 
     def __init__(self, options: HeavisideOptions, mesh):
         super().__init__(options, mesh)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from functools import cached_property
+from typing import Any
 
-import numpy as np
 from pydantic import Field
 
-from femopt.filters.base import Filter, radius_weights
+from femopt.backend import array_namespace
+from femopt.filters.base import radius_weights
+from femopt.filters.linear import LinearFilter
 from femopt.plugins.registry import Options
 
 
@@ -16,7 +17,9 @@ class RadiusOptions(Options):
     """Filter radius in the mesh's length unit; must exceed the smallest cell size."""
 
 
-class _RadiusFilter(Filter):
+class _RadiusFilter(LinearFilter):
+    """Cone weights H_ij = max(0, r - |c_i - c_j|) between cell centroids."""
+
     Options = RadiusOptions
 
     def __init__(self, options: RadiusOptions, mesh):
@@ -26,24 +29,14 @@ class _RadiusFilter(Filter):
             raise ValueError(f"radius {options.radius:g} is not larger than the smallest cell "
                              f"({h:g}): the filter would do nothing")
 
-    # The weight matrix is built on first use: a model on the GPU filters with a stencil
-    # and never needs it (at tens of millions of cells it would take gigabytes).
-    @cached_property
-    def _weights(self):
+    def weights(self):
         return radius_weights(self.mesh, self.options.radius)
 
-    @property
-    def H(self):
-        return self._weights[0]
+    def grid_stencil(self, xp: Any):
+        from femopt.filters.grid_filter import GridDensityFilter
 
-    @property
-    def Hs(self):
-        return self._weights[1]
-
-    @cached_property
-    def HT(self):
-        """H^T, for the density filter's chain rule (the sensitivity filter has none)."""
-        return self.H.T.tocsr()
+        grid = self.mesh.grid
+        return GridDensityFilter(grid.shape, grid.spacing, self.options.radius, xp)
 
 
 class DensityFilter(_RadiusFilter):
@@ -51,12 +44,6 @@ class DensityFilter(_RadiusFilter):
 
     name = "density"
     summary = "Density filter (weighted average over a radius), exact chain rule"
-
-    def forward(self, x):
-        return (self.H @ x) / self.Hs
-
-    def backward(self, x, dy):
-        return self.HT @ (dy / self.Hs)
 
 
 class SensitivityFilter(_RadiusFilter):
@@ -67,5 +54,12 @@ class SensitivityFilter(_RadiusFilter):
     summary = "Sensitivity filter of the objective gradient (heuristic)"
     heuristic = True
 
+    def forward(self, x):
+        return x
+
+    def backward(self, x, dy):
+        return dy
+
     def modify_objective_gradient(self, x, df):
-        return (self.H @ (x * df)) / self.Hs / np.maximum(1e-3, x)
+        xp = array_namespace(x)
+        return self.op.apply(x * df) / self.op.hs / xp.maximum(1e-3, x)

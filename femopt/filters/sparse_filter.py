@@ -1,5 +1,6 @@
-"""A radius filter's weight matrix on a device: the twin of the density and sensitivity
-filters on unstructured meshes (the GPU path's counterpart of ``GridDensityFilter``)."""
+"""A linear filter's weight matrix on a device (cupyx.scipy.sparse, or SciPy for the NumPy
+twin): the device paths' form of every :class:`~femopt.filters.linear.LinearFilter`
+without a grid stencil."""
 
 from __future__ import annotations
 
@@ -9,20 +10,17 @@ import numpy as np
 
 
 class SparseDensityFilter:
-    """rho = (H x) / Hs and its chain rule H^T (dy / Hs), with H on ``xp``.
+    """y = (H x) / Hs and its chain rule H^T (dy / Hs), with H on ``xp``.
 
     Args:
-        flt: the host radius filter (its weights H and row sums Hs, built by the KD-tree
-            search; a density filter's H^T too, for its chain rule, which a sensitivity
-            filter does not have).
+        h, hs: the host weights (SciPy CSR) and their row sums.
         xp: numpy (SciPy matrices) or cupy (cupyx.scipy.sparse matrices).
+        transpose: keep H^T for the chain rule (a heuristic filter has none).
     """
 
-    def __init__(self, flt: Any, xp: Any = np):
-        from femopt.filters.radius import DensityFilter
-
+    def __init__(self, h: Any, hs: np.ndarray, xp: Any = np, transpose: bool = True):
         self.xp = xp
-        h, ht = flt.H, flt.HT if isinstance(flt, DensityFilter) else None
+        ht = h.T.tocsr() if transpose else None
         if xp is np:
             self.h, self.ht = h, ht
         else:
@@ -30,7 +28,7 @@ class SparseDensityFilter:
 
             self.h = csp.csr_matrix(h)
             self.ht = None if ht is None else csp.csr_matrix(ht)
-        self.hs = xp.asarray(flt.Hs)
+        self.hs = xp.asarray(hs)
         self.inv_hs = 1.0 / self.hs
 
     def apply(self, x: Any, pre: Any = None, post: Any = None) -> Any:

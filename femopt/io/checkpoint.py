@@ -103,7 +103,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
     not a femopt checkpoint."""
     import h5py
 
-    from femopt.problem.model import IterationRecord
+    from femopt.evaluation.model import IterationRecord
 
     path = Path(path)
     if not path.is_file():

@@ -28,7 +28,7 @@ from femopt.mesh.mesh import Mesh
 from femopt.mesh.regions import RegionError, select_cells, select_nodes
 from femopt.plugins.manager import get_registry
 from femopt.problem.load import parse_problem
-from femopt.problem.model import Model
+from femopt.evaluation.model import Model
 
 
 @dataclass
@@ -110,7 +110,7 @@ def verify_part(result_dir: Path, part) -> dict[str, Any]:
     model = Model(loaded, registry)
     problem = model.problem
     density = rd.array("density.npy", model.mesh.n_cells)
-    state = model.analyse(density)
+    state = model.path.analyse(density)
     optimized = float(np.sum(model.weights * np.einsum("cd,cd->c", model.loads, state.u)))
 
     try:

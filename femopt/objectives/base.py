@@ -82,6 +82,12 @@ class Function(Component):
         functions), else None."""
         return None
 
+    def linear_form(self) -> Any | None:
+        """The function as a :class:`~femopt.objectives.linear_form.LinearForm` when it is
+        linear in the states and densities (the device paths then evaluate it in closed
+        form), else None."""
+        return None
+
     def rho_only_value(self, rho: Any) -> float:
         """Value from densities alone (only for ``needs_state = False``)."""
         raise NotImplementedError

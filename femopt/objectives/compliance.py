@@ -8,6 +8,7 @@ dJ/drho_e = sum_c lambda_c^T (dK/drho_e) u_c = -sum_c w_c u_c^T (dK/drho_e) u_c.
 from __future__ import annotations
 
 from femopt.objectives.base import Function, State
+from femopt.objectives.linear_form import LinearForm
 from femopt.plugins.registry import Options
 
 
@@ -31,6 +32,9 @@ class Compliance(Function):
         if state.geometry is None:
             return None
         return state.geometry.load_derivative(state.weights[:, None] * state.u)
+
+    def linear_form(self) -> LinearForm:
+        return LinearForm(compliance=1.0)
 
     def adjoint_state(self, state: State):
         if not state.model.physics.symmetric:

@@ -10,6 +10,7 @@ import numpy as np
 
 from femopt.mesh.regions import Region
 from femopt.objectives.base import Function, State, case_weights, nodal_functional
+from femopt.objectives.linear_form import LinearForm
 from femopt.plugins.registry import Options
 
 
@@ -38,6 +39,10 @@ class MeanTemperature(Function):
 
     def value(self, state: State) -> float:
         return float(self.case_w @ (state.u @ self.a))
+
+    def linear_form(self) -> LinearForm:
+        return LinearForm(functionals=[(np.asarray(self.a, dtype=np.float64),
+                                        np.asarray(self.case_w, dtype=np.float64))])
 
     def partial_u(self, state: State):
         return self.case_w[:, None] * self.a[None, :]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from femopt.objectives.base import Function, State, cell_volumes
+from femopt.objectives.linear_form import LinearForm
 from femopt.plugins.registry import Options
 
 
@@ -25,6 +28,9 @@ class Volume(Function):
         v = cell_volumes(model.mesh)
         self.weights = v / v.sum()
         self.natural_scale = float(v.sum())  # volume fraction -> volume
+
+    def linear_form(self) -> LinearForm:
+        return LinearForm(rho_weights=np.asarray(self.weights, dtype=np.float64))
 
     def rho_only_value(self, rho) -> float:
         return float(self.weights @ rho)

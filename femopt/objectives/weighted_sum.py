@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from femopt.objectives.base import Function, State
+from femopt.objectives.linear_form import LinearForm
 from femopt.plugins.registry import Options
 
 
@@ -52,6 +53,15 @@ class WeightedSum(Function):
         for w, p in zip(self.weights, parts):
             if p is not None:
                 out = w * p if out is None else out + w * p
+        return out
+
+    def linear_form(self) -> LinearForm | None:
+        out = LinearForm()
+        for w, term in zip(self.weights, self.terms):
+            form = term.linear_form()
+            if form is None:
+                return None
+            out = out.add(form.scaled(w))
         return out
 
     def value(self, state: State) -> float:

@@ -369,6 +369,7 @@ class MMA(StepOptimizer, Component):
     """
 
     name = "mma"
+    device_arrays = True  # the update runs in the design's array module (GPU paths)
     summary = "Method of Moving Asymptotes (Svanberg): any number of constraints"
     Options = MMAOptions
 

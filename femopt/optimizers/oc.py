@@ -85,6 +85,7 @@ class OC(StepOptimizer, Component):
     """Optimality criteria with a bisection on the multiplier of one cheap constraint."""
 
     name = "oc"
+    device_arrays = True  # the update runs in the design's array module (GPU paths)
     summary = "Optimality criteria (88-line code): one cheap constraint such as volume"
     Options = OCOptions
     # the bisection runs on raw objective and volume, as in the classic codes

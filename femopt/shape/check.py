@@ -52,7 +52,7 @@ def check_shape_gradients(model, points: np.ndarray | None = None,
     """Taylor tests of the shape gradients of the model's objective and constraints.
 
     Args:
-        model: a :class:`~femopt.problem.model.Model` or a
+        model: a :class:`~femopt.evaluation.model.Model` or a
             :class:`~femopt.shape.gradient.ShapeEvaluator` of one.
         points: where (default: the mesh's nodes). direction: the node motion (default:
             :func:`smooth_direction` with ``seed``).

@@ -52,7 +52,7 @@ class ShapeEvaluator:
     """
 
     def __init__(self, model, rho: np.ndarray | None = None):
-        if model.path is not None:
+        if model.device != "cpu":
             raise InputError("shape derivatives run on the CPU: build the model with "
                              "device 'cpu'")
         if model.assembler is None or model.solver.name == "multigrid":

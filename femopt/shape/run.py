@@ -24,7 +24,7 @@ def optimize_shape(model, out_dir: Path, limit: int, problem_bytes: bytes, quiet
     """Run ``model``'s shape optimizer for at most ``limit`` iterations and write
     ``out_dir``; returns the runner's ``RunResult``. A failure during the run writes
     ``summary.json`` with ``status: failed`` and re-raises."""
-    from femopt.problem.model import IterationRecord
+    from femopt.evaluation.model import IterationRecord
     from femopt.runner import RunResult, close_run, failure
     from femopt.shape.gradient import ShapeEvaluator
 

@@ -1,15 +1,15 @@
 """PCG preconditioned by algebraic multigrid (pyamg's smoothed aggregation), CPU.
 
 For meshes without grid structure, where geometric multigrid does not apply. The
-aggregation gets the operator's near-null space: the rigid-body modes of elasticity
-(translations and rotations of the free dofs' nodes) or the constants of a scalar field;
+aggregation gets the operator's near-null space from the physics (its rigid modes on the
+free dofs: translations and rotations for elasticity, constants for a scalar field);
 without them smoothed aggregation converges poorly on elasticity. The hierarchy is built
 once per matrix and kept, so the adjoint solves reuse it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 from pydantic import Field
@@ -29,16 +29,6 @@ class AMGOptions(Options):
     """Largest system solved directly at the coarsest level."""
 
 
-def near_null_space(points: np.ndarray, dofs_per_node: int) -> np.ndarray:
-    """(n_nodes * k, m) rigid-body modes of the nodes (k = dim) or constants (k = 1)."""
-    from femopt.physics.elasticity import rigid_body_modes
-
-    n, dim = points.shape
-    if dofs_per_node == dim:
-        return rigid_body_modes(points)
-    return np.kron(np.ones((n, 1)), np.eye(dofs_per_node))
-
-
 class AMGSolver(PCGSolver):
     """CG with a smoothed-aggregation AMG preconditioner (pyamg) built once per matrix."""
 
@@ -53,16 +43,14 @@ class AMGSolver(PCGSolver):
         except ImportError:
             raise ValueError("solver 'amg' needs pyamg (pip install pyamg)") from None
         self.options = options or AMGOptions()
-        self.points: np.ndarray | None = None
-        self.dofs_per_node = 1
+        self.modes: Callable[[], np.ndarray] | None = None
         self.free: np.ndarray | None = None
         self.hierarchy: Any = None
         self.matrix = None
         self.last = CGInfo()
 
-    def bind(self, mesh: Any, dofs_per_node: int) -> None:
-        self.points = np.asarray(mesh.points)
-        self.dofs_per_node = dofs_per_node
+    def set_near_null_space(self, modes: Callable[[], np.ndarray]) -> None:
+        self.modes = modes
 
     def update_operator(self, scale: Any, assembler: Any, ke: Any) -> None:
         self.free = assembler.free
@@ -83,9 +71,11 @@ class AMGSolver(PCGSolver):
         cached = getattr(self, "_null", None)
         if cached is not None and cached.shape[0] == n:
             return cached
-        if self.points is None:
+        if self.modes is None:
             return None
-        b = near_null_space(self.points, self.dofs_per_node)
+        b = np.asarray(self.modes(), dtype=float)
+        if b.ndim != 2 or b.shape[1] == 0:  # a definite operator: pyamg's default
+            return None
         if self.free is not None and b.shape[0] != n:
             b = b[self.free]
         self._null = b if b.shape[0] == n else None

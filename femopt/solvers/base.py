@@ -22,6 +22,11 @@ class LinearSolver(Component):
         lives on; solvers that use grid structure (geometric multigrid) keep it. Raises
         ValueError when the solver cannot work on this mesh."""
 
+    def set_near_null_space(self, modes: Any) -> None:
+        """Called by the model with a callable giving the (n_dofs, m) null space of the
+        unconstrained operator (the physics' rigid modes); algebraic multigrid keeps it
+        for its aggregation, other solvers ignore it."""
+
     def update_operator(self, scale: Any, assembler: Any, ke: Any) -> None:
         """New design: the operator is sum_e scale_e K0_e restricted to the free dofs.
 

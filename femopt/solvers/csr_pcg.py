@@ -1,6 +1,6 @@
 """PCG on an assembled CSR matrix with a node-block Jacobi preconditioner, NumPy or CuPy.
 
-The solver of the GPU path on meshes from files (:mod:`femopt.problem.unstructured_device`).
+The solver of the GPU path on meshes from files (:mod:`femopt.evaluation.mesh_device`).
 CG runs through femopt's fused CG loop (:func:`femopt.solvers.cg_kernels.pcg_fused`); the
 matrix-vector product is SciPy's on the CPU and femopt's CSR kernel
 (``femopt_assembly_csr_spmv``, 8 lanes per row) on the GPU. The preconditioner inverts

@@ -1,13 +1,11 @@
 """The design chain of a model on a mesh from a file, with every field on the device.
 
-The unstructured counterpart of :mod:`femopt.problem.device_path`, whose
-:class:`~femopt.problem.device_path.DevicePath` it extends: the design chain, the functions
-(compliance, displacement, mean temperature, volume and weighted sums of them, any load
-cases), the adjoint solves with warm starts, the evaluation with its scaling and
-heuristics are the same code; this path keeps its states on the free dofs and supplies the
-operator, the solve and the adjoint term. One design iteration:
+The unstructured counterpart of :mod:`femopt.evaluation.grid_device`: the design chain,
+the functions, the adjoint solves with warm starts and the evaluation are
+:class:`~femopt.evaluation.device.DevicePath`'s; this path keeps its states on the free
+dofs and supplies the operator, the solve and the adjoint term. One design iteration:
 
-    x -> filters (the radius filters' weight matrices as device CSR, Heaviside) -> rho
+    x -> filters (linear filters' weights as device CSR, pointwise projections) -> rho
       -> K = sum_e m(rho_e) K0_e into the fixed CSR pattern (GatherAssembler: one thread
          per CSR value; the K0_e of full material are computed once, on the host)
       -> node-block Jacobi PCG (NodeBlockPCG: femopt's fused CG kernels, the CSR SpMV
@@ -33,10 +31,9 @@ import numpy as np
 from femopt.adjoint import generated
 from femopt.assembly.csr_gather import GatherAssembler
 from femopt.assembly.sparse import FixedPatternAssembler
-from femopt.filters.radius import DensityFilter, SensitivityFilter
-from femopt.filters.sparse_filter import SparseDensityFilter
 from femopt.backend import to_host
-from femopt.problem.device_path import PHYSICS, DevicePath, linear_form, unsupported_chain
+from femopt.evaluation.device import DevicePath, capability
+from femopt.filters.linear import LinearFilter
 from femopt.solvers.csr_pcg import NodeBlockPCG
 
 SOLVER = "pcg"
@@ -46,23 +43,11 @@ MEMORY_MARGIN = 1.25  # an estimate from array sizes, not a measurement: keep 25
 
 def unsupported(model: Any, solver_type: str) -> str | None:
     """Why the GPU path cannot run ``model`` on its mesh from a file (None when it can)."""
-    physics = model.physics
-    if physics.name not in PHYSICS or not physics.symmetric:
-        return (f"the GPU path covers the physics {', '.join(PHYSICS)}, not "
-                f"{physics.name!r}")
-    if physics.element_kernel() is None:
-        return f"the physics {physics.name!r} declares no element kernel"
-    for fn in model.functions():
-        form = linear_form(fn)
-        if isinstance(form, str):
-            return form
-    if physics.fixed_element_matrices() is not None:
-        return "the GPU path needs element matrices that scale with the design alone"
-    if np.any(model.springs):
-        return "the GPU path on a mesh from a file does not take springs"
-    why = unsupported_chain(model)
+    why = capability(model)
     if why:
         return why
+    if np.any(model.springs):
+        return "the GPU path on a mesh from a file does not take springs"
     if solver_type != SOLVER:
         return (f"the GPU path on a mesh from a file solves with pcg (block-Jacobi PCG on "
                 f"the GPU), not {solver_type!r}")
@@ -79,8 +64,8 @@ def estimate_bytes(model: Any) -> int:
     entries = n_cells * nd * nd  # at most; entries on supported dofs drop out
     nnz = entries // 4  # tet4: ~5 entries per CSR value, hex8: ~3 (a node's 27 neighbours)
     # H, and H^T for a density filter's chain rule
-    filter_nnz = sum(f.H.nnz * (2 if isinstance(f, DensityFilter) else 1)
-                     for f in model.filters if isinstance(f, (DensityFilter, SensitivityFilter)))
+    filter_nnz = sum(f.H.nnz * (1 if f.heuristic else 2)
+                     for f in model.filters if isinstance(f, LinearFilter))
     n_cases = len(model.case_names)
     n_dofs = model.n_dofs
     total = (entries * (8 + 4)             # sorted K0 entries and their cells
@@ -93,11 +78,11 @@ def estimate_bytes(model: Any) -> int:
     return int(MEMORY_MARGIN * total)
 
 
-class UnstructuredDevicePath(DevicePath):
-    """The design chain of ``model`` (a mesh from a file) with fields on ``xp``: the grid
-    path's evaluation with states on the free dofs, the operator assembled into the fixed
-    pattern and solved by block-Jacobi PCG, and the adjoint term from the physics'
-    generated design-sensitivity kernel.
+class MeshDevicePath(DevicePath):
+    """The design chain of ``model`` (a mesh from a file) with fields on ``xp``: states
+    on the free dofs, the operator assembled into the fixed pattern and solved by
+    block-Jacobi PCG, the adjoint term from the physics' generated design-sensitivity
+    kernel.
 
     Args:
         model: a built model that :func:`unsupported` accepts, with a ``pcg`` solver.
@@ -105,7 +90,6 @@ class UnstructuredDevicePath(DevicePath):
     """
 
     def __init__(self, model: Any, xp: Any):
-        self.model, self.xp = model, xp
         mesh = model.mesh
         free_mask = np.ones(model.n_dofs, dtype=bool)
         free_mask[model.fixed] = False
@@ -118,23 +102,10 @@ class UnstructuredDevicePath(DevicePath):
         opts = model.solver.options
         self.solver = NodeBlockPCG(pattern.indptr, pattern.indices, free,
                                    model.physics.dofs_per_node, xp, opts.rtol, opts.max_iter)
-        self.loads = xp.asarray(model.loads[:, free])  # (n_cases, n_free)
-        self.weights = np.asarray(model.weights, dtype=np.float64)
-        self.springs = None
-        self.u = xp.zeros((len(self.weights), free.size), dtype=xp.float64)
-        self.solved = False
-        self.twins = [SparseDensityFilter(f, xp)
-                      if isinstance(f, (DensityFilter, SensitivityFilter)) else None
-                      for f in model.filters]
-        self.passive_idx = xp.asarray(model.passive_idx)
-        self.passive_val = xp.asarray(model.passive_val, dtype=xp.float64)
         self.kernel = model.physics.element_kernel()
         self.points = xp.asarray(mesh.points, dtype=xp.float64)
         self.cells = xp.asarray(mesh.cells, dtype=xp.int64)
-        self.forms = [self._device_form(linear_form(fn)) for fn in model.functions()]
-        self.cg_iterations: dict[str, list[int]] = {"forward": [], "adjoint": []}
-
-    # -- the states on the free dofs ------------------------------------------------------
+        super().__init__(model, xp, model.loads[:, free])
 
     def _to_states(self, a: np.ndarray) -> np.ndarray:
         return np.asarray(a, dtype=np.float64)[self.free_host]
@@ -163,6 +134,19 @@ class UnstructuredDevicePath(DevicePath):
         return generated.sensitivity(self.kernel, self.points, self.cells, scale, dm,
                                      self._full(lam), self._full(u))
 
+    def _cell_dofs(self) -> Any:
+        if not hasattr(self, "_dofs"):
+            self._dofs = self.xp.asarray(self.model.cell_dofs)
+        return self._dofs
+
+    def _cell_states(self, u: Any) -> Any:
+        return self._full(u)[:, self._cell_dofs()]
+
+    def _from_cells(self, de: Any) -> Any:
+        xp, dofs = self.xp, self._cell_dofs()
+        out = xp.stack([xp.bincount(dofs.ravel(), weights=d.ravel(), minlength=self.n_dofs)
+                        for d in de])
+        return out[:, self.free]
+
     def host_states(self) -> np.ndarray:
-        """The last states (n_cases, n_dofs) on the host in femopt's dof numbering."""
         return to_host(self._full(self.u))

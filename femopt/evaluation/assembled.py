@@ -1,0 +1,88 @@
+"""The assembled CPU backend: K(rho) = sum_e m(rho_e) K0_e (+ C, springs) in a fixed
+sparse pattern, solved by the model's solver (direct, PCG, AMG or multigrid), adjoints by
+one multi-RHS solve on the same solver object (:mod:`femopt.adjoint.sensitivity`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from femopt.adjoint.sensitivity import function_gradients
+from femopt.errors import PluginError, RunError
+from femopt.evaluation.path import EvaluationPath, checked_values
+from femopt.objectives.base import State
+
+
+class AssembledPath(EvaluationPath):
+    """The design chain of ``model`` with NumPy arrays and an assembled operator."""
+
+    def physical(self, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        m = self.model
+        inputs = []
+        y = x
+        for f in m.filters:
+            inputs.append(y)
+            y = f.forward(y)
+        rho = np.array(y, dtype=float, copy=True)
+        rho[m.passive_idx] = m.passive_val
+        return rho, inputs
+
+    def chain(self, grad_rho: np.ndarray, inputs: list[np.ndarray]) -> np.ndarray:
+        m = self.model
+        g = grad_rho.copy()
+        g[m.passive_idx] = 0.0
+        for f, xin in zip(reversed(m.filters), reversed(inputs)):
+            g = f.backward(xin, g)
+        return g
+
+    def analyse(self, rho: np.ndarray) -> State:
+        """Assemble, factorize and solve every load case at densities ``rho``."""
+        m = self.model
+        m.solver.update_operator(m.interp.value(rho), m.assembler, m.ke)
+        rhs = m.loads_free
+        u_free = m.solver.solve(rhs if rhs.shape[1] > 1 else rhs[:, 0])
+        u = m.assembler.expand(u_free.reshape(rhs.shape)).T
+        if not np.all(np.isfinite(u)):
+            raise RunError("the state has non-finite values")
+        m.last_state = State(rho, u, m.loads, m.weights, m)
+        return m.last_state
+
+    def _values(self, state: State) -> list[float]:
+        m = self.model
+        values = []
+        for fn in m.functions():
+            with m.registry.guard("function", fn.name, "value()"):
+                values.append(fn.value(state))
+        return checked_values(m, values)
+
+    def values_and_gradients(self, x: np.ndarray, split: bool = False
+                             ) -> tuple[list[float], list[Any]]:
+        m = self.model
+        rho, inputs = self.physical(x)
+        state = self.analyse(rho)
+        fns = m.functions()
+        values = self._values(state)
+        with m.registry.guard("function", ",".join(f.name for f in fns), "its gradient"):
+            terms = function_gradients(fns, state, m.solver, m.assembler, m.cell_dofs, m.ke,
+                                       m.interp.derivative(rho), split=True)
+        for fn, (pr, adj) in zip(fns, terms):
+            for what, g in (("partial_rho", pr), ("adjoint term", adj)):
+                if g.shape != rho.shape or not np.all(np.isfinite(g)):
+                    raise PluginError(f"the gradient of function '{fn.name}' ({what}) is "
+                                      f"not a finite array of shape {rho.shape}")
+        if split:
+            return values, [(self.chain(pr, inputs), self.chain(adj, inputs))
+                            for pr, adj in terms]
+        return values, [self.chain(pr + adj, inputs) for pr, adj in terms]
+
+    def values_at_fixed_state(self, x: np.ndarray, state: State) -> list[float]:
+        m = self.model
+        rho, _ = self.physical(x)
+        fixed = State(rho, state.u, state.loads, state.weights, m)
+        return [float(fn.value(fixed)) for fn in m.functions()]
+
+    def final_analysis(self, x: np.ndarray) -> tuple[list[float], np.ndarray, State]:
+        rho = self.physical(x)[0]
+        state = self.analyse(rho)
+        return self._values(state), rho, state

@@ -1,0 +1,315 @@
+"""The design chain with every field on a device (CuPy, or NumPy for the CPU twins): what
+the grid path (:mod:`.grid_device`) and the mesh path (:mod:`.mesh_device`) share.
+
+One design iteration:
+
+    x -> filters (each filter's device twin: a stencil or CSR weights, or the filter
+         itself when it is pointwise) -> rho -> m(rho)
+      -> the forward solve of every load case (warm start from the previous states)
+      -> adjoint solves with the same solver object (its hierarchy or preconditioner as
+         built for this design; K is symmetric), warm-started from the previous ones:
+         one per functional group of a linear form, one per load case of an integrand
+         function (right-hand side -dJ/du from its generated partials)
+      -> dJ/drho in one pass over cells for all load cases and adjoints
+      -> chain rule through the filters -> OC or MMA.
+
+Only scalars reach the host until the results are written. A subclass says how the
+states are laid out (grid layout, or the free dofs of a mesh) and supplies the operator,
+the solve and the adjoint term; :func:`capability` says what a model needs to run here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from femopt.backend import to_host
+from femopt.evaluation.device_forms import DeviceForm, group_functionals
+from femopt.evaluation.path import EvaluationPath
+from femopt.objectives.base import State
+
+
+def capability(model: Any) -> str | None:
+    """Why the device paths cannot run ``model``'s physics, functions, filters or
+    optimizer (None when they can): each component says so itself."""
+    physics = model.physics
+    why = physics.gpu_capability() if hasattr(physics, "gpu_capability") else None
+    if why is None and (physics.element_kernel() is None or not physics.symmetric
+                        or physics.fixed_element_matrices() is not None):
+        why = (f"the physics {physics.name!r} needs an element kernel, a symmetric "
+               "operator and no design-independent part to run on the GPU")
+    if why:
+        return why
+    for fn in model.functions():
+        why = function_capability(fn)
+        if why:
+            return why
+    for f in model.filters:
+        why = f.gpu_capability()
+        if why:
+            return why
+    if not getattr(model.optimizer, "device_arrays", False):
+        return (f"the optimizer {model.optimizer.name!r} works on host arrays; the GPU "
+                "paths run optimizers that keep the design on the device")
+    return None
+
+
+def function_capability(fn: Any) -> str | None:
+    """None when the device paths evaluate ``fn``: a linear form, or an integrand
+    function (``cell_terms``); else why not, naming the innermost function at fault."""
+    if fn.linear_form() is not None or hasattr(fn, "cell_terms"):
+        return None
+    for term in getattr(fn, "terms", ()):  # a sum: name the term at fault
+        why = function_capability(term)
+        if why:
+            return why
+    return (f"the function {fn.name!r} is neither linear in the states (a linear form) "
+            "nor written as an integrand (cell_terms), so it runs on the CPU only")
+
+
+class DevicePath(EvaluationPath):
+    """The device design chain of ``model``; subclasses set the states' layout.
+
+    Attributes:
+        xp: the array module of the fields.
+        u: (n_cases, n_states) the last states (warm starts once solved).
+        loads: (n_cases, n_states) the loads, zero on supported dofs.
+        cg_iterations: CG iterations of the last evaluation: ``forward`` (one per load
+            case) and ``adjoint`` (one per adjoint solve).
+    """
+
+    def __init__(self, model: Any, xp: Any, loads: np.ndarray):
+        super().__init__(model)
+        self.xp = xp
+        self.loads = xp.asarray(loads)
+        self.weights = np.asarray(model.weights, dtype=np.float64)
+        self.u = xp.zeros(self.loads.shape, dtype=xp.float64)
+        self.solved = False
+        self.filters = [f.device_twin(xp) for f in model.filters]
+        self.passive_idx = xp.asarray(model.passive_idx)
+        self.passive_val = xp.asarray(model.passive_val, dtype=xp.float64)
+        self.forms = [self._device_form(fn) for fn in model.functions()]
+        self.cg_iterations: dict[str, list[int]] = {"forward": [], "adjoint": []}
+
+    # -- what a subclass supplies --------------------------------------------------------
+
+    def _to_states(self, a: np.ndarray) -> np.ndarray:
+        """A full-dof host vector in the states' layout, zero on supported dofs."""
+        raise NotImplementedError
+
+    def _set_operator(self, scale: Any) -> None:
+        """The operator of a new design (scale factors of the cells' K0)."""
+        raise NotImplementedError
+
+    def _solve(self, rhs: Any, x0: Any) -> tuple[Any, int]:
+        """K x = rhs (x0: warm start or None); the solution and its CG iterations."""
+        raise NotImplementedError
+
+    def _adjoint_term(self, u: Any, mu: Any, beta: np.ndarray, a: np.ndarray, scale: Any,
+                      dm: Any) -> Any:
+        """Per cell dm_e sum_c lambda_c,e^T K0_e u_c,e with lambda_c = beta_c u_c +
+        sum_g a_cg mu_g (``mu`` None: none), in one pass over cells."""
+        raise NotImplementedError
+
+    def _cell_states(self, u: Any) -> Any:
+        """(n_cases, n_cells, nd) element states of ``u`` (n_cases, n_states)."""
+        raise NotImplementedError
+
+    def _from_cells(self, de: Any) -> Any:
+        """(n_cases, n_states): per-cell vectors (n_cases, n_cells, nd) summed into the
+        states' layout, zero on supported dofs (the transpose of :meth:`_cell_states`)."""
+        raise NotImplementedError
+
+    def host_states(self) -> np.ndarray:
+        """The last states (n_cases, n_dofs) on the host in femopt's dof numbering."""
+        raise NotImplementedError
+
+    # -- functions on the device ---------------------------------------------------------
+
+    def _device_form(self, fn: Any) -> DeviceForm:
+        form = fn.linear_form()
+        if form is None:  # an integrand function: partials from its cell_terms
+            return DeviceForm(0.0, None, np.zeros((len(self.weights), 0)), None,
+                              integrand=fn)
+        a, s = group_functionals(form, self._to_states, len(self.weights))
+        a = None if a is None else self.xp.asarray(a)
+        v = None if form.rho_weights is None else self.xp.asarray(form.rho_weights)
+        return DeviceForm(form.compliance, a, s, v, None if a is None else
+                          self.xp.zeros_like(a))
+
+    def _cell_coords(self) -> Any:
+        if not hasattr(self, "_coords"):
+            mesh = self.model.mesh
+            self._coords = self.xp.asarray(mesh.points[mesh.cells], dtype=self.xp.float64)
+        return self._coords
+
+    def _integrand_terms(self, form: DeviceForm, rho: Any, u: Any) -> tuple:
+        fn = form.integrand
+        with self.model.registry.guard("function", fn.name, "cell_terms()"):
+            return fn.cell_terms(self._cell_states(u), rho, self._cell_coords())
+
+    # -- the design chain ------------------------------------------------------------
+
+    def physical(self, x: Any) -> tuple[Any, list[Any]]:
+        inputs = []
+        y = x
+        for f in self.filters:
+            inputs.append(y)
+            y = f.forward(y)
+        rho = y.astype(self.xp.float64, copy=True)
+        rho[self.passive_idx] = self.passive_val
+        return rho, inputs
+
+    def chain(self, grad_rho: Any, inputs: list[Any]) -> Any:
+        g = grad_rho.copy()
+        g[self.passive_idx] = 0.0
+        for f, xin in zip(reversed(self.filters), reversed(inputs)):
+            g = f.backward(xin, g)
+        return g
+
+    def modify_objective_gradient(self, x: Any, df: Any) -> Any:
+        for f in self.filters:
+            if f.heuristic:
+                df = f.modify_objective_gradient(x, df)
+        return df
+
+    # -- analysis ------------------------------------------------------------------------
+
+    def analyse(self, rho: Any) -> tuple[Any, Any]:
+        """The forward solve: every load case at ``rho`` (warm start from the last
+        states); returns the interpolation's scale factors and their derivative."""
+        m = self.model
+        scale = m.interp.value(rho)
+        dm = m.interp.derivative(rho)
+        self._set_operator(scale)
+        its = []
+        for c in range(self.u.shape[0]):
+            self.u[c], it = self._solve(self.loads[c], self.u[c] if self.solved else None)
+            its.append(it)
+        self.solved = True
+        self.cg_iterations = {"forward": its, "adjoint": []}
+        return scale, dm
+
+    def solve_adjoints(self, rho: Any) -> None:
+        """The adjoint solves of every function with the forward's solver object, to the
+        forward's tolerance, warm-started from the last ones: K mu_g = -a_g for each
+        functional group of a linear form (compliance needs none), K mu_c = -dJ/du_c for
+        each load case of an integrand function."""
+        for form in self.forms:
+            if form.integrand is not None:
+                form.terms = self._integrand_terms(form, rho, self.u)
+                rhs = -self._from_cells(form.terms[1])
+                if form.mu is None:
+                    form.mu = self.xp.zeros_like(rhs)
+                for c in range(rhs.shape[0]):
+                    form.mu[c], it = self._solve(rhs[c], form.mu[c] if form.solved else None)
+                    self.cg_iterations["adjoint"].append(it)
+                form.solved = True
+                continue
+            if form.a is None:
+                continue
+            for g in range(form.a.shape[0]):
+                form.mu[g], it = self._solve(-form.a[g], form.mu[g] if form.solved else None)
+                self.cg_iterations["adjoint"].append(it)
+            form.solved = True
+
+    def function_terms(self, rho: Any, scale: Any, dm: Any, u: Any = None
+                       ) -> tuple[list[float], list[tuple[Any, Any]]]:
+        """Values and the pairs (partial_rho, adjoint term) of dJ/drho of every function,
+        after :meth:`analyse` and :meth:`solve_adjoints` (``dm`` None: values and partial
+        terms alone). The adjoint term of all load cases is one pass over cells:
+        lambda_c = -c w_c u_c + sum_g s_gc mu_g."""
+        xp = self.xp
+        fresh = u is None
+        u = self.u if u is None else u
+        fu = None
+        n_cases = len(self.weights)
+        values, terms = [], []
+        for form in self.forms:
+            zero = xp.zeros(rho.shape[0], dtype=xp.float64)
+            if form.integrand is not None:
+                value, _, pr = (form.terms if fresh and dm is not None
+                                else self._integrand_terms(form, rho, u))
+                adj = (self._adjoint_term(u, form.mu, np.zeros(n_cases), np.eye(n_cases),
+                                          scale, dm) if dm is not None else zero)
+                values.append(float(value))
+                terms.append((pr, adj))
+                continue
+            value = 0.0
+            if form.compliance != 0.0:
+                if fu is None:
+                    fu = to_host(xp.sum(self.loads * u, axis=1))
+                value += form.compliance * float(self.weights @ fu)
+            if form.a is not None:
+                au = to_host(u @ form.a.T)  # (n_cases, n_groups)
+                value += float(np.sum(form.s * au))
+            if form.rho_weights is not None:
+                value += float(form.rho_weights @ rho)
+            pr = form.rho_weights if form.rho_weights is not None else zero
+            if form.needs_state and dm is not None:
+                adj = self._adjoint_term(u, form.mu, -form.compliance * self.weights, form.s,
+                                         scale, dm)
+            else:
+                adj = zero
+            values.append(value)
+            terms.append((pr, adj))
+        return values, terms
+
+    def values_and_gradients(self, x: Any, split: bool = False
+                             ) -> tuple[list[float], list[Any]]:
+        """With ``split`` the model's ``last_state`` keeps the states (for
+        :meth:`values_at_fixed_state`)."""
+        rho, inputs = self.physical(x)
+        scale, dm = self.analyse(rho)
+        self.solve_adjoints(rho)
+        values, terms = self.function_terms(rho, scale, dm)
+        if split:
+            self.model.last_state = State(rho, self.u.copy(), self.loads, self.weights,
+                                          self.model)
+            return values, [(self.chain(pr, inputs), self.chain(adj, inputs))
+                            for pr, adj in terms]
+        return values, [self.chain(pr + adj, inputs) for pr, adj in terms]
+
+    def values_at_fixed_state(self, x: Any, state: State) -> list[float]:
+        rho, _ = self.physical(x)
+        return self.function_terms(rho, None, None, u=state.u)[0]
+
+    def final_analysis(self, x: Any) -> tuple[list[float], np.ndarray, State]:
+        """The forward solve and the values (no adjoints); fields copied to the host."""
+        m = self.model
+        rho, _ = self.physical(x)
+        self.analyse(rho)
+        values = self.function_terms(rho, None, None, u=self.u)[0]
+        rho = to_host(rho)
+        return values, rho, State(rho, self.host_states(), m.loads, m.weights, m)
+
+    def cheap_constraints(self, x: Any) -> np.ndarray:
+        rho, _ = self.physical(x)
+        return np.array([b.normalized(float(form.rho_weights @ rho))
+                         for b, form in zip(self.model.bounds, self.forms[1:])])
+
+    def linear_constraint(self) -> tuple[Any, float] | None:
+        """(w, b) with the one constraint g(x) = w . x + b when g is linear in x: a
+        volume (or a sum of volumes) through a linear filter chain (no projection). Then
+        OC's bisection needs no filter pass per trial
+        (:func:`femopt.optimizers.oc_kernels.oc_update_linear`). Built on the first call
+        and kept: bounds, filters and passive cells never change."""
+        if not hasattr(self, "_linear"):
+            self._linear = self._linear_constraint()
+        return self._linear
+
+    def _linear_constraint(self) -> tuple[Any, float] | None:
+        from femopt.filters.linear import LinearFilter
+
+        m = self.model
+        if len(m.bounds) != 1 or self.forms[1].needs_state or self.forms[1].rho_weights is None:
+            return None
+        if not all(isinstance(f, LinearFilter) for f in m.filters):
+            return None
+        bound, v = m.bounds[0], self.forms[1].rho_weights
+        # g(x) = normalized(v . rho(x)), rho = H x off the passive cells, fixed on them
+        # (linear filters' chain rule does not read their inputs)
+        w = bound.sign_scale() * self.chain(v, [None] * len(m.filters))
+        offset = float(v[self.passive_idx] @ self.passive_val)
+        return w, bound.normalized(offset)

@@ -1,0 +1,94 @@
+"""Which backend a model runs on: ``auto|cpu|gpu`` (the command line's, else the
+problem file's) resolved against what the GPU paths can run and the GPU's free memory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from femopt.assembly.grid_layout import layout_of
+from femopt.backend import gpu_memory, resolve_device
+from femopt.errors import FemoptError, InputError
+from femopt.evaluation import grid_device, mesh_device
+
+
+def choose_device(model: Any, requested: str | None, array_module: Any) -> Any:
+    """Resolve ``auto|cpu|gpu`` (the command line's, else the file's) to the device
+    this model runs on; the array module of the device path, or None for the CPU.
+    A GPU request the path cannot serve is bad input located at ``device`` (or at
+    ``--device``); ``auto`` falls back to the CPU and notes why."""
+    grid = model.mesh.grid is not None
+    paths = grid_device if grid else mesh_device
+
+    model.device = "cpu"
+    from_cli = requested is not None
+    requested = requested if from_cli else model.problem.device
+
+    def refuse(message: str) -> FemoptError:
+        if from_cli:
+            return InputError(f"--device {requested}: {message}")
+        return model.loaded.error(("device",), message)
+
+    if array_module is None:
+        try:
+            device, note = resolve_device(requested)
+        except InputError as exc:
+            raise refuse(str(exc)) from None
+        if note:
+            model.device_notes.append(f"device auto: {note}")
+        if device == "cpu":
+            return None
+    solver_type = model.solver.name
+    default_solver = "solver" not in model.loaded.located.data
+    if solver_type == "direct" and default_solver:
+        solver_type = "multigrid" if grid else mesh_device.SOLVER
+    why = paths.unsupported(model, solver_type)
+    if why is not None:
+        if requested == "gpu" or array_module is not None:
+            raise refuse(why)
+        model.device_notes.append(f"device auto: {why}; running on the CPU")
+        return None
+    if array_module is None:
+        if grid:
+            need = grid_device.estimate_bytes(
+                layout_of(model.mesh, model.physics.dofs_per_node), len(model.case_names))
+        else:
+            need = mesh_device.estimate_bytes(model)
+        free, total = gpu_memory()
+        if need > free:
+            raise InputError(
+                f"the problem needs about {need / 2**30:.2f} GiB of GPU memory "
+                f"({model.mesh.n_cells} cells, estimated) but the GPU has "
+                f"{free / 2**30:.2f} GiB free of {total / 2**30:.2f} GiB; use a coarser "
+                "grid or --device cpu")
+        import cupy
+
+        xp = cupy
+    else:
+        xp = array_module
+    if not grid and model.solver.name != mesh_device.SOLVER:
+        from femopt.solvers.pcg import PCGOptions, PCGSolver
+
+        model.solver = PCGSolver(PCGOptions(max_iter=mesh_device.MAX_ITER))
+        model.device_notes.append("solver: block-Jacobi PCG on the GPU instead of the "
+                                  "default direct solver")
+    elif grid and model.solver.name != "multigrid":
+        from femopt.solvers.multigrid import MultigridOptions, MultigridSolver
+
+        model.solver = MultigridSolver(MultigridOptions())
+        model.solver.bind(model.mesh, model.physics.dofs_per_node)
+        model.device_notes.append("solver: multigrid on the GPU instead of the default "
+                                  "direct solver")
+    model.device = "gpu"
+    return xp
+
+
+def shape_device(model: Any, requested: str | None) -> None:
+    """Shape designs run on the CPU: a GPU request is refused, auto says so."""
+    model.device = "cpu"
+    asked = requested if requested is not None else model.problem.device
+    if asked == "gpu":
+        message = "a shape design runs on the CPU"
+        if requested is not None:
+            raise InputError(f"--device gpu: {message}")
+        raise model.loaded.error(("device",), message)
+    return None

@@ -1,0 +1,115 @@
+"""The device backend on structured grids: matrix-free multigrid in the grid layout.
+
+The states live in the component-major grid layout (:mod:`femopt.assembly.grid_layout`);
+the operator is the multigrid solver's (:meth:`MultigridSolver.update_grid_operator`: the
+matrix-free fine level with the physics' one element matrix K0 of the grid, springs on
+its diagonal, Galerkin coarse levels) and the adjoint term one pass over cells for every
+load case (:func:`~femopt.adjoint.grid_sensitivity.grid_sensitivity_cases`). The rest of
+the design chain is :class:`~femopt.evaluation.device.DevicePath`'s. The same code runs
+with NumPy arrays (``xp=numpy``), which is how the CPU tests exercise it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from femopt.adjoint.grid_sensitivity import grid_sensitivity_cases
+from femopt.assembly.grid_layout import GridLayout, layout_of
+from femopt.backend import to_host
+from femopt.evaluation.device import DevicePath, capability
+
+
+# Measured peak GPU memory of a whole design iteration on a hex8 elasticity grid (3 dofs
+# per node, multigrid with float32 V-cycles and Galerkin coarse levels; docs/benchmarks.md):
+# about 565 bytes per cell. About a quarter is per-cell (design, densities, scale
+# factors, filter, sensitivity, optimizer), the rest scales with the dofs per node.
+BYTES_PER_CELL = 140.0
+BYTES_PER_DOF = (565.0 - BYTES_PER_CELL) / 3.0
+MEMORY_MARGIN = 1.1  # the estimate is a measurement of one case: keep 10% in hand
+
+
+def estimate_bytes(layout: GridLayout, n_cases: int = 1) -> int:
+    """GPU memory a design iteration of ``layout`` needs (bytes, an estimate).
+
+    Per node and dof as measured for hex8 elasticity; a quad4 grid has one node per cell
+    too (asymptotically), so the same figures apply; each further load case adds its
+    state, load and CG vectors (about 6 float64 vectors)."""
+    per_cell = BYTES_PER_CELL + BYTES_PER_DOF * layout.k
+    extra = (n_cases - 1) * 6 * 8 * layout.n_dofs
+    return int(MEMORY_MARGIN * (per_cell * layout.n_cells + extra))
+
+
+def unsupported(model: Any, solver_type: str) -> str | None:
+    """Why the GPU grid path cannot run ``model`` (None when it can)."""
+    if model.mesh.grid is None:
+        return "the GPU path needs a structured grid (mesh type 'structured')"
+    why = capability(model)
+    if why:
+        return why
+    if np.ndim(model.ke) != 2:
+        return "the GPU path needs one element matrix for the whole grid"
+    if solver_type != "multigrid":
+        return f"the GPU path needs the multigrid solver, not {solver_type!r}"
+    return None
+
+
+class GridDevicePath(DevicePath):
+    """The design chain of ``model`` (a structured grid) with fields on ``xp``.
+
+    Args:
+        model: a built model that :func:`unsupported` accepts, with a multigrid solver.
+        xp: the array module of the fields (cupy, or numpy in tests).
+    """
+
+    def __init__(self, model: Any, xp: Any):
+        self.layout = lay = layout_of(model.mesh, model.physics.dofs_per_node)
+        # the multigrid solver rebuilds its hierarchy when the mask object changes: one
+        # host mask for the whole run
+        self.fixed_grid = np.zeros(lay.n_dofs, dtype=bool)
+        self.fixed_grid[lay.grid_index(np.asarray(model.fixed))] = True
+        self.ke = np.asarray(model.ke, dtype=np.float64)
+        # springs to ground (compliant mechanisms): on the fine operator's diagonal
+        self.springs = (lay.from_dofs(np.asarray(model.springs, dtype=np.float64))
+                        if np.any(model.springs) else None)
+        super().__init__(model, xp, np.stack([self._to_states(f) for f in model.loads]))
+
+    def _to_states(self, a: np.ndarray) -> np.ndarray:
+        out = self.layout.from_dofs(a)
+        out[self.fixed_grid] = 0.0
+        return out
+
+    def _set_operator(self, scale: Any) -> None:
+        self.model.solver.update_grid_operator(scale, self.ke, self.fixed_grid, self.springs)
+
+    def _solve(self, rhs: Any, x0: Any) -> tuple[Any, int]:
+        solver = self.model.solver
+        x = solver.solve_grid(rhs, x0=x0)
+        return x, solver.last.iterations
+
+    def _adjoint_term(self, u: Any, mu: Any, beta: np.ndarray, a: np.ndarray, scale: Any,
+                      dm: Any) -> Any:
+        return grid_sensitivity_cases(self.layout, u, mu, beta, a, scale, dm, self.ke)[0]
+
+    def _cell_index(self) -> Any:
+        """(n_cells, nd) the grid-layout index of every cell dof (built on first use)."""
+        if not hasattr(self, "_cells"):
+            dofs = self.model.physics.cell_dofs()
+            self._cells = self.xp.asarray(self.layout.grid_index(dofs))
+        return self._cells
+
+    def _cell_states(self, u: Any) -> Any:
+        return u[:, self._cell_index()]
+
+    def _from_cells(self, de: Any) -> Any:
+        xp, idx = self.xp, self._cell_index()
+        out = xp.zeros((de.shape[0], self.layout.n_dofs), dtype=xp.float64)
+        for c in range(de.shape[0]):
+            out[c] = xp.bincount(idx.ravel(), weights=de[c].ravel(),
+                                 minlength=self.layout.n_dofs)
+        out[:, xp.asarray(self.fixed_grid)] = 0.0
+        return out
+
+    def host_states(self) -> np.ndarray:
+        return np.stack([self.layout.to_dofs(u) for u in to_host(self.u)])

@@ -1,0 +1,360 @@
+"""The built model: mesh, physics, loads, filters, functions, solver and optimizer of one
+problem, and the design problem (values and gradients at a design) optimizers see."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from femopt.assembly.sparse import FixedPatternAssembler
+from femopt.design.interpolation import Interpolation
+from femopt.errors import Issue, ProblemError
+from femopt.evaluation import conditions
+from femopt.evaluation.assembled import AssembledPath
+from femopt.evaluation.device_choice import choose_device, shape_device
+from femopt.evaluation.grid_device import GridDevicePath
+from femopt.evaluation.mesh_device import MeshDevicePath
+from femopt.evaluation.path import EvaluationPath
+from femopt.objectives.base import Function, State
+from femopt.optimizers.base import Evaluation
+from femopt.plugins.registry import Registry
+from femopt.problem.load import LoadedProblem, Section
+from femopt.solvers.base import LinearSolver
+
+
+@dataclass
+class IterationRecord:
+    iteration: int
+    objective: float
+    constraints: dict[str, float]
+    change: float
+    seconds: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Bound:
+    function: Function
+    label: str
+    kind: str  # "max" or "min"
+    limit: float
+
+    natural: bool = False  # scale by the function's natural_scale instead of 1/|limit|
+
+    def _scale(self) -> float:
+        if self.natural:
+            return float(getattr(self.function, "natural_scale", 1.0))
+        return 1.0 / abs(self.limit) if self.limit != 0 else 1.0
+
+    def normalized(self, value: float) -> float:
+        """g <= 0 when satisfied: (value - limit) or (limit - value), scaled."""
+        d = value - self.limit if self.kind == "max" else self.limit - value
+        return d * self._scale()
+
+    def sign_scale(self) -> float:
+        return (1.0 if self.kind == "max" else -1.0) * self._scale()
+
+
+class Model:
+    """Everything built from one problem file. Implements ``DesignProblem``.
+
+    Args:
+        loaded: the validated problem file. registry: the plugin registry.
+        device: ``auto``, ``cpu`` or ``gpu`` from the command line (None: the file's
+            ``device``). The design chain runs in :attr:`path`, the backend chosen
+            for the device (:mod:`femopt.evaluation`).
+        array_module: run the device path with this array module instead of
+            resolving a device (tests run it with numpy on a machine without a GPU).
+    """
+
+    def __init__(self, loaded: LoadedProblem, registry: Registry, device: str | None = None,
+                 array_module: Any = None):
+        self.loaded = loaded
+        self.registry = registry
+        self.problem = loaded.problem
+        self.name = self.problem.name or _stem(loaded.filename)
+        issues: list[Issue] = []
+        sec = loaded.sections
+
+        source = self._create("mesh", sec["mesh"], issues)
+        if source is None:
+            raise ProblemError(loaded.filename, issues)
+        # mesh sources that read files resolve paths and units against the problem file
+        if hasattr(source, "base_dir"):
+            source.base_dir = Path(loaded.filename).resolve().parent
+        if hasattr(source, "problem_unit"):
+            source.problem_unit = self.problem.unit
+        self.mesh = source.build()
+        self.physics = self._create("physics", sec["physics"], issues, self.mesh)
+        if issues:
+            raise ProblemError(loaded.filename, issues)
+
+        # a shape design moves the nodes of a moving boundary; every cell is solid
+        self.shape = self.problem.design.type == "shape"
+        if self.shape:
+            self._check_shape_problem(issues)
+            if issues:
+                raise ProblemError(loaded.filename, issues)
+        self.n_dofs = self.mesh.n_nodes * self.physics.dofs_per_node
+        self.ke = self.physics.element_matrices()
+        self.fixed = conditions.supports(self, issues)
+        self.springs = conditions.springs(self, issues)
+        self.case_names, self.weights, self.loads = conditions.loads(self, issues)
+        self.passive_idx, self.passive_val = conditions.passive(self, issues)
+        self.filters = [self._create("filter", s, issues, self.mesh) for s in sec["filters"]]
+        d = self.problem.design.interpolation if not self.shape else None
+        self.interp = Interpolation(d.type, d.penalty, d.min) if d else Interpolation("simp", 3.0, 1e-9)
+        if issues:
+            raise ProblemError(loaded.filename, issues)
+
+        self.objective = self._create("function", sec["objective"], issues, self)
+        self.bounds: list[Bound] = []
+        for i, s in enumerate(sec["constraints"]):
+            fn = self._create("function", s, issues, self)
+            if fn is None:
+                continue
+            kind = next(k for k in ("max", "min", "equal") if k in s.extra)
+            limit = float(s.extra[kind])
+            if kind == "equal" and not self.shape:
+                issues.append(loaded.issue(("constraints", i, kind), "an equality constraint "
+                                           "needs a shape design (design: {type: shape}); "
+                                           "topology optimizers take 'max' or 'min'"))
+            if fn.name == "volume" and self.shape and limit <= 0:
+                issues.append(loaded.issue(("constraints", i, kind), "a volume ratio (to the "
+                                           f"initial mesh's volume) must be > 0, got {limit:g}"))
+            elif fn.name == "volume" and not self.shape and not 0 < limit <= 1:
+                issues.append(loaded.issue(("constraints", i, kind),
+                                           f"a volume fraction must be in (0, 1], got {limit:g}"))
+            if fn.positive_limit and limit <= 0:
+                issues.append(loaded.issue(("constraints", i, kind),
+                                           f"a {fn.name} limit must be > 0, got {limit:g}"))
+            label = fn.label or fn.name
+            if any(b.label == label for b in self.bounds):
+                label = f"{label}{i}"
+            self.bounds.append(Bound(fn, label, kind, limit))
+        self.solver = self._create("solver", sec["solver"], issues)
+        if self.solver is not None:
+            try:
+                self.solver.bind(self.mesh, self.physics.dofs_per_node)
+                self.solver.set_near_null_space(self.physics.rigid_modes)
+            except ValueError as exc:
+                issues.append(loaded.issue(sec["solver"].path, str(exc)))
+        self.optimizer = (self._create("optimizer", sec["optimizer"], issues)
+                          if not self.shape else None)
+        if self.solver is not None and not self.physics.symmetric:
+            try:  # e.g. the direct solver switches from Cholesky to LU
+                self.solver.require_nonsymmetric()
+            except ValueError as exc:
+                issues.append(loaded.issue(("solver",), str(exc)))
+        if issues:
+            raise ProblemError(loaded.filename, issues)
+
+        self.device_notes: list[str] = []  # what the device choice decided, for the log
+        xp = (choose_device(self, device, array_module) if not self.shape
+              else shape_device(self, device))
+        free_mask = np.ones(self.n_dofs, dtype=bool)
+        free_mask[self.fixed] = False
+        self.n_free = int(free_mask.sum())
+        self.ke_fixed = self.physics.fixed_element_matrices()
+        if xp is None:
+            self.assembler = FixedPatternAssembler(self.cell_dofs, self.n_dofs,
+                                                   np.flatnonzero(free_mask))
+            if self.ke_fixed is not None or np.any(self.springs):
+                if type(self.solver).update_operator is not LinearSolver.update_operator:
+                    raise loaded.error(("solver", "type"),
+                                       f"solver '{self.solver.name}' builds its operator from "
+                                       "the design alone and cannot add springs or a physics' "
+                                       "fixed part (convection); use type: direct")
+                self.assembler.add_constant(self.ke_fixed,
+                                            self.springs if np.any(self.springs) else None)
+            self.loads_free = self.assembler.restrict(self.loads.T)  # (n_free, n_cases)
+        else:  # the device path assembles nothing: no sparse pattern on the host
+            self.assembler = None
+        if not np.any(self.loads[:, free_mask]):
+            raise loaded.error(("load_cases" if self.problem.load_cases else "loads",),
+                               "every load acts on supported degrees of freedom only: "
+                               "the structure carries nothing")
+
+        n = self.mesh.n_cells
+        if self.passive_idx.size == n:
+            raise loaded.error(("design", "passive"), "every cell is passive: no function "
+                               "depends on the design")
+        self.n, self.m = n, len(self.bounds)
+        self.xmin = np.zeros(n)
+        self.xmax = np.ones(n)
+        self.xmin[self.passive_idx] = self.passive_val
+        self.xmax[self.passive_idx] = self.passive_val
+        self.x0 = np.full(n, self._initial_density())
+        self.x0[self.passive_idx] = self.passive_val
+
+        # Optimizers such as MMA want O(1) functions: the objective is divided by its
+        # first value and constraints by their limits. OC's bisection instead works in the
+        # functions' natural units (raw objective, volume in length^d), as the classic
+        # codes do, which keeps its multiplier search identical to theirs.
+        self.objective_scale = 1.0
+        self.normalize = getattr(self.optimizer, "normalize_functions", True)
+        for b in self.bounds:
+            b.natural = not self.normalize
+        self.on_iteration: Callable[[IterationRecord], bool] | None = None
+        # (iteration, x, optimizer, converged) when an iteration is complete: checkpoints
+        self.on_end_iteration: Callable[[int, Any, Any, bool], None] | None = None
+        self.history: list[IterationRecord] = []
+        self.last_state: State | None = None
+        self.evaluations = 0
+        self._t_last = time.perf_counter()
+        if self.shape:
+            from femopt.shape.setup import shape_optimizer
+
+            self.optimizer = shape_optimizer(self)
+        # the one backend every evaluation goes through
+        self.path: EvaluationPath
+        if xp is None:
+            self.path = AssembledPath(self)
+        else:
+            path = GridDevicePath if self.mesh.grid is not None else MeshDevicePath
+            self.path = path(self, xp)
+            self.xmin, self.xmax, self.x0 = (xp.asarray(a) for a in (self.xmin, self.xmax,
+                                                                     self.x0))
+
+    @cached_property
+    def cell_dofs(self) -> np.ndarray:
+        """(n_cells, nd) global dofs of each cell, built on first use (the GPU path, which
+        works on the grid, never needs it)."""
+        return self.physics.cell_dofs()
+
+    # -- the device ------------------------------------------------------------------
+
+    def _check_shape_problem(self, issues: list[Issue]) -> None:
+        """What a shape design cannot take: a structured grid, filters, an optimizer
+        section, exporters of density fields."""
+        data = self.loaded.located.data
+        if self.mesh.grid is not None:
+            issues.append(self.loaded.issue(("design", "type"), "a shape design moves the "
+                                            "nodes of a mesh read from a file (mesh: {type: "
+                                            "file, path: ...}); this mesh is a structured grid"))
+        if data.get("filters"):
+            issues.append(self.loaded.issue(("filters",), "filters act on densities; a shape "
+                                            "design has none"))
+        if "optimizer" in data:
+            issues.append(self.loaded.issue(("optimizer",), "a shape design is optimized by "
+                                            "femopt's shape optimizer; its settings (max_step, "
+                                            "max_iter, tol, ...) go under design"))
+        for i, fmt in enumerate(self.problem.output.formats):
+            if fmt != "vtu":
+                issues.append(self.loaded.issue(("output", "formats", i), f"{fmt!r} exports a "
+                                                "density field; a shape design writes vtu "
+                                                "(the moved mesh)"))
+
+    def to_device(self, a: Any) -> Any:
+        """``a`` on the model's device (unchanged on the CPU)."""
+        return self.path.xp.asarray(a)
+
+    def final_analysis(self, x: Any) -> tuple[list[float], np.ndarray, State]:
+        """Function values, densities and the states at ``x`` (the latter two on the host)."""
+        return self.path.final_analysis(x)
+
+    # -- building --------------------------------------------------------------------
+
+    def create_function(self, section: Section) -> Function:
+        """A function from a (nested) section; a bad option raises a located error."""
+        issues: list[Issue] = []
+        fn = self._create("function", section, issues, self)
+        if issues:
+            raise ProblemError(self.loaded.filename, issues)
+        return fn
+
+    def _create(self, kind: str, section: Section | None, issues: list[Issue], *args):
+        if section is None:
+            return None
+        try:
+            return self.registry.create(kind, section.type, section.options, *args)
+        except ValueError as exc:
+            issues.append(self.loaded.issue(section.path, str(exc)))
+            return None
+
+    def _initial_density(self) -> float:
+        if self.shape:
+            return 1.0
+        d = self.problem.design.initial
+        if d is not None:
+            return d
+        for b in self.bounds:
+            if b.function.name == "volume" and b.kind == "max" and 0 < b.limit <= 1:
+                return b.limit
+        return 0.5
+
+    # -- the design chain and its analysis, on the model's backend ----------------------
+
+    def physical(self, x: Any) -> tuple[Any, list[Any]]:
+        """rho from x through the filters; also each filter's input (for the chain rule)."""
+        return self.path.physical(x)
+
+    def chain(self, grad_rho: Any, inputs: list[Any]) -> Any:
+        return self.path.chain(grad_rho, inputs)
+
+    def functions(self) -> list[Function]:
+        return [self.objective] + [b.function for b in self.bounds]
+
+    def values_and_gradients(self, x: Any, split: bool = False
+                             ) -> tuple[list[float], list[Any]]:
+        """Raw values of objective and constraint functions and their exact gradients
+        with respect to x (no heuristic filtering); with ``split`` each gradient is the
+        pair (partial_rho term, adjoint term), both through the filters' chain rule."""
+        return self.path.values_and_gradients(x, split)
+
+    def values_at_fixed_state(self, x: Any, state: State) -> list[float]:
+        """Function values at the densities of ``x`` with the states of ``state`` held
+        fixed (the explicit rho dependence alone, for checking partial_rho)."""
+        return self.path.values_at_fixed_state(x, state)
+
+    # -- DesignProblem -----------------------------------------------------------------
+
+    def evaluate(self, x: Any) -> Evaluation:
+        return self.path.evaluate(x)
+
+    def cheap_constraints(self, x: Any):
+        if any(b.function.needs_state for b in self.bounds):
+            return None
+        return self.path.cheap_constraints(x)
+
+    def linear_constraint(self) -> tuple[Any, float] | None:
+        """(w, b) when the one constraint is g(x) = w . x + b (the device path with a
+        volume through linear filters), else None: OC then bisects without filtering."""
+        return self.path.linear_constraint()
+
+    def advance_continuation(self, iteration: int, change: float) -> bool:
+        tol = getattr(self.optimizer.options, "tol", 0.01)
+        stepped = False
+        for f in self.filters:
+            stepped |= f.advance(iteration, change, tol)
+        return stepped
+
+    def report(self, iteration: int, x: np.ndarray, ev: Evaluation, change: float) -> bool:
+        now = time.perf_counter()
+        extra = {k: v for f in self.filters for k, v in f.state().items()}
+        rec = IterationRecord(iteration, ev.info["objective"],
+                              {b.label: ev.info[b.label] for b in self.bounds},
+                              change, now - self._t_last, extra)
+        self._t_last = now
+        self.history.append(rec)
+        self.x = x
+        if self.on_iteration is not None:
+            return bool(self.on_iteration(rec))
+        return False
+
+    def end_iteration(self, iteration: int, x: np.ndarray, optimizer: Any,
+                      converged: bool) -> None:
+        if self.on_end_iteration is not None:
+            self.on_end_iteration(iteration, x, optimizer, converged)
+
+    def start_clock(self) -> None:
+        self._t_last = time.perf_counter()
+
+
+def _stem(filename: str) -> str:
+    return Path(filename).stem

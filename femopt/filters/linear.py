@@ -1,0 +1,92 @@
+"""Linear filters given by their weights: y = (H x) / Hs with Hs the row sums of H.
+
+A plugin writes :meth:`LinearFilter.weights` alone; femopt applies the weights on the CPU
+(SciPy), and on the device paths as a device CSR matrix
+(:class:`~femopt.filters.sparse_filter.SparseDensityFilter`), or as a faster stencil where
+the filter offers one on a structured grid (:meth:`LinearFilter.grid_stencil`). The
+filter's methods are written against :attr:`LinearFilter.op`, whichever of these it is.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from femopt.filters.base import Filter
+
+
+class HostWeights:
+    """H, its row sums and (on first use) H^T as SciPy matrices."""
+
+    def __init__(self, h: sp.csr_matrix, hs: np.ndarray):
+        self.h, self.hs = h, hs
+
+    @cached_property
+    def ht(self) -> sp.csr_matrix:
+        return self.h.T.tocsr()
+
+    def apply(self, x: Any) -> Any:
+        return self.h @ x
+
+    def forward(self, x: Any) -> Any:
+        return (self.h @ x) / self.hs
+
+    def backward(self, x: Any, dy: Any) -> Any:
+        return self.ht @ (dy / self.hs)
+
+
+class LinearFilter(Filter):
+    """A filter y = (H x) / Hs given by its weight matrix H (n_cells x n_cells).
+
+    Subclasses implement :meth:`weights`; ``forward``/``backward`` are the weighted
+    average and its exact chain rule. A heuristic subclass rewrites the objective
+    gradient through :attr:`op` instead (see the sensitivity filter).
+    """
+
+    def weights(self) -> tuple[sp.csr_matrix, np.ndarray]:
+        """(H, row sums of H) over the mesh's cells."""
+        raise NotImplementedError
+
+    def grid_stencil(self, xp: Any) -> Any | None:
+        """An operator with the same weights as a stencil on a structured grid (``apply``,
+        ``forward``, ``backward``, ``hs`` on ``xp``), or None to use the CSR weights."""
+        return None
+
+    # The weights are built on first use: a model on the GPU may filter with a stencil
+    # and never need them (at tens of millions of cells they would take gigabytes).
+    @cached_property
+    def op(self) -> Any:
+        return HostWeights(*self.weights())
+
+    @property
+    def H(self) -> sp.csr_matrix:
+        return self.op.h
+
+    @property
+    def Hs(self) -> np.ndarray:
+        return self.op.hs
+
+    def forward(self, x: Any) -> Any:
+        return self.op.forward(x)
+
+    def backward(self, x: Any, dy: Any) -> Any:
+        return self.op.backward(x, dy)
+
+    def gpu_capability(self) -> str | None:
+        return None
+
+    def device_twin(self, xp: Any) -> "LinearFilter":
+        """A copy of this filter whose :attr:`op` holds the weights on ``xp``."""
+        from femopt.filters.sparse_filter import SparseDensityFilter
+
+        twin = copy.copy(self)
+        op = self.grid_stencil(xp) if self.mesh.grid is not None else None
+        if op is None:
+            op = SparseDensityFilter(self.op.h, self.op.hs, xp,
+                                     transpose=not self.heuristic)
+        twin.__dict__["op"] = op
+        return twin
