@@ -14,7 +14,6 @@ integrand, :mod:`femopt.adjoint.dual`); CuPy arrays run the generated CUDA sourc
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -71,29 +70,15 @@ def shape_sensitivity(kernel: ElementKernel, points: Any, cells: Any, mfac: Any,
 # -- CUDA ---------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
-def _module(device: int, source: str, names: tuple[str, ...]) -> Any:
-    import cupy
-
-    from femopt.backend.kernels import PREAMBLE
-
-    with cupy.cuda.Device(device):
-        mod = cupy.RawModule(code=PREAMBLE + source, options=("--std=c++17",),
-                             name_expressions=names)
-        mod.compile()
-    return mod
-
-
 class _GpuKernels:
     """The compiled kernels of one element kernel on the current device."""
 
     def __init__(self, kernel: ElementKernel):
-        import cupy
+        from femopt.backend.kernels import generated_module
 
         self.kernel = kernel
-        self.names = kernel_names(kernel)
-        self.module = _module(int(cupy.cuda.runtime.getDevice()), kernel_source(kernel),
-                              tuple(self.names))
+        self.module = generated_module(cache_key(kernel), lambda: kernel_source(kernel),
+                                       lambda: tuple(kernel_names(kernel)))
 
     def _fn(self, op: str, real: str, transpose: bool | None = None):
         n = self.kernel.name
@@ -151,6 +136,14 @@ class _GpuKernels:
                      (pts, cl, m, p, cupy.ascontiguousarray(lam), cupy.ascontiguousarray(u),
                       np.int32(u.shape[0]), np.int64(u.shape[1]), out, np.int64(n_cells)))
         return out
+
+
+def cache_key(kernel: ElementKernel) -> tuple:
+    """What the generated source of ``kernel`` depends on: its name, element, dofs, the
+    order of its parameters and the integrand itself (parameter values are passed at
+    launch, so one module serves every value)."""
+    return (kernel.name, kernel.element.name, kernel.dofs_per_node, kernel.params,
+            kernel.integrand)
 
 
 def _gpu(kernel: ElementKernel, like: Any) -> _GpuKernels:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ctypes
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -75,9 +75,14 @@ def _device_id() -> int:
 @lru_cache(maxsize=None)
 def _module(device: int, source: str, name_expressions: tuple[str, ...],
             options: tuple[str, ...], prelude: str = "") -> Any:
+    return _compile(device, PREAMBLE + prelude + Path(source).read_text(), name_expressions,
+                    options)
+
+
+def _compile(device: int, code: str, name_expressions: tuple[str, ...],
+             options: tuple[str, ...] = ()) -> Any:
     import cupy
 
-    code = PREAMBLE + prelude + Path(source).read_text()
     with cupy.cuda.Device(device):
         mod = cupy.RawModule(code=code, options=("--std=c++17",) + options,
                              name_expressions=name_expressions)
@@ -104,6 +109,23 @@ def get_module(source: Path | str, options: tuple[str, ...] = (), prelude: str =
     literals); each distinct prelude is its own module."""
     key = str(source)
     return _module(_device_id(), key, _INSTANCES.get(key, ()), tuple(options), prelude)
+
+
+_GENERATED: dict[tuple, Any] = {}
+
+
+def generated_module(key: tuple, source: Callable[[], str],
+                     names: Callable[[], tuple[str, ...]]) -> Any:
+    """The compiled module of a generated source, memoised per (``key``, device): the
+    source and its template instances are produced (traced) only on the first call for a
+    key on a device. ``key`` names everything the source depends on (for an element
+    kernel: :func:`femopt.adjoint.generated.cache_key`)."""
+    full = (key, _device_id())
+    mod = _GENERATED.get(full)
+    if mod is None:
+        mod = _compile(full[1], PREAMBLE + source(), names())
+        _GENERATED[full] = mod
+    return mod
 
 
 @lru_cache(maxsize=None)
