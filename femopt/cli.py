@@ -167,13 +167,17 @@ def _report_checks(checks, partial: str, what: str) -> int:
 
 
 def cmd_plugins(args) -> int:
+    from femopt.evaluation.device import component_paths
     from femopt.plugins.manager import get_registry, plugin_infos
 
     reg = get_registry()
     provided: dict[str, list[str]] = {}
     for kind, entries in reg.entries.items():
         for name, entry in sorted(entries.items()):
-            provided.setdefault(entry.plugin, []).append(f"{kind}:{name}")
+            paths = ""
+            if kind in ("physics", "function", "filter", "optimizer", "solver"):
+                paths = f"  [{', '.join(component_paths(kind, entry.cls))}]"
+            provided.setdefault(entry.plugin, []).append(f"{kind}:{name}{paths}")
     for info in plugin_infos():
         dist = f"{info.distribution} {info.version}".strip()
         print(f"{info.name}  ({dist}; {info.module})")

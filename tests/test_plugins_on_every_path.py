@@ -206,3 +206,23 @@ def test_gpu_plugin_filters_and_functions_equal_the_cpu(path, registry, quad_mes
     import cupy
 
     agree(path, registry, quad_mesh_file, cupy)
+
+
+def test_femopt_plugins_shows_where_each_component_runs(monkeypatch, capsys):
+    import femopt.plugins.manager as manager
+    from femopt.cli import main
+
+    monkeypatch.setattr(manager, "_infos", dict(manager._infos))  # restored afterwards
+    pm, reg = manager.build_manager({"every_path_plugins": PLUGIN})
+    monkeypatch.setattr(manager, "_manager", pm)
+    monkeypatch.setattr(manager, "_registry", reg)
+    assert main(["plugins"]) == 0
+    lines = {ln.strip() for ln in capsys.readouterr().out.splitlines()}
+    for line in ("filter:gaussian  [cpu, gpu grid, gpu mesh]",
+                 "filter:smooth_step  [cpu, gpu grid, gpu mesh]",
+                 "function:weighted_state  [cpu, gpu grid, gpu mesh]",
+                 "physics:convection_diffusion  [cpu]",
+                 "physics:linear_elasticity  [cpu, gpu grid, gpu mesh]",
+                 "optimizer:nlopt  [cpu]", "optimizer:mma  [cpu, gpu grid, gpu mesh]",
+                 "solver:multigrid  [cpu, gpu grid]", "solver:amg  [cpu]"):
+        assert line in lines, line

@@ -68,6 +68,35 @@ def function_capability(fn: Any) -> str | None:
             "nor written as an integrand (cell_terms), so it runs on the CPU only")
 
 
+def component_paths(kind: str, cls: type) -> list[str]:
+    """The paths a registered component class runs on, from what it declares (for
+    ``femopt plugins``): ``cpu`` always; ``gpu grid`` and ``gpu mesh`` where the device
+    paths can take it. A weighted sum runs where its terms do."""
+    from femopt.filters.base import Filter
+    from femopt.filters.linear import LinearFilter
+    from femopt.objectives.base import Function
+    from femopt.physics.base import Physics
+
+    both = ["cpu", "gpu grid", "gpu mesh"]
+    if kind == "physics":
+        ok = (cls.element_kernel is not Physics.element_kernel and cls.symmetric
+              and cls.fixed_element_matrices is Physics.fixed_element_matrices)
+    elif kind == "function":
+        if getattr(cls, "terms_decide_paths", False):
+            return ["cpu", "gpu grid and gpu mesh where its terms run"]
+        ok = cls.linear_form is not Function.linear_form or hasattr(cls, "cell_terms")
+    elif kind == "filter":
+        ok = issubclass(cls, LinearFilter) or cls.pointwise or (
+            cls.device_twin is not Filter.device_twin)
+    elif kind == "optimizer":
+        ok = bool(getattr(cls, "device_arrays", False))
+    elif kind == "solver":
+        return ["cpu", *getattr(cls, "device_paths", ())]
+    else:
+        return ["cpu"]
+    return both if ok else ["cpu"]
+
+
 class DevicePath(EvaluationPath):
     """The device design chain of ``model``; subclasses set the states' layout.
 

@@ -55,6 +55,8 @@ class WeightedSum(Function):
                 out = w * p if out is None else out + w * p
         return out
 
+    terms_decide_paths = True  # on the GPU paths when every term is linear
+
     def linear_form(self) -> LinearForm | None:
         out = LinearForm()
         for w, term in zip(self.weights, self.terms):

@@ -36,6 +36,7 @@ class AMGSolver(PCGSolver):
     summary = "PCG with algebraic multigrid (pyamg smoothed aggregation), CPU"
     Options = AMGOptions
     label = "AMG-PCG"
+    device_paths = ()
 
     def __init__(self, options: AMGOptions | None = None):
         try:

@@ -121,6 +121,7 @@ class MultigridSolver(LinearSolver):
     """MG-preconditioned CG on a structured grid; ``bind`` names the grid before use."""
 
     name = "multigrid"
+    device_paths = ("gpu grid",)  # the grid path solves with this solver's hierarchy
     summary = "Geometric multigrid preconditioned CG for structured grids (CPU and GPU)"
     Options = MultigridOptions
     symmetric_only = True

@@ -77,6 +77,7 @@ class PCGSolver(LinearSolver):
     Subclasses with another preconditioner override ``update`` and ``precondition``."""
 
     name = "pcg"
+    device_paths = ("gpu mesh",)  # the mesh path solves by block-Jacobi PCG
     summary = "Conjugate gradients with a Jacobi preconditioner (symmetric systems)"
     Options = PCGOptions
     symmetric_only = True
