@@ -5,6 +5,7 @@ here, CuPy under ``gpu``) with gradients equal to the CPU's and Taylor rates of 
 
 from __future__ import annotations
 
+import json
 import types
 from typing import Any
 
@@ -226,3 +227,34 @@ def test_femopt_plugins_shows_where_each_component_runs(monkeypatch, capsys):
                  "optimizer:nlopt  [cpu]", "optimizer:mma  [cpu, gpu grid, gpu mesh]",
                  "solver:multigrid  [cpu, gpu grid]", "solver:amg  [cpu]"):
         assert line in lines, line
+
+
+def test_a_non_finite_plugin_value_fails_the_run_naming_function_and_iteration(
+        registry, quad_mesh_file, tmp_path, monkeypatch):
+    """exit 1 (a run-time failure), the function and the iteration named, the last
+    checkpoint intact."""
+    import femopt.runner as runner
+    from femopt.cli import main
+
+    calls = []
+    original = WeightedStrain.cell_terms
+
+    def poisoned(self, ue, rho, coords):
+        value, d_ue, d_rho = original(self, ue, rho, coords)
+        calls.append(1)
+        return (float("nan") if len(calls) > 3 else value), d_ue, d_rho
+
+    monkeypatch.setattr(WeightedStrain, "cell_terms", poisoned)
+    monkeypatch.setattr(runner, "get_registry", lambda: registry)
+    data = problem(GRID, DIRECT)
+    data["optimizer"]["max_iter"] = 10
+    data["output"] = {"checkpoint_every": 1, "picture": False}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "res"
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert "function 'weighted_state' is not finite (nan) at design iteration" in \
+        summary["message"]
+    assert (out / "checkpoint.h5").is_file()

@@ -26,7 +26,7 @@ import numpy as np
 
 from femopt.backend import to_host
 from femopt.evaluation.device_forms import DeviceForm, group_functionals
-from femopt.evaluation.path import EvaluationPath
+from femopt.evaluation.path import EvaluationPath, checked_values
 from femopt.objectives.base import State
 
 
@@ -293,6 +293,7 @@ class DevicePath(EvaluationPath):
         scale, dm = self.analyse(rho)
         self.solve_adjoints(rho)
         values, terms = self.function_terms(rho, scale, dm)
+        values = checked_values(self.model, values)
         if split:
             self.model.last_state = State(rho, self.u.copy(), self.loads, self.weights,
                                           self.model)

@@ -108,11 +108,16 @@ class EvaluationPath:
 
 
 def checked_values(model: Any, values: list[Any]) -> list[float]:
-    """Function values as floats; a value that is not a finite number names its function."""
+    """Function values as floats. A value that is not a number is a plugin's defect
+    (PluginError); a non-finite number is a failure of the run at this design (RunError,
+    exit 1), naming the function and the design iteration."""
     out = []
     for fn, v in zip(model.functions(), values):
-        if not isinstance(v, (int, float, np.floating)) or not np.isfinite(v):
+        if not isinstance(v, (int, float, np.floating)):
             raise PluginError(f"function '{fn.name}' returned a value that is not a "
-                              f"finite number: {v!r}")
+                              f"number: {v!r}")
+        if not np.isfinite(v):
+            raise RunError(f"function '{fn.name}' is not finite ({float(v)}) at design "
+                           f"iteration {len(model.history) + 1}")
         out.append(float(v))
     return out
