@@ -12,7 +12,8 @@ import pytest
 import scipy.sparse as sp
 
 from femopt.adjoint import generated
-from femopt.adjoint.codegen import evaluate_trace, kernel_names, kernel_source
+from femopt.adjoint.codegen import kernel_names, kernel_source
+from femopt.adjoint.trace import evaluate_trace
 from femopt.adjoint.dual import coordinate_derivative, material_derivative
 from femopt.assembly.element_kernel import element_matrices
 from femopt.mesh import Mesh, structured_grid

@@ -8,7 +8,8 @@ import pytest
 from femopt.backend import array_namespace, gpu_status, to_host
 from femopt.errors import InputError
 from femopt.optimizers.base import Evaluation
-from femopt.optimizers.mma import MMA, mma_approximation, mma_step
+from femopt.optimizers.mma import mma_approximation, mma_step
+from femopt.optimizers.mma_optimizer import MMA
 from femopt.optimizers.nlopt_optimizer import NloptOptimizer
 from femopt.optimizers.oc import OC
 from femopt.plugins.registry import Registry

@@ -1,6 +1,6 @@
 """Built-in optimizers: OC, femopt's MMA and nlopt's algorithms."""
 
-from femopt.optimizers.mma import MMA
+from femopt.optimizers.mma_optimizer import MMA
 from femopt.optimizers.nlopt_optimizer import NloptOptimizer
 from femopt.optimizers.oc import OC
 from femopt.plugins.manager import hookimpl
