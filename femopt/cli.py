@@ -173,7 +173,12 @@ def cmd_plugins(args) -> int:
     provided: dict[str, list[str]] = {}
     for kind, entries in reg.entries.items():
         for name, entry in sorted(entries.items()):
-            provided.setdefault(entry.plugin, []).append(f"{kind}:{name}")
+            item = f"{kind}:{name}"
+            if kind == "physics":  # where it runs, from what it declares
+                why = entry.cls.gpu_capability()
+                item += (f"  (runs on: {', '.join(entry.cls.paths())}"
+                         + (f"; not on the GPU: {why})" if why else ")"))
+            provided.setdefault(entry.plugin, []).append(item)
     for info in plugin_infos():
         dist = f"{info.distribution} {info.version}".strip()
         print(f"{info.name}  ({dist}; {info.module})")

@@ -14,8 +14,8 @@ and runs one design iteration through the grid twins of its CPU pieces:
 
 Only scalars (CG residuals, function values, the bisection's constraint values) reach
 the host; fields are copied back for logging and output alone. The path covers a
-structured grid, a symmetric physics with one element matrix (linear_elasticity,
-heat_conduction), springs to ground, any number of load cases, and functions of the form
+structured grid, a physics that declares an element kernel, is symmetric and has no
+design-independent part (``Physics.gpu_capability``) with one element matrix, springs to ground, any number of load cases, and functions of the form
 (:class:`LinearForm`)
 
     J = c sum_c w_c f_c . u_c + sum_k sum_c s_kc a_k . u_c + v . rho
@@ -49,7 +49,6 @@ from femopt.objectives.volume import Volume
 from femopt.objectives.weighted_sum import WeightedSum
 from femopt.optimizers.base import Evaluation
 
-PHYSICS = ("linear_elasticity", "heat_conduction")
 OPTIMIZERS = ("oc", "mma")
 FUNCTIONS = ("compliance", "thermal_compliance", "displacement", "compliant_mechanism",
              "mean_temperature", "volume", "weighted_sum")
@@ -145,9 +144,9 @@ def unsupported(model: Any, solver_type: str) -> str | None:
     """Why the GPU path cannot run ``model`` (None when it can)."""
     if model.mesh.grid is None:
         return "the GPU path needs a structured grid (mesh type 'structured')"
-    if model.physics.name not in PHYSICS or not model.physics.symmetric:
-        return (f"the GPU path covers the physics {', '.join(PHYSICS)}, not "
-                f"{model.physics.name!r}")
+    why = model.physics.gpu_capability()
+    if why:
+        return f"the physics {model.physics.name!r} cannot run on the GPU: {why}"
     for fn in model.functions():
         form = linear_form(fn)
         if isinstance(form, str):

@@ -36,7 +36,7 @@ from femopt.assembly.sparse import FixedPatternAssembler
 from femopt.filters.radius import DensityFilter, SensitivityFilter
 from femopt.filters.sparse_filter import SparseDensityFilter
 from femopt.backend import to_host
-from femopt.problem.device_path import PHYSICS, DevicePath, linear_form, unsupported_chain
+from femopt.problem.device_path import DevicePath, linear_form, unsupported_chain
 from femopt.solvers.csr_pcg import NodeBlockPCG
 
 SOLVER = "pcg"
@@ -47,9 +47,9 @@ MEMORY_MARGIN = 1.25  # an estimate from array sizes, not a measurement: keep 25
 def unsupported(model: Any, solver_type: str) -> str | None:
     """Why the GPU path cannot run ``model`` on its mesh from a file (None when it can)."""
     physics = model.physics
-    if physics.name not in PHYSICS or not physics.symmetric:
-        return (f"the GPU path covers the physics {', '.join(PHYSICS)}, not "
-                f"{physics.name!r}")
+    why = physics.gpu_capability()
+    if why:
+        return f"the physics {physics.name!r} cannot run on the GPU: {why}"
     if physics.element_kernel() is None:
         return f"the physics {physics.name!r} declares no element kernel"
     for fn in model.functions():

@@ -31,7 +31,7 @@ class AMGOptions(Options):
 
 def near_null_space(points: np.ndarray, dofs_per_node: int) -> np.ndarray:
     """(n_nodes * k, m) rigid-body modes of the nodes (k = dim) or constants (k = 1)."""
-    from femopt.physics.elasticity import rigid_body_modes
+    from femopt.physics.rigid_modes import rigid_body_modes
 
     n, dim = points.shape
     if dofs_per_node == dim:
