@@ -21,6 +21,7 @@ from femopt.assembly.grid_layout import layout_of
 from femopt.mesh.regions import RegionError, select_cells, select_nodes
 from femopt.objectives.base import Function, State
 from femopt.optimizers.base import Evaluation
+from femopt.physics.material_law import require_affine_material_law
 from femopt.plugins.registry import Registry
 from femopt.problem.load import LoadedProblem, Section
 from femopt.solvers.base import LinearSolver
@@ -92,6 +93,7 @@ class Model:
         self.physics = self._create("physics", sec["physics"], issues, self.mesh)
         if issues:
             raise ProblemError(loaded.filename, issues)
+        require_affine_material_law(self.physics)  # K = m K0 + C on every path
 
         # a shape design moves the nodes of a moving boundary; every cell is solid
         self.shape = self.problem.design.type == "shape"
