@@ -167,6 +167,41 @@ def test_bad_orthotropic_options_are_located(registry, bad, message):
     assert (issue.path, issue.message) == ("physics", message)
 
 
+@pytest.mark.parametrize("cell", ["quad4", "tri3", "hex8", "tet4"])
+@pytest.mark.parametrize("name", ["reaction_diffusion", "orthotropic_elasticity"])
+def test_generated_cuda_trace_is_the_integrand(plugin, name, cell):
+    """The trace the GPU kernels are printed from, interpreted with NumPy, gives the
+    integrand's element matrices; the source names its three kernels."""
+    from femopt.adjoint.codegen import evaluate_trace, kernel_names, kernel_source
+    from femopt.assembly.element_kernel import element_matrices
+    from femopt.mesh import Mesh
+
+    dim = 3 if cell in ("hex8", "tet4") else 2
+    grid, pts = distorted(dim)
+    if cell in ("tri3", "tet4"):  # split the boxes into simplices
+        split = ([[0, 1, 2], [0, 2, 3]] if dim == 2 else
+                 [[0, 1, 3, 4], [1, 2, 3, 6], [1, 3, 4, 6], [3, 4, 6, 7], [1, 4, 5, 6]])
+        cells = np.concatenate([grid.cells[:, s_] for s_ in split])
+    else:
+        cells = grid.cells
+    mesh = Mesh(points=pts, cells=cells, cell_type=cell)
+    if name == "reaction_diffusion":
+        o = plugin.reaction_diffusion.ReactionDiffusionOptions(k=1.5, c=0.7)
+        ph = plugin.ReactionDiffusion(o, mesh)
+    else:
+        orient = {"angle": 25.0} if dim == 2 else {"axes": [[1.0, 0.2, 0.3], [0.0, 1.0, 0.0]]}
+        o = plugin.orthotropic.OrthotropicOptions(E1=5.0, E2=1.0, E3=2.0, G12=0.4, **orient)
+        ph = plugin.OrthotropicElasticity(o, mesh)
+    kern = ph.element_kernel()
+    coords = pts[cells]
+    m = np.linspace(0.2, 0.9, coords.shape[0])
+    ref = element_matrices(kern, coords, m)
+    np.testing.assert_allclose(evaluate_trace(kern, coords, m), ref,
+                               atol=1e-13 * np.abs(ref).max())
+    src = kernel_source(kern)
+    assert all(n.split("<")[0] in src for n in kernel_names(kern))
+
+
 # -- the three paths: same values and gradients ---------------------------------------------
 
 
@@ -259,6 +294,30 @@ def test_gpu_paths_give_the_cpu_gradients(registry, name, case, xp):
     d[dev.passive_idx] = 0.0
     (obj, *_) = check_model_gradients(dev, dev.to_device(x), dev.to_device(d))
     assert all(1.9 <= r <= 2.1 for r in obj.result.rates), obj.result.rates
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_check_gradients_on_the_gpu_mesh_path(registry, monkeypatch, tmp_path, capsys, name):
+    """`femopt check-gradients --device gpu` on a mesh from a file with NumPy for CuPy:
+    the plugin physics' generated sensitivity kernel (its twin) passes the Taylor test."""
+    import femopt.backend
+    import femopt.problem.model
+    from femopt.cli import main
+    from femopt.plugins import manager
+
+    monkeypatch.setattr(manager, "_manager", object())  # get_registry: this registry
+    monkeypatch.setattr(manager, "_registry", registry)
+    monkeypatch.setattr(femopt.backend, "gpu_status", lambda: (True, "1 CUDA device(s)"))
+    monkeypatch.setattr(femopt.problem.model, "gpu_memory", lambda: (2**33, 80 * 2**30))
+    monkeypatch.setitem(sys.modules, "cupy", np)
+    path = tmp_path / "plate.yaml"
+    path.write_text(yaml.safe_dump(plate(name)))
+    assert main(["check-gradients", str(path), "--device", "gpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "device: gpu (the GPU path)" in lines
+    (obj,) = [ln for ln in lines if ln.startswith("objective compliance")]
+    rates = [float(v) for v in obj.split("rates")[1].split()[:3]]
+    assert all(1.9 <= r <= 2.1 for r in rates) and obj.endswith("ok"), obj
 
 
 # -- the installed package on the command line -------------------------------------------
