@@ -174,10 +174,13 @@ def cmd_plugins(args) -> int:
     provided: dict[str, list[str]] = {}
     for kind, entries in reg.entries.items():
         for name, entry in sorted(entries.items()):
-            paths = ""
+            item = f"{kind}:{name}"
             if kind in ("physics", "function", "filter", "optimizer", "solver"):
-                paths = f"  [{', '.join(component_paths(kind, entry.cls))}]"
-            provided.setdefault(entry.plugin, []).append(f"{kind}:{name}{paths}")
+                # where it runs, from what it declares
+                item += f"  (runs on: {', '.join(component_paths(kind, entry.cls))}"
+                why = entry.cls.gpu_capability() if kind == "physics" else None
+                item += f"; not on the GPU: {why})" if why else ")"
+            provided.setdefault(entry.plugin, []).append(item)
     for info in plugin_infos():
         dist = f"{info.distribution} {info.version}".strip()
         print(f"{info.name}  ({dist}; {info.module})")

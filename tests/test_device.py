@@ -120,10 +120,9 @@ def test_auto_falls_back_to_the_cpu_and_says_so_once(no_gpu, write_problem, tmp_
 def test_auto_with_a_gpu_keeps_what_the_gpu_path_cannot_do_on_the_cpu(fake_gpu):
     model = build(problem("heat_sink_flow"))
     assert model.device == "cpu" and type(model.path).__name__ == "AssembledPath"
-    assert model.device_notes == ["device auto: the physics 'convection_diffusion' needs an "
-                                  "element kernel, a symmetric operator and no "
-                                  "design-independent part to run on the GPU; running on "
-                                  "the CPU"]
+    assert model.device_notes == ["device auto: the physics 'convection_diffusion' cannot "
+                                  "run on the GPU: its operator is not symmetric (the GPU "
+                                  "paths solve with CG); running on the CPU"]
 
 
 @pytest.mark.parametrize("change, message", [

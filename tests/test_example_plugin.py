@@ -3,19 +3,15 @@ would install it and found through its entry point by a femopt run in a subproce
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import meshio
 import numpy as np
 import pytest
-import setuptools
+
+from plugin_install import femopt, install
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "docs" / "examples" / "femopt-mean-displacement"
@@ -25,42 +21,11 @@ PROBLEM = PACKAGE / "cantilever_tip.yaml"
 TIP_X, TIP_Y = 40.0, (8.0, 12.0)
 
 
-def _setuptools_builds_wheels() -> bool:
-    """setuptools builds wheels by itself from 70.1 on; before that it needs ``wheel``."""
-    major, minor = (int(p) for p in setuptools.__version__.split(".")[:2])
-    return (major, minor) >= (70, 1) or importlib.util.find_spec("wheel") is not None
-
-
 @pytest.fixture(scope="module")
 def plugin_env(tmp_path_factory) -> dict[str, str]:
-    """Install the example package into a temporary target directory; the environment
-    of a subprocess that sees it (and femopt) through PYTHONPATH."""
-    tmp = tmp_path_factory.mktemp("example_plugin")
-    src = tmp / "src"
-    # build from a copy: an in-tree build would leave build/ and *.egg-info in docs/
-    shutil.copytree(PACKAGE, src, ignore=shutil.ignore_patterns("build", "*.egg-info"))
-    site = tmp / "site"
-    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet",
-           "--disable-pip-version-check", "--target", str(site), str(src)]
-    if _setuptools_builds_wheels():
-        cmd[4:4] = ["--no-build-isolation", "--no-index"]  # offline
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    if proc.returncode != 0 and not _setuptools_builds_wheels():
-        pytest.skip("cannot build the example package: this setuptools "
-                    f"({setuptools.__version__}) needs the 'wheel' package and no package "
-                    f"index was reachable for an isolated build:\n{proc.stderr[-2000:]}")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert (site / "femopt_mean_displacement" / "__init__.py").is_file()
-    env = dict(os.environ)
-    paths = [str(site), str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    env.pop("FEMOPT_DEVICE", None)
-    return env
-
-
-def femopt(env: dict[str, str], *args: str, cwd: Path | None = None):
-    return subprocess.run([sys.executable, "-m", "femopt.cli", *args], capture_output=True,
-                          text=True, env=env, cwd=cwd or ROOT, timeout=120)
+    """The example package installed; the environment of a subprocess that sees it."""
+    return install(PACKAGE, "femopt_mean_displacement",
+                   tmp_path_factory.mktemp("example_plugin"))
 
 
 def test_plugins_lists_the_example(plugin_env):
@@ -72,7 +37,7 @@ def test_plugins_lists_the_example(plugin_env):
     assert "femopt-mean-displacement 0.1.0" in header[0]
     provided = lines[lines.index(header[0]) + 1].strip()
     # and the paths it runs on, from what it declares
-    assert re.fullmatch(r"function:mean_displacement  \[cpu(, gpu grid, gpu mesh)?\]",
+    assert re.fullmatch(r"function:mean_displacement  \(runs on: cpu(, gpu grid, gpu mesh)?\)",
                         provided), provided
 
 

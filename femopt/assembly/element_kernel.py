@@ -13,8 +13,10 @@ Nothing in it knows what a scalar is, so the same function runs
   ``double``, ``float`` and ``femopt_dual<T>``.
 
 The element matrix of cell e is K_e(m_e) = sum_q integrand(point q), where m_e is the
-material factor of the design interpolation (m(rho_e)); a kernel may depend on m
-non-linearly, the adjoint differentiates it by dual numbers.
+material factor of the design interpolation (m(rho_e)). A kernel must be affine in m,
+K_e(m) = m K0_e + C_e: every path assembles the operator in that form (the non-linearity
+of the design belongs in the interpolation m(rho)), and a problem whose kernel is not
+affine is refused when it is built (:mod:`femopt.physics.material_law`).
 """
 
 from __future__ import annotations

@@ -34,13 +34,11 @@ def capability(model: Any) -> str | None:
     """Why the device paths cannot run ``model``'s physics, functions, filters or
     optimizer (None when they can): each component says so itself."""
     physics = model.physics
-    why = physics.gpu_capability() if hasattr(physics, "gpu_capability") else None
-    if why is None and (physics.element_kernel() is None or not physics.symmetric
-                        or physics.fixed_element_matrices() is not None):
-        why = (f"the physics {physics.name!r} needs an element kernel, a symmetric "
-               "operator and no design-independent part to run on the GPU")
+    why = physics.gpu_capability()
+    if why is None and physics.fixed_element_matrices() is not None:
+        why = "it has a design-independent part C_e (the GPU paths assemble K = sum m K0)"
     if why:
-        return why
+        return f"the physics {physics.name!r} cannot run on the GPU: {why}"
     for fn in model.functions():
         why = function_capability(fn)
         if why:
@@ -75,13 +73,11 @@ def component_paths(kind: str, cls: type) -> list[str]:
     from femopt.filters.base import Filter
     from femopt.filters.linear import LinearFilter
     from femopt.objectives.base import Function
-    from femopt.physics.base import Physics
 
     both = ["cpu", "gpu grid", "gpu mesh"]
     if kind == "physics":
-        ok = (cls.element_kernel is not Physics.element_kernel and cls.symmetric
-              and cls.fixed_element_matrices is Physics.fixed_element_matrices)
-    elif kind == "function":
+        return cls.paths()
+    if kind == "function":
         if getattr(cls, "terms_decide_paths", False):
             return ["cpu", "gpu grid and gpu mesh where its terms run"]
         ok = cls.linear_form is not Function.linear_form or hasattr(cls, "cell_terms")

@@ -22,6 +22,7 @@ from femopt.evaluation.mesh_device import MeshDevicePath
 from femopt.evaluation.path import EvaluationPath
 from femopt.objectives.base import Function, State
 from femopt.optimizers.base import Evaluation
+from femopt.physics.material_law import require_affine_material_law
 from femopt.plugins.registry import Registry
 from femopt.problem.load import LoadedProblem, Section
 from femopt.solvers.base import LinearSolver
@@ -93,6 +94,7 @@ class Model:
         self.physics = self._create("physics", sec["physics"], issues, self.mesh)
         if issues:
             raise ProblemError(loaded.filename, issues)
+        require_affine_material_law(self.physics)  # K = m K0 + C on every path
 
         # a shape design moves the nodes of a moving boundary; every cell is solid
         self.shape = self.problem.design.type == "shape"

@@ -1,4 +1,5 @@
-"""Physics: each one a plugin that supplies element matrices for a unit material."""
+"""Physics: each one a plugin written as its element integrand (an element kernel), from
+which the element matrices, rigid modes, adjoint and GPU kernels are derived."""
 
 from femopt.physics.base import Physics
 

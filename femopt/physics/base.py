@@ -8,6 +8,7 @@ import numpy as np
 
 from femopt.assembly.elements import get_element
 from femopt.mesh.mesh import Mesh
+from femopt.physics import rigid_modes as rigid
 from femopt.plugins.registry import Component
 
 
@@ -22,9 +23,12 @@ class Physics(Component):
     K(rho) = sum_e m(rho_e) * K0_e, where K0_e is the element matrix for the physics' full
     material (``element_matrices``) and m the design interpolation (SIMP/RAMP).
 
-    Subclasses set ``dof_names`` (per node), ``field_name`` (the point data written to
-    results), ``load_name`` (the key of a nodal load in the problem file) and implement
-    :meth:`element_matrices_at` and :meth:`rigid_modes`.
+    A physics is written as its element integrand: subclasses set ``dof_names`` (per
+    node), ``field_name`` (the point data written to results), ``load_name`` (the key of
+    a nodal load in the problem file) and return an element kernel from
+    :meth:`element_kernel`; the element matrices and the rigid modes follow from it.
+    Without a kernel, a subclass implements :meth:`element_matrices_at` itself (and then
+    runs on the CPU path alone).
     """
 
     dof_names: ClassVar[tuple[str, ...]] = ()
@@ -59,8 +63,16 @@ class Physics(Component):
         return self.element_matrices_at(self.mesh.points[self.mesh.cells])
 
     def element_matrices_at(self, coords: np.ndarray) -> np.ndarray:
-        """(n_cells, nd, nd) element matrices of cells with node coordinates ``coords``."""
-        raise NotImplementedError
+        """(n_cells, nd, nd) element matrices of full material (m = 1) of cells with node
+        coordinates ``coords``: by default the element kernel's. A physics with a fixed
+        part C_e overrides this to return K0_e alone."""
+        from femopt.assembly.element_kernel import element_matrices
+
+        kernel = self.element_kernel()
+        if kernel is None:
+            raise NotImplementedError(f"physics '{self.name}' declares neither an element "
+                                      "kernel nor element_matrices_at")
+        return element_matrices(kernel, coords, 1.0)
 
     def fixed_element_matrices(self) -> np.ndarray | None:
         """The part of the element matrices that does not scale with the design (e.g.
@@ -110,13 +122,51 @@ class Physics(Component):
                 o[part] = g.reshape(-1, nn, dim)
         return out
 
+    @classmethod
+    def gpu_capability(cls) -> str | None:
+        """Why this physics cannot run on the GPU paths (None when it can), from what it
+        declares: an element kernel (the GPU kernels are generated from it), a symmetric
+        operator (the GPU paths solve with CG) and no design-independent part (they
+        assemble K = sum_e m_e K0_e alone)."""
+        if cls.element_kernel is Physics.element_kernel:
+            return ("it declares no element kernel (the GPU paths generate their kernels "
+                    "from the element integrand)")
+        if not cls.symmetric:
+            return "its operator is not symmetric (the GPU paths solve with CG)"
+        if cls.fixed_element_matrices is not Physics.fixed_element_matrices:
+            return ("it has a design-independent part C_e (the GPU paths assemble "
+                    "K = sum_e m_e K0_e alone)")
+        return None
+
+    @classmethod
+    def paths(cls) -> list[str]:
+        """The paths this physics runs on: ``cpu``, ``gpu grid``, ``gpu mesh``."""
+        return ["cpu"] + ([] if cls.gpu_capability() else ["gpu grid", "gpu mesh"])
+
+    def _null_mask(self) -> np.ndarray:
+        """Which candidate modes (:mod:`femopt.physics.rigid_modes`) the first cell's
+        element matrix annihilates."""
+        if not hasattr(self, "_null"):
+            from femopt.assembly.element_kernel import element_matrices
+
+            cell = self.mesh.points[self.mesh.cells[0]]
+            kernel = self.element_kernel()  # K0 + C where there is a kernel
+            ke = (self.element_matrices_at(cell[None]) if kernel is None
+                  else element_matrices(kernel, cell[None], 1.0))[0]
+            self._null = rigid.null_candidates(ke, cell, self.dofs_per_node)
+        return self._null
+
     def rigid_modes(self, dofs: np.ndarray | None = None) -> np.ndarray:
         """(n_dofs, m) basis of the null space of the unconstrained stiffness, or its rows
-        at ``dofs`` (built for those alone: the support check of a large grid)."""
-        raise NotImplementedError
+        at ``dofs`` (built for those alone: the support check of a large grid). By
+        default the rigid-body motions (one component per axis) or uniform shifts that
+        the element matrix does not resist: none for a definite operator."""
+        modes = rigid.candidate_modes(self.mesh.points, self.dofs_per_node, dofs)
+        return modes[:, self._null_mask()]
 
     def rigid_mode_names(self) -> list[str]:
-        raise NotImplementedError
+        names = rigid.candidate_names(self.mesh.dim, self.dof_names, self.field_name)
+        return [n for n, keep in zip(names, self._null_mask()) if keep]
 
     def body_load(self, value: list[float], cells: np.ndarray) -> np.ndarray:
         """Consistent nodal load of a uniform source ``value`` (per unit volume) on

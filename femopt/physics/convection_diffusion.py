@@ -209,9 +209,3 @@ class ConvectionDiffusion(Physics):
         vec = np.zeros(self.mesh.n_nodes)
         np.add.at(vec, self.mesh.cells[cells], fe * value[0])
         return vec
-
-    def rigid_modes(self, dofs: np.ndarray | None = None) -> np.ndarray:
-        return np.ones((self.mesh.n_nodes if dofs is None else len(dofs), 1))
-
-    def rigid_mode_names(self) -> list[str]:
-        return ["a uniform temperature shift (no fixed temperature anywhere)"]

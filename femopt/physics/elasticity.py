@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 from pydantic import Field
@@ -10,6 +10,7 @@ from pydantic import Field
 from femopt.assembly.element_kernel import ElementKernel, Ops, QuadPoint, isoparametric
 from femopt.assembly.elements import Element, physical_gradients
 from femopt.physics.base import Physics
+from femopt.physics.rigid_modes import rigid_body_modes  # noqa: F401 (re-exported)
 from femopt.plugins.registry import Options
 
 
@@ -95,9 +96,18 @@ def _strain_rows(dndx: list[list], dim: int) -> list[list]:
 
 def elasticity_integrand(ops: Ops, pt: QuadPoint) -> list[list]:
     """m t B^T D B det(J) w at one quadrature point: the forward element kernel."""
+    return voigt_integrand(ops, pt, _constitutive)
+
+
+def voigt_integrand(ops: Ops, pt: QuadPoint,
+                    constitutive: Callable[[dict, int], list[list]]) -> list[list]:
+    """m t B^T D B det(J) w at one quadrature point for any linear elastic material:
+    ``constitutive(p, dim)`` gives its Voigt matrix D (xx, yy, xy in 2D; xx, yy, zz, yz,
+    xz, xy in 3D; engineering shears) from the parameters ``p``. The parameter
+    ``thickness`` scales 2D models."""
     dndx, wdet = isoparametric(ops, pt)
     dim = len(dndx[0])
-    d = _constitutive(pt.p, dim)
+    d = constitutive(pt.p, dim)
     b = _strain_rows(dndx, dim)
     nv, nd = len(b), len(b[0])
     db = [[sum((d[v][w] * b[w][j] for w in range(nv)), 0.0) for j in range(nd)]
@@ -105,19 +115,6 @@ def elasticity_integrand(ops: Ops, pt: QuadPoint) -> list[list]:
     scale = pt.m * pt.p["thickness"] * wdet
     return [[scale * sum((b[v][i] * db[v][j] for v in range(nv)), 0.0) for j in range(nd)]
             for i in range(nd)]
-
-
-def rigid_body_modes(points: np.ndarray, dofs: np.ndarray | None = None) -> np.ndarray:
-    """(len(dofs), 3 or 6) rigid-body displacements at node-major ``dofs`` (all when None):
-    the translations along x, y (, z), then the infinitesimal rotations about z (2D) or
-    about x, y and z (3D), taken about the nodes' centroid."""
-    n, dim = points.shape
-    node, comp = np.divmod(np.arange(n * dim) if dofs is None else np.asarray(dofs), dim)
-    x = points[node] - points.mean(axis=0)
-    modes = [(comp == d).astype(float) for d in range(dim)]
-    for i, j in [(0, 1)] if dim == 2 else [(1, 2), (2, 0), (0, 1)]:
-        modes.append(np.where(comp == i, -x[:, j], np.where(comp == j, x[:, i], 0.0)))
-    return np.stack(modes, axis=1)
 
 
 def elasticity_kernel(element: Element, E: float = 1.0, nu: float = 0.3,
@@ -235,12 +232,3 @@ class LinearElasticity(Physics):
         for v, (i, j) in enumerate(pairs, start=dim):
             tt[..., i, j] = tt[..., j, i] = t[..., v]
         return -np.einsum("ceki,cekd,ebi->ebd", tt, h, g, optimize=True)
-
-    def rigid_modes(self, dofs: np.ndarray | None = None) -> np.ndarray:
-        return rigid_body_modes(self.mesh.points, dofs)
-
-    def rigid_mode_names(self) -> list[str]:
-        if self.mesh.dim == 2:
-            return ["translation in x", "translation in y", "rotation about z"]
-        return ["translation in x", "translation in y", "translation in z",
-                "rotation about x", "rotation about y", "rotation about z"]

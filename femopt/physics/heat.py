@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 from pydantic import Field
 
 from femopt.assembly.element_kernel import ElementKernel, Ops, QuadPoint, isoparametric
-from femopt.assembly.elements import Element, physical_gradients
+from femopt.assembly.elements import Element
 from femopt.physics.base import Physics
 from femopt.plugins.registry import Options
 
@@ -42,17 +41,5 @@ class HeatConduction(Physics):
     field_name = "temperature"
     load_name = "heat"
 
-
-    def element_matrices_at(self, coords: np.ndarray) -> np.ndarray:
-        dndx, wdet = physical_gradients(self.element, coords)
-        k = self.options.conductivity * self.thickness()
-        return k * np.einsum("cqid,cqjd,cq->cij", dndx, dndx, wdet)
-
     def element_kernel(self) -> ElementKernel:
         return heat_kernel(self.element, self.options.conductivity, self.thickness())
-
-    def rigid_modes(self, dofs: np.ndarray | None = None) -> np.ndarray:
-        return np.ones((self.mesh.n_nodes if dofs is None else len(dofs), 1))
-
-    def rigid_mode_names(self) -> list[str]:
-        return ["a uniform temperature shift (no fixed temperature anywhere)"]
