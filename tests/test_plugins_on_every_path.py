@@ -260,3 +260,17 @@ def test_a_non_finite_plugin_value_fails_the_run_naming_function_and_iteration(
     assert "function 'weighted_state' is not finite (nan) at design iteration" in \
         summary["message"]
     assert (out / "checkpoint.h5").is_file()
+
+
+def test_heaviside_is_a_projection_equal_to_its_closed_form():
+    from femopt.filters.heaviside import Heaviside
+
+    flt = Heaviside(Heaviside.Options(beta=8.0, eta=0.4), None)
+    x = np.random.default_rng(4).uniform(0.0, 1.0, 50)
+    b, e = 8.0, 0.4
+    den = np.tanh(b * e) + np.tanh(b * (1 - e))
+    np.testing.assert_allclose(flt.forward(x), (np.tanh(b * e) + np.tanh(b * (x - e))) / den,
+                               rtol=1e-15)
+    dy = np.random.default_rng(5).standard_normal(50)
+    np.testing.assert_allclose(flt.backward(x, dy),
+                               dy * b * (1 - np.tanh(b * (x - e)) ** 2) / den, rtol=1e-13)

@@ -1,4 +1,5 @@
-"""Heaviside projection with beta continuation (Wang, Lazarov, Sigmund 2011 form)."""
+"""Heaviside projection with beta continuation (Wang, Lazarov, Sigmund 2011 form), a
+pointwise projection: its chain rule comes from the scalar function by a dual number."""
 
 from __future__ import annotations
 
@@ -6,8 +7,7 @@ import math
 
 from pydantic import Field, model_validator
 
-from femopt.backend import array_namespace
-from femopt.filters.base import Filter
+from femopt.filters.projection import ProjectionFilter
 from femopt.plugins.registry import Options
 
 
@@ -30,11 +30,10 @@ class HeavisideOptions(Options):
         return self
 
 
-class Heaviside(Filter):
+class Heaviside(ProjectionFilter):
     name = "heaviside"
     summary = "Smoothed Heaviside projection with beta continuation"
     Options = HeavisideOptions
-    pointwise = True
 
     def __init__(self, options: HeavisideOptions, mesh):
         super().__init__(options, mesh)
@@ -45,15 +44,9 @@ class Heaviside(Filter):
         b, e = self.beta, self.options.eta
         return math.tanh(b * e) + math.tanh(b * (1 - e))
 
-    def forward(self, x):
-        xp = array_namespace(x)
+    def projection(self, ops, x):
         b, e = self.beta, self.options.eta
-        return (math.tanh(b * e) + xp.tanh(b * (x - e))) / self._den()
-
-    def backward(self, x, dy):
-        xp = array_namespace(x)
-        b, e = self.beta, self.options.eta
-        return dy * b * (1.0 - xp.tanh(b * (x - e)) ** 2) / self._den()
+        return (math.tanh(b * e) + ops.tanh(b * (x - e))) / self._den()
 
     def advance(self, iteration: int, change: float, tol: float) -> bool:
         if self.beta >= self.options.beta_max:
