@@ -1,6 +1,7 @@
 """Built-in filters."""
 
 from femopt.filters.heaviside import Heaviside
+from femopt.filters.overhang import OverhangFilter
 from femopt.filters.radius import DensityFilter, SensitivityFilter
 from femopt.plugins.manager import hookimpl
 
@@ -10,3 +11,4 @@ def femopt_register_filters(registry) -> None:
     registry.add("filter", SensitivityFilter)
     registry.add("filter", DensityFilter)
     registry.add("filter", Heaviside)
+    registry.add("filter", OverhangFilter)
