@@ -133,3 +133,24 @@ def test_mbb_beam_printed_upwards_has_no_unsupported_cell(tmp_path):
     assert bad_free > 0  # the unconstrained design has overhangs: the check can fail
     assert c_free < c_printed < 1.25 * c_free
     assert rho.mean() == pytest.approx(0.5, abs=1e-4)
+
+
+def test_a_3d_cantilever_printed_upwards_is_self_supporting(tmp_path):
+    """A 30x10x4 cantilever built along +y (laterally a cross of 5 supports). Measured:
+    no unsupported cell against 52 without the filter; compliance 4575 against 3254
+    after 100 MMA iterations."""
+    data = yaml.safe_load(open("problems/cantilever_3d.yaml").read())
+    data["mesh"].update(shape=[30, 10, 4], size=[30.0, 10.0, 4.0])
+    data["loads"][0]["region"] = {"box": {"min": [30.0, 0.0, 0.0], "max": [30.0, 0.0, 4.0]}}
+    data["output"] = {"picture": False, "series_every": 0, "checkpoint_every": 0}
+    data["optimizer"] = {"type": "mma", "max_iter": 100}
+    bad = {}
+    for name, extra in (("free", []), ("printed", [{"type": "overhang",
+                                                     "build_direction": "+y"}])):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({**data, "filters": data["filters"] + extra}))
+        run(path, out=tmp_path / name, quiet=True, device="cpu")
+        rho = np.load(tmp_path / name / "density.npy")
+        bad[name] = unsupported_cells(rho > 0.5, (30, 10, 4), "+y")
+        assert rho.mean() == pytest.approx(0.3, abs=1e-4)
+    assert bad["printed"] == 0 < bad["free"]
