@@ -25,13 +25,27 @@ from femopt.adjoint.dual import DUAL_OPS, Dual
 from femopt.assembly.element_kernel import NUMPY_OPS, Ops
 from femopt.assembly.elements import get_element
 from femopt.backend import array_namespace
-from femopt.mesh.regions import RegionError, select_cells
+from femopt.mesh.regions import RegionError, select_cells, select_nodes
 from femopt.objectives import integrand_check
 from femopt.objectives.base import Function, State, case_weights
 from femopt.objectives.reductions import Reduction
 
 POINTS = ("cell", "centre", "quadrature")
 BUDGET = 1 << 22  # entries of one dual derivative array per chunk of cells
+
+
+def node_weights(mesh: Any, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The cells that touch ``nodes`` and weights w (n, n_nodes_per_cell) with
+    sum_e sum_a w_ea f(node a of cell e) = the mean of f over ``nodes``: a nodal mean
+    written as a sum over cells (each node shared by its cells)."""
+    mark = np.zeros(mesh.n_nodes, dtype=bool)
+    mark[nodes] = True
+    touch = mark[mesh.cells]
+    cells = np.flatnonzero(touch.any(axis=1))
+    touch = touch[cells]
+    valence = np.bincount(mesh.cells[cells][touch], minlength=mesh.n_nodes)
+    count = np.maximum(valence[mesh.cells[cells]], 1)
+    return cells, np.where(touch, 1.0 / (np.unique(nodes).size * count), 0.0)
 
 
 class Cell:
@@ -46,7 +60,9 @@ class Cell:
             N_a, reference gradients dN_a/dxi_d and the quadrature weight (None for
             "cell"); :func:`femopt.assembly.element_kernel.isoparametric` gives dN/dx.
         p: parameters by name (the physics' E, nu, conductivity, ... and the function's).
-        data: per-cell arrays the function set in ``cell_data``, by name (row = cell).
+        data: per-cell values the function set in ``cell_data``, by name: a scalar per
+            cell, or for a (cells, k) array a list of k scalars (``node_weight``: the
+            weights of a nodal mean, see ``region_selects``).
     """
 
     def __init__(self, u, rho, interp, x, n, dn, w, p, data):
@@ -83,11 +99,15 @@ class IntegrandFunction(Function, metaclass=_Checked):
     ``reduction`` (a :class:`Reduction`: sum, mean, ratio, pnorm or ks), ``points``
     ("cell", "centre": one point at the element's centre, or "quadrature"), ``params``
     and ``cell_data``. ``options.region`` (if any) restricts the cells, ``options.case``
-    (if any) picks one load case; otherwise every case counts with its weight.
+    (if any) picks one load case; otherwise every case counts with its weight. With
+    ``region_selects = "nodes"`` the region is a set of nodes: the cells are those that
+    touch it and ``cell.data["node_weight"][a]`` weights node a of a cell so that a
+    ``sum`` of ``w_a f(u_a)`` is the mean of f over the nodes.
     """
 
     reduction: ClassVar[Reduction] = Reduction("sum")
     points: ClassVar[str] = "cell"
+    region_selects: ClassVar[str] = "cells"
 
     def __init__(self, options, model):
         super().__init__(options, model)
@@ -95,9 +115,15 @@ class IntegrandFunction(Function, metaclass=_Checked):
             raise ValueError(f"points must be one of {POINTS} (got {self.points!r})")
         mesh = model.mesh
         region = getattr(options, "region", None)
+        self.cell_data: dict[str, np.ndarray] = {}  # arrays (len(cells), ...)
         try:
-            self.cells = (np.arange(mesh.n_cells) if region is None
-                          else np.asarray(select_cells(region, mesh)))
+            if self.region_selects == "nodes":
+                nodes = (np.arange(mesh.n_nodes) if region is None
+                         else select_nodes(region, mesh))
+                self.cells, self.cell_data["node_weight"] = node_weights(mesh, nodes)
+            else:
+                self.cells = (np.arange(mesh.n_cells) if region is None
+                              else np.asarray(select_cells(region, mesh)))
         except RegionError as exc:
             raise ValueError(f"region: {exc}") from None
         case = getattr(options, "case", None)
@@ -108,7 +134,6 @@ class IntegrandFunction(Function, metaclass=_Checked):
             self.case_w_max = self.case_w
         kernel = model.physics.element_kernel()
         self.params: dict[str, float] = dict(kernel.values) if kernel is not None else {}
-        self.cell_data: dict[str, np.ndarray] = {}  # arrays (len(cells), ...)
         el = get_element(mesh.cell_type)
         if self.points == "quadrature":
             xi, wq = el.quad_points, el.quad_weights
@@ -186,7 +211,7 @@ class IntegrandFunction(Function, metaclass=_Checked):
         r = seeded(rho, nd) if seed_u else rho
         x = [[seeded(coords[:, a, d], a * dim + d) if seed_x else coords[:, a, d]
               for d in range(dim)] for a in range(nn)]
-        data = {k: xp.asarray(v[cells]) for k, v in self.cell_data.items()}
+        data = {k: _columns(xp.asarray(v[cells])) for k, v in self.cell_data.items()}
         ops = DUAL_OPS if n_s else NUMPY_OPS
         n_out = self.reduction.n_out
         vals = xp.zeros((n_out, n_c, n_e, len(self._quad) if self.points != "cell" else 1),
@@ -255,3 +280,7 @@ class IntegrandFunction(Function, metaclass=_Checked):
 
         d_x = self.coordinate_terms(*self._gather(state))
         return gather(state.model.mesh.cells[self.cells], d_x, state.geometry.points.shape[0])
+
+
+def _columns(a: Any) -> Any:
+    return [a[:, j] for j in range(a.shape[1])] if a.ndim == 2 else a
