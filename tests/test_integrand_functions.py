@@ -235,6 +235,47 @@ def test_nodal_mean_integrand_equals_linear_functional(registry, problem, builti
     assert not np.any(fns[1].partial_rho(state))
 
 
+class SoftMaxOptions(Options):
+    k: float = 4.0
+    """KS parameter."""
+    region: Region | None = None
+    """Cells."""
+
+
+class SoftMaxDisplacement(IntegrandFunction):
+    """The worked example of docs/plugins.md."""
+
+    name = "soft_max_displacement"
+    summary = "Smooth maximum of |u| at the cell centres"
+    Options = SoftMaxOptions
+    points = "centre"
+
+    def __init__(self, options, model):
+        super().__init__(options, model)
+        self.reduction = Reduction("ks", options.k)
+
+    def integrand(self, ops, cell):
+        nn, k = len(cell.x), len(cell.x[0])
+        u = [sum(cell.n[a] * cell.u[a * k + c] for a in range(nn)) for c in range(k)]
+        return ops.sqrt(sum(uc * uc for uc in u))
+
+
+@pytest.mark.parametrize("problem", [ELASTIC_2D, ELASTIC_3D], ids=["2d", "3d"])
+def test_plugin_guide_example_taylor_rate_two(problem):
+    _, reg = build_manager()
+    reg.add("function", SoftMaxDisplacement)
+    model = build(reg, problem + "objective: {type: soft_max_displacement, k: 20.0}\n")
+    x, d = random_point(model, 4)
+    check = check_model_gradients(model, x, d, h0=H0)[0]
+    assert check.result.ok(1.9, 2.1), check.result.rates
+    state = model.last_state
+    u = state.u[:, model.cell_dofs].reshape(state.u.shape[0], model.mesh.n_cells, 4 if
+                                            model.mesh.dim == 2 else 8, model.mesh.dim)
+    top = np.linalg.norm(u.mean(axis=2), axis=2).max()  # centre value: the nodal mean
+    value = model.functions()[0].value(state)
+    assert top <= value <= top + np.log(u.shape[0] * model.mesh.n_cells) / 20.0
+
+
 # -- bad integrands, found when the problem is built --------------------------------
 
 class Branches(IntegrandFunction):
