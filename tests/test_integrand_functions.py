@@ -182,6 +182,26 @@ def test_cell_terms_equal_central_differences(registry, cls):
                                               abs=1e-8 * max(1.0, abs(value)))
 
 
+def test_cell_terms_in_chunks_equal_one_pass(registry, monkeypatch):
+    """Cells are seeded in chunks of BUDGET derivative entries: the same terms."""
+    import femopt.objectives.integrand as integrand
+
+    model = build(registry, ELASTIC_2D + "objective: {type: probe_ratio_quadrature}\n")
+    fn = model.functions()[0]
+    rng = np.random.default_rng(9)
+    n = fn.cells.size
+    args = (rng.standard_normal((2, n, 8)), rng.uniform(0.2, 0.9, n),
+            model.mesh.points[model.mesh.cells[fn.cells]])
+    whole, whole_x = fn.cell_terms(*args), fn.coordinate_terms(*args)
+    monkeypatch.setattr(integrand, "BUDGET", 2 * 9 * 5)  # 5 cells a chunk
+    assert len(fn._chunks(args[0].shape, 9)) == -(-n // 5)
+    parts, parts_x = fn.cell_terms(*args), fn.coordinate_terms(*args)
+    assert parts.value == whole.value
+    np.testing.assert_allclose(parts.d_ue, whole.d_ue, rtol=1e-14, atol=0)
+    np.testing.assert_allclose(parts.d_rho, whole.d_rho, rtol=1e-14, atol=0)
+    np.testing.assert_allclose(parts_x, whole_x, rtol=1e-14, atol=0)
+
+
 STRESS = ["{type: stress_pnorm, p: 8.0, q: 0.5}",
           "{type: stress_pnorm, p: 3.0, q: 1.0, region: {box: {min: [0.0, 0.0], max: [6.0, 6.0]}}}"]
 
