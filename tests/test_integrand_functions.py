@@ -44,6 +44,15 @@ loads: [{region: {face: x_max}, force: [0.0, -1.0, 0.5], distribute: total}]
 design: {interpolation: {type: simp, penalty: 3.0, min: 1.0e-3}}
 optimizer: {type: mma}
 """
+MESHES = Path(__file__).resolve().parents[1] / "problems" / "meshes"
+PLATE_TRI3 = f"""
+mesh: {{type: file, path: {MESHES / "plate_with_hole_coarse.msh"}}}
+physics: {{type: linear_elasticity, E: 1000.0}}
+supports: [{{region: {{group: left}}, dofs: [x]}}, {{region: {{group: bottom}}, dofs: [y]}}]
+loads: [{{region: {{group: right}}, force: [20.0, 0.0], distribute: total}}]
+design: {{interpolation: {{type: simp, penalty: 3.0, min: 1.0e-3}}}}
+optimizer: {{type: mma}}
+"""
 HEAT_2D = """
 mesh: {type: structured, shape: [12, 6], size: [12.0, 6.0]}
 physics: {type: heat_conduction}
@@ -207,8 +216,9 @@ STRESS = ["{type: stress_pnorm, p: 8.0, q: 0.5}",
 
 
 @pytest.mark.parametrize("problem, fn", [(ELASTIC_2D, STRESS[0]), (ELASTIC_2D, STRESS[1]),
-                                         (ELASTIC_3D, "{type: stress_pnorm, p: 6.0}")],
-                         ids=["2d", "2d-region", "3d"])
+                                         (ELASTIC_3D, "{type: stress_pnorm, p: 6.0}"),
+                                         (PLATE_TRI3, STRESS[0])],
+                         ids=["2d", "2d-region", "3d", "tri3-mesh"])
 def test_stress_generated_equals_closed_form(registry, problem, fn):
     """The stress p-norm's generated partials equal its closed form to 1e-10, and both
     pass the Taylor test."""
