@@ -355,6 +355,30 @@ def test_bad_integrand_is_a_located_problem_error(cls, marker, says):
     assert says in msg
 
 
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_bad_integrand_exits_2_from_the_command_line(command, tmp_path, monkeypatch, capsys):
+    """``femopt validate`` and ``femopt run`` report the located error, exit with 2 and
+    leave no results directory."""
+    import femopt.runner
+    from femopt.cli import main
+
+    _, reg = build_manager()
+    reg.add("function", CallsMath)
+    monkeypatch.setattr(femopt.runner, "get_registry", lambda: reg)
+    path = tmp_path / "bad.yaml"
+    path.write_text(ELASTIC_2D + "objective: {type: calls_math}\n")
+    out = tmp_path / "out"
+    args = [command, str(path)] + (["--out", str(out), "--quiet"] if command == "run" else [])
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    line = next(i + 1 for i, ln in enumerate(Path(__file__).read_text().splitlines())
+                if ln.endswith("# BAD-MATH"))
+    assert len(err) == 1, err
+    assert err[0].startswith(f"{path}:11:12: objective: function 'calls_math': integrand at "
+                             f"{__file__}:{line}: `return cell.rho * math.sin(cell.u[1])")
+    assert not out.exists()
+
+
 # -- the backend-neutral entry on the GPU ---------------------------------------------
 
 @pytest.mark.gpu
