@@ -211,6 +211,29 @@ def test_cell_terms_in_chunks_equal_one_pass(registry, monkeypatch):
     np.testing.assert_allclose(parts_x, whole_x, rtol=1e-14, atol=0)
 
 
+@pytest.mark.parametrize("name", ["probe_pnorm_quadrature", "probe_ratio_centre",
+                                  "stress_pnorm"])
+def test_one_cell_of_a_uniform_grid_stands_for_all(registry, monkeypatch, name):
+    """coords of one cell (1, nn, dim) on a structured grid: the same terms as every
+    cell's coordinates (what a grid path passes instead of a per-cell array), for
+    integrands that read the coordinates through their differences only."""
+    import femopt.objectives.integrand as integrand
+
+    monkeypatch.setattr(integrand, "BUDGET", 2 * 9 * 7)  # several chunks
+    model = build(registry, ELASTIC_2D + "objective: {type: " + name + "}\n")
+    fn = model.functions()[0]
+    rng = np.random.default_rng(12)
+    n = fn.cells.size
+    ue, rho = rng.standard_normal((2, n, 8)), rng.uniform(0.2, 0.9, n)
+    coords = model.mesh.points[model.mesh.cells[fn.cells]]
+    for closed in ([True, False] if name == "stress_pnorm" else [False]):
+        fn.closed_form = closed
+        every, one = fn.cell_terms(ue, rho, coords), fn.cell_terms(ue, rho, coords[:1])
+        assert one.value == pytest.approx(every.value, rel=1e-14)
+        np.testing.assert_allclose(one.d_ue, every.d_ue, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(one.d_rho, every.d_rho, rtol=1e-13, atol=1e-15)
+
+
 STRESS = ["{type: stress_pnorm, p: 8.0, q: 0.5}",
           "{type: stress_pnorm, p: 3.0, q: 1.0, region: {box: {min: [0.0, 0.0], max: [6.0, 6.0]}}}"]
 

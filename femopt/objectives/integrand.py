@@ -151,8 +151,10 @@ class IntegrandFunction(Function, metaclass=_Checked):
 
     def cell_value(self, ue: Any, rho: Any, coords: Any) -> float:
         """J from gathered arrays of the function's cells (``self.cells``): ``ue``
-        (n_cases, n_cells, nd), ``rho`` (n_cells,), ``coords`` (n_cells, n_nodes, dim);
-        NumPy or CuPy."""
+        (n_cases, n_cells, nd), ``rho`` (n_cells,), ``coords`` (n_cells, n_nodes, dim),
+        or (1, n_nodes, dim) for cells that are all translates of one (a uniform grid)
+        when the integrand reads the coordinates only through their differences
+        (gradients, volumes; not positions); NumPy or CuPy."""
         xp = array_namespace(ue, rho, coords)
         vals, _ = self._evaluate(xp, ue, rho, coords, slice(None), False, False)
         return self._reduce(vals)[0]
@@ -167,7 +169,7 @@ class IntegrandFunction(Function, metaclass=_Checked):
         d_ue = xp.zeros(ue.shape, dtype=ue.dtype)
         d_rho = xp.zeros(rho.shape, dtype=ue.dtype)
         for sl in self._chunks(ue.shape, nd + 1):
-            _, dv = self._evaluate(xp, ue[:, sl], rho[sl], coords[sl], sl, True, False)
+            _, dv = self._evaluate(xp, ue[:, sl], rho[sl], _rows(coords, sl), sl, True, False)
             gd = (g[:, None, :, sl] * dv).sum(axis=(0, 4))  # (S, c, e)
             d_ue[:, sl] = xp.moveaxis(gd[:nd], 0, 2)
             d_rho[sl] = gd[nd].sum(axis=0)
@@ -284,3 +286,8 @@ class IntegrandFunction(Function, metaclass=_Checked):
 
 def _columns(a: Any) -> Any:
     return [a[:, j] for j in range(a.shape[1])] if a.ndim == 2 else a
+
+
+def _rows(coords: Any, sl: slice) -> Any:
+    """The chunk's coordinates; one shared cell (a uniform grid) stays as it is."""
+    return coords if coords.shape[0] == 1 else coords[sl]
