@@ -234,6 +234,32 @@ def test_one_cell_of_a_uniform_grid_stands_for_all(registry, monkeypatch, name):
         np.testing.assert_allclose(one.d_rho, every.d_rho, rtol=1e-13, atol=1e-15)
 
 
+class DensityIntegral(IntegrandFunction):
+    """sum_e rho_e^2 det J: no dependence on u."""
+
+    name = "density_integral"
+    Options = ProbeOptions
+    points = "quadrature"
+
+    def integrand(self, ops, cell):
+        return cell.rho * cell.rho * isoparametric(ops, cell)[1]
+
+
+def test_a_function_of_rho_alone_needs_no_adjoint_solve():
+    _, reg = build_manager()
+    reg.add("function", DensityIntegral)
+    model = build(reg, ELASTIC_2D + "objective: {type: density_integral}\n")
+    x, d = random_point(model, 13)
+    values, grads = model.values_and_gradients(x)
+    fn, state = model.functions()[0], model.last_state
+    assert fn.partial_u(state) is None
+    rho = state.rho
+    # unit cells; the sum runs over both cases with their weights 1 and 2
+    assert values[0] == pytest.approx(3.0 * float(rho @ rho), rel=1e-12)
+    res = taylor_test(lambda z: model.values_and_gradients(z)[0][0], grads[0], x, d, h0=H0)
+    assert res.ok(1.9, 2.1), res.rates
+
+
 STRESS = ["{type: stress_pnorm, p: 8.0, q: 0.5}",
           "{type: stress_pnorm, p: 3.0, q: 1.0, region: {box: {min: [0.0, 0.0], max: [6.0, 6.0]}}}"]
 

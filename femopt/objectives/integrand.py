@@ -266,6 +266,8 @@ class IntegrandFunction(Function, metaclass=_Checked):
 
     def partial_u(self, state: State):
         d_ue = self._terms(state).d_ue
+        if not d_ue.any():
+            return None  # J does not depend on u here: no adjoint solve
         dofs = state.model.cell_dofs[self.cells].ravel()
         n = state.u.shape[1]
         return np.stack([np.bincount(dofs, weights=d_ue[c].ravel(), minlength=n)
