@@ -138,7 +138,8 @@ class IntegrandFunction(Function, metaclass=_Checked):
         if self.points == "quadrature":
             xi, wq = el.quad_points, el.quad_weights
         else:  # the centre, with the reference volume as its weight
-            xi, wq = el.ref_nodes.mean(axis=0, keepdims=True), np.array([el.quad_weights.sum()])
+            xi = el.ref_nodes.mean(axis=0, keepdims=True)
+            wq = np.array([el.quad_weights.sum()])
         self._quad = [(el.shape(xi)[q].tolist(), el.grad(xi)[q].tolist(), float(wq[q]))
                       for q in range(xi.shape[0])]
         self._cache: tuple[Any, CellTerms] | None = None
