@@ -16,14 +16,46 @@ from typing import Any
 import numpy as np
 
 from femopt.assembly.element_kernel import ElementKernel, Ops, integrate
+from femopt.backend import array_namespace
+
+
+class TracedBranchError(TypeError):
+    """Python control flow on a traced value (``if u > 0:``, ``max(u, 0)``): the branch
+    taken would be fixed for every cell and its derivative lost."""
+
+
+_BRANCH = ("a traced value was used in a Python condition or comparison; write the "
+           "choice branch-free with ops.select_lt(a, b, x, y), ops.max or ops.abs")
 
 
 class Dual:
     __slots__ = ("v", "d")
     __array_priority__ = 100  # ndarray op Dual -> Dual's reflected operator
+    __array_ufunc__ = None  # np.sin(dual) is a TypeError, not an object-array loop
 
     def __init__(self, v: Any, d: Any):
         self.v, self.d = v, d
+
+    def __bool__(self):
+        raise TracedBranchError(_BRANCH)
+
+    def _compare(self, o):
+        raise TracedBranchError(_BRANCH)
+
+    __lt__ = __le__ = __gt__ = __ge__ = _compare
+
+    def __pow__(self, p):
+        """A constant power; its derivative is taken as 0 where v = 0 and p < 1 (the
+        convention of the relaxed stress rho^q)."""
+        if isinstance(p, Dual):
+            raise TypeError("a power with a traced exponent is not supported")
+        xp = array_namespace(self.v)
+        if p == 0:
+            return Dual(self.v ** 0.0, 0.0 * self.d)
+        zero = self.v == 0
+        safe = xp.where(zero, 1.0, self.v)
+        dv = xp.where(zero, 1.0 if p == 1 else 0.0, p * safe ** (p - 1.0))
+        return Dual(self.v ** p, self.d * dv)
 
     def __add__(self, o):
         if isinstance(o, Dual):
@@ -64,27 +96,46 @@ def _parts(a: Any) -> tuple[Any, Any]:
 
 
 class DualOps(Ops):
-    """:class:`Ops` on duals (and plain arrays, which are constants)."""
+    """:class:`Ops` on duals (and plain arrays, which are constants), NumPy or CuPy: the
+    array module comes from the values."""
 
     @staticmethod
     def sqrt(a):
+        """sqrt; the derivative is taken as 0 where the value is 0 (a norm at zero)."""
         v, d = _parts(a)
-        s = np.sqrt(v)
-        return Dual(s, d / (2.0 * s)) if isinstance(a, Dual) else s
+        xp = array_namespace(v)
+        s = xp.sqrt(v)
+        if not isinstance(a, Dual):
+            return s
+        return Dual(s, d * xp.where(s > 0, 0.5 / xp.where(s > 0, s, 1.0), 0.0))
 
     @staticmethod
     def tanh(a):
         v, d = _parts(a)
-        t = np.tanh(v)
+        t = array_namespace(v).tanh(v)
         return Dual(t, d * (1.0 - t * t)) if isinstance(a, Dual) else t
 
     @staticmethod
+    def exp(a):
+        v, d = _parts(a)
+        e = array_namespace(v).exp(v)
+        return Dual(e, d * e) if isinstance(a, Dual) else e
+
+    @staticmethod
+    def log(a):
+        v, d = _parts(a)
+        lg = array_namespace(v).log(v)
+        return Dual(lg, d / v) if isinstance(a, Dual) else lg
+
+    @staticmethod
     def select_lt(a, b, x, y):
-        cond = np.less(_parts(a)[0], _parts(b)[0])
-        if not isinstance(x, Dual) and not isinstance(y, Dual):
-            return np.where(cond, x, y)
+        av, bv = _parts(a)[0], _parts(b)[0]
         (xv, xd), (yv, yd) = _parts(x), _parts(y)
-        return Dual(np.where(cond, xv, yv), np.where(cond, xd, yd))
+        xp = array_namespace(av, bv, xv, yv)
+        cond = xp.less(av, bv)
+        if not isinstance(x, Dual) and not isinstance(y, Dual):
+            return xp.where(cond, x, y)
+        return Dual(xp.where(cond, xv, yv), xp.where(cond, xd, yd))
 
 
 DUAL_OPS = DualOps()

@@ -27,20 +27,30 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from femopt.assembly.elements import Element
+from femopt.backend import array_namespace
 
 Scalar = Any  # a float, an array, a dual number or a symbolic expression
 
 
 class Ops:
-    """Functions of scalars an integrand may call (NumPy arrays and floats)."""
+    """Functions of scalars an integrand may call (floats, NumPy or CuPy arrays: the
+    array module comes from the arguments)."""
 
     @staticmethod
     def sqrt(a: Scalar) -> Scalar:
-        return np.sqrt(a)
+        return array_namespace(a).sqrt(a)
 
     @staticmethod
     def tanh(a: Scalar) -> Scalar:
-        return np.tanh(a)
+        return array_namespace(a).tanh(a)
+
+    @staticmethod
+    def exp(a: Scalar) -> Scalar:
+        return array_namespace(a).exp(a)
+
+    @staticmethod
+    def log(a: Scalar) -> Scalar:
+        return array_namespace(a).log(a)
 
     def abs(self, a: Scalar) -> Scalar:
         return self.select_lt(a, 0.0, -a, a)
@@ -48,7 +58,8 @@ class Ops:
     @staticmethod
     def select_lt(a: Scalar, b: Scalar, x: Scalar, y: Scalar) -> Scalar:
         """``x`` where a < b, else ``y`` (a branch-free choice, also in CUDA)."""
-        return np.where(np.less(a, b), x, y)
+        xp = array_namespace(a, b, x, y)
+        return xp.where(xp.less(a, b), x, y)
 
     def max(self, a: Scalar, b: Scalar) -> Scalar:
         return self.select_lt(a, b, b, a)

@@ -137,12 +137,13 @@ class DevicePath(EvaluationPath):
         sum_g a_cg mu_g (``mu`` None: none), in one pass over cells."""
         raise NotImplementedError
 
-    def _cell_states(self, u: Any) -> Any:
-        """(n_cases, n_cells, nd) element states of ``u`` (n_cases, n_states)."""
+    def _cell_states(self, u: Any, cells: Any) -> Any:
+        """(n_cases, len(cells), nd) element states of ``u`` (n_cases, n_states) at the
+        cells ``cells`` (device indices)."""
         raise NotImplementedError
 
-    def _from_cells(self, de: Any) -> Any:
-        """(n_cases, n_states): per-cell vectors (n_cases, n_cells, nd) summed into the
+    def _from_cells(self, de: Any, cells: Any) -> Any:
+        """(n_cases, n_states): per-cell vectors (n_cases, len(cells), nd) summed into the
         states' layout, zero on supported dofs (the transpose of :meth:`_cell_states`)."""
         raise NotImplementedError
 
@@ -163,16 +164,22 @@ class DevicePath(EvaluationPath):
         return DeviceForm(form.compliance, a, s, v, None if a is None else
                           self.xp.zeros_like(a))
 
-    def _cell_coords(self) -> Any:
-        if not hasattr(self, "_coords"):
-            mesh = self.model.mesh
-            self._coords = self.xp.asarray(mesh.points[mesh.cells], dtype=self.xp.float64)
-        return self._coords
-
     def _integrand_terms(self, form: DeviceForm, rho: Any, u: Any) -> tuple:
-        fn = form.integrand
+        """(value, dJ/du_e of the function's cells, dJ/drho on every cell) from the
+        function's ``cell_terms`` on the cells it covers (``fn.cells``, else all)."""
+        xp, fn, mesh = self.xp, form.integrand, self.model.mesh
+        if form.cells is None:
+            cells = getattr(fn, "cells", None)
+            form.cells = xp.asarray(np.arange(mesh.n_cells) if cells is None else cells)
+            # node coordinates of those cells, on the device once
+            sel = np.asarray(to_host(form.cells))
+            form.coords = xp.asarray(mesh.points[mesh.cells[sel]], dtype=xp.float64)
         with self.model.registry.guard("function", fn.name, "cell_terms()"):
-            return fn.cell_terms(self._cell_states(u), rho, self._cell_coords())
+            value, d_ue, d_rho = fn.cell_terms(self._cell_states(u, form.cells),
+                                               rho[form.cells], form.coords)
+        full = xp.zeros(rho.shape[0], dtype=xp.float64)
+        full[form.cells] = d_rho
+        return value, d_ue, full
 
     # -- the design chain ------------------------------------------------------------
 
@@ -224,7 +231,7 @@ class DevicePath(EvaluationPath):
         for form in self.forms:
             if form.integrand is not None:
                 form.terms = self._integrand_terms(form, rho, self.u)
-                rhs = -self._from_cells(form.terms[1])
+                rhs = -self._from_cells(form.terms[1], form.cells)
                 if form.mu is None:
                     form.mu = self.xp.zeros_like(rhs)
                 for c in range(rhs.shape[0]):

@@ -29,6 +29,8 @@ class DeviceForm:
     solved: bool = False
     integrand: Any = None  # the Function, when it has no linear form
     terms: Any = None  # its (value, d_ue, d_rho) at the current design
+    cells: Any = None  # the cells it covers (device indices), set on first use
+    coords: Any = None  # their node coordinates (device)
 
     @property
     def needs_state(self) -> bool:

@@ -99,11 +99,11 @@ class GridDevicePath(DevicePath):
             self._cells = self.xp.asarray(self.layout.grid_index(dofs))
         return self._cells
 
-    def _cell_states(self, u: Any) -> Any:
-        return u[:, self._cell_index()]
+    def _cell_states(self, u: Any, cells: Any) -> Any:
+        return u[:, self._cell_index()[cells]]
 
-    def _from_cells(self, de: Any) -> Any:
-        xp, idx = self.xp, self._cell_index()
+    def _from_cells(self, de: Any, cells: Any) -> Any:
+        xp, idx = self.xp, self._cell_index()[cells]
         out = xp.zeros((de.shape[0], self.layout.n_dofs), dtype=xp.float64)
         for c in range(de.shape[0]):
             out[c] = xp.bincount(idx.ravel(), weights=de[c].ravel(),

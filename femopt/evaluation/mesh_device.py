@@ -139,11 +139,11 @@ class MeshDevicePath(DevicePath):
             self._dofs = self.xp.asarray(self.model.cell_dofs)
         return self._dofs
 
-    def _cell_states(self, u: Any) -> Any:
-        return self._full(u)[:, self._cell_dofs()]
+    def _cell_states(self, u: Any, cells: Any) -> Any:
+        return self._full(u)[:, self._cell_dofs()[cells]]
 
-    def _from_cells(self, de: Any) -> Any:
-        xp, dofs = self.xp, self._cell_dofs()
+    def _from_cells(self, de: Any, cells: Any) -> Any:
+        xp, dofs = self.xp, self._cell_dofs()[cells]
         out = xp.stack([xp.bincount(dofs.ravel(), weights=d.ravel(), minlength=self.n_dofs)
                         for d in de])
         return out[:, self.free]
