@@ -126,15 +126,6 @@ def test_auto_with_a_gpu_keeps_what_the_gpu_path_cannot_do_on_the_cpu(fake_gpu):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"objective": {"type": "compliance"}, "constraints": [{"type": "volume", "max": 0.3},
-                                                           {"type": "stress_pnorm",
-                                                            "max": 9.0}]},
-     "the function 'stress_pnorm' is neither linear in the states (a linear form) nor "
-     "written as an integrand (cell_terms), so it runs on the CPU only"),
-    ({"objective": {"type": "weighted_sum", "terms": [
-        {"type": "compliance", "weight": 1.0}, {"type": "stress_pnorm", "weight": 1.0}]}},
-     "the function 'stress_pnorm' is neither linear in the states (a linear form) nor "
-     "written as an integrand (cell_terms), so it runs on the CPU only"),
     ({"solver": {"type": "direct"}}, "the GPU path needs the multigrid solver, not 'direct'"),
     ({"optimizer": {"type": "nlopt"}}, "the optimizer 'nlopt' works on host arrays; the GPU paths run "
          "optimizers that keep the design on the device"),

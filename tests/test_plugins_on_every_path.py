@@ -26,6 +26,7 @@ from femopt.mesh import structured_grid
 from femopt.objectives.base import Function, State, case_weights
 from femopt.plugins.manager import build_manager, hookimpl
 from femopt.plugins.registry import Options
+from femopt.errors import ProblemError
 from femopt.problem.load import parse_problem
 
 
@@ -274,3 +275,78 @@ def test_heaviside_is_a_projection_equal_to_its_closed_form():
     dy = np.random.default_rng(5).standard_normal(50)
     np.testing.assert_allclose(flt.backward(x, dy),
                                dy * b * (1 - np.tanh(b * (x - e)) ** 2) / den, rtol=1e-13)
+
+
+def stress_problem(mesh: dict, solver: dict) -> dict:
+    """A small L-bracket-like plate under a stress p-norm constraint (an integrand
+    function with a region) and a volume objective."""
+    return {
+        "mesh": mesh,
+        "physics": {"type": "linear_elasticity"},
+        "supports": [{"region": {"face": "x_min"}}],
+        "loads": [{"region": {"face": "x_max"}, "force": [0.0, -1.0], "distribute": "total"}],
+        "filters": [{"type": "density", "radius": 1.5}],
+        "objective": {"type": "volume"},
+        "constraints": [{"type": "stress_pnorm", "p": 8.0, "q": 0.5, "max": 2.0,
+                         "region": {"box": {"min": [0.0, 0.0], "max": [12.0, 8.0]}}}],
+        "optimizer": {"type": "mma", "max_iter": 3},
+        "solver": solver,
+    }
+
+
+@pytest.mark.parametrize("path", ["grid", "mesh"])
+def test_stress_pnorm_runs_on_the_device_paths_like_the_cpu(path, registry, quad_mesh_file):
+    """A built-in written as an integrand runs on the GPU paths through its cell terms:
+    one adjoint solve per load case at every design, gradients equal to the CPU's."""
+    mesh = GRID if path == "grid" else {"type": "file", "path": quad_mesh_file}
+    cpu = build(stress_problem(mesh, DIRECT), registry, device="cpu")
+    dev = build(stress_problem(mesh, DEVICE_SOLVER[path]), registry, array_module=np)
+    rng = np.random.default_rng(11)
+    x = rng.uniform(0.3, 0.8, cpu.n)
+    v_cpu, g_cpu = cpu.values_and_gradients(x)
+    v_dev, g_dev = dev.values_and_gradients(x)
+    assert dev.path.cg_iterations["adjoint"] and len(dev.path.cg_iterations["adjoint"]) == 1
+    for a, b, ga, gb in zip(v_cpu, v_dev, g_cpu, g_dev):
+        assert abs(b - a) <= 1e-8 * abs(a)
+        assert np.abs(gb - ga).max() <= 1e-8 * np.abs(ga).max()
+    d = rng.standard_normal(dev.n)
+    for check in check_model_gradients(dev, x, d):
+        if not check.result.exact:
+            assert 1.9 <= min(check.result.rates) <= max(check.result.rates) <= 2.1, \
+                (check.name, check.result.rates)
+
+
+class HandWritten(Function):
+    """Partials by hand on host arrays, no linear form, no cell terms: CPU only."""
+
+    name = "hand_written"
+    Options = Options
+
+    def value(self, state):
+        return float((state.u ** 2).sum())
+
+    def partial_u(self, state):
+        return 2.0 * state.u
+
+
+def test_a_function_without_cell_terms_is_refused_on_the_gpu_by_name(monkeypatch):
+    import femopt.backend
+
+    def femopt_register_functions(registry) -> None:
+        registry.add("function", HandWritten)
+
+    plugin = types.ModuleType("hand_written_plugin")
+    plugin.femopt_register_functions = hookimpl(femopt_register_functions)
+    registry = build_manager({"every_path_plugins": PLUGIN, "hand_written_plugin": plugin})[1]
+    data = problem(GRID, DEVICE_SOLVER["grid"])
+    data["objective"] = {"type": "weighted_sum", "terms": [
+        {"type": "compliance", "weight": 1.0}, {"type": "hand_written", "weight": 1.0}]}
+    data["device"] = "gpu"
+    monkeypatch.setattr(femopt.backend, "gpu_status", lambda: (True, "1 CUDA device(s)"))
+    with pytest.raises(ProblemError) as exc:
+        build(data, registry)
+    (issue,) = exc.value.issues
+    assert issue.path == "device"
+    assert issue.message == ("the function 'hand_written' is neither linear in the states (a "
+                             "linear form) nor written as an integrand (cell_terms), so it "
+                             "runs on the CPU only")
