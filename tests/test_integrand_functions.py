@@ -19,7 +19,7 @@ from femopt.objectives.stress import StressPNorm
 from femopt.plugins.manager import build_manager
 from femopt.plugins.registry import Options
 from femopt.problem.load import parse_problem
-from femopt.problem.model import Model
+from femopt.evaluation.model import Model
 
 H0 = 5e-4
 
