@@ -119,9 +119,9 @@ def cmd_check_gradients(args) -> int:
         return _check_shape_gradients(model, args.seed)
     rng = np.random.default_rng(args.seed)
     x = rng.uniform(0.25, 0.75, model.n)
-    x[model.passive_idx] = model.passive_val
+    x[model.x_fixed_idx] = model.x_fixed_val
     direction = rng.standard_normal(model.n)
-    direction[model.passive_idx] = 0.0
+    direction[model.x_fixed_idx] = 0.0
     if model.device == "gpu":
         x, direction = model.to_device(x), model.to_device(direction)
         o = model.solver.options

@@ -147,3 +147,35 @@ def passive(model: Any, issues: list[Issue]):
     last = {int(c): v for c, v in zip(all_idx, all_val)}
     keys = np.array(sorted(last), dtype=np.int64)
     return keys, np.array([last[int(c)] for c in keys])
+
+
+def check_design_map(model: Any, issues: list[Issue]) -> None:
+    """A design map (symmetry, extrusion) is the first filter, and no heuristic filter
+    works on its reduced design."""
+    maps = [i for i, f in enumerate(model.filters) if getattr(f, "design_map", False)]
+    for i in maps:
+        if i != 0:
+            issues.append(model.loaded.issue(("filters", i, "type"), "a design map must be "
+                                             "the first filter: it defines the design "
+                                             "variables"))
+    if maps:
+        for i, f in enumerate(model.filters):
+            if f is not None and f.heuristic:
+                issues.append(model.loaded.issue(("filters", i, "type"), f"the {f.name} "
+                                                 "filter rewrites the gradient of each "
+                                                 "cell's variable; with a design map the "
+                                                 "variables are the reduced ones: use a "
+                                                 "density filter"))
+
+
+def fixed_design(model: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(design variable indices, values) fixed by passive regions: the passive cells
+    themselves, or with a design map the reduced variables whose representative cell is
+    passive (every cell is still set to its passive value after the chain)."""
+    design_map = model.filters[0] if model.filters else None
+    if not getattr(design_map, "design_map", False):
+        return model.passive_idx, model.passive_val
+    rep = design_map.representative[model.passive_idx]
+    own = rep == model.passive_idx
+    return (design_map.cell_to_reduced[model.passive_idx[own]],
+            np.asarray(model.passive_val)[own])

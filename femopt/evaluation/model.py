@@ -111,6 +111,11 @@ class Model:
         self.filters = [self._create("filter", s, issues, self.mesh) for s in sec["filters"]]
         d = self.problem.design.interpolation if not self.shape else None
         self.interp = Interpolation(d.type, d.penalty, d.min) if d else Interpolation("simp", 3.0, 1e-9)
+        conditions.check_design_map(self, issues)
+        if self.filters and getattr(self.filters[0], "design_map", False) and not issues:
+            from femopt.filters.design_map import OrbitAverage
+
+            self.filters.append(OrbitAverage(self.filters[0]))  # exactly what the map says
         if issues:
             raise ProblemError(loaded.filename, issues)
 
@@ -186,13 +191,16 @@ class Model:
         if self.passive_idx.size == n:
             raise loaded.error(("design", "passive"), "every cell is passive: no function "
                                "depends on the design")
+        # the design variables: one per cell, or the reduced ones of a design map
+        self.x_fixed_idx, self.x_fixed_val = conditions.fixed_design(self)
+        n = int(getattr(self.filters[0], "n_inputs", n)) if self.filters else n
         self.n, self.m = n, len(self.bounds)
         self.xmin = np.zeros(n)
         self.xmax = np.ones(n)
-        self.xmin[self.passive_idx] = self.passive_val
-        self.xmax[self.passive_idx] = self.passive_val
+        self.xmin[self.x_fixed_idx] = self.x_fixed_val
+        self.xmax[self.x_fixed_idx] = self.x_fixed_val
         self.x0 = np.full(n, self._initial_density())
-        self.x0[self.passive_idx] = self.passive_val
+        self.x0[self.x_fixed_idx] = self.x_fixed_val
 
         # Optimizers such as MMA want O(1) functions: the objective is divided by its
         # first value and constraints by their limits. OC's bisection instead works in the

@@ -7,7 +7,8 @@ symmetry plane (the representative is on the lower side of the plane) and moved 
 the first layer along the extrusion axis. It is a linear filter whose weight matrix is
 one 1 per row (rectangular), so it runs on every path as a CSR matrix; its chain rule
 sums the gradient of every cell onto its representative. Thresholded designs are then
-exactly symmetric and exactly constant along the extrusion direction.
+exactly symmetric and exactly constant along the extrusion direction: the model closes
+the chain with :class:`OrbitAverage`, the mean over each representative's cells.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import scipy.sparse as sp
 from pydantic import Field
 from scipy.spatial import cKDTree
 
+from femopt.filters.base import Filter
 from femopt.filters.linear import LinearFilter
 from femopt.plugins.registry import Options
 
@@ -71,7 +73,7 @@ class DesignMap(LinearFilter):
         every plane and moved onto the first layer along the extrusion axis, matched to
         the cell there (a mesh that is not symmetric is refused, naming cells)."""
         c = mesh.centroids()
-        lo, hi = c.min(axis=0), c.max(axis=0)
+        lo, hi = mesh.bounds()
         target = c.copy()
         for plane in options.symmetry:
             a = AXES[plane.axis]
@@ -79,7 +81,7 @@ class DesignMap(LinearFilter):
             target[:, a] = np.where(c[:, a] > at, 2.0 * at - c[:, a], c[:, a])
         if options.extrude is not None:
             a = AXES[options.extrude]
-            target[:, a] = lo[a]
+            target[:, a] = c[:, a].min()  # the first layer's centroids
         size = float(np.max(hi - lo)) or 1.0
         dist, idx = cKDTree(c).query(target)
         bad = np.flatnonzero(dist > TOLERANCE * size)
@@ -103,3 +105,40 @@ class DesignMap(LinearFilter):
     def reduce(self, values: np.ndarray) -> np.ndarray:
         """A per-cell array at the representatives: the reduced design of a cell field."""
         return np.asarray(values)[self.reduced]
+
+
+class OrbitAverage(Filter):
+    """The last stage of a chain that starts with a design map: every cell takes the mean
+    over the cells of its representative (its orbit under the map), y -> H (H^T y / n)
+    with H the map's weights and n the orbit sizes. A density filter after the map keeps
+    mirror symmetry but not extrusion near the domain's ends (its neighbourhood is cut
+    there); this makes the physical design exactly what the map describes. The operator
+    is symmetric, so the chain rule is the same product."""
+
+    name = "orbit_average"
+    summary = "(added after the filters when a design map is used)"
+
+    def __init__(self, design_map: DesignMap, xp=np):
+        super().__init__(None, design_map.mesh)
+        h = design_map.weights()[0]
+        self.counts = np.bincount(design_map.cell_to_reduced, minlength=design_map.n_inputs)
+        if xp is np:
+            self.h, self.ht = h, h.T.tocsr()
+        else:
+            import cupyx.scipy.sparse as csp
+
+            self.h, self.ht = csp.csr_matrix(h), csp.csr_matrix(h.T.tocsr())
+        self.inv_counts = xp.asarray(1.0 / self.counts)
+        self.design_map = design_map
+
+    def forward(self, x):
+        return self.h @ ((self.ht @ x) * self.inv_counts)
+
+    def backward(self, x, dy):
+        return self.forward(dy)
+
+    def gpu_capability(self) -> str | None:
+        return None
+
+    def device_twin(self, xp) -> "OrbitAverage":
+        return OrbitAverage(self.design_map, xp)

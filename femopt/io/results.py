@@ -133,7 +133,10 @@ def design_result(model, x: np.ndarray, state) -> DesignResult:
         key = field if len(model.case_names) == 1 else f"{field}_{name}"
         u = state.u[c].reshape(-1, k)
         point[key] = u[:, 0] if k == 1 else u
-    return DesignResult(model.mesh, {"density": rho, "design": np.asarray(x, float)}, point,
+    x = np.asarray(x, float)
+    if x.shape[0] != rho.shape[0]:  # the reduced variables of a design map: one per cell
+        x = np.asarray(model.filters[0].forward(x), float)
+    return DesignResult(model.mesh, {"density": rho, "design": x}, point,
                         model.problem.unit, kept_cells(model.problem, model.mesh),
                         physics_thickness(model.problem))
 

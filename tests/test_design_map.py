@@ -1,0 +1,124 @@
+"""Design maps (symmetry planes, extrusion): the optimizer sees the reduced variables,
+gradients are exact (Taylor rates, CPU and GPU grid twin equal), the shipped bridge and
+beam come out exactly symmetric and exactly constant along the extrusion, and bad maps
+are located errors."""
+
+from __future__ import annotations
+
+import meshio
+import numpy as np
+import pytest
+import yaml
+
+from femopt.adjoint.taylor import check_model_gradients
+from femopt.backend import to_host
+from femopt.errors import ProblemError
+from femopt.evaluation.model import Model
+from femopt.plugins.manager import get_registry
+from femopt.problem.load import parse_problem
+from femopt.runner import run
+
+PLATE = {
+    "mesh": {"type": "structured", "shape": [16, 8, 4], "size": [16.0, 8.0, 4.0]},
+    "physics": {"type": "linear_elasticity"},
+    "supports": [{"region": {"face": "x_min"}}, {"region": {"face": "x_max"}}],
+    "loads": [{"region": {"box": {"min": [8.0, 8.0, 0.0], "max": [8.0, 8.0, 4.0]}},
+               "force": [0.0, -1.0, 0.0], "distribute": "total"}],
+    "design": {"passive": [{"region": {"box": {"min": [0.0, 7.0, 0.0],
+                                                "max": [2.0, 8.0, 4.0]}}, "value": "solid"}]},
+    "filters": [{"type": "design_map", "symmetry": [{"axis": "x"}], "extrude": "z"},
+                {"type": "density", "radius": 1.5}, {"type": "heaviside", "beta": 2.0}],
+    "objective": {"type": "compliance"},
+    "constraints": [{"type": "volume", "max": 0.4}],
+    "optimizer": {"type": "mma", "max_iter": 3},
+}
+
+
+def build(data: dict, **kwargs) -> Model:
+    registry = get_registry()
+    return Model(parse_problem(yaml.safe_dump(data), "problem.yaml", registry), registry,
+                 **kwargs)
+
+
+def test_the_optimizer_sees_the_reduced_design_and_gradients_are_exact():
+    cpu = build(PLATE, device="cpu")
+    assert cpu.n == 8 * 8 == cpu.filters[0].n_inputs  # half of x, one layer of z
+    assert cpu.mesh.n_cells == 16 * 8 * 4
+    # the passive corner's representatives are fixed in the reduced design
+    assert cpu.xmin[cpu.x_fixed_idx].min() == 1.0 and cpu.x_fixed_idx.size == 2
+    dev = build({**PLATE, "solver": {"type": "multigrid", "rtol": 1e-12,
+                                     "coarsest_size": 60}}, array_module=np)
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0.3, 0.7, cpu.n)
+    d = rng.standard_normal(cpu.n)
+    v_cpu, g_cpu = cpu.values_and_gradients(x)
+    v_dev, g_dev = dev.values_and_gradients(x)
+    for a, b, ga, gb in zip(v_cpu, v_dev, g_cpu, g_dev):
+        assert abs(a - b) <= 1e-9 * abs(a)
+        assert np.abs(to_host(gb) - ga).max() <= 1e-8 * np.abs(ga).max()
+    for model in (cpu, dev):
+        for check in check_model_gradients(model, x, d, h0=2e-3):
+            if not check.result.exact:
+                assert 1.9 <= min(check.result.rates) <= max(check.result.rates) <= 2.1, \
+                    (check.name, check.result.rates)
+
+
+@pytest.mark.parametrize("name, check", [
+    ("bridge_3d_symmetric", lambda r: max(np.abs(r - r[:, :, ::-1]).max(),
+                                          np.abs(r - r[::-1]).max())),
+    ("beam_3d_extruded", lambda r: np.abs(r - r[:1]).max()),
+])
+def test_shipped_designs_are_exactly_symmetric_or_extruded(name, check, tmp_path):
+    data = yaml.safe_load(open(f"problems/{name}.yaml").read())
+    data["optimizer"]["max_iter"] = 15
+    data["output"] = {"picture": False, "series_every": 0, "checkpoint_every": 0}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(data))
+    res = run(path, out=tmp_path / "res", quiet=True, device="cpu")
+    nx, ny, nz = data["mesh"]["shape"]
+    rho = np.load(tmp_path / "res" / "density.npy").reshape(nz, ny, nx)
+    solid = (rho > 0.5).astype(float)
+    assert check(solid) == 0.0 and check(rho) == 0.0
+    assert 0.1 < solid.mean() < 0.5
+    assert res.summary["iterations"] == 15
+    # design.vtu carries the design per cell
+    design = meshio.read(tmp_path / "res" / "design.vtu").cell_data["design"][0]
+    assert design.shape == (nx * ny * nz,)
+
+
+@pytest.mark.parametrize("filters, where, message", [
+    ([{"type": "density", "radius": 1.5}, {"type": "design_map", "extrude": "z"}],
+     "filters.1.type", "a design map must be the first filter"),
+    ([{"type": "design_map", "extrude": "z"}, {"type": "sensitivity", "radius": 1.5}],
+     "filters.1.type", "the sensitivity filter rewrites the gradient"),
+    ([{"type": "design_map"}], "filters.0", "needs a symmetry plane or an extrusion axis"),
+    ([{"type": "design_map", "symmetry": [{"axis": "x"}, {"axis": "x"}]}], "filters.0",
+     "two planes with the same axis"),
+])
+def test_bad_design_maps_are_located(filters, where, message):
+    with pytest.raises(ProblemError) as exc:
+        build({**PLATE, "filters": filters})
+    assert any(i.path.startswith(where) and message in i.message
+               for i in exc.value.issues), exc.value.issues
+
+
+def test_a_mesh_that_is_not_symmetric_names_its_cells(tmp_path):
+    from femopt.mesh import structured_grid
+
+    grid = structured_grid((6, 4), (6.0, 4.0))
+    pts = grid.points.copy()
+    pts[(pts[:, 0] == 1.0), 0] = 1.3  # one column of nodes moved: no mirror image
+    path = tmp_path / "m.vtu"
+    meshio.write(path, meshio.Mesh(np.hstack([pts, np.zeros((len(pts), 1))]),
+                                   [("quad", grid.cells)]))
+    data = {**PLATE, "mesh": {"type": "file", "path": str(path)},
+            "supports": [{"region": {"face": "x_min"}}],
+            "loads": [{"region": {"point": [6.0, 4.0]}, "force": [0.0, -1.0]}],
+            "design": {},
+            "filters": [{"type": "design_map", "symmetry": [{"axis": "x"}]}]}
+    with pytest.raises(ProblemError) as exc:
+        build(data)
+    (issue,) = exc.value.issues
+    assert issue.path.startswith("filters.0")
+    assert "the mesh is not symmetric for this design map: 8 cell(s) have no mirror image" \
+        in issue.message and "e.g. cell 4 at [4.5, 0.5]" in issue.message
