@@ -231,6 +231,8 @@ class DevicePath(EvaluationPath):
         for form in self.forms:
             if form.integrand is not None:
                 form.terms = self._integrand_terms(form, rho, self.u)
+                if not form.needs_state:  # a function of the densities alone
+                    continue
                 rhs = -self._from_cells(form.terms[1], form.cells)
                 if form.mu is None:
                     form.mu = self.xp.zeros_like(rhs)
@@ -264,7 +266,8 @@ class DevicePath(EvaluationPath):
                 value, _, pr = (form.terms if fresh and dm is not None
                                 else self._integrand_terms(form, rho, u))
                 adj = (self._adjoint_term(u, form.mu, np.zeros(n_cases), np.eye(n_cases),
-                                          scale, dm) if dm is not None else zero)
+                                          scale, dm)
+                       if dm is not None and form.needs_state else zero)
                 values.append(float(value))
                 terms.append((pr, adj))
                 continue
@@ -319,7 +322,9 @@ class DevicePath(EvaluationPath):
 
     def cheap_constraints(self, x: Any) -> np.ndarray:
         rho, _ = self.physical(x)
-        return np.array([b.normalized(float(form.rho_weights @ rho))
+        return np.array([b.normalized(float(form.rho_weights @ rho)
+                                      if form.integrand is None
+                                      else b.function.rho_only_value(rho))
                          for b, form in zip(self.model.bounds, self.forms[1:])])
 
     def linear_constraint(self) -> tuple[Any, float] | None:

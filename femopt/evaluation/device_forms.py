@@ -34,7 +34,9 @@ class DeviceForm:
 
     @property
     def needs_state(self) -> bool:
-        return self.compliance != 0.0 or self.a is not None or self.integrand is not None
+        if self.integrand is not None:
+            return bool(self.integrand.needs_state)
+        return self.compliance != 0.0 or self.a is not None
 
 
 def group_functionals(form: LinearForm, to_states: Callable[[np.ndarray], np.ndarray],

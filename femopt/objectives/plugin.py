@@ -2,6 +2,7 @@
 
 from femopt.objectives.compliance import Compliance, ThermalCompliance
 from femopt.objectives.displacement import CompliantMechanism, Displacement
+from femopt.objectives.local_volume import LocalVolume
 from femopt.objectives.stress import StressPNorm
 from femopt.objectives.temperature import MeanTemperature
 from femopt.objectives.volume import Volume
@@ -19,3 +20,4 @@ def femopt_register_functions(registry) -> None:
     registry.add("function", StressPNorm)
     registry.add("function", MeanTemperature)
     registry.add("function", WeightedSum)
+    registry.add("function", LocalVolume)
