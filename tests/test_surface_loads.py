@@ -1,0 +1,373 @@
+"""Surface loads (traction, pressure, heat flux, a total spread by area) on boundary
+facets: consistent nodal loads, the patch test on distorted meshes, the thick cylinder
+against Lame's solution, an independent finite-element code (scikit-fem), the coordinate
+derivative (Taylor tests) and the located errors of bad input."""
+
+from __future__ import annotations
+
+import meshio
+import numpy as np
+import pytest
+
+from femopt.adjoint.taylor import taylor_test
+from femopt.assembly.surface import SurfaceLoad, surface_load_derivative, surface_load_vector
+from femopt.mesh import Mesh, structured_grid
+from femopt.mesh.facets import boundary_facets, select_facets
+from femopt.mesh.regions import Region, RegionError
+from femopt.runner import build_model
+from femopt.shape import geometry
+from test_lame_cylinder import boundary_facets as facets_with_opposite
+from test_lame_cylinder import lame, pressure_load, quarter_annulus
+from test_simplex_elements import SPLIT
+
+MESHIO = {"tri3": "triangle", "quad4": "quad", "tet4": "tetra", "hex8": "hexahedron"}
+FACET_MESHIO = {2: "line", 3: "triangle", 4: "quad"}
+KINDS = ["tri3", "quad4", "tet4", "hex8"]
+
+
+def box_mesh(kind: str, shape, size, amount: float, seed: int) -> Mesh:
+    """A box of ``kind`` cells; every node moved randomly by up to ``amount`` of a cell
+    within the faces it lies on (boundary faces stay plane)."""
+    dim = len(shape)
+    grid = structured_grid(shape, size)
+    pts = grid.points.copy()
+    h = np.array(grid.grid.spacing)
+    lo, hi = grid.bounds()
+    rng = np.random.default_rng(seed)
+    move = amount * h * rng.uniform(-1, 1, pts.shape)
+    move[(np.abs(pts - lo) < 1e-12) | (np.abs(pts - hi) < 1e-12)] = 0.0
+    pts += move
+    cells = grid.cells
+    if kind in SPLIT:
+        cells = cells[:, SPLIT[kind]].reshape(-1, dim + 1)
+        det = np.linalg.det(pts[cells[:, 1:]] - pts[cells[:, :1]])
+        cells[det < 0, :2] = cells[det < 0, 1::-1]
+    return Mesh(points=pts, cells=cells, cell_type=kind)
+
+
+def write_mesh(path, mesh: Mesh, groups: dict[str, np.ndarray] | None = None):
+    """The mesh as a Gmsh v2 file, each group of facets a physical group."""
+    pts = mesh.points if mesh.dim == 3 else np.column_stack([mesh.points,
+                                                              np.zeros(mesh.n_nodes)])
+    blocks = [(MESHIO[mesh.cell_type], mesh.cells)]
+    phys, geo, field = [np.full(mesh.n_cells, 1)], [np.full(mesh.n_cells, 1)], {
+        "domain": np.array([1, mesh.dim])}
+    for tag, (name, facets) in enumerate((groups or {}).items(), start=2):
+        blocks.append((FACET_MESHIO[facets.shape[1]], facets))
+        phys.append(np.full(len(facets), tag))
+        geo.append(np.full(len(facets), tag))
+        field[name] = np.array([tag, mesh.dim - 1])
+    meshio.write(path, meshio.Mesh(pts, blocks, cell_data={"gmsh:physical": phys,
+                                                           "gmsh:geometrical": geo},
+                                   field_data=field), file_format="gmsh22")
+    return path
+
+
+def write_problem(tmp_path, mesh_file: str, loads: str, dim: int,
+                  physics: str = "{type: linear_elasticity, E: 1000.0, nu: 0.3}",
+                  supports: str | None = None) -> str:
+    if supports is None:
+        supports = ("  - {region: {face: x_min}, dofs: [x]}\n"
+                    "  - {region: {face: y_min}, dofs: [y]}\n"
+                    + ("  - {region: {face: z_min}, dofs: [z]}\n" if dim == 3 else ""))
+    text = (f"mesh: {{type: file, path: {mesh_file}}}\nphysics: {physics}\n"
+            f"supports:\n{supports}loads:\n{loads}objective: {{type: compliance}}\n")
+    path = tmp_path / "problem.yaml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def solve(path: str):
+    model = build_model(path, device="cpu")
+    _, _, state = model.final_analysis(np.ones(model.n))
+    return model, state.u[0]
+
+
+# -- consistent nodal loads ------------------------------------------------------------
+
+def test_traction_on_a_graded_edge_is_not_an_even_split(tmp_path):
+    """Edges 1, 2 and 4 long on x = 7 (thickness 0.5): a traction of 2 gives the nodes
+    t * thickness * (l_left + l_right) / 2 = 0.5, 1.5, 3, 2; `distribute: area` of the
+    total 7 is that traction, `distribute: total` splits 7 evenly (1.75 per node)."""
+    ys = np.array([0.0, 1.0, 3.0, 7.0])
+    xs = np.array([0.0, 3.0, 7.0])
+    pts = np.array([(x, y) for y in ys for x in xs])
+    idx = np.arange(pts.shape[0]).reshape(len(ys), len(xs))
+    quads = np.stack([idx[:-1, :-1], idx[:-1, 1:], idx[1:, 1:], idx[1:, :-1]], -1)
+    mesh = Mesh(points=pts, cells=quads.reshape(-1, 4), cell_type="quad4")
+    mesh_file = write_mesh(tmp_path / "graded.msh", mesh)
+    physics = "{type: linear_elasticity, thickness: 0.5}"
+    right = idx[:, -1]
+    expected = {"traction: [2.0, 0.0]": [0.5, 1.5, 3.0, 2.0],
+                "force: [7.0, 0.0]\n    distribute: area": [0.5, 1.5, 3.0, 2.0],
+                "force: [7.0, 0.0]\n    distribute: total": [1.75] * 4}
+    for load, fx in expected.items():
+        model = build_model(write_problem(tmp_path, "graded.msh",
+                                          f"  - region: {{face: x_max}}\n    {load}\n", 2,
+                                          physics), device="cpu")
+        f = model.loads[0].reshape(-1, 2)
+        np.testing.assert_allclose(f[right, 0], fx, rtol=1e-14)
+        assert np.abs(np.delete(f, right, axis=0)).max() == 0.0
+        assert np.abs(f[:, 1]).max() == 0.0
+    assert mesh_file.exists()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_pressure_on_the_whole_boundary_has_no_resultant(kind):
+    """A closed surface under uniform pressure: zero net force; on one face of the unit
+    box the resultant is -p * area along the outward normal."""
+    dim = 2 if kind in ("tri3", "quad4") else 3
+    mesh = box_mesh(kind, (3, 2, 2)[:dim], (1.0, 1.5, 0.5)[:dim], 0.25, seed=4)
+    every = SurfaceLoad(0, "pressure", np.array([3.0]),
+                        select_facets(Region(box={"min": [-1] * dim, "max": [2] * dim}), mesh))
+    assert every.facets.shape[0] == boundary_facets(mesh.cells, kind).shape[0]
+    f = surface_load_vector(every, mesh.points, dim).reshape(-1, dim)
+    assert np.abs(f.sum(axis=0)).max() < 1e-13
+    face = SurfaceLoad(0, "pressure", np.array([3.0]), select_facets(Region(face="x_max"),
+                                                                     mesh))
+    total = surface_load_vector(face, mesh.points, dim).reshape(-1, dim).sum(axis=0)
+    area = (1.5 * 0.5) if dim == 3 else 1.5
+    np.testing.assert_allclose(total, [-3.0 * area] + [0.0] * (dim - 1), atol=1e-13)
+
+
+# -- patch test ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_uniform_traction_and_pressure_give_a_uniform_stress_exactly(kind, tmp_path):
+    """Distorted meshes (nodes moved by up to 0.3 of a cell), symmetry supports, a
+    traction t_x = 3 on x = 1 and a pressure 2 on y = 1: sigma_xx = 3, sigma_yy = -2, the
+    rest 0, so u is the linear field of that stress at every node (to round-off)."""
+    dim = 2 if kind in ("tri3", "quad4") else 3
+    mesh = box_mesh(kind, (4, 3, 3)[:dim], (1.0, 1.0, 1.0)[:dim], 0.3, seed=7)
+    write_mesh(tmp_path / "box.msh", mesh)
+    loads = (f"  - {{region: {{face: x_max}}, traction: {[3.0, 0.0, 0.0][:dim]}}}\n"
+             "  - {region: {face: y_max}, pressure: 2.0}\n")
+    model, u = solve(write_problem(tmp_path, "box.msh", loads, dim))
+    E, nu, sxx, syy = 1000.0, 0.3, 3.0, -2.0
+    x = model.mesh.points
+    exact = np.zeros_like(x)
+    exact[:, 0] = (sxx - nu * syy) / E * x[:, 0]
+    exact[:, 1] = (syy - nu * sxx) / E * x[:, 1]
+    if dim == 3:
+        exact[:, 2] = -nu * (sxx + syy) / E * x[:, 2]
+    np.testing.assert_allclose(u.reshape(-1, dim), exact, atol=1e-12)
+
+
+# -- Lame's thick cylinder -------------------------------------------------------------
+
+def cylinder_error(level: int, dim: int, tmp_path) -> tuple[float, np.ndarray, Mesh]:
+    """The quarter cylinder of level ``level`` with `pressure: 1` on the inner facets, a
+    Gmsh physical group; the relative nodal RMS error of u against Lame's solution."""
+    mesh = quarter_annulus(4 * 2 ** level, dim, seed=level)
+    facets, opposite = facets_with_opposite(mesh)
+    on_inner = np.all(np.abs(np.linalg.norm(mesh.points[facets][..., :2], axis=2) - 1.0)
+                      < 1e-9, axis=1)
+    write_mesh(tmp_path / "cylinder.msh", mesh, {"inner": facets[on_inner]})
+    model, u = solve(write_problem(tmp_path, "cylinder.msh",
+                                   "  - {region: {group: inner}, pressure: 1.0}\n", dim))
+    # the same loads as the hand-built consistent forces of the straight inner facets
+    hand = pressure_load(model.mesh, facets[on_inner], opposite[on_inner])
+    np.testing.assert_allclose(model.loads[0], hand, atol=1e-14)
+    exact = lame(model.mesh.points)
+    err = np.sqrt(np.mean(np.sum((u.reshape(-1, dim) - exact) ** 2, axis=1)))
+    return err / np.abs(exact).max(), model.loads[0], model.mesh
+
+
+@pytest.mark.parametrize("dim", [2, 3], ids=["tri3-plane-stress", "tet4"])
+def test_thick_cylinder_under_pressure_converges_to_lame(dim, tmp_path):
+    """Internal pressure on a quarter cylinder (2D plane stress; 3D a slab with free
+    ends), cells halved twice: the displacement error falls at rate 2 +- 0.25 (measured:
+    1.96, 1.99 tri3; 1.85, 1.96 tet4)."""
+    errors = [cylinder_error(level, dim, tmp_path)[0] for level in range(3)]
+    rates = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
+    assert errors[-1] < 3e-3
+    assert np.all(np.abs(rates - 2.0) < 0.25), rates
+
+
+def test_a_box_selector_gives_the_facets_of_the_group(tmp_path):
+    """The inner arc by geometry (a box around it, restricted to boundary facets) gives the
+    same loads as the Gmsh group."""
+    _, by_group, mesh = cylinder_error(1, 2, tmp_path)
+    inner = select_facets(Region(box={"min": [0, 0], "max": [1, 1]}), mesh)
+    assert inner.shape == (2 * 8, 2)
+    load = SurfaceLoad(0, "pressure", np.array([1.0]), inner)
+    np.testing.assert_allclose(surface_load_vector(load, mesh.points, 2), by_group,
+                               atol=1e-15)
+
+
+# -- an independent code ---------------------------------------------------------------
+
+def test_tet_mesh_traction_and_pressure_equal_scikit_fem(tmp_path):
+    """A distorted tet4 box with a traction on x = 1 and a pressure on the whole
+    boundary: femopt's load vector and displacement equal scikit-fem's (its own facet
+    bases and elasticity form) to 1e-8 relative."""
+    skfem = pytest.importorskip("skfem")
+    from skfem.helpers import dot
+    from skfem.models.elasticity import lame_parameters, linear_elasticity
+
+    mesh = box_mesh("tet4", (3, 2, 2), (1.0, 0.8, 0.6), 0.3, seed=11)
+    write_mesh(tmp_path / "tets.msh", mesh)
+    t, p, E, nu = np.array([1.5, -0.7, 0.4]), 0.8, 1000.0, 0.3
+    loads = ("  - {region: {face: x_max}, traction: [1.5, -0.7, 0.4]}\n"
+             "  - {region: {box: {min: [-1, -1, -1], max: [2, 2, 2]}}, pressure: 0.8}\n")
+    supports = "  - {region: {face: x_min}}\n"
+    model, u = solve(write_problem(tmp_path, "tets.msh", loads, 3, supports=supports))
+
+    m = skfem.MeshTet(mesh.points.T.copy(), mesh.cells.T.copy())
+    element = skfem.ElementVector(skfem.ElementTetP1())
+    basis = skfem.Basis(m, element)
+    right = skfem.FacetBasis(m, element, facets=m.facets_satisfying(
+        lambda x: np.abs(x[0] - 1.0) < 1e-9))
+    whole = skfem.FacetBasis(m, element)
+    traction = skfem.LinearForm(lambda v, w: dot(t, v)).assemble(right)
+    pressure = skfem.LinearForm(lambda v, w: -p * dot(w.n, v)).assemble(whole)
+    f = traction + pressure
+    order = basis.nodal_dofs.T.ravel()  # femopt's node-major dofs in scikit-fem's numbering
+    np.testing.assert_allclose(model.loads[0], f[order], rtol=0,
+                               atol=1e-8 * np.abs(f).max())
+    k = linear_elasticity(*lame_parameters(E, nu)).assemble(basis)
+    clamped = basis.get_dofs(lambda x: np.abs(x[0]) < 1e-9).all()
+    ref = skfem.solve(*skfem.condense(k, f, D=clamped))
+    np.testing.assert_allclose(u, ref[order], rtol=0, atol=1e-8 * np.abs(ref).max())
+    assert np.abs(ref).max() > 1e-4
+
+
+# -- coordinate derivative -------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("load", ["traction", "pressure"])
+def test_surface_load_coordinate_derivative_passes_the_taylor_test(kind, load):
+    """v^T f(X) along a random node motion: the remainder of the linear model falls at
+    rate 2 (1.9 to 2.1); a pressure on 2D edges is linear in X (f_a = -p R (X_1 - X_0) / 2),
+    so there the linear model is exact."""
+    dim = 2 if kind in ("tri3", "quad4") else 3
+    mesh = box_mesh(kind, (3, 2, 2)[:dim], (1.0, 0.7, 0.9)[:dim], 0.25, seed=2)
+    rng = np.random.default_rng(5)
+    facets = boundary_facets(mesh.cells, kind)
+    value = rng.normal(size=dim) if load == "traction" else np.array([1.7])
+    sl = SurfaceLoad(0, load, value, facets)
+    v = rng.normal(size=mesh.n_nodes * dim)
+    x0 = mesh.points.ravel()
+    direction = rng.normal(size=x0.size)
+
+    def g(x: np.ndarray) -> float:
+        return float(v @ surface_load_vector(sl, x.reshape(mesh.points.shape), dim, 0.5))
+
+    grad = surface_load_derivative(sl, mesh.points, dim, v, 0.5).ravel()
+    res = taylor_test(g, grad, x0, direction, h0=1e-2)
+    if load == "pressure" and dim == 2:
+        assert res.exact, res.remainders
+    else:
+        assert not res.exact and all(1.9 <= r <= 2.1 for r in res.rates), res.rates
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shape_gradient_with_pressure_on_the_moving_hole(kind, tmp_path, monkeypatch):
+    """Compliance, stress and volume of the plate with a hole whose boundary (moving)
+    carries a pressure and whose far edge a traction: the shape gradients pass the Taylor
+    test, and without the load's derivative compliance fails."""
+    from femopt.shape import check_shape_gradients
+    from test_shape_gradient import R, in_band, problem
+
+    dim = 2 if kind in ("tri3", "quad4") else 3
+    hole = [R, R, 0.5][:dim]
+    loads = (f"  - {{region: {{box: {{min: {[0.0] * dim}, max: {hole}}}}}, pressure: 0.7}}\n"
+             f"  - {{region: {{face: x_max}}, traction: {[0.4, 0.1, 0.05][:dim]}}}\n")
+    path = problem(tmp_path, kind, loads=loads, objective="  {type: compliance}\n",
+                   constraints="  - {type: volume, max: 0.9}\n"
+                               "  - {type: stress_pnorm, p: 6, max: 10.0}\n")
+    model = build_model(path, device="cpu")
+    assert len(model.surface_loads) == 2
+    for c in check_shape_gradients(model, seed=3, step=0.005):
+        assert in_band(c.result), (c.name, c.result.rates)
+        assert c.wrong_term is None
+    monkeypatch.setattr(geometry, "surface_load_derivative",
+                        lambda load, points, *args: np.zeros_like(points))
+    checks = {c.name: c for c in check_shape_gradients(model, seed=3, step=0.005)}
+    wrong = checks["objective compliance"].result
+    assert not in_band(wrong) and max(wrong.rates) < 1.2, wrong.rates
+
+
+# -- heat flux -------------------------------------------------------------------------
+
+def test_heat_flux_through_a_slab_gives_the_linear_temperature(tmp_path):
+    """A heat flux q = 2 into x = 1 of a distorted quad slab held at T = 0 on x = 0:
+    T = q x / k at every node (k = 4)."""
+    mesh = box_mesh("quad4", (5, 3), (1.0, 0.6), 0.3, seed=1)
+    write_mesh(tmp_path / "slab.msh", mesh)
+    path = write_problem(tmp_path, "slab.msh", "  - {region: {face: x_max}, heat_flux: 2.0}\n",
+                         2, physics="{type: heat_conduction, conductivity: 4.0}",
+                         supports="  - {region: {face: x_min}}\n")
+    model, u = solve(path)
+    np.testing.assert_allclose(u, 2.0 * model.mesh.points[:, 0] / 4.0, atol=1e-12)
+
+
+# -- bad input -------------------------------------------------------------------------
+
+def _run(args, capsys):
+    from femopt.cli import main
+
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr()[1]
+
+
+BEAM = """\
+mesh: {type: file, path: plate.msh}
+physics: {type: PHYSICS}
+supports:
+  - region: {face: x_min}
+loads:
+  - LOAD
+objective: {type: compliance}
+"""
+
+BAD = {  # name: (physics, load, key path, message)
+    "no boundary facet": ("linear_elasticity",
+                          "{region: {box: {min: [1.0, 0.5], max: [3.0, 1.5]}}, pressure: 1.0}",
+                          "loads.0.region", "but no boundary facet"),
+    "interior facets": ("linear_elasticity", "{region: {group: middle}, pressure: 1.0}",
+                        "loads.0.region", "lie inside the mesh"),
+    "components": ("linear_elasticity", "{region: {face: x_max}, traction: [1.0, 0.0, 2.0]}",
+                   "loads.0.traction", "expected 2 component(s) (x, y), got 3"),
+    "heat flux on elasticity": ("linear_elasticity",
+                                "{region: {face: x_max}, heat_flux: 1.0}",
+                                "loads.0.heat_flux", "not 'heat_flux'"),
+    "pressure on heat": ("heat_conduction", "{region: {face: x_max}, pressure: 1.0}",
+                         "loads.0.pressure", "takes 'heat_flux' surface loads, not "
+                                             "'pressure'"),
+    "distribute a traction": ("linear_elasticity",
+                              "{region: {face: x_max}, traction: [1.0, 0.0], "
+                              "distribute: area}", "loads.0", "per unit area already"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_bad_surface_loads_are_located_and_write_nothing(case, command, tmp_path, capsys):
+    physics, load, key, message = BAD[case]
+    mesh = box_mesh("tri3", (4, 2), (4.0, 2.0), 0.0, seed=0)
+    middle = np.array([[i, i + 5] for i in range(2, 12, 5)])  # the edges on x = 2
+    assert np.allclose(mesh.points[middle][..., 0], 2.0)
+    write_mesh(tmp_path / "plate.msh", mesh, {"middle": middle})
+    path = tmp_path / "problem.yaml"
+    path.write_text(BEAM.replace("PHYSICS", physics).replace("LOAD", load), encoding="utf-8")
+    out = tmp_path / "out"
+    code, err = _run([command, path] + (["--out", out] if command == "run" else []), capsys)
+    assert code == 2, err
+    line = next(line for line in err.splitlines() if line.startswith(f"{path}:"))
+    where, k, msg = line.split(": ", 2)
+    assert k == key and message in msg, err
+    row, col = where.split(":")[-2:]
+    assert int(row) == 6 and int(col) >= 5, line
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_a_facet_group_needs_facets_of_the_elements():
+    mesh = box_mesh("quad4", (2, 1), (2.0, 1.0), 0.0, seed=0)
+    mesh.facet_sets["diagonal"] = np.array([[0, 4]])
+    with pytest.raises(RegionError, match="not facets of any quad4 element"):
+        select_facets(Region(group="diagonal"), mesh)
+    mesh.facet_sets["triangles"] = np.array([[0, 1, 4]])
+    with pytest.raises(RegionError, match="facets of 3 nodes; the faces of quad4"):
+        select_facets(Region(group="triangles"), mesh)
