@@ -130,6 +130,44 @@ def test_pressure_on_the_whole_boundary_has_no_resultant(kind):
     np.testing.assert_allclose(total, [-3.0 * area] + [0.0] * (dim - 1), atol=1e-13)
 
 
+@pytest.mark.parametrize("dim", [2, 3])
+def test_structured_grid_traction_on_the_cpu_and_device_paths(dim):
+    """A traction on x = 6 of a structured grid (h = 1, 2D thickness 0.5): corner nodes
+    of the face carry 1/4 (2D: 1/2) of a cell face's share, the rest of the face the full
+    share; the device path (NumPy arrays) gets the same loads and compliance."""
+    import yaml
+
+    from femopt.evaluation.model import Model
+    from femopt.plugins.manager import get_registry
+    from femopt.problem.load import parse_problem
+
+    data = {"mesh": {"type": "structured", "shape": [6, 3, 2][:dim],
+                     "size": [6.0, 3.0, 2.0][:dim]},
+            "physics": {"type": "linear_elasticity", "thickness": 0.5},
+            "supports": [{"region": {"face": "x_min"}}],
+            "loads": [{"region": {"face": "x_max"}, "traction": [0.0, -2.0, 0.0][:dim]}],
+            "objective": {"type": "compliance"}, "device": "cpu"}
+    registry = get_registry()
+    models = [Model(parse_problem(yaml.safe_dump(data), "p.yaml", registry), registry,
+                    **kw) for kw in ({}, {"array_module": np})]
+    assert models[1].mesh.grid is not None and type(models[1].path).__name__ == "GridDevicePath"
+    fy = models[0].loads[0].reshape(-1, dim)[:, 1]
+    face = np.flatnonzero(np.abs(models[0].mesh.points[:, 0] - 6.0) < 1e-12)
+    share = -2.0 * (0.5 if dim == 2 else 1.0)  # traction times a cell face's measure
+    corner = 0.5 if dim == 2 else 0.25
+    counts = np.isclose(models[0].mesh.points[face, 1:], 0) | np.isclose(
+        models[0].mesh.points[face, 1:], [3.0, 2.0][:dim - 1])
+    expected = share * np.where(counts.sum(axis=1) == dim - 1, corner,
+                                np.where(counts.any(axis=1), 0.5, 1.0))
+    np.testing.assert_allclose(fy[face], expected, rtol=1e-14)
+    assert fy.sum() == pytest.approx(-2.0 * 3.0 * (0.5 if dim == 2 else 2.0), rel=1e-14)
+    np.testing.assert_array_equal(models[1].loads, models[0].loads)
+    x = np.ones(models[0].n)
+    c_cpu = models[0].evaluate(x).info["objective"]
+    c_dev = float(models[1].evaluate(models[1].to_device(x)).info["objective"])
+    assert c_dev == pytest.approx(c_cpu, rel=1e-6)
+
+
 # -- patch test ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", KINDS)
