@@ -270,3 +270,24 @@ def test_a_facet_group_needs_facets_of_the_elements():
     mesh.facet_sets["triangles"] = np.array([[0, 1, 4]])
     with pytest.raises(RegionError, match="facets of 3 nodes; the faces of quad4"):
         select_facets(Region(group="triangles"), mesh)
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (4, 3, 2)])
+def test_grid_facets_found_from_node_indices_equal_the_general_search(shape):
+    """On a structured grid the cells near a region come from the node indices; the same
+    facets, in the same order, as the pass over every cell of the same mesh without grid
+    metadata."""
+    from dataclasses import replace
+
+    dim = len(shape)
+    grid = structured_grid(shape, tuple(float(n) for n in shape))
+    plain = replace(grid, grid=None)
+    counts = []
+    for region in (Region(face="x_max"), Region(face="y_min"),
+                   Region(box={"min": [-1.0] * dim, "max": [9.0] * dim}),
+                   Region(box={"min": [1.0] + [0.0] * (dim - 1),
+                               "max": [3.0] + [1.0] * (dim - 1)})):
+        facets = select_facets(region, grid)
+        np.testing.assert_array_equal(facets, select_facets(region, plain))
+        counts.append(len(facets))
+    assert counts == ([3, 5, 16, 2] if dim == 2 else [6, 8, 52, 4])

@@ -8,6 +8,8 @@ the first two edges) points out of the cell.
 
 from __future__ import annotations
 
+from itertools import product
+
 import numpy as np
 
 from femopt.mesh.mesh import Mesh
@@ -56,11 +58,28 @@ def _outward(mesh: Mesh, facets: np.ndarray, owners: np.ndarray) -> np.ndarray:
     return out
 
 
+def _grid_cells_touching(mesh: Mesh, nodes: np.ndarray) -> np.ndarray:
+    """The cells of a structured grid that have one of ``nodes``, from the indices alone
+    (no pass over the cells of a grid of 10^8 of them)."""
+    shape = np.array(mesh.grid.shape)
+    ijk = np.stack(np.unravel_index(nodes, tuple(shape[::-1] + 1))[::-1], axis=1)
+    out = []
+    for offset in product((0, 1), repeat=mesh.dim):
+        c = ijk - np.array(offset)
+        c = c[np.all((c >= 0) & (c < shape), axis=1)]
+        out.append(np.ravel_multi_index(tuple(c.T[::-1]), tuple(shape[::-1])))
+    return np.unique(np.concatenate(out))
+
+
 def _cell_facets(mesh: Mesh, nodes_in: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The facets of cells whose nodes all lie in ``nodes_in`` (n_nodes,) and their cells."""
     local = np.array(FACETS[mesh.cell_type])
     k = local.shape[1]
-    cand = np.flatnonzero(nodes_in[mesh.cells].sum(axis=1) >= k)
+    if mesh.grid is not None:
+        touching = _grid_cells_touching(mesh, np.flatnonzero(nodes_in))
+        cand = touching[nodes_in[mesh.cells[touching]].sum(axis=1) >= k]
+    else:
+        cand = np.flatnonzero(nodes_in[mesh.cells].sum(axis=1) >= k)
     facets = mesh.cells[cand][:, local]  # (c, facets per cell, k)
     ci, fi = np.nonzero(nodes_in[facets].all(axis=2))
     return facets[ci, fi], cand[ci]
