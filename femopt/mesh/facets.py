@@ -135,7 +135,7 @@ def select_facets(region: Region, mesh: Mesh) -> np.ndarray:
         raise RegionError(f"the region selects {int(nodes_in.sum())} node(s) but no "
                           "boundary facet (a surface load needs whole boundary "
                           f"{'edges' if mesh.dim == 2 else 'faces'} in its region)")
-    chosen = np.sort(chosen)
+    chosen = np.unique(chosen)  # a facet listed twice in a group still loads once
     return _outward(mesh, facets[chosen], owners[chosen])
 
 
