@@ -328,3 +328,22 @@ output: {picture: false}
     assert code == 0, capsys.readouterr()
     v = json.loads((out / "verify.json").read_text())["verify"]
     assert 0.85 < v["compliance_ratio"] < 1.05, v
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_facet_group_of_a_mesh_file_loads_as_its_face(kind, tmp_path):
+    """A Gmsh physical group of the lines (2D) or triangles/quadrangles (3D) on x = 1,
+    written in the opposite node order: the same loads as `face: x_max`."""
+    dim = 2 if kind in ("tri3", "quad4") else 3
+    mesh = box_mesh(kind, (3, 2, 2)[:dim], (1.0, 1.0, 1.0)[:dim], 0.2, seed=3)
+    right = select_facets(Region(face="x_max"), mesh)
+    write_mesh(tmp_path / "m.msh", mesh, {"right": right[:, ::-1]})
+    traction = [0.3, -1.0, 0.5][:dim]
+    loaded = [build_model(write_problem(tmp_path, "m.msh",
+                                        f"  - {{region: {region}, traction: {traction}}}\n"
+                                        "  - {region: {face: y_max}, pressure: 0.5}\n",
+                                        dim), device="cpu").loads[0]
+              for region in ("{group: right}", "{face: x_max}")]
+    np.testing.assert_allclose(loaded[0], loaded[1], rtol=0, atol=1e-15)
+    per_node = loaded[0].reshape(-1, dim)
+    assert per_node[:, 0].sum() == pytest.approx(0.3, rel=1e-13)
