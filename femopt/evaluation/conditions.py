@@ -1,6 +1,7 @@
 """Boundary conditions, loads and passive regions of a problem on its mesh: the dof sets
 and vectors every backend starts from. Each function appends located issues for what the
-problem file got wrong (region selects nothing, unknown dof names, wrong load kind)."""
+problem file got wrong (region selects nothing, unknown dof names, wrong load kind, a
+surface load on a region without boundary facets)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from femopt.assembly.surface import SurfaceLoad, surface_load_vector
 from femopt.errors import Issue, SingularSystemError
+from femopt.mesh.facets import select_facets
 from femopt.mesh.regions import RegionError, select_cells, select_nodes
+from femopt.problem.schema import SURFACE_KEYS
 
 
 def supports(model: Any, issues: list[Issue]) -> np.ndarray:
@@ -85,46 +89,113 @@ def check_rigid_modes(model: Any, fixed: np.ndarray) -> None:
             f"unconstrained: {', '.join(which)}); the system would be singular")
 
 
+# surface-load keys each nodal-load key goes with (a physics' ``load_name``)
+SURFACE_FOR = {"force": ("traction", "pressure"), "heat": ("heat_flux",)}
+
+
 def loads(model: Any, issues: list[Issue]):
-    """(case names, case weights, (n_cases, n_dofs) load vectors) of the problem."""
+    """(case names, case weights, (n_cases, n_dofs) load vectors, surface loads) of the
+    problem; the vectors include the surface loads at the mesh's coordinates."""
     p = model.problem
     if p.load_cases is not None:
         cases = [(("load_cases", i, "loads"), c.name or f"case{i + 1}", c.weight, c.loads)
                  for i, c in enumerate(p.load_cases)]
     else:
         cases = [(("loads",), "loads", 1.0, p.loads)]
-    k = model.physics.dofs_per_node
     vecs = np.zeros((len(cases), model.n_dofs))
-    for c, (path, _, _, loads) in enumerate(cases):
-        for j, load in enumerate(loads):
+    surface: list[SurfaceLoad] = []
+    for c, (path, _, _, case_loads) in enumerate(cases):
+        for j, load in enumerate(case_loads):
             lp = path + (j,)
-            key = model.physics.load_name
-            value = load.force if load.force is not None else load.heat
-            given = "force" if load.force is not None else "heat"
-            if given != key:
-                issues.append(model.loaded.issue(lp + (given,),
-                              f"{model.physics.name} takes '{key}' loads, not '{given}'"))
-                continue
-            vec = np.atleast_1d(np.asarray(value, dtype=float))
-            if vec.size != k:
-                issues.append(model.loaded.issue(lp + (given,),
-                              f"expected {k} component(s) ({', '.join(model.physics.dof_names)}),"
-                              f" got {vec.size}"))
-                continue
             try:
-                if load.body:
-                    cells = (select_cells(load.region, model.mesh) if load.region
-                             else np.arange(model.mesh.n_cells))
-                    vecs[c] += model.physics.body_load(list(vec), cells)
+                if load.surface:
+                    s = _surface_load(model, c, load, lp, issues)
+                    if s is not None:
+                        surface.append(s)
+                        vecs[c] += surface_load_vector(s, model.mesh.points,
+                                                       model.physics.dofs_per_node,
+                                                       model.physics.thickness())
                 else:
-                    nodes = select_nodes(load.region, model.mesh)
-                    if load.distribute == "total":
-                        vec = vec / nodes.size
-                    for comp in range(k):
-                        vecs[c, nodes * k + comp] += vec[comp]
+                    vec = _value(model, load, lp, issues)
+                    if vec is not None:
+                        vecs[c] += _nodal_or_body(model, load, vec)
             except RegionError as exc:
                 issues.append(model.loaded.issue(lp + ("region",), str(exc)))
-    return [n for _, n, _, _ in cases], np.array([w for _, _, w, _ in cases]), vecs
+    return [n for _, n, _, _ in cases], np.array([w for _, _, w, _ in cases]), vecs, surface
+
+
+def _value(model: Any, load: Any, lp: tuple, issues: list[Issue]) -> np.ndarray | None:
+    """The force or heat of a load as a vector of one entry per dof; None (and an issue)
+    when the physics takes the other kind or the size is wrong."""
+    k = model.physics.dofs_per_node
+    key = model.physics.load_name
+    given = "force" if load.force is not None else "heat"
+    if given != key:
+        issues.append(model.loaded.issue(lp + (given,),
+                      f"{model.physics.name} takes '{key}' loads, not '{given}'"))
+        return None
+    vec = np.atleast_1d(np.asarray(getattr(load, given), dtype=float))
+    if vec.size != k:
+        issues.append(model.loaded.issue(lp + (given,),
+                      f"expected {k} component(s) ({', '.join(model.physics.dof_names)}),"
+                      f" got {vec.size}"))
+        return None
+    return vec
+
+
+def _nodal_or_body(model: Any, load: Any, vec: np.ndarray) -> np.ndarray:
+    """The dof vector of a nodal load or a body load."""
+    if load.body:
+        cells = (select_cells(load.region, model.mesh) if load.region
+                 else np.arange(model.mesh.n_cells))
+        return model.physics.body_load(list(vec), cells)
+    k = model.physics.dofs_per_node
+    nodes = select_nodes(load.region, model.mesh)
+    if load.distribute == "total":
+        vec = vec / nodes.size
+    out = np.zeros(model.n_dofs)
+    for comp in range(k):
+        out[nodes * k + comp] += vec[comp]
+    return out
+
+
+def _surface_load(model: Any, case: int, load: Any, lp: tuple,
+                  issues: list[Issue]) -> SurfaceLoad | None:
+    """The surface load of a traction, pressure, heat flux or a total spread by area, on
+    the region's boundary facets; None (and an issue) when the physics takes another
+    kind of load or the value has the wrong size."""
+    physics = model.physics
+    given = next((key for key in SURFACE_KEYS if getattr(load, key) is not None), None)
+    if given is None:  # distribute: area
+        total = _value(model, load, lp, issues)
+        if total is None:
+            return None
+        facets = select_facets(load.region, model.mesh)
+        unit = SurfaceLoad(case, "traction", np.ones(1), facets)
+        area = surface_load_vector(unit, model.mesh.points, 1, physics.thickness()).sum()
+        return SurfaceLoad(case, "traction", total / area, facets)
+    takes = SURFACE_FOR.get(physics.load_name, ())
+    if given not in takes:
+        kinds = " or ".join(f"'{t}'" for t in takes) or "no"
+        why = ("a heat flux needs a scalar physics such as heat_conduction"
+               if given == "heat_flux" else
+               "a traction or pressure acts on displacements (e.g. linear_elasticity)")
+        issues.append(model.loaded.issue(lp + (given,), f"{physics.name} takes {kinds} "
+                                         f"surface loads, not '{given}' ({why})"))
+        return None
+    value = np.atleast_1d(np.asarray(getattr(load, given), dtype=float))
+    k = physics.dofs_per_node
+    if given == "traction" and value.size != k:
+        issues.append(model.loaded.issue(lp + (given,), f"expected {k} component(s) "
+                                         f"({', '.join(physics.dof_names)}), got {value.size}"))
+        return None
+    if given == "pressure" and k != model.mesh.dim:
+        issues.append(model.loaded.issue(lp + (given,), f"a pressure needs one displacement "
+                                         f"dof per axis; {physics.name} has {k}"))
+        return None
+    facets = select_facets(load.region, model.mesh)
+    return SurfaceLoad(case, "pressure" if given == "pressure" else "traction", value,
+                       facets)
 
 
 def passive(model: Any, issues: list[Issue]):

@@ -106,7 +106,8 @@ class Model:
         self.ke = self.physics.element_matrices()
         self.fixed = conditions.supports(self, issues)
         self.springs = conditions.springs(self, issues)
-        self.case_names, self.weights, self.loads = conditions.loads(self, issues)
+        (self.case_names, self.weights, self.loads,
+         self.surface_loads) = conditions.loads(self, issues)
         self.passive_idx, self.passive_val = conditions.passive(self, issues)
         self.filters = [self._create("filter", s, issues, self.mesh) for s in sec["filters"]]
         d = self.problem.design.interpolation if not self.shape else None

@@ -11,7 +11,7 @@ Regions are evaluated against the design domain's bounding box (``face: x_max`` 
 domain's face, not the part's) with a tolerance of one design cell, because the part's
 surface lies up to about half a cell from the grid nodes the regions selected. A nodal
 load keeps its total: what acted on n grid nodes is shared by the part's nodes in the
-region.
+region; a surface load keeps its resultant the same way.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from femopt.assembly.sparse import FixedPatternAssembler
+from femopt.assembly.surface import surface_load_vector
 from femopt.errors import FemoptError, RunError
 from femopt.mesh.mesh import Mesh
 from femopt.mesh.regions import RegionError, select_cells, select_nodes
@@ -138,17 +139,25 @@ def verify_part(result_dir: Path, part) -> dict[str, Any]:
 
     cases = _load_cases(problem)
     f = np.zeros((len(cases), n_dofs))
+    surface = iter(model.surface_loads)  # in the order of the surface loads in the file
     for c, (name, _, loads) in enumerate(cases):
         for j, load in enumerate(loads):
-            value = np.atleast_1d(np.asarray(load.force if load.force is not None
-                                             else load.heat, dtype=float))
+            if load.surface:  # its resultant, shared by the part's nodes in the region
+                vec = surface_load_vector(next(surface), model.mesh.points,
+                                          model.physics.dofs_per_node,
+                                          model.physics.thickness())
+                value = vec.reshape(-1, model.physics.dofs_per_node).sum(axis=0)
+            else:
+                value = np.atleast_1d(np.asarray(load.force if load.force is not None
+                                                 else load.heat, dtype=float))
             if load.body:
                 cells = (select_cells(load.region, mesh) if load.region is not None
                          else np.arange(mesh.n_cells))
                 f[c] += physics.body_load(list(value), cells)
                 continue
             n_grid = select_nodes(load.region, model.mesh).size
-            total = value * (n_grid if load.distribute == "per_node" else 1)
+            total = value * (n_grid if load.distribute == "per_node" and not load.surface
+                             else 1)
             try:
                 nodes = select_nodes(_near(load.region, tol), mesh)
             except RegionError:

@@ -43,6 +43,8 @@ class Mesh:
         cell_type: "quad4" or "hex8" (tri3/tet4 come with unstructured meshes).
         grid: structured-grid metadata, or None for an unstructured mesh.
         node_sets / cell_sets: named groups (from mesh files).
+        facet_sets: named groups of boundary facets (from mesh files: lines of a 2D
+            mesh, triangles or quadrangles of a 3D one), (n, nodes_per_facet) node indices.
     """
 
     points: np.ndarray
@@ -51,6 +53,7 @@ class Mesh:
     grid: StructuredGrid | None = None
     node_sets: dict[str, np.ndarray] = field(default_factory=dict)
     cell_sets: dict[str, np.ndarray] = field(default_factory=dict)
+    facet_sets: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def dim(self) -> int:

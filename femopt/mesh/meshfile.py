@@ -5,7 +5,8 @@ lower-dimensional cells (lines, facets) only carry named groups. Named groups co
 meshio's ``cell_sets`` (Gmsh physical groups, Abaqus elsets), from ``gmsh:physical`` with
 ``field_data`` when a reader gives no sets, and from ``point_sets`` (Abaqus nsets). Every
 group becomes a node set (the nodes of its cells or facets); a group with elements also
-becomes a cell set.
+becomes a cell set, and a group of facets (lines of a 2D mesh, triangles or quadrangles of
+a 3D one) a facet set for surface loads.
 
 The mesh is checked before anything is built on it; each failure is a
 :class:`~femopt.errors.MeshError` that names the file: unreadable files (meshio's
@@ -29,6 +30,9 @@ from femopt.mesh.mesh import Mesh
 
 # meshio cell type -> femopt element (VTK node order in both)
 ELEMENTS = {"triangle": "tri3", "quad": "quad4", "tetra": "tet4", "hexahedron": "hex8"}
+
+# lower-dimensional cells that can be facets of the elements (surface-load groups)
+FACET_TYPES = ("line", "triangle", "quad")
 
 # length units in metres
 UNITS = {"um": 1e-6, "mm": 1e-3, "cm": 1e-2, "m": 1.0, "in": 0.0254, "ft": 0.3048}
@@ -124,9 +128,10 @@ def mesh_from_meshio(raw, where: str, scale: float = 1.0) -> Mesh:
     points = points[used] * scale
     cells = new_index[cells]
 
-    node_sets, cell_sets = _groups(raw, blocks, dims, top, element_blocks, offsets, new_index)
+    node_sets, cell_sets, facet_sets = _groups(raw, blocks, dims, top, element_blocks,
+                                               offsets, new_index)
     mesh = Mesh(points=points, cells=cells, cell_type=ELEMENTS[cell_type],
-                node_sets=node_sets, cell_sets=cell_sets)
+                node_sets=node_sets, cell_sets=cell_sets, facet_sets=facet_sets)
     check_mesh(mesh, where)
     return mesh
 
@@ -134,6 +139,7 @@ def mesh_from_meshio(raw, where: str, scale: float = 1.0) -> Mesh:
 def _groups(raw, blocks, dims, top, element_blocks, offsets, new_index):
     node_sets: dict[str, np.ndarray] = {}
     cell_sets: dict[str, np.ndarray] = {}
+    facet_sets: dict[str, np.ndarray] = {}
     sets = {name: s for name, s in (raw.cell_sets or {}).items() if ":" not in name}
     if not sets and "gmsh:physical" in raw.cell_data and raw.field_data:
         physical = raw.cell_data["gmsh:physical"]
@@ -142,7 +148,7 @@ def _groups(raw, blocks, dims, top, element_blocks, offsets, new_index):
                           if dims[i] == gdim else np.zeros(0, np.int64)
                           for i in range(len(blocks))]
     for name, per_block in sets.items():
-        nodes, elems = [], []
+        nodes, elems, facets = [], [], []
         for i, idx in enumerate(per_block):
             if idx is None or len(idx) == 0:
                 continue
@@ -150,16 +156,20 @@ def _groups(raw, blocks, dims, top, element_blocks, offsets, new_index):
             nodes.append(blocks[i][1][idx].ravel())
             if i in element_blocks:
                 elems.append(offsets[element_blocks.index(i)] + idx)
+            elif dims[i] == top - 1 and blocks[i][0] in FACET_TYPES:
+                facets.append(new_index[blocks[i][1][idx]])
         if nodes:
             n = new_index[np.unique(np.concatenate(nodes))]
             node_sets[name] = n[n >= 0]
         if elems:
             cell_sets[name] = np.unique(np.concatenate(elems))
+        if len({f.shape[1] for f in facets}) == 1:  # one facet type (tri or quad faces)
+            facet_sets[name] = np.concatenate(facets)
     for name, idx in (raw.point_sets or {}).items():
         n = new_index[np.unique(np.asarray(idx, dtype=np.int64))]
         n = n[n >= 0]
         node_sets[name] = np.union1d(node_sets.get(name, n), n)
-    return node_sets, cell_sets
+    return node_sets, cell_sets, facet_sets
 
 
 def element_measures(mesh: Mesh) -> np.ndarray:

@@ -106,6 +106,11 @@ def _mask(region: Region, mesh: Mesh, x: np.ndarray, named: dict[str, np.ndarray
     return mask
 
 
+def node_mask(region: Region, mesh: Mesh) -> np.ndarray:
+    """(n_nodes,) True at the nodes in ``region`` (possibly none)."""
+    return _mask(region, mesh, mesh.points, mesh.node_sets)
+
+
 def select_nodes(region: Region, mesh: Mesh) -> np.ndarray:
     """Indices of the nodes in ``region``; raises RegionError when there are none."""
     idx = np.flatnonzero(_mask(region, mesh, mesh.points, mesh.node_sets))

@@ -30,26 +30,67 @@ class Support(Strict):
 
 
 class Load(Strict):
-    """A nodal load on a region, or a body load (per unit volume) on cells."""
+    """A load on a region: nodal values (`force`, `heat`), a source per unit volume on
+    cells (`body: true`), or a load per unit area on the region's boundary facets
+    (`traction`, `pressure`, `heat_flux`), integrated over the facets."""
 
     region: Region | None = None
     """Where the load acts (a body load without a region covers the whole domain)."""
     force: list[float] | None = None
-    """Force vector (elasticity)."""
+    """Force vector (elasticity): per node, a total (`distribute`), or per unit volume
+    (`body`)."""
     heat: float | None = None
-    """Heat input (heat conduction)."""
+    """Heat input (heat conduction): per node, a total (`distribute`), or per unit volume
+    (`body`)."""
+    traction: list[float] | None = None
+    """Force per unit area on the region's boundary facets (elasticity), one component per
+    dof, in force / length^2 of the mesh's unit (2D: times the physics' thickness)."""
+    pressure: float | None = None
+    """Force per unit area normal to the region's boundary facets (elasticity): positive
+    pushes into the body (along the inward normal), negative pulls (suction)."""
+    heat_flux: float | None = None
+    """Heat per unit area and time entering the body through the region's boundary facets
+    (heat conduction; negative leaves it)."""
     body: bool = False
     """A source per unit volume on the region's cells instead of nodal values."""
-    distribute: Literal["per_node", "total"] = "per_node"
-    """Nodal loads: the value acts on every selected node, or the total is shared evenly."""
+    distribute: Literal["per_node", "total", "area"] = "per_node"
+    """How `force` or `heat` on a region is applied: per_node, the value on every selected
+    node; total, the value is a total split evenly over the selected nodes (the same share
+    per node whatever the mesh); area, the value is a total spread over the region's
+    boundary facets by area (a uniform traction or heat flux of value / area)."""
 
     @model_validator(mode="after")
     def _one_value(self) -> Load:
-        if (self.force is None) == (self.heat is None):
-            raise ValueError("a load needs exactly one of 'force' or 'heat'")
+        given = [k for k in ("force", "heat", "traction", "pressure", "heat_flux")
+                 if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("a load needs exactly one of 'force', 'heat', 'traction', "
+                             f"'pressure' or 'heat_flux' (got {len(given) or 'none'})")
+        if given[0] in SURFACE_KEYS:
+            if self.body:
+                raise ValueError(f"'{given[0]}' acts on boundary facets; a body load "
+                                 "takes 'force' or 'heat' per unit volume")
+            if "distribute" in self.model_fields_set:
+                raise ValueError(f"'{given[0]}' is per unit area already; 'distribute' "
+                                 "applies to 'force' and 'heat'")
+            if self.region is None:
+                raise ValueError(f"'{given[0]}' needs a 'region' of boundary facets")
+        if self.body and self.distribute == "area":
+            raise ValueError("'distribute: area' spreads a total over boundary facets; a "
+                             "body load is per unit volume")
         if self.region is None and not self.body:
             raise ValueError("a nodal load needs a 'region'")
         return self
+
+    @property
+    def surface(self) -> bool:
+        """Whether the load acts on the region's boundary facets."""
+        return self.distribute == "area" or any(
+            getattr(self, k) is not None for k in SURFACE_KEYS)
+
+
+# loads per unit area on boundary facets
+SURFACE_KEYS = ("traction", "pressure", "heat_flux")
 
 
 class Spring(Strict):

@@ -32,25 +32,8 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import splu
 
 from femopt.assembly.elements import get_element, physical_gradients
+from femopt.mesh.facets import FACETS, boundary_facets  # noqa: F401 (re-exported)
 from femopt.physics.elasticity import elasticity_matrix, strain_displacement
-
-# boundary facets of each cell type (local node indices)
-FACETS = {
-    "tri3": [(0, 1), (1, 2), (2, 0)],
-    "quad4": [(0, 1), (1, 2), (2, 3), (3, 0)],
-    "tet4": [(0, 2, 1), (0, 1, 3), (1, 2, 3), (0, 3, 2)],
-    "hex8": [(0, 3, 2, 1), (4, 5, 6, 7), (0, 1, 5, 4), (1, 2, 6, 5), (2, 3, 7, 6),
-             (3, 0, 4, 7)],
-}
-
-
-def boundary_facets(cells: np.ndarray, cell_type: str) -> np.ndarray:
-    """(n_facets, nodes_per_facet) node indices of the facets that belong to one cell."""
-    local = np.array(FACETS[cell_type])
-    facets = cells[:, local].reshape(-1, local.shape[1])
-    key = np.sort(facets, axis=1)
-    _, first, counts = np.unique(key, axis=0, return_index=True, return_counts=True)
-    return facets[np.sort(first[counts == 1])]
 
 
 def facet_measures(points: np.ndarray, facets: np.ndarray) -> np.ndarray:

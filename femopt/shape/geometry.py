@@ -8,7 +8,9 @@ Isoparametric identities used throughout (J = dx/dxi, G = dN/dx = dN/dxi J^-1):
 so a cell's measure v_e = sum_q w_q det J_q has dv_e/dX_{b,d} = sum_q w_q det J_q G_q,bd,
 and a body load f_{e,a} = t s sum_q w_q det J_q N_a(q) (a uniform source s per unit
 volume) has lambda^T df/dX_{b,d} = t sum_q w_q det J_q G_q,bd sum_a N_a(q) s . lambda_a.
-Nodal loads, supports and springs do not depend on X.
+Surface loads (traction, pressure, heat flux) move with their facets: their vectors and
+derivatives come from :mod:`femopt.assembly.surface`. Nodal loads, supports and springs
+do not depend on X.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from functools import cached_property
 import numpy as np
 
 from femopt.assembly.elements import Element, physical_gradients
+from femopt.assembly.surface import SurfaceLoad, surface_load_derivative, surface_load_vector
 from femopt.errors import InvertedCellsError
 
 
@@ -90,12 +93,13 @@ class Geometry:
     Args:
         points: (n_nodes, dim) node coordinates. cells: (n_cells, nn). element: the cells'
         element. dofs_per_node, thickness: the physics'. nodal_loads: (n_cases, n_dofs),
-        the loads that do not move with the nodes. body_loads: those that do.
+        the loads that do not move with the nodes. body_loads, surface_loads: those that
+        do (on cells, on boundary facets).
     """
 
     def __init__(self, points: np.ndarray, cells: np.ndarray, element: Element,
                  dofs_per_node: int, thickness: float, nodal_loads: np.ndarray,
-                 body_loads: list[BodyLoad]):
+                 body_loads: list[BodyLoad], surface_loads: list[SurfaceLoad] = ()):
         self.points = points
         self.cells = cells
         self.element = element
@@ -103,6 +107,7 @@ class Geometry:
         self.thickness = thickness
         self.nodal_loads = nodal_loads
         self.body_loads = body_loads
+        self.surface_loads = list(surface_loads)
 
     @property
     def n_nodes(self) -> int:
@@ -143,12 +148,14 @@ class Geometry:
                 out[load.case] += np.bincount((nodes * self.k + comp).ravel(),
                                               weights=(fe * load.value[comp]).ravel(),
                                               minlength=n_dofs)
+        for sl in self.surface_loads:
+            out[sl.case] += surface_load_vector(sl, self.points, self.k, self.thickness)
         return out
 
     def load_derivative(self, v: np.ndarray) -> np.ndarray | None:
         """sum_c v_c^T dF_c/dX, (n_nodes, dim), for per-case dof vectors ``v``
         (n_cases, n_dofs); None when no load depends on the coordinates."""
-        if not self.body_loads:
+        if not self.body_loads and not self.surface_loads:
             return None
         out = np.zeros_like(self.points, dtype=float)
         for load in self.body_loads:
@@ -158,4 +165,7 @@ class Geometry:
             s = np.einsum("qa,cak,k->cq", n, va, load.value)  # sum_a N_a(q) s . v_a
             per_cell = self.thickness * np.einsum("cq,cq,cqbd->cbd", wdet, s, g)
             out += gather(nodes, per_cell, self.n_nodes)
+        for sl in self.surface_loads:
+            out += surface_load_derivative(sl, self.points, self.k, v[sl.case],
+                                           self.thickness)
         return out

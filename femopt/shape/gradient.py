@@ -13,7 +13,7 @@ from the physics' :meth:`~femopt.physics.base.Physics.coordinate_sensitivity`: b
 default its element kernel run on dual numbers seeded on the node coordinates
 (:func:`femopt.adjoint.dual.coordinate_derivative`, the NumPy twin of the generated CUDA
 ``shape_sensitivity`` kernel), for elasticity a closed form checked against it. df/dX
-(body loads) and the explicit partial J/partial X (compliance's f . u, the volume, the
+(body loads, surface loads) and the explicit partial J/partial X (compliance's f . u, the volume, the
 stresses' strain matrices) come from :mod:`femopt.shape.geometry` and each function's
 :meth:`~femopt.objectives.base.Function.partial_x`.
 """
@@ -79,10 +79,11 @@ class ShapeEvaluator:
         thickness = model.physics.thickness()
         k = model.physics.dofs_per_node
         # model.loads holds the nodal loads plus the body loads at the initial coordinates
+        surface = model.surface_loads  # tractions, pressures: they move with their facets
         initial = Geometry(self.points0, self.cells, self.element, k, thickness,
-                           np.zeros_like(model.loads), self.body_loads)
+                           np.zeros_like(model.loads), self.body_loads, surface)
         self.nodal_loads = model.loads - initial.loads
-        self._geometry_args = (k, thickness, self.nodal_loads, self.body_loads)
+        self._geometry_args = (k, thickness, self.nodal_loads, self.body_loads, surface)
         if model.ke_fixed is None:
             # K_e(m) = m K0_e: the physics' own element matrices, scaled
             self.assembler = model.assembler
