@@ -122,3 +122,66 @@ def test_a_mesh_that_is_not_symmetric_names_its_cells(tmp_path):
     assert issue.path.startswith("filters.0")
     assert "the mesh is not symmetric for this design map: 8 cell(s) have no mirror image" \
         in issue.message and "e.g. cell 4 at [4.5, 0.5]" in issue.message
+
+
+def test_a_map_along_the_build_direction_of_an_overhang_filter_is_refused():
+    filters = [{"type": "design_map", "symmetry": [{"axis": "y"}]},
+               {"type": "density", "radius": 1.5},
+               {"type": "overhang", "build_direction": "+y"}]
+    with pytest.raises(ProblemError) as exc:
+        build({**PLATE, "filters": filters})
+    (issue,) = exc.value.issues
+    assert issue.path == "filters.2.build_direction"
+    assert "mirrors or extrudes along y, the build direction" in issue.message
+
+
+def test_a_map_with_a_lateral_overhang_and_oc_on_the_mesh_path(tmp_path):
+    """Symmetry about x with a part printed along +y; OC keeps its linear bisection
+    (the chain's stages are linear) without the overhang and the mesh path's twin takes
+    the map's rectangular CSR weights."""
+    from femopt.mesh import structured_grid
+
+    data = {**PLATE, "mesh": {"type": "structured", "shape": [16, 8], "size": [16.0, 8.0]},
+            "loads": [{"region": {"point": [8.0, 8.0]}, "force": [0.0, -1.0]}],
+            "design": {},
+            "filters": [{"type": "design_map", "symmetry": [{"axis": "x"}]},
+                        {"type": "density", "radius": 1.5}],
+            "optimizer": {"type": "oc", "max_iter": 3}}
+    grid = build({**data, "solver": {"type": "multigrid", "rtol": 1e-12,
+                                     "coarsest_size": 60}}, array_module=np)
+    assert grid.linear_constraint() is not None  # map, filter and average are linear
+    printed = {**data, "filters": data["filters"] + [{"type": "overhang",
+                                                       "build_direction": "+y"}]}
+    assert build({**printed, "solver": {"type": "multigrid", "rtol": 1e-12,
+                                        "coarsest_size": 60}},
+                 array_module=np).linear_constraint() is None
+    # the same on a mesh from a file (no overhang there: it needs a grid)
+    mesh = structured_grid((16, 8), (16.0, 8.0))
+    path = tmp_path / "m.vtu"
+    meshio.write(path, meshio.Mesh(np.hstack([mesh.points, np.zeros((mesh.n_nodes, 1))]),
+                                   [("quad", mesh.cells)]))
+    on_file = {**data, "mesh": {"type": "file", "path": str(path)}}
+    cpu = build(on_file, device="cpu")
+    dev = build({**on_file, "solver": {"type": "pcg", "rtol": 1e-12}}, array_module=np)
+    assert type(dev.path).__name__ == "MeshDevicePath" and dev.n == 8 * 8
+    x = np.random.default_rng(8).uniform(0.3, 0.7, cpu.n)
+    v_cpu, g_cpu = cpu.values_and_gradients(x)
+    v_dev, g_dev = dev.values_and_gradients(x)
+    for a, b, ga, gb in zip(v_cpu, v_dev, g_cpu, g_dev):
+        assert abs(a - b) <= 1e-9 * abs(a)
+        assert np.abs(gb - ga).max() <= 1e-8 * np.abs(ga).max()
+
+
+@pytest.mark.gpu
+def test_gpu_design_map_equals_the_cpu():
+    import cupy
+
+    cpu = build(PLATE, device="cpu")
+    dev = build({**PLATE, "solver": {"type": "multigrid", "rtol": 1e-10}},
+                array_module=cupy)
+    x = np.random.default_rng(3).uniform(0.3, 0.7, cpu.n)
+    v_cpu, g_cpu = cpu.values_and_gradients(x)
+    v_dev, g_dev = dev.values_and_gradients(cupy.asarray(x))
+    for a, b, ga, gb in zip(v_cpu, v_dev, g_cpu, g_dev):
+        assert abs(a - b) <= 1e-8 * abs(a)
+        assert np.abs(to_host(gb) - ga).max() <= 1e-6 * np.abs(ga).max()

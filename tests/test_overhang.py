@@ -154,3 +154,17 @@ def test_a_3d_cantilever_printed_upwards_is_self_supporting(tmp_path):
         bad[name] = unsupported_cells(rho > 0.5, (30, 10, 4), "+y")
         assert rho.mean() == pytest.approx(0.3, abs=1e-4)
     assert bad["printed"] == 0 < bad["free"]
+
+
+@pytest.mark.gpu
+def test_gpu_overhang_equals_the_cpu():
+    import cupy
+
+    cpu = build(BEAM, device="cpu")
+    dev = build({**BEAM, "solver": {"type": "multigrid", "rtol": 1e-10}}, array_module=cupy)
+    x = np.random.default_rng(7).uniform(0.3, 0.7, cpu.n)
+    v_cpu, g_cpu = cpu.values_and_gradients(x)
+    v_dev, g_dev = dev.values_and_gradients(cupy.asarray(x))
+    for a, b, ga, gb in zip(v_cpu, v_dev, g_cpu, g_dev):
+        assert abs(a - b) <= 1e-8 * abs(a)
+        assert np.abs(to_host(gb) - ga).max() <= 1e-6 * np.abs(ga).max()

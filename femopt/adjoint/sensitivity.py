@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from femopt.errors import RunError
 from femopt.objectives.base import Function, State
 
 
@@ -55,6 +56,9 @@ def adjoint_states(functions: list[Function], state: State, solver: Any,
             continue
         du = fn.partial_u(state)
         if du is not None:
+            if not np.all(np.isfinite(du)):
+                raise RunError(f"the partial derivatives of function '{fn.name}' are not "
+                               "finite")
             pending.append((k, du))
     if pending:
         # one column per (function, load case), except that a function whose dJ/du_c

@@ -10,31 +10,12 @@ import numpy as np
 
 from femopt.adjoint.sensitivity import function_gradients
 from femopt.errors import PluginError, RunError
-from femopt.evaluation.path import EvaluationPath, checked_values
+from femopt.evaluation.path import EvaluationPath, check_terms, checked_values
 from femopt.objectives.base import State
 
 
 class AssembledPath(EvaluationPath):
     """The design chain of ``model`` with NumPy arrays and an assembled operator."""
-
-    def physical(self, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        m = self.model
-        inputs = []
-        y = x
-        for f in m.filters:
-            inputs.append(y)
-            y = f.forward(y)
-        rho = np.array(y, dtype=float, copy=True)
-        rho[m.passive_idx] = m.passive_val
-        return rho, inputs
-
-    def chain(self, grad_rho: np.ndarray, inputs: list[np.ndarray]) -> np.ndarray:
-        m = self.model
-        g = grad_rho.copy()
-        g[m.passive_idx] = 0.0
-        for f, xin in zip(reversed(m.filters), reversed(inputs)):
-            g = f.backward(xin, g)
-        return g
 
     def analyse(self, rho: np.ndarray) -> State:
         """Assemble, factorize and solve every load case at densities ``rho``."""
@@ -64,13 +45,17 @@ class AssembledPath(EvaluationPath):
         fns = m.functions()
         values = self._values(state)
         with m.registry.guard("function", ",".join(f.name for f in fns), "its gradient"):
-            terms = function_gradients(fns, state, m.solver, m.assembler, m.cell_dofs, m.ke,
-                                       m.interp.derivative(rho), split=True)
+            try:
+                terms = function_gradients(fns, state, m.solver, m.assembler, m.cell_dofs,
+                                           m.ke, m.interp.derivative(rho), split=True)
+            except RunError as exc:
+                raise RunError(f"{exc} at design iteration {len(m.history) + 1}") from None
         for fn, (pr, adj) in zip(fns, terms):
             for what, g in (("partial_rho", pr), ("adjoint term", adj)):
-                if g.shape != rho.shape or not np.all(np.isfinite(g)):
-                    raise PluginError(f"the gradient of function '{fn.name}' ({what}) is "
-                                      f"not a finite array of shape {rho.shape}")
+                if g.shape != rho.shape:
+                    raise PluginError(f"the gradient of function '{fn.name}' ({what}) has "
+                                      f"the shape {g.shape}, not {rho.shape}")
+        check_terms(m, values, terms)
         if split:
             return values, [(self.chain(pr, inputs), self.chain(adj, inputs))
                             for pr, adj in terms]

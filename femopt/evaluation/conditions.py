@@ -230,7 +230,16 @@ def check_design_map(model: Any, issues: list[Issue]) -> None:
                                              "the first filter: it defines the design "
                                              "variables"))
     if maps:
+        design_map = model.filters[maps[0]]
+        mapped = {p.axis for p in design_map.options.symmetry} | {design_map.options.extrude}
         for i, f in enumerate(model.filters):
+            build = getattr(getattr(f, "options", None), "build_direction", None)
+            if build is not None and build[1] in mapped:
+                issues.append(model.loaded.issue(
+                    ("filters", i, "build_direction"), f"the design map mirrors or extrudes "
+                    f"along {build[1]}, the build direction: a part printed layer by layer "
+                    "cannot be symmetric about a plane normal to its build direction nor "
+                    "constant along it"))
             if f is not None and f.heuristic:
                 issues.append(model.loaded.issue(("filters", i, "type"), f"the {f.name} "
                                                  "filter rewrites the gradient of each "

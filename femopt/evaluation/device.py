@@ -26,7 +26,8 @@ import numpy as np
 
 from femopt.backend import to_host
 from femopt.evaluation.device_forms import DeviceForm, group_functionals
-from femopt.evaluation.path import EvaluationPath, checked_values
+from femopt.errors import RunError
+from femopt.evaluation.path import EvaluationPath, check_terms, checked_values
 from femopt.objectives.base import State
 
 
@@ -58,10 +59,9 @@ def function_capability(fn: Any) -> str | None:
     function (``cell_terms``); else why not, naming the innermost function at fault."""
     if fn.linear_form() is not None or hasattr(fn, "cell_terms"):
         return None
-    for term in getattr(fn, "terms", ()):  # a sum: name the term at fault
-        why = function_capability(term)
-        if why:
-            return why
+    terms = getattr(fn, "terms", None)
+    if terms:  # a sum runs where its terms do; name the term at fault
+        return next((why for why in map(function_capability, terms) if why), None)
     return (f"the function {fn.name!r} is neither linear in the states (a linear form) "
             "nor written as an integrand (cell_terms), so it runs on the CPU only")
 
@@ -70,8 +70,6 @@ def component_paths(kind: str, cls: type) -> list[str]:
     """The paths a registered component class runs on, from what it declares (for
     ``femopt plugins``): ``cpu`` always; ``gpu grid`` and ``gpu mesh`` where the device
     paths can take it. A weighted sum runs where its terms do."""
-    from femopt.filters.base import Filter
-    from femopt.filters.linear import LinearFilter
     from femopt.objectives.base import Function
 
     both = ["cpu", "gpu grid", "gpu mesh"]
@@ -82,8 +80,7 @@ def component_paths(kind: str, cls: type) -> list[str]:
             return ["cpu", "gpu grid and gpu mesh where its terms run"]
         ok = cls.linear_form is not Function.linear_form or hasattr(cls, "cell_terms")
     elif kind == "filter":
-        ok = issubclass(cls, LinearFilter) or cls.pointwise or (
-            cls.device_twin is not Filter.device_twin)
+        return cls.paths()
     elif kind == "optimizer":
         ok = bool(getattr(cls, "device_arrays", False))
     elif kind == "solver":
@@ -105,16 +102,14 @@ class DevicePath(EvaluationPath):
     """
 
     def __init__(self, model: Any, xp: Any, loads: np.ndarray):
-        super().__init__(model)
-        self.xp = xp
+        super().__init__(model, xp, [f.device_twin(xp) for f in model.filters])
         self.loads = xp.asarray(loads)
         self.weights = np.asarray(model.weights, dtype=np.float64)
         self.u = xp.zeros(self.loads.shape, dtype=xp.float64)
         self.solved = False
-        self.filters = [f.device_twin(xp) for f in model.filters]
-        self.passive_idx = xp.asarray(model.passive_idx)
-        self.passive_val = xp.asarray(model.passive_val, dtype=xp.float64)
-        self.forms = [self._device_form(fn) for fn in model.functions()]
+        # per function, its parts (weight, form): one for a linear form or an integrand
+        # function, one per term of a sum whose terms are not all linear
+        self.forms = [self._device_parts(fn) for fn in model.functions()]
         self.cg_iterations: dict[str, list[int]] = {"forward": [], "adjoint": []}
 
     # -- what a subclass supplies --------------------------------------------------------
@@ -153,20 +148,26 @@ class DevicePath(EvaluationPath):
 
     # -- functions on the device ---------------------------------------------------------
 
-    def _device_form(self, fn: Any) -> DeviceForm:
+    def _device_parts(self, fn: Any) -> list[tuple[float, DeviceForm]]:
+        """``fn`` as (weight, form) parts: its linear form, or its cell terms, or (a sum
+        whose terms are not all linear) the parts of each term."""
         form = fn.linear_form()
-        if form is None:  # an integrand function: partials from its cell_terms
-            return DeviceForm(0.0, None, np.zeros((len(self.weights), 0)), None,
-                              integrand=fn)
-        a, s = group_functionals(form, self._to_states, len(self.weights))
-        a = None if a is None else self.xp.asarray(a)
-        v = None if form.rho_weights is None else self.xp.asarray(form.rho_weights)
-        return DeviceForm(form.compliance, a, s, v, None if a is None else
-                          self.xp.zeros_like(a))
+        if form is not None:
+            a, s = group_functionals(form, self._to_states, len(self.weights))
+            a = None if a is None else self.xp.asarray(a)
+            v = None if form.rho_weights is None else self.xp.asarray(form.rho_weights)
+            return [(1.0, DeviceForm(form.compliance, a, s, v,
+                                     None if a is None else self.xp.zeros_like(a)))]
+        if hasattr(fn, "cell_terms"):
+            return [(1.0, DeviceForm(0.0, None, np.zeros((len(self.weights), 0)), None,
+                                     integrand=fn))]
+        return [(w * wp, part) for w, term in zip(fn.weights, fn.terms)
+                for wp, part in self._device_parts(term)]
 
     def _integrand_terms(self, form: DeviceForm, rho: Any, u: Any) -> tuple:
         """(value, dJ/du_e of the function's cells, dJ/drho on every cell) from the
-        function's ``cell_terms`` on the cells it covers (``fn.cells``, else all)."""
+        function's ``cell_terms`` on the cells it covers (``fn.cells``, else all); a
+        value or partial that is not finite fails the run, naming the function."""
         xp, fn, mesh = self.xp, form.integrand, self.model.mesh
         if form.cells is None:
             cells = getattr(fn, "cells", None)
@@ -177,36 +178,22 @@ class DevicePath(EvaluationPath):
         with self.model.registry.guard("function", fn.name, "cell_terms()"):
             value, d_ue, d_rho = fn.cell_terms(self._cell_states(u, form.cells),
                                                rho[form.cells], form.coords)
+        checked_values(self.model, [value], [fn])
+        if not (bool(xp.isfinite(d_ue).all()) and bool(xp.isfinite(d_rho).all())):
+            raise RunError(f"the partial derivatives of function '{fn.name}' are not "
+                           f"finite at design iteration {len(self.model.history) + 1}")
         full = xp.zeros(rho.shape[0], dtype=xp.float64)
         full[form.cells] = d_rho
         return value, d_ue, full
 
-    # -- the design chain ------------------------------------------------------------
+    def _scatter(self, index: Any, de: Any, size: int) -> Any:
+        """(n_cases, size): per-cell vectors summed at their ``index`` (n_cells, nd)."""
+        xp = self.xp
+        flat = index.ravel()
+        return xp.stack([xp.bincount(flat, weights=d.ravel(), minlength=size) for d in de])
 
-    def physical(self, x: Any) -> tuple[Any, list[Any]]:
-        inputs = []
-        y = x
-        for f in self.filters:
-            inputs.append(y)
-            y = f.forward(y)
-        rho = y.astype(self.xp.float64, copy=True)
-        rho[self.passive_idx] = self.passive_val
-        return rho, inputs
-
-    def chain(self, grad_rho: Any, inputs: list[Any]) -> Any:
-        g = grad_rho.copy()
-        g[self.passive_idx] = 0.0
-        for f, xin in zip(reversed(self.filters), reversed(inputs)):
-            g = f.backward(xin, g)
-        return g
-
-    def modify_objective_gradient(self, x: Any, df: Any) -> Any:
-        for f in self.filters:
-            if f.heuristic:
-                df = f.modify_objective_gradient(x, df)
-        return df
-
-    # -- analysis ------------------------------------------------------------------------
+    def _parts(self) -> list[DeviceForm]:
+        return [form for parts in self.forms for _, form in parts]
 
     def analyse(self, rho: Any) -> tuple[Any, Any]:
         """The forward solve: every load case at ``rho`` (warm start from the last
@@ -227,11 +214,12 @@ class DevicePath(EvaluationPath):
         """The adjoint solves of every function with the forward's solver object, to the
         forward's tolerance, warm-started from the last ones: K mu_g = -a_g for each
         functional group of a linear form (compliance needs none), K mu_c = -dJ/du_c for
-        each load case of an integrand function."""
-        for form in self.forms:
+        each load case of an integrand function (none where dJ/du is zero)."""
+        for form in self._parts():
             if form.integrand is not None:
                 form.terms = self._integrand_terms(form, rho, self.u)
-                if not form.needs_state:  # a function of the densities alone
+                form.active = form.needs_state and bool(self.xp.any(form.terms[1]))
+                if not form.active:  # no dependence on the states here
                     continue
                 rhs = -self._from_cells(form.terms[1], form.cells)
                 if form.mu is None:
@@ -248,45 +236,49 @@ class DevicePath(EvaluationPath):
                 self.cg_iterations["adjoint"].append(it)
             form.solved = True
 
+    def _part_terms(self, form: DeviceForm, rho: Any, scale: Any, dm: Any, u: Any,
+                    fresh: bool, fu: list[Any]) -> tuple[float, Any, Any]:
+        """(value, partial_rho, adjoint term) of one part; ``fu`` caches f_c . u_c."""
+        xp = self.xp
+        zero = xp.zeros(rho.shape[0], dtype=xp.float64)
+        n_cases = len(self.weights)
+        if form.integrand is not None:
+            value, _, pr = (form.terms if fresh and dm is not None
+                            else self._integrand_terms(form, rho, u))
+            adj = (self._adjoint_term(u, form.mu, np.zeros(n_cases), np.eye(n_cases),
+                                      scale, dm)
+                   if dm is not None and form.active else zero)
+            return float(value), pr, adj
+        value = 0.0
+        if form.compliance != 0.0:
+            if not fu:
+                fu.append(to_host(xp.sum(self.loads * u, axis=1)))
+            value += form.compliance * float(self.weights @ fu[0])
+        if form.a is not None:
+            au = to_host(u @ form.a.T)  # (n_cases, n_groups)
+            value += float(np.sum(form.s * au))
+        if form.rho_weights is not None:
+            value += float(form.rho_weights @ rho)
+        pr = form.rho_weights if form.rho_weights is not None else zero
+        adj = (self._adjoint_term(u, form.mu, -form.compliance * self.weights, form.s, scale,
+                                  dm) if form.needs_state and dm is not None else zero)
+        return value, pr, adj
+
     def function_terms(self, rho: Any, scale: Any, dm: Any, u: Any = None
                        ) -> tuple[list[float], list[tuple[Any, Any]]]:
         """Values and the pairs (partial_rho, adjoint term) of dJ/drho of every function,
         after :meth:`analyse` and :meth:`solve_adjoints` (``dm`` None: values and partial
         terms alone). The adjoint term of all load cases is one pass over cells:
         lambda_c = -c w_c u_c + sum_g s_gc mu_g."""
-        xp = self.xp
         fresh = u is None
         u = self.u if u is None else u
-        fu = None
-        n_cases = len(self.weights)
+        fu: list[Any] = []
         values, terms = [], []
-        for form in self.forms:
-            zero = xp.zeros(rho.shape[0], dtype=xp.float64)
-            if form.integrand is not None:
-                value, _, pr = (form.terms if fresh and dm is not None
-                                else self._integrand_terms(form, rho, u))
-                adj = (self._adjoint_term(u, form.mu, np.zeros(n_cases), np.eye(n_cases),
-                                          scale, dm)
-                       if dm is not None and form.needs_state else zero)
-                values.append(float(value))
-                terms.append((pr, adj))
-                continue
-            value = 0.0
-            if form.compliance != 0.0:
-                if fu is None:
-                    fu = to_host(xp.sum(self.loads * u, axis=1))
-                value += form.compliance * float(self.weights @ fu)
-            if form.a is not None:
-                au = to_host(u @ form.a.T)  # (n_cases, n_groups)
-                value += float(np.sum(form.s * au))
-            if form.rho_weights is not None:
-                value += float(form.rho_weights @ rho)
-            pr = form.rho_weights if form.rho_weights is not None else zero
-            if form.needs_state and dm is not None:
-                adj = self._adjoint_term(u, form.mu, -form.compliance * self.weights, form.s,
-                                         scale, dm)
-            else:
-                adj = zero
+        for parts in self.forms:
+            value, pr, adj = 0.0, 0.0, 0.0
+            for w, form in parts:
+                v, p, a = self._part_terms(form, rho, scale, dm, u, fresh, fu)
+                value, pr, adj = value + w * v, pr + w * p, adj + w * a
             values.append(value)
             terms.append((pr, adj))
         return values, terms
@@ -300,6 +292,7 @@ class DevicePath(EvaluationPath):
         self.solve_adjoints(rho)
         values, terms = self.function_terms(rho, scale, dm)
         values = checked_values(self.model, values)
+        check_terms(self.model, values, terms)
         if split:
             self.model.last_state = State(rho, self.u.copy(), self.loads, self.weights,
                                           self.model)
@@ -322,10 +315,8 @@ class DevicePath(EvaluationPath):
 
     def cheap_constraints(self, x: Any) -> np.ndarray:
         rho, _ = self.physical(x)
-        return np.array([b.normalized(float(form.rho_weights @ rho)
-                                      if form.integrand is None
-                                      else b.function.rho_only_value(rho))
-                         for b, form in zip(self.model.bounds, self.forms[1:])])
+        return np.array([b.normalized(b.function.rho_only_value(rho))
+                         for b in self.model.bounds])
 
     def linear_constraint(self) -> tuple[Any, float] | None:
         """(w, b) with the one constraint g(x) = w . x + b when g is linear in x: a
@@ -338,14 +329,14 @@ class DevicePath(EvaluationPath):
         return self._linear
 
     def _linear_constraint(self) -> tuple[Any, float] | None:
-        from femopt.filters.linear import LinearFilter
-
         m = self.model
-        if len(m.bounds) != 1 or self.forms[1].needs_state or self.forms[1].rho_weights is None:
+        parts = self.forms[1] if len(self.forms) == 2 else []
+        if (len(m.bounds) != 1 or len(parts) != 1 or parts[0][1].needs_state
+                or parts[0][1].rho_weights is None):
             return None
-        if not all(isinstance(f, LinearFilter) for f in m.filters):
+        if not all(f.linear for f in m.filters):
             return None
-        bound, v = m.bounds[0], self.forms[1].rho_weights
+        bound, v = m.bounds[0], parts[0][1].rho_weights
         # g(x) = normalized(v . rho(x)), rho = H x off the passive cells, fixed on them
         # (linear filters' chain rule does not read their inputs)
         w = bound.sign_scale() * self.chain(v, [None] * len(m.filters))

@@ -29,6 +29,7 @@ class DeviceForm:
     solved: bool = False
     integrand: Any = None  # the Function, when it has no linear form
     terms: Any = None  # its (value, d_ue, d_rho) at the current design
+    active: bool = True  # an integrand function's dJ/du is not zero at this design
     cells: Any = None  # the cells it covers (device indices), set on first use
     coords: Any = None  # their node coordinates (device)
 

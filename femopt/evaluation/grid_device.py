@@ -99,16 +99,21 @@ class GridDevicePath(DevicePath):
             self._cells = self.xp.asarray(self.layout.grid_index(dofs))
         return self._cells
 
+    def _cells_index(self, cells: Any) -> Any:
+        """The grid-layout index of the dofs of ``cells`` (kept for the last cells asked
+        for: a function asks for the same cells at every design)."""
+        if getattr(self, "_last_cells", None) is not cells:
+            self._last_cells, self._last_index = cells, self._cell_index()[cells]
+        return self._last_index
+
     def _cell_states(self, u: Any, cells: Any) -> Any:
-        return u[:, self._cell_index()[cells]]
+        return u[:, self._cells_index(cells)]
 
     def _from_cells(self, de: Any, cells: Any) -> Any:
-        xp, idx = self.xp, self._cell_index()[cells]
-        out = xp.zeros((de.shape[0], self.layout.n_dofs), dtype=xp.float64)
-        for c in range(de.shape[0]):
-            out[c] = xp.bincount(idx.ravel(), weights=de[c].ravel(),
-                                 minlength=self.layout.n_dofs)
-        out[:, xp.asarray(self.fixed_grid)] = 0.0
+        out = self._scatter(self._cells_index(cells), de, self.layout.n_dofs)
+        if not hasattr(self, "_fixed_device"):
+            self._fixed_device = self.xp.asarray(self.fixed_grid)
+        out[:, self._fixed_device] = 0.0
         return out
 
     def host_states(self) -> np.ndarray:

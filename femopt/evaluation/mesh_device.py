@@ -33,7 +33,6 @@ from femopt.assembly.csr_gather import GatherAssembler
 from femopt.assembly.sparse import FixedPatternAssembler
 from femopt.backend import to_host
 from femopt.evaluation.device import DevicePath, capability
-from femopt.filters.linear import LinearFilter
 from femopt.solvers.csr_pcg import NodeBlockPCG
 
 SOLVER = "pcg"
@@ -65,7 +64,7 @@ def estimate_bytes(model: Any) -> int:
     nnz = entries // 4  # tet4: ~5 entries per CSR value, hex8: ~3 (a node's 27 neighbours)
     # H, and H^T for a density filter's chain rule
     filter_nnz = sum(f.H.nnz * (1 if f.heuristic else 2)
-                     for f in model.filters if isinstance(f, LinearFilter))
+                     for f in model.filters if hasattr(f, "H"))
     n_cases = len(model.case_names)
     n_dofs = model.n_dofs
     total = (entries * (8 + 4)             # sorted K0 entries and their cells
@@ -143,10 +142,7 @@ class MeshDevicePath(DevicePath):
         return self._full(u)[:, self._cell_dofs()[cells]]
 
     def _from_cells(self, de: Any, cells: Any) -> Any:
-        xp, dofs = self.xp, self._cell_dofs()[cells]
-        out = xp.stack([xp.bincount(dofs.ravel(), weights=d.ravel(), minlength=self.n_dofs)
-                        for d in de])
-        return out[:, self.free]
+        return self._scatter(self._cell_dofs()[cells], de, self.n_dofs)[:, self.free]
 
     def host_states(self) -> np.ndarray:
         return to_host(self._full(self.u))

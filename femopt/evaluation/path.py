@@ -25,32 +25,48 @@ from femopt.optimizers.base import Evaluation
 
 class EvaluationPath:
     """The design chain of ``model`` on one backend. Subclasses implement
-    :meth:`physical`, :meth:`chain`, :meth:`values_and_gradients`,
-    :meth:`values_at_fixed_state` and :meth:`final_analysis`.
+    :meth:`values_and_gradients`, :meth:`values_at_fixed_state` and
+    :meth:`final_analysis`; the design chain is written here once, over the backend's
+    own filter stages and passive arrays.
 
     Attributes:
         model: the built model (mesh, physics, filters, functions, bounds, solver).
         xp: the array module of the backend's fields (numpy, or cupy).
+        stages: the filters as this backend runs them (the model's own on the CPU, their
+            device twins on the GPU paths).
+        passive_idx, passive_val: the passive cells and their densities, on ``xp``.
     """
 
-    xp: Any = np
-
-    def __init__(self, model: Any):
-        self.model = model
+    def __init__(self, model: Any, xp: Any = np, stages: list[Any] | None = None):
+        self.model, self.xp = model, xp
+        self.stages = list(model.filters) if stages is None else stages
+        self.passive_idx = xp.asarray(model.passive_idx)
+        self.passive_val = xp.asarray(model.passive_val, dtype=xp.float64)
 
     # -- the design chain ------------------------------------------------------------
 
     def physical(self, x: Any) -> tuple[Any, list[Any]]:
         """rho from x through the filters; also each filter's input (for the chain rule)."""
-        raise NotImplementedError
+        inputs = []
+        y = x
+        for f in self.stages:
+            inputs.append(y)
+            y = f.forward(y)
+        rho = y.astype(self.xp.float64, copy=True)
+        rho[self.passive_idx] = self.passive_val
+        return rho, inputs
 
     def chain(self, grad_rho: Any, inputs: list[Any]) -> Any:
         """dJ/dx from dJ/drho through the filters (passive cells get 0)."""
-        raise NotImplementedError
+        g = grad_rho.copy()
+        g[self.passive_idx] = 0.0
+        for f, xin in zip(reversed(self.stages), reversed(inputs)):
+            g = f.backward(xin, g)
+        return g
 
     def modify_objective_gradient(self, x: Any, df: Any) -> Any:
         """The heuristic filters' rewrite of the objective gradient, in chain order."""
-        for f in self.model.filters:
+        for f in self.stages:
             if f.heuristic:
                 df = f.modify_objective_gradient(x, df)
         return df
@@ -107,12 +123,24 @@ class EvaluationPath:
         return Evaluation(f * m.objective_scale, df * m.objective_scale, g, dg, info)
 
 
-def checked_values(model: Any, values: list[Any]) -> list[float]:
+def check_terms(model: Any, values: list[float], terms: list[tuple[Any, Any]]) -> None:
+    """Every function's gradient terms finite (a RunError naming the function, its term
+    and the design iteration: a run-time failure, exit 1)."""
+    xp = array_namespace(*[t for pair in terms for t in pair])
+    for fn, (pr, adj) in zip(model.functions(), terms):
+        for what, g in (("partial_rho", pr), ("adjoint term", adj)):
+            if not bool(xp.isfinite(g).all()):
+                raise RunError(f"the gradient of function '{fn.name}' ({what}) is not "
+                               f"finite at design iteration {len(model.history) + 1}")
+
+
+def checked_values(model: Any, values: list[Any], functions: list[Any] | None = None
+                   ) -> list[float]:
     """Function values as floats. A value that is not a number is a plugin's defect
     (PluginError); a non-finite number is a failure of the run at this design (RunError,
     exit 1), naming the function and the design iteration."""
     out = []
-    for fn, v in zip(model.functions(), values):
+    for fn, v in zip(model.functions() if functions is None else functions, values):
         if not isinstance(v, (int, float, np.floating)):
             raise PluginError(f"function '{fn.name}' returned a value that is not a "
                               f"number: {v!r}")

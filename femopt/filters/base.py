@@ -22,6 +22,9 @@ class Filter(Component):
     """
 
     heuristic: ClassVar[bool] = False
+    linear: ClassVar[bool] = False
+    """True when ``forward`` is linear in x and ``backward`` does not read x (OC then
+    bisects on a linear volume constraint without a filter pass per trial)."""
     pointwise: ClassVar[bool] = False
     """True when ``forward`` and ``backward`` act entry by entry in the array module of
     their input (a projection): the filter then runs on the device paths as it is."""
@@ -30,14 +33,21 @@ class Filter(Component):
         self.options = options
         self.mesh = mesh
 
+    @classmethod
+    def paths(cls) -> list[str]:
+        """The paths this kind of filter runs on (for ``femopt plugins``)."""
+        runs = cls.pointwise or cls.device_twin is not Filter.device_twin
+        return ["cpu", "gpu grid", "gpu mesh"] if runs else ["cpu"]
+
     def device_twin(self, xp: Any) -> "Filter | None":
         """This filter with its data on the device paths' array module ``xp``, or None
         when it cannot run there (see :meth:`gpu_capability`)."""
         return self if self.pointwise else None
 
     def gpu_capability(self) -> str | None:
-        """None when the filter runs on the GPU paths, else why not."""
-        if self.pointwise:
+        """None when the filter runs on the GPU paths (it is pointwise or has a device
+        twin), else why not."""
+        if "gpu grid" in self.paths():
             return None
         return (f"the filter {self.name!r} is neither pointwise nor linear with given "
                 "weights (a LinearFilter), so it has no device form")

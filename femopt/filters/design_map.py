@@ -22,9 +22,10 @@ from scipy.spatial import cKDTree
 
 from femopt.filters.base import Filter
 from femopt.filters.linear import LinearFilter
+from femopt.filters.sparse_filter import SparseDensityFilter
+from femopt.mesh.mesh import AXES
 from femopt.plugins.registry import Options
 
-AXES = {"x": 0, "y": 1, "z": 2}
 TOLERANCE = 1e-6  # of the domain's size: how far a mirrored centroid may miss its cell
 
 
@@ -117,28 +118,21 @@ class OrbitAverage(Filter):
 
     name = "orbit_average"
     summary = "(added after the filters when a design map is used)"
+    linear = True
 
     def __init__(self, design_map: DesignMap, xp=np):
         super().__init__(None, design_map.mesh)
-        h = design_map.weights()[0]
-        self.counts = np.bincount(design_map.cell_to_reduced, minlength=design_map.n_inputs)
-        if xp is np:
-            self.h, self.ht = h, h.T.tocsr()
-        else:
-            import cupyx.scipy.sparse as csp
-
-            self.h, self.ht = csp.csr_matrix(h), csp.csr_matrix(h.T.tocsr())
-        self.inv_counts = xp.asarray(1.0 / self.counts)
         self.design_map = design_map
+        h, ones = design_map.weights()
+        self.op = SparseDensityFilter(h, ones, xp)  # H and H^T on xp
+        counts = np.bincount(design_map.cell_to_reduced, minlength=design_map.n_inputs)
+        self.inv_counts = xp.asarray(1.0 / counts)
 
     def forward(self, x):
-        return self.h @ ((self.ht @ x) * self.inv_counts)
+        return self.op.h @ ((self.op.ht @ x) * self.inv_counts)
 
     def backward(self, x, dy):
         return self.forward(dy)
-
-    def gpu_capability(self) -> str | None:
-        return None
 
     def device_twin(self, xp) -> "OrbitAverage":
         return OrbitAverage(self.design_map, xp)

@@ -47,6 +47,8 @@ class LinearFilter(Filter):
     gradient through :attr:`op` instead (see the sensitivity filter).
     """
 
+    linear = True
+
     def weights(self) -> tuple[sp.csr_matrix, np.ndarray]:
         """(H, row sums of H) over the mesh's cells."""
         raise NotImplementedError
@@ -75,9 +77,6 @@ class LinearFilter(Filter):
 
     def backward(self, x: Any, dy: Any) -> Any:
         return self.op.backward(x, dy)
-
-    def gpu_capability(self) -> str | None:
-        return None
 
     def device_twin(self, xp: Any) -> "LinearFilter":
         """A copy of this filter whose :attr:`op` holds the weights on ``xp``."""

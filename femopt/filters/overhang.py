@@ -24,9 +24,9 @@ from pydantic import Field, field_validator
 
 from femopt.backend import array_namespace
 from femopt.filters.base import Filter
+from femopt.mesh.mesh import AXES
 from femopt.plugins.registry import Options
 
-AXES = {"x": 0, "y": 1, "z": 2}
 ANGLE_TOLERANCE = 0.5  # degrees: the cells' diagonal must give the overhang angle
 
 
@@ -88,8 +88,9 @@ class OverhangFilter(Filter):
     def device_twin(self, xp: Any) -> "OverhangFilter":
         return self  # written on the arrays' own module
 
-    def gpu_capability(self) -> str | None:
-        return None
+    @classmethod
+    def paths(cls) -> list[str]:
+        return ["cpu", "gpu grid"]  # layers need a structured grid
 
     # -- layers --------------------------------------------------------------------------
 
@@ -139,33 +140,34 @@ class OverhangFilter(Filter):
         scale = (p / q) * total ** (1.0 / q - 1.0)
         return s, [scale * v ** (p - 1.0) for v in parts]
 
-    def forward(self, x: Any) -> Any:
+    def _sweep(self, x: Any) -> tuple[Any, list[tuple[Any, Any, list[Any]]]]:
+        """The printed layers of ``x`` and, per layer above the first, d xi / d x,
+        d xi / d s and d s / d support (kept for the chain rule of the same ``x``)."""
         xp = array_namespace(x)
         layers = self._layers(x)
         xi = xp.empty_like(layers)
         xi[0] = layers[0]
+        steps = []
         for i in range(1, layers.shape[0]):
-            s, _ = self._smax(self._support(xi[i - 1]))
-            xi[i] = self._smin(layers[i], s)[0]
+            s, ds = self._smax(self._support(xi[i - 1]))
+            xi[i], dx, dsm = self._smin(layers[i], s)
+            steps.append((dx, dsm, ds))
+        return xi, steps
+
+    def forward(self, x: Any) -> Any:
+        xi, steps = self._sweep(x)
+        self._last = (x, steps)  # the chain rule follows with the same x
         return self._cells(xi)
 
     def backward(self, x: Any, dy: Any) -> Any:
         """The chain rule through the layers, last layer first: the printed density of a
         layer depends on its own design and, through its support, on every layer below."""
         xp = array_namespace(x)
-        layers = self._layers(x)
-        n = layers.shape[0]
-        xi = [layers[0]]
-        steps = []  # per layer: d xi / d x, d xi / d s, d s / d support
-        for i in range(1, n):
-            parts = self._support(xi[i - 1])
-            s, ds = self._smax(parts)
-            v, dx, dsm = self._smin(layers[i], s)
-            xi.append(v)
-            steps.append((dx, dsm, ds))
+        last = getattr(self, "_last", None)
+        steps = last[1] if last is not None and last[0] is x else self._sweep(x)[1]
         lam = xp.array(self._layers(dy), copy=True)  # adjoint of xi, layer by layer
         out = xp.zeros_like(lam)
-        for i in range(n - 1, 0, -1):
+        for i in range(lam.shape[0] - 1, 0, -1):
             dx, dsm, ds = steps[i - 1]
             out[i] = lam[i] * dx
             back = lam[i] * dsm
@@ -181,10 +183,8 @@ class OverhangFilter(Filter):
         k = 1
         for ax in range(acc.ndim):
             n = acc.shape[ax]
-            lo = [slice(None)] * acc.ndim
-            hi = [slice(None)] * acc.ndim
             # grads[k] at cell j read the value of cell j - 1; grads[k + 1] that of j + 1
-            dst, src = list(lo), list(lo)
+            dst, src = [slice(None)] * acc.ndim, [slice(None)] * acc.ndim
             dst[ax], src[ax] = slice(0, n - 1), slice(1, n)
             acc[tuple(dst)] += grads[k][tuple(src)]
             dst[ax], src[ax] = slice(1, n), slice(0, n - 1)

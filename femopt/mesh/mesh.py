@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+AXES = {"x": 0, "y": 1, "z": 2}  # axis names of problem files
 
 # Edges of each cell type as pairs of local node indices (VTK node order).
 CELL_EDGES = {
