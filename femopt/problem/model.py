@@ -24,6 +24,7 @@ from femopt.optimizers.base import Evaluation
 from femopt.plugins.registry import Registry
 from femopt.problem.load import LoadedProblem, Section
 from femopt.solvers.base import LinearSolver
+from femopt.solvers.choice import pick_solver
 
 
 @dataclass
@@ -136,7 +137,13 @@ class Model:
             if any(b.label == label for b in self.bounds):
                 label = f"{label}{i}"
             self.bounds.append(Bound(fn, label, kind, limit))
-        self.solver = self._create("solver", sec["solver"], issues)
+        self.solver_choice = None  # why the default solver was picked (no solver: section)
+        if "solver" not in loaded.located.data:
+            self.solver_choice = pick_solver(self.mesh, self.physics, self.n_dofs - np.unique(
+                self.fixed).size, bool(np.any(self.springs)))
+            self.solver = self.solver_choice.solver
+        else:
+            self.solver = self._create("solver", sec["solver"], issues)
         if self.solver is not None:
             try:
                 self.solver.bind(self.mesh, self.physics.dofs_per_node)
@@ -257,7 +264,7 @@ class Model:
                 return None
         solver_type = self.solver.name
         default_solver = "solver" not in self.loaded.located.data
-        if solver_type == "direct" and default_solver:
+        if default_solver:
             solver_type = "multigrid" if grid else unstructured_device.SOLVER
         why = paths.unsupported(self, solver_type)
         if why is not None:
