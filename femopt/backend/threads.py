@@ -1,10 +1,11 @@
 """One BLAS thread around NumPy code made of many small products.
 
-The CPU multigrid's cell products (24 x 24 times 24 x n_cells), its vector dots and its
-Lanczos steps are each too small for a BLAS thread pool to pay off, and when the cores
-are shared (pytest workers, other jobs) OpenBLAS's spinning threads make them up to ten
-times slower (docs/benchmarks.md, "CPU: the default solver"). threadpoolctl limits the
-pool for the duration of a block; CuPy arrays are left alone.
+The CPU design loop (OC, MMA) and the multigrid solver are made of products and dots
+(24 x 24 cell matrices times the cells, the volume dot product of OC's bisection) too
+small for a BLAS thread pool to pay off, and when the cores are shared (pytest workers,
+other jobs) OpenBLAS's spinning threads make them ten to a hundred times slower
+(docs/benchmarks.md, "CPU: the default solver"). threadpoolctl limits the pool for the
+duration of a block; CuPy arrays are left alone.
 """
 
 from __future__ import annotations
