@@ -93,3 +93,12 @@ def test_importing_femopt_leaves_the_matplotlib_backend_alone():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "svg"
+
+
+def test_a_large_3d_field_is_coarsened_by_block_maxima_for_its_picture():
+    field_ = np.zeros((120, 60, 40))  # 288,000 cells: blocks of 2 x 2 x 2
+    field_[77, 13, 5] = 1.0  # a member one cell thin stays visible
+    small, step = plots._coarsened(field_)
+    assert step == 2 and small.shape == (60, 30, 20)
+    assert small[38, 6, 2] == 1.0 and small.sum() == 1.0
+    assert plots._coarsened(np.zeros((40, 20, 10)))[1] == 1

@@ -116,7 +116,7 @@ def design_picture(mesh, rho: np.ndarray, path: Path, threshold: float = 0.5,
     return _picture_3d(mesh, rho, path, threshold, unit)
 
 
-def _picture_2d(mesh, rho, path, marks, unit) -> None:
+def _picture_2d(mesh, rho, path, marks, unit):
     lo, hi = mesh.bounds()
     w = 8.0
     aspect = float((hi[1] - lo[1]) / max(hi[0] - lo[0], 1e-300))
@@ -162,7 +162,23 @@ def _picture_2d(mesh, rho, path, marks, unit) -> None:
     return _save(fig, path)
 
 
-def _picture_3d(mesh, rho, path, threshold, unit) -> None:
+PICTURE_CELLS = 200_000  # a 3D picture's surface comes from at most about this many cells
+
+
+def _coarsened(field_: np.ndarray) -> tuple[np.ndarray, int]:
+    """A large 3D field in blocks of ``step``^3 cells, each the block's maximum (so that
+    thin members stay visible); ``step`` 1 when the field is small enough."""
+    step = max(1, int(np.ceil((field_.size / PICTURE_CELLS) ** (1 / 3))))
+    if step == 1:
+        return field_, 1
+    shape = [-(-n // step) * step for n in field_.shape]
+    pad = np.zeros(shape)
+    pad[: field_.shape[0], : field_.shape[1], : field_.shape[2]] = field_
+    blocks = pad.reshape(shape[0] // step, step, shape[1] // step, step, shape[2] // step, step)
+    return blocks.max(axis=(1, 3, 5)), step
+
+
+def _picture_3d(mesh, rho, path, threshold, unit):
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
     from femopt.io.surface import density_surface
@@ -170,13 +186,13 @@ def _picture_3d(mesh, rho, path, threshold, unit) -> None:
     if mesh.grid is not None:
         g = mesh.grid
         field_ = rho.reshape(g.shape[::-1]).T
-        spacing, origin = g.spacing, g.origin
     else:
         from femopt.io.resample import resample, sample_grid
 
-        g = sample_grid(mesh)
+        g = sample_grid(mesh, max_samples=PICTURE_CELLS)
         field_ = resample(mesh, rho, g)
-        spacing, origin = g.spacing, g.origin
+    field_, step = _coarsened(field_)
+    spacing, origin = np.multiply(g.spacing, step), g.origin
     fig = _figure((8.0, 5.5))
     ax = fig.add_subplot(projection="3d")
     lo, hi = mesh.bounds()

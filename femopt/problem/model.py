@@ -139,8 +139,9 @@ class Model:
             self.bounds.append(Bound(fn, label, kind, limit))
         self.solver_choice = None  # why the default solver was picked (no solver: section)
         if "solver" not in loaded.located.data:
-            self.solver_choice = pick_solver(self.mesh, self.physics, self.n_dofs - np.unique(
-                self.fixed).size, bool(np.any(self.springs)))
+            n_free = self.n_dofs - np.unique(self.fixed).size
+            self.solver_choice = pick_solver(self.mesh, self.physics, n_free,
+                                             bool(np.any(self.springs)))
             self.solver = self.solver_choice.solver
         else:
             self.solver = self._create("solver", sec["solver"], issues)
