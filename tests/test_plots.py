@@ -102,3 +102,25 @@ def test_a_large_3d_field_is_coarsened_by_block_maxima_for_its_picture():
     assert step == 2 and small.shape == (60, 30, 20)
     assert small[38, 6, 2] == 1.0 and small.sum() == 1.0
     assert plots._coarsened(np.zeros((40, 20, 10)))[1] == 1
+
+
+def test_a_design_on_a_2d_mesh_from_a_file_is_drawn_cell_by_cell(tmp_path):
+    from pathlib import Path
+
+    from matplotlib.image import imread
+
+    from femopt.runner import build_model
+
+    root = Path(__file__).resolve().parents[1]
+    model = build_model(root / "problems" / "plate_with_hole.yaml", device="cpu")
+    c = model.mesh.centroids()
+    mid = np.median(c[:, 0])
+    rho = np.where(c[:, 0] < mid, 1.0, 0.0)
+    assert len(plots.marks_of(model).loads) > 0  # (marks left out below: they cover cells)
+    fig = plots.design_picture(model.mesh, rho, tmp_path / "d.png", unit="mm")
+    image = imread(tmp_path / "d.png")
+    volumes = np.prod(np.ptp(model.mesh.points[model.mesh.cells], axis=1), axis=1)
+    solid = np.flatnonzero(c[:, 0] < mid)[np.argmax(volumes[c[:, 0] < mid])]
+    void = np.flatnonzero(c[:, 0] >= mid)[np.argmax(volumes[c[:, 0] >= mid])]
+    assert _pixel(fig, image, *c[solid]).max() < 0.15
+    assert _pixel(fig, image, *c[void]).min() > 0.85
