@@ -26,7 +26,7 @@ def test_a_run_names_its_solver_lists_its_files_and_the_next_commands(write_prob
     text = capsys.readouterr().out
     lines = text.splitlines()
     assert [ln for ln in lines if ln.startswith("femopt: solver ")] == [
-        "femopt: solver direct (SuperLU) (2D grid, 124 free dofs), the default "
+        "femopt: solver direct (SuperLU) for a 2D grid of 124 free dofs, the default "
         "(set solver: to choose another)"]
     start = lines.index(f"wrote {out}/:")
     listed = [ln.split()[0] for ln in lines[start + 1:lines.index("next:")]]
@@ -73,7 +73,7 @@ def test_no_gpu_is_one_calm_line(monkeypatch):
 def test_verbose_logs_through_the_logging_module(write_problem, tmp_path, capsys):
     assert main(["-vv", "validate", str(write_problem(SMALL_BEAM))]) == 0
     err = capsys.readouterr().err
-    assert "femopt.solvers.choice: DEBUG: default solver for 2D grid, 124 free dofs" in err
+    assert "femopt.solvers.choice: DEBUG: default solver for a 2D grid of 124 free dofs" in err
     assert main(["validate", str(write_problem(SMALL_BEAM))]) == 0
     assert "DEBUG" not in capsys.readouterr().err
 

@@ -52,11 +52,17 @@ def _has_cholmod() -> bool:
 
 def pick_solver(mesh: Any, physics: Any, n_free: int, has_springs: bool) -> SolverChoice:
     """The default solver for ``physics`` on ``mesh`` with ``n_free`` free dofs."""
+    choice = _pick(mesh, physics, n_free, has_springs)
+    log.info("default solver: %s", choice.reason)
+    return choice
+
+
+def _pick(mesh: Any, physics: Any, n_free: int, has_springs: bool) -> SolverChoice:
     from femopt.solvers.direct import DirectSolver
 
     plain = (physics.symmetric and not has_springs
              and physics.fixed_element_matrices() is None)
-    where = f"{mesh.dim}D {'grid' if mesh.grid is not None else 'mesh'}, {n_free:,} free dofs"
+    where = f"a {mesh.dim}D {'grid' if mesh.grid is not None else 'mesh'} of {n_free:,} free dofs"
     log.debug("default solver for %s: symmetric %s, springs %s, fixed physics part %s",
               where, physics.symmetric, has_springs, not plain and physics.symmetric
               and not has_springs)
@@ -75,13 +81,13 @@ def pick_solver(mesh: Any, physics: Any, n_free: int, has_springs: bool) -> Solv
             except ValueError as exc:  # a grid the multigrid cannot take: direct below
                 log.info("multigrid cannot take this grid (%s); direct solver", exc)
             else:
-                return SolverChoice(solver, f"geometric multigrid ({where})")
+                return SolverChoice(solver, f"geometric multigrid for {where}")
     if plain and mesh.grid is None and mesh.dim == 3 and n_free >= AMG_MIN_DOFS:
         from femopt.solvers.amg import AMGSolver
 
-        return SolverChoice(AMGSolver(), f"AMG-PCG, pyamg ({where})")
+        return SolverChoice(AMGSolver(), f"AMG-PCG (pyamg) for {where}")
     solver = DirectSolver()
-    return SolverChoice(solver, f"{describe(solver)} ({where})")
+    return SolverChoice(solver, f"{describe(solver)} for {where}")
 
 
 def choice_line(model: Any) -> str | None:
