@@ -9,6 +9,10 @@ exports like ``femopt export``.
     result.summary["objective"], result.history[-1].iteration
     result.export("stl")
 
+The typed pieces of the schema (:class:`Support`, :class:`Load`, :class:`LoadCase`,
+:class:`Spring`, :class:`Region`) may stand in for their dicts: they are validated when
+created and written out as the keys they were given.
+
 A dict goes through the same schema as a problem file and fails with the same
 :class:`~femopt.errors.ProblemError` messages; its key paths are exact, its line numbers
 point into :attr:`Problem.text`, the YAML the dict was written as. A mesh file path in a
@@ -28,6 +32,8 @@ import numpy as np
 
 from femopt.errors import InputError
 from femopt.plugins.manager import hookimpl
+# typed pieces of a problem, usable as values in Problem.from_dict
+from femopt.problem.schema import Load, LoadCase, Region, Spring, Support  # noqa: F401
 
 Callback = Callable[[Any], Any]
 
