@@ -61,30 +61,31 @@ class Problem:
     :meth:`from_dict`. Raises :class:`~femopt.errors.ProblemError` (every error, located)
     on bad input."""
 
-    def __init__(self, text: str, filename: str):
-        from femopt.plugins.manager import get_registry
-        from femopt.problem.load import parse_problem
-
-        self.text = text
-        self.filename = filename
-        self.loaded = parse_problem(text, filename, get_registry())
+    def __init__(self, loaded, source: bytes):
+        self.loaded = loaded
+        self.filename = loaded.filename
+        self.source = source  # the problem's text as written into the results directory
+        self.text = source.decode("utf-8")
 
     @classmethod
     def from_file(cls, path: str | Path) -> Problem:
-        """The problem file at ``path``."""
-        p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise InputError(f"{path}: no such problem file") from None
-        return cls(text, str(p))
+        """The problem file at ``path`` (read and validated as ``femopt run`` does)."""
+        from femopt.plugins.manager import get_registry
+        from femopt.problem.load import read_problem
+
+        loaded = read_problem(path, get_registry())
+        return cls(loaded, Path(path).read_bytes())
 
     @classmethod
     def from_yaml(cls, text: str, filename: str = "<yaml>",
                   base_dir: str | Path | None = None) -> Problem:
         """A problem file's ``text``; ``filename`` names it in error messages."""
+        from femopt.plugins.manager import get_registry
+        from femopt.problem.load import parse_problem
+
         base = Path(base_dir) if base_dir is not None else Path.cwd()
-        return cls(text, str(base / filename))
+        return cls(parse_problem(text, str(base / filename), get_registry()),
+                   text.encode("utf-8"))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], base_dir: str | Path | None = None) -> Problem:
@@ -126,7 +127,7 @@ class Problem:
         pm = get_manager()
         pm.register(watcher)
         try:
-            run = run_model(model, self.text.encode("utf-8"), out, max_iter, quiet, stream,
+            run = run_model(model, self.source, out, max_iter, quiet, stream,
                             source=Path(self.filename) if Path(self.filename).is_file() else None)
         finally:
             pm.unregister(watcher)

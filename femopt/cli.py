@@ -14,7 +14,7 @@ log = logging.getLogger("femopt")
 
 
 DEVICES = ("auto", "cpu", "gpu")
-GPU_CHECK_RTOL = 1e-10  # multigrid tolerance of check-gradients on the GPU path
+GPU_CHECK_RTOL = 1e-10  # iterative solvers' tolerance in check-gradients (CPU and GPU)
 DEVICE_HELP = ("where the design iterations run: gpu, cpu, or auto (the GPU when CuPy sees "
                "one and the problem fits the GPU path); overrides the file's device")
 
