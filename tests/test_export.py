@@ -267,3 +267,20 @@ def test_large_designs_are_written_uncompressed_and_read_back(tmp_path, monkeypa
         np.testing.assert_array_equal(back.point_data["u"], u)
         sizes[limit] = (path.stat().st_size, b"compressor" in path.read_bytes()[:2000])
     assert sizes[10**6][1] and not sizes[10][1]
+
+
+def test_an_outline_with_a_hole_and_collinear_points_extrudes_to_a_closed_solid():
+    """Ear clipping (mapbox-earcut) on the outlines' own points: the extruded solid is
+    closed and holds exactly the area (9 - 1) times the thickness."""
+    from femopt.io.contour import extrude, triangulate
+    from femopt.io.surface import check_surface
+
+    outer = np.array([[0, 0], [1, 0], [2, 0], [3, 0], [3, 1], [3, 2], [3, 3], [1.5, 3],
+                      [0, 3], [0, 1.5]], dtype=float)
+    hole = np.array([[1, 1], [1, 2], [2, 2], [2, 1]], dtype=float)  # clockwise
+    island = np.array([[5, 0], [6, 0], [6, 1], [5, 1]], dtype=float)
+    points, tris = triangulate([outer, hole, island])
+    solid = extrude(points, tris, 2.0)
+    check = check_surface(np.asarray(solid.vertices), np.asarray(solid.faces))
+    assert check.watertight, check.describe()
+    assert check.volume == pytest.approx((9 - 1 + 1) * 2.0, rel=1e-12)

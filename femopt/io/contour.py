@@ -116,19 +116,19 @@ def triangulate(loops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         rings = [loops[i]] + [loops[h] for h in holes[i]]
         pts = np.concatenate(rings)
         ends = np.cumsum([len(r) for r in rings]).astype(np.uint32)
-        t = np.asarray(mapbox_earcut.triangulate_float64(pts, ends), dtype=np.int64)
+        t = np.asarray(mapbox_earcut.triangulate_float64(pts, ends),
+                       dtype=np.int64).reshape(-1, 3)
+        # earcut winds all triangles of a polygon one way; turn them counter-clockwise
+        # together (a zero-area triangle on collinear points has no winding of its own
+        # and must stay: its edges close the surface)
+        p = pts[t]
+        d1, d2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+        if np.sum(d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]) < 0:
+            t = t[:, ::-1]
         points.append(pts)
-        tris.append(t.reshape(-1, 3) + start)
+        tris.append(t + start)
         start += len(pts)
-    points_ = np.concatenate(points)
-    tris_ = np.concatenate(tris)
-    p = points_[tris_]
-    d = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
-    cross = d[0][:, 0] * d[1][:, 1] - d[0][:, 1] * d[1][:, 0]
-    tris_ = tris_[cross != 0]  # earcut may leave zero-area triangles on collinear points
-    cw = cross[cross != 0] < 0
-    tris_[cw] = tris_[cw][:, ::-1]
-    return points_, tris_
+    return np.concatenate(points), np.concatenate(tris)
 
 
 def extrude(points: np.ndarray, tris: np.ndarray, thickness: float):
