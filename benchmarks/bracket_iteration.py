@@ -11,7 +11,7 @@ median of the following ones.
 - ``cpu-amg``: PCG with pyamg smoothed aggregation, rtol 1e-8 (CPU);
 - ``cpu-direct``: CHOLMOD (only up to --direct-max tets: its fill grows too fast beyond);
 - ``gpu``: the GPU path on meshes from files (gather assembly, node-block Jacobi PCG
-  with rtol 1e-8, warm start; femopt/problem/unstructured_device.py).
+  with rtol 1e-8, warm start; femopt/evaluation/mesh_device.py).
 
     python benchmarks/bracket_iteration.py [--sizes 100k,1M] [--cases cpu-amg,cpu-direct,gpu]
         [--iterations 5] [--budget 300] [--direct-max 200000]

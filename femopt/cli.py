@@ -4,16 +4,17 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from femopt.errors import FemoptError, InputError, ProblemError
+
+log = logging.getLogger("femopt")
 
 
 DEVICES = ("auto", "cpu", "gpu")
-GPU_CHECK_RTOL = 1e-10  # multigrid tolerance of check-gradients on the GPU path
+GPU_CHECK_RTOL = 1e-10  # iterative solvers' tolerance in check-gradients (CPU and GPU)
 DEVICE_HELP = ("where the design iterations run: gpu, cpu, or auto (the GPU when CuPy sees "
                "one and the problem fits the GPU path); overrides the file's device")
 
@@ -28,18 +29,29 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _end_of_run(result, quiet: bool) -> None:
+    from femopt.io.report import end_of_run_lines
+
+    if not quiet:
+        print("\n".join(end_of_run_lines(result.out_dir, result.summary,
+                                          int(result.summary.get("dim", 3)))))
+
+
 def cmd_run(args) -> int:
     from femopt.runner import run
 
-    run(args.problem, out=args.out, max_iter=args.max_iter, quiet=args.quiet,
-        device=args.device)
+    result = run(args.problem, out=args.out, max_iter=args.max_iter, quiet=args.quiet,
+                 device=args.device)
+    _end_of_run(result, args.quiet)
     return 0
 
 
 def cmd_resume(args) -> int:
     from femopt.runner import resume
 
-    resume(args.result_dir, max_iter=args.max_iter, quiet=args.quiet, device=args.device)
+    result = resume(args.result_dir, max_iter=args.max_iter, quiet=args.quiet,
+                    device=args.device)
+    _end_of_run(result, args.quiet)
     return 0
 
 
@@ -100,9 +112,9 @@ def cmd_export(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from femopt.runner import build_model
+    from femopt.api import Problem
 
-    model = build_model(args.problem)
+    model = Problem.from_file(args.problem).build()
     print(f"{args.problem}: ok ({model.mesh.n_cells} cells, {model.n_dofs} dofs, "
           f"objective {model.objective.name}, {len(model.bounds)} constraint(s), "
           f"optimizer {model.optimizer.name})")
@@ -110,6 +122,8 @@ def cmd_validate(args) -> int:
 
 
 def cmd_check_gradients(args) -> int:
+    import numpy as np
+
     from femopt.adjoint.taylor import check_model_gradients
     from femopt.runner import build_model
 
@@ -124,12 +138,13 @@ def cmd_check_gradients(args) -> int:
     direction[model.x_fixed_idx] = 0.0
     if model.device == "gpu":
         x, direction = model.to_device(x), model.to_device(direction)
-        o = model.solver.options
-        if o.rtol > GPU_CHECK_RTOL:
-            # the Taylor remainders at the smallest step are about 1e-6 of J: the
-            # iterative solves must be well below that
-            model.solver.options = o.model_copy(update={"rtol": GPU_CHECK_RTOL})
-            print(f"note: {model.solver.name} rtol {GPU_CHECK_RTOL:g} for the Taylor test")
+    o = model.solver.options
+    if getattr(o, "rtol", 0.0) > GPU_CHECK_RTOL:
+        # the Taylor remainders at the smallest step are about 1e-6 of J: the
+        # iterative solves must be well below that
+        model.solver.options = o.model_copy(update={"rtol": GPU_CHECK_RTOL})
+        print(f"note: {model.solver.name} rtol {GPU_CHECK_RTOL:g} for the Taylor test")
+    if model.device == "gpu":
         print(f"device: {model.device} (the GPU path)")
     if any(f.heuristic for f in model.filters):
         print("note: the sensitivity filter is a heuristic; the exact gradient is checked")
@@ -189,12 +204,24 @@ def cmd_plugins(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from femopt import __version__
+class _VersionAction(argparse.Action):
+    """``--version``, reading the installed version only when asked."""
 
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import femopt
+
+        parser.exit(message=f"femopt {femopt.__version__}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="femopt", description="Finite-element topology optimization "
                                 "from YAML problem files.")
-    p.add_argument("--version", action="version", version=f"femopt {__version__}")
+    p.add_argument("--version", action=_VersionAction, help="show femopt's version and exit")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="log what femopt decides and measures (-vv: debug details)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("run", help="optimize a problem file and write a results directory")
@@ -249,9 +276,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _configure_logging(verbose: int) -> None:
+    """femopt's log records on stderr: warnings, with -v info, with -vv debug."""
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    log.setLevel(level)
+    for old in [h for h in log.handlers if getattr(h, "femopt_cli", False)]:
+        log.removeHandler(old)
+    handler = logging.StreamHandler()  # today's sys.stderr
+    handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
+    handler.femopt_cli = True
+    log.addHandler(handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
     except ProblemError as exc:

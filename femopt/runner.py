@@ -11,7 +11,6 @@ import numpy as np
 
 from femopt.backend import to_host
 from femopt.errors import FemoptError, InputError
-from femopt.io import plots
 from femopt.io.checkpoint import CHECKPOINT, Checkpoint, read_checkpoint, write_checkpoint
 from femopt.io.export import make_exporter, write_atomic
 from femopt.io.progress import ProgressReporter
@@ -23,6 +22,7 @@ from femopt.optimizers.base import OptimizationResult, converged_message
 from femopt.plugins.manager import get_manager, get_registry
 from femopt.problem.load import read_problem
 from femopt.evaluation.model import Model
+from femopt.solvers.choice import choice_line
 
 
 def build_model(problem_file: str | Path, device: str | None = None) -> Model:
@@ -33,11 +33,12 @@ def build_model(problem_file: str | Path, device: str | None = None) -> Model:
 
 
 def output_dir_for(model: Model, out: str | Path | None) -> Path:
+    """``--out``, else ``output.dir``, else ``results/<name>``; a relative one is relative
+    to the working directory, whichever of the three gave it."""
     if out is not None:
         return Path(out)
     if model.problem.output.dir is not None:
-        d = Path(model.problem.output.dir)
-        return d if d.is_absolute() else Path(model.loaded.filename).parent / d
+        return Path(model.problem.output.dir)
     return Path("results") / model.name
 
 
@@ -55,17 +56,26 @@ def run(problem_file: str | Path, out: str | Path | None = None, max_iter: int |
     (auto, cpu, gpu) overrides the file's."""
     t0 = time.perf_counter()
     model = build_model(problem_file, device)
+    return run_model(model, Path(problem_file).read_bytes(), out, max_iter, quiet, stream,
+                     source=Path(problem_file), t0=t0)
+
+
+def run_model(model: Model, problem_bytes: bytes, out: str | Path | None = None,
+              max_iter: int | None = None, quiet: bool = False, stream=None,
+              source: Path | None = None, t0: float | None = None) -> RunResult:
+    """Optimize a built ``model`` whose problem text is ``problem_bytes`` (copied into the
+    results directory unless that copy is ``source`` itself)."""
+    t0 = time.perf_counter() if t0 is None else t0
     out_dir = output_dir_for(model, out)
     check_output_dir(out_dir)
     limit = max_iter if max_iter is not None else model.optimizer.options.max_iter
     check = getattr(model.optimizer, "check", None)
     if check is not None:  # an optimizer that cannot take this problem is bad input
         check(model)
-    problem_bytes = Path(problem_file).read_bytes()
     prepare_output_dir(out_dir)
     (out_dir / CHECKPOINT).unlink(missing_ok=True)  # a stale one would resume another run
     copy = out_dir / PROBLEM_COPY
-    if not (copy.exists() and copy.samefile(problem_file)):
+    if not (source is not None and copy.exists() and copy.samefile(source)):
         with atomic_write(copy) as tmp:
             tmp.write_bytes(problem_bytes)
     return _optimize(model, out_dir, limit, problem_bytes, None, quiet, stream, t0)
@@ -158,8 +168,11 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
                             extra_names)
     for rec in model.history:  # resumed: the rows up to the checkpoint, nothing after
         history.write(rec)
-    series = (SeriesWriter(out_dir, model.mesh, keep_until=ck.iteration if ck else None)
+    series = (SeriesWriter(out_dir, model.mesh, keep_until=ck.iteration if ck else None,
+                           info={"problem": model.name, "unit": model.problem.unit})
               if out_cfg.series_every else None)
+    if series is not None and ck is None:  # the series starts at the initial design
+        series.add(0, to_host(model.physical(model.x0)[0]))
 
     def on_iteration(rec) -> bool:
         history.write(rec)
@@ -182,11 +195,14 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
     action = f"resuming after iteration {ck.iteration}" if ck else "optimizer"
     for note in model.device_notes:
         reporter.line(f"femopt: {note}")
+    if (line := choice_line(model)) is not None:
+        reporter.line(line)
     reporter.line(f"femopt: {model.name}: {model.mesh.n_cells} cells, "
                   f"{model.n_free} free dofs, {len(model.case_names)} load case(s), "
                   f"{action} {model.optimizer.name}, solver {model.solver.name}"
                   + (", on the GPU" if model.device == "gpu" else ""))
-    summary: dict[str, Any] = {"problem": model.name, "problem_file": model.loaded.filename,
+    summary: dict[str, Any] = {"problem": model.name, "unit": model.problem.unit,
+                               "dim": model.mesh.dim, "problem_file": model.loaded.filename,
                                "problem_sha256": sha, "device": model.device,
                                "n_cells": model.mesh.n_cells, "n_dofs": model.n_dofs,
                                "versions": versions()}
@@ -232,10 +248,13 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
         if exports:
             summary["exports"] = exports
         if out_cfg.picture and model.history:
-            plots.convergence_plot(model.history, out_dir / "convergence.png")
-            if model.mesh.grid is not None:
-                plots.design_picture(model.mesh, design.cell_data["density"],
-                                     out_dir / "design.png", out_cfg.threshold)
+            from femopt.io import plots
+
+            plots.convergence_plot(model.history, out_dir / "convergence.png",
+                                   {b.label: (b.kind, b.limit) for b in model.bounds})
+            plots.design_picture(model.mesh, design.cell_data["density"],
+                                 out_dir / "design.png", out_cfg.threshold,
+                                 plots.marks_of(model), model.problem.unit)
     except BaseException as exc:  # noqa: BLE001 - the summary must say the run failed
         status, error = "failed", exc
         summary.update(failure(model, exc))

@@ -85,9 +85,10 @@ def test_killed_run_resumes_to_the_same_design_bitwise(write_problem, tmp_path, 
     h_full = (full / "history.csv").read_text().splitlines()
     h_res = (killed / "history.csv").read_text().splitlines()
     assert [r.split(",")[:3] for r in h_res] == [r.split(",")[:3] for r in h_full]
-    # the series lists every 4th iteration once, whatever was written before the kill
+    # the series lists the initial design and every 4th iteration once, whatever was
+    # written before the kill
     steps = [float(t.get("Value")) for t in ET.parse(killed / "series.xdmf").iter("Time")]
-    assert steps == [4, 8, 12, 16, 20, 24]
+    assert steps == [0, 4, 8, 12, 16, 20, 24]
 
 
 def test_series_is_a_valid_xdmf_time_series(write_problem, tmp_path):
@@ -99,8 +100,9 @@ def test_series_is_a_valid_xdmf_time_series(write_problem, tmp_path):
     with meshio.xdmf.TimeSeriesReader(out / "series.xdmf") as reader:
         points, cells = reader.read_points_cells()
         assert points.shape == (31 * 11, 2) and cells[0].type == "quad"
-        assert reader.num_steps == 3  # iterations 4, 8 and the final 9
-        t, _, cell_data = reader.read_data(2)
+        assert reader.num_steps == 4  # the initial design, iterations 4, 8, the final 9
+        assert reader.read_data(0)[0] == 0
+        t, _, cell_data = reader.read_data(3)
         assert t == 9
     final = np.load(out / "density.npy")
     assert np.array_equal(cell_data["density"][0], final)

@@ -26,7 +26,7 @@ from femopt.problem.load import parse_problem
 from femopt.evaluation.model import Model
 
 PROBLEMS = Path(__file__).resolve().parent.parent / "problems"
-NO_GPU = (False, "CuPy is not importable (ModuleNotFoundError: No module named 'cupy')")
+NO_GPU = (False, "CuPy is not installed (pip install 'femopt[gpu]' for an NVIDIA GPU)")
 
 
 def run_cli(args, capsys):
@@ -64,9 +64,9 @@ def problem(name: str, **changes) -> dict:
 
 def test_resolve_device_names_what_was_found(no_gpu):
     with pytest.raises(InputError, match="device 'gpu' was requested but CuPy is not "
-                                         "importable"):
+                                         "installed"):
         resolve_device("gpu")
-    assert resolve_device("auto") == ("cpu", f"no GPU: {NO_GPU[1]}; running on the CPU")
+    assert resolve_device("auto") == ("cpu", f"running on the CPU; no GPU: {NO_GPU[1]}")
     assert resolve_device("cpu") == ("cpu", None)
 
 
@@ -113,7 +113,7 @@ def test_auto_falls_back_to_the_cpu_and_says_so_once(no_gpu, write_problem, tmp_
                               "--max-iter", "3"], capsys)
     assert code == 0
     lines = [ln for ln in (out + err).splitlines() if "GPU" in ln]
-    assert lines == [f"femopt: device auto: no GPU: {NO_GPU[1]}; running on the CPU"]
+    assert lines == [f"femopt: device auto: running on the CPU; no GPU: {NO_GPU[1]}"]
     assert json.loads((tmp_path / "res" / "summary.json").read_text())["device"] == "cpu"
 
 

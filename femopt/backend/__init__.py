@@ -35,7 +35,11 @@ def gpu_status() -> tuple[bool, str]:
     """Whether a usable CUDA GPU is visible through CuPy, and what was found."""
     try:
         import cupy
-    except Exception as exc:  # ImportError, or a CUDA library that fails to load
+    except ModuleNotFoundError as exc:
+        if exc.name != "cupy":
+            return False, f"CuPy is not importable ({type(exc).__name__}: {exc})"
+        return False, "CuPy is not installed (pip install 'femopt[gpu]' for an NVIDIA GPU)"
+    except Exception as exc:  # a CUDA library that fails to load
         return False, f"CuPy is not importable ({type(exc).__name__}: {exc})"
     try:
         count = cupy.cuda.runtime.getDeviceCount()
@@ -56,7 +60,7 @@ def resolve_device(requested: str) -> tuple[str, str | None]:
             raise InputError(f"device 'gpu' was requested but {what}")
         return "gpu", None
     if requested == "auto":
-        return ("gpu", None) if ok else ("cpu", f"no GPU: {what}; running on the CPU")
+        return ("gpu", None) if ok else ("cpu", f"running on the CPU; no GPU: {what}")
     raise InputError(f"unknown device {requested!r}; expected auto, cpu or gpu")
 
 

@@ -39,7 +39,7 @@ def choose_device(model: Any, requested: str | None, array_module: Any) -> Any:
             return None
     solver_type = model.solver.name
     default_solver = "solver" not in model.loaded.located.data
-    if solver_type == "direct" and default_solver:
+    if default_solver:
         solver_type = "multigrid" if grid else mesh_device.SOLVER
     why = paths.unsupported(model, solver_type)
     if why is not None:

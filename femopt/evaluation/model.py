@@ -26,6 +26,7 @@ from femopt.physics.material_law import require_affine_material_law
 from femopt.plugins.registry import Registry
 from femopt.problem.load import LoadedProblem, Section
 from femopt.solvers.base import LinearSolver
+from femopt.solvers.choice import pick_solver
 
 
 @dataclass
@@ -145,7 +146,14 @@ class Model:
             if any(b.label == label for b in self.bounds):
                 label = f"{label}{i}"
             self.bounds.append(Bound(fn, label, kind, limit))
-        self.solver = self._create("solver", sec["solver"], issues)
+        self.solver_choice = None  # why the default solver was picked (no solver: section)
+        if "solver" not in loaded.located.data:
+            n_free = self.n_dofs - np.unique(self.fixed).size
+            self.solver_choice = pick_solver(self.mesh, self.physics, n_free,
+                                             bool(np.any(self.springs)))
+            self.solver = self.solver_choice.solver
+        else:
+            self.solver = self._create("solver", sec["solver"], issues)
         if self.solver is not None:
             try:
                 self.solver.bind(self.mesh, self.physics.dofs_per_node)

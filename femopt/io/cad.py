@@ -33,7 +33,7 @@ class CadOptions(Options):
 @dataclass
 class Part:
     """The exported solid: a closed surface (3D, or a 2D design extruded) and, for 2D
-    designs, the outlines and their triangles."""
+    designs, the outlines (and their triangles when extruded)."""
 
     dim: int
     unit: str
@@ -75,11 +75,9 @@ def grid_field(result, threshold: float) -> tuple[np.ndarray, Any]:
     return rho.reshape(shape[::-1]).T, mesh.grid  # cells are numbered x fastest
 
 
-def build_part(result, options: CadOptions, extrude_2d: bool = True,
-               triangles: bool = False) -> Part:
+def build_part(result, options: CadOptions, extrude_2d: bool = True) -> Part:
     """Contour the design into a :class:`Part`; RunError when the surface is not closed.
-    A 2D design is extruded when ``extrude_2d``, and triangulated for that or when
-    ``triangles`` (the re-analysis)."""
+    A 2D design is triangulated and extruded when ``extrude_2d``."""
     from femopt.io.contour import density_contours, extrude, signed_area, triangulate
     from femopt.io.surface import check_surface, density_surface
 
@@ -97,10 +95,8 @@ def build_part(result, options: CadOptions, extrude_2d: bool = True,
             part.loops = density_contours(field_, grid.spacing, grid.origin,
                                           options.threshold, options.smooth)
             part.thresholded_volume = solid_cells * cell_volume * part.thickness
-            if extrude_2d or triangles:
-                h = min(grid.spacing)
-                part.points2d, part.triangles = triangulate(part.loops, max_area=0.5 * h * h)
             if extrude_2d:
+                part.points2d, part.triangles = triangulate(part.loops)
                 part.surface = extrude(part.points2d, part.triangles, part.thickness)
     except ValueError as exc:
         raise RunError(f"cannot export the design: {exc}") from None

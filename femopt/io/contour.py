@@ -1,5 +1,5 @@
 """From a 2D density field on a structured grid to closed outlines: contours
-(scikit-image), triangles of the enclosed region (Triangle, through meshpy), an extruded
+(scikit-image), triangles of the enclosed region (mapbox-earcut), an extruded
 solid, and DXF (ezdxf) and SVG drawings in the problem's unit.
 
 Outlines are oriented with the material on their left: outer boundaries counter-clockwise,
@@ -76,43 +76,59 @@ def taubin_loop(pts: np.ndarray, iterations: int, lamb: float = 0.5,
     return p
 
 
-def triangulate(loops: list[np.ndarray], max_area: float | None = None,
-                min_angle: float = 25.0) -> tuple[np.ndarray, np.ndarray]:
-    """Quality triangles of the region the loops enclose (Triangle through meshpy).
+def point_in_loops(points: np.ndarray, loops: list[np.ndarray]) -> np.ndarray:
+    """Whether each (x, y) point lies inside the region the loops enclose (even-odd rule:
+    holes are loops inside outer loops)."""
+    points = np.asarray(points, dtype=float)
+    inside = np.zeros(len(points), dtype=bool)
+    px, py = points[:, 0:1], points[:, 1:2]
+    for loop in loops:
+        a, b = loop, np.roll(loop, -1, axis=0)
+        for lo in range(0, len(a), 2048):  # (points x edges) blocks of bounded memory
+            ax, ay = a[lo:lo + 2048, 0], a[lo:lo + 2048, 1]
+            bx, by = b[lo:lo + 2048, 0], b[lo:lo + 2048, 1]
+            straddles = (ay > py) != (by > py)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                x_cross = ax + (py - ay) * (bx - ax) / (by - ay)
+            inside ^= (np.count_nonzero(straddles & (px < x_cross), axis=1) % 2).astype(bool)
+    return inside
 
-    Returns (points (n, 2), triangles (m, 3)) with counter-clockwise triangles.
+
+def triangulate(loops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Triangles of the region the loops enclose, on the loops' own points (ear clipping,
+    mapbox-earcut): each outer loop with the holes it holds is one polygon.
+
+    Returns (points (n, 2), triangles (m, 3)) with counter-clockwise triangles; the
+    boundary edges of the triangles are exactly the loops' segments.
     """
-    from matplotlib.path import Path as MplPath
-    from meshpy import triangle
+    import mapbox_earcut
 
-    pts = np.concatenate(loops)
-    segments, start = [], 0
-    for p in loops:
-        k = np.arange(len(p)) + start
-        segments += list(zip(k, np.roll(k, -1)))
-        start += len(p)
-    info = triangle.MeshInfo()
-    info.set_points(pts.tolist())
-    info.set_facets([(int(a), int(b)) for a, b in segments])
-    mesh = triangle.build(info, max_volume=max_area, min_angle=min_angle,
-                          allow_boundary_steiner=False)
-    points = np.array(mesh.points, dtype=float)
-    tris = np.array(mesh.elements, dtype=np.int64)
-    # Triangle fills the convex hull: keep what the outlines enclose (even-odd rule)
-    centre = points[tris].mean(axis=1)
-    inside = np.zeros(len(tris), dtype=bool)
-    for p in loops:
-        inside ^= MplPath(p).contains_points(centre)
-    tris = tris[inside]
-    used = np.unique(tris)
-    renumber = np.full(len(points), -1)
-    renumber[used] = np.arange(used.size)
-    points, tris = points[used], renumber[tris]
-    p = points[tris]
-    d = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
-    cw = d[0][:, 0] * d[1][:, 1] - d[0][:, 1] * d[1][:, 0] < 0
-    tris[cw] = tris[cw][:, ::-1]
-    return points, tris
+    areas = np.array([signed_area(p) for p in loops])
+    outers = [i for i in np.argsort(areas) if areas[i] > 0]  # smallest outer loop first
+    holes: dict[int, list[int]] = {i: [] for i in outers}
+    for h in np.flatnonzero(areas < 0):
+        for i in outers:  # the smallest outer loop around the hole holds it
+            if point_in_loops(loops[h][:1], [loops[i]])[0]:
+                holes[i].append(int(h))
+                break
+    points, tris, start = [], [], 0
+    for i in outers:
+        rings = [loops[i]] + [loops[h] for h in holes[i]]
+        pts = np.concatenate(rings)
+        ends = np.cumsum([len(r) for r in rings]).astype(np.uint32)
+        t = np.asarray(mapbox_earcut.triangulate_float64(pts, ends),
+                       dtype=np.int64).reshape(-1, 3)
+        # earcut winds all triangles of a polygon one way; turn them counter-clockwise
+        # together (a zero-area triangle on collinear points has no winding of its own
+        # and must stay: its edges close the surface)
+        p = pts[t]
+        d1, d2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+        if np.sum(d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]) < 0:
+            t = t[:, ::-1]
+        points.append(pts)
+        tris.append(t + start)
+        start += len(pts)
+    return np.concatenate(points), np.concatenate(tris)
 
 
 def extrude(points: np.ndarray, tris: np.ndarray, thickness: float):

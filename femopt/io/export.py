@@ -84,7 +84,7 @@ def export_result(result_dir: str | Path, fmt: str, *, threshold: float | None =
         from femopt.io.cad import build_part
         from femopt.io.verify import verify_part
 
-        part = build_part(result, exporter.options, extrude_2d=False, triangles=True)
+        part = build_part(result, exporter.options, extrude_2d=False)
         report["verify"] = verify_part(Path(result_dir), part)
         write_json_atomic(Path(result_dir) / "verify.json", report)
     return report

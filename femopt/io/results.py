@@ -17,8 +17,10 @@ import numpy as np
 from femopt.backend import to_host
 from femopt.errors import InputError
 
-DEPENDENCIES = ("numpy", "scipy", "pluggy", "pydantic", "meshio", "nlopt", "cvxopt", "matplotlib",
-                "pyyaml", "rich", "scikit-image", "trimesh", "ezdxf", "h5py", "meshpy")
+# cvxopt is optional (the `cholmod` extra): "not installed" says the run used SuperLU
+DEPENDENCIES = ("numpy", "scipy", "pluggy", "pydantic", "meshio", "nlopt", "matplotlib",
+                "pyyaml", "rich", "scikit-image", "trimesh", "ezdxf", "h5py", "pyamg",
+                "mapbox-earcut", "cvxopt")
 
 
 def versions() -> dict[str, str]:

@@ -6,11 +6,17 @@ The series is readable while the run goes on: a step's array is written and the 
 file closed before the small XDMF file, which lists only complete steps, is rewritten to
 a temporary file and renamed over the old one. HDF5 file locking is off so that a reader
 (ParaView) holding the file open does not stop the writer.
+
+A run's series starts with the initial design (iteration 0). The problem's name and unit
+are ``Information`` items of the XDMF domain. In Python the series reads with
+``meshio.xdmf.TimeSeriesReader("series.xdmf")`` (``meshio.read`` reads single meshes
+only).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import numpy as np
 
@@ -19,6 +25,7 @@ from femopt.io.results import atomic_write
 SERIES_H5 = "series.h5"
 SERIES_XDMF = "series.xdmf"
 
+QUOTE = {'"': "&quot;"}
 XDMF_CELL = {"quad4": "Quadrilateral", "hex8": "Hexahedron", "tri3": "Triangle",
              "tet4": "Tetrahedron"}
 
@@ -31,14 +38,17 @@ class SeriesWriter:
         mesh: the design mesh.
         keep_until: resume: drop steps after this iteration (written after the
             checkpoint the run resumes from) and keep the earlier ones; None starts anew.
+        info: name -> text items written into the XDMF file (problem name, unit).
     """
 
-    def __init__(self, out_dir: Path, mesh, keep_until: int | None = None):
+    def __init__(self, out_dir: Path, mesh, keep_until: int | None = None,
+                 info: dict[str, str] | None = None):
         import h5py
 
         self.h5 = Path(out_dir) / SERIES_H5
         self.xdmf = Path(out_dir) / SERIES_XDMF
         self.mesh = mesh
+        self.info = dict(info or {})
         self.steps: list[int] = []
         if keep_until is not None and self.h5.is_file():
             try:
@@ -91,7 +101,9 @@ class SeriesWriter:
                 f'Center="Cell"><DataItem Dimensions="{n_cells}" NumberType="Float" '
                 f'Precision="8" Format="HDF">{h5}:/density/{it:06d}</DataItem></Attribute>'
                 '</Grid>')
-        text = ('<?xml version="1.0" ?>\n<Xdmf Version="3.0">\n<Domain>\n'
+        info = "".join(f'<Information Name="{escape(k, QUOTE)}" Value="{escape(v, QUOTE)}"/>\n'
+                       for k, v in self.info.items())
+        text = ('<?xml version="1.0" ?>\n<Xdmf Version="3.0">\n<Domain>\n' + info +
                 '<Grid Name="design" GridType="Collection" CollectionType="Temporal">\n'
                 + "\n".join(grids) + "\n</Grid>\n</Domain>\n</Xdmf>\n")
         with atomic_write(self.xdmf) as tmp:

@@ -112,7 +112,19 @@ class StepOptimizer:
     def run(self, problem: DesignProblem, x0: Any, max_iter: int,
             start: int = 0) -> OptimizationResult:
         """Iterate from ``x0``; ``start > 0`` resumes after iteration ``start`` with the
-        state already loaded by :meth:`load_state_dict` (nothing is reset)."""
+        state already loaded by :meth:`load_state_dict` (nothing is reset).
+
+        On the CPU the loop runs with one BLAS thread: its products and dots (OC's
+        bisection calls the volume's dot product dozens of times per iteration) are too
+        small for a thread pool, which on shared cores made them 100x slower."""
+        from femopt.backend import array_namespace
+        from femopt.backend.threads import single_blas_thread
+
+        with single_blas_thread(array_namespace(x0)):
+            return self._run(problem, x0, max_iter, start)
+
+    def _run(self, problem: DesignProblem, x0: Any, max_iter: int,
+             start: int) -> OptimizationResult:
         from femopt.backend import array_namespace
 
         xp = array_namespace(x0)

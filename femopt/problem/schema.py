@@ -229,7 +229,8 @@ Unit = Literal["um", "mm", "cm", "m", "in", "ft"]
 
 class Output(Strict):
     dir: str | None = None
-    """Results directory (default: results/<problem name>); `--out` overrides it."""
+    """Results directory (default: results/<problem name>); `--out` overrides it. A
+    relative path is relative to the working directory, like the default and `--out`."""
     formats: list[str] = ["vtu"]
     """Exporters run on the final design, written as design.<suffix> (built-in: vtu, stl,
     3mf, obj, ply (3D, or 2D extruded), dxf, svg (2D))."""
@@ -258,12 +259,15 @@ class Problem(Strict):
     description: str | None = None
     """Free text."""
     unit: Unit = "mm"
-    """Length unit of the mesh's coordinates, written into exported parts (3MF, DXF,
-    SVG): um, mm, cm, m, in or ft."""
+    """Length unit of the mesh's coordinates: um, mm, cm, m, in or ft. femopt is
+    unit-consistent (it converts nothing): give lengths, moduli, loads and limits in one
+    consistent system, e.g. mm, N and MPa. The unit is written into exported parts (3MF,
+    DXF, SVG), summary.json and the result files' field data."""
     mesh: dict[str, Any]
-    """Mesh source: `type` picks the plugin (built-in: structured)."""
+    """Mesh source: `type` picks the plugin (built-in: structured, file)."""
     physics: dict[str, Any]
-    """Physics: `type` picks the plugin (linear_elasticity, heat_conduction)."""
+    """Physics: `type` picks the plugin (built-in: linear_elasticity, heat_conduction,
+    convection_diffusion)."""
     supports: list[Support] = Field(min_length=1)
     """Fixed degrees of freedom."""
     springs: list[Spring] = []
@@ -284,7 +288,10 @@ class Problem(Strict):
     optimizer: dict[str, Any] = {"type": "oc"}
     """Optimizer: `type` picks the plugin (oc, mma, nlopt)."""
     solver: dict[str, Any] = {"type": "direct"}
-    """Linear solver: `type` picks the plugin (direct, pcg)."""
+    """Linear solver: `type` picks the plugin (direct, pcg, multigrid, amg). Left out,
+    femopt picks the fastest measured for the problem and names it in the run's log:
+    multigrid on structured grids above a few thousand free dofs, AMG on 3D meshes from
+    files above 50,000, else direct (CHOLMOD with the `cholmod` extra, else SuperLU)."""
     output: Output = Output()
     """Where and what to write."""
     device: Literal["auto", "cpu", "gpu"] = "auto"

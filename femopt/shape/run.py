@@ -112,8 +112,9 @@ def write_design_vtu(path: Path, model, points: np.ndarray, points0: np.ndarray,
 
 def shape_picture(mesh: Mesh, points: np.ndarray, moving: np.ndarray, path: Path) -> None:
     """2D: the moved mesh, its moving boundary in colour over the initial one (dashed)."""
-    import matplotlib.pyplot as plt
     from matplotlib.collections import LineCollection
+
+    from femopt.io.plots import _figure
 
     from femopt.shape.extension import boundary_facets
 
@@ -121,7 +122,8 @@ def shape_picture(mesh: Mesh, points: np.ndarray, moving: np.ndarray, path: Path
     on = np.zeros(mesh.n_nodes, dtype=bool)
     on[moving] = True
     edges = facets[on[facets].all(axis=1)]
-    fig, ax = plt.subplots(figsize=(6, 6))
+    fig = _figure((6, 6))
+    ax = fig.add_subplot()
     pairs = np.array(CELL_EDGES[mesh.cell_type])
     segments = points[mesh.cells[:, pairs.ravel()]].reshape(-1, 2, 2)
     ax.add_collection(LineCollection(segments, colors="0.75", linewidths=0.3))
@@ -137,4 +139,3 @@ def shape_picture(mesh: Mesh, points: np.ndarray, moving: np.ndarray, path: Path
     ax.set_title("moving boundary: initial (dashed) and optimized")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

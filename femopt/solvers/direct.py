@@ -16,8 +16,9 @@ from femopt.solvers.base import LinearSolver
 
 class DirectOptions(Options):
     method: Literal["auto", "cholmod", "superlu"] = "auto"
-    """Factorization: CHOLMOD sparse Cholesky (SPD systems, through cvxopt), SuperLU, or
-    auto (CHOLMOD when the system is symmetric and cvxopt is installed)."""
+    """Factorization: CHOLMOD sparse Cholesky (SPD systems, through cvxopt: the optional
+    `cholmod` extra, GPL-3.0), SciPy's SuperLU, or auto (CHOLMOD when the system is
+    symmetric and cvxopt is installed, else SuperLU)."""
     symmetric: bool = True
     """The system is symmetric positive definite (stiffness, conductivity)."""
     check_residual: float = Field(1e-6, gt=0)
@@ -92,7 +93,9 @@ class DirectSolver(LinearSolver):
         if method != "superlu":
             cholmod = _cholmod()
             if method == "cholmod" and cholmod is None:
-                raise ValueError("method 'cholmod' needs the cvxopt package (pip install cvxopt)")
+                raise ValueError("method 'cholmod' (sparse Cholesky of a symmetric positive "
+                                 "definite system) needs cvxopt, an optional GPL-3.0 package: "
+                                 "pip install 'femopt[cholmod]', or use method: superlu")
             if method == "cholmod" and not self.options.symmetric:
                 raise ValueError("method 'cholmod' needs a symmetric system")
             if cholmod is not None and self.options.symmetric:

@@ -46,6 +46,7 @@ from femopt.assembly.grid_layout import GridLayout, layout_of
 from femopt.assembly.matrix_free import StructuredOperator
 from femopt.assembly.structured_csr import CSROperator, StructuredCSR
 from femopt.backend import array_namespace, to_host
+from femopt.backend.threads import single_blas_thread
 from femopt.errors import SolverError
 from femopt.plugins.registry import Options
 from femopt.solvers import multigrid_transfer as transfer
@@ -188,14 +189,15 @@ class MultigridSolver(LinearSolver):
             raise SolverError(f"expected {lay.n_cells} element scale factors, got "
                               f"{tuple(scale.shape)}")
         xp = array_namespace(scale)
-        if fixed is not self._fixed_seen or self._key != (xp.__name__, ke.tobytes()):
-            self._build_hierarchy(xp, xp.asarray(fixed, dtype=bool), ke)
-            self._fixed_seen = fixed
-            self._fixed_host_grid = to_host(fixed).astype(bool)
-            self._springs_key = None
-            self._key = (xp.__name__, ke.tobytes())
-        self._set_springs(springs, xp)
-        self._set_design(xp.asarray(scale, dtype=xp.float64), ke)
+        with single_blas_thread(xp):
+            if fixed is not self._fixed_seen or self._key != (xp.__name__, ke.tobytes()):
+                self._build_hierarchy(xp, xp.asarray(fixed, dtype=bool), ke)
+                self._fixed_seen = fixed
+                self._fixed_host_grid = to_host(fixed).astype(bool)
+                self._springs_key = None
+                self._key = (xp.__name__, ke.tobytes())
+            self._set_springs(springs, xp)
+            self._set_design(xp.asarray(scale, dtype=xp.float64), ke)
 
     def _set_springs(self, springs: np.ndarray | None, xp: Any) -> None:
         if springs is None:
@@ -350,6 +352,10 @@ class MultigridSolver(LinearSolver):
 
     def solve_grid(self, b: Any, x0: Any = None, rtol: float | None = None) -> Any:
         """Solve with grid-layout vectors (n_dofs,), zero on constrained dofs; float64."""
+        with single_blas_thread(self.xp):
+            return self._solve_grid(b, x0, rtol)
+
+    def _solve_grid(self, b: Any, x0: Any = None, rtol: float | None = None) -> Any:
         o = self.options
         if self.op64 is None:
             raise SolverError("solve() called before update_operator()")
