@@ -23,7 +23,8 @@ FaceName = Literal["x_min", "x_max", "y_min", "y_max", "z_min", "z_max"]
 
 class Box(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", allow_inf_nan=False, frozen=True, use_attribute_docstrings=True
+        extra="forbid", allow_inf_nan=False, frozen=True, use_attribute_docstrings=True,
+        strict=True,
     )
     min: list[float]
     """Lower corner."""
@@ -43,7 +44,8 @@ class Region(BaseModel):
     """Where a support, load or passive zone applies (all given conditions must hold)."""
 
     model_config = ConfigDict(
-        extra="forbid", allow_inf_nan=False, frozen=True, use_attribute_docstrings=True
+        extra="forbid", allow_inf_nan=False, frozen=True, use_attribute_docstrings=True,
+        strict=True,
     )
     face: FaceName | None = None
     """A face of the bounding box: x_min, x_max, y_min, y_max, z_min, z_max."""
