@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import gc
 import sys
 from pathlib import Path
 
@@ -245,6 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None:
+        # the process ends with this command: spare it the collector's final pass over
+        # every object still alive (4 s of CPU after loading a 10 MB problem file)
+        atexit.register(gc.freeze)
     try:
         return int(args.func(args) or 0)
     except ProblemError as exc:

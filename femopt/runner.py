@@ -23,13 +23,15 @@ from femopt.optimizers.base import OptimizationResult, converged_message
 from femopt.plugins.manager import get_manager, get_registry
 from femopt.problem.load import read_problem
 from femopt.problem.model import Model
+from femopt.problem.yamlpos import gc_paused
 
 
 def build_model(problem_file: str | Path, device: str | None = None) -> Model:
     """Read, validate and build a problem; raises InputError/ProblemError on bad input.
     ``device`` (auto, cpu, gpu) overrides the file's ``device``."""
     registry = get_registry()
-    return Model(read_problem(problem_file, registry), registry, device)
+    with gc_paused():  # a problem of 200,000 loads makes millions of small objects
+        return Model(read_problem(problem_file, registry), registry, device)
 
 
 def output_dir_for(model: Model, out: str | Path | None) -> Path:

@@ -168,4 +168,4 @@ def test_merge_keys_follow_yaml_rules():
     assert issues == []
     # own keys win over merged ones, and the first merged mapping over later ones
     assert located_.data["c"] == {"x": 10, "y": 2, "z": 6}
-    assert located_.key_pos[("c", "z")] == (2, 18)  # where z was written
+    assert located_.position(("c", "z"), key=True) == (2, 18)  # where z was written

@@ -20,7 +20,8 @@ from pydantic import BaseModel, ValidationError
 from femopt.errors import InputError, Issue, ProblemError
 from femopt.plugins.registry import Registry
 from femopt.problem.schema import CONSTRAINT_KEYS, DESIGN_TYPES, Problem
-from femopt.problem.yamlpos import MAX_CHARS, Located, Path, format_path, load_yaml
+from femopt.problem.yamlpos import (MAX_CHARS, Located, Path, format_path, gc_paused,
+                                    load_yaml)
 
 # problem-file section -> registry kind, and whether the section is a list
 PLUGIN_SECTIONS = {
@@ -239,6 +240,11 @@ def _constraint_bounds(sec: Section, located: Located, issues: list[Issue]) -> N
 
 def parse_problem(text: str, filename: str, registry: Registry) -> LoadedProblem:
     """Validate problem-file ``text``; raises ProblemError listing every error."""
+    with gc_paused():
+        return _parse_problem(text, filename, registry)
+
+
+def _parse_problem(text: str, filename: str, registry: Registry) -> LoadedProblem:
     located, issues = load_yaml(text)
     if located is None:
         raise ProblemError(filename, issues)
