@@ -17,6 +17,7 @@ from femopt.assembly.sparse import FixedPatternAssembler
 from femopt.design.interpolation import Interpolation
 from femopt.errors import (FemoptError, InputError, Issue, PluginError, ProblemError, RunError,
                            SingularSystemError)
+from femopt.errors import MeshError
 from femopt.assembly.grid_layout import layout_of
 from femopt.mesh.regions import RegionError, select_cells, select_nodes
 from femopt.objectives.base import Function, State
@@ -88,7 +89,11 @@ class Model:
             source.base_dir = Path(loaded.filename).resolve().parent
         if hasattr(source, "problem_unit"):
             source.problem_unit = self.problem.unit
-        self.mesh = source.build()
+        try:
+            self.mesh = source.build()
+        except MeshError as exc:  # the file's own errors, located at the mesh section
+            where = ("path",) if hasattr(sec["mesh"].options, "path") else ()
+            raise loaded.error(sec["mesh"].path + where, str(exc)) from None
         self.physics = self._create("physics", sec["physics"], issues, self.mesh)
         if issues:
             raise ProblemError(loaded.filename, issues)
