@@ -212,7 +212,7 @@ def test_cli_refuses_a_bad_mesh_with_exit_2_and_writes_nothing(case, command, wr
     err = capsys.readouterr().err
     assert str(path) in err and message in err  # the relative path resolved by the problem
     # located at the mesh section's path key: FILE:1:COL: mesh.path: MESHFILE: message
-    col = problem.read_text().index("path") + 1
+    col = problem.read_text().index("path: ") + len("path: ") + 1  # at the file name
     assert f"{problem}:1:{col}: mesh.path: {path}: " in err, err
     assert not out.exists()
 
