@@ -102,9 +102,11 @@ def cmd_export(args) -> int:
 
 
 def cmd_validate(args) -> int:
+    from femopt.problem.precheck import check_before_run
     from femopt.runner import build_model
 
     model = build_model(args.problem)
+    check_before_run(model)
     print(f"{args.problem}: ok ({model.mesh.n_cells} cells, {model.n_dofs} dofs, "
           f"objective {model.objective.name}, {len(model.bounds)} constraint(s), "
           f"optimizer {model.optimizer.name})")

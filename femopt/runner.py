@@ -23,6 +23,7 @@ from femopt.optimizers.base import OptimizationResult, converged_message
 from femopt.plugins.manager import get_manager, get_registry
 from femopt.problem.load import read_problem
 from femopt.problem.model import Model
+from femopt.problem.precheck import check_before_run
 from femopt.problem.yamlpos import gc_paused
 
 
@@ -60,9 +61,7 @@ def run(problem_file: str | Path, out: str | Path | None = None, max_iter: int |
     out_dir = output_dir_for(model, out)
     check_output_dir(out_dir)
     limit = max_iter if max_iter is not None else model.optimizer.options.max_iter
-    check = getattr(model.optimizer, "check", None)
-    if check is not None:  # an optimizer that cannot take this problem is bad input
-        check(model)
+    check_before_run(model)  # an optimizer that cannot take this problem is bad input
     problem_bytes = Path(problem_file).read_bytes()
     prepare_output_dir(out_dir)
     (out_dir / CHECKPOINT).unlink(missing_ok=True)  # a stale one would resume another run
@@ -131,9 +130,7 @@ def resume(result_dir: str | Path, max_iter: int | None = None, quiet: bool = Fa
         raise InputError(f"{rd.path / CHECKPOINT}: {len(ck.filter_states)} filter state(s) "
                          f"for {len(model.filters)} filter(s)")
     limit = max_iter if max_iter is not None else model.optimizer.options.max_iter
-    check = getattr(model.optimizer, "check", None)
-    if check is not None:
-        check(model)
+    check_before_run(model)
     for f, state in zip(model.filters, ck.filter_states):
         f.load_state_dict(state)
     model.optimizer.load_state_dict(

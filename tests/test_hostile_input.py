@@ -169,3 +169,34 @@ def test_merge_keys_follow_yaml_rules():
     # own keys win over merged ones, and the first merged mapping over later ones
     assert located_.data["c"] == {"x": 10, "y": 2, "z": 6}
     assert located_.position(("c", "z"), key=True) == (2, 18)  # where z was written
+
+
+NO_CONSTRAINT = SMALL_BEAM.replace("constraints:\n  - {type: volume, max: 0.5}\n", "")
+RUN_CHECKS = {
+    "oc_without_constraint": (NO_CONSTRAINT, "exactly one constraint"),
+    "oc_with_stress": (SMALL_BEAM.replace("{type: volume, max: 0.5}",
+                                          "{type: stress_pnorm, max: 2.0}"), "needs a solve"),
+    "oc_minimizing_volume": (SMALL_BEAM.replace("objective: {type: compliance}",
+                                                "objective: {type: volume}"),
+                             "cannot minimize 'volume'"),
+    "lbfgs_with_constraint": (SMALL_BEAM.replace("{type: oc, max_iter: 10}",
+                                                 "{type: nlopt, algorithm: LD_LBFGS}"),
+                              "handles bounds only"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RUN_CHECKS))
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_validate_refuses_what_run_refuses(case, command, tmp_path, capsys):
+    text, message = RUN_CHECKS[case]
+    path = tmp_path / "problem.yaml"
+    path.write_text(text, encoding="utf-8")
+    out_dir = tmp_path / "out"
+    code, _, err = run_cli([command, path] + (["--out", out_dir] if command == "run" else []),
+                           capsys)
+    assert code == 2
+    line = text.splitlines().index(next(ln for ln in text.splitlines()
+                                        if ln.startswith("optimizer:"))) + 1
+    assert [(ln, k) for ln, _, k, msg in located(err, path) if message in msg] == \
+        [(line, "optimizer")], err
+    assert not out_dir.exists()
