@@ -24,6 +24,7 @@ from femopt.plugins.manager import get_manager, get_registry
 from femopt.problem.load import read_problem
 from femopt.problem.model import Model
 from femopt.problem.precheck import check_before_run
+from femopt.problem.size import check_size
 from femopt.problem.yamlpos import gc_paused
 
 
@@ -32,7 +33,9 @@ def build_model(problem_file: str | Path, device: str | None = None) -> Model:
     ``device`` (auto, cpu, gpu) overrides the file's ``device``."""
     registry = get_registry()
     with gc_paused():  # a problem of 200,000 loads makes millions of small objects
-        return Model(read_problem(problem_file, registry), registry, device)
+        loaded = read_problem(problem_file, registry)
+        check_size(loaded, device)  # before the mesh or anything else is allocated
+        return Model(loaded, registry, device)
 
 
 def output_dir_for(model: Model, out: str | Path | None) -> Path:
