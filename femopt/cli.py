@@ -1,5 +1,6 @@
 """The ``femopt`` command line. The only place that maps errors to exit codes:
-0 done, 1 a failure during a run, 2 bad input (problem file, mesh, plugin, arguments)."""
+0 done, 1 a failure during a run, 2 bad input (problem file, mesh, plugin, arguments),
+130 and 143 interrupted by SIGINT and SIGTERM."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from femopt.errors import FemoptError, InputError, ProblemError
+from femopt.io.failure import EXIT_SIGINT, interrupted_message, signals_interrupt
 
 
 DEVICES = ("auto", "cpu", "gpu")
@@ -254,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         # every object still alive (4 s of CPU after loading a 10 MB problem file)
         atexit.register(gc.freeze)
     try:
-        return int(args.func(args) or 0)
+        with signals_interrupt():
+            return int(args.func(args) or 0)
     except ProblemError as exc:
         print(str(exc), file=sys.stderr)  # FILE:LINE:COL: key.path: message, one per line
         return 2
@@ -264,9 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     except FemoptError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(interrupted_message(exc), file=sys.stderr)
+        return getattr(exc, "exit_code", EXIT_SIGINT)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,13 @@ from typing import Any
 import numpy as np
 
 from femopt.backend import to_host
-from femopt.errors import FemoptError, InputError
+from femopt.errors import InputError, RunError
 from femopt.io import plots
 from femopt.io.checkpoint import CHECKPOINT, Checkpoint, read_checkpoint, write_checkpoint
 from femopt.io.export import make_exporter, write_atomic
+from femopt.io.failure import describe, run_failures, run_status, write_errors
 from femopt.io.progress import ProgressReporter
-from femopt.io.results import (HistoryWriter, check_output_dir, design_result,
+from femopt.io.results import (HistoryWriter, check_output_dir, design_result, ensure_space,
                                prepare_output_dir, versions, write_json_atomic, atomic_write)
 from femopt.io.resultdir import PROBLEM_COPY, open_result_dir, problem_hash
 from femopt.io.series import SeriesWriter
@@ -67,12 +68,13 @@ def run(problem_file: str | Path, out: str | Path | None = None, max_iter: int |
     check_before_run(model)  # an optimizer that cannot take this problem is bad input
     problem_bytes = Path(problem_file).read_bytes()
     prepare_output_dir(out_dir)
-    (out_dir / CHECKPOINT).unlink(missing_ok=True)  # a stale one would resume another run
-    copy = out_dir / PROBLEM_COPY
-    if not (copy.exists() and copy.samefile(problem_file)):
-        with atomic_write(copy) as tmp:
-            tmp.write_bytes(problem_bytes)
-    return _optimize(model, out_dir, limit, problem_bytes, None, quiet, stream, t0)
+    with run_failures(out_dir):  # from here on, anything is a run failure (exit 1)
+        (out_dir / CHECKPOINT).unlink(missing_ok=True)  # a stale one would resume another run
+        copy = out_dir / PROBLEM_COPY
+        if not (copy.exists() and copy.samefile(problem_file)):
+            with atomic_write(copy) as tmp:
+                tmp.write_bytes(problem_bytes)
+        return _optimize(model, out_dir, limit, problem_bytes, None, quiet, stream, t0)
 
 
 def _is_shape_problem(problem_bytes: bytes) -> bool:
@@ -88,9 +90,7 @@ def _is_shape_problem(problem_bytes: bytes) -> bool:
 
 def failure(model, exc: BaseException) -> dict[str, Any]:
     """What summary.json says of a run that raised ``exc``."""
-    return {"iterations": len(model.history), "converged": False,
-            "message": str(exc) if isinstance(exc, FemoptError)
-            else f"{type(exc).__name__}: {exc}"}
+    return {"iterations": len(model.history), "converged": False, "message": describe(exc)}
 
 
 def close_run(out_dir: Path, summary: dict[str, Any], model, history, t0: float,
@@ -98,14 +98,25 @@ def close_run(out_dir: Path, summary: dict[str, Any], model, history, t0: float,
     """End a run, whatever happened: close history.csv, write summary.json (status, wall
     time, seconds per iteration, ``extra``) and call the run-end hook. Returns the wall
     time."""
-    history.close()
+    unwritten = None
+    try:
+        history.close()
+    except OSError as exc:  # a full disk: the summary below says so if it can
+        unwritten = exc
     wall = time.perf_counter() - t0
     n_it = max(len(model.history), 1)
     summary.update({"status": status, "wall_time": wall,
                     "seconds_per_iteration": sum(r.seconds for r in model.history) / n_it,
                     **extra})
-    write_json_atomic(out_dir / "summary.json", summary)
+    if unwritten is not None and status == "ok":
+        summary.update(status="failed", message=describe(unwritten))
+    try:
+        write_json_atomic(out_dir / "summary.json", summary)
+    except OSError as exc:
+        unwritten = unwritten or exc
     get_manager().hook.femopt_run_end(summary=summary)
+    if unwritten is not None and status == "ok":
+        raise RunError(describe(unwritten)) from unwritten
     return wall
 
 
@@ -142,7 +153,8 @@ def resume(result_dir: str | Path, max_iter: int | None = None, quiet: bool = Fa
     model.objective_scale = ck.objective_scale
     model.evaluations = ck.evaluations
     model.history = list(ck.history)
-    return _optimize(model, rd.path, limit, rd.problem_bytes, ck, quiet, stream, t0)
+    with run_failures(rd.path):
+        return _optimize(model, rd.path, limit, rd.problem_bytes, ck, quiet, stream, t0)
 
 
 def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
@@ -160,17 +172,26 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
                             extra_names)
     for rec in model.history:  # resumed: the rows up to the checkpoint, nothing after
         history.write(rec)
+    if out_cfg.series_every:
+        ensure_space(out_dir, 0)  # HDF5 must not meet a full disk: it crashed there
     series = (SeriesWriter(out_dir, model.mesh, keep_until=ck.iteration if ck else None)
               if out_cfg.series_every else None)
 
     def on_iteration(rec) -> bool:
-        history.write(rec)
+        with write_errors():
+            history.write(rec)
         pm.hook.femopt_iteration(record=rec)
         return reporter.iteration(rec)
 
     def on_end_iteration(it: int, x, optimizer, converged: bool) -> None:
+        with write_errors():
+            _write_iteration(it, x, optimizer, converged)
+
+    def _write_iteration(it: int, x, optimizer, converged: bool) -> None:
         if series is not None and it % out_cfg.series_every == 0:
-            series.add(it, to_host(model.physical(x)[0]))
+            rho = to_host(model.physical(x)[0])
+            ensure_space(out_dir, 2 * rho.nbytes)
+            series.add(it, rho)
         if out_cfg.checkpoint_every and (it % out_cfg.checkpoint_every == 0 or converged):
             write_checkpoint(out_dir / CHECKPOINT, Checkpoint(
                 it, model.history[-1].change, converged, to_host(x), sha,
@@ -221,6 +242,7 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
         np.save(out_dir / "design.npy", np.asarray(x_final))
         np.save(out_dir / "density.npy", np.asarray(rho_final))
         if series is not None and result.iterations not in series.steps:
+            ensure_space(out_dir, 2 * np.asarray(rho_final).nbytes)
             series.add(result.iterations, rho_final)
         design = design_result(model, x_final, state)
         exports = {}
@@ -239,7 +261,7 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
                 plots.design_picture(model.mesh, design.cell_data["density"],
                                      out_dir / "design.png", out_cfg.threshold)
     except BaseException as exc:  # noqa: BLE001 - the summary must say the run failed
-        status, error = "failed", exc
+        status, error = run_status(exc), exc
         summary.update(failure(model, exc))
     finally:
         wall = close_run(out_dir, summary, model, history, t0, status,

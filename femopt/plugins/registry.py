@@ -112,7 +112,7 @@ class Registry:
         the component and the plugin it comes from."""
         try:
             yield
-        except FemoptError:
+        except (FemoptError, MemoryError):  # memory running out is not the plugin's fault
             raise
         except Exception as exc:
             plugin = self.entries.get(kind, {}).get(name)
