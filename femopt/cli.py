@@ -36,7 +36,7 @@ def cmd_run(args) -> int:
     from femopt.runner import run
 
     run(args.problem, out=args.out, max_iter=args.max_iter, quiet=args.quiet,
-        device=args.device)
+        device=args.device, force=args.force)
     return 0
 
 
@@ -202,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-iter", type=_positive_int, help="iteration limit (overrides the file)")
     r.add_argument("--quiet", action="store_true", help="print nothing but errors")
     r.add_argument("--device", choices=DEVICES, help=DEVICE_HELP)
+    r.add_argument("--force", action="store_true",
+                   help="write into a directory that holds another problem's results or "
+                   "other files (femopt's earlier files there are removed)")
     r.set_defaults(func=cmd_run)
 
     v = sub.add_parser("validate", help="check a problem file; report every error")

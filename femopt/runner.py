@@ -14,6 +14,7 @@ from femopt.errors import InputError, RunError
 from femopt.io import plots
 from femopt.io.checkpoint import CHECKPOINT, Checkpoint, read_checkpoint, write_checkpoint
 from femopt.io.export import make_exporter, write_atomic
+from femopt.io import manifest
 from femopt.io.failure import describe, run_failures, run_status, write_errors
 from femopt.io.progress import ProgressReporter
 from femopt.io.results import (HistoryWriter, check_output_dir, design_result, ensure_space,
@@ -45,7 +46,7 @@ def output_dir_for(model: Model, out: str | Path | None) -> Path:
     if model.problem.output.dir is not None:
         d = Path(model.problem.output.dir)
         return d if d.is_absolute() else Path(model.loaded.filename).parent / d
-    return Path("results") / model.name
+    return Path("results") / manifest.default_dir_name(model.name)
 
 
 @dataclass
@@ -56,20 +57,26 @@ class RunResult:
 
 
 def run(problem_file: str | Path, out: str | Path | None = None, max_iter: int | None = None,
-        quiet: bool = False, stream=None, device: str | None = None) -> RunResult:
+        quiet: bool = False, stream=None, device: str | None = None,
+        force: bool = False) -> RunResult:
     """Optimize ``problem_file``; returns the summary. Bad input raises before anything
     is written; a failure during the run writes what it has and re-raises. ``device``
-    (auto, cpu, gpu) overrides the file's."""
+    (auto, cpu, gpu) overrides the file's. A directory holding another problem's results
+    is refused unless ``force``; the previous run's files are removed."""
     t0 = time.perf_counter()
     model = build_model(problem_file, device)
     out_dir = output_dir_for(model, out)
     check_output_dir(out_dir)
     limit = max_iter if max_iter is not None else model.optimizer.options.max_iter
     check_before_run(model)  # an optimizer that cannot take this problem is bad input
+    manifest.claim(out_dir, model.name, force)
     problem_bytes = Path(problem_file).read_bytes()
     prepare_output_dir(out_dir)
     with run_failures(out_dir):  # from here on, anything is a run failure (exit 1)
-        (out_dir / CHECKPOINT).unlink(missing_ok=True)  # a stale one would resume another run
+        # the previous run's files go (a stale checkpoint would resume another run)
+        manifest.clear_previous(out_dir, keep=(Path(problem_file),))
+        (out_dir / CHECKPOINT).unlink(missing_ok=True)
+        manifest.start(out_dir, model.name)
         copy = out_dir / PROBLEM_COPY
         if not (copy.exists() and copy.samefile(problem_file)):
             with atomic_write(copy) as tmp:
@@ -114,6 +121,7 @@ def close_run(out_dir: Path, summary: dict[str, Any], model, history, t0: float,
         write_json_atomic(out_dir / "summary.json", summary)
     except OSError as exc:
         unwritten = unwritten or exc
+    manifest.record(out_dir)
     get_manager().hook.femopt_run_end(summary=summary)
     if unwritten is not None and status == "ok":
         raise RunError(describe(unwritten)) from unwritten

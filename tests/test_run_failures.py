@@ -184,3 +184,59 @@ def test_a_real_full_disk_never_crashes(size, write_problem, tmp_path, uninterru
                                       np.load(uninterrupted / "design.npy"))
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+SMALL = PROBLEM.replace("max_iter: 24", "max_iter: 2").replace("picture: false", "picture: true")
+
+
+def test_a_rerun_removes_the_previous_runs_files_and_keeps_the_users(write_problem, tmp_path,
+                                                                   capsys):
+    out = tmp_path / "out"
+    assert main(["run", str(write_problem(SMALL)), "--out", str(out), "--quiet"]) == 0
+    assert main(["export", str(out), "--format", "stl"]) == 0
+    (out / "notes.txt").write_text("mine")
+    manifest = json.loads((out / "femopt-manifest.json").read_text())
+    assert manifest["problem"] == "resumable" and manifest["complete"] is True
+    assert {"design.vtu", "design.stl", "convergence.png", "checkpoint.h5"} <= \
+        set(manifest["files"])
+    text = SMALL.replace("picture: true", "picture: false").replace(
+        "series_every: 4", "series_every: 0")
+    assert main(["run", str(write_problem(text)), "--out", str(out), "--quiet"]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"design.stl", "convergence.png", "design.png", "series.h5"}.isdisjoint(names)
+    assert {"notes.txt", "design.vtu", "summary.json"} <= names
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_directory_of_another_problem_is_refused_unless_forced(write_problem, tmp_path,
+                                                                 capsys):
+    out = tmp_path / "out"
+    assert main(["run", str(write_problem(SMALL)), "--out", str(out), "--quiet"]) == 0
+    other = write_problem(SMALL.replace("name: resumable", "name: other"), "other.yaml")
+    before = sorted(p.name for p in out.iterdir())
+    assert main(["run", str(other), "--out", str(out), "--quiet"]) == 2
+    assert "holds the results of problem 'resumable', not 'other'" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert main(["run", str(other), "--out", str(out), "--quiet", "--force"]) == 0
+    assert summary(out)["problem"] == "other"
+
+
+def test_a_directory_of_other_files_is_refused_unless_forced(write_problem, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "thesis.tex").write_text("x")
+    path = write_problem(SMALL)
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 2
+    assert "holds no femopt results" in capsys.readouterr().err
+    assert main(["run", str(path), "--out", str(out), "--quiet", "--force"]) == 0
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0  # now it is ours
+    assert (out / "thesis.tex").read_text() == "x"
+
+
+@pytest.mark.parametrize("stem, expected", [("..", "problem"), ("a:b", "a_b")])
+def test_the_default_directory_is_one_safe_component(stem, expected, write_problem, tmp_path,
+                                                     monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write_problem(SMALL.replace("name: resumable\n", ""), f"{stem}.yaml")
+    assert main(["run", str(path), "--quiet", "--max-iter", "1"]) == 0
+    assert (tmp_path / "results" / expected / "summary.json").is_file()
