@@ -72,7 +72,7 @@ def test_disk_full_in_the_checkpoint_writer_exits_1_and_resume_finishes(
     assert summary(out)["objective"] == summary(uninterrupted)["objective"]
 
 
-@pytest.mark.parametrize("target", ["femopt.io.vtu.meshio.Mesh.write",
+@pytest.mark.parametrize("target", ["femopt.io.plugin.write_vtu",
                                     "femopt.runner.write_json_atomic",
                                     "femopt.io.results.HistoryWriter.write"])
 def test_disk_full_in_any_writer_exits_1_without_a_traceback(target, write_problem, tmp_path,
