@@ -200,3 +200,44 @@ def test_validate_refuses_what_run_refuses(case, command, tmp_path, capsys):
     assert [(ln, k) for ln, _, k, msg in located(err, path) if message in msg] == \
         [(line, "optimizer")], err
     assert not out_dir.exists()
+
+
+@pytest.mark.parametrize("fmt, ext, binary", [("vtu", ".vtu", False), ("vtu", ".vtu", True),
+                                              ("gmsh22", ".msh", False)])
+def test_corrupted_mesh_files_raise_only_mesh_errors(fmt, ext, binary, tmp_path):
+    """Seeded byte-level corruption of a good mesh file: every result is read or refused
+    with a MeshError naming the file, never another exception."""
+    import meshio
+    import numpy as np
+
+    from femopt.errors import MeshError
+    from femopt.mesh.meshfile import read_mesh_file
+    from test_mesh_files import box
+
+    pts, tets = box("tet4", (2, 1, 1))
+    base = tmp_path / f"base{ext}"
+    meshio.write(base, meshio.Mesh(pts, [("tetra", tets)]), file_format=fmt,
+                 **({} if fmt != "vtu" else {"binary": binary}))
+    raw = base.read_bytes()
+    rng = np.random.default_rng(11)
+    refused = 0
+    for i in range(60):
+        b = bytearray(raw)
+        for _ in range(int(rng.integers(1, 6))):
+            pos = int(rng.integers(len(b)))
+            op = rng.integers(3)
+            if op == 0:
+                b[pos] = int(rng.integers(256))
+            elif op == 1:
+                del b[pos:pos + int(rng.integers(1, 20))]
+            else:
+                b[pos:pos] = bytes(rng.choice(list(b"-0123456789 .e\n<>\"nanif"),
+                                              int(rng.integers(1, 6))).tolist())
+        path = tmp_path / f"m{i}{ext}"
+        path.write_bytes(bytes(b))
+        try:
+            read_mesh_file(path)
+        except MeshError as exc:
+            assert str(exc).startswith(f"{path}: ")
+            refused += 1
+    assert refused >= 10  # the corruptions do break files

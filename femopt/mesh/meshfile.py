@@ -152,6 +152,8 @@ def _check_entries(raw, blocks, where: str) -> None:
     for t, d in blocks:
         if d.size == 0:
             continue
+        if d.ndim != 2 or not np.issubdtype(d.dtype, np.number):
+            raise MeshError(f"{where}: the {t} cells are not a table of node indices")
         if not np.issubdtype(d.dtype, np.integer) and not np.array_equal(d, np.round(d)):
             raise MeshError(f"{where}: the {t} cells hold node indices that are not integers")
         wrong = np.flatnonzero(((d < 0) | (d >= n)).any(axis=1)).tolist()
