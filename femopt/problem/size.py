@@ -73,11 +73,16 @@ def available_memory() -> int | None:
 
 
 def _path_for(device: str) -> str:
-    if device == "cpu":
+    """The path a run takes: auto is the GPU where CuPy sees one (the model asks the
+    same a moment later; a problem the GPU path cannot take still falls back to the CPU,
+    which this estimate does not foresee)."""
+    if device in ("cpu", "gpu"):
+        return device
+    if importlib.util.find_spec("cupy") is None:
         return "cpu"
-    if device == "gpu":
-        return "gpu"
-    return "gpu" if importlib.util.find_spec("cupy") is not None else "cpu"
+    from femopt.backend import gpu_status
+
+    return "gpu" if gpu_status()[0] else "cpu"
 
 
 def estimate(loaded: Any, device: str | None = None) -> SizeEstimate | None:
