@@ -137,17 +137,23 @@ def _grid_point_nodes(region: Region, mesh: Mesh) -> np.ndarray | None:
     tol = region.tol if region.tol is not None else default_tol
     ranges = []
     count = 1
-    for x, o, h, n in zip(p, g.origin, g.spacing, g.shape):
+    first = 0  # the node index of the lowest candidate
+    for x, o, h, n, stride in zip(p, g.origin, g.spacing, g.shape, strides):
         a = max(0, math.ceil((x - tol - o) / h - 1e-9))
         b = min(n, math.floor((x + tol - o) / h + 1e-9))
         if b < a:
             return np.zeros(0, np.int64)
         ranges.append(range(a, b + 1))
         count *= b + 1 - a
+        first += a * stride
+    points = mesh.points
+    if count == 1:  # the usual case: the tolerance box holds one node
+        c = points[first].tolist()
+        hit = math.sqrt(sum((ci - pi) ** 2 for ci, pi in zip(c, p))) <= tol
+        return np.array([first] if hit else [], dtype=np.int64)
     if count > GRID_POINT_CANDIDATES:
         return None
     found = []
-    points = mesh.points
     for rev in itertools.product(*ranges[::-1]):  # z, y, x: increasing node index
         idx = sum(i * s for i, s in zip(rev[::-1], strides))
         c = points[idx].tolist()
