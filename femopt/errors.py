@@ -1,7 +1,9 @@
 """Typed errors. Library code raises these; only the CLI maps them to exit codes.
 
-Exit codes: 2 for bad input (problem file, mesh, plugin options, CLI arguments),
-1 for failures during a run (solver breakdown, non-finite values).
+Exit codes: 2 for bad input found before the first iteration (problem file, mesh, plugin
+options, CLI arguments), 1 for failures once a run has started (solver breakdown,
+non-finite values, a full disk; whatever a run raises becomes a RunError then, see
+:mod:`femopt.io.failure`), 130/143 for SIGINT/SIGTERM.
 """
 
 from __future__ import annotations

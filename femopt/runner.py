@@ -10,11 +10,13 @@ from typing import Any
 import numpy as np
 
 from femopt.backend import to_host
-from femopt.errors import FemoptError, InputError
+from femopt.errors import InputError, RunError
 from femopt.io.checkpoint import CHECKPOINT, Checkpoint, read_checkpoint, write_checkpoint
 from femopt.io.export import make_exporter, write_atomic
+from femopt.io import manifest
+from femopt.io.failure import describe, run_failures, run_status, write_errors
 from femopt.io.progress import ProgressReporter
-from femopt.io.results import (HistoryWriter, check_output_dir, design_result,
+from femopt.io.results import (HistoryWriter, check_output_dir, design_result, ensure_space,
                                prepare_output_dir, versions, write_json_atomic, atomic_write)
 from femopt.io.resultdir import PROBLEM_COPY, open_result_dir, problem_hash
 from femopt.io.series import SeriesWriter
@@ -22,6 +24,9 @@ from femopt.optimizers.base import OptimizationResult, converged_message
 from femopt.plugins.manager import get_manager, get_registry
 from femopt.problem.load import read_problem
 from femopt.evaluation.model import Model
+from femopt.problem.precheck import check_before_run
+from femopt.problem.size import check_size
+from femopt.problem.yamlpos import gc_paused
 from femopt.solvers.choice import choice_line
 
 
@@ -29,7 +34,10 @@ def build_model(problem_file: str | Path, device: str | None = None) -> Model:
     """Read, validate and build a problem; raises InputError/ProblemError on bad input.
     ``device`` (auto, cpu, gpu) overrides the file's ``device``."""
     registry = get_registry()
-    return Model(read_problem(problem_file, registry), registry, device)
+    with gc_paused():  # a problem of 200,000 loads makes millions of small objects
+        loaded = read_problem(problem_file, registry)
+        check_size(loaded, device)  # before the mesh or anything else is allocated
+        return Model(loaded, registry, device)
 
 
 def output_dir_for(model: Model, out: str | Path | None) -> Path:
@@ -39,7 +47,7 @@ def output_dir_for(model: Model, out: str | Path | None) -> Path:
         return Path(out)
     if model.problem.output.dir is not None:
         return Path(model.problem.output.dir)
-    return Path("results") / model.name
+    return Path("results") / manifest.default_dir_name(model.name)
 
 
 @dataclass
@@ -50,35 +58,42 @@ class RunResult:
 
 
 def run(problem_file: str | Path, out: str | Path | None = None, max_iter: int | None = None,
-        quiet: bool = False, stream=None, device: str | None = None) -> RunResult:
+        quiet: bool = False, stream=None, device: str | None = None,
+        force: bool = False) -> RunResult:
     """Optimize ``problem_file``; returns the summary. Bad input raises before anything
     is written; a failure during the run writes what it has and re-raises. ``device``
-    (auto, cpu, gpu) overrides the file's."""
+    (auto, cpu, gpu) overrides the file's. A directory holding another problem's results
+    is refused unless ``force``; the previous run's files are removed."""
     t0 = time.perf_counter()
     model = build_model(problem_file, device)
     return run_model(model, Path(problem_file).read_bytes(), out, max_iter, quiet, stream,
-                     source=Path(problem_file), t0=t0)
+                     source=Path(problem_file), t0=t0, force=force)
 
 
 def run_model(model: Model, problem_bytes: bytes, out: str | Path | None = None,
               max_iter: int | None = None, quiet: bool = False, stream=None,
-              source: Path | None = None, t0: float | None = None) -> RunResult:
+              source: Path | None = None, t0: float | None = None,
+              force: bool = False) -> RunResult:
     """Optimize a built ``model`` whose problem text is ``problem_bytes`` (copied into the
-    results directory unless that copy is ``source`` itself)."""
+    results directory unless that copy is ``source`` itself). A directory holding
+    another problem's results is refused unless ``force``."""
     t0 = time.perf_counter() if t0 is None else t0
     out_dir = output_dir_for(model, out)
     check_output_dir(out_dir)
     limit = max_iter if max_iter is not None else model.optimizer.options.max_iter
-    check = getattr(model.optimizer, "check", None)
-    if check is not None:  # an optimizer that cannot take this problem is bad input
-        check(model)
+    check_before_run(model)  # an optimizer that cannot take this problem is bad input
+    manifest.claim(out_dir, model.name, force)
     prepare_output_dir(out_dir)
-    (out_dir / CHECKPOINT).unlink(missing_ok=True)  # a stale one would resume another run
-    copy = out_dir / PROBLEM_COPY
-    if not (source is not None and copy.exists() and copy.samefile(source)):
-        with atomic_write(copy) as tmp:
-            tmp.write_bytes(problem_bytes)
-    return _optimize(model, out_dir, limit, problem_bytes, None, quiet, stream, t0)
+    with run_failures(out_dir):  # from here on, anything is a run failure (exit 1)
+        # the previous run's files go (a stale checkpoint would resume another run)
+        manifest.clear_previous(out_dir, keep=() if source is None else (source,))
+        (out_dir / CHECKPOINT).unlink(missing_ok=True)
+        manifest.start(out_dir, model.name)
+        copy = out_dir / PROBLEM_COPY
+        if not (source is not None and copy.exists() and copy.samefile(source)):
+            with atomic_write(copy) as tmp:
+                tmp.write_bytes(problem_bytes)
+        return _optimize(model, out_dir, limit, problem_bytes, None, quiet, stream, t0)
 
 
 def _is_shape_problem(problem_bytes: bytes) -> bool:
@@ -94,9 +109,7 @@ def _is_shape_problem(problem_bytes: bytes) -> bool:
 
 def failure(model, exc: BaseException) -> dict[str, Any]:
     """What summary.json says of a run that raised ``exc``."""
-    return {"iterations": len(model.history), "converged": False,
-            "message": str(exc) if isinstance(exc, FemoptError)
-            else f"{type(exc).__name__}: {exc}"}
+    return {"iterations": len(model.history), "converged": False, "message": describe(exc)}
 
 
 def close_run(out_dir: Path, summary: dict[str, Any], model, history, t0: float,
@@ -104,14 +117,26 @@ def close_run(out_dir: Path, summary: dict[str, Any], model, history, t0: float,
     """End a run, whatever happened: close history.csv, write summary.json (status, wall
     time, seconds per iteration, ``extra``) and call the run-end hook. Returns the wall
     time."""
-    history.close()
+    unwritten = None
+    try:
+        history.close()
+    except OSError as exc:  # a full disk: the summary below says so if it can
+        unwritten = exc
     wall = time.perf_counter() - t0
     n_it = max(len(model.history), 1)
     summary.update({"status": status, "wall_time": wall,
                     "seconds_per_iteration": sum(r.seconds for r in model.history) / n_it,
                     **extra})
-    write_json_atomic(out_dir / "summary.json", summary)
+    if unwritten is not None and status == "ok":
+        summary.update(status="failed", message=describe(unwritten))
+    try:
+        write_json_atomic(out_dir / "summary.json", summary)
+    except OSError as exc:
+        unwritten = unwritten or exc
+    manifest.record(out_dir)
     get_manager().hook.femopt_run_end(summary=summary)
+    if unwritten is not None and status == "ok":
+        raise RunError(describe(unwritten)) from unwritten
     return wall
 
 
@@ -139,9 +164,7 @@ def resume(result_dir: str | Path, max_iter: int | None = None, quiet: bool = Fa
         raise InputError(f"{rd.path / CHECKPOINT}: {len(ck.filter_states)} filter state(s) "
                          f"for {len(model.filters)} filter(s)")
     limit = max_iter if max_iter is not None else model.optimizer.options.max_iter
-    check = getattr(model.optimizer, "check", None)
-    if check is not None:
-        check(model)
+    check_before_run(model)
     for f, state in zip(model.filters, ck.filter_states):
         f.load_state_dict(state)
     model.optimizer.load_state_dict(
@@ -150,7 +173,8 @@ def resume(result_dir: str | Path, max_iter: int | None = None, quiet: bool = Fa
     model.objective_scale = ck.objective_scale
     model.evaluations = ck.evaluations
     model.history = list(ck.history)
-    return _optimize(model, rd.path, limit, rd.problem_bytes, ck, quiet, stream, t0)
+    with run_failures(rd.path):
+        return _optimize(model, rd.path, limit, rd.problem_bytes, ck, quiet, stream, t0)
 
 
 def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
@@ -168,6 +192,8 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
                             extra_names)
     for rec in model.history:  # resumed: the rows up to the checkpoint, nothing after
         history.write(rec)
+    if out_cfg.series_every:
+        ensure_space(out_dir, 0)  # HDF5 must not meet a full disk: it crashed there
     series = (SeriesWriter(out_dir, model.mesh, keep_until=ck.iteration if ck else None,
                            info={"problem": model.name, "unit": model.problem.unit})
               if out_cfg.series_every else None)
@@ -175,13 +201,20 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
         series.add(0, to_host(model.physical(model.x0)[0]))
 
     def on_iteration(rec) -> bool:
-        history.write(rec)
+        with write_errors():
+            history.write(rec)
         pm.hook.femopt_iteration(record=rec)
         return reporter.iteration(rec)
 
     def on_end_iteration(it: int, x, optimizer, converged: bool) -> None:
+        with write_errors():
+            _write_iteration(it, x, optimizer, converged)
+
+    def _write_iteration(it: int, x, optimizer, converged: bool) -> None:
         if series is not None and it % out_cfg.series_every == 0:
-            series.add(it, to_host(model.physical(x)[0]))
+            rho = to_host(model.physical(x)[0])
+            ensure_space(out_dir, 2 * rho.nbytes)
+            series.add(it, rho)
         if out_cfg.checkpoint_every and (it % out_cfg.checkpoint_every == 0 or converged):
             write_checkpoint(out_dir / CHECKPOINT, Checkpoint(
                 it, model.history[-1].change, converged, to_host(x), sha,
@@ -235,6 +268,7 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
         np.save(out_dir / "design.npy", np.asarray(x_final))
         np.save(out_dir / "density.npy", np.asarray(rho_final))
         if series is not None and result.iterations not in series.steps:
+            ensure_space(out_dir, 2 * np.asarray(rho_final).nbytes)
             series.add(result.iterations, rho_final)
         design = design_result(model, x_final, state)
         exports = {}
@@ -256,7 +290,7 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
                                  out_dir / "design.png", out_cfg.threshold,
                                  plots.marks_of(model), model.problem.unit)
     except BaseException as exc:  # noqa: BLE001 - the summary must say the run failed
-        status, error = "failed", exc
+        status, error = run_status(exc), exc
         summary.update(failure(model, exc))
     finally:
         wall = close_run(out_dir, summary, model, history, t0, status,

@@ -91,7 +91,7 @@ def test_typed_schema_objects_stand_in_for_their_dicts():
     data = yaml.safe_load((ROOT / "problems" / "mbb_beam.yaml").read_text())
     data["supports"] = [Support(region=Region(face="x_min"), dofs=["x"]),
                         Support(region={"point": [60.0, 0.0]}, dofs=["y"])]
-    data["loads"] = [Load(region={"point": [0.0, 20.0]}, force=np.array([0.0, -1.0]))]
+    data["loads"] = [Load(region={"point": [0.0, 20.0]}, force=[0.0, -1.0])]
     typed = femopt.Problem.from_dict(data).build(device="cpu")
     plain = femopt.Problem.from_file(ROOT / "problems" / "mbb_beam.yaml").build(device="cpu")
     assert np.array_equal(np.sort(typed.fixed), np.sort(plain.fixed)) and typed.fixed.size == 22

@@ -143,11 +143,35 @@ def _bad_meshes(tmp: Path) -> dict[str, tuple[Path, str]]:
         "bent": (write(tmp / "b.msh", [[0, 0, 0], [1, 0, 0], [0, 1, 0.5]],
                        [("triangle", np.array([[0, 1, 2]]))]),
                  "do not lie in a plane z = constant"),
+        "negative_index": (vtu(tmp / "n.vtu", pts, _with(tets, (5, 2), -1)),
+                           "1 tetra cell(s) refer to nodes the file does not have: 5 "
+                           "(0-based); cell 5 refers to node -1, the file has nodes 0 to 11"),
+        "index_past_end": (vtu(tmp / "e.vtu", pts, _with(_with(tets, (3, 0), 12), (7, 1), 40)),
+                           "2 tetra cell(s) refer to nodes the file does not have: 3, 7 "
+                           "(0-based); cell 3 refers to node 12"),
+        "nan_node": (vtu(tmp / "nan.vtu", _with(pts, (4, 1), np.nan), tets),
+                     "1 node(s) with a non-finite coordinate (NaN or inf): 4 (0-based node "
+                     "indices); first: [1.0, nan, 0.0]"),
+        "inf_node": (vtu(tmp / "inf.vtu", _with(_with(pts, (2, 0), np.inf), (9, 2), -np.inf),
+                         tets),
+                     "2 node(s) with a non-finite coordinate (NaN or inf): 2, 9"),
     }
 
 
+def _with(a, index, value):
+    out = np.array(a, dtype=float if isinstance(value, float) else a.dtype)
+    out[index] = value
+    return out
+
+
+def vtu(path, pts, tets):
+    meshio.write(path, meshio.Mesh(np.asarray(pts, float), [("tetra", tets)]))
+    return path
+
+
 BAD = ["missing", "garbage", "wedge", "tet10", "mixed", "2d3d", "inverted", "degenerate",
-       "duplicated", "parts", "bent"]
+       "duplicated", "parts", "bent", "negative_index", "index_past_end", "nan_node",
+       "inf_node"]
 
 
 @pytest.mark.parametrize("case", BAD)
@@ -177,15 +201,19 @@ output: {{picture: false}}
 """
 
 
-@pytest.mark.parametrize("case", ["parts", "missing"])
-def test_cli_refuses_a_bad_mesh_with_exit_2_and_writes_nothing(case, write_problem,
+@pytest.mark.parametrize("case", ["parts", "missing", "negative_index", "nan_node"])
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_cli_refuses_a_bad_mesh_with_exit_2_and_writes_nothing(case, command, write_problem,
                                                               tmp_path, capsys):
     path, message = _bad_meshes(tmp_path)[case]
     problem = write_problem(PROBLEM.format(path=path.name, extra="", support="bolts"))
     out = tmp_path / "results"
-    assert main(["run", str(problem), "--out", str(out)]) == 2
+    assert main([command, str(problem)] + (["--out", str(out)] if command == "run" else [])) == 2
     err = capsys.readouterr().err
     assert str(path) in err and message in err  # the relative path resolved by the problem
+    # located at the mesh section's path key: FILE:1:COL: mesh.path: MESHFILE: message
+    col = problem.read_text().index("path: ") + len("path: ") + 1  # at the file name
+    assert f"{problem}:1:{col}: mesh.path: {path}: " in err, err
     assert not out.exists()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import types
 
 import pytest
@@ -112,10 +113,12 @@ def test_a_function_that_raises_during_a_run_is_named(with_plugin, write_problem
     path = write_problem(SMALL_BEAM.replace("{type: compliance}", "{type: exploding}"))
     code = main(["run", str(path), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
-    assert code == 2
+    assert code == 1  # the run had started: a run failure, with the plugin named
     assert "function 'exploding' from plugin 'boomplug' raised in value(): " \
            "ZeroDivisionError: inside the plugin" in err
     assert "Traceback" not in err
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "ZeroDivisionError" in summary["message"]
 
 
 def test_check_gradients_fails_for_a_wrong_gradient(with_plugin, write_problem, capsys):

@@ -13,7 +13,7 @@ import numpy as np
 
 from femopt.assembly.sparse import FixedPatternAssembler
 from femopt.design.interpolation import Interpolation
-from femopt.errors import Issue, ProblemError
+from femopt.errors import Issue, MeshError, ProblemError
 from femopt.evaluation import conditions
 from femopt.evaluation.assembled import AssembledPath
 from femopt.evaluation.device_choice import choose_device, shape_device
@@ -91,7 +91,11 @@ class Model:
             source.base_dir = Path(loaded.filename).resolve().parent
         if hasattr(source, "problem_unit"):
             source.problem_unit = self.problem.unit
-        self.mesh = source.build()
+        try:
+            self.mesh = source.build()
+        except MeshError as exc:  # the file's own errors, located at the mesh section
+            where = ("path",) if hasattr(sec["mesh"].options, "path") else ()
+            raise loaded.error(sec["mesh"].path + where, str(exc)) from None
         self.physics = self._create("physics", sec["physics"], issues, self.mesh)
         if issues:
             raise ProblemError(loaded.filename, issues)

@@ -14,6 +14,7 @@ The file is written to ``checkpoint.h5.tmp`` and renamed over the old one
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,36 +67,45 @@ def write_checkpoint(path: Path, ck: Checkpoint) -> None:
     from femopt import __version__
 
     path = Path(path)
+    # HDF5 builds the file in memory and Python writes its bytes: a disk that fills up
+    # mid-write is an OSError here, never an HDF5 write failure (which crashed the
+    # process on a full tmpfs when the file handle was released)
+    with h5py.File(path.name, "w", driver="core", backing_store=False) as f:
+        f.attrs.update({"format": FORMAT_VERSION, "femopt": __version__,
+                        "iteration": ck.iteration, "change": ck.change,
+                        "converged": ck.converged, "problem_sha256": ck.problem_sha256,
+                        "optimizer": ck.optimizer, "objective_scale": ck.objective_scale,
+                        "evaluations": ck.evaluations})
+        f.create_dataset("x", data=np.asarray(ck.x))
+        opt = f.create_group("optimizer")
+        for k, v in ck.optimizer_state.items():
+            _put(opt, k, v)
+        flt = f.create_group("filters")
+        for i, state in enumerate(ck.filter_states):
+            g = flt.create_group(str(i))
+            for k, v in state.items():
+                _put(g, k, v)
+        h = f.create_group("history")
+        recs = ck.history
+        h.create_dataset("iteration", data=np.array([r.iteration for r in recs], np.int64))
+        for name in ("objective", "change", "seconds"):
+            h.create_dataset(name, data=np.array([getattr(r, name) for r in recs], float))
+        names = list(recs[0].constraints) if recs else []
+        extras = list(recs[0].extra) if recs else []
+        h.attrs["constraints"] = names
+        h.attrs["extra"] = extras
+        for kind, keys in (("constraints", names), ("extra", extras)):
+            g = h.create_group(kind)
+            for j, k in enumerate(keys):
+                g.create_dataset(str(j), data=np.array([getattr(r, kind)[k] for r in recs],
+                                                       float))
+        f.flush()
+        image = f.id.get_file_image()
     with atomic_write(path) as tmp:
-        with h5py.File(tmp, "w", locking=False) as f:
-            f.attrs.update({"format": FORMAT_VERSION, "femopt": __version__,
-                            "iteration": ck.iteration, "change": ck.change,
-                            "converged": ck.converged, "problem_sha256": ck.problem_sha256,
-                            "optimizer": ck.optimizer, "objective_scale": ck.objective_scale,
-                            "evaluations": ck.evaluations})
-            f.create_dataset("x", data=np.asarray(ck.x))
-            opt = f.create_group("optimizer")
-            for k, v in ck.optimizer_state.items():
-                _put(opt, k, v)
-            flt = f.create_group("filters")
-            for i, state in enumerate(ck.filter_states):
-                g = flt.create_group(str(i))
-                for k, v in state.items():
-                    _put(g, k, v)
-            h = f.create_group("history")
-            recs = ck.history
-            h.create_dataset("iteration", data=np.array([r.iteration for r in recs], np.int64))
-            for name in ("objective", "change", "seconds"):
-                h.create_dataset(name, data=np.array([getattr(r, name) for r in recs], float))
-            names = list(recs[0].constraints) if recs else []
-            extras = list(recs[0].extra) if recs else []
-            h.attrs["constraints"] = names
-            h.attrs["extra"] = extras
-            for kind, keys in (("constraints", names), ("extra", extras)):
-                g = h.create_group(kind)
-                for j, k in enumerate(keys):
-                    g.create_dataset(str(j), data=np.array([getattr(r, kind)[k] for r in recs],
-                                                           float))
+        with open(tmp, "wb") as fh:
+            fh.write(image)
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def read_checkpoint(path: Path) -> Checkpoint:

@@ -87,4 +87,7 @@ def export_result(result_dir: str | Path, fmt: str, *, threshold: float | None =
         part = build_part(result, exporter.options, extrude_2d=False)
         report["verify"] = verify_part(Path(result_dir), part)
         write_json_atomic(Path(result_dir) / "verify.json", report)
+    from femopt.io.manifest import record
+
+    record(Path(result_dir))  # a later run into this directory removes the export too
     return report

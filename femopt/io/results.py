@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import platform
@@ -73,6 +74,23 @@ def atomic_write(path: Path, tmp: Path | None = None) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+SPACE_MARGIN = 64 << 10  # bytes kept free beyond what a write needs (HDF5 metadata)
+
+
+def ensure_space(directory: Path, nbytes: int) -> None:
+    """Raise OSError(ENOSPC) when ``directory``'s file system has less than ``nbytes``
+    (plus a margin) free: a writer that cannot take a full disk gracefully (HDF5) is
+    not started then."""
+    try:
+        st = os.statvfs(directory)
+    except (OSError, AttributeError):
+        return
+    free = st.f_bavail * st.f_frsize
+    if free < nbytes + SPACE_MARGIN:
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({free} bytes free, "
+                      f"{nbytes + SPACE_MARGIN} needed)", str(directory))
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

@@ -11,7 +11,8 @@ a 3D one) a facet set for surface loads.
 The mesh is checked before anything is built on it; each failure is a
 :class:`~femopt.errors.MeshError` that names the file: unreadable files (meshio's
 message), unsupported or mixed cell types, inverted or degenerate elements (their
-indices), coincident nodes, and unconnected parts (a singular system).
+indices), coincident nodes, unconnected parts (a singular system), non-finite
+coordinates, and cells or groups that refer to nodes or cells the file does not have.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def mesh_from_meshio(raw, where: str, scale: float = 1.0) -> Mesh:
         raise MeshError(f"{where}: mixed element types {', '.join(types)}: femopt needs "
                         "one element type per mesh")
     cell_type = types[0]
+    _check_entries(raw, blocks, where)
     element_blocks = [i for i, (t, _) in enumerate(blocks) if t == cell_type]
     cells = np.concatenate([blocks[i][1] for i in element_blocks]).astype(np.int64)
     offsets = np.cumsum([0] + [blocks[i][1].shape[0] for i in element_blocks])
@@ -134,6 +136,53 @@ def mesh_from_meshio(raw, where: str, scale: float = 1.0) -> Mesh:
                 node_sets=node_sets, cell_sets=cell_sets, facet_sets=facet_sets)
     check_mesh(mesh, where)
     return mesh
+
+
+def _check_entries(raw, blocks, where: str) -> None:
+    """Finite coordinates; cells and named groups that refer to existing nodes and cells
+    (a negative index would silently wrap around to the end of the list).
+
+    Raises:
+        MeshError naming the offending node, cell or group (0-based, as in the file).
+    """
+    points = np.asarray(raw.points)
+    if points.ndim != 2 or points.shape[0] == 0 or not np.issubdtype(points.dtype, np.number):
+        raise MeshError(f"{where}: the file has no node coordinates")
+    bad = np.flatnonzero(~np.isfinite(points).all(axis=1)).tolist()
+    if bad:
+        raise MeshError(f"{where}: {len(bad)} node(s) with a non-finite coordinate (NaN or "
+                        f"inf): {_show(bad)} (0-based node indices); first: "
+                        f"{points[bad[0]].tolist()}")
+    n = points.shape[0]
+    for t, d in blocks:
+        if d.size == 0:
+            continue
+        if d.ndim != 2 or not np.issubdtype(d.dtype, np.number):
+            raise MeshError(f"{where}: the {t} cells are not a table of node indices")
+        if not np.issubdtype(d.dtype, np.integer) and not np.array_equal(d, np.round(d)):
+            raise MeshError(f"{where}: the {t} cells hold node indices that are not integers")
+        wrong = np.flatnonzero(((d < 0) | (d >= n)).any(axis=1)).tolist()
+        if wrong:
+            c = wrong[0]
+            node = int(d[c][(d[c] < 0) | (d[c] >= n)][0])
+            raise MeshError(f"{where}: {len(wrong)} {t} cell(s) refer to nodes the file does "
+                            f"not have: {_show(wrong)} (0-based); cell {c} refers to node "
+                            f"{node}, the file has nodes 0 to {n - 1}")
+    for name, per_block in (raw.cell_sets or {}).items():
+        if ":" in name:
+            continue  # meshio's own bookkeeping (gmsh:bounding_entities), not a group
+        for (t, d), idx in zip(blocks, per_block):
+            idx = np.asarray(idx if idx is not None else [], dtype=np.int64).ravel()
+            if idx.size and (idx.min() < 0 or idx.max() >= d.shape[0]):
+                raise MeshError(f"{where}: group {name!r} refers to {t} cell "
+                                f"{int(idx[(idx < 0) | (idx >= d.shape[0])][0])}; the file "
+                                f"has {d.shape[0]} {t} cell(s)")
+    for name, idx in (raw.point_sets or {}).items():
+        idx = np.asarray(idx, dtype=np.int64).ravel()
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise MeshError(f"{where}: node group {name!r} refers to node "
+                            f"{int(idx[(idx < 0) | (idx >= n)][0])}; the file has nodes 0 "
+                            f"to {n - 1}")
 
 
 def _groups(raw, blocks, dims, top, element_blocks, offsets, new_index):

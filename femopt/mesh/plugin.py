@@ -14,6 +14,11 @@ from femopt.plugins.manager import hookimpl
 from femopt.plugins.registry import Component, Options
 
 
+# Lengths a grid may have, in the problem's unit: beyond them a cell's volume or stiffness
+# leaves the range of double precision (a size of 1e308 or 5e-324).
+MIN_LENGTH, MAX_LENGTH = 1e-12, 1e12
+
+
 class StructuredOptions(Options):
     shape: list[int]
     """Cells per axis: [nx, ny] (quad4) or [nx, ny, nz] (hex8)."""
@@ -38,6 +43,16 @@ class StructuredOptions(Options):
             raise ValueError("size needs 2 (2D) or 3 (3D) entries")
         if any(s <= 0 for s in v):
             raise ValueError("every entry of size must be positive")
+        if any(not MIN_LENGTH <= s <= MAX_LENGTH for s in v):
+            raise ValueError(f"every entry of size must lie between {MIN_LENGTH:g} and "
+                             f"{MAX_LENGTH:g} (in the problem's length unit)")
+        return v
+
+    @field_validator("origin")
+    @classmethod
+    def _origin(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and any(abs(o) > MAX_LENGTH for o in v):
+            raise ValueError(f"every entry of origin must lie within +-{MAX_LENGTH:g}")
         return v
 
 
@@ -49,6 +64,10 @@ class StructuredMesh(Component):
     def __init__(self, options: StructuredOptions):
         if len(options.size) != len(options.shape):
             raise ValueError("mesh.size must have as many entries as mesh.shape")
+        small = [s / n for s, n in zip(options.size, options.shape) if s / n < MIN_LENGTH]
+        if small:
+            raise ValueError(f"cells of {small[0]:g} along an axis: a cell's side must be "
+                             f"at least {MIN_LENGTH:g} (in the problem's length unit)")
         if options.origin is not None and len(options.origin) != len(options.shape):
             raise ValueError("mesh.origin must have as many entries as mesh.shape")
         self.options = options

@@ -92,7 +92,15 @@ class OC(StepOptimizer, Component):
     normalize_functions = False
 
     def check(self, problem: DesignProblem) -> None:
-        """The problem must have the one cheap constraint OC needs."""
+        """The problem must have the one cheap constraint OC needs, and an objective that
+        depends on the state: OC adds material where -df/dg is large, which minimizes
+        compliance or temperature; an objective of the densities alone (volume) only grows
+        with material, and OC would stop at once, "converged" at the initial design."""
+        objective = getattr(problem, "objective", None)
+        if objective is not None and not objective.needs_state:
+            raise InputError(f"optimizer 'oc' cannot minimize '{objective.name}', a function "
+                             "of the densities alone (it trades a state objective such as "
+                             "compliance against a volume constraint); use mma")
         if problem.m != 1:
             raise InputError(f"{NEEDS_ONE_CONSTRAINT} (the problem has {problem.m} constraints)")
         if problem.cheap_constraints(problem.xmin) is None:

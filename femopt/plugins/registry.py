@@ -16,10 +16,11 @@ KINDS = ("mesh", "physics", "function", "filter", "optimizer", "solver", "export
 
 class Options(BaseModel):
     """Base of every component's option schema: unknown keys and non-finite numbers are
-    errors."""
+    errors, and types are strict (no number read from a string or a boolean)."""
 
     model_config = ConfigDict(
-        extra="forbid", allow_inf_nan=False, frozen=True, use_attribute_docstrings=True
+        extra="forbid", allow_inf_nan=False, frozen=True, use_attribute_docstrings=True,
+        strict=True,
     )
 
 
@@ -111,7 +112,7 @@ class Registry:
         the component and the plugin it comes from."""
         try:
             yield
-        except FemoptError:
+        except (FemoptError, MemoryError):  # memory running out is not the plugin's fault
             raise
         except Exception as exc:
             plugin = self.entries.get(kind, {}).get(name)

@@ -20,7 +20,8 @@ from pydantic import BaseModel, ValidationError
 from femopt.errors import InputError, Issue, ProblemError
 from femopt.plugins.registry import Registry
 from femopt.problem.schema import CONSTRAINT_KEYS, DESIGN_TYPES, Problem
-from femopt.problem.yamlpos import Located, Path, format_path, load_yaml
+from femopt.problem.yamlpos import (MAX_CHARS, Located, Path, format_path, gc_paused,
+                                    load_yaml)
 
 # problem-file section -> registry kind, and whether the section is a list
 PLUGIN_SECTIONS = {
@@ -109,24 +110,51 @@ def _clean(msg: str) -> str:
     return msg
 
 
+def _data_path(loc: tuple[Any, ...], data: Any, keep_last: bool) -> Path:
+    """The parts of a pydantic error location that name keys and indices of ``data``:
+    the names pydantic inserts for union branches, validators and tags ('list[float]',
+    'function-after[...]', 'density') are dropped, whatever characters the user's own
+    keys hold. ``keep_last`` keeps the final part (a missing key is not in the data)."""
+    out: list[Any] = []
+    node = data
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+            out.append(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+            out.append(part)
+        elif keep_last and i == len(loc) - 1:
+            out.append(part)
+    return tuple(out)
+
+
+def _shown(value: Any) -> str | None:
+    """A short repr of an offending value; None for a mapping or list (the position
+    shows it: a model-level error must not print the whole problem)."""
+    if isinstance(value, (dict, list, tuple, set)):
+        return None
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def validation_issues(exc: ValidationError, model: type[BaseModel], located: Located,
                       prefix: Path) -> list[Issue]:
     """Map pydantic errors to located issues under ``prefix``."""
     issues = []
+    base: Any = located.data
+    for part in prefix:
+        base = base[part] if isinstance(base, (dict, list)) else None
     for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
-        # drop union branch names pydantic inserts (e.g. 'list[float]')
-        loc = tuple(p for p in loc if not (isinstance(p, str) and p in ("function-after",)))
-        # drop the tag pydantic inserts after a tagged union's key (design: density|shape)
-        loc = tuple(p for i, p in enumerate(loc)
-                    if not (i > 0 and loc[i - 1] == "design" and p in DESIGN_TYPES))
-        path = prefix + loc
         kind = err["type"]
+        loc = _data_path(tuple(err["loc"]), base, keep_last=kind in ("missing",
+                                                                     "extra_forbidden"))
+        path = prefix + loc
         if kind == "union_tag_invalid":
             tag = err.get("ctx", {}).get("tag")
             issues.append(located.issue(path + ("type",), unknown_key_message(
                 tag, list(DESIGN_TYPES)).replace("unknown key", "unknown type")))
-        elif kind == "extra_forbidden":
+        elif kind == "extra_forbidden" and loc:
             msg = unknown_key_message(loc[-1], _fields_at(model, loc[:-1]))
             issues.append(located.issue(path, msg, key=True))
         elif kind == "missing":  # reported at the mapping that lacks the key
@@ -135,8 +163,9 @@ def validation_issues(exc: ValidationError, model: type[BaseModel], located: Loc
                                 if loc else "missing value", line, col))
         else:
             msg = _clean(err["msg"])
-            if "input" in err and kind not in ("model_type", "dict_type"):
-                msg += f" (got {err['input']!r})"
+            shown = _shown(err["input"]) if "input" in err else None
+            if shown is not None and kind not in ("model_type", "dict_type"):
+                msg += f" (got {shown})"
             issues.append(located.issue(path, msg))
     return issues
 
@@ -178,6 +207,11 @@ def _validate_section(registry: Registry, kind: str, data: Any, path: Path,
         # list then also names the core keys
         issues.extend(sub)
         return None
+    except Exception as exc:  # noqa: BLE001 - a plugin's validator raised something else
+        issues.append(located.issue(path, f"{kind} '{name}' from plugin '{entry.plugin}' "
+                                    f"raised while checking its options: "
+                                    f"{type(exc).__name__}: {exc}"))
+        return None
     # plugin sections inside this one (a weighted sum's terms): each validated against
     # its own plugin and handed to the component as a list of Sections
     nested = getattr(entry.cls.Options, "nested_sections", {})
@@ -206,6 +240,11 @@ def _constraint_bounds(sec: Section, located: Located, issues: list[Issue]) -> N
 
 def parse_problem(text: str, filename: str, registry: Registry) -> LoadedProblem:
     """Validate problem-file ``text``; raises ProblemError listing every error."""
+    with gc_paused():
+        return _parse_problem(text, filename, registry)
+
+
+def _parse_problem(text: str, filename: str, registry: Registry) -> LoadedProblem:
     located, issues = load_yaml(text)
     if located is None:
         raise ProblemError(filename, issues)
@@ -252,12 +291,27 @@ def parse_problem(text: str, filename: str, registry: Registry) -> LoadedProblem
 
 
 def read_problem(path: str | FsPath, registry: Registry) -> LoadedProblem:
-    """Read and validate the problem file at ``path``."""
+    """Read and validate the problem file at ``path``; a file longer than
+    :data:`~femopt.problem.yamlpos.MAX_CHARS` is refused before it is read."""
     p = FsPath(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        size = p.stat().st_size
+        if size > 4 * MAX_CHARS:  # UTF-8 takes at most 4 bytes a character
+            raise ProblemError(str(path), [Issue("", f"the file has {size} bytes; femopt "
+                                                 f"reads problem files of up to {MAX_CHARS} "
+                                                 "characters", 1, 1)])
+        data = p.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{path}: no such problem file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read the problem file: {exc}") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the problem file: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        head = data[:exc.start]
+        line = head.count(b"\n") + 1
+        col = len(head[head.rfind(b"\n") + 1:].decode("utf-8", "replace")) + 1
+        raise ProblemError(str(path), [Issue("", f"not UTF-8 text (byte 0x{data[exc.start]:02x}"
+                                             f" cannot start or continue a character)",
+                                             line, col)]) from None
     return parse_problem(text, str(path), registry)

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator,
+                      model_validator)
 
 from femopt.mesh.regions import Region
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", allow_inf_nan=False, frozen=True, use_attribute_docstrings=True
+        extra="forbid", allow_inf_nan=False, frozen=True, use_attribute_docstrings=True,
+        strict=True,
     )
 
 
@@ -25,7 +27,7 @@ class Support(Strict):
 
     region: Region
     """Where the support acts."""
-    dofs: list[str] | None = None
+    dofs: list[str] | None = Field(None, min_length=1)
     """Which components are fixed (e.g. [x], [x, y]); all of them when omitted."""
 
 
@@ -101,7 +103,7 @@ class Spring(Strict):
     """Where the springs act."""
     stiffness: float = Field(gt=0)
     """Spring stiffness (force per unit displacement, or heat flow per degree)."""
-    dofs: list[str] | None = None
+    dofs: list[str] | None = Field(None, min_length=1)
     """Which components get a spring (e.g. [x]); all of them when omitted."""
     distribute: Literal["per_node", "total"] = "per_node"
     """Every selected node gets the stiffness, or the total is shared evenly."""
@@ -255,7 +257,8 @@ class Problem(Strict):
     """A topology or shape optimization problem."""
 
     name: str | None = None
-    """Name of the problem (default: the file name)."""
+    """Name of the problem (default: the file name); also the default results directory
+    `results/<name>`, so one path component: no `/` or `\\`, not `.` or `..`."""
     description: str | None = None
     """Free text."""
     unit: Unit = "mm"
@@ -300,6 +303,15 @@ class Problem(Strict):
     auto (the GPU when CuPy sees one and the problem fits
     the GPU path, else the CPU); `--device` overrides it."""
 
+    @field_validator("name")
+    @classmethod
+    def _one_path_component(cls, v: str | None) -> str | None:
+        if v is not None:
+            why = unsafe_name(v)
+            if why:
+                raise ValueError(f"the name is used as a directory name: {why}")
+        return v
+
     @model_validator(mode="after")
     def _one_way_to_load(self) -> Problem:
         if (self.loads is None) == (self.load_cases is None):
@@ -307,6 +319,25 @@ class Problem(Strict):
         if self.load_cases is not None and not self.load_cases:
             raise ValueError("'load_cases' needs at least one case")
         return self
+
+
+MAX_NAME = 100  # characters of a problem's name
+
+
+def unsafe_name(name: str) -> str | None:
+    """Why ``name`` is not one safe path component (None when it is)."""
+    if not name.strip():
+        return "it is empty"
+    if len(name) > MAX_NAME:
+        return f"it has {len(name)} characters (at most {MAX_NAME})"
+    if name in (".", ".."):
+        return f"{name!r} names a directory above or at the results directory"
+    bad = sorted({c for c in name if c in "/\\:" or ord(c) < 32 or ord(c) == 127})
+    if bad:
+        return f"it holds {', '.join(repr(c) for c in bad)} (one path component needed)"
+    if name != name.strip():
+        return "it starts or ends with white space"
+    return None
 
 
 # Keys every constraint entry has, whatever its type; the rest belongs to the plugin.

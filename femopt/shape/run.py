@@ -25,6 +25,7 @@ def optimize_shape(model, out_dir: Path, limit: int, problem_bytes: bytes, quiet
     ``out_dir``; returns the runner's ``RunResult``. A failure during the run writes
     ``summary.json`` with ``status: failed`` and re-raises."""
     from femopt.evaluation.model import IterationRecord
+    from femopt.io.failure import run_status
     from femopt.runner import RunResult, close_run, failure
     from femopt.shape.gradient import ShapeEvaluator
 
@@ -83,7 +84,7 @@ def optimize_shape(model, out_dir: Path, limit: int, problem_bytes: bytes, quiet
             if model.mesh.dim == 2:
                 shape_picture(model.mesh, result.points, opt.moving, out_dir / "design.png")
     except BaseException as exc:  # noqa: BLE001 - the summary must say the run failed
-        status, error = "failed", exc
+        status, error = run_status(exc), exc
         summary.update(failure(model, exc))
     finally:
         wall = close_run(out_dir, summary, model, history, t0, status)

@@ -1,0 +1,121 @@
+"""How a run that stops before its end is reported: the summary's status and message, and
+the error the command line sees.
+
+Bad input is found before the first iteration (exit 2). Whatever happens once the run
+has started is a run failure (exit 1, summary.json ``status: failed``): a full disk, a
+solver breakdown, non-finite values, memory running out, a plugin that raises. SIGINT
+(Ctrl-C) and SIGTERM end the run the same orderly way, with ``status: interrupted`` and
+exit codes 130 and 143; the last checkpoint stays as it was (checkpoints are written to a
+temporary file and renamed).
+"""
+
+from __future__ import annotations
+
+import errno
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from femopt.errors import FemoptError, RunError
+
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM during a command. A KeyboardInterrupt, so that no ``except
+    Exception`` in a plugin or guard swallows it; ``out_dir`` is set once a run has
+    written its summary."""
+
+    def __init__(self, signal_name: str = "SIGINT", exit_code: int = EXIT_SIGINT):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+        self.exit_code = exit_code
+        self.out_dir: Path | None = None
+        self.checkpoint: Path | None = None
+
+
+@contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`Interrupted` as Ctrl-C raises
+    KeyboardInterrupt, so a terminated run still writes its summary."""
+
+    def on_term(signum, frame):
+        raise Interrupted("SIGTERM", EXIT_SIGTERM)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interrupted_message(exc: BaseException) -> str:
+    """What the command line prints for an interrupted command: the signal, where the
+    summary is, and how to go on."""
+    name = getattr(exc, "signal_name", "SIGINT")
+    out_dir = getattr(exc, "out_dir", None)
+    if out_dir is None:
+        return f"interrupted by {name}"
+    line = f"interrupted by {name}; summary in {out_dir / 'summary.json'}"
+    if getattr(exc, "checkpoint", None) is not None:
+        return line + f"; continue with: femopt resume {out_dir}"
+    return line + " (no checkpoint written yet: run the problem again)"
+
+
+def run_status(exc: BaseException) -> str:
+    """summary.json's ``status`` of a run that raised ``exc``."""
+    return "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+
+
+def describe(exc: BaseException) -> str:
+    """The reason a run stopped, as summary.json and the command line say it."""
+    if isinstance(exc, KeyboardInterrupt):
+        name = getattr(exc, "signal_name", "SIGINT")
+        return f"interrupted by {name}"
+    if isinstance(exc, FemoptError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        code = errno.errorcode.get(exc.errno, "") if exc.errno else ""
+        what = f"cannot write {exc.filename}: " if exc.filename else "input/output error: "
+        return f"{what}{exc.strerror or exc}" + (f" ({code})" if code else "")
+    if isinstance(exc, MemoryError):
+        return "out of memory during the run (MemoryError); use a coarser mesh"
+    return f"{type(exc).__name__}: {exc}"
+
+
+@contextmanager
+def write_errors() -> Iterator[None]:
+    """Turn an OSError of a writer (a full disk) into a RunError that names the file,
+    so that no plugin guard on the way up mistakes it for the plugin's own failure."""
+    try:
+        yield
+    except OSError as exc:
+        raise RunError(describe(exc)) from exc
+
+
+@contextmanager
+def run_failures(out_dir: Path) -> Iterator[None]:
+    """Around a run that has started (its results directory exists): every error
+    becomes a run failure (exit 1) or, for a signal, an :class:`Interrupted` that knows
+    the directory and its checkpoint."""
+    from femopt.io.checkpoint import CHECKPOINT
+
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        out = exc if isinstance(exc, Interrupted) else Interrupted()
+        out.out_dir = Path(out_dir)
+        ck = Path(out_dir) / CHECKPOINT
+        out.checkpoint = ck if ck.is_file() else None
+        raise out from None
+    except FemoptError as exc:
+        if exc.exit_code == 1:
+            raise
+        raise RunError(str(exc)) from exc
+    except (Exception, MemoryError) as exc:  # noqa: BLE001 - reported, never a traceback
+        raise RunError(describe(exc)) from exc

@@ -1,0 +1,123 @@
+"""Will the problem fit in this machine's memory? Answered from the problem file alone,
+before the mesh or anything else is allocated.
+
+The estimate is the grid's cell count times the bytes per cell that a run takes on the
+path it will run on, measured with ``femopt run`` (peak resident memory less the
+interpreter's, see docs/user-guide.md "How large a problem fits"). It is compared with
+the memory available now (``MemAvailable`` of /proc/meminfo, or the cgroup's limit when
+that is lower). Meshes read from files are not estimated here: their cell count is
+known only once the file is read.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from femopt.errors import Issue, ProblemError
+
+# Peak memory per cell of `femopt run` on the CPU path (direct solver, density filter,
+# OC), measured as peak resident memory less the interpreter's (100 MB): 8.4 kB a cell on
+# a 400x200 grid and 37.6 kB on a 32x16x16 grid. A direct factorization grows faster than
+# the cell count (3D most), so larger grids take more than this: the guard refuses what
+# surely does not fit, it does not promise the rest does.
+CPU_BYTES_PER_CELL = {2: 8_500, 3: 38_000}
+# What the GPU path keeps in host memory per cell, counted from its arrays (the grid's
+# cells and points, the load vectors, the design and its bounds); not measured here. The
+# GPU's own memory is checked when the model is built.
+GPU_HOST_BYTES_PER_CELL = {2: 100, 3: 160}
+BASE_BYTES = 100 * 2**20  # the interpreter with numpy, scipy and the plugins imported
+
+
+@dataclass
+class SizeEstimate:
+    cells: int
+    dim: int
+    path: str  # "cpu" or "gpu"
+    bytes_per_cell: int
+
+    @property
+    def bytes(self) -> int:
+        return BASE_BYTES + self.cells * self.bytes_per_cell
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process may still take: MemAvailable, or the cgroup's
+    limit less its usage when that is lower; None when neither can be read."""
+    avail = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            avail = None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+        if limit != "max":
+            left = int(limit) - used
+            avail = left if avail is None else min(avail, left)
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def _path_for(device: str) -> str:
+    """The path a run takes: auto is the GPU where CuPy sees one (the model asks the
+    same a moment later; a problem the GPU path cannot take still falls back to the CPU,
+    which this estimate does not foresee)."""
+    if device in ("cpu", "gpu"):
+        return device
+    if importlib.util.find_spec("cupy") is None:
+        return "cpu"
+    from femopt.backend import gpu_status
+
+    return "gpu" if gpu_status()[0] else "cpu"
+
+
+def estimate(loaded: Any, device: str | None = None) -> SizeEstimate | None:
+    """The memory a run of ``loaded`` (a validated problem) needs, from its structured
+    grid's shape; None for a mesh read from a file."""
+    mesh = loaded.sections.get("mesh")
+    shape = getattr(getattr(mesh, "options", None), "shape", None)
+    if mesh is None or mesh.type != "structured" or not shape:
+        return None
+    dim = len(shape)
+    path = _path_for(device or loaded.problem.device)
+    table = CPU_BYTES_PER_CELL if path == "cpu" else GPU_HOST_BYTES_PER_CELL
+    return SizeEstimate(math.prod(shape), dim, path, table[dim])
+
+
+def check_size(loaded: Any, device: str | None = None) -> SizeEstimate | None:
+    """Refuse a problem that does not fit in the memory available now.
+
+    Raises:
+        ProblemError located at ``mesh.shape`` with both numbers.
+    """
+    est = estimate(loaded, device)
+    if est is None:
+        return None
+    avail = available_memory()
+    if avail is not None and est.bytes > avail:
+        where = "the CPU path" if est.path == "cpu" else "the host side of the GPU path"
+        hint = " or --device gpu" if est.path == "cpu" else ""
+        raise ProblemError(loaded.filename, [loaded.issue(
+            ("mesh", "shape"),
+            f"the problem needs about {_gib(est.bytes)} of memory on {where} ({est.cells:,} "
+            f"cells x {est.bytes_per_cell:,} bytes per cell, estimated) but "
+            f"{_gib(avail)} are available; use a coarser grid{hint}")])
+    return est
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.2f} GiB" if n < 2**40 else f"{n / 2**40:,.4g} TiB"

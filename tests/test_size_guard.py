@@ -1,0 +1,75 @@
+"""The size guard: a problem that cannot fit in memory is refused from the file alone,
+in validate as in run, before the mesh is built, with both numbers."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from conftest import SMALL_BEAM
+from femopt.cli import main
+from femopt.problem import size
+
+GIB = 2**30
+
+
+def grid(shape: str) -> str:
+    return SMALL_BEAM.replace("shape: [12, 4]", f"shape: {shape}")
+
+
+@pytest.fixture
+def no_mesh_built(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the grid was built")
+
+    monkeypatch.setattr("femopt.mesh.plugin.structured_grid", refuse)
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_a_3000_by_3000_grid_is_refused_on_a_4_gib_machine(command, write_problem, tmp_path,
+                                                            capsys, monkeypatch, no_mesh_built):
+    monkeypatch.setattr(size, "available_memory", lambda: 4 * GIB)
+    path = write_problem(grid("[3000, 3000]"))
+    out = tmp_path / "out"
+    t0 = time.perf_counter()
+    code = main([command, str(path)] + (["--out", str(out)] if command == "run" else []))
+    seconds = time.perf_counter() - t0
+    err = capsys.readouterr().err
+    assert code == 2
+    # 9e6 cells x 8,500 bytes + 100 MiB = 71.34 GiB
+    assert f"{path}:2:33: mesh.shape: the problem needs about 71.34 GiB of memory on the " \
+           "CPU path (9,000,000 cells x 8,500 bytes per cell, estimated) but 4.00 GiB are " \
+           "available" in err, err
+    assert seconds < 5 and not out.exists()
+
+
+def test_ten_billion_cells_are_refused_on_any_machine(write_problem, capsys, no_mesh_built):
+    code = main(["validate", str(write_problem(grid("[100000, 100000]")))])
+    assert code == 2
+    needed = re.search(r"needs about ([\d.,]+) TiB", capsys.readouterr().err)
+    assert float(needed[1].replace(",", "")) == pytest.approx(77.31, abs=0.01)
+
+
+def test_a_grid_that_fits_is_not_refused(write_problem, capsys, monkeypatch):
+    monkeypatch.setattr(size, "available_memory", lambda: 4 * GIB)
+    text = grid("[200, 100]").replace("size: [12.0, 4.0]", "size: [200.0, 100.0]")
+    assert main(["validate", str(write_problem(text))]) == 0
+
+
+def test_the_estimate_follows_the_path(write_problem, monkeypatch):
+    from femopt.plugins.manager import get_registry
+    from femopt.problem.load import read_problem
+
+    loaded = read_problem(write_problem(grid("[10, 20, 30]").replace(
+        "size: [12.0, 4.0]", "size: [1.0, 2.0, 3.0]")), get_registry())
+    cpu = size.estimate(loaded, "cpu")
+    gpu = size.estimate(loaded, "gpu")
+    assert (cpu.cells, cpu.dim, cpu.bytes_per_cell) == (6000, 3, 38_000)
+    assert gpu.bytes == size.BASE_BYTES + 6000 * 160
+
+
+def test_available_memory_is_read():
+    avail = size.available_memory()
+    assert avail is None or 0 < avail < 2**60
