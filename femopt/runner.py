@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from femopt.backend import to_host
-from femopt.errors import InputError, RunError
+from femopt.errors import InputError
 from femopt.io.checkpoint import CHECKPOINT, Checkpoint, read_checkpoint, write_checkpoint
 from femopt.io.export import make_exporter, write_atomic
 from femopt.io import manifest
-from femopt.io.failure import describe, run_failures, run_status, write_errors
+from femopt.io.failure import run_failures, write_errors
 from femopt.io.progress import ProgressReporter
-from femopt.io.results import (HistoryWriter, check_output_dir, design_result, ensure_space,
-                               prepare_output_dir, versions, write_json_atomic, atomic_write)
+from femopt.io.results import (HistoryWriter, atomic_write, check_output_dir, design_result,
+                               ensure_space, prepare_output_dir)
 from femopt.io.resultdir import PROBLEM_COPY, open_result_dir, problem_hash
+from femopt.io.run_record import RunRecord, RunResult, base_summary
 from femopt.io.series import SeriesWriter
 from femopt.optimizers.base import OptimizationResult, converged_message
 from femopt.plugins.manager import get_manager, get_registry
@@ -48,13 +47,6 @@ def output_dir_for(model: Model, out: str | Path | None) -> Path:
     if model.problem.output.dir is not None:
         return Path(model.problem.output.dir)
     return Path("results") / manifest.default_dir_name(model.name)
-
-
-@dataclass
-class RunResult:
-    summary: dict[str, Any]
-    out_dir: Path
-    exit_code: int
 
 
 def run(problem_file: str | Path, out: str | Path | None = None, max_iter: int | None = None,
@@ -105,39 +97,6 @@ def _is_shape_problem(problem_bytes: bytes) -> bool:
         return False  # resume reports the broken file when it parses it
     design = data.get("design") if isinstance(data, dict) else None
     return isinstance(design, dict) and design.get("type") == "shape"
-
-
-def failure(model, exc: BaseException) -> dict[str, Any]:
-    """What summary.json says of a run that raised ``exc``."""
-    return {"iterations": len(model.history), "converged": False, "message": describe(exc)}
-
-
-def close_run(out_dir: Path, summary: dict[str, Any], model, history, t0: float,
-              status: str, **extra: Any) -> float:
-    """End a run, whatever happened: close history.csv, write summary.json (status, wall
-    time, seconds per iteration, ``extra``) and call the run-end hook. Returns the wall
-    time."""
-    unwritten = None
-    try:
-        history.close()
-    except OSError as exc:  # a full disk: the summary below says so if it can
-        unwritten = exc
-    wall = time.perf_counter() - t0
-    n_it = max(len(model.history), 1)
-    summary.update({"status": status, "wall_time": wall,
-                    "seconds_per_iteration": sum(r.seconds for r in model.history) / n_it,
-                    **extra})
-    if unwritten is not None and status == "ok":
-        summary.update(status="failed", message=describe(unwritten))
-    try:
-        write_json_atomic(out_dir / "summary.json", summary)
-    except OSError as exc:
-        unwritten = unwritten or exc
-    manifest.record(out_dir)
-    get_manager().hook.femopt_run_end(summary=summary)
-    if unwritten is not None and status == "ok":
-        raise RunError(describe(unwritten)) from unwritten
-    return wall
 
 
 def resume(result_dir: str | Path, max_iter: int | None = None, quiet: bool = False,
@@ -234,15 +193,12 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
                   f"{model.n_free} free dofs, {len(model.case_names)} load case(s), "
                   f"{action} {model.optimizer.name}, solver {model.solver.name}"
                   + (", on the GPU" if model.device == "gpu" else ""))
-    summary: dict[str, Any] = {"problem": model.name, "unit": model.problem.unit,
-                               "dim": model.mesh.dim, "problem_file": model.loaded.filename,
-                               "problem_sha256": sha, "device": model.device,
-                               "n_cells": model.mesh.n_cells, "n_dofs": model.n_dofs,
-                               "versions": versions()}
+    summary = base_summary(model, problem_bytes)
     if ck is not None:
         summary["resumed_from"] = ck.iteration
-    status, error = "ok", None
-    try:
+    record = RunRecord(model, out_dir, history, summary, t0,
+                       evaluations=lambda: model.evaluations)
+    with record:
         model.start_clock()
         with reporter, get_registry().guard("optimizer", model.optimizer.name, "run()"):
             if ck is not None and ck.converged:
@@ -289,14 +245,4 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
             plots.design_picture(model.mesh, design.cell_data["density"],
                                  out_dir / "design.png", out_cfg.threshold,
                                  plots.marks_of(model), model.problem.unit)
-    except BaseException as exc:  # noqa: BLE001 - the summary must say the run failed
-        status, error = run_status(exc), exc
-        summary.update(failure(model, exc))
-    finally:
-        wall = close_run(out_dir, summary, model, history, t0, status,
-                         evaluations=model.evaluations)
-    if error is not None:
-        raise error
-    reporter.line(f"done: {summary['message']}; objective {summary['objective']:.6e} after "
-                  f"{summary['iterations']} iterations ({wall:.2f} s); results in {out_dir}")
-    return RunResult(summary, out_dir, 0)
+    return record.result(reporter)

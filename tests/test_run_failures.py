@@ -73,7 +73,7 @@ def test_disk_full_in_the_checkpoint_writer_exits_1_and_resume_finishes(
 
 
 @pytest.mark.parametrize("target", ["femopt.io.plugin.write_vtu",
-                                    "femopt.runner.write_json_atomic",
+                                    "femopt.io.run_record.write_json_atomic",
                                     "femopt.io.results.HistoryWriter.write"])
 def test_disk_full_in_any_writer_exits_1_without_a_traceback(target, write_problem, tmp_path,
                                                             capsys, monkeypatch):

@@ -4,14 +4,13 @@ results directory as a topology run (summary.json, history.csv, design.vtu, pict
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from femopt.io import plots
 from femopt.io.progress import ProgressReporter
-from femopt.io.results import HistoryWriter, atomic_write, versions
-from femopt.io.resultdir import problem_hash
+from femopt.io.results import HistoryWriter, atomic_write
+from femopt.io.run_record import RunRecord, base_summary
 from femopt.io.vtu import write_vtu
 from femopt.mesh.mesh import CELL_EDGES, Mesh
 from femopt.plugins.manager import get_manager
@@ -22,11 +21,9 @@ EXTRA = ["quality", "backtracks"]  # history columns beyond the topology run's
 def optimize_shape(model, out_dir: Path, limit: int, problem_bytes: bytes, quiet: bool,
                    stream, t0: float):
     """Run ``model``'s shape optimizer for at most ``limit`` iterations and write
-    ``out_dir``; returns the runner's ``RunResult``. A failure during the run writes
+    ``out_dir``; returns its :class:`~femopt.io.run_record.RunResult`. A failure during the run writes
     ``summary.json`` with ``status: failed`` and re-raises."""
     from femopt.evaluation.model import IterationRecord
-    from femopt.io.failure import run_status
-    from femopt.runner import RunResult, close_run, failure
     from femopt.shape.gradient import ShapeEvaluator
 
     pm = get_manager()
@@ -34,12 +31,8 @@ def optimize_shape(model, out_dir: Path, limit: int, problem_bytes: bytes, quiet
     reporter = ProgressReporter(limit, stream=stream, quiet=quiet)
     history = HistoryWriter(out_dir / "history.csv", [b.label for b in model.bounds], EXTRA)
     points0 = np.array(model.mesh.points, dtype=float, copy=True)
-    summary: dict[str, Any] = {"problem": model.name, "problem_file": model.loaded.filename,
-                               "problem_sha256": problem_hash(problem_bytes),
-                               "device": model.device, "design": "shape",
-                               "n_cells": model.mesh.n_cells, "n_dofs": model.n_dofs,
-                               "moving_nodes": int(opt.moving.size),
-                               "max_step": opt.max_step, "versions": versions()}
+    summary = base_summary(model, problem_bytes, design="shape",
+                           moving_nodes=int(opt.moving.size), max_step=opt.max_step)
 
     def report(step, points) -> None:
         rec = IterationRecord(step.iteration, step.values[0],
@@ -57,8 +50,8 @@ def optimize_shape(model, out_dir: Path, limit: int, problem_bytes: bytes, quiet
                   f"extension {opt.extension.kind} ({opt.extension.data}), max step "
                   f"{opt.max_step:.4g}, min quality {opt.min_quality:g} (initial "
                   f"{model.initial_quality:.3f}), solver {model.solver.name}")
-    status, error = "ok", None
-    try:
+    record = RunRecord(model, out_dir, history, summary, t0)
+    with record:
         evaluator = ShapeEvaluator(model)
         with reporter:
             result = opt.run(evaluator.evaluate, points0, limit, report,
@@ -83,16 +76,7 @@ def optimize_shape(model, out_dir: Path, limit: int, problem_bytes: bytes, quiet
                 plots.convergence_plot(model.history, out_dir / "convergence.png")
             if model.mesh.dim == 2:
                 shape_picture(model.mesh, result.points, opt.moving, out_dir / "design.png")
-    except BaseException as exc:  # noqa: BLE001 - the summary must say the run failed
-        status, error = run_status(exc), exc
-        summary.update(failure(model, exc))
-    finally:
-        wall = close_run(out_dir, summary, model, history, t0, status)
-    if error is not None:
-        raise error
-    reporter.line(f"done: {summary['message']}; objective {summary['objective']:.6e} after "
-                  f"{summary['iterations']} iterations ({wall:.2f} s); results in {out_dir}")
-    return RunResult(summary, out_dir, 0)
+    return record.result(reporter)
 
 
 def write_design_vtu(path: Path, model, points: np.ndarray, points0: np.ndarray, state,
