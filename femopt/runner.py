@@ -25,7 +25,7 @@ from femopt.problem.load import read_problem
 from femopt.evaluation.model import Model
 from femopt.problem.precheck import check_before_run
 from femopt.problem.size import check_size
-from femopt.problem.yamlpos import gc_paused
+from femopt.problem.yamlload import gc_paused
 from femopt.solvers.choice import choice_line
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import SMALL_BEAM
 from femopt.cli import main
-from femopt.problem import yamlpos
+from femopt.problem import yamlload, yamlpos
 
 
 def run_cli(args, capsys):
@@ -151,11 +151,11 @@ def test_document_size_is_bounded(tmp_path, capsys, monkeypatch):
 
 def test_alias_budget_counts_values_added_by_aliases():
     ok = "a: &a [1, 2, 3]\nb: [*a, *a]\n"
-    located_, issues = yamlpos.load_yaml(ok)
+    located_, issues = yamlload.load_yaml(ok)
     assert issues == [] and located_.data == {"a": [1, 2, 3], "b": [[1, 2, 3], [1, 2, 3]]}
     # 9 levels of 9 aliases would be 9**8 = 43 million values: stopped at the budget
     t0 = time.perf_counter()
-    located_, issues = yamlpos.load_yaml(_alias_bomb())
+    located_, issues = yamlload.load_yaml(_alias_bomb())
     assert located_ is None and len(issues) == 1
     assert f"more than {yamlpos.MAX_ALIAS_VALUES} values" in issues[0].message
     assert time.perf_counter() - t0 < 2.0
@@ -164,7 +164,7 @@ def test_alias_budget_counts_values_added_by_aliases():
 def test_merge_keys_follow_yaml_rules():
     text = ("base: &b {x: 1, y: 2}\nother: &o {y: 5, z: 6}\n"
             "c: {<<: [*b, *o], x: 10}\n")
-    located_, issues = yamlpos.load_yaml(text)
+    located_, issues = yamlload.load_yaml(text)
     assert issues == []
     # own keys win over merged ones, and the first merged mapping over later ones
     assert located_.data["c"] == {"x": 10, "y": 2, "z": 6}

@@ -20,8 +20,8 @@ from pydantic import BaseModel, ValidationError
 from femopt.errors import InputError, Issue, ProblemError
 from femopt.plugins.registry import Registry
 from femopt.problem.schema import CONSTRAINT_KEYS, DESIGN_TYPES, Problem
-from femopt.problem.yamlpos import (MAX_CHARS, Located, Path, format_path, gc_paused,
-                                    load_yaml)
+from femopt.problem.yamlload import gc_paused, load_yaml
+from femopt.problem.yamlpos import MAX_CHARS, Located, Path, format_path
 
 # problem-file section -> registry kind, and whether the section is a list
 PLUGIN_SECTIONS = {

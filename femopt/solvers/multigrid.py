@@ -37,10 +37,9 @@ V-cycle. The solver keeps its hierarchy between ``solve`` calls, so the adjoint 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field
 
 from femopt.assembly.grid_layout import GridLayout, layout_of
 from femopt.assembly.matrix_free import StructuredOperator
@@ -48,11 +47,11 @@ from femopt.assembly.structured_csr import CSROperator, StructuredCSR
 from femopt.backend import array_namespace, to_host
 from femopt.backend.threads import single_blas_thread
 from femopt.errors import SolverError
-from femopt.plugins.registry import Options
 from femopt.solvers import multigrid_transfer as transfer
 from femopt.solvers.base import LinearSolver
 from femopt.solvers.cg_kernels import pcg_fused
-from femopt.solvers.multigrid_levels import CoarseSolver, eigenvalue_bound, with_springs
+from femopt.solvers.multigrid_levels import (CoarseSolver, MultigridOptions, eigenvalue_bound,
+                                             with_springs)
 from femopt.solvers.galerkin import (
     child_matrices,
     coarsen_cell_matrices,
@@ -65,43 +64,6 @@ from femopt.solvers.smoothers import PolynomialSmoother, estimate_lambda_max
 
 
 LANCZOS_MARGIN = 1.2  # the estimate approaches lambda_max from below
-
-
-class MultigridOptions(Options):
-    rtol: float = Field(1e-8, gt=0, lt=1)
-    """Relative residual ||r|| / ||b|| at which CG stops."""
-    max_iter: int = Field(500, gt=0)
-    """Largest number of CG iterations per solve."""
-    levels: int | None = Field(None, ge=1)
-    """Largest number of grid levels (the finest counts); None: coarsen down to
-    ``coarsest_size``."""
-    coarsest_size: int = Field(5000, gt=0)
-    """Stop coarsening at the first level with at most this many dofs."""
-    coarse_operator: Literal["galerkin", "rediscretize", "hybrid"] = "galerkin"
-    """Coarse operators: P^T A P (robust for SIMP contrast), rediscretized densities, or
-    hybrid: level 1 rediscretized (matrix-free, an eighth of the fine cost), Galerkin of
-    it below."""
-    matrix_free_levels: int | None = Field(None, ge=1)
-    """Galerkin levels applied without assembling (the finest counts); None: 1 on the CPU,
-    2 on the GPU."""
-    smoother: Literal["jacobi", "chebyshev"] = "chebyshev"
-    """Smoother: damped Jacobi or a Chebyshev polynomial of D^-1 A."""
-    smoothing_steps: int = Field(2, ge=1)
-    """Jacobi sweeps, or Chebyshev degree, before and after the coarse correction."""
-    jacobi_omega: float = Field(4.0 / 3.0, gt=0, lt=2)
-    """Jacobi damping as a multiple of 1 / lambda_max(D^-1 A) (estimated per level and
-    design; 4/3 smooths the upper three quarters of the spectrum evenly, 2 diverges)."""
-    chebyshev_lower: float = Field(0.1, gt=0, lt=1)
-    """Lower end of the Chebyshev interval as a fraction of the largest eigenvalue."""
-    eigenvalue_bound: Literal["element", "lanczos"] = "lanczos"
-    """Largest eigenvalue of D^-1 A for the smoothers: a Lanczos estimate per design and
-    level times 1.2, capped at the element bound (tight: fewer CG iterations), or the
-    design-independent element bound alone (never too low, but loose). When a solve with
-    the estimate fails, the solver switches to the bound for good and retries."""
-    eig_iterations: int = Field(20, ge=2)
-    """Lanczos (CG) steps of the ``lanczos`` estimate."""
-    precision: Literal["auto", "float64", "float32"] = "auto"
-    """Arithmetic of the V-cycle (CG is always float64); auto: float32 on the GPU."""
 
 
 @dataclass
