@@ -159,8 +159,8 @@ def test_too_large_for_the_gpu_is_refused_before_anything_is_written(fake_gpu, t
 def test_the_default_solver_becomes_multigrid_on_the_gpu_path():
     model = build(problem("mbb_beam"), array_module=np)
     assert (model.device, model.solver.name) == ("gpu", "multigrid")
-    assert model.device_notes == ["solver: multigrid on the GPU instead of the default "
-                                  "direct solver"]
+    assert model.device_notes == ["solver: multigrid on the GPU instead of direct, the "
+                                  "CPU's default"]
     assert model.assembler is None
 
 

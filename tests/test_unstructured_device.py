@@ -98,8 +98,8 @@ def test_node_block_pcg_solves_in_fewer_iterations_than_jacobi(system):
 def test_default_solver_becomes_block_jacobi_pcg_on_the_gpu_path():
     model = build(bracket(), array_module=np)
     assert (model.device, model.solver.name) == ("gpu", "pcg")
-    assert model.device_notes == ["solver: block-Jacobi PCG on the GPU instead of the "
-                                  "default direct solver"]
+    assert model.device_notes == ["solver: block-Jacobi PCG on the GPU instead of direct, "
+                                  "the CPU's default"]
     assert type(model.path).__name__ == "MeshDevicePath"
     assert model.assembler is None
 
@@ -142,7 +142,7 @@ def test_femopt_run_on_the_gpu_path_writes_results(monkeypatch, tmp_path, capsys
                  "--device", "gpu", "--max-iter", "3"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert "solver: block-Jacobi PCG on the GPU instead of the default direct solver" in out
+    assert "solver: block-Jacobi PCG on the GPU instead of direct, the CPU's default" in out
     summary = json.loads((out_dir / "summary.json").read_text())
     assert (summary["device"], summary["iterations"]) == ("gpu", 3)
     assert np.load(out_dir / "density.npy").shape == (3650,)

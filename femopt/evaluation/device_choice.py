@@ -37,11 +37,12 @@ def choose_device(model: Any, requested: str | None, array_module: Any) -> Any:
             model.device_notes.append(f"device auto: {note}")
         if device == "cpu":
             return None
-    solver_type = model.solver.name
+    # the solver a problem names must run on the path (what it declares); one that
+    # names none gets the path's own
+    path = "gpu grid" if grid else "gpu mesh"
     default_solver = "solver" not in model.loaded.located.data
-    if default_solver:
-        solver_type = "multigrid" if grid else mesh_device.SOLVER
-    why = paths.unsupported(model, solver_type)
+    solver_ok = default_solver or path in getattr(type(model.solver), "device_paths", ())
+    why = paths.unsupported(model, None if solver_ok else model.solver.name)
     if why is not None:
         if requested == "gpu" or array_module is not None:
             raise refuse(why)
@@ -65,19 +66,19 @@ def choose_device(model: Any, requested: str | None, array_module: Any) -> Any:
         xp = cupy
     else:
         xp = array_module
-    if not grid and model.solver.name != mesh_device.SOLVER:
+    if default_solver and not grid:
         from femopt.solvers.pcg import PCGOptions, PCGSolver
 
+        model.device_notes.append("solver: block-Jacobi PCG on the GPU instead of "
+                                  f"{model.solver.name}, the CPU's default")
         model.solver = PCGSolver(PCGOptions(max_iter=mesh_device.MAX_ITER))
-        model.device_notes.append("solver: block-Jacobi PCG on the GPU instead of the "
-                                  "default direct solver")
-    elif grid and model.solver.name != "multigrid":
+    elif default_solver and path not in getattr(type(model.solver), "device_paths", ()):
         from femopt.solvers.multigrid import MultigridOptions, MultigridSolver
 
+        model.device_notes.append("solver: multigrid on the GPU instead of "
+                                  f"{model.solver.name}, the CPU's default")
         model.solver = MultigridSolver(MultigridOptions())
         model.solver.bind(model.mesh, model.physics.dofs_per_node)
-        model.device_notes.append("solver: multigrid on the GPU instead of the default "
-                                  "direct solver")
     model.device = "gpu"
     return xp
 

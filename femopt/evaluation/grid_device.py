@@ -41,8 +41,9 @@ def estimate_bytes(layout: GridLayout, n_cases: int = 1) -> int:
     return int(MEMORY_MARGIN * (per_cell * layout.n_cells + extra))
 
 
-def unsupported(model: Any, solver_type: str) -> str | None:
-    """Why the GPU grid path cannot run ``model`` (None when it can)."""
+def unsupported(model: Any, solver: str | None) -> str | None:
+    """Why the GPU grid path cannot run ``model`` (None when it can); ``solver`` names a
+    solver the problem asks for that does not run on this path (None: it does)."""
     if model.mesh.grid is None:
         return "the GPU path needs a structured grid (mesh type 'structured')"
     why = capability(model)
@@ -50,8 +51,8 @@ def unsupported(model: Any, solver_type: str) -> str | None:
         return why
     if np.ndim(model.ke) != 2:
         return "the GPU path needs one element matrix for the whole grid"
-    if solver_type != "multigrid":
-        return f"the GPU path needs the multigrid solver, not {solver_type!r}"
+    if solver is not None:
+        return f"the GPU path needs the multigrid solver, not {solver!r}"
     return None
 
 

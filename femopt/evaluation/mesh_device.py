@@ -35,21 +35,21 @@ from femopt.backend import to_host
 from femopt.evaluation.device import DevicePath, capability
 from femopt.solvers.csr_pcg import NodeBlockPCG
 
-SOLVER = "pcg"
 MAX_ITER = 20000  # CG iterations per solve when the GPU replaces the default solver
 MEMORY_MARGIN = 1.25  # an estimate from array sizes, not a measurement: keep 25% in hand
 
 
-def unsupported(model: Any, solver_type: str) -> str | None:
-    """Why the GPU path cannot run ``model`` on its mesh from a file (None when it can)."""
+def unsupported(model: Any, solver: str | None) -> str | None:
+    """Why the GPU path cannot run ``model`` on its mesh from a file (None when it can);
+    ``solver`` names a solver the problem asks for that does not run there."""
     why = capability(model)
     if why:
         return why
     if np.any(model.springs):
         return "the GPU path on a mesh from a file does not take springs"
-    if solver_type != SOLVER:
+    if solver is not None:
         return (f"the GPU path on a mesh from a file solves with pcg (block-Jacobi PCG on "
-                f"the GPU), not {solver_type!r}")
+                f"the GPU), not {solver!r}")
     return None
 
 
