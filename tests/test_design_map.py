@@ -10,13 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
-from femopt.adjoint.taylor import check_model_gradients
-from femopt.backend import to_host
 from femopt.errors import ProblemError
-from femopt.evaluation.model import Model
-from femopt.plugins.manager import get_registry
-from femopt.problem.load import parse_problem
 from femopt.runner import run
+from path_checks import GRID_SOLVER, assert_same_as_cpu, assert_taylor_rates, build
 
 PLATE = {
     "mesh": {"type": "structured", "shape": [16, 8, 4], "size": [16.0, 8.0, 4.0]},
@@ -34,11 +30,6 @@ PLATE = {
 }
 
 
-def build(data: dict, **kwargs) -> Model:
-    registry = get_registry()
-    return Model(parse_problem(yaml.safe_dump(data), "problem.yaml", registry), registry,
-                 **kwargs)
-
 
 def test_the_optimizer_sees_the_reduced_design_and_gradients_are_exact():
     cpu = build(PLATE, device="cpu")
@@ -46,21 +37,13 @@ def test_the_optimizer_sees_the_reduced_design_and_gradients_are_exact():
     assert cpu.mesh.n_cells == 16 * 8 * 4
     # the passive corner's representatives are fixed in the reduced design
     assert cpu.xmin[cpu.x_fixed_idx].min() == 1.0 and cpu.x_fixed_idx.size == 2
-    dev = build({**PLATE, "solver": {"type": "multigrid", "rtol": 1e-12,
-                                     "coarsest_size": 60}}, array_module=np)
+    dev = build({**PLATE, "solver": GRID_SOLVER}, array_module=np)
     rng = np.random.default_rng(3)
     x = rng.uniform(0.3, 0.7, cpu.n)
     d = rng.standard_normal(cpu.n)
-    v_cpu, g_cpu = cpu.values_and_gradients(x)
-    v_dev, g_dev = dev.values_and_gradients(x)
-    for a, b, ga, gb in zip(v_cpu, v_dev, g_cpu, g_dev):
-        assert abs(a - b) <= 1e-9 * abs(a)
-        assert np.abs(to_host(gb) - ga).max() <= 1e-8 * np.abs(ga).max()
+    assert_same_as_cpu(cpu, dev, x)
     for model in (cpu, dev):
-        for check in check_model_gradients(model, x, d, h0=2e-3):
-            if not check.result.exact:
-                assert 1.9 <= min(check.result.rates) <= max(check.result.rates) <= 2.1, \
-                    (check.name, check.result.rates)
+        assert_taylor_rates(model, x, d, h0=2e-3)
 
 
 @pytest.mark.parametrize("name, check", [
@@ -147,13 +130,11 @@ def test_a_map_with_a_lateral_overhang_and_oc_on_the_mesh_path(tmp_path):
             "filters": [{"type": "design_map", "symmetry": [{"axis": "x"}]},
                         {"type": "density", "radius": 1.5}],
             "optimizer": {"type": "oc", "max_iter": 3}}
-    grid = build({**data, "solver": {"type": "multigrid", "rtol": 1e-12,
-                                     "coarsest_size": 60}}, array_module=np)
+    grid = build({**data, "solver": GRID_SOLVER}, array_module=np)
     assert grid.linear_constraint() is not None  # map, filter and average are linear
     printed = {**data, "filters": data["filters"] + [{"type": "overhang",
                                                        "build_direction": "+y"}]}
-    assert build({**printed, "solver": {"type": "multigrid", "rtol": 1e-12,
-                                        "coarsest_size": 60}},
+    assert build({**printed, "solver": GRID_SOLVER},
                  array_module=np).linear_constraint() is None
     # the same on a mesh from a file (no overhang there: it needs a grid)
     mesh = structured_grid((16, 8), (16.0, 8.0))
@@ -164,12 +145,7 @@ def test_a_map_with_a_lateral_overhang_and_oc_on_the_mesh_path(tmp_path):
     cpu = build(on_file, device="cpu")
     dev = build({**on_file, "solver": {"type": "pcg", "rtol": 1e-12}}, array_module=np)
     assert type(dev.path).__name__ == "MeshDevicePath" and dev.n == 8 * 8
-    x = np.random.default_rng(8).uniform(0.3, 0.7, cpu.n)
-    v_cpu, g_cpu = cpu.values_and_gradients(x)
-    v_dev, g_dev = dev.values_and_gradients(x)
-    for a, b, ga, gb in zip(v_cpu, v_dev, g_cpu, g_dev):
-        assert abs(a - b) <= 1e-9 * abs(a)
-        assert np.abs(gb - ga).max() <= 1e-8 * np.abs(ga).max()
+    assert_same_as_cpu(cpu, dev, np.random.default_rng(8).uniform(0.3, 0.7, cpu.n))
 
 
 @pytest.mark.gpu
@@ -179,9 +155,5 @@ def test_gpu_design_map_equals_the_cpu():
     cpu = build(PLATE, device="cpu")
     dev = build({**PLATE, "solver": {"type": "multigrid", "rtol": 1e-10}},
                 array_module=cupy)
-    x = np.random.default_rng(3).uniform(0.3, 0.7, cpu.n)
-    v_cpu, g_cpu = cpu.values_and_gradients(x)
-    v_dev, g_dev = dev.values_and_gradients(cupy.asarray(x))
-    for a, b, ga, gb in zip(v_cpu, v_dev, g_cpu, g_dev):
-        assert abs(a - b) <= 1e-8 * abs(a)
-        assert np.abs(to_host(gb) - ga).max() <= 1e-6 * np.abs(ga).max()
+    assert_same_as_cpu(cpu, dev, np.random.default_rng(3).uniform(0.3, 0.7, cpu.n),
+                       values=1e-8, gradients=1e-6)

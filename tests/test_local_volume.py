@@ -9,12 +9,8 @@ import pytest
 import yaml
 from scipy import ndimage
 
-from femopt.adjoint.taylor import check_model_gradients
-from femopt.backend import to_host
-from femopt.evaluation.model import Model
-from femopt.plugins.manager import get_registry
-from femopt.problem.load import parse_problem
 from femopt.runner import run
+from path_checks import GRID_SOLVER, assert_same_as_cpu, assert_taylor_rates, build
 
 BEAM = {
     "mesh": {"type": "structured", "shape": [24, 8], "size": [24.0, 8.0]},
@@ -29,29 +25,17 @@ BEAM = {
 }
 
 
-def build(data: dict, **kwargs) -> Model:
-    registry = get_registry()
-    return Model(parse_problem(yaml.safe_dump(data), "problem.yaml", registry), registry,
-                 **kwargs)
-
 
 def test_local_volume_gradients_on_the_cpu_and_the_grid_twin():
     cpu = build(BEAM, device="cpu")
-    dev = build({**BEAM, "solver": {"type": "multigrid", "rtol": 1e-12,
-                                    "coarsest_size": 60}}, array_module=np)
+    dev = build({**BEAM, "solver": GRID_SOLVER}, array_module=np)
     rng = np.random.default_rng(2)
     x = rng.uniform(0.2, 0.9, cpu.n)
     d = rng.standard_normal(cpu.n)
-    v_cpu, g_cpu = cpu.values_and_gradients(x)
-    v_dev, g_dev = dev.values_and_gradients(x)
+    v_cpu = assert_same_as_cpu(cpu, dev, x)
     # a function of the densities alone: no adjoint solve on the device path
     assert dev.path.cg_iterations["adjoint"] == []
-    for a, b, ga, gb in zip(v_cpu, v_dev, g_cpu, g_dev):
-        assert abs(a - b) <= 1e-9 * abs(a)
-        assert np.abs(to_host(gb) - ga).max() <= 1e-8 * np.abs(ga).max()
-    checks = {c.name: c.result for c in check_model_gradients(cpu, x, d)}
-    res = checks["constraint local_volume"]
-    assert 1.9 <= min(res.rates) <= max(res.rates) <= 2.1, res.rates
+    assert_taylor_rates(cpu, x, d)
     # the p-mean is below the largest local fraction and above the mean one
     rho = cpu.physical(x)[0]
     v = (cpu.bounds[1].function._weights(np)[0] @ rho) * cpu.bounds[1].function._weights(np)[2]

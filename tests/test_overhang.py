@@ -8,15 +8,11 @@ import numpy as np
 import pytest
 import yaml
 
-from femopt.adjoint.taylor import check_model_gradients
-from femopt.backend import to_host
 from femopt.errors import ProblemError
-from femopt.evaluation.model import Model
 from femopt.filters.overhang import OverhangFilter, OverhangOptions, unsupported_cells
 from femopt.mesh import structured_grid
-from femopt.plugins.manager import get_registry
-from femopt.problem.load import parse_problem
 from femopt.runner import run
+from path_checks import GRID_SOLVER, assert_same_as_cpu, assert_taylor_rates, build
 
 CASES = [((6, 5), d) for d in ("+x", "-x", "+y", "-y")] + \
         [((4, 3, 5), d) for d in ("+x", "-x", "+y", "-y", "+z", "-z")]
@@ -71,31 +67,17 @@ BEAM = {
 }
 
 
-def build(data: dict, **kwargs) -> Model:
-    registry = get_registry()
-    return Model(parse_problem(yaml.safe_dump(data), "problem.yaml", registry), registry,
-                 **kwargs)
-
 
 def test_taylor_rates_through_the_model_and_the_gpu_grid_path_twin():
     cpu = build(BEAM, device="cpu")
-    dev = build({**BEAM, "solver": {"type": "multigrid", "rtol": 1e-12,
-                                    "coarsest_size": 60}}, array_module=np)
+    dev = build({**BEAM, "solver": GRID_SOLVER}, array_module=np)
     assert type(dev.path).__name__ == "GridDevicePath"
     rng = np.random.default_rng(7)
     x = rng.uniform(0.3, 0.7, cpu.n)
     d = rng.standard_normal(cpu.n)
-    v_cpu, g_cpu = cpu.values_and_gradients(x)
-    v_dev, g_dev = dev.values_and_gradients(x)
-    for a, b, ga, gb in zip(v_cpu, v_dev, g_cpu, g_dev):
-        assert abs(a - b) <= 1e-9 * abs(a)
-        assert np.abs(to_host(gb) - ga).max() <= 1e-8 * np.abs(ga).max()
+    assert_same_as_cpu(cpu, dev, x)
     for model in (cpu, dev):
-        for check in check_model_gradients(model, x, d, h0=1e-3):
-            if check.result.exact:
-                continue
-            assert 1.9 <= min(check.result.rates) <= max(check.result.rates) <= 2.1, \
-                (check.name, check.result.rates)
+        assert_taylor_rates(model, x, d, h0=1e-3)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -162,9 +144,5 @@ def test_gpu_overhang_equals_the_cpu():
 
     cpu = build(BEAM, device="cpu")
     dev = build({**BEAM, "solver": {"type": "multigrid", "rtol": 1e-10}}, array_module=cupy)
-    x = np.random.default_rng(7).uniform(0.3, 0.7, cpu.n)
-    v_cpu, g_cpu = cpu.values_and_gradients(x)
-    v_dev, g_dev = dev.values_and_gradients(cupy.asarray(x))
-    for a, b, ga, gb in zip(v_cpu, v_dev, g_cpu, g_dev):
-        assert abs(a - b) <= 1e-8 * abs(a)
-        assert np.abs(to_host(gb) - ga).max() <= 1e-6 * np.abs(ga).max()
+    assert_same_as_cpu(cpu, dev, np.random.default_rng(7).uniform(0.3, 0.7, cpu.n),
+                       values=1e-8, gradients=1e-6)

@@ -17,17 +17,15 @@ import yaml
 from pydantic import Field
 from scipy.spatial import cKDTree
 
-from femopt.adjoint.taylor import check_model_gradients
-from femopt.backend import array_namespace, to_host
-from femopt.evaluation.model import Model
+from femopt.backend import array_namespace
 from femopt.filters.linear import LinearFilter
 from femopt.filters.projection import ProjectionFilter
 from femopt.mesh import structured_grid
 from femopt.objectives.base import Function, State, case_weights
 from femopt.plugins.manager import build_manager, hookimpl
 from femopt.plugins.registry import Options
+from path_checks import assert_same_as_cpu, assert_taylor_rates, build
 from femopt.errors import ProblemError
-from femopt.problem.load import parse_problem
 
 
 class GaussianOptions(Options):
@@ -155,11 +153,6 @@ DEVICE_SOLVER = {"grid": {"type": "multigrid", "rtol": 1e-12, "coarsest_size": 6
                  "mesh": {"type": "pcg", "rtol": 1e-12, "max_iter": 20000}}
 
 
-def build(data: dict, registry, **kwargs) -> Model:
-    return Model(parse_problem(yaml.safe_dump(data), "problem.yaml", registry), registry,
-                 **kwargs)
-
-
 def models(path: str, registry, mesh_file: str, xp):
     mesh = GRID if path == "grid" else {"type": "file", "path": mesh_file}
     cpu = build(problem(mesh, DIRECT), registry, device="cpu")
@@ -173,19 +166,8 @@ def agree(path: str, registry, mesh_file: str, xp) -> None:
     cpu, dev = models(path, registry, mesh_file, xp)
     rng = np.random.default_rng(0)
     x = rng.uniform(0.25, 0.75, cpu.n)
-    v_cpu, g_cpu = cpu.values_and_gradients(x)
-    v_dev, g_dev = dev.values_and_gradients(xp.asarray(x))
-    assert len(v_cpu) == 3
-    for a, b, ga, gb in zip(v_cpu, v_dev, g_cpu, g_dev):
-        assert abs(b - a) <= 1e-8 * abs(a), (a, b)
-        err = np.abs(to_host(gb) - ga).max() / np.abs(ga).max()
-        assert err <= 1e-8, err
-    d = rng.standard_normal(dev.n)
-    for check in check_model_gradients(dev, xp.asarray(x), xp.asarray(d)):
-        rates = check.result.rates
-        if check.result.exact:  # a remainder at rounding level: no rate to measure
-            continue
-        assert 1.9 <= min(rates) and max(rates) <= 2.1, (check.name, rates)
+    assert len(assert_same_as_cpu(cpu, dev, x, values=1e-8)) == 3
+    assert_taylor_rates(dev, x, rng.standard_normal(dev.n))
 
 
 @pytest.mark.parametrize("path", ["grid", "mesh"])
@@ -303,17 +285,9 @@ def test_stress_pnorm_runs_on_the_device_paths_like_the_cpu(path, registry, quad
     dev = build(stress_problem(mesh, DEVICE_SOLVER[path]), registry, array_module=np)
     rng = np.random.default_rng(11)
     x = rng.uniform(0.3, 0.8, cpu.n)
-    v_cpu, g_cpu = cpu.values_and_gradients(x)
-    v_dev, g_dev = dev.values_and_gradients(x)
+    assert_same_as_cpu(cpu, dev, x, values=1e-8)
     assert dev.path.cg_iterations["adjoint"] and len(dev.path.cg_iterations["adjoint"]) == 1
-    for a, b, ga, gb in zip(v_cpu, v_dev, g_cpu, g_dev):
-        assert abs(b - a) <= 1e-8 * abs(a)
-        assert np.abs(gb - ga).max() <= 1e-8 * np.abs(ga).max()
-    d = rng.standard_normal(dev.n)
-    for check in check_model_gradients(dev, x, d):
-        if not check.result.exact:
-            assert 1.9 <= min(check.result.rates) <= max(check.result.rates) <= 2.1, \
-                (check.name, check.result.rates)
+    assert_taylor_rates(dev, x, rng.standard_normal(dev.n))
 
 
 class HandWritten(Function):
@@ -390,9 +364,5 @@ def test_a_sum_of_a_linear_and_an_integrand_function_runs_on_the_gpu_paths(regis
     data["constraints"] = [{"type": "volume", "max": 0.5}]
     cpu = build({**data, "solver": DIRECT}, registry, device="cpu")
     dev = build(data, registry, array_module=np)
-    x = np.random.default_rng(12).uniform(0.3, 0.8, cpu.n)
-    v_cpu, g_cpu = cpu.values_and_gradients(x)
-    v_dev, g_dev = dev.values_and_gradients(x)
-    for a, b, ga, gb in zip(v_cpu, v_dev, g_cpu, g_dev):
-        assert abs(b - a) <= 1e-8 * abs(a)
-        assert np.abs(gb - ga).max() <= 1e-8 * np.abs(ga).max()
+    assert_same_as_cpu(cpu, dev, np.random.default_rng(12).uniform(0.3, 0.8, cpu.n),
+                       values=1e-8)
