@@ -116,8 +116,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_validate(args) -> int:
+    from femopt.evaluation.build import build_model
     from femopt.problem.precheck import check_before_run
-    from femopt.runner import build_model
 
     model = build_model(args.problem)
     check_before_run(model)

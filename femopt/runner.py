@@ -21,22 +21,10 @@ from femopt.io.run_record import RunRecord, RunResult, base_summary
 from femopt.io.series import SeriesWriter
 from femopt.optimizers.base import OptimizationResult, converged_message
 from femopt.plugins.manager import get_manager, get_registry
-from femopt.problem.load import read_problem
+from femopt.evaluation.build import build_model
 from femopt.evaluation.model import Model
 from femopt.problem.precheck import check_before_run
-from femopt.problem.size import check_size
-from femopt.problem.yamlload import gc_paused
 from femopt.solvers.choice import choice_line
-
-
-def build_model(problem_file: str | Path, device: str | None = None) -> Model:
-    """Read, validate and build a problem; raises InputError/ProblemError on bad input.
-    ``device`` (auto, cpu, gpu) overrides the file's ``device``."""
-    registry = get_registry()
-    with gc_paused():  # a problem of 200,000 loads makes millions of small objects
-        loaded = read_problem(problem_file, registry)
-        check_size(loaded, device)  # before the mesh or anything else is allocated
-        return Model(loaded, registry, device)
 
 
 def output_dir_for(model: Model, out: str | Path | None) -> Path:

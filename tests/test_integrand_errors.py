@@ -67,13 +67,13 @@ def test_bad_integrand_is_a_located_problem_error(cls, marker, says):
 def test_bad_integrand_exits_2_from_the_command_line(command, tmp_path, monkeypatch, capsys):
     """``femopt validate`` and ``femopt run`` report the located error, exit with 2 and
     leave no results directory."""
+    import femopt.evaluation.build
     import femopt.plugins.manager
-    import femopt.runner
     from femopt.cli import main
 
     _, reg = build_manager()
     reg.add("function", CallsMath)
-    monkeypatch.setattr(femopt.runner, "get_registry", lambda: reg)
+    monkeypatch.setattr(femopt.evaluation.build, "get_registry", lambda: reg)
     monkeypatch.setattr(femopt.plugins.manager, "get_registry", lambda: reg)
     path = tmp_path / "bad.yaml"
     path.write_text(ELASTIC_2D + "objective: {type: calls_math}\n")

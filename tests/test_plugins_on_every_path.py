@@ -218,7 +218,7 @@ def test_a_non_finite_plugin_value_fails_the_run_naming_function_and_iteration(
         registry, quad_mesh_file, tmp_path, monkeypatch):
     """exit 1 (a run-time failure), the function and the iteration named, the last
     checkpoint intact."""
-    import femopt.runner as runner
+    import femopt.evaluation.build as build_module
     from femopt.cli import main
 
     calls = []
@@ -230,7 +230,7 @@ def test_a_non_finite_plugin_value_fails_the_run_naming_function_and_iteration(
         return (float("nan") if len(calls) > 3 else value), d_ue, d_rho
 
     monkeypatch.setattr(WeightedStrain, "cell_terms", poisoned)
-    monkeypatch.setattr(runner, "get_registry", lambda: registry)
+    monkeypatch.setattr(build_module, "get_registry", lambda: registry)
     data = problem(GRID, DIRECT)
     data["optimizer"]["max_iter"] = 10
     data["output"] = {"checkpoint_every": 1, "picture": False}

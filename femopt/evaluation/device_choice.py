@@ -8,7 +8,6 @@ from typing import Any
 from femopt.assembly.grid_layout import layout_of
 from femopt.backend import gpu_memory, resolve_device
 from femopt.errors import FemoptError, InputError
-from femopt.evaluation import grid_device, mesh_device
 
 
 def choose_device(model: Any, requested: str | None, array_module: Any) -> Any:
@@ -17,7 +16,6 @@ def choose_device(model: Any, requested: str | None, array_module: Any) -> Any:
     A GPU request the path cannot serve is bad input located at ``device`` (or at
     ``--device``); ``auto`` falls back to the CPU and notes why."""
     grid = model.mesh.grid is not None
-    paths = grid_device if grid else mesh_device
 
     model.device = "cpu"
     from_cli = requested is not None
@@ -37,6 +35,10 @@ def choose_device(model: Any, requested: str | None, array_module: Any) -> Any:
             model.device_notes.append(f"device auto: {note}")
         if device == "cpu":
             return None
+    # the device paths and their solvers are imported only for a device run
+    from femopt.evaluation import grid_device, mesh_device
+
+    paths = grid_device if grid else mesh_device
     # the solver a problem names must run on the path (what it declares); one that
     # names none gets the path's own
     path = "gpu grid" if grid else "gpu mesh"

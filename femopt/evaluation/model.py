@@ -17,8 +17,6 @@ from femopt.errors import Issue, MeshError, ProblemError
 from femopt.evaluation import conditions
 from femopt.evaluation.assembled import AssembledPath
 from femopt.evaluation.device_choice import choose_device, shape_device
-from femopt.evaluation.grid_device import GridDevicePath
-from femopt.evaluation.mesh_device import MeshDevicePath
 from femopt.evaluation.path import EvaluationPath
 from femopt.objectives.base import Function, State
 from femopt.optimizers.base import Evaluation
@@ -239,8 +237,11 @@ class Model:
         if xp is None:
             self.path = AssembledPath(self)
         else:
-            path = GridDevicePath if self.mesh.grid is not None else MeshDevicePath
-            self.path = path(self, xp)
+            if self.mesh.grid is not None:
+                from femopt.evaluation.grid_device import GridDevicePath as DevicePath
+            else:
+                from femopt.evaluation.mesh_device import MeshDevicePath as DevicePath
+            self.path = DevicePath(self, xp)
             self.xmin, self.xmax, self.x0 = (xp.asarray(a) for a in (self.xmin, self.xmax,
                                                                      self.x0))
 

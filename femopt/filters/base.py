@@ -6,7 +6,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.spatial import cKDTree
 
 from femopt.mesh.mesh import Mesh
 from femopt.plugins.registry import Component
@@ -82,6 +81,8 @@ def radius_weights(mesh: Mesh, radius: float) -> tuple[sp.csr_matrix, np.ndarray
     sums. On an unstructured mesh each neighbour j counts with its volume v_j, so that a
     filtered density is a volume average that does not depend on how finely a region is
     meshed; on a structured grid every v_j is equal and is left out (v_j = 1)."""
+    from scipy.spatial import cKDTree  # on first use: its import takes a fifth of a second
+
     c = mesh.centroids()
     tree = cKDTree(c)
     d = tree.sparse_distance_matrix(tree, radius, output_type="coo_matrix")

@@ -18,7 +18,6 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
-from scipy.spatial import cKDTree
 
 from femopt.filters.base import Filter
 from femopt.filters.linear import LinearFilter
@@ -83,6 +82,8 @@ class DesignMap(LinearFilter):
         if options.extrude is not None:
             a = AXES[options.extrude]
             target[:, a] = c[:, a].min()  # the first layer's centroids
+        from scipy.spatial import cKDTree
+
         size = float(np.max(hi - lo)) or 1.0
         dist, idx = cKDTree(c).query(target)
         bad = np.flatnonzero(dist > TOLERANCE * size)

@@ -22,9 +22,6 @@ import io
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components
-from scipy.spatial import cKDTree
 
 from femopt.errors import MeshError
 from femopt.mesh.mesh import Mesh
@@ -260,6 +257,8 @@ def check_mesh(mesh: Mesh, where: str) -> None:
             parts.append(f"{len(degenerate)} degenerate (zero-volume) element(s): "
                          f"{_show(degenerate)}")
         raise MeshError(f"{where}: {'; '.join(parts)} (0-based element indices)")
+    from scipy.spatial import cKDTree  # on first use: a fifth of a second to import
+
     pairs = cKDTree(mesh.points).query_pairs(1e-9 * length, output_type="ndarray")
     if len(pairs):
         shown = ", ".join(f"{a}={b}" for a, b in pairs[:5].tolist())
@@ -277,6 +276,9 @@ def check_mesh(mesh: Mesh, where: str) -> None:
 def cell_components(mesh: Mesh) -> tuple[int, np.ndarray]:
     """Connected parts of the mesh (elements sharing a node are connected): their
     number and the part of every element."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
     n, k = mesh.cells.shape
     rows = np.repeat(np.arange(n), k)
     incidence = sp.csr_matrix((np.ones(n * k), (rows, mesh.cells.ravel())),
