@@ -16,7 +16,7 @@ from femopt.io.failure import run_failures, write_errors
 from femopt.io.progress import ProgressReporter
 from femopt.io.results import (HistoryWriter, atomic_write, check_output_dir, design_result,
                                ensure_space, prepare_output_dir)
-from femopt.io.resultdir import PROBLEM_COPY, open_result_dir, problem_hash
+from femopt.io.resultdir import PROBLEM_COPY, open_result_dir, problem_hash, write_source
 from femopt.io.run_record import RunRecord, RunResult, base_summary
 from femopt.io.series import SeriesWriter
 from femopt.optimizers.base import OptimizationResult, converged_message
@@ -73,6 +73,7 @@ def run_model(model: Model, problem_bytes: bytes, out: str | Path | None = None,
         if not (source is not None and copy.exists() and copy.samefile(source)):
             with atomic_write(copy) as tmp:
                 tmp.write_bytes(problem_bytes)
+            write_source(out_dir, Path(model.loaded.filename).resolve().parent)
         return _optimize(model, out_dir, limit, problem_bytes, None, quiet, stream, t0)
 
 
@@ -103,7 +104,7 @@ def resume(result_dir: str | Path, max_iter: int | None = None, quiet: bool = Fa
             f"{rd.path / CHECKPOINT} was written for a different problem file (sha256 "
             f"{ck.problem_sha256[:12]}...) than {rd.problem_file} (sha256 {rd.sha256[:12]}...); "
             "refusing to resume")
-    model = build_model(rd.problem_file, device)
+    model = build_model(rd.problem_file, device, problem_dir=rd.problem_dir)
     if ck.optimizer != model.optimizer.name or ck.x.shape != (model.n,):
         raise InputError(f"{rd.path / CHECKPOINT} does not match {rd.problem_file} "
                          f"(optimizer {ck.optimizer}, {ck.x.size} design variables)")

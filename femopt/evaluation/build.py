@@ -13,11 +13,13 @@ from femopt.problem.size import check_size
 from femopt.problem.yamlload import gc_paused
 
 
-def build_model(problem_file: str | Path, device: str | None = None) -> Model:
+def build_model(problem_file: str | Path, device: str | None = None,
+                problem_dir: Path | None = None) -> Model:
     """Read, validate and build a problem; raises InputError/ProblemError on bad input.
-    ``device`` (auto, cpu, gpu) overrides the file's ``device``."""
+    ``device`` (auto, cpu, gpu) overrides the file's ``device``; ``problem_dir`` is where
+    relative mesh paths are read from (default: the problem file's folder)."""
     registry = get_registry()
     with gc_paused():  # a problem of 200,000 loads makes millions of small objects
         loaded = read_problem(problem_file, registry)
         check_size(loaded, device)  # before the mesh or anything else is allocated
-        return Model(loaded, registry, device)
+        return Model(loaded, registry, device, problem_dir=problem_dir)

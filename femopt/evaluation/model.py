@@ -18,6 +18,7 @@ from femopt.evaluation import conditions
 from femopt.evaluation.assembled import AssembledPath
 from femopt.evaluation.device_choice import choose_device, shape_device
 from femopt.evaluation.path import EvaluationPath
+from femopt.mesh.plugin import locate
 from femopt.objectives.base import Function, State
 from femopt.optimizers.base import Evaluation
 from femopt.physics.material_law import require_affine_material_law
@@ -70,10 +71,12 @@ class Model:
             for the device (:mod:`femopt.evaluation`).
         array_module: run the device path with this array module instead of
             resolving a device (tests run it with numpy on a machine without a GPU).
+        problem_dir: the folder relative mesh paths are read from (default: the problem
+            file's; a results directory's copy gives the original's).
     """
 
     def __init__(self, loaded: LoadedProblem, registry: Registry, device: str | None = None,
-                 array_module: Any = None):
+                 array_module: Any = None, problem_dir: Path | None = None):
         self.loaded = loaded
         self.registry = registry
         self.problem = loaded.problem
@@ -85,10 +88,9 @@ class Model:
         if source is None:
             raise ProblemError(loaded.filename, issues)
         # mesh sources that read files resolve paths and units against the problem file
-        if hasattr(source, "base_dir"):
-            source.base_dir = Path(loaded.filename).resolve().parent
-        if hasattr(source, "problem_unit"):
-            source.problem_unit = self.problem.unit
+        # (a results directory's copy names the original's folder)
+        locate(source, problem_dir or Path(loaded.filename).resolve().parent,
+               self.problem.unit)
         try:
             self.mesh = source.build()
         except MeshError as exc:  # the file's own errors, located at the mesh section

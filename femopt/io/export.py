@@ -46,8 +46,11 @@ def load_design(result_dir) -> tuple[Any, DesignResult]:
     rd = open_result_dir(result_dir)
     registry = get_registry()
     loaded = parse_problem(rd.problem_bytes.decode("utf-8"), str(rd.problem_file), registry)
+    from femopt.mesh.plugin import locate
+
     sec = loaded.sections["mesh"]
-    mesh = registry.create("mesh", sec.type, sec.options).build()
+    source = registry.create("mesh", sec.type, sec.options)
+    mesh = locate(source, rd.problem_dir, loaded.problem.unit).build()
     density = rd.array("density.npy", mesh.n_cells)
     problem = loaded.problem
     result = DesignResult(mesh, {"density": density}, {}, problem.unit,

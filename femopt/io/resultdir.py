@@ -17,6 +17,7 @@ import numpy as np
 from femopt.errors import InputError
 
 PROBLEM_COPY = "problem.yaml"
+SOURCE = "source.json"  # where the problem file was: its mesh paths are relative to it
 
 
 def problem_hash(text: bytes) -> str:
@@ -29,6 +30,17 @@ class ResultDir:
     path: Path
     problem_file: Path
     problem_bytes: bytes
+
+    @property
+    def problem_dir(self) -> Path:
+        """The folder of the problem file the run was started from (relative mesh paths
+        are read from there); the directory itself for results without the record."""
+        import json
+
+        try:
+            return Path(json.loads((self.path / SOURCE).read_text())["problem_dir"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return self.path
 
     @property
     def sha256(self) -> str:
@@ -59,3 +71,14 @@ def open_result_dir(path: str | Path) -> ResultDir:
     if not problem.is_file():
         raise InputError(f"{p}: not a femopt results directory (no {PROBLEM_COPY})")
     return ResultDir(p, problem, problem.read_bytes())
+
+
+def write_source(out_dir: Path, problem_dir: Path) -> None:
+    """Record where the run's problem file is (``source.json``), so that export, verify
+    and resume read its mesh from any working directory."""
+    import json
+
+    from femopt.io.results import atomic_write
+
+    with atomic_write(out_dir / SOURCE) as tmp:
+        tmp.write_text(json.dumps({"problem_dir": str(Path(problem_dir).resolve())}))

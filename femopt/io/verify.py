@@ -152,7 +152,7 @@ def verify_part(result_dir: Path, part) -> dict[str, Any]:
     rd = open_result_dir(result_dir)
     registry = get_registry()
     loaded = parse_problem(rd.problem_bytes.decode("utf-8"), str(rd.problem_file), registry)
-    model = Model(loaded, registry)
+    model = Model(loaded, registry, problem_dir=rd.problem_dir)
     problem = model.problem
     density = rd.array("density.npy", model.mesh.n_cells)
     state = model.path.analyse(density)

@@ -106,6 +106,17 @@ class FileMesh(Component):
         return read_mesh_file(path, UNITS[unit] / UNITS[self.problem_unit])
 
 
+def locate(source, problem_dir: Path, problem_unit: str):
+    """A mesh source set up to resolve a relative file path against ``problem_dir`` (the
+    problem file's folder, wherever the command runs) and to convert the file's length
+    unit to the problem's; returns ``source``."""
+    if hasattr(source, "base_dir"):
+        source.base_dir = Path(problem_dir)
+    if hasattr(source, "problem_unit"):
+        source.problem_unit = problem_unit
+    return source
+
+
 @hookimpl
 def femopt_register_meshes(registry) -> None:
     registry.add("mesh", StructuredMesh)
