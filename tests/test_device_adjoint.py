@@ -18,7 +18,7 @@ from femopt.adjoint.taylor import check_model_gradients
 from femopt.backend import to_host
 from femopt.cli import main
 from femopt.plugins.manager import get_registry
-from femopt.problem.load import parse_problem
+from femopt.problem.load import parse_problem, read_problem
 from femopt.evaluation.model import Model
 from femopt.solvers.multigrid import MultigridSolver
 
@@ -274,8 +274,7 @@ def test_check_gradients_on_the_device_path(tmp_path, monkeypatch, capsys):
 
     def build_model(problem_file, device=None):
         assert device == "gpu"  # here the device path runs with NumPy arrays
-        return Model(femopt.runner.read_problem(problem_file, registry), registry,
-                     array_module=np)
+        return Model(read_problem(problem_file, registry), registry, array_module=np)
 
     monkeypatch.setattr(femopt.runner, "build_model", build_model)
     code = main(["check-gradients", str(path), "--device", "gpu"])
