@@ -26,7 +26,7 @@ FaceName = Literal["x_min", "x_max", "y_min", "y_max", "z_min", "z_max"]
 
 class Box(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", allow_inf_nan=False, frozen=True, use_attribute_docstrings=True,
+        extra="forbid", allow_inf_nan=False, frozen=True,
         strict=True,
     )
     min: list[float]
@@ -47,7 +47,7 @@ class Region(BaseModel):
     """Where a support, load or passive zone applies (all given conditions must hold)."""
 
     model_config = ConfigDict(
-        extra="forbid", allow_inf_nan=False, frozen=True, use_attribute_docstrings=True,
+        extra="forbid", allow_inf_nan=False, frozen=True,
         strict=True,
     )
     face: FaceName | None = None

@@ -19,7 +19,7 @@ class Options(BaseModel):
     errors, and types are strict (no number read from a string or a boolean)."""
 
     model_config = ConfigDict(
-        extra="forbid", allow_inf_nan=False, frozen=True, use_attribute_docstrings=True,
+        extra="forbid", allow_inf_nan=False, frozen=True,
         strict=True,
     )
 

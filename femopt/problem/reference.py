@@ -12,8 +12,10 @@ Regenerate the committed page with::
 
 from __future__ import annotations
 
+import ast
 import inspect
 import sys
+import textwrap
 import types
 import typing
 from typing import Any
@@ -179,6 +181,7 @@ def _kind_section(registry: Registry, kind: str) -> list[str]:
 def _fields_table(model: type[BaseModel], undocumented: str = "") -> list[str]:
     """A table of the model's keys; ``undocumented`` stands for a missing description."""
     rows = ["| key | type | default | description |", "| --- | --- | --- | --- |"]
+    docs = attribute_docs(model)
     for key, field in model.model_fields.items():
         kind = _type_name(field.annotation)
         limits = _limits(field.metadata)
@@ -186,9 +189,29 @@ def _fields_table(model: type[BaseModel], undocumented: str = "") -> list[str]:
             kind += ", " + limits
         if _allows_none(field.annotation) and not _defaults_to_none(field):
             kind += " or null"
-        doc = _clean(field.description or "") or undocumented
+        doc = _clean(field.description or docs.get(key, "")) or undocumented
         rows.append(f"| `{key}` | {_cell(kind)} | {_cell(_default(field))} | {_cell(doc)} |")
     return rows
+
+
+def attribute_docs(model: type) -> dict[str, str]:
+    """The attribute docstrings of a model and its bases (the string under each annotated
+    field of a class body), read from the source here: the models do not keep them, so
+    that femopt's start-up does not parse the source of every option model."""
+    docs: dict[str, str] = {}
+    for klass in reversed(model.__mro__):
+        if klass is BaseModel or not (isinstance(klass, type) and issubclass(klass, BaseModel)):
+            continue
+        try:
+            body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        except (OSError, TypeError, SyntaxError, IndexError, AttributeError):
+            continue
+        for node, after in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                    and isinstance(after.value.value, str)):
+                docs[node.target.id] = inspect.cleandoc(after.value.value)
+    return docs
 
 
 def _allows_none(annotation: Any) -> bool:

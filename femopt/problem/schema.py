@@ -17,7 +17,7 @@ from femopt.mesh.regions import Region
 
 class Strict(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", allow_inf_nan=False, frozen=True, use_attribute_docstrings=True,
+        extra="forbid", allow_inf_nan=False, frozen=True,
         strict=True,
     )
 
