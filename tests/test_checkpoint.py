@@ -106,6 +106,19 @@ def test_series_is_a_valid_xdmf_time_series(write_problem, tmp_path):
         assert t == 9
     final = np.load(out / "density.npy")
     assert np.array_equal(cell_data["density"][0], final)
+    # the same steps as VTU files of their own, listed in series.pvd: ParaView opens the
+    # collection, meshio.read any step; the name and unit are field data
+    sets = ET.parse(out / "series.pvd").getroot().find("Collection")
+    steps = [(int(d.get("timestep")), d.get("file")) for d in sets]
+    assert steps == [(it, f"series-{it:06d}.vtu") for it in (0, 4, 8, 9)]
+    last = meshio.read(out / steps[-1][1])
+    assert np.array_equal(last.cell_data["density"][0], final)
+    assert bytes(last.field_data["unit"]).decode() == "mm"
+    assert bytes(last.field_data["problem"]).decode() == "resumable"
+    design = meshio.read(out / "design.vtu")
+    assert bytes(design.field_data["unit"]).decode() == "mm"
+    assert bytes(design.field_data["problem"]).decode() == "resumable"
+    assert design.field_data["meters_per_unit"].tolist() == [0.001]
 
 
 def test_resume_refuses_a_checkpoint_of_another_problem(write_problem, tmp_path, capsys):

@@ -54,7 +54,8 @@ def load_design(result_dir) -> tuple[Any, DesignResult]:
     density = rd.array("density.npy", mesh.n_cells)
     problem = loaded.problem
     result = DesignResult(mesh, {"density": density}, {}, problem.unit,
-                          kept_cells(problem, mesh), physics_thickness(problem))
+                          kept_cells(problem, mesh), physics_thickness(problem),
+                          problem.name or rd.path.name)
     return loaded, result
 
 

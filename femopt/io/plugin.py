@@ -6,7 +6,7 @@ from pathlib import Path
 
 from femopt.io.cad import CAD_EXPORTERS
 from femopt.io.exporter import Exporter
-from femopt.io.vtu import write_vtu
+from femopt.io.vtu import labels, write_vtu
 from femopt.plugins.manager import hookimpl
 from femopt.plugins.registry import Options
 
@@ -22,7 +22,8 @@ class VtuExporter(Exporter):
     suffix = ".vtu"
 
     def export(self, result, path: Path) -> None:
-        write_vtu(path, result.mesh, result.cell_data, result.point_data)
+        write_vtu(path, result.mesh, result.cell_data, result.point_data,
+                  labels(result.name, result.unit))
 
 
 @hookimpl

@@ -139,6 +139,7 @@ class DesignResult:
     unit: str = "mm"
     solid: np.ndarray | None = None  # cell indices
     thickness: float = 1.0
+    name: str = ""  # the problem's name
 
 
 def design_result(model, x: np.ndarray, state) -> DesignResult:
@@ -158,7 +159,7 @@ def design_result(model, x: np.ndarray, state) -> DesignResult:
         x = np.asarray(model.filters[0].forward(x), float)
     return DesignResult(model.mesh, {"density": rho, "design": x}, point,
                         model.problem.unit, kept_cells(model.problem, model.mesh),
-                        physics_thickness(model.problem))
+                        physics_thickness(model.problem), model.name)
 
 
 def physics_thickness(problem) -> float:

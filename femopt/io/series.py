@@ -8,9 +8,10 @@ a temporary file and renamed over the old one. HDF5 file locking is off so that 
 (ParaView) holding the file open does not stop the writer.
 
 A run's series starts with the initial design (iteration 0). The problem's name and unit
-are ``Information`` items of the XDMF domain. In Python the series reads with
-``meshio.xdmf.TimeSeriesReader("series.xdmf")`` (``meshio.read`` reads single meshes
-only).
+are ``Information`` items of the XDMF domain. Each step is also a VTU file of its own,
+``series-NNNNNN.vtu`` (the density as cell data, the name and unit as field data), listed
+in ``series.pvd``: ParaView opens the collection, ``meshio.read`` any step (meshio reads
+the XDMF series only through ``meshio.xdmf.TimeSeriesReader``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from femopt.io.results import atomic_write
 
 SERIES_H5 = "series.h5"
 SERIES_XDMF = "series.xdmf"
+SERIES_PVD = "series.pvd"
 
 QUOTE = {'"': "&quot;"}
 XDMF_CELL = {"quad4": "Quadrilateral", "hex8": "Hexahedron", "tri3": "Triangle",
@@ -47,6 +49,7 @@ class SeriesWriter:
 
         self.h5 = Path(out_dir) / SERIES_H5
         self.xdmf = Path(out_dir) / SERIES_XDMF
+        self.pvd = Path(out_dir) / SERIES_PVD
         self.mesh = mesh
         self.info = dict(info or {})
         self.steps: list[int] = []
@@ -59,6 +62,9 @@ class SeriesWriter:
                         else:
                             self.steps.append(int(name))
                 self.steps.sort()
+                for old in Path(out_dir).glob("series-*.vtu"):  # steps after the checkpoint
+                    if old.stem[7:].isdigit() and int(old.stem[7:]) > keep_until:
+                        old.unlink()
                 self._write_xdmf()
                 return
             except (OSError, KeyError, ValueError):
@@ -79,7 +85,25 @@ class SeriesWriter:
             f["density"].create_dataset(name, data=np.asarray(density, dtype=float))
         if iteration not in self.steps:
             self.steps.append(iteration)
+        self._write_step(iteration, density)
         self._write_xdmf()
+
+    def _step_file(self, iteration: int) -> Path:
+        return self.xdmf.with_name(f"series-{iteration:06d}.vtu")
+
+    def _write_step(self, iteration: int, density: np.ndarray) -> None:
+        """The step as a VTU file of its own, then the collection that lists it."""
+        from femopt.io.vtu import labels, write_vtu
+
+        with atomic_write(self._step_file(iteration)) as tmp:
+            write_vtu(tmp, self.mesh, {"density": np.asarray(density, dtype=float)}, {},
+                      labels(self.info.get("problem", ""), self.info.get("unit", "")))
+        sets = "".join(f'<DataSet timestep="{it}" file="{self._step_file(it).name}"/>\n'
+                       for it in sorted(self.steps))
+        with atomic_write(self.pvd) as tmp:
+            tmp.write_text('<?xml version="1.0"?>\n<VTKFile type="Collection" version="0.1">'
+                           f"\n<Collection>\n{sets}</Collection>\n</VTKFile>\n",
+                           encoding="utf-8")
 
     def _write_xdmf(self) -> None:
         m = self.mesh

@@ -83,10 +83,23 @@ def _compressed(arr: _Array) -> list[bytes]:
     return [header.tobytes()] + blocks
 
 
+def labels(name: str, unit: str) -> dict[str, np.ndarray]:
+    """Field data naming a result: the problem's ``name`` and length ``unit`` as UTF-8
+    bytes (``bytes(a).decode()`` reads them back; a VTK string array would stop meshio
+    from reading the file) and ``meters_per_unit``."""
+    from femopt.mesh.meshfile import UNITS
+
+    return {"problem": np.frombuffer(name.encode(), dtype=np.uint8),
+            "unit": np.frombuffer(unit.encode(), dtype=np.uint8),
+            "meters_per_unit": np.array([UNITS.get(unit, np.nan)])}
+
+
 def write_vtu(path: str | Path, mesh: Mesh, cell_data: dict[str, np.ndarray],
-              point_data: dict[str, np.ndarray]) -> None:
+              point_data: dict[str, np.ndarray],
+              field_data: dict[str, np.ndarray] | None = None) -> None:
     """Write ``mesh`` with the given fields; 2D vectors are padded to 3 components so that
-    ParaView can warp by them."""
+    ParaView can warp by them. ``field_data`` (small arrays, :func:`labels`) is written
+    as text."""
     n, k = mesh.n_cells, mesh.cells.shape[1]
     cells = mesh.cells
     conn = _Array("connectivity", np.int64, n * k, 1,
@@ -108,8 +121,16 @@ def write_vtu(path: str | Path, mesh: Mesh, cell_data: dict[str, np.ndarray],
            '<VTKFile type="UnstructuredGrid" version="1.0" byte_order="LittleEndian" '
            'header_type="UInt64"' + (' compressor="vtkZLibDataCompressor"' if compress
                                      else "") + ">",
-           "<UnstructuredGrid>",
-           f'<Piece NumberOfPoints="{mesh.n_nodes}" NumberOfCells="{n}">']
+           "<UnstructuredGrid>"]
+    if field_data:
+        xml.append("<FieldData>")
+        for name, v in field_data.items():
+            v = np.asarray(v).reshape(-1)
+            xml.append(f'<DataArray type="{VTK_TYPE[v.dtype]}" Name={quoteattr(name)} '
+                       f'NumberOfTuples="{v.size}" format="ascii">'
+                       f'{" ".join(repr(x) for x in v.tolist())}</DataArray>')
+        xml.append("</FieldData>")
+    xml.append(f'<Piece NumberOfPoints="{mesh.n_nodes}" NumberOfCells="{n}">')
     for tag, arrays in sections:
         xml.append(f"<{tag}>")
         for arr in arrays:

@@ -11,7 +11,7 @@ from femopt.io import plots
 from femopt.io.progress import ProgressReporter
 from femopt.io.results import HistoryWriter, atomic_write
 from femopt.io.run_record import RunRecord, base_summary
-from femopt.io.vtu import write_vtu
+from femopt.io.vtu import labels, write_vtu
 from femopt.mesh.mesh import CELL_EDGES, Mesh
 from femopt.plugins.manager import get_manager
 
@@ -92,7 +92,7 @@ def write_design_vtu(path: Path, model, points: np.ndarray, points0: np.ndarray,
         u = state.u[c].reshape(-1, k)
         point[key] = u[:, 0] if k == 1 else u
     with atomic_write(path) as tmp:
-        write_vtu(tmp, mesh, {"quality": quality}, point)
+        write_vtu(tmp, mesh, {"quality": quality}, point, labels(model.name, model.problem.unit))
 
 
 def shape_picture(mesh: Mesh, points: np.ndarray, moving: np.ndarray, path: Path) -> None:
