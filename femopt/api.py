@@ -103,10 +103,14 @@ class Problem:
     def build(self, device: str | None = None):
         """The built model (mesh, physics, solver, optimizer): what a run iterates on.
         ``device`` (auto, cpu, gpu) overrides the problem's."""
-        from femopt.plugins.manager import get_registry
         from femopt.evaluation.model import Model
+        from femopt.plugins.manager import get_registry
+        from femopt.problem.size import check_size
+        from femopt.problem.yamlload import gc_paused
 
-        return Model(self.loaded, get_registry(), device)
+        with gc_paused():
+            check_size(self.loaded, device)  # before the mesh or anything else is allocated
+            return Model(self.loaded, get_registry(), device)
 
     def run(self, out: str | Path | None = None, *, max_iter: int | None = None,
             callback: Callback | None = None, device: str | None = None,

@@ -73,7 +73,7 @@ def run_model(model: Model, problem_bytes: bytes, out: str | Path | None = None,
         if not (source is not None and copy.exists() and copy.samefile(source)):
             with atomic_write(copy) as tmp:
                 tmp.write_bytes(problem_bytes)
-            write_source(out_dir, Path(model.loaded.filename).resolve().parent)
+            write_source(out_dir, Path(model.loaded.filename).resolve().parent, model.name)
         return _optimize(model, out_dir, limit, problem_bytes, None, quiet, stream, t0)
 
 
@@ -105,6 +105,7 @@ def resume(result_dir: str | Path, max_iter: int | None = None, quiet: bool = Fa
             f"{ck.problem_sha256[:12]}...) than {rd.problem_file} (sha256 {rd.sha256[:12]}...); "
             "refusing to resume")
     model = build_model(rd.problem_file, device, problem_dir=rd.problem_dir)
+    model.name = rd.problem_name or model.name  # the copy here is named problem.yaml
     if ck.optimizer != model.optimizer.name or ck.x.shape != (model.n,):
         raise InputError(f"{rd.path / CHECKPOINT} does not match {rd.problem_file} "
                          f"(optimizer {ck.optimizer}, {ck.x.size} design variables)")
@@ -140,13 +141,13 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
                             extra_names)
     for rec in model.history:  # resumed: the rows up to the checkpoint, nothing after
         history.write(rec)
-    if out_cfg.series_every:
-        ensure_space(out_dir, 0)  # HDF5 must not meet a full disk: it crashed there
-    series = (SeriesWriter(out_dir, model.mesh, keep_until=ck.iteration if ck else None,
-                           info={"problem": model.name, "unit": model.problem.unit})
-              if out_cfg.series_every else None)
-    if series is not None and ck is None:  # the series starts at the initial design
-        series.add(0, to_host(model.physical(model.x0)[0]))
+    summary = base_summary(model, problem_bytes)
+    if ck is not None:
+        summary["resumed_from"] = ck.iteration
+    # from here on whatever happens ends in summary.json (the set-up below writes too)
+    record = RunRecord(model, out_dir, history, summary, t0,
+                       evaluations=lambda: model.evaluations)
+    series = None
 
     def on_iteration(rec) -> bool:
         with write_errors():
@@ -172,22 +173,23 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
 
     model.on_iteration = on_iteration
     model.on_end_iteration = on_end_iteration
-    pm.hook.femopt_run_start(problem=model, out_dir=out_dir)
     action = f"resuming after iteration {ck.iteration}" if ck else "optimizer"
-    for note in model.device_notes:
-        reporter.line(f"femopt: {note}")
-    if (line := choice_line(model)) is not None:
-        reporter.line(line)
-    reporter.line(f"femopt: {model.name}: {model.mesh.n_cells} cells, "
-                  f"{model.n_free} free dofs, {len(model.case_names)} load case(s), "
-                  f"{action} {model.optimizer.name}, solver {model.solver.name}"
-                  + (", on the GPU" if model.device == "gpu" else ""))
-    summary = base_summary(model, problem_bytes)
-    if ck is not None:
-        summary["resumed_from"] = ck.iteration
-    record = RunRecord(model, out_dir, history, summary, t0,
-                       evaluations=lambda: model.evaluations)
     with record:
+        if out_cfg.series_every:
+            ensure_space(out_dir, 0)  # HDF5 must not meet a full disk: it crashed there
+            series = SeriesWriter(out_dir, model.mesh, keep_until=ck.iteration if ck else None,
+                                  info={"problem": model.name, "unit": model.problem.unit})
+            if ck is None:  # the series starts at the initial design
+                series.add(0, to_host(model.physical(model.x0)[0]))
+        pm.hook.femopt_run_start(problem=model, out_dir=out_dir)
+        for note in model.device_notes:
+            reporter.line(f"femopt: {note}")
+        if (line := choice_line(model)) is not None:
+            reporter.line(line)
+        reporter.line(f"femopt: {model.name}: {model.mesh.n_cells} cells, "
+                      f"{model.n_free} free dofs, {len(model.case_names)} load case(s), "
+                      f"{action} {model.optimizer.name}, solver {model.solver.name}"
+                      + (", on the GPU" if model.device == "gpu" else ""))
         model.start_clock()
         with reporter, get_registry().guard("optimizer", model.optimizer.name, "run()"):
             if ck is not None and ck.converged:

@@ -64,3 +64,42 @@ def test_export_verify_and_resume_from_another_working_directory(tmp_path, monke
         ratios.append(json.loads((res / "verify.json").read_text())["verify"]
                       ["compliance_ratio"])
     assert ratios[0] == ratios[1] and np.isfinite(ratios[0]) and ratios[0] > 0
+
+
+def test_an_unnamed_problem_keeps_its_name_and_series_through_a_resume(tmp_path, monkeypatch):
+    """A problem file without `name:` is named by its file: a resume (from the copy in
+    the results directory) keeps that name, and series.pvd lists only the steps that
+    exist after the steps beyond the checkpoint were dropped."""
+    import xml.etree.ElementTree as ET
+
+    monkeypatch.chdir(tmp_path)
+    problem = {k: v for k, v in PROBLEM.items() if k not in ("name", "unit", "mesh")}
+    problem["mesh"] = {"type": "structured", "shape": [24, 8], "size": [24.0, 8.0]}
+    problem["output"] = {"checkpoint_every": 3, "series_every": 1, "picture": False}
+    (tmp_path / "beam.yaml").write_text(yaml.safe_dump(problem))
+    assert main(["run", "beam.yaml", "--out", "res", "--max-iter", "5", "--quiet"]) == 0
+    assert main(["resume", "res", "--max-iter", "3", "--quiet"]) == 0
+    assert json.loads((tmp_path / "res" / "summary.json").read_text())["problem"] == "beam"
+    listed = [d.get("file") for d in
+              ET.parse(tmp_path / "res" / "series.pvd").getroot().find("Collection")]
+    assert listed == [f"series-{it:06d}.vtu" for it in range(4)]
+    assert sorted(p.name for p in (tmp_path / "res").glob("series-*.vtu")) == listed
+
+
+def test_a_failure_while_the_run_sets_up_still_writes_the_summary(tmp_path, monkeypatch):
+    import errno
+
+    import femopt.io.series as series
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x"))
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(series.SeriesWriter, "_write_step", full)
+    problem = {k: v for k, v in PROBLEM.items() if k not in ("name", "unit", "mesh")}
+    problem["mesh"] = {"type": "structured", "shape": [24, 8], "size": [24.0, 8.0]}
+    problem["output"] = {"series_every": 1, "picture": False}
+    (tmp_path / "beam.yaml").write_text(yaml.safe_dump(problem))
+    assert main(["run", "beam.yaml", "--out", "res", "--quiet"]) == 1
+    summary = json.loads((tmp_path / "res" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "No space left on device" in summary["message"]

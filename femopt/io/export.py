@@ -50,12 +50,13 @@ def load_design(result_dir) -> tuple[Any, DesignResult]:
 
     sec = loaded.sections["mesh"]
     source = registry.create("mesh", sec.type, sec.options)
-    mesh = locate(source, rd.problem_dir, loaded.problem.unit).build()
+    # results without the record: relative to the working directory, as they were
+    mesh = locate(source, rd.problem_dir or Path("."), loaded.problem.unit).build()
     density = rd.array("density.npy", mesh.n_cells)
     problem = loaded.problem
     result = DesignResult(mesh, {"density": density}, {}, problem.unit,
                           kept_cells(problem, mesh), physics_thickness(problem),
-                          problem.name or rd.path.name)
+                          problem.name or rd.problem_name or rd.path.name)
     return loaded, result
 
 

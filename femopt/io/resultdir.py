@@ -31,16 +31,28 @@ class ResultDir:
     problem_file: Path
     problem_bytes: bytes
 
-    @property
-    def problem_dir(self) -> Path:
-        """The folder of the problem file the run was started from (relative mesh paths
-        are read from there); the directory itself for results without the record."""
+    def _source(self) -> dict:
         import json
 
         try:
-            return Path(json.loads((self.path / SOURCE).read_text())["problem_dir"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return self.path
+            data = json.loads((self.path / SOURCE).read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    @property
+    def problem_dir(self) -> Path | None:
+        """The folder of the problem file the run was started from (relative mesh paths
+        are read from there); None for results written without the record."""
+        d = self._source().get("problem_dir")
+        return Path(d) if isinstance(d, str) else None
+
+    @property
+    def problem_name(self) -> str | None:
+        """The run's problem name (a file without ``name:`` is named by its file, which
+        the copy here does not keep); None without the record."""
+        n = self._source().get("name")
+        return n if isinstance(n, str) else None
 
     @property
     def sha256(self) -> str:
@@ -73,12 +85,14 @@ def open_result_dir(path: str | Path) -> ResultDir:
     return ResultDir(p, problem, problem.read_bytes())
 
 
-def write_source(out_dir: Path, problem_dir: Path) -> None:
-    """Record where the run's problem file is (``source.json``), so that export, verify
-    and resume read its mesh from any working directory."""
+def write_source(out_dir: Path, problem_dir: Path, name: str) -> None:
+    """Record where the run's problem file is and the problem's name (``source.json``),
+    so that export, verify and resume read its mesh from any working directory and name
+    it as the run did."""
     import json
 
     from femopt.io.results import atomic_write
 
     with atomic_write(out_dir / SOURCE) as tmp:
-        tmp.write_text(json.dumps({"problem_dir": str(Path(problem_dir).resolve())}))
+        tmp.write_text(json.dumps({"problem_dir": str(Path(problem_dir).resolve()),
+                                   "name": name}))

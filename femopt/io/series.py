@@ -92,14 +92,18 @@ class SeriesWriter:
         return self.xdmf.with_name(f"series-{iteration:06d}.vtu")
 
     def _write_step(self, iteration: int, density: np.ndarray) -> None:
-        """The step as a VTU file of its own, then the collection that lists it."""
+        """The step as a VTU file of its own (listed by :meth:`_write_pvd`)."""
         from femopt.io.vtu import labels, write_vtu
 
         with atomic_write(self._step_file(iteration)) as tmp:
             write_vtu(tmp, self.mesh, {"density": np.asarray(density, dtype=float)}, {},
                       labels(self.info.get("problem", ""), self.info.get("unit", "")))
+
+    def _write_pvd(self) -> None:
+        """The collection of the steps whose VTU file exists (a series written before the
+        step files has none for its older steps)."""
         sets = "".join(f'<DataSet timestep="{it}" file="{self._step_file(it).name}"/>\n'
-                       for it in sorted(self.steps))
+                       for it in sorted(self.steps) if self._step_file(it).is_file())
         with atomic_write(self.pvd) as tmp:
             tmp.write_text('<?xml version="1.0"?>\n<VTKFile type="Collection" version="0.1">'
                            f"\n<Collection>\n{sets}</Collection>\n</VTKFile>\n",
@@ -132,3 +136,4 @@ class SeriesWriter:
                 + "\n".join(grids) + "\n</Grid>\n</Domain>\n</Xdmf>\n")
         with atomic_write(self.xdmf) as tmp:
             tmp.write_text(text, encoding="utf-8")
+        self._write_pvd()
