@@ -104,10 +104,6 @@ class DesignMap(LinearFilter):
                           shape=(n, self.n_inputs))
         return h, np.ones(n)
 
-    def reduce(self, values: np.ndarray) -> np.ndarray:
-        """A per-cell array at the representatives: the reduced design of a cell field."""
-        return np.asarray(values)[self.reduced]
-
 
 class OrbitAverage(Filter):
     """The last stage of a chain that starts with a design map: every cell takes the mean

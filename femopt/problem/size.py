@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from femopt.errors import Issue, ProblemError
+from femopt.errors import ProblemError
 
 # Peak memory per cell of `femopt run` on the CPU path (direct solver, density filter,
 # OC), measured as peak resident memory less the interpreter's (100 MB): 8.4 kB a cell on
