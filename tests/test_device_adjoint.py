@@ -256,6 +256,30 @@ def test_oc_linear_constraint_equals_the_filtered_bisection(passive, monkeypatch
     assert np.abs(r_fast.x - r_slow.x).max() <= 1e-10
 
 
+def test_device_cheap_constraints_stay_on_the_device(monkeypatch):
+    """OC's filtered bisection on a device path evaluates rho-only bounds from their
+    device forms (a host function's rho_only_value would mix host and device arrays),
+    equal to the CPU path's values; a volume and a member-size bound together."""
+    from femopt.objectives.local_volume import LocalVolume
+    from femopt.objectives.volume import Volume
+
+    data = mbb(constraints=[{"type": "volume", "max": 0.5},
+                            {"type": "local_volume", "radius": 3.0, "p": 8.0, "max": 0.7}])
+    cpu = build(data)
+    dev = build(data, array_module=np)
+    x = cpu.x0 + 0.2 * np.random.default_rng(3).uniform(-1, 1, cpu.n)
+    expected = cpu.cheap_constraints(x)
+
+    def host_only(self, rho):
+        raise AssertionError("host rho_only_value called on a device path")
+
+    monkeypatch.setattr(Volume, "rho_only_value", host_only)
+    monkeypatch.setattr(LocalVolume, "rho_only_value", host_only)
+    got = dev.cheap_constraints(dev.to_device(x))
+    assert got.shape == (2,)
+    assert np.allclose(got, expected, rtol=1e-12, atol=1e-14)
+
+
 def test_no_linear_constraint_through_heaviside():
     model = build(mbb(filters=[{"type": "density", "radius": 1.5},
                                {"type": "heaviside", "beta": 2.0}]), array_module=np)

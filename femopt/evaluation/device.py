@@ -314,9 +314,19 @@ class DevicePath(EvaluationPath):
         return values, rho, State(rho, self.host_states(), m.loads, m.weights, m)
 
     def cheap_constraints(self, x: Any) -> np.ndarray:
+        """Every bound is rho-only here: its device parts' density weights and cell
+        terms, on the device's densities (no solve, no copy to the host)."""
         rho, _ = self.physical(x)
-        return np.array([b.normalized(b.function.rho_only_value(rho))
-                         for b in self.model.bounds])
+        values = []
+        for bound, parts in zip(self.model.bounds, self.forms[1:]):
+            value = 0.0
+            for w, form in parts:
+                if form.integrand is not None:
+                    value += w * float(self._integrand_terms(form, rho, self.u)[0])
+                elif form.rho_weights is not None:
+                    value += w * float(form.rho_weights @ rho)
+            values.append(bound.normalized(value))
+        return np.array(values)
 
     def linear_constraint(self) -> tuple[Any, float] | None:
         """(w, b) with the one constraint g(x) = w . x + b when g is linear in x: a
