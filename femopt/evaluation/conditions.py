@@ -46,9 +46,12 @@ def supports(model: Any, issues: list[Issue]) -> np.ndarray:
 
 
 def springs(model: Any, issues: list[Issue]) -> np.ndarray:
-    """Spring stiffness per dof (full dof vector) from the ``springs`` section."""
+    """Spring stiffness per dof (full dof vector) from the ``springs`` section; without
+    springs a read-only view of zero (no array of the problem's size)."""
     names = model.physics.dof_names
     k = len(names)
+    if not model.problem.springs:
+        return np.broadcast_to(np.float64(0.0), (model.n_dofs,))
     out = np.zeros(model.n_dofs)
     for i, s in enumerate(model.problem.springs):
         try:

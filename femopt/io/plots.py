@@ -43,18 +43,17 @@ class Marks:
 
 def marks_of(model: Any) -> Marks:
     """The support and load points of a built model (first load case's directions)."""
-    k = model.physics.dofs_per_node
-    pts = model.mesh.points
+    k, mesh = model.physics.dofs_per_node, model.mesh
     fixed_nodes = np.unique(np.asarray(model.fixed) // k)
     loads = np.asarray(model.loads).reshape(len(model.loads), -1, k)  # (cases, nodes, k)
     total = np.abs(loads).sum(axis=(0, 2))
     loaded = np.flatnonzero(total > 0)
-    directions = np.zeros((loaded.size, pts.shape[1]))
-    if k == pts.shape[1]:
+    directions = np.zeros((loaded.size, mesh.dim))
+    if k == mesh.dim:
         v = loads.sum(axis=0)[loaded]
         n = np.linalg.norm(v, axis=1, keepdims=True)
         directions = np.divide(v, n, out=np.zeros_like(v), where=n > 0)
-    return Marks(pts[fixed_nodes], pts[loaded], directions)
+    return Marks(mesh.node_coords(fixed_nodes), mesh.node_coords(loaded), directions)
 
 
 def convergence_plot(history, path: Path, limits: dict[str, tuple[str, float]] | None = None):

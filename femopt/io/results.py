@@ -173,6 +173,7 @@ def kept_cells(problem, mesh) -> np.ndarray:
     cells touching a nodal load, and cells touching a point support. (Face and box
     supports are where the design meets them: forcing a whole face solid would add a plate
     the optimizer did not ask for, and on a symmetry plane would be plainly wrong.)"""
+    from femopt.mesh.mesh import row_chunks
     from femopt.mesh.regions import RegionError, select_cells, select_nodes
 
     keep = np.zeros(mesh.n_cells, dtype=bool)
@@ -187,5 +188,6 @@ def kept_cells(problem, mesh) -> np.ndarray:
             nodes[select_nodes(region, mesh)] = True
         except RegionError:
             continue
-    keep |= nodes[mesh.cells].any(axis=1)
+    for i, j in row_chunks(mesh.n_cells):  # by rows: a grid's cells are never held whole
+        keep[i:j] |= nodes[mesh.cell_rows(i, j)].any(axis=1)
     return np.flatnonzero(keep)

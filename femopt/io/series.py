@@ -70,8 +70,7 @@ class SeriesWriter:
             except (OSError, KeyError, ValueError):
                 self.steps = []  # unreadable: start the series again
         with h5py.File(self.h5, "w", locking=False) as f:
-            f.create_dataset("mesh/points", data=mesh.points)
-            f.create_dataset("mesh/cells", data=mesh.cells)
+            _write_mesh(f, mesh)
             f.create_group("density")
         self._write_xdmf()
 
@@ -111,8 +110,8 @@ class SeriesWriter:
 
     def _write_xdmf(self) -> None:
         m = self.mesh
-        n_cells, per_cell = m.cells.shape
-        n_pts, dim = m.points.shape
+        n_cells, per_cell = m.n_cells, m.nodes_per_cell
+        n_pts, dim = m.n_nodes, m.dim
         h5 = self.h5.name
         topo = (f'<Topology TopologyType="{XDMF_CELL[m.cell_type]}" '
                 f'NumberOfElements="{n_cells}">'
@@ -137,3 +136,17 @@ class SeriesWriter:
         with atomic_write(self.xdmf) as tmp:
             tmp.write_text(text, encoding="utf-8")
         self._write_pvd()
+
+
+def _write_mesh(f, mesh) -> None:
+    """The mesh's node coordinates and connectivity (64-bit) into the open HDF5 file ``f``,
+    by rows: a structured grid never holds them whole."""
+    from femopt.mesh.mesh import row_chunks
+
+    points = f.create_dataset("mesh/points", (mesh.n_nodes, mesh.dim), dtype=np.float64)
+    for i, j in row_chunks(mesh.n_nodes):
+        points[i:j] = mesh.point_rows(i, j)
+    cells = f.create_dataset("mesh/cells", (mesh.n_cells, mesh.nodes_per_cell),
+                             dtype=np.int64)
+    for i, j in row_chunks(mesh.n_cells):
+        cells[i:j] = mesh.cell_rows(i, j)

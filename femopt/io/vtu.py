@@ -56,14 +56,13 @@ def _of(name: str, a: np.ndarray) -> _Array:
 
 
 def _points(mesh: Mesh) -> _Array:
-    pts = mesh.points
-    if mesh.dim == 3:
-        return _of("Points", pts.astype(np.float64, copy=False))
-
+    """The node coordinates by rows (a structured grid computes them per chunk), padded
+    to 3 components in 2D."""
     def rows(i, j):
-        return np.column_stack([pts[i:j], np.zeros(j - i)])
+        pts = np.asarray(mesh.point_rows(i, j), dtype=np.float64)
+        return pts if mesh.dim == 3 else np.column_stack([pts, np.zeros(j - i)])
 
-    return _Array("Points", np.float64, len(pts), 3, rows)
+    return _Array("Points", np.float64, mesh.n_nodes, 3, rows)
 
 
 def _point_field(name: str, v: np.ndarray) -> _Array:
@@ -100,10 +99,14 @@ def write_vtu(path: str | Path, mesh: Mesh, cell_data: dict[str, np.ndarray],
     """Write ``mesh`` with the given fields; 2D vectors are padded to 3 components so that
     ParaView can warp by them. ``field_data`` (small arrays, :func:`labels`) is written
     as text."""
-    n, k = mesh.n_cells, mesh.cells.shape[1]
-    cells = mesh.cells
-    conn = _Array("connectivity", np.int64, n * k, 1,
-                  lambda i, j: cells.reshape(-1)[i:j])
+    n, k = mesh.n_cells, mesh.nodes_per_cell
+
+    def connectivity(i, j):  # flat entries i..j-1, from the cells that hold them
+        first, last = i // k, -(-j // k)
+        flat = np.asarray(mesh.cell_rows(first, last), dtype=np.int64).reshape(-1)
+        return flat[i - first * k:j - first * k]
+
+    conn = _Array("connectivity", np.int64, n * k, 1, connectivity)
     offsets = _Array("offsets", np.int64, n, 1,
                      lambda i, j: np.arange(i + 1, j + 1, dtype=np.int64) * k)
     vtk_type = VTK_CELL[mesh.cell_type]

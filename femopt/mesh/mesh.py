@@ -7,6 +7,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 AXES = {"x": 0, "y": 1, "z": 2}  # axis names of problem files
+ROWS = 1 << 20  # nodes or cells per chunk where a pass over a large mesh goes by rows
+
+
+def row_chunks(n: int, size: int | None = None):
+    """(start, stop) ranges covering 0..n-1 in chunks of ``size`` (default :data:`ROWS`)."""
+    size = size or ROWS
+    for start in range(0, n, size):
+        yield start, min(n, start + size)
 
 # Edges of each cell type as pairs of local node indices (VTK node order).
 CELL_EDGES = {
@@ -75,8 +83,42 @@ class Mesh:
             return lo, lo + np.asarray(g.spacing) * np.asarray(g.shape)
         return self.points.min(axis=0), self.points.max(axis=0)
 
+    @property
+    def nodes_per_cell(self) -> int:
+        return self.cells.shape[1]
+
+    # By rows and by index: a structured grid (:class:`~femopt.mesh.structured.GridMesh`)
+    # computes these without holding its whole coordinate and connectivity arrays.
+
+    def node_coords(self, nodes: np.ndarray) -> np.ndarray:
+        """(len(nodes), dim) coordinates of the given nodes."""
+        return self.points[nodes]
+
+    def cell_nodes(self, cells: np.ndarray) -> np.ndarray:
+        """(len(cells), nodes_per_cell) node indices of the given cells."""
+        return self.cells[cells]
+
+    def cell_coords(self, cells: np.ndarray) -> np.ndarray:
+        """(len(cells), nodes_per_cell, dim) node coordinates of the given cells."""
+        return self.node_coords(self.cell_nodes(cells))
+
+    def point_rows(self, start: int, stop: int) -> np.ndarray:
+        return self.points[start:stop]
+
+    def cell_rows(self, start: int, stop: int) -> np.ndarray:
+        return self.cells[start:stop]
+
+    def node_center(self) -> np.ndarray:
+        """Mean of the node coordinates."""
+        return self.points.mean(axis=0)
+
+    def centroid_rows(self, start: int, stop: int) -> np.ndarray:
+        return self.node_coords(self.cell_rows(start, stop)).mean(axis=1)
+
     def centroids(self) -> np.ndarray:
-        return self.points[self.cells].mean(axis=1)
+        return np.concatenate([self.centroid_rows(i, j)
+                               for i, j in row_chunks(self.n_cells)] or
+                              [np.zeros((0, self.dim))])
 
     def characteristic_length(self) -> float:
         """Diagonal of the bounding box, used to scale geometric tolerances."""

@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from femopt.mesh.mesh import Mesh
+from femopt.mesh.mesh import Mesh, row_chunks
 
 FaceName = Literal["x_min", "x_max", "y_min", "y_max", "z_min", "z_max"]
 
@@ -112,8 +112,20 @@ def _mask(region: Region, mesh: Mesh, x: np.ndarray, named: dict[str, np.ndarray
 
 
 def node_mask(region: Region, mesh: Mesh) -> np.ndarray:
-    """(n_nodes,) True at the nodes in ``region`` (possibly none)."""
-    return _mask(region, mesh, mesh.points, mesh.node_sets)
+    """(n_nodes,) True at the nodes in ``region`` (possibly none); by rows of nodes, so a
+    structured grid's coordinates are never held whole."""
+    n = mesh.n_nodes
+    return np.concatenate([_mask(region, mesh, mesh.point_rows(i, j),
+                                 _window(mesh.node_sets, i, j, n))
+                           for i, j in row_chunks(n)] or [np.zeros(0, dtype=bool)])
+
+
+def _window(named: dict[str, np.ndarray], start: int, stop: int, n: int
+            ) -> dict[str, np.ndarray]:
+    """Named index sets (of 0..n-1) restricted to start..stop-1, renumbered from 0."""
+    if stop - start == n:
+        return named
+    return {k: v[(v >= start) & (v < stop)] - start for k, v in named.items()}
 
 
 GRID_POINT_CANDIDATES = 4096  # beyond this many nodes in a point's tolerance box, test all
@@ -142,28 +154,21 @@ def _grid_point_nodes(region: Region, mesh: Mesh) -> np.ndarray | None:
     tol = region.tol if region.tol is not None else default_tol
     ranges = []
     count = 1
-    first = 0  # the node index of the lowest candidate
-    for x, o, h, n, stride in zip(p, g.origin, g.spacing, g.shape, strides):
+    for x, o, h, n in zip(p, g.origin, g.spacing, g.shape):
         a = max(0, math.ceil((x - tol - o) / h - 1e-9))
         b = min(n, math.floor((x + tol - o) / h + 1e-9))
         if b < a:
             return np.zeros(0, np.int64)
         ranges.append(range(a, b + 1))
         count *= b + 1 - a
-        first += a * stride
-    points = mesh.points
-    if count == 1:  # the usual case: the tolerance box holds one node
-        c = points[first].tolist()
-        hit = math.sqrt(sum((ci - pi) ** 2 for ci, pi in zip(c, p))) <= tol
-        return np.array([first] if hit else [], dtype=np.int64)
     if count > GRID_POINT_CANDIDATES:
         return None
     found = []
     for rev in itertools.product(*ranges[::-1]):  # z, y, x: increasing node index
-        idx = sum(i * s for i, s in zip(rev[::-1], strides))
-        c = points[idx].tolist()
+        ijk = rev[::-1]
+        c = [o + h * i for o, h, i in zip(g.origin, g.spacing, ijk)]  # as the grid's nodes
         if math.sqrt(sum((ci - pi) ** 2 for ci, pi in zip(c, p))) <= tol:
-            found.append(idx)
+            found.append(sum(i * s for i, s in zip(ijk, strides)))
     return np.array(found, dtype=np.int64)
 
 
@@ -174,7 +179,7 @@ def select_nodes(region: Region, mesh: Mesh) -> np.ndarray:
             and region.box is None and region.group is None):
         idx = _grid_point_nodes(region, mesh)
     if idx is None:
-        idx = np.flatnonzero(_mask(region, mesh, mesh.points, mesh.node_sets))
+        idx = np.flatnonzero(node_mask(region, mesh))
     if idx.size == 0:
         raise RegionError("the region selects no node")
     return idx
@@ -191,27 +196,38 @@ def select_cells(region: Region, mesh: Mesh) -> np.ndarray:
         known = ", ".join(sorted(mesh.cell_sets)) or "none"
         raise RegionError(f"group {region.group!r} holds no elements (it marks nodes or "
                           f"facets); groups of elements: {known}")
-    centroids = mesh.centroids()
-    if region.point is not None:
-        p = _check_dim("point", region.point, mesh.dim)
-        lo = mesh.points[mesh.cells].min(axis=1)
-        hi = mesh.points[mesh.cells].max(axis=1)
-        tol = _tol(region, mesh)
-        mask = np.all((p >= lo - tol) & (p <= hi + tol), axis=1)
-        rest = region.model_copy(update={"point": None})
-        if rest.face or rest.box or rest.group:
-            mask &= _mask(rest, mesh, centroids, mesh.cell_sets)
-    elif region.face is not None:
-        on_face = np.zeros(mesh.n_nodes, dtype=bool)
-        on_face[_mask(region.model_copy(update={"box": None, "group": None}), mesh,
-                      mesh.points, mesh.node_sets)] = True
-        mask = on_face[mesh.cells].any(axis=1)
-        rest = region.model_copy(update={"face": None})
-        if rest.box or rest.group:
-            mask &= _mask(rest, mesh, centroids, mesh.cell_sets)
-    else:
-        mask = _mask(region, mesh, centroids, mesh.cell_sets)
+    on_face = None
+    if region.point is None and region.face is not None:
+        on_face = node_mask(region.model_copy(update={"box": None, "group": None}), mesh)
+    n = mesh.n_cells
+    mask = np.concatenate([_cell_mask(region, mesh, i, j, on_face) for i, j in row_chunks(n)]
+                          or [np.zeros(0, dtype=bool)])
     idx = np.flatnonzero(mask)
     if idx.size == 0:
         raise RegionError("the region selects no cell")
     return idx
+
+
+def _cell_mask(region: Region, mesh: Mesh, start: int, stop: int,
+               on_face: np.ndarray | None) -> np.ndarray:
+    """:func:`select_cells`' test of the cells start..stop-1."""
+    cells = mesh.cell_rows(start, stop)
+    coords = mesh.node_coords(cells)
+    centroids = coords.mean(axis=1)
+    named = _window(mesh.cell_sets, start, stop, mesh.n_cells)
+    if region.point is not None:
+        p = _check_dim("point", region.point, mesh.dim)
+        tol = _tol(region, mesh)
+        mask = np.all((p >= coords.min(axis=1) - tol) & (p <= coords.max(axis=1) + tol),
+                      axis=1)
+        rest = region.model_copy(update={"point": None})
+        if rest.face or rest.box or rest.group:
+            mask &= _mask(rest, mesh, centroids, named)
+    elif on_face is not None:
+        mask = on_face[cells].any(axis=1)
+        rest = region.model_copy(update={"face": None})
+        if rest.box or rest.group:
+            mask &= _mask(rest, mesh, centroids, named)
+    else:
+        mask = _mask(region, mesh, centroids, named)
+    return mask

@@ -59,7 +59,7 @@ class Physics(Component):
         """Element matrices for full material: (nd, nd) when every cell is the same
         (structured grid), else (n_cells, nd, nd)."""
         if self.mesh.grid is not None:
-            return self.element_matrices_at(self.mesh.points[self.mesh.cells[:1]])[0]
+            return self.element_matrices_at(self.mesh.cell_coords(np.arange(1)))[0]
         return self.element_matrices_at(self.mesh.points[self.mesh.cells])
 
     def element_matrices_at(self, coords: np.ndarray) -> np.ndarray:
@@ -149,7 +149,7 @@ class Physics(Component):
         if not hasattr(self, "_null"):
             from femopt.assembly.element_kernel import element_matrices
 
-            cell = self.mesh.points[self.mesh.cells[0]]
+            cell = self.mesh.cell_coords(np.arange(1))[0]
             kernel = self.element_kernel()  # K0 + C where there is a kernel
             ke = (self.element_matrices_at(cell[None]) if kernel is None
                   else element_matrices(kernel, cell[None], 1.0))[0]
@@ -161,7 +161,14 @@ class Physics(Component):
         at ``dofs`` (built for those alone: the support check of a large grid). By
         default the rigid-body motions (one component per axis) or uniform shifts that
         the element matrix does not resist: none for a definite operator."""
-        modes = rigid.candidate_modes(self.mesh.points, self.dofs_per_node, dofs)
+        mesh, k = self.mesh, self.dofs_per_node
+        if dofs is None:
+            modes = rigid.candidate_modes(mesh.points, k, center=mesh.node_center())
+        else:  # the coordinates of those nodes alone
+            dofs = np.asarray(dofs)
+            nodes, local = np.unique(dofs // k, return_inverse=True)
+            modes = rigid.candidate_modes(mesh.node_coords(nodes), k, local * k + dofs % k,
+                                          center=mesh.node_center())
         return modes[:, self._null_mask()]
 
     def rigid_mode_names(self) -> list[str]:

@@ -36,7 +36,7 @@ def require_affine_material_law(physics) -> None:
         return
     mesh = physics.mesh
     cells = np.unique(np.linspace(0, mesh.n_cells - 1, N_CELLS).astype(np.int64))
-    defect, worst = affine_defect(kernel, mesh.points[mesh.cells[cells]])
+    defect, worst = affine_defect(kernel, mesh.cell_coords(cells))
     if defect > AFFINE_RTOL:
         raise PluginError(
             f"physics '{physics.name}': its element kernel is not affine in the material "

@@ -14,13 +14,15 @@ import numpy as np
 NULL_TOL = 1e-8  # |K_e v| <= NULL_TOL |K_e| |v|: v is in the element's null space
 
 
-def rigid_body_modes(points: np.ndarray, dofs: np.ndarray | None = None) -> np.ndarray:
-    """(len(dofs), 3 or 6) rigid-body displacements at node-major ``dofs`` (all when None):
-    the translations along x, y (, z), then the infinitesimal rotations about z (2D) or
-    about x, y and z (3D), taken about the nodes' centroid."""
+def rigid_body_modes(points: np.ndarray, dofs: np.ndarray | None = None,
+                     center: np.ndarray | None = None) -> np.ndarray:
+    """(len(dofs), 3 or 6) rigid-body displacements at node-major ``dofs`` (all when None)
+    of the nodes at ``points``: the translations along x, y (, z), then the infinitesimal
+    rotations about z (2D) or about x, y and z (3D), taken about ``center`` (default: the
+    nodes' centroid)."""
     n, dim = points.shape
     node, comp = np.divmod(np.arange(n * dim) if dofs is None else np.asarray(dofs), dim)
-    x = points[node] - points.mean(axis=0)
+    x = points[node] - (points.mean(axis=0) if center is None else center)
     modes = [(comp == d).astype(float) for d in range(dim)]
     for i, j in [(0, 1)] if dim == 2 else [(1, 2), (2, 0), (0, 1)]:
         modes.append(np.where(comp == i, -x[:, j], np.where(comp == j, x[:, i], 0.0)))
@@ -33,11 +35,11 @@ def uniform_shifts(n_nodes: int, k: int, dofs: np.ndarray | None = None) -> np.n
     return (comp[:, None] == np.arange(k)[None, :]).astype(float)
 
 
-def candidate_modes(points: np.ndarray, k: int, dofs: np.ndarray | None = None
-                    ) -> np.ndarray:
+def candidate_modes(points: np.ndarray, k: int, dofs: np.ndarray | None = None,
+                    center: np.ndarray | None = None) -> np.ndarray:
     """Rigid-body motions when there is one component per axis, else uniform shifts."""
     if k == points.shape[1]:
-        return rigid_body_modes(points, dofs)
+        return rigid_body_modes(points, dofs, center)
     return uniform_shifts(points.shape[0], k, dofs)
 
 
