@@ -94,8 +94,10 @@ class Function(Component):
 
 
 def cell_volumes(mesh) -> np.ndarray:
+    """(n_cells,) cell volumes (areas in 2D); on a structured grid a read-only view of the
+    one cell volume (no array of the grid's size)."""
     if mesh.grid is not None:
-        return np.full(mesh.n_cells, float(np.prod(mesh.grid.spacing)))
+        return np.broadcast_to(np.float64(np.prod(mesh.grid.spacing)), (mesh.n_cells,))
     from femopt.assembly.elements import get_element, physical_gradients
 
     _, wdet = physical_gradients(get_element(mesh.cell_type), mesh.points[mesh.cells])
