@@ -6,7 +6,8 @@ radius 1.5 cells, volume 0.3, OC, the multigrid solver at rtol 1e-5), runs the c
 line in a subprocess and reads history.csv (seconds per iteration) and summary.json.
 "set-up" is the wall time before the first iteration (reading the problem, building the
 grid and the model on the host, uploading); "output" is what follows the last one
-(design.vtu of the final design). Pictures, the time series and checkpoints are off.
+(design.vtu of the final design). "host peak" is the command's peak resident set size
+(sizes run in increasing order: the largest child process so far is this one). Pictures, the time series and checkpoints are off.
 
     python benchmarks/gpu_cli_run.py [--sizes 128x64x64,256x128x128,512x256x256]
         [--iterations 6] [--device gpu]
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -66,7 +68,10 @@ def run(shape, iterations: int, device: str, work: Path, profile: bool = False) 
     with open(out / "history.csv", newline="") as f:
         seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
     summary = json.loads((out / "summary.json").read_text())
+    # the largest child so far: sizes run in increasing order, so this run's (kB on Linux)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     return {"shape": name, "cells": shape[0] * shape[1] * shape[2], "wall": wall,
+            "host_peak": peak,
             "run_wall": summary["wall_time"], "first": seconds[0],
             "median": statistics.median(seconds[1:]) if len(seconds) > 1 else float("nan"),
             "iterations": len(seconds), "objective": summary.get("objective"),
@@ -83,17 +88,19 @@ def main() -> None:
     print(f"`femopt run --device {args.device}`, 3D cantilever, {date.today()}, "
           f"{args.iterations} iterations\n")
     print("| cells | shape | first iteration (s) | median iteration (s) | process wall (s) "
-          "| set-up + output (s) |")
-    print("| --- | --- | --- | --- | --- | --- |")
+          "| set-up + output (s) | host peak (GB) | host bytes per cell "
+          "| final objective |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as tmp:
         for text in args.sizes.split(","):
             shape = tuple(int(v) for v in text.split("x"))
             r = run(shape, args.iterations, args.device, Path(tmp), args.profile)
             if "error" in r:
-                print(f"| | {r['shape']} | failed: {r['error']} | | | |", flush=True)
+                print(f"| | {r['shape']} | failed: {r['error']} | | | | | | |", flush=True)
                 continue
             print(f"| {r['cells'] / 1e6:.1f}M | {r['shape']} | {r['first']:.2f} | {r['median']:.3f} "
-                  f"| {r['wall']:.1f} | {r['setup_and_output']:.1f} |", flush=True)
+                  f"| {r['wall']:.1f} | {r['setup_and_output']:.1f} | {r['host_peak'] / 1e9:.1f} "
+                  f"| {r['host_peak'] / r['cells']:.0f} | {r['objective']} |", flush=True)
 
 
 if __name__ == "__main__":
