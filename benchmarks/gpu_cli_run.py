@@ -78,12 +78,31 @@ def run(shape, iterations: int, device: str, work: Path, profile: bool = False) 
             "setup_and_output": wall - sum(seconds)}
 
 
+def read_design(path: Path, cells: int) -> str:
+    """meshio's reading of a design file, as a user's script would read it."""
+    code = ("import sys, time, meshio; t = time.perf_counter(); m = meshio.read(sys.argv[1]); "
+            "print(sum(len(c.data) for c in m.cells), m.cell_data['density'][0].shape[0], "
+            "round(time.perf_counter() - t, 1))")
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        return f"design.vtu ({path.stat().st_size / 2**30:.2f} GiB): meshio failed: " + \
+            (proc.stdout + proc.stderr).strip().splitlines()[-1]
+    n, n_density, seconds = proc.stdout.split()
+    ok = int(n) == cells and int(n_density) == cells
+    return (f"design.vtu {path.stat().st_size / 2**30:.2f} GiB read by meshio in {seconds} s: "
+            f"{n} cells, {n_density} densities ({'complete' if ok else 'INCOMPLETE'})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="128x64x64,256x128x128,512x256x256")
     ap.add_argument("--iterations", type=int, default=6)
     ap.add_argument("--device", default="gpu")
     ap.add_argument("--profile", action="store_true", help="print where each run's time goes")
+    ap.add_argument("--read-design", action="store_true",
+                    help="read each design.vtu back with meshio (in a process of its own) "
+                         "and print its size, cell count and reading time")
     args = ap.parse_args()
     print(f"`femopt run --device {args.device}`, 3D cantilever, {date.today()}, "
           f"{args.iterations} iterations\n")
@@ -101,6 +120,9 @@ def main() -> None:
             print(f"| {r['cells'] / 1e6:.1f}M | {r['shape']} | {r['first']:.2f} | {r['median']:.3f} "
                   f"| {r['wall']:.1f} | {r['setup_and_output']:.1f} | {r['host_peak'] / 1e9:.1f} "
                   f"| {r['host_peak'] / r['cells']:.0f} | {r['objective']} |", flush=True)
+            if args.read_design:
+                print(read_design(Path(tmp) / r["shape"] / "design.vtu", r["cells"]),
+                      flush=True)
 
 
 if __name__ == "__main__":
