@@ -101,7 +101,7 @@ class DevicePath(EvaluationPath):
             case) and ``adjoint`` (one per adjoint solve).
     """
 
-    def __init__(self, model: Any, xp: Any, loads: np.ndarray):
+    def __init__(self, model: Any, xp: Any, loads: Any):
         super().__init__(model, xp, [f.device_twin(xp) for f in model.filters])
         self.loads = xp.asarray(loads)
         self.weights = np.asarray(model.weights, dtype=np.float64)

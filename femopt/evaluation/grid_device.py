@@ -74,7 +74,9 @@ class GridDevicePath(DevicePath):
         # springs to ground (compliant mechanisms): on the fine operator's diagonal
         self.springs = (lay.from_dofs(np.asarray(model.springs, dtype=np.float64))
                         if np.any(model.springs) else None)
-        super().__init__(model, xp, np.stack([self._to_states(f) for f in model.loads]))
+        # case by case onto the device: no host copy of all cases in the grid's layout
+        super().__init__(model, xp, xp.stack([xp.asarray(self._to_states(f))
+                                              for f in model.loads]))
 
     def _to_states(self, a: np.ndarray) -> np.ndarray:
         out = self.layout.from_dofs(a)
@@ -118,4 +120,5 @@ class GridDevicePath(DevicePath):
         return out
 
     def host_states(self) -> np.ndarray:
-        return np.stack([self.layout.to_dofs(u) for u in to_host(self.u)])
+        # case by case: one case's host copy at a time
+        return np.stack([self.layout.to_dofs(to_host(u)) for u in self.u])
