@@ -174,7 +174,7 @@ class DevicePath(EvaluationPath):
             form.cells = xp.asarray(np.arange(mesh.n_cells) if cells is None else cells)
             # node coordinates of those cells, on the device once
             sel = np.asarray(to_host(form.cells))
-            form.coords = xp.asarray(mesh.points[mesh.cells[sel]], dtype=xp.float64)
+            form.coords = xp.asarray(mesh.cell_coords(sel), dtype=xp.float64)
         with self.model.registry.guard("function", fn.name, "cell_terms()"):
             value, d_ue, d_rho = fn.cell_terms(self._cell_states(u, form.cells),
                                                rho[form.cells], form.coords)

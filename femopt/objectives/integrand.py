@@ -245,7 +245,7 @@ class IntegrandFunction(Function, metaclass=_Checked):
         nd = mesh.cells.shape[1] * self.model.physics.dofs_per_node
         ue = rng.standard_normal((2, k, nd))
         rho = rng.uniform(0.3, 0.9, k)
-        integrand_check.probe(self, ue, rho, mesh.points[mesh.cells[cells]], slice(0, k))
+        integrand_check.probe(self, ue, rho, mesh.cell_coords(cells), slice(0, k))
 
     # -- the CPU Function interface (full-dof vectors) ----------------------------------
 

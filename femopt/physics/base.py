@@ -53,7 +53,8 @@ class Physics(Component):
     def cell_dofs(self) -> np.ndarray:
         """(n_cells, nodes_per_cell * dofs_per_node) global dofs, node-major."""
         k = self.dofs_per_node
-        return (self.mesh.cells[:, :, None] * k + np.arange(k)).reshape(self.mesh.n_cells, -1)
+        cells = self.mesh.cell_rows(0, self.mesh.n_cells)  # a grid's: built, not kept
+        return (cells[:, :, None] * k + np.arange(k)).reshape(self.mesh.n_cells, -1)
 
     def element_matrices(self) -> np.ndarray:
         """Element matrices for full material: (nd, nd) when every cell is the same
@@ -179,7 +180,7 @@ class Physics(Component):
         """Consistent nodal load of a uniform source ``value`` (per unit volume) on
         ``cells``; returns a full dof vector."""
         el = self.element
-        coords = self.mesh.points[self.mesh.cells[cells]]
+        coords = self.mesh.cell_coords(cells)
         from femopt.assembly.elements import physical_gradients
 
         _, wdet = physical_gradients(el, coords)
@@ -188,7 +189,7 @@ class Physics(Component):
         k = self.dofs_per_node
         vec = np.zeros(self.mesh.n_nodes * k)
         for comp in range(k):
-            np.add.at(vec, self.mesh.cells[cells] * k + comp, fe * value[comp])
+            np.add.at(vec, self.mesh.cell_nodes(cells) * k + comp, fe * value[comp])
         return vec
 
     def thickness(self) -> float:
