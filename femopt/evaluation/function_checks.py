@@ -26,6 +26,9 @@ def check_functions(model: Any, issues: list[Issue]) -> None:
         maximize = False
     model.maximize = maximize
     fns = model.functions()
+    if any(fn is None for fn in fns):  # a function's section is in error: reported
+        model.static = True
+        return
     model.static = any(fn.needs_state and not is_eigen(fn) for fn in fns)
     paths = [("objective",)] + [("constraints", i) for i in range(len(model.bounds))]
     for path, fn in zip(paths, fns):

@@ -119,7 +119,7 @@ class EvaluationPath:
             fn, problem = fns[k], fns[k].eigen_problem()
             with self.model.registry.guard("function", fn.name, "its eigenproblem"):
                 lams, phis = self._eigenpairs(k, problem, rho)
-                fn.last_eigenvalues = lams
+                fn.last_eigenvalues, fn.last_modes = lams, phis
                 value = checked_values(self.model, [fn.eigen_value(lams)], [fn])[0]
                 grad = None
                 if gradient:
