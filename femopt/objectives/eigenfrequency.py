@@ -49,7 +49,8 @@ class EigenfrequencyOptions(Options):
     """Mass factor of a cell of density rho: du_olhoff (rho above 0.1, 1e5 rho^6 below:
     no spurious modes in the void) or linear (rho)."""
     point_masses: list[PointMass] = []
-    """Non-structural masses at points or regions, e.g. a concentrated mass."""
+    """Non-structural masses, each `{region, mass}` (a concentrated mass): the mass is
+    shared equally by the region's nodes and moves with every displacement component."""
     tol: float = Field(1e-10, gt=0, lt=1e-3)
     """Relative residual |K phi - lambda M phi| / |K phi| of LOBPCG (grid path)."""
 

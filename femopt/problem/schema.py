@@ -301,7 +301,8 @@ class Problem(Strict):
     """Where and what to write."""
     device: Literal["auto", "cpu", "gpu"] = "auto"
     """Where the design iterations run: gpu (CuPy; structured grids; compliance,
-    displacement, mechanism, mean temperature, volume and their weighted sums), cpu, or
+    displacement, mechanism, mean temperature, volume and their weighted sums,
+    eigenfrequency), cpu, or
     auto (the GPU when CuPy sees one and the problem fits
     the GPU path, else the CPU); `--device` overrides it."""
 
