@@ -65,15 +65,16 @@ def _svqb(s: Any, bs: Any, drop: float = 1e-12) -> tuple[Any, Any]:
     g = to_host(s @ bs.T)
     g = 0.5 * (g + g.T)
     d = np.diag(g).copy()
-    keep = d > drop * max(d.max(initial=0.0), 1e-300)
-    s, bs, g, d = s[keep], bs[keep], g[np.ix_(keep, keep)], d[keep]
+    keep = np.flatnonzero(d > drop * max(d.max(initial=0.0), 1e-300))
+    xp = array_namespace(s)
+    rows = xp.asarray(keep)  # an index array: CuPy takes no host boolean mask
+    s, bs, g, d = s[rows], bs[rows], g[np.ix_(keep, keep)], d[keep]
     if not d.size:
         return s, bs
     scale = 1.0 / np.sqrt(d)
     theta, v = np.linalg.eigh(scale[:, None] * g * scale[None, :])
     ok = theta > drop * theta.max()
     t = (scale[:, None] * v[:, ok]) / np.sqrt(theta[ok])[None, :]
-    xp = array_namespace(s)
     tt = xp.asarray(t.T)
     return tt @ s, tt @ bs
 
