@@ -5,6 +5,7 @@ concentrated mass, and the problem files an eigenfrequency refuses."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,10 @@ import pytest
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from femopt.assembly.elements import get_element
+from femopt.assembly.element_kernel import element_matrices
+from femopt.assembly.elements import get_element, physical_gradients
 from femopt.cli import main
 from femopt.physics.mass import mass_kernel
-from femopt.assembly.element_kernel import element_matrices
 from femopt.runner import build_model
 from path_checks import GRID_SOLVER, assert_same_as_cpu, assert_taylor_rates, build
 
@@ -64,8 +65,6 @@ def test_consistent_mass_moves_the_whole_mass_rigidly(element):
     coords = el.ref_nodes * np.array([2.0, 0.5, 1.5][:el.dim]) + 0.05 * rng.uniform(
         -1, 1, el.ref_nodes.shape)
     me = element_matrices(mass_kernel(el, 2.5, 1.0), coords[None])[0]
-    from femopt.assembly.elements import physical_gradients
-
     volume = physical_gradients(el, coords[None])[1].sum()
     for d in range(el.dim):
         t = np.zeros(me.shape[0])
@@ -245,7 +244,7 @@ optimizer: {type: mma}
 BEAM = HEAT.replace("{type: heat_conduction}",
                     "{type: linear_elasticity, E: 1.0e7, density: 1.0}")
 REFUSED = {
-    "oc": (BEAM + "".replace("", ""), "{type: mma}", "{type: oc}", "objective.type",
+    "oc": (BEAM, "{type: mma}", "{type: oc}", "objective.type",
            "optimizer 'oc' cannot optimize 'eigenfrequency'"),
     "no_mass_physics": (HEAT, "", "", "objective", "physics 'heat_conduction' has none"),
     "no_density": (BEAM, ", density: 1.0", "", "objective", "set physics.density"),
@@ -261,8 +260,6 @@ REFUSED = {
 @pytest.mark.parametrize("command", ["validate", "run"])
 def test_refused_eigenfrequency_problems_exit_2_located_and_write_nothing(
         case, command, write_problem, tmp_path, capsys):
-    import re
-
     text, old, new, key, message = REFUSED[case]
     path = write_problem(text.replace(old, new) if old else text)
     out_dir = tmp_path / "out"

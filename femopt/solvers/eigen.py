@@ -40,8 +40,12 @@ def shift_invert_lanczos(k: Any, m: Any, n_modes: int, solve: Apply
     op = spla.LinearOperator((n, n), matvec=lambda b: solve(np.asarray(b).ravel()),
                              dtype=np.float64)
     rng = np.random.default_rng(0)  # ARPACK's start vector: reproducible runs
-    lam, phi = spla.eigsh(k, k=n_modes, M=m, sigma=0.0, which="LM", OPinv=op,
-                          v0=rng.standard_normal(n), tol=0.0)
+    try:
+        lam, phi = spla.eigsh(k, k=n_modes, M=m, sigma=0.0, which="LM", OPinv=op,
+                              v0=rng.standard_normal(n), tol=0.0)
+    except spla.ArpackNoConvergence as exc:
+        raise SolverError(f"shift-invert Lanczos found {len(exc.eigenvalues)} of "
+                          f"{n_modes} eigenpairs") from None
     order = np.argsort(lam)
     lam, phi = lam[order], phi[:, order]
     phi = phi / np.sqrt(np.einsum("ij,ij->j", phi, m @ phi))
