@@ -90,14 +90,17 @@ class FixedPatternAssembler:
             weights = (scale[:, None, None] * ke).ravel()[self.keep]
         return np.bincount(self.scatter, weights=weights, minlength=self.nnz)
 
-    def assemble_data(self, scale: np.ndarray, ke: np.ndarray) -> np.ndarray:
+    def assemble_data(self, scale: np.ndarray, ke: np.ndarray, constant: bool = True
+                      ) -> np.ndarray:
         """CSR data of sum_e scale_e * K_e; ``ke`` is (nd, nd) for all cells or
-        (n_cells, nd, nd); plus the constant part (:meth:`add_constant`), if any."""
+        (n_cells, nd, nd); plus the constant part (:meth:`add_constant`), if any, unless
+        ``constant`` is False (a mass matrix in the same pattern)."""
         data = self._assemble_scaled(scale, ke)
-        return data if self.constant is None else data + self.constant
+        return data if self.constant is None or not constant else data + self.constant
 
-    def assemble(self, scale: np.ndarray, ke: np.ndarray) -> sp.csr_matrix:
-        data = self.assemble_data(scale, ke)
+    def assemble(self, scale: np.ndarray, ke: np.ndarray, constant: bool = True
+                 ) -> sp.csr_matrix:
+        data = self.assemble_data(scale, ke, constant)
         return sp.csr_matrix((data, self.indices, self.indptr), shape=self.shape)
 
     def restrict(self, vec: np.ndarray) -> np.ndarray:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from femopt.backend import array_namespace
+
 
 class Interpolation:
     """SIMP: m = min + rho^p (1 - min); RAMP: m = min + rho / (1 + q (1 - rho)) (1 - min)."""
@@ -23,3 +25,35 @@ class Interpolation:
             return p * rho ** (p - 1.0) * (1.0 - self.min) if p != 0 else 0.0 * rho
         q = self.penalty
         return (1.0 + q) / (1.0 + q * (1.0 - rho)) ** 2 * (1.0 - self.min)
+
+
+class MassInterpolation:
+    """Mass factor m_M(rho) of the mass matrix M(rho) = sum_e m_M(rho_e) M0_e.
+
+    ``linear``: m_M = rho, the mass of the material that is there. ``du_olhoff`` (Du and
+    Olhoff 2007, Struct Multidisc Optim 34:91-110, eq. 7): rho above ``threshold``
+    (0.1), c rho^6 at or below it, c = threshold^-5 so that the two meet. With SIMP
+    stiffness rho^p, a low-density cell's stiffness-to-mass ratio rho^(p-1) would go to 0
+    and its local modes would become the lowest (spurious modes in the void); rho^(p-6)
+    grows instead, so void cells vibrate far above the structure's frequencies.
+    Backend-neutral (NumPy or CuPy, from ``rho``).
+    """
+
+    EXPONENT = 6.0
+
+    def __init__(self, kind: str, threshold: float = 0.1):
+        self.kind, self.threshold = kind, threshold
+        self.c = threshold ** (1.0 - self.EXPONENT)
+
+    def value(self, rho: Any) -> Any:
+        if self.kind == "linear":
+            return 1.0 * rho
+        xp = array_namespace(rho)
+        return xp.where(rho > self.threshold, rho, self.c * rho**self.EXPONENT)
+
+    def derivative(self, rho: Any) -> Any:
+        if self.kind == "linear":
+            return 0.0 * rho + 1.0
+        xp = array_namespace(rho)
+        return xp.where(rho > self.threshold, 1.0 + 0.0 * rho,
+                        self.EXPONENT * self.c * rho ** (self.EXPONENT - 1.0))

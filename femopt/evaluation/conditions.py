@@ -104,7 +104,7 @@ def loads(model: Any, issues: list[Issue]):
         cases = [(("load_cases", i, "loads"), c.name or f"case{i + 1}", c.weight, c.loads)
                  for i, c in enumerate(p.load_cases)]
     else:
-        cases = [(("loads",), "loads", 1.0, p.loads)]
+        cases = [(("loads",), "loads", 1.0, p.loads or [])]
     vecs = np.zeros((len(cases), model.n_dofs))
     surface: list[SurfaceLoad] = []
     for c, (path, _, _, case_loads) in enumerate(cases):

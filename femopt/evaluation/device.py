@@ -57,7 +57,8 @@ def capability(model: Any) -> str | None:
 def function_capability(fn: Any) -> str | None:
     """None when the device paths evaluate ``fn``: a linear form, or an integrand
     function (``cell_terms``); else why not, naming the innermost function at fault."""
-    if fn.linear_form() is not None or hasattr(fn, "cell_terms"):
+    if (fn.linear_form() is not None or hasattr(fn, "cell_terms")
+            or fn.eigen_problem() is not None):  # eigenvalues: LOBPCG on the grid path
         return None
     terms = getattr(fn, "terms", None)
     if terms:  # a sum runs where its terms do; name the term at fault
@@ -78,6 +79,8 @@ def component_paths(kind: str, cls: type) -> list[str]:
     if kind == "function":
         if getattr(cls, "terms_decide_paths", False):
             return ["cpu", "gpu grid and gpu mesh where its terms run"]
+        if cls.eigen_problem is not Function.eigen_problem:
+            return ["cpu", "gpu grid"]
         ok = cls.linear_form is not Function.linear_form or hasattr(cls, "cell_terms")
     elif kind == "filter":
         return cls.paths()
@@ -151,6 +154,8 @@ class DevicePath(EvaluationPath):
     def _device_parts(self, fn: Any) -> list[tuple[float, DeviceForm]]:
         """``fn`` as (weight, form) parts: its linear form, or its cell terms, or (a sum
         whose terms are not all linear) the parts of each term."""
+        if fn.eigen_problem() is not None:
+            return []  # the path's eigensolve (EvaluationPath.modal_terms)
         form = fn.linear_form()
         if form is not None:
             a, s = group_functionals(form, self._to_states, len(self.weights))
@@ -203,7 +208,7 @@ class DevicePath(EvaluationPath):
         dm = m.interp.derivative(rho)
         self._set_operator(scale)
         its = []
-        for c in range(self.u.shape[0]):
+        for c in range(self.u.shape[0] if m.static else 0):
             self.u[c], it = self._solve(self.loads[c], self.u[c] if self.solved else None)
             its.append(it)
         self.solved = True
@@ -291,6 +296,8 @@ class DevicePath(EvaluationPath):
         scale, dm = self.analyse(rho)
         self.solve_adjoints(rho)
         values, terms = self.function_terms(rho, scale, dm)
+        for k, (value, grad) in self.modal_terms(rho).items():
+            values[k], terms[k] = value, (self.xp.zeros_like(grad), grad)
         values = checked_values(self.model, values)
         check_terms(self.model, values, terms)
         if split:
@@ -302,7 +309,7 @@ class DevicePath(EvaluationPath):
 
     def values_at_fixed_state(self, x: Any, state: State) -> list[float]:
         rho, _ = self.physical(x)
-        return self.function_terms(rho, None, None, u=state.u)[0]
+        return self.held_modal_values(self.function_terms(rho, None, None, u=state.u)[0])
 
     def final_analysis(self, x: Any) -> tuple[list[float], np.ndarray, State]:
         """The forward solve and the values (no adjoints); fields copied to the host."""
@@ -310,6 +317,8 @@ class DevicePath(EvaluationPath):
         rho, _ = self.physical(x)
         self.analyse(rho)
         values = self.function_terms(rho, None, None, u=self.u)[0]
+        for k, (value, _) in self.modal_terms(rho, gradient=False).items():
+            values[k] = value
         rho = to_host(rho)
         return values, rho, State(rho, self.host_states(), m.loads, m.weights, m)
 

@@ -47,6 +47,10 @@ def unsupported(model: Any, solver: str | None) -> str | None:
         return why
     if np.any(model.springs):
         return "the GPU path on a mesh from a file does not take springs"
+    eigen = next((fn for fn in model.functions() if fn.eigen_problem() is not None), None)
+    if eigen is not None:
+        return (f"the function {eigen.name!r} (of eigenvalues) runs on the CPU and the GPU "
+                "grid path, not on a mesh from a file")
     if solver is not None:
         return (f"the GPU path on a mesh from a file solves with pcg (block-Jacobi PCG on "
                 f"the GPU), not {solver!r}")

@@ -17,6 +17,7 @@ from femopt.errors import Issue, MeshError, ProblemError
 from femopt.evaluation import conditions
 from femopt.evaluation.assembled import AssembledPath
 from femopt.evaluation.device_choice import choose_device, shape_device
+from femopt.evaluation.function_checks import check_functions
 from femopt.evaluation.path import EvaluationPath
 from femopt.mesh.plugin import locate
 from femopt.objectives.base import Function, State
@@ -166,6 +167,7 @@ class Model:
                 issues.append(loaded.issue(sec["solver"].path, str(exc)))
         self.optimizer = (self._create("optimizer", sec["optimizer"], issues)
                           if not self.shape else None)
+        check_functions(self, issues)  # maximize, static, functions of eigenvalues
         if self.solver is not None and not self.physics.symmetric:
             try:  # e.g. the direct solver switches from Cholesky to LU
                 self.solver.require_nonsymmetric()
@@ -195,7 +197,7 @@ class Model:
             self.loads_free = self.assembler.restrict(self.loads.T)  # (n_free, n_cases)
         else:  # the device path assembles nothing: no sparse pattern on the host
             self.assembler = None
-        if not np.any(self.loads[:, free_mask]):
+        if self.static and not np.any(self.loads[:, free_mask]):
             raise loaded.error(("load_cases" if self.problem.load_cases else "loads",),
                                "every load acts on supported degrees of freedom only: "
                                "the structure carries nothing")

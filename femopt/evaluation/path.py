@@ -97,6 +97,55 @@ class EvaluationPath:
         return np.array([b.normalized(b.function.rho_only_value(rho))
                          for b in self.model.bounds])
 
+    # -- functions of eigenvalues -------------------------------------------------------
+
+    def eigen_indices(self) -> list[int]:
+        """Positions (in ``model.functions()``) of the functions of eigenvalues."""
+        return [k for k, fn in enumerate(self.model.functions())
+                if fn.eigen_problem() is not None]
+
+    def modal_terms(self, rho: Any, gradient: bool = True) -> dict[int, tuple[float, Any]]:
+        """Value and dJ/drho (None without ``gradient``) of every function of eigenvalues
+        at ``rho``, after the forward operator of ``rho`` is set: the backend's eigensolve
+        (:meth:`_eigenpairs`) and, for J(lambda_1..n) with M-normalised phi_i,
+
+            dJ/drho_e = sum_i dJ/dlambda_i phi_i,e^T (m'(rho_e) K0_e
+                                                      - lambda_i m_M'(rho_e) M0_e) phi_i,e
+
+        (:meth:`_modal_sensitivity`), no adjoint solve."""
+        out = {}
+        fns = self.model.functions()
+        for k in self.eigen_indices():
+            fn, problem = fns[k], fns[k].eigen_problem()
+            with self.model.registry.guard("function", fn.name, "its eigenproblem"):
+                lams, phis = self._eigenpairs(k, problem, rho)
+                fn.last_eigenvalues, fn.last_modes = lams, phis
+                value = checked_values(self.model, [fn.eigen_value(lams)], [fn])[0]
+                grad = None
+                if gradient:
+                    wk = np.asarray(fn.eigen_weights(lams), dtype=np.float64)
+                    grad = self._modal_sensitivity(problem, phis, wk, -wk * lams, rho)
+            out[k] = (value, grad)
+        self._modal_values = {k: v for k, (v, _) in out.items()}
+        return out
+
+    def held_modal_values(self, values: list[float]) -> list[float]:
+        """``values`` with the functions of eigenvalues at their last computed values
+        (what a function of the states does with its states held fixed)."""
+        held = getattr(self, "_modal_values", {})
+        return [held.get(k, v) for k, v in enumerate(values)]
+
+    def _eigenpairs(self, key: int, problem: Any, rho: Any) -> tuple[np.ndarray, Any]:
+        """(lambda (n,) on the host, ascending; phi (n, n_states) M-normalised) of
+        ``problem`` at ``rho``; ``key`` names the function (for warm starts)."""
+        raise NotImplementedError
+
+    def _modal_sensitivity(self, problem: Any, phis: Any, ck: np.ndarray, cm: np.ndarray,
+                           rho: Any) -> Any:
+        """Per cell m'(rho_e) sum_i ck_i phi_i,e^T K0 phi_i,e + m_M'(rho_e) sum_i cm_i
+        phi_i,e^T M0 phi_i,e."""
+        raise NotImplementedError
+
     # -- what the optimizer sees -------------------------------------------------------
 
     def evaluate(self, x: Any) -> Evaluation:
@@ -111,6 +160,8 @@ class EvaluationPath:
         m.evaluations += 1
         f, df = values[0], grads[0]
         df = self.modify_objective_gradient(x, df)
+        if m.maximize:  # the optimizers minimize: -J, reported as J
+            f, df, values = -f, -df, [f, *values[1:]]
         if not np.isfinite(f) or not bool(xp.isfinite(df).all()):
             raise RunError(f"the objective or its gradient is not finite (objective {f})")
         if m.evaluations == 1 and m.normalize and f != 0:
@@ -119,7 +170,7 @@ class EvaluationPath:
                        dtype=xp.float64)
         dg = (xp.stack([b.sign_scale() * gr for b, gr in zip(m.bounds, grads[1:])])
               if m.bounds else xp.zeros((0, m.n)))
-        info = {"objective": f, **{b.label: v for b, v in zip(m.bounds, values[1:])}}
+        info = {"objective": values[0], **{b.label: v for b, v in zip(m.bounds, values[1:])}}
         return Evaluation(f * m.objective_scale, df * m.objective_scale, g, dg, info)
 
 

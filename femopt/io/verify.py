@@ -124,7 +124,7 @@ def _load_cases(problem) -> list[tuple[str, float, list]]:
     if problem.load_cases is not None:
         return [(c.name or f"case{i + 1}", c.weight, c.loads)
                 for i, c in enumerate(problem.load_cases)]
-    return [("loads", 1.0, problem.loads)]
+    return [("loads", 1.0, problem.loads or [])]
 
 
 def _near(region, tol: float):

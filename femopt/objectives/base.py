@@ -92,6 +92,15 @@ class Function(Component):
         """Value from densities alone (only for ``needs_state = False``)."""
         raise NotImplementedError
 
+    def eigen_problem(self) -> Any | None:
+        """The eigenproblem K phi = lambda M phi the function reads
+        (:class:`femopt.objectives.eigenfrequency.EigenProblem`), or None. A function that
+        gives one is a function of the lowest eigenvalues: the paths solve the
+        eigenproblem, take its value from ``eigen_value(lambdas)`` and build its gradient
+        from the eigenvectors with ``eigen_weights(lambdas)`` = dJ/dlambda_i, instead of
+        ``value``, the partials and an adjoint solve."""
+        return None
+
 
 def cell_volumes(mesh) -> np.ndarray:
     """(n_cells,) cell volumes (areas in 2D); on a structured grid a read-only view of the

@@ -1,6 +1,7 @@
 """Built-in objective and constraint functions."""
 
 from femopt.objectives.compliance import Compliance, ThermalCompliance
+from femopt.objectives.eigenfrequency import Eigenfrequency
 from femopt.objectives.displacement import CompliantMechanism, Displacement
 from femopt.objectives.local_volume import LocalVolume
 from femopt.objectives.stress import StressPNorm
@@ -21,3 +22,4 @@ def femopt_register_functions(registry) -> None:
     registry.add("function", MeanTemperature)
     registry.add("function", WeightedSum)
     registry.add("function", LocalVolume)
+    registry.add("function", Eigenfrequency)

@@ -90,6 +90,9 @@ class OC(StepOptimizer, Component):
     Options = OCOptions
     # the bisection runs on raw objective and volume, as in the classic codes
     normalize_functions = False
+    # B_e = -df_e / (lambda dg_e) assumes df <= 0 (compliance-like): an eigenvalue's
+    # gradient changes sign where mass outweighs stiffness
+    takes_eigenvalue_functions = False
 
     def check(self, problem: DesignProblem) -> None:
         """The problem must have the one cheap constraint OC needs, and an objective that

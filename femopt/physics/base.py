@@ -75,6 +75,23 @@ class Physics(Component):
                                       "kernel nor element_matrices_at")
         return element_matrices(kernel, coords, 1.0)
 
+    def mass_kernel(self):
+        """The element kernel of the consistent mass matrix M_e(m) = m M0_e
+        (:mod:`femopt.physics.mass`), or None for a physics without a mass (then no
+        eigenfrequency can be computed)."""
+        return None
+
+    def element_mass_matrices(self) -> np.ndarray:
+        """Mass matrices of full material, shaped like :meth:`element_matrices`."""
+        from femopt.assembly.element_kernel import element_matrices
+
+        kernel = self.mass_kernel()
+        if kernel is None:
+            raise ValueError(f"physics '{self.name}' has no mass")
+        cells = self.mesh.cells[:1] if self.mesh.grid is not None else self.mesh.cells
+        out = element_matrices(kernel, self.mesh.points[cells], 1.0)
+        return out[0] if self.mesh.grid is not None else out
+
     def fixed_element_matrices(self) -> np.ndarray | None:
         """The part of the element matrices that does not scale with the design (e.g.
         convection), (nd, nd) or (n_cells, nd, nd); None when there is none. The

@@ -10,6 +10,7 @@ from pydantic import Field
 from femopt.assembly.element_kernel import ElementKernel, Ops, QuadPoint, isoparametric
 from femopt.assembly.elements import Element, physical_gradients
 from femopt.physics.base import Physics
+from femopt.physics.mass import mass_kernel
 from femopt.physics.rigid_modes import rigid_body_modes  # noqa: F401 (re-exported)
 from femopt.plugins.registry import Options
 
@@ -23,6 +24,9 @@ class ElasticityOptions(Options):
     """Out-of-plane thickness (2D only)."""
     plane: Literal["stress"] = "stress"
     """2D model: plane stress."""
+    density: float | None = Field(None, gt=0)
+    """Mass density of the solid material (mass per unit volume): gives the physics its
+    consistent mass matrix, which eigenfrequencies need; none by default."""
 
 
 def elasticity_matrix(E: float, nu: float, dim: int) -> np.ndarray:
@@ -186,6 +190,11 @@ class LinearElasticity(Physics):
             out.append(np.einsum("eq,eqbd->ebd", scale * energy, g)
                        - np.einsum("eq,eqbi,eqid->ebd", scale, g, t, optimize=True))
         return out
+
+    def mass_kernel(self) -> ElementKernel | None:
+        if self.options.density is None:
+            return None
+        return mass_kernel(self.element, self.options.density, self.thickness())
 
     def element_kernel(self) -> ElementKernel:
         return elasticity_kernel(self.element, self.options.E, self.options.nu,

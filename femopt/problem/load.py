@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from femopt.errors import InputError, Issue, ProblemError
 from femopt.plugins.registry import Registry
-from femopt.problem.schema import CONSTRAINT_KEYS, DESIGN_TYPES, Problem
+from femopt.problem.schema import CONSTRAINT_KEYS, DESIGN_TYPES, OBJECTIVE_KEYS, Problem
 from femopt.problem.yamlload import gc_paused, load_yaml
 from femopt.problem.yamlpos import MAX_CHARS, Located, Path, format_path
 
@@ -263,7 +263,8 @@ def _parse_problem(text: str, filename: str, registry: Registry) -> LoadedProble
         raw = data.get(name, default)
         if raw is None:
             continue
-        core_keys = CONSTRAINT_KEYS if name == "constraints" else {"type"}
+        core_keys = {"constraints": CONSTRAINT_KEYS,
+                     "objective": OBJECTIVE_KEYS}.get(name, {"type"})
         if is_list:
             if not isinstance(raw, list):
                 continue  # the core schema reported it

@@ -160,7 +160,8 @@ def _kind_section(registry: Registry, kind: str) -> list[str]:
     if kind == "function":
         bounds = sorted(CONSTRAINT_KEYS - {"type"}, reverse=True)
         lines.append("As a constraint, an entry also takes exactly one of "
-                     f"{' or '.join(f'`{k}`' for k in bounds)} (its bound).")
+                     f"{' or '.join(f'`{k}`' for k in bounds)} (its bound). As the "
+                     "objective, `maximize: true` maximizes it (default: minimized).")
     lines.append("")
     for entry in entries:
         cls = entry.cls

@@ -276,7 +276,8 @@ class Problem(Strict):
     springs: list[Spring] = []
     """Springs to ground (stiffness added to the system at the dofs of a region)."""
     loads: list[Load] | None = None
-    """Loads of a problem with one load case (use `load_cases` for several)."""
+    """Loads of a problem with one load case (use `load_cases` for several); a problem
+    whose functions read no static state (eigenfrequencies, volume) may have none."""
     load_cases: list[LoadCase] | None = None
     """Several load cases sharing one factorization."""
     design: AnyDesign = Design()
@@ -285,7 +286,8 @@ class Problem(Strict):
     filters: list[dict[str, Any]] = []
     """Filter chain applied to the design in order (sensitivity, density, heaviside)."""
     objective: dict[str, Any]
-    """Objective function to minimize: `type` picks the plugin."""
+    """Objective function to minimize (or with `maximize: true` to maximize, e.g. an
+    eigenfrequency): `type` picks the plugin."""
     constraints: list[dict[str, Any]] = []
     """Constraints: `type` plus `max`, `min` or (shape designs) `equal`."""
     optimizer: dict[str, Any] = {"type": "oc"}
@@ -299,7 +301,8 @@ class Problem(Strict):
     """Where and what to write."""
     device: Literal["auto", "cpu", "gpu"] = "auto"
     """Where the design iterations run: gpu (CuPy; structured grids; compliance,
-    displacement, mechanism, mean temperature, volume and their weighted sums), cpu, or
+    displacement, mechanism, mean temperature, volume and their weighted sums,
+    eigenfrequency), cpu, or
     auto (the GPU when CuPy sees one and the problem fits
     the GPU path, else the CPU); `--device` overrides it."""
 
@@ -314,7 +317,7 @@ class Problem(Strict):
 
     @model_validator(mode="after")
     def _one_way_to_load(self) -> Problem:
-        if (self.loads is None) == (self.load_cases is None):
+        if self.loads is not None and self.load_cases is not None:
             raise ValueError("give exactly one of 'loads' or 'load_cases'")
         if self.load_cases is not None and not self.load_cases:
             raise ValueError("'load_cases' needs at least one case")
@@ -342,3 +345,5 @@ def unsafe_name(name: str) -> str | None:
 
 # Keys every constraint entry has, whatever its type; the rest belongs to the plugin.
 CONSTRAINT_KEYS = {"type", "max", "min", "equal"}
+# Keys the objective has, whatever its type: `maximize: true` maximizes the function.
+OBJECTIVE_KEYS = {"type", "maximize"}

@@ -41,7 +41,7 @@ def body_loads_of(model) -> list[BodyLoad]:
     from femopt.mesh.regions import select_cells
 
     p = model.problem
-    cases = [c.loads for c in p.load_cases] if p.load_cases is not None else [p.loads]
+    cases = [c.loads for c in p.load_cases] if p.load_cases is not None else [p.loads or []]
     out = []
     for c, loads in enumerate(cases):
         for load in loads:
