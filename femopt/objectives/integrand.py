@@ -144,6 +144,11 @@ class IntegrandFunction(Function, metaclass=_Checked):
                       for q in range(xi.shape[0])]
         self._cache: tuple[Any, CellTerms] | None = None
 
+    @property
+    def n_points(self) -> int:
+        """Values per cell and case: the quadrature points, or 1."""
+        return len(self._quad) if self.points != "cell" else 1
+
     def integrand(self, ops: Ops, cell: Cell) -> Any:
         """One scalar per cell or point (a pair (numerator, denominator) for a ratio)."""
         raise NotImplementedError
