@@ -55,6 +55,7 @@ def test_grid_estimate_grows_by_the_stress_functions_arrays():
     d_ue, d_rho_full = form.terms[1], form.terms[2]
     per_design = (2 * d_ue.nbytes  # the gathered states and dJ/du_e
                   + 2 * 8 * n_f  # gathered densities, dJ/drho of the cells
+                  + 8 * c * n_f  # dJ/drho per case (the generated kernel's, on a GPU)
                   + 2 * 8 * c * n_f  # the p-norm's values and dJ/dvalues (one point)
                   + d_rho_full.nbytes  # dJ/drho on every cell
                   + 8 * c * lay.n_dofs)  # the adjoint right-hand sides

@@ -83,12 +83,16 @@ def integrand_bytes(model: Any, n_states: int, n_full: int = 0) -> int:
       its cells (n_f, nd), its adjoint states mu (c, n_states) when it reads the states;
     - per design: the gathered states (c, n_f, nd) and densities (n_f), the values and
       dJ/dvalues of the reduction (2 x (n_out, c, n_f, n_q)), the partials dJ/du_e
-      (c, n_f, nd) and dJ/drho (n_f), dJ/drho on every cell (n_cells), the adjoint
-      right-hand side (c, n_states), and on a path with full-dof vectors the states
-      (c, n_full) it gathers from and the sum (c, n_full) it scatters to.
+      (c, n_f, nd) and dJ/drho per case (c, n_f, the generated kernel's) and summed
+      (n_f), dJ/drho on every cell (n_cells), the adjoint right-hand side
+      (c, n_states), and on a path with full-dof vectors the states (c, n_full) it
+      gathers from and the sum (c, n_full) it scatters to.
 
-    Not counted: a cell_terms' own temporaries (the dual-number pass works on chunks of
-    at most ``integrand.BUDGET`` entries per derivative array)."""
+    Not counted: the reduction's temporaries (a few arrays of the values' size), a
+    closed form's intermediate arrays (the stress p-norm's: a few of (c, n_f, n_voigt)),
+    and for an integrand that does not trace, the dual-number pass that replaces the
+    generated kernels (chunks of at most ``integrand.BUDGET`` entries per derivative
+    array)."""
     fns = [f for fn in model.functions() for f in integrand_functions(fn)]
     if not fns:
         return 0
@@ -105,8 +109,8 @@ def integrand_bytes(model: Any, n_states: int, n_full: int = 0) -> int:
         n_out = getattr(getattr(fn, "reduction", None), "n_out", 1)
         n_q = getattr(fn, "n_points", 1)
         kept = n_f * index + n_f * (nn * dim + nd) * f8
-        per_design = (c * n_f * nd + n_f + 2 * n_out * c * n_f * n_q + c * n_f * nd + n_f
-                      + n_cells + 2 * c * n_full) * f8
+        per_design = (c * n_f * nd + n_f + 2 * n_out * c * n_f * n_q + c * n_f * nd
+                      + c * n_f + n_f + n_cells + 2 * c * n_full) * f8
         adjoint = 2 * c * n_states * f8 if fn.needs_state else 0
         total += kept + per_design + adjoint
     return total
