@@ -61,6 +61,12 @@ def _fold(op: str, a: tuple) -> float:
         return math.sqrt(a[0])
     if op == "tanh":
         return math.tanh(a[0])
+    if op == "exp":
+        return math.exp(a[0])
+    if op == "log":
+        return math.log(a[0])
+    if op == "pow":
+        return a[0] ** a[1]
     if op == "sel":
         return a[2] if a[0] < a[1] else a[3]
     raise ValueError(op)
@@ -93,6 +99,8 @@ def _simplify(op: str, a: tuple) -> Any:
             return 0.0
         if _is(a[1], 1.0):
             return a[0]
+    elif op == "pow" and _is(a[1], 1.0):
+        return a[0]
     return _NONE
 
 
@@ -134,6 +142,18 @@ class Expr:
     def __neg__(self):
         return self._n("neg", self)
 
+    def __pow__(self, p):
+        """A constant power (the dual numbers' convention at 0 in the generated code)."""
+        if isinstance(p, Expr):
+            raise TypeError("a power with a traced exponent is not supported")
+        if float(p) == 0.0:
+            return 1.0
+        return self._n("pow", self, float(p))
+
+    def __bool__(self):
+        raise TypeError("a traced value was used in a Python condition; write the choice "
+                        "branch-free with ops.select_lt")
+
 
 def _c(v: Any) -> Any:
     return v if isinstance(v, Expr) else float(v)
@@ -150,6 +170,12 @@ class TraceOps(Ops):
 
     def tanh(self, a):
         return self.trace.node("tanh", _c(a))
+
+    def exp(self, a):
+        return self.trace.node("exp", _c(a))
+
+    def log(self, a):
+        return self.trace.node("log", _c(a))
 
     def select_lt(self, a, b, x, y):
         return self.trace.node("sel", _c(a), _c(b), _c(x), _c(y))
@@ -199,8 +225,10 @@ def evaluate_trace(kernel: ElementKernel, coords: np.ndarray, m: Any) -> np.ndar
             a = [get(v) for v in args]
             if op == "sel":
                 vals.append(np.where(np.less(a[0], a[1]), a[2], a[3]))
-            elif op in ("sqrt", "tanh"):
+            elif op in ("sqrt", "tanh", "exp", "log"):
                 vals.append(getattr(np, op)(a[0]))
+            elif op == "pow":
+                vals.append(np.power(a[0], a[1]))
             elif op == "neg":
                 vals.append(-a[0])
             else:

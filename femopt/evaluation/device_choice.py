@@ -53,7 +53,8 @@ def choose_device(model: Any, requested: str | None, array_module: Any) -> Any:
     if array_module is None:
         if grid:
             need = grid_device.estimate_bytes(
-                layout_of(model.mesh, model.physics.dofs_per_node), len(model.case_names))
+                layout_of(model.mesh, model.physics.dofs_per_node), len(model.case_names),
+                model)
         else:
             need = mesh_device.estimate_bytes(model)
         free, total = gpu_memory()

@@ -20,6 +20,7 @@ from femopt.assembly.grid_layout import GridLayout, layout_of
 from femopt.assembly.matrix_free import StructuredOperator
 from femopt.backend import to_host
 from femopt.evaluation.device import DevicePath, capability
+from femopt.evaluation.device_forms import integrand_bytes
 from femopt.solvers.eigen import lobpcg
 
 
@@ -32,14 +33,18 @@ BYTES_PER_DOF = (565.0 - BYTES_PER_CELL) / 3.0
 MEMORY_MARGIN = 1.1  # the estimate is a measurement of one case: keep 10% in hand
 
 
-def estimate_bytes(layout: GridLayout, n_cases: int = 1) -> int:
+def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None) -> int:
     """GPU memory a design iteration of ``layout`` needs (bytes, an estimate).
 
     Per node and dof as measured for hex8 elasticity; a quad4 grid has one node per cell
     too (asymptotically), so the same figures apply; each further load case adds its
-    state, load and CG vectors (about 6 float64 vectors)."""
+    state, load and CG vectors (about 6 float64 vectors). With ``model``, its integrand
+    functions' arrays are added (:func:`~femopt.evaluation.device_forms.integrand_bytes`,
+    gathered in the grid layout)."""
     per_cell = BYTES_PER_CELL + BYTES_PER_DOF * layout.k
     extra = (n_cases - 1) * 6 * 8 * layout.n_dofs
+    if model is not None:
+        extra += integrand_bytes(model, layout.n_dofs)
     return int(MEMORY_MARGIN * (per_cell * layout.n_cells + extra))
 
 

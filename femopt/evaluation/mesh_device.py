@@ -33,6 +33,7 @@ from femopt.assembly.csr_gather import GatherAssembler
 from femopt.assembly.sparse import FixedPatternAssembler
 from femopt.backend import to_host
 from femopt.evaluation.device import DevicePath, capability
+from femopt.evaluation.device_forms import integrand_bytes
 from femopt.solvers.csr_pcg import NodeBlockPCG
 
 MAX_ITER = 20000  # CG iterations per solve when the GPU replaces the default solver
@@ -59,8 +60,9 @@ def unsupported(model: Any, solver: str | None) -> str | None:
 
 def estimate_bytes(model: Any) -> int:
     """GPU memory a design iteration of ``model`` needs (bytes, an estimate from the sizes
-    of its arrays). Builds the filters' weight matrices on the host (the path needs them
-    anyway)."""
+    of its arrays, its integrand functions' included: states on the free dofs, gathered
+    from full-dof vectors). Builds the filters' weight matrices on the host (the path
+    needs them anyway)."""
     n_cells = model.mesh.n_cells
     nd = int(np.shape(model.ke)[-1])
     k = model.physics.dofs_per_node
@@ -77,7 +79,8 @@ def estimate_bytes(model: Any) -> int:
              + filter_nnz * (8 + 4)        # filter weights
              + n_cells * (8 * 20 + 8 * 3)  # design fields, optimizer (MMA), cells
              + n_dofs * 8 * (12 + 4 * n_cases)  # CG vectors, states, loads, sensitivity
-             + (n_dofs // k) * k * k * 8 * 3)  # node blocks and their inverses
+             + (n_dofs // k) * k * k * 8 * 3   # node blocks and their inverses
+             + integrand_bytes(model, n_dofs - np.unique(model.fixed).size, n_dofs))
     return int(MEMORY_MARGIN * total)
 
 

@@ -3,24 +3,29 @@
 A plugin author subclasses :class:`IntegrandFunction` and writes ``integrand(ops, cell)``:
 plain scalar code of one cell (or one quadrature point) of one load case, returning one
 scalar (two for a ratio). The scalars are arrays over cells and cases, dual numbers or
-(later) symbolic traces; ``ops`` gives the functions femopt differentiates (``sqrt``,
+symbolic traces; ``ops`` gives the functions femopt differentiates (``sqrt``,
 ``exp``, ``log``, ``tanh``, ``abs``, ``max``, ``select_lt``). femopt reduces the values
 (:mod:`femopt.objectives.reductions`) and derives dJ/du, dJ/drho and dJ/dX exactly by
 forward-mode dual numbers (:mod:`femopt.adjoint.dual`), seeded on the nd state entries
 and the density at once, and on the node coordinates in a second pass only when a shape
 gradient is asked.
 
-One code path: :meth:`IntegrandFunction.cell_terms` works on gathered cell arrays of any
+One entry: :meth:`IntegrandFunction.cell_terms` works on gathered cell arrays of any
 array module (NumPy or CuPy, taken from the inputs); the CPU ``Function`` methods gather
-u by the physics' cell dofs, call it, and scatter back with ``bincount``.
+u by the physics' cell dofs, call it, and scatter back with ``bincount``. On NumPy the
+values and partials come from the integrand on arrays and duals; on CuPy from CUDA
+kernels generated from its trace (:mod:`femopt.adjoint.integrand_codegen`: one thread
+per case and cell, a dual evaluation per seed), equal to the NumPy route to rounding.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
+from femopt.adjoint import integrand_codegen
 from femopt.adjoint.dual import DUAL_OPS, Dual
 from femopt.assembly.element_kernel import NUMPY_OPS, Ops
 from femopt.assembly.elements import get_element
@@ -28,7 +33,10 @@ from femopt.backend import array_namespace
 from femopt.mesh.regions import RegionError, select_cells, select_nodes
 from femopt.objectives import integrand_check
 from femopt.objectives.base import Function, State, case_weights
+from femopt.objectives.cell import Cell
 from femopt.objectives.reductions import Reduction
+
+log = logging.getLogger(__name__)
 
 POINTS = ("cell", "centre", "quadrature")
 BUDGET = 1 << 22  # entries of one dual derivative array per chunk of cells
@@ -46,32 +54,6 @@ def node_weights(mesh: Any, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     valence = np.bincount(mesh.cells[cells][touch], minlength=mesh.n_nodes)
     count = np.maximum(valence[mesh.cells[cells]], 1)
     return cells, np.where(touch, 1.0 / (np.unique(nodes).size * count), 0.0)
-
-
-class Cell:
-    """What an integrand sees: one cell (or quadrature point) of one load case, each
-    scalar an array over (cases, cells).
-
-    Attributes:
-        u: the cell's state, nd scalars, node-major (u[a * k + c]: component c of node a).
-        rho: the cell's density. m: its material factor m(rho) (the design interpolation).
-        x: node coordinates x[a][d].
-        n, dn, w: at a point (``points`` = "centre" or "quadrature"): shape function values
-            N_a, reference gradients dN_a/dxi_d and the quadrature weight (None for
-            "cell"); :func:`femopt.assembly.element_kernel.isoparametric` gives dN/dx.
-        p: parameters by name (the physics' E, nu, conductivity, ... and the function's).
-        data: per-cell values the function set in ``cell_data``, by name: a scalar per
-            cell, or for a (cells, k) array a list of k scalars (``node_weight``: the
-            weights of a nodal mean, see ``region_selects``).
-    """
-
-    def __init__(self, u, rho, interp, x, n, dn, w, p, data):
-        self.u, self.rho, self.x, self.n, self.dn, self.w = u, rho, x, n, dn, w
-        self.p, self.data, self._interp = p, data, interp
-
-    @property
-    def m(self):
-        return self._interp.value(self.rho)
 
 
 class CellTerms(NamedTuple):
@@ -106,6 +88,7 @@ class IntegrandFunction(Function, metaclass=_Checked):
     """
 
     reduction: ClassVar[Reduction] = Reduction("sum")
+    generated_kernels: ClassVar[bool] = True  # on CuPy: generated CUDA, else dual arrays
     points: ClassVar[str] = "cell"
     region_selects: ClassVar[str] = "cells"
 
@@ -144,6 +127,11 @@ class IntegrandFunction(Function, metaclass=_Checked):
                       for q in range(xi.shape[0])]
         self._cache: tuple[Any, CellTerms] | None = None
 
+    @property
+    def n_points(self) -> int:
+        """Values per cell and case: the quadrature points, or 1."""
+        return len(self._quad) if self.points != "cell" else 1
+
     def integrand(self, ops: Ops, cell: Cell) -> Any:
         """One scalar per cell or point (a pair (numerator, denominator) for a ratio)."""
         raise NotImplementedError
@@ -157,6 +145,8 @@ class IntegrandFunction(Function, metaclass=_Checked):
         when the integrand reads the coordinates only through their differences
         (gradients, volumes; not positions); NumPy or CuPy."""
         xp = array_namespace(ue, rho, coords)
+        if self._kernels(xp):
+            return self._reduce(integrand_codegen.values(self, ue, rho, coords))[0]
         vals, _ = self._evaluate(xp, ue, rho, coords, slice(None), False, False)
         return self._reduce(vals)[0]
 
@@ -164,6 +154,9 @@ class IntegrandFunction(Function, metaclass=_Checked):
         """J, dJ/d(ue) (n_cases, n_cells, nd) and dJ/d(rho) (n_cells,) from gathered
         arrays of the function's cells (see :meth:`cell_value`), in their array module."""
         xp = array_namespace(ue, rho, coords)
+        if self._kernels(xp):  # the generated CUDA kernels
+            value, g = self._reduce(integrand_codegen.values(self, ue, rho, coords))
+            return CellTerms(value, *integrand_codegen.partials(self, ue, rho, coords, g))
         value, g = self._reduce(self._evaluate(xp, ue, rho, coords, slice(None),
                                                False, False)[0])
         nd = ue.shape[2]
@@ -175,6 +168,22 @@ class IntegrandFunction(Function, metaclass=_Checked):
             d_ue[:, sl] = xp.moveaxis(gd[:nd], 0, 2)
             d_rho[sl] = gd[nd].sum(axis=0)
         return CellTerms(value, d_ue, d_rho)
+
+    def _kernels(self, xp: Any) -> bool:
+        """Whether the values and partials come from the generated kernels: on CuPy
+        arrays, when ``generated_kernels`` is on and the integrand traces (else the dual
+        numbers on arrays, with a log line saying why)."""
+        if xp is np or not self.generated_kernels:
+            return False
+        if getattr(self, "_generated_source", None) is None:
+            try:
+                integrand_codegen.generated(self)
+            except (TypeError, ValueError) as exc:
+                log.warning("function '%s': no generated kernel (%s); its partials run "
+                            "as array operations", self.name, exc)
+                self.generated_kernels = False
+                return False
+        return True
 
     def coordinate_terms(self, ue: Any, rho: Any, coords: Any) -> Any:
         """dJ/d(coords) at fixed ue and rho: (n_cells, n_nodes, dim)."""
