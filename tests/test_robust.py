@@ -79,6 +79,36 @@ def test_every_realization_is_exact_on_the_cpu_and_the_grid_twin(problem):
         assert_taylor_rates(model, x, d, h0=1e-3)
 
 
+def _robust_run(model, iterations: int) -> tuple[np.ndarray, list]:
+    model.optimizer.run(model, model.x0.copy(), iterations)
+    history = np.array([[r.extra[f"objective_{k}"] for k in REALIZATIONS]
+                        for r in model.history])
+    return history, model.final_analysis(model.x)
+
+
+def run_on_both(array_module, iterations: int = 10):
+    """The robust mechanism optimized on the CPU and on the device path of
+    ``array_module``: each realization's objective in every iteration, the final values."""
+    data = {**INVERTER, "filters": [INVERTER["filters"][0],
+                                    {"type": "heaviside", "beta": 2.0, "every": 4}],
+            "design": {**INVERTER["design"], "robust": {**ROBUST, "volume_every": 3}}}
+    cpu = build(data, device="cpu")
+    dev = build({**data, "solver": GRID_SOLVER}, array_module=array_module)
+    h_cpu, (v_cpu, rho_cpu, _) = _robust_run(cpu, iterations)
+    h_dev, (v_dev, rho_dev, _) = _robust_run(dev, iterations)
+    assert h_cpu.shape == h_dev.shape == (iterations, 3)
+    np.testing.assert_allclose(h_dev, h_cpu, rtol=1e-6)
+    np.testing.assert_allclose(v_dev, v_cpu, rtol=1e-6)
+    assert np.abs(rho_dev - rho_cpu).max() <= 1e-6
+    assert cpu.realization_values.keys() == set(REALIZATIONS)
+
+
+def test_a_robust_run_on_the_grid_twin_follows_the_cpu():
+    """Ten MMA iterations with two beta steps and three volume rescales: the same
+    worst case every iteration (each realization warm-starts from its own states)."""
+    run_on_both(np)
+
+
 def test_the_optimizer_sees_the_worst_case_rows():
     model = build(INVERTER, device="cpu")
     x = model.x0.copy()
@@ -204,6 +234,13 @@ def test_gpu_robust_equals_the_cpu(problem):
     d = rng.standard_normal(cpu.n)
     assert_same_as_cpu(cpu, dev, x, values=1e-9, gradients=1e-8)
     assert_taylor_rates(dev, x, d, h0=1e-3)
+
+
+@pytest.mark.gpu
+def test_gpu_robust_run_follows_the_cpu():
+    import cupy
+
+    run_on_both(cupy)
 
 
 # -- the shipped robust force inverter ------------------------------------------------
