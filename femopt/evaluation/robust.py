@@ -118,8 +118,8 @@ def robust_design(model: Any, issues: list[Any]) -> RobustDesign | None:
     """The model's robust formulation, or None; what it cannot take is an issue located
     at ``design.robust``: no projection with a threshold after a density filter, thresholds
     out of order, an optimizer without the min-max form."""
-    options = model.problem.design.robust
-    if options is None or model.shape:
+    options = None if model.shape else model.problem.design.robust
+    if options is None:
         return None
     loaded, where = model.loaded, ("design", "robust")
     index = next((i for i, f in enumerate(model.filters)
