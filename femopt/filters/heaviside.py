@@ -34,15 +34,14 @@ class Heaviside(ProjectionFilter):
     name = "heaviside"
     summary = "Smoothed Heaviside projection with beta continuation"
     Options = HeavisideOptions
+    threshold = True
+    """The projection has a threshold eta, so it can be evaluated at others (the robust
+    formulation's eroded and dilated designs: :meth:`at_threshold`)."""
 
     def __init__(self, options: HeavisideOptions, mesh):
         super().__init__(options, mesh)
         self.beta = options.beta
         self._last_step = 0
-
-    threshold = True
-    """The projection has a threshold eta, so it can be evaluated at others (the robust
-    formulation's eroded and dilated designs: :meth:`at_threshold`)."""
 
     def projection(self, ops, x):
         return self.projection_at(ops, x, self.options.eta)
