@@ -24,6 +24,7 @@ from femopt.plugins.manager import get_manager, get_registry
 from femopt.evaluation.build import build_model
 from femopt.evaluation.model import Model
 from femopt.problem.precheck import check_before_run
+from femopt.evaluation.robust import REALIZATIONS
 from femopt.solvers.choice import choice_line
 
 
@@ -109,13 +110,13 @@ def resume(result_dir: str | Path, max_iter: int | None = None, quiet: bool = Fa
     if ck.optimizer != model.optimizer.name or ck.x.shape != (model.n,):
         raise InputError(f"{rd.path / CHECKPOINT} does not match {rd.problem_file} "
                          f"(optimizer {ck.optimizer}, {ck.x.size} design variables)")
-    if len(ck.filter_states) != len(model.filters):
+    if len(ck.filter_states) != len(model.stateful()):
         raise InputError(f"{rd.path / CHECKPOINT}: {len(ck.filter_states)} filter state(s) "
-                         f"for {len(model.filters)} filter(s)")
+                         f"for {len(model.stateful())} in the design chain")
     limit = max_iter if max_iter is not None else model.optimizer.options.max_iter
     check_before_run(model)
-    for f, state in zip(model.filters, ck.filter_states):
-        f.load_state_dict(state)
+    for part, state in zip(model.stateful(), ck.filter_states):
+        part.load_state_dict(state)
     model.optimizer.load_state_dict(
         {k: model.to_device(v) if isinstance(v, np.ndarray) else v
          for k, v in ck.optimizer_state.items()})
@@ -137,6 +138,8 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
     sha = problem_hash(problem_bytes)
     reporter = ProgressReporter(limit, stream=stream, quiet=quiet)
     extra_names = [k for f in model.filters for k in f.state()]
+    if model.robust is not None:  # each realization's objective
+        extra_names += [f"objective_{r}" for r in REALIZATIONS]
     history = HistoryWriter(out_dir / "history.csv", [b.label for b in model.bounds],
                             extra_names)
     for rec in model.history:  # resumed: the rows up to the checkpoint, nothing after
@@ -168,7 +171,7 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
             write_checkpoint(out_dir / CHECKPOINT, Checkpoint(
                 it, model.history[-1].change, converged, to_host(x), sha,
                 model.optimizer.name, optimizer.state_dict(),
-                [f.state_dict() for f in model.filters], model.objective_scale,
+                [part.state_dict() for part in model.stateful()], model.objective_scale,
                 model.evaluations, model.history))
 
     model.on_iteration = on_iteration
@@ -186,6 +189,8 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
             reporter.line(f"femopt: {note}")
         if (line := choice_line(model)) is not None:
             reporter.line(line)
+        if model.robust is not None:
+            reporter.line(f"femopt: {model.robust.describe(model.problem.unit)}")
         reporter.line(f"femopt: {model.name}: {model.mesh.n_cells} cells, "
                       f"{model.n_free} free dofs, {len(model.case_names)} load case(s), "
                       f"{action} {model.optimizer.name}, solver {model.solver.name}"
@@ -212,6 +217,8 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
             "converged": result.converged,
             "message": result.message,
         })
+        if model.realization_values is not None:
+            summary["robust"] = {**model.robust.summary(), **model.realization_values}
         np.save(out_dir / "design.npy", np.asarray(x_final))
         np.save(out_dir / "density.npy", np.asarray(rho_final))
         if series is not None and result.iterations not in series.steps:

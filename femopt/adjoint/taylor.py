@@ -72,8 +72,7 @@ def check_model_gradients(model, x: np.ndarray, direction: np.ndarray, h0: float
     """Taylor tests of the model's objective and constraints at ``x`` along
     ``direction``. A failing function is tested again with its states held fixed, which
     isolates the explicit term partial J/partial rho from the adjoint term."""
-    names = [f"objective {model.objective.name}"] + [f"constraint {b.label}"
-                                                     for b in model.bounds]
+    names = model.value_names()
     _, terms = model.values_and_gradients(x, split=True)
     state = model.last_state
     checks = []

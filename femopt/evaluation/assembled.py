@@ -48,10 +48,9 @@ class AssembledPath(EvaluationPath):
                 values.append(fn.value(state))
         return checked_values(m, values)
 
-    def values_and_gradients(self, x: np.ndarray, split: bool = False
-                             ) -> tuple[list[float], list[Any]]:
+    def design_terms(self, rho: np.ndarray, keep_state: bool = False
+                     ) -> tuple[list[float], list[tuple[Any, Any]], State | None]:
         m = self.model
-        rho, inputs = self.physical(x)
         state = self.analyse(rho)
         modal = self.modal_terms(rho)
         fns = m.functions()
@@ -77,21 +76,16 @@ class AssembledPath(EvaluationPath):
                     raise PluginError(f"the gradient of function '{fn.name}' ({what}) has "
                                       f"the shape {g.shape}, not {rho.shape}")
         check_terms(m, values, terms)
-        if split:
-            return values, [(self.chain(pr, inputs), self.chain(adj, inputs))
-                            for pr, adj in terms]
-        return values, [self.chain(pr + adj, inputs) for pr, adj in terms]
+        return values, terms, state
 
-    def values_at_fixed_state(self, x: np.ndarray, state: State) -> list[float]:
+    def design_values(self, rho: np.ndarray, state: State) -> list[float]:
         m = self.model
-        rho, _ = self.physical(x)
         fixed = State(rho, state.u, state.loads, state.weights, m)
         eigen = set(self.eigen_indices())
         return self.held_modal_values([0.0 if k in eigen else float(fn.value(fixed))
                                        for k, fn in enumerate(m.functions())])
 
-    def final_analysis(self, x: np.ndarray) -> tuple[list[float], np.ndarray, State]:
-        rho = self.physical(x)[0]
+    def design_final(self, rho: np.ndarray) -> tuple[list[float], np.ndarray, State]:
         state = self.analyse(rho)
         return self._values(state, self.modal_terms(rho, gradient=False)), rho, state
 

@@ -114,6 +114,7 @@ class DevicePath(EvaluationPath):
         # function, one per term of a sum whose terms are not all linear
         self.forms = [self._device_parts(fn) for fn in model.functions()]
         self.cg_iterations: dict[str, list[int]] = {"forward": [], "adjoint": []}
+        self._slot, self._slots = 0, {}  # the realization whose states are live, others'
 
     # -- what a subclass supplies --------------------------------------------------------
 
@@ -288,11 +289,8 @@ class DevicePath(EvaluationPath):
             terms.append((pr, adj))
         return values, terms
 
-    def values_and_gradients(self, x: Any, split: bool = False
-                             ) -> tuple[list[float], list[Any]]:
-        """With ``split`` the model's ``last_state`` keeps the states (for
-        :meth:`values_at_fixed_state`)."""
-        rho, inputs = self.physical(x)
+    def design_terms(self, rho: Any, keep_state: bool = False
+                     ) -> tuple[list[float], list[tuple[Any, Any]], State | None]:
         scale, dm = self.analyse(rho)
         self.solve_adjoints(rho)
         values, terms = self.function_terms(rho, scale, dm)
@@ -300,27 +298,41 @@ class DevicePath(EvaluationPath):
             values[k], terms[k] = value, (self.xp.zeros_like(grad), grad)
         values = checked_values(self.model, values)
         check_terms(self.model, values, terms)
-        if split:
-            self.model.last_state = State(rho, self.u.copy(), self.loads, self.weights,
-                                          self.model)
-            return values, [(self.chain(pr, inputs), self.chain(adj, inputs))
-                            for pr, adj in terms]
-        return values, [self.chain(pr + adj, inputs) for pr, adj in terms]
+        state = (State(rho, self.u.copy(), self.loads, self.weights, self.model)
+                 if keep_state else None)
+        return values, terms, state
 
-    def values_at_fixed_state(self, x: Any, state: State) -> list[float]:
-        rho, _ = self.physical(x)
+    def design_values(self, rho: Any, state: State) -> list[float]:
         return self.held_modal_values(self.function_terms(rho, None, None, u=state.u)[0])
 
-    def final_analysis(self, x: Any) -> tuple[list[float], np.ndarray, State]:
+    def design_final(self, rho: Any) -> tuple[list[float], np.ndarray, State]:
         """The forward solve and the values (no adjoints); fields copied to the host."""
         m = self.model
-        rho, _ = self.physical(x)
         self.analyse(rho)
         values = self.function_terms(rho, None, None, u=self.u)[0]
         for k, (value, _) in self.modal_terms(rho, gradient=False).items():
             values[k] = value
         rho = to_host(rho)
         return values, rho, State(rho, self.host_states(), m.loads, m.weights, m)
+
+    def use_slot(self, k: int) -> None:
+        """Keep the states and adjoint solutions of each realization apart, so that each
+        warm-starts from its own last solves (a robust problem holds three sets)."""
+        if k == self._slot:
+            return
+        forms = self._parts()
+        self._slots[self._slot] = (self.u, self.solved,
+                                   [(f.mu, f.solved) for f in forms])
+        if k in self._slots:
+            self.u, self.solved, kept = self._slots.pop(k)
+            for f, (mu, solved) in zip(forms, kept):
+                f.mu, f.solved = mu, solved
+        else:  # a realization's first solves: fresh arrays, cold starts
+            self.u, self.solved = self.xp.zeros_like(self.u), False
+            for f in forms:
+                f.mu = None if f.mu is None else self.xp.zeros_like(f.mu)
+                f.solved = False
+        self._slot = k
 
     def cheap_constraints(self, x: Any) -> np.ndarray:
         """Every bound is rho-only here: its device parts' density weights and cell

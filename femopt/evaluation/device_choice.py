@@ -57,6 +57,8 @@ def choose_device(model: Any, requested: str | None, array_module: Any) -> Any:
                 model)
         else:
             need = mesh_device.estimate_bytes(model)
+        if model.robust is not None:  # two more realizations' states and adjoints
+            need += 2 * 2 * 8 * model.n_dofs * len(model.case_names)
         free, total = gpu_memory()
         if need > free:
             raise InputError(

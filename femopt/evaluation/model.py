@@ -19,6 +19,7 @@ from femopt.evaluation.assembled import AssembledPath
 from femopt.evaluation.device_choice import choose_device, shape_device
 from femopt.evaluation.function_checks import check_functions
 from femopt.evaluation.path import EvaluationPath
+from femopt.evaluation.robust import REALIZATIONS, robust_design
 from femopt.mesh.plugin import locate
 from femopt.objectives.base import Function, State
 from femopt.optimizers.base import Evaluation
@@ -47,6 +48,7 @@ class Bound:
     limit: float
 
     natural: bool = False  # scale by the function's natural_scale instead of 1/|limit|
+    factor: float = 1.0  # the limit in force is limit * factor (a robust dilated volume)
 
     def _scale(self) -> float:
         if self.natural:
@@ -55,7 +57,8 @@ class Bound:
 
     def normalized(self, value: float) -> float:
         """g <= 0 when satisfied: (value - limit) or (limit - value), scaled."""
-        d = value - self.limit if self.kind == "max" else self.limit - value
+        limit = self.limit * self.factor
+        d = value - limit if self.kind == "max" else limit - value
         return d * self._scale()
 
     def sign_scale(self) -> float:
@@ -168,6 +171,8 @@ class Model:
         self.optimizer = (self._create("optimizer", sec["optimizer"], issues)
                           if not self.shape else None)
         check_functions(self, issues)  # maximize, static, functions of eigenvalues
+        # the robust formulation: three realizations of the design (evaluation/robust)
+        self.robust = robust_design(self, issues) if not issues else None
         if self.solver is not None and not self.physics.symmetric:
             try:  # e.g. the direct solver switches from Cholesky to LU
                 self.solver.require_nonsymmetric()
@@ -231,6 +236,7 @@ class Model:
         self.history: list[IterationRecord] = []
         self.last_state: State | None = None
         self.evaluations = 0
+        self.realization_values: dict | None = None  # a robust problem's, at the end
         self._t_last = time.perf_counter()
         if self.shape:
             from femopt.shape.setup import shape_optimizer
@@ -328,6 +334,13 @@ class Model:
     def functions(self) -> list[Function]:
         return [self.objective] + [b.function for b in self.bounds]
 
+    def value_names(self) -> list[str]:
+        """What each entry of :meth:`values_and_gradients` is: the objective (at each
+        realization of a robust problem), then each constraint."""
+        name = f"objective {self.objective.name}"
+        objective = [name] if self.robust is None else [f"{name} ({r})" for r in REALIZATIONS]
+        return objective + [f"constraint {b.label}" for b in self.bounds]
+
     def values_and_gradients(self, x: Any, split: bool = False
                              ) -> tuple[list[float], list[Any]]:
         """Raw values of objective and constraint functions and their exact gradients
@@ -355,8 +368,15 @@ class Model:
         volume through linear filters), else None: OC then bisects without filtering."""
         return self.path.linear_constraint()
 
+    def stateful(self) -> list[Any]:
+        """What changes in the design chain during a run (``state_dict`` and
+        ``load_state_dict``, for checkpoints): the filters, then the robust formulation."""
+        return self.filters + ([self.robust] if self.robust is not None else [])
+
     def advance_continuation(self, iteration: int, change: float) -> bool:
         tol = getattr(self.optimizer.options, "tol", 0.01)
+        if self.robust is not None:
+            self.robust.advance(iteration)
         stepped = False
         for f in self.filters:
             stepped |= f.advance(iteration, change, tol)
@@ -365,6 +385,7 @@ class Model:
     def report(self, iteration: int, x: np.ndarray, ev: Evaluation, change: float) -> bool:
         now = time.perf_counter()
         extra = {k: v for f in self.filters for k, v in f.state().items()}
+        extra.update({k: v for k, v in ev.info.items() if k.startswith("objective_")})
         rec = IterationRecord(iteration, ev.info["objective"],
                               {b.label: ev.info[b.label] for b in self.bounds},
                               change, now - self._t_last, extra)

@@ -19,6 +19,7 @@ import numpy as np
 
 from femopt.backend import array_namespace
 from femopt.errors import PluginError, RunError
+from femopt.evaluation.robust import INTERMEDIATE, REALIZATIONS
 from femopt.objectives.base import State
 from femopt.optimizers.base import Evaluation
 
@@ -46,23 +47,58 @@ class EvaluationPath:
     # -- the design chain ------------------------------------------------------------
 
     def physical(self, x: Any) -> tuple[Any, list[Any]]:
-        """rho from x through the filters; also each filter's input (for the chain rule)."""
+        """rho from x through the filters; also each filter's input (for the chain rule).
+        In a robust problem this is the intermediate design."""
+        return self._through(self.stages, x)
+
+    def _through(self, stages: list[Any], x: Any) -> tuple[Any, list[Any]]:
         inputs = []
         y = x
-        for f in self.stages:
+        for f in stages:
             inputs.append(y)
             y = f.forward(y)
         rho = y.astype(self.xp.float64, copy=True)
         rho[self.passive_idx] = self.passive_val
         return rho, inputs
 
-    def chain(self, grad_rho: Any, inputs: list[Any]) -> Any:
+    def chain(self, grad_rho: Any, inputs: list[Any], stages: list[Any] | None = None
+              ) -> Any:
         """dJ/dx from dJ/drho through the filters (passive cells get 0)."""
         g = grad_rho.copy()
         g[self.passive_idx] = 0.0
-        for f, xin in zip(reversed(self.stages), reversed(inputs)):
+        stages = self.stages if stages is None else stages
+        for f, xin in zip(reversed(stages), reversed(inputs)):
             g = f.backward(xin, g)
         return g
+
+    def realizations(self, x: Any) -> tuple[list[Any], list[list[Any]], list[list[Any]]]:
+        """The physical designs of ``x``: [rho], or a robust problem's [rho_e, rho_i,
+        rho_d] (the stages before the projection run once); with each one's filter
+        stages and their inputs (for the chain rule)."""
+        robust = self.model.robust
+        if robust is None:
+            rho, inputs = self.physical(x)
+            return [rho], [self.stages], [inputs]
+        p = robust.index
+        shared, y = [], x
+        for f in self.stages[:p]:
+            shared.append(y)
+            y = f.forward(y)
+        rhos, chains, traces = [], [], []
+        for k in range(len(REALIZATIONS)):
+            stages = robust.stages(self.stages, k)
+            rho, inputs = self._through(stages[p:], y)
+            rhos.append(rho)
+            chains.append(stages)
+            traces.append(shared + inputs)
+        return rhos, chains, traces
+
+    def rows(self) -> list[tuple[int, int]]:
+        """(realization, function) of every value :meth:`values_and_gradients` returns."""
+        n = len(self.model.bounds) + 1
+        if self.model.robust is None:
+            return [(0, i) for i in range(n)]
+        return self.model.robust.rows(n)
 
     def modify_objective_gradient(self, x: Any, df: Any) -> Any:
         """The heuristic filters' rewrite of the objective gradient, in chain order."""
@@ -71,21 +107,84 @@ class EvaluationPath:
                 df = f.modify_objective_gradient(x, df)
         return df
 
-    # -- analysis ----------------------------------------------------------------------
+    # -- analysis of one physical design (each backend's own) ---------------------------
+
+    def use_slot(self, k: int) -> None:
+        """Realization ``k`` comes next (a backend that warm-starts its solves keeps
+        the last states of each realization)."""
+
+    def design_terms(self, rho: Any, keep_state: bool = False
+                     ) -> tuple[list[float], list[tuple[Any, Any]], State | None]:
+        """Values of every function at densities ``rho`` and the pairs (partial_rho,
+        adjoint term) of dJ/drho; with ``keep_state`` also the states (else None)."""
+        raise NotImplementedError
+
+    def design_values(self, rho: Any, state: State) -> list[float]:
+        """Function values at densities ``rho`` with the states of ``state`` fixed."""
+        raise NotImplementedError
+
+    def design_final(self, rho: Any) -> tuple[list[float], np.ndarray, State]:
+        """Values, densities and states at ``rho`` (the latter two on the host)."""
+        raise NotImplementedError
+
+    # -- analysis of a design x: every realization, the rows the optimizer sees ---------
 
     def values_and_gradients(self, x: Any, split: bool = False
                              ) -> tuple[list[float], list[Any]]:
         """Raw values of objective and constraints and their exact gradients w.r.t. x;
-        with ``split`` each gradient is the pair (partial_rho term, adjoint term)."""
-        raise NotImplementedError
+        with ``split`` each gradient is the pair (partial_rho term, adjoint term) and the
+        model's ``last_state`` keeps the states (a list, one per realization, in a
+        robust problem). A robust problem's values are the objective at each
+        realization, then every constraint at its own (:meth:`rows`)."""
+        rhos, chains, traces = self.realizations(x)
+        results = []
+        for k, rho in enumerate(rhos):
+            self.use_slot(k)
+            results.append(self.design_terms(rho, keep_state=split))
+        if self.model.robust is not None:
+            self.model.robust.observe([r[0] for r in results])
+        if split:
+            states = [r[2] for r in results]
+            self.model.last_state = states[0] if len(states) == 1 else states
+        values, grads = [], []
+        for k, i in self.rows():
+            pr, adj = results[k][1][i]
+            values.append(results[k][0][i])
+            if split:
+                grads.append((self.chain(pr, traces[k], chains[k]),
+                              self.chain(adj, traces[k], chains[k])))
+            else:
+                grads.append(self.chain(pr + adj, traces[k], chains[k]))
+        return values, grads
 
-    def values_at_fixed_state(self, x: Any, state: State) -> list[float]:
-        """Function values at the densities of ``x`` with the states of ``state`` fixed."""
-        raise NotImplementedError
+    def values_at_fixed_state(self, x: Any, state: Any) -> list[float]:
+        """Function values at the densities of ``x`` with the states of ``state`` (one
+        per realization in a robust problem) held fixed."""
+        rhos = self.realizations(x)[0]
+        states = state if isinstance(state, list) else [state]
+        values = [self.design_values(rho, st) for rho, st in zip(rhos, states)]
+        return [values[k][i] for k, i in self.rows()]
 
     def final_analysis(self, x: Any) -> tuple[list[float], np.ndarray, State]:
-        """Function values, densities and states at ``x`` (the latter two on the host)."""
-        raise NotImplementedError
+        """Function values, densities and states at ``x`` (the latter two on the host).
+        A robust problem gives the worst objective of its realizations and each
+        constraint at its own, the intermediate design's densities and states, and
+        keeps every realization's objective and mean density in the model's
+        ``realization_values``."""
+        rhos = self.realizations(x)[0]
+        if self.model.robust is None:
+            return self.design_final(rhos[0])
+        finals = []
+        for k, rho in enumerate(rhos):
+            self.use_slot(k)
+            finals.append(self.design_final(rho))
+        values = [finals[k][0][i] for k, i in self.rows()]
+        self.model.realization_values = {
+            name: {"objective": finals[k][0][0], "mean_density": float(np.mean(finals[k][1]))}
+            for k, name in enumerate(REALIZATIONS)}
+        _, rho, state = finals[INTERMEDIATE]
+        n = len(REALIZATIONS)
+        return [max(values[:n])] + values[n:], rho, state
 
     def linear_constraint(self) -> tuple[Any, float] | None:
         """(w, b) when the one constraint is g(x) = w . x + b, else None."""
@@ -155,23 +254,37 @@ class EvaluationPath:
     def evaluation(self, x: Any, values: list[float], grads: list[Any]) -> Evaluation:
         """What the optimizer sees from the raw values and gradients at ``x``: the
         objective divided by its first value (when the optimizer normalises), the
-        heuristic filters' objective gradient, constraints g <= 0."""
+        heuristic filters' objective gradient, constraints g <= 0. A robust problem's
+        objective is the worst of its realizations: their scaled values lead ``g`` as
+        the rows MMA bounds by its z (``Evaluation.worst_case``)."""
         xp, m = array_namespace(x), self.model
         m.evaluations += 1
-        f, df = values[0], grads[0]
-        df = self.modify_objective_gradient(x, df)
+        k = 1 if m.robust is None else len(REALIZATIONS)
+        fs = list(values[:k])
+        dfs = [self.modify_objective_gradient(x, d) for d in grads[:k]]
         if m.maximize:  # the optimizers minimize: -J, reported as J
-            f, df, values = -f, -df, [f, *values[1:]]
-        if not np.isfinite(f) or not bool(xp.isfinite(df).all()):
+            fs, dfs = [-v for v in fs], [-d for d in dfs]
+        f = max(fs)
+        if not all(map(np.isfinite, fs)) or not all(bool(xp.isfinite(d).all()) for d in dfs):
             raise RunError(f"the objective or its gradient is not finite (objective {f})")
         if m.evaluations == 1 and m.normalize and f != 0:
             m.objective_scale = 1.0 / abs(f)
-        g = xp.asarray([b.normalized(v) for b, v in zip(m.bounds, values[1:])],
-                       dtype=xp.float64)
-        dg = (xp.stack([b.sign_scale() * gr for b, gr in zip(m.bounds, grads[1:])])
-              if m.bounds else xp.zeros((0, m.n)))
-        info = {"objective": values[0], **{b.label: v for b, v in zip(m.bounds, values[1:])}}
-        return Evaluation(f * m.objective_scale, df * m.objective_scale, g, dg, info)
+        s = m.objective_scale
+        bounds, cv, cg = m.bounds, values[k:], grads[k:]
+        g = [b.normalized(v) for b, v in zip(bounds, cv)]
+        dg = [b.sign_scale() * gr for b, gr in zip(bounds, cg)]
+        info = {"objective": -f if m.maximize else f,
+                **{b.label: v for b, v in zip(bounds, cv)}}
+        if k == 1:
+            df = dfs[0] * s
+        else:  # min z s.t. f_k <= z: the objective rows lead the constraints
+            g = [fk * s for fk in fs] + g
+            dg = [d * s for d in dfs] + dg
+            df = xp.zeros_like(dfs[0])
+            info.update({f"objective_{r}": v for r, v in zip(REALIZATIONS, values[:k])})
+        g = xp.asarray(g, dtype=xp.float64)
+        dg = xp.stack(dg) if dg else xp.zeros((0, m.n))
+        return Evaluation(f * s, df, g, dg, info, worst_case=0 if k == 1 else k)
 
 
 def check_terms(model: Any, values: list[float], terms: list[tuple[Any, Any]]) -> None:

@@ -34,19 +34,27 @@ class Heaviside(ProjectionFilter):
     name = "heaviside"
     summary = "Smoothed Heaviside projection with beta continuation"
     Options = HeavisideOptions
+    threshold = True
+    """The projection has a threshold eta, so it can be evaluated at others (the robust
+    formulation's eroded and dilated designs: :meth:`at_threshold`)."""
 
     def __init__(self, options: HeavisideOptions, mesh):
         super().__init__(options, mesh)
         self.beta = options.beta
         self._last_step = 0
 
-    def _den(self) -> float:
-        b, e = self.beta, self.options.eta
-        return math.tanh(b * e) + math.tanh(b * (1 - e))
-
     def projection(self, ops, x):
-        b, e = self.beta, self.options.eta
-        return (math.tanh(b * e) + ops.tanh(b * (x - e))) / self._den()
+        return self.projection_at(ops, x, self.options.eta)
+
+    def projection_at(self, ops, x, eta: float):
+        """The projection of ``x`` at the threshold ``eta`` with the current beta."""
+        b = self.beta
+        den = math.tanh(b * eta) + math.tanh(b * (1 - eta))
+        return (math.tanh(b * eta) + ops.tanh(b * (x - eta))) / den
+
+    def at_threshold(self, eta: float) -> "ThresholdView":
+        """This projection at the threshold ``eta``, following this filter's beta."""
+        return ThresholdView(self, eta)
 
     def advance(self, iteration: int, change: float, tol: float) -> bool:
         if self.beta >= self.options.beta_max:
@@ -68,3 +76,19 @@ class Heaviside(ProjectionFilter):
     def load_state_dict(self, state: dict) -> None:
         self.beta = float(state["beta"])
         self._last_step = int(state["last_step"])
+
+
+class ThresholdView(ProjectionFilter):
+    """A Heaviside projection evaluated at another threshold: one of the robust
+    formulation's realizations. It reads its parent's beta, so continuation steps every
+    realization at once; its chain rule is the parent's projection differentiated by a
+    dual number, as for every projection."""
+
+    name = "heaviside"
+
+    def __init__(self, parent: Heaviside, eta: float):
+        super().__init__(parent.options, parent.mesh)
+        self.parent, self.eta = parent, eta
+
+    def projection(self, ops, x):
+        return self.parent.projection_at(ops, x, self.eta)

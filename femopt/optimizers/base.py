@@ -24,6 +24,11 @@ class Evaluation:
     g: Any  # (m,)
     dg: Any  # (m, n)
     info: dict = field(default_factory=dict)  # unscaled values for logging
+    worst_case: int = 0
+    """The first ``worst_case`` rows of ``g`` and ``dg`` are not constraints but the
+    objective of each realization of a robust problem, f_k (scaled; ``df`` is zero): the
+    optimizer minimizes their largest, min z subject to f_k(x) <= z. Only optimizers that
+    declare ``worst_case = True`` receive such evaluations."""
 
 
 class DesignProblem(Protocol):
@@ -151,7 +156,7 @@ class StepOptimizer:
             else:
                 objectives.append(history[-1].objective if history else float(ev.f))
             stalled = (ftol is not None and not stepped and objective_stalled(objectives, ftol)
-                       and (problem.m == 0 or float(xp.max(ev.g)) <= FEASIBLE))
+                       and (problem.m == 0 or float(xp.max(ev.g[ev.worst_case:])) <= FEASIBLE))
             converged = not stepped and (change < tol or stalled)
             if end_iteration is not None:
                 end_iteration(it, x, self, converged)

@@ -287,7 +287,7 @@ def mma_subsolve(low, upp, alpha, beta, p0, q0, P, Q, b, *, a0: float = 1.0, a=N
 def mma_step(x, xmin, xmax, df0, g, dg, *, xold1=None, xold2=None, low=None, upp=None,
              move: float = 0.5, asyinit: float = 0.5, asyincr: float = 1.2,
              asydecr: float = 0.7, c: float = 1000.0, a0: float = 1.0,
-             d: float = 1.0) -> MMAStep:
+             d: float = 1.0, a=None) -> MMAStep:
     """One MMA iteration: asymptotes, approximation, subproblem solve.
 
     Args:
@@ -298,7 +298,9 @@ def mma_step(x, xmin, xmax, df0, g, dg, *, xold1=None, xold2=None, low=None, upp
             previous asymptotes (None at the start).
         move: largest change of a variable, as a fraction of its bound range.
         asyinit, asyincr, asydecr: asymptote initialization and adaptation factors.
-        c, a0, d: weights of the artificial variables (a_i = 0).
+        c, a0, d, a: weights of the artificial variables (a: (m,), default 0). With
+            df0 = 0, a0 = 1 and a_i = 1 on some rows, the step minimizes the largest of
+            those rows (z bounds them; z >= 0, so they must be positive: shift them).
 
     Returns:
         An :class:`MMAStep` whose arrays have ``x``'s array module and dtype.
@@ -324,7 +326,7 @@ def mma_step(x, xmin, xmax, df0, g, dg, *, xold1=None, xold2=None, low=None, upp
     alpha, beta, p0, q0, P, Q, b = mma_approximation(
         x64, xmin64, xmax64, low64, upp64, f64(df0).reshape(n), g64, dg64, move)
     x_new, y, z, lam = mma_subsolve(low64, upp64, alpha, beta, p0, q0, P, Q, b,
-                                    a0=a0, c=c, d=d)
+                                    a0=a0, a=a, c=c, d=d)
     dtype = x.dtype
     return MMAStep(
         x=xp.clip(x_new, xmin64, xmax64).astype(dtype),

@@ -43,6 +43,7 @@ class MMA(StepOptimizer, Component):
 
     name = "mma"
     device_arrays = True  # the update runs in the design's array module (GPU paths)
+    worst_case = True  # minimizes the largest of several objectives (robust problems)
     summary = "Method of Moving Asymptotes (Svanberg): any number of constraints"
     Options = MMAOptions
 
@@ -83,8 +84,11 @@ class MMA(StepOptimizer, Component):
         if self.low is None:
             self.low, self.upp = xp.zeros_like(x), xp.zeros_like(x)
         sub = (lambda a: None if a is None else a[free])  # noqa: E731
+        g, a = ev.g, None
+        if ev.worst_case:
+            g, a = worst_case_rows(ev.g, ev.worst_case)
         step = mma_step(
-            x[free], xmin[free], xmax[free], ev.df[free], ev.g, ev.dg[:, free],
+            x[free], xmin[free], xmax[free], ev.df[free], g, ev.dg[:, free], a=a,
             xold1=sub(self.xold1), xold2=sub(self.xold2),
             low=None if self.xold1 is None else self.low[free],
             upp=None if self.xold1 is None else self.upp[free],
@@ -97,3 +101,18 @@ class MMA(StepOptimizer, Component):
         x_new = x.copy()
         x_new[free] = step.x
         return x_new
+
+
+def worst_case_rows(g: Any, k: int) -> tuple[Any, Any]:
+    """The constraint values and weights a_i of MMA's min-max form: the first ``k`` rows
+    of ``g`` are objectives f_k, bounded by MMA's variable z (a_i = 1) whose weight a0 = 1
+    makes it the subproblem's objective. The subproblem keeps z >= 0, so the rows are
+    shifted by a constant well above their magnitude: a constant changes neither the
+    convex approximations nor which x is optimal, only z."""
+    xp = array_namespace(g)
+    shift = 10.0 * (1.0 + float(xp.max(xp.abs(g[:k]))))
+    a = xp.zeros(g.shape[0], dtype=xp.float64)
+    a[:k] = 1.0
+    g = g.astype(xp.float64, copy=True)
+    g[:k] += shift
+    return g, a

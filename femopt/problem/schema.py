@@ -134,6 +134,35 @@ class Passive(Strict):
     """Density held at 1 (solid) or 0 (void)."""
 
 
+class Robust(Strict):
+    """The robust formulation (Sigmund 2009; Wang, Lazarov and Sigmund 2011): the filtered
+    design is projected at three thresholds, eta_eroded > eta (the projection filter's
+    own, the intermediate design) > eta_dilated, and the optimizer minimizes the worst
+    of the objective's three values. The intermediate design then has a minimum size of
+    solid and of void set by the filter radius and the thresholds (femopt prints it).
+    Needs a projection filter (heaviside) after a density filter, and MMA."""
+
+    eta_eroded: float = Field(0.75, gt=0, lt=1)
+    """Threshold of the eroded design (above the projection's eta)."""
+    eta_dilated: float = Field(0.25, gt=0, lt=1)
+    """Threshold of the dilated design (below the projection's eta)."""
+    volume_on: Literal["dilated", "intermediate"] = "dilated"
+    """The design a volume constraint bounds: the dilated one, its limit rescaled every
+    `volume_every` iterations so that the intermediate design has the volume asked for
+    (Wang et al. 2011), or the intermediate one itself. Other constraints bound the
+    intermediate design."""
+    volume_every: int = Field(20, gt=0)
+    """Iterations between updates of the dilated design's volume limit."""
+
+    @model_validator(mode="after")
+    def _order(self):
+        if not self.eta_dilated < self.eta_eroded:
+            raise ValueError(f"the thresholds must satisfy eta_dilated < eta_eroded, got "
+                             f"eta_dilated {self.eta_dilated:g} and eta_eroded "
+                             f"{self.eta_eroded:g}")
+        return self
+
+
 class Design(Strict):
     """A density design (topology optimization): one density per cell."""
 
@@ -146,6 +175,8 @@ class Design(Strict):
     """Material interpolation."""
     passive: list[Passive] = []
     """Regions held solid or void."""
+    robust: Robust | None = None
+    """The robust formulation: a minimum size of solid and void (see `design.robust`)."""
 
 
 class Slide(Strict):
