@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import Field
 
 from femopt.plugins.registry import Options
-from femopt.solvers.pcg import CGInfo, PCGSolver, pcg
+from femopt.solvers.pcg import CGInfo, PCGSolver, not_converged, pcg
 
 
 class AMGOptions(Options):
@@ -164,8 +164,6 @@ class AMGSolver(PCGSolver):
         return self._solve_one(b, transpose, 0, x0)
 
     def _solve_one(self, b: np.ndarray, transpose: bool, slot: int, x0: Any) -> np.ndarray:
-        from femopt.errors import SolverError
-
         emb = self.embedding if self.operator is not self.matrix else None
         rhs = emb.expand(b) if emb is not None else b
         if x0 is None:
@@ -178,10 +176,7 @@ class AMGSolver(PCGSolver):
                       self.options.rtol, self.options.max_iter)
         self.last = info
         if not info.converged:
-            hist = ", ".join(f"{r:.2e}" for r in info.residuals[-5:])
-            raise SolverError(f"{self.label} did not converge in {info.iterations} "
-                              f"iterations to rtol {self.options.rtol:g} "
-                              f"(last residuals: {hist})", residuals=info.residuals)
+            raise not_converged(self.label, info, self.options.rtol)
         self._warm[(transpose, slot)] = x
         return x[emb.free] if emb is not None else x
 
