@@ -154,7 +154,7 @@ class AMGSolver(PCGSolver):
         return b[self.free] if b.shape[0] != self.matrix.shape[0] else b
 
     def precondition(self, r):
-        return self.hierarchy.vcycle(r)
+        return self.hierarchy.precondition(r)
 
     def solve(self, b, transpose: bool = False, x0=None):
         if b.ndim == 2:

@@ -35,6 +35,7 @@ import numpy as np
 OMEGA = 4.0 / 3.0  # Jacobi weight of the prolongator smoother, over rho(D^-1 A)
 CHEB_INTERVAL = (1.0 / 30.0, 1.1)  # the smoother's interval, as fractions of rho(D^-1 A)
 LANCZOS_STEPS = 12
+DEGREE = (3, 3)  # Chebyshev degree on the finest level, on the coarser ones
 
 
 def sparse_module(xp: Any) -> Any:
@@ -49,7 +50,7 @@ def sparse_module(xp: Any) -> Any:
 
 
 def build_structure(matrix: Any, near_null: np.ndarray | None, max_coarse: int = 500,
-                    max_levels: int = 10) -> list[Any]:
+                    max_levels: int = 10, theta: float = 0.0) -> list[Any]:
     """The tentative prolongators T_0, T_1, ... of ``matrix`` (host SciPy CSR or BSR; a BSR
     block is a node) for the near-null space ``near_null`` (n, m) (None: constants).
 
@@ -62,7 +63,7 @@ def build_structure(matrix: Any, near_null: np.ndarray | None, max_coarse: int =
     b = np.ones((a.shape[0], 1)) if near_null is None else np.asarray(near_null, float)
     ts: list[Any] = []
     while a.shape[0] > max_coarse and len(ts) + 1 < max_levels:
-        strength = symmetric_strength_of_connection(a, 0.0)
+        strength = symmetric_strength_of_connection(a, theta if ts else 0.0)
         agg = standard_aggregation(strength)[0]
         if agg.shape[1] == 0 or agg.shape[1] * b.shape[1] >= a.shape[0]:
             break  # no coarsening left
@@ -114,7 +115,7 @@ def _spectral_radius(a: Any, dinv: Any, xp: Any, v0: Any, steps: int = LANCZOS_S
     s = xp.sqrt(dinv)
     n = a.shape[0]
     if v0 is None:
-        v0 = xp.asarray(np.random.default_rng(0).random(n))
+        v0 = xp.asarray(np.random.default_rng(0).random(n), dtype=a.dtype)
     v = v0 / float(xp.linalg.norm(v0))
     basis, alphas, betas = [], [], []
     v_prev, beta = None, 0.0
@@ -152,17 +153,21 @@ class SAHierarchy:
 
     Args:
         prolongators: :func:`build_structure`'s tentative prolongators (host SciPy).
-        xp: numpy or cupy. degree: the Chebyshev smoother's degree. cycle: "V" or "W".
+        xp: numpy or cupy. degree: the Chebyshev smoother's degree on the finest level
+            and on the coarser ones. cycle: "V" or "W".
     """
 
-    def __init__(self, prolongators: list[Any], xp: Any = np, degree: int = 3,
-                 cycle: str = "V"):
+    def __init__(self, prolongators: list[Any], xp: Any = np,
+                 degree: tuple[int, int] = DEGREE, cycle: str = "V",
+                 dtype: Any = np.float32):
         self.xp, self.sp, self.degree = xp, sparse_module(xp), degree
+        self.dtype = dtype
         self.visits = 2 if cycle == "W" else 1  # coarse corrections per level
         self.levels = [Level(t=self._to_device(t)) for t in prolongators] + [Level()]
         self.coarse_inv = None
 
     def _to_device(self, m: Any) -> Any:
+        m = m.astype(self.dtype)
         if self.xp is np:
             return m
         return self.sp.csr_matrix(m.tocsr())
@@ -171,26 +176,28 @@ class SAHierarchy:
         """New values of the finest operator ``matrix`` (same pattern as before, same
         format as the structure was built for): recompute every level's values."""
         xp = self.xp
-        a = matrix
+        a = matrix if matrix.dtype == self.dtype else matrix.astype(self.dtype)
         for lev in self.levels[:-1]:
             lev.a = a
             lev.dinv = _inv_diag(xp, a.diagonal())
-            lev.rho, lev.ritz = _spectral_radius(a, lev.dinv, xp, lev.ritz)
+            lev.rho, lev.ritz = _spectral_radius(a, lev.dinv, xp, lev.ritz, LANCZOS_STEPS)
             lev.p = _smooth(lev.t, a, lev.dinv, lev.rho)
             lev.pt = lev.p.T
             if xp is not np:
                 lev.pt = lev.pt.tocsr()
+            elif lev.pt.format == "bsr":  # the transpose's blocks are strided views
+                lev.pt.data = np.ascontiguousarray(lev.pt.data)
             a = lev.pt @ (a @ lev.p)
             if xp is np and lev.p.format == "bsr":
                 a = a.tobsr(blocksize=(lev.p.blocksize[1],) * 2)
         last = self.levels[-1]
         last.a = a
-        dense = a.toarray()
+        dense = a.toarray().astype(xp.float64)
         dense = 0.5 * (dense + dense.T)
         w, v = xp.linalg.eigh(dense)
         cut = float(xp.abs(w).max()) * 1e-12 if w.size else 0.0
         winv = xp.where(xp.abs(w) > cut, 1.0 / xp.where(w == 0, 1.0, w), 0.0)
-        self.coarse_inv = (v * winv) @ v.T
+        self.coarse_inv = ((v * winv) @ v.T).astype(self.dtype)
 
     def sizes(self) -> list[tuple[int, int]]:
         """(rows, stored entries) per level, finest first."""
@@ -205,7 +212,7 @@ class SAHierarchy:
         d = lev.dinv * r / theta
         x = d.copy() if x is None else x + d
         rk = 1.0 / sigma
-        for _ in range(self.degree - 1):
+        for _ in range(self.degree[lev is not self.levels[0]] - 1):
             r -= lev.a @ d
             rn = 1.0 / (2.0 * sigma - rk)
             d = (rn * rk) * d + (2.0 * rn / delta) * (lev.dinv * r)
@@ -213,8 +220,12 @@ class SAHierarchy:
             x += d
         return x
 
+    def precondition(self, r: Any) -> Any:
+        """M^-1 r by one cycle, in the hierarchy's precision (r's dtype back)."""
+        return self.vcycle(r.astype(self.dtype)).astype(r.dtype)
+
     def vcycle(self, b: Any, level: int = 0) -> Any:
-        """One cycle (V or W) for A_level x = b from x = 0: the preconditioner."""
+        """One cycle (V or W) for A_level x = b from x = 0."""
         if level == len(self.levels) - 1:
             return self.coarse_inv @ b
         lev = self.levels[level]
