@@ -54,7 +54,8 @@ def _operator(model, seed: int):
 
 def test_values_per_design_equal_a_galerkin_product_from_scratch(bracket):
     """After a new design only the values change: the coarse operators equal P^T A P of
-    the new design's P, and every level keeps its size."""
+    the new design's P (to the hierarchy's float32 precision), every level keeps its
+    size."""
     solver = bracket.solver
     _operator(bracket, 1)
     sizes = solver.hierarchy.sizes()
@@ -68,9 +69,9 @@ def test_values_per_design_equal_a_galerkin_product_from_scratch(bracket):
         rho = np.abs(np.linalg.eigvals(dinv[:, None] * dense_a)).max()
         assert lev.rho == pytest.approx(rho, rel=0.02)  # Lanczos: 12 steps
         p = lev.t.toarray() - (4 / 3 / lev.rho) * dinv[:, None] * (dense_a @ lev.t.toarray())
-        assert np.abs(lev.p.toarray() - p).max() <= 1e-12 * np.abs(p).max()
+        assert np.abs(lev.p.toarray() - p).max() <= 1e-5 * np.abs(p).max()
         coarse = p.T @ dense_a @ p
-        assert np.abs(nxt.a.toarray() - coarse).max() <= 1e-10 * np.abs(coarse).max()
+        assert np.abs(nxt.a.toarray() - coarse).max() <= 1e-5 * np.abs(coarse).max()
         a = nxt.a
 
 

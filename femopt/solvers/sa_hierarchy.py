@@ -50,29 +50,35 @@ def sparse_module(xp: Any) -> Any:
 
 
 def build_structure(matrix: Any, near_null: np.ndarray | None, max_coarse: int = 500,
-                    max_levels: int = 10, theta: float = 0.0) -> list[Any]:
+                    max_levels: int = 10) -> list[Any]:
     """The tentative prolongators T_0, T_1, ... of ``matrix`` (host SciPy CSR or BSR; a BSR
     block is a node) for the near-null space ``near_null`` (n, m) (None: constants).
 
-    Builds each level's values once (with this matrix) only to aggregate the next one.
+    Only the pattern matters: every entry is a strong connection (pyamg's symmetric
+    strength at theta = 0). The next level aggregates on the graph of the tentative
+    coarse operator T^T A T, that is aggregates that share a matrix entry; the smoothed
+    Galerkin operator's pattern (pyamg's choice) links aggregates two apart as well,
+    which makes few, huge aggregates on the second coarse level (on the 100k-tet bracket
+    6,336 -> 144 rows and 46 CG iterations, against 6,336 -> 414 and 33 here). No values
+    are needed: the structure costs one aggregation per level.
     """
     from pyamg.aggregation import fit_candidates, standard_aggregation
     from pyamg.strength import symmetric_strength_of_connection
 
     a = matrix
     b = np.ones((a.shape[0], 1)) if near_null is None else np.asarray(near_null, float)
+    strength = symmetric_strength_of_connection(a, 0.0)
+    rows, block = a.shape[0], (a.blocksize[0] if a.format == "bsr" else 1)
     ts: list[Any] = []
-    while a.shape[0] > max_coarse and len(ts) + 1 < max_levels:
-        strength = symmetric_strength_of_connection(a, theta if ts else 0.0)
-        agg = standard_aggregation(strength)[0]
-        if agg.shape[1] == 0 or agg.shape[1] * b.shape[1] >= a.shape[0]:
+    while rows > max_coarse and len(ts) + 1 < max_levels:
+        agg = standard_aggregation(strength)[0].tocsr()
+        if agg.shape[1] == 0 or agg.shape[1] * b.shape[1] >= rows:
             break  # no coarsening left
         t, b = fit_candidates(agg, b)
-        t = t.tobsr(blocksize=(a.blocksize[0] if a.format == "bsr" else 1, b.shape[1]))
-        ts.append(t)
-        rho = _spectral_radius(a, _inv_diag(np, a.diagonal()), np, None)[0]
-        p = _smooth(t, a, _inv_diag(np, a.diagonal()), rho)
-        a = (p.T @ (a @ p)).tobsr(blocksize=(b.shape[1], b.shape[1]))
+        ts.append(t.tobsr(blocksize=(block, b.shape[1])))
+        rows, block = agg.shape[1] * b.shape[1], b.shape[1]
+        strength = (agg.T @ abs(strength) @ agg).tocsr()
+        strength.data[:] = 1.0
     return ts
 
 
