@@ -145,3 +145,32 @@ def test_amg_that_does_not_converge_fails_the_run_with_its_history(tmp_path, cap
     history = summary["solver_residuals"]
     assert len(history) == 3 and history[-1] > 1e-12 and history[-1] < history[0]
     assert f"3: {history[2]:.2e}" in err and f"3: {history[2]:.2e}" in summary["message"]
+
+
+@pytest.mark.gpu
+def test_device_hierarchy_on_the_gpu_equals_the_numpy_twin(bracket):
+    """DeviceAMGPCG with CuPy (cuSPARSE products, device Chebyshev and coarse solve) and
+    with NumPy on the same free-dof matrix: the same levels, coarse values to float32
+    precision, the same solution, CG counts within 2."""
+    import cupy
+
+    from femopt.solvers.device_amg import DeviceAMGPCG
+
+    _operator(bracket, 5)
+    a = bracket.solver.matrix
+    modes = np.asarray(bracket.physics.rigid_modes())[bracket.solver.free]
+    b = bracket.loads_free[:, 0]
+    out = {}
+    for xp in (np, cupy):
+        s = DeviceAMGPCG(a.indptr, a.indices, modes, xp, rtol=1e-10, max_coarse=100)
+        s.update(xp.asarray(a.data))
+        x = s.solve(xp.asarray(b))
+        out[xp.__name__] = (s, cupy.asnumpy(x) if xp is cupy else x)
+    (s_np, x_np), (s_cp, x_cp) = out["numpy"], out["cupy"]
+    assert s_np.hierarchy.sizes() == s_cp.hierarchy.sizes()
+    for l_np, l_cp in zip(s_np.hierarchy.levels[1:], s_cp.hierarchy.levels[1:]):
+        ref = l_np.a.toarray()
+        assert np.abs(l_cp.a.get().toarray() - ref).max() <= 1e-4 * np.abs(ref).max()
+    assert abs(s_np.last.iterations - s_cp.last.iterations) <= 2
+    assert s_cp.last.iterations <= 30
+    assert np.abs(x_cp - x_np).max() <= 1e-8 * np.abs(x_np).max()

@@ -313,6 +313,17 @@ def test_unstructured_gpu_path_matches_the_cpu():
 
 
 @pytest.mark.gpu
+def test_unstructured_gpu_path_with_amg_matches_the_cpu():
+    import cupy
+
+    h_cpu, h_dev, dev = compare(6, cupy, solver="amg")
+    its = dev.path.solver.last.iterations
+    print(f"bracket_3d on the GPU with amg: objectives CPU {h_cpu[-1]:.12g} GPU "
+          f"{h_dev[-1]:.12g}, last CG iterations {its}")
+    assert 0 < its <= 30
+
+
+@pytest.mark.gpu
 def test_femopt_run_on_the_gpu_with_a_mesh_file(tmp_path, capsys):
     import json
 

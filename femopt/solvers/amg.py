@@ -1,4 +1,5 @@
-"""PCG preconditioned by smoothed-aggregation algebraic multigrid, CPU.
+"""PCG preconditioned by smoothed-aggregation algebraic multigrid, CPU (the GPU path on
+meshes from files runs the same hierarchy: :mod:`femopt.solvers.device_amg`).
 
 For meshes without grid structure, where geometric multigrid does not apply. The
 aggregation gets the operator's near-null space from the physics (its rigid modes:
@@ -86,7 +87,8 @@ class AMGSolver(PCGSolver):
     """CG with a smoothed-aggregation AMG preconditioner whose structure is built once."""
 
     name = "amg"
-    summary = "PCG with smoothed-aggregation algebraic multigrid (structure reused), CPU"
+    summary = ("PCG with smoothed-aggregation algebraic multigrid, its structure built once per "
+               "mesh (CPU; the GPU path on meshes from files)")
     Options = AMGOptions
     label = "AMG-PCG"
     device_paths = ("gpu mesh",)  # the mesh path runs its own AMG on the device

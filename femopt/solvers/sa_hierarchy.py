@@ -90,14 +90,16 @@ def _inv_diag(xp: Any, d: Any) -> Any:
 
 def _scale_rows(m: Any, s: Any) -> Any:
     """diag(s) @ m, keeping the format (BSR blocks stay blocks)."""
+    out = m.copy()
     if m.format == "bsr":
         r = m.blocksize[0]
         rows = np.repeat(np.arange(m.shape[0] // r), np.diff(m.indptr))
-        out = m.copy()
         out.data *= s.reshape(-1, r)[rows][:, :, None]
         return out
-    sp = sparse_module(np if isinstance(s, np.ndarray) else _cupy())
-    return sp.diags(s) @ m
+    xp = np if isinstance(s, np.ndarray) else _cupy()
+    rows = xp.searchsorted(m.indptr, xp.arange(m.nnz), side="right") - 1
+    out.data *= s[rows]
+    return out
 
 
 def _cupy() -> Any:
