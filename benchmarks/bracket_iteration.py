@@ -11,9 +11,11 @@ median of the following ones.
 - ``cpu-amg``: PCG with pyamg smoothed aggregation, rtol 1e-8 (CPU);
 - ``cpu-direct``: CHOLMOD (only up to --direct-max tets: its fill grows too fast beyond);
 - ``gpu``: the GPU path on meshes from files (gather assembly, node-block Jacobi PCG
-  with rtol 1e-8, warm start; femopt/evaluation/mesh_device.py).
+  with rtol 1e-8, warm start; femopt/evaluation/mesh_device.py);
+- ``gpu-amg``: the same path with smoothed-aggregation AMG-PCG (solver amg, rtol 1e-8).
 
-    python benchmarks/bracket_iteration.py [--sizes 100k,1M] [--cases cpu-amg,cpu-direct,gpu]
+    python benchmarks/bracket_iteration.py [--sizes 100k,1M]
+        [--cases cpu-amg,cpu-direct,gpu,gpu-amg]
         [--iterations 5] [--budget 300] [--direct-max 200000]
 """
 
@@ -33,7 +35,8 @@ from bracket_meshes import bracket_mesh, bracket_problem, parse_counts  # noqa: 
 
 SOLVERS = {"cpu-amg": {"type": "amg", "rtol": 1e-8},
            "cpu-direct": {"type": "direct"},
-           "gpu": {"type": "pcg", "rtol": 1e-8, "max_iter": 20000}}
+           "gpu": {"type": "pcg", "rtol": 1e-8, "max_iter": 20000},
+           "gpu-amg": {"type": "amg", "rtol": 1e-8}}
 
 
 def run_case(tets: int, case: str, iterations: int, budget: float) -> dict:
@@ -41,13 +44,14 @@ def run_case(tets: int, case: str, iterations: int, budget: float) -> dict:
     from femopt.problem.load import parse_problem
     from femopt.evaluation.model import Model
 
+    gpu = case.startswith("gpu")
     path, size = bracket_mesh(tets)
     data = bracket_problem(path, size, solver=SOLVERS[case])
     registry = get_registry()
     t0 = time.perf_counter()
     model = Model(parse_problem(yaml.safe_dump(data), "bracket.yaml", registry), registry,
-                  device="gpu" if case == "gpu" else "cpu")
-    if case != "gpu":
+                  device="gpu" if gpu else "cpu")
+    if not gpu:
         model.filters[0].H  # noqa: B018 - the filter weights belong to the setup
         if model.assembler is not None:  # and the sparse pattern, built on first use
             model.assembler.nnz  # noqa: B018
@@ -56,7 +60,7 @@ def run_case(tets: int, case: str, iterations: int, budget: float) -> dict:
 
         cupy.cuda.runtime.deviceSynchronize()
     setup = time.perf_counter() - t0
-    solver = model.path.solver if case == "gpu" else model.solver
+    solver = model.path.solver if gpu else model.solver
     cg: list[int] = []
     started = time.perf_counter()
 
@@ -70,14 +74,14 @@ def run_case(tets: int, case: str, iterations: int, budget: float) -> dict:
     model.optimizer.run(model, model.x0.copy(), iterations)
     seconds = [h.seconds for h in model.history]
     memory = ""
-    if case == "gpu":
+    if gpu:
         import cupy
 
         from femopt.evaluation.mesh_device import estimate_bytes
 
         memory = (f"{cupy.get_default_memory_pool().total_bytes() / 1e9:.2f} / "
                   f"{estimate_bytes(model) / 1e9:.2f}")
-    return {"memory": memory, "tets": model.mesh.n_cells, "dofs": model.n_free if case != "gpu"
+    return {"memory": memory, "tets": model.mesh.n_cells, "dofs": model.n_free if not gpu
             else int(model.path.free.size), "setup": setup, "first": seconds[0],
             "rest": statistics.median(seconds[1:]) if len(seconds) > 1 else float("nan"),
             "n": len(seconds), "cg": cg, "objective": model.history[-1].objective}
@@ -108,7 +112,7 @@ def main() -> None:
             print(f"| {r['tets']} | {r['dofs']} | {case} | {r['setup']:.1f} | "
                   f"{r['first']:.2f} | {r['rest']:.2f} | {r['n']} | {cg} | "
                   f"{r['objective']:.6g} | {r['memory']} |", flush=True)
-            if case == "gpu":
+            if case.startswith("gpu"):
                 import cupy
 
                 cupy.get_default_memory_pool().free_all_blocks()

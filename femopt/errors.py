@@ -60,7 +60,15 @@ class PluginError(FemoptError):
 
 
 class SolverError(FemoptError):
-    """A linear solve failed: singular system, breakdown, or no convergence."""
+    """A linear solve failed: singular system, breakdown, or no convergence.
+
+    ``residuals``: an iterative solve's relative residual per iteration (empty when the
+    failure is not one of convergence); the run's summary.json keeps them.
+    """
+
+    def __init__(self, message: str, residuals: list[float] | None = None):
+        super().__init__(message)
+        self.residuals = [float(r) for r in residuals or ()]
 
 
 class SingularSystemError(InputError):

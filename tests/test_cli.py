@@ -215,3 +215,6 @@ def test_solver_failure_during_a_run_exits_1_with_a_failed_summary(write_problem
     assert "PCG did not converge in 2 iterations" in err and "Traceback" not in err
     summary = json.loads((out_dir / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["converged"] is False
+    history = summary["solver_residuals"]  # the failed solve's, in full
+    assert len(history) == 2 and all(r > 1e-8 for r in history)
+    assert f"1: {history[0]:.2e}, 2: {history[1]:.2e}" in err

@@ -210,7 +210,7 @@ def test_femopt_plugins_shows_where_each_component_runs(monkeypatch, capsys):
                   "symmetric (the GPU paths solve with CG))"),
                  "optimizer:nlopt  (runs on: cpu)",
                  "optimizer:mma  (runs on: cpu, gpu grid, gpu mesh)",
-                 "solver:multigrid  (runs on: cpu, gpu grid)", "solver:amg  (runs on: cpu)"):
+                 "solver:multigrid  (runs on: cpu, gpu grid)", "solver:amg  (runs on: cpu, gpu mesh)"):
         assert line in lines, line
 
 

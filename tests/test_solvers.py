@@ -177,11 +177,13 @@ def test_pcg_residual_history_meets_rtol():
 def test_pcg_raises_when_max_iter_is_too_small():
     a = spd_stiffness()
     solver = PCGSolver(PCGOptions(rtol=1e-10, max_iter=3), matrix=a)
-    pattern = (r"PCG did not converge in 3 iterations to rtol 1e-10 "
-               r"\(last residuals: \d\.\d\de[-+]\d\d, \d\.\d\de[-+]\d\d, \d\.\d\de[-+]\d\d\)")
-    with pytest.raises(SolverError, match=pattern):
+    pattern = (r"PCG did not converge in 3 iterations to rtol 1e-10; relative residual by "
+               r"iteration: 1: \d\.\d\de[-+]\d\d, 2: \d\.\d\de[-+]\d\d, 3: \d\.\d\de[-+]\d\d$")
+    with pytest.raises(SolverError, match=pattern) as err:
         solver.solve(np.ones(a.shape[0]))
     assert solver.last.iterations == 3 and not solver.last.converged
+    assert err.value.residuals == solver.last.residuals and len(err.value.residuals) == 3
+    assert min(err.value.residuals) > 1e-10
 
 
 def test_pcg_raises_on_indefinite_matrix():

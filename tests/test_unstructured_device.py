@@ -105,8 +105,9 @@ def test_default_solver_becomes_block_jacobi_pcg_on_the_gpu_path():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"solver": {"type": "amg"}}, "the GPU path on a mesh from a file solves with pcg "
-                                  "(block-Jacobi PCG on the GPU), not 'amg'"),
+    ({"solver": {"type": "direct"}}, "the GPU path on a mesh from a file solves with pcg "
+                                     "(block-Jacobi PCG on the GPU) or amg (smoothed-"
+                                     "aggregation AMG-PCG), not 'direct'"),
     ({"optimizer": {"type": "nlopt"}}, "the optimizer 'nlopt' works on host arrays; the GPU paths run "
          "optimizers that keep the design on the device"),
 ])
@@ -155,9 +156,9 @@ def optimize(model: Model, max_iter: int):
     return result, [h.objective for h in model.history], values, rho, state
 
 
-def compare(max_iter: int, array_module, **changes):
+def compare(max_iter: int, array_module, solver: str = "pcg", **changes):
     cpu = build(bracket(**changes), device="cpu")
-    dev = build(bracket(solver={"type": "pcg", "rtol": 1e-10}, **changes),
+    dev = build(bracket(solver={"type": solver, "rtol": 1e-10}, **changes),
                 array_module=array_module)
     assert dev.device == "gpu"
     r_cpu, h_cpu, v_cpu, rho_cpu, s_cpu = optimize(cpu, max_iter)
@@ -189,6 +190,20 @@ def test_unstructured_device_path_matches_the_cpu_path():
 ], ids=["mma", "heaviside", "sensitivity_filter"])
 def test_unstructured_device_path_with_other_pieces_matches_the_cpu_path(changes):
     compare(5, np, **changes)
+
+
+def test_unstructured_device_path_with_amg_matches_the_cpu_path():
+    """Smoothed-aggregation AMG-PCG on the path (NumPy twin): the CPU's designs, in few
+    CG iterations per solve, its structure built once."""
+    h_cpu, h_dev, dev = compare(6, np, solver="amg")
+    solver = dev.path.solver
+    assert type(solver).__name__ == "DeviceAMGPCG" and solver.stats()["amg_levels"] >= 2
+    structure = [lev.t for lev in solver.hierarchy.levels[:-1]]
+    rho = dev.path.physical(dev.x0)[0]
+    dev.path.solved = False  # a cold solve at the first design
+    dev.path.analyse(rho)
+    assert 5 <= dev.path.cg_iterations["forward"][0] <= 30
+    assert [lev.t for lev in solver.hierarchy.levels[:-1]] == structure
 
 
 def test_unstructured_device_path_runs_heat_conduction_like_the_cpu_path():
@@ -295,6 +310,17 @@ def test_unstructured_gpu_path_matches_the_cpu():
     h_cpu, h_dev, dev = compare(6, cupy)
     print(f"bracket_3d on the GPU: objectives CPU {h_cpu[-1]:.12g} GPU {h_dev[-1]:.12g}, "
           f"last CG iterations {dev.path.solver.last.iterations}")
+
+
+@pytest.mark.gpu
+def test_unstructured_gpu_path_with_amg_matches_the_cpu():
+    import cupy
+
+    h_cpu, h_dev, dev = compare(6, cupy, solver="amg")
+    its = dev.path.solver.last.iterations
+    print(f"bracket_3d on the GPU with amg: objectives CPU {h_cpu[-1]:.12g} GPU "
+          f"{h_dev[-1]:.12g}, last CG iterations {its}")
+    assert 0 < its <= 30
 
 
 @pytest.mark.gpu

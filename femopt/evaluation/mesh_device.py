@@ -9,7 +9,9 @@ dofs and supplies the operator, the solve and the adjoint term. One design itera
       -> K = sum_e m(rho_e) K0_e into the fixed CSR pattern (GatherAssembler: one thread
          per CSR value; the K0_e of full material are computed once, on the host)
       -> node-block Jacobi PCG (NodeBlockPCG: femopt's fused CG kernels, the CSR SpMV
-         kernel), warm-started from the previous state
+         kernel) or, with ``solver: {type: amg}``, smoothed-aggregation AMG-PCG
+         (DeviceAMGPCG: structure once per mesh, values per design on the device),
+         warm-started from the previous state
       -> adjoint solves K mu_g = -a_g (same PCG, warm-started) for displacement-type terms
       -> dJ/drho_e = m'(rho_e) sum_c lambda_ce^T K0_e u_ce by the generated
          design-sensitivity kernel of the physics' element kernel
@@ -35,6 +37,7 @@ from femopt.backend import to_host
 from femopt.evaluation.device import DevicePath, capability
 from femopt.evaluation.device_forms import integrand_bytes
 from femopt.solvers.csr_pcg import NodeBlockPCG
+from femopt.solvers.device_amg import DeviceAMGPCG
 
 MAX_ITER = 20000  # CG iterations per solve when the GPU replaces the default solver
 MEMORY_MARGIN = 1.25  # an estimate from array sizes, not a measurement: keep 25% in hand
@@ -54,7 +57,7 @@ def unsupported(model: Any, solver: str | None) -> str | None:
                 "grid path, not on a mesh from a file")
     if solver is not None:
         return (f"the GPU path on a mesh from a file solves with pcg (block-Jacobi PCG on "
-                f"the GPU), not {solver!r}")
+                f"the GPU) or amg (smoothed-aggregation AMG-PCG), not {solver!r}")
     return None
 
 
@@ -81,17 +84,20 @@ def estimate_bytes(model: Any) -> int:
              + n_dofs * 8 * (12 + 4 * n_cases)  # CG vectors, states, loads, sensitivity
              + (n_dofs // k) * k * k * 8 * 3   # node blocks and their inverses
              + integrand_bytes(model, n_dofs - np.unique(model.fixed).size, n_dofs))
+    if model.solver.name == "amg":  # float32 P, P^T, coarse levels and the products' output
+        total += nnz * 4 * (4 + 8)
     return int(MEMORY_MARGIN * total)
 
 
 class MeshDevicePath(DevicePath):
     """The design chain of ``model`` (a mesh from a file) with fields on ``xp``: states
     on the free dofs, the operator assembled into the fixed pattern and solved by
-    block-Jacobi PCG, the adjoint term from the physics' generated design-sensitivity
+    block-Jacobi PCG or AMG-PCG, the adjoint term from the physics' generated design-sensitivity
     kernel.
 
     Args:
-        model: a built model that :func:`unsupported` accepts, with a ``pcg`` solver.
+        model: a built model that :func:`unsupported` accepts, with a ``pcg`` or ``amg``
+            solver.
         xp: the array module of the fields (cupy, or numpy in tests).
     """
 
@@ -106,8 +112,16 @@ class MeshDevicePath(DevicePath):
         pattern = FixedPatternAssembler(model.cell_dofs, model.n_dofs, free)
         self.assembly = GatherAssembler(pattern, np.asarray(model.ke, dtype=np.float64), xp)
         opts = model.solver.options
-        self.solver = NodeBlockPCG(pattern.indptr, pattern.indices, free,
-                                   model.physics.dofs_per_node, xp, opts.rtol, opts.max_iter)
+        if model.solver.name == "amg":
+            modes = np.asarray(model.physics.rigid_modes(), dtype=np.float64)
+            self.solver = DeviceAMGPCG(pattern.indptr, pattern.indices,
+                                       modes[free] if modes.ndim == 2 and modes.shape[1]
+                                       else None, xp, opts.rtol, opts.max_iter,
+                                       opts.max_coarse, opts.cycle)
+        else:
+            self.solver = NodeBlockPCG(pattern.indptr, pattern.indices, free,
+                                       model.physics.dofs_per_node, xp, opts.rtol,
+                                       opts.max_iter)
         self.kernel = model.physics.element_kernel()
         self.points = xp.asarray(mesh.points, dtype=xp.float64)
         self.cells = xp.asarray(mesh.cells, dtype=xp.int64)

@@ -88,6 +88,19 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def failure_details(exc: BaseException) -> dict:
+    """What summary.json keeps of a failure besides its message: the residual history of
+    a Krylov solve that did not converge (``solver_residuals``), found on the error or on
+    the one it was raised from."""
+    seen = exc
+    while seen is not None:
+        residuals = getattr(seen, "residuals", None)
+        if residuals:
+            return {"solver_residuals": [float(r) for r in residuals]}
+        seen = seen.__cause__ or seen.__context__
+    return {}
+
+
 @contextmanager
 def write_errors() -> Iterator[None]:
     """Turn an OSError of a writer (a full disk) into a RunError that names the file,

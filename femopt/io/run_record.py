@@ -11,7 +11,7 @@ from typing import Any
 
 from femopt.errors import RunError
 from femopt.io import manifest
-from femopt.io.failure import describe, run_status
+from femopt.io.failure import describe, failure_details, run_status
 from femopt.io.results import versions, write_json_atomic
 from femopt.io.resultdir import problem_hash
 from femopt.plugins.manager import get_manager
@@ -55,7 +55,7 @@ class RunRecord:
         if exc is not None:
             status, self.error = run_status(exc), exc
             self.summary.update({"iterations": len(self.model.history), "converged": False,
-                                 "message": describe(exc)})
+                                 "message": describe(exc), **failure_details(exc)})
         extra = {k: (v() if callable(v) else v) for k, v in self.close_extra.items()}
         self.wall = close_run(self.out_dir, self.summary, self.model, self.history, self.t0,
                               status, **extra)

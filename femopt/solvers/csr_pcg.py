@@ -21,7 +21,7 @@ import numpy as np
 
 from femopt.errors import SolverError
 from femopt.solvers.cg_kernels import pcg_fused
-from femopt.solvers.pcg import CGInfo
+from femopt.solvers.pcg import CGInfo, not_converged
 
 
 class NodeBlockPCG:
@@ -110,7 +110,5 @@ class NodeBlockPCG:
         x, info = pcg_fused(self.apply, self.precondition, b, x0, self.rtol, self.max_iter)
         self.last = info
         if not info.converged:
-            hist = ", ".join(f"{r:.2e}" for r in info.residuals[-5:])
-            raise SolverError(f"block-Jacobi PCG did not converge in {info.iterations} "
-                              f"iterations to rtol {self.rtol:g} (last residuals: {hist})")
+            raise not_converged("block-Jacobi PCG", info, self.rtol)
         return x

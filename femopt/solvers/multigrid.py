@@ -59,7 +59,7 @@ from femopt.solvers.galerkin import (
     galerkin_cell_matrices,
     rediscretized_scale,
 )
-from femopt.solvers.pcg import CGInfo
+from femopt.solvers.pcg import CGInfo, not_converged
 from femopt.solvers.smoothers import PolynomialSmoother, estimate_lambda_max
 
 
@@ -338,9 +338,7 @@ class MultigridSolver(LinearSolver):
                                 b, x0, rtol, o.max_iter)
         self.last = info
         if not info.converged:
-            hist = ", ".join(f"{r:.2e}" for r in info.residuals[-5:])
-            raise SolverError(f"multigrid CG did not converge in {info.iterations} iterations "
-                              f"to rtol {rtol:g} (last residuals: {hist})")
+            raise not_converged("multigrid CG", info, rtol)
         return x
 
     def solve(self, b: Any, transpose: bool = False, x0: Any = None) -> Any:

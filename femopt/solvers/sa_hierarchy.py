@@ -1,0 +1,244 @@
+"""Smoothed-aggregation AMG built once per mesh, refreshed per design; NumPy or CuPy.
+
+Topology optimization changes the values of K at every design, never its pattern. The
+aggregation is a structure decision: with the symmetric strength measure at theta = 0 every
+entry of the pattern is a strong connection, so the aggregates (pyamg's standard
+aggregation, on nodes for a block matrix) and the tentative prolongators T_l (pyamg's
+``fit_candidates``: a QR of the near-null space per aggregate) depend on the mesh, the
+supports and the near-null space alone. :func:`build_structure` makes them once; the
+coarse near-null spaces come with them, and so do the sizes and patterns of every level.
+
+Per design :meth:`SAHierarchy.update` recomputes only values, level by level:
+
+    D_l       = diag(A_l)
+    rho_l     ~ rho(D_l^-1 A_l)                 (a few Lanczos steps, warm-started)
+    P_l       = T_l - (4/3 / rho_l) D_l^-1 A_l T_l   (one Jacobi step on T_l)
+    A_l+1     = P_l^T A_l P_l                    (Galerkin)
+
+and the coarsest operator's pseudo-inverse (a dense eigendecomposition: an aggregate with
+fewer free dofs than near-null modes leaves a zero row on the coarse level). Products of
+sparse matrices are the namespace's own (SciPy's compiled SpGEMM, in BSR blocks on the
+CPU; cuSPARSE through ``cupyx.scipy.sparse`` on the GPU); the patterns they produce are the
+same at every design. The V-cycle smooths with Chebyshev polynomials in D^-1 A on
+[rho/30, 1.1 rho] (matrix-vector products and vector updates only, so it runs as fast on a
+GPU as a Gauss-Seidel sweep would not), the same polynomial before and after the coarse
+correction, which keeps the preconditioner symmetric for CG.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+OMEGA = 4.0 / 3.0  # Jacobi weight of the prolongator smoother, over rho(D^-1 A)
+CHEB_INTERVAL = (1.0 / 30.0, 1.1)  # the smoother's interval, as fractions of rho(D^-1 A)
+LANCZOS_STEPS = 12
+DEGREE = (3, 3)  # Chebyshev degree on the finest level, on the coarser ones
+
+
+def sparse_module(xp: Any) -> Any:
+    """scipy.sparse for NumPy arrays, cupyx.scipy.sparse for CuPy ones."""
+    if xp is np:
+        import scipy.sparse as sp
+
+        return sp
+    import cupyx.scipy.sparse as csp
+
+    return csp
+
+
+def build_structure(matrix: Any, near_null: np.ndarray | None, max_coarse: int = 500,
+                    max_levels: int = 10) -> list[Any]:
+    """The tentative prolongators T_0, T_1, ... of ``matrix`` (host SciPy CSR or BSR; a BSR
+    block is a node) for the near-null space ``near_null`` (n, m) (None: constants).
+
+    Only the pattern matters: every entry is a strong connection (pyamg's symmetric
+    strength at theta = 0). The next level aggregates on the graph of the tentative
+    coarse operator T^T A T, that is aggregates that share a matrix entry; the smoothed
+    Galerkin operator's pattern (pyamg's choice) links aggregates two apart as well,
+    which makes few, huge aggregates on the second coarse level (on the 100k-tet bracket
+    6,336 -> 144 rows and 46 CG iterations, against 6,336 -> 414 and 33 here). No values
+    are needed: the structure costs one aggregation per level.
+    """
+    from pyamg.aggregation import fit_candidates, standard_aggregation
+    from pyamg.strength import symmetric_strength_of_connection
+
+    a = matrix
+    b = np.ones((a.shape[0], 1)) if near_null is None else np.asarray(near_null, float)
+    strength = symmetric_strength_of_connection(a, 0.0)
+    rows, block = a.shape[0], (a.blocksize[0] if a.format == "bsr" else 1)
+    ts: list[Any] = []
+    while rows > max_coarse and len(ts) + 1 < max_levels:
+        agg = standard_aggregation(strength)[0].tocsr()
+        if agg.shape[1] == 0 or agg.shape[1] * b.shape[1] >= rows:
+            break  # no coarsening left
+        t, b = fit_candidates(agg, b)
+        ts.append(t.tobsr(blocksize=(block, b.shape[1])))
+        rows, block = agg.shape[1] * b.shape[1], b.shape[1]
+        strength = (agg.T @ abs(strength) @ agg).tocsr()
+        strength.data[:] = 1.0
+    return ts
+
+
+def _inv_diag(xp: Any, d: Any) -> Any:
+    """1/d, 0 where d is 0 (a coarse dof no aggregate reaches)."""
+    safe = xp.where(d != 0, d, 1.0)
+    return xp.where(d != 0, 1.0 / safe, 0.0)
+
+
+def _scale_rows(m: Any, s: Any) -> Any:
+    """diag(s) @ m, keeping the format (BSR blocks stay blocks)."""
+    out = m.copy()
+    if m.format == "bsr":
+        r = m.blocksize[0]
+        rows = np.repeat(np.arange(m.shape[0] // r), np.diff(m.indptr))
+        out.data *= s.reshape(-1, r)[rows][:, :, None]
+        return out
+    xp = np if isinstance(s, np.ndarray) else _cupy()
+    rows = xp.searchsorted(m.indptr, xp.arange(m.nnz), side="right") - 1
+    out.data *= s[rows]
+    return out
+
+
+def _cupy() -> Any:
+    import cupy
+
+    return cupy
+
+
+def _smooth(t: Any, a: Any, dinv: Any, rho: float) -> Any:
+    """P = T - (4/3 / rho) D^-1 A T."""
+    at = a @ t
+    if a.format == "bsr":
+        at = at.tobsr(blocksize=t.blocksize)
+    return t - _scale_rows(at, dinv * (OMEGA / rho))
+
+
+def _spectral_radius(a: Any, dinv: Any, xp: Any, v0: Any, steps: int = LANCZOS_STEPS
+                     ) -> tuple[float, Any]:
+    """Largest eigenvalue of D^-1 A (and its Ritz vector, to warm-start the next call)
+    by Lanczos on the symmetric D^-1/2 A D^-1/2."""
+    s = xp.sqrt(dinv)
+    n = a.shape[0]
+    if v0 is None:
+        v0 = xp.asarray(np.random.default_rng(0).random(n), dtype=a.dtype)
+    v = v0 / float(xp.linalg.norm(v0))
+    basis, alphas, betas = [], [], []
+    v_prev, beta = None, 0.0
+    for _ in range(min(steps, n)):
+        basis.append(v)
+        w = s * (a @ (s * v))
+        alpha = float(xp.vdot(w, v))
+        w = w - alpha * v - (beta * v_prev if v_prev is not None else 0.0)
+        alphas.append(alpha)
+        beta = float(xp.linalg.norm(w))
+        if beta <= 1e-12 * abs(alpha):
+            break
+        betas.append(beta)
+        v_prev, v = v, w / beta
+    k = len(alphas)
+    tri = np.diag(alphas) + np.diag(betas[:k - 1], 1) + np.diag(betas[:k - 1], -1)
+    vals, vecs = np.linalg.eigh(tri)
+    ritz = sum(float(c) * b for c, b in zip(vecs[:, -1], basis))
+    return float(vals[-1]), ritz
+
+
+@dataclass
+class Level:
+    a: Any = None          # the operator of this level
+    dinv: Any = None       # 1 / diag(a)
+    rho: float = 1.0       # ~ rho(D^-1 a)
+    ritz: Any = None       # the Lanczos start of the next design
+    t: Any = None          # tentative prolongator to the next level (fixed)
+    p: Any = None          # smoothed prolongator (values per design)
+    pt: Any = None         # its transpose, the restriction
+
+
+class SAHierarchy:
+    """A smoothed-aggregation hierarchy with fixed structure on ``xp``.
+
+    Args:
+        prolongators: :func:`build_structure`'s tentative prolongators (host SciPy).
+        xp: numpy or cupy. degree: the Chebyshev smoother's degree on the finest level
+            and on the coarser ones. cycle: "V" or "W".
+    """
+
+    def __init__(self, prolongators: list[Any], xp: Any = np,
+                 degree: tuple[int, int] = DEGREE, cycle: str = "V",
+                 dtype: Any = np.float32):
+        self.xp, self.sp, self.degree = xp, sparse_module(xp), degree
+        self.dtype = dtype
+        self.visits = 2 if cycle == "W" else 1  # coarse corrections per level
+        self.levels = [Level(t=self._to_device(t)) for t in prolongators] + [Level()]
+        self.coarse_inv = None
+
+    def _to_device(self, m: Any) -> Any:
+        m = m.astype(self.dtype)
+        if self.xp is np:
+            return m
+        return self.sp.csr_matrix(m.tocsr())
+
+    def update(self, matrix: Any) -> None:
+        """New values of the finest operator ``matrix`` (same pattern as before, same
+        format as the structure was built for): recompute every level's values."""
+        xp = self.xp
+        a = matrix if matrix.dtype == self.dtype else matrix.astype(self.dtype)
+        for lev in self.levels[:-1]:
+            lev.a = a
+            lev.dinv = _inv_diag(xp, a.diagonal())
+            lev.rho, lev.ritz = _spectral_radius(a, lev.dinv, xp, lev.ritz, LANCZOS_STEPS)
+            lev.p = _smooth(lev.t, a, lev.dinv, lev.rho)
+            lev.pt = lev.p.T
+            if xp is not np:
+                lev.pt = lev.pt.tocsr()
+            elif lev.pt.format == "bsr":  # the transpose's blocks are strided views
+                lev.pt.data = np.ascontiguousarray(lev.pt.data)
+            a = lev.pt @ (a @ lev.p)
+            if xp is np and lev.p.format == "bsr":
+                a = a.tobsr(blocksize=(lev.p.blocksize[1],) * 2)
+        last = self.levels[-1]
+        last.a = a
+        dense = a.toarray().astype(xp.float64)
+        dense = 0.5 * (dense + dense.T)
+        w, v = xp.linalg.eigh(dense)
+        cut = float(xp.abs(w).max()) * 1e-12 if w.size else 0.0
+        winv = xp.where(xp.abs(w) > cut, 1.0 / xp.where(w == 0, 1.0, w), 0.0)
+        self.coarse_inv = ((v * winv) @ v.T).astype(self.dtype)
+
+    def sizes(self) -> list[tuple[int, int]]:
+        """(rows, stored entries) per level, finest first."""
+        return [(int(lev.a.shape[0]), int(lev.a.nnz)) for lev in self.levels]
+
+    def _chebyshev(self, lev: Level, b: Any, x: Any) -> Any:
+        """``degree`` Chebyshev steps for A x = b in D^-1 A on [rho/30, 1.1 rho]."""
+        lo, hi = CHEB_INTERVAL[0] * lev.rho, CHEB_INTERVAL[1] * lev.rho
+        theta, delta = 0.5 * (hi + lo), 0.5 * (hi - lo)
+        sigma = theta / delta
+        r = b.copy() if x is None else b - lev.a @ x
+        d = lev.dinv * r / theta
+        x = d.copy() if x is None else x + d
+        rk = 1.0 / sigma
+        for _ in range(self.degree[lev is not self.levels[0]] - 1):
+            r -= lev.a @ d
+            rn = 1.0 / (2.0 * sigma - rk)
+            d = (rn * rk) * d + (2.0 * rn / delta) * (lev.dinv * r)
+            rk = rn
+            x += d
+        return x
+
+    def precondition(self, r: Any) -> Any:
+        """M^-1 r by one cycle, in the hierarchy's precision (r's dtype back)."""
+        return self.vcycle(r.astype(self.dtype)).astype(r.dtype)
+
+    def vcycle(self, b: Any, level: int = 0) -> Any:
+        """One cycle (V or W) for A_level x = b from x = 0."""
+        if level == len(self.levels) - 1:
+            return self.coarse_inv @ b
+        lev = self.levels[level]
+        x = self._chebyshev(lev, b, None)
+        visits = self.visits if level + 2 < len(self.levels) else 1
+        for _ in range(visits):
+            x += lev.p @ self.vcycle(lev.pt @ (b - lev.a @ x), level + 1)
+        return self._chebyshev(lev, b, x)

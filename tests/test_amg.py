@@ -1,0 +1,176 @@
+"""Smoothed-aggregation AMG with its structure built once (femopt/solvers/sa_hierarchy.py,
+femopt/solvers/amg.py): values per design, equality with pyamg's own hierarchy and solve,
+warm starts, and a solve that does not converge."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from femopt.cli import main
+from femopt.runner import build_model
+from femopt.solvers.pcg import pcg
+from femopt.solvers.sa_hierarchy import SAHierarchy, build_structure
+
+pyamg = pytest.importorskip("pyamg")
+
+ROOT = Path(__file__).resolve().parent.parent
+BRACKET = ROOT / "problems" / "meshes" / "bracket_3d.msh"
+PROBLEM = f"""\
+mesh: {{type: file, path: {BRACKET}}}
+physics: {{type: linear_elasticity}}
+supports:
+  - region: {{group: bolts}}
+loads:
+  - region: {{group: lug}}
+    force: [0.0, 0.0, -1.0]
+filters:
+  - {{type: density, radius: 6.0}}
+objective: {{type: compliance}}
+constraints:
+  - {{type: volume, max: 0.3}}
+optimizer: {{type: oc, max_iter: 3}}
+output: {{picture: false}}
+"""
+
+
+@pytest.fixture(scope="module")
+def bracket(tmp_path_factory):
+    path = tmp_path_factory.mktemp("amg") / "bracket.yaml"
+    path.write_text(PROBLEM + "solver: {type: amg, max_coarse: 100}\n")
+    return build_model(path)
+
+
+def _operator(model, seed: int):
+    """The block operator of the AMG solver at a seeded random design, and the model."""
+    rho = np.random.default_rng(seed).uniform(0.05, 1.0, model.n)
+    model.solver.update_operator(model.interp.value(rho), model.assembler, model.ke)
+    return model.solver.operator
+
+
+def test_values_per_design_equal_a_galerkin_product_from_scratch(bracket):
+    """After a new design only the values change: the coarse operators equal P^T A P of
+    the new design's P (to the hierarchy's float32 precision), every level keeps its
+    size."""
+    solver = bracket.solver
+    _operator(bracket, 1)
+    sizes = solver.hierarchy.sizes()
+    a = _operator(bracket, 2).copy()
+    h = solver.hierarchy
+    assert [n for n, _ in h.sizes()] == [n for n, _ in sizes] and len(sizes) >= 3
+    for lev, nxt in zip(h.levels[:-1], h.levels[1:]):
+        d = a.diagonal()
+        dinv = np.where(d != 0, 1.0 / np.where(d == 0, 1.0, d), 0.0)
+        dense_a = a.toarray()
+        rho = np.abs(np.linalg.eigvals(dinv[:, None] * dense_a)).max()
+        assert lev.rho == pytest.approx(rho, rel=0.02)  # Lanczos: 12 steps
+        p = lev.t.toarray() - (4 / 3 / lev.rho) * dinv[:, None] * (dense_a @ lev.t.toarray())
+        assert np.abs(lev.p.toarray() - p).max() <= 1e-5 * np.abs(p).max()
+        coarse = p.T @ dense_a @ p
+        assert np.abs(nxt.a.toarray() - coarse).max() <= 1e-5 * np.abs(coarse).max()
+        a = nxt.a
+
+
+def test_solution_equals_pyamgs_own_solve(bracket):
+    """femopt's hierarchy (structure kept) and pyamg's own, built from scratch for the same
+    matrix, give the same solution; both converge in few CG iterations."""
+    a = _operator(bracket, 3)
+    free = bracket.solver.free
+    b = np.zeros(a.shape[0])
+    b[free] = bracket.loads_free[:, 0]
+    ml = pyamg.smoothed_aggregation_solver(a, B=bracket.solver._near_null_space(True),
+                                           max_coarse=100, symmetry="symmetric")
+    res: list[float] = []
+    x_ref = ml.solve(b, tol=1e-11, accel="cg", maxiter=200, residuals=res)
+    x, info = pcg(lambda v: a @ v, b, bracket.solver.hierarchy.vcycle, rtol=1e-11,
+                  maxiter=200)
+    assert info.converged and info.iterations <= 40 and len(res) <= 40
+    assert np.abs(x - x_ref).max() <= 1e-8 * np.abs(x_ref).max()
+    assert np.all(x[np.setdiff1d(np.arange(a.shape[0]), free)] == 0.0)  # supports
+
+
+def test_scalar_csr_hierarchy_on_a_poisson_matrix():
+    """A scalar operator (CSR, constants as near-null space) through the same code:
+    CG counts bounded independently of the size, pyamg's solution."""
+    counts = []
+    for n in (40, 80):
+        a = pyamg.gallery.poisson((n, n), format="csr")
+        h = SAHierarchy(build_structure(a, None, max_coarse=50), np)
+        h.update(a)
+        b = np.random.default_rng(n).standard_normal(a.shape[0])
+        x, info = pcg(lambda v: a @ v, b, h.vcycle, rtol=1e-10, maxiter=200)
+        assert info.converged
+        counts.append(info.iterations)
+        assert np.linalg.norm(a @ x - b) <= 1e-9 * np.linalg.norm(b)
+        x_ref = sp.linalg.spsolve(a.tocsc(), b)
+        assert np.abs(x - x_ref).max() <= 1e-7 * np.abs(x_ref).max()
+    assert max(counts) <= 20 and counts[1] <= counts[0] + 4
+
+
+def test_warm_start_and_reuse_across_designs(bracket):
+    """The next design's solve starts from the last solution: fewer CG iterations than a
+    cold start, same answer; the structure is not rebuilt."""
+    _operator(bracket, 4)
+    b = bracket.loads_free[:, 0]
+    u1 = bracket.solver.solve(b)
+    cold = bracket.solver.last.iterations
+    structure = [lev.t for lev in bracket.solver.hierarchy.levels[:-1]]
+    assert np.array_equal(bracket.solver.solve(b), u1)  # same design: nothing to do
+    assert bracket.solver.last.iterations == 0
+    rho = np.random.default_rng(4).uniform(0.05, 1.0, bracket.n) * 1.001
+    bracket.solver.update_operator(bracket.interp.value(rho), bracket.assembler, bracket.ke)
+    u2 = bracket.solver.solve(b)
+    warm = bracket.solver.last.iterations
+    assert [lev.t for lev in bracket.solver.hierarchy.levels[:-1]] == structure
+    assert warm <= cold - 4
+    assert np.abs(u2 - u1).max() < 0.01 * np.abs(u1).max()
+
+
+def test_amg_that_does_not_converge_fails_the_run_with_its_history(tmp_path, capsys):
+    """An iteration cap too small for rtol: exit 1, the history in the message and in
+    summary.json, never a design written as if converged."""
+    problem = tmp_path / "p.yaml"
+    problem.write_text(PROBLEM + "solver: {type: amg, max_iter: 3, rtol: 1.0e-12}\n")
+    out = tmp_path / "out"
+    code = main(["run", str(problem), "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "AMG-PCG did not converge in 3 iterations to rtol 1e-12" in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["converged"] is False
+    history = summary["solver_residuals"]
+    assert len(history) == 3 and history[-1] > 1e-12 and history[-1] < history[0]
+    assert f"3: {history[2]:.2e}" in err and f"3: {history[2]:.2e}" in summary["message"]
+
+
+@pytest.mark.gpu
+def test_device_hierarchy_on_the_gpu_equals_the_numpy_twin(bracket):
+    """DeviceAMGPCG with CuPy (cuSPARSE products, device Chebyshev and coarse solve) and
+    with NumPy on the same free-dof matrix: the same levels, coarse values to float32
+    precision, the same solution, CG counts within 2."""
+    import cupy
+
+    from femopt.solvers.device_amg import DeviceAMGPCG
+
+    _operator(bracket, 5)
+    a = bracket.solver.matrix
+    modes = np.asarray(bracket.physics.rigid_modes())[bracket.solver.free]
+    b = bracket.loads_free[:, 0]
+    out = {}
+    for xp in (np, cupy):
+        s = DeviceAMGPCG(a.indptr, a.indices, modes, xp, rtol=1e-10, max_coarse=100)
+        s.update(xp.asarray(a.data))
+        x = s.solve(xp.asarray(b))
+        out[xp.__name__] = (s, cupy.asnumpy(x) if xp is cupy else x)
+    (s_np, x_np), (s_cp, x_cp) = out["numpy"], out["cupy"]
+    assert s_np.hierarchy.sizes() == s_cp.hierarchy.sizes()
+    for l_np, l_cp in zip(s_np.hierarchy.levels[1:], s_cp.hierarchy.levels[1:]):
+        ref = l_np.a.toarray()
+        assert np.abs(l_cp.a.get().toarray() - ref).max() <= 1e-4 * np.abs(ref).max()
+    assert abs(s_np.last.iterations - s_cp.last.iterations) <= 2
+    assert s_cp.last.iterations <= 30
+    assert np.abs(x_cp - x_np).max() <= 1e-8 * np.abs(x_np).max()
