@@ -108,7 +108,9 @@ class Model:
         # a shape design moves the nodes of a moving boundary; every cell is solid
         self.shape = self.problem.design.type == "shape"
         if self.shape:
-            self._check_shape_problem(issues)
+            from femopt.shape.setup import check_shape_problem
+
+            check_shape_problem(self, issues)
             if issues:
                 raise ProblemError(loaded.filename, issues)
         self.n_dofs = self.mesh.n_nodes * self.physics.dofs_per_node
@@ -262,27 +264,6 @@ class Model:
         return self.physics.cell_dofs()
 
     # -- the device ------------------------------------------------------------------
-
-    def _check_shape_problem(self, issues: list[Issue]) -> None:
-        """What a shape design cannot take: a structured grid, filters, an optimizer
-        section, exporters of density fields."""
-        data = self.loaded.located.data
-        if self.mesh.grid is not None:
-            issues.append(self.loaded.issue(("design", "type"), "a shape design moves the "
-                                            "nodes of a mesh read from a file (mesh: {type: "
-                                            "file, path: ...}); this mesh is a structured grid"))
-        if data.get("filters"):
-            issues.append(self.loaded.issue(("filters",), "filters act on densities; a shape "
-                                            "design has none"))
-        if "optimizer" in data:
-            issues.append(self.loaded.issue(("optimizer",), "a shape design is optimized by "
-                                            "femopt's shape optimizer; its settings (max_step, "
-                                            "max_iter, tol, ...) go under design"))
-        for i, fmt in enumerate(self.problem.output.formats):
-            if fmt != "vtu":
-                issues.append(self.loaded.issue(("output", "formats", i), f"{fmt!r} exports a "
-                                                "density field; a shape design writes vtu "
-                                                "(the moved mesh)"))
 
     def to_device(self, a: Any) -> Any:
         """``a`` on the model's device (unchanged on the CPU)."""

@@ -13,6 +13,28 @@ from femopt.shape.optimizer import ShapeConstraint, ShapeOptimizer
 from femopt.shape.quality import scaled_jacobian
 
 
+def check_shape_problem(model, issues: list[Issue]) -> None:
+    """What a shape design cannot take: a structured grid, filters, an optimizer
+    section, exporters of density fields."""
+    data = model.loaded.located.data
+    if model.mesh.grid is not None:
+        issues.append(model.loaded.issue(("design", "type"), "a shape design moves the "
+                                         "nodes of a mesh read from a file (mesh: {type: "
+                                         "file, path: ...}); this mesh is a structured grid"))
+    if data.get("filters"):
+        issues.append(model.loaded.issue(("filters",), "filters act on densities; a shape "
+                                         "design has none"))
+    if "optimizer" in data:
+        issues.append(model.loaded.issue(("optimizer",), "a shape design is optimized by "
+                                         "femopt's shape optimizer; its settings (max_step, "
+                                         "max_iter, tol, ...) go under design"))
+    for i, fmt in enumerate(model.problem.output.formats):
+        if fmt != "vtu":
+            issues.append(model.loaded.issue(("output", "formats", i), f"{fmt!r} exports a "
+                                             "density field; a shape design writes vtu "
+                                             "(the moved mesh)"))
+
+
 def shape_optimizer(model) -> ShapeOptimizer:
     """The :class:`ShapeOptimizer` of ``model``'s shape design.
 
