@@ -150,8 +150,9 @@ def test_amg_that_does_not_converge_fails_the_run_with_its_history(tmp_path, cap
 @pytest.mark.gpu
 def test_device_hierarchy_on_the_gpu_equals_the_numpy_twin(bracket):
     """DeviceAMGPCG with CuPy (cuSPARSE products, device Chebyshev and coarse solve) and
-    with NumPy on the same free-dof matrix: the same levels, coarse values to float32
-    precision, the same solution, CG counts within 2."""
+    with NumPy on the same free-dof matrix: the same level sizes (stored entries may
+    differ: SciPy keeps whole blocks), coarse values to float32 precision, the same
+    solution, CG counts within 2."""
     import cupy
 
     from femopt.solvers.device_amg import DeviceAMGPCG
@@ -167,7 +168,7 @@ def test_device_hierarchy_on_the_gpu_equals_the_numpy_twin(bracket):
         x = s.solve(xp.asarray(b))
         out[xp.__name__] = (s, cupy.asnumpy(x) if xp is cupy else x)
     (s_np, x_np), (s_cp, x_cp) = out["numpy"], out["cupy"]
-    assert s_np.hierarchy.sizes() == s_cp.hierarchy.sizes()
+    assert [n for n, _ in s_np.hierarchy.sizes()] == [n for n, _ in s_cp.hierarchy.sizes()]
     for l_np, l_cp in zip(s_np.hierarchy.levels[1:], s_cp.hierarchy.levels[1:]):
         ref = l_np.a.toarray()
         assert np.abs(l_cp.a.get().toarray() - ref).max() <= 1e-4 * np.abs(ref).max()

@@ -48,10 +48,15 @@ def test_the_default_solver_of_each_kind_of_problem(problem, without, with_cholm
     assert model.solver_choice is not None and model.solver_choice.solver is model.solver
 
 
-def test_a_large_3d_mesh_from_a_file_gets_amg():
+@pytest.mark.parametrize("cholmod", [False, True])
+def test_a_large_3d_mesh_from_a_file_gets_amg(cholmod, monkeypatch):
+    monkeypatch.setattr(choice, "_has_cholmod", lambda: cholmod)
     model = build_model(ROOT / "problems" / "bracket_3d.yaml", device="cpu")
-    picked = choice.pick_solver(model.mesh, model.physics, choice.AMG_MIN_DOFS, False)
-    assert picked.solver.name == "amg" and "50,000 free dofs" in picked.reason
+    least = choice.AMG_MIN_DOFS_CHOLMOD if cholmod else choice.AMG_MIN_DOFS
+    picked = choice.pick_solver(model.mesh, model.physics, least, False)
+    assert picked.solver.name == "amg" and f"{least:,} free dofs" in picked.reason
+    below = choice.pick_solver(model.mesh, model.physics, least - 1, False)
+    assert below.solver.name == "direct"
 
 
 def test_a_solver_in_the_file_is_kept(tmp_path):

@@ -8,8 +8,10 @@ The choice is the fastest permissively licensed solver measured for the kind of 
   a few thousand free dofs and in 2D above ``MULTIGRID_MIN_DOFS_2D`` (below, or in 2D
   with CHOLMOD installed up to ``MULTIGRID_MIN_DOFS_2D_CHOLMOD``, a direct factorization is
   as fast and exact);
-- a 3D mesh from a file, same conditions, above ``AMG_MIN_DOFS``: PCG with pyamg's
-  smoothed-aggregation AMG;
+- a 3D mesh from a file, same conditions, above ``AMG_MIN_DOFS`` (``AMG_MIN_DOFS_CHOLMOD``
+  with CHOLMOD installed): PCG with smoothed-aggregation AMG (its structure kept per mesh:
+  on the bracket 0.15 s per iteration against SuperLU's 0.9 s at 9,000 free dofs, even at
+  3,800);
 - everything else: the direct solver (CHOLMOD where the optional cvxopt is installed,
   else SciPy's SuperLU).
 """
@@ -25,7 +27,8 @@ from femopt.solvers.base import LinearSolver
 MULTIGRID_MIN_DOFS_3D = 3_000
 MULTIGRID_MIN_DOFS_2D = 6_000
 MULTIGRID_MIN_DOFS_2D_CHOLMOD = 100_000
-AMG_MIN_DOFS = 50_000
+AMG_MIN_DOFS = 5_000
+AMG_MIN_DOFS_CHOLMOD = 50_000  # measured before the AMG kept its structure; not since
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +85,11 @@ def _pick(mesh: Any, physics: Any, n_free: int, has_springs: bool) -> SolverChoi
                 log.info("multigrid cannot take this grid (%s); direct solver", exc)
             else:
                 return SolverChoice(solver, f"geometric multigrid for {where}")
-    if plain and mesh.grid is None and mesh.dim == 3 and n_free >= AMG_MIN_DOFS:
+    amg_min = AMG_MIN_DOFS_CHOLMOD if _has_cholmod() else AMG_MIN_DOFS
+    if plain and mesh.grid is None and mesh.dim == 3 and n_free >= amg_min:
         from femopt.solvers.amg import AMGSolver
 
-        return SolverChoice(AMGSolver(), f"AMG-PCG (pyamg) for {where}")
+        return SolverChoice(AMGSolver(), f"AMG-PCG for {where}")
     solver = DirectSolver()
     return SolverChoice(solver, f"{describe(solver)} for {where}")
 

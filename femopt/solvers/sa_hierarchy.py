@@ -5,8 +5,9 @@ aggregation is a structure decision: with the symmetric strength measure at thet
 entry of the pattern is a strong connection, so the aggregates (pyamg's standard
 aggregation, on nodes for a block matrix) and the tentative prolongators T_l (pyamg's
 ``fit_candidates``: a QR of the near-null space per aggregate) depend on the mesh, the
-supports and the near-null space alone. :func:`build_structure` makes them once; the
-coarse near-null spaces come with them, and so do the sizes and patterns of every level.
+supports and the near-null space alone. :func:`build_structure` makes them once (no
+values needed: a coarse level aggregates on the graph of T^T A T); the coarse near-null
+spaces come with them, and so do the sizes and patterns of every level.
 
 Per design :meth:`SAHierarchy.update` recomputes only values, level by level:
 
@@ -22,7 +23,9 @@ CPU; cuSPARSE through ``cupyx.scipy.sparse`` on the GPU); the patterns they prod
 same at every design. The V-cycle smooths with Chebyshev polynomials in D^-1 A on
 [rho/30, 1.1 rho] (matrix-vector products and vector updates only, so it runs as fast on a
 GPU as a Gauss-Seidel sweep would not), the same polynomial before and after the coarse
-correction, which keeps the preconditioner symmetric for CG.
+correction, which keeps the preconditioner symmetric for CG. The hierarchy's values are
+float32 by default: it is a preconditioner (CG itself runs in float64 and reaches its
+tolerance in as many iterations), and every product and V-cycle moves half the bytes.
 """
 
 from __future__ import annotations
