@@ -124,7 +124,8 @@ class OC(StepOptimizer, Component):
             w, b = form
             x_new, _ = oc_update_linear(x, ev.df, dg, w, -b, problem.xmin, problem.xmax,
                                         move=o.move, eta=o.eta,
-                                        bisection_tol=o.bisection_tol)
+                                        bisection_tol=o.bisection_tol,
+                                        reductions=getattr(problem, "reductions", None))
             return x_new
         return oc_update(x, ev.df, dg, problem.xmin, problem.xmax, constraint,
                          move=o.move, eta=o.eta, bisection_tol=o.bisection_tol)
