@@ -230,11 +230,13 @@ class SlabMultigrid:
                     p = int(np.prod(sub_layout.coarsened().shape[:-1]))
                     return layer_matmul(s, g, p, left=False).reshape(-1, nd, nd)
 
-                cells = sl.coarse_cells(levels[0].slab, lev.slab, galerkin, cells)
+                cells = sl.coarse_cells(levels[0].slab, lev.slab, galerkin, cells,
+                                        (nd, nd))
             else:
                 cells = sl.coarse_cells(levels[i - 1].slab, lev.slab,
                                         lambda sub_layout, sub: coarsen_cell_matrices(
-                                            sub_layout, sub), cells)
+                                            sub_layout, sub), cells,
+                                        (self.ke.shape[0],) * 2)
             data = lev.pattern.assemble_data(cells)
             if i == 0 and springs is not None:
                 # springs on the whole fine level (the coarsest here)

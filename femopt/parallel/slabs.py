@@ -379,7 +379,7 @@ def restrict(fine: Slab, coarse: Slab, vf: np.ndarray, free_c: np.ndarray) -> np
         c[:, dn - lo:] += 0.5 * f[:, 2 * dn - 1 - g0:2 * (hi - 1) - g0:2]
     for axis in range(2, fine.layout.dim + 1):
         c = _restrict_axis(c, axis)
-    c = c.reshape(fine.layout.k, hi - lo, -1)
+    c = c.reshape(fine.layout.k, hi - lo, coarse.layer_nodes)
     return _to_coarse(fine, coarse, c, lo, hi, free_c)
 
 
@@ -415,19 +415,23 @@ def prolong_add(coarse: Slab, fine: Slab, xc: np.ndarray, xf: np.ndarray) -> np.
     return xf
 
 
-def coarse_cells(fine: Slab, coarse: Slab, compute: Any, kept: np.ndarray) -> np.ndarray:
+def coarse_cells(fine: Slab, coarse: Slab, compute: Any, kept: np.ndarray,
+                 tail: tuple[int, ...]) -> np.ndarray:
     """A coarse level's per-cell data on its slab (kept cells, ghost filled).
 
     ``compute(sub_layout, sub)`` gives the coarse cells of the fine cells ``sub`` (whole
     coarse layers: fine layers [2 j0, 2 j1)), from the fine slab's kept cells ``kept``;
-    coarse cell j is computed on the rank that owns fine cell 2j + 1."""
+    coarse cell j is computed on the rank that owns fine cell 2j + 1 (``tail``: the shape
+    of one cell's data)."""
     o0, o1 = fine.own
     j0, j1 = o0 // 2, o1 // 2
     c0 = fine.cells[0]
     p = fine.layer_cells
     sub = kept[(2 * j0 - c0) * p:(2 * j1 - c0) * p]
-    sub_layout = GridLayout(fine.layout.shape[:-1] + (2 * (j1 - j0),), fine.layout.k)
-    mine = compute(sub_layout, sub)
+    sub_layout = GridLayout(fine.layout.shape[:-1] + (max(2 * (j1 - j0), 1),),
+                            fine.layout.k)
+    mine = (compute(sub_layout, sub) if j1 > j0
+            else np.empty((0,) + tuple(tail), dtype=kept.dtype))
     if coarse.distributed:
         assert (j0, j1) == coarse.own, ((j0, j1), coarse.own)
         out = np.empty((coarse.local.n_cells,) + mine.shape[1:], dtype=mine.dtype)
