@@ -420,9 +420,10 @@ class Model:
         self._t_last = now
         self.history.append(rec)
         self.x = x
-        if self.on_iteration is not None:
-            return bool(self.on_iteration(rec))
-        return False
+        stop = bool(self.on_iteration(rec)) if self.on_iteration is not None else False
+        if self.comm is not None and self.comm.size > 1:
+            stop = bool(self.comm.bcast(stop))  # rank 0's progress output decides
+        return stop
 
     def end_iteration(self, iteration: int, x: np.ndarray, optimizer: Any,
                       converged: bool) -> None:
