@@ -421,6 +421,10 @@ class Model:
         self.history.append(rec)
         self.x = x
         stop = bool(self.on_iteration(rec)) if self.on_iteration is not None else False
+        if self.comm is not None:
+            from femopt.parallel.launch import injected_failure
+
+            injected_failure(self.comm, iteration)
         if self.comm is not None and self.comm.size > 1:
             stop = bool(self.comm.bcast(stop))  # rank 0's progress output decides
         return stop
