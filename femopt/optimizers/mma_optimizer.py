@@ -9,7 +9,7 @@ from pydantic import Field
 
 from femopt.backend import array_namespace
 from femopt.optimizers.base import DesignProblem, Evaluation, StepOptimizer
-from femopt.optimizers.mma import mma_step
+from femopt.optimizers.mma import LocalSums, mma_step
 from femopt.plugins.registry import Component, Options
 
 
@@ -83,12 +83,15 @@ class MMA(StepOptimizer, Component):
         if self.low is None:
             self.low, self.upp = xp.zeros_like(x), xp.zeros_like(x)
         sub = (lambda a: None if a is None else a[free])  # noqa: E731
+        reductions = getattr(problem, "reductions", None)
+        sums = LocalSums if reductions is None else reductions.subset(free)
         step = mma_step(
             x[free], xmin[free], xmax[free], ev.df[free], ev.g, ev.dg[:, free],
             xold1=sub(self.xold1), xold2=sub(self.xold2),
             low=None if self.xold1 is None else self.low[free],
             upp=None if self.xold1 is None else self.upp[free],
             move=o.move, asyinit=o.asyinit, asyincr=o.asyincr, asydecr=o.asydecr, c=o.c,
+            sums=sums,
         )
         self.xold2 = self.xold1
         self.xold1 = x.copy()
