@@ -323,6 +323,10 @@ class Model:
         if self.shape:
             raise InputError("a shape design runs on one process")
         self.device = "cpu"
+        if self.mesh.grid is None:
+            raise InputError("this problem cannot run distributed: a distributed run needs "
+                             "a structured grid (mesh type 'structured'); meshes from files "
+                             "run on one process")
         if "solver" not in self.loaded.located.data:
             self.solver = MultigridSolver(MultigridOptions())
             self.solver.bind(self.mesh, self.physics.dofs_per_node)

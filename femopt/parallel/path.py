@@ -61,8 +61,9 @@ def unsupported(model: Any) -> str | None:
                 "meshes from files run on one process")
     why = capability(model)
     if why:
-        return why.replace("on the GPU", "distributed").replace("the GPU paths",
-                                                                 "the distributed path")
+        return (why.replace("on the GPU", "distributed")
+                .replace("the GPU paths solve", "the distributed path solves")
+                .replace("the GPU paths", "the distributed path"))
     if np.ndim(model.ke) != 2:
         return "a distributed run needs one element matrix for the whole grid"
     for fn in model.functions():
