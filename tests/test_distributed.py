@@ -72,6 +72,39 @@ solver: {type: multigrid, coarsest_size: 300}
 output: {picture: false}
 """
 
+# MMA, two load cases, passive cells, a Heaviside projection after the density filter
+MMA_CASES = """\
+name: mma_mpi
+mesh: {type: structured, shape: [24, 8], size: [24.0, 8.0]}
+physics: {type: linear_elasticity}
+supports:
+  - region: {point: [0.0, 0.0]}
+  - region: {point: [24.0, 0.0]}
+    dofs: [y]
+load_cases:
+  - name: left
+    loads:
+      - region: {point: [8.0, 8.0]}
+        force: [0.0, -1.0]
+  - name: right
+    loads:
+      - region: {point: [16.0, 8.0]}
+        force: [0.0, -1.0]
+design:
+  passive:
+    - region: {box: {min: [0.0, 7.0], max: [24.0, 8.0]}}
+      value: solid
+filters:
+  - {type: density, radius: 1.5}
+  - {type: heaviside, beta: 2.0}
+objective: {type: compliance}
+constraints:
+  - {type: volume, max: 0.4}
+optimizer: {type: mma, max_iter: 6}
+solver: {type: multigrid, coarsest_size: 60}
+output: {picture: false}
+"""
+
 
 def _mpi_missing() -> str | None:
     try:
@@ -211,6 +244,17 @@ def test_two_and_three_ranks_equal_one(text, write_problem, tmp_path):
 
 
 @needs_mpi
+def test_mma_load_cases_passive_cells_on_two_ranks(write_problem, tmp_path):
+    path = write_problem(MMA_CASES)
+    outs = {}
+    for n in (1, 2):
+        outs[n] = tmp_path / f"r{n}"
+        proc = femopt("run", path, "--ranks", n, "--out", outs[n], "--quiet")
+        assert proc.returncode == 0, proc.stderr
+    same_run(outs[1], outs[2])
+
+
+@needs_mpi
 @pytest.mark.parametrize("name,iters", [("mbb_beam", 6), ("cantilever_3d", 3)])
 def test_shipped_problems_on_two_ranks(name, iters, tmp_path):
     """The shipped grid problems (their first iterations; docs/benchmarks.md has whole
@@ -247,8 +291,9 @@ def test_a_failing_rank_stops_the_others(write_problem, tmp_path):
     proc = femopt("run", path, "--ranks", 2, "--out", out, "--quiet",
                   env={"FEMOPT_TEST_FAIL_RANK": "1:4"}, timeout=120)
     assert time.perf_counter() - t < 60
-    assert proc.returncode == 1
-    assert "rank 1 of 2 failed" in proc.stderr and "injected failure" in proc.stderr
+    assert proc.returncode == 1, proc.stderr
+    assert "rank 1 of 2 failed" in proc.stderr and "injected failure" in proc.stderr, (
+        proc.stderr)
     ck = read_checkpoint(out / "checkpoint.h5")  # the last one, intact
     assert ck.iteration == 3 and ck.x.shape == (32 * 16,)
 
