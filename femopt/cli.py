@@ -65,6 +65,10 @@ def _distributed(args, problem: str | None) -> tuple[int | None, object]:
             check_ranks(problem, ranks, args.device)
         return launch(strip_ranks(args.argv), ranks), None
     _COMM = communicator(ranks)
+    if _COMM is not None:
+        from femopt.parallel.launch import catch_signals
+
+        catch_signals(_COMM)
     return None, _COMM
 
 
@@ -391,8 +395,8 @@ def _stop_ranks(exc: BaseException, code: int, message: str) -> None:
     """A failure during a distributed run: stop every rank (rank 0 prints ``message``,
     naming itself; another rank names itself after a grace period)."""
     comm = _COMM
-    if comm is None or comm.size == 1:
-        return
+    if comm is None or comm.size == 1 or getattr(exc, "collective", False):
+        return  # every rank stops here together
     from femopt.parallel.launch import fail
 
     if comm.root:

@@ -312,3 +312,35 @@ def test_resume_on_another_rank_count(write_problem, tmp_path):
     sw, sp = (json.loads((d / "summary.json").read_text()) for d in (whole, part))
     assert sp["resumed_from"] == 4 and sp["iterations"] == sw["iterations"]
     assert sp["objective"] == pytest.approx(sw["objective"], rel=1e-10)
+
+
+@needs_mpi
+@pytest.mark.parametrize("sig,code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_interrupting_a_distributed_run(sig, code, write_problem, tmp_path):
+    """Ctrl-C or SIGTERM to ``femopt run --ranks 2``: every rank stops at the end of the
+    iteration, rank 0 writes the summary (interrupted) and the command to go on."""
+    import signal
+
+    path = write_problem(MBB.replace("max_iter: 8", "max_iter: 400").replace(
+        "shape: [32, 16]", "shape: [64, 32]").replace("size: [32.0, 16.0]",
+                                                      "size: [64.0, 32.0]")
+        .replace("[32.0, 0.0]", "[64.0, 0.0]").replace("[0.0, 16.0]", "[0.0, 32.0]"))
+    out = tmp_path / "i"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "femopt", "run", str(path), "--ranks", "2",
+                             "--out", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in proc.stdout:
+            if line.startswith("it    3"):
+                break
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err
+    assert f"interrupted by {sig}" in err and "femopt resume" in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["ranks"] == 2
+    assert (out / "checkpoint.h5").exists()

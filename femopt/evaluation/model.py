@@ -426,9 +426,10 @@ class Model:
         self.x = x
         stop = bool(self.on_iteration(rec)) if self.on_iteration is not None else False
         if self.comm is not None:
-            from femopt.parallel.launch import injected_failure
+            from femopt.parallel.launch import collective_interrupt, injected_failure
 
             injected_failure(self.comm, iteration)
+            collective_interrupt(self.comm)
         if self.comm is not None and self.comm.size > 1:
             stop = bool(self.comm.bcast(stop))  # rank 0's progress output decides
         return stop

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -94,7 +95,21 @@ def launch(argv: list[str], ranks: int) -> int:
         # more ranks than cores: MPICH's busy waiting yields the core (3 ranks on 2 cores
         # ran 1.6x faster so)
         env.setdefault("MPIR_CVAR_ENABLE_HEAVY_YIELD", "1")
-    return subprocess.run(cmd, env=env).returncode
+    # mpiexec in a session of its own: a Ctrl-C at the terminal reaches this process
+    # alone, which passes it on to mpiexec, which passes it to the ranks (MPICH's
+    # hydra_pmi_proxy hit by the terminal's SIGINT too left the ranks hanging in their
+    # next exchange)
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def forward(signum, frame):
+        proc.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return proc.wait()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def strip_ranks(argv: list[str]) -> list[str]:
@@ -142,3 +157,51 @@ def injected_failure(comm: Comm, iteration: int) -> None:
         from femopt.errors import RunError
 
         raise RunError(f"injected failure at design iteration {iteration} ({FAIL_VARIABLE})")
+
+
+# a signal a rank of a distributed run received: [name, exit code, when]
+_PENDING: list = []
+SECOND_SIGNAL = 2.0  # seconds after the first, a second signal stops this rank at once
+
+
+def catch_signals(comm: Comm) -> None:
+    """On a rank of a distributed run (more than one rank): SIGINT and SIGTERM are noted,
+    and every rank stops together at the end of the design iteration
+    (:func:`collective_interrupt`), rank 0 writing the summary as a one-process run does.
+    A second signal later than :data:`SECOND_SIGNAL` seconds stops the rank at once (and
+    with it the job)."""
+    from femopt.io.failure import EXIT_SIGINT, EXIT_SIGTERM, Interrupted
+
+    def handler(signum, frame):
+        name, code = (("SIGINT", EXIT_SIGINT) if signum == signal.SIGINT
+                      else ("SIGTERM", EXIT_SIGTERM))
+        now = time.monotonic()
+        if _PENDING and now - _PENDING[2] > SECOND_SIGNAL:
+            raise Interrupted(name, code)
+        if not _PENDING:
+            _PENDING[:] = [name, code, now]
+
+    if comm.size > 1:
+        try:
+            signal.signal(signal.SIGINT, handler)
+            signal.signal(signal.SIGTERM, handler)
+        except ValueError:  # not the main thread
+            pass
+
+
+def collective_interrupt(comm: Comm) -> None:
+    """Called by every rank once per design iteration: when any rank got a signal, every
+    rank stops here (rank 0 with :class:`~femopt.io.failure.Interrupted`, the others with
+    :class:`FollowerExit`)."""
+    if comm.size == 1:
+        return
+    code = int(comm.max(_PENDING[1] if _PENDING else 0))
+    if not code:
+        return
+    from femopt.io.failure import EXIT_SIGINT, Interrupted
+
+    if comm.root:
+        exc = Interrupted("SIGINT" if code == EXIT_SIGINT else "SIGTERM", code)
+        exc.collective = True
+        raise exc
+    raise FollowerExit(code)
