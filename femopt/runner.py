@@ -203,7 +203,9 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
         reporter.line(f"femopt: {model.name}: {model.mesh.n_cells} cells, "
                       f"{model.n_free} free dofs, {len(model.case_names)} load case(s), "
                       f"{action} {model.optimizer.name}, solver {model.solver.name}"
-                      + (", on the GPU" if model.device == "gpu" else ""))
+                      + (", on the GPU" if model.device == "gpu" else "")
+                      + (f", distributed on {model.comm.size} rank(s)"
+                         if model.comm is not None else ""))
         model.start_clock()
         with reporter, get_registry().guard("optimizer", model.optimizer.name, "run()"):
             if ck is not None and ck.converged:

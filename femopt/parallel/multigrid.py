@@ -31,6 +31,7 @@ import numpy as np
 from femopt.assembly.grid_layout import GridLayout
 from femopt.assembly.matrix_free import diagonal, gather_cells, scatter_cells
 from femopt.assembly.structured_csr import CSROperator, StructuredCSR
+from femopt.backend.threads import single_blas_thread
 from femopt.errors import SolverError
 from femopt.parallel import slabs as sl
 from femopt.parallel.slabs import Slab
@@ -163,6 +164,7 @@ class SlabMultigrid:
         self.last = CGInfo()
         self.fell_back = False
         self._fixed_seen = None
+        self._springs_full: tuple[np.ndarray, np.ndarray] | None = None
         self.op64: FineOperator | None = None
         n = len(self.layouts)
         self._bounds = [eigenvalue_bound(self.ke, layout.dim, layout.k, 2**i) for i in range(n)]
@@ -201,6 +203,10 @@ class SlabMultigrid:
         """A new design: ``scale`` on the fine slab's kept cells; ``fixed`` the whole
         grid's constrained dofs (internal grid layout; the hierarchy is rebuilt when the
         object changes); ``springs`` (kept-dof indices, stiffness) on the fine level."""
+        with single_blas_thread(np):  # one rank per core: no BLAS thread pool on top
+            self._update(scale, fixed, springs)
+
+    def _update(self, scale, fixed, springs) -> None:
         if fixed is not self._fixed_seen:
             self._build(fixed)
             self._fixed_seen = fixed
@@ -238,8 +244,8 @@ class SlabMultigrid:
                                             sub_layout, sub), cells,
                                         (self.ke.shape[0],) * 2)
             data = lev.pattern.assemble_data(cells)
-            if i == 0 and springs is not None:
-                # springs on the whole fine level (the coarsest here)
+            if i == 0 and self._springs_full is not None:
+                # springs on the whole fine level (the coarsest here), on every rank
                 idx, k = self._springs_full
                 data[lev.pattern.diag_slot[idx]] += k.astype(data.dtype)
             op = CSROperator(lev.pattern, data)
@@ -335,6 +341,10 @@ class SlabMultigrid:
     def solve(self, b: np.ndarray, x0: np.ndarray | None = None,
               rtol: float | None = None) -> np.ndarray:
         """K x = b on the fine slab (kept dofs, ghosts filled, zero on constrained)."""
+        with single_blas_thread(np):
+            return self._solve(b, x0, rtol)
+
+    def _solve(self, b, x0, rtol) -> np.ndarray:
         o = self.options
         rtol = o.rtol if rtol is None else rtol
         try:
