@@ -212,6 +212,18 @@ def test_what_is_not_distributed_is_refused(write_problem, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("name,why", [
+    ("mbb_beam_overhang", "overhang"), ("bridge_3d_symmetric", "design_map"),
+    ("l_bracket_stress", "stress_pnorm"), ("heat_sink_flow", "not symmetric"),
+    ("bracket_3d", "structured grid")])
+def test_shipped_problems_not_distributed_yet(name, why, tmp_path, capsys):
+    assert main(["run", str(PROBLEMS / f"{name}.yaml"), "--ranks", "1", "--out",
+                 str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot run distributed" in err and why in err
+    assert not (tmp_path / "x").exists()
+
+
 def test_too_many_ranks_before_any_work(write_problem, tmp_path, capsys):
     path = write_problem(MBB)
     t = time.perf_counter()
@@ -255,10 +267,13 @@ def test_mma_load_cases_passive_cells_on_two_ranks(write_problem, tmp_path):
 
 
 @needs_mpi
-@pytest.mark.parametrize("name,iters", [("mbb_beam", 6), ("cantilever_3d", 3)])
+@pytest.mark.parametrize("name,iters", [("mbb_beam", 6), ("cantilever_3d", 3),
+                                        ("force_inverter", 3), ("mbb_beam_density", 2),
+                                        ("bridge_pressure", 2), ("heat_volume_to_point", 2),
+                                        ("two_load_cases", 2)])
 def test_shipped_problems_on_two_ranks(name, iters, tmp_path):
     """The shipped grid problems (their first iterations; docs/benchmarks.md has whole
-    runs): two ranks equal one."""
+    runs): two ranks equal one. The force inverter: springs, MMA, an adjoint solve."""
     outs = {}
     for n in (1, 2):
         outs[n] = tmp_path / f"r{n}"
