@@ -71,7 +71,7 @@ def run_model(model: Model, problem_bytes: bytes, out: str | Path | None = None,
             manifest.claim(out_dir, model.name, force)
             prepare_output_dir(out_dir)
     if follower:
-        return _follow(model, limit, None)
+        return _follow(model, limit, None, out_dir, problem_bytes, t0)
     with run_failures(out_dir):  # from here on, anything is a run failure (exit 1)
         # the previous run's files go (a stale checkpoint would resume another run)
         manifest.clear_previous(out_dir, keep=() if source is None else (source,))
@@ -132,7 +132,7 @@ def resume(result_dir: str | Path, max_iter: int | None = None, quiet: bool = Fa
     model.evaluations = ck.evaluations
     model.history = list(ck.history)
     if _follower(model):
-        return _follow(model, limit, ck)
+        return _follow(model, limit, ck, rd.path, rd.problem_bytes, t0)
     with run_failures(rd.path):
         return _optimize(model, rd.path, limit, rd.problem_bytes, ck, quiet, stream, t0)
 
@@ -299,9 +299,36 @@ def _checkpoint_payload(model: Model, x, optimizer) -> tuple:
     return model.host_cells(x), full
 
 
-def _follow(model: Model, limit: int, ck: Checkpoint | None) -> None:
+def _follow(model: Model, limit: int, ck: Checkpoint | None, out_dir: Path,
+            problem_bytes: bytes, t0: float) -> None:
     """A rank other than 0: the same optimization, taking part in every gather rank 0
-    makes for the results directory, writing nothing."""
+    makes for the results directory, writing nothing -- but ``summary.json`` when it
+    fails (rank 0 is then waiting for it and cannot)."""
+    from femopt.io.failure import describe
+    from femopt.io.results import write_json_atomic
+    from femopt.parallel.launch import FollowerExit
+
+    try:
+        return _follow_run(model, limit, ck)
+    except (FollowerExit, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        comm = model.comm
+        summary = base_summary(model, problem_bytes)
+        summary.update({"ranks": comm.size, "iterations": len(model.history),
+                        "converged": False, "status": "failed",
+                        "message": f"rank {comm.rank} of {comm.size} failed: {describe(exc)}",
+                        "wall_time": time.perf_counter() - t0})
+        if ck is not None:
+            summary["resumed_from"] = ck.iteration
+        try:
+            write_json_atomic(out_dir / "summary.json", summary)
+        except OSError:
+            pass
+        raise
+
+
+def _follow_run(model: Model, limit: int, ck: Checkpoint | None) -> None:
     out_cfg = model.problem.output
 
     def on_end_iteration(it: int, x, optimizer, converged: bool) -> None:

@@ -309,6 +309,8 @@ def test_a_failing_rank_stops_the_others(write_problem, tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert "rank 1 of 2 failed" in proc.stderr and "injected failure" in proc.stderr, (
         proc.stderr)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed" and "rank 1 of 2 failed" in summary["message"]
     ck = read_checkpoint(out / "checkpoint.h5")  # the last one, intact
     assert ck.iteration == 3 and ck.x.shape == (32 * 16,)
 
