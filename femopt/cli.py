@@ -388,7 +388,11 @@ def main(argv: list[str] | None = None) -> int:
 def _quiet_rank() -> bool:
     """A rank other than 0 of a distributed run: bad input is the same on every rank,
     and rank 0 prints it."""
-    return _COMM is not None and not _COMM.root
+    if _COMM is not None:
+        return not _COMM.root
+    from femopt.parallel.comm import launched_rank
+
+    return launched_rank() > 0  # under mpiexec before the communicator is known
 
 
 def _stop_ranks(exc: BaseException, code: int, message: str) -> None:

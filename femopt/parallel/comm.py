@@ -32,6 +32,15 @@ def launched_size() -> int:
     return 1
 
 
+def launched_rank() -> int:
+    """This process's rank as an MPI launcher tells it (0 when there is none)."""
+    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+        value = os.environ.get(var)
+        if value and value.isdigit():
+            return int(value)
+    return 0
+
+
 class Comm:
     """A communicator: rank, size, halo exchange (``sendrecv``) and gathers.
 
