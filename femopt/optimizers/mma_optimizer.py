@@ -43,6 +43,7 @@ class MMA(StepOptimizer, Component):
 
     name = "mma"
     device_arrays = True  # the update runs in the design's array module (GPU paths)
+    distributed = True  # its sums over the design come from problem.reductions
     summary = "Method of Moving Asymptotes (Svanberg): any number of constraints"
     Options = MMAOptions
 

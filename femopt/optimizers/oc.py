@@ -86,6 +86,7 @@ class OC(StepOptimizer, Component):
 
     name = "oc"
     device_arrays = True  # the update runs in the design's array module (GPU paths)
+    distributed = True  # its sums over the design come from problem.reductions
     summary = "Optimality criteria (88-line code): one cheap constraint such as volume"
     Options = OCOptions
     # the bisection runs on raw objective and volume, as in the classic codes

@@ -22,7 +22,6 @@ Rank 0 gathers what the results directory needs (:meth:`DistributedGridPath.gath
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
@@ -53,9 +52,6 @@ def filter_reach(model: Any) -> tuple[int, ...]:
 
 def unsupported(model: Any) -> str | None:
     """Why a distributed run cannot take ``model`` (None when it can)."""
-    from femopt.filters.radius import _RadiusFilter
-    from femopt.solvers.multigrid import MultigridSolver
-
     if model.mesh.grid is None:
         return ("a distributed run needs a structured grid (mesh type 'structured'); "
                 "meshes from files run on one process")
@@ -72,18 +68,21 @@ def unsupported(model: Any) -> str | None:
                 return (f"the function {part.name!r} is not linear in the states; a "
                         "distributed run takes linear forms (compliance, volume, "
                         "displacement, mean temperature, ...) only so far")
+    from femopt.filters.base import Filter
+
     for f in model.filters:
-        if not (isinstance(f, _RadiusFilter) or getattr(f, "pointwise", False)):
+        if type(f).slab_twin is Filter.slab_twin and not f.pointwise:
             return (f"the filter {f.name!r} does not run distributed yet (density, "
                     "sensitivity and pointwise filters such as heaviside do)")
-    if not isinstance(model.solver, MultigridSolver):
+    if not getattr(model.solver, "distributed", False):
         return (f"a distributed run solves with the multigrid solver, not "
                 f"{model.solver.name!r}")
     if model.solver.options.coarse_operator != "galerkin":
         return ("a distributed run builds Galerkin coarse levels (multigrid "
                 "coarse_operator: galerkin)")
-    if model.optimizer.name not in ("oc", "mma"):
-        return f"the optimizer {model.optimizer.name!r} does not run distributed (oc and mma do)"
+    if not getattr(model.optimizer, "distributed", False):
+        return (f"the optimizer {model.optimizer.name!r} does not run distributed (it "
+                "does not take its sums over the design from problem.reductions)")
     return None
 
 
@@ -264,8 +263,6 @@ class DistributedGridPath(DevicePath):
     ``comm.size``; see the module docstring."""
 
     def __init__(self, model: Any, comm: Comm):
-        from femopt.filters.radius import _RadiusFilter
-
         self.comm = comm
         k = model.physics.dofs_per_node
         self.orient, self.glayout, bounds, n_dist = rank_plan(model, comm.size)
@@ -287,14 +284,7 @@ class DistributedGridPath(DevicePath):
             kidx = np.flatnonzero(kept != 0.0)
             self.springs = (kidx, kept[kidx]) if kidx.size else None
         spacing = self.orient.internal(tuple(model.mesh.grid.spacing))
-        stages = []
-        for f in model.filters:
-            if isinstance(f, _RadiusFilter):
-                twin = copy.copy(f)
-                twin.__dict__["op"] = SlabStencil(slab, spacing, f.options.radius)
-                stages.append(twin)
-            else:
-                stages.append(f)  # pointwise
+        stages = [f.slab_twin(slab, spacing) for f in model.filters]
         self.reductions = Reductions(slab)
         loads = np.stack([self._to_states(f) for f in model.loads])
         super().__init__(model, np, loads, stages)
