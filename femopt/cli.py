@@ -23,6 +23,11 @@ DEVICE_HELP = ("where the design iterations run: gpu, cpu, or auto (the GPU when
                "one and the problem fits the GPU path); overrides the file's device")
 
 
+RANKS_HELP = ("run distributed on N MPI ranks of this machine (mpiexec -n N; needs mpi4py "
+              "and an MPI such as the mpich wheel); 1: the distributed path in this "
+              "process. Under mpiexec a run is distributed by itself")
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
@@ -41,21 +46,58 @@ def _end_of_run(result, quiet: bool) -> None:
                                           int(result.summary.get("dim", 3)))))
 
 
+# the communicator of a distributed run in this process (None: not distributed); main's
+# error handling stops the other ranks through it
+_COMM = None
+
+
+def _distributed(args, problem: str | None) -> tuple[int | None, object]:
+    """(exit code of a launched mpiexec or None, the communicator of this process's run).
+    ``--ranks N`` (N > 1) outside mpiexec checks the problem and the rank count, then
+    runs the same command under ``mpiexec -n N``."""
+    global _COMM
+    from femopt.parallel.comm import launched_size
+    from femopt.parallel.launch import check_ranks, communicator, launch, strip_ranks
+
+    ranks = getattr(args, "ranks", None)
+    if ranks is not None and ranks > 1 and launched_size() <= 1:
+        if problem is not None:
+            check_ranks(problem, ranks, args.device)
+        return launch(strip_ranks(args.argv), ranks), None
+    _COMM = communicator(ranks)
+    if _COMM is not None:
+        from femopt.parallel.launch import catch_signals
+
+        catch_signals(_COMM)
+    return None, _COMM
+
+
 def cmd_run(args) -> int:
     from femopt.runner import run
 
-    result = run(args.problem, out=args.out, max_iter=args.max_iter, quiet=args.quiet,
-                 device=args.device, force=args.force)
-    _end_of_run(result, args.quiet)
+    code, comm = _distributed(args, args.problem)
+    if code is not None:
+        return code
+    follower = comm is not None and not comm.root
+    result = run(args.problem, out=args.out, max_iter=args.max_iter,
+                 quiet=args.quiet or follower, device=args.device, force=args.force,
+                 comm=comm)
+    if result is not None:
+        _end_of_run(result, args.quiet)
     return 0
 
 
 def cmd_resume(args) -> int:
     from femopt.runner import resume
 
-    result = resume(args.result_dir, max_iter=args.max_iter, quiet=args.quiet,
-                    device=args.device)
-    _end_of_run(result, args.quiet)
+    code, comm = _distributed(args, None)
+    if code is not None:
+        return code
+    follower = comm is not None and not comm.root
+    result = resume(args.result_dir, max_iter=args.max_iter, quiet=args.quiet or follower,
+                    device=args.device, comm=comm)
+    if result is not None:
+        _end_of_run(result, args.quiet)
     return 0
 
 
@@ -239,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true",
                    help="write into a directory that holds another problem's results or "
                    "other files (femopt's earlier files there are removed)")
+    r.add_argument("--ranks", type=_positive_int, help=RANKS_HELP)
     r.set_defaults(func=cmd_run)
 
     v = sub.add_parser("validate", help="check a problem file; report every error")
@@ -261,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "the start of the run; overrides the file)")
     rs.add_argument("--quiet", action="store_true", help="print nothing but errors")
     rs.add_argument("--device", choices=DEVICES, help=DEVICE_HELP)
+    rs.add_argument("--ranks", type=_positive_int, help=RANKS_HELP)
     rs.set_defaults(func=cmd_resume)
 
     ex = sub.add_parser("export", help="write the final design as a CAD part or drawing")
@@ -300,26 +344,68 @@ def _configure_logging(verbose: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     _configure_logging(args.verbose)
     if argv is None:
         # the process ends with this command: spare it the collector's final pass over
         # every object still alive (4 s of CPU after loading a 10 MB problem file)
         atexit.register(gc.freeze)
+    global _COMM
+    _COMM = None
+    from femopt.parallel.launch import FollowerExit
+
     try:
         with signals_interrupt():
             return int(args.func(args) or 0)
+    except FollowerExit as exc:  # rank 0 said why
+        return exc.code
     except ProblemError as exc:
+        if _quiet_rank():
+            return 2
         print(str(exc), file=sys.stderr)  # FILE:LINE:COL: key.path: message, one per line
         return 2
     except InputError as exc:
+        if _quiet_rank():
+            return 2
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except FemoptError as exc:
+        _stop_ranks(exc, exc.exit_code, f"error: {exc}")
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:
+        code = getattr(exc, "exit_code", EXIT_SIGINT)
+        _stop_ranks(exc, code, interrupted_message(exc))
         print(interrupted_message(exc), file=sys.stderr)
-        return getattr(exc, "exit_code", EXIT_SIGINT)
+        return code
+    except Exception as exc:
+        import traceback
+
+        _stop_ranks(exc, 1, "".join(traceback.format_exception(exc)).rstrip())
+        raise
+
+
+def _quiet_rank() -> bool:
+    """A rank other than 0 of a distributed run: bad input is the same on every rank,
+    and rank 0 prints it."""
+    if _COMM is not None:
+        return not _COMM.root
+    from femopt.parallel.comm import launched_rank
+
+    return launched_rank() > 0  # under mpiexec before the communicator is known
+
+
+def _stop_ranks(exc: BaseException, code: int, message: str) -> None:
+    """A failure during a distributed run: stop every rank (rank 0 prints ``message``,
+    naming itself; another rank names itself after a grace period)."""
+    comm = _COMM
+    if comm is None or comm.size == 1 or getattr(exc, "collective", False):
+        return  # every rank stops here together
+    from femopt.parallel.launch import fail
+
+    if comm.root:
+        message = f"{message}\nfemopt: rank 0 of {comm.size} stopped the run"
+    fail(comm, exc, code, message)
 
 
 if __name__ == "__main__":

@@ -40,13 +40,15 @@ def output_dir_for(model: Model, out: str | Path | None) -> Path:
 
 def run(problem_file: str | Path, out: str | Path | None = None, max_iter: int | None = None,
         quiet: bool = False, stream=None, device: str | None = None,
-        force: bool = False) -> RunResult:
+        force: bool = False, comm=None) -> RunResult | None:
     """Optimize ``problem_file``; returns the summary. Bad input raises before anything
     is written; a failure during the run writes what it has and re-raises. ``device``
     (auto, cpu, gpu) overrides the file's. A directory holding another problem's results
-    is refused unless ``force``; the previous run's files are removed."""
+    is refused unless ``force``; the previous run's files are removed. ``comm`` (a
+    :class:`femopt.parallel.comm.Comm`) runs it distributed: every rank calls this, rank
+    0 writes the results directory and returns the summary, the others return None."""
     t0 = time.perf_counter()
-    model = build_model(problem_file, device)
+    model = build_model(problem_file, device, distributed=comm)
     return run_model(model, Path(problem_file).read_bytes(), out, max_iter, quiet, stream,
                      source=Path(problem_file), t0=t0, force=force)
 
@@ -60,11 +62,17 @@ def run_model(model: Model, problem_bytes: bytes, out: str | Path | None = None,
     another problem's results is refused unless ``force``."""
     t0 = time.perf_counter() if t0 is None else t0
     out_dir = output_dir_for(model, out)
-    check_output_dir(out_dir)
     limit = max_iter if max_iter is not None else model.optimizer.options.max_iter
-    check_before_run(model)  # an optimizer that cannot take this problem is bad input
-    manifest.claim(out_dir, model.name, force)
-    prepare_output_dir(out_dir)
+    follower = _follower(model)
+    with _root_decides(model):  # in a distributed run rank 0 checks and tells the others
+        if not follower:
+            check_output_dir(out_dir)
+        check_before_run(model)  # an optimizer that cannot take this problem is bad input
+        if not follower:
+            manifest.claim(out_dir, model.name, force)
+            prepare_output_dir(out_dir)
+    if follower:
+        return _follow(model, limit, None, out_dir, problem_bytes, t0)
     with run_failures(out_dir):  # from here on, anything is a run failure (exit 1)
         # the previous run's files go (a stale checkpoint would resume another run)
         manifest.clear_previous(out_dir, keep=() if source is None else (source,))
@@ -90,7 +98,7 @@ def _is_shape_problem(problem_bytes: bytes) -> bool:
 
 
 def resume(result_dir: str | Path, max_iter: int | None = None, quiet: bool = False,
-           stream=None, device: str | None = None) -> RunResult:
+           stream=None, device: str | None = None, comm=None) -> RunResult | None:
     """Continue the run of ``result_dir`` from its ``checkpoint.h5``. InputError, with
     nothing written, when the checkpoint is missing or unreadable or was written for a
     different problem file than the directory's ``problem.yaml``."""
@@ -105,7 +113,8 @@ def resume(result_dir: str | Path, max_iter: int | None = None, quiet: bool = Fa
             f"{rd.path / CHECKPOINT} was written for a different problem file (sha256 "
             f"{ck.problem_sha256[:12]}...) than {rd.problem_file} (sha256 {rd.sha256[:12]}...); "
             "refusing to resume")
-    model = build_model(rd.problem_file, device, problem_dir=rd.problem_dir)
+    model = build_model(rd.problem_file, device, problem_dir=rd.problem_dir,
+                        distributed=comm)
     model.name = rd.problem_name or model.name  # the copy here is named problem.yaml
     if ck.optimizer != model.optimizer.name or ck.x.shape != (model.n,):
         raise InputError(f"{rd.path / CHECKPOINT} does not match {rd.problem_file} "
@@ -123,6 +132,8 @@ def resume(result_dir: str | Path, max_iter: int | None = None, quiet: bool = Fa
     model.objective_scale = ck.objective_scale
     model.evaluations = ck.evaluations
     model.history = list(ck.history)
+    if _follower(model):
+        return _follow(model, limit, ck, rd.path, rd.problem_bytes, t0)
     with run_failures(rd.path):
         return _optimize(model, rd.path, limit, rd.problem_bytes, ck, quiet, stream, t0)
 
@@ -145,6 +156,8 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
     for rec in model.history:  # resumed: the rows up to the checkpoint, nothing after
         history.write(rec)
     summary = base_summary(model, problem_bytes)
+    if model.comm is not None:
+        summary["ranks"] = model.comm.size
     if ck is not None:
         summary["resumed_from"] = ck.iteration
     # from here on whatever happens ends in summary.json (the set-up below writes too)
@@ -164,13 +177,14 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
 
     def _write_iteration(it: int, x, optimizer, converged: bool) -> None:
         if series is not None and it % out_cfg.series_every == 0:
-            rho = to_host(model.physical(x)[0])
+            rho = model.host_cells(model.physical(x)[0])
             ensure_space(out_dir, 2 * rho.nbytes)
             series.add(it, rho)
         if out_cfg.checkpoint_every and (it % out_cfg.checkpoint_every == 0 or converged):
+            x_host, state = _checkpoint_payload(model, x, optimizer)
             write_checkpoint(out_dir / CHECKPOINT, Checkpoint(
-                it, model.history[-1].change, converged, to_host(x), sha,
-                model.optimizer.name, optimizer.state_dict(),
+                it, model.history[-1].change, converged, x_host, sha,
+                model.optimizer.name, state,
                 [part.state_dict() for part in model.stateful()], model.objective_scale,
                 model.evaluations, model.history))
 
@@ -183,7 +197,7 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
             series = SeriesWriter(out_dir, model.mesh, keep_until=ck.iteration if ck else None,
                                   info={"problem": model.name, "unit": model.problem.unit})
             if ck is None:  # the series starts at the initial design
-                series.add(0, to_host(model.physical(model.x0)[0]))
+                series.add(0, model.host_cells(model.physical(model.x0)[0]))
         pm.hook.femopt_run_start(problem=model, out_dir=out_dir)
         for note in model.device_notes:
             reporter.line(f"femopt: {note}")
@@ -194,7 +208,9 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
         reporter.line(f"femopt: {model.name}: {model.mesh.n_cells} cells, "
                       f"{model.n_free} free dofs, {len(model.case_names)} load case(s), "
                       f"{action} {model.optimizer.name}, solver {model.solver.name}"
-                      + (", on the GPU" if model.device == "gpu" else ""))
+                      + (", on the GPU" if model.device == "gpu" else "")
+                      + (f", distributed on {model.comm.size} rank(s)"
+                         if model.comm is not None else ""))
         model.start_clock()
         with reporter, get_registry().guard("optimizer", model.optimizer.name, "run()"):
             if ck is not None and ck.converged:
@@ -209,7 +225,7 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
                 result = model.optimizer.run(model, x0, limit,
                                              start=ck.iteration if ck else 0)
         values, rho_final, state = model.final_analysis(result.x)
-        x_final = to_host(result.x)
+        x_final = model.host_cells(result.x)
         summary.update({
             "objective": values[0],
             "constraints": {b.label: v for b, v in zip(model.bounds, values[1:])},
@@ -244,3 +260,99 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
                                  out_dir / "design.png", out_cfg.threshold,
                                  plots.marks_of(model), model.problem.unit)
     return record.result(reporter)
+
+
+# -- distributed runs: what the ranks other than 0 do ------------------------------------
+
+def _follower(model: Model) -> bool:
+    """Whether this process is a rank other than 0 of a distributed run."""
+    return model.comm is not None and not model.comm.root
+
+
+class _root_decides:
+    """``with _root_decides(model):`` rank 0's checks before a distributed run: an error
+    there is raised on every rank (the others quietly, see
+    :class:`femopt.parallel.launch.FollowerExit`), so that none waits for the others."""
+
+    def __init__(self, model: Model):
+        self.comm = model.comm if model.comm is not None and model.comm.size > 1 else None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if self.comm is None:
+            return False
+        from femopt.parallel.launch import FollowerExit
+
+        code = None
+        if exc is not None:
+            code = getattr(exc, "exit_code", 2) if isinstance(exc, Exception) else 1
+        code = self.comm.bcast(code)
+        if exc is None and code is not None:
+            raise FollowerExit(code)
+        return False
+
+
+def _checkpoint_payload(model: Model, x, optimizer) -> tuple:
+    """The design and the optimizer's state on the host (gathered on rank 0 of a
+    distributed run, every rank taking part; None elsewhere)."""
+    state = optimizer.state_dict()
+    if model.comm is None:
+        return to_host(x), state
+    shape = np.shape(x)
+    full = {k: (model.host_cells(v) if np.shape(v) == shape and np.ndim(v) == 1 else v)
+            for k, v in state.items()}
+    return model.host_cells(x), full
+
+
+def _follow(model: Model, limit: int, ck: Checkpoint | None, out_dir: Path,
+            problem_bytes: bytes, t0: float) -> None:
+    """A rank other than 0: the same optimization, taking part in every gather rank 0
+    makes for the results directory, writing nothing -- but ``summary.json`` when it
+    fails (rank 0 is then waiting for it and cannot)."""
+    from femopt.io.failure import describe
+    from femopt.io.results import write_json_atomic
+    from femopt.parallel.launch import FollowerExit
+
+    try:
+        return _follow_run(model, limit, ck)
+    except (FollowerExit, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        comm = model.comm
+        summary = base_summary(model, problem_bytes)
+        summary.update({"ranks": comm.size, "iterations": len(model.history),
+                        "converged": False, "status": "failed",
+                        "message": f"rank {comm.rank} of {comm.size} failed: {describe(exc)}",
+                        "wall_time": time.perf_counter() - t0})
+        if ck is not None:
+            summary["resumed_from"] = ck.iteration
+        try:
+            write_json_atomic(out_dir / "summary.json", summary)
+        except OSError:
+            pass
+        raise
+
+
+def _follow_run(model: Model, limit: int, ck: Checkpoint | None) -> None:
+    out_cfg = model.problem.output
+
+    def on_end_iteration(it: int, x, optimizer, converged: bool) -> None:
+        if out_cfg.series_every and it % out_cfg.series_every == 0:
+            model.host_cells(model.physical(x)[0])
+        if out_cfg.checkpoint_every and (it % out_cfg.checkpoint_every == 0 or converged):
+            _checkpoint_payload(model, x, optimizer)
+
+    model.on_end_iteration = on_end_iteration
+    if out_cfg.series_every and ck is None:
+        model.host_cells(model.physical(model.x0)[0])
+    model.start_clock()
+    if ck is not None and (ck.converged or ck.iteration >= limit):
+        x = model.to_device(ck.x)
+    else:
+        x0 = model.to_device(ck.x) if ck is not None else model.x0.copy()
+        x = model.optimizer.run(model, x0, limit, start=ck.iteration if ck else 0).x
+    model.final_analysis(x)
+    model.host_cells(x)
+    return None

@@ -104,8 +104,9 @@ class DevicePath(EvaluationPath):
             case) and ``adjoint`` (one per adjoint solve).
     """
 
-    def __init__(self, model: Any, xp: Any, loads: Any):
-        super().__init__(model, xp, [f.device_twin(xp) for f in model.filters])
+    def __init__(self, model: Any, xp: Any, loads: Any, stages: list[Any] | None = None):
+        super().__init__(model, xp, [f.device_twin(xp) for f in model.filters]
+                         if stages is None else stages)
         self.loads = xp.asarray(loads)
         self.weights = np.asarray(model.weights, dtype=np.float64)
         self.u = xp.zeros(self.loads.shape, dtype=xp.float64)
@@ -150,6 +151,25 @@ class DevicePath(EvaluationPath):
         """The last states (n_cases, n_dofs) on the host in femopt's dof numbering."""
         raise NotImplementedError
 
+    def _to_cells(self, v: np.ndarray) -> Any:
+        """A per-cell host array (every cell, femopt's order) in the path's cell layout."""
+        return self.xp.asarray(v)
+
+    def _loads_dot(self, u: Any) -> np.ndarray:
+        """(n_cases,) f_c . u_c on the host."""
+        return to_host(self.xp.sum(self.loads * u, axis=1))
+
+    def _functionals_dot(self, u: Any, a: Any) -> np.ndarray:
+        """(n_cases, n_groups) u_c . a_g on the host."""
+        return to_host(u @ a.T)
+
+    def _cell_dot(self, v: Any, rho: Any) -> float:
+        return float(v @ rho)
+
+    def _passive_dot(self, v: Any) -> float:
+        """v . rho over the passive cells."""
+        return float(v[self.passive_idx] @ self.passive_val)
+
     # -- functions on the device ---------------------------------------------------------
 
     def _device_parts(self, fn: Any) -> list[tuple[float, DeviceForm]]:
@@ -161,7 +181,7 @@ class DevicePath(EvaluationPath):
         if form is not None:
             a, s = group_functionals(form, self._to_states, len(self.weights))
             a = None if a is None else self.xp.asarray(a)
-            v = None if form.rho_weights is None else self.xp.asarray(form.rho_weights)
+            v = None if form.rho_weights is None else self._to_cells(form.rho_weights)
             return [(1.0, DeviceForm(form.compliance, a, s, v,
                                      None if a is None else self.xp.zeros_like(a)))]
         if hasattr(fn, "cell_terms"):
@@ -258,13 +278,13 @@ class DevicePath(EvaluationPath):
         value = 0.0
         if form.compliance != 0.0:
             if not fu:
-                fu.append(to_host(xp.sum(self.loads * u, axis=1)))
+                fu.append(self._loads_dot(u))
             value += form.compliance * float(self.weights @ fu[0])
         if form.a is not None:
-            au = to_host(u @ form.a.T)  # (n_cases, n_groups)
+            au = self._functionals_dot(u, form.a)  # (n_cases, n_groups)
             value += float(np.sum(form.s * au))
         if form.rho_weights is not None:
-            value += float(form.rho_weights @ rho)
+            value += self._cell_dot(form.rho_weights, rho)
         pr = form.rho_weights if form.rho_weights is not None else zero
         adj = (self._adjoint_term(u, form.mu, -form.compliance * self.weights, form.s, scale,
                                   dm) if form.needs_state and dm is not None else zero)
@@ -297,7 +317,7 @@ class DevicePath(EvaluationPath):
         for k, (value, grad) in self.modal_terms(rho).items():
             values[k], terms[k] = value, (self.xp.zeros_like(grad), grad)
         values = checked_values(self.model, values)
-        check_terms(self.model, values, terms)
+        check_terms(self.model, values, terms, self._all_finite)
         state = (State(rho, self.u.copy(), self.loads, self.weights, self.model)
                  if keep_state else None)
         return values, terms, state
@@ -345,7 +365,7 @@ class DevicePath(EvaluationPath):
                 if form.integrand is not None:
                     value += w * float(self._integrand_terms(form, rho, self.u)[0])
                 elif form.rho_weights is not None:
-                    value += w * float(form.rho_weights @ rho)
+                    value += w * self._cell_dot(form.rho_weights, rho)
             values.append(bound.normalized(value))
         return np.array(values)
 
@@ -371,5 +391,5 @@ class DevicePath(EvaluationPath):
         # g(x) = normalized(v . rho(x)), rho = H x off the passive cells, fixed on them
         # (linear filters' chain rule does not read their inputs)
         w = bound.sign_scale() * self.chain(v, [None] * len(m.filters))
-        offset = float(v[self.passive_idx] @ self.passive_val)
+        offset = self._passive_dot(v)
         return w, bound.normalized(offset)

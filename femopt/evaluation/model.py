@@ -13,7 +13,7 @@ import numpy as np
 
 from femopt.assembly.sparse import FixedPatternAssembler
 from femopt.design.interpolation import Interpolation
-from femopt.errors import Issue, MeshError, ProblemError
+from femopt.errors import InputError, Issue, MeshError, ProblemError
 from femopt.evaluation import conditions
 from femopt.evaluation.assembled import AssembledPath
 from femopt.evaluation.device_choice import choose_device, shape_device
@@ -77,10 +77,13 @@ class Model:
             resolving a device (tests run it with numpy on a machine without a GPU).
         problem_dir: the folder relative mesh paths are read from (default: the problem
             file's; a results directory's copy gives the original's).
+        distributed: run on the slabs of this communicator
+            (:class:`femopt.parallel.comm.Comm`; :mod:`femopt.parallel`), or None.
     """
 
     def __init__(self, loaded: LoadedProblem, registry: Registry, device: str | None = None,
-                 array_module: Any = None, problem_dir: Path | None = None):
+                 array_module: Any = None, problem_dir: Path | None = None,
+                 distributed: Any = None):
         self.loaded = loaded
         self.registry = registry
         self.problem = loaded.problem
@@ -184,13 +187,17 @@ class Model:
             raise ProblemError(loaded.filename, issues)
 
         self.device_notes: list[str] = []  # what the device choice decided, for the log
-        xp = (choose_device(self, device, array_module) if not self.shape
-              else shape_device(self, device))
+        self.comm = distributed
+        if distributed is not None:
+            xp = self._distributed(device)
+        else:
+            xp = (choose_device(self, device, array_module) if not self.shape
+                  else shape_device(self, device))
         free_mask = np.ones(self.n_dofs, dtype=bool)
         free_mask[self.fixed] = False
         self.n_free = int(free_mask.sum())
         self.ke_fixed = self.physics.fixed_element_matrices()
-        if xp is None:
+        if xp is None and distributed is None:
             self.assembler = FixedPatternAssembler(self.cell_dofs, self.n_dofs,
                                                    np.flatnonzero(free_mask))
             if self.ke_fixed is not None or np.any(self.springs):
@@ -246,7 +253,13 @@ class Model:
             self.optimizer = shape_optimizer(self)
         # the one backend every evaluation goes through
         self.path: EvaluationPath
-        if xp is None:
+        if distributed is not None:
+            from femopt.parallel.path import DistributedGridPath
+
+            self.path = DistributedGridPath(self, distributed)
+            self.xmin, self.xmax, self.x0 = (self.path.local_design(a) for a in (
+                self.xmin, self.xmax, self.x0))
+        elif xp is None:
             self.path = AssembledPath(self)
         else:
             if self.mesh.grid is not None:
@@ -266,8 +279,50 @@ class Model:
     # -- the device ------------------------------------------------------------------
 
     def to_device(self, a: Any) -> Any:
-        """``a`` on the model's device (unchanged on the CPU)."""
+        """``a`` on the model's device (unchanged on the CPU); in a distributed run a
+        whole design-sized array becomes this rank's part."""
+        if self.comm is not None and np.shape(a) == (self.n,):
+            return self.path.local_design(np.asarray(a))
         return self.path.xp.asarray(a)
+
+    def host_cells(self, a: Any) -> Any:
+        """A per-cell field (design, densities) whole on the host: gathered on rank 0 of
+        a distributed run (None on the other ranks; collective)."""
+        if self.comm is not None:
+            return self.path.gather_cells(a)
+        from femopt.backend import to_host
+
+        return to_host(a)
+
+    @property
+    def reductions(self) -> Any:
+        """Reductions over a design cut into slabs (None: the design is whole here)."""
+        return self.path.reductions
+
+    def _distributed(self, device: str | None) -> None:
+        """Set up a distributed run: the CPU, the multigrid solver (the problem's, or a
+        default one), and what the distributed path cannot take refused."""
+        from femopt.parallel.path import unsupported
+        from femopt.solvers.multigrid import MultigridOptions, MultigridSolver
+
+        requested = device if device is not None else self.problem.device
+        if requested == "gpu":
+            raise InputError("a distributed run (several ranks) runs on the CPU so far; "
+                             "the GPU path runs on one process")
+        if self.shape:
+            raise InputError("a shape design runs on one process")
+        self.device = "cpu"
+        if self.mesh.grid is None:
+            raise InputError("this problem cannot run distributed: a distributed run needs "
+                             "a structured grid (mesh type 'structured'); meshes from files "
+                             "run on one process")
+        if "solver" not in self.loaded.located.data:
+            self.solver = MultigridSolver(MultigridOptions())
+            self.solver.bind(self.mesh, self.physics.dofs_per_node)
+        why = unsupported(self)
+        if why is not None:
+            raise InputError(f"this problem cannot run distributed: {why}")
+        return None
 
     def final_analysis(self, x: Any) -> tuple[list[float], np.ndarray, State]:
         """Function values, densities and the states at ``x`` (the latter two on the host)."""
@@ -373,9 +428,15 @@ class Model:
         self._t_last = now
         self.history.append(rec)
         self.x = x
-        if self.on_iteration is not None:
-            return bool(self.on_iteration(rec))
-        return False
+        stop = bool(self.on_iteration(rec)) if self.on_iteration is not None else False
+        if self.comm is not None:
+            from femopt.parallel.launch import collective_interrupt, injected_failure
+
+            injected_failure(self.comm, iteration)
+            collective_interrupt(self.comm)
+        if self.comm is not None and self.comm.size > 1:
+            stop = bool(self.comm.bcast(stop))  # rank 0's progress output decides
+        return stop
 
     def end_iteration(self, iteration: int, x: np.ndarray, optimizer: Any,
                       converged: bool) -> None:

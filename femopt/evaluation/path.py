@@ -245,6 +245,13 @@ class EvaluationPath:
         phi_i,e^T M0 phi_i,e."""
         raise NotImplementedError
 
+    def _all_finite(self, a: Any) -> bool:
+        """Whether every entry of ``a`` is finite (on every rank of a distributed run)."""
+        return bool(array_namespace(a).isfinite(a).all())
+
+    #: reductions over the design of a distributed run (None: the arrays are whole)
+    reductions: Any = None
+
     # -- what the optimizer sees -------------------------------------------------------
 
     def evaluate(self, x: Any) -> Evaluation:
@@ -265,7 +272,7 @@ class EvaluationPath:
         if m.maximize:  # the optimizers minimize: -J, reported as J
             fs, dfs = [-v for v in fs], [-d for d in dfs]
         f = max(fs)
-        if not all(map(np.isfinite, fs)) or not all(bool(xp.isfinite(d).all()) for d in dfs):
+        if not all(map(np.isfinite, fs)) or not all(map(self._all_finite, dfs)):
             raise RunError(f"the objective or its gradient is not finite (objective {f})")
         if m.evaluations == 1 and m.normalize and f != 0:
             m.objective_scale = 1.0 / abs(f)
@@ -287,13 +294,17 @@ class EvaluationPath:
         return Evaluation(f * s, df, g, dg, info, worst_case=0 if k == 1 else k)
 
 
-def check_terms(model: Any, values: list[float], terms: list[tuple[Any, Any]]) -> None:
+def check_terms(model: Any, values: list[float], terms: list[tuple[Any, Any]],
+                finite: Any = None) -> None:
     """Every function's gradient terms finite (a RunError naming the function, its term
-    and the design iteration: a run-time failure, exit 1)."""
+    and the design iteration: a run-time failure, exit 1); ``finite(a)`` says whether an
+    array is (default: all of its entries here)."""
     xp = array_namespace(*[t for pair in terms for t in pair])
+    if finite is None:
+        finite = lambda a: bool(xp.isfinite(a).all())  # noqa: E731
     for fn, (pr, adj) in zip(model.functions(), terms):
         for what, g in (("partial_rho", pr), ("adjoint term", adj)):
-            if not bool(xp.isfinite(g).all()):
+            if not finite(g):
                 raise RunError(f"the gradient of function '{fn.name}' ({what}) is not "
                                f"finite at design iteration {len(model.history) + 1}")
 

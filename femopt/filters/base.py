@@ -43,6 +43,11 @@ class Filter(Component):
         when it cannot run there (see :meth:`gpu_capability`)."""
         return self if self.pointwise else None
 
+    def slab_twin(self, slab: Any, spacing: tuple[float, ...]) -> "Filter | None":
+        """This filter on a rank's slab of a distributed run (:mod:`femopt.parallel`),
+        or None when it does not run distributed: a pointwise filter runs as it is."""
+        return self if self.pointwise else None
+
     def gpu_capability(self) -> str | None:
         """None when the filter runs on the GPU paths (it is pointwise or has a device
         twin), else why not."""

@@ -32,6 +32,17 @@ class _RadiusFilter(LinearFilter):
     def weights(self):
         return radius_weights(self.mesh, self.options.radius)
 
+    def slab_twin(self, slab: Any, spacing: tuple[float, ...]) -> "_RadiusFilter":
+        """A copy whose weights are the grid stencil on a rank's slab (ghost layers as wide
+        as the radius reaches)."""
+        import copy
+
+        from femopt.parallel.path import SlabStencil
+
+        twin = copy.copy(self)
+        twin.__dict__["op"] = SlabStencil(slab, spacing, self.options.radius)
+        return twin
+
     def grid_stencil(self, xp: Any):
         from femopt.filters.grid_filter import GridDensityFilter
 

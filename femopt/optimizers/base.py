@@ -140,12 +140,15 @@ class StepOptimizer:
         tol = self.options.tol
         ftol = getattr(self.options, "ftol", None)
         end_iteration = getattr(problem, "end_iteration", None)
+        reductions = getattr(problem, "reductions", None)
         history = getattr(problem, "history", None)  # a resumed run's earlier iterations
         objectives = [r.objective for r in history] if history is not None else []
         for it in range(start + 1, max_iter + 1):
             ev = problem.evaluate(x)
             x_new = self.update(problem, x, ev, it)
             change = float(xp.max(xp.abs(x_new - x))) if x.size else 0.0
+            if reductions is not None:  # a distributed run: the largest on any rank
+                change = reductions.max(change)
             x = x_new
             if problem.report(it, x, ev, change):
                 return OptimizationResult(x, it, False, "stopped")

@@ -83,7 +83,41 @@ def _convex_terms(grad, ux2, xl2, reg):
     return (pos + extra) * ux2, (neg + extra) * xl2
 
 
-def mma_approximation(x, xmin, xmax, low, upp, df0, g, dg, move: float = 0.5):
+class LocalSums:
+    """Sums over the design variables when the whole design is here (the default); a
+    distributed run passes its own (:class:`femopt.parallel.path.Reductions`), with the
+    same methods, whose sums run over every rank's part."""
+
+    @staticmethod
+    def rows(A, v):
+        """(m,) A @ v for A (m, n)."""
+        return A @ v
+
+    @staticmethod
+    def gram(A, B):
+        """(m, m) A @ B^T."""
+        return A @ B.T
+
+    @staticmethod
+    def combine(lam, A):
+        """(n,) lam @ A (no sum over the design)."""
+        return lam @ A
+
+    @staticmethod
+    def norm_max(pieces, sized):
+        """(2-norm, largest magnitude) of the pieces concatenated (``sized``: which are
+        design-sized)."""
+        xp = array_namespace(pieces[0])
+        res = xp.concatenate(pieces)
+        return float(xp.linalg.norm(res)), float(xp.max(xp.abs(res)))
+
+    @staticmethod
+    def max(value):
+        return value
+
+
+def mma_approximation(x, xmin, xmax, low, upp, df0, g, dg, move: float = 0.5,
+                      sums=LocalSums):
     """Bounds and coefficients of the MMA subproblem at ``x``.
 
     Returns ``(alpha, beta, p0, q0, P, Q, b)``: the subproblem's variable bounds (within
@@ -100,7 +134,7 @@ def mma_approximation(x, xmin, xmax, low, upp, df0, g, dg, move: float = 0.5):
     xl1 = x - low
     p0, q0 = _convex_terms(df0, ux1**2, xl1**2, reg)
     P, Q = _convex_terms(dg, ux1**2, xl1**2, reg)
-    b = P @ (1.0 / ux1) + Q @ (1.0 / xl1) - g
+    b = sums.rows(P, 1.0 / ux1) + sums.rows(Q, 1.0 / xl1) - g
     return alpha, beta, p0, q0, P, Q, b
 
 
@@ -131,20 +165,28 @@ class _Point:
 class _Subproblem:
     """The MMA subproblem's data and its relaxed KKT conditions."""
 
-    def __init__(self, low, upp, alpha, beta, p0, q0, P, Q, b, a0, a, c, d):
+    def __init__(self, low, upp, alpha, beta, p0, q0, P, Q, b, a0, a, c, d, sums=LocalSums):
+        self.sums = sums
         self.low, self.upp, self.alpha, self.beta = low, upp, alpha, beta
         self.p0, self.q0, self.P, self.Q, self.b = p0, q0, P, Q, b
         self.a0, self.a, self.c, self.d = a0, a, c, d
 
+    SIZED = (True, False, False, False, True, True, False, False, False)
+
+    def residual_norm(self, v: _Point, epsi: float) -> tuple[float, float]:
+        """(2-norm, largest magnitude) of the relaxed KKT residual at ``v``."""
+        return self.sums.norm_max(self.residual(v, epsi), self.SIZED)
+
     def residual(self, v: _Point, epsi: float):
-        """The relaxed KKT residual at ``v``, all equations stacked in one vector."""
-        xp = array_namespace(v.x)
+        """The relaxed KKT residual at ``v``: its equations' pieces (the design-sized
+        ones are :data:`SIZED`)."""
         ux1 = self.upp - v.x
         xl1 = v.x - self.low
-        plam = self.p0 + v.lam @ self.P
-        qlam = self.q0 + v.lam @ self.Q
-        gvec = self.P @ (1.0 / ux1) + self.Q @ (1.0 / xl1)
-        return xp.concatenate((
+        sums = self.sums
+        plam = self.p0 + sums.combine(v.lam, self.P)
+        qlam = self.q0 + sums.combine(v.lam, self.Q)
+        gvec = sums.rows(self.P, 1.0 / ux1) + sums.rows(self.Q, 1.0 / xl1)
+        return [
             plam / ux1**2 - qlam / xl1**2 - v.xsi + v.eta,
             self.c + self.d * v.y - v.mu - v.lam,
             self.a0 - v.zet - self.a @ v.lam,
@@ -154,7 +196,7 @@ class _Subproblem:
             v.mu * v.y - epsi,
             v.zet * v.z - epsi,
             v.lam * v.s - epsi,
-        ))
+        ]
 
     def newton_direction(self, v: _Point, epsi: float) -> _Point:
         """Newton direction of the relaxed KKT system at ``v``.
@@ -175,9 +217,10 @@ class _Subproblem:
         ux2, xl2 = ux1**2, xl1**2
         xa = v.x - self.alpha
         bx = self.beta - v.x
-        plam = self.p0 + v.lam @ self.P
-        qlam = self.q0 + v.lam @ self.Q
-        gvec = self.P @ (1.0 / ux1) + self.Q @ (1.0 / xl1)
+        sums = self.sums
+        plam = self.p0 + sums.combine(v.lam, self.P)
+        qlam = self.q0 + sums.combine(v.lam, self.Q)
+        gvec = sums.rows(self.P, 1.0 / ux1) + sums.rows(self.Q, 1.0 / xl1)
         G = self.P / ux2 - self.Q / xl2
 
         delx = plam / ux2 - qlam / xl2 - epsi / xa + epsi / bx
@@ -188,15 +231,15 @@ class _Subproblem:
         diagy = self.d + v.mu / v.y
         Gd = G / diagx
 
-        blam = dellam + dely / diagy - Gd @ delx
-        alam = (Gd @ G.T) + xp.diag(v.s / v.lam + 1.0 / diagy)
+        blam = dellam + dely / diagy - sums.rows(Gd, delx)
+        alam = sums.gram(Gd, G) + xp.diag(v.s / v.lam + 1.0 / diagy)
         top = xp.concatenate((alam, self.a[:, None]), axis=1)
         bottom = xp.concatenate((self.a[None, :], (-v.zet / v.z)[None, :]), axis=1)
         sol = xp.linalg.solve(xp.concatenate((top, bottom), axis=0),
                               xp.concatenate((blam, delz)))
         dlam, dz = sol[:m], sol[m:]
 
-        dx = -(delx + dlam @ G) / diagx
+        dx = -(delx + sums.combine(dlam, G)) / diagx
         dy = (dlam - dely) / diagy
         return _Point(
             x=dx,
@@ -217,15 +260,24 @@ class _Subproblem:
         positive = (v.y, v.z, v.lam, v.xsi, v.eta, v.mu, v.zet, v.s)
         directions = (d.y, d.z, d.lam, d.xsi, d.eta, d.mu, d.zet, d.s)
         ratios = [xp.max(-1.01 * dv / pv) for pv, dv in zip(positive, directions) if pv.size]
-        ratios.append(xp.max(-1.01 * d.x / (v.x - self.alpha)))
-        ratios.append(xp.max(1.01 * d.x / (self.beta - v.x)))
-        worst = float(xp.max(xp.stack(ratios)))
+        if self.sums is LocalSums:
+            ratios.append(xp.max(-1.01 * d.x / (v.x - self.alpha)))
+            ratios.append(xp.max(1.01 * d.x / (self.beta - v.x)))
+            worst = float(xp.max(xp.stack(ratios)))
+        else:  # the design-sized ratios (x, xsi, eta) over every rank
+            sized = [(-1.01 * d.x / (v.x - self.alpha)), (1.01 * d.x / (self.beta - v.x)),
+                     -1.01 * d.xsi / v.xsi, -1.01 * d.eta / v.eta]
+            local = max(float(xp.max(r, initial=-xp.inf)) for r in sized)
+            ratios = [xp.max(-1.01 * dv / pv) for pv, dv in zip(
+                (v.y, v.z, v.lam, v.mu, v.zet, v.s), (d.y, d.z, d.lam, d.mu, d.zet, d.s))
+                if pv.size]
+            worst = max([float(r) for r in ratios] + [self.sums.max(local)])
         return 1.0 / max(worst, 1.0)
 
 
 def mma_subsolve(low, upp, alpha, beta, p0, q0, P, Q, b, *, a0: float = 1.0, a=None,
                  c=1000.0, d=1.0, epsimin: float = EPSIMIN,
-                 max_newton: int = 200, max_halvings: int = 50):
+                 max_newton: int = 200, max_halvings: int = 50, sums=LocalSums):
     """Solve the MMA subproblem by a primal-dual interior-point method.
 
     For each relaxation epsilon = 1, 0.1, ... down to ``epsimin``, Newton steps (each
@@ -245,7 +297,7 @@ def mma_subsolve(low, upp, alpha, beta, p0, q0, P, Q, b, *, a0: float = 1.0, a=N
     a = xp.zeros(m) if a is None else xp.broadcast_to(xp.asarray(a, dtype=xp.float64), (m,))
     c = xp.broadcast_to(xp.asarray(c, dtype=xp.float64), (m,))
     d = xp.broadcast_to(xp.asarray(d, dtype=xp.float64), (m,))
-    sub = _Subproblem(low, upp, alpha, beta, p0, q0, P, Q, b, a0, a, c, d)
+    sub = _Subproblem(low, upp, alpha, beta, p0, q0, P, Q, b, a0, a, c, d, sums)
 
     x = 0.5 * (alpha + beta)
     ones_m = xp.ones(m)
@@ -262,9 +314,7 @@ def mma_subsolve(low, upp, alpha, beta, p0, q0, P, Q, b, *, a0: float = 1.0, a=N
     )
     epsi = 1.0
     while epsi > epsimin:
-        res = sub.residual(v, epsi)
-        norm = float(xp.linalg.norm(res))
-        worst = float(xp.max(xp.abs(res)))
+        norm, worst = sub.residual_norm(v, epsi)
         for _ in range(max_newton):
             if worst <= 0.9 * epsi:
                 break
@@ -272,14 +322,13 @@ def mma_subsolve(low, upp, alpha, beta, p0, q0, P, Q, b, *, a0: float = 1.0, a=N
             step = sub.max_step(v, direction)
             for _ in range(max_halvings):
                 trial = v.moved(direction, step)
-                res = sub.residual(trial, epsi)
-                new_norm = float(xp.linalg.norm(res))
+                new_norm, new_worst = sub.residual_norm(trial, epsi)
                 if new_norm <= norm:
                     break
                 step *= 0.5
             v = trial
             norm = new_norm
-            worst = float(xp.max(xp.abs(res)))
+            worst = new_worst
         epsi *= 0.1
     return v.x, v.y, v.z, v.lam
 
@@ -287,7 +336,7 @@ def mma_subsolve(low, upp, alpha, beta, p0, q0, P, Q, b, *, a0: float = 1.0, a=N
 def mma_step(x, xmin, xmax, df0, g, dg, *, xold1=None, xold2=None, low=None, upp=None,
              move: float = 0.5, asyinit: float = 0.5, asyincr: float = 1.2,
              asydecr: float = 0.7, c: float = 1000.0, a0: float = 1.0,
-             d: float = 1.0, a=None) -> MMAStep:
+             d: float = 1.0, a=None, sums=LocalSums) -> MMAStep:
     """One MMA iteration: asymptotes, approximation, subproblem solve.
 
     Args:
@@ -301,6 +350,8 @@ def mma_step(x, xmin, xmax, df0, g, dg, *, xold1=None, xold2=None, low=None, upp
         c, a0, d, a: weights of the artificial variables (a: (m,), default 0). With
             df0 = 0, a0 = 1 and a_i = 1 on some rows, the step minimizes the largest of
             those rows (z bounds them; z >= 0, so they must be positive: shift them).
+        sums: sums over the design variables (:class:`LocalSums`, or a distributed
+            run's reductions over every rank's part of the design).
 
     Returns:
         An :class:`MMAStep` whose arrays have ``x``'s array module and dtype.
@@ -324,9 +375,9 @@ def mma_step(x, xmin, xmax, df0, g, dg, *, xold1=None, xold2=None, low=None, upp
     low64, upp64 = moving_asymptotes(x64, xmin64, xmax64, old1, old2, low64, upp64,
                                      asyinit, asyincr, asydecr)
     alpha, beta, p0, q0, P, Q, b = mma_approximation(
-        x64, xmin64, xmax64, low64, upp64, f64(df0).reshape(n), g64, dg64, move)
+        x64, xmin64, xmax64, low64, upp64, f64(df0).reshape(n), g64, dg64, move, sums)
     x_new, y, z, lam = mma_subsolve(low64, upp64, alpha, beta, p0, q0, P, Q, b,
-                                    a0=a0, a=a, c=c, d=d)
+                                    a0=a0, a=a, c=c, d=d, sums=sums)
     dtype = x.dtype
     return MMAStep(
         x=xp.clip(x_new, xmin64, xmax64).astype(dtype),

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from femopt.backend import array_namespace
 from femopt.optimizers.base import DesignProblem, Evaluation, StepOptimizer
-from femopt.optimizers.mma import mma_step
+from femopt.optimizers.mma import LocalSums, mma_step
 from femopt.plugins.registry import Component, Options
 
 
@@ -44,6 +44,7 @@ class MMA(StepOptimizer, Component):
     name = "mma"
     device_arrays = True  # the update runs in the design's array module (GPU paths)
     worst_case = True  # minimizes the largest of several objectives (robust problems)
+    distributed = True  # its sums over the design come from problem.reductions
     summary = "Method of Moving Asymptotes (Svanberg): any number of constraints"
     Options = MMAOptions
 
@@ -87,12 +88,15 @@ class MMA(StepOptimizer, Component):
         g, a = ev.g, None
         if ev.worst_case:
             g, a = worst_case_rows(ev.g, ev.worst_case)
+        reductions = getattr(problem, "reductions", None)
+        sums = LocalSums if reductions is None else reductions.subset(free)
         step = mma_step(
             x[free], xmin[free], xmax[free], ev.df[free], g, ev.dg[:, free], a=a,
             xold1=sub(self.xold1), xold2=sub(self.xold2),
             low=None if self.xold1 is None else self.low[free],
             upp=None if self.xold1 is None else self.upp[free],
             move=o.move, asyinit=o.asyinit, asyincr=o.asyincr, asydecr=o.asydecr, c=o.c,
+            sums=sums,
         )
         self.xold2 = self.xold1
         self.xold1 = x.copy()

@@ -86,6 +86,7 @@ class OC(StepOptimizer, Component):
 
     name = "oc"
     device_arrays = True  # the update runs in the design's array module (GPU paths)
+    distributed = True  # its sums over the design come from problem.reductions
     summary = "Optimality criteria (88-line code): one cheap constraint such as volume"
     Options = OCOptions
     # the bisection runs on raw objective and volume, as in the classic codes
@@ -127,7 +128,8 @@ class OC(StepOptimizer, Component):
             w, b = form
             x_new, _ = oc_update_linear(x, ev.df, dg, w, -b, problem.xmin, problem.xmax,
                                         move=o.move, eta=o.eta,
-                                        bisection_tol=o.bisection_tol)
+                                        bisection_tol=o.bisection_tol,
+                                        reductions=getattr(problem, "reductions", None))
             return x_new
         return oc_update(x, ev.df, dg, problem.xmin, problem.xmax, constraint,
                          move=o.move, eta=o.eta, bisection_tol=o.bisection_tol)

@@ -57,9 +57,12 @@ def oc_trial(x: Any, df: Any, dg: Any, xmin: Any, xmax: Any, w: Any, lmid: float
 
 def oc_update_linear(x: Any, df: Any, dg: Any, w: Any, limit: float, xmin: Any = None,
                      xmax: Any = None, move: float = 0.2, eta: float = 0.5,
-                     bisection_tol: float = 1e-3) -> tuple[Any, float]:
+                     bisection_tol: float = 1e-3, reductions: Any = None
+                     ) -> tuple[Any, float]:
     """OC update under w . x <= limit; bisection on the multiplier as in the 88-line
-    code. Returns the new design and max |x_new - x|."""
+    code. Returns the new design and max |x_new - x|. ``reductions`` (a distributed
+    run's: ``dot`` and ``max`` over every rank's part of the design) replace the local
+    sums."""
     l1, l2 = 0.0, 1e9
     x_new, change = x, 0.0
     for _ in range(MAX_BISECTIONS):
@@ -67,6 +70,8 @@ def oc_update_linear(x: Any, df: Any, dg: Any, w: Any, limit: float, xmin: Any =
             break
         lmid = 0.5 * (l1 + l2)
         x_new, vol, change = oc_trial(x, df, dg, xmin, xmax, w, lmid, move, eta)
+        if reductions is not None:
+            vol, change = reductions.dot(w, x_new), reductions.max(change)
         if vol > limit:
             l1 = lmid
         else:

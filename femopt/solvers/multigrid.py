@@ -86,6 +86,7 @@ class MultigridSolver(LinearSolver):
 
     name = "multigrid"
     device_paths = ("gpu grid",)  # the grid path solves with this solver's hierarchy
+    distributed = True  # femopt.parallel.multigrid runs its hierarchy on slabs
     summary = "Geometric multigrid preconditioned CG for structured grids (CPU and GPU)"
     Options = MultigridOptions
     symmetric_only = True

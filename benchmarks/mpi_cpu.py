@@ -1,0 +1,89 @@
+"""A distributed run on the CPU: seconds per design iteration on 1 and 2 ranks.
+
+The 3D cantilever of ``problems/cantilever_3d.yaml`` scaled to a larger grid (clamped at
+x = 0, loads on the bottom edge of the free end, density filter of radius 1.5 cells, OC,
+the multigrid solver), run with ``femopt run --ranks N`` for a few iterations; the
+seconds per iteration are the median of history.csv's after the first (which also builds
+the hierarchy). Both runs must give the same iterations and objectives (checked).
+
+    python benchmarks/mpi_cpu.py [--shape 96x32x32] [--iterations 6] [--ranks 1,2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from datetime import date
+from pathlib import Path
+
+PROBLEM = """\
+name: cantilever_mpi_benchmark
+mesh: {{type: structured, shape: [{nx}, {ny}, {nz}], size: [{nx}.0, {ny}.0, {nz}.0]}}
+physics: {{type: linear_elasticity, E: 1.0, nu: 0.3}}
+supports:
+  - region: {{face: x_min}}
+loads:
+  - region: {{box: {{min: [{nx}.0, 0.0, 0.0], max: [{nx}.0, 0.0, {nz}.0]}}}}
+    force: [0.0, -1.0, 0.0]
+filters:
+  - {{type: density, radius: 1.5}}
+objective: {{type: compliance}}
+constraints:
+  - {{type: volume, max: 0.3}}
+optimizer: {{type: oc, max_iter: {iterations}}}
+solver: {{type: multigrid}}
+output: {{picture: false, series_every: 0, checkpoint_every: 0}}
+"""
+
+
+def run(problem: Path, ranks: int, out: Path) -> tuple[dict, list[float], list[float]]:
+    cmd = [sys.executable, "-m", "femopt", "run", str(problem), "--ranks", str(ranks),
+           "--out", str(out), "--quiet", "--force"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr}")
+    summary = json.loads((out / "summary.json").read_text())
+    with open(out / "history.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return summary, [float(r["seconds"]) for r in rows], [float(r["objective"]) for r in rows]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shape", default="96x32x32")
+    ap.add_argument("--iterations", type=int, default=6)
+    ap.add_argument("--ranks", default="1,2")
+    args = ap.parse_args()
+    nx, ny, nz = (int(v) for v in args.shape.split("x"))
+    ranks = [int(r) for r in args.ranks.split(",")]
+    print(f"# {date.today()}, {platform.machine()}, {os.cpu_count()} cores, "
+          f"cantilever {args.shape} ({nx * ny * nz:,} hex8 cells), {args.iterations} "
+          "iterations")
+    print("| ranks | s / iteration (median after the first) | first (s) | wall (s) |"
+          " iterations | objective |")
+    print("|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        problem = Path(tmp) / "cantilever.yaml"
+        problem.write_text(PROBLEM.format(nx=nx, ny=ny, nz=nz, iterations=args.iterations))
+        reference = None
+        for n in ranks:
+            summary, seconds, objectives = run(problem, n, Path(tmp) / f"r{n}")
+            rest = sorted(seconds[1:]) or seconds
+            median = rest[len(rest) // 2]
+            print(f"| {n} | {median:.2f} | {seconds[0]:.2f} | {summary['wall_time']:.1f} | "
+                  f"{summary['iterations']} | {summary['objective']:.10g} |")
+            if reference is None:
+                reference = objectives
+            elif any(abs(a - b) > 1e-10 * abs(a) for a, b in zip(reference, objectives)):
+                raise SystemExit(f"{n} ranks differ from {ranks[0]}: {objectives} "
+                                 f"against {reference}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+"""Distributed runs: one problem on several MPI ranks (mpi4py), slabs of a structured grid.
+
+- :mod:`.comm`: the communicator (mpi4py's, or a serial stand-in for one rank), halo
+  exchange and the reductions, deterministic whatever the number of ranks;
+- :mod:`.slabs`: which axis is cut (:class:`.slabs.Orientation`), each rank's slab of one
+  grid level with its ghost layers (:class:`.slabs.Slab`), and the transfers between
+  levels and slabs;
+- :mod:`.multigrid`: the matrix-free multigrid preconditioned CG on the slabs;
+- :mod:`.path`: :class:`.path.DistributedGridPath`, the evaluation backend of a
+  distributed run;
+- :mod:`.launch`: ``femopt run --ranks N``, the rank-count check and how a failing rank
+  stops the others.
+"""

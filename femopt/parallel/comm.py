@@ -1,0 +1,166 @@
+"""The communicator of a distributed run, and reductions that do not depend on the rank
+count.
+
+A sum over a field (a dot product in CG, a volume, a compliance) is computed per layer of
+the slab axis on the rank that owns the layer (NumPy's pairwise sum over the layer), the
+per-layer sums are gathered on every rank in global layer order and added there in that
+fixed order. So every rank gets the same number, and it is the same number on 1, 2 or 3
+ranks: a distributed run repeats the one-rank run's iterations exactly.
+
+``Comm`` wraps an mpi4py communicator; ``SERIAL`` is the one-rank stand-in (no MPI
+needed) that the one-rank reference run and the replicated coarse levels use.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+# environment variables by which an MPI launcher tells a process how many ranks it has
+WORLD_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE")
+
+
+def launched_size() -> int:
+    """The number of ranks an MPI launcher (mpiexec) started, from its environment; 1
+    when the process was not started by one."""
+    for var in WORLD_SIZE_VARS:
+        value = os.environ.get(var)
+        if value and value.isdigit():
+            return int(value)
+    return 1
+
+
+def launched_rank() -> int:
+    """This process's rank as an MPI launcher tells it (0 when there is none)."""
+    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+        value = os.environ.get(var)
+        if value and value.isdigit():
+            return int(value)
+    return 0
+
+
+class Comm:
+    """A communicator: rank, size, halo exchange (``sendrecv``) and gathers.
+
+    Args:
+        mpi: an mpi4py communicator, or None for a single rank without MPI.
+    """
+
+    def __init__(self, mpi: Any = None):
+        self.mpi = mpi
+        self.rank = 0 if mpi is None else mpi.Get_rank()
+        self.size = 1 if mpi is None else mpi.Get_size()
+
+    @property
+    def root(self) -> bool:
+        return self.rank == 0
+
+    def __repr__(self) -> str:
+        return f"Comm(rank {self.rank} of {self.size})"
+
+    # -- point to point ---------------------------------------------------------------
+
+    def sendrecv(self, send: np.ndarray | None, dest: int | None, recv: np.ndarray | None,
+                 source: int | None, tag: int = 0) -> None:
+        """Send ``send`` to ``dest`` and receive ``recv`` from ``source`` (None: nobody)."""
+        if self.mpi is None:
+            return
+        from mpi4py import MPI
+
+        null = MPI.PROC_NULL
+        sbuf = np.ascontiguousarray(send) if send is not None else np.empty(0)
+        rbuf = recv if recv is not None else np.empty(0)
+        self.mpi.Sendrecv(sbuf, dest if dest is not None else null, tag,
+                          rbuf, source if source is not None else null, tag)
+
+    # -- collectives --------------------------------------------------------------------
+
+    def allgather_rows(self, local: np.ndarray) -> np.ndarray:
+        """The rows (first axis) of every rank's ``local``, concatenated in rank order, on
+        every rank. The other axes must agree."""
+        local = np.ascontiguousarray(local)
+        if self.mpi is None:
+            return local.copy()
+        rows = self.mpi.allgather(local.shape[0])
+        row = int(np.prod(local.shape[1:], dtype=np.int64))
+        out = np.empty((sum(rows),) + local.shape[1:], dtype=local.dtype)
+        counts = [r * row for r in rows]
+        displs = np.concatenate([[0], np.cumsum(counts)[:-1]]).tolist()
+        self.mpi.Allgatherv(local, [out, counts, displs, _mpi_type(local.dtype)])
+        return out
+
+    def gather_rows(self, local: np.ndarray) -> np.ndarray | None:
+        """As :meth:`allgather_rows`, on rank 0 only (None elsewhere)."""
+        local = np.ascontiguousarray(local)
+        if self.mpi is None:
+            return local.copy()
+        rows = self.mpi.gather(local.shape[0], root=0)
+        row = int(np.prod(local.shape[1:], dtype=np.int64))
+        if self.rank == 0:
+            out = np.empty((sum(rows),) + local.shape[1:], dtype=local.dtype)
+            counts = [r * row for r in rows]
+            displs = np.concatenate([[0], np.cumsum(counts)[:-1]]).tolist()
+            self.mpi.Gatherv(local, [out, counts, displs, _mpi_type(local.dtype)], root=0)
+            return out
+        self.mpi.Gatherv(local, None, root=0)
+        return None
+
+    def sum_layers(self, partials: np.ndarray) -> np.ndarray:
+        """Totals of per-layer partial sums ``partials`` (n_sums, n_own_layers): the layers
+        of every rank gathered in global order, each row summed in that order."""
+        full = self.allgather_rows(np.ascontiguousarray(partials.T))  # (n_layers, n_sums)
+        return np.ascontiguousarray(full.T).sum(axis=1)
+
+    def max(self, value: float) -> float:
+        if self.mpi is None:
+            return float(value)
+        from mpi4py import MPI
+
+        return float(self.mpi.allreduce(float(value), op=MPI.MAX))
+
+    def any(self, flag: bool) -> bool:
+        if self.mpi is None:
+            return bool(flag)
+        from mpi4py import MPI
+
+        return bool(self.mpi.allreduce(bool(flag), op=MPI.LOR))
+
+    def bcast(self, obj: Any) -> Any:
+        return obj if self.mpi is None else self.mpi.bcast(obj, root=0)
+
+    def barrier(self) -> None:
+        if self.mpi is not None:
+            self.mpi.Barrier()
+
+    def abort(self, code: int) -> None:
+        if self.mpi is not None:
+            self.mpi.Abort(code)
+
+
+def _mpi_type(dtype: np.dtype) -> Any:
+    from mpi4py import MPI
+
+    return {np.dtype(np.float64): MPI.DOUBLE, np.dtype(np.float32): MPI.FLOAT,
+            np.dtype(np.int64): MPI.INT64_T, np.dtype(np.int32): MPI.INT32_T,
+            np.dtype(np.bool_): MPI.C_BOOL, np.dtype(np.uint8): MPI.UINT8_T}[np.dtype(dtype)]
+
+
+SERIAL = Comm(None)
+
+_WORLD: Comm | None = None
+
+
+def world() -> Comm:
+    """The communicator of this process: MPI's world when an MPI launcher started more
+    than one rank (mpi4py imported then, and only then), else :data:`SERIAL`."""
+    global _WORLD
+    if _WORLD is None:
+        if launched_size() > 1:
+            from mpi4py import MPI
+
+            _WORLD = Comm(MPI.COMM_WORLD) if MPI.COMM_WORLD.Get_size() > 1 else SERIAL
+        else:
+            _WORLD = SERIAL
+    return _WORLD

@@ -1,0 +1,421 @@
+"""Geometric multigrid preconditioned CG on slabs (:mod:`femopt.parallel.slabs`).
+
+The same hierarchy, smoothers and coarse operators as :class:`femopt.solvers.multigrid.
+MultigridSolver` on the CPU (Galerkin coarse levels, the fine level matrix-free,
+Chebyshev or Jacobi smoothing with Lanczos eigenvalue estimates, a direct solve of the
+coarsest level), written for a rank's slab of each level:
+
+- the fine level's operator is the matrix-free apply of the kept cells, its products
+  K0 u_e one GEMM per cell layer (so that each product is computed with the same BLAS
+  call on any rank count), then a halo exchange;
+- a coarse level's Galerkin cell matrices are computed per slab (coarse cell j on the
+  rank owning fine cell 2j + 1) and assembled into a CSR matrix of the slab's kept
+  nodes, whose owned rows are complete;
+- the first ``distributed`` levels are cut like the fine one (their slab bounds halve
+  level by level); the levels below are gathered and replicated on every rank, down to
+  the coarsest, which every rank solves whole (SuperLU) -- the agglomeration;
+- CG's and Lanczos' dot products are :meth:`Slab.dots`: per-layer sums added in global
+  layer order.
+
+Every vector keeps its ghost layers filled: operators exchange after applying,
+element-wise updates keep them, transfers fill them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from femopt.assembly.grid_layout import GridLayout
+from femopt.assembly.matrix_free import diagonal, gather_cells, scatter_cells
+from femopt.assembly.structured_csr import CSROperator, StructuredCSR
+from femopt.backend.threads import single_blas_thread
+from femopt.errors import SolverError
+from femopt.parallel import slabs as sl
+from femopt.parallel.slabs import Slab
+from femopt.solvers import multigrid_transfer as transfer
+from femopt.solvers.galerkin import child_matrices, coarsen_cell_matrices, descendant_scales
+from femopt.solvers.multigrid import LANCZOS_MARGIN
+from femopt.solvers.multigrid_levels import CoarseSolver, MultigridOptions, eigenvalue_bound
+from femopt.solvers.pcg import CGInfo
+from femopt.solvers.smoothers import PolynomialSmoother
+
+
+def level_layouts(layout: GridLayout, o: MultigridOptions) -> list[GridLayout]:
+    """The grids of the hierarchy, as :class:`MultigridSolver` coarsens."""
+    out = [layout]
+    while True:
+        cur = out[-1]
+        if cur.n_dofs <= o.coarsest_size or not cur.can_coarsen():
+            break
+        if o.levels is not None and len(out) >= o.levels:
+            break
+        out.append(cur.coarsened())
+    return out
+
+
+def layer_matmul(a: np.ndarray, b: np.ndarray, p: int, left: bool) -> np.ndarray:
+    """``a @ b`` in blocks of ``p`` columns of ``b`` (left: a is the fixed matrix) or rows
+    of ``a`` (b fixed): the same BLAS call per block on every rank count."""
+    if left:
+        out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+        for s in range(0, b.shape[1], p):
+            out[:, s:s + p] = a @ b[:, s:s + p]
+        return out
+    out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+    for s in range(0, a.shape[0], p):
+        out[s:s + p] = a[s:s + p] @ b
+    return out
+
+
+class FineOperator:
+    """sum_e scale_e K0 on a slab's kept cells, matrix-free (springs on the diagonal),
+    then the halo exchange."""
+
+    def __init__(self, slab: Slab, scale: np.ndarray, ke: np.ndarray, free: np.ndarray,
+                 springs: tuple[np.ndarray, np.ndarray] | None):
+        self.slab, self.layout = slab, slab.local
+        self.scale, self.free = scale, free
+        self.ke = np.asarray(ke, dtype=scale.dtype)
+        self.springs = springs
+        self.dtype = scale.dtype
+        self.xp = np
+
+    def apply(self, u: np.ndarray, out: np.ndarray | None = None, alpha: float = 1.0,
+              beta: float = 0.0, z: np.ndarray | None = None) -> np.ndarray:
+        lay = self.layout
+        ue = gather_cells(lay, u)
+        fe = layer_matmul(self.ke, ue, self.slab.layer_cells, left=True)
+        fe *= self.scale[None, :]
+        y = scatter_cells(lay, fe, np.empty_like(u))
+        np.copyto(y, u, where=~self.free)
+        if self.springs is not None:
+            y[self.springs[0]] += self.springs[1] * u[self.springs[0]]
+        if alpha != 1.0:
+            y *= alpha
+        if z is not None and beta != 0.0:
+            y += beta * z
+        if out is None:
+            out = y
+        else:
+            out[...] = y
+        return self.slab.exchange(out)
+
+    def diagonal(self) -> np.ndarray:
+        d = diagonal(self.layout, self.scale, self.ke, self.free)
+        if self.springs is not None:
+            d[self.springs[0]] += self.springs[1]
+        return self.slab.exchange(d)
+
+
+class SlabCSR:
+    """An assembled level on a slab (owned rows complete), then the halo exchange."""
+
+    def __init__(self, slab: Slab, op: CSROperator):
+        self.slab, self.op = slab, op
+        self.dtype = op.data.dtype
+        self.xp = np
+
+    def apply(self, u, out=None, alpha=1.0, beta=0.0, z=None):
+        return self.slab.exchange(self.op.apply(u, out=out, alpha=alpha, beta=beta, z=z))
+
+    def diagonal(self):
+        return self.slab.exchange(self.op.diagonal().copy())
+
+
+@dataclass
+class Level:
+    slab: Slab
+    fixed: np.ndarray  # kept nodes' constrained dofs
+    free: np.ndarray
+    pattern: StructuredCSR | None = None
+    op: Any = None
+    smoother: Any = None
+    coarse_solve: Any = None
+    probe: np.ndarray | None = None  # Lanczos start vector (kept dofs)
+    b: Any = None
+    x: Any = None
+    r: Any = None
+    d: Any = None
+
+
+class SlabMultigrid:
+    """MG-preconditioned CG of one grid (internal order) cut into ``bounds`` on
+    ``comm``, with ``distributed`` V-cycle levels cut likewise (the rest replicated).
+
+    Args:
+        options: the multigrid section's options (``coarse_operator`` galerkin).
+        layout: the whole fine grid, internal order. ke: K0 in internal corner order.
+        fine: the fine level's slab (CG's vectors live there).
+        distributed: how many V-cycle levels are cut (0: the fine level is also the
+            coarsest, solved whole).
+    """
+
+    def __init__(self, options: MultigridOptions, layout: GridLayout, ke: np.ndarray,
+                 fine: Slab, distributed: int):
+        self.options = options
+        self.layout, self.ke, self.fine = layout, np.asarray(ke, dtype=np.float64), fine
+        self.layouts = level_layouts(layout, options)
+        self.n_distributed = distributed
+        self.dtype = np.float32 if options.precision == "float32" else np.float64
+        self.levels: list[Level] = []
+        self.last = CGInfo()
+        self.fell_back = False
+        self._fixed_seen = None
+        self._springs_full: tuple[np.ndarray, np.ndarray] | None = None
+        self.op64: FineOperator | None = None
+        n = len(self.layouts)
+        self._bounds = [eigenvalue_bound(self.ke, layout.dim, layout.k, 2**i) for i in range(n)]
+
+    # -- set-up --------------------------------------------------------------------------
+
+    def slab_of(self, i: int) -> Slab:
+        if i < self.n_distributed:
+            return Slab(self.layouts[i], self.fine.comm, [b >> i for b in self.fine.bounds])
+        return Slab.replicated(self.layouts[i])
+
+    def _build(self, fixed: np.ndarray) -> None:
+        """Levels of the whole-grid constraint mask ``fixed`` (internal grid layout)."""
+        rng = np.random.default_rng(0)
+        levels = []
+        fixed_full = fixed
+        for i, lay in enumerate(self.layouts):
+            if i:
+                fixed_full = transfer.coarse_fixed(self.layouts[i - 1], fixed_full)
+            slab = self.slab_of(i)
+            f = slab.node_part(fixed_full)
+            lev = Level(slab, f, ~f)
+            n = slab.local.n_dofs
+            lev.b, lev.x, lev.r, lev.d = (np.zeros(n, dtype=self.dtype) for _ in range(4))
+            if i > 0 or i == len(self.layouts) - 1:
+                lev.pattern = StructuredCSR(slab.local, f)
+            probe = rng.standard_normal(lay.n_dofs).astype(self.dtype)
+            lev.probe = slab.node_part(probe) * lev.free
+            levels.append(lev)
+        self.levels = levels
+        self.fine_fixed = self.fine.node_part(fixed)
+        self.fine_free = ~self.fine_fixed
+
+    def update(self, scale: np.ndarray, fixed: np.ndarray,
+               springs: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """A new design: ``scale`` on the fine slab's kept cells; ``fixed`` the whole
+        grid's constrained dofs (internal grid layout; the hierarchy is rebuilt when the
+        object changes); ``springs`` (kept-dof indices, stiffness) on the fine level."""
+        with single_blas_thread(np):  # one rank per core: no BLAS thread pool on top
+            self._update(scale, fixed, springs)
+
+    def _update(self, scale, fixed, springs) -> None:
+        if fixed is not self._fixed_seen:
+            self._build(fixed)
+            self._fixed_seen = fixed
+        self.op64 = FineOperator(self.fine, scale.astype(np.float64), self.ke,
+                                 self.fine_free, springs)
+        levels = self.levels
+        cells = None  # per-cell data of the previous level (its slab's kept cells)
+        for i, lev in enumerate(levels):
+            if i == 0:
+                s0 = scale.astype(self.dtype)
+                if lev.pattern is None:  # matrix-free (the V-cycle's copy)
+                    lev.op = (self.op64 if self.dtype == np.float64 else
+                              FineOperator(self.fine, s0, self.ke, self.fine_free, springs))
+                    cells = s0
+                    continue
+                # the fine level is the coarsest: whole on every rank
+                full = self.fine.gather_cells(s0[self.fine.own_cell_slice])
+                cells = full[:, None, None] * self.ke.astype(self.dtype)[None]
+            elif i == 1:
+                child = child_matrices(self.ke, self.layout.dim, self.layout.k, 2).astype(
+                    self.dtype)
+                nd = self.ke.shape[0]
+                g = child.reshape(child.shape[0], nd * nd)
+
+                def galerkin(sub_layout, sub, g=g, nd=nd):
+                    s = descendant_scales(sub_layout, sub, 2)
+                    p = int(np.prod(sub_layout.coarsened().shape[:-1]))
+                    return layer_matmul(s, g, p, left=False).reshape(-1, nd, nd)
+
+                cells = sl.coarse_cells(levels[0].slab, lev.slab, galerkin, cells,
+                                        (nd, nd))
+            else:
+                cells = sl.coarse_cells(levels[i - 1].slab, lev.slab,
+                                        lambda sub_layout, sub: coarsen_cell_matrices(
+                                            sub_layout, sub), cells,
+                                        (self.ke.shape[0],) * 2)
+            data = lev.pattern.assemble_data(cells)
+            if i == 0 and self._springs_full is not None:
+                # springs on the whole fine level (the coarsest here), on every rank
+                idx, k = self._springs_full
+                data[lev.pattern.diag_slot[idx]] += k.astype(data.dtype)
+            op = CSROperator(lev.pattern, data)
+            lev.op = SlabCSR(lev.slab, op)
+            if i == len(levels) - 1:
+                lev.coarse_solve = CoarseSolver(op, np)
+        self._make_smoothers()
+
+    def _make_smoothers(self) -> None:
+        o = self.options
+        for i, lev in enumerate(self.levels[:-1]):
+            d = lev.op.diagonal()
+            own = lev.slab.layers(d)[:, lev.slab.own_node_slice]
+            if lev.slab.comm.any(bool(np.any(own <= 0))):
+                raise SolverError(f"multigrid level {i}: the operator has a non-positive "
+                                  f"diagonal (is every element scale factor positive?)")
+            inv_d = (1.0 / d).astype(self.dtype)
+            lam = self._bounds[i]
+            if o.eigenvalue_bound == "lanczos" and not self.fell_back:
+                est = self._lanczos(lev, inv_d, o.eig_iterations)
+                lam = min(lam, LANCZOS_MARGIN * est)
+            lev.smoother = PolynomialSmoother(lev.op, inv_d, o.smoother, o.smoothing_steps,
+                                              o.jacobi_omega / lam, lam, o.chebyshev_lower,
+                                              1.0)
+
+    def _lanczos(self, lev: Level, inv_d: np.ndarray, iterations: int) -> float:
+        """:func:`femopt.solvers.smoothers.estimate_lambda_max` with slab dot products."""
+        dot = lambda a, b: lev.slab.dots([(a, b)])[0]  # noqa: E731
+        r = lev.probe.copy()
+        z = inv_d * r
+        p = z.copy()
+        rz = dot(r, z)
+        alphas, betas = [], []
+        for _ in range(min(iterations, lev.slab.layout.n_dofs)):
+            q = lev.op.apply(p)
+            pq = dot(p, q)
+            if pq <= 0 or rz <= 0:
+                break
+            alpha = rz / pq
+            r = r - alpha * q
+            z = inv_d * r
+            rz_new = dot(r, z)
+            beta = rz_new / rz
+            alphas.append(alpha)
+            betas.append(beta)
+            rz = rz_new
+            if rz <= 0:
+                break
+            p = z + beta * p
+        m = len(alphas)
+        if m == 0:
+            return 1.0
+        t = np.zeros((m, m))
+        for i in range(m):
+            t[i, i] = 1.0 / alphas[i] + (betas[i - 1] / alphas[i - 1] if i > 0 else 0.0)
+            if i + 1 < m:
+                t[i, i + 1] = t[i + 1, i] = np.sqrt(betas[i]) / alphas[i]
+        return float(np.linalg.eigvalsh(t)[-1])
+
+    def set_springs_full(self, idx: np.ndarray, k: np.ndarray) -> None:
+        """Springs on the whole fine grid (for a fine level solved whole)."""
+        self._springs_full = (idx, k)
+
+    # -- solving -------------------------------------------------------------------------
+
+    def _vcycle(self, i: int, b: np.ndarray, x: np.ndarray) -> None:
+        lev = self.levels[i]
+        if lev.coarse_solve is not None:
+            x[...] = lev.coarse_solve(b)
+            return
+        x[...] = 0
+        lev.r[...] = b
+        lev.smoother.run(x, lev.r, lev.d, want_residual=True)
+        nxt = self.levels[i + 1]
+        nxt.b[...] = sl.restrict(lev.slab, nxt.slab, lev.r, nxt.free)
+        self._vcycle(i + 1, nxt.b, nxt.x)
+        sl.prolong_add(nxt.slab, lev.slab, nxt.x, x)
+        lev.op.apply(x, out=lev.r, alpha=-1.0, beta=1.0, z=b)
+        lev.smoother.run(x, lev.r, lev.d, want_residual=False)
+
+    def precondition(self, r: np.ndarray, out: np.ndarray) -> np.ndarray:
+        top = self.levels[0]
+        if top.slab.distributed or not self.fine.distributed:
+            top.b[...] = r
+            self._vcycle(0, top.b, top.x)
+            out[...] = top.x
+            return out
+        top.b[...] = self.fine.gather_nodes(r)  # the fine level solved whole
+        self._vcycle(0, top.b, top.x)
+        out[...] = self.fine.node_part(top.x)
+        return out
+
+    def solve(self, b: np.ndarray, x0: np.ndarray | None = None,
+              rtol: float | None = None) -> np.ndarray:
+        """K x = b on the fine slab (kept dofs, ghosts filled, zero on constrained)."""
+        with single_blas_thread(np):
+            return self._solve(b, x0, rtol)
+
+    def _solve(self, b, x0, rtol) -> np.ndarray:
+        o = self.options
+        rtol = o.rtol if rtol is None else rtol
+        try:
+            x, info = self._pcg(b, x0, rtol, o.max_iter)
+        except SolverError:
+            if self.fell_back or o.eigenvalue_bound != "lanczos":
+                raise
+            x, info = None, CGInfo()
+        if not info.converged and o.eigenvalue_bound == "lanczos" and not self.fell_back:
+            self.fell_back = True
+            self._make_smoothers()
+            x, info = self._pcg(b, x0, rtol, o.max_iter)
+        self.last = info
+        if not info.converged:
+            hist = ", ".join(f"{r:.2e}" for r in info.residuals[-5:])
+            raise SolverError(f"multigrid CG did not converge in {info.iterations} iterations "
+                              f"to rtol {rtol:g} (last residuals: {hist})")
+        return x
+
+    def _pcg(self, b, x0, rtol, max_iter):
+        """:func:`femopt.solvers.cg_kernels.pcg_fused` with slab dot products."""
+        dots = self.fine.dots
+        info = CGInfo()
+        bnorm = np.sqrt(dots([(b, b)])[0])
+        if bnorm == 0.0:
+            info.converged = True
+            return np.zeros_like(b), info
+        op = self.op64
+        q = np.empty_like(b)
+        if x0 is None:
+            x = np.zeros_like(b)
+            r = b.copy()
+        else:
+            x = x0.copy()
+            op.apply(x, q)
+            r = b - q
+        rel = np.sqrt(dots([(r, r)])[0]) / bnorm
+        info.residuals.append(rel)
+        if rel <= rtol:
+            info.converged = True
+            return x, info
+        z = np.empty_like(b)
+        self.precondition(r, z)
+        p = z.copy()
+        z_old = z.copy()
+        rz = dots([(r, z)])[0]
+        for it in range(1, max_iter + 1):
+            op.apply(p, q)
+            pq = dots([(p, q)])[0]
+            if not pq > 0.0:
+                raise SolverError(f"CG breakdown at iteration {it}: the operator or the "
+                                  f"preconditioner is not positive definite (p^T A p = "
+                                  f"{pq:.3g})")
+            alpha = rz / pq
+            x += alpha * p
+            r -= alpha * q
+            rel = np.sqrt(dots([(r, r)])[0]) / bnorm
+            info.residuals.append(rel)
+            info.iterations = it
+            if not np.isfinite(rel):
+                raise SolverError(f"CG produced a non-finite residual at iteration {it}")
+            if rel <= rtol:
+                info.converged = True
+                break
+            self.precondition(r, z)
+            rz_new, rz_old = dots([(r, z), (r, z_old)])
+            beta = (rz_new - rz_old) / rz
+            if beta < 0.0:
+                beta = 0.0
+            p *= beta
+            p += z
+            z_old[...] = z
+            rz = rz_new
+        return x, info

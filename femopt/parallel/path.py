@@ -1,0 +1,402 @@
+"""The evaluation backend of a distributed run: the grid path on slabs.
+
+:class:`DistributedGridPath` is a :class:`~femopt.evaluation.device.DevicePath` whose
+arrays are a rank's part of the grid in the internal order (:class:`~femopt.parallel.
+slabs.Orientation`):
+
+- the design x and the densities rho: the owned cells (cell layers [o0, o1) of the cut
+  axis);
+- states, loads, functionals: the slab's kept nodes (ghost layers filled), grid layout;
+- the density and sensitivity filters: the grid stencil on the owned cells and ghost
+  layers as wide as the filter's reach (:class:`SlabStencil`), pointwise filters
+  (Heaviside) as they are;
+- solves: :class:`~femopt.parallel.multigrid.SlabMultigrid`; the adjoint term one pass
+  over the owned cells;
+- every sum over the grid (compliance, volume, linear functionals, OC's volume, the
+  design change) a deterministic reduction (:mod:`femopt.parallel.comm`), so the run is
+  the same on any number of ranks, and the one-rank run is its reference.
+
+Rank 0 gathers what the results directory needs (:meth:`DistributedGridPath.gather_cells`,
+:meth:`final_analysis`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from femopt.assembly.grid_layout import GridLayout
+from femopt.assembly.matrix_free import gather_cells
+from femopt.errors import InputError
+from femopt.evaluation.device import DevicePath, capability
+from femopt.objectives.base import State
+from femopt.parallel.comm import Comm
+from femopt.parallel.multigrid import SlabMultigrid, layer_matmul, level_layouts
+from femopt.parallel.slabs import Orientation, Slab, choose_axis, largest_size, plan
+
+
+# -- what runs distributed ----------------------------------------------------------------
+
+def filter_reach(model: Any) -> tuple[int, ...]:
+    """Per model axis, the cells a filter reaches (the ghost width it needs)."""
+    grid = model.mesh.grid
+    reach = [1] * len(grid.shape)
+    for f in model.filters:
+        r = getattr(getattr(f, "options", None), "radius", None)
+        if r is not None:
+            for a, h in enumerate(grid.spacing):
+                reach[a] = max(reach[a], int(np.ceil(float(r) / h)))
+    return tuple(reach)
+
+
+def unsupported(model: Any) -> str | None:
+    """Why a distributed run cannot take ``model`` (None when it can)."""
+    if model.mesh.grid is None:
+        return ("a distributed run needs a structured grid (mesh type 'structured'); "
+                "meshes from files run on one process")
+    why = capability(model)
+    if why:
+        return (why.replace("on the GPU", "distributed")
+                .replace("the GPU paths solve", "the distributed path solves")
+                .replace("the GPU paths", "the distributed path"))
+    if np.ndim(model.ke) != 2:
+        return "a distributed run needs one element matrix for the whole grid"
+    if getattr(model, "robust", None) is not None:
+        return "the robust formulation (design.robust) does not run distributed yet"
+    for fn in model.functions():
+        for part in _leaves(fn):
+            if part.linear_form() is None:
+                return (f"the function {part.name!r} is not linear in the states; a "
+                        "distributed run takes linear forms (compliance, volume, "
+                        "displacement, mean temperature, ...) only so far")
+    from femopt.filters.base import Filter
+
+    for f in model.filters:
+        if type(f).slab_twin is Filter.slab_twin and not f.pointwise:
+            return (f"the filter {f.name!r} does not run distributed yet (density, "
+                    "sensitivity and pointwise filters such as heaviside do)")
+    if not getattr(model.solver, "distributed", False):
+        return (f"a distributed run solves with the multigrid solver, not "
+                f"{model.solver.name!r}")
+    if model.solver.options.coarse_operator != "galerkin":
+        return ("a distributed run builds Galerkin coarse levels (multigrid "
+                "coarse_operator: galerkin)")
+    if not getattr(model.optimizer, "distributed", False):
+        return (f"the optimizer {model.optimizer.name!r} does not run distributed (it "
+                "does not take its sums over the design from problem.reductions)")
+    return None
+
+
+def _leaves(fn: Any) -> list[Any]:
+    if fn.linear_form() is not None:
+        return [fn]
+    terms = getattr(fn, "terms", None)
+    return [t for term in terms for t in _leaves(term)] if terms else [fn]
+
+
+def layout(model: Any) -> tuple[Orientation, GridLayout, list[GridLayout]]:
+    """The cut axis, the internal grid and its multigrid levels."""
+    grid = model.mesh.grid
+    k = model.physics.dofs_per_node
+    shape = tuple(int(n) for n in grid.shape)
+    levels = len(level_layouts(GridLayout(shape, k), model.solver.options))
+    axis = choose_axis(shape, filter_reach(model), levels)
+    orient = Orientation(shape, axis)
+    lay = GridLayout(orient.internal_shape, k)
+    return orient, lay, level_layouts(lay, model.solver.options)
+
+
+def rank_plan(model: Any, size: int) -> tuple[Orientation, GridLayout, list[int], int]:
+    """(orientation, internal grid, fine cell-layer bounds, distributed levels) of
+    ``size`` ranks; InputError naming the largest rank count that works when ``size``
+    is too many (slabs thinner than a filter's reach or than one cell)."""
+    orient, lay, levels = layout(model)
+    halo = filter_reach(model)[orient.axis]
+    p = plan(lay.shape[-1], len(levels), size, halo)
+    if p is None:
+        most = largest_size(lay.shape[-1], len(levels), halo)
+        raise InputError(
+            f"{size} ranks are too many for this grid: cut along axis "
+            f"{'xyz'[orient.axis]} ({lay.shape[-1]} cells) into slabs of at least {halo} "
+            f"cell layer(s) (the filter's reach), it takes at most {most} rank(s); run "
+            f"with -n {most} or fewer")
+    return orient, lay, p[0], p[1]
+
+
+# -- the filters on slabs -----------------------------------------------------------------
+
+class SlabStencil:
+    """:class:`~femopt.filters.grid_filter.GridDensityFilter` on a rank's owned cells, with
+    ghost layers as wide as the filter reaches along the cut axis (the sums per cell in
+    the same order as on one rank)."""
+
+    def __init__(self, slab: Slab, spacing: tuple[float, ...], radius: float):
+        from femopt.filters.grid_filter import GridDensityFilter
+
+        self.slab = slab
+        self.shape = slab.layout.shape
+        # the stencil's offsets and weights (the object is never applied to a field)
+        proto = GridDensityFilter.__new__(GridDensityFilter)
+        proto.shape, proto.dim = self.shape, len(self.shape)
+        proto.spacing, proto.radius = tuple(spacing), float(radius)
+        proto.reach = tuple(int(np.ceil(proto.radius / h)) for h in proto.spacing)
+        self.entries = proto.offsets()
+        self.reach = proto.reach[-1]
+        self.hs = self.apply(np.ones(slab.n_own_cells))
+        self.inv_hs = 1.0 / self.hs
+
+    def _extended(self, v: np.ndarray) -> tuple[np.ndarray, int]:
+        """Owned cells with ``reach`` ghost layers each side (clipped to the grid)."""
+        s = self.slab
+        o0, o1 = s.own
+        lo, hi = max(o0 - self.reach, 0), min(o1 + self.reach, s.n_layers)
+        p = s.layer_cells
+        ext = np.empty(((hi - lo), p), dtype=v.dtype)
+        ext[o0 - lo:o1 - lo] = v.reshape(-1, p)
+        r, size = s.comm.rank, s.comm.size
+        below = r - 1 if r > 0 else None
+        above = r + 1 if r < size - 1 else None
+        nb, na = o0 - lo, hi - o1
+        own = ext[o0 - lo:o1 - lo]
+        # my first layers are the ghosts above of the rank below, and so on
+        recv = np.empty((nb, p), dtype=v.dtype) if below is not None else None
+        s.comm.sendrecv(own[own.shape[0] - min(self.reach, o1):]
+                        if above is not None else None, above, recv, below, tag=21)
+        if recv is not None:
+            ext[:nb] = recv
+        recv = np.empty((na, p), dtype=v.dtype) if above is not None else None
+        s.comm.sendrecv(own[:min(self.reach, s.n_layers - o0)] if below is not None
+                        else None, below, recv, above, tag=22)
+        if recv is not None:
+            ext[o1 - lo:] = recv
+        return ext, o0 - lo
+
+    def apply(self, x: np.ndarray, pre: Any = None, post: Any = None) -> np.ndarray:
+        v = x if pre is None else pre * x
+        ext, start = self._extended(np.ascontiguousarray(v))
+        n_own = self.slab.own[1] - self.slab.own[0]
+        shape = self.shape[:-1] + (ext.shape[0],)
+        grid = ext.reshape(shape[::-1])
+        out = np.zeros_like(grid)
+        for off, w in self.entries:
+            dst, src = [], []
+            for o, n in zip(off[::-1], shape[::-1]):
+                dst.append(slice(max(0, -o), n - max(0, o)))
+                src.append(slice(max(0, o), n - max(0, -o)))
+            out[tuple(dst)] += w * grid[tuple(src)]
+        out = out.reshape(ext.shape)[start:start + n_own].reshape(-1)
+        return out if post is None else post * out
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return self.apply(x, post=self.inv_hs.astype(x.dtype, copy=False))
+
+    def backward(self, x: np.ndarray, dy: np.ndarray) -> np.ndarray:
+        return self.apply(dy, pre=self.inv_hs.astype(dy.dtype, copy=False))
+
+
+class Reductions:
+    """Sums over a design cut into slabs, for the optimizers: OC's volume and design
+    change, MMA's subproblem (the methods of :class:`femopt.optimizers.mma.LocalSums`).
+    Each sum is taken per cell layer on its rank and the layers added in global order,
+    so that it does not depend on the rank count. ``layer_of``: the layer of each entry
+    when the arrays are a subset of the owned cells (MMA leaves fixed cells out)."""
+
+    def __init__(self, slab: Slab, layer_of: np.ndarray | None = None):
+        self.slab, self.layer_of = slab, layer_of
+        o0, o1 = slab.own
+        self.n_layers = o1 - o0
+
+    def subset(self, index: Any) -> "Reductions":
+        """The same sums over the owned cells ``index`` (an index array, or a slice)."""
+        if isinstance(index, slice) and index == slice(None):
+            return self
+        cells = np.arange(self.slab.n_own_cells)[index]
+        return Reductions(self.slab, cells // self.slab.layer_cells)
+
+    def _partials(self, a: np.ndarray) -> np.ndarray:
+        if self.layer_of is None:
+            return np.add.reduce(a.reshape(self.n_layers, -1), axis=1)
+        return np.bincount(self.layer_of, weights=a, minlength=self.n_layers)
+
+    def _sums(self, arrays: list[np.ndarray]) -> np.ndarray:
+        if not arrays:
+            return np.zeros(0)
+        return self.slab.comm.sum_layers(np.stack([self._partials(a) for a in arrays]))
+
+    def dot(self, a: np.ndarray, b: np.ndarray) -> float:
+        return float(self._sums([a * b])[0])
+
+    def max(self, value: float) -> float:
+        return self.slab.comm.max(value)
+
+    def rows(self, A: np.ndarray, v: np.ndarray) -> np.ndarray:
+        return self._sums([A[i] * v for i in range(A.shape[0])])
+
+    def gram(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
+        m = A.shape[0]
+        return self._sums([A[i] * B[j] for i in range(m) for j in range(B.shape[0])]
+                          ).reshape(m, B.shape[0])
+
+    @staticmethod
+    def combine(lam: np.ndarray, A: np.ndarray) -> np.ndarray:
+        out = lam[0] * A[0] if A.shape[0] else np.zeros(A.shape[1])
+        for i in range(1, A.shape[0]):
+            out = out + lam[i] * A[i]
+        return out
+
+    def norm_max(self, pieces: list[np.ndarray], sized: tuple[bool, ...]
+                 ) -> tuple[float, float]:
+        design = [p for p, s in zip(pieces, sized) if s]
+        rest = np.concatenate([p for p, s in zip(pieces, sized) if not s])
+        sq = design[0] * design[0]
+        for p in design[1:]:
+            sq = sq + p * p
+        total = float(self._sums([sq])[0]) + float(np.dot(rest, rest))
+        local = max(float(np.max(np.abs(p), initial=0.0)) for p in design)
+        worst = max(self.max(local), float(np.max(np.abs(rest), initial=0.0)))
+        return float(np.sqrt(total)), worst
+
+
+# -- the path -----------------------------------------------------------------------------
+
+class DistributedGridPath(DevicePath):
+    """The design chain of ``model`` (a structured grid) on rank ``comm.rank`` of
+    ``comm.size``; see the module docstring."""
+
+    def __init__(self, model: Any, comm: Comm):
+        self.comm = comm
+        k = model.physics.dofs_per_node
+        self.orient, self.glayout, bounds, n_dist = rank_plan(model, comm.size)
+        self.model_layout = GridLayout(tuple(int(n) for n in model.mesh.grid.shape), k)
+        self.slab = slab = Slab(self.glayout, comm, bounds)
+        self.ke = self.orient.element_matrix(model.ke, k)
+        fixed = np.zeros(self.model_layout.n_dofs, dtype=bool)
+        fixed[self.model_layout.grid_index(np.asarray(model.fixed))] = True
+        self.fixed_grid = self.orient.nodes_in(fixed, k)
+        self.kept_fixed = slab.node_part(self.fixed_grid)
+        self.mg = SlabMultigrid(model.solver.options, self.glayout, self.ke, slab, n_dist)
+        self.springs = None
+        if np.any(model.springs):
+            full = self.orient.nodes_in(self.model_layout.from_dofs(
+                np.asarray(model.springs, dtype=np.float64)), k)
+            idx = np.flatnonzero((full != 0.0) & ~self.fixed_grid)
+            self.mg.set_springs_full(idx, full[idx])
+            kept = slab.node_part(full) * ~self.kept_fixed
+            kidx = np.flatnonzero(kept != 0.0)
+            self.springs = (kidx, kept[kidx]) if kidx.size else None
+        spacing = self.orient.internal(tuple(model.mesh.grid.spacing))
+        stages = [f.slab_twin(slab, spacing) for f in model.filters]
+        self.reductions = Reductions(slab)
+        loads = np.stack([self._to_states(f) for f in model.loads])
+        super().__init__(model, np, loads, stages)
+        passive = np.zeros(model.mesh.n_cells, dtype=bool)
+        values = np.zeros(model.mesh.n_cells)
+        passive[model.passive_idx] = True
+        values[model.passive_idx] = model.passive_val
+        own_passive = self._to_cells(passive)
+        self.passive_idx = np.flatnonzero(own_passive)
+        self.passive_val = self._to_cells(values)[self.passive_idx]
+
+    # -- layouts -----------------------------------------------------------------------
+
+    def _to_states(self, a: np.ndarray) -> np.ndarray:
+        k = self.glayout.k
+        out = self.slab.node_part(self.orient.nodes_in(self.model_layout.from_dofs(a), k))
+        out[self.kept_fixed] = 0.0
+        return out
+
+    def _to_cells(self, v: np.ndarray) -> np.ndarray:
+        return self.slab.cell_part(self.orient.cells_in(np.asarray(v)))
+
+    def local_design(self, x: np.ndarray) -> np.ndarray:
+        """A whole design (femopt's cell order) as this rank's owned cells."""
+        return self._to_cells(x)
+
+    def gather_cells(self, a: np.ndarray) -> np.ndarray | None:
+        """Every rank's owned cells of ``a`` as one array in femopt's cell order, on rank
+        0 (None on the others). Collective."""
+        full = self.slab.gather_cells(np.asarray(a), root_only=True)
+        return None if full is None else self.orient.cells_out(full)
+
+    def gather_states(self, u: np.ndarray) -> np.ndarray | None:
+        """(n_cases, n_dofs) femopt's numbering, on rank 0. Collective."""
+        k = self.glayout.k
+        out = []
+        for c in range(u.shape[0]):
+            full = self.slab.gather_nodes(u[c], root_only=True)
+            if full is not None:
+                out.append(self.model_layout.to_dofs(self.orient.nodes_out(full, k)))
+        return np.stack(out) if out else None
+
+    # -- reductions --------------------------------------------------------------------
+
+    def _loads_dot(self, u: Any) -> np.ndarray:
+        return np.array(self.slab.dots([(self.loads[c], u[c]) for c in range(u.shape[0])]))
+
+    def _functionals_dot(self, u: Any, a: Any) -> np.ndarray:
+        n_c, n_g = u.shape[0], a.shape[0]
+        v = self.slab.dots([(u[c], a[g]) for c in range(n_c) for g in range(n_g)])
+        return np.array(v).reshape(n_c, n_g)
+
+    def _cell_dot(self, v: Any, rho: Any) -> float:
+        return self.slab.cell_dots([(v, rho)])[0]
+
+    def _passive_dot(self, v: Any) -> float:
+        pv = np.zeros_like(v)
+        pv[self.passive_idx] = self.passive_val
+        return self._cell_dot(v, pv)
+
+    def _all_finite(self, a: Any) -> bool:
+        return not self.comm.any(not bool(np.isfinite(a).all()))
+
+    # -- operator, solve, adjoint term -----------------------------------------------------
+
+    def _kept_cells(self, own: np.ndarray) -> np.ndarray:
+        s = self.slab
+        kept = np.empty(s.local.n_cells, dtype=own.dtype)
+        kept[s.own_cell_slice] = own
+        return s.exchange_cells(kept)
+
+    def _set_operator(self, scale: Any) -> None:
+        self.mg.update(self._kept_cells(scale), self.fixed_grid, self.springs)
+
+    def _solve(self, rhs: Any, x0: Any) -> tuple[Any, int]:
+        x = self.mg.solve(rhs, x0=x0)
+        return x, self.mg.last.iterations
+
+    def _adjoint_term(self, u: Any, mu: Any, beta: np.ndarray, a: np.ndarray, scale: Any,
+                      dm: Any) -> Any:
+        """dm_e sum_c lambda_c,e^T K0 u_c,e on the owned cells (one GEMM per cell layer)."""
+        s = self.slab
+        lay, own, p = s.local, s.own_cell_slice, s.layer_cells
+        a = np.asarray(a, dtype=np.float64).reshape(len(beta), -1)
+        q = np.zeros(s.n_own_cells)
+        for c in range(u.shape[0]):
+            lam = beta[c] * u[c]
+            for g in range(0 if mu is None else mu.shape[0]):
+                if a[c, g] != 0.0:
+                    lam = lam + a[c, g] * mu[g]
+            ue = gather_cells(lay, u[c])[:, own]
+            le = gather_cells(lay, lam)[:, own]
+            fe = layer_matmul(self.ke, ue, p, left=True)
+            q += (le * fe).sum(axis=0)
+        return dm * q
+
+    def host_states(self) -> np.ndarray | None:
+        return self.gather_states(self.u)
+
+    def global_max(self, value: float) -> float:
+        return self.comm.max(value)
+
+    def design_final(self, rho: Any) -> tuple[list[float], np.ndarray | None, State | None]:
+        """Values on every rank; densities and states gathered on rank 0 (None on the
+        others). Collective."""
+        m = self.model
+        self.analyse(rho)
+        values = self.function_terms(rho, None, None, u=self.u)[0]
+        rho_full = self.gather_cells(rho)
+        states = self.host_states()
+        if rho_full is None:
+            return values, None, None
+        return values, rho_full, State(rho_full, states, m.loads, m.weights, m)
