@@ -98,3 +98,27 @@ def shape_device(model: Any, requested: str | None) -> None:
             raise InputError(f"--device gpu: {message}")
         raise model.loaded.error(("device",), message)
     return None
+
+
+def make_path(model: Any, xp: Any, distributed: Any) -> Any:
+    """The backend of a built ``model``: the distributed grid path on ``distributed``'s
+    ranks, the assembled CPU path (``xp`` None), or the GPU path of its mesh on ``xp``;
+    the design bounds and start go where the backend keeps its design."""
+    if distributed is not None:
+        from femopt.parallel.path import DistributedGridPath
+
+        path = DistributedGridPath(model, distributed)
+        put = path.local_design
+    elif xp is None:
+        from femopt.evaluation.assembled import AssembledPath
+
+        return AssembledPath(model)
+    else:
+        if model.mesh.grid is not None:
+            from femopt.evaluation.grid_device import GridDevicePath as DevicePath
+        else:
+            from femopt.evaluation.mesh_device import MeshDevicePath as DevicePath
+        path = DevicePath(model, xp)
+        put = xp.asarray
+    model.xmin, model.xmax, model.x0 = (put(a) for a in (model.xmin, model.xmax, model.x0))
+    return path

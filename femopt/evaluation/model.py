@@ -13,10 +13,9 @@ import numpy as np
 
 from femopt.assembly.sparse import FixedPatternAssembler
 from femopt.design.interpolation import Interpolation
-from femopt.errors import InputError, Issue, MeshError, ProblemError
+from femopt.errors import Issue, MeshError, ProblemError
 from femopt.evaluation import conditions
-from femopt.evaluation.assembled import AssembledPath
-from femopt.evaluation.device_choice import choose_device, shape_device
+from femopt.evaluation.device_choice import choose_device, make_path, shape_device
 from femopt.evaluation.function_checks import check_functions
 from femopt.evaluation.path import EvaluationPath
 from femopt.evaluation.robust import REALIZATIONS, robust_design
@@ -189,7 +188,9 @@ class Model:
         self.device_notes: list[str] = []  # what the device choice decided, for the log
         self.comm = distributed
         if distributed is not None:
-            xp = self._distributed(device)
+            from femopt.parallel.path import prepare
+
+            xp = prepare(self, device)
         else:
             xp = (choose_device(self, device, array_module) if not self.shape
                   else shape_device(self, device))
@@ -252,23 +253,7 @@ class Model:
 
             self.optimizer = shape_optimizer(self)
         # the one backend every evaluation goes through
-        self.path: EvaluationPath
-        if distributed is not None:
-            from femopt.parallel.path import DistributedGridPath
-
-            self.path = DistributedGridPath(self, distributed)
-            self.xmin, self.xmax, self.x0 = (self.path.local_design(a) for a in (
-                self.xmin, self.xmax, self.x0))
-        elif xp is None:
-            self.path = AssembledPath(self)
-        else:
-            if self.mesh.grid is not None:
-                from femopt.evaluation.grid_device import GridDevicePath as DevicePath
-            else:
-                from femopt.evaluation.mesh_device import MeshDevicePath as DevicePath
-            self.path = DevicePath(self, xp)
-            self.xmin, self.xmax, self.x0 = (xp.asarray(a) for a in (self.xmin, self.xmax,
-                                                                     self.x0))
+        self.path: EvaluationPath = make_path(self, xp, distributed)
 
     @cached_property
     def cell_dofs(self) -> np.ndarray:
@@ -298,31 +283,6 @@ class Model:
     def reductions(self) -> Any:
         """Reductions over a design cut into slabs (None: the design is whole here)."""
         return self.path.reductions
-
-    def _distributed(self, device: str | None) -> None:
-        """Set up a distributed run: the CPU, the multigrid solver (the problem's, or a
-        default one), and what the distributed path cannot take refused."""
-        from femopt.parallel.path import unsupported
-        from femopt.solvers.multigrid import MultigridOptions, MultigridSolver
-
-        requested = device if device is not None else self.problem.device
-        if requested == "gpu":
-            raise InputError("a distributed run (several ranks) runs on the CPU so far; "
-                             "the GPU path runs on one process")
-        if self.shape:
-            raise InputError("a shape design runs on one process")
-        self.device = "cpu"
-        if self.mesh.grid is None:
-            raise InputError("this problem cannot run distributed: a distributed run needs "
-                             "a structured grid (mesh type 'structured'); meshes from files "
-                             "run on one process")
-        if "solver" not in self.loaded.located.data:
-            self.solver = MultigridSolver(MultigridOptions())
-            self.solver.bind(self.mesh, self.physics.dofs_per_node)
-        why = unsupported(self)
-        if why is not None:
-            raise InputError(f"this problem cannot run distributed: {why}")
-        return None
 
     def final_analysis(self, x: Any) -> tuple[list[float], np.ndarray, State]:
         """Function values, densities and the states at ``x`` (the latter two on the host)."""

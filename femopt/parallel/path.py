@@ -50,6 +50,31 @@ def filter_reach(model: Any) -> tuple[int, ...]:
     return tuple(reach)
 
 
+def prepare(model: Any, device: str | None) -> None:
+    """Set up a distributed run: the CPU, the multigrid solver (the problem's, or a
+    default one), and what the distributed path cannot take refused."""
+    from femopt.solvers.multigrid import MultigridOptions, MultigridSolver
+
+    requested = device if device is not None else model.problem.device
+    if requested == "gpu":
+        raise InputError("a distributed run (several ranks) runs on the CPU so far; "
+                         "the GPU path runs on one process")
+    if model.shape:
+        raise InputError("a shape design runs on one process")
+    model.device = "cpu"
+    if model.mesh.grid is None:
+        raise InputError("this problem cannot run distributed: a distributed run needs "
+                         "a structured grid (mesh type 'structured'); meshes from files "
+                         "run on one process")
+    if "solver" not in model.loaded.located.data:
+        model.solver = MultigridSolver(MultigridOptions())
+        model.solver.bind(model.mesh, model.physics.dofs_per_node)
+    why = unsupported(model)
+    if why is not None:
+        raise InputError(f"this problem cannot run distributed: {why}")
+    return None
+
+
 def unsupported(model: Any) -> str | None:
     """Why a distributed run cannot take ``model`` (None when it can)."""
     if model.mesh.grid is None:
