@@ -8,7 +8,8 @@
 # (the tests alone); TESTS=0 skips the tests (the benchmarks alone); PYTEST_ARGS adds
 # pytest arguments (e.g. "-rP" to show the tests' prints, or "tests/test_device.py");
 # OPERATOR_ARGS, ITERATION_ARGS, ADJOINT_ARGS, CLI_ARGS, TET4_ARGS and BRACKET_ARGS pass
-# arguments to the benchmarks.
+# arguments to the benchmarks. With .baseline/site carried (scripts/make-baseline.sh REV),
+# the command-line benchmark runs through that older femopt first, for a side-by-side figure.
 # Measured on an H100 (2026-11-25): the 165 GPU tests take about 470 s, the benchmarks
 # about 500 s (operator 100, iteration 150, adjoint 60, command line 90, tet4 60, bracket
 # 40). Where one command may run 10 minutes at most, run it twice: BENCH=0, then TESTS=0.
@@ -35,6 +36,12 @@ cat "$OUT/environment.txt"
 if [ -d .device-wheels ]; then
   names=$(ls .device-wheels/*.whl | sed -E 's#.*/([^-]+)-.*#\1#' | sort -u | tr '\n' ' ')
   python3 -m pip install -q --no-index --find-links .device-wheels $names 2>&1 | tail -3
+fi
+# an older femopt carried in .baseline/site (scripts/make-baseline.sh REV): the command-line
+# benchmark through it first, before this tree is installed, for a side-by-side figure
+if [ "${BENCH:-1}" != 0 ] && [ -d .baseline/site/femopt ]; then
+  PYTHONPATH=$PWD/.baseline/site timeout "$LIMIT_CLI" python3 benchmarks/gpu_cli_run.py \
+    ${CLI_ARGS:-} 2>&1 | tee "$OUT/gpu_cli_run_baseline.md"
 fi
 python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -3
 
