@@ -25,6 +25,12 @@ def check_functions(model: Any, issues: list[Issue]) -> None:
                                    f"expected true or false, got {maximize!r}"))
         maximize = False
     model.maximize = maximize
+    if maximize and model.optimizer is not None and not getattr(
+            model.optimizer, "takes_eigenvalue_functions", True):
+        issues.append(loaded.issue(("objective", "maximize"), f"optimizer "
+                                   f"'{model.optimizer.name}' minimizes a compliance-like "
+                                   "objective (a gradient that never grows with density) "
+                                   "and cannot maximize; use mma or nlopt"))
     fns = model.functions()
     if any(fn is None for fn in fns):  # a function's section is in error: reported
         model.static = True

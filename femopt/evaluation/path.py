@@ -113,6 +113,13 @@ class EvaluationPath:
         """Realization ``k`` comes next (a backend that warm-starts its solves keeps
         the last states of each realization)."""
 
+    #: the realization whose eigenvalues :meth:`modal_terms` computes or holds
+    modal_slot = 0
+
+    def _use(self, k: int) -> None:
+        self.modal_slot = k
+        self.use_slot(k)
+
     def design_terms(self, rho: Any, keep_state: bool = False
                      ) -> tuple[list[float], list[tuple[Any, Any]], State | None]:
         """Values of every function at densities ``rho`` and the pairs (partial_rho,
@@ -139,7 +146,7 @@ class EvaluationPath:
         rhos, chains, traces = self.realizations(x)
         results = []
         for k, rho in enumerate(rhos):
-            self.use_slot(k)
+            self._use(k)
             results.append(self.design_terms(rho, keep_state=split))
         if self.model.robust is not None:
             self.model.robust.observe([r[0] for r in results])
@@ -162,7 +169,10 @@ class EvaluationPath:
         per realization in a robust problem) held fixed."""
         rhos = self.realizations(x)[0]
         states = state if isinstance(state, list) else [state]
-        values = [self.design_values(rho, st) for rho, st in zip(rhos, states)]
+        values = []
+        for k, (rho, st) in enumerate(zip(rhos, states)):
+            self.modal_slot = k  # the held eigenvalues of this realization
+            values.append(self.design_values(rho, st))
         return [values[k][i] for k, i in self.rows()]
 
     def final_analysis(self, x: Any) -> tuple[list[float], np.ndarray, State]:
@@ -176,7 +186,7 @@ class EvaluationPath:
             return self.design_final(rhos[0])
         finals = []
         for k, rho in enumerate(rhos):
-            self.use_slot(k)
+            self._use(k)
             finals.append(self.design_final(rho))
         values = [finals[k][0][i] for k, i in self.rows()]
         self.model.realization_values = {
@@ -184,7 +194,8 @@ class EvaluationPath:
             for k, name in enumerate(REALIZATIONS)}
         _, rho, state = finals[INTERMEDIATE]
         n = len(REALIZATIONS)
-        return [max(values[:n])] + values[n:], rho, state
+        worst = min if self.model.maximize else max  # of J itself, not the -J minimized
+        return [worst(values[:n])] + values[n:], rho, state
 
     def linear_constraint(self) -> tuple[Any, float] | None:
         """(w, b) when the one constraint is g(x) = w . x + b, else None."""
@@ -225,14 +236,16 @@ class EvaluationPath:
                     wk = np.asarray(fn.eigen_weights(lams), dtype=np.float64)
                     grad = self._modal_sensitivity(problem, phis, wk, -wk * lams, rho)
             out[k] = (value, grad)
-        self._modal_values = {k: v for k, (v, _) in out.items()}
+        if not hasattr(self, "_modal_values"):
+            self._modal_values = {}
+        self._modal_values.update({(self.modal_slot, k): v for k, (v, _) in out.items()})
         return out
 
     def held_modal_values(self, values: list[float]) -> list[float]:
         """``values`` with the functions of eigenvalues at their last computed values
         (what a function of the states does with its states held fixed)."""
         held = getattr(self, "_modal_values", {})
-        return [held.get(k, v) for k, v in enumerate(values)]
+        return [held.get((self.modal_slot, k), v) for k, v in enumerate(values)]
 
     def _eigenpairs(self, key: int, problem: Any, rho: Any) -> tuple[np.ndarray, Any]:
         """(lambda (n,) on the host, ascending; phi (n, n_states) M-normalised) of

@@ -20,7 +20,8 @@ class GridMesh(Mesh):
     grid: built on first use of ``points`` or ``cells`` (then kept), and by rows
     (:meth:`point_rows`, :meth:`cell_rows`) without ever holding the whole arrays. The GPU
     grid path and the output writers use the rows, so a grid of 10^8 cells costs the host
-    no coordinate or connectivity array."""
+    no coordinate or connectivity array; surface loads (the boundary facets a region
+    selects) and integrand functions over node regions still build the whole arrays."""
 
     def __init__(self, grid: StructuredGrid):
         self.grid = grid

@@ -251,7 +251,7 @@ class IntegrandFunction(Function, metaclass=_Checked):
         cells = self.cells[:k]
         mesh = self.model.mesh
         rng = np.random.default_rng(0)
-        nd = mesh.cells.shape[1] * self.model.physics.dofs_per_node
+        nd = mesh.nodes_per_cell * self.model.physics.dofs_per_node
         ue = rng.standard_normal((2, k, nd))
         rho = rng.uniform(0.3, 0.9, k)
         integrand_check.probe(self, ue, rho, mesh.cell_coords(cells), slice(0, k))

@@ -52,6 +52,10 @@ def communicator(ranks: int | None) -> Comm | None:
         except ImportError:
             raise InputError("mpiexec started several ranks but mpi4py is not installed "
                              "(pip install mpi4py mpich)") from None
+        except RuntimeError as exc:  # mpi4py is there, its MPI library is not
+            raise InputError(f"mpiexec started several ranks but MPI cannot be loaded "
+                             f"({exc}); pip install mpich, or point mpi4py at an MPI "
+                             "library") from None
         if ranks is not None and ranks != comm.size:
             raise InputError(f"--ranks {ranks} under mpiexec with {comm.size} ranks: "
                              "give one or the other")

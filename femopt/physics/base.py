@@ -88,8 +88,9 @@ class Physics(Component):
         kernel = self.mass_kernel()
         if kernel is None:
             raise ValueError(f"physics '{self.name}' has no mass")
-        cells = self.mesh.cells[:1] if self.mesh.grid is not None else self.mesh.cells
-        out = element_matrices(kernel, self.mesh.points[cells], 1.0)
+        mesh = self.mesh
+        cells = np.arange(1 if mesh.grid is not None else mesh.n_cells)
+        out = element_matrices(kernel, mesh.cell_coords(cells), 1.0)
         return out[0] if self.mesh.grid is not None else out
 
     def fixed_element_matrices(self) -> np.ndarray | None:

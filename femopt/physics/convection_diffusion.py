@@ -195,7 +195,7 @@ class ConvectionDiffusion(Physics):
 
     def body_load(self, value: list[float], cells: np.ndarray) -> np.ndarray:
         """sum_q (N_i + tau v . grad N_i) Q det(J) w t: the Petrov-Galerkin source."""
-        coords = self.mesh.points[self.mesh.cells[cells]]
+        coords = self.mesh.cell_coords(cells)
         x = [[coords[:, a, d] for d in range(coords.shape[2])] for a in range(coords.shape[1])]
         fe = np.zeros((cells.size, self.element.n_nodes))
         p = self.kernel.values
@@ -207,5 +207,5 @@ class ConvectionDiffusion(Physics):
             for a in range(self.element.n_nodes):
                 fe[:, a] += (n[a] + tau * vgrad[a]) * wdet * p["thickness"]
         vec = np.zeros(self.mesh.n_nodes)
-        np.add.at(vec, self.mesh.cells[cells], fe * value[0])
+        np.add.at(vec, self.mesh.cell_nodes(cells), fe * value[0])
         return vec
