@@ -40,7 +40,7 @@ from femopt.solvers.galerkin import child_matrices, coarsen_cell_matrices, desce
 from femopt.solvers.multigrid import LANCZOS_MARGIN
 from femopt.solvers.multigrid_levels import CoarseSolver, MultigridOptions, eigenvalue_bound
 from femopt.solvers.pcg import CGInfo
-from femopt.solvers.smoothers import PolynomialSmoother
+from femopt.solvers.smoothers import PolynomialSmoother, lanczos_largest
 
 
 def level_layouts(layout: GridLayout, o: MultigridOptions) -> list[GridLayout]:
@@ -295,15 +295,7 @@ class SlabMultigrid:
             if rz <= 0:
                 break
             p = z + beta * p
-        m = len(alphas)
-        if m == 0:
-            return 1.0
-        t = np.zeros((m, m))
-        for i in range(m):
-            t[i, i] = 1.0 / alphas[i] + (betas[i - 1] / alphas[i - 1] if i > 0 else 0.0)
-            if i + 1 < m:
-                t[i, i + 1] = t[i + 1, i] = np.sqrt(betas[i]) / alphas[i]
-        return float(np.linalg.eigvalsh(t)[-1])
+        return lanczos_largest(alphas, betas)
 
     def set_springs_full(self, idx: np.ndarray, k: np.ndarray) -> None:
         """Springs on the whole fine grid (for a fine level solved whole)."""

@@ -128,6 +128,12 @@ def estimate_lambda_max(op: Any, inv_diag: Any, free: Any, iterations: int = 10,
         if rz <= 0:
             break
         p = z + beta * p
+    return lanczos_largest(alphas, betas)
+
+
+def lanczos_largest(alphas: list[float], betas: list[float]) -> float:
+    """The largest eigenvalue of the Lanczos tridiagonal matrix of a CG run with
+    coefficients ``alphas`` and ``betas`` (1 when the run took no step)."""
     m = len(alphas)
     if m == 0:
         return 1.0
