@@ -68,3 +68,26 @@ def test_oc_cannot_maximize():
             "optimizer": {"type": "oc"}}
     with pytest.raises(ProblemError, match="cannot maximize"):
         build(data)
+
+
+def test_the_gpu_grid_estimate_counts_lobpcg_blocks():
+    """An eigenfrequency adds LOBPCG's peak vectors and the kept Ritz vectors to the GPU
+    grid path's estimate: exactly 8 * n_dofs * (LOBPCG_VECTORS + 1) * block bytes (times
+    the margin) over the same problem without it."""
+    from femopt.assembly.grid_layout import layout_of
+    from femopt.evaluation import grid_device as gd
+
+    data = copy.deepcopy(BEAM)
+    del data["design"]["robust"]
+    eigen = build(data)
+    plain = copy.deepcopy(data)
+    plain["objective"] = {"type": "volume"}
+    plain["constraints"] = []
+    plain["loads"] = [{"region": {"point": [4.0, 0.0]}, "force": [0.0, -1.0]}]
+    base = build(plain)
+    lay = layout_of(eigen.mesh, 2)
+    block = eigen.objective.eigen_problem().block
+    assert block >= 2
+    grown = gd.estimate_bytes(lay, 1, eigen) - gd.estimate_bytes(lay, 1, base)
+    expected = gd.MEMORY_MARGIN * 8 * lay.n_dofs * (gd.LOBPCG_VECTORS + 1) * block
+    assert abs(grown - expected) <= 2

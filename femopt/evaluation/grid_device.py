@@ -45,7 +45,25 @@ def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None) -> i
     extra = (n_cases - 1) * 6 * 8 * layout.n_dofs
     if model is not None:
         extra += integrand_bytes(model, layout.n_dofs)
+        extra += eigen_bytes(model, layout.n_dofs)
     return int(MEMORY_MARGIN * (per_cell * layout.n_cells + extra))
+
+
+# float64 vectors of the dofs per LOBPCG block vector at its peak: x, Kx, Mx, the residual,
+# the preconditioned residual, the previous step, the search block and its K and M images
+# (twice the block), the Rayleigh-Ritz basis and its K and M images (three times the
+# block, each), the new x, Kx, Mx; and the Ritz vectors kept as the next design's start
+LOBPCG_VECTORS = 3 + 1 + 1 + 1 + 3 * 2 + 3 * 3 + 3 + 1
+
+
+def eigen_bytes(model: Any, n_dofs: int) -> int:
+    """GPU memory of the LOBPCG solves of ``model``'s functions of eigenvalues (bytes):
+    one solve at a time, each function's Ritz vectors kept between designs."""
+    blocks = [fn.eigen_problem().block for fn in model.functions()
+              if fn is not None and fn.eigen_problem() is not None]
+    if not blocks:
+        return 0
+    return 8 * n_dofs * (LOBPCG_VECTORS * max(blocks) + sum(blocks))
 
 
 def unsupported(model: Any, solver: str | None) -> str | None:
