@@ -115,7 +115,7 @@ def loads(model: Any, issues: list[Issue]):
                     s = _surface_load(model, c, load, lp, issues)
                     if s is not None:
                         surface.append(s)
-                        vecs[c] += surface_load_vector(s, model.mesh.points,
+                        vecs[c] += surface_load_vector(s, model.mesh.coords,
                                                        model.physics.dofs_per_node,
                                                        model.physics.thickness())
                 else:
@@ -175,7 +175,7 @@ def _surface_load(model: Any, case: int, load: Any, lp: tuple,
             return None
         facets = select_facets(load.region, model.mesh)
         unit = SurfaceLoad(case, "traction", np.ones(1), facets)
-        area = surface_load_vector(unit, model.mesh.points, 1, physics.thickness()).sum()
+        area = surface_load_vector(unit, model.mesh.coords, 1, physics.thickness()).sum()
         return SurfaceLoad(case, "traction", total / area, facets)
     takes = SURFACE_FOR.get(physics.load_name, ())
     if given not in takes:

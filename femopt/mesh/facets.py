@@ -38,10 +38,10 @@ def boundary_facets(cells: np.ndarray, cell_type: str) -> np.ndarray:
     return facets[np.sort(first[counts == 1])]
 
 
-def _facet_normals(points: np.ndarray, facets: np.ndarray) -> np.ndarray:
-    """A normal of each facet from its first nodes (2D: the edge turned clockwise)."""
-    p = points[facets]
-    if points.shape[1] == 2:
+def _facet_normals(p: np.ndarray) -> np.ndarray:
+    """A normal of each facet from the coordinates (f, nodes, dim) of its nodes (2D: the
+    edge turned clockwise)."""
+    if p.shape[2] == 2:
         t = p[:, 1] - p[:, 0]
         return np.column_stack([t[:, 1], -t[:, 0]])
     return np.cross(p[:, 1] - p[:, 0], p[:, -1] - p[:, 0])
@@ -50,9 +50,10 @@ def _facet_normals(points: np.ndarray, facets: np.ndarray) -> np.ndarray:
 def _outward(mesh: Mesh, facets: np.ndarray, owners: np.ndarray) -> np.ndarray:
     """``facets`` with their node order reversed where the normal points into the owner
     cell (a cell of negative orientation)."""
-    centre = mesh.points[facets].mean(axis=1)
-    inside = mesh.points[mesh.cells[owners]].mean(axis=1)
-    into = np.einsum("fd,fd->f", _facet_normals(mesh.points, facets), centre - inside) < 0
+    p = mesh.node_coords(facets)
+    centre = p.mean(axis=1)
+    inside = mesh.cell_coords(owners).mean(axis=1)
+    into = np.einsum("fd,fd->f", _facet_normals(p), centre - inside) < 0
     out = facets.copy()
     out[into] = facets[into][:, _REVERSED[facets.shape[1]]]
     return out
@@ -77,10 +78,10 @@ def _cell_facets(mesh: Mesh, nodes_in: np.ndarray) -> tuple[np.ndarray, np.ndarr
     k = local.shape[1]
     if mesh.grid is not None:
         touching = _grid_cells_touching(mesh, np.flatnonzero(nodes_in))
-        cand = touching[nodes_in[mesh.cells[touching]].sum(axis=1) >= k]
+        cand = touching[nodes_in[mesh.cell_nodes(touching)].sum(axis=1) >= k]
     else:
         cand = np.flatnonzero(nodes_in[mesh.cells].sum(axis=1) >= k)
-    facets = mesh.cells[cand][:, local]  # (c, facets per cell, k)
+    facets = mesh.cell_nodes(cand)[:, local]  # (c, facets per cell, k)
     ci, fi = np.nonzero(nodes_in[facets].all(axis=2))
     return facets[ci, fi], cand[ci]
 

@@ -108,6 +108,12 @@ class Mesh:
     def cell_rows(self, start: int, stop: int) -> np.ndarray:
         return self.cells[start:stop]
 
+    @property
+    def coords(self) -> "np.ndarray | NodeCoordinates":
+        """The node coordinates as something indexed by node arrays: ``points`` itself,
+        or for a structured grid a :class:`NodeCoordinates` that computes them."""
+        return self.points
+
     def node_center(self) -> np.ndarray:
         """Mean of the node coordinates."""
         return self.points.mean(axis=0)
@@ -131,3 +137,15 @@ class Mesh:
         edges = np.array(CELL_EDGES[self.cell_type])
         p = self.points[self.cells]
         return float(np.linalg.norm(p[:, edges[:, 0]] - p[:, edges[:, 1]], axis=2).min())
+
+
+class NodeCoordinates:
+    """A mesh's node coordinates indexed like ``points`` (``coords[nodes]`` for an index
+    array of any shape, ``coords.shape``) without building the whole array."""
+
+    def __init__(self, mesh: Mesh):
+        self.mesh = mesh
+        self.shape = (mesh.n_nodes, mesh.dim)
+
+    def __getitem__(self, nodes: np.ndarray) -> np.ndarray:
+        return self.mesh.node_coords(nodes)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from femopt.mesh.mesh import Mesh, StructuredGrid
+from femopt.mesh.mesh import Mesh, NodeCoordinates, StructuredGrid
 
 # Offsets of a cell's nodes in VTK order (counter-clockwise bottom face, then top face).
 QUAD4_CORNERS = np.array([(0, 0), (1, 0), (1, 1), (0, 1)])
@@ -20,8 +20,9 @@ class GridMesh(Mesh):
     grid: built on first use of ``points`` or ``cells`` (then kept), and by rows
     (:meth:`point_rows`, :meth:`cell_rows`) without ever holding the whole arrays. The GPU
     grid path and the output writers use the rows, so a grid of 10^8 cells costs the host
-    no coordinate or connectivity array; surface loads (the boundary facets a region
-    selects) and integrand functions over node regions still build the whole arrays."""
+    no coordinate or connectivity array (:attr:`coords` indexes the coordinates like
+    ``points`` for surface loads); integrand functions over node regions still build the
+    whole arrays."""
 
     def __init__(self, grid: StructuredGrid):
         self.grid = grid
@@ -84,6 +85,10 @@ class GridMesh(Mesh):
     def cell_rows(self, start: int, stop: int) -> np.ndarray:
         """Node indices (stop - start, 2^dim) of cells start..stop-1, VTK order."""
         return self.cell_nodes(np.arange(start, stop, dtype=np.int64))
+
+    @property
+    def coords(self) -> NodeCoordinates:
+        return NodeCoordinates(self)
 
     def node_center(self) -> np.ndarray:
         g = self.grid
