@@ -91,3 +91,15 @@ def test_the_gpu_grid_estimate_counts_lobpcg_blocks():
     grown = gd.estimate_bytes(lay, 1, eigen) - gd.estimate_bytes(lay, 1, base)
     expected = gd.MEMORY_MARGIN * 8 * lay.n_dofs * (gd.LOBPCG_VECTORS + 1) * block
     assert abs(grown - expected) <= 2
+
+
+def test_validate_reports_a_robust_error_beside_the_others():
+    """OC in a robust problem whose objective OC cannot take either: both errors, each at
+    its place, in one report."""
+    data = copy.deepcopy(BEAM)
+    data["optimizer"] = {"type": "oc", "max_iter": 3}
+    with pytest.raises(ProblemError) as err:
+        build(data)
+    text = str(err.value)
+    assert "cannot minimize the worst" in text  # the robust formulation's
+    assert "cannot maximize" in text  # maximize with OC

@@ -176,7 +176,7 @@ class Model:
                           if not self.shape else None)
         check_functions(self, issues)  # maximize, static, functions of eigenvalues
         # the robust formulation: three realizations of the design (evaluation/robust)
-        self.robust = robust_design(self, issues) if not issues else None
+        self.robust = robust_design(self, issues)  # checked even beside other errors
         if self.solver is not None and not self.physics.symmetric:
             try:  # e.g. the direct solver switches from Cholesky to LU
                 self.solver.require_nonsymmetric()

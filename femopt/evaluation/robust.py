@@ -148,6 +148,8 @@ def robust_design(model: Any, issues: list[Any]) -> RobustDesign | None:
                                    "cannot minimize the worst of the robust formulation's "
                                    "three designs; use type: mma"))
         return None
+    if issues:  # the problem is in error elsewhere: the checks above are what counts
+        return None
     density = [f for f in before if f is not None and f.linear and not f.heuristic][-1]
     radius = getattr(density.options, "radius", None)
     return RobustDesign(options, model.filters, index, model.bounds, radius, model.mesh.dim)
