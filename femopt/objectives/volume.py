@@ -28,7 +28,7 @@ class Volume(Function):
         v = cell_volumes(model.mesh)
         total = v.sum()
         # a grid's equal volumes stay one value (a view; 8 bytes a cell saved)
-        self.weights = (np.broadcast_to(v[0] / total, v.shape) if v.strides == (0,)
+        self.weights = (np.broadcast_to(v[0] / total, v.shape) if model.mesh.grid is not None
                         else v / total)
         self.natural_scale = float(v.sum())  # volume fraction -> volume
 
