@@ -42,7 +42,7 @@ output: {{picture: false}}
 def bracket(tmp_path_factory):
     path = tmp_path_factory.mktemp("amg") / "bracket.yaml"
     path.write_text(PROBLEM + "solver: {type: amg, max_coarse: 100}\n")
-    return build_model(path)
+    return build_model(path, device="cpu")
 
 
 def _operator(model, seed: int):

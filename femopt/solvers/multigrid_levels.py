@@ -99,28 +99,37 @@ def eigenvalue_bound(ke: np.ndarray, dim: int, k: int, ratio: int) -> float:
 
 
 class CoarseSolver:
-    """Direct solve of the coarsest level: SuperLU (NumPy) or dense Cholesky (CuPy)."""
+    """Direct solve of the coarsest level: SuperLU (NumPy), dense Cholesky (CuPy), or a
+    dense LU (CuPy) where rounding leaves the coarsest operator of a nearly void design
+    indefinite (as SuperLU without pivoting does on the host)."""
 
     def __init__(self, op: CSROperator, xp: Any):
         self.xp = xp
+        self.chol = self.lu = None
         if xp is np:
             import scipy.sparse.linalg as spla
 
             mat = op.pattern.matrix(op.data.astype(np.float64)).tocsc()
             self.lu = spla.splu(mat, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
                                 options=dict(SymmetricMode=True))
-        else:
-            import cupyx.scipy.linalg  # noqa: F401  (solve_triangular)
+            return
+        from cupyx.scipy.linalg import lu_factor
 
-            dense = op.to_dense().astype(xp.float64)
-            self.chol = xp.linalg.cholesky(dense)
-            if not bool(xp.all(xp.isfinite(self.chol))):
-                raise SolverError("multigrid: the coarsest operator is not positive definite")
+        dense = op.to_dense().astype(xp.float64)
+        chol = xp.linalg.cholesky(dense)
+        if bool(xp.all(xp.isfinite(chol))):
+            self.chol = chol
+            return
+        self.lu = lu_factor(dense, check_finite=False)
+        if not bool(xp.all(xp.isfinite(self.lu[0]))):
+            raise SolverError("multigrid: the coarsest operator is singular")
 
     def __call__(self, b: Any) -> Any:
         if self.xp is np:
             return self.lu.solve(b.astype(np.float64)).astype(b.dtype)
-        from cupyx.scipy.linalg import solve_triangular
+        from cupyx.scipy.linalg import lu_solve, solve_triangular
 
+        if self.chol is None:
+            return lu_solve(self.lu, b.astype(self.xp.float64)).astype(b.dtype)
         y = solve_triangular(self.chol, b.astype(self.xp.float64), lower=True)
         return solve_triangular(self.chol, y, lower=True, trans="T").astype(b.dtype)
