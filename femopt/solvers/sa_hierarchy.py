@@ -20,7 +20,10 @@ and the coarsest operator's pseudo-inverse (a dense eigendecomposition: an aggre
 fewer free dofs than near-null modes leaves a zero row on the coarse level). Products of
 sparse matrices are the namespace's own (SciPy's compiled SpGEMM, in BSR blocks on the
 CPU; cuSPARSE through ``cupyx.scipy.sparse`` on the GPU); the patterns they produce are the
-same at every design. The V-cycle smooths with Chebyshev polynomials in D^-1 A on
+same at every design. On the GPU the products are instead
+:class:`~femopt.solvers.fixed_spgemm.FixedGalerkin`'s, whose patterns are computed once
+on the host: cuSPARSE's general SpGEMM would rediscover them at every design and ask for
+work buffers of gigabytes. The V-cycle smooths with Chebyshev polynomials in D^-1 A on
 [rho/30, 1.1 rho] (matrix-vector products and vector updates only, so it runs as fast on a
 GPU as a Gauss-Seidel sweep would not), the same polynomial before and after the coarse
 correction, which keeps the preconditioner symmetric for CG. The hierarchy's values are
@@ -170,12 +173,16 @@ class SAHierarchy:
 
     def __init__(self, prolongators: list[Any], xp: Any = np,
                  degree: tuple[int, int] = DEGREE, cycle: str = "V",
-                 dtype: Any = np.float32):
+                 dtype: Any = np.float32, fixed_products: bool | None = None):
         self.xp, self.sp, self.degree = xp, sparse_module(xp), degree
         self.dtype = dtype
         self.visits = 2 if cycle == "W" else 1  # coarse corrections per level
         self.levels = [Level(t=self._to_device(t)) for t in prolongators] + [Level()]
         self.coarse_inv = None
+        # fixed-pattern products (the GPU's; with NumPy for tests), made on the first update
+        self.fixed = xp is not np if fixed_products is None else fixed_products
+        self.host_t = list(prolongators)
+        self.galerkin: list[Any] | None = None
 
     def _to_device(self, m: Any) -> Any:
         m = m.astype(self.dtype)
@@ -188,6 +195,9 @@ class SAHierarchy:
         format as the structure was built for): recompute every level's values."""
         xp = self.xp
         a = matrix if matrix.dtype == self.dtype else matrix.astype(self.dtype)
+        if self.fixed:
+            self._update_fixed(a)
+            return
         for lev in self.levels[:-1]:
             lev.a = a
             lev.dinv = _inv_diag(xp, a.diagonal())
@@ -201,6 +211,49 @@ class SAHierarchy:
             a = lev.pt @ (a @ lev.p)
             if xp is np and lev.p.format == "bsr":
                 a = a.tobsr(blocksize=(lev.p.blocksize[1],) * 2)
+        self._coarsest(a)
+
+    def _update_fixed(self, a: Any) -> None:
+        """:meth:`update` by fixed-pattern products (CSR on every level)."""
+        import scipy.sparse as sp
+
+        from femopt.solvers.fixed_spgemm import FixedGalerkin
+
+        xp = self.xp
+        if xp is np:
+            a = sp.csr_matrix(a)
+        if self.galerkin is None:
+            indptr, indices = (a.indptr, a.indices) if xp is np else (a.indptr.get(),
+                                                                    a.indices.get())
+            # the finest pattern sorted by column once (a product's pattern is sorted
+            # already): no later operation reorders a matrix whose values it indexes
+            rows = np.repeat(np.arange(a.shape[0]), np.diff(indptr))
+            order = np.lexsort((indices, rows))
+            self.finest_order = None if np.array_equal(order, np.arange(order.size)) \
+                else xp.asarray(order)
+            pattern = sp.csr_matrix((np.ones(indices.size), indices[order], indptr),
+                                    shape=a.shape)
+            self.finest_pattern = pattern
+            self.galerkin = []
+            for t in self.host_t:
+                g = FixedGalerkin(pattern, t, xp, self.dtype)
+                self.galerkin.append(g)
+                pattern = g.ptap.pattern
+        from femopt.solvers.fixed_spgemm import csr_on
+
+        data = a.data if self.finest_order is None else a.data[self.finest_order]
+        a = csr_on(self.finest_pattern, data, xp)
+        for lev, g in zip(self.levels[:-1], self.galerkin):
+            lev.a = a
+            lev.dinv = _inv_diag(xp, a.diagonal())
+            lev.rho, lev.ritz = _spectral_radius(a, lev.dinv, xp, lev.ritz, LANCZOS_STEPS)
+            lev.p, lev.pt = g.prolongator(a.data, lev.dinv * (OMEGA / lev.rho))
+            a = g.coarse(a.data, lev.p, lev.pt)
+        self._coarsest(a)
+
+    def _coarsest(self, a: Any) -> None:
+        """The coarsest operator ``a`` and its pseudo-inverse."""
+        xp = self.xp
         last = self.levels[-1]
         last.a = a
         dense = a.toarray().astype(xp.float64)

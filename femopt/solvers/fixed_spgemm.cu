@@ -1,0 +1,31 @@
+// Products of sparse matrices whose patterns never change: C = A B in CSR, values only.
+//
+// The pattern of C (rows sorted by column) is computed once on the host; at every call one
+// thread per row i of A adds a_ik b_kj into C's slot of (i, j), found by a binary search of
+// row i's columns. A thread owns its row of C: no atomics, each value summed in a fixed
+// order (A's row order, then B's), so a product is reproducible from run to run.
+template <typename T>
+__global__ void femopt_solvers_fixed_spgemm(
+    const int* __restrict__ a_ptr, const int* __restrict__ a_idx, const T* __restrict__ a_val,
+    const int* __restrict__ b_ptr, const int* __restrict__ b_idx, const T* __restrict__ b_val,
+    const int* __restrict__ c_ptr, const int* __restrict__ c_idx, T* __restrict__ c_val,
+    femopt_index n_rows)
+{
+    for (femopt_index i = femopt_thread_id(); i < n_rows; i += femopt_thread_count()) {
+        const int c0 = c_ptr[i], c1 = c_ptr[i + 1];
+        for (int q = c0; q < c1; ++q) c_val[q] = T(0);
+        for (int p = a_ptr[i]; p < a_ptr[i + 1]; ++p) {
+            const int k = a_idx[p];
+            const T a = a_val[p];
+            for (int r = b_ptr[k]; r < b_ptr[k + 1]; ++r) {
+                const int j = b_idx[r];
+                int lo = c0, hi = c1 - 1;
+                while (lo < hi) {
+                    const int mid = (lo + hi) >> 1;
+                    if (c_idx[mid] < j) lo = mid + 1; else hi = mid;
+                }
+                c_val[lo] += a * b_val[r];
+            }
+        }
+    }
+}

@@ -1,0 +1,167 @@
+"""Sparse products with fixed patterns, values per design: the device hierarchy's Galerkin
+operators without a general SpGEMM.
+
+A general sparse product (cuSPARSE's SpGEMM, behind ``cupyx.scipy.sparse``'s ``@``)
+rediscovers the output pattern at every call and asks for work buffers many times the
+size of its operands (gigabytes for the 100k-tet bracket's hierarchy). Topology
+optimization never changes a pattern, so :class:`FixedProduct` computes the pattern of
+C = A B once on the host and each call only fills C's values (``fixed_spgemm.cu``: a
+thread per row, no atomics, no work buffer). :class:`FixedGalerkin` chains the products
+of a smoothed-aggregation level, P = T - s D^-1 A T and A_c = P^T (A P), with P's pattern
+(T's and A T's together) and P^T's permutation fixed as well.
+
+With NumPy arrays the same arithmetic runs vectorized (each product expanded into its
+terms), which is how the CPU tests check the patterns and maps the kernel uses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+SOURCE = Path(__file__).with_suffix(".cu")
+
+
+def _pattern(m: sp.spmatrix) -> sp.csr_matrix:
+    """The pattern of ``m`` as a CSR matrix of ones, the given entry order kept."""
+    m = sp.csr_matrix(m)  # copies of the index arrays: SciPy sorts operands in place
+    return sp.csr_matrix((np.ones(m.nnz), m.indices.copy(), m.indptr.copy()), shape=m.shape)
+
+
+def csr_on(pattern: sp.csr_matrix, data: Any, xp: Any) -> Any:
+    """The matrix of ``pattern`` (host SciPy) with ``data`` on ``xp``."""
+    if xp is np:
+        return sp.csr_matrix((data, pattern.indices, pattern.indptr), shape=pattern.shape)
+    import cupyx.scipy.sparse as csp
+
+    return csp.csr_matrix((data, xp.asarray(pattern.indices), xp.asarray(pattern.indptr)),
+                          shape=pattern.shape)
+
+
+class FixedProduct:
+    """C = A B for CSR patterns of A and B fixed (host SciPy matrices; their entry order is
+    the order of the values passed at each call); C's pattern is sorted by column."""
+
+    def __init__(self, a: sp.spmatrix, b: sp.spmatrix, xp: Any = np):
+        pa, pb = _pattern(a), _pattern(b)
+        # positive products: no cancellation, the whole pattern (on copies: SciPy's product
+        # sorts its operands' indices in place, and pa, pb keep the given entry order)
+        c = (pa.copy() @ pb.copy()).tocsr()
+        c.sort_indices()
+        self.xp, self.shape = xp, c.shape
+        self.pattern = _pattern(c)
+        self._host = (pa, pb)
+        idx = lambda v: xp.asarray(np.asarray(v, dtype=np.int32))  # noqa: E731
+        self.a_ptr, self.a_idx = idx(pa.indptr), idx(pa.indices)
+        self.b_ptr, self.b_idx = idx(pb.indptr), idx(pb.indices)
+        self.c_ptr, self.c_idx = idx(c.indptr), idx(c.indices)
+        if xp is np:
+            self._terms = self._expand()
+
+    @property
+    def nnz(self) -> int:
+        return int(self.pattern.nnz)
+
+    def nbytes(self) -> int:
+        """Bytes of the index arrays this product keeps on its device."""
+        return sum(int(v.nbytes) for v in (self.a_ptr, self.a_idx, self.b_ptr, self.b_idx,
+                                           self.c_ptr, self.c_idx))
+
+    def _expand(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every term a_ik b_kj as (entry of A, entry of B, slot of C), in the kernel's
+        order (A's rows and entries, then B's)."""
+        pa, pb = self._host
+        per = np.diff(pb.indptr)[pa.indices]            # terms of each A entry
+        a_ent = np.repeat(np.arange(pa.nnz), per)
+        start = np.repeat(pb.indptr[pa.indices], per)
+        offset = np.arange(a_ent.size) - np.repeat(np.cumsum(per) - per, per)
+        b_ent = start + offset
+        rows = np.repeat(np.repeat(np.arange(pa.shape[0]), np.diff(pa.indptr)), per)
+        c = self.pattern
+        key = rows.astype(np.int64) * c.shape[1] + pb.indices[b_ent]
+        ckey = (np.repeat(np.arange(c.shape[0]), np.diff(c.indptr)).astype(np.int64)
+                * c.shape[1] + c.indices)
+        return a_ent, b_ent, np.searchsorted(ckey, key)
+
+    def __call__(self, a_data: Any, b_data: Any) -> Any:
+        """C's values (in :attr:`pattern`'s order) for A's and B's values."""
+        xp = self.xp
+        if xp is np:
+            a_ent, b_ent, slot = self._terms
+            out = np.zeros(self.nnz, dtype=np.result_type(a_data, b_data))
+            np.add.at(out, slot, a_data[a_ent] * b_data[b_ent])
+            return out
+        from femopt.backend.kernels import get_kernel, launch_1d, real_name
+
+        out = xp.empty(self.nnz, dtype=a_data.dtype)
+        kern = get_kernel(SOURCE, f"femopt_solvers_fixed_spgemm<{real_name(out)}>")
+        launch_1d(kern, self.shape[0], (self.a_ptr, self.a_idx, a_data, self.b_ptr,
+                                         self.b_idx, xp.ascontiguousarray(b_data, dtype=out.dtype),
+                                         self.c_ptr, self.c_idx, out,
+                                         np.int64(self.shape[0])))
+        return out
+
+
+def _slots(outer: sp.csr_matrix, inner: sp.csr_matrix) -> np.ndarray:
+    """Where each entry of ``inner`` (a sub-pattern of ``outer``, sorted) sits in
+    ``outer``'s values."""
+    rows = np.repeat(np.arange(inner.shape[0]), np.diff(inner.indptr)).astype(np.int64)
+    okey = (np.repeat(np.arange(outer.shape[0]), np.diff(outer.indptr)).astype(np.int64)
+            * outer.shape[1] + outer.indices)
+    return np.searchsorted(okey, rows * outer.shape[1] + inner.indices)
+
+
+class FixedGalerkin:
+    """One smoothed-aggregation level with fixed patterns: from A's values (pattern
+    ``a``) and the fixed tentative prolongator ``t`` (host SciPy), P = T - s D^-1 A T,
+    P^T, and the coarse operator P^T A P, each a matrix on ``xp``."""
+
+    def __init__(self, a: sp.spmatrix, t: sp.spmatrix, xp: Any, dtype: Any):
+        self.xp, self.dtype = xp, dtype
+        t = sp.csr_matrix(t)
+        t.sort_indices()
+        self.at = FixedProduct(a, t, xp)
+        p = _pattern(self.at.pattern + _pattern(t))
+        p.sort_indices()
+        self.p_pattern = p
+        self.rows_at = xp.asarray(np.repeat(np.arange(p.shape[0]),
+                                            np.diff(self.at.pattern.indptr)).astype(np.int32))
+        self.slot_at = xp.asarray(_slots(p, self.at.pattern))
+        self.slot_t = xp.asarray(_slots(p, _pattern(t)))
+        self.t_data = xp.asarray(t.data.astype(dtype))
+        perm = sp.csr_matrix((np.arange(p.nnz, dtype=np.float64), p.indices, p.indptr),
+                             shape=p.shape).T.tocsr()
+        perm.sort_indices()
+        self.pt_pattern = _pattern(perm)
+        self.pt_perm = xp.asarray(perm.data.astype(np.int64))
+        self.ap = FixedProduct(a, p, xp)
+        self.ptap = FixedProduct(self.pt_pattern, self.ap.pattern, xp)
+
+    def nbytes(self, value_bytes: int) -> int:
+        """Bytes this level keeps on its device (index maps, the products' patterns) and
+        the values one update makes (A T, P, P^T, A P, P^T A P), ``value_bytes`` each."""
+        maps = sum(int(v.nbytes) for v in (self.rows_at, self.slot_at, self.slot_t,
+                                           self.t_data, self.pt_perm))
+        patterns = sum(int(m.indices.nbytes + m.indptr.nbytes) // 2  # int32 on the device
+                       for m in (self.p_pattern, self.pt_pattern))
+        values = value_bytes * (self.at.nnz + 2 * self.p_pattern.nnz + self.ap.nnz
+                                + self.ptap.nnz)
+        return (maps + patterns + values + self.at.nbytes() + self.ap.nbytes()
+                + self.ptap.nbytes())
+
+    def prolongator(self, a_data: Any, scale: Any) -> tuple[Any, Any]:
+        """(P, P^T) on ``xp`` for A's values and the row scale s D^-1 (a dof vector)."""
+        xp = self.xp
+        at = self.at(a_data, self.t_data)
+        p = xp.zeros(self.p_pattern.nnz, dtype=self.dtype)
+        p[self.slot_at] = -(scale[self.rows_at] * at)
+        p[self.slot_t] += self.t_data
+        return csr_on(self.p_pattern, p, xp), csr_on(self.pt_pattern, p[self.pt_perm], xp)
+
+    def coarse(self, a_data: Any, p: Any, pt: Any) -> Any:
+        """P^T A P on ``xp`` (its pattern fixed)."""
+        ap = self.ap(a_data, p.data)
+        return csr_on(self.ptap.pattern, self.ptap(pt.data, ap), self.xp)

@@ -1,0 +1,105 @@
+"""Sparse products with fixed patterns (the device AMG hierarchy's Galerkin operators):
+the NumPy twin of the kernel's arithmetic against SciPy's products, the hierarchy built by
+them against the one built by general products, and the CUDA kernel against the twin."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyamg
+import pytest
+import scipy.sparse as sp
+
+from femopt.solvers.fixed_spgemm import FixedGalerkin, FixedProduct
+from femopt.solvers.pcg import pcg
+from femopt.solvers.sa_hierarchy import SAHierarchy, build_structure
+
+
+def _pair(seed: int):
+    rng = np.random.default_rng(seed)
+    a = sp.random(70, 50, density=0.08, random_state=rng, format="csr")
+    b = sp.random(50, 40, density=0.1, random_state=rng, format="csr")
+    # an entry order other than sorted: the values passed follow the given pattern
+    a.indices = a.indices.copy()
+    for i in range(a.shape[0]):
+        s = slice(a.indptr[i], a.indptr[i + 1])
+        a.indices[s], a.data[s] = a.indices[s][::-1].copy(), a.data[s][::-1].copy()
+    a.has_sorted_indices = False
+    return a, b
+
+
+def _ref(a, b):
+    """A @ B from copies (SciPy sorts an operand's indices in place)."""
+    return (sp.csr_matrix((a.data.copy(), a.indices.copy(), a.indptr.copy()), shape=a.shape)
+            @ b.copy())
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_fixed_product_equals_scipy(seed):
+    a, b = _pair(seed)
+    prod = FixedProduct(a, b, np)
+    c = sp.csr_matrix((prod(a.data, b.data), prod.pattern.indices, prod.pattern.indptr),
+                      shape=prod.shape)
+    ref = _ref(a, b).toarray()
+    assert np.abs(c.toarray() - ref).max() <= 1e-14 * np.abs(ref).max()
+    # the pattern is the structural one (no entry lost to cancellation), sorted per row
+    ones = _ref(abs(a.copy()).sign(), abs(b.copy()).sign()).tocsr()  # abs sorts in place
+    assert prod.nnz == ones.nnz and prod.pattern.has_sorted_indices
+    # new values, same pattern
+    a2 = a.copy()
+    a2.data = np.random.default_rng(seed + 10).standard_normal(a.nnz)
+    rows, cols = prod.pattern.nonzero()
+    ref2 = _ref(a2, b).toarray()[rows, cols]
+    assert np.abs(prod(a2.data, b.data) - ref2).max() <= 1e-14 * np.abs(ref2).max()
+
+
+def test_galerkin_level_equals_dense_products():
+    a = pyamg.gallery.poisson((20, 20), format="csr")
+    t = build_structure(a, None, max_coarse=40)[0]
+    g = FixedGalerkin(a, t, np, np.float64)
+    rng = np.random.default_rng(7)
+    a = a.copy()
+    a.data = a.data * rng.uniform(0.5, 1.5, a.nnz)
+    a = (a + a.T).tocsr()  # symmetric, new pattern order: rebuild on it
+    g = FixedGalerkin(a, t, np, np.float64)
+    scale = rng.uniform(0.1, 1.0, a.shape[0])
+    p, pt = g.prolongator(a.data, scale)
+    dense_p = t.toarray() - scale[:, None] * (a.toarray() @ t.toarray())
+    assert np.abs(p.toarray() - dense_p).max() <= 1e-13 * np.abs(dense_p).max()
+    assert np.array_equal(pt.toarray(), p.toarray().T)
+    coarse = g.coarse(a.data, p, pt).toarray()
+    ref = dense_p.T @ a.toarray() @ dense_p
+    assert np.abs(coarse - ref).max() <= 1e-12 * np.abs(ref).max()
+
+
+def test_hierarchy_by_fixed_products_equals_general_products():
+    """The same levels (to float32 rounding) and the same CG count and solution on an
+    elasticity-like block matrix with rigid-body modes as near-null space."""
+    a = pyamg.gallery.linear_elasticity((24, 24), format="bsr")[0].tocsr()
+    modes = pyamg.gallery.linear_elasticity((24, 24), format="bsr")[1]
+    structure = build_structure(a.tobsr(blocksize=(2, 2)), modes, max_coarse=40)
+    general = SAHierarchy(structure, np)
+    fixed = SAHierarchy(structure, np, fixed_products=True)
+    general.update(a.tobsr(blocksize=(2, 2)))
+    fixed.update(a)
+    assert len(general.levels) == len(fixed.levels) >= 3
+    for lg, lf in zip(general.levels, fixed.levels):
+        ref = lg.a.toarray()
+        assert np.abs(lf.a.toarray() - ref).max() <= 1e-5 * np.abs(ref).max()
+    b = np.random.default_rng(3).standard_normal(a.shape[0])
+    xs = [pcg(lambda v: a @ v, b, h.vcycle, rtol=1e-10, maxiter=200) for h in (general, fixed)]
+    assert all(info.converged for _, info in xs)
+    assert abs(xs[0][1].iterations - xs[1][1].iterations) <= 1
+    assert np.abs(xs[0][0] - xs[1][0]).max() <= 1e-8 * np.abs(xs[0][0]).max()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fixed_product_kernel_equals_the_twin(dtype):
+    import cupy
+
+    a, b = _pair(3)
+    a.data, b.data = a.data.astype(dtype), b.data.astype(dtype)
+    host = FixedProduct(a, b, np)(a.data, b.data)
+    dev = FixedProduct(a, b, cupy)(cupy.asarray(a.data), cupy.asarray(b.data))
+    tol = 1e-14 if dtype == np.float64 else 1e-6
+    assert np.abs(cupy.asnumpy(dev) - host).max() <= tol * np.abs(host).max()
