@@ -229,6 +229,66 @@ def test_clamped_beam_with_a_central_mass_optimizes_without_localized_modes():
     assert energy[rho > 0.5].sum() + point >= 0.85  # observed 0.89
 
 
+# -- the modes in the results directory ------------------------------------------------
+
+
+def test_run_writes_the_modes_and_frequencies_of_the_final_design(write_problem, tmp_path):
+    """design.vtu carries the eigenvectors as point data mode_1, mode_2 (displacement-
+    shaped, zero on the clamped ends) and summary.json lists the frequencies: each
+    mode, with K and M assembled from the file's own densities, is M-normalised,
+    M-orthogonal to the other and has the Rayleigh quotient w_i^2 of its listed
+    frequency (within 1e-8)."""
+    import json
+
+    import meshio
+    import yaml
+
+    data = _beam("fundamental_with_mass")
+    data["objective"]["modes"] = 2
+    path = write_problem(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--max-iter", "3"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    w = np.array(summary["frequencies"]["modes"])
+    assert w.shape == (2,) and w[0] < w[1]
+    design = meshio.read(out / "design.vtu")
+    model = build(data)
+    rho = design.cell_data["density"][0]
+    problem = model.objective.eigen_problem()
+    full = model.assembler.__class__(model.cell_dofs, model.n_dofs, np.arange(model.n_dofs))
+    k = full.assemble(model.interp.value(rho), model.ke, constant=False)
+    m = (full.assemble(problem.mass.value(rho), problem.m0, constant=False)
+         + sp.diags(problem.point_mass))
+    phis = [design.point_data[f"mode_{i}"][:, :2].ravel() for i in (1, 2)]
+    assert "mode_3" not in design.point_data
+    fixed = np.setdiff1d(np.arange(model.n_dofs), model.assembler.free)
+    for phi, wi in zip(phis, w):
+        assert np.all(phi[fixed] == 0.0) and np.abs(phi).max() > 0
+        assert phi @ (m @ phi) == pytest.approx(1.0, rel=1e-8)
+        assert phi @ (k @ phi) == pytest.approx(wi**2, rel=1e-8)
+    assert abs(phis[0] @ (m @ phis[1])) < 1e-8
+
+
+@pytest.mark.parametrize("xp", ["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_grid_path_final_modes_equal_cpu(case, xp):
+    """The final modes the design file takes (``Model.final_modes``), from the grid
+    path's layout (NumPy twin, CuPy) back to femopt's dof numbering: equal to the CPU's
+    up to sign (within 1e-7 of the largest entry), the eigenvalues within 1e-10."""
+    module = pytest.importorskip(xp)
+    cpu = build(_beam(case))
+    dev = build(_beam(case, solver=GRID_SOLVER), array_module=module)
+    x, _ = _design(cpu)
+    for model in (cpu, dev):
+        model.final_analysis(x)
+    [(pc, lc, vc)], [(pd, ld, vd)] = cpu.final_modes(), dev.final_modes()
+    assert pc == pd == 0 and vc.shape == vd.shape == (CASES[case]["modes"], cpu.n_dofs)
+    assert np.allclose(ld, lc, rtol=1e-10)
+    for a, b in zip(vc, vd):
+        b = b * np.sign(a @ b)
+        assert np.abs(a - b).max() <= 1e-7 * np.abs(a).max()
+
+
 # -- refused problem files -------------------------------------------------------------
 
 HEAT = """\

@@ -155,6 +155,10 @@ class GridDevicePath(DevicePath):
         self._modes = starts
         return lams, phis
 
+    def host_modes(self, phis: Any) -> np.ndarray:
+        # mode by mode from the grid's layout: one host copy at a time
+        return np.stack([self.layout.to_dofs(to_host(p)) for p in phis])
+
     def _modal_sensitivity(self, problem: Any, phis: Any, ck: np.ndarray, cm: np.ndarray,
                            rho: Any) -> Any:
         m, xp = self.model, self.xp

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from femopt.backend import array_namespace
+from femopt.backend import array_namespace, to_host
 from femopt.errors import PluginError, RunError
 from femopt.evaluation.robust import INTERMEDIATE, REALIZATIONS
 from femopt.objectives.base import State
@@ -184,10 +184,11 @@ class EvaluationPath:
         rhos = self.realizations(x)[0]
         if self.model.robust is None:
             return self.design_final(rhos[0])
-        finals = []
-        for k, rho in enumerate(rhos):
+        finals = {}
+        # the intermediate design last: the eigenpairs :meth:`final_modes` gives are its
+        for k in [k for k in range(len(rhos)) if k != INTERMEDIATE] + [INTERMEDIATE]:
             self._use(k)
-            finals.append(self.design_final(rho))
+            finals[k] = self.design_final(rhos[k])
         values = [finals[k][0][i] for k, i in self.rows()]
         self.model.realization_values = {
             name: {"objective": finals[k][0][0], "mean_density": float(np.mean(finals[k][1]))}
@@ -240,6 +241,25 @@ class EvaluationPath:
             self._modal_values = {}
         self._modal_values.update({(self.modal_slot, k): v for k, (v, _) in out.items()})
         return out
+
+    def final_modes(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """(position in ``model.functions()``, eigenvalues, (n_modes, n_dofs) host
+        eigenvectors in femopt's dof numbering, M-normalised) of every function of
+        eigenvalues at the design analysed last (:meth:`final_analysis`: the final
+        design, a robust problem's intermediate one)."""
+        fns = self.model.functions()
+        out = []
+        for k in self.eigen_indices():
+            phis = getattr(fns[k], "last_modes", None)
+            if phis is not None:
+                lams = np.asarray(to_host(fns[k].last_eigenvalues), dtype=np.float64)
+                out.append((k, lams, self.host_modes(phis)))
+        return out
+
+    def host_modes(self, phis: Any) -> np.ndarray:
+        """Eigenvectors as the backend's ``_eigenpairs`` gave them, (n_modes, n_dofs) on
+        the host in femopt's dof numbering."""
+        return np.asarray(to_host(phis), dtype=np.float64)
 
     def held_modal_values(self, values: list[float]) -> list[float]:
         """``values`` with the functions of eigenvalues at their last computed values
