@@ -16,6 +16,7 @@ import scipy.sparse.linalg as spla
 from femopt.assembly.element_kernel import element_matrices
 from femopt.assembly.elements import get_element, physical_gradients
 from femopt.cli import main
+from femopt.design.interpolation import MassInterpolation
 from femopt.physics.mass import mass_kernel
 from femopt.runner import build_model
 from path_checks import GRID_SOLVER, assert_same_as_cpu, assert_taylor_rates, build
@@ -149,13 +150,40 @@ def test_uniform_start_of_du_and_olhoff():
 # -- gradients -----------------------------------------------------------------------
 
 CASES = {"fundamental_with_mass": dict(modes=1, point_mass=2.0),
-         "bound_on_three": dict(modes=3)}
+         "bound_on_three": dict(modes=3),
+         "smooth_mass_through_threshold": dict(modes=2, point_mass=2.0,
+                                               mass_interpolation="du_olhoff_smooth")}
 
 
 def _design(model, seed=5):
     rng = np.random.default_rng(seed)
-    # densities above Du and Olhoff's 0.1, where the mass interpolation has a kink
-    return rng.uniform(0.3, 1.0, model.n), rng.uniform(-1.0, 1.0, model.n)
+    x = rng.uniform(0.3, 1.0, model.n)
+    if model.objective.eigen_problem().mass.kind == "du_olhoff_smooth":
+        # a nearly void box: its filtered densities pass through the threshold 0.1
+        c = model.mesh.centroids()
+        x[(np.abs(c[:, 0] - 2.0) < 1.0) & (c[:, 1] > 1.0)] = 0.01
+    # else densities above Du and Olhoff's 0.1, where the du_olhoff mass has a kink
+    return x, rng.uniform(-1.0, 1.0, model.n)
+
+
+@pytest.mark.parametrize("kind", ["du_olhoff", "du_olhoff_smooth"])
+def test_mass_interpolations_meet_rho_at_the_threshold(kind):
+    """Both Du and Olhoff mass interpolations equal rho at 0.1 (0.1) and are positive
+    and increasing below it; the smooth one also meets rho's slope (6e5 rho^6 - 5e6
+    rho^7: slope 1 at 0.1), the original's slope jumps to 6. Each derivative matches
+    central differences within 1e-7 away from the threshold."""
+    m = MassInterpolation(kind)
+    below, above = np.array([0.1]), np.array([0.1 + 1e-12])
+    assert m.value(below)[0] == pytest.approx(0.1, rel=1e-12)
+    assert m.value(above)[0] == pytest.approx(0.1, rel=1e-10)
+    slope = m.derivative(below)[0]
+    assert slope == pytest.approx(1.0 if kind == "du_olhoff_smooth" else 6.0, rel=1e-12)
+    rho = np.linspace(1e-3, 1.0, 1000)
+    rho = rho[np.abs(rho - 0.1) > 1e-3]
+    assert np.all(m.value(rho) > 0) and np.all(m.derivative(rho) > 0)
+    h = 1e-6
+    fd = (m.value(rho + h) - m.value(rho - h)) / (2 * h)
+    assert np.allclose(m.derivative(rho), fd, rtol=1e-7, atol=1e-12)
 
 
 def _beam(case, **kw):
