@@ -5,6 +5,7 @@ concentrated mass, and the problem files an eigenfrequency refuses."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -18,7 +19,6 @@ from femopt.assembly.elements import get_element, physical_gradients
 from femopt.cli import main
 from femopt.design.interpolation import MassInterpolation
 from femopt.physics.mass import mass_kernel
-from femopt.runner import build_model
 from path_checks import GRID_SOLVER, assert_same_as_cpu, assert_taylor_rates, build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -228,33 +228,119 @@ def test_gpu_eigenfrequency_equals_cpu_and_passes_taylor(case):
     assert_taylor_rates(dev, x, d)
 
 
-# -- the optimized beam with a concentrated mass ---------------------------------------
+# -- the optimized beams ---------------------------------------------------------------
+
+# Du and Olhoff 2007 (Struct Multidisc Optim 34:91-110, section 3; the same targets in
+# Olhoff and Du 2014, CISM course 549, chapter 11, section 3.1): the clamped-clamped 8 x 1
+# beam without a mass, E = 1e7, nu = 0.3, density 1, volume 0.5, SIMP p = 3: w1 = 146.1
+# rad/s at the uniform start, 456.4 rad/s at the optimum.
+DU_OLHOFF_CC_UNIFORM, DU_OLHOFF_CC_OPTIMUM = 146.1, 456.4
 
 
-def test_clamped_beam_with_a_central_mass_optimizes_without_localized_modes():
-    """The shipped problem (problems/clamped_beam_mass_frequency.yaml: Du and Olhoff's
-    8 x 1 clamped-clamped beam, E = 1e7, nu = 0.3, density 1, volume 0.5, a mass of 1 at
-    the centre; 120 x 15 cells): MMA converges and raises w1 from 113.8 to 214.4 rad/s;
-    the optimized design's first mode has 89% of its kinetic energy in solid cells
-    (rho > 0.5) and the mass, and 0.34% of the cells' in the void (rho < 0.1, a quarter
-    of the cells): a mode of the structure, not a localized mode of the void."""
-    model = build_model(ROOT / "problems" / "clamped_beam_mass_frequency.yaml")
+def _shipped(name: str, coarse: bool) -> dict:
+    """A shipped problem file's dict; ``coarse``: on 120 x 15 cells (CI), the filter
+    radius 1.5 cells (at two cells' radius MMA stops in a worse local optimum there)."""
+    import yaml
+
+    data = yaml.safe_load((ROOT / "problems" / f"{name}.yaml").read_text())
+    if coarse:
+        data["mesh"]["shape"] = [120, 15]
+        data["filters"][0]["radius"] = 0.1
+    return data
+
+
+def _optimized(data: dict):
+    """MMA run to its end; the model at the final design (last eigenpairs kept), its
+    densities and the frequencies of the three lowest modes."""
+    model = build(data)
     result = model.optimizer.run(model, model.x0.copy(), model.optimizer.options.max_iter)
-    assert result.converged
-    first, last = model.history[0].objective, model.history[-1].objective
-    assert first == pytest.approx(113.8, rel=1e-2)
-    assert last > 1.8 * first
-    assert model.history[-1].constraints["volume"] <= 0.5 + 1e-3
-    rho = model.physical(model.x)[0]
-    model.values_and_gradients(model.x)
-    phi = model.objective.last_modes[0]
+    assert result.converged, result.message
+    rho = model.physical(result.x)[0]
+    model.values_and_gradients(result.x)
+    return model, rho, np.sqrt(model.objective.last_eigenvalues)
+
+
+def _kinetic_energy(model, rho, mode=0):
+    """Per cell m_M(rho_e) phi_e^T M0 phi_e and the point masses' share of the
+    M-normalised mode (they sum to 1)."""
+    phi = model.objective.last_modes[mode]
     problem = model.objective.eigen_problem()
     pe = phi[model.cell_dofs]
     energy = problem.mass.value(rho) * np.einsum("ei,ij,ej->e", pe, problem.m0, pe)
-    point = phi @ (problem.point_mass * phi)  # phi is M-normalised: energy + point = 1
+    point = phi @ (problem.point_mass * phi)
     assert energy.sum() + point == pytest.approx(1.0, rel=1e-9)
-    assert energy[rho < 0.1].sum() <= 0.01 * energy.sum()  # observed 0.34%
-    assert energy[rho > 0.5].sum() + point >= 0.85  # observed 0.89
+    return energy, point
+
+
+def _assert_beam_mode(model, rho, solid_share):
+    """The fundamental mode is the structure's, not a localized mode of the void: under
+    1% of its kinetic energy in cells below density 0.1, at least ``solid_share`` in
+    cells above 0.5 and the point masses."""
+    energy, point = _kinetic_energy(model, rho)
+    assert energy[rho < 0.1].sum() <= 0.01
+    assert energy[rho > 0.5].sum() + point >= solid_share
+    return energy[rho < 0.1].sum(), energy[rho > 0.5].sum() + point
+
+
+def test_clamped_beam_reaches_du_and_olhoff_optimum_coarse():
+    """The shipped clamped_beam_frequency problem (Du and Olhoff's beam without a mass) on
+    120 x 15 cells: w1 = 415.8 rad/s (observed), 91% of their 456.4 (the 240 x 30 run,
+    slow test below, is within 5%), from 145.7 at the uniform start: a band of
+    [0.88, 0.95] x 456.4 and a gain over 2.7; the mode is the structure's: observed 0.11%
+    of its kinetic energy in the void (rho < 0.1), 90% in solid cells (rho > 0.5)."""
+    model, rho, w = _optimized(_shipped("clamped_beam_frequency", coarse=True))
+    assert 0.88 * DU_OLHOFF_CC_OPTIMUM <= w[0] <= 0.95 * DU_OLHOFF_CC_OPTIMUM, w
+    assert w[0] > 2.7 * model.history[0].objective
+    assert model.history[-1].constraints["volume"] <= 0.5 + 1e-3
+    _assert_beam_mode(model, rho, 0.85)
+
+
+def test_clamped_beam_with_a_central_mass_optimizes_without_localized_modes_coarse():
+    """The shipped clamped_beam_mass_frequency problem (Du and Olhoff's beam with a mass
+    of 1 on a solid block at the centre) on 120 x 15 cells: MMA raises w1 from 113.8 to
+    258.3 rad/s (observed; band 250-266) with the settings that reach Du and Olhoff's
+    optimum without the mass; the first mode is the structure's: observed 0.08% of its
+    kinetic energy in the void (rho < 0.1), 99.5% in solid cells (rho > 0.5) and the
+    mass."""
+    model, rho, w = _optimized(_shipped("clamped_beam_mass_frequency", coarse=True))
+    assert model.history[0].objective == pytest.approx(113.8, rel=1e-2)
+    assert 250.0 <= w[0] <= 266.0, w
+    assert model.history[-1].constraints["volume"] <= 0.5 + 1e-3
+    _assert_beam_mode(model, rho, 0.9)
+
+
+def _slow(request):
+    if "slow" not in (request.config.getoption("-m") or "") and not os.environ.get(
+            "FEMOPT_RUN_SLOW"):
+        pytest.skip("slow: run with -m slow or FEMOPT_RUN_SLOW=1")
+
+
+@pytest.mark.slow
+def test_clamped_beam_reaches_du_and_olhoff_optimum(request):
+    """The shipped clamped_beam_frequency problem as published (240 x 30 cells): w1
+    within 5% of Du and Olhoff's 456.4 rad/s (observed 442.4, 3.1% below, after 233
+    iterations; w2 = 482.3, w3 = 512.5) from 145.5 at the uniform start (theirs 146.1);
+    the structure's mode: observed 0.32% of its kinetic energy in the void (rho < 0.1),
+    95% in solid cells. About 35 s of CPU."""
+    _slow(request)
+    model, rho, w = _optimized(_shipped("clamped_beam_frequency", coarse=False))
+    assert model.history[0].objective == pytest.approx(DU_OLHOFF_CC_UNIFORM, rel=2e-2)
+    assert w[0] == pytest.approx(DU_OLHOFF_CC_OPTIMUM, rel=0.05), w
+    assert model.history[-1].constraints["volume"] <= 0.5 + 1e-3
+    _assert_beam_mode(model, rho, 0.9)
+
+
+@pytest.mark.slow
+def test_clamped_beam_with_a_central_mass_as_shipped(request):
+    """The shipped clamped_beam_mass_frequency problem (240 x 30 cells): w1 from 113.8 to
+    268.2 rad/s (observed, 179 iterations; band 260-276); the structure's mode: observed
+    0.08% of its kinetic energy in the void (rho < 0.1), 99.4% in solid cells and the
+    mass. About 26 s of CPU."""
+    _slow(request)
+    model, rho, w = _optimized(_shipped("clamped_beam_mass_frequency", coarse=False))
+    assert model.history[0].objective == pytest.approx(113.8, rel=1e-2)
+    assert 260.0 <= w[0] <= 276.0, w
+    _assert_beam_mode(model, rho, 0.9)
 
 
 # -- the modes in the results directory ------------------------------------------------
