@@ -19,6 +19,7 @@ import numpy as np
 
 from femopt.backend import array_namespace, to_host
 from femopt.errors import PluginError, RunError
+from femopt.evaluation.function_checks import modal_parts
 from femopt.evaluation.robust import INTERMEDIATE, REALIZATIONS
 from femopt.objectives.base import State
 from femopt.optimizers.base import Evaluation
@@ -211,9 +212,9 @@ class EvaluationPath:
     # -- functions of eigenvalues -------------------------------------------------------
 
     def eigen_indices(self) -> list[int]:
-        """Positions (in ``model.functions()``) of the functions of eigenvalues."""
-        return [k for k, fn in enumerate(self.model.functions())
-                if fn.eigen_problem() is not None]
+        """Positions (in ``model.functions()``) of the functions of eigenvalues and of the
+        sums with terms of eigenvalues."""
+        return [k for k, fn in enumerate(self.model.functions()) if modal_parts(fn)]
 
     def modal_terms(self, rho: Any, gradient: bool = True) -> dict[int, tuple[float, Any]]:
         """Value and dJ/drho (None without ``gradient``) of every function of eigenvalues
@@ -223,19 +224,24 @@ class EvaluationPath:
             dJ/drho_e = sum_i dJ/dlambda_i phi_i,e^T (m'(rho_e) K0_e
                                                       - lambda_i m_M'(rho_e) M0_e) phi_i,e
 
-        (:meth:`_modal_sensitivity`), no adjoint solve."""
+        (:meth:`_modal_sensitivity`), no adjoint solve. A weighted sum's terms of
+        eigenvalues give sum_j w_j J_j and sum_j w_j dJ_j/drho (its other terms are the
+        backend's, added to these)."""
         out = {}
         fns = self.model.functions()
         for k in self.eigen_indices():
-            fn, problem = fns[k], fns[k].eigen_problem()
-            with self.model.registry.guard("function", fn.name, "its eigenproblem"):
-                lams, phis = self._eigenpairs(k, problem, rho)
-                fn.last_eigenvalues, fn.last_modes = lams, phis
-                value = checked_values(self.model, [fn.eigen_value(lams)], [fn])[0]
-                grad = None
-                if gradient:
-                    wk = np.asarray(fn.eigen_weights(lams), dtype=np.float64)
-                    grad = self._modal_sensitivity(problem, phis, wk, -wk * lams, rho)
+            value, grad = 0.0, None
+            for j, (w, fn) in enumerate(modal_parts(fns[k])):
+                problem = fn.eigen_problem()
+                with self.model.registry.guard("function", fn.name, "its eigenproblem"):
+                    # key: the grid path warm-starts each eigenproblem from its last modes
+                    lams, phis = self._eigenpairs(k if j == 0 else (k, j), problem, rho)
+                    fn.last_eigenvalues, fn.last_modes = lams, phis
+                    value += w * checked_values(self.model, [fn.eigen_value(lams)], [fn])[0]
+                    if gradient:
+                        wk = w * np.asarray(fn.eigen_weights(lams), dtype=np.float64)
+                        g = self._modal_sensitivity(problem, phis, wk, -wk * lams, rho)
+                        grad = g if grad is None else grad + g
             out[k] = (value, grad)
         if not hasattr(self, "_modal_values"):
             self._modal_values = {}
@@ -262,10 +268,11 @@ class EvaluationPath:
         return np.asarray(to_host(phis), dtype=np.float64)
 
     def held_modal_values(self, values: list[float]) -> list[float]:
-        """``values`` with the functions of eigenvalues at their last computed values
-        (what a function of the states does with its states held fixed)."""
+        """``values`` (0 for a function of eigenvalues, a sum's other terms for a sum)
+        plus the eigenvalue parts at their last computed values (what a function of the
+        states does with its states held fixed)."""
         held = getattr(self, "_modal_values", {})
-        return [held.get((self.modal_slot, k), v) for k, v in enumerate(values)]
+        return [v + held.get((self.modal_slot, k), 0.0) for k, v in enumerate(values)]
 
     def _eigenpairs(self, key: int, problem: Any, rho: Any) -> tuple[np.ndarray, Any]:
         """(lambda (n,) on the host, ascending; phi (n, n_states) M-normalised) of
