@@ -36,10 +36,11 @@ class MassInterpolation:
     jumps from 6 to 1 there). ``du_olhoff_smooth`` (their eq. 4b): rho above the
     threshold t, c1 rho^6 + c2 rho^7 at or below it with c1 = 6 t^-5, c2 = -5 t^-6 (6e5
     and -5e6 at t = 0.1), which meets rho with its value and its slope (continuously
-    differentiable, positive and increasing below t). With SIMP stiffness rho^p, a low-density cell's
-    stiffness-to-mass ratio rho^(p-1) would go to 0 and its local modes would become the
-    lowest (spurious modes in the void); rho^(p-6) grows instead, so void cells vibrate
-    far above the structure's frequencies. Backend-neutral (NumPy or CuPy, from ``rho``).
+    differentiable, positive and increasing below t). With SIMP stiffness rho^p, a
+    low-density cell's stiffness-to-mass ratio rho^(p-1) would go to 0 and its local
+    modes would become the lowest (spurious modes in the void); rho^(p-6) grows instead,
+    so void cells vibrate far above the structure's frequencies. Backend-neutral (NumPy
+    or CuPy, from ``rho``).
     """
 
     EXPONENT = 6.0

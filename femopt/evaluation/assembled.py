@@ -93,7 +93,7 @@ class AssembledPath(EvaluationPath):
 
     # -- eigenpairs --------------------------------------------------------------------
 
-    def _eigenpairs(self, key: int, problem: Any, rho: Any) -> tuple[np.ndarray, Any]:
+    def _eigenpairs(self, key: Any, problem: Any, rho: Any) -> tuple[np.ndarray, Any]:
         m = self.model
         asm = m.assembler
         k = asm.assemble(m.interp.value(rho), m.ke)

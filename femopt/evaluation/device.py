@@ -316,7 +316,8 @@ class DevicePath(EvaluationPath):
         values, terms = self.function_terms(rho, scale, dm)
         for k, (value, grad) in self.modal_terms(rho).items():  # plus a sum's other terms
             pr, adj = terms[k]
-            values[k], terms[k] = values[k] + value, (pr + self.xp.zeros_like(grad), adj + grad)
+            values[k] += value
+            terms[k] = (pr + self.xp.zeros_like(grad), adj + grad)
         values = checked_values(self.model, values)
         check_terms(self.model, values, terms, self._all_finite)
         state = (State(rho, self.u.copy(), self.loads, self.weights, self.model)

@@ -122,7 +122,7 @@ class GridDevicePath(DevicePath):
 
     # -- eigenpairs: LOBPCG with the forward operator's multigrid -----------------------
 
-    def _eigenpairs(self, key: int, problem: Any, rho: Any) -> tuple[np.ndarray, Any]:
+    def _eigenpairs(self, key: Any, problem: Any, rho: Any) -> tuple[np.ndarray, Any]:
         """LOBPCG on the free dofs of the grid layout: K is the multigrid solver's
         float64 fine operator, M = sum_e m_M(rho_e) M0 matrix-free (plus the point
         masses), the preconditioner one V-cycle of the hierarchy built for this design.

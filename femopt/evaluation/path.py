@@ -274,7 +274,7 @@ class EvaluationPath:
         held = getattr(self, "_modal_values", {})
         return [v + held.get((self.modal_slot, k), 0.0) for k, v in enumerate(values)]
 
-    def _eigenpairs(self, key: int, problem: Any, rho: Any) -> tuple[np.ndarray, Any]:
+    def _eigenpairs(self, key: Any, problem: Any, rho: Any) -> tuple[np.ndarray, Any]:
         """(lambda (n,) on the host, ascending; phi (n, n_states) M-normalised) of
         ``problem`` at ``rho``; ``key`` names the function (for warm starts)."""
         raise NotImplementedError
