@@ -1,7 +1,9 @@
-"""Eigenfrequencies: the consistent mass, a clamped-clamped beam against Timoshenko and
-Euler-Bernoulli beam theory, gradients from the eigenvectors (Taylor tests, the grid
-path's NumPy twin against the CPU path, CuPy on the GPU), the optimized beam with a
-concentrated mass, and the problem files an eigenfrequency refuses."""
+"""Eigenfrequencies: the consistent mass, the mass interpolations, a clamped-clamped beam
+against Timoshenko and Euler-Bernoulli beam theory, gradients from the eigenvectors
+(Taylor tests, the grid path's NumPy twin against the CPU path, CuPy on the GPU), an
+eigenfrequency inside a weighted sum, Du and Olhoff's optimized beams (without and with a
+concentrated mass), the modes and frequencies in the results directory, and the problem
+files an eigenfrequency refuses."""
 
 from __future__ import annotations
 
