@@ -15,7 +15,7 @@ from femopt.io import manifest
 from femopt.io.failure import run_failures, write_errors
 from femopt.io.progress import ProgressReporter
 from femopt.io.results import (HistoryWriter, atomic_write, check_output_dir, design_result,
-                               ensure_space, prepare_output_dir)
+                               ensure_space, final_frequencies, prepare_output_dir)
 from femopt.io.resultdir import PROBLEM_COPY, open_result_dir, problem_hash, write_source
 from femopt.io.run_record import RunRecord, RunResult, base_summary
 from femopt.io.series import SeriesWriter
@@ -233,6 +233,8 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
             "converged": result.converged,
             "message": result.message,
         })
+        if frequencies := final_frequencies(model):
+            summary["frequencies"] = frequencies
         if model.realization_values is not None:
             summary["robust"] = {**model.robust.summary(), **model.realization_values}
         np.save(out_dir / "design.npy", np.asarray(x_final))

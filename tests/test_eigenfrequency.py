@@ -1,10 +1,13 @@
-"""Eigenfrequencies: the consistent mass, a clamped-clamped beam against Timoshenko and
-Euler-Bernoulli beam theory, gradients from the eigenvectors (Taylor tests, the grid
-path's NumPy twin against the CPU path, CuPy on the GPU), the optimized beam with a
-concentrated mass, and the problem files an eigenfrequency refuses."""
+"""Eigenfrequencies: the consistent mass, the mass interpolations, a clamped-clamped beam
+against Timoshenko and Euler-Bernoulli beam theory, gradients from the eigenvectors
+(Taylor tests, the grid path's NumPy twin against the CPU path, CuPy on the GPU), an
+eigenfrequency inside a weighted sum, Du and Olhoff's optimized beams (without and with a
+concentrated mass), the modes and frequencies in the results directory, and the problem
+files an eigenfrequency refuses."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -16,8 +19,9 @@ import scipy.sparse.linalg as spla
 from femopt.assembly.element_kernel import element_matrices
 from femopt.assembly.elements import get_element, physical_gradients
 from femopt.cli import main
+from femopt.design.interpolation import MassInterpolation
+from femopt.evaluation.function_checks import modal_parts
 from femopt.physics.mass import mass_kernel
-from femopt.runner import build_model
 from path_checks import GRID_SOLVER, assert_same_as_cpu, assert_taylor_rates, build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,18 +153,80 @@ def test_uniform_start_of_du_and_olhoff():
 # -- gradients -----------------------------------------------------------------------
 
 CASES = {"fundamental_with_mass": dict(modes=1, point_mass=2.0),
-         "bound_on_three": dict(modes=3)}
+         "bound_on_three": dict(modes=3),
+         "smooth_mass_through_threshold": dict(modes=2, point_mass=2.0,
+                                               mass_interpolation="du_olhoff_smooth"),
+         "weighted_sum": dict(point_mass=2.0)}  # its objective: SUM_TERMS, a load
+SUM_TERMS = [{"type": "eigenfrequency", "weight": 1.0, "modes": 2},
+             {"type": "eigenfrequency", "weight": 0.5, "mass_interpolation": "linear"},
+             {"type": "compliance", "weight": -10.0}]
+SUM_LOAD = {"region": {"point": [4.0, 0.0]}, "force": [0.0, -1000.0]}
 
 
 def _design(model, seed=5):
     rng = np.random.default_rng(seed)
-    # densities above Du and Olhoff's 0.1, where the mass interpolation has a kink
-    return rng.uniform(0.3, 1.0, model.n), rng.uniform(-1.0, 1.0, model.n)
+    x = rng.uniform(0.3, 1.0, model.n)
+    problem = model.objective.eigen_problem()
+    if problem is not None and problem.mass.kind == "du_olhoff_smooth":
+        # a nearly void box: its filtered densities pass through the threshold 0.1
+        c = model.mesh.centroids()
+        x[(np.abs(c[:, 0] - 2.0) < 1.0) & (c[:, 1] > 1.0)] = 0.01
+    # else densities above Du and Olhoff's 0.1, where the du_olhoff mass has a kink
+    return x, rng.uniform(-1.0, 1.0, model.n)
+
+
+@pytest.mark.parametrize("path", ["cpu", "grid twin"])
+def test_weighted_sum_with_eigenfrequencies_adds_its_terms(path):
+    """A weighted_sum of two eigenfrequencies (each its own eigenproblem: a point mass,
+    a mass interpolation) and a compliance: its value is w_a + 0.5 w_b - 10 C of the
+    three functions evaluated alone (within 1e-9; 10 C is 10% of w_a), the problem needs
+    its load (the
+    compliance reads the static state), and its gradient passes the Taylor test (the
+    parametrized test above)."""
+    kw = {} if path == "cpu" else {"array_module": np}
+    solver = None if path == "cpu" else GRID_SOLVER
+    model = build(_beam("weighted_sum", solver=solver), **kw)
+    assert model.static
+    x, _ = _design(model)
+    alone = []
+    for term in _beam("weighted_sum")["objective"]["terms"]:
+        data = _beam("weighted_sum", solver=solver)
+        data["objective"] = {k: v for k, v in term.items() if k != "weight"}
+        alone.append(build(data, **kw).final_analysis(x)[0][0])
+    expected = alone[0] + 0.5 * alone[1] - 10.0 * alone[2]
+    assert 10.0 * alone[2] > 0.05 * alone[0]  # the compliance counts
+    assert model.final_analysis(x)[0][0] == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["du_olhoff", "du_olhoff_smooth"])
+def test_mass_interpolations_meet_rho_at_the_threshold(kind):
+    """Both Du and Olhoff mass interpolations equal rho at 0.1 (0.1) and are positive
+    and increasing below it; the smooth one also meets rho's slope (6e5 rho^6 - 5e6
+    rho^7: slope 1 at 0.1), the original's slope jumps to 6. Each derivative matches
+    central differences within 1e-7 away from the threshold."""
+    m = MassInterpolation(kind)
+    below, above = np.array([0.1]), np.array([0.1 + 1e-12])
+    assert m.value(below)[0] == pytest.approx(0.1, rel=1e-12)
+    assert m.value(above)[0] == pytest.approx(0.1, rel=1e-10)
+    slope = m.derivative(below)[0]
+    assert slope == pytest.approx(1.0 if kind == "du_olhoff_smooth" else 6.0, rel=1e-12)
+    rho = np.linspace(1e-3, 1.0, 1000)
+    rho = rho[np.abs(rho - 0.1) > 1e-3]
+    assert np.all(m.value(rho) > 0) and np.all(m.derivative(rho) > 0)
+    h = 1e-6
+    fd = (m.value(rho + h) - m.value(rho - h)) / (2 * h)
+    assert np.allclose(m.derivative(rho), fd, rtol=1e-7, atol=1e-12)
 
 
 def _beam(case, **kw):
     data = clamped_beam((32, 8), (8.0, 2.0), **CASES[case], **kw)
     data["filters"] = [{"type": "density", "radius": 0.6}]
+    if case == "weighted_sum":  # the point mass goes to the first eigenfrequency term
+        masses = data["objective"]["point_masses"]
+        terms = [dict(t) for t in SUM_TERMS]
+        terms[0]["point_masses"] = masses
+        data["objective"] = {"type": "weighted_sum", "maximize": True, "terms": terms}
+        data["loads"] = [SUM_LOAD]
     return data
 
 
@@ -184,8 +250,8 @@ def test_grid_twin_equals_cpu(case):
     dev = build(_beam(case, solver=GRID_SOLVER), array_module=np)
     x, _ = _design(cpu)
     assert_same_as_cpu(cpu, dev, x, 1e-9, 1e-8)
-    assert np.allclose(dev.objective.last_eigenvalues, cpu.objective.last_eigenvalues,
-                       rtol=1e-10)
+    for (_, a), (_, b) in zip(modal_parts(cpu.objective), modal_parts(dev.objective)):
+        assert np.allclose(b.last_eigenvalues, a.last_eigenvalues, rtol=1e-10)
 
 
 @pytest.mark.gpu
@@ -200,33 +266,179 @@ def test_gpu_eigenfrequency_equals_cpu_and_passes_taylor(case):
     assert_taylor_rates(dev, x, d)
 
 
-# -- the optimized beam with a concentrated mass ---------------------------------------
+# -- the optimized beams ---------------------------------------------------------------
+
+# Du and Olhoff 2007 (Struct Multidisc Optim 34:91-110, section 3; the same targets in
+# Olhoff and Du 2014, CISM course 549, chapter 11, section 3.1): the clamped-clamped 8 x 1
+# beam without a mass, E = 1e7, nu = 0.3, density 1, volume 0.5, SIMP p = 3: w1 = 146.1
+# rad/s at the uniform start, 456.4 rad/s at the optimum.
+DU_OLHOFF_CC_UNIFORM, DU_OLHOFF_CC_OPTIMUM = 146.1, 456.4
 
 
-def test_clamped_beam_with_a_central_mass_optimizes_without_localized_modes():
-    """The shipped problem (problems/clamped_beam_mass_frequency.yaml: Du and Olhoff's
-    8 x 1 clamped-clamped beam, E = 1e7, nu = 0.3, density 1, volume 0.5, a mass of 1 at
-    the centre; 120 x 15 cells): MMA converges and raises w1 from 113.8 to 214.4 rad/s;
-    the optimized design's first mode has 89% of its kinetic energy in solid cells
-    (rho > 0.5) and the mass, and 0.34% of the cells' in the void (rho < 0.1, a quarter
-    of the cells): a mode of the structure, not a localized mode of the void."""
-    model = build_model(ROOT / "problems" / "clamped_beam_mass_frequency.yaml")
+def _shipped(name: str, coarse: bool) -> dict:
+    """A shipped problem file's dict; ``coarse``: on 120 x 15 cells (CI), the filter
+    radius still 1.5 cells."""
+    import yaml
+
+    data = yaml.safe_load((ROOT / "problems" / f"{name}.yaml").read_text())
+    if coarse:
+        data["mesh"]["shape"] = [120, 15]
+        data["filters"][0]["radius"] = 0.1
+    return data
+
+
+def _optimized(data: dict):
+    """MMA run to its end; the model at the final design (last eigenpairs kept), its
+    densities and the frequencies of the three lowest modes."""
+    model = build(data)
     result = model.optimizer.run(model, model.x0.copy(), model.optimizer.options.max_iter)
-    assert result.converged
-    first, last = model.history[0].objective, model.history[-1].objective
-    assert first == pytest.approx(113.8, rel=1e-2)
-    assert last > 1.8 * first
-    assert model.history[-1].constraints["volume"] <= 0.5 + 1e-3
-    rho = model.physical(model.x)[0]
-    model.values_and_gradients(model.x)
-    phi = model.objective.last_modes[0]
+    assert result.converged, result.message
+    rho = model.physical(result.x)[0]
+    model.values_and_gradients(result.x)
+    return model, rho, np.sqrt(model.objective.last_eigenvalues)
+
+
+def _kinetic_energy(model, rho, mode=0):
+    """Per cell m_M(rho_e) phi_e^T M0 phi_e and the point masses' share of the
+    M-normalised mode (they sum to 1)."""
+    phi = model.objective.last_modes[mode]
     problem = model.objective.eigen_problem()
     pe = phi[model.cell_dofs]
     energy = problem.mass.value(rho) * np.einsum("ei,ij,ej->e", pe, problem.m0, pe)
-    point = phi @ (problem.point_mass * phi)  # phi is M-normalised: energy + point = 1
+    point = phi @ (problem.point_mass * phi)
     assert energy.sum() + point == pytest.approx(1.0, rel=1e-9)
-    assert energy[rho < 0.1].sum() <= 0.01 * energy.sum()  # observed 0.34%
-    assert energy[rho > 0.5].sum() + point >= 0.85  # observed 0.89
+    return energy, point
+
+
+def _assert_beam_mode(model, rho, solid_share):
+    """The fundamental mode is the structure's, not a localized mode of the void: under
+    1% of its kinetic energy in cells below density 0.1, at least ``solid_share`` in
+    cells above 0.5 and the point masses."""
+    energy, point = _kinetic_energy(model, rho)
+    assert energy[rho < 0.1].sum() <= 0.01
+    assert energy[rho > 0.5].sum() + point >= solid_share
+    return energy[rho < 0.1].sum(), energy[rho > 0.5].sum() + point
+
+
+def test_clamped_beam_reaches_du_and_olhoff_optimum_coarse():
+    """The shipped clamped_beam_frequency problem (Du and Olhoff's beam without a mass) on
+    120 x 15 cells: w1 = 415.8 rad/s (observed), 91% of their 456.4 (the 240 x 30 run,
+    slow test below, is within 0.3%), from 145.7 at the uniform start: a band of
+    [0.88, 0.95] x 456.4 and a gain over 2.7; the mode is the structure's: observed 0.11%
+    of its kinetic energy in the void (rho < 0.1), 90% in solid cells (rho > 0.5)."""
+    model, rho, w = _optimized(_shipped("clamped_beam_frequency", coarse=True))
+    assert 0.88 * DU_OLHOFF_CC_OPTIMUM <= w[0] <= 0.95 * DU_OLHOFF_CC_OPTIMUM, w
+    assert w[0] > 2.7 * model.history[0].objective
+    assert model.history[-1].constraints["volume"] <= 0.5 + 1e-3
+    _assert_beam_mode(model, rho, 0.85)
+
+
+def test_clamped_beam_with_a_central_mass_optimizes_without_localized_modes_coarse():
+    """The shipped clamped_beam_mass_frequency problem (Du and Olhoff's beam with a mass
+    of 1 on a solid block at the centre) on 120 x 15 cells: MMA raises w1 from 113.8 to
+    258.3 rad/s (observed; band 250-266) with the settings that reach Du and Olhoff's
+    optimum without the mass; the first mode is the structure's: observed 0.08% of its
+    kinetic energy in the void (rho < 0.1), 99.5% in solid cells (rho > 0.5) and the
+    mass."""
+    model, rho, w = _optimized(_shipped("clamped_beam_mass_frequency", coarse=True))
+    assert model.history[0].objective == pytest.approx(113.8, rel=1e-2)
+    assert 250.0 <= w[0] <= 266.0, w
+    assert model.history[-1].constraints["volume"] <= 0.5 + 1e-3
+    _assert_beam_mode(model, rho, 0.9)
+
+
+def _slow(request):
+    if "slow" not in (request.config.getoption("-m") or "") and not os.environ.get(
+            "FEMOPT_RUN_SLOW"):
+        pytest.skip("slow: run with -m slow or FEMOPT_RUN_SLOW=1")
+
+
+@pytest.mark.slow
+def test_clamped_beam_reaches_du_and_olhoff_optimum(request):
+    """The shipped clamped_beam_frequency problem as published (240 x 30 cells): w1
+    within 5% of Du and Olhoff's 456.4 rad/s (observed 457.6, 0.25% above, after 210
+    iterations; w2 = 504.1, w3 = 523.5) from 145.5 at the uniform start (theirs 146.1);
+    the structure's mode: observed 0.17% of its kinetic energy in the void (rho < 0.1),
+    94% in solid cells. About 40 s of CPU."""
+    _slow(request)
+    model, rho, w = _optimized(_shipped("clamped_beam_frequency", coarse=False))
+    assert model.history[0].objective == pytest.approx(DU_OLHOFF_CC_UNIFORM, rel=2e-2)
+    assert w[0] == pytest.approx(DU_OLHOFF_CC_OPTIMUM, rel=0.05), w
+    assert model.history[-1].constraints["volume"] <= 0.5 + 1e-3
+    _assert_beam_mode(model, rho, 0.9)
+
+
+@pytest.mark.slow
+def test_clamped_beam_with_a_central_mass_as_shipped(request):
+    """The shipped clamped_beam_mass_frequency problem (240 x 30 cells): w1 from 113.8 to
+    270.3 rad/s (observed, 156 iterations; band 262-278; no published figure for this
+    mass); the structure's mode: observed 0.01% of its kinetic energy in the void
+    (rho < 0.1), 99.98% in solid cells and the mass. About 30 s of CPU."""
+    _slow(request)
+    model, rho, w = _optimized(_shipped("clamped_beam_mass_frequency", coarse=False))
+    assert model.history[0].objective == pytest.approx(113.8, rel=1e-2)
+    assert 262.0 <= w[0] <= 278.0, w
+    _assert_beam_mode(model, rho, 0.9)
+
+
+# -- the modes in the results directory ------------------------------------------------
+
+
+def test_run_writes_the_modes_and_frequencies_of_the_final_design(write_problem, tmp_path):
+    """design.vtu carries the eigenvectors as point data mode_1, mode_2 (displacement-
+    shaped, zero on the clamped ends) and summary.json lists the frequencies: each
+    mode, with K and M assembled from the file's own densities, is M-normalised,
+    M-orthogonal to the other and has the Rayleigh quotient w_i^2 of its listed
+    frequency (within 1e-8)."""
+    import json
+
+    import meshio
+    import yaml
+
+    data = _beam("fundamental_with_mass")
+    data["objective"]["modes"] = 2
+    path = write_problem(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--max-iter", "3"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    w = np.array(summary["frequencies"]["modes"])
+    assert w.shape == (2,) and w[0] < w[1]
+    design = meshio.read(out / "design.vtu")
+    model = build(data)
+    rho = design.cell_data["density"][0]
+    problem = model.objective.eigen_problem()
+    full = model.assembler.__class__(model.cell_dofs, model.n_dofs, np.arange(model.n_dofs))
+    k = full.assemble(model.interp.value(rho), model.ke, constant=False)
+    m = (full.assemble(problem.mass.value(rho), problem.m0, constant=False)
+         + sp.diags(problem.point_mass))
+    phis = [design.point_data[f"mode_{i}"][:, :2].ravel() for i in (1, 2)]
+    assert "mode_3" not in design.point_data
+    fixed = np.setdiff1d(np.arange(model.n_dofs), model.assembler.free)
+    for phi, wi in zip(phis, w):
+        assert np.all(phi[fixed] == 0.0) and np.abs(phi).max() > 0
+        assert phi @ (m @ phi) == pytest.approx(1.0, rel=1e-8)
+        assert phi @ (k @ phi) == pytest.approx(wi**2, rel=1e-8)
+    assert abs(phis[0] @ (m @ phis[1])) < 1e-8
+
+
+@pytest.mark.parametrize("xp", ["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("case", sorted(set(CASES) - {"weighted_sum"}))
+def test_grid_path_final_modes_equal_cpu(case, xp):
+    """The final modes the design file takes (``Model.final_modes``), from the grid
+    path's layout (NumPy twin, CuPy) back to femopt's dof numbering: equal to the CPU's
+    up to sign (within 1e-7 of the largest entry), the eigenvalues within 1e-10."""
+    module = pytest.importorskip(xp)
+    cpu = build(_beam(case))
+    dev = build(_beam(case, solver=GRID_SOLVER), array_module=module)
+    x, _ = _design(cpu)
+    for model in (cpu, dev):
+        model.final_analysis(x)
+    [(pc, lc, vc)], [(pd, ld, vd)] = cpu.final_modes(), dev.final_modes()
+    assert pc == pd == 0 and vc.shape == vd.shape == (CASES[case]["modes"], cpu.n_dofs)
+    assert np.allclose(ld, lc, rtol=1e-10)
+    for a, b in zip(vc, vd):
+        b = b * np.sign(a @ b)
+        assert np.abs(a - b).max() <= 1e-7 * np.abs(a).max()
 
 
 # -- refused problem files -------------------------------------------------------------

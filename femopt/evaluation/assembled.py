@@ -13,6 +13,7 @@ import scipy.sparse as sp
 
 from femopt.adjoint.sensitivity import element_sensitivity, function_gradients
 from femopt.errors import PluginError, RunError
+from femopt.evaluation.function_checks import only_modal
 from femopt.evaluation.path import EvaluationPath, check_terms, checked_values
 from femopt.objectives.base import State
 from femopt.solvers.eigen import shift_invert_lanczos
@@ -38,14 +39,15 @@ class AssembledPath(EvaluationPath):
         return m.last_state
 
     def _values(self, state: State, modal: dict[int, tuple[float, Any]]) -> list[float]:
+        """Each function's value: its own (a sum's other terms) plus its eigenvalue part."""
         m = self.model
         values = []
         for k, fn in enumerate(m.functions()):
-            if k in modal:
-                values.append(modal[k][0])
-                continue
-            with m.registry.guard("function", fn.name, "value()"):
-                values.append(fn.value(state))
+            own = 0.0
+            if not only_modal(fn):
+                with m.registry.guard("function", fn.name, "value()"):
+                    own = fn.value(state)
+            values.append(own + (modal[k][0] if k in modal else 0.0))
         return checked_values(m, values)
 
     def design_terms(self, rho: np.ndarray, keep_state: bool = False
@@ -54,10 +56,9 @@ class AssembledPath(EvaluationPath):
         state = self.analyse(rho)
         modal = self.modal_terms(rho)
         fns = m.functions()
-        plain = [k for k in range(len(fns)) if k not in modal]
+        plain = [k for k in range(len(fns)) if not only_modal(fns[k])]
         values = self._values(state, modal)
-        terms: list[Any] = [(np.zeros(rho.shape), modal[k][1]) if k in modal else None
-                            for k in range(len(fns))]
+        terms: list[Any] = [(np.zeros(rho.shape), 0.0) for _ in fns]
         if plain:
             with m.registry.guard("function", ",".join(fns[k].name for k in plain),
                                   "its gradient"):
@@ -70,6 +71,8 @@ class AssembledPath(EvaluationPath):
                                    ) from None
             for k, t in zip(plain, found):
                 terms[k] = t
+        for k, (_, grad) in modal.items():  # a sum's eigenvalue part adds to its own
+            terms[k] = (terms[k][0], terms[k][1] + grad)
         for fn, (pr, adj) in zip(fns, terms):
             for what, g in (("partial_rho", pr), ("adjoint term", adj)):
                 if g.shape != rho.shape:
@@ -81,9 +84,8 @@ class AssembledPath(EvaluationPath):
     def design_values(self, rho: np.ndarray, state: State) -> list[float]:
         m = self.model
         fixed = State(rho, state.u, state.loads, state.weights, m)
-        eigen = set(self.eigen_indices())
-        return self.held_modal_values([0.0 if k in eigen else float(fn.value(fixed))
-                                       for k, fn in enumerate(m.functions())])
+        return self.held_modal_values([0.0 if only_modal(fn) else float(fn.value(fixed))
+                                       for fn in m.functions()])
 
     def design_final(self, rho: np.ndarray) -> tuple[list[float], np.ndarray, State]:
         state = self.analyse(rho)
@@ -91,7 +93,7 @@ class AssembledPath(EvaluationPath):
 
     # -- eigenpairs --------------------------------------------------------------------
 
-    def _eigenpairs(self, key: int, problem: Any, rho: Any) -> tuple[np.ndarray, Any]:
+    def _eigenpairs(self, key: Any, problem: Any, rho: Any) -> tuple[np.ndarray, Any]:
         m = self.model
         asm = m.assembler
         k = asm.assemble(m.interp.value(rho), m.ke)

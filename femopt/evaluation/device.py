@@ -314,8 +314,10 @@ class DevicePath(EvaluationPath):
         scale, dm = self.analyse(rho)
         self.solve_adjoints(rho)
         values, terms = self.function_terms(rho, scale, dm)
-        for k, (value, grad) in self.modal_terms(rho).items():
-            values[k], terms[k] = value, (self.xp.zeros_like(grad), grad)
+        for k, (value, grad) in self.modal_terms(rho).items():  # plus a sum's other terms
+            pr, adj = terms[k]
+            values[k] += value
+            terms[k] = (pr + self.xp.zeros_like(grad), adj + grad)
         values = checked_values(self.model, values)
         check_terms(self.model, values, terms, self._all_finite)
         state = (State(rho, self.u.copy(), self.loads, self.weights, self.model)
@@ -331,7 +333,7 @@ class DevicePath(EvaluationPath):
         self.analyse(rho)
         values = self.function_terms(rho, None, None, u=self.u)[0]
         for k, (value, _) in self.modal_terms(rho, gradient=False).items():
-            values[k] = value
+            values[k] += value
         rho = to_host(rho)
         return values, rho, State(rho, self.host_states(), m.loads, m.weights, m)
 

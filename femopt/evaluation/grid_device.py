@@ -122,7 +122,7 @@ class GridDevicePath(DevicePath):
 
     # -- eigenpairs: LOBPCG with the forward operator's multigrid -----------------------
 
-    def _eigenpairs(self, key: int, problem: Any, rho: Any) -> tuple[np.ndarray, Any]:
+    def _eigenpairs(self, key: Any, problem: Any, rho: Any) -> tuple[np.ndarray, Any]:
         """LOBPCG on the free dofs of the grid layout: K is the multigrid solver's
         float64 fine operator, M = sum_e m_M(rho_e) M0 matrix-free (plus the point
         masses), the preconditioner one V-cycle of the hierarchy built for this design.
@@ -154,6 +154,10 @@ class GridDevicePath(DevicePath):
         starts[key] = info.block  # the next design starts from this one's Ritz vectors
         self._modes = starts
         return lams, phis
+
+    def host_modes(self, phis: Any) -> np.ndarray:
+        # mode by mode from the grid's layout: one host copy at a time
+        return np.stack([self.layout.to_dofs(to_host(p)) for p in phis])
 
     def _modal_sensitivity(self, problem: Any, phis: Any, ck: np.ndarray, cm: np.ndarray,
                            rho: Any) -> Any:

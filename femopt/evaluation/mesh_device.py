@@ -36,6 +36,7 @@ from femopt.assembly.sparse import FixedPatternAssembler
 from femopt.backend import to_host
 from femopt.evaluation.device import DevicePath, capability
 from femopt.evaluation.device_forms import integrand_bytes
+from femopt.evaluation.function_checks import modal_parts
 from femopt.solvers.csr_pcg import NodeBlockPCG
 from femopt.solvers.device_amg import DeviceAMGPCG
 
@@ -51,7 +52,7 @@ def unsupported(model: Any, solver: str | None) -> str | None:
         return why
     if np.any(model.springs):
         return "the GPU path on a mesh from a file does not take springs"
-    eigen = next((fn for fn in model.functions() if fn.eigen_problem() is not None), None)
+    eigen = next((part for fn in model.functions() for _, part in modal_parts(fn)), None)
     if eigen is not None:
         return (f"the function {eigen.name!r} (of eigenvalues) runs on the CPU and the GPU "
                 "grid path, not on a mesh from a file")

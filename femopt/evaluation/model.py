@@ -288,6 +288,11 @@ class Model:
         """Function values, densities and the states at ``x`` (the latter two on the host)."""
         return self.path.final_analysis(x)
 
+    def final_modes(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """The eigenpairs of every function of eigenvalues at the design
+        :meth:`final_analysis` analysed (``EvaluationPath.final_modes``)."""
+        return self.path.final_modes()
+
     # -- building --------------------------------------------------------------------
 
     def create_function(self, section: Section) -> Function:

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from femopt.backend import array_namespace
+from femopt.backend import array_namespace, to_host
 from femopt.errors import PluginError, RunError
+from femopt.evaluation.function_checks import modal_parts
 from femopt.evaluation.robust import INTERMEDIATE, REALIZATIONS
 from femopt.objectives.base import State
 from femopt.optimizers.base import Evaluation
@@ -184,10 +185,11 @@ class EvaluationPath:
         rhos = self.realizations(x)[0]
         if self.model.robust is None:
             return self.design_final(rhos[0])
-        finals = []
-        for k, rho in enumerate(rhos):
+        finals = {}
+        # the intermediate design last: the eigenpairs :meth:`final_modes` gives are its
+        for k in [k for k in range(len(rhos)) if k != INTERMEDIATE] + [INTERMEDIATE]:
             self._use(k)
-            finals.append(self.design_final(rho))
+            finals[k] = self.design_final(rhos[k])
         values = [finals[k][0][i] for k, i in self.rows()]
         self.model.realization_values = {
             name: {"objective": finals[k][0][0], "mean_density": float(np.mean(finals[k][1]))}
@@ -210,9 +212,9 @@ class EvaluationPath:
     # -- functions of eigenvalues -------------------------------------------------------
 
     def eigen_indices(self) -> list[int]:
-        """Positions (in ``model.functions()``) of the functions of eigenvalues."""
-        return [k for k, fn in enumerate(self.model.functions())
-                if fn.eigen_problem() is not None]
+        """Positions (in ``model.functions()``) of the functions of eigenvalues and of the
+        sums with terms of eigenvalues."""
+        return [k for k, fn in enumerate(self.model.functions()) if modal_parts(fn)]
 
     def modal_terms(self, rho: Any, gradient: bool = True) -> dict[int, tuple[float, Any]]:
         """Value and dJ/drho (None without ``gradient``) of every function of eigenvalues
@@ -222,32 +224,57 @@ class EvaluationPath:
             dJ/drho_e = sum_i dJ/dlambda_i phi_i,e^T (m'(rho_e) K0_e
                                                       - lambda_i m_M'(rho_e) M0_e) phi_i,e
 
-        (:meth:`_modal_sensitivity`), no adjoint solve."""
+        (:meth:`_modal_sensitivity`), no adjoint solve. A weighted sum's terms of
+        eigenvalues give sum_j w_j J_j and sum_j w_j dJ_j/drho (its other terms are the
+        backend's, added to these)."""
         out = {}
         fns = self.model.functions()
         for k in self.eigen_indices():
-            fn, problem = fns[k], fns[k].eigen_problem()
-            with self.model.registry.guard("function", fn.name, "its eigenproblem"):
-                lams, phis = self._eigenpairs(k, problem, rho)
-                fn.last_eigenvalues, fn.last_modes = lams, phis
-                value = checked_values(self.model, [fn.eigen_value(lams)], [fn])[0]
-                grad = None
-                if gradient:
-                    wk = np.asarray(fn.eigen_weights(lams), dtype=np.float64)
-                    grad = self._modal_sensitivity(problem, phis, wk, -wk * lams, rho)
+            value, grad = 0.0, None
+            for j, (w, fn) in enumerate(modal_parts(fns[k])):
+                problem = fn.eigen_problem()
+                with self.model.registry.guard("function", fn.name, "its eigenproblem"):
+                    # key: the grid path warm-starts each eigenproblem from its last modes
+                    lams, phis = self._eigenpairs(k if j == 0 else (k, j), problem, rho)
+                    fn.last_eigenvalues, fn.last_modes = lams, phis
+                    value += w * checked_values(self.model, [fn.eigen_value(lams)], [fn])[0]
+                    if gradient:
+                        wk = w * np.asarray(fn.eigen_weights(lams), dtype=np.float64)
+                        g = self._modal_sensitivity(problem, phis, wk, -wk * lams, rho)
+                        grad = g if grad is None else grad + g
             out[k] = (value, grad)
         if not hasattr(self, "_modal_values"):
             self._modal_values = {}
         self._modal_values.update({(self.modal_slot, k): v for k, (v, _) in out.items()})
         return out
 
-    def held_modal_values(self, values: list[float]) -> list[float]:
-        """``values`` with the functions of eigenvalues at their last computed values
-        (what a function of the states does with its states held fixed)."""
-        held = getattr(self, "_modal_values", {})
-        return [held.get((self.modal_slot, k), v) for k, v in enumerate(values)]
+    def final_modes(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """(position in ``model.functions()``, eigenvalues, (n_modes, n_dofs) host
+        eigenvectors in femopt's dof numbering, M-normalised) of every function of
+        eigenvalues at the design analysed last (:meth:`final_analysis`: the final
+        design, a robust problem's intermediate one)."""
+        fns = self.model.functions()
+        out = []
+        for k in self.eigen_indices():
+            phis = getattr(fns[k], "last_modes", None)
+            if phis is not None:
+                lams = np.asarray(to_host(fns[k].last_eigenvalues), dtype=np.float64)
+                out.append((k, lams, self.host_modes(phis)))
+        return out
 
-    def _eigenpairs(self, key: int, problem: Any, rho: Any) -> tuple[np.ndarray, Any]:
+    def host_modes(self, phis: Any) -> np.ndarray:
+        """Eigenvectors as the backend's ``_eigenpairs`` gave them, (n_modes, n_dofs) on
+        the host in femopt's dof numbering."""
+        return np.asarray(to_host(phis), dtype=np.float64)
+
+    def held_modal_values(self, values: list[float]) -> list[float]:
+        """``values`` (0 for a function of eigenvalues, a sum's other terms for a sum)
+        plus the eigenvalue parts at their last computed values (what a function of the
+        states does with its states held fixed)."""
+        held = getattr(self, "_modal_values", {})
+        return [v + held.get((self.modal_slot, k), 0.0) for k, v in enumerate(values)]
+
+    def _eigenpairs(self, key: Any, problem: Any, rho: Any) -> tuple[np.ndarray, Any]:
         """(lambda (n,) on the host, ascending; phi (n, n_states) M-normalised) of
         ``problem`` at ``rho``; ``key`` names the function (for warm starts)."""
         raise NotImplementedError

@@ -154,12 +154,46 @@ def design_result(model, x: np.ndarray, state) -> DesignResult:
         key = field if len(model.case_names) == 1 else f"{field}_{name}"
         u = state.u[c].reshape(-1, k)
         point[key] = u[:, 0] if k == 1 else u
+    point.update(mode_fields(model))
     x = np.asarray(x, float)
     if x.shape[0] != rho.shape[0]:  # the reduced variables of a design map: one per cell
         x = np.asarray(model.filters[0].forward(x), float)
     return DesignResult(model.mesh, {"density": rho, "design": x}, point,
                         model.problem.unit, kept_cells(model.problem, model.mesh),
                         physics_thickness(model.problem), model.name)
+
+
+def _modal_name(model, position: int) -> str:
+    """The prefix of a function of eigenvalues' outputs: the objective's none, a
+    constraint's its label."""
+    return "" if position == 0 else f"{model.bounds[position - 1].label}_"
+
+
+def mode_fields(model) -> dict[str, np.ndarray]:
+    """The eigenvectors of every function of eigenvalues at the final design as point
+    fields "mode_1", "mode_2", ... (lowest first, M-normalised; a constraint's as
+    "<label>_mode_1", ...), shaped like the displacement field."""
+    k = model.physics.dofs_per_node
+    out = {}
+    for position, _, phis in model.final_modes():
+        for i, phi in enumerate(phis, start=1):
+            v = phi.reshape(-1, k)
+            out[f"{_modal_name(model, position)}mode_{i}"] = v[:, 0] if k == 1 else v
+    return out
+
+
+def final_frequencies(model) -> dict[str, list[float]]:
+    """The eigenfrequencies (rad/s, lowest first) of every function of eigenvalues at the
+    final design, by the name its modes have in the design file ("modes": the
+    objective's; "<label>_modes": a constraint's)."""
+    fns = model.functions()
+    out = {}
+    for position in model.path.eigen_indices():
+        lams = getattr(fns[position], "last_eigenvalues", None)
+        if lams is not None:
+            w = np.sqrt(np.maximum(np.asarray(to_host(lams), dtype=float), 0.0))
+            out[f"{_modal_name(model, position)}modes"] = [float(v) for v in w]
+    return out
 
 
 def physics_thickness(problem) -> float:

@@ -45,9 +45,10 @@ class EigenfrequencyOptions(Options):
     frequency itself; more keeps the value differentiable when they coalesce."""
     p: float = Field(20.0, ge=1)
     """Exponent of the p-mean lower bound over the modes (with modes > 1)."""
-    mass_interpolation: Literal["du_olhoff", "linear"] = "du_olhoff"
+    mass_interpolation: Literal["du_olhoff", "du_olhoff_smooth", "linear"] = "du_olhoff"
     """Mass factor of a cell of density rho: du_olhoff (rho above 0.1, 1e5 rho^6 below:
-    no spurious modes in the void) or linear (rho)."""
+    no spurious modes in the void), du_olhoff_smooth (rho above 0.1, 6e5 rho^6 - 5e6
+    rho^7 below: the same with a continuous slope) or linear (rho)."""
     point_masses: list[PointMass] = []
     """Non-structural masses, each `{region, mass}` (a concentrated mass): the mass is
     shared equally by the region's nodes and moves with every displacement component."""
