@@ -177,7 +177,7 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
 
     def _write_iteration(it: int, x, optimizer, converged: bool) -> None:
         if series is not None and it % out_cfg.series_every == 0:
-            rho = model.host_cells(model.physical(x)[0])
+            rho = _series_rho(model, x)
             ensure_space(out_dir, 2 * rho.nbytes)
             series.add(it, rho)
         if out_cfg.checkpoint_every and (it % out_cfg.checkpoint_every == 0 or converged):
@@ -194,10 +194,9 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
     with record:
         if out_cfg.series_every:
             ensure_space(out_dir, 0)  # HDF5 must not meet a full disk: it crashed there
-            series = SeriesWriter(out_dir, model.mesh, keep_until=ck.iteration if ck else None,
-                                  info={"problem": model.name, "unit": model.problem.unit})
+            series = _series_writer(model, out_dir, ck)
             if ck is None:  # the series starts at the initial design
-                series.add(0, model.host_cells(model.physical(model.x0)[0]))
+                series.add(0, _series_rho(model, model.x0))
         pm.hook.femopt_run_start(problem=model, out_dir=out_dir)
         for note in model.device_notes:
             reporter.line(f"femopt: {note}")
@@ -239,7 +238,8 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
         np.save(out_dir / "density.npy", np.asarray(rho_final))
         if series is not None and result.iterations not in series.steps:
             ensure_space(out_dir, 2 * np.asarray(rho_final).nbytes)
-            series.add(result.iterations, rho_final)
+            series.add(result.iterations, _final_rho(model, rho_final))
+        _design_pieces(model, out_dir, result.x)
         design = design_result(model, x_final, state)
         exports = {}
         for fmt in out_cfg.formats:
@@ -316,7 +316,7 @@ def _follow(model: Model, limit: int, ck: Checkpoint | None, out_dir: Path,
     from femopt.parallel.launch import FollowerExit
 
     try:
-        return _follow_run(model, limit, ck)
+        return _follow_run(model, limit, ck, out_dir)
     except (FollowerExit, KeyboardInterrupt):
         raise
     except Exception as exc:
@@ -335,24 +335,63 @@ def _follow(model: Model, limit: int, ck: Checkpoint | None, out_dir: Path,
         raise
 
 
-def _follow_run(model: Model, limit: int, ck: Checkpoint | None) -> None:
+def _follow_run(model: Model, limit: int, ck: Checkpoint | None, out_dir: Path) -> None:
     out_cfg = model.problem.output
 
     def on_end_iteration(it: int, x, optimizer, converged: bool) -> None:
-        if out_cfg.series_every and it % out_cfg.series_every == 0:
-            model.host_cells(model.physical(x)[0])
+        if series is not None and it % out_cfg.series_every == 0:
+            series.add(it, _series_rho(model, x))
         if out_cfg.checkpoint_every and (it % out_cfg.checkpoint_every == 0 or converged):
             _checkpoint_payload(model, x, optimizer)
 
     model.on_end_iteration = on_end_iteration
-    if out_cfg.series_every and ck is None:
-        model.host_cells(model.physical(model.x0)[0])
+    series = _series_writer(model, out_dir, ck) if out_cfg.series_every else None
+    if series is not None and ck is None:
+        series.add(0, _series_rho(model, model.x0))
     model.start_clock()
     if ck is not None and (ck.converged or ck.iteration >= limit):
-        x = model.to_device(ck.x)
+        x, iterations = model.to_device(ck.x), ck.iteration
     else:
         x0 = model.to_device(ck.x) if ck is not None else model.x0.copy()
-        x = model.optimizer.run(model, x0, limit, start=ck.iteration if ck else 0).x
+        result = model.optimizer.run(model, x0, limit, start=ck.iteration if ck else 0)
+        x, iterations = result.x, result.iterations
     model.final_analysis(x)
     model.host_cells(x)
+    if series is not None and iterations not in series.steps:
+        series.add(iterations, _final_rho(model, None))
+    _design_pieces(model, out_dir, x)
     return None
+
+
+def _series_writer(model: Model, out_dir: Path, ck: Checkpoint | None) -> SeriesWriter:
+    """The design history's writer: per-rank pieces in a distributed run (every rank
+    makes the same calls)."""
+    info = {"problem": model.name, "unit": model.problem.unit}
+    keep = ck.iteration if ck else None
+    if model.comm is None:
+        return SeriesWriter(out_dir, model.mesh, keep_until=keep, info=info)
+    from femopt.parallel.output import PieceSeries, SlabBlocks
+
+    return PieceSeries(out_dir, SlabBlocks.of(model.path, model.mesh), keep, info)
+
+
+def _series_rho(model: Model, x) -> np.ndarray:
+    """A series step's densities: this rank's owned cells in a distributed run, else the
+    whole design on the host."""
+    rho = model.physical(x)[0]
+    return np.asarray(rho) if model.comm is not None else model.host_cells(rho)
+
+
+def _final_rho(model: Model, rho_final) -> np.ndarray:
+    """The final densities as the series takes them (:func:`_series_rho`)."""
+    return np.asarray(model.path.final_rho) if model.comm is not None else rho_final
+
+
+def _design_pieces(model: Model, out_dir: Path, x) -> None:
+    """A distributed run's ``design.xdmf`` over per-rank pieces (collective)."""
+    if model.comm is None:
+        return
+    from femopt.parallel.output import SlabBlocks, write_design
+
+    write_design(out_dir, SlabBlocks.of(model.path, model.mesh),
+                 {"density": model.path.final_rho, "design": np.asarray(x)})
