@@ -77,6 +77,7 @@ def run_model(model: Model, problem_bytes: bytes, out: str | Path | None = None,
         # the previous run's files go (a stale checkpoint would resume another run)
         manifest.clear_previous(out_dir, keep=() if source is None else (source,))
         (out_dir / CHECKPOINT).unlink(missing_ok=True)
+        (out_dir / "checkpoint.json").unlink(missing_ok=True)
         manifest.start(out_dir, model.name)
         copy = out_dir / PROBLEM_COPY
         if not (source is not None and copy.exists() and copy.samefile(source)):
@@ -107,7 +108,7 @@ def resume(result_dir: str | Path, max_iter: int | None = None, quiet: bool = Fa
     if _is_shape_problem(rd.problem_bytes):
         raise InputError(f"{rd.path}: a shape optimization run keeps no checkpoint and "
                          f"cannot be resumed; run {rd.problem_file} again")
-    ck = read_checkpoint(rd.path / CHECKPOINT)
+    ck, pieces = _read_checkpoint(rd.path, comm)
     if ck.problem_sha256 != rd.sha256:
         raise InputError(
             f"{rd.path / CHECKPOINT} was written for a different problem file (sha256 "
@@ -116,7 +117,11 @@ def resume(result_dir: str | Path, max_iter: int | None = None, quiet: bool = Fa
     model = build_model(rd.problem_file, device, problem_dir=rd.problem_dir,
                         distributed=comm)
     model.name = rd.problem_name or model.name  # the copy here is named problem.yaml
-    if ck.optimizer != model.optimizer.name or ck.x.shape != (model.n,):
+    if pieces is not None:  # this rank's cells of the pieces
+        from femopt.parallel.checkpoints import localize
+
+        ck = localize(rd.path, pieces, ck, model.path)
+    if ck.optimizer != model.optimizer.name or (not ck.local and ck.x.shape != (model.n,)):
         raise InputError(f"{rd.path / CHECKPOINT} does not match {rd.problem_file} "
                          f"(optimizer {ck.optimizer}, {ck.x.size} design variables)")
     if len(ck.filter_states) != len(model.stateful()):
@@ -127,9 +132,13 @@ def resume(result_dir: str | Path, max_iter: int | None = None, quiet: bool = Fa
     for part, state in zip(model.stateful(), ck.filter_states):
         part.load_state_dict(state)
     model.optimizer.load_state_dict(
-        {k: model.to_device(v) if isinstance(v, np.ndarray) else v
+        {k: _on_device(model, ck, v) if isinstance(v, np.ndarray) else v
          for k, v in ck.optimizer_state.items()})
     model.objective_scale = ck.objective_scale
+    if ck.local:
+        from femopt.parallel.checkpoints import restore_warm_starts
+
+        restore_warm_starts(model.path, ck.warm)
     model.evaluations = ck.evaluations
     model.history = list(ck.history)
     if _follower(model):
@@ -181,12 +190,7 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
             ensure_space(out_dir, 2 * rho.nbytes)
             series.add(it, rho)
         if out_cfg.checkpoint_every and (it % out_cfg.checkpoint_every == 0 or converged):
-            x_host, state = _checkpoint_payload(model, x, optimizer)
-            write_checkpoint(out_dir / CHECKPOINT, Checkpoint(
-                it, model.history[-1].change, converged, x_host, sha,
-                model.optimizer.name, state,
-                [part.state_dict() for part in model.stateful()], model.objective_scale,
-                model.evaluations, model.history))
+            _checkpoint(model, out_dir, it, x, optimizer, converged, sha)
 
     model.on_iteration = on_iteration
     model.on_end_iteration = on_end_iteration
@@ -214,13 +218,13 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
         with reporter, get_registry().guard("optimizer", model.optimizer.name, "run()"):
             if ck is not None and ck.converged:
                 tol = model.optimizer.options.tol
-                result = OptimizationResult(model.to_device(ck.x), ck.iteration, True,
+                result = OptimizationResult(_on_device(model, ck, ck.x), ck.iteration, True,
                                             converged_message(ck.change, tol))
             elif ck is not None and ck.iteration >= limit:
-                result = OptimizationResult(model.to_device(ck.x), ck.iteration, False,
+                result = OptimizationResult(_on_device(model, ck, ck.x), ck.iteration, False,
                                             f"iteration limit {limit} reached")
             else:
-                x0 = model.to_device(ck.x) if ck is not None else model.x0.copy()
+                x0 = _on_device(model, ck, ck.x) if ck is not None else model.x0.copy()
                 result = model.optimizer.run(model, x0, limit,
                                              start=ck.iteration if ck else 0)
         values, rho_final, state = model.final_analysis(result.x)
@@ -294,16 +298,41 @@ class _root_decides:
         return False
 
 
-def _checkpoint_payload(model: Model, x, optimizer) -> tuple:
-    """The design and the optimizer's state on the host (gathered on rank 0 of a
-    distributed run, every rank taking part; None elsewhere)."""
-    state = optimizer.state_dict()
+def _read_checkpoint(out_dir: Path, comm) -> tuple[Checkpoint, dict | None]:
+    """The checkpoint to resume from: ``checkpoint.h5``, or a distributed run's manifest
+    and (before the model is built) what every rank shares of its pieces."""
+    from femopt.parallel.checkpoints import MANIFEST, read_global, read_manifest
+
+    if not (out_dir / MANIFEST).is_file():
+        return read_checkpoint(out_dir / CHECKPOINT), None
+    m = read_manifest(out_dir)
+    if comm is None:
+        raise InputError(f"{out_dir / MANIFEST}: the checkpoint of a distributed run on "
+                         f"{m['ranks']} rank(s); resume it distributed: femopt resume "
+                         f"{out_dir} --ranks N (any N the grid allows)")
+    return read_global(out_dir, m), m
+
+
+def _on_device(model: Model, ck: Checkpoint, a):
+    """A design-sized array of ``ck`` where the run keeps it (a distributed checkpoint's
+    piece is this rank's owned cells already)."""
+    return a if ck.local else model.to_device(a)
+
+
+def _checkpoint(model: Model, out_dir: Path, it: int, x, optimizer, converged: bool,
+                sha: str) -> None:
+    """Write iteration ``it``'s checkpoint: ``checkpoint.h5``, or in a distributed run
+    every rank's piece and rank 0's manifest (every rank calls this)."""
+    ck = Checkpoint(it, model.history[-1].change, converged, to_host(x), sha,
+                    model.optimizer.name, optimizer.state_dict(),
+                    [part.state_dict() for part in model.stateful()], model.objective_scale,
+                    model.evaluations, model.history)
     if model.comm is None:
-        return to_host(x), state
-    shape = np.shape(x)
-    full = {k: (model.host_cells(v) if np.shape(v) == shape and np.ndim(v) == 1 else v)
-            for k, v in state.items()}
-    return model.host_cells(x), full
+        write_checkpoint(out_dir / CHECKPOINT, ck)
+        return
+    from femopt.parallel.checkpoints import write_pieces
+
+    write_pieces(out_dir, model.path, ck)
 
 
 def _follow(model: Model, limit: int, ck: Checkpoint | None, out_dir: Path,
@@ -316,7 +345,7 @@ def _follow(model: Model, limit: int, ck: Checkpoint | None, out_dir: Path,
     from femopt.parallel.launch import FollowerExit
 
     try:
-        return _follow_run(model, limit, ck, out_dir)
+        return _follow_run(model, limit, ck, out_dir, problem_hash(problem_bytes))
     except (FollowerExit, KeyboardInterrupt):
         raise
     except Exception as exc:
@@ -335,14 +364,15 @@ def _follow(model: Model, limit: int, ck: Checkpoint | None, out_dir: Path,
         raise
 
 
-def _follow_run(model: Model, limit: int, ck: Checkpoint | None, out_dir: Path) -> None:
+def _follow_run(model: Model, limit: int, ck: Checkpoint | None, out_dir: Path,
+                sha: str) -> None:
     out_cfg = model.problem.output
 
     def on_end_iteration(it: int, x, optimizer, converged: bool) -> None:
         if series is not None and it % out_cfg.series_every == 0:
             series.add(it, _series_rho(model, x))
         if out_cfg.checkpoint_every and (it % out_cfg.checkpoint_every == 0 or converged):
-            _checkpoint_payload(model, x, optimizer)
+            _checkpoint(model, out_dir, it, x, optimizer, converged, sha)
 
     model.on_end_iteration = on_end_iteration
     series = _series_writer(model, out_dir, ck) if out_cfg.series_every else None
@@ -350,9 +380,9 @@ def _follow_run(model: Model, limit: int, ck: Checkpoint | None, out_dir: Path) 
         series.add(0, _series_rho(model, model.x0))
     model.start_clock()
     if ck is not None and (ck.converged or ck.iteration >= limit):
-        x, iterations = model.to_device(ck.x), ck.iteration
+        x, iterations = _on_device(model, ck, ck.x), ck.iteration
     else:
-        x0 = model.to_device(ck.x) if ck is not None else model.x0.copy()
+        x0 = _on_device(model, ck, ck.x) if ck is not None else model.x0.copy()
         result = model.optimizer.run(model, x0, limit, start=ck.iteration if ck else 0)
         x, iterations = result.x, result.iterations
     model.final_analysis(x)

@@ -31,7 +31,7 @@ from pathlib import Path
 from femopt.errors import InputError
 from femopt.parallel.comm import SERIAL, Comm, launched_size, world
 
-FAIL_VARIABLE = "FEMOPT_TEST_FAIL_RANK"  # "RANK:ITERATION": that rank fails there (tests)
+FAIL_VARIABLE = "FEMOPT_TEST_FAIL_RANK"  # "RANK:ITERATION[:checkpoint]": that rank fails (tests)
 GRACE = 3.0  # seconds a failing rank other than 0 leaves rank 0 to report a shared failure
 
 
@@ -150,14 +150,16 @@ def fail(comm: Comm, exc: BaseException, code: int, message: str | None) -> None
     os._exit(1)
 
 
-def injected_failure(comm: Comm, iteration: int) -> None:
+def injected_failure(comm: Comm, iteration: int, where: str = "") -> None:
     """A failure of one rank at one iteration, for tests of how the others stop: the
-    environment variable :data:`FAIL_VARIABLE` = ``RANK:ITERATION``."""
+    environment variable :data:`FAIL_VARIABLE` = ``RANK:ITERATION`` (at the start of the
+    design iteration) or ``RANK:ITERATION:checkpoint`` (after writing its piece of the
+    iteration's checkpoint, before the manifest)."""
     spec = os.environ.get(FAIL_VARIABLE)
     if not spec:
         return
-    rank, _, it = spec.partition(":")
-    if int(rank) == comm.rank and int(it) == iteration:
+    rank, it, *at = spec.split(":")
+    if int(rank) == comm.rank and int(it) == iteration and (at[0] if at else "") == where:
         from femopt.errors import RunError
 
         raise RunError(f"injected failure at design iteration {iteration} ({FAIL_VARIABLE})")

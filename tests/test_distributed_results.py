@@ -1,8 +1,11 @@
 """The results of a distributed run: ``design.xdmf`` and the series over per-rank HDF5
-pieces (virtual datasets), read back with meshio as one mesh equal to ``design.vtu``."""
+pieces (virtual datasets), read back with meshio as one mesh equal to ``design.vtu``; the
+per-rank checkpoints and their manifest, resumed on the same or another rank count, and
+intact when a rank dies while writing one."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -13,7 +16,8 @@ import pytest
 from femopt.mesh.structured import structured_grid
 from femopt.parallel.output import PieceSeries, SlabBlocks, write_design
 from femopt.parallel.slabs import Orientation
-from test_distributed import CANTILEVER, femopt, needs_mpi
+from femopt.parallel.checkpoints import read_manifest
+from test_distributed import CANTILEVER, MBB, MMA_CASES, femopt, needs_mpi, same_run
 
 
 class RankOf:
@@ -109,3 +113,61 @@ def test_design_xdmf_of_three_ranks_equals_one_process(write_problem, tmp_path):
                            atol=1e-10)
     same = meshio.read(three / "design.vtu")  # the gathered design of the same run
     assert np.array_equal(xdmf.cell_data["density"][0], same.cell_data["density"][0])
+
+
+@needs_mpi
+def test_resume_on_the_same_rank_count_is_the_uninterrupted_run(write_problem, tmp_path):
+    """MMA (per-cell optimizer state in the pieces), two load cases: stopped after 3
+    iterations and resumed on 2 ranks, the run repeats the uninterrupted one (iterations
+    exact, objectives within 1e-10; the pieces keep the solves' warm starts)."""
+    path = write_problem(MMA_CASES.replace("output: {picture: false}",
+                                           "output: {picture: false, checkpoint_every: 1}"))
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert femopt("run", path, "--ranks", 2, "--out", whole, "--quiet").returncode == 0
+    assert femopt("run", path, "--ranks", 2, "--out", part, "--quiet",
+                  "--max-iter", 3).returncode == 0
+    m = read_manifest(part)
+    assert m["ranks"] == 2 and m["iteration"] == 3 and len(m["pieces"]) == 2
+    assert m["bounds"][0] == 0 and m["bounds"][-1] == m["grid"][m["axis"]]
+    assert {"xold1", "low", "upp"} <= set(m["per_cell"])
+    assert sorted(p.name for p in (part / "ranks").glob("checkpoint-*")) == [
+        "checkpoint-000003.0000.h5", "checkpoint-000003.0001.h5"]  # older ones removed
+    proc = femopt("resume", part, "--ranks", 2, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((part / "summary.json").read_text())["resumed_from"] == 3
+    same_run(whole, part)
+
+
+@needs_mpi
+def test_a_rank_dying_while_writing_a_checkpoint(write_problem, tmp_path):
+    """Rank 1 fails after writing its piece of iteration 4's checkpoint, before the
+    manifest: exit 1 naming rank 1, the manifest and pieces of iteration 3 intact, and the
+    run resumes from them (on 2 ranks; a one-process resume is refused, naming them)."""
+    path = write_problem(MBB)
+    out = tmp_path / "f"
+    proc = femopt("run", path, "--ranks", 2, "--out", out, "--quiet",
+                  env={"FEMOPT_TEST_FAIL_RANK": "1:4:checkpoint"}, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "rank 1 of 2 failed" in proc.stderr
+    m = read_manifest(out)  # every piece matches its hash
+    assert m["iteration"] == 3
+    proc = femopt("resume", out, "--quiet")
+    assert proc.returncode == 2
+    assert "distributed run on 2 rank(s)" in proc.stderr and "--ranks" in proc.stderr
+    proc = femopt("resume", out, "--ranks", 2, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads((out / "summary.json").read_text())
+    assert s["resumed_from"] == 3 and s["iterations"] == 8
+
+
+def test_a_changed_piece_is_refused(tmp_path):
+    """A piece whose bytes differ from the manifest's hash: resume refuses, naming it."""
+    from femopt.errors import InputError
+
+    (tmp_path / "ranks").mkdir()
+    (tmp_path / "ranks" / "checkpoint-000002.0000.h5").write_bytes(b"abc")
+    (tmp_path / "checkpoint.json").write_text(json.dumps({
+        "format": 1, "ranks": 1, "iteration": 2, "bounds": [0, 4],
+        "pieces": [{"file": "ranks/checkpoint-000002.0000.h5", "sha256": "0" * 64}]}))
+    with pytest.raises(InputError, match="checkpoint-000002.0000.h5: changed since"):
+        read_manifest(tmp_path)
