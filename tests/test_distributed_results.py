@@ -171,3 +171,17 @@ def test_a_changed_piece_is_refused(tmp_path):
         "pieces": [{"file": "ranks/checkpoint-000002.0000.h5", "sha256": "0" * 64}]}))
     with pytest.raises(InputError, match="checkpoint-000002.0000.h5: changed since"):
         read_manifest(tmp_path)
+
+
+@needs_mpi
+def test_a_killed_rank(write_problem, tmp_path):
+    """Rank 1 killed (SIGKILL, no word from it): mpiexec stops the other, ``femopt run
+    --ranks 2`` exits 1 naming rank 1, and the last checkpoint is intact."""
+    path = write_problem(MBB.replace("max_iter: 8", "max_iter: 50"))
+    out = tmp_path / "k"
+    proc = femopt("run", path, "--ranks", 2, "--out", out, "--quiet",
+                  env={"FEMOPT_TEST_FAIL_RANK": "1:4:kill"}, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "femopt: rank 1 of 2 died (killed by SIGKILL)" in proc.stderr
+    assert "the last checkpoint (iteration 3) is intact" in proc.stderr
+    assert read_manifest(out)["iteration"] == 3
