@@ -7,18 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
-from femopt.backend import to_host
 from femopt.errors import InputError
-from femopt.io.checkpoint import CHECKPOINT, Checkpoint, read_checkpoint, write_checkpoint
+from femopt.io.checkpoint import CHECKPOINT, Checkpoint
 from femopt.io.export import make_exporter, write_atomic
-from femopt.io import manifest
+from femopt.io import manifest, run_files
 from femopt.io.failure import run_failures, write_errors
 from femopt.io.progress import ProgressReporter
 from femopt.io.results import (HistoryWriter, atomic_write, check_output_dir, design_result,
                                ensure_space, prepare_output_dir)
 from femopt.io.resultdir import PROBLEM_COPY, open_result_dir, problem_hash, write_source
 from femopt.io.run_record import RunRecord, RunResult, base_summary
-from femopt.io.series import SeriesWriter
 from femopt.optimizers.base import OptimizationResult, converged_message
 from femopt.plugins.manager import get_manager, get_registry
 from femopt.evaluation.build import build_model
@@ -108,10 +106,11 @@ def resume(result_dir: str | Path, max_iter: int | None = None, quiet: bool = Fa
     if _is_shape_problem(rd.problem_bytes):
         raise InputError(f"{rd.path}: a shape optimization run keeps no checkpoint and "
                          f"cannot be resumed; run {rd.problem_file} again")
-    ck, pieces = _read_checkpoint(rd.path, comm)
+    ck, pieces = run_files.read_checkpoint(rd.path, comm)
+    ck_file = rd.path / (CHECKPOINT if pieces is None else "checkpoint.json")
     if ck.problem_sha256 != rd.sha256:
         raise InputError(
-            f"{rd.path / CHECKPOINT} was written for a different problem file (sha256 "
+            f"{ck_file} was written for a different problem file (sha256 "
             f"{ck.problem_sha256[:12]}...) than {rd.problem_file} (sha256 {rd.sha256[:12]}...); "
             "refusing to resume")
     model = build_model(rd.problem_file, device, problem_dir=rd.problem_dir,
@@ -122,17 +121,17 @@ def resume(result_dir: str | Path, max_iter: int | None = None, quiet: bool = Fa
 
         ck = localize(rd.path, pieces, ck, model.path)
     if ck.optimizer != model.optimizer.name or (not ck.local and ck.x.shape != (model.n,)):
-        raise InputError(f"{rd.path / CHECKPOINT} does not match {rd.problem_file} "
+        raise InputError(f"{ck_file} does not match {rd.problem_file} "
                          f"(optimizer {ck.optimizer}, {ck.x.size} design variables)")
     if len(ck.filter_states) != len(model.stateful()):
-        raise InputError(f"{rd.path / CHECKPOINT}: {len(ck.filter_states)} filter state(s) "
+        raise InputError(f"{ck_file}: {len(ck.filter_states)} filter state(s) "
                          f"for {len(model.stateful())} in the design chain")
     limit = max_iter if max_iter is not None else model.optimizer.options.max_iter
     check_before_run(model)
     for part, state in zip(model.stateful(), ck.filter_states):
         part.load_state_dict(state)
     model.optimizer.load_state_dict(
-        {k: _on_device(model, ck, v) if isinstance(v, np.ndarray) else v
+        {k: run_files.on_device(model, ck, v) if isinstance(v, np.ndarray) else v
          for k, v in ck.optimizer_state.items()})
     model.objective_scale = ck.objective_scale
     if ck.local:
@@ -186,11 +185,11 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
 
     def _write_iteration(it: int, x, optimizer, converged: bool) -> None:
         if series is not None and it % out_cfg.series_every == 0:
-            rho = _series_rho(model, x)
+            rho = run_files.series_rho(model, x)
             ensure_space(out_dir, 2 * rho.nbytes)
             series.add(it, rho)
         if out_cfg.checkpoint_every and (it % out_cfg.checkpoint_every == 0 or converged):
-            _checkpoint(model, out_dir, it, x, optimizer, converged, sha)
+            run_files.checkpoint(model, out_dir, it, x, optimizer, converged, sha)
 
     model.on_iteration = on_iteration
     model.on_end_iteration = on_end_iteration
@@ -198,9 +197,9 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
     with record:
         if out_cfg.series_every:
             ensure_space(out_dir, 0)  # HDF5 must not meet a full disk: it crashed there
-            series = _series_writer(model, out_dir, ck)
+            series = run_files.series_writer(model, out_dir, ck)
             if ck is None:  # the series starts at the initial design
-                series.add(0, _series_rho(model, model.x0))
+                series.add(0, run_files.series_rho(model, model.x0))
         pm.hook.femopt_run_start(problem=model, out_dir=out_dir)
         for note in model.device_notes:
             reporter.line(f"femopt: {note}")
@@ -218,13 +217,16 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
         with reporter, get_registry().guard("optimizer", model.optimizer.name, "run()"):
             if ck is not None and ck.converged:
                 tol = model.optimizer.options.tol
-                result = OptimizationResult(_on_device(model, ck, ck.x), ck.iteration, True,
+                result = OptimizationResult(run_files.on_device(model, ck, ck.x),
+                                            ck.iteration, True,
                                             converged_message(ck.change, tol))
             elif ck is not None and ck.iteration >= limit:
-                result = OptimizationResult(_on_device(model, ck, ck.x), ck.iteration, False,
+                result = OptimizationResult(run_files.on_device(model, ck, ck.x),
+                                            ck.iteration, False,
                                             f"iteration limit {limit} reached")
             else:
-                x0 = _on_device(model, ck, ck.x) if ck is not None else model.x0.copy()
+                x0 = (run_files.on_device(model, ck, ck.x) if ck is not None
+                      else model.x0.copy())
                 result = model.optimizer.run(model, x0, limit,
                                              start=ck.iteration if ck else 0)
         values, rho_final, state = model.final_analysis(result.x)
@@ -242,8 +244,10 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
         np.save(out_dir / "density.npy", np.asarray(rho_final))
         if series is not None and result.iterations not in series.steps:
             ensure_space(out_dir, 2 * np.asarray(rho_final).nbytes)
-            series.add(result.iterations, _final_rho(model, rho_final))
-        _design_pieces(model, out_dir, result.x)
+            series.add(result.iterations, run_files.final_rho(model, rho_final))
+        run_files.design_pieces(model, out_dir, result.x)
+        if model.comm is not None:  # every rank's peak memory, for the summary
+            summary["peak_rss_mib"] = model.comm.gather(run_files.peak_rss_mib())
         design = design_result(model, x_final, state)
         exports = {}
         for fmt in out_cfg.formats:
@@ -298,43 +302,6 @@ class _root_decides:
         return False
 
 
-def _read_checkpoint(out_dir: Path, comm) -> tuple[Checkpoint, dict | None]:
-    """The checkpoint to resume from: ``checkpoint.h5``, or a distributed run's manifest
-    and (before the model is built) what every rank shares of its pieces."""
-    from femopt.parallel.checkpoints import MANIFEST, read_global, read_manifest
-
-    if not (out_dir / MANIFEST).is_file():
-        return read_checkpoint(out_dir / CHECKPOINT), None
-    m = read_manifest(out_dir)
-    if comm is None:
-        raise InputError(f"{out_dir / MANIFEST}: the checkpoint of a distributed run on "
-                         f"{m['ranks']} rank(s); resume it distributed: femopt resume "
-                         f"{out_dir} --ranks N (any N the grid allows)")
-    return read_global(out_dir, m), m
-
-
-def _on_device(model: Model, ck: Checkpoint, a):
-    """A design-sized array of ``ck`` where the run keeps it (a distributed checkpoint's
-    piece is this rank's owned cells already)."""
-    return a if ck.local else model.to_device(a)
-
-
-def _checkpoint(model: Model, out_dir: Path, it: int, x, optimizer, converged: bool,
-                sha: str) -> None:
-    """Write iteration ``it``'s checkpoint: ``checkpoint.h5``, or in a distributed run
-    every rank's piece and rank 0's manifest (every rank calls this)."""
-    ck = Checkpoint(it, model.history[-1].change, converged, to_host(x), sha,
-                    model.optimizer.name, optimizer.state_dict(),
-                    [part.state_dict() for part in model.stateful()], model.objective_scale,
-                    model.evaluations, model.history)
-    if model.comm is None:
-        write_checkpoint(out_dir / CHECKPOINT, ck)
-        return
-    from femopt.parallel.checkpoints import write_pieces
-
-    write_pieces(out_dir, model.path, ck)
-
-
 def _follow(model: Model, limit: int, ck: Checkpoint | None, out_dir: Path,
             problem_bytes: bytes, t0: float) -> None:
     """A rank other than 0: the same optimization, taking part in every gather rank 0
@@ -370,58 +337,26 @@ def _follow_run(model: Model, limit: int, ck: Checkpoint | None, out_dir: Path,
 
     def on_end_iteration(it: int, x, optimizer, converged: bool) -> None:
         if series is not None and it % out_cfg.series_every == 0:
-            series.add(it, _series_rho(model, x))
+            series.add(it, run_files.series_rho(model, x))
         if out_cfg.checkpoint_every and (it % out_cfg.checkpoint_every == 0 or converged):
-            _checkpoint(model, out_dir, it, x, optimizer, converged, sha)
+            run_files.checkpoint(model, out_dir, it, x, optimizer, converged, sha)
 
     model.on_end_iteration = on_end_iteration
-    series = _series_writer(model, out_dir, ck) if out_cfg.series_every else None
+    series = run_files.series_writer(model, out_dir, ck) if out_cfg.series_every else None
     if series is not None and ck is None:
-        series.add(0, _series_rho(model, model.x0))
+        series.add(0, run_files.series_rho(model, model.x0))
     model.start_clock()
     if ck is not None and (ck.converged or ck.iteration >= limit):
-        x, iterations = _on_device(model, ck, ck.x), ck.iteration
+        x, iterations = run_files.on_device(model, ck, ck.x), ck.iteration
     else:
-        x0 = _on_device(model, ck, ck.x) if ck is not None else model.x0.copy()
+        x0 = run_files.on_device(model, ck, ck.x) if ck is not None else model.x0.copy()
         result = model.optimizer.run(model, x0, limit, start=ck.iteration if ck else 0)
         x, iterations = result.x, result.iterations
     model.final_analysis(x)
     model.host_cells(x)
     if series is not None and iterations not in series.steps:
-        series.add(iterations, _final_rho(model, None))
-    _design_pieces(model, out_dir, x)
+        series.add(iterations, run_files.final_rho(model, None))
+    run_files.design_pieces(model, out_dir, x)
+    model.comm.gather(run_files.peak_rss_mib())
     return None
 
-
-def _series_writer(model: Model, out_dir: Path, ck: Checkpoint | None) -> SeriesWriter:
-    """The design history's writer: per-rank pieces in a distributed run (every rank
-    makes the same calls)."""
-    info = {"problem": model.name, "unit": model.problem.unit}
-    keep = ck.iteration if ck else None
-    if model.comm is None:
-        return SeriesWriter(out_dir, model.mesh, keep_until=keep, info=info)
-    from femopt.parallel.output import PieceSeries, SlabBlocks
-
-    return PieceSeries(out_dir, SlabBlocks.of(model.path, model.mesh), keep, info)
-
-
-def _series_rho(model: Model, x) -> np.ndarray:
-    """A series step's densities: this rank's owned cells in a distributed run, else the
-    whole design on the host."""
-    rho = model.physical(x)[0]
-    return np.asarray(rho) if model.comm is not None else model.host_cells(rho)
-
-
-def _final_rho(model: Model, rho_final) -> np.ndarray:
-    """The final densities as the series takes them (:func:`_series_rho`)."""
-    return np.asarray(model.path.final_rho) if model.comm is not None else rho_final
-
-
-def _design_pieces(model: Model, out_dir: Path, x) -> None:
-    """A distributed run's ``design.xdmf`` over per-rank pieces (collective)."""
-    if model.comm is None:
-        return
-    from femopt.parallel.output import SlabBlocks, write_design
-
-    write_design(out_dir, SlabBlocks.of(model.path, model.mesh),
-                 {"density": model.path.final_rho, "design": np.asarray(x)})
