@@ -14,7 +14,9 @@
   exit code; another rank waits :data:`GRACE` seconds (in case rank 0 failed alike and is
   reporting it), then prints ``femopt: rank R of N failed: ...`` and aborts with exit 1.
   Either way every rank stops within seconds; checkpoints are written atomically, so the
-  last one is intact.
+  last one is intact. A rank that dies without a word (killed): mpiexec stops the others
+  and reports the process; :func:`launch` names its rank (each rank leaves its PID in
+  the folder :data:`PID_VARIABLE` names) and the last checkpoint, exit 1.
 """
 
 from __future__ import annotations
@@ -235,8 +237,9 @@ def fail(comm: Comm, exc: BaseException, code: int, message: str | None) -> None
 def injected_failure(comm: Comm, iteration: int, where: str = "") -> None:
     """A failure of one rank at one iteration, for tests of how the others stop: the
     environment variable :data:`FAIL_VARIABLE` = ``RANK:ITERATION`` (at the start of the
-    design iteration) or ``RANK:ITERATION:checkpoint`` (after writing its piece of the
-    iteration's checkpoint, before the manifest)."""
+    design iteration), ``RANK:ITERATION:checkpoint`` (after writing its piece of the
+    iteration's checkpoint, before the manifest) or ``RANK:ITERATION:kill`` (SIGKILL at
+    the start of the design iteration)."""
     spec = os.environ.get(FAIL_VARIABLE)
     if not spec:
         return
