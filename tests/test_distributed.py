@@ -320,9 +320,9 @@ def test_a_failing_rank_stops_the_others(write_problem, tmp_path):
 
 @needs_mpi
 def test_resume_on_another_rank_count(write_problem, tmp_path):
-    """The pieces of a checkpoint on 2 ranks give each of 3 ranks its cell layers, so a
-    run resumes on any number of ranks; it goes on as the uninterrupted run (the solves
-    start cold: within 1e-10)."""
+    """The pieces of a checkpoint on 2 ranks give each of 3 ranks its cell layers and the
+    warm starts of its node layers, so a run resumes on any number of ranks and repeats
+    the uninterrupted run (history and design within 1e-10; they come out equal)."""
     path = write_problem(MBB)
     whole, part = tmp_path / "whole", tmp_path / "part"
     assert femopt("run", path, "--ranks", 2, "--out", whole, "--quiet").returncode == 0
@@ -330,9 +330,8 @@ def test_resume_on_another_rank_count(write_problem, tmp_path):
                   "--max-iter", 4).returncode == 0
     proc = femopt("resume", part, "--ranks", 3, "--quiet")
     assert proc.returncode == 0, proc.stderr
-    sw, sp = (json.loads((d / "summary.json").read_text()) for d in (whole, part))
-    assert sp["resumed_from"] == 4 and sp["iterations"] == sw["iterations"]
-    assert sp["objective"] == pytest.approx(sw["objective"], rel=1e-10)
+    assert json.loads((part / "summary.json").read_text())["resumed_from"] == 4
+    same_run(whole, part)
 
 
 @needs_mpi

@@ -45,7 +45,7 @@ class Checkpoint:
     # run's checkpoint, :mod:`femopt.parallel.checkpoints`), not the whole design
     local: bool = False
     # the last states and adjoint solutions, the next solves' warm starts (a distributed
-    # run's piece: the same rank count resumes exactly the uninterrupted run)
+    # run's piece: with them a resumed run repeats the uninterrupted one exactly)
     warm: dict[str, np.ndarray] = field(default_factory=dict)
 
 

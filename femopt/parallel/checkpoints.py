@@ -10,9 +10,9 @@ that dies while writing leaves the last complete checkpoint (manifest and pieces
 intact; the pieces of other iterations go once the new manifest is in place.
 
 ``femopt resume`` reads the manifest, checks every piece against its hash, and gives
-each rank its owned cells: with the same rank count its own piece, with another the
-layers it now owns cut from the pieces that hold them (the slabs are ranges of cell
-layers of one array), so a run resumes on any number of ranks.
+each rank its owned cells and the warm starts of its kept nodes, cut from the pieces that
+own those layers (the slabs are ranges of layers of one array), so a run resumes on any
+number of ranks and repeats the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -108,8 +108,10 @@ def read_global(out_dir: Path, m: dict[str, Any]) -> Checkpoint:
 
 
 def localize(out_dir: Path, m: dict[str, Any], ck: Checkpoint, path: Any) -> Checkpoint:
-    """``ck`` with the design and the per-cell optimizer arrays of this rank's owned cells
-    (cut from the pieces that hold its cell layers); InputError when the manifest's grid
+    """``ck`` with this rank's part of the pieces: the design and the per-cell optimizer
+    arrays of its owned cells (cut from the pieces that own its cell layers), and the
+    warm starts of its kept nodes (each node layer from the piece that owns it, so they
+    are the uninterrupted run's on any rank count). InputError when the manifest's grid
     is not this run's."""
     slab = path.slab
     grid = [int(n) for n in path.model_layout.shape]
@@ -117,20 +119,36 @@ def localize(out_dir: Path, m: dict[str, Any], ck: Checkpoint, path: Any) -> Che
             or m["cells_per_layer"] != slab.layer_cells or m["bounds"][-1] != slab.n_layers):
         raise InputError(f"{Path(out_dir) / MANIFEST}: written for a grid of {m['grid']} cells "
                          f"cut along axis {m['axis']}, not this run's {grid}")
+    bounds = m["bounds"]
+    read: dict[int, Checkpoint] = {0: ck}
+
+    def piece(r: int) -> Checkpoint:
+        if r not in read:
+            read[r] = read_checkpoint(Path(out_dir) / m["pieces"][r]["file"])
+        return read[r]
+
     o0, o1 = slab.own
     p = slab.layer_cells
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ["x"] + m["per_cell"]}
-    warm: dict[str, np.ndarray] = {}
-    for r, (a, b) in enumerate(zip(m["bounds"], m["bounds"][1:])):
+    for r, (a, b) in enumerate(zip(bounds, bounds[1:])):
         lo, hi = max(a, o0), min(b, o1)
-        if lo >= hi:
-            continue
-        piece = ck if r == 0 else read_checkpoint(Path(out_dir) / m["pieces"][r]["file"])
-        if m["bounds"] == list(slab.bounds):  # the same slabs: this rank's own piece
-            warm = piece.warm
-        for k in parts:
-            whole = piece.x if k == "x" else piece.optimizer_state[k]
+        for k in parts if lo < hi else ():
+            whole = piece(r).x if k == "x" else piece(r).optimizer_state[k]
             parts[k].append(np.asarray(whole)[(lo - a) * p:(hi - a) * p])
+    # node layers [g0, g1) kept here; piece r keeps [max(a - 1, 0), b + 1), owns [a, b)
+    # (and the last node layer, on the last rank)
+    g0, g1 = slab.nodes
+    k, q = slab.layout.k, slab.layer_nodes
+    warm_parts: dict[str, list[np.ndarray]] = {name: [] for name in ck.warm}
+    for r, (a, b) in enumerate(zip(bounds, bounds[1:])):
+        lo, hi = max(a, g0), min(b + (1 if r == len(bounds) - 2 else 0), g1)
+        for name in warm_parts if lo < hi else ():
+            w = np.asarray(piece(r).warm[name])
+            kept = w.reshape(w.shape[0], k, -1, q)
+            start = max(a - 1, 0)
+            warm_parts[name].append(kept[:, :, lo - start:hi - start])
+    warm = {name: np.concatenate(v, axis=2).reshape(v[0].shape[0], -1)
+            for name, v in warm_parts.items() if v}
     state = dict(ck.optimizer_state)
     state.update({k: np.concatenate(parts[k]) for k in m["per_cell"]})
     return replace(ck, x=np.concatenate(parts["x"]), optimizer_state=state, local=True,
@@ -147,8 +165,7 @@ def warm_starts(path: Any) -> dict[str, np.ndarray]:
 
 
 def restore_warm_starts(path: Any, warm: dict[str, np.ndarray]) -> None:
-    """Give the path the warm starts a piece kept (none when the slabs changed: the
-    resumed run then starts its solves cold, within the solver's tolerance)."""
+    """Give the path the warm starts :func:`localize` cut from the pieces."""
     if "u" in warm and np.shape(warm["u"]) == np.shape(path.u):
         path.u[...] = warm["u"]
         path.solved = True
