@@ -1,10 +1,13 @@
-"""A distributed run on the CPU: seconds per design iteration on 1 and 2 ranks.
+"""A distributed run on the CPU: seconds per design iteration and each rank's peak
+memory on 1 and 2 ranks.
 
 The 3D cantilever of ``problems/cantilever_3d.yaml`` scaled to a larger grid (clamped at
 x = 0, loads on the bottom edge of the free end, density filter of radius 1.5 cells, OC,
 the multigrid solver), run with ``femopt run --ranks N`` for a few iterations; the
 seconds per iteration are the median of history.csv's after the first (which also builds
-the hierarchy). Both runs must give the same iterations and objectives (checked).
+the hierarchy); the peak resident memory of each rank is the run's summary.json
+(``peak_rss_mib``, one entry per rank). Both runs must give the same iterations and
+objectives (checked).
 
     python benchmarks/mpi_cpu.py [--shape 96x32x32] [--iterations 6] [--ranks 1,2]
 """
@@ -65,9 +68,10 @@ def main() -> None:
     print(f"# {date.today()}, {platform.machine()}, {os.cpu_count()} cores, "
           f"cantilever {args.shape} ({nx * ny * nz:,} hex8 cells), {args.iterations} "
           "iterations")
+    print(f"# load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print("| ranks | s / iteration (median after the first) | first (s) | wall (s) |"
-          " iterations | objective |")
-    print("|---|---|---|---|---|---|")
+          " iterations | objective | peak RSS per rank (MiB) |")
+    print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         problem = Path(tmp) / "cantilever.yaml"
         problem.write_text(PROBLEM.format(nx=nx, ny=ny, nz=nz, iterations=args.iterations))
@@ -76,8 +80,9 @@ def main() -> None:
             summary, seconds, objectives = run(problem, n, Path(tmp) / f"r{n}")
             rest = sorted(seconds[1:]) or seconds
             median = rest[len(rest) // 2]
+            rss = " / ".join(f"{v:.0f}" for v in summary.get("peak_rss_mib", []))
             print(f"| {n} | {median:.2f} | {seconds[0]:.2f} | {summary['wall_time']:.1f} | "
-                  f"{summary['iterations']} | {summary['objective']:.10g} |")
+                  f"{summary['iterations']} | {summary['objective']:.10g} | {rss} |")
             if reference is None:
                 reference = objectives
             elif any(abs(a - b) > 1e-10 * abs(a) for a, b in zip(reference, objectives)):

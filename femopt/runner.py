@@ -7,18 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
-from femopt.backend import to_host
 from femopt.errors import InputError
-from femopt.io.checkpoint import CHECKPOINT, Checkpoint, read_checkpoint, write_checkpoint
+from femopt.io.checkpoint import CHECKPOINT, Checkpoint
 from femopt.io.export import make_exporter, write_atomic
-from femopt.io import manifest
+from femopt.io import manifest, run_files
 from femopt.io.failure import run_failures, write_errors
 from femopt.io.progress import ProgressReporter
 from femopt.io.results import (HistoryWriter, atomic_write, check_output_dir, design_result,
                                ensure_space, final_frequencies, prepare_output_dir)
 from femopt.io.resultdir import PROBLEM_COPY, open_result_dir, problem_hash, write_source
 from femopt.io.run_record import RunRecord, RunResult, base_summary
-from femopt.io.series import SeriesWriter
 from femopt.optimizers.base import OptimizationResult, converged_message
 from femopt.plugins.manager import get_manager, get_registry
 from femopt.evaluation.build import build_model
@@ -77,6 +75,7 @@ def run_model(model: Model, problem_bytes: bytes, out: str | Path | None = None,
         # the previous run's files go (a stale checkpoint would resume another run)
         manifest.clear_previous(out_dir, keep=() if source is None else (source,))
         (out_dir / CHECKPOINT).unlink(missing_ok=True)
+        (out_dir / "checkpoint.json").unlink(missing_ok=True)
         manifest.start(out_dir, model.name)
         copy = out_dir / PROBLEM_COPY
         if not (source is not None and copy.exists() and copy.samefile(source)):
@@ -107,29 +106,38 @@ def resume(result_dir: str | Path, max_iter: int | None = None, quiet: bool = Fa
     if _is_shape_problem(rd.problem_bytes):
         raise InputError(f"{rd.path}: a shape optimization run keeps no checkpoint and "
                          f"cannot be resumed; run {rd.problem_file} again")
-    ck = read_checkpoint(rd.path / CHECKPOINT)
+    ck, pieces = run_files.read_checkpoint(rd.path, comm)
+    ck_file = rd.path / (CHECKPOINT if pieces is None else "checkpoint.json")
     if ck.problem_sha256 != rd.sha256:
         raise InputError(
-            f"{rd.path / CHECKPOINT} was written for a different problem file (sha256 "
+            f"{ck_file} was written for a different problem file (sha256 "
             f"{ck.problem_sha256[:12]}...) than {rd.problem_file} (sha256 {rd.sha256[:12]}...); "
             "refusing to resume")
     model = build_model(rd.problem_file, device, problem_dir=rd.problem_dir,
                         distributed=comm)
     model.name = rd.problem_name or model.name  # the copy here is named problem.yaml
-    if ck.optimizer != model.optimizer.name or ck.x.shape != (model.n,):
-        raise InputError(f"{rd.path / CHECKPOINT} does not match {rd.problem_file} "
+    if pieces is not None:  # this rank's cells of the pieces
+        from femopt.parallel.checkpoints import localize
+
+        ck = localize(rd.path, pieces, ck, model.path)
+    if ck.optimizer != model.optimizer.name or (not ck.local and ck.x.shape != (model.n,)):
+        raise InputError(f"{ck_file} does not match {rd.problem_file} "
                          f"(optimizer {ck.optimizer}, {ck.x.size} design variables)")
     if len(ck.filter_states) != len(model.stateful()):
-        raise InputError(f"{rd.path / CHECKPOINT}: {len(ck.filter_states)} filter state(s) "
+        raise InputError(f"{ck_file}: {len(ck.filter_states)} filter state(s) "
                          f"for {len(model.stateful())} in the design chain")
     limit = max_iter if max_iter is not None else model.optimizer.options.max_iter
     check_before_run(model)
     for part, state in zip(model.stateful(), ck.filter_states):
         part.load_state_dict(state)
     model.optimizer.load_state_dict(
-        {k: model.to_device(v) if isinstance(v, np.ndarray) else v
+        {k: run_files.on_device(model, ck, v) if isinstance(v, np.ndarray) else v
          for k, v in ck.optimizer_state.items()})
     model.objective_scale = ck.objective_scale
+    if ck.local:
+        from femopt.parallel.checkpoints import restore_warm_starts
+
+        restore_warm_starts(model.path, ck.warm)
     model.evaluations = ck.evaluations
     model.history = list(ck.history)
     if _follower(model):
@@ -177,16 +185,11 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
 
     def _write_iteration(it: int, x, optimizer, converged: bool) -> None:
         if series is not None and it % out_cfg.series_every == 0:
-            rho = model.host_cells(model.physical(x)[0])
+            rho = run_files.series_rho(model, x)
             ensure_space(out_dir, 2 * rho.nbytes)
             series.add(it, rho)
         if out_cfg.checkpoint_every and (it % out_cfg.checkpoint_every == 0 or converged):
-            x_host, state = _checkpoint_payload(model, x, optimizer)
-            write_checkpoint(out_dir / CHECKPOINT, Checkpoint(
-                it, model.history[-1].change, converged, x_host, sha,
-                model.optimizer.name, state,
-                [part.state_dict() for part in model.stateful()], model.objective_scale,
-                model.evaluations, model.history))
+            run_files.checkpoint(model, out_dir, it, x, optimizer, converged, sha)
 
     model.on_iteration = on_iteration
     model.on_end_iteration = on_end_iteration
@@ -194,10 +197,9 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
     with record:
         if out_cfg.series_every:
             ensure_space(out_dir, 0)  # HDF5 must not meet a full disk: it crashed there
-            series = SeriesWriter(out_dir, model.mesh, keep_until=ck.iteration if ck else None,
-                                  info={"problem": model.name, "unit": model.problem.unit})
+            series = run_files.series_writer(model, out_dir, ck)
             if ck is None:  # the series starts at the initial design
-                series.add(0, model.host_cells(model.physical(model.x0)[0]))
+                series.add(0, run_files.series_rho(model, model.x0))
         pm.hook.femopt_run_start(problem=model, out_dir=out_dir)
         for note in model.device_notes:
             reporter.line(f"femopt: {note}")
@@ -215,13 +217,16 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
         with reporter, get_registry().guard("optimizer", model.optimizer.name, "run()"):
             if ck is not None and ck.converged:
                 tol = model.optimizer.options.tol
-                result = OptimizationResult(model.to_device(ck.x), ck.iteration, True,
+                result = OptimizationResult(run_files.on_device(model, ck, ck.x),
+                                            ck.iteration, True,
                                             converged_message(ck.change, tol))
             elif ck is not None and ck.iteration >= limit:
-                result = OptimizationResult(model.to_device(ck.x), ck.iteration, False,
+                result = OptimizationResult(run_files.on_device(model, ck, ck.x),
+                                            ck.iteration, False,
                                             f"iteration limit {limit} reached")
             else:
-                x0 = model.to_device(ck.x) if ck is not None else model.x0.copy()
+                x0 = (run_files.on_device(model, ck, ck.x) if ck is not None
+                      else model.x0.copy())
                 result = model.optimizer.run(model, x0, limit,
                                              start=ck.iteration if ck else 0)
         values, rho_final, state = model.final_analysis(result.x)
@@ -241,7 +246,10 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
         np.save(out_dir / "density.npy", np.asarray(rho_final))
         if series is not None and result.iterations not in series.steps:
             ensure_space(out_dir, 2 * np.asarray(rho_final).nbytes)
-            series.add(result.iterations, rho_final)
+            series.add(result.iterations, run_files.final_rho(model, rho_final))
+        run_files.design_pieces(model, out_dir, result.x)
+        if model.comm is not None:  # every rank's peak memory, for the summary
+            summary["peak_rss_mib"] = model.comm.gather(run_files.peak_rss_mib())
         design = design_result(model, x_final, state)
         exports = {}
         for fmt in out_cfg.formats:
@@ -296,18 +304,6 @@ class _root_decides:
         return False
 
 
-def _checkpoint_payload(model: Model, x, optimizer) -> tuple:
-    """The design and the optimizer's state on the host (gathered on rank 0 of a
-    distributed run, every rank taking part; None elsewhere)."""
-    state = optimizer.state_dict()
-    if model.comm is None:
-        return to_host(x), state
-    shape = np.shape(x)
-    full = {k: (model.host_cells(v) if np.shape(v) == shape and np.ndim(v) == 1 else v)
-            for k, v in state.items()}
-    return model.host_cells(x), full
-
-
 def _follow(model: Model, limit: int, ck: Checkpoint | None, out_dir: Path,
             problem_bytes: bytes, t0: float) -> None:
     """A rank other than 0: the same optimization, taking part in every gather rank 0
@@ -318,7 +314,7 @@ def _follow(model: Model, limit: int, ck: Checkpoint | None, out_dir: Path,
     from femopt.parallel.launch import FollowerExit
 
     try:
-        return _follow_run(model, limit, ck)
+        return _follow_run(model, limit, ck, out_dir, problem_hash(problem_bytes))
     except (FollowerExit, KeyboardInterrupt):
         raise
     except Exception as exc:
@@ -337,24 +333,32 @@ def _follow(model: Model, limit: int, ck: Checkpoint | None, out_dir: Path,
         raise
 
 
-def _follow_run(model: Model, limit: int, ck: Checkpoint | None) -> None:
+def _follow_run(model: Model, limit: int, ck: Checkpoint | None, out_dir: Path,
+                sha: str) -> None:
     out_cfg = model.problem.output
 
     def on_end_iteration(it: int, x, optimizer, converged: bool) -> None:
-        if out_cfg.series_every and it % out_cfg.series_every == 0:
-            model.host_cells(model.physical(x)[0])
+        if series is not None and it % out_cfg.series_every == 0:
+            series.add(it, run_files.series_rho(model, x))
         if out_cfg.checkpoint_every and (it % out_cfg.checkpoint_every == 0 or converged):
-            _checkpoint_payload(model, x, optimizer)
+            run_files.checkpoint(model, out_dir, it, x, optimizer, converged, sha)
 
     model.on_end_iteration = on_end_iteration
-    if out_cfg.series_every and ck is None:
-        model.host_cells(model.physical(model.x0)[0])
+    series = run_files.series_writer(model, out_dir, ck) if out_cfg.series_every else None
+    if series is not None and ck is None:
+        series.add(0, run_files.series_rho(model, model.x0))
     model.start_clock()
     if ck is not None and (ck.converged or ck.iteration >= limit):
-        x = model.to_device(ck.x)
+        x, iterations = run_files.on_device(model, ck, ck.x), ck.iteration
     else:
-        x0 = model.to_device(ck.x) if ck is not None else model.x0.copy()
-        x = model.optimizer.run(model, x0, limit, start=ck.iteration if ck else 0).x
+        x0 = run_files.on_device(model, ck, ck.x) if ck is not None else model.x0.copy()
+        result = model.optimizer.run(model, x0, limit, start=ck.iteration if ck else 0)
+        x, iterations = result.x, result.iterations
     model.final_analysis(x)
     model.host_cells(x)
+    if series is not None and iterations not in series.steps:
+        series.add(iterations, run_files.final_rho(model, None))
+    run_files.design_pieces(model, out_dir, x)
+    model.comm.gather(run_files.peak_rss_mib())
     return None
+

@@ -46,16 +46,16 @@ def summary(out: Path) -> dict:
 
 def test_disk_full_in_the_checkpoint_writer_exits_1_and_resume_finishes(
         write_problem, tmp_path, capsys, monkeypatch, uninterrupted):
-    import femopt.runner
+    import femopt.io.run_files
 
-    real = femopt.runner.write_checkpoint
+    real = femopt.io.run_files.write_checkpoint
 
     def write(path, ck):
         if ck.iteration == 9:
             raise enospc(Path(path).with_name("checkpoint.h5.tmp"))
         real(path, ck)
 
-    monkeypatch.setattr(femopt.runner, "write_checkpoint", write)
+    monkeypatch.setattr(femopt.io.run_files, "write_checkpoint", write)
     out = tmp_path / "out"
     code = main(["run", str(write_problem(PROBLEM)), "--out", str(out), "--quiet"])
     err = capsys.readouterr().err
@@ -66,7 +66,7 @@ def test_disk_full_in_the_checkpoint_writer_exits_1_and_resume_finishes(
     assert s["status"] == "failed" and "No space left on device" in s["message"]
     assert s["iterations"] == 9  # the iteration whose checkpoint failed
     assert read_checkpoint(out / "checkpoint.h5").iteration == 8  # the last good one
-    monkeypatch.setattr(femopt.runner, "write_checkpoint", real)  # space freed
+    monkeypatch.setattr(femopt.io.run_files, "write_checkpoint", real)  # space freed
     assert main(["resume", str(out), "--quiet"]) == 0
     assert np.array_equal(np.load(out / "design.npy"), np.load(uninterrupted / "design.npy"))
     assert summary(out)["objective"] == summary(uninterrupted)["objective"]

@@ -41,6 +41,12 @@ class Checkpoint:
     objective_scale: float = 1.0
     evaluations: int = 0
     history: list[Any] = field(default_factory=list)  # IterationRecord
+    # x and the optimizer's per-cell arrays are one rank's owned cells (a distributed
+    # run's checkpoint, :mod:`femopt.parallel.checkpoints`), not the whole design
+    local: bool = False
+    # the last states and adjoint solutions, the next solves' warm starts (a distributed
+    # run's piece: with them a resumed run repeats the uninterrupted one exactly)
+    warm: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _put(group, name: str, value: Any) -> None:
@@ -77,6 +83,10 @@ def write_checkpoint(path: Path, ck: Checkpoint) -> None:
                         "optimizer": ck.optimizer, "objective_scale": ck.objective_scale,
                         "evaluations": ck.evaluations})
         f.create_dataset("x", data=np.asarray(ck.x))
+        if ck.warm:
+            warm = f.create_group("warm")
+            for k, v in ck.warm.items():
+                warm.create_dataset(k, data=np.asarray(v))
         opt = f.create_group("optimizer")
         for k, v in ck.optimizer_state.items():
             _put(opt, k, v)
@@ -138,7 +148,9 @@ def read_checkpoint(path: Path) -> Checkpoint:
             return Checkpoint(int(a["iteration"]), float(a["change"]), bool(a["converged"]),
                               f["x"][()], str(a["problem_sha256"]), str(a["optimizer"]),
                               _get_all(f["optimizer"]), filters, float(a["objective_scale"]),
-                              int(a["evaluations"]), history)
+                              int(a["evaluations"]), history,
+                              warm={k: f["warm"][k][()] for k in f["warm"]} if "warm" in f
+                              else {})
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise InputError(f"{path}: not a readable femopt checkpoint (truncated or "
                          f"corrupt?): {exc}") from None

@@ -62,7 +62,10 @@ def interrupted_message(exc: BaseException) -> str:
     if out_dir is None:
         return f"interrupted by {name}"
     line = f"interrupted by {name}; summary in {out_dir / 'summary.json'}"
-    if getattr(exc, "checkpoint", None) is not None:
+    ck = getattr(exc, "checkpoint", None)
+    if ck is not None and ck.suffix == ".json":  # a distributed run's: on any rank count
+        return line + f"; continue with: femopt resume {out_dir} --ranks N"
+    if ck is not None:
         return line + f"; continue with: femopt resume {out_dir}"
     return line + " (no checkpoint written yet: run the problem again)"
 
@@ -124,7 +127,8 @@ def run_failures(out_dir: Path) -> Iterator[None]:
         out = exc if isinstance(exc, Interrupted) else Interrupted()
         out.out_dir = Path(out_dir)
         ck = Path(out_dir) / CHECKPOINT
-        out.checkpoint = ck if ck.is_file() else None
+        pieces = Path(out_dir) / "checkpoint.json"  # a distributed run's manifest
+        out.checkpoint = ck if ck.is_file() else pieces if pieces.is_file() else None
         raise out from None
     except FemoptError as exc:
         if exc.exit_code == 1:

@@ -24,6 +24,8 @@ LEGACY_OUTPUTS = ("summary.json", "history.csv", "design.npy", "density.npy", "p
                   "checkpoint.h5", "series.xdmf", "series.h5", "convergence.png",
                   "design.png", "verify.json")
 LEGACY_PREFIX = "design."
+# folders femopt writes (a distributed run's per-rank pieces), removed with the files
+FOLDERS = ("ranks",)
 
 
 def _plain(name: Any) -> bool:
@@ -79,7 +81,8 @@ def clear_previous(out_dir: Path, keep: tuple[Path, ...] = ()) -> list[str]:
     file being run, when it lies there) stays. Returns the names removed."""
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
-    present = {p.name for p in out_dir.iterdir() if p.is_file() or p.is_symlink()}
+    present = {p.name for p in out_dir.iterdir()
+               if p.is_file() or p.is_symlink() or (p.is_dir() and p.name in FOLDERS)}
     if manifest is not None:
         listed = {n for n in manifest.get("files", []) if _plain(n)}
         foreign = {n for n in manifest.get("foreign", []) if _plain(n)}
@@ -95,7 +98,12 @@ def clear_previous(out_dir: Path, keep: tuple[Path, ...] = ()) -> list[str]:
         path = out_dir / name
         if path.resolve() in kept:
             continue
-        path.unlink(missing_ok=True)
+        if path.is_dir() and not path.is_symlink():
+            import shutil
+
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
         removed.append(name)
     return removed
 

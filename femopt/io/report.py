@@ -17,6 +17,9 @@ DESCRIPTIONS = {
     "convergence.png": "the convergence history",
     "design.png": "a picture of the design",
     "checkpoint.h5": "the state for femopt resume",
+    "design.xdmf": "the final design over the ranks' pieces (ParaView, meshio)",
+    "design.h5": "the arrays of design.xdmf (virtual: ranks/design.*.h5)",
+    "checkpoint.json": "the state for femopt resume (pieces ranks/checkpoint-*.h5)",
     "design.npy": "design variables (NumPy)",
     "density.npy": "physical densities (NumPy)",
     "problem.yaml": "the problem as run",
@@ -43,6 +46,9 @@ def next_commands(out_dir: Path, summary: dict[str, Any], dim: int) -> list[str]
                      "   # the fields of the final design")
     if not summary.get("converged", True) and (Path(out_dir) / "checkpoint.h5").exists():
         lines.append(f"femopt resume {d} --max-iter N   # continue the run")
+    elif not summary.get("converged", True) and (Path(out_dir) / "checkpoint.json").exists():
+        lines.append(f"femopt resume {d} --ranks {summary.get('ranks', 1)} --max-iter N"
+                     "   # continue the run")
     return lines
 
 

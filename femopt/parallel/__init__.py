@@ -9,5 +9,9 @@
 - :mod:`.path`: :class:`.path.DistributedGridPath`, the evaluation backend of a
   distributed run;
 - :mod:`.launch`: ``femopt run --ranks N``, the rank-count check and how a failing rank
-  stops the others.
+  stops the others;
+- :mod:`.output`: ``design.xdmf`` and the series over per-rank HDF5 pieces (virtual
+  datasets);
+- :mod:`.checkpoints`: per-rank checkpoint pieces, their manifest, and resuming them on
+  any number of ranks.
 """

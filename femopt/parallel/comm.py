@@ -127,6 +127,10 @@ class Comm:
 
         return bool(self.mpi.allreduce(bool(flag), op=MPI.LOR))
 
+    def gather(self, obj: Any) -> list[Any] | None:
+        """Every rank's ``obj`` in rank order on rank 0 (None on the others)."""
+        return [obj] if self.mpi is None else self.mpi.gather(obj, root=0)
+
     def bcast(self, obj: Any) -> Any:
         return obj if self.mpi is None else self.mpi.bcast(obj, root=0)
 

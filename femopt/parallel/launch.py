@@ -14,7 +14,9 @@
   exit code; another rank waits :data:`GRACE` seconds (in case rank 0 failed alike and is
   reporting it), then prints ``femopt: rank R of N failed: ...`` and aborts with exit 1.
   Either way every rank stops within seconds; checkpoints are written atomically, so the
-  last one is intact.
+  last one is intact. A rank that dies without a word (killed): mpiexec stops the others
+  and reports the process; :func:`launch` names its rank (each rank leaves its PID in
+  the folder :data:`PID_VARIABLE` names) and the last checkpoint, exit 1.
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import re
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -31,7 +36,9 @@ from pathlib import Path
 from femopt.errors import InputError
 from femopt.parallel.comm import SERIAL, Comm, launched_size, world
 
-FAIL_VARIABLE = "FEMOPT_TEST_FAIL_RANK"  # "RANK:ITERATION": that rank fails there (tests)
+PID_VARIABLE = "FEMOPT_RANK_PIDS"  # a folder where each rank leaves a file PID holding RANK
+FEMOPT_CODES = (0, 1, 2, 130, 143)  # exit codes femopt's own ending of a job gives
+FAIL_VARIABLE = "FEMOPT_TEST_FAIL_RANK"  # "RANK:ITERATION[:checkpoint]": that rank fails (tests)
 GRACE = 3.0  # seconds a failing rank other than 0 leaves rank 0 to report a shared failure
 
 
@@ -59,6 +66,9 @@ def communicator(ranks: int | None) -> Comm | None:
         if ranks is not None and ranks != comm.size:
             raise InputError(f"--ranks {ranks} under mpiexec with {comm.size} ranks: "
                              "give one or the other")
+        pids = os.environ.get(PID_VARIABLE)
+        if pids and Path(pids).is_dir():  # for the launcher's report of a rank that dies
+            Path(pids, str(os.getpid())).write_text(str(comm.rank))
         return comm if comm.size > 1 else SERIAL
     if ranks == 1:
         return SERIAL
@@ -99,21 +109,95 @@ def launch(argv: list[str], ranks: int) -> int:
         # more ranks than cores: MPICH's busy waiting yields the core (3 ranks on 2 cores
         # ran 1.6x faster so)
         env.setdefault("MPIR_CVAR_ENABLE_HEAVY_YIELD", "1")
+    with tempfile.TemporaryDirectory(prefix="femopt-ranks-") as pids:
+        env[PID_VARIABLE] = pids
+        code, died = _run_mpiexec(cmd, env)
+        if code in FEMOPT_CODES or died is None:
+            return code
+        rank = _read_rank(Path(pids), died[0])
+        who = f"rank {rank} of {ranks}" if rank is not None else f"a rank of {ranks}"
+        print(f"femopt: {who} died ({_how(died[1])}); mpiexec stopped the others"
+              + _last_checkpoint(argv), file=sys.stderr, flush=True)
+        return 1
+
+
+def _run_mpiexec(cmd: list[str], env: dict) -> tuple[int, tuple[int, int] | None]:
+    """Run mpiexec, passing its output on as it comes; its exit code and, when it
+    reports a process that ended badly (MPICH's hydra, on standard output), (pid, exit
+    code) of that process."""
     # mpiexec in a session of its own: a Ctrl-C at the terminal reaches this process
     # alone, which passes it on to mpiexec, which passes it to the ranks (MPICH's
     # hydra_pmi_proxy hit by the terminal's SIGINT too left the ranks hanging in their
     # next exchange)
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    seen = {"stdout": b"", "stderr": b""}
+
+    def relay(source, sink, key):
+        while chunk := os.read(source.fileno(), 1 << 16):
+            sink.buffer.write(chunk)
+            sink.buffer.flush()
+            seen[key] = (seen[key] + chunk)[-16384:]  # hydra's report ends the output
+
+    readers = [threading.Thread(target=relay, args=(proc.stdout, sys.stdout, "stdout"),
+                                daemon=True),
+               threading.Thread(target=relay, args=(proc.stderr, sys.stderr, "stderr"),
+                                daemon=True)]
+    for t in readers:
+        t.start()
 
     def forward(signum, frame):
         proc.send_signal(signum)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return proc.wait()
+        code = proc.wait()
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+    for t in readers:
+        t.join(timeout=5)
+    text = (seen["stdout"] + seen["stderr"]).decode(errors="replace")
+    m = re.search(r"PID (\d+) RUNNING AT.*?EXIT CODE: (\d+)", text, re.S)
+    return code, (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _read_rank(pids: Path, pid: int) -> int | None:
+    try:
+        return int((pids / str(pid)).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _how(code: int) -> str:
+    """A process's exit code as mpiexec reports it, in words (> 128 or a signal number
+    alone: killed by that signal)."""
+    number = code - 128 if code > 128 else code
+    try:
+        return f"killed by {signal.Signals(number).name}"
+    except ValueError:
+        return f"exit code {code}"
+
+
+def _last_checkpoint(argv: list[str]) -> str:
+    """Where the last complete checkpoint of the run ``femopt ARGV`` is, when known."""
+    from femopt.parallel.checkpoints import MANIFEST
+
+    out = None
+    if argv[:1] == ["resume"] and len(argv) > 1:
+        out = argv[1]
+    elif "--out" in argv[:-1]:
+        out = argv[argv.index("--out") + 1]
+    if out is None or not (Path(out) / MANIFEST).is_file():
+        return ""
+    try:
+        import json
+
+        it = json.loads((Path(out) / MANIFEST).read_text())["iteration"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return (f"; the last checkpoint (iteration {it}) is intact: femopt resume {out} "
+            "--ranks N")
 
 
 def strip_ranks(argv: list[str]) -> list[str]:
@@ -150,14 +234,19 @@ def fail(comm: Comm, exc: BaseException, code: int, message: str | None) -> None
     os._exit(1)
 
 
-def injected_failure(comm: Comm, iteration: int) -> None:
+def injected_failure(comm: Comm, iteration: int, where: str = "") -> None:
     """A failure of one rank at one iteration, for tests of how the others stop: the
-    environment variable :data:`FAIL_VARIABLE` = ``RANK:ITERATION``."""
+    environment variable :data:`FAIL_VARIABLE` = ``RANK:ITERATION`` (at the start of the
+    design iteration), ``RANK:ITERATION:checkpoint`` (after writing its piece of the
+    iteration's checkpoint, before the manifest) or ``RANK:ITERATION:kill`` (SIGKILL at
+    the start of the design iteration)."""
     spec = os.environ.get(FAIL_VARIABLE)
     if not spec:
         return
-    rank, _, it = spec.partition(":")
-    if int(rank) == comm.rank and int(it) == iteration:
+    rank, it, *at = spec.split(":")
+    if int(rank) == comm.rank and int(it) == iteration and at == ["kill"] and not where:
+        os.kill(os.getpid(), signal.SIGKILL)  # a rank that dies without a word
+    if int(rank) == comm.rank and int(it) == iteration and (at[0] if at else "") == where:
         from femopt.errors import RunError
 
         raise RunError(f"injected failure at design iteration {iteration} ({FAIL_VARIABLE})")

@@ -420,6 +420,7 @@ class DistributedGridPath(DevicePath):
         m = self.model
         self.analyse(rho)
         values = self.function_terms(rho, None, None, u=self.u)[0]
+        self.final_rho = rho  # this rank's, for the per-rank pieces of the results
         rho_full = self.gather_cells(rho)
         states = self.host_states()
         if rho_full is None:

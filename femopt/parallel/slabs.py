@@ -276,16 +276,17 @@ class Slab:
         return v.reshape(self.layout.k, -1, self.layer_nodes)
 
     def node_part(self, full: np.ndarray) -> np.ndarray:
-        """The kept part of a whole-level node vector (grid layout)."""
+        """The kept part of a whole-level node vector (grid layout), a copy: the whole
+        vector is not kept alive by it."""
         g0, g1 = self.nodes
         p = self.layer_nodes
-        return np.ascontiguousarray(full.reshape(self.layout.k, -1, p)[:, g0:g1]).reshape(-1)
+        return np.array(full.reshape(self.layout.k, -1, p)[:, g0:g1], order="C").reshape(-1)
 
     def cell_part(self, full: np.ndarray, kept: bool = False) -> np.ndarray:
-        """The owned (or with ``kept`` the kept) part of a whole-level cell array."""
+        """The owned (or with ``kept`` the kept) part of a whole-level cell array, a copy."""
         a, b = self.cells if kept else self.own
         p = self.layer_cells
-        return np.ascontiguousarray(full[a * p:b * p])
+        return np.array(full[a * p:b * p], order="C")
 
     def exchange(self, v: np.ndarray) -> np.ndarray:
         """Fill the ghost node layers of ``v`` (in place) from the neighbours' owned

@@ -1,0 +1,187 @@
+"""The results of a distributed run: ``design.xdmf`` and the series over per-rank HDF5
+pieces (virtual datasets), read back with meshio as one mesh equal to ``design.vtu``; the
+per-rank checkpoints and their manifest, resumed on the same or another rank count, and
+intact when a rank dies while writing one."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import meshio
+import numpy as np
+import pytest
+
+from femopt.mesh.structured import structured_grid
+from femopt.parallel.output import PieceSeries, SlabBlocks, write_design
+from femopt.parallel.slabs import Orientation
+from femopt.parallel.checkpoints import read_manifest
+from test_distributed import CANTILEVER, MBB, MMA_CASES, femopt, needs_mpi, same_run
+
+
+class RankOf:
+    """One rank of a communicator of ``size``, for writing each rank's piece in turn."""
+
+    def __init__(self, rank: int, size: int):
+        self.rank, self.size = rank, size
+
+    @property
+    def root(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        pass
+
+
+def read_elsewhere(path: Path) -> meshio.Mesh:
+    """``meshio.read(path)`` from another working directory: the pieces are found beside
+    the virtual file, not in the current directory."""
+    here = os.getcwd()
+    os.chdir("/")
+    try:
+        return meshio.read(path)
+    finally:
+        os.chdir(here)
+
+
+@pytest.mark.parametrize("shape,axis,bounds", [
+    ((4, 3, 5), 0, [0, 1, 3, 4]), ((4, 3, 5), 1, [0, 2, 3]), ((4, 3, 5), 2, [0, 2, 5]),
+    ((6, 4), 0, [0, 2, 4, 6]), ((6, 4), 1, [0, 1, 4])])
+def test_pieces_read_as_one_mesh(shape, axis, bounds, tmp_path):
+    """Every rank's piece (slabs cut along any axis) and the virtual file: meshio reads
+    the points, cells and densities of the whole grid in femopt's order."""
+    mesh = structured_grid(shape, [float(n) for n in shape])
+    rho = np.random.default_rng(3).random(mesh.n_cells)
+    orient = Orientation(shape, axis)
+    internal = orient.cells_in(rho)
+    per_layer = int(np.prod(orient.internal_shape[:-1]))
+    size = len(bounds) - 1
+    for r in reversed(range(size)):  # rank 0 last: it writes the virtual file
+        blocks = SlabBlocks(RankOf(r, size), mesh, axis, bounds)
+        write_design(tmp_path, blocks,
+                     {"density": internal[bounds[r] * per_layer:bounds[r + 1] * per_layer]})
+    assert sorted(p.name for p in (tmp_path / "ranks").iterdir()) == [
+        f"design.{r:04d}.h5" for r in range(size)]
+    m = read_elsewhere(tmp_path / "design.xdmf")
+    assert np.array_equal(m.points[:, :mesh.dim], mesh.point_rows(0, mesh.n_nodes))
+    assert np.array_equal(m.cells[0].data, mesh.cell_rows(0, mesh.n_cells))
+    assert np.array_equal(m.cell_data["density"][0], rho)
+
+
+def test_piece_series_steps_and_resume(tmp_path):
+    """The series over pieces: two steps, then a resume after the first drops the second."""
+    import meshio.xdmf
+
+    shape, axis, bounds = (4, 6), 1, [0, 3, 6]
+    mesh = structured_grid(shape, [4.0, 6.0])
+    steps = {0: np.full(24, 0.5), 5: np.arange(24.0)}
+    writers = [PieceSeries(tmp_path, SlabBlocks(RankOf(r, 2), mesh, axis, bounds))
+               for r in (1, 0)]
+    for it, rho in steps.items():
+        for w, r in zip(writers, (1, 0)):
+            w.add(it, rho[r * 12:(r + 1) * 12])  # axis y is the slowest: no reordering
+    with meshio.xdmf.TimeSeriesReader(tmp_path / "series.xdmf") as reader:
+        reader.read_points_cells()
+        assert reader.num_steps == 2
+        t, _, cell_data = reader.read_data(1)
+    assert t == 5.0 and np.array_equal(cell_data["density"][0], steps[5])
+    for r in (1, 0):
+        w = PieceSeries(tmp_path, SlabBlocks(RankOf(r, 2), mesh, axis, bounds), keep_until=3)
+        assert w.steps == [0]
+    with meshio.xdmf.TimeSeriesReader(tmp_path / "series.xdmf") as reader:
+        reader.read_points_cells()
+        assert reader.num_steps == 1
+
+
+@needs_mpi
+def test_design_xdmf_of_three_ranks_equals_one_process(write_problem, tmp_path):
+    """``femopt run --ranks 3``'s design.xdmf (3 pieces) is the one-rank run's design.vtu
+    (one process, the same solver): the same points and cells in the same order,
+    densities within 1e-10."""
+    path = write_problem(CANTILEVER)
+    one, three = tmp_path / "one", tmp_path / "three"
+    assert femopt("run", path, "--ranks", 1, "--out", one, "--quiet").returncode == 0
+    proc = femopt("run", path, "--ranks", 3, "--out", three, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((three / "ranks").glob("design.*.h5"))) == 3
+    vtu, xdmf = meshio.read(one / "design.vtu"), read_elsewhere(three / "design.xdmf")
+    assert np.array_equal(xdmf.points, vtu.points)
+    assert np.array_equal(xdmf.cells[0].data, vtu.cells[0].data)
+    for name in ("density", "design"):
+        assert np.allclose(xdmf.cell_data[name][0], vtu.cell_data[name][0], rtol=0,
+                           atol=1e-10)
+    same = meshio.read(three / "design.vtu")  # the gathered design of the same run
+    assert np.array_equal(xdmf.cell_data["density"][0], same.cell_data["density"][0])
+
+
+@needs_mpi
+def test_resume_on_the_same_rank_count_is_the_uninterrupted_run(write_problem, tmp_path):
+    """MMA (per-cell optimizer state in the pieces), two load cases: stopped after 3
+    iterations and resumed on 2 ranks, the run repeats the uninterrupted one (iterations
+    exact, objectives within 1e-10; the pieces keep the solves' warm starts)."""
+    path = write_problem(MMA_CASES.replace("output: {picture: false}",
+                                           "output: {picture: false, checkpoint_every: 1}"))
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert femopt("run", path, "--ranks", 2, "--out", whole, "--quiet").returncode == 0
+    assert femopt("run", path, "--ranks", 2, "--out", part, "--quiet",
+                  "--max-iter", 3).returncode == 0
+    m = read_manifest(part)
+    assert m["ranks"] == 2 and m["iteration"] == 3 and len(m["pieces"]) == 2
+    assert m["bounds"][0] == 0 and m["bounds"][-1] == m["grid"][m["axis"]]
+    assert {"xold1", "low", "upp"} <= set(m["per_cell"])
+    assert sorted(p.name for p in (part / "ranks").glob("checkpoint-*")) == [
+        "checkpoint-000003.0000.h5", "checkpoint-000003.0001.h5"]  # older ones removed
+    proc = femopt("resume", part, "--ranks", 2, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((part / "summary.json").read_text())["resumed_from"] == 3
+    same_run(whole, part)
+
+
+@needs_mpi
+def test_a_rank_dying_while_writing_a_checkpoint(write_problem, tmp_path):
+    """Rank 1 fails after writing its piece of iteration 4's checkpoint, before the
+    manifest: exit 1 naming rank 1, the manifest and pieces of iteration 3 intact, and the
+    run resumes from them (on 2 ranks; a one-process resume is refused, naming them)."""
+    path = write_problem(MBB)
+    out = tmp_path / "f"
+    proc = femopt("run", path, "--ranks", 2, "--out", out, "--quiet",
+                  env={"FEMOPT_TEST_FAIL_RANK": "1:4:checkpoint"}, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "rank 1 of 2 failed" in proc.stderr
+    m = read_manifest(out)  # every piece matches its hash
+    assert m["iteration"] == 3
+    proc = femopt("resume", out, "--quiet")
+    assert proc.returncode == 2
+    assert "distributed run on 2 rank(s)" in proc.stderr and "--ranks" in proc.stderr
+    proc = femopt("resume", out, "--ranks", 2, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads((out / "summary.json").read_text())
+    assert s["resumed_from"] == 3 and s["iterations"] == 8
+
+
+def test_a_changed_piece_is_refused(tmp_path):
+    """A piece whose bytes differ from the manifest's hash: resume refuses, naming it."""
+    from femopt.errors import InputError
+
+    (tmp_path / "ranks").mkdir()
+    (tmp_path / "ranks" / "checkpoint-000002.0000.h5").write_bytes(b"abc")
+    (tmp_path / "checkpoint.json").write_text(json.dumps({
+        "format": 1, "ranks": 1, "iteration": 2, "bounds": [0, 4],
+        "pieces": [{"file": "ranks/checkpoint-000002.0000.h5", "sha256": "0" * 64}]}))
+    with pytest.raises(InputError, match="checkpoint-000002.0000.h5: changed since"):
+        read_manifest(tmp_path)
+
+
+@needs_mpi
+def test_a_killed_rank(write_problem, tmp_path):
+    """Rank 1 killed (SIGKILL, no word from it): mpiexec stops the other, ``femopt run
+    --ranks 2`` exits 1 naming rank 1, and the last checkpoint is intact."""
+    path = write_problem(MBB.replace("max_iter: 8", "max_iter: 50"))
+    out = tmp_path / "k"
+    proc = femopt("run", path, "--ranks", 2, "--out", out, "--quiet",
+                  env={"FEMOPT_TEST_FAIL_RANK": "1:4:kill"}, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "femopt: rank 1 of 2 died (killed by SIGKILL)" in proc.stderr
+    assert "the last checkpoint (iteration 3) is intact" in proc.stderr
+    assert read_manifest(out)["iteration"] == 3
