@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from femopt.assembly.csr_gather import GatherAssembler, gather_map
+from femopt.assembly.csr_pattern import build_pattern
 from femopt.assembly.element_batches import element_matrices_batched
+from femopt.assembly.sparse import FixedPatternAssembler
 from femopt.mesh.meshfile import read_mesh_file
 from femopt.physics.elasticity import ElasticityOptions, LinearElasticity
 from femopt.physics.heat import HeatConduction, HeatOptions
@@ -75,3 +78,81 @@ def test_batched_element_matrices_on_the_gpu_equal_the_twin(kind):
     # the same IEEE operations one array at a time (no contraction across CuPy kernels)
     np.testing.assert_allclose(cupy.asnumpy(dev), twin, rtol=1e-13,
                                atol=1e-13 * np.abs(twin).max())
+
+
+# -- the CSR pattern and the gather map ---------------------------------------------
+
+
+def fixed_dofs(mesh, k: int, seed: int) -> np.ndarray:
+    """Whole nodes (the lowest fifth in x) and single components elsewhere."""
+    r = np.random.default_rng(seed)
+    x = mesh.points[:, 0]
+    nodes = np.flatnonzero(x <= x.min() + 0.2 * (x.max() - x.min()))
+    whole = (nodes[:, None] * k + np.arange(k)).ravel()
+    some = r.choice(mesh.n_nodes * k, size=max(1, mesh.n_nodes // 10), replace=False)
+    return np.union1d(whole, some)
+
+
+@pytest.mark.parametrize("mesh_name, kind", CASES, ids=CASE_IDS)
+def test_device_pattern_and_gather_map_equal_the_host_ones(mesh_name, kind):
+    mesh = mesh_named(mesh_name)
+    physics = physics_on(kind, mesh)
+    k = physics.dofs_per_node
+    n_dofs = mesh.n_nodes * k
+    free = np.setdiff1d(np.arange(n_dofs), fixed_dofs(mesh, k, seed=len(mesh_name)))
+    host = FixedPatternAssembler(physics.cell_dofs(), n_dofs, free)
+    r = np.random.default_rng(11)
+    ke = physics.element_matrices() * r.uniform(0.5, 2.0, (mesh.n_cells, 1, 1))
+    dev = build_pattern(mesh.cells, k, free, n_dofs, np, batch=5)
+    assert dev.nnz == host.nnz and dev.n_free == free.size
+    assert dev.indptr.dtype == host.indptr.dtype == np.int32
+    np.testing.assert_array_equal(dev.indptr, host.indptr)
+    np.testing.assert_array_equal(dev.indices, host.indices)
+    assert dev.position.size == host.keep.size
+    ptr, cell, values = gather_map(host, ke)
+    np.testing.assert_array_equal(dev.ptr, ptr)
+    np.testing.assert_array_equal(dev.cells(), cell)
+    np.testing.assert_array_equal(dev.values(ke), values)
+    # one batch or many: the same map
+    whole = build_pattern(mesh.cells, k, free, n_dofs, np)
+    np.testing.assert_array_equal(whole.position, dev.position)
+    # assembled in the gather order: the host's values bit for bit
+    scale = 1e-3 + r.uniform(size=mesh.n_cells) ** 3
+    gather = GatherAssembler.on_device(dev, ke)
+    np.testing.assert_array_equal(gather.assemble_data(scale), host.assemble_data(scale, ke))
+
+
+def test_device_pattern_with_every_dof_free_has_each_cells_full_block():
+    mesh = mesh_named("tet4")
+    n_dofs = mesh.n_nodes * 3
+    dev = build_pattern(mesh.cells, 3, np.arange(n_dofs), n_dofs, np, batch=3)
+    assert dev.position.size == mesh.n_cells * 12 * 12  # every entry of every cell kept
+    np.testing.assert_array_equal(np.sort(dev.position), np.arange(mesh.n_cells * 144))
+    rows = np.repeat(np.arange(n_dofs), np.diff(dev.indptr))
+    assert np.all(dev.indices[rows == 0] == np.sort(dev.indices[rows == 0]))
+    assert np.all(np.diff(dev.ptr) >= 1)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["elasticity", "heat"])
+def test_device_pattern_on_the_gpu_equals_the_twin(kind):
+    import cupy
+
+    mesh = mesh_named("bracket_3d")
+    physics = physics_on(kind, mesh)
+    k = physics.dofs_per_node
+    n_dofs = mesh.n_nodes * k
+    free = np.setdiff1d(np.arange(n_dofs), fixed_dofs(mesh, k, seed=3))
+    twin = build_pattern(mesh.cells, k, free, n_dofs, np)
+    dev = build_pattern(cupy.asarray(mesh.cells), k, cupy.asarray(free), n_dofs, cupy,
+                        batch=4096)
+    for name in ("indptr", "indices", "ptr", "position"):
+        np.testing.assert_array_equal(cupy.asnumpy(getattr(dev, name)), getattr(twin, name))
+    ke = element_matrices_batched(physics.element_kernel(), mesh.points, mesh.cells, cupy)
+    host = FixedPatternAssembler(physics.cell_dofs(), n_dofs, free)
+    scale = np.random.default_rng(2).uniform(1e-3, 1.0, mesh.n_cells)
+    got = GatherAssembler.on_device(dev, ke).assemble_data(cupy.asarray(scale))
+    ref = GatherAssembler.on_device(twin, cupy.asnumpy(ke)).assemble_data(scale)
+    np.testing.assert_array_equal(cupy.asnumpy(got), ref)  # same products, same order
+    np.testing.assert_allclose(cupy.asnumpy(got), host.assemble_data(
+        scale, physics.element_matrices()), rtol=1e-12, atol=1e-12 * np.abs(ref).max())
