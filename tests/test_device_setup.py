@@ -156,3 +156,62 @@ def test_device_pattern_on_the_gpu_equals_the_twin(kind):
     np.testing.assert_array_equal(cupy.asnumpy(got), ref)  # same products, same order
     np.testing.assert_allclose(cupy.asnumpy(got), host.assemble_data(
         scale, physics.element_matrices()), rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+
+
+# -- the GPU path on a mesh from a file, set up on the device -------------------------
+
+
+def bracket_run(solver: str, changes: dict, setup: str, max_iter: int = 4):
+    from femopt.evaluation.mesh_device import MeshDevicePath
+    from test_unstructured_device import bracket, build, optimize
+
+    model = build(bracket(solver={"type": solver, "rtol": 1e-12}, **changes),
+                  array_module=np)
+    assert type(model.path).__name__ == "MeshDevicePath"
+    if setup == "host":
+        model.path = MeshDevicePath(model, np, setup="host")
+    else:  # nothing of the set-up per cell on the host: no K0, no cell dofs, no pattern
+        assert "ke" not in model.__dict__ and "cell_dofs" not in model.__dict__
+        assert model.assembler is None and model.path.assembly.assembler is None
+        assert set(model.path.setup_seconds) == {"pattern", "element matrices", "solver",
+                                                 "filters and functions"}
+    result, history, values, rho, state = optimize(model, max_iter)
+    assert result.iterations == len(history) == max_iter
+    return history, values, state.u
+
+
+HEAT = dict(physics={"type": "heat_conduction", "conductivity": 1.0},
+            loads=[{"body": True, "heat": 0.01}], objective={"type": "thermal_compliance"},
+            design={"interpolation": {"type": "simp", "penalty": 3.0, "min": 1e-3}})
+
+
+@pytest.mark.parametrize("solver, changes", [("pcg", {}), ("pcg", HEAT), ("amg", {})],
+                         ids=["elasticity-pcg", "heat-pcg", "elasticity-amg"])
+def test_bracket_run_set_up_on_the_device_equals_the_host_set_up(solver, changes):
+    h_dev, v_dev, u_dev = bracket_run(solver, changes, "device")
+    h_host, v_host, u_host = bracket_run(solver, changes, "host")
+    assert h_dev[-1] < 0.9 * h_dev[0]  # the runs optimize
+    assert max(abs(a - b) / abs(b) for a, b in zip(h_dev, h_host)) <= 1e-10
+    assert max(abs(a - b) / abs(b) for a, b in zip(v_dev, v_host) if b) <= 1e-10
+    assert np.abs(u_dev - u_host).max() <= 1e-9 * np.abs(u_host).max()
+
+
+@pytest.mark.gpu
+def test_gpu_path_set_up_on_the_device_equals_the_host_set_up():
+    import cupy
+
+    from femopt.evaluation.mesh_device import MeshDevicePath
+    from test_unstructured_device import bracket, build
+
+    model = build(bracket(solver={"type": "pcg", "rtol": 1e-10}), array_module=cupy)
+    dev = model.path
+    host = MeshDevicePath(model, cupy, setup="host")
+    for a, b in [(dev.solver.indptr, host.solver.indptr),
+                 (dev.solver.indices, host.solver.indices),
+                 (dev.solver.block_pos, host.solver.block_pos)]:
+        np.testing.assert_array_equal(cupy.asnumpy(a), cupy.asnumpy(b))
+    scale = cupy.asarray(np.random.default_rng(4).uniform(1e-3, 1.0, model.mesh.n_cells))
+    a = cupy.asnumpy(dev.assembly.assemble_data(scale))
+    b = cupy.asnumpy(host.assembly.assemble_data(scale))
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
+    print("set-up seconds on the device:", dev.setup_seconds)

@@ -26,12 +26,15 @@ twin), which is how the CPU tests check it against the CPU path.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 
 from femopt.adjoint import generated
 from femopt.assembly.csr_gather import GatherAssembler
+from femopt.assembly.csr_pattern import build_pattern
+from femopt.assembly.element_batches import element_matrices_batched
 from femopt.assembly.sparse import FixedPatternAssembler
 from femopt.backend import to_host
 from femopt.evaluation.device import DevicePath, capability
@@ -40,6 +43,7 @@ from femopt.solvers.csr_pcg import NodeBlockPCG
 from femopt.solvers.device_amg import DeviceAMGPCG
 
 MAX_ITER = 20000  # CG iterations per solve when the GPU replaces the default solver
+SORT_PEAK = 8 + 4 + 8 + 8 + 4 + 16  # bytes per element-matrix entry while the keys sort
 MEMORY_MARGIN = 1.25  # an estimate from array sizes, not a measurement: keep 25% in hand
 
 
@@ -67,8 +71,8 @@ def estimate_bytes(model: Any) -> int:
     from full-dof vectors). Builds the filters' weight matrices on the host (the path
     needs them anyway)."""
     n_cells = model.mesh.n_cells
-    nd = int(np.shape(model.ke)[-1])
     k = model.physics.dofs_per_node
+    nd = model.mesh.cells.shape[1] * k
     entries = n_cells * nd * nd  # at most; entries on supported dofs drop out
     nnz = entries // 4  # tet4: ~5 entries per CSR value, hex8: ~3 (a node's 27 neighbours)
     # H, and H^T for a density filter's chain rule
@@ -76,8 +80,12 @@ def estimate_bytes(model: Any) -> int:
                      for f in model.filters if hasattr(f, "H"))
     n_cases = len(model.case_names)
     n_dofs = model.n_dofs
-    total = (entries * (8 + 4)             # sorted K0 entries and their cells
-             + entries * (4 + 8)           # set-up peak: slot keys and the sort's order
+    # The set-up's peak, the sort of the pattern's keys (csr_pattern.build_pattern): keys
+    # and positions, the order, the sorted keys and positions and the sort's scratch
+    # (about keys and order again), 48 bytes per entry; then the sorted positions, the
+    # element matrices and the gathered entries and cells, 28. The pool keeps what is
+    # freed, so the kept entries and cells (12 bytes) come out of the peak's blocks.
+    total = (entries * max(SORT_PEAK, 4 + 8 + 8 + 4 + 4)
              + nnz * (8 + 4 + 8 + 8)       # CSR values, column indices, gather offsets, data + C
              + filter_nnz * (8 + 4)        # filter weights
              + n_cells * (8 * 20 + 8 * 3)  # design fields, optimizer (MMA), cells
@@ -87,6 +95,22 @@ def estimate_bytes(model: Any) -> int:
     if model.solver.name == "amg":  # float32 P, P^T, coarse levels and the products' output
         total += nnz * 4 * (4 + 8)
     return int(MEMORY_MARGIN * total)
+
+
+class _Clock:
+    """Seconds of the set-up's steps (the device synchronized at each lap), for the
+    benchmark: ``seconds`` by step name, a step's laps added up."""
+
+    def __init__(self, xp: Any):
+        self.xp, self.seconds = xp, {}
+        self._t = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        if self.xp is not np:
+            self.xp.cuda.get_current_stream().synchronize()
+        t = time.perf_counter()
+        self.seconds[step] = self.seconds.get(step, 0.0) + t - self._t
+        self._t = t
 
 
 class MeshDevicePath(DevicePath):
@@ -99,33 +123,57 @@ class MeshDevicePath(DevicePath):
         model: a built model that :func:`unsupported` accepts, with a ``pcg`` or ``amg``
             solver.
         xp: the array module of the fields (cupy, or numpy in tests).
+        setup: ``device`` (the element matrices, the pattern and the gather map built on
+            ``xp``: :mod:`femopt.assembly.element_batches`,
+            :mod:`femopt.assembly.csr_pattern`) or ``host`` (the model's element matrices
+            and a ``FixedPatternAssembler``; the reference the tests compare with).
     """
 
-    def __init__(self, model: Any, xp: Any):
+    def __init__(self, model: Any, xp: Any, setup: str = "device"):
+        if setup not in ("device", "host"):
+            raise ValueError(f"setup must be 'device' or 'host', got {setup!r}")
         mesh = model.mesh
+        k = model.physics.dofs_per_node
         free_mask = np.ones(model.n_dofs, dtype=bool)
         free_mask[model.fixed] = False
         free = np.flatnonzero(free_mask)
         self.n_dofs = model.n_dofs
         self.free_host = free
         self.free = xp.asarray(free)
-        pattern = FixedPatternAssembler(model.cell_dofs, model.n_dofs, free)
-        self.assembly = GatherAssembler(pattern, np.asarray(model.ke, dtype=np.float64), xp)
+        self.kernel = model.physics.element_kernel()
+        self.points = xp.asarray(mesh.points, dtype=xp.float64)
+        self.cells = xp.asarray(mesh.cells, dtype=xp.int64)
+        clock = _Clock(xp)
+        if setup == "device":  # nothing proportional to the cells stays on the host
+            pattern = build_pattern(self.cells, k, self.free, model.n_dofs, xp)
+            indptr, indices = pattern.indptr, pattern.indices
+            clock.lap("pattern")
+            ke = element_matrices_batched(self.kernel, self.points, self.cells, xp)
+            clock.lap("element matrices")
+            self.assembly = GatherAssembler.on_device(pattern, ke)
+            del ke, pattern
+            clock.lap("pattern")
+        else:  # the host's element matrices and pattern (the reference the tests compare)
+            ke = np.asarray(model.ke, dtype=np.float64)
+            clock.lap("element matrices")
+            host = FixedPatternAssembler(model.cell_dofs, model.n_dofs, free)
+            indptr, indices = host.indptr, host.indices
+            self.assembly = GatherAssembler(host, ke, xp)
+            clock.lap("pattern")
         opts = model.solver.options
         if model.solver.name == "amg":
             modes = np.asarray(model.physics.rigid_modes(), dtype=np.float64)
-            self.solver = DeviceAMGPCG(pattern.indptr, pattern.indices,
+            self.solver = DeviceAMGPCG(indptr, indices,
                                        modes[free] if modes.ndim == 2 and modes.shape[1]
                                        else None, xp, opts.rtol, opts.max_iter,
                                        opts.max_coarse, opts.cycle)
         else:
-            self.solver = NodeBlockPCG(pattern.indptr, pattern.indices, free,
-                                       model.physics.dofs_per_node, xp, opts.rtol,
+            self.solver = NodeBlockPCG(indptr, indices, self.free, k, xp, opts.rtol,
                                        opts.max_iter)
-        self.kernel = model.physics.element_kernel()
-        self.points = xp.asarray(mesh.points, dtype=xp.float64)
-        self.cells = xp.asarray(mesh.cells, dtype=xp.int64)
+        clock.lap("solver")
         super().__init__(model, xp, model.loads[:, free])
+        clock.lap("filters and functions")
+        self.setup_seconds = clock.seconds
 
     def _to_states(self, a: np.ndarray) -> np.ndarray:
         return np.asarray(a, dtype=np.float64)[self.free_host]
@@ -155,8 +203,11 @@ class MeshDevicePath(DevicePath):
                                      self._full(lam), self._full(u))
 
     def _cell_dofs(self) -> Any:
+        """(n_cells, nd) dofs of every cell, made on the device from the cells."""
         if not hasattr(self, "_dofs"):
-            self._dofs = self.xp.asarray(self.model.cell_dofs)
+            xp, k = self.xp, self.model.physics.dofs_per_node
+            self._dofs = (self.cells[:, :, None] * k
+                          + xp.arange(k, dtype=xp.int64)).reshape(self.cells.shape[0], -1)
         return self._dofs
 
     def _cell_states(self, u: Any, cells: Any) -> Any:
