@@ -174,7 +174,7 @@ def bracket_run(solver: str, changes: dict, setup: str, max_iter: int = 4):
         assert "ke" not in model.__dict__ and "cell_dofs" not in model.__dict__
         assert model.assembler is None and model.path.assembly.assembler is None
         assert set(model.path.setup_seconds) == {"pattern", "element matrices", "solver",
-                                                 "filters and functions"}
+                                                 "filters", "functions"}
     result, history, values, rho, state = optimize(model, max_iter)
     assert result.iterations == len(history) == max_iter
     return history, values, state.u
@@ -215,3 +215,62 @@ def test_gpu_path_set_up_on_the_device_equals_the_host_set_up():
     b = cupy.asnumpy(host.assembly.assemble_data(scale))
     np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
     print("set-up seconds on the device:", dev.setup_seconds)
+
+
+# -- a radius filter's weights by cell hashing ----------------------------------------
+
+
+@pytest.mark.parametrize("mesh_name", MESH_NAMES)
+@pytest.mark.parametrize("cells_across", [1.5, 3.0])
+def test_cell_hash_weights_equal_the_kd_tree_weights(mesh_name, cells_across):
+    from femopt.filters.base import radius_weights
+    from femopt.filters.cell_hash import cell_hash_weights, centroids_and_volumes
+    from femopt.objectives.base import cell_volumes
+
+    mesh = mesh_named(mesh_name)
+    radius = cells_across * float(cell_volumes(mesh).mean()) ** (1.0 / mesh.dim)
+    h, hs = radius_weights(mesh, radius)
+    h = h.copy()
+    h.sort_indices()
+    c, v = centroids_and_volumes(mesh, np)
+    np.testing.assert_array_equal(c, mesh.centroids())
+    np.testing.assert_allclose(v, cell_volumes(mesh), rtol=1e-13)
+    indptr, indices, data, sums = cell_hash_weights(c, v, radius, np, batch=17)
+    assert h.nnz > 3 * mesh.n_cells  # neighbours beyond each cell itself
+    np.testing.assert_array_equal(indptr, h.indptr)
+    np.testing.assert_array_equal(indices, h.indices)
+    scale = radius * v.max()
+    assert np.abs(data - h.data).max() <= 1e-13 * scale
+    np.testing.assert_allclose(sums, hs, rtol=1e-12)
+
+
+def test_radius_filter_estimates_its_weights_without_finding_them():
+    from femopt.filters.radius import DensityFilter, RadiusOptions
+
+    mesh = mesh_named("bracket_3d")
+    f = DensityFilter(RadiusOptions(radius=6.0), mesh)
+    estimate = f.weights_nnz()
+    assert "op" not in f.__dict__  # the KD-tree did not run
+    actual = f.H.nnz
+    assert actual <= estimate <= 2.5 * actual, (actual, estimate)
+    assert f.weights_nnz() == actual  # once the weights exist, their count
+
+
+@pytest.mark.gpu
+def test_cell_hash_weights_on_the_gpu_equal_the_twin():
+    import cupy
+
+    from femopt.filters.cell_hash import cell_hash_weights, centroids_and_volumes
+
+    mesh = mesh_named("bracket_3d")
+    c, v = centroids_and_volumes(mesh, np)
+    cd, vd = centroids_and_volumes(mesh, cupy)
+    np.testing.assert_allclose(cupy.asnumpy(cd), c, rtol=1e-14)
+    np.testing.assert_allclose(cupy.asnumpy(vd), v, rtol=1e-12)
+    twin = cell_hash_weights(c, v, 6.0, np)
+    dev = cell_hash_weights(cd, vd, 6.0, cupy, batch=500)
+    np.testing.assert_array_equal(cupy.asnumpy(dev[0]), twin[0])
+    np.testing.assert_array_equal(cupy.asnumpy(dev[1]), twin[1])
+    np.testing.assert_allclose(cupy.asnumpy(dev[2]), twin[2], rtol=1e-12,
+                               atol=1e-12 * twin[2].max())
+    np.testing.assert_allclose(cupy.asnumpy(dev[3]), twin[3], rtol=1e-12)

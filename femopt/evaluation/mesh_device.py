@@ -43,6 +43,7 @@ from femopt.solvers.csr_pcg import NodeBlockPCG
 from femopt.solvers.device_amg import DeviceAMGPCG
 
 MAX_ITER = 20000  # CG iterations per solve when the GPU replaces the default solver
+SETUP = "device"  # where MeshDevicePath builds its element matrices and pattern by default
 SORT_PEAK = 8 + 4 + 8 + 8 + 4 + 16  # bytes per element-matrix entry while the keys sort
 MEMORY_MARGIN = 1.25  # an estimate from array sizes, not a measurement: keep 25% in hand
 
@@ -68,16 +69,17 @@ def unsupported(model: Any, solver: str | None) -> str | None:
 def estimate_bytes(model: Any) -> int:
     """GPU memory a design iteration of ``model`` needs (bytes, an estimate from the sizes
     of its arrays, its integrand functions' included: states on the free dofs, gathered
-    from full-dof vectors). Builds the filters' weight matrices on the host (the path
-    needs them anyway)."""
+    from full-dof vectors). A radius filter's weights are counted from the mean cell
+    volume, not found (the path finds them on the device); another linear filter's are
+    built on the host to be counted."""
     n_cells = model.mesh.n_cells
     k = model.physics.dofs_per_node
     nd = model.mesh.cells.shape[1] * k
     entries = n_cells * nd * nd  # at most; entries on supported dofs drop out
     nnz = entries // 4  # tet4: ~5 entries per CSR value, hex8: ~3 (a node's 27 neighbours)
     # H, and H^T for a density filter's chain rule
-    filter_nnz = sum(f.H.nnz * (1 if f.heuristic else 2)
-                     for f in model.filters if hasattr(f, "H"))
+    filter_nnz = sum(f.weights_nnz() * (1 if f.heuristic else 2)
+                     for f in model.filters if hasattr(f, "weights_nnz"))
     n_cases = len(model.case_names)
     n_dofs = model.n_dofs
     # The set-up's peak, the sort of the pattern's keys (csr_pattern.build_pattern): keys
@@ -129,7 +131,8 @@ class MeshDevicePath(DevicePath):
             and a ``FixedPatternAssembler``; the reference the tests compare with).
     """
 
-    def __init__(self, model: Any, xp: Any, setup: str = "device"):
+    def __init__(self, model: Any, xp: Any, setup: str | None = None):
+        setup = setup or SETUP
         if setup not in ("device", "host"):
             raise ValueError(f"setup must be 'device' or 'host', got {setup!r}")
         mesh = model.mesh
@@ -171,8 +174,14 @@ class MeshDevicePath(DevicePath):
             self.solver = NodeBlockPCG(indptr, indices, self.free, k, xp, opts.rtol,
                                        opts.max_iter)
         clock.lap("solver")
-        super().__init__(model, xp, model.loads[:, free])
-        clock.lap("filters and functions")
+        if setup == "host":  # the KD-tree's weights, uploaded (a twin reuses built weights)
+            for f in model.filters:
+                if hasattr(f, "weights_nnz"):
+                    f.H  # noqa: B018
+        stages = [f.device_twin(xp) for f in model.filters]
+        clock.lap("filters")
+        super().__init__(model, xp, model.loads[:, free], stages)
+        clock.lap("functions")
         self.setup_seconds = clock.seconds
 
     def _to_states(self, a: np.ndarray) -> np.ndarray:

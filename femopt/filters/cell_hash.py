@@ -1,0 +1,105 @@
+"""A radius filter's weights on a mesh from a file, found on the device by cell hashing.
+
+The host finds the pairs of cells whose centroids lie within the radius r with a KD-tree
+(:func:`femopt.filters.base.radius_weights`). On the device the centroids are hashed into
+bins of side r instead: a cell's neighbours within r lie in its own bin or in one of the
+3^dim - 1 bins around it. The cells are sorted by bin once; for a batch of cells, the
+candidates of each (cell, neighbouring bin) pair are the sorted run of that bin (found by
+``searchsorted``), laid out one after the other, and the pairs closer than r keep the
+cone weight (r - |c_i - c_j|) v_j, v_j the neighbour's volume, as the host's. Each batch's
+pairs are sorted by (row, column), so the rows come out in CSR order. Everything runs on
+``xp``: CuPy on the GPU path, NumPy for its twin (the tests compare it with the host's
+KD-tree weights).
+"""
+
+from __future__ import annotations
+
+from itertools import product
+from typing import Any
+
+import numpy as np
+
+BATCH = 1 << 15  # cells per batch: some 27 bins of candidates each (3D)
+
+
+def _stable_argsort(xp: Any, a: Any) -> Any:
+    return xp.argsort(a, kind="stable") if xp is np else xp.argsort(a)  # CuPy's is stable
+
+
+def cell_hash_weights(centroids: Any, volumes: Any, radius: float, xp: Any,
+                      batch: int = BATCH) -> tuple[Any, Any, Any, Any]:
+    """Cone weights H_ij = max(0, r - |c_i - c_j|) v_j as CSR arrays on ``xp``.
+
+    Args:
+        centroids: (n, dim) cell centroids; volumes: (n,) cell volumes (v_j).
+        radius: r. xp: numpy or cupy. batch: cells per batch of candidates.
+    Returns:
+        indptr (n + 1,) int64, indices (nnz,) int32 (columns sorted within each row),
+        data (nnz,) float64 and the row sums (n,).
+    """
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    c = xp.asarray(centroids, dtype=xp.float64)
+    v = xp.asarray(volumes, dtype=xp.float64)
+    n, dim = (int(s) for s in c.shape)
+    lo = c.min(axis=0) if n else xp.zeros(dim)
+    bins = xp.floor((c - lo) / radius).astype(xp.int64)  # (n, dim) bin coordinates
+    shape = [int(s) + 1 for s in (bins.max(axis=0) if n else xp.zeros(dim, dtype=xp.int64))]
+    if float(np.prod([float(s) for s in shape])) >= 2.0**62:
+        raise ValueError(f"the filter radius {radius:g} is too small for the mesh's extent "
+                         "to hash its cells")
+    strides = [int(np.prod(shape[d + 1:])) for d in range(dim)]
+    stride = xp.asarray(strides, dtype=xp.int64)
+    upper = xp.asarray(shape, dtype=xp.int64)
+    key = (bins * stride).sum(axis=1)
+    order = _stable_argsort(xp, key)
+    sorted_key = key[order]
+    del key
+    offsets = xp.asarray(list(product((-1, 0, 1), repeat=dim)), dtype=xp.int64)  # (m, dim)
+    m = int(offsets.shape[0])
+    rows, cols, weights = [], [], []
+    for a in range(0, n, batch):
+        b = min(a + batch, n)
+        near = bins[a:b, None, :] + offsets[None]  # (b - a, m, dim) neighbouring bins
+        valid = ((near >= 0) & (near < upper)).all(axis=2).reshape(-1)
+        near_key = (near * stride).sum(axis=2).reshape(-1)
+        start = xp.searchsorted(sorted_key, near_key, side="left")
+        count = xp.where(valid, xp.searchsorted(sorted_key, near_key, side="right") - start, 0)
+        end = xp.cumsum(count)
+        total = int(end[-1]) if end.shape[0] else 0
+        t = xp.arange(total, dtype=xp.int64)
+        pair = xp.searchsorted(end, t, side="right")  # the (cell, bin) pair of candidate t
+        j = order[start[pair] + t - (end[pair] - count[pair])]
+        i = a + pair // m
+        del t, pair
+        d = xp.sqrt(((c[i] - c[j]) ** 2).sum(axis=1))
+        w = radius - d
+        keep = xp.flatnonzero(w > 0)
+        i, j = i[keep], j[keep]
+        w = w[keep] * v[j]
+        row_major = _stable_argsort(xp, (i - a) * n + j)
+        rows.append(i[row_major])
+        cols.append(j[row_major].astype(xp.int32))
+        weights.append(w[row_major])
+    row = xp.concatenate(rows) if rows else xp.zeros(0, dtype=xp.int64)
+    indices = xp.concatenate(cols) if cols else xp.zeros(0, dtype=xp.int32)
+    data = xp.concatenate(weights) if weights else xp.zeros(0)
+    indptr = xp.zeros(n + 1, dtype=xp.int64)
+    indptr[1:] = xp.cumsum(xp.bincount(row, minlength=n))
+    hs = xp.bincount(row, weights=data, minlength=n)
+    return indptr, indices, data, hs
+
+
+def centroids_and_volumes(mesh: Any, xp: Any) -> tuple[Any, Any]:
+    """(n, dim) centroids and (n,) volumes of the cells of ``mesh`` (a mesh from a file),
+    computed on ``xp`` from its points and cells (det J w summed over the element's
+    quadrature points, as :func:`femopt.objectives.base.cell_volumes` does on the host)."""
+    from femopt.assembly.elements import get_element
+
+    el = get_element(mesh.cell_type)
+    coords = xp.asarray(mesh.points, dtype=xp.float64)[xp.asarray(mesh.cells)]
+    centroids = coords.mean(axis=1)
+    dn = xp.asarray(el.grad(el.quad_points))  # (q, nodes, dim)
+    jac = xp.einsum("cnd,qne->cqde", coords, dn)
+    wdet = xp.linalg.det(jac) * xp.asarray(el.quad_weights)[None, :]
+    return centroids, wdet.sum(axis=1)
