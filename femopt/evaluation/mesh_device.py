@@ -7,7 +7,7 @@ dofs and supplies the operator, the solve and the adjoint term. One design itera
 
     x -> filters (linear filters' weights as device CSR, pointwise projections) -> rho
       -> K = sum_e m(rho_e) K0_e into the fixed CSR pattern (GatherAssembler: one thread
-         per CSR value; the K0_e of full material are computed once, on the host)
+         per CSR value; the K0_e of full material are computed once, on the device)
       -> node-block Jacobi PCG (NodeBlockPCG: femopt's fused CG kernels, the CSR SpMV
          kernel) or, with ``solver: {type: amg}``, smoothed-aggregation AMG-PCG
          (DeviceAMGPCG: structure once per mesh, values per design on the device),
@@ -17,11 +17,17 @@ dofs and supplies the operator, the solve and the adjoint term. One design itera
          design-sensitivity kernel of the physics' element kernel
       -> volume (a dot product) -> chain rule through the filters -> OC or MMA.
 
-The host builds the pattern and the scatter map (``FixedPatternAssembler``) and the filter
-weights once, the device the gather order; then only scalars reach it until the results are
-written. With ``xp = numpy`` the same code runs on the CPU (the assembly is then the
-assembler's bincount, the SpMV SciPy's and the sensitivity the generated kernel's NumPy
-twin), which is how the CPU tests check it against the CPU path.
+The set-up runs on the device too: the element matrices from the physics' element kernel
+in batches of cells (:mod:`femopt.assembly.element_batches`), the CSR pattern and the
+gather map by one sort (:mod:`femopt.assembly.csr_pattern`), the node blocks of the
+preconditioner, and a radius filter's weights by cell hashing
+(:mod:`femopt.filters.cell_hash`). The host keeps the mesh (points, cells) and vectors of
+one value per cell or dof (design bounds, volumes, loads); ``setup="host"`` builds the
+element matrices, the pattern and the filter weights on the host instead (the reference
+the tests compare with). Then only scalars reach the host until the results are written.
+With ``xp = numpy`` the same code runs on the CPU (the assembly is then a bincount in the
+gather's order, the SpMV SciPy's and the sensitivity the generated kernel's NumPy twin),
+which is how the CPU tests check it against the CPU path.
 """
 
 from __future__ import annotations
@@ -80,6 +86,9 @@ def estimate_bytes(model: Any) -> int:
     # H, and H^T for a density filter's chain rule
     filter_nnz = sum(f.weights_nnz() * (1 if f.heuristic else 2)
                      for f in model.filters if hasattr(f, "weights_nnz"))
+    # what finding filter weights on the device holds at once (a batch's candidates)
+    filter_scratch = max((f.device_scratch_bytes() for f in model.filters
+                          if hasattr(f, "device_scratch_bytes")), default=0)
     n_cases = len(model.case_names)
     n_dofs = model.n_dofs
     # The set-up's peak, the sort of the pattern's keys (csr_pattern.build_pattern): keys
@@ -89,7 +98,7 @@ def estimate_bytes(model: Any) -> int:
     # freed, so the kept entries and cells (12 bytes) come out of the peak's blocks.
     total = (entries * max(SORT_PEAK, 4 + 8 + 8 + 4 + 4)
              + nnz * (8 + 4 + 8 + 8)       # CSR values, column indices, gather offsets, data + C
-             + filter_nnz * (8 + 4)        # filter weights
+             + filter_nnz * (8 + 4) + filter_scratch  # filter weights, finding them
              + n_cells * (8 * 20 + 8 * 3)  # design fields, optimizer (MMA), cells
              + n_dofs * 8 * (12 + 4 * n_cases)  # CG vectors, states, loads, sensitivity
              + (n_dofs // k) * k * k * 8 * 3   # node blocks and their inverses

@@ -71,6 +71,21 @@ class _RadiusFilter(LinearFilter):
         ball = math.pi * r * r if mesh.dim == 2 else 4.0 / 3.0 * math.pi * r**3
         return int(n * min(n, math.ceil(ball / mean_volume)))
 
+    def device_scratch_bytes(self) -> int:
+        """Device memory the cell hashing of :meth:`device_twin` holds while it runs (0 on
+        a grid): for a batch of cells, its (cell, bin) pairs (5^dim bins, some 4 arrays
+        of dim values) and its candidates (about 2 per neighbour on the 100k-tet bracket;
+        counted as 3, at some 80 bytes each: pair, cells, distances, weights)."""
+        mesh = self.mesh
+        if mesh.grid is not None:
+            return 0
+        from femopt.filters.cell_hash import BATCH, SPLIT
+
+        batch = min(BATCH, mesh.n_cells)
+        pairs = batch * (2 * SPLIT + 1) ** mesh.dim * mesh.dim * 8 * 4
+        per_cell = self.weights_nnz() / max(mesh.n_cells, 1)
+        return int(pairs + batch * 3 * per_cell * 80)
+
     def slab_twin(self, slab: Any, spacing: tuple[float, ...]) -> "_RadiusFilter":
         """A copy whose weights are the grid stencil on a rank's slab (ghost layers as wide
         as the radius reaches)."""
