@@ -274,3 +274,33 @@ def test_cell_hash_weights_on_the_gpu_equal_the_twin():
     np.testing.assert_allclose(cupy.asnumpy(dev[2]), twin[2], rtol=1e-12,
                                atol=1e-12 * twin[2].max())
     np.testing.assert_allclose(cupy.asnumpy(dev[3]), twin[3], rtol=1e-12)
+
+
+# -- the mesh check's connected parts ------------------------------------------------
+
+
+def test_cell_components_by_the_node_graph_equal_those_of_the_element_graph():
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    from femopt.mesh import Mesh
+    from femopt.mesh.meshfile import cell_components
+
+    one = mesh_named("tet4")
+    # three copies side by side (apart), their cells interleaved, plus a node of no cell
+    shift = np.array([10.0, 0.0, 0.0])
+    points = np.vstack([one.points, one.points + shift, one.points + 2 * shift,
+                        [[50.0, 0.0, 0.0]]])
+    n = one.n_nodes
+    cells = np.stack([one.cells + 2 * n, one.cells, one.cells + n], axis=1).reshape(-1, 4)
+    cells = cells[np.random.default_rng(8).permutation(cells.shape[0])]
+    mesh = Mesh(points=points, cells=cells, cell_type="tet4")
+    n_parts, part = cell_components(mesh)
+    rows = np.repeat(np.arange(cells.shape[0]), 4)
+    incidence = sp.csr_matrix((np.ones(cells.size), (rows, cells.ravel())),
+                              shape=(cells.shape[0], points.shape[0]))
+    expected_n, expected = connected_components(incidence @ incidence.T, directed=False)
+    assert n_parts == expected_n == 3
+    np.testing.assert_array_equal(part, expected)  # numbered by their first element
+    assert np.bincount(part).tolist() == [one.n_cells] * 3
+    assert cell_components(one) == (1, pytest.approx(np.zeros(one.n_cells)))
