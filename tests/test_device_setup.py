@@ -238,6 +238,7 @@ def test_cell_hash_weights_equal_the_kd_tree_weights(mesh_name, cells_across):
     indptr, indices, data, sums = cell_hash_weights(c, v, radius, np, batch=17)
     assert h.nnz > 3 * mesh.n_cells  # neighbours beyond each cell itself
     np.testing.assert_array_equal(indptr, h.indptr)
+    assert indptr.dtype == indices.dtype == np.int32  # as cuSPARSE takes them
     np.testing.assert_array_equal(indices, h.indices)
     scale = radius * v.max()
     assert np.abs(data - h.data).max() <= 1e-13 * scale

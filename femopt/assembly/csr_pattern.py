@@ -120,7 +120,7 @@ def build_pattern(cells: Any, dofs_per_node: int, free: Any, n_dofs: int, xp: An
         kept = xp.flatnonzero(((r[:, :, None] >= 0) & (r[:, None, :] >= 0)).reshape(-1))
         m = int(kept.shape[0])
         keys[at:at + m] = (r[:, :, None] * n + r[:, None, :]).reshape(-1)[kept]
-        position[at:at + m] = kept + a * nd * nd
+        position[at:at + m] = (kept + a * nd * nd).astype(position.dtype)
         at += m
     # stable: NumPy's on request, CuPy's always (its only kind)
     order = xp.argsort(keys, kind="stable") if xp is np else xp.argsort(keys)

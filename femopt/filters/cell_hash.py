@@ -15,7 +15,6 @@ KD-tree weights).
 
 from __future__ import annotations
 
-from itertools import product
 from typing import Any
 
 import numpy as np
@@ -36,7 +35,8 @@ def cell_hash_weights(centroids: Any, volumes: Any, radius: float, xp: Any,
         centroids: (n, dim) cell centroids; volumes: (n,) cell volumes (v_j).
         radius: r. xp: numpy or cupy. batch: cells per batch of candidates.
     Returns:
-        indptr (n + 1,) int64, indices (nnz,) int32 (columns sorted within each row),
+        indptr (n + 1,) int32 (int64 from 2^31 weights), indices (nnz,) int32 (columns
+        sorted within each row),
         data (nnz,) float64 and the row sums (n,).
     """
     if batch < 1:
@@ -58,22 +58,33 @@ def cell_hash_weights(centroids: Any, volumes: Any, radius: float, xp: Any,
     order = _stable_argsort(xp, key)
     sorted_key = key[order]
     del key
-    steps = range(-SPLIT, SPLIT + 1)
-    offsets = xp.asarray(list(product(steps, repeat=dim)), dtype=xp.int64)  # (m, dim)
-    m = int(offsets.shape[0])
+    steps = xp.arange(-SPLIT, SPLIT + 1, dtype=xp.int64)
+    width = int(steps.shape[0])
+    m = width**dim  # neighbouring bins of a cell, (offset_0, ..., offset_dim-1) in order
     slack = 1e-9 * side  # a centroid may sit a rounding error outside its bin
     rows, cols, weights = [], [], []
     for a in range(0, n, batch):
         b = min(a + batch, n)
-        near = bins[a:b, None, :] + offsets[None]  # (b - a, m, dim) neighbouring bins
+        # per axis: the neighbouring bins' coordinate, whether it exists, its part of the
+        # bin's key and the squared gap between the centroid and the bin's slab
+        near = bins[a:b, :, None] + steps  # (b - a, dim, width)
+        box_lo = lo[None, :, None] + near * side
+        centre = c[a:b, :, None]
+        gap = xp.maximum(xp.maximum(box_lo - centre, centre - (box_lo + side)) - slack, 0.0)
+        exists = (near >= 0) & (near < upper[None, :, None])
+        part = near * stride[None, :, None]
+        del box_lo, centre
+        # the bins around each cell: the axes' parts combined, (b - a, width, ..., width)
+        near_key, gap2, valid = part[:, 0], gap[:, 0] ** 2, exists[:, 0]
+        for d in range(1, dim):
+            along = (b - a,) + (1,) * d + (width,)
+            near_key = near_key[..., None] + part[:, d].reshape(along)
+            gap2 = gap2[..., None] + gap[:, d].reshape(along) ** 2
+            valid = valid[..., None] & exists[:, d].reshape(along)
         # the bins that exist and whose box comes closer than r to the cell's centroid
-        box_lo = lo + near * side
-        gap = xp.maximum(xp.maximum(box_lo - c[a:b, None, :],
-                                    c[a:b, None, :] - (box_lo + side)) - slack, 0.0)
-        valid = (((near >= 0) & (near < upper)).all(axis=2)
-                 & ((gap * gap).sum(axis=2) < radius * radius)).reshape(-1)
-        del box_lo, gap
-        near_key = (near * stride).sum(axis=2).reshape(-1)
+        valid = (valid & (gap2 < radius * radius)).reshape(-1)
+        near_key = near_key.reshape(-1)
+        del near, gap, exists, part, gap2
         start = xp.searchsorted(sorted_key, near_key, side="left")
         count = xp.where(valid, xp.searchsorted(sorted_key, near_key, side="right") - start, 0)
         end = xp.cumsum(count)
@@ -83,8 +94,7 @@ def cell_hash_weights(centroids: Any, volumes: Any, radius: float, xp: Any,
         j = order[start[pair] + t - (end[pair] - count[pair])]
         i = a + pair // m
         del t, pair
-        d = xp.sqrt(((c[i] - c[j]) ** 2).sum(axis=1))
-        w = radius - d
+        w = radius - xp.sqrt(((c[i] - c[j]) ** 2).sum(axis=1))
         keep = xp.flatnonzero(w > 0)
         i, j = i[keep], j[keep]
         w = w[keep] * v[j]
@@ -95,8 +105,9 @@ def cell_hash_weights(centroids: Any, volumes: Any, radius: float, xp: Any,
     row = xp.concatenate(rows) if rows else xp.zeros(0, dtype=xp.int64)
     indices = xp.concatenate(cols) if cols else xp.zeros(0, dtype=xp.int32)
     data = xp.concatenate(weights) if weights else xp.zeros(0)
-    indptr = xp.zeros(n + 1, dtype=xp.int64)
-    indptr[1:] = xp.cumsum(xp.bincount(row, minlength=n))
+    wide = int(data.shape[0]) >= 2**31
+    indptr = xp.zeros(n + 1, dtype=xp.int64 if wide else xp.int32)  # cuSPARSE: int32
+    indptr[1:] = xp.cumsum(xp.bincount(row, minlength=n)).astype(indptr.dtype)
     hs = xp.bincount(row, weights=data, minlength=n)
     return indptr, indices, data, hs
 
