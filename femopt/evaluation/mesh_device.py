@@ -91,11 +91,11 @@ def estimate_bytes(model: Any) -> int:
                           if hasattr(f, "device_scratch_bytes")), default=0)
     n_cases = len(model.case_names)
     n_dofs = model.n_dofs
-    # The set-up's peak, the sort of the pattern's keys (csr_pattern.build_pattern): keys
-    # and positions, the order, the sorted keys and positions and the sort's scratch
-    # (about keys and order again), 48 bytes per entry; then the sorted positions, the
-    # element matrices and the gathered entries and cells, 28. The pool keeps what is
-    # freed, so the kept entries and cells (12 bytes) come out of the peak's blocks.
+    # The set-up's peak is the sort of the pattern's keys (csr_pattern.build_pattern):
+    # SORT_PEAK bytes per entry (keys, positions, the order, the sorted keys and positions,
+    # the sort's scratch). What follows fits in the blocks the pool keeps from it: the
+    # sorted positions, the element matrices, the gathered entries and their cells (28),
+    # of which the entries and cells (12) stay for the run.
     total = (entries * max(SORT_PEAK, 4 + 8 + 8 + 4 + 4)
              + nnz * (8 + 4 + 8 + 8)       # CSR values, column indices, gather offsets, data + C
              + filter_nnz * (8 + 4) + filter_scratch  # filter weights, finding them
@@ -136,8 +136,10 @@ class MeshDevicePath(DevicePath):
         xp: the array module of the fields (cupy, or numpy in tests).
         setup: ``device`` (the element matrices, the pattern and the gather map built on
             ``xp``: :mod:`femopt.assembly.element_batches`,
-            :mod:`femopt.assembly.csr_pattern`) or ``host`` (the model's element matrices
-            and a ``FixedPatternAssembler``; the reference the tests compare with).
+            :mod:`femopt.assembly.csr_pattern`; a radius filter's weights by cell hashing)
+            or ``host`` (the model's element matrices, a ``FixedPatternAssembler`` and the
+            filters' KD-tree weights; the reference the tests compare with). None:
+            :data:`SETUP`.
     """
 
     def __init__(self, model: Any, xp: Any, setup: str | None = None):
