@@ -305,3 +305,24 @@ def test_cell_components_by_the_node_graph_equal_those_of_the_element_graph():
     np.testing.assert_array_equal(part, expected)  # numbered by their first element
     assert np.bincount(part).tolist() == [one.n_cells] * 3
     assert cell_components(one) == (1, pytest.approx(np.zeros(one.n_cells)))
+
+
+def test_gpu_path_on_a_mesh_builds_nothing_per_cell_on_the_host(monkeypatch):
+    """The host's element matrices, cell dofs, sparse pattern and KD-tree filter weights
+    are never built: a run of the twin gets through with each of them refusing."""
+    import femopt.assembly.sparse
+    import femopt.filters.radius
+    import femopt.physics.base
+    from test_unstructured_device import bracket, build
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("built on the host")
+
+    monkeypatch.setattr(femopt.physics.base.Physics, "element_matrices", refuse)
+    monkeypatch.setattr(femopt.physics.base.Physics, "cell_dofs", refuse)
+    monkeypatch.setattr(femopt.assembly.sparse.FixedPatternAssembler, "_build_pattern", refuse)
+    monkeypatch.setattr(femopt.filters.radius, "radius_weights", refuse)
+    model = build(bracket(solver={"type": "pcg", "rtol": 1e-10}), array_module=np)
+    values, grads = model.values_and_gradients(model.x0)
+    assert values[0] == pytest.approx(2153.83, rel=1e-5)  # the bracket's first compliance
+    assert grads[0].shape == (model.n,) and np.all(grads[0][model.x0 > 0] <= 0)
