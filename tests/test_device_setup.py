@@ -1,6 +1,8 @@
 """The GPU path's set-up on meshes from files, built on the device: element matrices in
-batches and the CSR pattern with its gather map, each against the host's (NumPy twin
-here; the GPU tests run the same code on CuPy)."""
+batches, the CSR pattern with its gather map and a radius filter's weights by cell
+hashing, each against the host's; bracket runs set up on the device against runs set up
+on the host; the mesh check's connected parts (NumPy twin here; the GPU tests run the
+same code on CuPy)."""
 
 from __future__ import annotations
 
