@@ -328,3 +328,13 @@ def test_gpu_path_on_a_mesh_builds_nothing_per_cell_on_the_host(monkeypatch):
     values, grads = model.values_and_gradients(model.x0)
     assert values[0] == pytest.approx(2153.83, rel=1e-5)  # the bracket's first compliance
     assert grads[0].shape == (model.n,) and np.all(grads[0][model.x0 > 0] <= 0)
+
+
+@pytest.mark.parametrize("mesh_name", MESH_NAMES)
+def test_cell_volumes_without_inverses_are_the_physical_gradients_ones(mesh_name):
+    from femopt.assembly.elements import get_element, physical_gradients
+    from femopt.objectives.base import cell_volumes
+
+    mesh = mesh_named(mesh_name)
+    _, wdet = physical_gradients(get_element(mesh.cell_type), mesh.points[mesh.cells])
+    np.testing.assert_array_equal(cell_volumes(mesh), wdet.sum(axis=1))  # bit for bit
