@@ -193,8 +193,8 @@ class Model:
         else:
             xp = (choose_device(self, device, array_module) if not self.shape
                   else shape_device(self, device))
-        if xp is None or self.mesh.grid is not None:
-            self.ke = self.physics.element_matrices()  # the GPU mesh path makes its own
+        if xp is None or self.mesh.grid is not None:  # built now, before nodes may move
+            _ = self.ke  # (the GPU path on a mesh from a file makes its own on the device)
         free_mask = np.ones(self.n_dofs, dtype=bool)
         free_mask[self.fixed] = False
         self.n_free = int(free_mask.sum())
@@ -258,9 +258,8 @@ class Model:
 
     @cached_property
     def ke(self) -> np.ndarray:
-        """Element matrices of full material on the host: (nd, nd) on a structured grid,
-        else (n_cells, nd, nd). Built when the model is, except for the GPU path on a mesh
-        from a file, which computes them on the device (then built on first use)."""
+        """Host element matrices of full material, (nd, nd) on a grid, else (n_cells, nd,
+        nd); on first use only on the GPU mesh path, which makes its own on the device."""
         return self.physics.element_matrices()
 
     @cached_property
