@@ -12,10 +12,20 @@ median of the following ones.
 - ``cpu-direct``: CHOLMOD (only up to --direct-max tets: its fill grows too fast beyond);
 - ``gpu``: the GPU path on meshes from files (gather assembly, node-block Jacobi PCG
   with rtol 1e-8, warm start; femopt/evaluation/mesh_device.py);
-- ``gpu-amg``: the same path with smoothed-aggregation AMG-PCG (solver amg, rtol 1e-8).
+- ``gpu-amg``: the same path with smoothed-aggregation AMG-PCG (solver amg, rtol 1e-8);
+- ``twin``: the ``gpu`` case on its NumPy twin (the GPU path's code on the CPU; times only
+  indicative of where the work is).
+
+``--setup device|host`` picks where the GPU path builds its element matrices, pattern
+and gather map (``mesh_device.SETUP``; default ``device``). Each GPU or twin case also
+prints its set-up split: ``element matrices``, ``pattern`` (the CSR pattern and the
+gather map), ``filter`` (the filters' weights on the device) and ``other`` (the rest of
+building the model: reading the mesh, supports, loads, the solver's node blocks, the
+functions, the memory estimate), from ``MeshDevicePath.setup_seconds`` (the device
+synchronized at each step) and the model's build time.
 
     python benchmarks/bracket_iteration.py [--sizes 100k,1M]
-        [--cases cpu-amg,cpu-direct,gpu,gpu-amg]
+        [--cases cpu-amg,cpu-direct,gpu,gpu-amg,twin] [--setup device|host]
         [--iterations 5] [--budget 300] [--direct-max 200000]
 """
 
@@ -28,6 +38,7 @@ import time
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -36,7 +47,9 @@ from bracket_meshes import bracket_mesh, bracket_problem, parse_counts  # noqa: 
 SOLVERS = {"cpu-amg": {"type": "amg", "rtol": 1e-8},
            "cpu-direct": {"type": "direct"},
            "gpu": {"type": "pcg", "rtol": 1e-8, "max_iter": 20000},
-           "gpu-amg": {"type": "amg", "rtol": 1e-8}}
+           "gpu-amg": {"type": "amg", "rtol": 1e-8},
+           "twin": {"type": "pcg", "rtol": 1e-8, "max_iter": 20000}}
+SPLIT = ("element matrices", "pattern", "filters")
 
 
 def run_case(tets: int, case: str, iterations: int, budget: float) -> dict:
@@ -44,22 +57,31 @@ def run_case(tets: int, case: str, iterations: int, budget: float) -> dict:
     from femopt.problem.load import parse_problem
     from femopt.evaluation.model import Model
 
-    gpu = case.startswith("gpu")
+    twin = case == "twin"
+    gpu = case.startswith("gpu") or twin
     path, size = bracket_mesh(tets)
     data = bracket_problem(path, size, solver=SOLVERS[case])
     registry = get_registry()
     t0 = time.perf_counter()
+    where = {"array_module": np} if twin else {"device": "gpu" if gpu else "cpu"}
     model = Model(parse_problem(yaml.safe_dump(data), "bracket.yaml", registry), registry,
-                  device="gpu" if gpu else "cpu")
+                  **where)
     if not gpu:
         model.filters[0].H  # noqa: B018 - the filter weights belong to the setup
         if model.assembler is not None:  # and the sparse pattern, built on first use
             model.assembler.nnz  # noqa: B018
-    else:
+    elif not twin:
         import cupy
 
         cupy.cuda.runtime.deviceSynchronize()
     setup = time.perf_counter() - t0
+    split = {}
+    if gpu:
+        steps = model.path.setup_seconds
+        split = {k: steps.get(k, 0.0) for k in SPLIT}
+        split["other"] = setup - sum(split.values())
+        print(f"<!-- {case} set-up steps: "
+              + ", ".join(f"{k} {v:.2f} s" for k, v in steps.items()) + " -->", flush=True)
     solver = model.path.solver if gpu else model.solver
     cg: list[int] = []
     started = time.perf_counter()
@@ -74,7 +96,7 @@ def run_case(tets: int, case: str, iterations: int, budget: float) -> dict:
     model.optimizer.run(model, model.x0.copy(), iterations)
     seconds = [h.seconds for h in model.history]
     memory = ""
-    if gpu:
+    if gpu and not twin:
         import cupy
 
         from femopt.evaluation.mesh_device import estimate_bytes
@@ -84,7 +106,8 @@ def run_case(tets: int, case: str, iterations: int, budget: float) -> dict:
     return {"memory": memory, "tets": model.mesh.n_cells, "dofs": model.n_free if not gpu
             else int(model.path.free.size), "setup": setup, "first": seconds[0],
             "rest": statistics.median(seconds[1:]) if len(seconds) > 1 else float("nan"),
-            "n": len(seconds), "cg": cg, "objective": model.history[-1].objective}
+            "n": len(seconds), "cg": cg, "objective": model.history[-1].objective,
+            "split": split}
 
 
 def main() -> None:
@@ -95,7 +118,13 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=300.0,
                     help="stop a case after the iteration that passes this many seconds")
     ap.add_argument("--direct-max", type=int, default=200_000)
+    ap.add_argument("--setup", choices=("device", "host"), default="device",
+                    help="where the GPU path builds its element matrices and pattern")
     args = ap.parse_args()
+    from femopt.evaluation import mesh_device
+
+    mesh_device.SETUP = args.setup
+    splits = []
     print(f"# bracket_3d design iterations, {date.today().isoformat()}")
     print("| tets | free dofs | case | setup s | first it s | s/it (median of rest) | "
           "iterations | CG iterations per solve | compliance at the last | "
@@ -112,10 +141,19 @@ def main() -> None:
             print(f"| {r['tets']} | {r['dofs']} | {case} | {r['setup']:.1f} | "
                   f"{r['first']:.2f} | {r['rest']:.2f} | {r['n']} | {cg} | "
                   f"{r['objective']:.6g} | {r['memory']} |", flush=True)
+            if r["split"]:
+                splits.append((r["tets"], case, r["setup"], r["split"]))
             if case.startswith("gpu"):
                 import cupy
 
                 cupy.get_default_memory_pool().free_all_blocks()
+    if splits:
+        print(f"\n# set-up split (--setup {args.setup}), seconds")
+        print("| tets | case | set-up | element matrices | pattern | filter | other |")
+        print("|---|---|---|---|---|---|---|")
+        for tets, case, total, sp in splits:
+            print(f"| {tets} | {case} | {total:.2f} | {sp['element matrices']:.2f} | "
+                  f"{sp['pattern']:.2f} | {sp['filters']:.2f} | {sp['other']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -15,12 +15,18 @@ GPU (``GatherAssembler``, CUDA events after two warm-up launches, median of --re
   value (what the GPU path runs);
 - ``atomic f64``: ``femopt_assembly_csr_scatter_cells``, one thread per element-matrix
   entry with atomic adds (the alternative; needs a zeroed array);
-- ``setup``: the gather order on the host and the copies to the device (once per mesh).
+- ``setup``: the gather order on the host and the copies to the device (once per mesh);
+- ``device K0_e`` / ``device pattern``: the set-up the GPU path runs now, on the device
+  (``element_batches.element_matrices_batched``; ``csr_pattern.build_pattern`` and the
+  gather of the entries, ``GatherAssembler.on_device``), checked equal to the host's
+  (the pattern and gather map exactly, the element matrices to 1e-12).
+
+``--devices twin`` runs those two on NumPy (the GPU code on the CPU; indicative only).
 
 GB/s is the bytes a GPU kernel must move (entries, cells, design, values, offsets) per
 second; the H100's device copy reaches 3.0 TB/s.
 
-    python benchmarks/tet4_assembly.py [--sizes 100k,1M] [--devices cpu,gpu] [--repeat 5]
+    python benchmarks/tet4_assembly.py [--sizes 100k,1M] [--devices cpu,gpu,twin] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -145,7 +151,48 @@ def main() -> None:
                 moved(4))
             del dev32, s64, s32
             cupy.get_default_memory_pool().free_all_blocks()
+        for device in ("gpu", "twin"):
+            if device in devices:
+                for step, seconds in device_setup(mesh, physics, free, asm, ke, device):
+                    row("GPU" if device == "gpu" else "twin", step, seconds)
         asm = ke = None  # free the host arrays before the next mesh
+
+
+def device_setup(mesh, physics, free, asm, ke, device: str) -> list[tuple[str, float]]:
+    """Seconds of the GPU path's set-up on ``device`` (element matrices; pattern and
+    gather map), each checked against the host's."""
+    from femopt.assembly.csr_gather import GatherAssembler, gather_map
+    from femopt.assembly.csr_pattern import build_pattern
+    from femopt.assembly.element_batches import element_matrices_batched
+
+    if device == "gpu":
+        import cupy as xp
+
+        sync = xp.cuda.runtime.deviceSynchronize
+        host = xp.asnumpy
+    else:
+        xp, sync, host = np, (lambda: None), np.asarray
+    points, cells, dev_free = xp.asarray(mesh.points), xp.asarray(mesh.cells), xp.asarray(free)
+    sync()
+    t0 = time.perf_counter()
+    dev_ke = element_matrices_batched(physics.element_kernel(), points, cells, xp)
+    sync()
+    t_ke = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pattern = build_pattern(cells, 3, dev_free, mesh.n_nodes * 3, xp)
+    gather = GatherAssembler.on_device(pattern, dev_ke)
+    sync()
+    t_pattern = time.perf_counter() - t0
+    scale = np.abs(ke).max(axis=(1, 2))[:, None, None]
+    assert (np.abs(host(dev_ke) - ke) / scale).max() <= 1e-12, "element matrices differ"
+    assert np.array_equal(host(pattern.indptr), asm.indptr)
+    assert np.array_equal(host(pattern.indices), asm.indices)
+    ptr, cell, _ = gather_map(asm, ke)
+    assert np.array_equal(host(gather.ptr), ptr) and np.array_equal(host(gather.cell), cell)
+    del dev_ke, pattern, gather
+    if device == "gpu":
+        xp.get_default_memory_pool().free_all_blocks()
+    return [("device K0_e", t_ke), ("device pattern", t_pattern)]
 
 
 if __name__ == "__main__":

@@ -16,8 +16,12 @@ results equal the CPU's bit for bit and a GPU run is reproducible. The atomic sc
 (one thread per entry, ``femopt_assembly_csr_scatter_cells``) reads the same bytes; it is
 kept for the benchmark (``benchmarks/tet4_assembly.py``), which times both.
 
-With NumPy arrays the assembly is the :class:`FixedPatternAssembler`'s own ``bincount``
-(the twin the GPU tests compare with).
+The pattern and the gather map come either from the host's ``FixedPatternAssembler``
+(``GatherAssembler(assembler, ke, xp)``, the benchmark's reference) or, on the GPU path,
+from one sort on the device (:meth:`GatherAssembler.on_device` with
+:func:`femopt.assembly.csr_pattern.build_pattern`): the same map, without the host. With
+NumPy arrays the assembly is a ``bincount`` in the same order of sums (the twin the GPU
+tests compare with).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from femopt.assembly.csr_pattern import DevicePattern
 from femopt.assembly.sparse import FixedPatternAssembler
 
 SOURCE = Path(__file__).with_suffix(".cu")
@@ -98,10 +103,35 @@ class GatherAssembler:
         self.ptr, self.cell, self.values = gather_map(assembler, ke, xp, self.dtype)
         self._atomic: tuple[Any, Any, Any] | None = None
 
+    @classmethod
+    def on_device(cls, pattern: DevicePattern, ke: Any, dtype: Any = np.float64
+                  ) -> "GatherAssembler":
+        """The gather of a pattern built on the device
+        (:func:`femopt.assembly.csr_pattern.build_pattern`) over element matrices ``ke``
+        ((n_cells, nd, nd) on the pattern's array module). Nothing of it is on the host;
+        with NumPy the values are summed by a ``bincount`` in the gather order, which is
+        the host assembler's order of sums (equal to it bit for bit)."""
+        xp = pattern.xp
+        if xp is not np and (pattern.position.shape[0] >= 2**31 or pattern.n_cells >= 2**31):
+            raise ValueError("the gather assembly takes fewer than 2^31 element-matrix "
+                             "entries")
+        self = cls.__new__(cls)
+        self.assembler, self.ke, self.xp = None, None, xp
+        self.nnz, self.dtype, self.constant = pattern.nnz, np.dtype(dtype), None
+        self.ptr, self.cell = pattern.ptr, pattern.cells()
+        self.values = pattern.values(ke, self.dtype)
+        self._atomic = None
+        if xp is np:  # each entry's slot, for the bincount
+            self._slot = np.repeat(np.arange(self.nnz), np.diff(self.ptr))
+        return self
+
     def assemble_data(self, scale: Any) -> Any:
         """The CSR values of ``sum_e scale_e K0_e`` (+ the constant part)."""
         if self.xp is np:
-            return self.assembler.assemble_data(scale, self.ke)
+            if self.assembler is not None:
+                return self.assembler.assemble_data(scale, self.ke)
+            return np.bincount(self._slot, weights=scale[self.cell] * self.values,
+                               minlength=self.nnz)
         import cupy
 
         from femopt.backend.kernels import get_kernel, launch_1d, real_name
@@ -121,6 +151,8 @@ class GatherAssembler:
         from femopt.backend.kernels import get_kernel, launch_1d, real_name
 
         _register()
+        if self.assembler is None:
+            raise ValueError("the atomic scatter needs the host-built pattern")
         if self._atomic is None:  # entries in cell order, as FixedPatternAssembler keeps them
             a = self.assembler
             values = (self.ke.reshape(-1)[a._local] if self.ke.ndim == 2

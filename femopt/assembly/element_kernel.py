@@ -145,21 +145,23 @@ def integrate(kernel: ElementKernel, ops: Ops, x: Sequence[Sequence[Scalar]], m:
     return ke
 
 
-def element_matrices(kernel: ElementKernel, coords: np.ndarray, m: Any = 1.0,
-                     dtype: Any = np.float64) -> np.ndarray:
-    """(n_cells, nd, nd) element matrices from the kernel, in ``dtype`` (float64/float32).
+def element_matrices(kernel: ElementKernel, coords: Any, m: Any = 1.0,
+                     dtype: Any = np.float64) -> Any:
+    """(n_cells, nd, nd) element matrices from the kernel, in ``dtype`` (float64/float32),
+    on the array module of ``coords`` (NumPy or CuPy: the integrand runs on its arrays).
 
     Args:
         coords: (n_cells, n_nodes, dim) node coordinates. m: material factor per cell
             (scalar or (n_cells,)).
     """
-    coords = np.asarray(coords, dtype=dtype)
+    xp = array_namespace(coords)
+    coords = xp.asarray(coords, dtype=dtype)
     c = coords.shape[0]
     x = [[coords[:, a, d] for d in range(coords.shape[2])] for a in range(coords.shape[1])]
-    mm = np.broadcast_to(np.asarray(m, dtype=dtype), (c,))
+    mm = xp.broadcast_to(xp.asarray(m, dtype=dtype), (c,))
     p = {k: np.dtype(dtype).type(v) for k, v in kernel.values.items()}
     ke = integrate(kernel, NUMPY_OPS, x, mm, p)
-    out = np.empty((c, kernel.nd, kernel.nd), dtype=dtype)
+    out = xp.empty((c, kernel.nd, kernel.nd), dtype=dtype)
     for i in range(kernel.nd):
         for j in range(kernel.nd):
             out[:, i, j] = ke[i][j]

@@ -93,11 +93,27 @@ def physical_gradients(element: Element, coords: np.ndarray) -> tuple[np.ndarray
         ValueError if a cell is inverted or degenerate (det J <= 0).
     """
     dn = element.grad(element.quad_points)  # (q, n, d)
+    jac, det = _jacobians(element, coords)
+    inv = np.linalg.inv(jac)  # dxi_e/dx_d
+    dndx = np.einsum("qne,cqed->cqnd", dn, inv)
+    return dndx, det * element.quad_weights[None, :]
+
+
+def _jacobians(element: Element, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """dx_d/dxi_e (n_cells, n_q, dim, dim) and its determinants at the quadrature points,
+    refusing inverted or degenerate cells."""
+    dn = element.grad(element.quad_points)  # (q, n, d)
     jac = np.einsum("cnd,qne->cqde", coords, dn)  # dx_d/dxi_e
     det = np.linalg.det(jac)
     if np.any(det <= 0):
         bad = np.unique(np.nonzero(det <= 0)[0])
         raise ValueError(f"{bad.size} inverted or degenerate cell(s), first: {bad[:10].tolist()}")
-    inv = np.linalg.inv(jac)  # dxi_e/dx_d
-    dndx = np.einsum("qne,cqed->cqnd", dn, inv)
-    return dndx, det * element.quad_weights[None, :]
+    return jac, det
+
+
+def cell_measures(element: Element, coords: np.ndarray) -> np.ndarray:
+    """(n_cells,) volumes (areas in 2D) of cells with node coordinates ``coords``: det(J)
+    times the weights, summed over the quadrature points; the same numbers as
+    :func:`physical_gradients`' without inverting the Jacobians."""
+    _, det = _jacobians(element, coords)
+    return (det * element.quad_weights[None, :]).sum(axis=1)

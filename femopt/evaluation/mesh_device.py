@@ -7,7 +7,7 @@ dofs and supplies the operator, the solve and the adjoint term. One design itera
 
     x -> filters (linear filters' weights as device CSR, pointwise projections) -> rho
       -> K = sum_e m(rho_e) K0_e into the fixed CSR pattern (GatherAssembler: one thread
-         per CSR value; the K0_e of full material are computed once, on the host)
+         per CSR value; the K0_e of full material are computed once, on the device)
       -> node-block Jacobi PCG (NodeBlockPCG: femopt's fused CG kernels, the CSR SpMV
          kernel) or, with ``solver: {type: amg}``, smoothed-aggregation AMG-PCG
          (DeviceAMGPCG: structure once per mesh, values per design on the device),
@@ -17,21 +17,30 @@ dofs and supplies the operator, the solve and the adjoint term. One design itera
          design-sensitivity kernel of the physics' element kernel
       -> volume (a dot product) -> chain rule through the filters -> OC or MMA.
 
-The host builds the pattern and the scatter map (``FixedPatternAssembler``) and the filter
-weights once, the device the gather order; then only scalars reach it until the results are
-written. With ``xp = numpy`` the same code runs on the CPU (the assembly is then the
-assembler's bincount, the SpMV SciPy's and the sensitivity the generated kernel's NumPy
-twin), which is how the CPU tests check it against the CPU path.
+The set-up runs on the device too: the element matrices from the physics' element kernel
+in batches of cells (:mod:`femopt.assembly.element_batches`), the CSR pattern and the
+gather map by one sort (:mod:`femopt.assembly.csr_pattern`), the node blocks of the
+preconditioner, and a radius filter's weights by cell hashing
+(:mod:`femopt.filters.cell_hash`). The host keeps the mesh (points, cells) and vectors of
+one value per cell or dof (design bounds, volumes, loads); ``setup="host"`` builds the
+element matrices, the pattern and the filter weights on the host instead (the reference
+the tests compare with). Then only scalars reach the host until the results are written.
+With ``xp = numpy`` the same code runs on the CPU (the assembly is then a bincount in the
+gather's order, the SpMV SciPy's and the sensitivity the generated kernel's NumPy twin),
+which is how the CPU tests check it against the CPU path.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 
 from femopt.adjoint import generated
 from femopt.assembly.csr_gather import GatherAssembler
+from femopt.assembly.csr_pattern import build_pattern
+from femopt.assembly.element_batches import element_matrices_batched
 from femopt.assembly.sparse import FixedPatternAssembler
 from femopt.backend import to_host
 from femopt.evaluation.device import DevicePath, capability
@@ -41,6 +50,8 @@ from femopt.solvers.csr_pcg import NodeBlockPCG
 from femopt.solvers.device_amg import DeviceAMGPCG
 
 MAX_ITER = 20000  # CG iterations per solve when the GPU replaces the default solver
+SETUP = "device"  # where MeshDevicePath builds its element matrices and pattern by default
+SORT_PEAK = 8 + 4 + 8 + 8 + 4 + 16  # bytes per element-matrix entry while the keys sort
 MEMORY_MARGIN = 1.25  # an estimate from array sizes, not a measurement: keep 25% in hand
 
 
@@ -65,22 +76,30 @@ def unsupported(model: Any, solver: str | None) -> str | None:
 def estimate_bytes(model: Any) -> int:
     """GPU memory a design iteration of ``model`` needs (bytes, an estimate from the sizes
     of its arrays, its integrand functions' included: states on the free dofs, gathered
-    from full-dof vectors). Builds the filters' weight matrices on the host (the path
-    needs them anyway)."""
+    from full-dof vectors). A radius filter's weights are counted from the mean cell
+    volume, not found (the path finds them on the device); another linear filter's are
+    built on the host to be counted."""
     n_cells = model.mesh.n_cells
-    nd = int(np.shape(model.ke)[-1])
     k = model.physics.dofs_per_node
+    nd = model.mesh.cells.shape[1] * k
     entries = n_cells * nd * nd  # at most; entries on supported dofs drop out
     nnz = entries // 4  # tet4: ~5 entries per CSR value, hex8: ~3 (a node's 27 neighbours)
     # H, and H^T for a density filter's chain rule
-    filter_nnz = sum(f.H.nnz * (1 if f.heuristic else 2)
-                     for f in model.filters if hasattr(f, "H"))
+    filter_nnz = sum(f.weights_nnz() * (1 if f.heuristic else 2)
+                     for f in model.filters if hasattr(f, "weights_nnz"))
+    # what finding filter weights on the device holds at once (a batch's candidates)
+    filter_scratch = max((f.device_scratch_bytes() for f in model.filters
+                          if hasattr(f, "device_scratch_bytes")), default=0)
     n_cases = len(model.case_names)
     n_dofs = model.n_dofs
-    total = (entries * (8 + 4)             # sorted K0 entries and their cells
-             + entries * (4 + 8)           # set-up peak: slot keys and the sort's order
+    # The set-up's peak is the sort of the pattern's keys (csr_pattern.build_pattern):
+    # SORT_PEAK bytes per entry (keys, positions, the order, the sorted keys and positions,
+    # the sort's scratch). What follows fits in the blocks the pool keeps from it: the
+    # sorted positions, the element matrices, the gathered entries and their cells (28),
+    # of which the entries and cells (12) stay for the run.
+    total = (entries * max(SORT_PEAK, 4 + 8 + 8 + 4 + 4)
              + nnz * (8 + 4 + 8 + 8)       # CSR values, column indices, gather offsets, data + C
-             + filter_nnz * (8 + 4)        # filter weights
+             + filter_nnz * (8 + 4) + filter_scratch  # filter weights, finding them
              + n_cells * (8 * 20 + 8 * 3)  # design fields, optimizer (MMA), cells
              + n_dofs * 8 * (12 + 4 * n_cases)  # CG vectors, states, loads, sensitivity
              + (n_dofs // k) * k * k * 8 * 3   # node blocks and their inverses
@@ -94,6 +113,22 @@ def estimate_bytes(model: Any) -> int:
     return int(MEMORY_MARGIN * total)
 
 
+class _Clock:
+    """Seconds of the set-up's steps (the device synchronized at each lap), for the
+    benchmark: ``seconds`` by step name, a step's laps added up."""
+
+    def __init__(self, xp: Any):
+        self.xp, self.seconds = xp, {}
+        self._t = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        if self.xp is not np:
+            self.xp.cuda.get_current_stream().synchronize()
+        t = time.perf_counter()
+        self.seconds[step] = self.seconds.get(step, 0.0) + t - self._t
+        self._t = t
+
+
 class MeshDevicePath(DevicePath):
     """The design chain of ``model`` (a mesh from a file) with fields on ``xp``: states
     on the free dofs, the operator assembled into the fixed pattern and solved by
@@ -104,33 +139,66 @@ class MeshDevicePath(DevicePath):
         model: a built model that :func:`unsupported` accepts, with a ``pcg`` or ``amg``
             solver.
         xp: the array module of the fields (cupy, or numpy in tests).
+        setup: ``device`` (the element matrices, the pattern and the gather map built on
+            ``xp``: :mod:`femopt.assembly.element_batches`,
+            :mod:`femopt.assembly.csr_pattern`; a radius filter's weights by cell hashing)
+            or ``host`` (the model's element matrices, a ``FixedPatternAssembler`` and the
+            filters' KD-tree weights; the reference the tests compare with). None:
+            :data:`SETUP`.
     """
 
-    def __init__(self, model: Any, xp: Any):
+    def __init__(self, model: Any, xp: Any, setup: str | None = None):
+        setup = setup or SETUP
+        if setup not in ("device", "host"):
+            raise ValueError(f"setup must be 'device' or 'host', got {setup!r}")
         mesh = model.mesh
+        k = model.physics.dofs_per_node
         free_mask = np.ones(model.n_dofs, dtype=bool)
         free_mask[model.fixed] = False
         free = np.flatnonzero(free_mask)
         self.n_dofs = model.n_dofs
         self.free_host = free
         self.free = xp.asarray(free)
-        pattern = FixedPatternAssembler(model.cell_dofs, model.n_dofs, free)
-        self.assembly = GatherAssembler(pattern, np.asarray(model.ke, dtype=np.float64), xp)
+        self.kernel = model.physics.element_kernel()
+        self.points = xp.asarray(mesh.points, dtype=xp.float64)
+        self.cells = xp.asarray(mesh.cells, dtype=xp.int64)
+        clock = _Clock(xp)
+        if setup == "device":  # nothing proportional to the cells stays on the host
+            pattern = build_pattern(self.cells, k, self.free, model.n_dofs, xp)
+            indptr, indices = pattern.indptr, pattern.indices
+            clock.lap("pattern")
+            ke = element_matrices_batched(self.kernel, self.points, self.cells, xp)
+            clock.lap("element matrices")
+            self.assembly = GatherAssembler.on_device(pattern, ke)
+            del ke, pattern
+            clock.lap("pattern")
+        else:  # the host's element matrices and pattern (the reference the tests compare)
+            ke = np.asarray(model.ke, dtype=np.float64)
+            clock.lap("element matrices")
+            host = FixedPatternAssembler(model.cell_dofs, model.n_dofs, free)
+            indptr, indices = host.indptr, host.indices
+            self.assembly = GatherAssembler(host, ke, xp)
+            clock.lap("pattern")
         opts = model.solver.options
         if model.solver.name == "amg":
             modes = np.asarray(model.physics.rigid_modes(), dtype=np.float64)
-            self.solver = DeviceAMGPCG(pattern.indptr, pattern.indices,
+            self.solver = DeviceAMGPCG(indptr, indices,
                                        modes[free] if modes.ndim == 2 and modes.shape[1]
                                        else None, xp, opts.rtol, opts.max_iter,
                                        opts.max_coarse, opts.cycle)
         else:
-            self.solver = NodeBlockPCG(pattern.indptr, pattern.indices, free,
-                                       model.physics.dofs_per_node, xp, opts.rtol,
+            self.solver = NodeBlockPCG(indptr, indices, self.free, k, xp, opts.rtol,
                                        opts.max_iter)
-        self.kernel = model.physics.element_kernel()
-        self.points = xp.asarray(mesh.points, dtype=xp.float64)
-        self.cells = xp.asarray(mesh.cells, dtype=xp.int64)
-        super().__init__(model, xp, model.loads[:, free])
+        clock.lap("solver")
+        if setup == "host":  # the KD-tree's weights, uploaded (a twin reuses built weights)
+            for f in model.filters:
+                if hasattr(f, "weights_nnz"):
+                    f.H  # noqa: B018
+        stages = [f.device_twin(xp) for f in model.filters]
+        clock.lap("filters")
+        super().__init__(model, xp, model.loads[:, free], stages)
+        clock.lap("functions")
+        self.setup_seconds = clock.seconds
 
     def _to_states(self, a: np.ndarray) -> np.ndarray:
         return np.asarray(a, dtype=np.float64)[self.free_host]
@@ -160,8 +228,11 @@ class MeshDevicePath(DevicePath):
                                      self._full(lam), self._full(u))
 
     def _cell_dofs(self) -> Any:
+        """(n_cells, nd) dofs of every cell, made on the device from the cells."""
         if not hasattr(self, "_dofs"):
-            self._dofs = self.xp.asarray(self.model.cell_dofs)
+            xp, k = self.xp, self.model.physics.dofs_per_node
+            self._dofs = (self.cells[:, :, None] * k
+                          + xp.arange(k, dtype=xp.int64)).reshape(self.cells.shape[0], -1)
         return self._dofs
 
     def _cell_states(self, u: Any, cells: Any) -> Any:

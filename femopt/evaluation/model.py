@@ -116,7 +116,6 @@ class Model:
             if issues:
                 raise ProblemError(loaded.filename, issues)
         self.n_dofs = self.mesh.n_nodes * self.physics.dofs_per_node
-        self.ke = self.physics.element_matrices()
         self.fixed = conditions.supports(self, issues)
         self.springs = conditions.springs(self, issues)
         (self.case_names, self.weights, self.loads,
@@ -194,6 +193,8 @@ class Model:
         else:
             xp = (choose_device(self, device, array_module) if not self.shape
                   else shape_device(self, device))
+        if xp is None or self.mesh.grid is not None:  # built now, before nodes may move
+            _ = self.ke  # (the GPU path on a mesh from a file makes its own on the device)
         free_mask = np.ones(self.n_dofs, dtype=bool)
         free_mask[self.fixed] = False
         self.n_free = int(free_mask.sum())
@@ -254,6 +255,12 @@ class Model:
             self.optimizer = shape_optimizer(self)
         # the one backend every evaluation goes through
         self.path: EvaluationPath = make_path(self, xp, distributed)
+
+    @cached_property
+    def ke(self) -> np.ndarray:
+        """Host element matrices of full material, (nd, nd) on a grid, else (n_cells, nd,
+        nd); on first use only on the GPU mesh path, which makes its own on the device."""
+        return self.physics.element_matrices()
 
     @cached_property
     def cell_dofs(self) -> np.ndarray:

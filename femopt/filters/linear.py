@@ -64,6 +64,11 @@ class LinearFilter(Filter):
     def op(self) -> Any:
         return HostWeights(*self.weights())
 
+    def weights_nnz(self) -> int:
+        """The number of weights of H (the device memory estimate's count; by default H
+        is built to count them)."""
+        return int(self.H.nnz)
+
     @property
     def H(self) -> sp.csr_matrix:
         return self.op.h

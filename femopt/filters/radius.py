@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from pydantic import Field
 
 from femopt.backend import array_namespace
@@ -31,6 +32,59 @@ class _RadiusFilter(LinearFilter):
 
     def weights(self):
         return radius_weights(self.mesh, self.options.radius)
+
+    def device_twin(self, xp: Any) -> "_RadiusFilter":
+        """On a mesh from a file, the weights found on ``xp`` by cell hashing
+        (:mod:`femopt.filters.cell_hash`; the host's KD-tree is not run); on a grid, the
+        stencil."""
+        if self.mesh.grid is not None or "op" in self.__dict__:
+            return super().device_twin(xp)
+        import copy
+
+        from femopt.filters.cell_hash import cell_hash_weights, centroids_and_volumes
+        from femopt.filters.sparse_filter import SparseDensityFilter
+
+        centroids, volumes = centroids_and_volumes(self.mesh, xp)
+        weights = cell_hash_weights(centroids, volumes, self.options.radius, xp)
+        twin = copy.copy(self)
+        twin.__dict__["op"] = SparseDensityFilter.from_csr(*weights, xp,
+                                                           transpose=not self.heuristic)
+        return twin
+
+    def weights_nnz(self) -> int:
+        """The number of weights, estimated without finding them on a mesh from a file:
+        each cell's neighbours fill the ball of radius r at the mesh's mean cell volume
+        (a sample of cells; boundary cells have fewer, so this is on the high side)."""
+        mesh = self.mesh
+        if mesh.grid is not None or "op" in self.__dict__:
+            return super().weights_nnz()
+        import math
+
+        from femopt.assembly.elements import get_element, physical_gradients
+
+        n = mesh.n_cells
+        sample = np.arange(0, n, max(1, n // 4096))
+        _, wdet = physical_gradients(get_element(mesh.cell_type),
+                                     mesh.points[mesh.cells[sample]])
+        mean_volume = float(wdet.sum(axis=1).mean())
+        r = self.options.radius
+        ball = math.pi * r * r if mesh.dim == 2 else 4.0 / 3.0 * math.pi * r**3
+        return int(n * min(n, math.ceil(ball / mean_volume)))
+
+    def device_scratch_bytes(self) -> int:
+        """Device memory the cell hashing of :meth:`device_twin` holds while it runs (0 on
+        a grid): for a batch of cells, its (cell, bin) pairs (5^dim bins, some 4 arrays
+        of dim values) and its candidates (about 2 per neighbour on the 100k-tet bracket;
+        counted as 3, at some 80 bytes each: pair, cells, distances, weights)."""
+        mesh = self.mesh
+        if mesh.grid is not None:
+            return 0
+        from femopt.filters.cell_hash import BATCH, SPLIT
+
+        batch = min(BATCH, mesh.n_cells)
+        pairs = batch * (2 * SPLIT + 1) ** mesh.dim * mesh.dim * 8 * 4
+        per_cell = self.weights_nnz() / max(mesh.n_cells, 1)
+        return int(pairs + batch * 3 * per_cell * 80)
 
     def slab_twin(self, slab: Any, spacing: tuple[float, ...]) -> "_RadiusFilter":
         """A copy whose weights are the grid stencil on a rank's slab (ghost layers as wide

@@ -31,6 +31,24 @@ class SparseDensityFilter:
         self.hs = xp.asarray(hs)
         self.inv_hs = 1.0 / self.hs
 
+    @classmethod
+    def from_csr(cls, indptr: Any, indices: Any, data: Any, hs: Any, xp: Any = np,
+                 transpose: bool = True) -> "SparseDensityFilter":
+        """The filter of weights already on ``xp`` as CSR arrays (n x n), H^T made there
+        too: nothing of H on the host."""
+        n = int(indptr.shape[0]) - 1
+        if xp is np:
+            import scipy.sparse as sparse
+        else:
+            import cupyx.scipy.sparse as sparse
+        self = cls.__new__(cls)
+        self.xp = xp
+        self.h = sparse.csr_matrix((data, indices, indptr), shape=(n, n))
+        self.ht = self.h.T.tocsr() if transpose else None
+        self.hs = xp.asarray(hs)
+        self.inv_hs = 1.0 / self.hs
+        return self
+
     def apply(self, x: Any, pre: Any = None, post: Any = None) -> Any:
         """post * (H (pre * x)), pre and post optional per-cell factors."""
         y = self.h @ (x if pre is None else pre * x)

@@ -275,13 +275,25 @@ def check_mesh(mesh: Mesh, where: str) -> None:
 
 def cell_components(mesh: Mesh) -> tuple[int, np.ndarray]:
     """Connected parts of the mesh (elements sharing a node are connected): their
-    number and the part of every element."""
-    import scipy.sparse as sp
+    number and the part of every element, numbered in the order of their first element.
+
+    The graph is the nodes' (each element joins its first node to its others: n_cells *
+    (nodes - 1) edges), not the elements' (whose adjacency, elements times their
+    neighbours, costs far more to form)."""
+    from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     n, k = mesh.cells.shape
-    rows = np.repeat(np.arange(n), k)
-    incidence = sp.csr_matrix((np.ones(n * k), (rows, mesh.cells.ravel())),
-                              shape=(n, mesh.n_nodes))
-    n_parts, labels = connected_components(incidence @ incidence.T, directed=False)
-    return n_parts, labels
+    if n == 0:
+        return 0, np.zeros(0, dtype=np.int32)
+    first = np.repeat(mesh.cells[:, :1], k - 1, axis=1).ravel()
+    others = mesh.cells[:, 1:].ravel()
+    graph = coo_matrix((np.ones(first.size, dtype=np.int8), (first, others)),
+                       shape=(mesh.n_nodes, mesh.n_nodes))
+    _, node_part = connected_components(graph, directed=False)
+    # renumber the parts met by the elements, in the order of their first element
+    found, first_cell, part = np.unique(node_part[mesh.cells[:, 0]], return_index=True,
+                                        return_inverse=True)
+    rank = np.empty(found.size, dtype=np.int32)
+    rank[np.argsort(first_cell, kind="stable")] = np.arange(found.size, dtype=np.int32)
+    return int(found.size), rank[part.ravel()]

@@ -28,7 +28,8 @@ class NodeBlockPCG:
     """CG for ``K u = f`` on the free dofs of a CSR pattern, warm-started by the caller.
 
     Args:
-        indptr, indices: the CSR pattern (host arrays, int32) of the free-dof matrix.
+        indptr, indices: the CSR pattern (int32, host or ``xp`` arrays) of the free-dof
+            matrix; the node blocks' sub-pattern is found on ``xp``.
         free: sorted global indices of the free dofs; ``dofs_per_node`` k (dof = node*k+c).
         xp: numpy or cupy. rtol, max_iter: CG's stopping rule.
     """
@@ -39,20 +40,27 @@ class NodeBlockPCG:
         k = self.k = dofs_per_node
         n = free.size
         self.shape = (n, n)
-        self.indptr, self.indices = xp.asarray(indptr), xp.asarray(indices)
+        indptr, indices = xp.asarray(indptr), xp.asarray(indices)
+        self.indptr, self.indices = indptr, indices
+        free = xp.asarray(free)
         node, comp = free // k, free % k
-        nodes, block = np.unique(node, return_inverse=True)
-        self.n_blocks = nodes.size
-        rows = np.repeat(np.arange(n), np.diff(indptr))
-        same = np.flatnonzero(block[rows] == block[indices])  # K's slots inside node blocks
-        self.block_slots = xp.asarray(same)
-        self.block_pos = xp.asarray(block[rows[same]] * k * k + comp[rows[same]] * k
-                                    + comp[indices[same]])
+        # free is sorted, so each node's free dofs are consecutive: a node's block is the
+        # number of nodes before it
+        new_node = xp.ones(n, dtype=bool)
+        if n:
+            xp.not_equal(node[1:], node[:-1], out=new_node[1:])
+        block = xp.cumsum(new_node) - 1
+        self.n_blocks = int(block[-1]) + 1 if n else 0
+        nnz = int(indices.shape[0])
+        rows = xp.searchsorted(indptr, xp.arange(nnz, dtype=indptr.dtype), side="right") - 1
+        same = xp.flatnonzero(block[rows] == block[indices])  # K's slots inside node blocks
+        self.block_slots = same
+        self.block_pos = (block[rows[same]] * k * k + comp[rows[same]] * k
+                          + comp[indices[same]])
         # the CSR sub-pattern of those slots, which the inverted blocks fill
-        pre_indptr = np.zeros(n + 1, dtype=indptr.dtype)
-        np.cumsum(np.bincount(rows[same], minlength=n), out=pre_indptr[1:])
-        self.pre = SimpleNamespace(indptr=xp.asarray(pre_indptr),
-                                   indices=xp.asarray(indices[same]), shape=self.shape)
+        pre_indptr = xp.zeros(n + 1, dtype=indptr.dtype)
+        pre_indptr[1:] = xp.cumsum(xp.bincount(rows[same], minlength=n)).astype(indptr.dtype)
+        self.pre = SimpleNamespace(indptr=pre_indptr, indices=indices[same], shape=self.shape)
         self.data = None
         self.inv_blocks = None
         self.pre_data = None

@@ -27,7 +27,7 @@ class DeviceAMGPCG:
     """CG for ``K u = f`` on the free dofs of a CSR pattern with an AMG preconditioner.
 
     Args:
-        indptr, indices: the CSR pattern (host arrays) of the free-dof matrix.
+        indptr, indices: the CSR pattern (host or ``xp`` arrays) of the free-dof matrix.
         near_null: (n_free, m) host near-null space on the free dofs (None: constants).
         xp: numpy or cupy. rtol, max_iter: CG's stopping rule. max_coarse, cycle: the
         hierarchy's coarsest size and its cycle.
@@ -40,9 +40,10 @@ class DeviceAMGPCG:
                  cycle: str = "V"):
         self.xp, self.rtol, self.max_iter = xp, rtol, max_iter
         self.sp = sparse_module(xp)
-        n = indptr.size - 1
+        n = int(indptr.shape[0]) - 1
         self.shape = (n, n)
-        self.host_pattern = (np.asarray(indptr), np.asarray(indices))
+        # the hierarchy's structure is aggregated on the host, from a copy of the pattern
+        self.host_pattern = (to_host(indptr), to_host(indices))
         self.indptr, self.indices = xp.asarray(indptr), xp.asarray(indices)
         self.near_null = near_null
         self.max_coarse, self.cycle = max_coarse, cycle
