@@ -166,6 +166,9 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
     series = None
 
     def on_iteration(rec) -> bool:
+        notes = getattr(model.solver, "notes", None)
+        while notes:  # what the solves of this iteration decided (a precision fallback)
+            reporter.line(f"femopt: iteration {rec.iteration}: {notes.pop(0)}")
         with write_errors():
             history.write(rec)
         pm.hook.femopt_iteration(record=rec)

@@ -23,6 +23,7 @@ from femopt.cli import main
 from femopt.errors import InputError
 from femopt.plugins.manager import get_registry
 from femopt.problem.load import parse_problem
+from femopt.evaluation import grid_device
 from femopt.evaluation.model import Model
 
 PROBLEMS = Path(__file__).resolve().parent.parent / "problems"
@@ -160,7 +161,8 @@ def test_the_default_solver_becomes_multigrid_on_the_gpu_path():
     model = build(problem("mbb_beam"), array_module=np)
     assert (model.device, model.solver.name) == ("gpu", "multigrid")
     assert model.device_notes == ["solver: multigrid on the GPU instead of direct, the "
-                                  "CPU's default"]
+                                  "CPU's default", grid_device.KRYLOV_NOTE["mixed"]]
+    assert (model.solver.krylov, model.solver._precision(np)) == ("mixed", np.float32)
     assert model.assembler is None
 
 

@@ -81,6 +81,12 @@ def unsupported(model: Any, solver: str | None) -> str | None:
     return None
 
 
+KRYLOV_NOTE = {
+    "mixed": "solver: mixed precision (float32 CG and V-cycle inside a float64 defect "
+             "correction; float64 where float32 stagnates)",
+    "double": "solver: double precision (float64 CG)"}
+
+
 class GridDevicePath(DevicePath):
     """The design chain of ``model`` (a structured grid) with fields on ``xp``.
 
@@ -99,6 +105,12 @@ class GridDevicePath(DevicePath):
         # springs to ground (compliant mechanisms): on the fine operator's diagonal
         self.springs = (lay.from_dofs(np.asarray(model.springs, dtype=np.float64))
                         if np.any(model.springs) else None)
+        solver = model.solver
+        if hasattr(solver, "use_krylov"):
+            asked = solver.options.krylov
+            self.krylov = "mixed" if asked == "auto" else asked
+            solver.use_krylov(self.krylov)
+            model.device_notes.append(KRYLOV_NOTE[self.krylov])
         # case by case onto the device: no host copy of all cases in the grid's layout
         super().__init__(model, xp, xp.stack([xp.asarray(self._to_states(f))
                                               for f in model.loads]))
@@ -112,8 +124,10 @@ class GridDevicePath(DevicePath):
         self.model.solver.update_grid_operator(scale, self.ke, self.fixed_grid, self.springs)
 
     def _solve(self, rhs: Any, x0: Any) -> tuple[Any, int]:
+        # x0 is the path's own last state (a row of u or of an adjoint's mu), which the
+        # caller overwrites with the result: the mixed solve updates it in place
         solver = self.model.solver
-        x = solver.solve_grid(rhs, x0=x0)
+        x = solver.solve_grid(rhs, x0=x0, in_place=True)
         return x, solver.last.iterations
 
     def _adjoint_term(self, u: Any, mu: Any, beta: np.ndarray, a: np.ndarray, scale: Any,
