@@ -140,8 +140,13 @@ def test_gpu_requested_for_what_the_path_cannot_do_is_located(fake_gpu, change, 
 
 
 def test_too_large_for_the_gpu_is_refused_before_anything_is_written(fake_gpu, tmp_path,
-                                                                     capsys):
-    # 120 x 60 x 30 hex8 cells at about 565 bytes each: more than the 64 MiB "free"
+                                                                     capsys, monkeypatch):
+    # 120 x 60 x 30 hex8 cells at the mixed path's count (grid_memory, about 440 bytes each with
+    # the margin): more than the 64 MiB "free"; refused before the path allocates
+    def allocate(*args, **kwargs):
+        raise AssertionError("the grid path was built")
+
+    monkeypatch.setattr(grid_device.GridDevicePath, "__init__", allocate)
     data = problem("cantilever_3d")
     data["mesh"] = {"type": "structured", "shape": [120, 60, 30],
                     "size": [120.0, 60.0, 30.0]}
@@ -152,7 +157,7 @@ def test_too_large_for_the_gpu_is_refused_before_anything_is_written(fake_gpu, t
     code, _, err = run_cli(["run", path, "--out", tmp_path / "res", "--device", "gpu"],
                            capsys)
     assert code == 2
-    assert err.startswith("error: the problem needs about 0.13 GiB of GPU memory (216000 "
+    assert err.startswith("error: the problem needs about 0.09 GiB of GPU memory (216000 "
                           "cells, estimated) but the GPU has 0.06 GiB free of 80.00 GiB")
     assert not (tmp_path / "res").exists()
 

@@ -210,3 +210,38 @@ def test_gpu_mixed_takes_less_memory_than_double():
         assert peaks[k] <= est
         del model, x
     assert peaks["mixed"] < peaks["double"]
+
+
+# -- the memory estimate ---------------------------------------------------------------------
+
+
+def test_the_estimate_of_mixed_is_below_double_by_the_krylov_vectors():
+    """At 512x256x256 the mixed count is the double one less six float64 CG vectors
+    turned float32 and the fine V-cycle's b and x (the CG's own vectors when mixed):
+    32 bytes per dof, times the margin; below 80% of double, and each below the
+    measured double peak's 565 bytes per cell with the margin."""
+    from femopt.assembly.grid_layout import GridLayout
+    from femopt.evaluation import grid_memory
+
+    lay = GridLayout((512, 256, 256), 3)
+    double = grid_device.estimate_bytes(lay, krylov="double")
+    mixed = grid_device.estimate_bytes(lay, krylov="mixed")
+    expected = grid_device.MEMORY_MARGIN * 32 * lay.n_dofs
+    assert abs((double - mixed) - expected) <= 2
+    assert mixed / double < 0.8
+    assert double / lay.n_cells == pytest.approx(553, abs=1)
+    names = [a.name for a in grid_memory.iteration_arrays(lay.n_cells, lay.n_dofs, 3, 3)]
+    assert len(names) == len(set(names))  # named once each
+
+
+def test_the_fine_v_cycle_vectors_are_the_cgs_own_when_mixed():
+    """What the count assumes of the solver: with the float32 V-cycle of the GPU, the
+    fine level's b and x exist only for the float64 CG."""
+    for krylov, allocated in (("mixed", False), ("double", True)):
+        data = cantilever((8, 4, 4), krylov=krylov)
+        data["solver"]["precision"] = "float32"
+        model = build(data, array_module=np)
+        model.values_and_gradients(model.to_device(np.full(model.n, 0.3)))
+        top = model.solver.levels[0]
+        assert (top.b is not None) == allocated
+        assert top.r.dtype == np.float32 and model.path.u.dtype == np.float64

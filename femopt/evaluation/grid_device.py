@@ -19,34 +19,40 @@ from femopt.adjoint.grid_sensitivity import grid_sensitivity_cases
 from femopt.assembly.grid_layout import GridLayout, layout_of
 from femopt.assembly.matrix_free import StructuredOperator
 from femopt.backend import to_host
+from femopt.evaluation import grid_memory
 from femopt.evaluation.device import DevicePath, capability
 from femopt.evaluation.device_forms import integrand_bytes
 from femopt.solvers.eigen import lobpcg
 
 
-# Measured peak GPU memory of a whole design iteration on a hex8 elasticity grid (3 dofs
-# per node, multigrid with float32 V-cycles and Galerkin coarse levels; docs/benchmarks.md):
-# about 565 bytes per cell. About a quarter is per-cell (design, densities, scale
-# factors, filter, sensitivity, optimizer), the rest scales with the dofs per node.
-BYTES_PER_CELL = 140.0
-BYTES_PER_DOF = (565.0 - BYTES_PER_CELL) / 3.0
-MEMORY_MARGIN = 1.1  # the estimate is a measurement of one case: keep 10% in hand
+MEMORY_MARGIN = 1.25  # allocator rounding and scratch, arrays not counted: the count of
+# the float64 path (442 B/cell at 512x256x256) is 15-20% under its measured peak (515-565)
 
 
-def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None) -> int:
-    """GPU memory a design iteration of ``layout`` needs (bytes, an estimate).
-
-    Per node and dof as measured for hex8 elasticity; a quad4 grid has one node per cell
-    too (asymptotically), so the same figures apply; each further load case adds its
-    state, load and CG vectors (about 6 float64 vectors). With ``model``, its integrand
-    functions' arrays are added (:func:`~femopt.evaluation.device_forms.integrand_bytes`,
-    gathered in the grid layout)."""
-    per_cell = BYTES_PER_CELL + BYTES_PER_DOF * layout.k
-    extra = (n_cases - 1) * 6 * 8 * layout.n_dofs
+def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
+                   krylov: str | None = None) -> int:
+    """GPU memory a design iteration of ``layout`` needs (bytes, an estimate): the sum of
+    the named arrays of :func:`~femopt.evaluation.grid_memory.iteration_arrays` at their
+    peak for the Krylov precision ``krylov`` (None: the model's solver's, resolved as the
+    path resolves it; mixed without a model). With ``model``, its filters and optimizer
+    are counted, and its integrand functions' arrays
+    (:func:`~femopt.evaluation.device_forms.integrand_bytes`, gathered in the grid
+    layout) and LOBPCG's are added."""
+    n_filters, mma = 1, False
     if model is not None:
-        extra += integrand_bytes(model, layout.n_dofs)
-        extra += eigen_bytes(model, layout.n_dofs)
-    return int(MEMORY_MARGIN * (per_cell * layout.n_cells + extra))
+        n_filters = len(model.filters)
+        mma = getattr(model.optimizer, "name", "") != "oc"
+        if krylov is None:
+            asked = getattr(getattr(model.solver, "options", None), "krylov", "auto")
+            krylov = "mixed" if asked == "auto" else asked
+    arrays = grid_memory.iteration_arrays(layout.n_cells, layout.n_dofs, layout.dim,
+                                          layout.k, n_cases, krylov or "mixed", n_filters,
+                                          mma)
+    total = grid_memory.peak_bytes(arrays)
+    if model is not None:
+        total += integrand_bytes(model, layout.n_dofs)
+        total += eigen_bytes(model, layout.n_dofs)
+    return int(MEMORY_MARGIN * total)
 
 
 # float64 vectors of the dofs per LOBPCG block vector at its peak: x, Kx, Mx, the residual,

@@ -290,10 +290,12 @@ class MultigridSolver(LinearSolver):
             if bool(xp.any(d <= 0)):
                 raise SolverError(f"multigrid level {i}: the operator has a non-positive "
                                   f"diagonal (is every element scale factor positive?)")
-            inv_d = (1.0 / d).astype(self.dtype)
+            inv_d = xp.reciprocal(d, out=d) if d.dtype == self.dtype else (
+                (1.0 / d).astype(self.dtype))
             lam = self._bounds[i]
             if o.eigenvalue_bound == "lanczos" and not self.fell_back:
-                est = estimate_lambda_max(lev.op, inv_d, lev.free, o.eig_iterations)
+                est = estimate_lambda_max(lev.op, inv_d, lev.free, o.eig_iterations,
+                                          work=(lev.r, lev.d))
                 lam = min(lam, LANCZOS_MARGIN * est)
             lev.smoother = PolynomialSmoother(lev.op, inv_d, o.smoother, o.smoothing_steps,
                                               o.jacobi_omega / lam, lam, o.chebyshev_lower,
