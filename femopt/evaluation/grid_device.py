@@ -117,9 +117,20 @@ class GridDevicePath(DevicePath):
             self.krylov = "mixed" if asked == "auto" else asked
             solver.use_krylov(self.krylov)
             model.device_notes.append(KRYLOV_NOTE[self.krylov])
-        # case by case onto the device: no host copy of all cases in the grid's layout
-        super().__init__(model, xp, xp.stack([xp.asarray(self._to_states(f))
+        # case by case onto the device from the loaded dofs: no host vector of the
+        # grid's size besides the model's own loads
+        super().__init__(model, xp, xp.stack([self._upload_states(f, xp)
                                               for f in model.loads]))
+
+    def _upload_states(self, a: np.ndarray, xp: Any) -> Any:
+        """A full-dof host vector in the states' layout on the device, zero on supported
+        dofs, made there from its nonzeros (equal to ``xp.asarray(self._to_states(a))``)."""
+        nz = np.flatnonzero(a)
+        idx = self.layout.grid_index(nz)
+        keep = ~self.fixed_grid[idx]
+        out = xp.zeros(self.layout.n_dofs, dtype=xp.float64)
+        out[xp.asarray(idx[keep])] = xp.asarray(a[nz[keep]])
+        return out
 
     def _to_states(self, a: np.ndarray) -> np.ndarray:
         out = self.layout.from_dofs(a)
