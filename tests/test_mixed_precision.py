@@ -245,3 +245,27 @@ def test_the_fine_v_cycle_vectors_are_the_cgs_own_when_mixed():
         top = model.solver.levels[0]
         assert (top.b is not None) == allocated
         assert top.r.dtype == np.float32 and model.path.u.dtype == np.float64
+
+
+def test_a_run_logs_the_fallback_and_its_summary_says_the_precision(tmp_path):
+    """A run of the twin at rtol 1e-14: each iteration whose float32 solve stagnated
+    says so in the log, and summary.json names the precision and counts the solves
+    redone (no GPU pool on the twin)."""
+    import io
+    import json
+
+    from femopt.runner import run_model
+
+    data = cantilever((8, 4, 4), krylov="mixed", rtol=1e-14,
+                      optimizer={"type": "oc", "max_iter": 2})
+    data["output"] = {"picture": False, "series_every": 0, "checkpoint_every": 0}
+    model = build(data, array_module=np)
+    log = io.StringIO()
+    result = run_model(model, yaml.safe_dump(data).encode(), tmp_path / "res", stream=log)
+    assert result.exit_code == 0
+    lines = [line for line in log.getvalue().splitlines() if "stagnated" in line]
+    assert lines and all(line.startswith("femopt: iteration ") for line in lines)
+    summary = json.loads((tmp_path / "res" / "summary.json").read_text())
+    assert summary["solver_precision"] == "mixed"
+    assert summary["precision_fallbacks"] == model.solver.precision_fallbacks >= len(lines)
+    assert summary["gpu_pool_bytes"] is None
