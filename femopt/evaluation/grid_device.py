@@ -39,6 +39,9 @@ def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
     (:func:`~femopt.evaluation.device_forms.integrand_bytes`, gathered in the grid
     layout) and LOBPCG's are added."""
     n_filters, mma = 1, False
+    options = getattr(getattr(model, "solver", None), "options", None)
+    n_coarse = grid_memory.coarsest_dofs(layout, getattr(options, "coarsest_size", 5000),
+                                         getattr(options, "levels", None))
     if model is not None:
         n_filters = len(model.filters)
         mma = getattr(model.optimizer, "name", "") != "oc"
@@ -47,7 +50,7 @@ def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
             krylov = "mixed" if asked == "auto" else asked
     arrays = grid_memory.iteration_arrays(layout.n_cells, layout.n_dofs, layout.dim,
                                           layout.k, n_cases, krylov or "mixed", n_filters,
-                                          mma)
+                                          mma, n_coarse)
     total = grid_memory.peak_bytes(arrays)
     if model is not None:
         total += integrand_bytes(model, layout.n_dofs)

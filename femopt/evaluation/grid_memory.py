@@ -37,13 +37,24 @@ class Array:
     bytes: int
 
 
+def coarsest_dofs(layout, coarsest_size: int = 5000, levels: int | None = None) -> int:
+    """Dofs of the multigrid's coarsest level of ``layout`` (a ``GridLayout``), coarsened
+    as ``MultigridSolver`` coarsens it."""
+    lay, count = layout, 1
+    while (lay.n_dofs > coarsest_size and lay.can_coarsen()
+           and (levels is None or count < levels)):
+        lay, count = lay.coarsened(), count + 1
+    return lay.n_dofs
+
+
 def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int = 1,
-                     krylov: str = "mixed", n_filters: int = 1, mma: bool = False
-                     ) -> list[Array]:
+                     krylov: str = "mixed", n_filters: int = 1, mma: bool = False,
+                     n_coarse: int = 0) -> list[Array]:
     """The arrays of one design iteration of a grid with ``n_cells`` cells and
     ``n_dofs`` dofs (``k`` per node, ``dim`` axes), ``n_cases`` load cases, the Krylov
-    precision ``krylov`` ("mixed" or "double"), ``n_filters`` density filters and OC
-    (or MMA)."""
+    precision ``krylov`` ("mixed" or "double"), ``n_filters`` density filters, OC (or
+    MMA) and ``n_coarse`` dofs on the coarsest level (its dense Cholesky factor on the
+    GPU)."""
     if krylov not in ("mixed", "double"):
         raise ValueError(f"unknown Krylov precision {krylov!r}")
     nd = 2**dim * k  # dofs of a cell
@@ -71,6 +82,8 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
         Array("filters' Hs and 1 / Hs", "held", 2 * F64 * n_cells * n_filters),
         Array("filtered designs, rho, dm/drho", "held", F64 * n_cells * (n_filters + 2)),
         Array("volume weights", "held", F64 * n_cells),
+        Array("coarsest level's Cholesky factor (dense float64)", "held",
+              F64 * n_coarse * n_coarse),
     ]
     if mixed:
         out.append(Array("float32 CG x, r, q, z, p, z_old", "solve", 6 * F32 * n_dofs))
@@ -82,6 +95,8 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
         Array("a level's new 1 / diagonal beside the last design's", "update",
               F32 * n_dofs),
         Array("level 2 Galerkin cell matrices", "update", F32 * c2 * nd * nd),
+        Array("coarsest level dense, float32 and float64 (before its factor)", "update",
+              (F32 + F64) * n_coarse * n_coarse),
         Array("sensitivity, partial term, chain rule", "gradient", 4 * F64 * n_cells),
         Array("objective and constraint gradients", "gradient", 2 * F64 * n_cells),
         Array("optimizer update", "gradient",
