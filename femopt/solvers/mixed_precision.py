@@ -107,3 +107,26 @@ def _namespace(a: Any) -> Any:
     from femopt.backend import array_namespace
 
     return array_namespace(a)
+
+
+def solve_mixed(solver: Any, b: Any, x0: Any, rtol: float | None, in_place: bool) -> Any:
+    """K x = b by :func:`defect_correction` on a ``MultigridSolver``'s operators (its
+    float64 fine operator, its float32 fine V-cycle operator and V-cycle); where float32
+    stagnates, the solver's float64 CG from the state reached, and a line in its
+    ``notes``. ``in_place``: the solution overwrites ``x0``."""
+    o = solver.options
+    rtol = o.rtol if rtol is None else rtol
+    x = solver.xp.zeros_like(b) if x0 is None else (x0 if in_place else x0.copy())
+    fine = solver.levels[0].op
+    try:
+        solver.last = defect_correction(
+            lambda u, out, alpha, beta, z: solver.op64.apply(u, out=out, alpha=alpha,
+                                                             beta=beta, z=z),
+            lambda u, out: fine.apply(u, out=out), solver.precondition, b, x, rtol,
+            o.max_iter)
+        return x
+    except Stagnated as exc:
+        solver.precision_fallbacks += 1
+        solver.notes.append(f"multigrid: the float32 solve stagnated ({exc.why}); "
+                            "solved again in float64")
+        return solver._solve_grid(b, exc.x, rtol)

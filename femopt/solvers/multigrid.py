@@ -50,7 +50,7 @@ from femopt.errors import SolverError
 from femopt.solvers import multigrid_transfer as transfer
 from femopt.solvers.base import LinearSolver
 from femopt.solvers.cg_kernels import pcg_fused
-from femopt.solvers.mixed_precision import Stagnated, defect_correction
+from femopt.solvers.mixed_precision import solve_mixed
 from femopt.solvers.multigrid_levels import (CoarseSolver, MultigridOptions, eigenvalue_bound,
                                              with_springs)
 from femopt.solvers.galerkin import (
@@ -341,27 +341,8 @@ class MultigridSolver(LinearSolver):
             if self.op64 is None:
                 raise SolverError("solve() called before update_operator()")
             if self.krylov == "mixed" and self.dtype == np.float32:
-                return self._solve_mixed(b, x0, rtol, in_place)
+                return solve_mixed(self, b, x0, rtol, in_place)
             return self._solve_grid(b, x0, rtol)
-
-    def _solve_mixed(self, b: Any, x0: Any, rtol: float | None, in_place: bool) -> Any:
-        o = self.options
-        rtol = o.rtol if rtol is None else rtol
-        xp = self.xp
-        x = xp.zeros_like(b) if x0 is None else (x0 if in_place else x0.copy())
-        fine = self.levels[0].op
-        try:
-            self.last = defect_correction(
-                lambda u, out, alpha, beta, z: self.op64.apply(u, out=out, alpha=alpha,
-                                                               beta=beta, z=z),
-                lambda u, out: fine.apply(u, out=out), self.precondition, b, x, rtol,
-                o.max_iter)
-            return x
-        except Stagnated as exc:
-            self.precision_fallbacks += 1
-            self.notes.append(f"multigrid: the float32 solve stagnated ({exc.why}); "
-                              "solved again in float64")
-            return self._solve_grid(b, exc.x, rtol)
 
     def _solve_grid(self, b: Any, x0: Any = None, rtol: float | None = None) -> Any:
         o = self.options
