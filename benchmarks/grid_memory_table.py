@@ -23,7 +23,7 @@ def main() -> None:
     lay = GridLayout(shape, len(shape))
     for krylov in ("double", "mixed"):
         arrays = grid_memory.iteration_arrays(lay.n_cells, lay.n_dofs, lay.dim, lay.k, 1,
-                                              krylov)
+                                              krylov, n_coarse=grid_memory.coarsest_dofs(lay))
         est = grid_device.estimate_bytes(lay, krylov=krylov)
         print(f"\n{args.shape}, krylov {krylov}: estimate {est / lay.n_cells:.0f} B/cell "
               f"({est / 2**30:.1f} GiB, the count times {grid_device.MEMORY_MARGIN})\n")

@@ -61,12 +61,16 @@ def cantilever(shape=(8, 4, 4)) -> dict:
 
 
 def test_loads_and_bounds_on_the_device_equal_the_full_arrays():
-    """The loads uploaded from their nonzeros equal the full vectors in the grid layout
-    with the supports zeroed; bounds and start made on the device equal the host's."""
+    """The loads kept by their nonzeros equal the full vectors in the grid layout with
+    the supports zeroed, and so do their dots with states; bounds and start made on the
+    device equal the host's."""
     model = build(cantilever(), array_module=np)
     path = model.path
     full = np.stack([path._to_states(f) for f in model.loads])
-    np.testing.assert_array_equal(path.loads, full)
+    np.testing.assert_array_equal(path.loads.dense(), full)
+    assert path.loads.values.shape == (1, 5)  # no vector of the grid's size
+    u = np.random.default_rng(3).standard_normal(full.shape)
+    np.testing.assert_allclose(path.loads.dots(u), np.sum(full * u, axis=1), rtol=1e-14)
     assert np.count_nonzero(full) == 5  # the load line's five nodes, in y
     for a, value in ((model.xmin, 0.0), (model.xmax, 1.0), (model.x0, 0.3)):
         assert a.shape == (model.n,) and a.flags.writeable and np.all(a == value)

@@ -56,7 +56,7 @@ def residual(model, state=None) -> float:
     float64 operator."""
     path, xp = model.path, model.path.xp
     u = path.u[0] if state is None else xp.asarray(path.layout.from_dofs(state.u[0]))
-    f = path.loads[0]
+    f = path.loads.dense()[0]
     r = f - model.solver.op64.apply(u)
     return float(xp.linalg.norm(r) / xp.linalg.norm(f))
 
@@ -223,8 +223,8 @@ def test_the_estimate_of_mixed_is_below_double_by_the_krylov_vectors():
     """At 512x256x256: mixed holds what double holds less the fine V-cycle's b and x (8
     bytes per dof: the CG's own vectors when mixed), its CG vectors are half double's
     (float32), and its estimate, held plus the largest phase times the margin, is below
-    80% of double's; double's is 558 bytes per cell (the float64 path's measured peak
-    was 515-565)."""
+    80% of double's; double's is 558 bytes per cell (the float64 path's measured peak,
+    before the loads were kept by their nonzeros, was 515-565)."""
     from femopt.assembly.grid_layout import GridLayout
     from femopt.evaluation import grid_memory
 
@@ -242,10 +242,11 @@ def test_the_estimate_of_mixed_is_below_double_by_the_krylov_vectors():
         peak = phases[k]["held"] + max(phases[k][p] for p in grid_memory.PHASES[1:])
         assert est == int(grid_device.MEMORY_MARGIN * peak)
     assert phases["double"]["held"] - phases["mixed"]["held"] == 8 * lay.n_dofs
-    assert phases["double"]["solve"] == 2 * phases["mixed"]["solve"] == 48 * lay.n_dofs
+    # double's CG has its right-hand side dense (the loads are kept by their nonzeros)
+    assert phases["double"]["solve"] - 8 * lay.n_dofs == 2 * phases["mixed"]["solve"]
     double = grid_device.estimate_bytes(lay, krylov="double")
     mixed = grid_device.estimate_bytes(lay, krylov="mixed")
-    assert mixed / double < 0.8
+    assert mixed / double < 0.75
     assert double / lay.n_cells == pytest.approx(558, abs=1)
 
 

@@ -22,6 +22,7 @@ from femopt.backend import to_host
 from femopt.evaluation import grid_memory
 from femopt.evaluation.device import DevicePath, capability
 from femopt.evaluation.device_forms import integrand_bytes
+from femopt.evaluation.grid_loads import GridLoads
 from femopt.solvers.eigen import lobpcg
 
 
@@ -120,20 +121,20 @@ class GridDevicePath(DevicePath):
             self.krylov = "mixed" if asked == "auto" else asked
             solver.use_krylov(self.krylov)
             model.device_notes.append(KRYLOV_NOTE[self.krylov])
-        # case by case onto the device from the loaded dofs: no host vector of the
-        # grid's size besides the model's own loads
-        super().__init__(model, xp, xp.stack([self._upload_states(f, xp)
-                                              for f in model.loads]))
+        # the loads by their nonzeros, on the device: no vector of the grid's size
+        super().__init__(model, xp, self._sparse_loads(model.loads, xp))
 
-    def _upload_states(self, a: np.ndarray, xp: Any) -> Any:
-        """A full-dof host vector in the states' layout on the device, zero on supported
-        dofs, made there from its nonzeros (equal to ``xp.asarray(self._to_states(a))``)."""
-        nz = np.flatnonzero(a)
+    def _sparse_loads(self, loads: np.ndarray, xp: Any) -> GridLoads:
+        """The host load vectors (n_cases, n_dofs, femopt's numbering) as
+        :class:`GridLoads` in the grid layout, zero on supported dofs (equal to
+        ``self._to_states`` of each), built from their nonzeros."""
+        nz = np.flatnonzero(np.any(loads != 0.0, axis=0))
         idx = self.layout.grid_index(nz)
         keep = ~self.fixed_grid[idx]
-        out = xp.zeros(self.layout.n_dofs, dtype=xp.float64)
-        out[xp.asarray(idx[keep])] = xp.asarray(a[nz[keep]])
-        return out
+        return GridLoads(idx[keep], loads[:, nz[keep]], self.layout.n_dofs, xp)
+
+    def _loads_dot(self, u: Any) -> np.ndarray:
+        return to_host(self.loads.dots(u))
 
     def _to_states(self, a: np.ndarray) -> np.ndarray:
         out = self.layout.from_dofs(a)

@@ -64,7 +64,7 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
     mixed = krylov == "mixed"
     out = [
         Array("states u", "held", F64 * n_dofs * n_cases),
-        Array("loads f", "held", F64 * n_dofs * n_cases),
+        Array("loads f (their nonzeros: a face or a line, not counted)", "held", 0),
         Array("V-cycle r, d (level 0)", "held", 2 * F32 * n_dofs),
         Array("V-cycle b, x (level 0; the CG's own vectors when mixed)", "held",
               0 if mixed else 2 * F32 * n_dofs),
@@ -88,7 +88,8 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
     if mixed:
         out.append(Array("float32 CG x, r, q, z, p, z_old", "solve", 6 * F32 * n_dofs))
     else:
-        out.append(Array("float64 CG x, r, q, z, p, z_old", "solve", 6 * F64 * n_dofs))
+        out.append(Array("float64 CG x, r, q, z, p, z_old and its dense right-hand side",
+                         "solve", 7 * F64 * n_dofs))
     out += [
         Array("Lanczos p, q (level 0; r, z are the V-cycle's r, d)", "update",
               2 * F32 * n_dofs),

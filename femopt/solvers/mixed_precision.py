@@ -40,15 +40,16 @@ class Stagnated(Exception):
         self.x, self.info, self.why = x, info, why
 
 
-def defect_correction(apply64: Callable[..., Any], apply32: Callable[[Any, Any], Any],
-                      precond32: Callable[[Any, Any], Any], b: Any, x: Any, rtol: float,
+def defect_correction(defect: Callable[[Any], Any], bnorm: float,
+                      apply32: Callable[[Any, Any], Any],
+                      precond32: Callable[[Any, Any], Any], x: Any, rtol: float,
                       max_iter: int, inner_rtol: float = INNER_RTOL) -> CGInfo:
     """Solve K x = b to ||b - K x|| <= rtol ||b|| in place in ``x`` (float64).
 
     Args:
-        apply64: (u, out, alpha, beta, z) -> out = alpha K u + beta z in float64.
+        defect: x -> b - K x in float64 (a new array). bnorm: ||b||.
         apply32: (u, out) -> out = K u in float32. precond32: (r, out) -> out = M^-1 r.
-        b: float64 right-hand side. x: float64 start and result (updated in place).
+        x: float64 start and result (updated in place).
         rtol: tolerance of the float64 relative residual. max_iter: the float32 CG's
             iterations per outer step.
     Returns:
@@ -58,15 +59,14 @@ def defect_correction(apply64: Callable[..., Any], apply32: Callable[[Any, Any],
         Stagnated: an outer step did not halve the defect, or the float32 CG broke down;
             ``x`` holds the best state so far.
     """
-    xp = _namespace(b)
+    xp = _namespace(x)
     dot = dot_numpy if xp is np else dot_gpu
     info = CGInfo()
-    bnorm = float(np.sqrt(dot(b, b)))
     if bnorm == 0.0:
         x[...] = 0.0
         info.converged = True
         return info
-    r = apply64(x, None, -1.0, 1.0, b)
+    r = defect(x)
     rel = float(np.sqrt(dot(r, r))) / bnorm
     info.residuals.append(rel)
     for _ in range(MAX_OUTER):
@@ -89,7 +89,7 @@ def defect_correction(apply64: Callable[..., Any], apply32: Callable[[Any, Any],
         info.iterations += inner.iterations
         x += c
         del c
-        r = apply64(x, None, -1.0, 1.0, b)
+        r = defect(x)
         new = float(np.sqrt(dot(r, r))) / bnorm
         info.residuals.append(new)
         if new > STALL * rel and new > rtol:
@@ -114,19 +114,28 @@ def solve_mixed(solver: Any, b: Any, x0: Any, rtol: float | None, in_place: bool
     float64 fine operator, its float32 fine V-cycle operator and V-cycle); where float32
     stagnates, the solver's float64 CG from the state reached, and a line in its
     ``notes``. ``in_place``: the solution overwrites ``x0``."""
-    o = solver.options
+    o, xp, op64 = solver.options, solver.xp, solver.op64
     rtol = o.rtol if rtol is None else rtol
-    x = solver.xp.zeros_like(b) if x0 is None else (x0 if in_place else x0.copy())
+    x = (xp.zeros(b.shape, dtype=xp.float64) if x0 is None
+         else (x0 if in_place else x0.copy()))
     fine = solver.levels[0].op
+    if hasattr(b, "defect"):  # a load by its nonzeros (evaluation.grid_loads)
+        bnorm = b.norm()
+
+        def defect(u):
+            return b.defect(op64.apply(u, alpha=-1.0))
+    else:
+        bnorm = float(xp.sqrt(xp.vdot(b, b)))
+
+        def defect(u):
+            return op64.apply(u, alpha=-1.0, beta=1.0, z=b)
     try:
-        solver.last = defect_correction(
-            lambda u, out, alpha, beta, z: solver.op64.apply(u, out=out, alpha=alpha,
-                                                             beta=beta, z=z),
-            lambda u, out: fine.apply(u, out=out), solver.precondition, b, x, rtol,
-            o.max_iter)
+        solver.last = defect_correction(defect, bnorm, lambda u, out: fine.apply(u, out=out),
+                                        solver.precondition, x, rtol, o.max_iter)
         return x
     except Stagnated as exc:
         solver.precision_fallbacks += 1
         solver.notes.append(f"multigrid: the float32 solve stagnated ({exc.why}); "
                             "solved again in float64")
-        return solver._solve_grid(b, exc.x, rtol)
+        dense = b.dense() if hasattr(b, "dense") else b
+        return solver._solve_grid(dense, exc.x, rtol)

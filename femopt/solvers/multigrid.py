@@ -342,7 +342,8 @@ class MultigridSolver(LinearSolver):
                 raise SolverError("solve() called before update_operator()")
             if self.krylov == "mixed" and self.dtype == np.float32:
                 return solve_mixed(self, b, x0, rtol, in_place)
-            return self._solve_grid(b, x0, rtol)
+            # a load by its nonzeros (evaluation.grid_loads) as CG's dense right-hand side
+            return self._solve_grid(b.dense() if hasattr(b, "dense") else b, x0, rtol)
 
     def _solve_grid(self, b: Any, x0: Any = None, rtol: float | None = None) -> Any:
         o = self.options
