@@ -8,7 +8,10 @@ the twin (whose "device" arrays are host arrays here, so that figure is an upper
 bound of the path's host share), both in bytes per cell, and the process's peak
 resident set size.
 
-    python benchmarks/grid_setup_memory.py [--shape 128x64x64]
+``--host-only`` stops before the path (no twin arrays: the host set-up alone, as on a
+GPU machine) and times it without tracemalloc, for sizes whose twin would not fit here.
+
+    python benchmarks/grid_setup_memory.py [--shape 128x64x64] [--host-only]
 """
 
 from __future__ import annotations
@@ -38,7 +41,11 @@ from femopt.problem.load import parse_problem  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", default="128x64x64")
+    ap.add_argument("--host-only", action="store_true")
     args = ap.parse_args()
+    if args.host_only:
+        host_only(tuple(int(v) for v in args.shape.split("x")))
+        return
     shape = tuple(int(v) for v in args.shape.split("x"))
     cells = int(np.prod(shape))
     data = problem(shape, 1)
@@ -69,6 +76,32 @@ def main() -> None:
     print("| --- | --- | --- | --- |")
     print(f"| {marks['setup'] / cells:.1f} | {marks['path'] / cells:.1f} | {seconds:.1f} "
           f"| {rss / cells:.0f} |")
+
+
+class Stop(Exception):
+    pass
+
+
+def host_only(shape: tuple[int, ...]) -> None:
+    cells = int(np.prod(shape))
+    registry = get_registry()
+    loaded = parse_problem(yaml.safe_dump(problem(shape, 1)), "problem.yaml", registry)
+
+    def make_path(model, xp, distributed):
+        raise Stop
+
+    model_module.make_path = make_path
+    t0 = time.perf_counter()
+    try:
+        Model(loaded, registry, array_module=np)
+    except Stop:
+        pass
+    seconds = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(f"host set-up of the grid path (up to the path), {'x'.join(map(str, shape))} "
+          f"({cells:,} cells), {date.today()}, load average {os.getloadavg()[0]:.2f}: "
+          f"{seconds:.1f} s, peak RSS {rss / 2**30:.2f} GiB ({rss / cells:.0f} B/cell, "
+          "the interpreter and its imports included)")
 
 
 if __name__ == "__main__":
