@@ -101,3 +101,19 @@ def test_the_setup_keeps_fewer_host_bytes_per_cell():
         tracemalloc.stop()
         model_module.make_path = real
     assert seen["peak"] / (64 * 32 * 32) < 45
+
+
+@pytest.mark.gpu
+def test_gpu_loads_and_bounds_on_the_device_equal_the_full_arrays():
+    import cupy
+
+    model = build(cantilever((16, 8, 8)), array_module=cupy)
+    path = model.path
+    full = np.stack([path._to_states(f) for f in model.loads])
+    np.testing.assert_array_equal(cupy.asnumpy(path.loads.dense()), full)
+    u = cupy.asarray(np.random.default_rng(3).standard_normal(full.shape))
+    np.testing.assert_allclose(cupy.asnumpy(path.loads.dots(u)),
+                               np.sum(full * cupy.asnumpy(u), axis=1), rtol=1e-13)
+    for a, value in ((model.xmin, 0.0), (model.xmax, 1.0), (model.x0, 0.3)):
+        assert isinstance(a, cupy.ndarray) and a.shape == (model.n,)
+        assert bool(cupy.all(a == value))

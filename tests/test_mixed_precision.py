@@ -142,12 +142,15 @@ def test_a_stagnating_float32_solve_is_redone_in_float64():
 
 
 def test_a_bad_krylov_value_is_located():
+    """validate's message names the file, line and column of the value."""
     data = cantilever()
     data["solver"]["krylov"] = "single"
     with pytest.raises(ProblemError) as err:
         parse_problem(yaml.safe_dump(data), "p.yaml", get_registry())
     text = str(err.value)
-    assert "p.yaml:" in text and "solver.krylov" in text and "mixed" in text
+    assert "solver.krylov: Input should be 'auto', 'mixed' or 'double'" in text
+    line = yaml.safe_dump(data).splitlines().index("  krylov: single") + 1
+    assert f"p.yaml:{line}:11:" in text
 
 
 # -- on the GPU ------------------------------------------------------------------------------
