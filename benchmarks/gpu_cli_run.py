@@ -7,10 +7,18 @@ line in a subprocess and reads history.csv (seconds per iteration) and summary.j
 "set-up" is the wall time before the first iteration (reading the problem, building the
 grid and the model on the host, uploading); "output" is what follows the last one
 (design.vtu of the final design). "host peak" is the command's peak resident set size
-(sizes run in increasing order: the largest child process so far is this one). Pictures, the time series and checkpoints are off.
+(sizes run in increasing order: the largest child process so far is this one). "GPU pool"
+is summary.json's ``gpu_pool_bytes``, the CuPy memory pool's high-water mark, in bytes
+per cell; "precision" the grid path's Krylov precision the run reports (and the float32
+solves it redid in float64). Pictures, the time series and checkpoints are off.
+
+``--precision mixed|double`` sets the multigrid's ``krylov`` option; ``--solver-section
+none`` writes no ``solver:`` section at all (the user's defaults: the GPU path's own
+multigrid, rtol 1e-8), ``--solver-section default`` the one above (rtol 1e-5).
 
     python benchmarks/gpu_cli_run.py [--sizes 128x64x64,256x128x128,512x256x256]
-        [--iterations 6] [--device gpu]
+        [--iterations 6] [--device gpu] [--precision mixed|double]
+        [--solver-section default|none] [--rtol 1e-5]
 """
 
 from __future__ import annotations
@@ -30,9 +38,10 @@ from pathlib import Path
 import yaml
 
 
-def problem(shape: tuple[int, int, int], iterations: int) -> dict:
+def problem(shape: tuple[int, int, int], iterations: int, precision: str | None = None,
+            solver_section: str = "default", rtol: float = 1.0e-5) -> dict:
     nx, ny, nz = shape
-    return {
+    data = {
         "name": f"cantilever_{nx}x{ny}x{nz}",
         "mesh": {"type": "structured", "shape": list(shape), "size": [float(nx), float(ny), float(nz)]},
         "physics": {"type": "linear_elasticity", "E": 1.0, "nu": 0.3},
@@ -47,12 +56,21 @@ def problem(shape: tuple[int, int, int], iterations: int) -> dict:
         "solver": {"type": "multigrid", "rtol": 1.0e-5},
         "output": {"picture": False, "series_every": 0, "checkpoint_every": 0},
     }
+    data["solver"]["rtol"] = rtol
+    if precision is not None:
+        data["solver"]["krylov"] = precision
+    if solver_section == "none":
+        del data["solver"]
+    return data
 
 
-def run(shape, iterations: int, device: str, work: Path, profile: bool = False) -> dict:
+def run(shape, iterations: int, device: str, work: Path, profile: bool = False,
+        precision: str | None = None, solver_section: str = "default",
+        rtol: float = 1.0e-5) -> dict:
     name = "x".join(map(str, shape))
     path = work / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(problem(shape, iterations)))
+    path.write_text(yaml.safe_dump(problem(shape, iterations, precision, solver_section,
+                                           rtol)))
     out = work / name
     t0 = time.perf_counter()
     prof = ["-m", "cProfile", "-o", str(work / f"{name}.prof")] if profile else []
@@ -75,7 +93,10 @@ def run(shape, iterations: int, device: str, work: Path, profile: bool = False) 
             "run_wall": summary["wall_time"], "first": seconds[0],
             "median": statistics.median(seconds[1:]) if len(seconds) > 1 else float("nan"),
             "iterations": len(seconds), "objective": summary.get("objective"),
-            "setup_and_output": wall - sum(seconds)}
+            "setup_and_output": wall - sum(seconds),
+            "pool": summary.get("gpu_pool_bytes"),
+            "precision": summary.get("solver_precision"),
+            "fallbacks": summary.get("precision_fallbacks")}
 
 
 def read_design(path: Path, cells: int) -> str:
@@ -103,23 +124,36 @@ def main() -> None:
     ap.add_argument("--read-design", action="store_true",
                     help="read each design.vtu back with meshio (in a process of its own) "
                          "and print its size, cell count and reading time")
+    ap.add_argument("--precision", choices=["mixed", "double"], default=None,
+                    help="the multigrid's krylov option (default: not set, i.e. auto)")
+    ap.add_argument("--solver-section", choices=["default", "none"], default="default",
+                    help="none: no solver: section in the problem file (user defaults)")
+    ap.add_argument("--rtol", type=float, default=1.0e-5)
     args = ap.parse_args()
+    if args.precision and args.solver_section == "none":
+        ap.error("--precision needs a solver: section (--solver-section default)")
+    solver = ("no solver: section" if args.solver_section == "none" else
+              f"multigrid rtol {args.rtol:g}, krylov {args.precision or 'auto'}")
     print(f"`femopt run --device {args.device}`, 3D cantilever, {date.today()}, "
-          f"{args.iterations} iterations\n")
+          f"{args.iterations} iterations, {solver}\n")
     print("| cells | shape | first iteration (s) | median iteration (s) | process wall (s) "
           "| set-up + output (s) | host peak (GB) | host bytes per cell "
-          "| final objective |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| GPU pool (B/cell) | precision (fallbacks) | final objective |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as tmp:
         for text in args.sizes.split(","):
             shape = tuple(int(v) for v in text.split("x"))
-            r = run(shape, args.iterations, args.device, Path(tmp), args.profile)
+            r = run(shape, args.iterations, args.device, Path(tmp), args.profile,
+                    args.precision, args.solver_section, args.rtol)
             if "error" in r:
-                print(f"| | {r['shape']} | failed: {r['error']} | | | | | | |", flush=True)
+                print(f"| | {r['shape']} | failed: {r['error']} | | | | | | | | |",
+                      flush=True)
                 continue
+            pool = "n/a" if r["pool"] is None else f"{r['pool'] / r['cells']:.0f}"
             print(f"| {r['cells'] / 1e6:.1f}M | {r['shape']} | {r['first']:.2f} | {r['median']:.3f} "
                   f"| {r['wall']:.1f} | {r['setup_and_output']:.1f} | {r['host_peak'] / 1e9:.1f} "
-                  f"| {r['host_peak'] / r['cells']:.0f} | {r['objective']} |", flush=True)
+                  f"| {r['host_peak'] / r['cells']:.0f} | {pool} "
+                  f"| {r['precision']} ({r['fallbacks']}) | {r['objective']} |", flush=True)
             if args.read_design:
                 print(read_design(Path(tmp) / r["shape"] / "design.vtu", r["cells"]),
                       flush=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from femopt.backend import pool_bytes
 from femopt.errors import InputError
 from femopt.io.checkpoint import CHECKPOINT, Checkpoint
 from femopt.io.export import make_exporter, write_atomic
@@ -83,6 +84,18 @@ def run_model(model: Model, problem_bytes: bytes, out: str | Path | None = None,
                 tmp.write_bytes(problem_bytes)
             write_source(out_dir, Path(model.loaded.filename).resolve().parent, model.name)
         return _optimize(model, out_dir, limit, problem_bytes, None, quiet, stream, t0)
+
+
+def solver_summary(model: Model) -> dict:
+    """What summary.json says of the grid path's solves, read when the run closes: the
+    Krylov precision, the float32 solves redone in float64, and the GPU memory pool's
+    high-water mark (``gpu_pool_bytes``)."""
+    solver = model.solver
+    if getattr(model.path, "krylov", None) is None:
+        return {}
+    return {"solver_precision": model.path.krylov,
+            "precision_fallbacks": lambda: solver.precision_fallbacks,
+            "gpu_pool_bytes": lambda: pool_bytes(model.path.xp)}
 
 
 def _is_shape_problem(problem_bytes: bytes) -> bool:
@@ -170,10 +183,13 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
         summary["resumed_from"] = ck.iteration
     # from here on whatever happens ends in summary.json (the set-up below writes too)
     record = RunRecord(model, out_dir, history, summary, t0,
-                       evaluations=lambda: model.evaluations)
+                       evaluations=lambda: model.evaluations, **solver_summary(model))
     series = None
 
     def on_iteration(rec) -> bool:
+        notes = getattr(model.solver, "notes", None)
+        while notes:  # what the solves of this iteration decided (a precision fallback)
+            reporter.line(f"femopt: iteration {rec.iteration}: {notes.pop(0)}")
         with write_errors():
             history.write(rec)
         pm.hook.femopt_iteration(record=rec)

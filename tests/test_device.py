@@ -23,6 +23,7 @@ from femopt.cli import main
 from femopt.errors import InputError
 from femopt.plugins.manager import get_registry
 from femopt.problem.load import parse_problem
+from femopt.evaluation import grid_device
 from femopt.evaluation.model import Model
 
 PROBLEMS = Path(__file__).resolve().parent.parent / "problems"
@@ -139,28 +140,46 @@ def test_gpu_requested_for_what_the_path_cannot_do_is_located(fake_gpu, change, 
 
 
 def test_too_large_for_the_gpu_is_refused_before_anything_is_written(fake_gpu, tmp_path,
-                                                                     capsys):
-    # 120 x 60 x 30 hex8 cells at about 565 bytes each: more than the 64 MiB "free"
+                                                                     capsys, monkeypatch):
+    # 128 x 64 x 32 hex8 cells at the mixed path's count (grid_memory: about 320 bytes a
+    # cell, and the coarsest level's dense factor, 2295 dofs), times the margin: more
+    # than the 64 MiB "free"; refused before the path allocates anything
+    def allocate(*args, **kwargs):
+        raise AssertionError("the grid path was built")
+
+    monkeypatch.setattr(grid_device.GridDevicePath, "__init__", allocate)
     data = problem("cantilever_3d")
-    data["mesh"] = {"type": "structured", "shape": [120, 60, 30],
-                    "size": [120.0, 60.0, 30.0]}
-    data["loads"][0]["region"] = {"box": {"min": [120.0, 0.0, 0.0],
-                                          "max": [120.0, 0.0, 30.0]}}
+    data["mesh"] = {"type": "structured", "shape": [128, 64, 32],
+                    "size": [128.0, 64.0, 32.0]}
+    data["loads"][0]["region"] = {"box": {"min": [128.0, 0.0, 0.0],
+                                          "max": [128.0, 0.0, 32.0]}}
     path = tmp_path / "big.yaml"
     path.write_text(yaml.safe_dump(data))
     code, _, err = run_cli(["run", path, "--out", tmp_path / "res", "--device", "gpu"],
                            capsys)
     assert code == 2
-    assert err.startswith("error: the problem needs about 0.13 GiB of GPU memory (216000 "
+    assert err.startswith("error: the problem needs about 0.22 GiB of GPU memory (262144 "
                           "cells, estimated) but the GPU has 0.06 GiB free of 80.00 GiB")
     assert not (tmp_path / "res").exists()
+
+
+def test_a_grid_that_stops_coarsening_early_counts_its_dense_coarsest_level():
+    """120 x 60 x 30 coarsens once (15 cells in z is odd): the coarsest level has 90,768
+    dofs, whose dense Cholesky factor alone is 66 GB; the estimate counts it."""
+    from femopt.assembly.grid_layout import GridLayout
+    from femopt.evaluation import grid_memory
+
+    lay = GridLayout((120, 60, 30), 3)
+    assert grid_memory.coarsest_dofs(lay) == 61 * 31 * 16 * 3 == 90768
+    assert grid_device.estimate_bytes(lay) > grid_device.MEMORY_MARGIN * 8 * 90768**2
 
 
 def test_the_default_solver_becomes_multigrid_on_the_gpu_path():
     model = build(problem("mbb_beam"), array_module=np)
     assert (model.device, model.solver.name) == ("gpu", "multigrid")
     assert model.device_notes == ["solver: multigrid on the GPU instead of direct, the "
-                                  "CPU's default"]
+                                  "CPU's default", grid_device.KRYLOV_NOTE["mixed"]]
+    assert (model.solver.krylov, model.solver._precision(np)) == ("mixed", np.float32)
     assert model.assembler is None
 
 

@@ -205,8 +205,11 @@ def inverter_gradients(xp, rtol: float) -> None:
     assert len(dev.solver.levels) == 4
     assert abs(v_dev[0] - v_cpu[0]) <= 1e-9 * abs(v_cpu[0])
     assert np.abs(to_host(g_dev[0]) - g_cpu[0]).max() <= 1e-6 * np.abs(g_cpu[0]).max()
-    # the springs leave the V-cycle a good preconditioner: 17 iterations to 1e-12 here
-    assert max(dev.path.cg_iterations["forward"] + dev.path.cg_iterations["adjoint"]) <= 25
+    # the springs leave the V-cycle a good preconditioner: 17 float64 CG iterations to
+    # 1e-12 here; the mixed solve (the default) takes 31 float32 ones over its three
+    # defect corrections, each gaining about 1e-5
+    limit = {"double": 25, "mixed": 40}[dev.solver.krylov]
+    assert max(dev.path.cg_iterations["forward"] + dev.path.cg_iterations["adjoint"]) <= limit
     (check, _) = check_model_gradients(dev, xp.asarray(x), xp.asarray(d))
     assert 1.9 <= min(check.result.rates) and max(check.result.rates) <= 2.1
 

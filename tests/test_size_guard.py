@@ -67,7 +67,12 @@ def test_the_estimate_follows_the_path(write_problem, monkeypatch):
     cpu = size.estimate(loaded, "cpu")
     gpu = size.estimate(loaded, "gpu")
     assert (cpu.cells, cpu.dim, cpu.bytes_per_cell) == (6000, 3, 38_000)
-    assert gpu.bytes == size.BASE_BYTES + 6000 * 160
+    # the results phase: loads, densities, states and one case's grid-layout copy
+    assert gpu.bytes_per_cell == 8 * 3 + 8 + 8 * 3 + 8 * 3 == 80
+    assert gpu.bytes == size.BASE_BYTES + 6000 * 80
+    arrays = size.gpu_host_arrays(3, 2)
+    assert sum(arrays["set-up"].values()) == 8 * 6 + 6 + 9
+    assert size.gpu_host_bytes_per_cell(1, 1) == 8 + 8 + 8 + 8
 
 
 def test_available_memory_is_read():

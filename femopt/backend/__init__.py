@@ -64,6 +64,14 @@ def resolve_device(requested: str) -> tuple[str, str | None]:
     raise InputError(f"unknown device {requested!r}; expected auto, cpu or gpu")
 
 
+def pool_bytes(xp: Any) -> int | None:
+    """Bytes CuPy's default memory pool holds (None for NumPy). The pool keeps the blocks
+    it frees for reuse, so after a run this is its high-water mark."""
+    if getattr(xp, "__name__", "") != "cupy":
+        return None
+    return int(xp.get_default_memory_pool().total_bytes())
+
+
 def gpu_memory() -> tuple[int, int]:
     """(free, total) bytes of the current CUDA device."""
     import cupy

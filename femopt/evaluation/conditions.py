@@ -121,7 +121,7 @@ def loads(model: Any, issues: list[Issue]):
                 else:
                     vec = _value(model, load, lp, issues)
                     if vec is not None:
-                        vecs[c] += _nodal_or_body(model, load, vec)
+                        _add_nodal_or_body(model, load, vec, vecs[c])
             except RegionError as exc:
                 issues.append(model.loaded.issue(lp + ("region",), str(exc)))
     return [n for _, n, _, _ in cases], np.array([w for _, _, w, _ in cases]), vecs, surface
@@ -146,20 +146,20 @@ def _value(model: Any, load: Any, lp: tuple, issues: list[Issue]) -> np.ndarray 
     return vec
 
 
-def _nodal_or_body(model: Any, load: Any, vec: np.ndarray) -> np.ndarray:
-    """The dof vector of a nodal load or a body load."""
+def _add_nodal_or_body(model: Any, load: Any, vec: np.ndarray, out: np.ndarray) -> None:
+    """Add the dof vector of a nodal load or a body load to ``out`` (a nodal load at its
+    nodes' dofs only: no second vector of the problem's size)."""
     if load.body:
         cells = (select_cells(load.region, model.mesh) if load.region
                  else np.arange(model.mesh.n_cells))
-        return model.physics.body_load(list(vec), cells)
+        out += model.physics.body_load(list(vec), cells)
+        return
     k = model.physics.dofs_per_node
     nodes = select_nodes(load.region, model.mesh)
     if load.distribute == "total":
         vec = vec / nodes.size
-    out = np.zeros(model.n_dofs)
     for comp in range(k):
-        out[nodes * k + comp] += vec[comp]
-    return out
+        out[nodes * k + comp] += vec[comp]  # the nodes of a region are distinct
 
 
 def _surface_load(model: Any, case: int, load: Any, lp: tuple,

@@ -107,7 +107,7 @@ class DevicePath(EvaluationPath):
     def __init__(self, model: Any, xp: Any, loads: Any, stages: list[Any] | None = None):
         super().__init__(model, xp, [f.device_twin(xp) for f in model.filters]
                          if stages is None else stages)
-        self.loads = xp.asarray(loads)
+        self.loads = loads if hasattr(loads, "dense") else xp.asarray(loads)
         self.weights = np.asarray(model.weights, dtype=np.float64)
         self.u = xp.zeros(self.loads.shape, dtype=xp.float64)
         self.solved = False

@@ -3,7 +3,11 @@ problem file's) resolved against what the GPU paths can run and the GPU's free m
 
 from __future__ import annotations
 
+from functools import partial
+
 from typing import Any
+
+import numpy as np
 
 from femopt.assembly.grid_layout import layout_of
 from femopt.backend import gpu_memory, resolve_device
@@ -119,6 +123,14 @@ def make_path(model: Any, xp: Any, distributed: Any) -> Any:
         else:
             from femopt.evaluation.mesh_device import MeshDevicePath as DevicePath
         path = DevicePath(model, xp)
-        put = xp.asarray
+        put = partial(to_design, xp)
     model.xmin, model.xmax, model.x0 = (put(a) for a in (model.xmin, model.xmax, model.x0))
     return path
+
+
+def to_design(xp: Any, a: np.ndarray) -> Any:
+    """A design-sized host array on ``xp``; a constant one (a broadcast view, which the
+    model makes for a device path) is made there, never materialized on the host."""
+    if a.ndim == 1 and a.size and a.strides == (0,):
+        return xp.full(a.shape, float(a[0]), dtype=xp.float64)
+    return xp.asarray(a)

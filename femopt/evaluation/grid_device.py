@@ -19,34 +19,44 @@ from femopt.adjoint.grid_sensitivity import grid_sensitivity_cases
 from femopt.assembly.grid_layout import GridLayout, layout_of
 from femopt.assembly.matrix_free import StructuredOperator
 from femopt.backend import to_host
+from femopt.evaluation import grid_memory
 from femopt.evaluation.device import DevicePath, capability
 from femopt.evaluation.device_forms import integrand_bytes
+from femopt.evaluation.grid_loads import GridLoads
 from femopt.solvers.eigen import lobpcg
 
 
-# Measured peak GPU memory of a whole design iteration on a hex8 elasticity grid (3 dofs
-# per node, multigrid with float32 V-cycles and Galerkin coarse levels; docs/benchmarks.md):
-# about 565 bytes per cell. About a quarter is per-cell (design, densities, scale
-# factors, filter, sensitivity, optimizer), the rest scales with the dofs per node.
-BYTES_PER_CELL = 140.0
-BYTES_PER_DOF = (565.0 - BYTES_PER_CELL) / 3.0
-MEMORY_MARGIN = 1.1  # the estimate is a measurement of one case: keep 10% in hand
+MEMORY_MARGIN = 1.25  # allocator rounding and scratch, arrays not counted: the count of
+# the float64 path (442 B/cell at 512x256x256) is 15-20% under its measured peak (515-565)
 
 
-def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None) -> int:
-    """GPU memory a design iteration of ``layout`` needs (bytes, an estimate).
-
-    Per node and dof as measured for hex8 elasticity; a quad4 grid has one node per cell
-    too (asymptotically), so the same figures apply; each further load case adds its
-    state, load and CG vectors (about 6 float64 vectors). With ``model``, its integrand
-    functions' arrays are added (:func:`~femopt.evaluation.device_forms.integrand_bytes`,
-    gathered in the grid layout)."""
-    per_cell = BYTES_PER_CELL + BYTES_PER_DOF * layout.k
-    extra = (n_cases - 1) * 6 * 8 * layout.n_dofs
+def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
+                   krylov: str | None = None) -> int:
+    """GPU memory a design iteration of ``layout`` needs (bytes, an estimate): the sum of
+    the named arrays of :func:`~femopt.evaluation.grid_memory.iteration_arrays` at their
+    peak for the Krylov precision ``krylov`` (None: the model's solver's, resolved as the
+    path resolves it; mixed without a model). With ``model``, its filters and optimizer
+    are counted, and its integrand functions' arrays
+    (:func:`~femopt.evaluation.device_forms.integrand_bytes`, gathered in the grid
+    layout) and LOBPCG's are added."""
+    n_filters, mma = 1, False
+    options = getattr(getattr(model, "solver", None), "options", None)
+    n_coarse = grid_memory.coarsest_dofs(layout, getattr(options, "coarsest_size", 5000),
+                                         getattr(options, "levels", None))
     if model is not None:
-        extra += integrand_bytes(model, layout.n_dofs)
-        extra += eigen_bytes(model, layout.n_dofs)
-    return int(MEMORY_MARGIN * (per_cell * layout.n_cells + extra))
+        n_filters = len(model.filters)
+        mma = getattr(model.optimizer, "name", "") != "oc"
+        if krylov is None:
+            asked = getattr(getattr(model.solver, "options", None), "krylov", "auto")
+            krylov = "mixed" if asked == "auto" else asked
+    arrays = grid_memory.iteration_arrays(layout.n_cells, layout.n_dofs, layout.dim,
+                                          layout.k, n_cases, krylov or "mixed", n_filters,
+                                          mma, n_coarse)
+    total = grid_memory.peak_bytes(arrays)
+    if model is not None:
+        total += integrand_bytes(model, layout.n_dofs)
+        total += eigen_bytes(model, layout.n_dofs)
+    return int(MEMORY_MARGIN * total)
 
 
 # float64 vectors of the dofs per LOBPCG block vector at its peak: x, Kx, Mx, the residual,
@@ -81,6 +91,12 @@ def unsupported(model: Any, solver: str | None) -> str | None:
     return None
 
 
+KRYLOV_NOTE = {
+    "mixed": "solver: mixed precision (float32 CG and V-cycle inside a float64 defect "
+             "correction; float64 where float32 stagnates)",
+    "double": "solver: double precision (float64 CG)"}
+
+
 class GridDevicePath(DevicePath):
     """The design chain of ``model`` (a structured grid) with fields on ``xp``.
 
@@ -99,9 +115,26 @@ class GridDevicePath(DevicePath):
         # springs to ground (compliant mechanisms): on the fine operator's diagonal
         self.springs = (lay.from_dofs(np.asarray(model.springs, dtype=np.float64))
                         if np.any(model.springs) else None)
-        # case by case onto the device: no host copy of all cases in the grid's layout
-        super().__init__(model, xp, xp.stack([xp.asarray(self._to_states(f))
-                                              for f in model.loads]))
+        solver = model.solver
+        if hasattr(solver, "use_krylov"):
+            asked = solver.options.krylov
+            self.krylov = "mixed" if asked == "auto" else asked
+            solver.use_krylov(self.krylov)
+            model.device_notes.append(KRYLOV_NOTE[self.krylov])
+        # the loads by their nonzeros, on the device: no vector of the grid's size
+        super().__init__(model, xp, self._sparse_loads(model.loads, xp))
+
+    def _sparse_loads(self, loads: np.ndarray, xp: Any) -> GridLoads:
+        """The host load vectors (n_cases, n_dofs, femopt's numbering) as
+        :class:`GridLoads` in the grid layout, zero on supported dofs (equal to
+        ``self._to_states`` of each), built from their nonzeros."""
+        nz = np.flatnonzero(np.any(loads != 0.0, axis=0))
+        idx = self.layout.grid_index(nz)
+        keep = ~self.fixed_grid[idx]
+        return GridLoads(idx[keep], loads[:, nz[keep]], self.layout.n_dofs, xp)
+
+    def _loads_dot(self, u: Any) -> np.ndarray:
+        return to_host(self.loads.dots(u))
 
     def _to_states(self, a: np.ndarray) -> np.ndarray:
         out = self.layout.from_dofs(a)
@@ -112,8 +145,10 @@ class GridDevicePath(DevicePath):
         self.model.solver.update_grid_operator(scale, self.ke, self.fixed_grid, self.springs)
 
     def _solve(self, rhs: Any, x0: Any) -> tuple[Any, int]:
+        # x0 is the path's own last state (a row of u or of an adjoint's mu), which the
+        # caller overwrites with the result: the mixed solve updates it in place
         solver = self.model.solver
-        x = solver.solve_grid(rhs, x0=x0)
+        x = solver.solve_grid(rhs, x0=x0, in_place=True)
         return x, solver.last.iterations
 
     def _adjoint_term(self, u: Any, mu: Any, beta: np.ndarray, a: np.ndarray, scale: Any,

@@ -213,7 +213,8 @@ class Model:
             self.loads_free = self.assembler.restrict(self.loads.T)  # (n_free, n_cases)
         else:  # the device path assembles nothing: no sparse pattern on the host
             self.assembler = None
-        if self.static and not np.any(self.loads[:, free_mask]):
+        loaded_dofs = np.flatnonzero(np.any(self.loads != 0.0, axis=0))
+        if self.static and not np.any(free_mask[loaded_dofs]):
             raise loaded.error(("load_cases" if self.problem.load_cases else "loads",),
                                "every load acts on supported degrees of freedom only: "
                                "the structure carries nothing")
@@ -226,12 +227,18 @@ class Model:
         self.x_fixed_idx, self.x_fixed_val = conditions.fixed_design(self)
         n = int(getattr(self.filters[0], "n_inputs", n)) if self.filters else n
         self.n, self.m = n, len(self.bounds)
-        self.xmin = np.zeros(n)
-        self.xmax = np.ones(n)
-        self.xmin[self.x_fixed_idx] = self.x_fixed_val
-        self.xmax[self.x_fixed_idx] = self.x_fixed_val
-        self.x0 = np.full(n, self._initial_density())
-        self.x0[self.x_fixed_idx] = self.x_fixed_val
+        if xp is not None and distributed is None and self.x_fixed_idx.size == 0:
+            # a device path makes them where it keeps the design (make_path): no host
+            # arrays of the design's size, only their constant values
+            self.xmin, self.xmax, self.x0 = (np.broadcast_to(np.float64(v), (n,)) for v in
+                                             (0.0, 1.0, self._initial_density()))
+        else:
+            self.xmin = np.zeros(n)
+            self.xmax = np.ones(n)
+            self.xmin[self.x_fixed_idx] = self.x_fixed_val
+            self.xmax[self.x_fixed_idx] = self.x_fixed_val
+            self.x0 = np.full(n, self._initial_density())
+            self.x0[self.x_fixed_idx] = self.x_fixed_val
 
         # Optimizers such as MMA want O(1) functions: the objective is divided by its
         # first value and constraints by their limits. OC's bisection instead works in the

@@ -172,12 +172,46 @@ def _grid_point_nodes(region: Region, mesh: Mesh) -> np.ndarray | None:
     return np.array(found, dtype=np.int64)
 
 
+def _grid_box_nodes(region: Region, mesh: Mesh) -> np.ndarray:
+    """The nodes of a face or box region (or both) on a structured grid: each condition
+    holds axis by axis, so the nodes are a product of index ranges found from each
+    axis's node coordinates (computed as the grid's nodes are), without a mask of the
+    grid's size; ascending, as ``np.flatnonzero`` of the mask gives them."""
+    g = mesh.grid
+    tol = _tol(region, mesh)
+    lo, hi = mesh.bounds()
+    keep = []
+    for axis, (o, h, n) in enumerate(zip(g.origin, g.spacing, g.shape)):
+        x = o + h * np.arange(n + 1, dtype=np.int64)
+        ok = np.ones(n + 1, dtype=bool)
+        if region.face is not None and "xyz".index(region.face[0]) == axis:
+            target = lo[axis] if region.face.endswith("min") else hi[axis]
+            ok &= np.abs(x - target) <= tol
+        if region.box is not None:
+            bmin = _check_dim("box.min", region.box.min, mesh.dim)
+            bmax = _check_dim("box.max", region.box.max, mesh.dim)
+            ok &= (x >= bmin[axis] - tol) & (x <= bmax[axis] + tol)
+        keep.append(np.flatnonzero(ok))
+    _, strides = _grid_constants(g)
+    idx = np.zeros((1,) * mesh.dim, dtype=np.int64)
+    for axis, (ix, st) in enumerate(zip(keep, strides)):
+        shape = [1] * mesh.dim
+        shape[mesh.dim - 1 - axis] = ix.size  # z, y, x: x fastest
+        idx = idx + (ix * st).reshape(shape)
+    return idx.ravel()
+
+
 def select_nodes(region: Region, mesh: Mesh) -> np.ndarray:
     """Indices of the nodes in ``region``; raises RegionError when there are none."""
     idx = None
     if (mesh.grid is not None and region.point is not None and region.face is None
             and region.box is None and region.group is None):
         idx = _grid_point_nodes(region, mesh)
+    elif (mesh.grid is not None and region.point is None and region.group is None
+          and (region.face is not None or region.box is not None)):
+        if region.face is not None and "xyz".index(region.face[0]) >= mesh.dim:
+            raise RegionError(f"face {region.face!r} does not exist in a {mesh.dim}D mesh")
+        idx = _grid_box_nodes(region, mesh)
     if idx is None:
         idx = np.flatnonzero(node_mask(region, mesh))
     if idx.size == 0:

@@ -26,11 +26,32 @@ from femopt.errors import ProblemError
 # the cell count (3D most), so larger grids take more than this: the guard refuses what
 # surely does not fit, it does not promise the rest does.
 CPU_BYTES_PER_CELL = {2: 8_500, 3: 38_000}
-# What the GPU path keeps in host memory per cell, counted from its arrays (the grid's
-# cells and points, the load vectors, the design and its bounds); not measured here. The
-# GPU's own memory is checked when the model is built.
-GPU_HOST_BYTES_PER_CELL = {2: 100, 3: 160}
+# What the GPU grid path keeps in host memory per cell is the larger of its set-up and
+# its results, each a sum of named arrays (gpu_host_arrays; one node per cell, k dofs
+# per node). The grid itself is never materialized, regions are index ranges, the
+# design lives on the device. The GPU's own memory is checked when the model is built.
 BASE_BYTES = 100 * 2**20  # the interpreter with numpy, scipy and the plugins imported
+
+
+def gpu_host_arrays(k: int, n_cases: int) -> dict[str, dict[str, int]]:
+    """Bytes per cell of the GPU grid path's host arrays, by phase: ``set-up`` (the
+    model's load vectors, the loaded-dof test, the free-dof mask, the path's and the
+    multigrid solver's supported-dof masks) and ``results`` (the final densities and
+    states copied back, one case's grid-layout copy at a time, the load vectors still
+    held)."""
+    return {
+        "set-up": {"load vectors (float64 per dof and case)": 8 * k * n_cases,
+                   "loaded dofs test (bool per dof and case)": k * n_cases,
+                   "free-dof and supported-dof masks (3 bool per dof)": 3 * k},
+        "results": {"load vectors (float64 per dof and case)": 8 * k * n_cases,
+                    "densities (float64)": 8,
+                    "states (float64 per dof and case)": 8 * k * n_cases,
+                    "one case's states in the grid layout (float64 per dof)": 8 * k},
+    }
+
+
+def gpu_host_bytes_per_cell(k: int, n_cases: int = 1) -> int:
+    return max(sum(phase.values()) for phase in gpu_host_arrays(k, n_cases).values())
 
 
 @dataclass
@@ -94,8 +115,14 @@ def estimate(loaded: Any, device: str | None = None) -> SizeEstimate | None:
         return None
     dim = len(shape)
     path = _path_for(device or loaded.problem.device)
-    table = CPU_BYTES_PER_CELL if path == "cpu" else GPU_HOST_BYTES_PER_CELL
-    return SizeEstimate(math.prod(shape), dim, path, table[dim])
+    if path == "cpu":
+        return SizeEstimate(math.prod(shape), dim, path, CPU_BYTES_PER_CELL[dim])
+    physics = loaded.sections.get("physics")
+    scalar = getattr(physics, "type", None) in ("heat_conduction", "convection_diffusion")
+    k = 1 if scalar else dim  # a physics of another plugin: counted as elasticity
+    cases = loaded.problem.load_cases
+    n_cases = len(cases) if cases else 1
+    return SizeEstimate(math.prod(shape), dim, path, gpu_host_bytes_per_cell(k, n_cases))
 
 
 def check_size(loaded: Any, device: str | None = None) -> SizeEstimate | None:

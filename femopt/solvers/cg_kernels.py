@@ -108,12 +108,15 @@ def _ops(xp: Any):
 
 
 def pcg_fused(apply: Callable[[Any, Any], Any], precond: Callable[[Any, Any], Any], b: Any,
-              x0: Any = None, rtol: float = 1e-8, max_iter: int = 500) -> tuple[Any, CGInfo]:
+              x0: Any = None, rtol: float = 1e-8, max_iter: int = 500,
+              overwrite_b: bool = False) -> tuple[Any, CGInfo]:
     """Solve A x = b for SPD A; stops when ||r|| <= rtol ||b||.
 
     Args:
         apply: (u, out) -> out = A u. precond: (r, out) -> out = M^-1 r.
         b: right-hand side; x0: initial guess (copied) or None.
+        overwrite_b: with ``x0`` None, CG's residual is ``b`` itself (one vector less;
+            ``b`` is overwritten).
     Returns:
         x and a CGInfo with the relative residual history.
     """
@@ -127,7 +130,7 @@ def pcg_fused(apply: Callable[[Any, Any], Any], precond: Callable[[Any, Any], An
     q = xp.empty_like(b)
     if x0 is None:
         x = xp.zeros_like(b)
-        r = b.copy()
+        r = b if overwrite_b else b.copy()
     else:
         x = x0.copy()
         apply(x, q)

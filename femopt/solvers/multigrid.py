@@ -50,6 +50,7 @@ from femopt.errors import SolverError
 from femopt.solvers import multigrid_transfer as transfer
 from femopt.solvers.base import LinearSolver
 from femopt.solvers.cg_kernels import pcg_fused
+from femopt.solvers.mixed_precision import solve_mixed
 from femopt.solvers.multigrid_levels import (CoarseSolver, MultigridOptions, eigenvalue_bound,
                                              with_springs)
 from femopt.solvers.galerkin import (
@@ -102,6 +103,18 @@ class MultigridSolver(LinearSolver):
         self.op64: StructuredOperator | None = None
         self._springs: tuple[Any, np.ndarray] | None = None  # (grid dofs, stiffness)
         self.fell_back = False
+        self.krylov = "double" if self.options.krylov == "auto" else self.options.krylov
+        self.notes: list[str] = []  # what a solve decided that the run's log should say
+        self.precision_fallbacks = 0
+
+    def use_krylov(self, mode: str) -> None:
+        """The Krylov precision, "mixed" or "double", before the first solve (the grid
+        device path resolves the option's auto to mixed)."""
+        if mode not in ("mixed", "double"):
+            raise SolverError(f"unknown Krylov precision {mode!r}: expected mixed or double")
+        if mode != self.krylov:
+            self.krylov = mode
+            self._key = None  # the V-cycle's precision may change: rebuild
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -176,7 +189,7 @@ class MultigridSolver(LinearSolver):
     def _precision(self, xp: Any) -> Any:
         p = self.options.precision
         if p == "auto":
-            return np.float32 if xp is not np else np.float64
+            return np.float32 if xp is not np or self.krylov == "mixed" else np.float64
         return np.float32 if p == "float32" else np.float64
 
     def _build_hierarchy(self, xp: Any, fixed: Any, ke: np.ndarray) -> None:
@@ -202,8 +215,9 @@ class MultigridSolver(LinearSolver):
             n_mf = min(o.matrix_free_levels or (1 if xp is np else 2), 2)
         for i, lev in enumerate(levels):
             n = lev.layout.n_dofs
-            lev.b = xp.zeros(n, dtype=self.dtype)
-            lev.x = xp.zeros(n, dtype=self.dtype)
+            if i > 0:  # level 0's come from CG (mixed) or on first use (double)
+                lev.b = xp.zeros(n, dtype=self.dtype)
+                lev.x = xp.zeros(n, dtype=self.dtype)
             lev.r = xp.zeros(n, dtype=self.dtype)
             lev.d = xp.zeros(n, dtype=self.dtype)
             if i >= n_mf or i == len(levels) - 1:
@@ -276,10 +290,12 @@ class MultigridSolver(LinearSolver):
             if bool(xp.any(d <= 0)):
                 raise SolverError(f"multigrid level {i}: the operator has a non-positive "
                                   f"diagonal (is every element scale factor positive?)")
-            inv_d = (1.0 / d).astype(self.dtype)
+            inv_d = xp.reciprocal(d, out=d) if d.dtype == self.dtype else (
+                (1.0 / d).astype(self.dtype))
             lam = self._bounds[i]
             if o.eigenvalue_bound == "lanczos" and not self.fell_back:
-                est = estimate_lambda_max(lev.op, inv_d, lev.free, o.eig_iterations)
+                est = estimate_lambda_max(lev.op, inv_d, lev.free, o.eig_iterations,
+                                          work=(lev.r, lev.d))
                 lam = min(lam, LANCZOS_MARGIN * est)
             lev.smoother = PolynomialSmoother(lev.op, inv_d, o.smoother, o.smoothing_steps,
                                               o.jacobi_omega / lam, lam, o.chebyshev_lower,
@@ -303,25 +319,34 @@ class MultigridSolver(LinearSolver):
         lev.smoother.run(x, lev.r, lev.d, want_residual=False)
 
     def precondition(self, r: Any, out: Any) -> Any:
-        """out = one V-cycle applied to r (grid vectors, float64)."""
+        """out = one V-cycle applied to r (grid vectors, float64 or the V-cycle's
+        precision; in the latter, straight from r into out)."""
         top = self.levels[0]
-        if r.dtype == self.dtype:
-            top.b[...] = r
-        else:
-            top.b[...] = r.astype(self.dtype)
+        if r.dtype == self.dtype and out.dtype == self.dtype:
+            self._vcycle(0, r, out)  # reads r, writes out: no copies
+            return out
+        if top.b is None:
+            top.b = self.xp.zeros(top.layout.n_dofs, dtype=self.dtype)
+            top.x = self.xp.zeros(top.layout.n_dofs, dtype=self.dtype)
+        top.b[...] = r if r.dtype == self.dtype else r.astype(self.dtype)
         self._vcycle(0, top.b, top.x)
         out[...] = top.x
         return out
 
-    def solve_grid(self, b: Any, x0: Any = None, rtol: float | None = None) -> Any:
-        """Solve with grid-layout vectors (n_dofs,), zero on constrained dofs; float64."""
+    def solve_grid(self, b: Any, x0: Any = None, rtol: float | None = None,
+                   in_place: bool = False) -> Any:
+        """Solve with grid-layout vectors (n_dofs,), zero on constrained dofs; float64.
+        With ``in_place`` the mixed solve updates ``x0`` itself (no copy of the state)."""
         with single_blas_thread(self.xp):
-            return self._solve_grid(b, x0, rtol)
+            if self.op64 is None:
+                raise SolverError("solve() called before update_operator()")
+            if self.krylov == "mixed" and self.dtype == np.float32:
+                return solve_mixed(self, b, x0, rtol, in_place)
+            # a load by its nonzeros (evaluation.grid_loads) as CG's dense right-hand side
+            return self._solve_grid(b.dense() if hasattr(b, "dense") else b, x0, rtol)
 
     def _solve_grid(self, b: Any, x0: Any = None, rtol: float | None = None) -> Any:
         o = self.options
-        if self.op64 is None:
-            raise SolverError("solve() called before update_operator()")
         rtol = o.rtol if rtol is None else rtol
         try:
             x, info = pcg_fused(lambda u, out: self.op64.apply(u, out=out), self.precondition,

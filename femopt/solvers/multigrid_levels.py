@@ -50,7 +50,13 @@ class MultigridOptions(Options):
     eig_iterations: int = Field(20, ge=2)
     """Lanczos (CG) steps of the ``lanczos`` estimate."""
     precision: Literal["auto", "float64", "float32"] = "auto"
-    """Arithmetic of the V-cycle (CG is always float64); auto: float32 on the GPU."""
+    """Arithmetic of the V-cycle; auto: float32 on the GPU and with ``krylov: mixed``,
+    float64 otherwise."""
+    krylov: Literal["auto", "mixed", "double"] = "auto"
+    """Precision of the Krylov solve: ``mixed`` runs CG in float32 (with a float32
+    V-cycle) inside a float64 defect correction that stops on the float64 residual, with
+    a float64 solve where the float32 one stagnates; ``double`` runs CG in float64. auto:
+    mixed on the GPU grid path, double elsewhere."""
 
 class SpringOperator:
     """``op`` plus springs to ground: A u + diag(k) u at the dofs ``idx`` (a few)."""

@@ -92,7 +92,7 @@ class PolynomialSmoother:
 
 
 def estimate_lambda_max(op: Any, inv_diag: Any, free: Any, iterations: int = 10,
-                        seed: int = 0) -> float:
+                        seed: int = 0, work: tuple[Any, Any] | None = None) -> float:
     """Largest eigenvalue of D^-1 A from ``iterations`` Jacobi-preconditioned CG steps.
 
     The CG coefficients give the Lanczos tridiagonal matrix T of D^-1 A; its largest
@@ -107,19 +107,29 @@ def estimate_lambda_max(op: Any, inv_diag: Any, free: Any, iterations: int = 10,
         b = xp.random.RandomState(seed).standard_normal(n, dtype=inv_diag.dtype)
     if free is not None:
         b *= free
-    r = b
-    z = inv_diag * r
+    # four vectors of the level, updated in place (the same roundings as out of place);
+    # ``work``, two vectors of the level's own (its V-cycle's, idle now), hold r and z
+    if work is not None:
+        r, z = work
+        r[...] = b
+        del b
+        xp.multiply(inv_diag, r, out=z)
+    else:
+        r = b
+        z = inv_diag * r
     p = z.copy()
+    q = xp.empty_like(p)
     rz = float(xp.vdot(r, z))
     alphas, betas = [], []
     for _ in range(min(iterations, n)):
-        q = op.apply(p)
+        op.apply(p, out=q)
         pq = float(xp.vdot(p, q))
         if pq <= 0 or rz <= 0:
             break
         alpha = rz / pq
-        r = r - alpha * q
-        z = inv_diag * r
+        q *= q.dtype.type(alpha)
+        r -= q
+        xp.multiply(inv_diag, r, out=z)
         rz_new = float(xp.vdot(r, z))
         beta = rz_new / rz
         alphas.append(alpha)
@@ -127,7 +137,8 @@ def estimate_lambda_max(op: Any, inv_diag: Any, free: Any, iterations: int = 10,
         rz = rz_new
         if rz <= 0:
             break
-        p = z + beta * p
+        p *= p.dtype.type(beta)
+        p += z
     return lanczos_largest(alphas, betas)
 
 

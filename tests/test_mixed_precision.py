@@ -1,0 +1,290 @@
+"""The grid path's mixed-precision solve (float32 CG and V-cycle inside a float64 defect
+correction) against its float64 solve, on the NumPy twin and on the GPU: the same
+designs and compliances, the same gradients, the top3d reference, and the float64
+fallback where float32 stagnates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from femopt.errors import ProblemError
+from femopt.evaluation import grid_device
+from femopt.plugins.manager import get_registry
+from femopt.problem.load import parse_problem
+from path_checks import assert_taylor_rates, build
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cantilever(shape=(16, 8, 8), krylov: str | None = None, rtol: float = 1e-8,
+               optimizer: dict | None = None) -> dict:
+    """The benchmark's 3D cantilever (benchmarks/gpu_cli_run.py) at ``shape``."""
+    nx, ny, nz = shape
+    solver = {"type": "multigrid", "rtol": rtol, "coarsest_size": 300}
+    if krylov is not None:
+        solver["krylov"] = krylov
+    return {
+        "mesh": {"type": "structured", "shape": list(shape),
+                 "size": [float(nx), float(ny), float(nz)]},
+        "physics": {"type": "linear_elasticity", "E": 1.0, "nu": 0.3},
+        "supports": [{"region": {"face": "x_min"}}],
+        "loads": [{"region": {"box": {"min": [float(nx), 0.0, 0.0],
+                                      "max": [float(nx), 0.0, float(nz)]}},
+                   "force": [0.0, -1.0, 0.0], "distribute": "total"}],
+        "design": {"interpolation": {"type": "simp", "penalty": 3.0, "min": 1.0e-9}},
+        "filters": [{"type": "density", "radius": 1.5}],
+        "objective": {"type": "compliance"},
+        "constraints": [{"type": "volume", "max": 0.3}],
+        "optimizer": optimizer or {"type": "oc", "move": 0.2, "tol": 1.0e-9},
+        "solver": solver,
+    }
+
+
+def optimize(data: dict, xp, iterations: int):
+    model = build(data, array_module=xp)
+    result = model.optimizer.run(model, model.x0.copy(), iterations)
+    values, _, state = model.final_analysis(result.x)
+    return model, result, values, state
+
+
+def residual(model, state=None) -> float:
+    """||f - K u|| / ||f|| of the final state (None: the path's last), with the solver's
+    float64 operator."""
+    path, xp = model.path, model.path.xp
+    u = path.u[0] if state is None else xp.asarray(path.layout.from_dofs(state.u[0]))
+    f = path.loads.dense()[0]
+    r = f - model.solver.op64.apply(u)
+    return float(xp.linalg.norm(r) / xp.linalg.norm(f))
+
+
+def compare_precisions(xp, shape, iterations, optimizer=None, rtol=1e-8):
+    runs = {k: optimize(cantilever(shape, k, rtol, optimizer), xp, iterations)
+            for k in ("double", "mixed")}
+    (m64, r64, v64, s64), (m32, r32, v32, s32) = runs["double"], runs["mixed"]
+    assert (m64.solver.krylov, m32.solver.krylov) == ("double", "mixed")
+    assert m32.solver.precision_fallbacks == 0
+    assert r64.iterations == r32.iterations == iterations
+    assert abs(v32[0] - v64[0]) <= 1e-6 * abs(v64[0]), (v32[0], v64[0])
+    assert abs(v32[1] - v64[1]) <= 1e-6
+    # the mixed state meets the float64 tolerance, measured in float64
+    assert residual(m32, s32) <= rtol
+    return v64[0], v32[0]
+
+
+# -- on the NumPy twin ---------------------------------------------------------------------
+
+
+def test_auto_is_mixed_on_the_grid_path_and_the_log_says_so():
+    model = build(cantilever(), array_module=np)
+    assert model.solver.krylov == "mixed"
+    assert grid_device.KRYLOV_NOTE["mixed"] in model.device_notes
+    model = build(cantilever(krylov="double"), array_module=np)
+    assert model.solver.krylov == "double"
+    assert grid_device.KRYLOV_NOTE["double"] in model.device_notes
+    # the CPU path keeps the float64 CG
+    assert build(cantilever(), device="cpu").solver.krylov == "double"
+
+
+def test_mixed_compliance_after_30_oc_iterations_equals_the_double_one():
+    compare_precisions(np, (16, 8, 8), 30)
+
+
+def test_mixed_with_mma_equals_the_double_one():
+    compare_precisions(np, (12, 6, 6), 10, optimizer={"type": "mma", "tol": 1e-9})
+
+
+def test_mixed_gradient_passes_the_taylor_test():
+    model = build(cantilever((8, 4, 4), krylov="mixed", rtol=1e-12), array_module=np)
+    rng = np.random.default_rng(11)
+    x = rng.uniform(0.3, 0.9, model.n)
+    d = rng.uniform(-1.0, 1.0, model.n)
+    assert_taylor_rates(model, x, d)
+
+
+def test_top3d_reference_on_the_grid_twin_in_mixed_precision():
+    """problems/cantilever_3d.yaml (top3d(60,20,4,0.3,3,1.5)) on the grid path's twin
+    with its default (mixed) solve: MATLAB's compliances at iterations 13 and 39 to
+    1e-6, at 62 within 1.5% (tests/test_problems.py has the CPU path's)."""
+    from test_problems import TOP3D_MATLAB
+
+    data = yaml.safe_load((ROOT / "problems" / "cantilever_3d.yaml").read_text())
+    data.pop("device", None)
+    model = build(data, array_module=np)
+    assert model.solver.krylov == "mixed"
+    model.optimizer.run(model, model.x0.copy(), 62)
+    c = {r.iteration: r.objective for r in model.history}
+    assert c[13] == pytest.approx(TOP3D_MATLAB[13], rel=1e-6)
+    assert c[39] == pytest.approx(TOP3D_MATLAB[39], rel=1e-6)
+    assert c[62] == pytest.approx(TOP3D_MATLAB[62], rel=0.015)
+    assert model.solver.precision_fallbacks == 0
+
+
+def test_a_stagnating_float32_solve_is_redone_in_float64():
+    """rtol 1e-14 is below what float32 corrections reach here (about 5e-14, where the
+    float64 residual is rounding): the solve says so, is redone in float64, and the
+    state meets the tolerance (CG's recurrence; the residual recomputed from the state
+    is at rounding level, 2e-14)."""
+    model = build(cantilever((8, 4, 4), krylov="mixed", rtol=1e-14), array_module=np)
+    x = np.full(model.n, 0.3)
+    values, _ = model.values_and_gradients(model.to_device(x))
+    solver = model.solver
+    assert solver.precision_fallbacks == 1
+    assert len(solver.notes) == 1 and "stagnated" in solver.notes[0]
+    assert "solved again in float64" in solver.notes[0]
+    assert solver.last.converged and solver.last.residuals[-1] <= 1e-14
+    assert residual(model) <= 5e-14
+    ref = build(cantilever((8, 4, 4), krylov="double", rtol=1e-14), array_module=np)
+    assert values[0] == pytest.approx(ref.values_and_gradients(x)[0][0], rel=1e-12)
+
+
+def test_a_bad_krylov_value_is_located():
+    """validate's message names the file, line and column of the value."""
+    data = cantilever()
+    data["solver"]["krylov"] = "single"
+    with pytest.raises(ProblemError) as err:
+        parse_problem(yaml.safe_dump(data), "p.yaml", get_registry())
+    text = str(err.value)
+    assert "solver.krylov: Input should be 'auto', 'mixed' or 'double'" in text
+    line = yaml.safe_dump(data).splitlines().index("  krylov: single") + 1
+    assert f"p.yaml:{line}:11:" in text
+
+
+# -- on the GPU ------------------------------------------------------------------------------
+
+
+def _cupy():
+    import cupy
+
+    return cupy
+
+
+@pytest.mark.gpu
+def test_gpu_mixed_compliance_after_30_oc_iterations_equals_the_double_one():
+    f64, f32 = compare_precisions(_cupy(), (48, 24, 24), 30)
+    print(f"compliance double {f64:.12g} mixed {f32:.12g} "
+          f"(relative {abs(f32 - f64) / abs(f64):.2e})")
+
+
+@pytest.mark.gpu
+def test_gpu_mixed_with_mma_equals_the_double_one():
+    compare_precisions(_cupy(), (24, 12, 12), 10, optimizer={"type": "mma", "tol": 1e-9})
+
+
+@pytest.mark.gpu
+def test_gpu_mixed_gradient_passes_the_taylor_test():
+    cp = _cupy()
+    model = build(cantilever((16, 8, 8), krylov="mixed", rtol=1e-12), array_module=cp)
+    rng = np.random.default_rng(11)
+    assert_taylor_rates(model, rng.uniform(0.3, 0.9, model.n),
+                        rng.uniform(-1.0, 1.0, model.n))
+
+
+@pytest.mark.gpu
+def test_gpu_a_stagnating_float32_solve_is_redone_in_float64():
+    cp = _cupy()
+    model = build(cantilever((16, 8, 8), krylov="mixed", rtol=1e-14), array_module=cp)
+    x = np.full(model.n, 0.3)
+    model.values_and_gradients(model.to_device(x))
+    assert model.solver.precision_fallbacks >= 1
+    assert model.solver.last.converged and model.solver.last.residuals[-1] <= 1e-14
+    assert residual(model) <= 5e-14
+
+
+@pytest.mark.gpu
+def test_gpu_mixed_takes_less_memory_than_double():
+    """The memory pool's high-water mark of one design iteration at 64x32x32, against
+    the estimate's count of each precision (within 25%), mixed below double."""
+    import gc
+
+    cp = _cupy()
+    peaks = {}
+    pool = cp.get_default_memory_pool()
+    for k in ("double", "mixed"):
+        gc.collect()
+        pool.free_all_blocks()
+        base = pool.total_bytes()  # what earlier tests still hold
+        model = build(cantilever((64, 32, 32), krylov=k, rtol=1e-6), array_module=cp)
+        x = model.to_device(np.full(model.n, 0.3))
+        model.values_and_gradients(x)
+        peaks[k] = pool.total_bytes() - base
+        est = grid_device.estimate_bytes(model.path.layout, 1, model, krylov=k)
+        print(f"{k}: pool {peaks[k] / model.mesh.n_cells:.0f} B/cell, estimate "
+              f"{est / model.mesh.n_cells:.0f} B/cell")
+        assert peaks[k] <= est
+        del model, x
+    assert peaks["mixed"] < peaks["double"]
+
+
+# -- the memory estimate ---------------------------------------------------------------------
+
+
+def test_the_estimate_of_mixed_is_below_double_by_the_krylov_vectors():
+    """At 512x256x256: mixed holds what double holds less the fine V-cycle's b and x (8
+    bytes per dof: the CG's own vectors when mixed), its CG vectors are half double's
+    (float32), and its estimate, held plus the largest phase times the margin, is below
+    80% of double's; double's is 558 bytes per cell (the float64 path's measured peak,
+    before the loads were kept by their nonzeros, was 515-565)."""
+    from femopt.assembly.grid_layout import GridLayout
+    from femopt.evaluation import grid_memory
+
+    lay = GridLayout((512, 256, 256), 3)
+    n_c = grid_memory.coarsest_dofs(lay)
+    phases = {}
+    for k in ("double", "mixed"):
+        arrays = grid_memory.iteration_arrays(lay.n_cells, lay.n_dofs, 3, 3, 1, k,
+                                              n_coarse=n_c)
+        phases[k] = {p: sum(a.bytes for a in arrays if a.phase == p)
+                     for p in grid_memory.PHASES}
+        names = [a.name for a in arrays]
+        assert len(names) == len(set(names))  # named once each
+        est = grid_device.estimate_bytes(lay, krylov=k)
+        peak = phases[k]["held"] + max(phases[k][p] for p in grid_memory.PHASES[1:])
+        assert est == int(grid_device.MEMORY_MARGIN * peak)
+    assert phases["double"]["held"] - phases["mixed"]["held"] == 8 * lay.n_dofs
+    # double's CG has its right-hand side dense (the loads are kept by their nonzeros)
+    assert phases["double"]["solve"] - 8 * lay.n_dofs == 2 * phases["mixed"]["solve"]
+    double = grid_device.estimate_bytes(lay, krylov="double")
+    mixed = grid_device.estimate_bytes(lay, krylov="mixed")
+    assert mixed / double < 0.75
+    assert double / lay.n_cells == pytest.approx(558, abs=1)
+
+
+def test_the_fine_v_cycle_vectors_are_the_cgs_own_when_mixed():
+    """What the count assumes of the solver: with the float32 V-cycle of the GPU, the
+    fine level's b and x exist only for the float64 CG."""
+    for krylov, allocated in (("mixed", False), ("double", True)):
+        data = cantilever((8, 4, 4), krylov=krylov)
+        data["solver"]["precision"] = "float32"
+        model = build(data, array_module=np)
+        model.values_and_gradients(model.to_device(np.full(model.n, 0.3)))
+        top = model.solver.levels[0]
+        assert (top.b is not None) == allocated
+        assert top.r.dtype == np.float32 and model.path.u.dtype == np.float64
+
+
+def test_a_run_logs_the_fallback_and_its_summary_says_the_precision(tmp_path):
+    """A run of the twin at rtol 1e-14: each iteration whose float32 solve stagnated
+    says so in the log, and summary.json names the precision and counts the solves
+    redone (no GPU pool on the twin)."""
+    import io
+    import json
+
+    from femopt.runner import run_model
+
+    data = cantilever((8, 4, 4), krylov="mixed", rtol=1e-14,
+                      optimizer={"type": "oc", "max_iter": 2})
+    data["output"] = {"picture": False, "series_every": 0, "checkpoint_every": 0}
+    model = build(data, array_module=np)
+    log = io.StringIO()
+    result = run_model(model, yaml.safe_dump(data).encode(), tmp_path / "res", stream=log)
+    assert result.exit_code == 0
+    lines = [line for line in log.getvalue().splitlines() if "stagnated" in line]
+    assert lines and all(line.startswith("femopt: iteration ") for line in lines)
+    summary = json.loads((tmp_path / "res" / "summary.json").read_text())
+    assert summary["solver_precision"] == "mixed"
+    assert summary["precision_fallbacks"] == model.solver.precision_fallbacks >= len(lines)
+    assert summary["gpu_pool_bytes"] is None
