@@ -92,14 +92,28 @@ def test_hierarchy_by_fixed_products_equals_general_products():
     assert np.abs(xs[0][0] - xs[1][0]).max() <= 1e-8 * np.abs(xs[0][0]).max()
 
 
+def test_transposed_product_equals_scipy():
+    a, _ = _pair(4)
+    b = sp.random(70, 30, density=0.1, random_state=np.random.default_rng(5), format="csr")
+    prod = FixedProduct(a, b, np, transpose_a=True)
+    rows, cols = prod.pattern.nonzero()
+    ref = (_ref(a, sp.identity(50, format="csr")).T @ b.copy()).toarray()[rows, cols]
+    assert prod.shape == (50, 30)
+    assert np.abs(prod(a.data, b.data) - ref).max() <= 1e-14 * np.abs(ref).max()
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_fixed_product_kernel_equals_the_twin(dtype):
+@pytest.mark.parametrize("transpose_a", [False, True])
+def test_fixed_product_kernel_equals_the_twin(dtype, transpose_a):
     import cupy
 
     a, b = _pair(3)
+    if transpose_a:
+        b = sp.random(70, 30, density=0.1, random_state=np.random.default_rng(6),
+                      format="csr")
     a.data, b.data = a.data.astype(dtype), b.data.astype(dtype)
-    host = FixedProduct(a, b, np)(a.data, b.data)
-    dev = FixedProduct(a, b, cupy)(cupy.asarray(a.data), cupy.asarray(b.data))
+    host = FixedProduct(a, b, np, transpose_a)(a.data, b.data)
+    dev = FixedProduct(a, b, cupy, transpose_a)(cupy.asarray(a.data), cupy.asarray(b.data))
     tol = 1e-14 if dtype == np.float64 else 1e-6
     assert np.abs(cupy.asnumpy(dev) - host).max() <= tol * np.abs(host).max()

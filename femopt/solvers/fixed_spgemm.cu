@@ -29,3 +29,31 @@ __global__ void femopt_solvers_fixed_spgemm(
         }
     }
 }
+
+// C = A^T B, A and B with the same rows: one thread per shared row i adds a_ik b_ij into
+// C's slot of (k, j) (binary search of row k) atomically; C must be zeroed first.
+template <typename T>
+__global__ void femopt_solvers_fixed_spgemm_tn(
+    const int* __restrict__ a_ptr, const int* __restrict__ a_idx, const T* __restrict__ a_val,
+    const int* __restrict__ b_ptr, const int* __restrict__ b_idx, const T* __restrict__ b_val,
+    const int* __restrict__ c_ptr, const int* __restrict__ c_idx, T* __restrict__ c_val,
+    femopt_index n_rows)
+{
+    for (femopt_index i = femopt_thread_id(); i < n_rows; i += femopt_thread_count()) {
+        const int b0 = b_ptr[i], b1 = b_ptr[i + 1];
+        for (int p = a_ptr[i]; p < a_ptr[i + 1]; ++p) {
+            const int k = a_idx[p];
+            const T a = a_val[p];
+            const int c0 = c_ptr[k], c1 = c_ptr[k + 1];
+            for (int r = b0; r < b1; ++r) {
+                const int j = b_idx[r];
+                int lo = c0, hi = c1 - 1;
+                while (lo < hi) {
+                    const int mid = (lo + hi) >> 1;
+                    if (c_idx[mid] < j) lo = mid + 1; else hi = mid;
+                }
+                atomicAdd(c_val + lo, a * b_val[r]);
+            }
+        }
+    }
+}

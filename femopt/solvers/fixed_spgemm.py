@@ -42,14 +42,19 @@ def csr_on(pattern: sp.csr_matrix, data: Any, xp: Any) -> Any:
 
 
 class FixedProduct:
-    """C = A B for CSR patterns of A and B fixed (host SciPy matrices; their entry order is
-    the order of the values passed at each call); C's pattern is sorted by column."""
+    """C = A B (or A^T B, ``transpose_a``) for CSR patterns of A and B fixed (host SciPy
+    matrices; their entry order is the order of the values passed at each call); C's
+    pattern is sorted by column. A^T B runs a thread per shared row of A and B, adding
+    into C's rows atomically: as many threads as fine rows where P^T (A P) by rows of
+    P^T would have one per coarse row."""
 
-    def __init__(self, a: sp.spmatrix, b: sp.spmatrix, xp: Any = np):
+    def __init__(self, a: sp.spmatrix, b: sp.spmatrix, xp: Any = np,
+                 transpose_a: bool = False):
         pa, pb = _pattern(a), _pattern(b)
+        self.transpose_a = transpose_a
         # positive products: no cancellation, the whole pattern (on copies: SciPy's product
         # sorts its operands' indices in place, and pa, pb keep the given entry order)
-        c = (pa.copy() @ pb.copy()).tocsr()
+        c = ((pa.copy().T if transpose_a else pa.copy()) @ pb.copy()).tocsr()
         c.sort_indices()
         self.xp, self.shape = xp, c.shape
         self.pattern = _pattern(c)
@@ -74,12 +79,15 @@ class FixedProduct:
         """Every term a_ik b_kj as (entry of A, entry of B, slot of C), in the kernel's
         order (A's rows and entries, then B's)."""
         pa, pb = self._host
-        per = np.diff(pb.indptr)[pa.indices]            # terms of each A entry
+        a_rows = np.repeat(np.arange(pa.shape[0]), np.diff(pa.indptr))
+        # B's row that meets each A entry: its column (A B) or its row (A^T B)
+        meet = a_rows if self.transpose_a else pa.indices
+        per = np.diff(pb.indptr)[meet]                  # terms of each A entry
         a_ent = np.repeat(np.arange(pa.nnz), per)
-        start = np.repeat(pb.indptr[pa.indices], per)
+        start = np.repeat(pb.indptr[meet], per)
         offset = np.arange(a_ent.size) - np.repeat(np.cumsum(per) - per, per)
         b_ent = start + offset
-        rows = np.repeat(np.repeat(np.arange(pa.shape[0]), np.diff(pa.indptr)), per)
+        rows = np.repeat(pa.indices if self.transpose_a else a_rows, per)
         c = self.pattern
         key = rows.astype(np.int64) * c.shape[1] + pb.indices[b_ent]
         ckey = (np.repeat(np.arange(c.shape[0]), np.diff(c.indptr)).astype(np.int64)
@@ -96,12 +104,16 @@ class FixedProduct:
             return out
         from femopt.backend.kernels import get_kernel, launch_1d, real_name
 
-        out = xp.empty(self.nnz, dtype=a_data.dtype)
-        kern = get_kernel(SOURCE, f"femopt_solvers_fixed_spgemm<{real_name(out)}>")
-        launch_1d(kern, self.shape[0], (self.a_ptr, self.a_idx, a_data, self.b_ptr,
-                                         self.b_idx, xp.ascontiguousarray(b_data, dtype=out.dtype),
-                                         self.c_ptr, self.c_idx, out,
-                                         np.int64(self.shape[0])))
+        b_data = xp.ascontiguousarray(b_data, dtype=a_data.dtype)
+        if self.transpose_a:
+            out = xp.zeros(self.nnz, dtype=a_data.dtype)
+            name, rows = "femopt_solvers_fixed_spgemm_tn", int(self.a_ptr.size - 1)
+        else:
+            out = xp.empty(self.nnz, dtype=a_data.dtype)
+            name, rows = "femopt_solvers_fixed_spgemm", self.shape[0]
+        kern = get_kernel(SOURCE, f"{name}<{real_name(out)}>")
+        launch_1d(kern, rows, (self.a_ptr, self.a_idx, a_data, self.b_ptr, self.b_idx,
+                               b_data, self.c_ptr, self.c_idx, out, np.int64(rows)))
         return out
 
 
@@ -138,7 +150,7 @@ class FixedGalerkin:
         self.pt_pattern = _pattern(perm)
         self.pt_perm = xp.asarray(perm.data.astype(np.int64))
         self.ap = FixedProduct(a, p, xp)
-        self.ptap = FixedProduct(self.pt_pattern, self.ap.pattern, xp)
+        self.ptap = FixedProduct(p, self.ap.pattern, xp, transpose_a=True)
 
     def nbytes(self, value_bytes: int) -> int:
         """Bytes this level keeps on its device (index maps, the products' patterns) and
@@ -164,4 +176,4 @@ class FixedGalerkin:
     def coarse(self, a_data: Any, p: Any, pt: Any) -> Any:
         """P^T A P on ``xp`` (its pattern fixed)."""
         ap = self.ap(a_data, p.data)
-        return csr_on(self.ptap.pattern, self.ptap(pt.data, ap), self.xp)
+        return csr_on(self.ptap.pattern, self.ptap(p.data, ap), self.xp)
