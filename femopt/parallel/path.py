@@ -27,13 +27,15 @@ from typing import Any
 import numpy as np
 
 from femopt.assembly.grid_layout import GridLayout
+from femopt.backend import array_namespace, to_host
 from femopt.assembly.matrix_free import gather_cells
 from femopt.errors import InputError
 from femopt.evaluation.device import DevicePath, capability
 from femopt.objectives.base import State
 from femopt.parallel.comm import Comm
 from femopt.parallel.multigrid import SlabMultigrid, layer_matmul, level_layouts
-from femopt.parallel.slabs import Orientation, Slab, choose_axis, largest_size, plan
+from femopt.parallel.slabs import (Orientation, Slab, add_reduce, choose_axis,
+                                   largest_size, plan)
 
 
 # -- what runs distributed ----------------------------------------------------------------
@@ -50,18 +52,30 @@ def filter_reach(model: Any) -> tuple[int, ...]:
     return tuple(reach)
 
 
-def prepare(model: Any, device: str | None) -> None:
-    """Set up a distributed run: the CPU, the multigrid solver (the problem's, or a
-    default one), and what the distributed path cannot take refused."""
+def prepare(model: Any, device: str | None, array_module: Any = None) -> Any:
+    """Set up a distributed run: the device (the CPU, or with ``--device gpu`` each rank's
+    GPU), the multigrid solver (the problem's, or a default one), and what the
+    distributed path cannot take refused. Returns the array module of the GPU path
+    (``array_module`` when given: NumPy runs its CPU twin), or None for the CPU; CuPy or
+    NCCL missing is an InputError before any work."""
     from femopt.solvers.multigrid import MultigridOptions, MultigridSolver
 
     requested = device if device is not None else model.problem.device
-    if requested == "gpu":
-        raise InputError("a distributed run (several ranks) runs on the CPU so far; "
-                         "the GPU path runs on one process")
+    xp = None
+    if requested == "gpu" or array_module is not None:
+        xp = array_module
+        if xp is None:
+            from femopt.parallel.comm_device import gpu_modules
+
+            try:
+                xp = gpu_modules()[0]
+            except InputError as exc:
+                if device is None:  # the problem file's device: gpu
+                    raise model.loaded.error(("device",), str(exc)) from None
+                raise
     if model.shape:
         raise InputError("a shape design runs on one process")
-    model.device = "cpu"
+    model.device = "cpu" if xp is None else "gpu"
     if model.mesh.grid is None:
         raise InputError("this problem cannot run distributed: a distributed run needs "
                          "a structured grid (mesh type 'structured'); meshes from files "
@@ -72,7 +86,7 @@ def prepare(model: Any, device: str | None) -> None:
     why = unsupported(model)
     if why is not None:
         raise InputError(f"this problem cannot run distributed: {why}")
-    return None
+    return xp
 
 
 def unsupported(model: Any) -> str | None:
@@ -168,7 +182,7 @@ class SlabStencil:
         proto.reach = tuple(int(np.ceil(proto.radius / h)) for h in proto.spacing)
         self.entries = proto.offsets()
         self.reach = proto.reach[-1]
-        self.hs = self.apply(np.ones(slab.n_own_cells))
+        self.hs = self.apply(slab.xp.ones(slab.n_own_cells))
         self.inv_hs = 1.0 / self.hs
 
     def _extended(self, v: np.ndarray) -> tuple[np.ndarray, int]:
@@ -177,7 +191,8 @@ class SlabStencil:
         o0, o1 = s.own
         lo, hi = max(o0 - self.reach, 0), min(o1 + self.reach, s.n_layers)
         p = s.layer_cells
-        ext = np.empty(((hi - lo), p), dtype=v.dtype)
+        xp = s.xp
+        ext = xp.empty(((hi - lo), p), dtype=v.dtype)
         ext[o0 - lo:o1 - lo] = v.reshape(-1, p)
         r, size = s.comm.rank, s.comm.size
         below = r - 1 if r > 0 else None
@@ -185,12 +200,12 @@ class SlabStencil:
         nb, na = o0 - lo, hi - o1
         own = ext[o0 - lo:o1 - lo]
         # my first layers are the ghosts above of the rank below, and so on
-        recv = np.empty((nb, p), dtype=v.dtype) if below is not None else None
+        recv = xp.empty((nb, p), dtype=v.dtype) if below is not None else None
         s.comm.sendrecv(own[own.shape[0] - min(self.reach, o1):]
                         if above is not None else None, above, recv, below, tag=21)
         if recv is not None:
             ext[:nb] = recv
-        recv = np.empty((na, p), dtype=v.dtype) if above is not None else None
+        recv = xp.empty((na, p), dtype=v.dtype) if above is not None else None
         s.comm.sendrecv(own[:min(self.reach, s.n_layers - o0)] if below is not None
                         else None, below, recv, above, tag=22)
         if recv is not None:
@@ -199,11 +214,11 @@ class SlabStencil:
 
     def apply(self, x: np.ndarray, pre: Any = None, post: Any = None) -> np.ndarray:
         v = x if pre is None else pre * x
-        ext, start = self._extended(np.ascontiguousarray(v))
+        ext, start = self._extended(self.slab.xp.ascontiguousarray(v))
         n_own = self.slab.own[1] - self.slab.own[0]
         shape = self.shape[:-1] + (ext.shape[0],)
         grid = ext.reshape(shape[::-1])
-        out = np.zeros_like(grid)
+        out = self.slab.xp.zeros_like(grid)
         for off, w in self.entries:
             dst, src = [], []
             for o, n in zip(off[::-1], shape[::-1]):
@@ -236,18 +251,20 @@ class Reductions:
         """The same sums over the owned cells ``index`` (an index array, or a slice)."""
         if isinstance(index, slice) and index == slice(None):
             return self
-        cells = np.arange(self.slab.n_own_cells)[index]
+        cells = self.slab.xp.arange(self.slab.n_own_cells)[index]
         return Reductions(self.slab, cells // self.slab.layer_cells)
 
     def _partials(self, a: np.ndarray) -> np.ndarray:
         if self.layer_of is None:
-            return np.add.reduce(a.reshape(self.n_layers, -1), axis=1)
-        return np.bincount(self.layer_of, weights=a, minlength=self.n_layers)
+            return add_reduce(a.reshape(self.n_layers, -1), 1)
+        return self.slab.xp.bincount(self.layer_of, weights=a, minlength=self.n_layers)
 
-    def _sums(self, arrays: list[np.ndarray]) -> np.ndarray:
+    def _sums(self, arrays: list[Any]) -> Any:
+        xp = self.slab.xp
         if not arrays:
-            return np.zeros(0)
-        return self.slab.comm.sum_layers(np.stack([self._partials(a) for a in arrays]))
+            return xp.zeros(0)
+        return xp.asarray(self.slab.comm.sum_layers(xp.stack([self._partials(a)
+                                                              for a in arrays])))
 
     def dot(self, a: np.ndarray, b: np.ndarray) -> float:
         return float(self._sums([a * b])[0])
@@ -264,37 +281,54 @@ class Reductions:
                           ).reshape(m, B.shape[0])
 
     @staticmethod
-    def combine(lam: np.ndarray, A: np.ndarray) -> np.ndarray:
-        out = lam[0] * A[0] if A.shape[0] else np.zeros(A.shape[1])
+    def combine(lam: Any, A: Any) -> Any:
+        out = lam[0] * A[0] if A.shape[0] else array_namespace(A).zeros(A.shape[1])
         for i in range(1, A.shape[0]):
             out = out + lam[i] * A[i]
         return out
 
     def norm_max(self, pieces: list[np.ndarray], sized: tuple[bool, ...]
                  ) -> tuple[float, float]:
+        xp = self.slab.xp
         design = [p for p, s in zip(pieces, sized) if s]
-        rest = np.concatenate([p for p, s in zip(pieces, sized) if not s])
+        rest = xp.concatenate([p for p, s in zip(pieces, sized) if not s])
         sq = design[0] * design[0]
         for p in design[1:]:
             sq = sq + p * p
-        total = float(self._sums([sq])[0]) + float(np.dot(rest, rest))
-        local = max(float(np.max(np.abs(p), initial=0.0)) for p in design)
-        worst = max(self.max(local), float(np.max(np.abs(rest), initial=0.0)))
+        total = float(self._sums([sq])[0]) + float(xp.dot(rest, rest))
+        local = max(_largest(p) for p in design)
+        worst = max(self.max(local), _largest(rest))
         return float(np.sqrt(total)), worst
+
+
+def _largest(a: Any) -> float:
+    """max |a| (0 for an empty array)."""
+    return float(array_namespace(a).abs(a).max()) if a.size else 0.0
 
 
 # -- the path -----------------------------------------------------------------------------
 
 class DistributedGridPath(DevicePath):
     """The design chain of ``model`` (a structured grid) on rank ``comm.rank`` of
-    ``comm.size``; see the module docstring."""
+    ``comm.size``; see the module docstring. ``xp``: None on the CPU; CuPy for the GPU
+    (each rank's slab on its GPU, halos and sums through
+    :func:`~femopt.parallel.comm_device.device_comm`), or NumPy for the GPU path's CPU
+    twin. ``comm`` stays the host communicator (output, checkpoints, decisions)."""
 
-    def __init__(self, model: Any, comm: Comm):
+    def __init__(self, model: Any, comm: Comm, xp: Any = None):
         self.comm = comm
+        self.on_device = xp is not None
+        if xp is None:
+            xp, dcomm = np, comm
+        else:
+            from femopt.parallel.comm_device import device_comm
+
+            dcomm = device_comm(comm, xp)
+            xp = dcomm.xp
         k = model.physics.dofs_per_node
         self.orient, self.glayout, bounds, n_dist = rank_plan(model, comm.size)
         self.model_layout = GridLayout(tuple(int(n) for n in model.mesh.grid.shape), k)
-        self.slab = slab = Slab(self.glayout, comm, bounds)
+        self.slab = slab = Slab(self.glayout, dcomm, bounds, xp=xp)
         self.ke = self.orient.element_matrix(model.ke, k)
         fixed = np.zeros(self.model_layout.n_dofs, dtype=bool)
         fixed[self.model_layout.grid_index(np.asarray(model.fixed))] = True
@@ -308,19 +342,19 @@ class DistributedGridPath(DevicePath):
             idx = np.flatnonzero((full != 0.0) & ~self.fixed_grid)
             self.mg.set_springs_full(idx, full[idx])
             kept = slab.node_part(full) * ~self.kept_fixed
-            kidx = np.flatnonzero(kept != 0.0)
+            kidx = xp.flatnonzero(kept != 0.0)
             self.springs = (kidx, kept[kidx]) if kidx.size else None
         spacing = self.orient.internal(tuple(model.mesh.grid.spacing))
         stages = [f.slab_twin(slab, spacing) for f in model.filters]
         self.reductions = Reductions(slab)
-        loads = np.stack([self._to_states(f) for f in model.loads])
-        super().__init__(model, np, loads, stages)
+        loads = xp.stack([self._to_states(f) for f in model.loads])
+        super().__init__(model, xp, loads, stages)
         passive = np.zeros(model.mesh.n_cells, dtype=bool)
         values = np.zeros(model.mesh.n_cells)
         passive[model.passive_idx] = True
         values[model.passive_idx] = model.passive_val
         own_passive = self._to_cells(passive)
-        self.passive_idx = np.flatnonzero(own_passive)
+        self.passive_idx = xp.flatnonzero(own_passive)
         self.passive_val = self._to_cells(values)[self.passive_idx]
 
     # -- layouts -----------------------------------------------------------------------
@@ -332,7 +366,7 @@ class DistributedGridPath(DevicePath):
         return out
 
     def _to_cells(self, v: np.ndarray) -> np.ndarray:
-        return self.slab.cell_part(self.orient.cells_in(np.asarray(v)))
+        return self.slab.cell_part(self.orient.cells_in(to_host(v)))
 
     def local_design(self, x: np.ndarray) -> np.ndarray:
         """A whole design (femopt's cell order) as this rank's owned cells."""
@@ -341,7 +375,7 @@ class DistributedGridPath(DevicePath):
     def gather_cells(self, a: np.ndarray) -> np.ndarray | None:
         """Every rank's owned cells of ``a`` as one array in femopt's cell order, on rank
         0 (None on the others). Collective."""
-        full = self.slab.gather_cells(np.asarray(a), root_only=True)
+        full = self.slab.gather_cells(a, root_only=True)
         return None if full is None else self.orient.cells_out(full)
 
     def gather_states(self, u: np.ndarray) -> np.ndarray | None:
@@ -368,18 +402,18 @@ class DistributedGridPath(DevicePath):
         return self.slab.cell_dots([(v, rho)])[0]
 
     def _passive_dot(self, v: Any) -> float:
-        pv = np.zeros_like(v)
+        pv = self.xp.zeros_like(v)
         pv[self.passive_idx] = self.passive_val
         return self._cell_dot(v, pv)
 
     def _all_finite(self, a: Any) -> bool:
-        return not self.comm.any(not bool(np.isfinite(a).all()))
+        return not self.comm.any(not bool(self.xp.isfinite(a).all()))
 
     # -- operator, solve, adjoint term -----------------------------------------------------
 
     def _kept_cells(self, own: np.ndarray) -> np.ndarray:
         s = self.slab
-        kept = np.empty(s.local.n_cells, dtype=own.dtype)
+        kept = self.xp.empty(s.local.n_cells, dtype=own.dtype)
         kept[s.own_cell_slice] = own
         return s.exchange_cells(kept)
 
@@ -395,13 +429,14 @@ class DistributedGridPath(DevicePath):
         """dm_e sum_c lambda_c,e^T K0 u_c,e on the owned cells (one GEMM per cell layer)."""
         s = self.slab
         lay, own, p = s.local, s.own_cell_slice, s.layer_cells
-        a = np.asarray(a, dtype=np.float64).reshape(len(beta), -1)
-        q = np.zeros(s.n_own_cells)
+        a = np.asarray(to_host(a), dtype=np.float64).reshape(len(beta), -1)
+        beta = to_host(beta)
+        q = self.xp.zeros(s.n_own_cells)
         for c in range(u.shape[0]):
-            lam = beta[c] * u[c]
+            lam = float(beta[c]) * u[c]
             for g in range(0 if mu is None else mu.shape[0]):
                 if a[c, g] != 0.0:
-                    lam = lam + a[c, g] * mu[g]
+                    lam = lam + float(a[c, g]) * mu[g]
             ue = gather_cells(lay, u[c])[:, own]
             le = gather_cells(lay, lam)[:, own]
             fe = layer_matmul(self.ke, ue, p, left=True)
@@ -420,7 +455,7 @@ class DistributedGridPath(DevicePath):
         m = self.model
         self.analyse(rho)
         values = self.function_terms(rho, None, None, u=self.u)[0]
-        self.final_rho = rho  # this rank's, for the per-rank pieces of the results
+        self.final_rho = to_host(rho)  # this rank's, for the per-rank pieces of the results
         rho_full = self.gather_cells(rho)
         states = self.host_states()
         if rho_full is None:
