@@ -180,21 +180,21 @@ def gpu_modules() -> tuple[Any, Any]:
     try:
         import cupy
     except ImportError:
-        raise InputError("--device gpu with several ranks needs CuPy (pip install "
+        raise InputError("a distributed run on the GPU needs CuPy (pip install "
                          "cupy-cuda12x) and a GPU") from None
     try:
         from cupy.cuda import nccl
     except ImportError:
         nccl = None
     if nccl is None or not getattr(nccl, "available", True):
-        raise InputError("--device gpu with several ranks needs NCCL for CuPy (pip install "
+        raise InputError("a distributed run on the GPU needs NCCL for CuPy (pip install "
                          "nvidia-nccl-cu12)")
     try:
         n = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CUDA's own error types vary by version
-        raise InputError(f"--device gpu: no usable GPU ({exc})") from None
+        raise InputError(f"a distributed run on the GPU: no usable GPU ({exc})") from None
     if n < 1:
-        raise InputError("--device gpu: no GPU found")
+        raise InputError("a distributed run on the GPU: no GPU found")
     return cupy, nccl
 
 

@@ -91,6 +91,11 @@ def check_ranks(problem: str, ranks: int, device: str | None) -> None:
 
     model = build_model(problem, device, distributed=SERIAL)
     rank_plan(model, ranks)
+    if model.device == "gpu":  # the ranks need the GPU memory this check took
+        import cupy
+
+        del model
+        cupy.get_default_memory_pool().free_all_blocks()
 
 
 def launch(argv: list[str], ranks: int) -> int:

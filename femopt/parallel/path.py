@@ -72,7 +72,7 @@ def prepare(model: Any, device: str | None, array_module: Any = None) -> Any:
             except InputError as exc:
                 if device is None:  # the problem file's device: gpu
                     raise model.loaded.error(("device",), str(exc)) from None
-                raise
+                raise InputError(f"--device gpu: {exc}") from None
     if model.shape:
         raise InputError("a shape design runs on one process")
     model.device = "cpu" if xp is None else "gpu"

@@ -368,10 +368,10 @@ class Slab:
 
 def add_reduce(a: Any, axis: int) -> Any:
     """Sums along ``axis``: NumPy's pairwise ``add.reduce`` on the host (the order the
-    rank-count independence relies on), ``sum`` on the device."""
+    rank-count independence relies on), ``sum`` in float64 on the device."""
     if isinstance(a, np.ndarray):
         return np.add.reduce(a, axis=axis)
-    return array_namespace(a).sum(a, axis=axis)
+    return array_namespace(a).sum(a, axis=axis, dtype=np.float64)
 
 
 # -- transfers between the slabs of two levels -------------------------------------------
