@@ -45,7 +45,8 @@ femopt.runner.build_model = twin
 sys.exit(main(sys.argv[1:]))
 """
 
-# the device communicator's collectives on two ranks (argv[1]: numpy or cupy)
+# the device communicator's collectives on two ranks (argv[1]: numpy or cupy), each rank's
+# results in ARGV[2]/RANK.json
 COLLECTIVES = """\
 import json, sys
 import numpy as np
@@ -64,9 +65,9 @@ comm.sendrecv(send, peer, recv, peer)
 sums = comm.sum_layers(xp.asarray([[1.5 * (r + 1), 2.0], [r, 0.25]]))
 flags = xp.asarray([r == 1, False])
 got = comm.allgather_rows(flags)
-print(json.dumps({"rank": r, "rows": to_host(rows).tolist(), "recv": to_host(recv).tolist(),
-                  "sums": sums.tolist(), "flags": to_host(got).tolist(),
-                  "transport": comm.transport.name}))
+json.dump({"rank": r, "rows": to_host(rows).tolist(), "recv": to_host(recv).tolist(),
+           "sums": sums.tolist(), "flags": to_host(got).tolist(),
+           "transport": comm.transport.name}, open(f"{sys.argv[2]}/{r}.json", "w"))
 """
 
 
@@ -81,6 +82,15 @@ def run_twin(args: list, ranks: int | None = None) -> subprocess.CompletedProces
     if ranks is not None:
         cmd = [mpiexec(), "-n", str(ranks)] + cmd
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_mpi_env())
+
+
+def collectives(xp: str, tmp: Path) -> list[dict]:
+    """Each rank's results of ``COLLECTIVES`` on two ranks, in rank order."""
+    proc = subprocess.run([mpiexec(), "-n", "2", sys.executable, "-c", COLLECTIVES, xp,
+                           str(tmp)], capture_output=True, text=True, timeout=300,
+                          env=_mpi_env())
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads((tmp / f"{r}.json").read_text()) for r in range(2)]
 
 
 def history(out: Path) -> list[dict]:
@@ -144,13 +154,8 @@ def test_gpu_ranks_without_cupy_are_refused_before_any_work(where, write_problem
 # -- on two ranks ------------------------------------------------------------------------
 
 @needs_mpi
-def test_device_comm_collectives_on_two_ranks():
-    proc = subprocess.run([mpiexec(), "-n", "2", sys.executable, "-c", COLLECTIVES, "numpy"],
-                          capture_output=True, text=True, timeout=120, env=_mpi_env())
-    assert proc.returncode == 0, proc.stderr
-    out = sorted((json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")),
-                 key=lambda d: d["rank"])
-    assert len(out) == 2
+def test_device_comm_collectives_on_two_ranks(tmp_path):
+    out = collectives("numpy", tmp_path)
     rows = [[0.0, 1.0, 2.0], [1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
     for d in out:
         assert d["transport"] == "mpi"
@@ -186,16 +191,12 @@ def test_device_twin_on_two_ranks_equals_one_process(text, write_problem, tmp_pa
 
 @pytest.mark.gpu
 @needs_mpi
-def test_device_comm_collectives_on_the_gpu():
+def test_device_comm_collectives_on_the_gpu(tmp_path):
     """Two ranks on one GPU use the host transport (NCCL refuses a GPU twice); on two
     GPUs NCCL. The same numbers either way."""
     import cupy
 
-    proc = subprocess.run([mpiexec(), "-n", "2", sys.executable, "-c", COLLECTIVES, "cupy"],
-                          capture_output=True, text=True, timeout=300, env=_mpi_env())
-    assert proc.returncode == 0, proc.stderr
-    out = sorted((json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")),
-                 key=lambda d: d["rank"])
+    out = collectives("cupy", tmp_path)
     want = "nccl" if cupy.cuda.runtime.getDeviceCount() >= 2 else "mpi"
     for d in out:
         assert d["transport"] == want

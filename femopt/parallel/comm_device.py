@@ -21,6 +21,7 @@ they are taken in float64: each rank sums its part, then one ``allReduce``.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import numpy as np
@@ -206,8 +207,8 @@ def device_comm(host: Comm, xp: Any) -> DeviceComm:
         return DeviceComm(host, np, HostTransport(host, np))
     cupy, _ = gpu_modules()
     cupy.cuda.Device(host.rank % cupy.cuda.runtime.getDeviceCount()).use()
-    bus = cupy.cuda.runtime.deviceGetPCIBusId(cupy.cuda.Device().id)
-    shared = host.size > 1 and len(set(host.mpi.allgather(bus))) < host.size
+    gpu = (socket.gethostname(), cupy.cuda.runtime.deviceGetPCIBusId(cupy.cuda.Device().id))
+    shared = host.size > 1 and len(set(host.mpi.allgather(gpu))) < host.size
     transport = (HostTransport(host, cupy) if shared or host.size == 1
                  else NcclTransport(host))
     return DeviceComm(host, cupy, transport)

@@ -8,7 +8,7 @@ slabs.Orientation`):
   axis);
 - states, loads, functionals: the slab's kept nodes (ghost layers filled), grid layout;
 - the density and sensitivity filters: the grid stencil on the owned cells and ghost
-  layers as wide as the filter's reach (:class:`SlabStencil`), pointwise filters
+  layers as wide as the filter's reach (:class:`~femopt.parallel.stencil.SlabStencil`), pointwise filters
   (Heaviside) as they are;
 - solves: :class:`~femopt.parallel.multigrid.SlabMultigrid`; the adjoint term one pass
   over the owned cells;
@@ -27,15 +27,16 @@ from typing import Any
 import numpy as np
 
 from femopt.assembly.grid_layout import GridLayout
-from femopt.backend import array_namespace, to_host
 from femopt.assembly.matrix_free import gather_cells
+from femopt.backend import to_host
 from femopt.errors import InputError
 from femopt.evaluation.device import DevicePath, capability
 from femopt.objectives.base import State
 from femopt.parallel.comm import Comm
-from femopt.parallel.multigrid import SlabMultigrid, layer_matmul, level_layouts
-from femopt.parallel.slabs import (Orientation, Slab, add_reduce, choose_axis,
-                                   largest_size, plan)
+from femopt.parallel.multigrid import SlabMultigrid, level_layouts
+from femopt.parallel.operators import layer_matmul
+from femopt.parallel.reductions import Reductions
+from femopt.parallel.slabs import Orientation, Slab, choose_axis, largest_size, plan
 
 
 # -- what runs distributed ----------------------------------------------------------------
@@ -161,149 +162,6 @@ def rank_plan(model: Any, size: int) -> tuple[Orientation, GridLayout, list[int]
             f"cell layer(s) (the filter's reach), it takes at most {most} rank(s); run "
             f"with -n {most} or fewer")
     return orient, lay, p[0], p[1]
-
-
-# -- the filters on slabs -----------------------------------------------------------------
-
-class SlabStencil:
-    """:class:`~femopt.filters.grid_filter.GridDensityFilter` on a rank's owned cells, with
-    ghost layers as wide as the filter reaches along the cut axis (the sums per cell in
-    the same order as on one rank)."""
-
-    def __init__(self, slab: Slab, spacing: tuple[float, ...], radius: float):
-        from femopt.filters.grid_filter import GridDensityFilter
-
-        self.slab = slab
-        self.shape = slab.layout.shape
-        # the stencil's offsets and weights (the object is never applied to a field)
-        proto = GridDensityFilter.__new__(GridDensityFilter)
-        proto.shape, proto.dim = self.shape, len(self.shape)
-        proto.spacing, proto.radius = tuple(spacing), float(radius)
-        proto.reach = tuple(int(np.ceil(proto.radius / h)) for h in proto.spacing)
-        self.entries = proto.offsets()
-        self.reach = proto.reach[-1]
-        self.hs = self.apply(slab.xp.ones(slab.n_own_cells))
-        self.inv_hs = 1.0 / self.hs
-
-    def _extended(self, v: np.ndarray) -> tuple[np.ndarray, int]:
-        """Owned cells with ``reach`` ghost layers each side (clipped to the grid)."""
-        s = self.slab
-        o0, o1 = s.own
-        lo, hi = max(o0 - self.reach, 0), min(o1 + self.reach, s.n_layers)
-        p = s.layer_cells
-        xp = s.xp
-        ext = xp.empty(((hi - lo), p), dtype=v.dtype)
-        ext[o0 - lo:o1 - lo] = v.reshape(-1, p)
-        r, size = s.comm.rank, s.comm.size
-        below = r - 1 if r > 0 else None
-        above = r + 1 if r < size - 1 else None
-        nb, na = o0 - lo, hi - o1
-        own = ext[o0 - lo:o1 - lo]
-        # my first layers are the ghosts above of the rank below, and so on
-        recv = xp.empty((nb, p), dtype=v.dtype) if below is not None else None
-        s.comm.sendrecv(own[own.shape[0] - min(self.reach, o1):]
-                        if above is not None else None, above, recv, below, tag=21)
-        if recv is not None:
-            ext[:nb] = recv
-        recv = xp.empty((na, p), dtype=v.dtype) if above is not None else None
-        s.comm.sendrecv(own[:min(self.reach, s.n_layers - o0)] if below is not None
-                        else None, below, recv, above, tag=22)
-        if recv is not None:
-            ext[o1 - lo:] = recv
-        return ext, o0 - lo
-
-    def apply(self, x: np.ndarray, pre: Any = None, post: Any = None) -> np.ndarray:
-        v = x if pre is None else pre * x
-        ext, start = self._extended(self.slab.xp.ascontiguousarray(v))
-        n_own = self.slab.own[1] - self.slab.own[0]
-        shape = self.shape[:-1] + (ext.shape[0],)
-        grid = ext.reshape(shape[::-1])
-        out = self.slab.xp.zeros_like(grid)
-        for off, w in self.entries:
-            dst, src = [], []
-            for o, n in zip(off[::-1], shape[::-1]):
-                dst.append(slice(max(0, -o), n - max(0, o)))
-                src.append(slice(max(0, o), n - max(0, -o)))
-            out[tuple(dst)] += w * grid[tuple(src)]
-        out = out.reshape(ext.shape)[start:start + n_own].reshape(-1)
-        return out if post is None else post * out
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        return self.apply(x, post=self.inv_hs.astype(x.dtype, copy=False))
-
-    def backward(self, x: np.ndarray, dy: np.ndarray) -> np.ndarray:
-        return self.apply(dy, pre=self.inv_hs.astype(dy.dtype, copy=False))
-
-
-class Reductions:
-    """Sums over a design cut into slabs, for the optimizers: OC's volume and design
-    change, MMA's subproblem (the methods of :class:`femopt.optimizers.mma.LocalSums`).
-    Each sum is taken per cell layer on its rank and the layers added in global order,
-    so that it does not depend on the rank count. ``layer_of``: the layer of each entry
-    when the arrays are a subset of the owned cells (MMA leaves fixed cells out)."""
-
-    def __init__(self, slab: Slab, layer_of: np.ndarray | None = None):
-        self.slab, self.layer_of = slab, layer_of
-        o0, o1 = slab.own
-        self.n_layers = o1 - o0
-
-    def subset(self, index: Any) -> "Reductions":
-        """The same sums over the owned cells ``index`` (an index array, or a slice)."""
-        if isinstance(index, slice) and index == slice(None):
-            return self
-        cells = self.slab.xp.arange(self.slab.n_own_cells)[index]
-        return Reductions(self.slab, cells // self.slab.layer_cells)
-
-    def _partials(self, a: np.ndarray) -> np.ndarray:
-        if self.layer_of is None:
-            return add_reduce(a.reshape(self.n_layers, -1), 1)
-        return self.slab.xp.bincount(self.layer_of, weights=a, minlength=self.n_layers)
-
-    def _sums(self, arrays: list[Any]) -> Any:
-        xp = self.slab.xp
-        if not arrays:
-            return xp.zeros(0)
-        return xp.asarray(self.slab.comm.sum_layers(xp.stack([self._partials(a)
-                                                              for a in arrays])))
-
-    def dot(self, a: np.ndarray, b: np.ndarray) -> float:
-        return float(self._sums([a * b])[0])
-
-    def max(self, value: float) -> float:
-        return self.slab.comm.max(value)
-
-    def rows(self, A: np.ndarray, v: np.ndarray) -> np.ndarray:
-        return self._sums([A[i] * v for i in range(A.shape[0])])
-
-    def gram(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
-        m = A.shape[0]
-        return self._sums([A[i] * B[j] for i in range(m) for j in range(B.shape[0])]
-                          ).reshape(m, B.shape[0])
-
-    @staticmethod
-    def combine(lam: Any, A: Any) -> Any:
-        out = lam[0] * A[0] if A.shape[0] else array_namespace(A).zeros(A.shape[1])
-        for i in range(1, A.shape[0]):
-            out = out + lam[i] * A[i]
-        return out
-
-    def norm_max(self, pieces: list[np.ndarray], sized: tuple[bool, ...]
-                 ) -> tuple[float, float]:
-        xp = self.slab.xp
-        design = [p for p, s in zip(pieces, sized) if s]
-        rest = xp.concatenate([p for p, s in zip(pieces, sized) if not s])
-        sq = design[0] * design[0]
-        for p in design[1:]:
-            sq = sq + p * p
-        total = float(self._sums([sq])[0]) + float(xp.dot(rest, rest))
-        local = max(_largest(p) for p in design)
-        worst = max(self.max(local), _largest(rest))
-        return float(np.sqrt(total)), worst
-
-
-def _largest(a: Any) -> float:
-    """max |a| (0 for an empty array)."""
-    return float(array_namespace(a).abs(a).max()) if a.size else 0.0
 
 
 # -- the path -----------------------------------------------------------------------------
