@@ -24,9 +24,7 @@ from femopt.cli import main
 from femopt.evaluation.build import build_model
 from femopt.parallel.comm import SERIAL
 from femopt.parallel.launch import mpiexec
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_distributed import CANTILEVER, MBB, MMA_CASES, needs_mpi  # noqa: E402
+from test_distributed import CANTILEVER, MBB, MMA_CASES, needs_mpi
 
 # ``femopt ARGS`` with the device paths on NumPy (the CPU twin): --device gpu builds them
 # with array_module=numpy instead of CuPy
