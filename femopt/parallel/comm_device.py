@@ -116,9 +116,10 @@ class DeviceComm(Comm):
         transport: :class:`NcclTransport` or :class:`HostTransport`.
     """
 
-    def __init__(self, host: Comm, xp: Any, transport: Any):
+    def __init__(self, host: Comm, xp: Any, transport: Any, sharing: int = 1):
         super().__init__(host.mpi)
         self.host, self.xp, self.transport = host, xp, transport
+        self.sharing = sharing  # ranks on this rank's GPU (itself included)
 
     def __repr__(self) -> str:
         return f"DeviceComm(rank {self.rank} of {self.size}, {self.transport.name})"
@@ -208,7 +209,26 @@ def device_comm(host: Comm, xp: Any) -> DeviceComm:
     cupy, _ = gpu_modules()
     cupy.cuda.Device(host.rank % cupy.cuda.runtime.getDeviceCount()).use()
     gpu = (socket.gethostname(), cupy.cuda.runtime.deviceGetPCIBusId(cupy.cuda.Device().id))
-    shared = host.size > 1 and len(set(host.mpi.allgather(gpu))) < host.size
-    transport = (HostTransport(host, cupy) if shared or host.size == 1
+    gpus = host.mpi.allgather(gpu) if host.size > 1 else [gpu]
+    sharing = gpus.count(gpu)
+    transport = (HostTransport(host, cupy) if len(set(gpus)) < host.size or host.size == 1
                  else NcclTransport(host))
-    return DeviceComm(host, cupy, transport)
+    return DeviceComm(host, cupy, transport, sharing)
+
+
+def check_memory(need: int, comm: DeviceComm) -> None:
+    """InputError on every rank when some rank's GPU has less free memory than ``need``
+    bytes for each of the ranks that share it (checked before the slab is allocated)."""
+    if comm.xp is np:
+        return
+    from femopt.backend import gpu_memory
+
+    free, total = gpu_memory()
+    short = need * comm.sharing > free
+    if comm.host.any(short):
+        raise InputError(
+            f"a rank's slab needs about {need / 2**30:.2f} GiB of GPU memory (estimated), "
+            f"{comm.sharing} rank(s) on this GPU, {free / 2**30:.2f} GiB free of "
+            f"{total / 2**30:.2f} GiB on rank {comm.rank}'s GPU"
+            + (" (another rank's GPU is short)" if not short else "")
+            + "; use more GPUs, fewer ranks per GPU or a coarser grid")

@@ -187,6 +187,11 @@ class DistributedGridPath(DevicePath):
         self.orient, self.glayout, bounds, n_dist = rank_plan(model, comm.size)
         self.model_layout = GridLayout(tuple(int(n) for n in model.mesh.grid.shape), k)
         self.slab = slab = Slab(self.glayout, dcomm, bounds, xp=xp)
+        if self.on_device:
+            from femopt.evaluation.grid_device import estimate_bytes
+            from femopt.parallel.comm_device import check_memory
+
+            check_memory(estimate_bytes(slab.local, len(model.loads)), dcomm)
         self.ke = self.orient.element_matrix(model.ke, k)
         fixed = np.zeros(self.model_layout.n_dofs, dtype=bool)
         fixed[self.model_layout.grid_index(np.asarray(model.fixed))] = True
