@@ -92,9 +92,12 @@ def check_ranks(problem: str, ranks: int, device: str | None) -> None:
     model = build_model(problem, device, distributed=SERIAL)
     rank_plan(model, ranks)
     if model.device == "gpu":  # the ranks need the GPU memory this check took
+        import gc
+
         import cupy
 
         del model
+        gc.collect()  # the model and its path refer to each other
         cupy.get_default_memory_pool().free_all_blocks()
 
 
