@@ -86,19 +86,17 @@ def mpiexec() -> str | None:
 def check_ranks(problem: str, ranks: int, device: str | None) -> None:
     """Bad input before any rank starts: the problem, a problem the distributed path
     cannot take, or more ranks than the grid allows (InputError)."""
+    import numpy as np
+
     from femopt.evaluation.build import build_model
-    from femopt.parallel.path import rank_plan
+    from femopt.parallel.path import gpu_module, rank_plan
 
-    model = build_model(problem, device, distributed=SERIAL)
+    # the device path's NumPy twin: the same refusals and rank plan as on the GPU (or the
+    # CPU), without touching a GPU in this process or asking one for the whole grid
+    model = build_model(problem, device, distributed=SERIAL, array_module=np)
     rank_plan(model, ranks)
-    if model.device == "gpu":  # the ranks need the GPU memory this check took
-        import gc
-
-        import cupy
-
-        del model
-        gc.collect()  # the model and its path refer to each other
-        cupy.get_default_memory_pool().free_all_blocks()
+    if (device if device is not None else model.problem.device) == "gpu":
+        gpu_module(model, device)
 
 
 def launch(argv: list[str], ranks: int) -> int:

@@ -64,16 +64,7 @@ def prepare(model: Any, device: str | None, array_module: Any = None) -> Any:
     requested = device if device is not None else model.problem.device
     xp = None
     if requested == "gpu" or array_module is not None:
-        xp = array_module
-        if xp is None:
-            from femopt.parallel.comm_device import gpu_modules
-
-            try:
-                xp = gpu_modules()[0]
-            except InputError as exc:
-                if device is None:  # the problem file's device: gpu
-                    raise model.loaded.error(("device",), str(exc)) from None
-                raise InputError(f"--device gpu: {exc}") from None
+        xp = array_module if array_module is not None else gpu_module(model, device)
     if model.shape:
         raise InputError("a shape design runs on one process")
     model.device = "cpu" if xp is None else "gpu"
@@ -88,6 +79,19 @@ def prepare(model: Any, device: str | None, array_module: Any = None) -> Any:
     if why is not None:
         raise InputError(f"this problem cannot run distributed: {why}")
     return xp
+
+
+def gpu_module(model: Any, device: str | None) -> Any:
+    """CuPy, once it, NCCL and a GPU are found to be there; else an InputError (located at
+    the problem file's ``device`` when the file asks for the GPU, ``device`` None)."""
+    from femopt.parallel.comm_device import gpu_modules
+
+    try:
+        return gpu_modules()[0]
+    except InputError as exc:
+        if device is None:
+            raise model.loaded.error(("device",), str(exc)) from None
+        raise InputError(f"--device gpu: {exc}") from None
 
 
 def unsupported(model: Any) -> str | None:
