@@ -206,19 +206,21 @@ def test_device_comm_collectives_on_the_gpu(tmp_path):
 
 @pytest.mark.gpu
 @needs_mpi
-@pytest.mark.parametrize("text", [CANTILEVER, MMA_CASES], ids=["cantilever_3d", "mma_cases"])
-def test_two_ranks_on_the_gpu_equal_one_process(text, write_problem, tmp_path):
-    """``mpiexec -n 2 femopt run --device gpu`` against ``femopt run --device gpu``: the
-    same iterations, objectives within 1e-6 relative (multigrid rtol 1e-8, the default)."""
+@pytest.mark.parametrize("text,how", [(CANTILEVER, "mpiexec"), (MMA_CASES, "ranks")],
+                         ids=["cantilever_3d_mpiexec", "mma_cases_ranks"])
+def test_two_ranks_on_the_gpu_equal_one_process(text, how, write_problem, tmp_path):
+    """``mpiexec -n 2 femopt run --device gpu`` (or ``--ranks 2``) against ``femopt run
+    --device gpu``: the same iterations, objectives within 1e-6 relative (multigrid rtol
+    1e-8, the default)."""
     path = write_problem(text)
     ref, two = tmp_path / "one", tmp_path / "two"
-    proc = subprocess.run([sys.executable, "-m", "femopt", "run", str(path), "--device",
-                           "gpu", "--out", str(ref), "--quiet"], capture_output=True,
-                          text=True, timeout=300, env=_mpi_env())
+    run = ["-m", "femopt", "run", str(path), "--device", "gpu", "--quiet", "--out"]
+    proc = subprocess.run([sys.executable, *run, str(ref)], capture_output=True, text=True,
+                          timeout=300, env=_mpi_env())
     assert proc.returncode == 0, proc.stderr
-    proc = subprocess.run([mpiexec(), "-n", "2", sys.executable, "-m", "femopt", "run",
-                           str(path), "--device", "gpu", "--out", str(two), "--quiet"],
-                          capture_output=True, text=True, timeout=300, env=_mpi_env())
+    cmd = ([mpiexec(), "-n", "2", sys.executable, *run, str(two)] if how == "mpiexec"
+           else [sys.executable, *run, str(two), "--ranks", "2"])
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_mpi_env())
     assert proc.returncode == 0, proc.stderr
     close_runs(ref, two, 1e-6)
     assert json.loads((two / "summary.json").read_text())["ranks"] == 2
