@@ -4,8 +4,8 @@
   exchange and the reductions, deterministic whatever the number of ranks;
 - :mod:`.comm_device`: the same interface for arrays on GPUs (``--device gpu``): NCCL,
   or host-staged MPI where ranks share a GPU (and for the NumPy twin);
-- :mod:`.slabs`: which axis is cut (:class:`.slabs.Orientation`), each rank's slab of one
-  grid level with its ghost layers (:class:`.slabs.Slab`), and the transfers between
+- :mod:`.slabs`: which axis is cut (:class:`.orientation.Orientation`), each rank's slab
+  of one grid level with its ghost layers (:class:`.slabs.Slab`), and the transfers between
   levels and slabs;
 - :mod:`.multigrid`: the matrix-free multigrid preconditioned CG on the slabs, its
   levels' operators in :mod:`.operators`;

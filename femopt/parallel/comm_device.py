@@ -143,7 +143,8 @@ class DeviceComm(Comm):
         most = max(rows)
         padded = xp.zeros((most,) + tail, dtype=local.dtype)
         padded[:local.shape[0]] = local
-        full = self.transport.allgather(padded.reshape(-1)).reshape((len(rows), most) + tail)
+        full = self.transport.allgather(padded.reshape(-1))
+        full = full.reshape((len(rows), most) + tail)
         return xp.concatenate([full[r, :n] for r, n in enumerate(rows)])
 
     def gather_rows(self, local: Any) -> np.ndarray | None:

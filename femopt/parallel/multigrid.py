@@ -163,7 +163,8 @@ class SlabMultigrid:
                     continue
                 # the fine level is the coarsest: whole on every rank
                 full = self.fine.gather_cells(s0[self.fine.own_cell_slice])
-                cells = full[:, None, None] * self.xp.asarray(self.ke, dtype=self.dtype)[None]
+                ke = self.xp.asarray(self.ke, dtype=self.dtype)
+                cells = full[:, None, None] * ke[None]
             elif i == 1:
                 child = child_matrices(self.ke, self.layout.dim, self.layout.k, 2).astype(
                     self.dtype)

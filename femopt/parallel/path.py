@@ -2,14 +2,14 @@
 
 :class:`DistributedGridPath` is a :class:`~femopt.evaluation.device.DevicePath` whose
 arrays are a rank's part of the grid in the internal order (:class:`~femopt.parallel.
-slabs.Orientation`):
+orientation.Orientation`), NumPy arrays on the CPU, CuPy arrays on the GPU:
 
 - the design x and the densities rho: the owned cells (cell layers [o0, o1) of the cut
   axis);
 - states, loads, functionals: the slab's kept nodes (ghost layers filled), grid layout;
 - the density and sensitivity filters: the grid stencil on the owned cells and ghost
-  layers as wide as the filter's reach (:class:`~femopt.parallel.stencil.SlabStencil`), pointwise filters
-  (Heaviside) as they are;
+  layers as wide as the filter's reach (:class:`~femopt.parallel.stencil.SlabStencil`),
+  pointwise filters (Heaviside) as they are;
 - solves: :class:`~femopt.parallel.multigrid.SlabMultigrid`; the adjoint term one pass
   over the owned cells;
 - every sum over the grid (compliance, volume, linear functionals, OC's volume, the
@@ -36,7 +36,8 @@ from femopt.parallel.comm import Comm
 from femopt.parallel.multigrid import SlabMultigrid, level_layouts
 from femopt.parallel.operators import layer_matmul
 from femopt.parallel.reductions import Reductions
-from femopt.parallel.slabs import Orientation, Slab, choose_axis, largest_size, plan
+from femopt.parallel.orientation import Orientation
+from femopt.parallel.slabs import Slab, choose_axis, largest_size, plan
 
 
 # -- what runs distributed ----------------------------------------------------------------

@@ -5,9 +5,9 @@ its ghost layers, halo exchange, and the multigrid transfers on slabs.
 most ranks (:func:`choose_axis`). Internally that axis is made the slowest one (the
 *internal* grid: the cut axis last, the others in their order), so that a slab is a
 contiguous block of every per-cell array and of every component of a grid-layout node
-array. :class:`Orientation` maps cell and node arrays, dof vectors and the element matrix
-K0 (its corners renumbered; the components keep their meaning) between the model's order
-and the internal one.
+array. :class:`~femopt.parallel.orientation.Orientation` maps cell and node arrays, dof
+vectors and the element matrix K0 (its corners renumbered; the components keep their
+meaning) between the model's order and the internal one.
 
 **A slab** (:class:`Slab`) of one level: rank r owns the cell layers [o0, o1) of the cut
 axis and the node layers [o0, o1) (the last rank also the last node layer). It keeps the
@@ -38,99 +38,6 @@ from femopt.assembly.grid_layout import GridLayout
 from femopt.backend import array_namespace
 from femopt.parallel.comm import SERIAL, Comm
 from femopt.solvers.multigrid_transfer import _prolong_axis, _restrict_axis
-
-
-# -- orientation ----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Orientation:
-    """The model's grid (cells per axis ``shape``, x first) seen with axis ``axis`` last.
-
-    ``perm[i]`` is the model axis of internal axis i."""
-
-    shape: tuple[int, ...]
-    axis: int
-
-    @property
-    def dim(self) -> int:
-        return len(self.shape)
-
-    @cached_property
-    def perm(self) -> tuple[int, ...]:
-        return tuple(a for a in range(self.dim) if a != self.axis) + (self.axis,)
-
-    @property
-    def identity(self) -> bool:
-        return self.perm == tuple(range(self.dim))
-
-    @cached_property
-    def internal_shape(self) -> tuple[int, ...]:
-        return tuple(self.shape[p] for p in self.perm)
-
-    def internal(self, values: tuple) -> tuple:
-        """A per-axis tuple (spacing, ...) in internal axis order."""
-        return tuple(values[p] for p in self.perm)
-
-    @cached_property
-    def _to_internal_axes(self) -> tuple[int, ...]:
-        # arrays are indexed (z, y, x): model array axis of internal array axis j
-        d = self.dim
-        return tuple(d - 1 - self.perm[d - 1 - j] for j in range(d))
-
-    @cached_property
-    def _to_model_axes(self) -> tuple[int, ...]:
-        return tuple(int(i) for i in np.argsort(self._to_internal_axes))
-
-    def cells_in(self, a: np.ndarray) -> np.ndarray:
-        """A per-cell array (n_cells, ...) in model order, in internal order."""
-        if self.identity:
-            return np.ascontiguousarray(a)
-        rest = a.shape[1:]
-        g = a.reshape(self.shape[::-1] + rest)
-        axes = self._to_internal_axes + tuple(range(self.dim, self.dim + len(rest)))
-        return np.ascontiguousarray(g.transpose(axes)).reshape(a.shape)
-
-    def cells_out(self, a: np.ndarray) -> np.ndarray:
-        """The inverse of :meth:`cells_in`."""
-        if self.identity:
-            return np.ascontiguousarray(a)
-        rest = a.shape[1:]
-        g = a.reshape(self.internal_shape[::-1] + rest)
-        axes = self._to_model_axes + tuple(range(self.dim, self.dim + len(rest)))
-        return np.ascontiguousarray(g.transpose(axes)).reshape(a.shape)
-
-    def nodes_in(self, v: np.ndarray, k: int) -> np.ndarray:
-        """A grid-layout node vector (k * n_nodes,) in model order, in internal order."""
-        if self.identity:
-            return np.ascontiguousarray(v)
-        ns = tuple(n + 1 for n in self.shape)
-        g = v.reshape((k,) + ns[::-1])
-        return np.ascontiguousarray(
-            g.transpose((0,) + tuple(1 + a for a in self._to_internal_axes))).reshape(-1)
-
-    def nodes_out(self, v: np.ndarray, k: int) -> np.ndarray:
-        if self.identity:
-            return np.ascontiguousarray(v)
-        ns = tuple(n + 1 for n in self.internal_shape)
-        g = v.reshape((k,) + ns[::-1])
-        return np.ascontiguousarray(
-            g.transpose((0,) + tuple(1 + a for a in self._to_model_axes))).reshape(-1)
-
-    def element_matrix(self, ke: np.ndarray, k: int) -> np.ndarray:
-        """K0 with its corners in the internal grid's VTK order (components unchanged)."""
-        if self.identity:
-            return np.asarray(ke, dtype=np.float64)
-        corners = GridLayout(self.shape, k).corners  # (2^dim, dim) model offsets
-        index = {tuple(int(v) for v in c): a for a, c in enumerate(corners)}
-        old = []
-        for c in corners:  # c: internal offsets of internal corner a'
-            model = [0] * self.dim
-            for i, p in enumerate(self.perm):
-                model[p] = int(c[i])
-            old.append(index[tuple(model)])
-        dofs = np.array([a * k + j for a in old for j in range(k)])
-        ke = np.asarray(ke, dtype=np.float64)
-        return np.ascontiguousarray(ke[np.ix_(dofs, dofs)])
 
 
 # -- the rank count ---------------------------------------------------------------------
