@@ -24,7 +24,7 @@ from femopt.cli import main
 from femopt.evaluation.build import build_model
 from femopt.parallel.comm import SERIAL
 from femopt.parallel.launch import mpiexec
-from test_distributed import CANTILEVER, MBB, MMA_CASES, needs_mpi
+from test_distributed import CANTILEVER, MBB, MMA_CASES, PROBLEMS, needs_mpi
 
 # ``femopt ARGS`` with the device paths on NumPy (the CPU twin): --device gpu builds them
 # with array_module=numpy instead of CuPy
@@ -66,6 +66,35 @@ got = comm.allgather_rows(flags)
 json.dump({"rank": r, "rows": to_host(rows).tolist(), "recv": to_host(recv).tolist(),
            "sums": sums.tolist(), "flags": to_host(got).tolist(),
            "transport": comm.transport.name}, open(f"{sys.argv[2]}/{r}.json", "w"))
+"""
+
+
+# the distributed path with an array module that is not NumPy but hands out NumPy arrays:
+# the slabs, the level operators (the fine one through StructuredOperator, as on the GPU,
+# springs moved to the "device"), the reductions and the device communicator take their
+# device branches; the communicator's host transport, the coarsest level's NumPy solver
+# and no GPU memory check stand in for CuPy's. ARGV: problem, iterations, output JSON.
+STAND_IN = """\
+import json, sys, types
+import numpy as np
+import femopt.parallel.comm_device as cd
+import femopt.parallel.multigrid as pm
+from femopt.evaluation.build import build_model
+from femopt.parallel.comm import world
+
+xp = types.ModuleType("stand_in")
+xp.__getattr__ = lambda name: getattr(np, name)
+cd.device_comm = lambda host, xp: cd.DeviceComm(host, xp, cd.HostTransport(host, xp))
+cd.check_memory = lambda need, comm: None
+coarse = pm.CoarseSolver
+pm.CoarseSolver = lambda op, xp: coarse(op, np)
+comm = world()
+model = build_model(sys.argv[1], "gpu", distributed=comm, array_module=xp)
+model.optimizer.run(model, model.x0.copy(), int(sys.argv[2]))
+assert model.path.xp is xp and model.path.mg.op64.kernel is not None
+if comm.root:
+    json.dump({"objectives": [r.objective for r in model.history],
+               "cg": model.path.cg_iterations}, open(sys.argv[3], "w"))
 """
 
 
@@ -183,6 +212,28 @@ def test_device_twin_on_two_ranks_equals_one_process(text, write_problem, tmp_pa
                           timeout=300, env=_mpi_env())
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in cpu.iterdir())
+
+
+@needs_mpi
+@pytest.mark.parametrize("problem", ["mma_cases", "force_inverter"])
+def test_device_branches_on_two_ranks(problem, write_problem, tmp_path):
+    """The device branches (``STAND_IN``) on two ranks against the one-process twin: the
+    same CG iterations, objectives within 1e-6 relative (force_inverter: MMA, springs)."""
+    path = (write_problem(MMA_CASES) if problem == "mma_cases"
+            else PROBLEMS / "force_inverter.yaml")
+    out = tmp_path / "two.json"
+    proc = subprocess.run([mpiexec(), "-n", "2", sys.executable, "-c", STAND_IN, str(path),
+                           "3", str(out)], capture_output=True, text=True, timeout=300,
+                          env=_mpi_env())
+    assert proc.returncode == 0, proc.stderr
+    two = json.loads(out.read_text())
+    model = build_model(path, "gpu", array_module=np)
+    model.optimizer.run(model, model.x0.copy(), 3)
+    one = [r.objective for r in model.history]
+    assert len(two["objectives"]) == len(one) == 3
+    scale = max(abs(v) for v in one)  # the inverter's objective passes through zero
+    assert np.allclose(two["objectives"], one, rtol=1e-6, atol=1e-9 * scale)
+    assert two["cg"] == model.path.cg_iterations
 
 
 # -- on the GPU ----------------------------------------------------------------------------
