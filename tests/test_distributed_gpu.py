@@ -4,8 +4,9 @@ The device code runs on the CPU through its NumPy twin: the distributed path wit
 ``array_module=numpy`` (the device communicator's host transport, the device branches of
 the slabs, reductions and filters), under ``mpiexec -n 2``, against the one-process NumPy
 twin of the grid path: the same iterations, objectives within the solver's tolerance
-(the device sums are not rank-count independent, so not bit for bit). The ``gpu`` tests
-run ``mpiexec -n 2 femopt run --device gpu`` against the one-process GPU run.
+(the device sums are not rank-count independent, so not bit for bit). A stand-in array
+module that is not NumPy (``STAND_IN``) takes the branches written for CuPy. The ``gpu``
+tests run ``mpiexec -n 2 femopt run --device gpu`` against the one-process GPU run.
 """
 
 from __future__ import annotations
