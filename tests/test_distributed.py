@@ -28,7 +28,8 @@ from femopt.io.checkpoint import read_checkpoint
 from femopt.parallel.checkpoints import read_manifest
 from femopt.parallel.comm import SERIAL
 from femopt.parallel.launch import mpiexec
-from femopt.parallel.slabs import Orientation, largest_size, plan
+from femopt.parallel.orientation import Orientation
+from femopt.parallel.slabs import largest_size, plan
 
 PROBLEMS = Path(__file__).resolve().parent.parent / "problems"
 

@@ -15,7 +15,7 @@ import pytest
 
 from femopt.mesh.structured import structured_grid
 from femopt.parallel.output import PieceSeries, SlabBlocks, write_design
-from femopt.parallel.slabs import Orientation
+from femopt.parallel.orientation import Orientation
 from femopt.parallel.checkpoints import read_manifest
 from test_distributed import CANTILEVER, MBB, MMA_CASES, femopt, needs_mpi, same_run
 

@@ -111,7 +111,7 @@ def make_path(model: Any, xp: Any, distributed: Any) -> Any:
     if distributed is not None:
         from femopt.parallel.path import DistributedGridPath
 
-        path = DistributedGridPath(model, distributed)
+        path = DistributedGridPath(model, distributed, xp)
         put = path.local_design
     elif xp is None:
         from femopt.evaluation.assembled import AssembledPath

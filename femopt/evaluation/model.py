@@ -189,7 +189,7 @@ class Model:
         if distributed is not None:
             from femopt.parallel.path import prepare
 
-            xp = prepare(self, device)
+            xp = prepare(self, device, array_module)
         else:
             xp = (choose_device(self, device, array_module) if not self.shape
                   else shape_device(self, device))

@@ -91,7 +91,7 @@ class _RadiusFilter(LinearFilter):
         as the radius reaches)."""
         import copy
 
-        from femopt.parallel.path import SlabStencil
+        from femopt.parallel.stencil import SlabStencil
 
         twin = copy.copy(self)
         twin.__dict__["op"] = SlabStencil(slab, spacing, self.options.radius)

@@ -45,7 +45,7 @@ def read_checkpoint(out_dir: Path, comm) -> tuple[Checkpoint, dict | None]:
 def on_device(model: Model, ck: Checkpoint, a):
     """A design-sized array of ``ck`` where the run keeps it (a distributed checkpoint's
     piece is this rank's owned cells already)."""
-    return a if ck.local else model.to_device(a)
+    return model.path.xp.asarray(a) if ck.local else model.to_device(a)
 
 
 def checkpoint(model: Model, out_dir: Path, it: int, x, optimizer, converged: bool,
@@ -90,7 +90,7 @@ def series_rho(model: Model, x) -> np.ndarray:
     """A series step's densities: this rank's owned cells in a distributed run, else the
     whole design on the host."""
     rho = model.physical(x)[0]
-    return np.asarray(rho) if model.comm is not None else model.host_cells(rho)
+    return to_host(rho) if model.comm is not None else model.host_cells(rho)
 
 
 def final_rho(model: Model, rho_final) -> np.ndarray:
@@ -105,4 +105,4 @@ def design_pieces(model: Model, out_dir: Path, x) -> None:
     from femopt.parallel.output import SlabBlocks, write_design
 
     write_design(out_dir, SlabBlocks.of(model.path, model.mesh),
-                 {"density": model.path.final_rho, "design": np.asarray(x)})
+                 {"density": model.path.final_rho, "design": to_host(x)})

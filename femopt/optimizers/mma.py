@@ -85,7 +85,7 @@ def _convex_terms(grad, ux2, xl2, reg):
 
 class LocalSums:
     """Sums over the design variables when the whole design is here (the default); a
-    distributed run passes its own (:class:`femopt.parallel.path.Reductions`), with the
+    distributed run passes its own (:class:`femopt.parallel.reductions.Reductions`), with the
     same methods, whose sums run over every rank's part."""
 
     @staticmethod

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from femopt.backend import to_host
 from femopt.errors import InputError
 from femopt.io.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from femopt.io.results import atomic_write
@@ -157,19 +158,19 @@ def localize(out_dir: Path, m: dict[str, Any], ck: Checkpoint, path: Any) -> Che
 
 def warm_starts(path: Any) -> dict[str, np.ndarray]:
     """The distributed path's last states and adjoint solutions (its kept nodes)."""
-    out = {"u": np.asarray(path.u)} if path.solved else {}
+    out = {"u": to_host(path.u)} if path.solved else {}
     for i, form in enumerate(path._parts()):
         if form.solved and form.mu is not None:
-            out[f"mu{i}"] = np.asarray(form.mu)
+            out[f"mu{i}"] = to_host(form.mu)
     return out
 
 
 def restore_warm_starts(path: Any, warm: dict[str, np.ndarray]) -> None:
     """Give the path the warm starts :func:`localize` cut from the pieces."""
     if "u" in warm and np.shape(warm["u"]) == np.shape(path.u):
-        path.u[...] = warm["u"]
+        path.u[...] = path.xp.asarray(warm["u"])
         path.solved = True
     for i, form in enumerate(path._parts()):
         mu = warm.get(f"mu{i}")
         if mu is not None:
-            form.mu, form.solved = np.array(mu), True
+            form.mu, form.solved = path.xp.array(mu), True

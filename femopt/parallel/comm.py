@@ -48,6 +48,8 @@ class Comm:
         mpi: an mpi4py communicator, or None for a single rank without MPI.
     """
 
+    xp = np  # the array module of the arrays it exchanges
+
     def __init__(self, mpi: Any = None):
         self.mpi = mpi
         self.rank = 0 if mpi is None else mpi.Get_rank()

@@ -86,11 +86,17 @@ def mpiexec() -> str | None:
 def check_ranks(problem: str, ranks: int, device: str | None) -> None:
     """Bad input before any rank starts: the problem, a problem the distributed path
     cannot take, or more ranks than the grid allows (InputError)."""
-    from femopt.evaluation.build import build_model
-    from femopt.parallel.path import rank_plan
+    import numpy as np
 
-    model = build_model(problem, device, distributed=SERIAL)
+    from femopt.evaluation.build import build_model
+    from femopt.parallel.path import gpu_module, rank_plan
+
+    # the device path's NumPy twin: the same refusals and rank plan as on the GPU (or the
+    # CPU), without touching a GPU in this process or asking one for the whole grid
+    model = build_model(problem, device, distributed=SERIAL, array_module=np)
     rank_plan(model, ranks)
+    if (device if device is not None else model.problem.device) == "gpu":
+        gpu_module(model, device)
 
 
 def launch(argv: list[str], ranks: int) -> int:

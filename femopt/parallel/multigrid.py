@@ -17,6 +17,11 @@ coarsest level), written for a rank's slab of each level:
 - CG's and Lanczos' dot products are :meth:`Slab.dots`: per-layer sums added in global
   layer order.
 
+On the GPU (the slabs' ``xp`` CuPy) the vectors, the coarse levels' CSR matrices and the
+replicated levels live on the device; the fine level's operator is the single-GPU path's
+apply kernel (:class:`~femopt.assembly.matrix_free.StructuredOperator`) on the slab's
+kept cells, and the coarsest level a dense Cholesky factor on every GPU.
+
 Every vector keeps its ghost layers filled: operators exchange after applying,
 element-wise updates keep them, transfers fill them.
 """
@@ -29,11 +34,11 @@ from typing import Any
 import numpy as np
 
 from femopt.assembly.grid_layout import GridLayout
-from femopt.assembly.matrix_free import diagonal, gather_cells, scatter_cells
 from femopt.assembly.structured_csr import CSROperator, StructuredCSR
 from femopt.backend.threads import single_blas_thread
 from femopt.errors import SolverError
 from femopt.parallel import slabs as sl
+from femopt.parallel.operators import FineOperator, SlabCSR, layer_matmul
 from femopt.parallel.slabs import Slab
 from femopt.solvers import multigrid_transfer as transfer
 from femopt.solvers.galerkin import child_matrices, coarsen_cell_matrices, descendant_scales
@@ -54,75 +59,6 @@ def level_layouts(layout: GridLayout, o: MultigridOptions) -> list[GridLayout]:
             break
         out.append(cur.coarsened())
     return out
-
-
-def layer_matmul(a: np.ndarray, b: np.ndarray, p: int, left: bool) -> np.ndarray:
-    """``a @ b`` in blocks of ``p`` columns of ``b`` (left: a is the fixed matrix) or rows
-    of ``a`` (b fixed): the same BLAS call per block on every rank count."""
-    if left:
-        out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
-        for s in range(0, b.shape[1], p):
-            out[:, s:s + p] = a @ b[:, s:s + p]
-        return out
-    out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
-    for s in range(0, a.shape[0], p):
-        out[s:s + p] = a[s:s + p] @ b
-    return out
-
-
-class FineOperator:
-    """sum_e scale_e K0 on a slab's kept cells, matrix-free (springs on the diagonal),
-    then the halo exchange."""
-
-    def __init__(self, slab: Slab, scale: np.ndarray, ke: np.ndarray, free: np.ndarray,
-                 springs: tuple[np.ndarray, np.ndarray] | None):
-        self.slab, self.layout = slab, slab.local
-        self.scale, self.free = scale, free
-        self.ke = np.asarray(ke, dtype=scale.dtype)
-        self.springs = springs
-        self.dtype = scale.dtype
-        self.xp = np
-
-    def apply(self, u: np.ndarray, out: np.ndarray | None = None, alpha: float = 1.0,
-              beta: float = 0.0, z: np.ndarray | None = None) -> np.ndarray:
-        lay = self.layout
-        ue = gather_cells(lay, u)
-        fe = layer_matmul(self.ke, ue, self.slab.layer_cells, left=True)
-        fe *= self.scale[None, :]
-        y = scatter_cells(lay, fe, np.empty_like(u))
-        np.copyto(y, u, where=~self.free)
-        if self.springs is not None:
-            y[self.springs[0]] += self.springs[1] * u[self.springs[0]]
-        if alpha != 1.0:
-            y *= alpha
-        if z is not None and beta != 0.0:
-            y += beta * z
-        if out is None:
-            out = y
-        else:
-            out[...] = y
-        return self.slab.exchange(out)
-
-    def diagonal(self) -> np.ndarray:
-        d = diagonal(self.layout, self.scale, self.ke, self.free)
-        if self.springs is not None:
-            d[self.springs[0]] += self.springs[1]
-        return self.slab.exchange(d)
-
-
-class SlabCSR:
-    """An assembled level on a slab (owned rows complete), then the halo exchange."""
-
-    def __init__(self, slab: Slab, op: CSROperator):
-        self.slab, self.op = slab, op
-        self.dtype = op.data.dtype
-        self.xp = np
-
-    def apply(self, u, out=None, alpha=1.0, beta=0.0, z=None):
-        return self.slab.exchange(self.op.apply(u, out=out, alpha=alpha, beta=beta, z=z))
-
-    def diagonal(self):
-        return self.slab.exchange(self.op.diagonal().copy())
 
 
 @dataclass
@@ -157,6 +93,7 @@ class SlabMultigrid:
                  fine: Slab, distributed: int):
         self.options = options
         self.layout, self.ke, self.fine = layout, np.asarray(ke, dtype=np.float64), fine
+        self.xp = fine.xp
         self.layouts = level_layouts(layout, options)
         self.n_distributed = distributed
         self.dtype = np.float32 if options.precision == "float32" else np.float64
@@ -173,8 +110,9 @@ class SlabMultigrid:
 
     def slab_of(self, i: int) -> Slab:
         if i < self.n_distributed:
-            return Slab(self.layouts[i], self.fine.comm, [b >> i for b in self.fine.bounds])
-        return Slab.replicated(self.layouts[i])
+            return Slab(self.layouts[i], self.fine.comm, [b >> i for b in self.fine.bounds],
+                        xp=self.xp)
+        return Slab.replicated(self.layouts[i], self.xp)
 
     def _build(self, fixed: np.ndarray) -> None:
         """Levels of the whole-grid constraint mask ``fixed`` (internal grid layout)."""
@@ -188,7 +126,8 @@ class SlabMultigrid:
             f = slab.node_part(fixed_full)
             lev = Level(slab, f, ~f)
             n = slab.local.n_dofs
-            lev.b, lev.x, lev.r, lev.d = (np.zeros(n, dtype=self.dtype) for _ in range(4))
+            lev.b, lev.x, lev.r, lev.d = (self.xp.zeros(n, dtype=self.dtype)
+                                          for _ in range(4))
             if i > 0 or i == len(self.layouts) - 1:
                 lev.pattern = StructuredCSR(slab.local, f)
             probe = rng.standard_normal(lay.n_dofs).astype(self.dtype)
@@ -224,12 +163,13 @@ class SlabMultigrid:
                     continue
                 # the fine level is the coarsest: whole on every rank
                 full = self.fine.gather_cells(s0[self.fine.own_cell_slice])
-                cells = full[:, None, None] * self.ke.astype(self.dtype)[None]
+                ke = self.xp.asarray(self.ke, dtype=self.dtype)
+                cells = full[:, None, None] * ke[None]
             elif i == 1:
                 child = child_matrices(self.ke, self.layout.dim, self.layout.k, 2).astype(
                     self.dtype)
                 nd = self.ke.shape[0]
-                g = child.reshape(child.shape[0], nd * nd)
+                g = self.xp.asarray(child.reshape(child.shape[0], nd * nd))
 
                 def galerkin(sub_layout, sub, g=g, nd=nd):
                     s = descendant_scales(sub_layout, sub, 2)
@@ -247,11 +187,12 @@ class SlabMultigrid:
             if i == 0 and self._springs_full is not None:
                 # springs on the whole fine level (the coarsest here), on every rank
                 idx, k = self._springs_full
-                data[lev.pattern.diag_slot[idx]] += k.astype(data.dtype)
+                data[lev.pattern.diag_slot[self.xp.asarray(idx)]] += self.xp.asarray(
+                    k, dtype=data.dtype)
             op = CSROperator(lev.pattern, data)
             lev.op = SlabCSR(lev.slab, op)
             if i == len(levels) - 1:
-                lev.coarse_solve = CoarseSolver(op, np)
+                lev.coarse_solve = CoarseSolver(op, self.xp)
         self._make_smoothers()
 
     def _make_smoothers(self) -> None:
@@ -259,7 +200,7 @@ class SlabMultigrid:
         for i, lev in enumerate(self.levels[:-1]):
             d = lev.op.diagonal()
             own = lev.slab.layers(d)[:, lev.slab.own_node_slice]
-            if lev.slab.comm.any(bool(np.any(own <= 0))):
+            if lev.slab.comm.any(bool(self.xp.any(own <= 0))):
                 raise SolverError(f"multigrid level {i}: the operator has a non-positive "
                                   f"diagonal (is every element scale factor positive?)")
             inv_d = (1.0 / d).astype(self.dtype)
@@ -359,15 +300,16 @@ class SlabMultigrid:
     def _pcg(self, b, x0, rtol, max_iter):
         """:func:`femopt.solvers.cg_kernels.pcg_fused` with slab dot products."""
         dots = self.fine.dots
+        xp = self.xp
         info = CGInfo()
         bnorm = np.sqrt(dots([(b, b)])[0])
         if bnorm == 0.0:
             info.converged = True
-            return np.zeros_like(b), info
+            return xp.zeros_like(b), info
         op = self.op64
-        q = np.empty_like(b)
+        q = xp.empty_like(b)
         if x0 is None:
-            x = np.zeros_like(b)
+            x = xp.zeros_like(b)
             r = b.copy()
         else:
             x = x0.copy()
@@ -378,7 +320,7 @@ class SlabMultigrid:
         if rel <= rtol:
             info.converged = True
             return x, info
-        z = np.empty_like(b)
+        z = xp.empty_like(b)
         self.precondition(r, z)
         p = z.copy()
         z_old = z.copy()

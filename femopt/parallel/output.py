@@ -93,7 +93,7 @@ class SlabBlocks:
 
     def own_cells(self, local: np.ndarray) -> np.ndarray:
         """This rank's owned-cell array (internal order) in femopt's order."""
-        from femopt.parallel.slabs import Orientation
+        from femopt.parallel.orientation import Orientation
 
         a, b = self._layers(self.comm.rank, False)
         sub = list(self.shape)

@@ -2,14 +2,14 @@
 
 :class:`DistributedGridPath` is a :class:`~femopt.evaluation.device.DevicePath` whose
 arrays are a rank's part of the grid in the internal order (:class:`~femopt.parallel.
-slabs.Orientation`):
+orientation.Orientation`), NumPy arrays on the CPU, CuPy arrays on the GPU:
 
 - the design x and the densities rho: the owned cells (cell layers [o0, o1) of the cut
   axis);
 - states, loads, functionals: the slab's kept nodes (ghost layers filled), grid layout;
 - the density and sensitivity filters: the grid stencil on the owned cells and ghost
-  layers as wide as the filter's reach (:class:`SlabStencil`), pointwise filters
-  (Heaviside) as they are;
+  layers as wide as the filter's reach (:class:`~femopt.parallel.stencil.SlabStencil`),
+  pointwise filters (Heaviside) as they are;
 - solves: :class:`~femopt.parallel.multigrid.SlabMultigrid`; the adjoint term one pass
   over the owned cells;
 - every sum over the grid (compliance, volume, linear functionals, OC's volume, the
@@ -28,12 +28,16 @@ import numpy as np
 
 from femopt.assembly.grid_layout import GridLayout
 from femopt.assembly.matrix_free import gather_cells
+from femopt.backend import to_host
 from femopt.errors import InputError
 from femopt.evaluation.device import DevicePath, capability
 from femopt.objectives.base import State
 from femopt.parallel.comm import Comm
-from femopt.parallel.multigrid import SlabMultigrid, layer_matmul, level_layouts
-from femopt.parallel.slabs import Orientation, Slab, choose_axis, largest_size, plan
+from femopt.parallel.multigrid import SlabMultigrid, level_layouts
+from femopt.parallel.operators import layer_matmul
+from femopt.parallel.reductions import Reductions
+from femopt.parallel.orientation import Orientation
+from femopt.parallel.slabs import Slab, choose_axis, largest_size, plan
 
 
 # -- what runs distributed ----------------------------------------------------------------
@@ -50,18 +54,21 @@ def filter_reach(model: Any) -> tuple[int, ...]:
     return tuple(reach)
 
 
-def prepare(model: Any, device: str | None) -> None:
-    """Set up a distributed run: the CPU, the multigrid solver (the problem's, or a
-    default one), and what the distributed path cannot take refused."""
+def prepare(model: Any, device: str | None, array_module: Any = None) -> Any:
+    """Set up a distributed run: the device (the CPU, or with ``--device gpu`` each rank's
+    GPU), the multigrid solver (the problem's, or a default one), and what the
+    distributed path cannot take refused. Returns the array module of the GPU path
+    (``array_module`` when given: NumPy runs its CPU twin), or None for the CPU; CuPy or
+    NCCL missing is an InputError before any work."""
     from femopt.solvers.multigrid import MultigridOptions, MultigridSolver
 
     requested = device if device is not None else model.problem.device
-    if requested == "gpu":
-        raise InputError("a distributed run (several ranks) runs on the CPU so far; "
-                         "the GPU path runs on one process")
+    xp = None
+    if requested == "gpu" or array_module is not None:
+        xp = array_module if array_module is not None else gpu_module(model, device)
     if model.shape:
         raise InputError("a shape design runs on one process")
-    model.device = "cpu"
+    model.device = "cpu" if xp is None else "gpu"
     if model.mesh.grid is None:
         raise InputError("this problem cannot run distributed: a distributed run needs "
                          "a structured grid (mesh type 'structured'); meshes from files "
@@ -72,7 +79,20 @@ def prepare(model: Any, device: str | None) -> None:
     why = unsupported(model)
     if why is not None:
         raise InputError(f"this problem cannot run distributed: {why}")
-    return None
+    return xp
+
+
+def gpu_module(model: Any, device: str | None) -> Any:
+    """CuPy, once it, NCCL and a GPU are found to be there; else an InputError (located at
+    the problem file's ``device`` when the file asks for the GPU, ``device`` None)."""
+    from femopt.parallel.comm_device import gpu_modules
+
+    try:
+        return gpu_modules()[0]
+    except InputError as exc:
+        if device is None:
+            raise model.loaded.error(("device",), str(exc)) from None
+        raise InputError(f"--device gpu: {exc}") from None
 
 
 def unsupported(model: Any) -> str | None:
@@ -149,152 +169,34 @@ def rank_plan(model: Any, size: int) -> tuple[Orientation, GridLayout, list[int]
     return orient, lay, p[0], p[1]
 
 
-# -- the filters on slabs -----------------------------------------------------------------
-
-class SlabStencil:
-    """:class:`~femopt.filters.grid_filter.GridDensityFilter` on a rank's owned cells, with
-    ghost layers as wide as the filter reaches along the cut axis (the sums per cell in
-    the same order as on one rank)."""
-
-    def __init__(self, slab: Slab, spacing: tuple[float, ...], radius: float):
-        from femopt.filters.grid_filter import GridDensityFilter
-
-        self.slab = slab
-        self.shape = slab.layout.shape
-        # the stencil's offsets and weights (the object is never applied to a field)
-        proto = GridDensityFilter.__new__(GridDensityFilter)
-        proto.shape, proto.dim = self.shape, len(self.shape)
-        proto.spacing, proto.radius = tuple(spacing), float(radius)
-        proto.reach = tuple(int(np.ceil(proto.radius / h)) for h in proto.spacing)
-        self.entries = proto.offsets()
-        self.reach = proto.reach[-1]
-        self.hs = self.apply(np.ones(slab.n_own_cells))
-        self.inv_hs = 1.0 / self.hs
-
-    def _extended(self, v: np.ndarray) -> tuple[np.ndarray, int]:
-        """Owned cells with ``reach`` ghost layers each side (clipped to the grid)."""
-        s = self.slab
-        o0, o1 = s.own
-        lo, hi = max(o0 - self.reach, 0), min(o1 + self.reach, s.n_layers)
-        p = s.layer_cells
-        ext = np.empty(((hi - lo), p), dtype=v.dtype)
-        ext[o0 - lo:o1 - lo] = v.reshape(-1, p)
-        r, size = s.comm.rank, s.comm.size
-        below = r - 1 if r > 0 else None
-        above = r + 1 if r < size - 1 else None
-        nb, na = o0 - lo, hi - o1
-        own = ext[o0 - lo:o1 - lo]
-        # my first layers are the ghosts above of the rank below, and so on
-        recv = np.empty((nb, p), dtype=v.dtype) if below is not None else None
-        s.comm.sendrecv(own[own.shape[0] - min(self.reach, o1):]
-                        if above is not None else None, above, recv, below, tag=21)
-        if recv is not None:
-            ext[:nb] = recv
-        recv = np.empty((na, p), dtype=v.dtype) if above is not None else None
-        s.comm.sendrecv(own[:min(self.reach, s.n_layers - o0)] if below is not None
-                        else None, below, recv, above, tag=22)
-        if recv is not None:
-            ext[o1 - lo:] = recv
-        return ext, o0 - lo
-
-    def apply(self, x: np.ndarray, pre: Any = None, post: Any = None) -> np.ndarray:
-        v = x if pre is None else pre * x
-        ext, start = self._extended(np.ascontiguousarray(v))
-        n_own = self.slab.own[1] - self.slab.own[0]
-        shape = self.shape[:-1] + (ext.shape[0],)
-        grid = ext.reshape(shape[::-1])
-        out = np.zeros_like(grid)
-        for off, w in self.entries:
-            dst, src = [], []
-            for o, n in zip(off[::-1], shape[::-1]):
-                dst.append(slice(max(0, -o), n - max(0, o)))
-                src.append(slice(max(0, o), n - max(0, -o)))
-            out[tuple(dst)] += w * grid[tuple(src)]
-        out = out.reshape(ext.shape)[start:start + n_own].reshape(-1)
-        return out if post is None else post * out
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        return self.apply(x, post=self.inv_hs.astype(x.dtype, copy=False))
-
-    def backward(self, x: np.ndarray, dy: np.ndarray) -> np.ndarray:
-        return self.apply(dy, pre=self.inv_hs.astype(dy.dtype, copy=False))
-
-
-class Reductions:
-    """Sums over a design cut into slabs, for the optimizers: OC's volume and design
-    change, MMA's subproblem (the methods of :class:`femopt.optimizers.mma.LocalSums`).
-    Each sum is taken per cell layer on its rank and the layers added in global order,
-    so that it does not depend on the rank count. ``layer_of``: the layer of each entry
-    when the arrays are a subset of the owned cells (MMA leaves fixed cells out)."""
-
-    def __init__(self, slab: Slab, layer_of: np.ndarray | None = None):
-        self.slab, self.layer_of = slab, layer_of
-        o0, o1 = slab.own
-        self.n_layers = o1 - o0
-
-    def subset(self, index: Any) -> "Reductions":
-        """The same sums over the owned cells ``index`` (an index array, or a slice)."""
-        if isinstance(index, slice) and index == slice(None):
-            return self
-        cells = np.arange(self.slab.n_own_cells)[index]
-        return Reductions(self.slab, cells // self.slab.layer_cells)
-
-    def _partials(self, a: np.ndarray) -> np.ndarray:
-        if self.layer_of is None:
-            return np.add.reduce(a.reshape(self.n_layers, -1), axis=1)
-        return np.bincount(self.layer_of, weights=a, minlength=self.n_layers)
-
-    def _sums(self, arrays: list[np.ndarray]) -> np.ndarray:
-        if not arrays:
-            return np.zeros(0)
-        return self.slab.comm.sum_layers(np.stack([self._partials(a) for a in arrays]))
-
-    def dot(self, a: np.ndarray, b: np.ndarray) -> float:
-        return float(self._sums([a * b])[0])
-
-    def max(self, value: float) -> float:
-        return self.slab.comm.max(value)
-
-    def rows(self, A: np.ndarray, v: np.ndarray) -> np.ndarray:
-        return self._sums([A[i] * v for i in range(A.shape[0])])
-
-    def gram(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
-        m = A.shape[0]
-        return self._sums([A[i] * B[j] for i in range(m) for j in range(B.shape[0])]
-                          ).reshape(m, B.shape[0])
-
-    @staticmethod
-    def combine(lam: np.ndarray, A: np.ndarray) -> np.ndarray:
-        out = lam[0] * A[0] if A.shape[0] else np.zeros(A.shape[1])
-        for i in range(1, A.shape[0]):
-            out = out + lam[i] * A[i]
-        return out
-
-    def norm_max(self, pieces: list[np.ndarray], sized: tuple[bool, ...]
-                 ) -> tuple[float, float]:
-        design = [p for p, s in zip(pieces, sized) if s]
-        rest = np.concatenate([p for p, s in zip(pieces, sized) if not s])
-        sq = design[0] * design[0]
-        for p in design[1:]:
-            sq = sq + p * p
-        total = float(self._sums([sq])[0]) + float(np.dot(rest, rest))
-        local = max(float(np.max(np.abs(p), initial=0.0)) for p in design)
-        worst = max(self.max(local), float(np.max(np.abs(rest), initial=0.0)))
-        return float(np.sqrt(total)), worst
-
-
 # -- the path -----------------------------------------------------------------------------
 
 class DistributedGridPath(DevicePath):
     """The design chain of ``model`` (a structured grid) on rank ``comm.rank`` of
-    ``comm.size``; see the module docstring."""
+    ``comm.size``; see the module docstring. ``xp``: None on the CPU; CuPy for the GPU
+    (each rank's slab on its GPU, halos and sums through
+    :func:`~femopt.parallel.comm_device.device_comm`), or NumPy for the GPU path's CPU
+    twin. ``comm`` stays the host communicator (output, checkpoints, decisions)."""
 
-    def __init__(self, model: Any, comm: Comm):
+    def __init__(self, model: Any, comm: Comm, xp: Any = None):
         self.comm = comm
+        self.on_device = xp is not None
+        if xp is None:
+            xp, dcomm = np, comm
+        else:
+            from femopt.parallel.comm_device import device_comm
+
+            dcomm = device_comm(comm, xp)
+            xp = dcomm.xp
         k = model.physics.dofs_per_node
         self.orient, self.glayout, bounds, n_dist = rank_plan(model, comm.size)
         self.model_layout = GridLayout(tuple(int(n) for n in model.mesh.grid.shape), k)
-        self.slab = slab = Slab(self.glayout, comm, bounds)
+        self.slab = slab = Slab(self.glayout, dcomm, bounds, xp=xp)
+        if self.on_device:
+            from femopt.evaluation.grid_device import estimate_bytes
+            from femopt.parallel.comm_device import check_memory
+
+            check_memory(estimate_bytes(slab.local, len(model.loads)), dcomm)
         self.ke = self.orient.element_matrix(model.ke, k)
         fixed = np.zeros(self.model_layout.n_dofs, dtype=bool)
         fixed[self.model_layout.grid_index(np.asarray(model.fixed))] = True
@@ -308,19 +210,19 @@ class DistributedGridPath(DevicePath):
             idx = np.flatnonzero((full != 0.0) & ~self.fixed_grid)
             self.mg.set_springs_full(idx, full[idx])
             kept = slab.node_part(full) * ~self.kept_fixed
-            kidx = np.flatnonzero(kept != 0.0)
+            kidx = xp.flatnonzero(kept != 0.0)
             self.springs = (kidx, kept[kidx]) if kidx.size else None
         spacing = self.orient.internal(tuple(model.mesh.grid.spacing))
         stages = [f.slab_twin(slab, spacing) for f in model.filters]
         self.reductions = Reductions(slab)
-        loads = np.stack([self._to_states(f) for f in model.loads])
-        super().__init__(model, np, loads, stages)
+        loads = xp.stack([self._to_states(f) for f in model.loads])
+        super().__init__(model, xp, loads, stages)
         passive = np.zeros(model.mesh.n_cells, dtype=bool)
         values = np.zeros(model.mesh.n_cells)
         passive[model.passive_idx] = True
         values[model.passive_idx] = model.passive_val
         own_passive = self._to_cells(passive)
-        self.passive_idx = np.flatnonzero(own_passive)
+        self.passive_idx = xp.flatnonzero(own_passive)
         self.passive_val = self._to_cells(values)[self.passive_idx]
 
     # -- layouts -----------------------------------------------------------------------
@@ -332,7 +234,7 @@ class DistributedGridPath(DevicePath):
         return out
 
     def _to_cells(self, v: np.ndarray) -> np.ndarray:
-        return self.slab.cell_part(self.orient.cells_in(np.asarray(v)))
+        return self.slab.cell_part(self.orient.cells_in(to_host(v)))
 
     def local_design(self, x: np.ndarray) -> np.ndarray:
         """A whole design (femopt's cell order) as this rank's owned cells."""
@@ -341,7 +243,7 @@ class DistributedGridPath(DevicePath):
     def gather_cells(self, a: np.ndarray) -> np.ndarray | None:
         """Every rank's owned cells of ``a`` as one array in femopt's cell order, on rank
         0 (None on the others). Collective."""
-        full = self.slab.gather_cells(np.asarray(a), root_only=True)
+        full = self.slab.gather_cells(a, root_only=True)
         return None if full is None else self.orient.cells_out(full)
 
     def gather_states(self, u: np.ndarray) -> np.ndarray | None:
@@ -368,18 +270,18 @@ class DistributedGridPath(DevicePath):
         return self.slab.cell_dots([(v, rho)])[0]
 
     def _passive_dot(self, v: Any) -> float:
-        pv = np.zeros_like(v)
+        pv = self.xp.zeros_like(v)
         pv[self.passive_idx] = self.passive_val
         return self._cell_dot(v, pv)
 
     def _all_finite(self, a: Any) -> bool:
-        return not self.comm.any(not bool(np.isfinite(a).all()))
+        return not self.comm.any(not bool(self.xp.isfinite(a).all()))
 
     # -- operator, solve, adjoint term -----------------------------------------------------
 
     def _kept_cells(self, own: np.ndarray) -> np.ndarray:
         s = self.slab
-        kept = np.empty(s.local.n_cells, dtype=own.dtype)
+        kept = self.xp.empty(s.local.n_cells, dtype=own.dtype)
         kept[s.own_cell_slice] = own
         return s.exchange_cells(kept)
 
@@ -395,13 +297,14 @@ class DistributedGridPath(DevicePath):
         """dm_e sum_c lambda_c,e^T K0 u_c,e on the owned cells (one GEMM per cell layer)."""
         s = self.slab
         lay, own, p = s.local, s.own_cell_slice, s.layer_cells
-        a = np.asarray(a, dtype=np.float64).reshape(len(beta), -1)
-        q = np.zeros(s.n_own_cells)
+        a = np.asarray(to_host(a), dtype=np.float64).reshape(len(beta), -1)
+        beta = to_host(beta)
+        q = self.xp.zeros(s.n_own_cells)
         for c in range(u.shape[0]):
-            lam = beta[c] * u[c]
+            lam = float(beta[c]) * u[c]
             for g in range(0 if mu is None else mu.shape[0]):
                 if a[c, g] != 0.0:
-                    lam = lam + a[c, g] * mu[g]
+                    lam = lam + float(a[c, g]) * mu[g]
             ue = gather_cells(lay, u[c])[:, own]
             le = gather_cells(lay, lam)[:, own]
             fe = layer_matmul(self.ke, ue, p, left=True)
@@ -420,7 +323,7 @@ class DistributedGridPath(DevicePath):
         m = self.model
         self.analyse(rho)
         values = self.function_terms(rho, None, None, u=self.u)[0]
-        self.final_rho = rho  # this rank's, for the per-rank pieces of the results
+        self.final_rho = to_host(rho)  # this rank's, for the per-rank pieces of the results
         rho_full = self.gather_cells(rho)
         states = self.host_states()
         if rho_full is None:

@@ -5,9 +5,9 @@ its ghost layers, halo exchange, and the multigrid transfers on slabs.
 most ranks (:func:`choose_axis`). Internally that axis is made the slowest one (the
 *internal* grid: the cut axis last, the others in their order), so that a slab is a
 contiguous block of every per-cell array and of every component of a grid-layout node
-array. :class:`Orientation` maps cell and node arrays, dof vectors and the element matrix
-K0 (its corners renumbered; the components keep their meaning) between the model's order
-and the internal one.
+array. :class:`~femopt.parallel.orientation.Orientation` maps cell and node arrays, dof
+vectors and the element matrix K0 (its corners renumbered; the components keep their
+meaning) between the model's order and the internal one.
 
 **A slab** (:class:`Slab`) of one level: rank r owns the cell layers [o0, o1) of the cut
 axis and the node layers [o0, o1) (the last rank also the last node layer). It keeps the
@@ -35,101 +35,9 @@ from typing import Any
 import numpy as np
 
 from femopt.assembly.grid_layout import GridLayout
+from femopt.backend import array_namespace
 from femopt.parallel.comm import SERIAL, Comm
 from femopt.solvers.multigrid_transfer import _prolong_axis, _restrict_axis
-
-
-# -- orientation ----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Orientation:
-    """The model's grid (cells per axis ``shape``, x first) seen with axis ``axis`` last.
-
-    ``perm[i]`` is the model axis of internal axis i."""
-
-    shape: tuple[int, ...]
-    axis: int
-
-    @property
-    def dim(self) -> int:
-        return len(self.shape)
-
-    @cached_property
-    def perm(self) -> tuple[int, ...]:
-        return tuple(a for a in range(self.dim) if a != self.axis) + (self.axis,)
-
-    @property
-    def identity(self) -> bool:
-        return self.perm == tuple(range(self.dim))
-
-    @cached_property
-    def internal_shape(self) -> tuple[int, ...]:
-        return tuple(self.shape[p] for p in self.perm)
-
-    def internal(self, values: tuple) -> tuple:
-        """A per-axis tuple (spacing, ...) in internal axis order."""
-        return tuple(values[p] for p in self.perm)
-
-    @cached_property
-    def _to_internal_axes(self) -> tuple[int, ...]:
-        # arrays are indexed (z, y, x): model array axis of internal array axis j
-        d = self.dim
-        return tuple(d - 1 - self.perm[d - 1 - j] for j in range(d))
-
-    @cached_property
-    def _to_model_axes(self) -> tuple[int, ...]:
-        return tuple(int(i) for i in np.argsort(self._to_internal_axes))
-
-    def cells_in(self, a: np.ndarray) -> np.ndarray:
-        """A per-cell array (n_cells, ...) in model order, in internal order."""
-        if self.identity:
-            return np.ascontiguousarray(a)
-        rest = a.shape[1:]
-        g = a.reshape(self.shape[::-1] + rest)
-        axes = self._to_internal_axes + tuple(range(self.dim, self.dim + len(rest)))
-        return np.ascontiguousarray(g.transpose(axes)).reshape(a.shape)
-
-    def cells_out(self, a: np.ndarray) -> np.ndarray:
-        """The inverse of :meth:`cells_in`."""
-        if self.identity:
-            return np.ascontiguousarray(a)
-        rest = a.shape[1:]
-        g = a.reshape(self.internal_shape[::-1] + rest)
-        axes = self._to_model_axes + tuple(range(self.dim, self.dim + len(rest)))
-        return np.ascontiguousarray(g.transpose(axes)).reshape(a.shape)
-
-    def nodes_in(self, v: np.ndarray, k: int) -> np.ndarray:
-        """A grid-layout node vector (k * n_nodes,) in model order, in internal order."""
-        if self.identity:
-            return np.ascontiguousarray(v)
-        ns = tuple(n + 1 for n in self.shape)
-        g = v.reshape((k,) + ns[::-1])
-        return np.ascontiguousarray(
-            g.transpose((0,) + tuple(1 + a for a in self._to_internal_axes))).reshape(-1)
-
-    def nodes_out(self, v: np.ndarray, k: int) -> np.ndarray:
-        if self.identity:
-            return np.ascontiguousarray(v)
-        ns = tuple(n + 1 for n in self.internal_shape)
-        g = v.reshape((k,) + ns[::-1])
-        return np.ascontiguousarray(
-            g.transpose((0,) + tuple(1 + a for a in self._to_model_axes))).reshape(-1)
-
-    def element_matrix(self, ke: np.ndarray, k: int) -> np.ndarray:
-        """K0 with its corners in the internal grid's VTK order (components unchanged)."""
-        if self.identity:
-            return np.asarray(ke, dtype=np.float64)
-        corners = GridLayout(self.shape, k).corners  # (2^dim, dim) model offsets
-        index = {tuple(int(v) for v in c): a for a, c in enumerate(corners)}
-        old = []
-        for c in corners:  # c: internal offsets of internal corner a'
-            model = [0] * self.dim
-            for i, p in enumerate(self.perm):
-                model[p] = int(c[i])
-            old.append(index[tuple(model)])
-        dofs = np.array([a * k + j for a in old for j in range(k)])
-        ke = np.asarray(ke, dtype=np.float64)
-        return np.ascontiguousarray(ke[np.ix_(dofs, dofs)])
 
 
 # -- the rank count ---------------------------------------------------------------------
@@ -186,16 +94,18 @@ def choose_axis(shape: tuple[int, ...], halo: tuple[int, ...], levels: int) -> i
 class Slab:
     """Rank ``comm.rank``'s part of the level ``layout`` (internal order), cut into the
     cell layers ``bounds`` (one entry per rank and one more); ``comm`` SERIAL with bounds
-    [0, n] for a replicated level."""
+    [0, n] for a replicated level. Its vectors are arrays of ``xp`` (NumPy, or CuPy on
+    the GPU path)."""
 
     layout: GridLayout
     comm: Comm
     bounds: list[int]
     _cache: dict = field(default_factory=dict, repr=False)
+    xp: Any = field(default=np, repr=False)
 
     @classmethod
-    def replicated(cls, layout: GridLayout) -> "Slab":
-        return cls(layout, SERIAL, [0, layout.shape[-1]])
+    def replicated(cls, layout: GridLayout, xp: Any = np) -> "Slab":
+        return cls(layout, SERIAL, [0, layout.shape[-1]], xp=xp)
 
     @property
     def distributed(self) -> bool:
@@ -280,13 +190,14 @@ class Slab:
         vector is not kept alive by it."""
         g0, g1 = self.nodes
         p = self.layer_nodes
-        return np.array(full.reshape(self.layout.k, -1, p)[:, g0:g1], order="C").reshape(-1)
+        part = full.reshape(self.layout.k, -1, p)[:, g0:g1]
+        return self.xp.asarray(array_namespace(full).array(part, order="C").reshape(-1))
 
     def cell_part(self, full: np.ndarray, kept: bool = False) -> np.ndarray:
         """The owned (or with ``kept`` the kept) part of a whole-level cell array, a copy."""
         a, b = self.cells if kept else self.own
         p = self.layer_cells
-        return np.array(full[a * p:b * p], order="C")
+        return self.xp.asarray(array_namespace(full).array(full[a * p:b * p], order="C"))
 
     def exchange(self, v: np.ndarray) -> np.ndarray:
         """Fill the ghost node layers of ``v`` (in place) from the neighbours' owned
@@ -300,12 +211,12 @@ class Slab:
         own = self.own_node_slice
         n = a.shape[0]
         # upwards: my last owned layer to the rank above, the ghost below from below
-        recv = np.empty(a.shape[1:], dtype=v.dtype) if below is not None else None
+        recv = self.xp.empty(a.shape[1:], dtype=v.dtype) if below is not None else None
         self.comm.sendrecv(a[own.stop - 1] if above is not None else None, above,
                            recv, below, tag=11)
         if recv is not None:
             a[0] = recv
-        recv = np.empty(a.shape[1:], dtype=v.dtype) if above is not None else None
+        recv = self.xp.empty(a.shape[1:], dtype=v.dtype) if above is not None else None
         self.comm.sendrecv(a[own.start] if below is not None else None, below,
                            recv, above, tag=12)
         if recv is not None:
@@ -321,7 +232,7 @@ class Slab:
         g = a.reshape((-1, p) + a.shape[1:])
         below = r - 1 if r > 0 else None
         above = r + 1 if r < size - 1 else None
-        recv = np.empty(g.shape[1:], dtype=a.dtype) if below is not None else None
+        recv = self.xp.empty(g.shape[1:], dtype=a.dtype) if below is not None else None
         self.comm.sendrecv(g[-1] if above is not None else None, above, recv, below, tag=13)
         if recv is not None:
             g[0] = recv
@@ -329,11 +240,12 @@ class Slab:
 
     def gather_nodes(self, v: np.ndarray, root_only: bool = False) -> np.ndarray | None:
         """The whole-level node vector from every rank's owned layers."""
-        own = np.ascontiguousarray(self.layers(v)[:, self.own_node_slice].transpose(1, 0, 2))
+        xp = self.xp
+        own = xp.ascontiguousarray(self.layers(v)[:, self.own_node_slice].transpose(1, 0, 2))
         full = (self.comm.gather_rows(own) if root_only else self.comm.allgather_rows(own))
         if full is None:
             return None
-        return np.ascontiguousarray(full.transpose(1, 0, 2)).reshape(-1)
+        return array_namespace(full).ascontiguousarray(full.transpose(1, 0, 2)).reshape(-1)
 
     def gather_cells(self, a: np.ndarray, root_only: bool = False) -> np.ndarray | None:
         """The whole-level cell array from every rank's owned cells (``a``: owned cells
@@ -347,18 +259,26 @@ class Slab:
         parts = []
         for a, b in pairs:
             prod = self.layers(a)[:, sl] * self.layers(b)[:, sl]  # (k, layers, p)
-            s = np.add.reduce(prod, axis=2)
+            s = add_reduce(prod, 2)
             acc = s[0].copy()
             for c in range(1, k):
                 acc += s[c]
             parts.append(acc)
-        return [float(t) for t in self.comm.sum_layers(np.stack(parts))]
+        return [float(t) for t in self.comm.sum_layers(self.xp.stack(parts))]
 
     def cell_dots(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
         """Dot products of owned-cell arrays, as :meth:`dots`."""
         p = self.layer_cells
-        parts = [np.add.reduce((a * b).reshape(-1, p), axis=1) for a, b in pairs]
-        return [float(t) for t in self.comm.sum_layers(np.stack(parts))]
+        parts = [add_reduce((a * b).reshape(-1, p), 1) for a, b in pairs]
+        return [float(t) for t in self.comm.sum_layers(self.xp.stack(parts))]
+
+
+def add_reduce(a: Any, axis: int) -> Any:
+    """Sums along ``axis``: NumPy's pairwise ``add.reduce`` on the host (the order the
+    rank-count independence relies on), ``sum`` in float64 on the device."""
+    if isinstance(a, np.ndarray):
+        return np.add.reduce(a, axis=axis)
+    return array_namespace(a).sum(a, axis=axis, dtype=np.float64)
 
 
 # -- transfers between the slabs of two levels -------------------------------------------
@@ -388,15 +308,16 @@ def _to_coarse(fine: Slab, coarse: Slab, c: np.ndarray, lo: int, hi: int,
                free_c: np.ndarray | None) -> np.ndarray:
     """Coarse node layers [lo, hi) computed here, (k, hi - lo, p), into the coarse slab's
     local vector."""
+    xp = coarse.xp
     if coarse.distributed:
-        out = np.zeros(coarse.local.n_dofs, dtype=c.dtype)
+        out = xp.zeros(coarse.local.n_dofs, dtype=c.dtype)
         assert (lo, hi) == coarse.own_nodes, (lo, hi, coarse.own_nodes)
         coarse.layers(out)[:, coarse.own_node_slice] = c
         if free_c is not None:
             out *= free_c
         return coarse.exchange(out)
-    full = fine.comm.allgather_rows(np.ascontiguousarray(c.transpose(1, 0, 2)))
-    out = np.ascontiguousarray(full.transpose(1, 0, 2)).reshape(-1)
+    full = fine.comm.allgather_rows(xp.ascontiguousarray(c.transpose(1, 0, 2)))
+    out = xp.ascontiguousarray(full.transpose(1, 0, 2)).reshape(-1)
     if free_c is not None:
         out *= free_c
     return out
@@ -431,11 +352,12 @@ def coarse_cells(fine: Slab, coarse: Slab, compute: Any, kept: np.ndarray,
     sub = kept[(2 * j0 - c0) * p:(2 * j1 - c0) * p]
     sub_layout = GridLayout(fine.layout.shape[:-1] + (max(2 * (j1 - j0), 1),),
                             fine.layout.k)
+    xp = fine.xp
     mine = (compute(sub_layout, sub) if j1 > j0
-            else np.empty((0,) + tuple(tail), dtype=kept.dtype))
+            else xp.empty((0,) + tuple(tail), dtype=kept.dtype))
     if coarse.distributed:
         assert (j0, j1) == coarse.own, ((j0, j1), coarse.own)
-        out = np.empty((coarse.local.n_cells,) + mine.shape[1:], dtype=mine.dtype)
+        out = xp.empty((coarse.local.n_cells,) + mine.shape[1:], dtype=mine.dtype)
         out[coarse.own_cell_slice] = mine
         return coarse.exchange_cells(out)
     return fine.comm.allgather_rows(mine)

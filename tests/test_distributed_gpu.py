@@ -1,0 +1,278 @@
+"""Distributed runs on GPUs (femopt.parallel.comm_device and the slab path on CuPy).
+
+The device code runs on the CPU through its NumPy twin: the distributed path with
+``array_module=numpy`` (the device communicator's host transport, the device branches of
+the slabs, reductions and filters), under ``mpiexec -n 2``, against the one-process NumPy
+twin of the grid path: the same iterations, objectives within the solver's tolerance
+(the device sums are not rank-count independent, so not bit for bit). A stand-in array
+module that is not NumPy (``STAND_IN``) takes the branches written for CuPy. The ``gpu``
+tests run ``mpiexec -n 2 femopt run --device gpu`` against the one-process GPU run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from femopt.cli import main
+from femopt.evaluation.build import build_model
+from femopt.parallel.comm import SERIAL
+from femopt.parallel.launch import mpiexec
+from test_distributed import CANTILEVER, MBB, MMA_CASES, PROBLEMS, needs_mpi
+
+# ``femopt ARGS`` with the device paths on NumPy (the CPU twin): --device gpu builds them
+# with array_module=numpy instead of CuPy
+TWIN = """\
+import sys
+import numpy as np
+import femopt.runner
+from femopt.cli import main
+from femopt.evaluation import build
+
+def twin(*args, **kwargs):
+    kwargs.setdefault("array_module", np)
+    return build.build_model(*args, **kwargs)
+
+femopt.runner.build_model = twin
+sys.exit(main(sys.argv[1:]))
+"""
+
+# the device communicator's collectives on two ranks (argv[1]: numpy or cupy), each rank's
+# results in ARGV[2]/RANK.json
+COLLECTIVES = """\
+import json, sys
+import numpy as np
+from femopt.backend import to_host
+from femopt.parallel.comm import world
+from femopt.parallel.comm_device import device_comm
+host = world()
+xp = np if sys.argv[1] == "numpy" else __import__("cupy")
+comm = device_comm(host, xp)
+r = comm.rank
+rows = comm.allgather_rows(xp.arange(3 * (r + 1), dtype=xp.float64).reshape(r + 1, 3) + r)
+send = xp.full(4, 10.0 + r)
+recv = xp.zeros(4)
+peer = 1 - r
+comm.sendrecv(send, peer, recv, peer)
+sums = comm.sum_layers(xp.asarray([[1.5 * (r + 1), 2.0], [r, 0.25]]))
+flags = xp.asarray([r == 1, False])
+got = comm.allgather_rows(flags)
+json.dump({"rank": r, "rows": to_host(rows).tolist(), "recv": to_host(recv).tolist(),
+           "sums": sums.tolist(), "flags": to_host(got).tolist(),
+           "transport": comm.transport.name}, open(f"{sys.argv[2]}/{r}.json", "w"))
+"""
+
+
+# the distributed path with an array module that is not NumPy but hands out NumPy arrays:
+# the slabs, the level operators (the fine one through StructuredOperator, as on the GPU,
+# springs moved to the "device"), the reductions and the device communicator take their
+# device branches; the communicator's host transport, the coarsest level's NumPy solver
+# and no GPU memory check stand in for CuPy's. ARGV: problem, iterations, output JSON.
+STAND_IN = """\
+import json, sys, types
+import numpy as np
+import femopt.parallel.comm_device as cd
+import femopt.parallel.multigrid as pm
+from femopt.evaluation.build import build_model
+from femopt.parallel.comm import world
+
+xp = types.ModuleType("stand_in")
+xp.__getattr__ = lambda name: getattr(np, name)
+cd.device_comm = lambda host, xp: cd.DeviceComm(host, xp, cd.HostTransport(host, xp))
+cd.check_memory = lambda need, comm: None
+coarse = pm.CoarseSolver
+pm.CoarseSolver = lambda op, xp: coarse(op, np)
+comm = world()
+model = build_model(sys.argv[1], "gpu", distributed=comm, array_module=xp)
+model.optimizer.run(model, model.x0.copy(), int(sys.argv[2]))
+assert model.path.xp is xp and model.path.mg.op64.kernel is not None
+if comm.root:
+    json.dump({"objectives": [r.objective for r in model.history],
+               "cg": model.path.cg_iterations}, open(sys.argv[3], "w"))
+"""
+
+
+def _mpi_env() -> dict:
+    env = dict(os.environ)
+    env.pop("PMI_SIZE", None)
+    return env
+
+
+def run_twin(args: list, ranks: int | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-c", TWIN, *map(str, args)]
+    if ranks is not None:
+        cmd = [mpiexec(), "-n", str(ranks)] + cmd
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_mpi_env())
+
+
+def collectives(xp: str, tmp: Path) -> list[dict]:
+    """Each rank's results of ``COLLECTIVES`` on two ranks, in rank order."""
+    proc = subprocess.run([mpiexec(), "-n", "2", sys.executable, "-c", COLLECTIVES, xp,
+                           str(tmp)], capture_output=True, text=True, timeout=300,
+                          env=_mpi_env())
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads((tmp / f"{r}.json").read_text()) for r in range(2)]
+
+
+def history(out: Path) -> list[dict]:
+    with open(out / "history.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def close_runs(a: Path, b: Path, rtol: float) -> None:
+    """Iterations exact; objectives and constraints within ``rtol`` every iteration."""
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    assert sa["iterations"] == sb["iterations"] > 0
+    assert sb["objective"] == pytest.approx(sa["objective"], rel=rtol)
+    ha, hb = history(a), history(b)
+    assert len(ha) == len(hb) == sa["iterations"]
+    for ra, rb in zip(ha, hb):
+        for key in ra:
+            if key not in ("seconds", "change"):
+                assert float(rb[key]) == pytest.approx(float(ra[key]), rel=rtol, abs=1e-12)
+    assert np.allclose(np.load(b / "design.npy"), np.load(a / "design.npy"), rtol=0,
+                       atol=1e-4)
+
+
+# -- in process ------------------------------------------------------------------------
+
+def test_device_twin_on_one_rank_equals_the_grid_path(write_problem):
+    """The distributed path's device branches on one rank (NumPy, host transport) and the
+    one-process grid path's NumPy twin: the same CG iterations, objectives within the
+    solver's tolerance."""
+    path = write_problem(MBB)
+    runs = []
+    for kwargs in ({"distributed": SERIAL}, {}):
+        model = build_model(path, "gpu", array_module=np, **kwargs)
+        model.optimizer.run(model, model.x0.copy(), 5)
+        runs.append(model)
+    a, b = runs
+    assert type(a.path).__name__ == "DistributedGridPath" and a.device == "gpu"
+    assert repr(a.path.slab.comm) == "DeviceComm(rank 0 of 1, mpi)"
+    assert [r.objective for r in a.history] == pytest.approx(
+        [r.objective for r in b.history], rel=1e-7)
+    assert a.path.cg_iterations == b.path.cg_iterations
+
+
+@pytest.mark.parametrize("where", ["cli", "file"])
+def test_gpu_ranks_without_cupy_are_refused_before_any_work(where, write_problem, tmp_path,
+                                                            capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy raises ImportError
+    text = MBB if where == "cli" else MBB.replace("optimizer:", "device: gpu\noptimizer:")
+    path = write_problem(text)
+    args = ["run", str(path), "--ranks", "2", "--out", str(tmp_path / "x")]
+    assert main(args + (["--device", "gpu"] if where == "cli" else [])) == 2
+    err = capsys.readouterr().err
+    assert "needs CuPy" in err
+    if where == "file":
+        line = text.splitlines().index("device: gpu") + 1
+        assert f"{path}:{line}:9" in err
+    else:
+        assert "--device gpu" in err
+    assert not (tmp_path / "x").exists()
+
+
+# -- on two ranks ------------------------------------------------------------------------
+
+@needs_mpi
+def test_device_comm_collectives_on_two_ranks(tmp_path):
+    out = collectives("numpy", tmp_path)
+    rows = [[0.0, 1.0, 2.0], [1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+    for d in out:
+        assert d["transport"] == "mpi"
+        assert d["rows"] == rows
+        assert d["sums"] == [1.5 + 3.0 + 2.0 + 2.0, 0.0 + 0.25 + 1.0 + 0.25]
+        assert d["flags"] == [False, False, True, False]
+        assert d["recv"] == [10.0 + (1 - d["rank"])] * 4
+
+
+@needs_mpi
+@pytest.mark.parametrize("text", [MBB, CANTILEVER, MMA_CASES],
+                         ids=["mbb", "cantilever_3d", "mma_cases_heaviside"])
+def test_device_twin_on_two_ranks_equals_one_process(text, write_problem, tmp_path):
+    """``mpiexec -n 2 femopt run --device gpu`` on the NumPy twin against the one-process
+    device path (twin): the same iterations, objectives within 1e-6 relative; the results
+    directory holds what the CPU distributed run's holds."""
+    path = write_problem(text)
+    ref, two, cpu = tmp_path / "one", tmp_path / "two", tmp_path / "cpu"
+    proc = run_twin(["run", path, "--device", "gpu", "--out", ref, "--quiet"])
+    assert proc.returncode == 0, proc.stderr
+    proc = run_twin(["run", path, "--device", "gpu", "--out", two, "--quiet"], ranks=2)
+    assert proc.returncode == 0, proc.stderr
+    close_runs(ref, two, 1e-6)
+    assert json.loads((two / "summary.json").read_text())["ranks"] == 2
+    proc = subprocess.run([sys.executable, "-m", "femopt", "run", str(path), "--ranks", "2",
+                           "--out", str(cpu), "--quiet"], capture_output=True, text=True,
+                          timeout=300, env=_mpi_env())
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in cpu.iterdir())
+
+
+@needs_mpi
+@pytest.mark.parametrize("problem", ["mma_cases", "force_inverter"])
+def test_device_branches_on_two_ranks(problem, write_problem, tmp_path):
+    """The device branches (``STAND_IN``) on two ranks against the one-process twin: the
+    same CG iterations, objectives within 1e-6 relative (force_inverter: MMA, springs)."""
+    path = (write_problem(MMA_CASES) if problem == "mma_cases"
+            else PROBLEMS / "force_inverter.yaml")
+    out = tmp_path / "two.json"
+    proc = subprocess.run([mpiexec(), "-n", "2", sys.executable, "-c", STAND_IN, str(path),
+                           "3", str(out)], capture_output=True, text=True, timeout=300,
+                          env=_mpi_env())
+    assert proc.returncode == 0, proc.stderr
+    two = json.loads(out.read_text())
+    model = build_model(path, "gpu", array_module=np)
+    model.optimizer.run(model, model.x0.copy(), 3)
+    one = [r.objective for r in model.history]
+    assert len(two["objectives"]) == len(one) == 3
+    scale = max(abs(v) for v in one)  # the inverter's objective passes through zero
+    assert np.allclose(two["objectives"], one, rtol=1e-6, atol=1e-9 * scale)
+    assert two["cg"] == model.path.cg_iterations
+
+
+# -- on the GPU ----------------------------------------------------------------------------
+
+@pytest.mark.gpu
+@needs_mpi
+def test_device_comm_collectives_on_the_gpu(tmp_path):
+    """Two ranks on one GPU use the host transport (NCCL refuses a GPU twice); on two
+    GPUs NCCL. The same numbers either way."""
+    import cupy
+
+    out = collectives("cupy", tmp_path)
+    want = "nccl" if cupy.cuda.runtime.getDeviceCount() >= 2 else "mpi"
+    for d in out:
+        assert d["transport"] == want
+        assert d["rows"] == [[0.0, 1.0, 2.0], [1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+        assert d["sums"] == [8.5, 1.5]
+        assert d["flags"] == [False, False, True, False]
+        assert d["recv"] == [10.0 + (1 - d["rank"])] * 4
+
+
+@pytest.mark.gpu
+@needs_mpi
+@pytest.mark.parametrize("text,how", [(CANTILEVER, "mpiexec"), (MMA_CASES, "ranks")],
+                         ids=["cantilever_3d_mpiexec", "mma_cases_ranks"])
+def test_two_ranks_on_the_gpu_equal_one_process(text, how, write_problem, tmp_path):
+    """``mpiexec -n 2 femopt run --device gpu`` (or ``--ranks 2``) against ``femopt run
+    --device gpu``: the same iterations, objectives within 1e-6 relative (multigrid rtol
+    1e-8, the default)."""
+    path = write_problem(text)
+    ref, two = tmp_path / "one", tmp_path / "two"
+    run = ["-m", "femopt", "run", str(path), "--device", "gpu", "--quiet", "--out"]
+    proc = subprocess.run([sys.executable, *run, str(ref)], capture_output=True, text=True,
+                          timeout=300, env=_mpi_env())
+    assert proc.returncode == 0, proc.stderr
+    cmd = ([mpiexec(), "-n", "2", sys.executable, *run, str(two)] if how == "mpiexec"
+           else [sys.executable, *run, str(two), "--ranks", "2"])
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_mpi_env())
+    assert proc.returncode == 0, proc.stderr
+    close_runs(ref, two, 1e-6)
+    assert json.loads((two / "summary.json").read_text())["ranks"] == 2
