@@ -360,8 +360,8 @@ class Model:
         return self.path.cheap_constraints(x)
 
     def linear_constraint(self) -> tuple[Any, float] | None:
-        """(w, b) when the one constraint is g(x) = w . x + b (the device path with a
-        volume through linear filters), else None: OC then bisects without filtering."""
+        """(w, b) when the one constraint is g(x) = w . x + b (a volume through linear
+        filters, on every path), else None: OC then bisects without filtering."""
         return self.path.linear_constraint()
 
     def stateful(self) -> list[Any]:
