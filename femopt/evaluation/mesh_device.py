@@ -109,7 +109,8 @@ class MeshDevicePath(DevicePath):
         self.n_dofs = model.n_dofs
         self.free_host = free
         self.free = xp.asarray(free)
-        pattern = FixedPatternAssembler(model.cell_dofs, model.n_dofs, free)
+        pattern = FixedPatternAssembler(model.cell_dofs, model.n_dofs, free,
+                                        model.physics.dofs_per_node)
         self.assembly = GatherAssembler(pattern, np.asarray(model.ke, dtype=np.float64), xp)
         opts = model.solver.options
         if model.solver.name == "amg":

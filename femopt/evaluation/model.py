@@ -200,7 +200,8 @@ class Model:
         self.ke_fixed = self.physics.fixed_element_matrices()
         if xp is None and distributed is None:
             self.assembler = FixedPatternAssembler(self.cell_dofs, self.n_dofs,
-                                                   np.flatnonzero(free_mask))
+                                                   np.flatnonzero(free_mask),
+                                                   self.physics.dofs_per_node)
             if self.ke_fixed is not None or np.any(self.springs):
                 if type(self.solver).update_operator is not LinearSolver.update_operator:
                     raise loaded.error(("solver", "type"),
