@@ -115,14 +115,16 @@ class FixedPatternAssembler:
         if self.cell_ptr[-1] < 2**31:
             self.cell_ptr = self.cell_ptr.astype(np.int32)
         self.cell_slots = np.empty(int(self.cell_ptr[-1]), dtype=slot_index)
-        row_of = np.asarray(self.indptr, dtype=np.int64)
+        row_of = self.indptr.astype(slot_index)
+        before = before.astype(slot_index)
+        rank = rank.astype(slot_index)
         for c0 in range(0, self.n_cells, CHUNK_CELLS):
             c1 = min(c0 + CHUNK_CELLS, self.n_cells)
             d = cell_dofs[c0:c1]
-            r = reduced[d]  # (m, nd)
-            start = row_of[np.maximum(r, 0)]  # (m, nd)
-            p = np.repeat(np.repeat(pair[c0:c1], k, axis=1), k, axis=2)  # (m, nd, nd)
-            slot = start[:, :, None] + before[p] + rank[d][:, None, :]
+            m = d.shape[0]
+            # slot of (i, j) = row i's start + free columns before node j's + j's rank
+            slot = row_of[np.maximum(reduced[d], 0)][:, :, None] + rank[d][:, None, :]
+            slot.reshape(m, npc, k, npc, k)[...] += before[pair[c0:c1]][:, :, None, :, None]
             keep = cell_free[c0:c1, :, None] & cell_free[c0:c1, None, :]
             self.cell_slots[self.cell_ptr[c0]:self.cell_ptr[c1]] = slot[keep]
         self._cell_free = cell_free
