@@ -11,12 +11,12 @@ CSR value (``femopt_assembly_csr_gather``, ``csr_gather.cu``) sums its own entri
     data[s] = sum_{t in slot s} scale[cell[t]] * K0[t].
 
 Why a gather rather than atomics: no atomics and no zeroing of the values array, and
-each value is summed in a fixed order, the order of the CPU's ``bincount``, so float64
-results equal the CPU's bit for bit and a GPU run is reproducible. The atomic scatter
+each value is summed in a fixed order, the order of the CPU's product G^T s (cell
+order), so float64 results equal the CPU's bit for bit and a GPU run is reproducible. The atomic scatter
 (one thread per entry, ``femopt_assembly_csr_scatter_cells``) reads the same bytes; it is
 kept for the benchmark (``benchmarks/tet4_assembly.py``), which times both.
 
-With NumPy arrays the assembly is the :class:`FixedPatternAssembler`'s own ``bincount``
+With NumPy arrays the assembly is the :class:`FixedPatternAssembler`'s own product
 (the twin the GPU tests compare with).
 """
 
@@ -80,7 +80,7 @@ class GatherAssembler:
     Args:
         assembler: the pattern and scatter map, built once on the host.
         ke: element matrices of full material, (n_cells, nd, nd), or (nd, nd) for all.
-        xp: numpy (the assembler's bincount) or cupy (the gather kernel).
+        xp: numpy (the assembler's product) or cupy (the gather kernel).
         dtype: float64 or float32 values on the device.
     """
 

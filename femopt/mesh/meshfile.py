@@ -275,13 +275,24 @@ def check_mesh(mesh: Mesh, where: str) -> None:
 
 def cell_components(mesh: Mesh) -> tuple[int, np.ndarray]:
     """Connected parts of the mesh (elements sharing a node are connected): their
-    number and the part of every element."""
+    number and the part of every element (parts numbered by their first element).
+
+    The graph is on nodes, each element a star from its first node to the others
+    (nodes_per_cell - 1 edges an element): the element-to-element graph would hold
+    some hundred neighbours per tet."""
     import scipy.sparse as sp
     from scipy.sparse.csgraph import connected_components
 
     n, k = mesh.cells.shape
-    rows = np.repeat(np.arange(n), k)
-    incidence = sp.csr_matrix((np.ones(n * k), (rows, mesh.cells.ravel())),
-                              shape=(n, mesh.n_nodes))
-    n_parts, labels = connected_components(incidence @ incidence.T, directed=False)
-    return n_parts, labels
+    first = np.repeat(mesh.cells[:, 0], k - 1)
+    edges = sp.csr_matrix((np.ones(n * (k - 1), dtype=np.int8),
+                           (first, mesh.cells[:, 1:].ravel())),
+                          shape=(mesh.n_nodes, mesh.n_nodes))
+    _, node_part = connected_components(edges, directed=False)
+    part = node_part[mesh.cells[:, 0]]
+    # renumber the parts that hold elements in the order of their first element
+    found, first_cell, labels = np.unique(part, return_index=True, return_inverse=True)
+    order = np.argsort(first_cell)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return int(found.size), rank[labels]
