@@ -9,13 +9,15 @@ straight into int32 arrays (no sort of ``nd``^2 keys per cell, no int64 pairs of
 whole mesh at once).
 
 The slots and the element-matrix entries are kept as one sparse matrix
-G (n_cells x nnz), a row per cell, so that one design's assembly is one product,
+G (n_cells x (nnz + 1)), a row per cell, so that one design's assembly is one product,
 
     data = G^T s,    data[slot] = sum over the cell's entries at slot of s_e K0_e[i, j],
 
 SciPy's compiled ``csc_matvec``, summing each slot in cell order as a ``bincount`` of the
 entries would (the same values bit for bit) in one pass with no temporary of the
-entries' size. The GPU paths read the same slots as a scatter map (``keep``,
+entries' size. Entries on a supported dof go to the extra slot nnz (dropped), so every
+row of G holds all nd^2 entries of its cell and G's values are the element matrices'
+own array, not a copy. The GPU paths read the same slots as a scatter map (``keep``,
 ``scatter``, ``_cell``, ``_local``, built from them on first use).
 """
 
@@ -41,7 +43,7 @@ class FixedPatternAssembler:
     (matrix-free multigrid) never pays for it.
     """
 
-    _PATTERN = frozenset({"indices", "indptr", "nnz", "cell_slots", "cell_ptr", "_cell_free"})
+    _PATTERN = frozenset({"indices", "indptr", "nnz", "cell_slots", "cell_ptr"})
     _SCATTER = frozenset({"cell_reduced", "keep", "scatter", "_local", "_cell"})
 
     def __init__(self, cell_dofs: np.ndarray, n_dofs: int, free: np.ndarray,
@@ -106,15 +108,17 @@ class FixedPatternAssembler:
         shift = np.repeat(row_start[self.free // k] - self.indptr[:-1], lengths)
         self.indices = neighbours[shift + np.arange(self.nnz)].astype(index)
         del shift, neighbours
-        # the slots of every kept (cell, i, j) entry, a row of G per cell
+        # the slot of every (cell, i, j) entry, a row of G per cell; an entry on a
+        # supported dof goes to the extra slot nnz, whose sum is dropped: every row
+        # then holds all nd^2 entries, so G's values can be the element matrices
+        # themselves (no copy) and G's row pointer is e * nd^2
         cell_free = free_mask[cell_dofs]
-        counts = cell_free.sum(axis=1).astype(np.int64) ** 2
-        self.cell_ptr = np.zeros(self.n_cells + 1, dtype=np.int64)
-        np.cumsum(counts, out=self.cell_ptr[1:])
-        slot_index = np.int32 if self.nnz < 2**31 else np.int64
+        nd2 = self.nd * self.nd
+        slot_index = np.int32 if self.nnz < 2**31 - 1 else np.int64
+        self.cell_ptr = np.arange(self.n_cells + 1, dtype=np.int64) * nd2
         if self.cell_ptr[-1] < 2**31:
             self.cell_ptr = self.cell_ptr.astype(np.int32)
-        self.cell_slots = np.empty(int(self.cell_ptr[-1]), dtype=slot_index)
+        self.cell_slots = np.empty(self.n_cells * nd2, dtype=slot_index)
         row_of = self.indptr.astype(slot_index)
         before = before.astype(slot_index)
         rank = rank.astype(slot_index)
@@ -125,20 +129,13 @@ class FixedPatternAssembler:
             # slot of (i, j) = row i's start + free columns before node j's + j's rank
             slot = row_of[np.maximum(reduced[d], 0)][:, :, None] + rank[d][:, None, :]
             slot.reshape(m, npc, k, npc, k)[...] += before[pair[c0:c1]][:, :, None, :, None]
-            keep = cell_free[c0:c1, :, None] & cell_free[c0:c1, None, :]
-            self.cell_slots[self.cell_ptr[c0]:self.cell_ptr[c1]] = slot[keep]
-        self._cell_free = cell_free
-
-    def _kept(self) -> np.ndarray:
-        """(n_cells, nd * nd) mask of the element-matrix entries on two free dofs."""
-        f = self._cell_free
-        return (f[:, :, None] & f[:, None, :]).reshape(self.n_cells, -1)
+            slot[~(cell_free[c0:c1, :, None] & cell_free[c0:c1, None, :])] = self.nnz
+            self.cell_slots[c0 * nd2:c1 * nd2] = slot.reshape(-1)
 
     def _build_scatter(self) -> None:
         """The slots as a scatter map of the flattened (cell, i, j) entries (GPU paths)."""
-        self.cell_slots  # noqa: B018 - the pattern first
-        self.keep = np.flatnonzero(self._kept().reshape(-1))
-        self.scatter = self.cell_slots
+        self.keep = np.flatnonzero(self.cell_slots != self.nnz)
+        self.scatter = self.cell_slots[self.keep]
         self._local = self.keep % (self.nd * self.nd)
         self._cell = self.keep // (self.nd * self.nd)
         reduced = np.full(self.n_dofs, -1, dtype=np.int64)
@@ -167,16 +164,17 @@ class FixedPatternAssembler:
         return np.flatnonzero(self.indices == row)  # one per row, rows in order
 
     def gather_matrix(self, ke: np.ndarray) -> sp.csr_matrix:
-        """G (n_cells x nnz): row e holds K_e's entries on two free dofs at their CSR
-        slots (``ke`` (nd, nd) for all cells or (n_cells, nd, nd)); kept per ``ke``
-        array (stiffness, mass, a fixed part)."""
+        """G (n_cells x (nnz + 1)): row e holds K_e's entries at their CSR slots, those on
+        a supported dof at the extra slot nnz (``ke`` (nd, nd) for all cells or
+        (n_cells, nd, nd); a C-contiguous float array of cells is G's values as it is,
+        no copy); kept per ``ke`` array (stiffness, mass, a fixed part)."""
         kept = self._gathers.get(id(ke))
         if kept is not None and kept[0] is ke:
             return kept[1]
-        flat = (np.broadcast_to(ke.reshape(1, -1), (self.n_cells, self.nd * self.nd))
-                if ke.ndim == 2 else ke.reshape(self.n_cells, -1))
-        g = sp.csr_matrix((flat[self._kept()], self.cell_slots, self.cell_ptr),
-                          shape=(self.n_cells, self.nnz))
+        values = (np.tile(ke.reshape(-1), self.n_cells) if ke.ndim == 2
+                  else np.ascontiguousarray(ke).reshape(-1))
+        g = sp.csr_matrix((values, self.cell_slots, self.cell_ptr),
+                          shape=(self.n_cells, self.nnz + 1), copy=False)
         if len(self._gathers) >= 3:  # stiffness and mass stay; a one-off goes
             self._gathers.pop(next(iter(self._gathers)))
         self._gathers[id(ke)] = (ke, g)
@@ -184,7 +182,7 @@ class FixedPatternAssembler:
 
     def _assemble_scaled(self, scale: np.ndarray, ke: np.ndarray) -> np.ndarray:
         g = self.gather_matrix(ke)
-        return g.T @ np.asarray(scale, dtype=g.dtype)
+        return (g.T @ np.asarray(scale, dtype=g.dtype))[:self.nnz]
 
     def assemble_data(self, scale: np.ndarray, ke: np.ndarray, constant: bool = True
                       ) -> np.ndarray:
