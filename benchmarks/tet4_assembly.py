@@ -6,9 +6,14 @@ free-dof stiffness K = sum_e s_e K0_e with a random design s_e.
 
 CPU (``FixedPatternAssembler``):
 - ``K0_e``: the element matrices of full material (once per mesh);
-- ``pattern``: the free-dof CSR pattern and the scatter map (once per mesh);
-- ``values``: the assembly of one design, a weighted ``bincount`` (every iteration);
-- ``full``: all three, what an assembly from scratch costs.
+- ``pattern``: the free-dof CSR pattern (from the node graph) and the CSR slot of every
+  element-matrix entry (once per mesh);
+- ``gather``: the gather matrix G (n_cells x nnz: the entries at their slots, the
+  element matrices' own array as its values; once per mesh);
+- ``values``: the assembly of one design, the product G^T s (every iteration);
+- ``full``: all four, what an assembly from scratch costs.
+
+The peak resident memory of the process is printed after each mesh.
 
 GPU (``GatherAssembler``, CUDA events after two warm-up launches, median of --repeat):
 - ``gather f64`` / ``gather f32``: ``femopt_assembly_csr_gather``, one thread per CSR
@@ -32,6 +37,7 @@ second; the H100's device copy reaches 3.0 TB/s.
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import time
@@ -105,10 +111,14 @@ def main() -> None:
         ke = physics.element_matrices()
         t_ke = time.perf_counter() - t0
         t0 = time.perf_counter()
-        asm = FixedPatternAssembler(physics.cell_dofs(), mesh.n_nodes * 3, free)
+        asm = FixedPatternAssembler(physics.cell_dofs(), mesh.n_nodes * 3, free, 3)
         asm.nnz  # noqa: B018 - the pattern is built on first use: inside the timer
         t_pattern = time.perf_counter() - t0
-        head = f"| {n} | {free.size} | {asm.nnz} | {asm.keep.size} |"
+        t0 = time.perf_counter()
+        asm.gather_matrix(ke)
+        t_gather = time.perf_counter() - t0
+        entries = int(np.count_nonzero(asm.cell_slots != asm.nnz))  # on two free dofs
+        head = f"| {n} | {free.size} | {asm.nnz} | {entries} |"
 
         def row(device: str, step: str, seconds: float, nbytes: float = 0.0) -> None:
             rate = f"{nbytes / seconds / 1e9:.0f}" if nbytes else ""
@@ -118,15 +128,16 @@ def main() -> None:
         def moved(real: int, atomic: bool = False) -> float:
             """Bytes a kernel must move: each entry and its cell (and slot), the design,
             the values (written; read and written by the atomics) and the offsets."""
-            e = asm.keep.size * (real + 4 + (4 if atomic else 0))
+            e = entries * (real + 4 + (4 if atomic else 0))
             return e + n * real + asm.nnz * (2 * real if atomic else real + 8)
 
         if "cpu" in devices:
             t_values = timed(lambda: asm.assemble_data(scale, ke), args.repeat)
             row("CPU", "K0_e", t_ke)
             row("CPU", "pattern", t_pattern)
+            row("CPU", "gather", t_gather)
             row("CPU", "values", t_values)
-            row("CPU", "full", t_ke + t_pattern + t_values)
+            row("CPU", "full", t_ke + t_pattern + t_gather + t_values)
         if "gpu" in devices:
             import cupy
 
@@ -156,6 +167,8 @@ def main() -> None:
                 for step, seconds in device_setup(mesh, physics, free, asm, ke, device):
                     row("GPU" if device == "gpu" else "twin", step, seconds)
         asm = ke = None  # free the host arrays before the next mesh
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+        print(f"peak RSS so far: {peak:.2f} GB", flush=True)
 
 
 def device_setup(mesh, physics, free, asm, ke, device: str) -> list[tuple[str, float]]:

@@ -287,7 +287,9 @@ def test_no_linear_constraint_through_heaviside():
     model = build(mbb(filters=[{"type": "density", "radius": 1.5},
                                {"type": "heaviside", "beta": 2.0}]), array_module=np)
     assert model.linear_constraint() is None
-    assert build(mbb(), device="cpu").linear_constraint() is None
+    assert build(mbb(filters=[{"type": "density", "radius": 1.5},
+                               {"type": "heaviside", "beta": 2.0}]),
+                 device="cpu").linear_constraint() is None
 
 
 # -- femopt check-gradients --device -----------------------------------------------------------

@@ -11,8 +11,8 @@ CSR value (``femopt_assembly_csr_gather``, ``csr_gather.cu``) sums its own entri
     data[s] = sum_{t in slot s} scale[cell[t]] * K0[t].
 
 Why a gather rather than atomics: no atomics and no zeroing of the values array, and
-each value is summed in a fixed order, the order of the CPU's ``bincount``, so float64
-results equal the CPU's bit for bit and a GPU run is reproducible. The atomic scatter
+each value is summed in a fixed order, the order of the CPU's product G^T s (cell
+order), so float64 results equal the CPU's bit for bit and a GPU run is reproducible. The atomic scatter
 (one thread per entry, ``femopt_assembly_csr_scatter_cells``) reads the same bytes; it is
 kept for the benchmark (``benchmarks/tet4_assembly.py``), which times both.
 
@@ -20,8 +20,8 @@ The pattern and the gather map come either from the host's ``FixedPatternAssembl
 (``GatherAssembler(assembler, ke, xp)``, the benchmark's reference) or, on the GPU path,
 from one sort on the device (:meth:`GatherAssembler.on_device` with
 :func:`femopt.assembly.csr_pattern.build_pattern`): the same map, without the host. With
-NumPy arrays the assembly is a ``bincount`` in the same order of sums (the twin the GPU
-tests compare with).
+NumPy arrays the assembly is the :class:`FixedPatternAssembler`'s own product, in the
+same order of sums (the twin the GPU tests compare with).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class GatherAssembler:
     Args:
         assembler: the pattern and scatter map, built once on the host.
         ke: element matrices of full material, (n_cells, nd, nd), or (nd, nd) for all.
-        xp: numpy (the assembler's bincount) or cupy (the gather kernel).
+        xp: numpy (the assembler's product) or cupy (the gather kernel).
         dtype: float64 or float32 values on the device.
     """
 

@@ -1,15 +1,32 @@
-"""Sparse assembly with a fixed sparsity pattern and a precomputed scatter map.
+"""Sparse assembly with a fixed sparsity pattern and a precomputed gather matrix.
 
 The pattern of the reduced stiffness (free dofs only) never changes during an
-optimization, so it is built once: every (cell, i, j) entry of the element matrices that
-lands on two free dofs gets the index of its slot in the CSR data array. Each assembly is
-then one weighted ``bincount`` (CPU) or one scatter kernel (GPU), with no sorting.
+optimization, so it is built once, from the mesh's node adjacency: the node pairs that
+share a cell (``nodes_per_cell``^2 per cell, not ``nd``^2 dof pairs), each expanded to
+its free dofs. Every (cell, i, j) entry of the element matrices that lands on two free
+dofs gets the index of its slot in the CSR data array, computed in chunks of cells
+straight into int32 arrays (no sort of ``nd``^2 keys per cell, no int64 pairs of the
+whole mesh at once).
+
+The slots and the element-matrix entries are kept as one sparse matrix
+G (n_cells x (nnz + 1)), a row per cell, so that one design's assembly is one product,
+
+    data = G^T s,    data[slot] = sum over the cell's entries at slot of s_e K0_e[i, j],
+
+SciPy's compiled ``csc_matvec``, summing each slot in cell order as a ``bincount`` of the
+entries would (the same values bit for bit) in one pass with no temporary of the
+entries' size. Entries on a supported dof go to the extra slot nnz (dropped), so every
+row of G holds all nd^2 entries of its cell and G's values are the element matrices'
+own array, not a copy. The GPU paths read the same slots as a scatter map (``keep``,
+``scatter``, ``_cell``, ``_local``, built from them on first use).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+
+CHUNK_CELLS = 1 << 16  # cells per chunk of the slot computation
 
 
 class FixedPatternAssembler:
@@ -19,49 +36,111 @@ class FixedPatternAssembler:
         cell_dofs: (n_cells, nd) global dofs of each cell.
         n_dofs: number of global dofs.
         free: sorted global indices of the free (unconstrained) dofs.
+        dofs_per_node: k when the cell dofs are node-major blocks, dof = node * k + c
+            (the pattern is then built on nodes); 1 treats every dof as a node.
 
     The pattern is built on first use: a solver that only restricts and expands vectors
     (matrix-free multigrid) never pays for it.
     """
 
-    _PATTERN = frozenset({"cell_reduced", "keep", "scatter", "_keys", "indices", "indptr",
-                          "nnz", "_local", "_cell"})
+    _PATTERN = frozenset({"indices", "indptr", "nnz", "cell_slots", "cell_ptr"})
+    _SCATTER = frozenset({"cell_reduced", "keep", "scatter", "_local", "_cell"})
 
-    def __init__(self, cell_dofs: np.ndarray, n_dofs: int, free: np.ndarray):
+    def __init__(self, cell_dofs: np.ndarray, n_dofs: int, free: np.ndarray,
+                 dofs_per_node: int = 1):
         self.n_cells, self.nd = cell_dofs.shape
         self.n_dofs = n_dofs
         self.free = np.asarray(free, dtype=np.int64)
         self.shape = (self.free.size, self.free.size)
         self.constant: np.ndarray | None = None  # CSR data added to every assembly
         self._cell_dofs = cell_dofs
+        self.k = dofs_per_node if _node_major(cell_dofs, n_dofs, dofs_per_node) else 1
+        self._gathers: dict[int, tuple[np.ndarray, sp.csr_matrix]] = {}
+        self._built: set[str] = set()
 
     def __getattr__(self, name: str):
-        if name in FixedPatternAssembler._PATTERN and "_cell_dofs" in self.__dict__:
-            self._build_pattern(self.__dict__.pop("_cell_dofs"))
-            return getattr(self, name)
+        for group, build in ((FixedPatternAssembler._PATTERN, "_build_pattern"),
+                             (FixedPatternAssembler._SCATTER, "_build_scatter")):
+            if name in group and build not in self.__dict__.get("_built", {build}):
+                self._built.add(build)
+                getattr(self, build)()
+                return getattr(self, name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    def _build_pattern(self, cell_dofs: np.ndarray) -> None:
-        n_dofs = self.n_dofs
-        reduced = np.full(n_dofs, -1, dtype=np.int64)
+    def _build_pattern(self) -> None:
+        k, cell_dofs = self.k, self._cell_dofs
+        n_nodes = self.n_dofs // k
+        nodes = cell_dofs[:, ::k] // k  # (n_cells, npc)
+        npc = nodes.shape[1]
+        free_mask = np.zeros(self.n_dofs, dtype=bool)
+        free_mask[self.free] = True
+        reduced = np.full(self.n_dofs, -1, dtype=np.int64)
         reduced[self.free] = np.arange(self.free.size)
-        self.cell_reduced = reduced[cell_dofs]  # (n_cells, nd), -1 for fixed dofs
-        r = np.broadcast_to(self.cell_reduced[:, :, None], (self.n_cells, self.nd, self.nd))
-        c = np.broadcast_to(self.cell_reduced[:, None, :], (self.n_cells, self.nd, self.nd))
-        keep = ((r >= 0) & (c >= 0)).ravel()
-        self.keep = np.flatnonzero(keep)  # positions in the flattened (cell, i, j) array
+        node_free = free_mask.reshape(n_nodes, k)
+        n_free = node_free.sum(axis=1)
+        rank = (np.cumsum(node_free, axis=1) - 1).reshape(-1)  # of a free dof in its node
+        # the node graph: pairs of nodes that share a cell, in sorted order
+        keys = (nodes[:, :, None].astype(np.int64) * n_nodes + nodes[:, None, :]).reshape(-1)
+        pair_keys, pair = np.unique(keys, return_inverse=True)
+        del keys
+        pair = pair.reshape(self.n_cells, npc, npc).astype(np.int32 if pair_keys.size < 2**31
+                                                          else np.int64)
+        rows, cols = pair_keys // n_nodes, pair_keys % n_nodes
+        del pair_keys
+        width = n_free[cols]  # free dofs each node pair gives a row of its first node
+        row_len = np.bincount(rows, weights=width, minlength=n_nodes).astype(np.int64)
+        node_ptr = np.zeros(n_nodes + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=n_nodes), out=node_ptr[1:])
+        before = np.cumsum(width) - width  # free columns of the row before each pair
+        before -= before[node_ptr[:-1]][rows]
+        # the free-dof CSR: row r (dof f, node f // k) has the free dofs of its node's
+        # neighbours, in order
         n = self.free.size
-        keys = r.ravel()[self.keep] * n + c.ravel()[self.keep]
-        unique, self.scatter = np.unique(keys, return_inverse=True)
-        self._keys = unique
-        self.indices = (unique % n).astype(np.int32)
-        rows = unique // n
-        self.indptr = np.zeros(n + 1, dtype=np.int32)
-        np.cumsum(np.bincount(rows, minlength=n), out=self.indptr[1:])
-        self.nnz = unique.size
-        # entries of a uniform element matrix that survive, by position in the (nd, nd) block
+        lengths = row_len[self.free // k]
+        self.nnz = int(lengths.sum())
+        index = np.int32 if max(self.nnz, n) < 2**31 else np.int64
+        self.indptr = np.zeros(n + 1, dtype=index)
+        np.cumsum(lengths, out=self.indptr[1:])
+        neighbours = reduced.reshape(n_nodes, k)[cols][node_free[cols]]  # per node row
+        del cols
+        row_start = np.zeros(n_nodes, dtype=np.int64)
+        np.cumsum(row_len[:-1], out=row_start[1:])
+        shift = np.repeat(row_start[self.free // k] - self.indptr[:-1], lengths)
+        self.indices = neighbours[shift + np.arange(self.nnz)].astype(index)
+        del shift, neighbours
+        # the slot of every (cell, i, j) entry, a row of G per cell; an entry on a
+        # supported dof goes to the extra slot nnz, whose sum is dropped: every row
+        # then holds all nd^2 entries, so G's values can be the element matrices
+        # themselves (no copy) and G's row pointer is e * nd^2
+        cell_free = free_mask[cell_dofs]
+        nd2 = self.nd * self.nd
+        slot_index = np.int32 if self.nnz < 2**31 - 1 else np.int64
+        self.cell_ptr = np.arange(self.n_cells + 1, dtype=np.int64) * nd2
+        if self.cell_ptr[-1] < 2**31:
+            self.cell_ptr = self.cell_ptr.astype(np.int32)
+        self.cell_slots = np.empty(self.n_cells * nd2, dtype=slot_index)
+        row_of = self.indptr.astype(slot_index)
+        before = before.astype(slot_index)
+        rank = rank.astype(slot_index)
+        for c0 in range(0, self.n_cells, CHUNK_CELLS):
+            c1 = min(c0 + CHUNK_CELLS, self.n_cells)
+            d = cell_dofs[c0:c1]
+            m = d.shape[0]
+            # slot of (i, j) = row i's start + free columns before node j's + j's rank
+            slot = row_of[np.maximum(reduced[d], 0)][:, :, None] + rank[d][:, None, :]
+            slot.reshape(m, npc, k, npc, k)[...] += before[pair[c0:c1]][:, :, None, :, None]
+            slot[~(cell_free[c0:c1, :, None] & cell_free[c0:c1, None, :])] = self.nnz
+            self.cell_slots[c0 * nd2:c1 * nd2] = slot.reshape(-1)
+
+    def _build_scatter(self) -> None:
+        """The slots as a scatter map of the flattened (cell, i, j) entries (GPU paths)."""
+        self.keep = np.flatnonzero(self.cell_slots != self.nnz)
+        self.scatter = self.cell_slots[self.keep]
         self._local = self.keep % (self.nd * self.nd)
         self._cell = self.keep // (self.nd * self.nd)
+        reduced = np.full(self.n_dofs, -1, dtype=np.int64)
+        reduced[self.free] = np.arange(self.free.size)
+        self.cell_reduced = reduced[self._cell_dofs]
 
     def add_constant(self, ke: np.ndarray | None = None,
                      diagonal: np.ndarray | None = None) -> None:
@@ -75,20 +154,35 @@ class FixedPatternAssembler:
         if diagonal is not None:
             d = np.asarray(diagonal, dtype=float)[self.free]
             rows = np.flatnonzero(d)
-            n = self.free.size
-            pos = np.searchsorted(self._keys, rows * n + rows)
-            data[pos] += d[rows]
+            data[self.diagonal_slots()[rows]] += d[rows]
         self.constant = data
 
+    def diagonal_slots(self) -> np.ndarray:
+        """(n_free,) the CSR slot of every free dof's diagonal entry."""
+        n = self.free.size
+        row = np.repeat(np.arange(n), np.diff(self.indptr))
+        return np.flatnonzero(self.indices == row)  # one per row, rows in order
+
+    def gather_matrix(self, ke: np.ndarray) -> sp.csr_matrix:
+        """G (n_cells x (nnz + 1)): row e holds K_e's entries at their CSR slots, those on
+        a supported dof at the extra slot nnz (``ke`` (nd, nd) for all cells or
+        (n_cells, nd, nd); a C-contiguous float array of cells is G's values as it is,
+        no copy); kept per ``ke`` array (stiffness, mass, a fixed part)."""
+        kept = self._gathers.get(id(ke))
+        if kept is not None and kept[0] is ke:
+            return kept[1]
+        values = (np.tile(ke.reshape(-1), self.n_cells) if ke.ndim == 2
+                  else np.ascontiguousarray(ke).reshape(-1))
+        g = sp.csr_matrix((values, self.cell_slots, self.cell_ptr),
+                          shape=(self.n_cells, self.nnz + 1), copy=False)
+        if len(self._gathers) >= 3:  # stiffness and mass stay; a one-off goes
+            self._gathers.pop(next(iter(self._gathers)))
+        self._gathers[id(ke)] = (ke, g)
+        return g
+
     def _assemble_scaled(self, scale: np.ndarray, ke: np.ndarray) -> np.ndarray:
-        if ke.ndim == 2:
-            # the design changes, the element matrix does not: gather its entries once
-            if getattr(self, "_ke_src", None) is not ke:
-                self._ke_src, self._ke_vals = ke, ke.ravel()[self._local]
-            weights = scale[self._cell] * self._ke_vals
-        else:
-            weights = (scale[:, None, None] * ke).ravel()[self.keep]
-        return np.bincount(self.scatter, weights=weights, minlength=self.nnz)
+        g = self.gather_matrix(ke)
+        return (g.T @ np.asarray(scale, dtype=g.dtype))[:self.nnz]
 
     def assemble_data(self, scale: np.ndarray, ke: np.ndarray, constant: bool = True
                       ) -> np.ndarray:
@@ -112,3 +206,13 @@ class FixedPatternAssembler:
         out = np.zeros((self.n_dofs,) + vec_free.shape[1:], dtype=vec_free.dtype)
         out[self.free] = vec_free
         return out
+
+
+def _node_major(cell_dofs: np.ndarray, n_dofs: int, k: int) -> bool:
+    """Whether every cell's dofs are whole nodes of ``k`` dofs, node-major (a * k + c)."""
+    n_cells, nd = cell_dofs.shape
+    if k <= 1 or nd % k or n_dofs % k:
+        return False
+    blocks = cell_dofs.reshape(n_cells, nd // k, k)
+    base = blocks[:, :, :1]
+    return bool(np.all(base % k == 0) and np.all(blocks == base + np.arange(k)))

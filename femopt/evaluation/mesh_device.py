@@ -175,7 +175,8 @@ class MeshDevicePath(DevicePath):
         else:  # the host's element matrices and pattern (the reference the tests compare)
             ke = np.asarray(model.ke, dtype=np.float64)
             clock.lap("element matrices")
-            host = FixedPatternAssembler(model.cell_dofs, model.n_dofs, free)
+            host = FixedPatternAssembler(model.cell_dofs, model.n_dofs, free,
+                                         model.physics.dofs_per_node)
             indptr, indices = host.indptr, host.indices
             self.assembly = GatherAssembler(host, ke, xp)
             clock.lap("pattern")

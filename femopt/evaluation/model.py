@@ -201,7 +201,8 @@ class Model:
         self.ke_fixed = self.physics.fixed_element_matrices()
         if xp is None and distributed is None:
             self.assembler = FixedPatternAssembler(self.cell_dofs, self.n_dofs,
-                                                   np.flatnonzero(free_mask))
+                                                   np.flatnonzero(free_mask),
+                                                   self.physics.dofs_per_node)
             if self.ke_fixed is not None or np.any(self.springs):
                 if type(self.solver).update_operator is not LinearSolver.update_operator:
                     raise loaded.error(("solver", "type"),
@@ -379,8 +380,8 @@ class Model:
         return self.path.cheap_constraints(x)
 
     def linear_constraint(self) -> tuple[Any, float] | None:
-        """(w, b) when the one constraint is g(x) = w . x + b (the device path with a
-        volume through linear filters), else None: OC then bisects without filtering."""
+        """(w, b) when the one constraint is g(x) = w . x + b (a volume through linear
+        filters, on every path), else None: OC then bisects without filtering."""
         return self.path.linear_constraint()
 
     def stateful(self) -> list[Any]:

@@ -200,8 +200,32 @@ class EvaluationPath:
         return [worst(values[:n])] + values[n:], rho, state
 
     def linear_constraint(self) -> tuple[Any, float] | None:
-        """(w, b) when the one constraint is g(x) = w . x + b, else None."""
-        return None
+        """(w, b) when the one constraint is g(x) = w . x + b, else None: a function of
+        the densities alone whose linear form is v . rho (a volume), through linear
+        filters (no projection) in a problem that is not robust. With a density filter
+        g(x) = normalized(v . (H x / Hs)) = (H^T (v / Hs)) . x + const, so OC's
+        bisection takes one dot product per trial instead of a filter pass
+        (:func:`femopt.optimizers.oc_kernels.oc_update_linear`). Built on the first call
+        and kept: bounds, filters and passive cells never change."""
+        if not hasattr(self, "_linear"):
+            self._linear = self._linear_constraint()
+        return self._linear
+
+    def _linear_constraint(self) -> tuple[Any, float] | None:
+        m = self.model
+        if (m.robust is not None or len(m.bounds) != 1 or m.bounds[0].function.needs_state
+                or not all(f.linear for f in self.stages)):
+            return None
+        form = m.bounds[0].function.linear_form()
+        if form is None or form.needs_state or form.rho_weights is None:
+            return None
+        bound = m.bounds[0]
+        v = self.xp.asarray(form.rho_weights, dtype=self.xp.float64)
+        # rho = H x off the passive cells, fixed on them (a linear filter's chain rule
+        # does not read its input)
+        w = bound.sign_scale() * self.chain(v, [None] * len(self.stages))
+        offset = float(v[self.passive_idx] @ self.passive_val)
+        return w, bound.normalized(offset)
 
     def cheap_constraints(self, x: Any) -> np.ndarray:
         """Normalised constraint values from densities alone (every bound is rho-only)."""

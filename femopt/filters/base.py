@@ -90,16 +90,40 @@ def radius_weights(mesh: Mesh, radius: float) -> tuple[sp.csr_matrix, np.ndarray
 
     c = mesh.centroids()
     tree = cKDTree(c)
+    n = mesh.n_cells
+    if mesh.grid is None:
+        h = _pair_weights(tree, c, radius)
+        h.data *= _volumes(mesh)[h.indices]
+        return h, np.asarray(h.sum(axis=1)).ravel()
     d = tree.sparse_distance_matrix(tree, radius, output_type="coo_matrix")
     # self-pairs come back with distance 0, so every cell has its own weight r
     w = radius - d.data
     keep = w > 0
-    n = mesh.n_cells
-    col = d.col[keep]
-    w = w[keep]
-    if mesh.grid is None:
-        from femopt.objectives.base import cell_volumes
-
-        w = w * cell_volumes(mesh)[col]
-    h = sp.csr_matrix((w, (d.row[keep], col)), shape=(n, n))
+    h = sp.csr_matrix((w[keep], (d.row[keep], d.col[keep])), shape=(n, n))
     return h, np.asarray(h.sum(axis=1)).ravel()
+
+
+def _volumes(mesh: Mesh) -> np.ndarray:
+    from femopt.objectives.base import cell_volumes
+
+    return cell_volumes(mesh)
+
+
+def _pair_weights(tree: Any, c: np.ndarray, radius: float) -> sp.csr_matrix:
+    """max(0, r - |c_i - c_j|) from the pairs i < j within r, mirrored, and r on the
+    diagonal: a third of the search and int32 indices (the full distance matrix of a
+    1M-cell mesh holds some 60M entries with int64 rows and columns); the same matrix,
+    canonical CSR."""
+    pairs = tree.query_pairs(radius, output_type="ndarray")
+    i, j = pairs[:, 0], pairs[:, 1]
+    w = radius - np.sqrt(((c[i] - c[j]) ** 2).sum(axis=1))
+    keep = w > 0
+    n = len(c)
+    index = np.int32 if n < 2**31 else np.int64
+    i, j, w = i[keep].astype(index), j[keep].astype(index), w[keep]
+    del pairs, keep
+    diag = np.arange(n, dtype=index)
+    rows, cols = np.concatenate([i, j, diag]), np.concatenate([j, i, diag])
+    del i, j
+    vals = np.concatenate([w, w, np.full(n, float(radius))])
+    return sp.csr_matrix((vals, (rows, cols)), shape=(n, n))

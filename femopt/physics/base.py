@@ -15,6 +15,7 @@ from femopt.plugins.registry import Component
 # bytes of dK_e/dX that the dual-number shape sensitivity holds at once (hex8 elasticity:
 # 110 KB per cell), so large meshes run in chunks of cells
 DUAL_CHUNK_BYTES = 64 * 2**20
+ELEMENT_CHUNK = 1 << 15  # cells per chunk of the element matrices of a mesh
 
 
 class Physics(Component):
@@ -61,7 +62,18 @@ class Physics(Component):
         (structured grid), else (n_cells, nd, nd)."""
         if self.mesh.grid is not None:
             return self.element_matrices_at(self.mesh.cell_coords(np.arange(1)))[0]
-        return self.element_matrices_at(self.mesh.points[self.mesh.cells])
+        # in chunks of cells: the strain matrices and products of a whole 1M-cell mesh
+        # would take several times the result's memory
+        n, out = self.mesh.n_cells, None
+        for c0 in range(0, n, ELEMENT_CHUNK):
+            c1 = n if n - c0 < ELEMENT_CHUNK + 2 else c0 + ELEMENT_CHUNK  # no 1-cell chunk
+            part = self.element_matrices_at(self.mesh.points[self.mesh.cells[c0:c1]])
+            if out is None:
+                out = np.empty((n,) + part.shape[1:], dtype=part.dtype)
+            out[c0:c1] = part
+            if c1 == n:
+                break
+        return out
 
     def element_matrices_at(self, coords: np.ndarray) -> np.ndarray:
         """(n_cells, nd, nd) element matrices of full material (m = 1) of cells with node

@@ -91,7 +91,8 @@ class ShapeEvaluator:
             # a geometry-dependent fixed part (convection) comes from the kernel with the
             # scaled part; only the springs stay constant
             self.assembler = FixedPatternAssembler(model.cell_dofs, model.n_dofs,
-                                                   model.assembler.free)
+                                                   model.assembler.free,
+                                                   model.physics.dofs_per_node)
             if np.any(model.springs):
                 self.assembler.add_constant(None, model.springs)
         det0 = np.abs(jacobian_determinants(self.element, self.points0[self.cells]))

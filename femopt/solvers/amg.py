@@ -29,6 +29,7 @@ from pydantic import Field
 
 from femopt.plugins.registry import Options
 from femopt.solvers.pcg import CGInfo, PCGSolver, not_converged, pcg
+from femopt.solvers.row_split import split_rows
 
 
 class AMGOptions(Options):
@@ -106,6 +107,7 @@ class AMGSolver(PCGSolver):
         self.embedding: BlockEmbedding | None = None
         self.matrix = None
         self.operator = None  # what CG multiplies by: the block matrix or ``matrix``
+        self._apply: Any = None  # the operator, row-split on several cores
         self.last = CGInfo()
         self._warm: dict[tuple[bool, int], np.ndarray] = {}
         self._rows = -1
@@ -131,6 +133,7 @@ class AMGSolver(PCGSolver):
             self.embedding = BlockEmbedding(matrix, self.free, self.n_dofs, self.k)
             self.hierarchy = None
         self.operator = self.embedding.embed(matrix) if blocks else matrix
+        self._apply = split_rows(self.operator)
         if self.hierarchy is None or self._rows != self.operator.shape[0]:
             ts = build_structure(self.operator, self._near_null_space(blocks),
                                  self.options.max_coarse)
@@ -174,7 +177,7 @@ class AMGSolver(PCGSolver):
             x0 = emb.expand(x0)
         if x0 is not None and (x0.shape != rhs.shape or not self._helps(x0, rhs)):
             x0 = None
-        x, info = pcg(lambda v: self.operator @ v, rhs, self.precondition, x0,
+        x, info = pcg(lambda v: self._apply @ v, rhs, self.precondition, x0,
                       self.options.rtol, self.options.max_iter)
         self.last = info
         if not info.converged:

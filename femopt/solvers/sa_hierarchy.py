@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from femopt.solvers.row_split import split_rows
+
 OMEGA = 4.0 / 3.0  # Jacobi weight of the prolongator smoother, over rho(D^-1 A)
 CHEB_INTERVAL = (1.0 / 30.0, 1.1)  # the smoother's interval, as fractions of rho(D^-1 A)
 LANCZOS_STEPS = 12
@@ -154,6 +156,7 @@ def _spectral_radius(a: Any, dinv: Any, xp: Any, v0: Any, steps: int = LANCZOS_S
 @dataclass
 class Level:
     a: Any = None          # the operator of this level
+    op: Any = None         # what the cycle multiplies by: a, or a row-split a (CPU)
     dinv: Any = None       # 1 / diag(a)
     rho: float = 1.0       # ~ rho(D^-1 a)
     ritz: Any = None       # the Lanczos start of the next design
@@ -200,6 +203,7 @@ class SAHierarchy:
             return
         for lev in self.levels[:-1]:
             lev.a = a
+            lev.op = split_rows(a, xp)
             lev.dinv = _inv_diag(xp, a.diagonal())
             lev.rho, lev.ritz = _spectral_radius(a, lev.dinv, xp, lev.ritz, LANCZOS_STEPS)
             lev.p = _smooth(lev.t, a, lev.dinv, lev.rho)
@@ -272,12 +276,12 @@ class SAHierarchy:
         lo, hi = CHEB_INTERVAL[0] * lev.rho, CHEB_INTERVAL[1] * lev.rho
         theta, delta = 0.5 * (hi + lo), 0.5 * (hi - lo)
         sigma = theta / delta
-        r = b.copy() if x is None else b - lev.a @ x
+        r = b.copy() if x is None else b - lev.op @ x
         d = lev.dinv * r / theta
         x = d.copy() if x is None else x + d
         rk = 1.0 / sigma
         for _ in range(self.degree[lev is not self.levels[0]] - 1):
-            r -= lev.a @ d
+            r -= lev.op @ d
             rn = 1.0 / (2.0 * sigma - rk)
             d = (rn * rk) * d + (2.0 * rn / delta) * (lev.dinv * r)
             rk = rn
@@ -296,5 +300,5 @@ class SAHierarchy:
         x = self._chebyshev(lev, b, None)
         visits = self.visits if level + 2 < len(self.levels) else 1
         for _ in range(visits):
-            x += lev.p @ self.vcycle(lev.pt @ (b - lev.a @ x), level + 1)
+            x += lev.p @ self.vcycle(lev.pt @ (b - lev.op @ x), level + 1)
         return self._chebyshev(lev, b, x)
