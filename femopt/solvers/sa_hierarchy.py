@@ -249,6 +249,7 @@ class SAHierarchy:
         a = csr_on(self.finest_pattern, data, xp)
         for lev, g in zip(self.levels[:-1], self.galerkin):
             lev.a = a
+            lev.op = split_rows(a, xp)
             lev.dinv = _inv_diag(xp, a.diagonal())
             lev.rho, lev.ritz = _spectral_radius(a, lev.dinv, xp, lev.ritz, LANCZOS_STEPS)
             lev.p, lev.pt = g.prolongator(a.data, lev.dinv * (OMEGA / lev.rho))
