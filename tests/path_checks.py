@@ -21,10 +21,10 @@ GRID_SOLVER = {"type": "multigrid", "rtol": 1e-12, "coarsest_size": 60}
 
 def build(data: dict, registry: Any = None, **kwargs) -> Model:
     """The model of ``data``: on the CPU unless ``array_module`` (the device path with
-    those arrays) or ``device`` says otherwise (never the GPU by ``auto``, so that a CPU
-    reference stays one on a machine with a GPU)."""
+    those arrays), ``device`` or the problem's own ``device`` says otherwise (never the
+    GPU by ``auto``, so that a CPU reference stays one on a machine with a GPU)."""
     registry = registry or get_registry()
-    if kwargs.get("array_module") is None:
+    if kwargs.get("array_module") is None and "device" not in data:
         kwargs.setdefault("device", "cpu")
     return Model(parse_problem(yaml.safe_dump(data), "problem.yaml", registry), registry,
                  **kwargs)
