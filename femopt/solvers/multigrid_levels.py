@@ -119,11 +119,16 @@ class CoarseSolver:
             self.lu = spla.splu(mat, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
                                 options=dict(SymmetricMode=True))
             return
+        import cupyx
         from cupyx.scipy.linalg import lu_factor
 
         dense = op.to_dense().astype(xp.float64)
-        chol = xp.linalg.cholesky(dense)
-        if bool(xp.all(xp.isfinite(chol))):
+        try:  # cuSOLVER reports a failed factorization only when asked to raise
+            with cupyx.errstate(linalg="raise"):
+                chol = xp.linalg.cholesky(dense)
+        except np.linalg.LinAlgError:
+            chol = None
+        if chol is not None and bool(xp.all(xp.isfinite(chol))):
             self.chol = chol
             return
         self.lu = lu_factor(dense, check_finite=False)
