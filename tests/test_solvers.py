@@ -75,8 +75,8 @@ def test_restrict_and_expand_are_inverse_on_free_dofs():
     np.testing.assert_array_equal(back[free], v[free])
     assert np.count_nonzero(back) == 2 * free.size
     assert n_dofs - free.size == 6  # 3 clamped nodes, 2 dofs each
-    assert "_cell_dofs" in asm.__dict__  # restrict/expand never built the pattern
-    assert asm.nnz > 0 and "_cell_dofs" not in asm.__dict__  # first use builds it
+    assert "indices" not in asm.__dict__  # restrict/expand never built the pattern
+    assert asm.nnz > 0 and "indices" in asm.__dict__  # first use builds it
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         asm.nothing
 
