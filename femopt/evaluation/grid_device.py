@@ -26,12 +26,14 @@ from femopt.evaluation.grid_loads import GridLoads
 from femopt.solvers.eigen import lobpcg
 
 
-# What the count misses, per cell: the memory pool's blocks of temporaries between the
-# named arrays' lifetimes, allocator rounding, scratch. Measured on an H100 (2026-12-05,
-# `femopt run --device gpu` at 512x256x256, the pool's total at the end of the run):
-# 575 B/cell with mixed Krylov (counted 331) and 636 with double (counted 446).
-UNCOUNTED_PER_CELL = 245.0
-MEMORY_MARGIN = 1.05  # over the measurement: 605 (mixed) and 726 (double) B/cell there
+# What the count misses, per dof: the memory pool's blocks of temporaries between the
+# named arrays' lifetimes (dof vectors, most of them), allocator rounding, scratch.
+# Measured on an H100 (2026-12-05, `femopt run --device gpu` at 512x256x256, hex8
+# elasticity, the pool's total at the end of the run): 575 B/cell with mixed Krylov
+# (counted 331) and 636 with double (counted 446), 3.03 dofs per cell. Not yet measured
+# for one dof per node (heat), where it is scaled by the dofs.
+UNCOUNTED_PER_DOF = 81.0
+MEMORY_MARGIN = 1.05  # over the measurement: 606 (mixed) and 726 (double) B/cell there
 
 
 def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
@@ -60,7 +62,7 @@ def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
     if model is not None:
         total += integrand_bytes(model, layout.n_dofs)
         total += eigen_bytes(model, layout.n_dofs)
-    return int(MEMORY_MARGIN * (total + UNCOUNTED_PER_CELL * layout.n_cells))
+    return int(MEMORY_MARGIN * (total + UNCOUNTED_PER_DOF * layout.n_dofs))
 
 
 # float64 vectors of the dofs per LOBPCG block vector at its peak: x, Kx, Mx, the residual,
@@ -122,7 +124,10 @@ class GridDevicePath(DevicePath):
         solver = model.solver
         if hasattr(solver, "use_krylov"):
             asked = solver.options.krylov
-            self.krylov = "mixed" if asked == "auto" else asked
+            # auto: mixed where the V-cycle runs in float32 (mixed needs a float32 inner
+            # solve), else double
+            vcycle32 = getattr(solver.options, "precision", "auto") != "float64"
+            self.krylov = ("mixed" if vcycle32 else "double") if asked == "auto" else asked
             solver.use_krylov(self.krylov)
             model.device_notes.append(KRYLOV_NOTE[self.krylov])
         # the loads by their nonzeros, on the device: no vector of the grid's size

@@ -91,6 +91,8 @@ def check_ranks(problem: str, ranks: int, device: str | None) -> None:
     from femopt.evaluation.build import build_model
     from femopt.parallel.path import gpu_module, rank_plan
 
+    if device == "gpu":  # no GPU stack: said before the model is built
+        gpu_module(None, device)
     # the device path's NumPy twin: the same refusals and rank plan as on the GPU (or the
     # CPU), without touching a GPU in this process or asking one for the whole grid
     model = build_model(problem, device, distributed=SERIAL, array_module=np)

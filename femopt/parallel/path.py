@@ -196,7 +196,10 @@ class DistributedGridPath(DevicePath):
             from femopt.evaluation.grid_device import estimate_bytes
             from femopt.parallel.comm_device import check_memory
 
-            check_memory(estimate_bytes(slab.local, len(model.loads)), dcomm)
+            # the distributed multigrid's CG is float64 (its V-cycle in the solver's
+            # precision), so its slab is counted as the grid path's double Krylov
+            check_memory(estimate_bytes(slab.local, len(model.loads), krylov="double"),
+                         dcomm)
         self.ke = self.orient.element_matrix(model.ke, k)
         fixed = np.zeros(self.model_layout.n_dofs, dtype=bool)
         fixed[self.model_layout.grid_index(np.asarray(model.fixed))] = True

@@ -3,7 +3,8 @@
 // The pattern of C (rows sorted by column) is computed once on the host; at every call one
 // thread per row i of A adds a_ik b_kj into C's slot of (i, j), found by a binary search of
 // row i's columns. A thread owns its row of C: no atomics, each value summed in a fixed
-// order (A's row order, then B's), so a product is reproducible from run to run.
+// order (A's row order, then B's), so the product is reproducible from run to run. The
+// transposed product below adds atomically: its sums' order varies between runs.
 template <typename T>
 __global__ void femopt_solvers_fixed_spgemm(
     const int* __restrict__ a_ptr, const int* __restrict__ a_idx, const T* __restrict__ a_val,

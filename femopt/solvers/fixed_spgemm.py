@@ -6,7 +6,8 @@ rediscovers the output pattern at every call and asks for work buffers many time
 size of its operands (gigabytes for the 100k-tet bracket's hierarchy). Topology
 optimization never changes a pattern, so :class:`FixedProduct` computes the pattern of
 C = A B once on the host and each call only fills C's values (``fixed_spgemm.cu``: a
-thread per row, no atomics, no work buffer). :class:`FixedGalerkin` chains the products
+thread per row of C, no atomics, no work buffer; A^T B by a thread per shared row
+adding into C atomically, so P^T A P's float32 sums vary in order from run to run). :class:`FixedGalerkin` chains the products
 of a smoothed-aggregation level, P = T - s D^-1 A T and A_c = P^T (A P), with P's pattern
 (T's and A T's together) and P^T's permutation fixed as well.
 
@@ -56,6 +57,9 @@ class FixedProduct:
         # sorts its operands' indices in place, and pa, pb keep the given entry order)
         c = ((pa.copy().T if transpose_a else pa.copy()) @ pb.copy()).tocsr()
         c.sort_indices()
+        if max(pa.nnz, pb.nnz, c.nnz) >= 2**31:
+            raise ValueError("a fixed-pattern product of 2^31 entries or more: the kernels "
+                             "index in 32 bits")
         self.xp, self.shape = xp, c.shape
         self.pattern = _pattern(c)
         self._host = (pa, pb)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from femopt.assembly.structured_csr import CSROperator
 from femopt.errors import SolverError
@@ -56,7 +56,14 @@ class MultigridOptions(Options):
     """Precision of the Krylov solve: ``mixed`` runs CG in float32 (with a float32
     V-cycle) inside a float64 defect correction that stops on the float64 residual, with
     a float64 solve where the float32 one stagnates; ``double`` runs CG in float64. auto:
-    mixed on the GPU grid path, double elsewhere."""
+    mixed on the GPU grid path (unless ``precision: float64``), double elsewhere."""
+
+    @model_validator(mode="after")
+    def _mixed_needs_float32(self) -> "MultigridOptions":
+        if self.krylov == "mixed" and self.precision == "float64":
+            raise ValueError("krylov: mixed runs a float32 V-cycle; it cannot take "
+                             "precision: float64 (use krylov: double)")
+        return self
 
 class SpringOperator:
     """``op`` plus springs to ground: A u + diag(k) u at the dofs ``idx`` (a few)."""
@@ -132,7 +139,8 @@ class CoarseSolver:
             self.chol = chol
             return
         self.lu = lu_factor(dense, check_finite=False)
-        if not bool(xp.all(xp.isfinite(self.lu[0]))):
+        u_diag = xp.diagonal(self.lu[0])
+        if not (bool(xp.all(xp.isfinite(self.lu[0]))) and bool(xp.all(u_diag != 0))):
             raise SolverError("multigrid: the coarsest operator is singular")
 
     def __call__(self, b: Any) -> Any:
