@@ -272,18 +272,21 @@ class EvaluationPath:
         self._modal_values.update({(self.modal_slot, k): v for k, (v, _) in out.items()})
         return out
 
-    def final_modes(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
-        """(position in ``model.functions()``, eigenvalues, (n_modes, n_dofs) host
-        eigenvectors in femopt's dof numbering, M-normalised) of every function of
-        eigenvalues at the design analysed last (:meth:`final_analysis`: the final
-        design, a robust problem's intermediate one)."""
+    def final_modes(self) -> list[tuple[int, int | None, np.ndarray, np.ndarray]]:
+        """(position in ``model.functions()``, the term's number in a weighted sum (1, 2,
+        ... among its terms of eigenvalues; None for a function of eigenvalues itself),
+        eigenvalues, (n_modes, n_dofs) host eigenvectors in femopt's dof numbering,
+        M-normalised) of every function of eigenvalues at the design analysed last
+        (:meth:`final_analysis`: the final design, a robust problem's intermediate one)."""
         fns = self.model.functions()
         out = []
         for k in self.eigen_indices():
-            phis = getattr(fns[k], "last_modes", None)
-            if phis is not None:
-                lams = np.asarray(to_host(fns[k].last_eigenvalues), dtype=np.float64)
-                out.append((k, lams, self.host_modes(phis)))
+            for j, (_, fn) in enumerate(modal_parts(fns[k]), start=1):
+                phis = getattr(fn, "last_modes", None)
+                if phis is not None:
+                    lams = np.asarray(to_host(fn.last_eigenvalues), dtype=np.float64)
+                    out.append((k, None if fn is fns[k] else j, lams,
+                                self.host_modes(phis)))
         return out
 
     def host_modes(self, phis: Any) -> np.ndarray:

@@ -163,36 +163,35 @@ def design_result(model, x: np.ndarray, state) -> DesignResult:
                         physics_thickness(model.problem), model.name)
 
 
-def _modal_name(model, position: int) -> str:
+def _modal_name(model, position: int, term: int | None = None) -> str:
     """The prefix of a function of eigenvalues' outputs: the objective's none, a
-    constraint's its label."""
-    return "" if position == 0 else f"{model.bounds[position - 1].label}_"
+    constraint's its label; a weighted sum's term of eigenvalues adds "term<j>_"."""
+    name = "" if position == 0 else f"{model.bounds[position - 1].label}_"
+    return name if term is None else f"{name}term{term}_"
 
 
 def mode_fields(model) -> dict[str, np.ndarray]:
     """The eigenvectors of every function of eigenvalues at the final design as point
     fields "mode_1", "mode_2", ... (lowest first, M-normalised; a constraint's as
-    "<label>_mode_1", ...), shaped like the displacement field."""
+    "<label>_mode_1", ...; a weighted sum's terms' as "term1_mode_1", ...), shaped like
+    the displacement field."""
     k = model.physics.dofs_per_node
     out = {}
-    for position, _, phis in model.final_modes():
+    for position, term, _, phis in model.final_modes():
         for i, phi in enumerate(phis, start=1):
             v = phi.reshape(-1, k)
-            out[f"{_modal_name(model, position)}mode_{i}"] = v[:, 0] if k == 1 else v
+            out[f"{_modal_name(model, position, term)}mode_{i}"] = v[:, 0] if k == 1 else v
     return out
 
 
 def final_frequencies(model) -> dict[str, list[float]]:
     """The eigenfrequencies (rad/s, lowest first) of every function of eigenvalues at the
     final design, by the name its modes have in the design file ("modes": the
-    objective's; "<label>_modes": a constraint's)."""
-    fns = model.functions()
+    objective's; "<label>_modes": a constraint's; "term<j>_modes": a sum's terms')."""
     out = {}
-    for position in model.path.eigen_indices():
-        lams = getattr(fns[position], "last_eigenvalues", None)
-        if lams is not None:
-            w = np.sqrt(np.maximum(np.asarray(to_host(lams), dtype=float), 0.0))
-            out[f"{_modal_name(model, position)}modes"] = [float(v) for v in w]
+    for position, term, lams, _ in model.final_modes():
+        w = np.sqrt(np.maximum(lams, 0.0))
+        out[f"{_modal_name(model, position, term)}modes"] = [float(v) for v in w]
     return out
 
 
