@@ -38,8 +38,11 @@ def csr_on(pattern: sp.csr_matrix, data: Any, xp: Any) -> Any:
         return sp.csr_matrix((data, pattern.indices, pattern.indptr), shape=pattern.shape)
     import cupyx.scipy.sparse as csp
 
-    return csp.csr_matrix((data, xp.asarray(pattern.indices), xp.asarray(pattern.indptr)),
-                          shape=pattern.shape)
+    index = getattr(pattern, "_femopt_device_index", None)
+    if index is None:  # uploaded once per pattern, not at every design
+        index = (xp.asarray(pattern.indices), xp.asarray(pattern.indptr))
+        pattern._femopt_device_index = index
+    return csp.csr_matrix((data, *index), shape=pattern.shape)
 
 
 class FixedProduct:

@@ -180,10 +180,11 @@ class SAHierarchy:
         self.xp, self.sp, self.degree = xp, sparse_module(xp), degree
         self.dtype = dtype
         self.visits = 2 if cycle == "W" else 1  # coarse corrections per level
-        self.levels = [Level(t=self._to_device(t)) for t in prolongators] + [Level()]
-        self.coarse_inv = None
         # fixed-pattern products (the GPU's; with NumPy for tests), made on the first update
         self.fixed = xp is not np if fixed_products is None else fixed_products
+        self.levels = [Level(t=None if self.fixed else self._to_device(t))
+                       for t in prolongators] + [Level()]
+        self.coarse_inv = None
         self.host_t = list(prolongators)
         self.galerkin: list[Any] | None = None
 
