@@ -355,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     from femopt.parallel.launch import FollowerExit
 
     try:
+        from femopt.solvers.row_split import cpu_threads
+
+        cpu_threads()  # a bad FEMOPT_SPMV_THREADS is said before any work
         with signals_interrupt():
             return int(args.func(args) or 0)
     except FollowerExit as exc:  # rank 0 said why

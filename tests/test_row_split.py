@@ -3,6 +3,8 @@ thread pool give the whole product's values bit for bit, for CSR and BSR matrice
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -37,3 +39,17 @@ def test_small_matrices_and_one_core_stay_whole(monkeypatch):
     assert split_rows(big) is big
     monkeypatch.setenv("FEMOPT_SPMV_THREADS", "2")
     assert isinstance(split_rows(big), RowSplit)
+
+
+def test_a_bad_thread_count_in_the_environment_is_refused_before_any_work(
+        tmp_path, monkeypatch, capsys):
+    from femopt.cli import main
+
+    monkeypatch.setenv("FEMOPT_SPMV_THREADS", "two")
+    out = tmp_path / "out"
+    code = main(["run", str(Path(__file__).parents[1] / "problems" / "mbb_beam.yaml"),
+                 "--out", str(out), "--quiet"])
+    assert code == 2
+    assert "FEMOPT_SPMV_THREADS must be a whole number of threads, not 'two'" in \
+        capsys.readouterr().err
+    assert not out.exists()

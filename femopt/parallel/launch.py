@@ -142,9 +142,14 @@ def _run_mpiexec(cmd: list[str], env: dict) -> tuple[int, tuple[int, int] | None
     seen = {"stdout": b"", "stderr": b""}
 
     def relay(source, sink, key):
+        raw = getattr(sink, "buffer", None)  # a text stream without one (a notebook's)
         while chunk := os.read(source.fileno(), 1 << 16):
-            sink.buffer.write(chunk)
-            sink.buffer.flush()
+            if raw is not None:
+                raw.write(chunk)
+                raw.flush()
+            else:
+                sink.write(chunk.decode(errors="replace"))
+                sink.flush()
             seen[key] = (seen[key] + chunk)[-16384:]  # hydra's report ends the output
 
     readers = [threading.Thread(target=relay, args=(proc.stdout, sys.stdout, "stdout"),

@@ -25,6 +25,11 @@ def cpu_threads() -> int:
     split off)."""
     env = os.environ.get("FEMOPT_SPMV_THREADS")
     if env:
+        if not env.strip().isdigit():
+            from femopt.errors import InputError
+
+            raise InputError(f"FEMOPT_SPMV_THREADS must be a whole number of threads, "
+                             f"not {env!r}")
         return max(1, int(env))
     try:
         return len(os.sched_getaffinity(0))
