@@ -11,6 +11,7 @@ import numpy as np
 
 from femopt.assembly.surface import SurfaceLoad, surface_load_vector
 from femopt.errors import Issue, SingularSystemError
+from femopt.evaluation.load_nonzeros import LoadNonzeros
 from femopt.mesh.facets import select_facets
 from femopt.mesh.regions import RegionError, select_cells, select_nodes
 from femopt.problem.schema import SURFACE_KEYS
@@ -97,15 +98,17 @@ SURFACE_FOR = {"force": ("traction", "pressure"), "heat": ("heat_flux",)}
 
 
 def loads(model: Any, issues: list[Issue]):
-    """(case names, case weights, (n_cases, n_dofs) load vectors, surface loads) of the
-    problem; the vectors include the surface loads at the mesh's coordinates."""
+    """(case names, case weights, the load vectors as :class:`LoadNonzeros`, surface
+    loads) of the problem; the vectors include the surface loads at the mesh's
+    coordinates. No vector of the problem's size is kept: a surface or body load's
+    vector lives only until its nonzeros are taken."""
     p = model.problem
     if p.load_cases is not None:
         cases = [(("load_cases", i, "loads"), c.name or f"case{i + 1}", c.weight, c.loads)
                  for i, c in enumerate(p.load_cases)]
     else:
         cases = [(("loads",), "loads", 1.0, p.loads or [])]
-    vecs = np.zeros((len(cases), model.n_dofs))
+    pieces: list[tuple[int, np.ndarray, np.ndarray]] = []
     surface: list[SurfaceLoad] = []
     for c, (path, _, _, case_loads) in enumerate(cases):
         for j, load in enumerate(case_loads):
@@ -115,16 +118,22 @@ def loads(model: Any, issues: list[Issue]):
                     s = _surface_load(model, c, load, lp, issues)
                     if s is not None:
                         surface.append(s)
-                        vecs[c] += surface_load_vector(s, model.mesh.coords,
-                                                       model.physics.dofs_per_node,
-                                                       model.physics.thickness())
+                        pieces.append((c, *_nonzeros(surface_load_vector(
+                            s, model.mesh.coords, model.physics.dofs_per_node,
+                            model.physics.thickness()))))
                 else:
                     vec = _value(model, load, lp, issues)
                     if vec is not None:
-                        _add_nodal_or_body(model, load, vec, vecs[c])
+                        pieces.extend((c, d, v) for d, v in _nodal_or_body(model, load, vec))
             except RegionError as exc:
                 issues.append(model.loaded.issue(lp + ("region",), str(exc)))
-    return [n for _, n, _, _ in cases], np.array([w for _, _, w, _ in cases]), vecs, surface
+    nz = LoadNonzeros.from_pieces(len(cases), model.n_dofs, pieces)
+    return [n for _, n, _, _ in cases], np.array([w for _, _, w, _ in cases]), nz, surface
+
+
+def _nonzeros(vec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.flatnonzero(vec)
+    return idx, vec[idx]
 
 
 def _value(model: Any, load: Any, lp: tuple, issues: list[Issue]) -> np.ndarray | None:
@@ -146,20 +155,18 @@ def _value(model: Any, load: Any, lp: tuple, issues: list[Issue]) -> np.ndarray 
     return vec
 
 
-def _add_nodal_or_body(model: Any, load: Any, vec: np.ndarray, out: np.ndarray) -> None:
-    """Add the dof vector of a nodal load or a body load to ``out`` (a nodal load at its
-    nodes' dofs only: no second vector of the problem's size)."""
+def _nodal_or_body(model: Any, load: Any, vec: np.ndarray):
+    """(dofs, values) pieces of a nodal load (one per component, at its nodes' dofs
+    only) or a body load (the nonzeros of its vector)."""
     if load.body:
         cells = (select_cells(load.region, model.mesh) if load.region
                  else np.arange(model.mesh.n_cells))
-        out += model.physics.body_load(list(vec), cells)
-        return
+        return [_nonzeros(model.physics.body_load(list(vec), cells))]
     k = model.physics.dofs_per_node
-    nodes = select_nodes(load.region, model.mesh)
+    nodes = select_nodes(load.region, model.mesh)  # distinct
     if load.distribute == "total":
         vec = vec / nodes.size
-    for comp in range(k):
-        out[nodes * k + comp] += vec[comp]  # the nodes of a region are distinct
+    return [(nodes * k + comp, np.full(nodes.size, vec[comp])) for comp in range(k)]
 
 
 def _surface_load(model: Any, case: int, load: Any, lp: tuple,

@@ -131,16 +131,17 @@ class GridDevicePath(DevicePath):
             solver.use_krylov(self.krylov)
             model.device_notes.append(KRYLOV_NOTE[self.krylov])
         # the loads by their nonzeros, on the device: no vector of the grid's size
-        super().__init__(model, xp, self._sparse_loads(model.loads, xp))
+        super().__init__(model, xp, self._sparse_loads(model.load_nonzeros, xp))
 
-    def _sparse_loads(self, loads: np.ndarray, xp: Any) -> GridLoads:
-        """The host load vectors (n_cases, n_dofs, femopt's numbering) as
-        :class:`GridLoads` in the grid layout, zero on supported dofs (equal to
-        ``self._to_states`` of each), built from their nonzeros."""
-        nz = np.flatnonzero(np.any(loads != 0.0, axis=0))
+    def _sparse_loads(self, loads: Any, xp: Any) -> GridLoads:
+        """The loads' nonzeros (:class:`~femopt.evaluation.load_nonzeros.LoadNonzeros`,
+        femopt's numbering) as :class:`GridLoads` in the grid layout, zero on supported
+        dofs (equal to ``self._to_states`` of each dense vector)."""
+        nz = loads.loaded()
+        values = loads.values[:, np.searchsorted(loads.index, nz)]
         idx = self.layout.grid_index(nz)
         keep = ~self.fixed_grid[idx]
-        return GridLoads(idx[keep], loads[:, nz[keep]], self.layout.n_dofs, xp)
+        return GridLoads(idx[keep], values[:, keep], self.layout.n_dofs, xp)
 
     def _loads_dot(self, u: Any) -> np.ndarray:
         return to_host(self.loads.dots(u))

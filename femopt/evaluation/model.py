@@ -118,7 +118,7 @@ class Model:
         self.n_dofs = self.mesh.n_nodes * self.physics.dofs_per_node
         self.fixed = conditions.supports(self, issues)
         self.springs = conditions.springs(self, issues)
-        (self.case_names, self.weights, self.loads,
+        (self.case_names, self.weights, self.load_nonzeros,
          self.surface_loads) = conditions.loads(self, issues)
         self.passive_idx, self.passive_val = conditions.passive(self, issues)
         self.filters = [self._create("filter", s, issues, self.mesh) for s in sec["filters"]]
@@ -214,7 +214,7 @@ class Model:
             self.loads_free = self.assembler.restrict(self.loads.T)  # (n_free, n_cases)
         else:  # the device path assembles nothing: no sparse pattern on the host
             self.assembler = None
-        loaded_dofs = np.flatnonzero(np.any(self.loads != 0.0, axis=0))
+        loaded_dofs = self.load_nonzeros.loaded()
         if self.static and not np.any(free_mask[loaded_dofs]):
             raise loaded.error(("load_cases" if self.problem.load_cases else "loads",),
                                "every load acts on supported degrees of freedom only: "
@@ -263,6 +263,12 @@ class Model:
             self.optimizer = shape_optimizer(self)
         # the one backend every evaluation goes through
         self.path: EvaluationPath = make_path(self, xp, distributed)
+
+    @cached_property
+    def loads(self) -> np.ndarray:
+        """(n_cases, n_dofs) host load vectors, built on first use: the paths that work
+        on a grid (one GPU, or slabs on ranks) take :attr:`load_nonzeros` instead."""
+        return self.load_nonzeros.dense()
 
     @cached_property
     def ke(self) -> np.ndarray:

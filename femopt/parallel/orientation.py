@@ -86,6 +86,24 @@ class Orientation:
         return np.ascontiguousarray(
             g.transpose((0,) + tuple(1 + a for a in self._to_model_axes))).reshape(-1)
 
+    def dofs_in(self, dofs: np.ndarray, k: int) -> np.ndarray:
+        """Internal grid-layout positions of femopt's (node-major, model order) dof
+        numbers: where :meth:`nodes_in` of a grid-layout vector puts them, without a
+        vector of the grid's size."""
+        dofs = np.asarray(dofs, dtype=np.int64)
+        node, comp = dofs // k, dofs % k
+        ns = [n + 1 for n in self.shape]
+        coord = []
+        for n in ns:  # model node coordinates, x first
+            coord.append(node % n)
+            node = node // n
+        out = np.zeros_like(dofs)
+        stride = 1
+        for p in self.perm:  # internal axes, fastest first
+            out += coord[p] * stride
+            stride *= ns[p]
+        return comp * stride + out
+
     def element_matrix(self, ke: np.ndarray, k: int) -> np.ndarray:
         """K0 with its corners in the internal grid's VTK order (components unchanged)."""
         if self.identity:

@@ -198,7 +198,8 @@ class DistributedGridPath(DevicePath):
 
             # the distributed multigrid's CG is float64 (its V-cycle in the solver's
             # precision), so its slab is counted as the grid path's double Krylov
-            check_memory(estimate_bytes(slab.local, len(model.loads), krylov="double"),
+            check_memory(estimate_bytes(slab.local, len(model.load_nonzeros),
+                                        krylov="double"),
                          dcomm)
         self.ke = self.orient.element_matrix(model.ke, k)
         fixed = np.zeros(self.model_layout.n_dofs, dtype=bool)
@@ -218,7 +219,7 @@ class DistributedGridPath(DevicePath):
         spacing = self.orient.internal(tuple(model.mesh.grid.spacing))
         stages = [f.slab_twin(slab, spacing) for f in model.filters]
         self.reductions = Reductions(slab)
-        loads = xp.stack([self._to_states(f) for f in model.loads])
+        loads = self._slab_loads(model.load_nonzeros)
         super().__init__(model, xp, loads, stages)
         passive = np.zeros(model.mesh.n_cells, dtype=bool)
         values = np.zeros(model.mesh.n_cells)
@@ -235,6 +236,18 @@ class DistributedGridPath(DevicePath):
         out = self.slab.node_part(self.orient.nodes_in(self.model_layout.from_dofs(a), k))
         out[self.kept_fixed] = 0.0
         return out
+
+    def _slab_loads(self, nz: Any) -> Any:
+        """(n_cases, kept node dofs) this slab's loads from their nonzeros
+        (:class:`~femopt.evaluation.load_nonzeros.LoadNonzeros`), zero on supported
+        dofs: equal to :meth:`_to_states` of each dense vector, with no vector of the
+        whole grid."""
+        grid = self.orient.dofs_in(nz.index, self.glayout.k)
+        which, local = self.slab.kept_positions(grid)
+        out = np.zeros((len(nz), self.slab.local.n_dofs))
+        out[:, local] = nz.values[:, which]
+        out[:, to_host(self.kept_fixed)] = 0.0
+        return self.slab.xp.asarray(out)
 
     def _to_cells(self, v: np.ndarray) -> np.ndarray:
         return self.slab.cell_part(self.orient.cells_in(to_host(v)))

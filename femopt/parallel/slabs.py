@@ -193,6 +193,18 @@ class Slab:
         part = full.reshape(self.layout.k, -1, p)[:, g0:g1]
         return self.xp.asarray(array_namespace(full).array(part, order="C").reshape(-1))
 
+    def kept_positions(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(which, local): which of the whole-level node-vector positions ``index``
+        (grid layout, host) lie in the kept node layers, and their local positions
+        there (the positions :meth:`node_part` moves them to)."""
+        g0, g1 = self.nodes
+        p, n = self.layer_nodes, self.layout.n_nodes
+        comp, node = np.divmod(np.asarray(index, dtype=np.int64), n)
+        layer = node // p
+        which = (layer >= g0) & (layer < g1)
+        local = comp * ((g1 - g0) * p) + node - g0 * p
+        return which, local[which]
+
     def cell_part(self, full: np.ndarray, kept: bool = False) -> np.ndarray:
         """The owned (or with ``kept`` the kept) part of a whole-level cell array, a copy."""
         a, b = self.cells if kept else self.own
