@@ -39,8 +39,8 @@ from femopt.backend.threads import single_blas_thread
 from femopt.errors import SolverError
 from femopt.parallel import slabs as sl
 from femopt.parallel.operators import FineOperator, SlabCSR, layer_matmul
+from femopt.parallel.slab_conditions import coarse_fixed_index, kept_mask, kept_normal
 from femopt.parallel.slabs import Slab
-from femopt.solvers import multigrid_transfer as transfer
 from femopt.solvers.galerkin import child_matrices, coarsen_cell_matrices, descendant_scales
 from femopt.solvers.multigrid import LANCZOS_MARGIN
 from femopt.solvers.multigrid_levels import CoarseSolver, MultigridOptions, eigenvalue_bound
@@ -115,33 +115,33 @@ class SlabMultigrid:
         return Slab.replicated(self.layouts[i], self.xp)
 
     def _build(self, fixed: np.ndarray) -> None:
-        """Levels of the whole-grid constraint mask ``fixed`` (internal grid layout)."""
+        """Levels of the constrained dofs ``fixed`` (sorted internal grid-layout positions
+        on the whole fine grid): each level's slab keeps its part only."""
         rng = np.random.default_rng(0)
         levels = []
-        fixed_full = fixed
+        index = fixed
         for i, lay in enumerate(self.layouts):
             if i:
-                fixed_full = transfer.coarse_fixed(self.layouts[i - 1], fixed_full)
+                index = coarse_fixed_index(self.layouts[i - 1], index)
             slab = self.slab_of(i)
-            f = slab.node_part(fixed_full)
+            f = kept_mask(slab, index)
             lev = Level(slab, f, ~f)
             n = slab.local.n_dofs
             lev.b, lev.x, lev.r, lev.d = (self.xp.zeros(n, dtype=self.dtype)
                                           for _ in range(4))
             if i > 0 or i == len(self.layouts) - 1:
                 lev.pattern = StructuredCSR(slab.local, f)
-            probe = rng.standard_normal(lay.n_dofs).astype(self.dtype)
-            lev.probe = slab.node_part(probe) * lev.free
+            lev.probe = kept_normal(rng, slab, self.dtype) * lev.free
             levels.append(lev)
         self.levels = levels
-        self.fine_fixed = self.fine.node_part(fixed)
+        self.fine_fixed = kept_mask(self.fine, fixed)
         self.fine_free = ~self.fine_fixed
 
     def update(self, scale: np.ndarray, fixed: np.ndarray,
                springs: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """A new design: ``scale`` on the fine slab's kept cells; ``fixed`` the whole
-        grid's constrained dofs (internal grid layout; the hierarchy is rebuilt when the
-        object changes); ``springs`` (kept-dof indices, stiffness) on the fine level."""
+        grid's constrained dofs (sorted internal grid-layout positions; the hierarchy is
+        rebuilt when the object changes); ``springs`` (kept-dof indices, stiffness) on the fine level."""
         with single_blas_thread(np):  # one rank per core: no BLAS thread pool on top
             self._update(scale, fixed, springs)
 

@@ -86,23 +86,30 @@ class Orientation:
         return np.ascontiguousarray(
             g.transpose((0,) + tuple(1 + a for a in self._to_model_axes))).reshape(-1)
 
-    def dofs_in(self, dofs: np.ndarray, k: int) -> np.ndarray:
-        """Internal grid-layout positions of femopt's (node-major, model order) dof
-        numbers: where :meth:`nodes_in` of a grid-layout vector puts them, without a
-        vector of the grid's size."""
-        dofs = np.asarray(dofs, dtype=np.int64)
-        node, comp = dofs // k, dofs % k
-        ns = [n + 1 for n in self.shape]
+    def cell_index_in(self, cells: np.ndarray) -> np.ndarray:
+        """Internal positions of model-order cell numbers: where :meth:`cells_in` puts
+        them."""
+        return self._index_in(np.asarray(cells, dtype=np.int64), list(self.shape))
+
+    def _index_in(self, index: np.ndarray, ns: list[int]) -> np.ndarray:
         coord = []
-        for n in ns:  # model node coordinates, x first
-            coord.append(node % n)
-            node = node // n
-        out = np.zeros_like(dofs)
+        for n in ns:  # model coordinates, x first
+            coord.append(index % n)
+            index = index // n
+        out = np.zeros_like(index)
         stride = 1
         for p in self.perm:  # internal axes, fastest first
             out += coord[p] * stride
             stride *= ns[p]
-        return comp * stride + out
+        return out
+
+    def dofs_in(self, dofs: np.ndarray, k: int) -> np.ndarray:
+        """Internal grid-layout positions of femopt's (node-major, model order) dof
+        numbers: where :meth:`nodes_in` of a grid-layout vector puts them, without a
+        vector of the grid's size."""
+        node, comp = np.divmod(np.asarray(dofs, dtype=np.int64), k)
+        ns = [n + 1 for n in self.shape]
+        return comp * int(np.prod(ns)) + self._index_in(node, ns)
 
     def element_matrix(self, ke: np.ndarray, k: int) -> np.ndarray:
         """K0 with its corners in the internal grid's VTK order (components unchanged)."""

@@ -36,6 +36,7 @@ from femopt.parallel.comm import Comm
 from femopt.parallel.multigrid import SlabMultigrid, level_layouts
 from femopt.parallel.operators import layer_matmul
 from femopt.parallel.reductions import Reductions
+from femopt.parallel.slab_conditions import kept_mask
 from femopt.parallel.orientation import Orientation
 from femopt.parallel.slabs import Slab, choose_axis, largest_size, plan
 
@@ -202,16 +203,17 @@ class DistributedGridPath(DevicePath):
                                         krylov="double"),
                          dcomm)
         self.ke = self.orient.element_matrix(model.ke, k)
-        fixed = np.zeros(self.model_layout.n_dofs, dtype=bool)
-        fixed[self.model_layout.grid_index(np.asarray(model.fixed))] = True
-        self.fixed_grid = self.orient.nodes_in(fixed, k)
-        self.kept_fixed = slab.node_part(self.fixed_grid)
+        # the supports as sorted internal grid-layout positions: no whole-grid mask
+        self.fixed_index = np.sort(self.orient.dofs_in(np.asarray(model.fixed), k))
+        self.kept_fixed = kept_mask(slab, self.fixed_index)
         self.mg = SlabMultigrid(model.solver.options, self.glayout, self.ke, slab, n_dist)
         self.springs = None
-        if np.any(model.springs):
+        if np.any(model.springs):  # springs come as a whole dof vector (model.springs)
             full = self.orient.nodes_in(self.model_layout.from_dofs(
                 np.asarray(model.springs, dtype=np.float64)), k)
-            idx = np.flatnonzero((full != 0.0) & ~self.fixed_grid)
+            free = np.ones(full.size, dtype=bool)
+            free[self.fixed_index] = False
+            idx = np.flatnonzero((full != 0.0) & free)
             self.mg.set_springs_full(idx, full[idx])
             kept = slab.node_part(full) * ~self.kept_fixed
             kidx = xp.flatnonzero(kept != 0.0)
@@ -221,17 +223,21 @@ class DistributedGridPath(DevicePath):
         self.reductions = Reductions(slab)
         loads = self._slab_loads(model.load_nonzeros)
         super().__init__(model, xp, loads, stages)
-        passive = np.zeros(model.mesh.n_cells, dtype=bool)
-        values = np.zeros(model.mesh.n_cells)
-        passive[model.passive_idx] = True
-        values[model.passive_idx] = model.passive_val
-        own_passive = self._to_cells(passive)
-        self.passive_idx = xp.flatnonzero(own_passive)
-        self.passive_val = self._to_cells(values)[self.passive_idx]
+        # the passive cells this rank owns, from their indices
+        cells = self.orient.cell_index_in(np.asarray(model.passive_idx, dtype=np.int64))
+        o0, o1 = slab.own
+        p = slab.layer_cells
+        mine = (cells >= o0 * p) & (cells < o1 * p)
+        order = np.argsort(cells[mine])
+        self.passive_idx = xp.asarray(cells[mine][order] - o0 * p)
+        self.passive_val = xp.asarray(np.asarray(model.passive_val, dtype=np.float64)
+                                      [mine][order])
 
     # -- layouts -----------------------------------------------------------------------
 
     def _to_states(self, a: np.ndarray) -> np.ndarray:
+        """A whole dof vector (femopt's numbering; a functional's) as this slab's kept
+        part in the internal layout, zero on supported dofs."""
         k = self.glayout.k
         out = self.slab.node_part(self.orient.nodes_in(self.model_layout.from_dofs(a), k))
         out[self.kept_fixed] = 0.0
@@ -240,8 +246,8 @@ class DistributedGridPath(DevicePath):
     def _slab_loads(self, nz: Any) -> Any:
         """(n_cases, kept node dofs) this slab's loads from their nonzeros
         (:class:`~femopt.evaluation.load_nonzeros.LoadNonzeros`), zero on supported
-        dofs: equal to :meth:`_to_states` of each dense vector, with no vector of the
-        whole grid."""
+        dofs: the kept part of each dense vector moved to the internal layout, with no
+        vector of the whole grid."""
         grid = self.orient.dofs_in(nz.index, self.glayout.k)
         which, local = self.slab.kept_positions(grid)
         out = np.zeros((len(nz), self.slab.local.n_dofs))
@@ -302,7 +308,7 @@ class DistributedGridPath(DevicePath):
         return s.exchange_cells(kept)
 
     def _set_operator(self, scale: Any) -> None:
-        self.mg.update(self._kept_cells(scale), self.fixed_grid, self.springs)
+        self.mg.update(self._kept_cells(scale), self.fixed_index, self.springs)
 
     def _solve(self, rhs: Any, x0: Any) -> tuple[Any, int]:
         x = self.mg.solve(rhs, x0=x0)
