@@ -112,7 +112,7 @@ def make_path(model: Any, xp: Any, distributed: Any) -> Any:
         from femopt.parallel.path import DistributedGridPath
 
         path = DistributedGridPath(model, distributed, xp)
-        put = path.local_design
+        put = partial(path.local_design_of, model.x_fixed_idx, model.x_fixed_val)
     elif xp is None:
         from femopt.evaluation.assembled import AssembledPath
 

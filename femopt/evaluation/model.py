@@ -195,11 +195,11 @@ class Model:
                   else shape_device(self, device))
         if xp is None or self.mesh.grid is not None:  # built now, before nodes may move
             _ = self.ke  # (the GPU path on a mesh from a file makes its own on the device)
-        free_mask = np.ones(self.n_dofs, dtype=bool)
-        free_mask[self.fixed] = False
-        self.n_free = int(free_mask.sum())
+        self.n_free = self.n_dofs - int(np.unique(self.fixed).size)
         self.ke_fixed = self.physics.fixed_element_matrices()
         if xp is None and distributed is None:
+            free_mask = np.ones(self.n_dofs, dtype=bool)
+            free_mask[self.fixed] = False
             self.assembler = FixedPatternAssembler(self.cell_dofs, self.n_dofs,
                                                    np.flatnonzero(free_mask),
                                                    self.physics.dofs_per_node)
@@ -215,7 +215,7 @@ class Model:
         else:  # the device path assembles nothing: no sparse pattern on the host
             self.assembler = None
         loaded_dofs = self.load_nonzeros.loaded()
-        if self.static and not np.any(free_mask[loaded_dofs]):
+        if self.static and np.all(np.isin(loaded_dofs, self.fixed)):
             raise loaded.error(("load_cases" if self.problem.load_cases else "loads",),
                                "every load acts on supported degrees of freedom only: "
                                "the structure carries nothing")
@@ -228,9 +228,11 @@ class Model:
         self.x_fixed_idx, self.x_fixed_val = conditions.fixed_design(self)
         n = int(getattr(self.filters[0], "n_inputs", n)) if self.filters else n
         self.n, self.m = n, len(self.bounds)
-        if xp is not None and distributed is None and self.x_fixed_idx.size == 0:
-            # a device path makes them where it keeps the design (make_path): no host
-            # arrays of the design's size, only their constant values
+        if ((xp is not None and distributed is None and self.x_fixed_idx.size == 0)
+                or (distributed is not None and n == self.mesh.n_cells)):
+            # a device path, or a rank its slab, makes them where it keeps the design
+            # (make_path; a rank puts the fixed values of x_fixed_idx in): no host arrays
+            # of the design's size, only their constant values
             self.xmin, self.xmax, self.x0 = (np.broadcast_to(np.float64(v), (n,)) for v in
                                              (0.0, 1.0, self._initial_density()))
         else:

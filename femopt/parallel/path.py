@@ -224,12 +224,9 @@ class DistributedGridPath(DevicePath):
         loads = self._slab_loads(model.load_nonzeros)
         super().__init__(model, xp, loads, stages)
         # the passive cells this rank owns, from their indices
-        cells = self.orient.cell_index_in(np.asarray(model.passive_idx, dtype=np.int64))
-        o0, o1 = slab.own
-        p = slab.layer_cells
-        mine = (cells >= o0 * p) & (cells < o1 * p)
-        order = np.argsort(cells[mine])
-        self.passive_idx = xp.asarray(cells[mine][order] - o0 * p)
+        mine, local = self._own_cells(model.passive_idx)
+        order = np.argsort(local)
+        self.passive_idx = xp.asarray(local[order])
         self.passive_val = xp.asarray(np.asarray(model.passive_val, dtype=np.float64)
                                       [mine][order])
 
@@ -258,9 +255,30 @@ class DistributedGridPath(DevicePath):
     def _to_cells(self, v: np.ndarray) -> np.ndarray:
         return self.slab.cell_part(self.orient.cells_in(to_host(v)))
 
+    def _own_cells(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(which, local): which of femopt's cell numbers ``cells`` this rank owns, and
+        their positions among its owned cells."""
+        internal = self.orient.cell_index_in(np.asarray(cells, dtype=np.int64))
+        o0, o1 = self.slab.own
+        p = self.slab.layer_cells
+        which = (internal >= o0 * p) & (internal < o1 * p)
+        return which, internal[which] - o0 * p
+
     def local_design(self, x: np.ndarray) -> np.ndarray:
         """A whole design (femopt's cell order) as this rank's owned cells."""
         return self._to_cells(x)
+
+    def local_design_of(self, fixed_idx: np.ndarray, fixed_val: np.ndarray,
+                        x: np.ndarray) -> Any:
+        """This rank's owned cells of a design-sized host array: made on the slab from
+        its value when ``x`` is a constant (a broadcast view), with ``fixed_val`` on the
+        cells ``fixed_idx`` (the passive ones); else the owned part of ``x``."""
+        if not (x.ndim == 1 and x.size and x.strides == (0,)):
+            return self.local_design(x)
+        out = np.full(self.slab.n_own_cells, float(x[0]))
+        which, local = self._own_cells(fixed_idx)
+        out[local] = np.asarray(fixed_val, dtype=np.float64)[which]
+        return self.slab.xp.asarray(out)
 
     def gather_cells(self, a: np.ndarray) -> np.ndarray | None:
         """Every rank's owned cells of ``a`` as one array in femopt's cell order, on rank
