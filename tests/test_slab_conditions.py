@@ -98,3 +98,53 @@ def test_load_nonzeros_sum_in_order():
     nz = LoadNonzeros.from_pieces(2, n, pieces)
     np.testing.assert_array_equal(nz.dense(), dense)  # exactly: the same sums in order
     assert nz.index.size == np.count_nonzero(np.any(dense != 0, axis=0))
+
+
+PASSIVE_3D = """\
+name: slab_conditions
+mesh: {type: structured, shape: [4, 6, 3], size: [4.0, 6.0, 3.0]}
+physics: {type: linear_elasticity}
+supports:
+  - region: {face: y_min}
+load_cases:
+  - loads:
+      - region: {box: {min: [4.0, 6.0, 0.0], max: [4.0, 6.0, 3.0]}}
+        force: [0.0, -1.0, 0.5]
+  - loads:
+      - region: {face: z_max}
+        pressure: 0.25
+design:
+  passive:
+    - region: {box: {min: [0.0, 5.0, 0.0], max: [4.0, 6.0, 3.0]}}
+      value: solid
+filters:
+  - {type: density, radius: 1.5}
+objective: {type: compliance}
+constraints:
+  - {type: volume, max: 0.4}
+optimizer: {type: oc, max_iter: 2}
+solver: {type: multigrid}
+output: {picture: false}
+"""
+
+
+def test_one_rank_conditions_equal_the_whole_arrays_cut(write_problem):
+    from femopt.evaluation.build import build_model
+
+    model = build_model(write_problem(PASSIVE_3D), "cpu", distributed=SERIAL)
+    path = model.path
+    n = model.mesh.n_cells
+    assert model.x_fixed_idx.size == 12  # one layer of 4 x 3 cells
+    x0 = np.full(n, model._initial_density())
+    x0[model.x_fixed_idx] = model.x_fixed_val
+    xmin = np.zeros(n)
+    xmin[model.x_fixed_idx] = model.x_fixed_val
+    np.testing.assert_array_equal(model.x0, path.local_design(x0))
+    np.testing.assert_array_equal(model.xmin, path.local_design(xmin))
+    np.testing.assert_array_equal(model.xmax, path.local_design(np.ones(n)))
+    mask = np.zeros(n, dtype=bool)
+    mask[model.passive_idx] = True
+    np.testing.assert_array_equal(path.passive_idx, np.flatnonzero(path.local_design(mask)))
+    expect = np.stack([path._to_states(f) for f in model.loads])
+    np.testing.assert_array_equal(path.loads, expect)
+    assert np.count_nonzero(expect[1]) > 0
