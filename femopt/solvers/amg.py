@@ -12,7 +12,7 @@ is built once per mesh and kept; each design recomputes only values
 operators, the smoothers' diagonals and spectral radii. A vector physics (k dofs per
 node) is solved in node blocks: the free-dof matrix goes into a k x k block (BSR) matrix
 of every dof, with a unit diagonal on the supported ones (their near-null space rows are
-zero, so they stay out of every coarse level), through a slot map built once. SciPy's
+zero, so they stay out of every coarse level), through a gather order built once. SciPy's
 products of block matrices are some 2.5x faster than those of scalar CSR ones here.
 
 Every solve starts from the previous design's solution of the same right-hand side slot
