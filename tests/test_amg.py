@@ -175,3 +175,52 @@ def test_device_hierarchy_on_the_gpu_equals_the_numpy_twin(bracket):
     assert abs(s_np.last.iterations - s_cp.last.iterations) <= 2
     assert s_cp.last.iterations <= 30
     assert np.abs(x_cp - x_np).max() <= 1e-8 * np.abs(x_np).max()
+
+
+def _reference_embedding(matrix, free, n_dofs, k):
+    """The block matrix built the plain way: COO of all dofs -> CSR -> BSR."""
+    fixed = np.setdiff1d(np.arange(n_dofs), free)
+    rows = free[np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))]
+    coo = sp.coo_matrix((np.concatenate([matrix.data, np.ones(fixed.size)]),
+                         (np.concatenate([rows, fixed]),
+                          np.concatenate([free[matrix.indices], fixed]))),
+                        shape=(n_dofs, n_dofs))
+    return coo.tocsr().tobsr(blocksize=(k, k))
+
+
+@pytest.mark.parametrize("sorted_columns", [True, False])
+def test_block_embedding_equals_the_coo_csr_bsr_conversion(sorted_columns):
+    """The directly written block matrix equals the COO -> CSR -> BSR one entry for entry
+    and block for block (same block order), on a random node graph with fully and
+    partly supported nodes; a second design refills only the values."""
+    from femopt.solvers.amg import BlockEmbedding
+
+    rng = np.random.default_rng(7)
+    k, nodes = 3, 60
+    graph = sp.random(nodes, nodes, density=0.08, random_state=3, format="csr")
+    graph = (graph + graph.T + sp.eye(nodes)).tocsr()
+    full = sp.kron(graph, np.ones((k, k)), format="csr")
+    n_dofs = full.shape[0]
+    supported = np.zeros(n_dofs, dtype=bool)
+    supported[:3 * k] = True  # three fully supported nodes
+    supported[rng.choice(np.arange(3 * k, n_dofs), 20, replace=False)] = True
+    free = np.flatnonzero(~supported)
+    matrix = full[free][:, free].tocsr()
+    if not sorted_columns:
+        for r in range(matrix.shape[0]):
+            lo, hi = matrix.indptr[r], matrix.indptr[r + 1]
+            p = rng.permutation(hi - lo)
+            matrix.indices[lo:hi] = matrix.indices[lo:hi][p]
+        matrix.has_sorted_indices = False
+    for seed in (1, 2):
+        matrix.data = np.random.default_rng(seed).uniform(1.0, 2.0, matrix.nnz)
+        if seed == 1:
+            embedding = BlockEmbedding(matrix, free, n_dofs, k)
+        assert embedding.matches(matrix)
+        got = embedding.embed(matrix)
+        want = _reference_embedding(matrix, free, n_dofs, k)
+        assert np.array_equal(got.indptr, want.indptr)
+        assert np.array_equal(got.indices, want.indices)
+        assert np.array_equal(got.data, want.data)
+    assert got.shape == (n_dofs, n_dofs) and got.blocksize == (k, k)
+    assert (got.diagonal()[supported] == 1.0).all()

@@ -260,6 +260,31 @@ def test_radius_filter_weights_neighbours_by_volume():
                           1.2 - np.linalg.norm(cg[i] - cg[j], axis=1))
 
 
+@pytest.mark.parametrize("chunk", [7, 1 << 20])
+def test_pair_weights_equal_the_full_distance_matrix_bit_for_bit(chunk, monkeypatch):
+    """The pairs i < j, mirrored, with the distances summed per coordinate in chunks (a
+    chunk smaller than the pairs too), give the full KD-tree distance matrix's cone
+    weights exactly: the same pattern in canonical CSR and the same values bit for bit."""
+    import scipy.sparse as sp
+    from scipy.spatial import cKDTree
+
+    from femopt.filters import base
+
+    monkeypatch.setattr(base, "CHUNK", chunk)
+    c = np.random.default_rng(11).uniform(0.0, 4.0, (400, 3))
+    radius = 0.9
+    tree = cKDTree(c)
+    h = base._pair_weights(tree, c, radius)
+    i, j = np.nonzero(np.ones((400, 400), dtype=bool))
+    w = radius - np.sqrt(((c[i] - c[j]) ** 2).sum(axis=1))
+    want = sp.csr_matrix((w[w > 0], (i[w > 0], j[w > 0])), shape=(400, 400))
+    assert h.has_canonical_format and h.indices.dtype == np.int32
+    assert 4000 < h.nnz == want.nnz
+    assert np.array_equal(h.indptr, want.indptr)
+    assert np.array_equal(h.indices, want.indices)
+    assert np.array_equal(h.data, want.data)
+
+
 def test_bracket_3d_optimizes_on_its_tet_mesh():
     model = build_model(ROOT / "problems" / "bracket_3d.yaml")
     assert model.ke.shape == (model.mesh.n_cells, 12, 12)  # one matrix per tetrahedron
