@@ -172,6 +172,33 @@ def test_device_twin_on_one_rank_equals_the_grid_path(write_problem):
     assert a.path.cg_iterations == b.path.cg_iterations
 
 
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_every_slab_estimate_is_about_its_share_of_the_grid(ranks, write_problem):
+    """A slab's GPU memory estimate follows its cells, whichever its layer count: a slab
+    with an odd number of layers (halos included) coarsens no further, and its coarsest
+    level must still be the whole grid's (counting it as the slab's own once made a
+    rank of 256x128x128 ask for more than an H200)."""
+    from femopt.evaluation.grid_device import estimate_bytes
+    from femopt.parallel.path import rank_plan, slab_bytes
+    from femopt.parallel.slabs import Slab
+
+    text = CANTILEVER.replace("[24, 8, 4], size: [24.0, 8.0, 4.0]",
+                              "[64, 32, 32], size: [64.0, 32.0, 32.0]")
+    model = build_model(write_problem(text))
+    _, glayout, bounds, _ = rank_plan(model, ranks)
+    whole = estimate_bytes(glayout, 1, krylov="double")
+
+    class _Rank:
+        def __init__(self, rank):
+            self.rank, self.size = rank, ranks
+
+    locals_ = [Slab(glayout, _Rank(r), bounds).local for r in range(ranks)]
+    assert any(lay.shape[-1] % 2 for lay in locals_)  # a slab that coarsens no further
+    for lay in locals_:
+        share = lay.n_cells / glayout.n_cells
+        assert slab_bytes(model, glayout, lay) < 1.5 * share * whole
+
+
 @pytest.mark.parametrize("where", ["cli", "file"])
 def test_gpu_ranks_without_cupy_are_refused_before_any_work(where, write_problem, tmp_path,
                                                             capsys, monkeypatch):

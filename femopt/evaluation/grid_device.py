@@ -37,18 +37,21 @@ MEMORY_MARGIN = 1.05  # over the measurement: 606 (mixed) and 726 (double) B/cel
 
 
 def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
-                   krylov: str | None = None) -> int:
+                   krylov: str | None = None, n_coarse: int | None = None) -> int:
     """GPU memory a design iteration of ``layout`` needs (bytes, an estimate): the sum of
     the named arrays of :func:`~femopt.evaluation.grid_memory.iteration_arrays` at their
     peak for the Krylov precision ``krylov`` (None: the model's solver's, resolved as the
     path resolves it; mixed without a model). With ``model``, its filters and optimizer
     are counted, and its integrand functions' arrays
     (:func:`~femopt.evaluation.device_forms.integrand_bytes`, gathered in the grid
-    layout) and LOBPCG's are added."""
+    layout) and LOBPCG's are added. ``n_coarse``: the coarsest level's dofs when they do
+    not follow from ``layout`` (a rank's slab of a distributed grid, whose hierarchy
+    coarsens the whole grid); None: ``layout`` coarsened as the multigrid coarsens it."""
     n_filters, mma = 1, False
     options = getattr(getattr(model, "solver", None), "options", None)
-    n_coarse = grid_memory.coarsest_dofs(layout, getattr(options, "coarsest_size", 5000),
-                                         getattr(options, "levels", None))
+    if n_coarse is None:
+        n_coarse = grid_memory.coarsest_dofs(
+            layout, getattr(options, "coarsest_size", 5000), getattr(options, "levels", None))
     if model is not None:
         n_filters = len(model.filters)
         mma = getattr(model.optimizer, "name", "") != "oc"

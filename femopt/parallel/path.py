@@ -170,6 +170,22 @@ def rank_plan(model: Any, size: int) -> tuple[Orientation, GridLayout, list[int]
     return orient, lay, p[0], p[1]
 
 
+def slab_bytes(model: Any, glayout: GridLayout, local: GridLayout) -> int:
+    """GPU memory of a rank whose slab (halo layers included) has the layout ``local``, of
+    the internal grid ``glayout`` (bytes, an estimate). The distributed multigrid's CG is
+    float64 (its V-cycle in the solver's precision), so a slab is counted as the grid
+    path's double Krylov; the coarsest level is the whole grid's (a slab with its halo
+    layers need not coarsen as often as the grid)."""
+    from femopt.evaluation.grid_device import estimate_bytes
+    from femopt.evaluation.grid_memory import coarsest_dofs
+
+    opts = model.solver.options
+    n_coarse = coarsest_dofs(glayout, getattr(opts, "coarsest_size", 5000),
+                             getattr(opts, "levels", None))
+    return estimate_bytes(local, len(model.load_nonzeros), krylov="double",
+                          n_coarse=n_coarse)
+
+
 # -- the path -----------------------------------------------------------------------------
 
 class DistributedGridPath(DevicePath):
@@ -194,14 +210,9 @@ class DistributedGridPath(DevicePath):
         self.model_layout = GridLayout(tuple(int(n) for n in model.mesh.grid.shape), k)
         self.slab = slab = Slab(self.glayout, dcomm, bounds, xp=xp)
         if self.on_device:
-            from femopt.evaluation.grid_device import estimate_bytes
             from femopt.parallel.comm_device import check_memory
 
-            # the distributed multigrid's CG is float64 (its V-cycle in the solver's
-            # precision), so its slab is counted as the grid path's double Krylov
-            check_memory(estimate_bytes(slab.local, len(model.load_nonzeros),
-                                        krylov="double"),
-                         dcomm)
+            check_memory(slab_bytes(model, self.glayout, slab.local), dcomm)
         self.ke = self.orient.element_matrix(model.ke, k)
         # the supports as sorted internal grid-layout positions: no whole-grid mask
         self.fixed_index = np.sort(self.orient.dofs_in(np.asarray(model.fixed), k))
