@@ -267,7 +267,8 @@ class _Subproblem:
         else:  # the design-sized ratios (x, xsi, eta) over every rank
             sized = [(-1.01 * d.x / (v.x - self.alpha)), (1.01 * d.x / (self.beta - v.x)),
                      -1.01 * d.xsi / v.xsi, -1.01 * d.eta / v.eta]
-            local = max(float(xp.max(r, initial=-xp.inf)) for r in sized)
+            # (CuPy's max takes no ``initial``: a rank's empty slab is skipped)
+            local = max((float(xp.max(r)) for r in sized if r.size), default=float("-inf"))
             ratios = [xp.max(-1.01 * dv / pv) for pv, dv in zip(
                 (v.y, v.z, v.lam, v.mu, v.zet, v.s), (d.y, d.z, d.lam, d.mu, d.zet, d.s))
                 if pv.size]
