@@ -181,8 +181,8 @@ class EvaluationPath:
         A robust problem gives the worst objective of its realizations and each
         constraint at its own, the intermediate design's densities and states, and
         keeps every realization's objective and mean density in the model's
-        ``realization_values``."""
-        rhos = self.realizations(x)[0]
+        ``realization_values``. ``x`` may be on the host (a design read back)."""
+        rhos = self.realizations(self.xp.asarray(x))[0]
         if self.model.robust is None:
             return self.design_final(rhos[0])
         finals = {}
