@@ -11,6 +11,10 @@ from femopt.mesh.mesh import Mesh
 from femopt.plugins.registry import Component
 
 CHUNK = 1 << 20  # pairs per chunk of the distances
+# a pair's weight r - |c_i - c_j| is kept above CUT * r: pairs at the radius within
+# rounding (on a regular mesh, many) are left out the same way by every path, whatever
+# order the device sums the coordinates in
+CUT = 1e-12
 
 
 class Filter(Component):
@@ -100,7 +104,7 @@ def radius_weights(mesh: Mesh, radius: float) -> tuple[sp.csr_matrix, np.ndarray
     d = tree.sparse_distance_matrix(tree, radius, output_type="coo_matrix")
     # self-pairs come back with distance 0, so every cell has its own weight r
     w = radius - d.data
-    keep = w > 0
+    keep = w > CUT * radius
     h = sp.csr_matrix((w[keep], (d.row[keep], d.col[keep])), shape=(n, n))
     return h, np.asarray(h.sum(axis=1)).ravel()
 
@@ -141,7 +145,7 @@ def _pair_weights(tree: Any, c: np.ndarray, radius: float) -> sp.csr_matrix:
             np.add(acc, t, out=acc)
         np.sqrt(acc, out=acc)
         np.subtract(radius, acc, out=acc)
-    keep = np.flatnonzero(w > 0)
+    keep = np.flatnonzero(w > CUT * radius)
     i, j, w = i[keep], j[keep], w[keep]
     del pairs, keep, part
     diag = np.arange(n, dtype=index)

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from femopt.filters.base import CUT
+
 BATCH = 1 << 15  # cells per batch
 SPLIT = 2  # bins of side r / SPLIT: 2.2x fewer candidates than side r (100k-tet bracket)
 
@@ -95,7 +97,7 @@ def cell_hash_weights(centroids: Any, volumes: Any, radius: float, xp: Any,
         i = a + pair // m
         del t, pair
         w = radius - xp.sqrt(((c[i] - c[j]) ** 2).sum(axis=1))
-        keep = xp.flatnonzero(w > 0)
+        keep = xp.flatnonzero(w > CUT * radius)
         i, j = i[keep], j[keep]
         w = w[keep] * v[j]
         row_major = _stable_argsort(xp, (i - a) * n + j)
