@@ -100,16 +100,24 @@ def apply_numpy(layout: GridLayout, u: np.ndarray, scale: np.ndarray, ke: np.nda
 def diagonal(layout: GridLayout, scale: Any, ke: Any, free: Any = None) -> Any:
     """Diagonal of A (1 on constrained dofs), in the namespace and dtype of ``scale``."""
     xp = array_namespace(scale)
+    d = xp.empty(layout.n_dofs, dtype=scale.dtype)
     if ke.ndim == 2:
-        dk = xp.asarray(np.diagonal(np.asarray(ke)).copy(), dtype=scale.dtype)
-        de = dk[:, None] * scale[None, :]
+        # corner by corner and component by component into the node array: one
+        # cell-sized temporary, not the (nd, n_cells) cell diagonals
+        dk = np.diagonal(np.asarray(ke, dtype=np.float64))
+        yn = layout.nodes(d)
+        yn[...] = 0
+        s = scale.reshape(layout.shape[::-1])
+        t = xp.empty_like(s)
+        for a, sl in enumerate(layout.corner_slices):
+            for c in range(layout.k):
+                xp.multiply(s, s.dtype.type(dk[a * layout.k + c]), out=t)
+                yn[(c,) + sl] += t
     else:
         dk = xp.asarray(np.diagonal(np.asarray(ke), axis1=1, axis2=2).copy(), dtype=scale.dtype)
-        de = (scale @ dk).T
-    d = xp.empty(layout.n_dofs, dtype=scale.dtype)
-    scatter_cells(layout, de, d)
+        scatter_cells(layout, (scale @ dk).T, d)
     if free is not None:
-        d = xp.where(free, d, xp.ones_like(d))
+        xp.copyto(d, d.dtype.type(1), where=~free)
     return d
 
 
