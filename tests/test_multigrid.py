@@ -339,3 +339,34 @@ def test_too_low_eigenvalue_estimate_falls_back_to_the_element_bound(monkeypatch
     mg.update_operator(scale, asm, case.ke)
     mg.solve(f)
     assert mg.stats()["mg_element_bounds"] and mg.last.converged
+
+
+def test_a_failing_float32_vcycle_is_promoted_to_float64():
+    """CG that cannot converge with the float32 V-cycle (here a V-cycle made indefinite
+    on purpose, as rounding can make a nearly void design's) is run again with the
+    V-cycle rebuilt in float64, for the rest of the run; the solution is the direct
+    solver's and the log says so."""
+
+    class Broken(MultigridSolver):
+        def precondition(self, r, out):
+            out = super().precondition(r, out)
+            if self.dtype == np.float32:
+                out[: out.size // 2] *= -1.0  # indefinite
+            return out
+
+    case, scale, asm, f = cantilever_case((16, 8, 4))
+    direct = DirectSolver()
+    direct.update_operator(scale, asm, case.ke)
+    ref = direct.solve(f)
+    mg = Broken(MultigridOptions(rtol=1e-9, coarsest_size=100, max_iter=80,
+                                 precision="float32", krylov="double"), case.layout)
+    mg.update_operator(scale, asm, case.ke)
+    assert mg.dtype == np.float32
+    u = mg.solve(f)
+    assert mg.dtype == np.float64 and mg.stats()["mg_float64_vcycle"]
+    assert all(lev.r.dtype == np.float64 for lev in mg.levels)
+    assert any("runs in float64 from now on" in n for n in mg.notes)
+    np.testing.assert_allclose(u, ref, rtol=0, atol=1e-6 * np.abs(ref).max())
+    mg.update_operator(scale * 0.9, asm, case.ke)  # the next design keeps float64
+    mg.solve(f)
+    assert mg.dtype == np.float64 and mg.last.iterations <= 60

@@ -103,6 +103,7 @@ class MultigridSolver(LinearSolver):
         self.op64: StructuredOperator | None = None
         self._springs: tuple[Any, np.ndarray] | None = None  # (grid dofs, stiffness)
         self.fell_back = False
+        self.float64_vcycle = False  # set for the run when the float32 V-cycle fails
         self.krylov = "double" if self.options.krylov == "auto" else self.options.krylov
         self.notes: list[str] = []  # what a solve decided that the run's log should say
         self.precision_fallbacks = 0
@@ -173,7 +174,8 @@ class MultigridSolver(LinearSolver):
                 self._springs_key = None
                 self._key = (xp.__name__, ke.tobytes())
             self._set_springs(springs, xp)
-            self._set_design(xp.asarray(scale, dtype=xp.float64), ke)
+            self._design = (xp.asarray(scale, dtype=xp.float64), ke)
+            self._set_design(*self._design)
 
     def _set_springs(self, springs: np.ndarray | None, xp: Any) -> None:
         if springs is None:
@@ -188,6 +190,8 @@ class MultigridSolver(LinearSolver):
 
     def _precision(self, xp: Any) -> Any:
         p = self.options.precision
+        if self.float64_vcycle:
+            return np.float64
         if p == "auto":
             return np.float32 if xp is not np or self.krylov == "mixed" else np.float64
         return np.float32 if p == "float32" else np.float64
@@ -348,24 +352,46 @@ class MultigridSolver(LinearSolver):
     def _solve_grid(self, b: Any, x0: Any = None, rtol: float | None = None) -> Any:
         o = self.options
         rtol = o.rtol if rtol is None else rtol
-        try:
-            x, info = pcg_fused(lambda u, out: self.op64.apply(u, out=out), self.precondition,
-                                b, x0, rtol, o.max_iter)
-        except SolverError:
-            if self.fell_back or o.eigenvalue_bound != "lanczos":
-                raise
-            x, info = None, CGInfo()
+        x, info, error = self._cg(b, x0, rtol)
         if not info.converged and o.eigenvalue_bound == "lanczos" and not self.fell_back:
             # a Lanczos estimate too low makes the Chebyshev smoother amplify the top of
             # the spectrum; the element bounds never are: rebuild the smoothers and retry
             self.fell_back = True
             self._make_smoothers()
-            x, info = pcg_fused(lambda u, out: self.op64.apply(u, out=out), self.precondition,
-                                b, x0, rtol, o.max_iter)
+            x, info, error = self._cg(b, x0, rtol)
+        if not info.converged and self.dtype != np.float64:
+            # rounding can leave a float32 V-cycle of a nearly void design indefinite (its
+            # Galerkin operators, their coarsest factor), and CG stalls on it even in
+            # float64: the V-cycle runs in float64 from here on (twice its memory)
+            self.notes.append(f"multigrid: CG with the float32 V-cycle did not converge "
+                              f"({error or f'relative residual {info.residuals[-1]:.2e}'}); "
+                              "the V-cycle runs in float64 from now on")
+            self._promote()
+            x, info, error = self._cg(b, x0, rtol)
         self.last = info
         if not info.converged:
+            if error is not None:
+                raise error
             raise not_converged("multigrid CG", info, rtol)
         return x
+
+    def _cg(self, b: Any, x0: Any, rtol: float) -> tuple[Any, CGInfo, SolverError | None]:
+        """CG on the float64 operator with the V-cycle; a breakdown is returned, not
+        raised (x None, an unconverged info)."""
+        try:
+            x, info = pcg_fused(lambda u, out: self.op64.apply(u, out=out), self.precondition,
+                                b, x0, rtol, self.options.max_iter)
+        except SolverError as exc:
+            return None, CGInfo(), exc
+        return x, info, None
+
+    def _promote(self) -> None:
+        """The V-cycle in float64 for the rest of the run: the hierarchy rebuilt at the
+        current design."""
+        self.float64_vcycle = True
+        scale, ke = self._design
+        self._build_hierarchy(self.xp, self.levels[0].fixed, ke)
+        self._set_design(scale, ke)
 
     def solve(self, b: Any, transpose: bool = False, x0: Any = None) -> Any:
         """Solve K x = b on the free dofs; b (n_free,) or (n_free, k). K is symmetric, so
@@ -387,4 +413,4 @@ class MultigridSolver(LinearSolver):
 
     def stats(self) -> dict:
         return {"cg_iterations": self.last.iterations, "mg_levels": len(self.levels),
-                "mg_element_bounds": self.fell_back}
+                "mg_element_bounds": self.fell_back, "mg_float64_vcycle": self.float64_vcycle}
