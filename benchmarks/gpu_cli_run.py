@@ -12,6 +12,8 @@ is summary.json's ``gpu_pool_bytes``, the CuPy memory pool's high-water mark, in
 per cell; "precision" the grid path's Krylov precision the run reports (and the float32
 solves it redid in float64). Pictures, the time series and checkpoints are off.
 
+``FEMOPT_GPU_ALLOCATOR=async`` in the environment runs the command line with CUDA's
+stream-ordered allocator (its "GPU pool" the CUDA pool's reserved high-water mark).
 ``--precision mixed|double`` sets the multigrid's ``krylov`` option; ``--solver-section
 none`` writes no ``solver:`` section at all (the user's defaults: the GPU path's own
 multigrid, rtol 1e-8), ``--solver-section default`` the one above (rtol 1e-5).

@@ -357,7 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from femopt.solvers.row_split import cpu_threads
 
+        from femopt.backend import allocator_name
+
         cpu_threads()  # a bad FEMOPT_SPMV_THREADS is said before any work
+        allocator_name()  # and a bad FEMOPT_GPU_ALLOCATOR
         with signals_interrupt():
             return int(args.func(args) or 0)
     except FollowerExit as exc:  # rank 0 said why

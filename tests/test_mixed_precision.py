@@ -304,3 +304,32 @@ def test_a_float64_v_cycle_makes_auto_double_and_refuses_mixed():
     (issue,) = exc.value.issues
     assert issue.path.startswith("solver")
     assert "krylov: mixed runs a float32 V-cycle" in issue.message
+
+
+@pytest.mark.gpu
+def test_gpu_async_allocator_gives_the_same_run_and_reports_its_high_water_mark(tmp_path):
+    """``FEMOPT_GPU_ALLOCATOR=async femopt run --device gpu`` (CUDA's stream-ordered
+    allocator) against the default pool, each in its own process: the same objectives
+    bit for bit, and summary.json's ``gpu_pool_bytes`` the CUDA pool's reserved
+    high-water mark, positive and not above the default pool's."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    _cupy()
+    data = cantilever((32, 16, 16), optimizer={"type": "oc", "max_iter": 3})
+    data["output"] = {"picture": False, "series_every": 0, "checkpoint_every": 0}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(data))
+    runs = {}
+    for name in ("pool", "async"):
+        out = tmp_path / name
+        env = {**os.environ, "FEMOPT_GPU_ALLOCATOR": name}
+        proc = subprocess.run([sys.executable, "-m", "femopt", "run", str(path), "--device",
+                               "gpu", "--quiet", "--out", str(out)], env=env,
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        runs[name] = json.loads((out / "summary.json").read_text())
+    assert runs["async"]["objective"] == runs["pool"]["objective"]
+    assert 0 < runs["async"]["gpu_pool_bytes"] <= runs["pool"]["gpu_pool_bytes"]

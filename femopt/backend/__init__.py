@@ -6,6 +6,7 @@ namespace from its inputs with :func:`array_namespace`.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -64,11 +65,51 @@ def resolve_device(requested: str) -> tuple[str, str | None]:
     raise InputError(f"unknown device {requested!r}; expected auto, cpu or gpu")
 
 
+ALLOCATORS = ("pool", "async")
+_allocator: str | None = None
+
+
+def allocator_name() -> str:
+    """``FEMOPT_GPU_ALLOCATOR``'s allocator name (InputError for an unknown one)."""
+    name = os.environ.get("FEMOPT_GPU_ALLOCATOR", "pool").strip().lower()
+    if name not in ALLOCATORS:
+        raise InputError(f"FEMOPT_GPU_ALLOCATOR must be one of {', '.join(ALLOCATORS)}, "
+                         f"not {name!r}")
+    return name
+
+
+def gpu_allocator() -> str:
+    """The GPU allocator of this process, chosen once by ``FEMOPT_GPU_ALLOCATOR``: "pool"
+    (CuPy's default memory pool, the default) or "async" (CUDA's stream-ordered allocator
+    through ``cupy.cuda.MemoryAsyncPool``, its pool set to keep what it has reserved).
+    InputError for any other value."""
+    global _allocator
+    if _allocator is None:
+        name = allocator_name()
+        if name == "async":
+            import cupy
+
+            rt = cupy.cuda.runtime
+            handle = rt.deviceGetDefaultMemPool(cupy.cuda.Device().id)
+            # a release threshold of 0 (CUDA's default) gives the memory back at every
+            # synchronization and allocates it again after
+            rt.memPoolSetAttribute(handle, rt.cudaMemPoolAttrReleaseThreshold, 2**63 - 1)
+            cupy.cuda.set_allocator(cupy.cuda.MemoryAsyncPool("default").malloc)
+        _allocator = name
+    return _allocator
+
+
 def pool_bytes(xp: Any) -> int | None:
-    """Bytes CuPy's default memory pool holds (None for NumPy). The pool keeps the blocks
-    it frees for reuse, so after a run this is its high-water mark."""
+    """The GPU memory's high-water mark in bytes (None for NumPy): what CuPy's default
+    memory pool holds (it keeps the blocks it frees for reuse, so after a run this is its
+    high-water mark), or with the "async" allocator the CUDA pool's reserved high-water
+    mark."""
     if getattr(xp, "__name__", "") != "cupy":
         return None
+    if _allocator == "async":
+        rt = xp.cuda.runtime
+        handle = rt.deviceGetDefaultMemPool(xp.cuda.Device().id)
+        return int(rt.memPoolGetAttribute(handle, rt.cudaMemPoolAttrReservedMemHigh))
     return int(xp.get_default_memory_pool().total_bytes())
 
 

@@ -72,6 +72,9 @@ def choose_device(model: Any, requested: str | None, array_module: Any) -> Any:
                 "grid or --device cpu")
         import cupy
 
+        from femopt.backend import gpu_allocator
+
+        gpu_allocator()
         xp = cupy
     else:
         xp = array_module
