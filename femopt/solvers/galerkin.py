@@ -86,12 +86,16 @@ def coarsen_cell_matrices(layout: GridLayout, kc: Any) -> Any:
     for n in coarse.shape[::-1]:
         shape += [n, 2]
     dim = layout.dim
-    a = kc.reshape(shape + [nd * nd])
-    order = list(range(0, 2 * dim, 2)) + list(range(1, 2 * dim, 2)) + [2 * dim]
-    a = a.transpose(order).reshape(coarse.n_cells, 2**dim, nd, nd)
+    a = kc.reshape(shape + [nd, nd])
     out = xp.zeros((coarse.n_cells, nd, nd), dtype=kc.dtype)
     for c in range(2**dim):
-        out += pk[c].T @ a[:, c] @ pk[c]
+        # child c (x fastest) of every coarse cell: a strided view, copied one child at a
+        # time (not the whole regrouped array at once)
+        sel: list = []
+        for axis in reversed(range(dim)):
+            sel += [slice(None), (c >> axis) & 1]
+        child = a[tuple(sel)].reshape(coarse.n_cells, nd, nd)
+        out += pk[c].T @ child @ pk[c]
     return out
 
 
