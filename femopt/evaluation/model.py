@@ -421,6 +421,9 @@ class Model:
 
     def report(self, iteration: int, x: np.ndarray, ev: Evaluation, change: float) -> bool:
         now = time.perf_counter()
+        if self.comm is not None:  # the communication of this design iteration
+            self.comm_snapshots.append(self.comm.counts.snapshot())
+            self.comm_cg.append(sum(sum(v) for v in self.path.cg_iterations.values()))
         extra = {k: v for f in self.filters for k, v in f.state().items()}
         extra.update({k: v for k, v in ev.info.items() if k.startswith("objective_")})
         rec = IterationRecord(iteration, ev.info["objective"],
@@ -446,6 +449,9 @@ class Model:
 
     def start_clock(self) -> None:
         self._t_last = time.perf_counter()
+        if self.comm is not None:
+            self.comm_snapshots = [self.comm.counts.snapshot()]
+            self.comm_cg: list[int] = []
 
 
 def _stem(filename: str) -> str:

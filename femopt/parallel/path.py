@@ -331,15 +331,17 @@ class DistributedGridPath(DevicePath):
     # -- reductions --------------------------------------------------------------------
 
     def _loads_dot(self, u: Any) -> np.ndarray:
-        return np.array(self.slab.dots([(self.loads[c], u[c]) for c in range(u.shape[0])]))
+        return np.array(self.slab.dots([(self.loads[c], u[c]) for c in range(u.shape[0])],
+                                       "functions"))
 
     def _functionals_dot(self, u: Any, a: Any) -> np.ndarray:
         n_c, n_g = u.shape[0], a.shape[0]
-        v = self.slab.dots([(u[c], a[g]) for c in range(n_c) for g in range(n_g)])
+        v = self.slab.dots([(u[c], a[g]) for c in range(n_c) for g in range(n_g)],
+                           "functions")
         return np.array(v).reshape(n_c, n_g)
 
     def _cell_dot(self, v: Any, rho: Any) -> float:
-        return self.slab.cell_dots([(v, rho)])[0]
+        return self.slab.cell_dots([(v, rho)], "functions")[0]
 
     def _passive_dot(self, v: Any) -> float:
         pv = self.xp.zeros_like(v)
