@@ -255,6 +255,9 @@ class Model:
         # (iteration, x, optimizer, converged) when an iteration is complete: checkpoints
         self.on_end_iteration: Callable[[int, Any, Any, bool], None] | None = None
         self.history: list[IterationRecord] = []
+        # a distributed run's communication counts at the start and at each report
+        self.comm_snapshots = [] if distributed is None else [distributed.counts.snapshot()]
+        self.comm_cg: list[int] = []  # CG iterations of each design iteration
         self.last_state: State | None = None
         self.evaluations = 0
         self.realization_values: dict | None = None  # a robust problem's, at the end
@@ -451,7 +454,7 @@ class Model:
         self._t_last = time.perf_counter()
         if self.comm is not None:
             self.comm_snapshots = [self.comm.counts.snapshot()]
-            self.comm_cg: list[int] = []
+            self.comm_cg = []
 
 
 def _stem(filename: str) -> str:
