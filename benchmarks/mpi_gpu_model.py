@@ -24,9 +24,10 @@ What it takes:
   send/recv and allGather; an MPI host collective's latency (the flags, maxima and the
   row counts before each device allGather) is an assumption.
 
-Per rank and design iteration it prints: compute (the one-GPU time scaled by the cells
-a rank keeps, ghost layer included, plus the replicated coarse levels every rank computes
-whole), halo time (an interior rank: each exchange two send/recv pairs, in sequence, not
+Per rank and design iteration it prints: compute (the one-GPU time at the cells a rank
+keeps, ghost layer included, plus the replicated coarse levels every rank computes whole;
+below the reference size as cells^0.84, which the one-GPU runs at 4.2M and 33.6M cells
+gave, above it linear), halo time (an interior rank: each exchange two send/recv pairs, in sequence, not
 overlapped with compute -- the code does not overlap them), reduction time (each device
 sum one allReduce, each host flag or maximum one MPI collective) and the coarse levels'
 allGathers, their total and the speed-up over one GPU (the one-GPU time scaled linearly
@@ -163,17 +164,27 @@ class Counts:
         self.steps, self.cg_list = steps, cg
 
 
+def one_gpu_seconds(cells: float, t1: float, cells_ref: int, exponent: float) -> float:
+    """One GPU's seconds per design iteration at ``cells``: ``t1`` at ``cells_ref``,
+    linear in the cells above it, as cells^exponent below it (a GPU less busy)."""
+    x = cells / cells_ref
+    return t1 * (x if x >= 1.0 else x ** exponent)
+
+
 def model(shape: tuple[int, ...], ranks: int, c: Counts, cg: float, t1: float,
-          cells_ref: int, net: dict) -> dict:
+          cells_ref: int, exponent: float, net: dict) -> dict:
     """The seconds per design iteration on ``ranks`` GPUs at ``shape``."""
     orient, lays, bounds, cut = hierarchy(shape, ranks)
     cells = int(np.prod(shape))
     n_layers = lays[0].shape[-1]
     own = max(b - a for a, b in zip(bounds, bounds[1:]))
-    one_gpu = t1 * cells / cells_ref
+    one_gpu = one_gpu_seconds(cells, t1, cells_ref, exponent)
     level_cells = [int(np.prod(lay.shape)) for lay in lays]
     replicated = sum(level_cells[cut:]) / sum(level_cells)
-    compute = one_gpu * ((own + 1) / n_layers * (1 - replicated) + replicated)
+    # a rank: its kept cells (owned and the ghost layer) of the cut levels, and the
+    # replicated coarse levels whole
+    share = (own + 1) / n_layers * (1 - replicated) + replicated
+    compute = one_gpu_seconds(cells * share, t1, cells_ref, exponent)
 
     def p2p(nbytes: float) -> float:
         return net["sendrecv_us"] * 1e-6 + nbytes / (net["nvlink_gbs"] * 1e9)
@@ -211,6 +222,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=1.034,
                     help="one-GPU seconds per design iteration at --reference")
     ap.add_argument("--reference", default="512x256x256")
+    ap.add_argument("--exponent", type=float, default=0.84,
+                    help="below --reference a GPU's time goes as cells^exponent (0.84: "
+                    "0.146 s at 256x128x128 against 0.833 s at 512x256x256)")
     ap.add_argument("--grids", default="512x256x256,1024x512x512,2048x1024x512")
     ap.add_argument("--ranks", type=int, default=8)
     ap.add_argument("--count-shape", default="64x16x16")
@@ -240,7 +254,8 @@ def main() -> None:
           f"device sums {c.sums_rest:g}, Lanczos sums {c.lanczos_counted:g} "
           f"({c.cut} cut levels), host collectives {c.host:g}, {c.bytes_per_value:g} "
           f"bytes a value")
-    print(f"# one GPU: {args.seconds} s at {args.reference}; {args.ranks} GPUs; CG "
+    print(f"# one GPU: {args.seconds} s at {args.reference}, as cells^{args.exponent} "
+          f"below it, linear above; {args.ranks} GPUs; CG "
           f"iterations {cg:g}; send/recv {net['sendrecv_us']} us, allReduce "
           f"{net['allreduce_us']} us, NVLink {net['nvlink_gbs']} GB/s, MPI "
           f"{net['mpi_us']} us")
@@ -250,7 +265,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     cells_ref = int(np.prod(shape_of(args.reference)))
     for g in args.grids.split(","):
-        r = model(shape_of(g), args.ranks, c, cg, args.seconds, cells_ref, net)
+        r = model(shape_of(g), args.ranks, c, cg, args.seconds, cells_ref, args.exponent,
+                  net)
         fits = "" if r["bytes_per_rank"] < H100_BYTES else " (over 80)"
         print(f"| {r['grid']} | {r['cells'] / 1e6:.1f}M | {r['axis']} / {r['cut']} of "
               f"{r['levels']} | {r['own_layers']} | {r['bytes_per_rank'] / 1e9:.1f}{fits} | "

@@ -130,3 +130,49 @@ def test_a_device_communicator_counts_once(label):
     dev.sendrecv(np.ones(3), None, None, None, label=label)
     dev.sum_layers(np.ones((2, 3)), "cg")
     assert host.counts.data == {"halo": {}, "reductions": {}, "gathers": {}}
+
+
+# -- the model of 8 GPUs (benchmarks/mpi_gpu_model.py) -----------------------------------
+
+def _model_module():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import mpi_gpu_model
+
+    return mpi_gpu_model
+
+
+def test_the_model_plans_the_grids_as_a_run_does():
+    m = _model_module()
+    # 512x256x256 on 8 ranks: cut along x (the longest), 64 cell layers each, 6 levels
+    # (coarsest_size 5000: 17 x 9 x 9 nodes, 4131 dofs) of which all but the coarsest cut
+    orient, lays, bounds, cut = m.hierarchy((512, 256, 256), 8)
+    assert orient.axis == 0 and bounds == [64 * r for r in range(9)]
+    assert len(lays) == 6 and cut == 5 and lays[-1].n_dofs == 17 * 9 * 9 * 3
+    assert m.face_nodes(lays[0]) == 257 * 257 and m.face_cells(lays[1]) == 128 * 128
+
+
+def test_the_model_without_communication_costs_is_the_compute():
+    """With free communication the total is the compute, and linear scaling (exponent 1)
+    at a grid 8 times the reference gives one GPU's reference time per rank plus the
+    ghost layer and the replicated coarse levels."""
+    m = _model_module()
+    summary = {"communication": {
+        "cg_iterations": [10, 12],
+        "per_iteration": [{}, {"halo": {"level 0": {"exchanges": 22 + 5 * 12,
+                                                    "messages": 82,
+                                                    "bytes": 82 * 17 * 17 * 3 * 8},
+                                        "level 1": {"exchanges": 21 + 5 * 12},
+                                        "filter": {"exchanges": 3}},
+                               "reductions": {"cg": {"calls": 38}}, "gathers": {}}]}}
+    c = m.Counts(summary, (64, 16, 16))
+    assert c.rest == [22.0, 21.0] and c.cg_rest == 2.0 and c.bytes_per_value == 8.0
+    free = {"sendrecv_us": 0.0, "allreduce_us": 0.0, "nvlink_gbs": float("inf"),
+            "mpi_us": 0.0}
+    r = m.model((1024, 512, 512), 8, c, 12, 1.0, 512 * 256 * 256, 1.0, free)
+    assert r["halo"] == r["reductions"] == r["gathers"] == 0.0
+    assert r["total"] == r["compute"]
+    assert 1.0 < r["compute"] < 1.0 * (129 / 128) * 1.001  # 128 layers + 1 ghost
+    assert r["one_gpu"] == pytest.approx(8.0)
