@@ -92,6 +92,13 @@ def constant_value(v: Any) -> float | None:
     return None
 
 
+def as_sparse(v: Any) -> Any:
+    """A constant view as a :class:`SparseVector` (of no entries but its fill); anything
+    else as it is."""
+    c = constant_value(v)
+    return v if c is None else SparseVector(np.zeros(0, np.int64), np.zeros(0), v.size, c)
+
+
 def scale(v: Any, w: float) -> Any:
     """``w * v``, kept sparse or constant when ``v`` is."""
     if isinstance(v, SparseVector):
@@ -107,16 +114,13 @@ def add(a: Any, b: Any) -> Any:
     ca, cb = constant_value(a), constant_value(b)
     if ca is not None and cb is not None:
         return np.broadcast_to(np.float64(ca + cb), a.shape)
-    sa, sb = _sparse(a, ca), _sparse(b, cb)
+    sa, sb = _sparse(a), _sparse(b)
     if sa is None or sb is None:
         return dense_of(a) + dense_of(b)
     index = np.union1d(sa.index, sb.index)
     return SparseVector(index, sa.take(index) + sb.take(index), sa.size, sa.fill + sb.fill)
 
 
-def _sparse(v: Any, c: float | None) -> SparseVector | None:
-    if isinstance(v, SparseVector):
-        return v
-    if c is not None:
-        return SparseVector(np.zeros(0, np.int64), np.zeros(0), v.size, c)
-    return None
+def _sparse(v: Any) -> SparseVector | None:
+    v = as_sparse(v)
+    return v if isinstance(v, SparseVector) else None

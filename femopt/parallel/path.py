@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from femopt.assembly.grid_layout import GridLayout
-from femopt.assembly.sparse_vector import SparseVector, constant_value
+from femopt.assembly.sparse_vector import SparseVector, as_sparse
 from femopt.assembly.matrix_free import gather_cells
 from femopt.backend import to_host
 from femopt.errors import InputError
@@ -274,12 +274,9 @@ class DistributedGridPath(DevicePath):
 
     def _to_cells(self, v: Any) -> Any:
         """A per-cell host vector (femopt's cell order) as this rank's owned cells: made on
-        the slab from its value and its few other entries when it is a constant view or
-        a :class:`~femopt.assembly.sparse_vector.SparseVector`, else the owned part of
-        the whole array."""
-        c = constant_value(v)
-        if c is not None:
-            v = SparseVector(np.zeros(0, np.int64), np.zeros(0), v.size, c)
+        the slab from its entries when it is a constant view or a
+        :class:`~femopt.assembly.sparse_vector.SparseVector`, else cut from it."""
+        v = as_sparse(v)
         if not isinstance(v, SparseVector):
             return self.slab.cell_part(self.orient.cells_in(to_host(v)))
         out = np.full(self.slab.n_own_cells, v.fill)
