@@ -83,10 +83,26 @@ def test_one_rank_sends_nothing(write_problem, tmp_path, capsys):
                for it in comm["per_iteration"])
 
 
+def _two_ranks(how: str, path, out):
+    """``femopt run`` of ``path`` on two ranks: on the CPU, on the device path's NumPy
+    twin (the device communicator's counting), or on the GPU."""
+    if how == "cpu":
+        return femopt("run", path, "--ranks", 2, "--out", out, "--quiet")
+    from test_distributed_gpu import run_twin
+
+    if how == "twin":
+        return run_twin(["run", path, "--device", "gpu", "--out", out, "--quiet"], ranks=2)
+    return femopt("run", path, "--ranks", 2, "--device", "gpu", "--out", out, "--quiet")
+
+
 @needs_mpi
-def test_two_ranks_count_what_the_code_does(write_problem, tmp_path):
+@pytest.mark.parametrize("how", ["cpu", "twin", pytest.param("gpu", marks=pytest.mark.gpu)])
+def test_two_ranks_count_what_the_code_does(how, write_problem, tmp_path):
+    """The counts of the module docstring, on the CPU, on the device path's twin and on
+    the GPU (NCCL on two GPUs; ranks sharing one GPU count their host transport's calls
+    alike)."""
     out = tmp_path / "r2"
-    proc = femopt("run", write_problem(MBB_DENSITY), "--ranks", 2, "--out", out, "--quiet")
+    proc = _two_ranks(how, write_problem(MBB_DENSITY), out)
     assert proc.returncode == 0, proc.stderr
     comm = json.loads((out / "summary.json").read_text())["communication"]
     assert comm["ranks"] == 2 and comm["rank"] == 0
