@@ -20,6 +20,7 @@ from femopt.io.resultdir import PROBLEM_COPY, open_result_dir, problem_hash, wri
 from femopt.io.run_record import RunRecord, RunResult, base_summary
 from femopt.optimizers.base import OptimizationResult, converged_message
 from femopt.plugins.manager import get_manager, get_registry
+from femopt.parallel.comm_counts import per_iteration
 from femopt.evaluation.build import build_model
 from femopt.evaluation.model import Model
 from femopt.problem.precheck import check_before_run
@@ -266,6 +267,8 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
         run_files.design_pieces(model, out_dir, result.x)
         if model.comm is not None:  # every rank's peak memory, for the summary
             summary["peak_rss_mib"] = model.comm.gather(run_files.peak_rss_mib())
+            summary["communication"] = per_iteration(model.comm_snapshots, model.comm_cg,
+                                                     model.comm.size)
         design = design_result(model, x_final, state)
         exports = {}
         for fmt in out_cfg.formats:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from femopt.assembly.sparse_vector import SparseVector
 from femopt.assembly.surface import SurfaceLoad, surface_load_vector
 from femopt.errors import Issue, SingularSystemError
 from femopt.evaluation.load_nonzeros import LoadNonzeros
@@ -46,15 +47,14 @@ def supports(model: Any, issues: list[Issue]) -> np.ndarray:
     return fixed_dofs
 
 
-def springs(model: Any, issues: list[Issue]) -> np.ndarray:
-    """Spring stiffness per dof (full dof vector) from the ``springs`` section; without
-    springs a read-only view of zero (no array of the problem's size)."""
+def springs(model: Any, issues: list[Issue]) -> SparseVector:
+    """Spring stiffness per dof (femopt's numbering) from the ``springs`` section, by its
+    nonzeros: each dof's stiffness is the sum, in the file's order, of the springs on
+    it (no vector of the problem's size)."""
     names = model.physics.dof_names
     k = len(names)
-    if not model.problem.springs:
-        return np.broadcast_to(np.float64(0.0), (model.n_dofs,))
-    out = np.zeros(model.n_dofs)
-    for i, s in enumerate(model.problem.springs):
+    pieces: list[tuple[np.ndarray, np.ndarray]] = []
+    for i, s in enumerate(model.problem.springs or []):
         try:
             nodes = select_nodes(s.region, model.mesh)
         except RegionError as exc:
@@ -69,8 +69,8 @@ def springs(model: Any, issues: list[Issue]) -> np.ndarray:
         comps = [names.index(d) for d in s.dofs] if s.dofs else list(range(k))
         value = s.stiffness / nodes.size if s.distribute == "total" else s.stiffness
         for c in comps:
-            out[nodes * k + c] += value
-    return out
+            pieces.append((nodes * k + c, np.full(nodes.size, float(value))))
+    return SparseVector.from_pieces(model.n_dofs, pieces)
 
 
 def check_rigid_modes(model: Any, fixed: np.ndarray) -> None:

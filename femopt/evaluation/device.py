@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from femopt.assembly.sparse_vector import dense_of
 from femopt.backend import to_host
 from femopt.evaluation.device_forms import DeviceForm, group_functionals
 from femopt.errors import RunError
@@ -151,9 +152,16 @@ class DevicePath(EvaluationPath):
         """The last states (n_cases, n_dofs) on the host in femopt's dof numbering."""
         raise NotImplementedError
 
-    def _to_cells(self, v: np.ndarray) -> Any:
-        """A per-cell host array (every cell, femopt's order) in the path's cell layout."""
-        return self.xp.asarray(v)
+    def _to_cells(self, v: Any) -> Any:
+        """A per-cell host array (every cell, femopt's order; or a
+        :class:`~femopt.assembly.sparse_vector.SparseVector`) in the path's cell layout."""
+        return self.xp.asarray(dense_of(v))
+
+    def _functional_states(self, a: Any) -> Any:
+        """A linear form's functional (a full-dof host array or a
+        :class:`~femopt.assembly.sparse_vector.SparseVector`) in the states' layout, zero
+        on supported dofs."""
+        return self._to_states(dense_of(a))
 
     def _loads_dot(self, u: Any) -> np.ndarray:
         """(n_cases,) f_c . u_c on the host."""
@@ -179,7 +187,7 @@ class DevicePath(EvaluationPath):
             return []  # the path's eigensolve (EvaluationPath.modal_terms)
         form = fn.linear_form()
         if form is not None:
-            a, s = group_functionals(form, self._to_states, len(self.weights))
+            a, s = group_functionals(form, self._functional_states, len(self.weights))
             a = None if a is None else self.xp.asarray(a)
             v = None if form.rho_weights is None else self._to_cells(form.rho_weights)
             return [(1.0, DeviceForm(form.compliance, a, s, v,

@@ -61,7 +61,7 @@ def unsupported(model: Any, solver: str | None) -> str | None:
     why = capability(model)
     if why:
         return why
-    if np.any(model.springs):
+    if model.has_springs:
         return "the GPU path on a mesh from a file does not take springs"
     eigen = next((part for fn in model.functions() for _, part in modal_parts(fn)), None)
     if eigen is not None:

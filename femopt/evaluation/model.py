@@ -117,7 +117,7 @@ class Model:
                 raise ProblemError(loaded.filename, issues)
         self.n_dofs = self.mesh.n_nodes * self.physics.dofs_per_node
         self.fixed = conditions.supports(self, issues)
-        self.springs = conditions.springs(self, issues)
+        self.spring_nonzeros = conditions.springs(self, issues)
         (self.case_names, self.weights, self.load_nonzeros,
          self.surface_loads) = conditions.loads(self, issues)
         self.passive_idx, self.passive_val = conditions.passive(self, issues)
@@ -161,7 +161,7 @@ class Model:
         if "solver" not in loaded.located.data:
             n_free = self.n_dofs - np.unique(self.fixed).size
             self.solver_choice = pick_solver(self.mesh, self.physics, n_free,
-                                             bool(np.any(self.springs)))
+                                             self.has_springs)
             self.solver = self.solver_choice.solver
         else:
             self.solver = self._create("solver", sec["solver"], issues)
@@ -203,14 +203,14 @@ class Model:
             self.assembler = FixedPatternAssembler(self.cell_dofs, self.n_dofs,
                                                    np.flatnonzero(free_mask),
                                                    self.physics.dofs_per_node)
-            if self.ke_fixed is not None or np.any(self.springs):
+            if self.ke_fixed is not None or self.has_springs:
                 if type(self.solver).update_operator is not LinearSolver.update_operator:
                     raise loaded.error(("solver", "type"),
                                        f"solver '{self.solver.name}' builds its operator from "
                                        "the design alone and cannot add springs or a physics' "
                                        "fixed part (convection); use type: direct")
                 self.assembler.add_constant(self.ke_fixed,
-                                            self.springs if np.any(self.springs) else None)
+                                            self.springs if self.has_springs else None)
             self.loads_free = self.assembler.restrict(self.loads.T)  # (n_free, n_cases)
         else:  # the device path assembles nothing: no sparse pattern on the host
             self.assembler = None
@@ -255,6 +255,9 @@ class Model:
         # (iteration, x, optimizer, converged) when an iteration is complete: checkpoints
         self.on_end_iteration: Callable[[int, Any, Any, bool], None] | None = None
         self.history: list[IterationRecord] = []
+        # a distributed run's communication counts at the start and at each report
+        self.comm_snapshots = [] if distributed is None else [distributed.counts.snapshot()]
+        self.comm_cg: list[int] = []  # CG iterations of each design iteration
         self.last_state: State | None = None
         self.evaluations = 0
         self.realization_values: dict | None = None  # a robust problem's, at the end
@@ -271,6 +274,19 @@ class Model:
         """(n_cases, n_dofs) host load vectors, built on first use: the paths that work
         on a grid (one GPU, or slabs on ranks) take :attr:`load_nonzeros` instead."""
         return self.load_nonzeros.dense()
+
+    @property
+    def has_springs(self) -> bool:
+        return self.spring_nonzeros.any()
+
+    @cached_property
+    def springs(self) -> np.ndarray:
+        """Spring stiffness per dof (a full dof vector), built on first use: the
+        distributed path takes :attr:`spring_nonzeros` instead. Without springs a
+        read-only view of zero (no array of the problem's size)."""
+        if not self.has_springs:
+            return np.broadcast_to(np.float64(0.0), (self.n_dofs,))
+        return self.spring_nonzeros.dense()
 
     @cached_property
     def ke(self) -> np.ndarray:
@@ -408,6 +424,9 @@ class Model:
 
     def report(self, iteration: int, x: np.ndarray, ev: Evaluation, change: float) -> bool:
         now = time.perf_counter()
+        if self.comm is not None:  # the communication of this design iteration
+            self.comm_snapshots.append(self.comm.counts.snapshot())
+            self.comm_cg.append(sum(sum(v) for v in self.path.cg_iterations.values()))
         extra = {k: v for f in self.filters for k, v in f.state().items()}
         extra.update({k: v for k, v in ev.info.items() if k.startswith("objective_")})
         rec = IterationRecord(iteration, ev.info["objective"],
@@ -433,6 +452,9 @@ class Model:
 
     def start_clock(self) -> None:
         self._t_last = time.perf_counter()
+        if self.comm is not None:
+            self.comm_snapshots = [self.comm.counts.snapshot()]
+            self.comm_cg = []
 
 
 def _stem(filename: str) -> str:

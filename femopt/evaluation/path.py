@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from femopt.assembly.sparse_vector import dense_of
 from femopt.backend import array_namespace, to_host
 from femopt.errors import PluginError, RunError
 from femopt.evaluation.function_checks import modal_parts
@@ -220,7 +221,7 @@ class EvaluationPath:
         if form is None or form.needs_state or form.rho_weights is None:
             return None
         bound = m.bounds[0]
-        v = self.xp.asarray(form.rho_weights, dtype=self.xp.float64)
+        v = self.xp.asarray(dense_of(form.rho_weights), dtype=self.xp.float64)
         # rho = H x off the passive cells, fixed on them (a linear filter's chain rule
         # does not read its input)
         w = bound.sign_scale() * self.chain(v, [None] * len(self.stages))

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from femopt.assembly.sparse_vector import SparseVector
 from femopt.plugins.registry import Component
 
 
@@ -128,8 +129,10 @@ def case_weights(model, case: str | None) -> np.ndarray:
     return w
 
 
-def nodal_functional(model, region, components: np.ndarray, what: str) -> np.ndarray:
-    """Full-dof vector a with a . u = the mean over the region's nodes of components . u_i.
+def nodal_functional(model, region, components: np.ndarray, what: str) -> SparseVector:
+    """The full-dof vector a with a . u = the mean over the region's nodes of components
+    . u_i, by its nonzeros (no vector of the problem's size; every node alike when
+    ``region`` is None and there is one component).
 
     Raises:
         ValueError when the region selects no node, or when every dof it weights is
@@ -137,19 +140,28 @@ def nodal_functional(model, region, components: np.ndarray, what: str) -> np.nda
     """
     from femopt.mesh.regions import RegionError, select_nodes
 
-    try:
-        nodes = (select_nodes(region, model.mesh) if region is not None
-                 else np.arange(model.mesh.n_nodes))
-    except RegionError as exc:
-        raise ValueError(f"region: {exc}") from None
     k = model.physics.dofs_per_node
-    a = np.zeros(model.n_dofs)
-    for c in range(k):
-        if components[c] != 0.0:
-            a[nodes * k + c] = components[c] / nodes.size
-    free = np.ones(model.n_dofs, dtype=bool)
-    free[model.fixed] = False
-    if not np.any(a[free]):
+    comps = [c for c in range(k) if components[c] != 0.0]
+    if region is None and comps == [0] and k == 1:
+        n = model.mesh.n_nodes
+        a = SparseVector(np.zeros(0, np.int64), np.zeros(0), model.n_dofs,
+                         components[0] / n)
+        weighted = model.n_dofs
+    else:
+        try:
+            nodes = (select_nodes(region, model.mesh) if region is not None
+                     else np.arange(model.mesh.n_nodes))
+        except RegionError as exc:
+            raise ValueError(f"region: {exc}") from None
+        index = (np.asarray(nodes, np.int64)[:, None] * k + np.array(comps, np.int64)
+                 ).ravel()
+        values = np.broadcast_to(np.asarray([components[c] / nodes.size for c in comps]),
+                                 (nodes.size, len(comps))).ravel()
+        order = np.argsort(index)
+        a = SparseVector(index[order], values[order], model.n_dofs)
+        weighted = index.size
+    if np.unique(model.fixed).size >= weighted and np.all(np.isin(a.nonzero(),
+                                                                  model.fixed)):
         raise ValueError(f"every {what} dof the region selects is supported: the value is "
                          "fixed and does not depend on the design")
     return a

@@ -7,6 +7,8 @@ dJ/drho_e = sum_c lambda_c,e^T (dK/drho_e) u_c,e (no explicit rho term).
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 from pydantic import Field
 
@@ -46,13 +48,20 @@ class Displacement(Function):
             raise ValueError("direction must not be the zero vector")
         self.direction = d / norm
         self.case_w = case_weights(model, options.case)
-        self.a = nodal_functional(model, options.region, self.direction, "displacement")
+        self.functional = nodal_functional(model, options.region, self.direction,
+                                           "displacement")
+
+    @cached_property
+    def a(self) -> np.ndarray:
+        """The functional as a full dof vector, built on first use (the paths on a grid
+        take :attr:`functional`, its nonzeros)."""
+        return self.functional.dense()
 
     def value(self, state: State) -> float:
         return float(self.case_w @ (state.u @ self.a))
 
     def linear_form(self) -> LinearForm:
-        return LinearForm(functionals=[(np.asarray(self.a, dtype=np.float64),
+        return LinearForm(functionals=[(self.functional,
                                         np.asarray(self.case_w, dtype=np.float64))])
 
     def partial_u(self, state: State):
@@ -79,9 +88,12 @@ class CompliantMechanism(Displacement):
 
     def __init__(self, options: MechanismOptions, model):
         super().__init__(options, model)
-        if not np.any(model.springs[self.a != 0.0]):
+        springs = model.spring_nonzeros
+        on = springs.index[springs.values != 0.0]
+        at_output = np.intersect1d(on, self.functional.nonzero())
+        if at_output.size == 0:
             raise ValueError("a compliant mechanism needs an output spring: add a 'springs' "
                              "entry on the output region along the direction")
-        if np.count_nonzero(model.springs) == np.count_nonzero(model.springs[self.a != 0.0]):
+        if on.size == at_output.size:
             raise ValueError("a compliant mechanism needs an input spring as well: add a "
                              "'springs' entry where the input force acts")

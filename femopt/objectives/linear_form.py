@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from femopt.assembly.sparse_vector import add, scale
+
 
 @dataclass
 class LinearForm:
@@ -21,8 +23,13 @@ class LinearForm:
 
     Attributes:
         compliance: the coefficient c of the weighted compliance.
-        functionals: (a_k as a full-dof host vector, s_k (n_cases,)) pairs.
-        rho_weights: v as a host vector, or None.
+        functionals: (a_k, s_k (n_cases,)) pairs, a_k a full-dof host vector: an array
+            or a :class:`~femopt.assembly.sparse_vector.SparseVector`.
+        rho_weights: v as a per-cell host vector (an array, a constant view or a
+            :class:`~femopt.assembly.sparse_vector.SparseVector`), or None.
+
+    Scaling and adding keep sparse and constant vectors so (no vector of the problem's
+    size is made of them), with the same numbers as the dense arithmetic.
     """
 
     compliance: float = 0.0
@@ -31,11 +38,11 @@ class LinearForm:
 
     def scaled(self, w: float) -> "LinearForm":
         return LinearForm(w * self.compliance, [(a, w * s) for a, s in self.functionals],
-                          None if self.rho_weights is None else w * self.rho_weights)
+                          None if self.rho_weights is None else scale(self.rho_weights, w))
 
     def add(self, other: "LinearForm") -> "LinearForm":
         v = (self.rho_weights if other.rho_weights is None else other.rho_weights
-             if self.rho_weights is None else self.rho_weights + other.rho_weights)
+             if self.rho_weights is None else add(self.rho_weights, other.rho_weights))
         return LinearForm(self.compliance + other.compliance,
                           self.functionals + other.functionals, v)
 

@@ -6,6 +6,8 @@ which differs from K under convection.
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 
 from femopt.mesh.regions import Region
@@ -35,13 +37,19 @@ class MeanTemperature(Function):
             raise ValueError(f"{self.name} needs a heat physics such as convection_diffusion; "
                              f"this problem's physics is {model.physics.name!r}")
         self.case_w = case_weights(model, options.case)
-        self.a = nodal_functional(model, options.region, np.ones(1), "temperature")
+        self.functional = nodal_functional(model, options.region, np.ones(1), "temperature")
+
+    @cached_property
+    def a(self) -> np.ndarray:
+        """The functional as a full dof vector, built on first use (the paths on a grid
+        take :attr:`functional`, its nonzeros)."""
+        return self.functional.dense()
 
     def value(self, state: State) -> float:
         return float(self.case_w @ (state.u @ self.a))
 
     def linear_form(self) -> LinearForm:
-        return LinearForm(functionals=[(np.asarray(self.a, dtype=np.float64),
+        return LinearForm(functionals=[(self.functional,
                                         np.asarray(self.case_w, dtype=np.float64))])
 
     def partial_u(self, state: State):

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from femopt.parallel.comm_counts import CommCounts
+
 # environment variables by which an MPI launcher tells a process how many ranks it has
 WORLD_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE")
 
@@ -54,6 +56,7 @@ class Comm:
         self.mpi = mpi
         self.rank = 0 if mpi is None else mpi.Get_rank()
         self.size = 1 if mpi is None else mpi.Get_size()
+        self.counts = CommCounts()  # what crosses between ranks (comm_counts)
 
     @property
     def root(self) -> bool:
@@ -65,11 +68,15 @@ class Comm:
     # -- point to point ---------------------------------------------------------------
 
     def sendrecv(self, send: np.ndarray | None, dest: int | None, recv: np.ndarray | None,
-                 source: int | None, tag: int = 0) -> None:
-        """Send ``send`` to ``dest`` and receive ``recv`` from ``source`` (None: nobody)."""
+                 source: int | None, tag: int = 0, label: str = "other") -> None:
+        """Send ``send`` to ``dest`` and receive ``recv`` from ``source`` (None: nobody);
+        the message counted under the halo ``label``."""
         if self.mpi is None:
             return
         from mpi4py import MPI
+
+        if send is not None and dest is not None:
+            self.counts.message(label, send.nbytes)
 
         null = MPI.PROC_NULL
         sbuf = np.ascontiguousarray(send) if send is not None else np.empty(0)
@@ -85,6 +92,7 @@ class Comm:
         local = np.ascontiguousarray(local)
         if self.mpi is None:
             return local.copy()
+        self.counts.gather("allgather", local.nbytes)
         rows = self.mpi.allgather(local.shape[0])
         row = int(np.prod(local.shape[1:], dtype=np.int64))
         out = np.empty((sum(rows),) + local.shape[1:], dtype=local.dtype)
@@ -98,6 +106,7 @@ class Comm:
         local = np.ascontiguousarray(local)
         if self.mpi is None:
             return local.copy()
+        self.counts.gather("gather", local.nbytes)
         rows = self.mpi.gather(local.shape[0], root=0)
         row = int(np.prod(local.shape[1:], dtype=np.int64))
         if self.rank == 0:
@@ -109,10 +118,19 @@ class Comm:
         self.mpi.Gatherv(local, None, root=0)
         return None
 
-    def sum_layers(self, partials: np.ndarray) -> np.ndarray:
+    def sum_layers(self, partials: np.ndarray, label: str = "other") -> np.ndarray:
         """Totals of per-layer partial sums ``partials`` (n_sums, n_own_layers): the layers
-        of every rank gathered in global order, each row summed in that order."""
-        full = self.allgather_rows(np.ascontiguousarray(partials.T))  # (n_layers, n_sums)
+        of every rank gathered in global order, each row summed in that order (counted
+        as one reduction of n_sums values under ``label``, not as a gather)."""
+        t = np.ascontiguousarray(partials.T)  # (n_own_layers, n_sums)
+        if self.mpi is None:
+            return np.ascontiguousarray(t.T).sum(axis=1)
+        self.counts.reduction(label, t.shape[1])
+        rows = self.mpi.allgather(t.shape[0])
+        full = np.empty((sum(rows), t.shape[1]), dtype=t.dtype)
+        counts = [r * t.shape[1] for r in rows]
+        displs = np.concatenate([[0], np.cumsum(counts)[:-1]]).tolist()
+        self.mpi.Allgatherv(t, [full, counts, displs, _mpi_type(t.dtype)])
         return np.ascontiguousarray(full.T).sum(axis=1)
 
     def max(self, value: float) -> float:
@@ -120,6 +138,7 @@ class Comm:
             return float(value)
         from mpi4py import MPI
 
+        self.counts.reduction("max", 1)
         return float(self.mpi.allreduce(float(value), op=MPI.MAX))
 
     def any(self, flag: bool) -> bool:
@@ -127,14 +146,21 @@ class Comm:
             return bool(flag)
         from mpi4py import MPI
 
+        self.counts.reduction("any", 1)
         return bool(self.mpi.allreduce(bool(flag), op=MPI.LOR))
 
     def gather(self, obj: Any) -> list[Any] | None:
         """Every rank's ``obj`` in rank order on rank 0 (None on the others)."""
-        return [obj] if self.mpi is None else self.mpi.gather(obj, root=0)
+        if self.mpi is None:
+            return [obj]
+        self.counts.gather("gather", 0)
+        return self.mpi.gather(obj, root=0)
 
     def bcast(self, obj: Any) -> Any:
-        return obj if self.mpi is None else self.mpi.bcast(obj, root=0)
+        if self.mpi is None:
+            return obj
+        self.counts.reduction("bcast", 1)
+        return self.mpi.bcast(obj, root=0)
 
     def barrier(self) -> None:
         if self.mpi is not None:

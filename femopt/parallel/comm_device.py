@@ -37,7 +37,8 @@ class HostTransport:
     name = "mpi"
 
     def __init__(self, host: Comm, xp: Any):
-        self.host, self.xp = host, xp
+        # a wrapper of its own: the device communicator counts these calls once
+        self.host, self.xp = Comm(host.mpi), xp
 
     def sendrecv(self, send: Any, dest: int | None, recv: Any, source: int | None,
                  tag: int) -> None:
@@ -120,15 +121,18 @@ class DeviceComm(Comm):
         super().__init__(host.mpi)
         self.host, self.xp, self.transport = host, xp, transport
         self.sharing = sharing  # ranks on this rank's GPU (itself included)
+        self.counts = host.counts  # one rank's communication in one place
 
     def __repr__(self) -> str:
         return f"DeviceComm(rank {self.rank} of {self.size}, {self.transport.name})"
 
     def sendrecv(self, send: Any, dest: int | None, recv: Any, source: int | None,
-                 tag: int = 0) -> None:
+                 tag: int = 0, label: str = "other") -> None:
         if self.size == 1:
             return
         send = self.xp.ascontiguousarray(send) if send is not None else None
+        if send is not None and dest is not None:
+            self.counts.message(label, send.nbytes)
         self.transport.sendrecv(send, dest, recv, source, tag)
 
     def allgather_rows(self, local: Any) -> Any:
@@ -138,6 +142,7 @@ class DeviceComm(Comm):
         local = xp.ascontiguousarray(local)
         if self.size == 1:
             return local.copy()
+        self.counts.gather("allgather", local.nbytes)
         rows = self.host.mpi.allgather(local.shape[0])
         tail = local.shape[1:]
         most = max(rows)
@@ -151,11 +156,12 @@ class DeviceComm(Comm):
         """Every rank's rows on rank 0, as a host array (for the results directory)."""
         return self.host.gather_rows(to_host(local))
 
-    def sum_layers(self, partials: Any) -> np.ndarray:
+    def sum_layers(self, partials: Any, label: str = "other") -> np.ndarray:
         """Totals of per-layer partial sums (n_sums, n_own_layers), on the host: each
         rank's float64 sum, then one allReduce."""
         local = self.xp.asarray(partials, dtype=np.float64).sum(axis=1)
         if self.size > 1:
+            self.counts.reduction(label, local.shape[0])
             local = self.transport.allreduce_sum(local)
         return to_host(local)
 

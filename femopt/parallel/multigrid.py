@@ -111,7 +111,7 @@ class SlabMultigrid:
     def slab_of(self, i: int) -> Slab:
         if i < self.n_distributed:
             return Slab(self.layouts[i], self.fine.comm, [b >> i for b in self.fine.bounds],
-                        xp=self.xp)
+                        xp=self.xp, label=f"level {i}")
         return Slab.replicated(self.layouts[i], self.xp)
 
     def _build(self, fixed: np.ndarray) -> None:
@@ -214,7 +214,7 @@ class SlabMultigrid:
 
     def _lanczos(self, lev: Level, inv_d: np.ndarray, iterations: int) -> float:
         """:func:`femopt.solvers.smoothers.estimate_lambda_max` with slab dot products."""
-        dot = lambda a, b: lev.slab.dots([(a, b)])[0]  # noqa: E731
+        dot = lambda a, b: lev.slab.dots([(a, b)], "lanczos")[0]  # noqa: E731
         r = lev.probe.copy()
         z = inv_d * r
         p = z.copy()
@@ -299,7 +299,9 @@ class SlabMultigrid:
 
     def _pcg(self, b, x0, rtol, max_iter):
         """:func:`femopt.solvers.cg_kernels.pcg_fused` with slab dot products."""
-        dots = self.fine.dots
+        def dots(pairs):
+            return self.fine.dots(pairs, "cg")
+
         xp = self.xp
         info = CGInfo()
         bnorm = np.sqrt(dots([(b, b)])[0])

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from femopt.assembly.grid_layout import GridLayout
+from femopt.assembly.sparse_vector import SparseVector, as_sparse
 from femopt.assembly.matrix_free import gather_cells
 from femopt.backend import to_host
 from femopt.errors import InputError
@@ -36,7 +37,7 @@ from femopt.parallel.comm import Comm
 from femopt.parallel.multigrid import SlabMultigrid, level_layouts
 from femopt.parallel.operators import layer_matmul
 from femopt.parallel.reductions import Reductions
-from femopt.parallel.slab_conditions import kept_mask
+from femopt.parallel.slab_conditions import kept_mask, kept_values
 from femopt.parallel.orientation import Orientation
 from femopt.parallel.slabs import Slab, choose_axis, largest_size, plan
 
@@ -218,17 +219,7 @@ class DistributedGridPath(DevicePath):
         self.fixed_index = np.sort(self.orient.dofs_in(np.asarray(model.fixed), k))
         self.kept_fixed = kept_mask(slab, self.fixed_index)
         self.mg = SlabMultigrid(model.solver.options, self.glayout, self.ke, slab, n_dist)
-        self.springs = None
-        if np.any(model.springs):  # springs come as a whole dof vector (model.springs)
-            full = self.orient.nodes_in(self.model_layout.from_dofs(
-                np.asarray(model.springs, dtype=np.float64)), k)
-            free = np.ones(full.size, dtype=bool)
-            free[self.fixed_index] = False
-            idx = np.flatnonzero((full != 0.0) & free)
-            self.mg.set_springs_full(idx, full[idx])
-            kept = slab.node_part(full) * ~self.kept_fixed
-            kidx = xp.flatnonzero(kept != 0.0)
-            self.springs = (kidx, kept[kidx]) if kidx.size else None
+        self.springs = self._slab_springs(model.spring_nonzeros)
         spacing = self.orient.internal(tuple(model.mesh.grid.spacing))
         stages = [f.slab_twin(slab, spacing) for f in model.filters]
         self.reductions = Reductions(slab)
@@ -263,8 +254,46 @@ class DistributedGridPath(DevicePath):
         out[:, to_host(self.kept_fixed)] = 0.0
         return self.slab.xp.asarray(out)
 
-    def _to_cells(self, v: np.ndarray) -> np.ndarray:
-        return self.slab.cell_part(self.orient.cells_in(to_host(v)))
+    def _slab_springs(self, springs: SparseVector) -> tuple[Any, Any] | None:
+        """(kept-dof indices, stiffness) of this slab's springs off the supports, from
+        their nonzeros (:attr:`Model.spring_nonzeros`), or None; the fine level solved
+        whole (no level cut) gets the whole grid's, a few entries."""
+        if not springs.any():
+            return None
+        pos = self.orient.dofs_in(springs.index, self.glayout.k)
+        keep = (springs.values != 0.0) & ~np.isin(pos, self.fixed_index)
+        order = np.argsort(pos[keep])
+        idx, k = pos[keep][order], springs.values[keep][order]
+        self.mg.set_springs_full(idx, k)
+        which, local = self.slab.kept_positions(idx)
+        if not local.size:
+            return None
+        xp = self.slab.xp
+        return xp.asarray(local), xp.asarray(k[which])
+
+    def _functional_states(self, a: Any) -> Any:
+        """A linear form's functional as this slab's kept part in the internal layout,
+        zero on supported dofs: from its nonzeros when it is a
+        :class:`~femopt.assembly.sparse_vector.SparseVector` (no vector of the whole
+        grid), else :meth:`_to_states` of the whole vector."""
+        if not isinstance(a, SparseVector):
+            return self._to_states(a)
+        out = kept_values(self.slab, self.orient.dofs_in(a.index, self.glayout.k),
+                          a.values, a.fill)
+        out[to_host(self.kept_fixed)] = 0.0
+        return self.slab.xp.asarray(out)
+
+    def _to_cells(self, v: Any) -> Any:
+        """A per-cell host vector (femopt's cell order) as this rank's owned cells: made on
+        the slab from its entries when it is a constant view or a
+        :class:`~femopt.assembly.sparse_vector.SparseVector`, else cut from it."""
+        v = as_sparse(v)
+        if not isinstance(v, SparseVector):
+            return self.slab.cell_part(self.orient.cells_in(to_host(v)))
+        out = np.full(self.slab.n_own_cells, v.fill)
+        which, local = self._own_cells(v.index)
+        out[local] = v.values[which]
+        return self.slab.xp.asarray(out)
 
     def _own_cells(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(which, local): which of femopt's cell numbers ``cells`` this rank owns, and
@@ -310,15 +339,17 @@ class DistributedGridPath(DevicePath):
     # -- reductions --------------------------------------------------------------------
 
     def _loads_dot(self, u: Any) -> np.ndarray:
-        return np.array(self.slab.dots([(self.loads[c], u[c]) for c in range(u.shape[0])]))
+        return np.array(self.slab.dots([(self.loads[c], u[c]) for c in range(u.shape[0])],
+                                       "functions"))
 
     def _functionals_dot(self, u: Any, a: Any) -> np.ndarray:
         n_c, n_g = u.shape[0], a.shape[0]
-        v = self.slab.dots([(u[c], a[g]) for c in range(n_c) for g in range(n_g)])
+        v = self.slab.dots([(u[c], a[g]) for c in range(n_c) for g in range(n_g)],
+                           "functions")
         return np.array(v).reshape(n_c, n_g)
 
     def _cell_dot(self, v: Any, rho: Any) -> float:
-        return self.slab.cell_dots([(v, rho)])[0]
+        return self.slab.cell_dots([(v, rho)], "functions")[0]
 
     def _passive_dot(self, v: Any) -> float:
         pv = self.xp.zeros_like(v)

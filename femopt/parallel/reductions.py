@@ -40,7 +40,8 @@ class Reductions:
         if not arrays:
             return xp.zeros(0)
         return xp.asarray(self.slab.comm.sum_layers(xp.stack([self._partials(a)
-                                                              for a in arrays])))
+                                                              for a in arrays]),
+                                                    "optimizer"))
 
     def dot(self, a: np.ndarray, b: np.ndarray) -> float:
         return float(self._sums([a * b])[0])

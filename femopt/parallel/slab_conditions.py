@@ -6,8 +6,9 @@ from them by :func:`coarse_fixed_index` (equal to
 :func:`femopt.solvers.multigrid_transfer.coarse_fixed` of the whole mask), and a level's
 slab keeps only its kept nodes' part (:func:`kept_mask`). The random probe of a level's
 eigenvalue estimate is drawn as one whole-level stream, as before, but only the slab's
-part of it is kept (:func:`kept_normal`). No array of a whole level's size is made on a
-distributed level.
+part of it is kept (:func:`kept_normal`). Springs and linear functionals come by
+their nonzeros and the slab places its part (:func:`kept_values`). No array of a whole
+level's size is made on a distributed level.
 """
 
 from __future__ import annotations
@@ -48,6 +49,16 @@ def kept_mask(slab: Any, index: np.ndarray) -> Any:
     mask = np.zeros(slab.local.n_dofs, dtype=bool)
     mask[local] = True
     return slab.xp.asarray(mask)
+
+
+def kept_values(slab: Any, index: np.ndarray, values: np.ndarray,
+                fill: float = 0.0) -> np.ndarray:
+    """Float64 (kept dofs,) of ``slab`` on the host: ``values`` at the whole-level
+    positions ``index``, ``fill`` elsewhere (the kept part of that whole vector)."""
+    which, local = slab.kept_positions(index)
+    out = np.full(slab.local.n_dofs, float(fill))
+    out[local] = np.asarray(values, dtype=np.float64)[which]
+    return out
 
 
 def _skip(rng: np.random.Generator, n: int) -> None:

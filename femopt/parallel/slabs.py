@@ -102,6 +102,7 @@ class Slab:
     bounds: list[int]
     _cache: dict = field(default_factory=dict, repr=False)
     xp: Any = field(default=np, repr=False)
+    label: str = "level 0"  # its halos' label in the communication counts
 
     @classmethod
     def replicated(cls, layout: GridLayout, xp: Any = np) -> "Slab":
@@ -216,6 +217,7 @@ class Slab:
         ones."""
         if not self.distributed:
             return v
+        self.comm.counts.exchange(self.label)
         a = self.layers(v).transpose(1, 0, 2)  # (layers, k, p)
         r, size = self.comm.rank, self.comm.size
         below = r - 1 if r > 0 else None
@@ -225,12 +227,12 @@ class Slab:
         # upwards: my last owned layer to the rank above, the ghost below from below
         recv = self.xp.empty(a.shape[1:], dtype=v.dtype) if below is not None else None
         self.comm.sendrecv(a[own.stop - 1] if above is not None else None, above,
-                           recv, below, tag=11)
+                           recv, below, tag=11, label=self.label)
         if recv is not None:
             a[0] = recv
         recv = self.xp.empty(a.shape[1:], dtype=v.dtype) if above is not None else None
         self.comm.sendrecv(a[own.start] if below is not None else None, below,
-                           recv, above, tag=12)
+                           recv, above, tag=12, label=self.label)
         if recv is not None:
             a[n - 1] = recv
         return v
@@ -239,13 +241,16 @@ class Slab:
         """Fill the ghost cell layer below of a kept-cells array (cells first) in place."""
         if not self.distributed:
             return a
+        label = f"{self.label} cells"
+        self.comm.counts.exchange(label)
         r, size = self.comm.rank, self.comm.size
         p = self.layer_cells
         g = a.reshape((-1, p) + a.shape[1:])
         below = r - 1 if r > 0 else None
         above = r + 1 if r < size - 1 else None
         recv = self.xp.empty(g.shape[1:], dtype=a.dtype) if below is not None else None
-        self.comm.sendrecv(g[-1] if above is not None else None, above, recv, below, tag=13)
+        self.comm.sendrecv(g[-1] if above is not None else None, above, recv, below,
+                           tag=13, label=label)
         if recv is not None:
             g[0] = recv
         return a
@@ -264,9 +269,11 @@ class Slab:
         first)."""
         return self.comm.gather_rows(a) if root_only else self.comm.allgather_rows(a)
 
-    def dots(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
+    def dots(self, pairs: list[tuple[np.ndarray, np.ndarray]], label: str = "other"
+             ) -> list[float]:
         """Dot products of local node vectors over the owned nodes, the same on every rank
-        and for every rank count (per-layer sums added in global layer order)."""
+        and for every rank count (per-layer sums added in global layer order); one
+        reduction, counted under ``label``."""
         k, sl = self.layout.k, self.own_node_slice
         parts = []
         for a, b in pairs:
@@ -276,13 +283,14 @@ class Slab:
             for c in range(1, k):
                 acc += s[c]
             parts.append(acc)
-        return [float(t) for t in self.comm.sum_layers(self.xp.stack(parts))]
+        return [float(t) for t in self.comm.sum_layers(self.xp.stack(parts), label)]
 
-    def cell_dots(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
+    def cell_dots(self, pairs: list[tuple[np.ndarray, np.ndarray]], label: str = "other"
+                  ) -> list[float]:
         """Dot products of owned-cell arrays, as :meth:`dots`."""
         p = self.layer_cells
         parts = [add_reduce((a * b).reshape(-1, p), 1) for a, b in pairs]
-        return [float(t) for t in self.comm.sum_layers(self.xp.stack(parts))]
+        return [float(t) for t in self.comm.sum_layers(self.xp.stack(parts), label)]
 
 
 def add_reduce(a: Any, axis: int) -> Any:

@@ -44,15 +44,18 @@ class SlabStencil:
         above = r + 1 if r < size - 1 else None
         nb, na = o0 - lo, hi - o1
         own = ext[o0 - lo:o1 - lo]
+        if s.distributed:
+            s.comm.counts.exchange("filter")
         # my first layers are the ghosts above of the rank below, and so on
         recv = xp.empty((nb, p), dtype=v.dtype) if below is not None else None
         s.comm.sendrecv(own[own.shape[0] - min(self.reach, o1):]
-                        if above is not None else None, above, recv, below, tag=21)
+                        if above is not None else None, above, recv, below, tag=21,
+                        label="filter")
         if recv is not None:
             ext[:nb] = recv
         recv = xp.empty((na, p), dtype=v.dtype) if above is not None else None
         s.comm.sendrecv(own[:min(self.reach, s.n_layers - o0)] if below is not None
-                        else None, below, recv, above, tag=22)
+                        else None, below, recv, above, tag=22, label="filter")
         if recv is not None:
             ext[o1 - lo:] = recv
         return ext, o0 - lo
