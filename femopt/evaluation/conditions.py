@@ -269,3 +269,17 @@ def fixed_design(model: Any) -> tuple[np.ndarray, np.ndarray]:
     own = rep == model.passive_idx
     return (design_map.cell_to_reduced[model.passive_idx[own]],
             np.asarray(model.passive_val)[own])
+
+
+def design_start(model: Any, n: int, device: bool, distributed: bool
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(xmin, xmax, x0) of ``n`` design variables. A device path, or a rank its slab,
+    makes them where it keeps the design (make_path; a rank puts the fixed values of
+    ``x_fixed_idx`` in): constant views then, no host arrays of the design's size."""
+    start = model._initial_density()
+    if (device and model.x_fixed_idx.size == 0) or (distributed and n == model.mesh.n_cells):
+        return tuple(np.broadcast_to(np.float64(v), (n,)) for v in (0.0, 1.0, start))
+    xmin, xmax, x0 = np.zeros(n), np.ones(n), np.full(n, start)
+    for a in (xmin, xmax, x0):
+        a[model.x_fixed_idx] = model.x_fixed_val
+    return xmin, xmax, x0

@@ -228,20 +228,8 @@ class Model:
         self.x_fixed_idx, self.x_fixed_val = conditions.fixed_design(self)
         n = int(getattr(self.filters[0], "n_inputs", n)) if self.filters else n
         self.n, self.m = n, len(self.bounds)
-        if ((xp is not None and distributed is None and self.x_fixed_idx.size == 0)
-                or (distributed is not None and n == self.mesh.n_cells)):
-            # a device path, or a rank its slab, makes them where it keeps the design
-            # (make_path; a rank puts the fixed values of x_fixed_idx in): no host arrays
-            # of the design's size, only their constant values
-            self.xmin, self.xmax, self.x0 = (np.broadcast_to(np.float64(v), (n,)) for v in
-                                             (0.0, 1.0, self._initial_density()))
-        else:
-            self.xmin = np.zeros(n)
-            self.xmax = np.ones(n)
-            self.xmin[self.x_fixed_idx] = self.x_fixed_val
-            self.xmax[self.x_fixed_idx] = self.x_fixed_val
-            self.x0 = np.full(n, self._initial_density())
-            self.x0[self.x_fixed_idx] = self.x_fixed_val
+        self.xmin, self.xmax, self.x0 = conditions.design_start(
+            self, n, xp is not None and distributed is None, distributed is not None)
 
         # Optimizers such as MMA want O(1) functions: the objective is divided by its
         # first value and constraints by their limits. OC's bisection instead works in the
