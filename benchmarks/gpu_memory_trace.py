@@ -1,0 +1,135 @@
+"""Where the GPU memory of a design iteration on the grid path goes: the CuPy pool's
+live bytes against the bytes it holds, and the call sites of the largest allocations.
+
+Runs the 3D cantilever of ``benchmarks/gpu_cli_run.py`` through the public API
+(``femopt.api.run``, the same path as ``femopt run --device gpu``) with a CuPy memory hook
+that follows every block the pool hands out and takes back: the live bytes, and the bytes
+the pool holds from the device. Live bytes only grow at an allocation, so the largest
+after one is the live high-water mark exactly. Prints, per
+cell: the live and held high-water marks (their difference is what the pool keeps in
+freed blocks it could not reuse), then a table of the femopt call sites that asked for
+the most bytes while the live bytes were at least 90% of their peak, and the blocks alive
+at the peak by call site (a CuPy memory hook sees every block the pool hands out and takes
+back).
+
+    python benchmarks/gpu_memory_trace.py [--shape 256x128x128] [--iterations 3]
+        [--precision mixed|double] [--solver-section default|none] [--allocator pool|async]
+
+``--allocator async`` runs CUDA's stream-ordered allocator (``cupy.cuda.MemoryAsyncPool``)
+instead, for comparison: it reports the driver pool's reserved and used high-water marks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import traceback
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_cli_run import problem  # noqa: E402
+
+MIB = 1 << 20
+
+
+def site() -> str:
+    """The innermost femopt frame of the current stack, as ``module.py:line (function)``."""
+    for frame in reversed(traceback.extract_stack(limit=40)[:-2]):
+        if "/femopt/" in frame.filename:
+            return f"{Path(frame.filename).name}:{frame.lineno} ({frame.name})"
+    return "(outside femopt)"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shape", default="256x128x128")
+    ap.add_argument("--iterations", type=int, default=3)
+    ap.add_argument("--precision", choices=("mixed", "double"), default=None)
+    ap.add_argument("--solver-section", choices=("default", "none"), default="none")
+    ap.add_argument("--allocator", choices=("pool", "async"), default="pool")
+    args = ap.parse_args()
+
+    import cupy as cp
+
+    from femopt.api import run
+
+    shape = tuple(int(s) for s in args.shape.split("x"))
+    cells = shape[0] * shape[1] * shape[2]
+    data = problem(shape, args.iterations, args.precision, args.solver_section)
+
+    if args.allocator == "async":
+        pool = cp.cuda.MemoryAsyncPool()
+        cp.cuda.set_allocator(pool.malloc)
+        with tempfile.TemporaryDirectory() as out:
+            run(data, out, device="gpu")
+        rt = cp.cuda.runtime
+        handle = rt.deviceGetDefaultMemPool(cp.cuda.Device().id)
+        reserved = rt.memPoolGetAttribute(handle, rt.cudaMemPoolAttrReservedMemHigh)
+        used = rt.memPoolGetAttribute(handle, rt.cudaMemPoolAttrUsedMemHigh)
+        print(f"cells {cells}  async allocator: reserved high {reserved / cells:.0f} B/cell, "
+              f"used high {used / cells:.0f} B/cell")
+        return
+
+    pool = cp.get_default_memory_pool()
+
+    class Trace(cp.cuda.MemoryHook):
+        """Live blocks by pointer (size, call site); the live high-water mark and the
+        blocks alive at it; the call sites asking while live >= 90% of the peak."""
+        name = "femopt_trace"
+
+        def __init__(self):
+            self.live: dict[int, tuple[int, str]] = {}
+            self.used = self.peak = self.held = self.n = 0
+            self.at_peak: dict[int, tuple[int, str]] = {}
+            self.near: dict[str, int] = defaultdict(int)
+
+        def malloc_postprocess(self, **kw):
+            size, ptr = kw["mem_size"], kw["mem_ptr"]
+            self.n += 1
+            self.used += size
+            near = self.used >= 0.9 * self.peak
+            where = site() if size >= MIB or near else ""
+            self.live[ptr] = (size, where)
+            if near:
+                self.near[where] += size
+            if self.used > self.peak:
+                self.peak = self.used
+                if size >= MIB:  # a new peak worth a snapshot
+                    self.at_peak = dict(self.live)
+
+        def alloc_postprocess(self, **kw):
+            self.held = max(self.held, pool.total_bytes())
+
+        def free_postprocess(self, **kw):
+            size, _ = self.live.pop(kw["mem_ptr"], (kw["mem_size"], ""))
+            self.used -= size
+
+    trace = Trace()
+    with trace, tempfile.TemporaryDirectory() as out:
+        run(data, out, device="gpu")
+    state = {"peak": trace.peak, "held": trace.held, "n": trace.n}
+    near = trace.near
+    state["at_peak"] = trace.at_peak
+
+    print(f"shape {args.shape}, {cells} cells, {state['n']} allocations")
+    print(f"live high-water {state['peak'] / cells:.0f} B/cell, "
+          f"held high-water {state['held'] / cells:.0f} B/cell, "
+          f"held at the end {pool.total_bytes() / cells:.0f} B/cell")
+    by_site = defaultdict(lambda: [0, 0])
+    for nbytes, where in state["at_peak"].values():
+        by_site[where][0] += nbytes
+        by_site[where][1] += 1
+    print("\n| alive at the live peak, by call site | arrays | B/cell |")
+    print("| --- | --- | --- |")
+    for where, (nbytes, count) in sorted(by_site.items(), key=lambda kv: -kv[1][0]):
+        print(f"| {where} | {count} | {nbytes / cells:.1f} |")
+    print("\n| asked near the peak (live >= 90% of it) | B/cell asked |")
+    print("| --- | --- |")
+    for where, nbytes in sorted(near.items(), key=lambda kv: -kv[1])[:25]:
+        print(f"| {where} | {nbytes / cells:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
