@@ -309,9 +309,11 @@ def test_a_float64_v_cycle_makes_auto_double_and_refuses_mixed():
 @pytest.mark.gpu
 def test_gpu_async_allocator_gives_the_same_run_and_reports_its_high_water_mark(tmp_path):
     """``FEMOPT_GPU_ALLOCATOR=async femopt run --device gpu`` (CUDA's stream-ordered
-    allocator) against the default pool, each in its own process: the same objectives
-    bit for bit, and summary.json's ``gpu_pool_bytes`` the CUDA pool's reserved
-    high-water mark, positive and not above the default pool's."""
+    allocator) against the default pool, each in its own process: the same objectives to
+    rounding (the coarse levels' CSR is summed with atomics, in an order that varies from
+    run to run: 3.014729976550785 against 3.0147299765540128 at 256x128x128 on an H100),
+    and summary.json's ``gpu_pool_bytes`` the CUDA pool's reserved high-water mark,
+    positive and not above the default pool's."""
     import json
     import os
     import subprocess
@@ -331,5 +333,5 @@ def test_gpu_async_allocator_gives_the_same_run_and_reports_its_high_water_mark(
                               capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
         runs[name] = json.loads((out / "summary.json").read_text())
-    assert runs["async"]["objective"] == runs["pool"]["objective"]
+    assert runs["async"]["objective"] == pytest.approx(runs["pool"]["objective"], rel=1e-9)
     assert 0 < runs["async"]["gpu_pool_bytes"] <= runs["pool"]["gpu_pool_bytes"]
