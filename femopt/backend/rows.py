@@ -56,9 +56,11 @@ class RowSource:
         """Rows ``i..j-1`` on the host."""
         return self._rows(i, j)
 
-    def slabs(self, max_bytes: int = SLAB_BYTES) -> Iterator[np.ndarray]:
-        """The rows in order, at most ``max_bytes`` (and at least one row) at a time."""
-        per = max(1, max_bytes // max(1, self.row_bytes))
+    def slabs(self, max_bytes: int | None = None) -> Iterator[np.ndarray]:
+        """The rows in order, at most ``max_bytes`` (default :data:`SLAB_BYTES`; at least
+        one row) at a time."""
+        limit = SLAB_BYTES if max_bytes is None else max_bytes
+        per = max(1, limit // max(1, self.row_bytes))
         for i in range(0, self.shape[0], per):
             yield self.rows(i, min(self.shape[0], i + per))
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.lib import format as npy_format
 
-from femopt.backend.rows import SLAB_BYTES, RowSource
+from femopt.backend.rows import RowSource
 
 
 def npy_header(shape: tuple[int, ...], dtype: Any) -> bytes:
@@ -31,9 +31,9 @@ def npy_header(shape: tuple[int, ...], dtype: Any) -> bytes:
     return out.getvalue()
 
 
-def save_npy(path: str | Path, a: Any, slab_bytes: int = SLAB_BYTES) -> None:
-    """Write ``a`` (a host array, or a :class:`RowSource` read ``slab_bytes`` at a time)
-    to ``path`` as ``np.save`` does."""
+def save_npy(path: str | Path, a: Any, slab_bytes: int | None = None) -> None:
+    """Write ``a`` (a host array, or a :class:`RowSource` read ``slab_bytes`` at a time,
+    default :data:`~femopt.backend.rows.SLAB_BYTES`) to ``path`` as ``np.save`` does."""
     if not isinstance(a, RowSource):
         np.save(path, np.asarray(a))
         return
