@@ -146,9 +146,15 @@ def _frequency_on_grid(data):
     data["filters"][0]["radius"] = 0.12
 
 
+def _mesh_file(data):
+    data["mesh"]["path"] = str(PROBLEMS / "meshes" / "bracket_3d.msh")
+
+
+# grid path: 3D and 2D elasticity, two load cases, heat (one dof per node), a design map,
+# a robust problem, modes; mesh path: a tet4 mesh from a file
 CASES = {"cantilever_3d": None, "two_load_cases": None, "heat_volume_to_point": None,
          "bridge_3d_symmetric": None, "force_inverter_robust": None,
-         "clamped_beam_frequency": _frequency_on_grid}
+         "clamped_beam_frequency": _frequency_on_grid, "bracket_3d": _mesh_file}
 
 
 def _whole_arrays(monkeypatch):
