@@ -260,3 +260,19 @@ def test_gpu_run_streams_its_output(tmp_path, monkeypatch, name):
     assert np.array_equal(m.cell_data["design"][0], np.load(tmp_path / "out" / "design.npy"))
     for v in m.point_data.values():
         assert np.isfinite(v).all() and np.abs(v).max() > 0
+
+
+def test_picture_field_by_layers_equals_the_whole_coarsening(monkeypatch):
+    """A 3D grid's picture coarsens densities kept on the device `step` cell layers at a
+    time: the same block maxima as the whole field's, reading `step` layers at most."""
+    from femopt.io import plots
+    from femopt.mesh.mesh import StructuredGrid
+
+    monkeypatch.setattr(plots, "PICTURE_CELLS", 50)
+    grid = StructuredGrid((13, 8, 7), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    rho = recording(np.random.default_rng(2).random(13 * 8 * 7))
+    expected, step = plots._coarsened(np.asarray(rho).reshape(7, 8, 13).T)
+    assert step == 3
+    got, got_step = plots._grid_field(grid, cell_rows(rho))
+    assert got_step == step and np.array_equal(got, expected)
+    assert rho.widest[0] == 3 * 13 * 8
