@@ -276,3 +276,20 @@ def test_picture_field_by_layers_equals_the_whole_coarsening(monkeypatch):
     got, got_step = plots._grid_field(grid, cell_rows(rho))
     assert got_step == step and np.array_equal(got, expected)
     assert rho.widest[0] == 3 * 13 * 8
+
+
+@pytest.mark.parametrize("n", [0, 1000, 4096, 8192, 10_000])
+def test_compressed_by_chunks_equals_compressing_the_whole(monkeypatch, n):
+    """zlib blocks of 32 KiB made chunk by chunk (chunks of 1000 bytes, not a multiple
+    of the block) are those of the whole array, an exact multiple of the block too."""
+    import zlib
+
+    monkeypatch.setattr(vtu, "CHUNK_BYTES", 1000)
+    a = np.random.default_rng(n).random(n)
+    data = a.tobytes()
+    blocks = [zlib.compress(data[i:i + vtu.ZLIB_BLOCK])
+              for i in range(0, len(data), vtu.ZLIB_BLOCK)]
+    last = len(data) - (len(blocks) - 1) * vtu.ZLIB_BLOCK if blocks else 0
+    header = np.array([len(blocks), vtu.ZLIB_BLOCK, last] + [len(b) for b in blocks],
+                      np.uint64)
+    assert vtu._compressed(vtu._of("a", cell_rows(a))) == [header.tobytes()] + blocks

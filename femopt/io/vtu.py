@@ -92,10 +92,17 @@ def _point_field(name: str, v: np.ndarray | RowSource) -> _Array:
 
 
 def _compressed(arr: _Array) -> list[bytes]:
-    """The UInt64 block header and the zlib blocks of ``arr`` (a small array)."""
-    data = b"".join(bytes(c) for c in arr.chunks())
-    blocks = [zlib.compress(data[i:i + ZLIB_BLOCK]) for i in range(0, len(data), ZLIB_BLOCK)]
-    last = len(data) - (len(blocks) - 1) * ZLIB_BLOCK if blocks else 0
+    """The UInt64 block header and the zlib blocks of ``arr`` (a small array), compressed
+    chunk by chunk: only the compressed blocks are held whole."""
+    blocks, rest = [], b""
+    for chunk in arr.chunks():
+        data = rest + bytes(chunk)
+        whole = len(data) - len(data) % ZLIB_BLOCK
+        blocks += [zlib.compress(data[i:i + ZLIB_BLOCK]) for i in range(0, whole, ZLIB_BLOCK)]
+        rest = data[whole:]
+    if rest:
+        blocks.append(zlib.compress(rest))
+    last = len(rest) if rest else (ZLIB_BLOCK if blocks else 0)
     header = np.array([len(blocks), ZLIB_BLOCK, last] + [len(b) for b in blocks], np.uint64)
     return [header.tobytes()] + blocks
 
