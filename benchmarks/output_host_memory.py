@@ -4,9 +4,9 @@ Runs the 3D cantilever of benchmarks/gpu_cli_run.py (one design iteration, no pi
 series or checkpoint: design.vtu, design.npy, density.npy and summary.json are
 written) through ``femopt.runner.run_model`` on a model built with
 ``array_module=numpy`` and reports, with tracemalloc, the peak of the host allocations
-of the output step: from the end of the final analysis' forward solve to the end of
-the run (the values, the fields brought to the host, design.npy, density.npy, the
-design result, design.vtu).
+of the output step: from the moment the final analysis has its values (its forward
+solve and function values are device work) to the end of the run (the fields brought
+to the host, design.npy, density.npy, the design result, design.vtu).
 
 On the twin the "device" arrays are host arrays and ``to_host`` copies nothing; here
 every ``to_host`` of femopt's modules is replaced by one that copies, as a copy from a
@@ -15,10 +15,16 @@ GPU does, so that the figure counts what a GPU run's host holds (plus the twin's
 
 ``--slab-bytes`` sets the slab (``femopt.backend.rows.SLAB_BYTES``) and the VTU writer's
 chunk (``femopt.io.vtu.CHUNK_BYTES``) together; 0 keeps the default 64 MiB, "scaled"
-scales it by cells / 33.5M (the ratio of slab to field of 512x256x256 at 64 MiB). Run
+scales it, and the rows of a pass over the mesh (``femopt.mesh.mesh.ROWS``, 1M), by
+cells / 33.5M: the ratio of a chunk to the whole of 512x256x256 at the defaults. Run
 it with ``PYTHONPATH`` at an export of another version's ``femopt/`` to compare.
+``--writer large`` (the default) writes design.vtu as designs above
+``femopt.io.vtu.COMPRESS_UP_TO`` cells are written (uncompressed, by chunks), as at
+512x256x256; ``--writer size`` lets the size choose (zlib up to 1M cells, whose
+compressed blocks are held until the file is written).
 
     python benchmarks/output_host_memory.py [--shape 128x64x64] [--slab-bytes 0|scaled|N]
+        [--writer large|size]
 """
 
 from __future__ import annotations
@@ -62,10 +68,15 @@ def copying_to_host() -> None:
             module.to_host = to_host
 
 
-def set_slab(nbytes: int) -> None:
+def set_writer(nbytes: int, rows: int | None, large: bool) -> None:
     import femopt.io.vtu as vtu
+    import femopt.mesh.mesh as mesh
 
     vtu.CHUNK_BYTES = nbytes
+    if rows is not None:
+        mesh.ROWS = rows
+    if large:
+        vtu.COMPRESS_UP_TO = 0
     rows = sys.modules.get("femopt.backend.rows")
     if rows is None:
         try:
@@ -75,29 +86,29 @@ def set_slab(nbytes: int) -> None:
     rows.SLAB_BYTES = nbytes
 
 
-def measure(shape: tuple[int, int, int], slab: int) -> dict:
+def measure(shape: tuple[int, int, int], slab: int, rows: int | None, large: bool) -> dict:
     cells = int(np.prod(shape))
     data = problem(shape, 1)
     text = yaml.safe_dump(data)
     registry = get_registry()
     model = Model(parse_problem(text, "problem.yaml", registry), registry, array_module=np)
     copying_to_host()
-    set_slab(slab)
+    set_writer(slab, rows, large)
     marks: dict = {}
-    real_final, real_analyse = model.final_analysis, model.path.analyse
+    real_final, real_modal = model.final_analysis, model.path.modal_terms
 
     def final_analysis(*args, **kwargs):
         marks["final"] = True
         return real_final(*args, **kwargs)
 
-    def analyse(rho):
-        out = real_analyse(rho)
+    def modal_terms(*args, **kwargs):  # the last of the final analysis' values
+        out = real_modal(*args, **kwargs)
         if marks.get("final") and not tracemalloc.is_tracing():
-            tracemalloc.start()  # the output step: after the final forward solve
+            tracemalloc.start()  # the output step: the final values are known
             marks["t0"] = time.perf_counter()
         return out
 
-    model.final_analysis, model.path.analyse = final_analysis, analyse
+    model.final_analysis, model.path.modal_terms = final_analysis, modal_terms
     with tempfile.TemporaryDirectory() as tmp:
         run_model(model, text.encode(), Path(tmp) / "out", quiet=True)
         seconds = time.perf_counter() - marks["t0"]
@@ -111,21 +122,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", default="128x64x64")
     ap.add_argument("--slab-bytes", default="0")
+    ap.add_argument("--writer", choices=["large", "size"], default="large")
     args = ap.parse_args()
     shape = tuple(int(v) for v in args.shape.split("x"))
     cells = int(np.prod(shape))
+    rows = None
     if args.slab_bytes == "scaled":
         slab = max(4096, DEFAULT_SLAB * cells // PRODUCTION_CELLS)
+        rows = max(1024, (1 << 20) * cells // PRODUCTION_CELLS)
     else:
         slab = int(args.slab_bytes) or DEFAULT_SLAB
-    r = measure(shape, slab)
+    r = measure(shape, slab, rows, args.writer == "large")
     print(f"output step on the NumPy twin, {args.shape} ({cells:,} cells), {date.today()}, "
-          f"femopt from {Path(femopt.__file__).parent}, load average "
+          f"femopt from {Path(femopt.__file__).parent}, design.vtu writer {args.writer}, "
+          f"load average "
           f"{os.getloadavg()[0]:.2f}\n")
-    print("| cells | slab (KiB) | output step peak (MB) | output step peak (B/cell) "
+    print("| cells | slab (KiB) | mesh rows | output step peak (MB) | output step peak (B/cell) "
           "| output step (s, traced) | design.vtu (MB) |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    print(f"| {cells:,} | {slab >> 10} | {r['peak'] / 1e6:.1f} | {r['peak'] / cells:.1f} "
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| {cells:,} | {slab >> 10} | {rows or (1 << 20):,} | {r['peak'] / 1e6:.1f} | {r['peak'] / cells:.1f} "
           f"| {r['seconds']:.1f} | {r['vtu'] / 1e6:.1f} |")
 
 

@@ -356,9 +356,9 @@ class DevicePath(EvaluationPath):
         values = self.function_terms(rho, None, None, u=self.u)[0]
         for k, (value, _) in self.modal_terms(rho, gradient=False).items():
             values[k] += value
-        if lazy:
+        if lazy:  # the loads as the path keeps them: no dense host vectors made for this
             rho = cell_rows(rho)
-            return values, rho, State(rho, self.state_rows(), m.loads, m.weights, m)
+            return values, rho, State(rho, self.state_rows(), self.loads, m.weights, m)
         rho = to_host(rho)
         return values, rho, State(rho, self.host_states(), m.loads, m.weights, m)
 
