@@ -68,12 +68,12 @@ def test_the_estimate_follows_the_path(write_problem, monkeypatch):
     gpu = size.estimate(loaded, "gpu")
     assert (cpu.cells, cpu.dim, cpu.bytes_per_cell) == (6000, 3, 38_000)
     # the set-up phase: loads, the loaded-dof test, three masks (the results stream
-    # from the device: the loads and two bool masks)
+    # from the device: the three masks still held and two more)
     assert gpu.bytes_per_cell == 8 * 3 + 3 + 3 * 3 == 36
     assert gpu.bytes == size.BASE_BYTES + 6000 * 36
     arrays = size.gpu_host_arrays(3, 2)
     assert sum(arrays["set-up"].values()) == 8 * 6 + 6 + 9
-    assert sum(arrays["results"].values()) == 8 * 6 + 2
+    assert sum(arrays["results"].values()) == 3 * 3 + 2
     assert size.gpu_host_bytes_per_cell(1, 1) == 8 + 1 + 3
 
 

@@ -37,15 +37,15 @@ BASE_BYTES = 100 * 2**20  # the interpreter with numpy, scipy and the plugins im
 def gpu_host_arrays(k: int, n_cases: int) -> dict[str, dict[str, int]]:
     """Bytes per cell of the GPU grid path's host arrays, by phase: ``set-up`` (the
     model's load vectors, the loaded-dof test, the free-dof mask, the path's and the
-    multigrid solver's supported-dof masks) and ``results`` (the load vectors still
-    held, the cells an exported part keeps and the loaded nodes; the final densities and
-    states stay on the device and are written by slabs of at most 64 MiB, not counted
-    per cell)."""
+    multigrid solver's supported-dof masks) and ``results`` (the masks still held, the
+    cells an exported part keeps and the loaded nodes; the final densities and states
+    stay on the device and are written by slabs of at most 64 MiB, not counted per
+    cell, and no dense load vector is made)."""
     return {
         "set-up": {"load vectors (float64 per dof and case)": 8 * k * n_cases,
                    "loaded dofs test (bool per dof and case)": k * n_cases,
                    "free-dof and supported-dof masks (3 bool per dof)": 3 * k},
-        "results": {"load vectors (float64 per dof and case)": 8 * k * n_cases,
+        "results": {"free-dof and supported-dof masks (3 bool per dof)": 3 * k,
                     "kept cells and loaded nodes (bool per cell and per node)": 2},
     }
 
