@@ -137,10 +137,11 @@ def main() -> None:
           f"femopt from {Path(femopt.__file__).parent}, design.vtu writer {args.writer}, "
           f"load average "
           f"{os.getloadavg()[0]:.2f}\n")
-    print("| cells | slab (KiB) | mesh rows | output step peak (MB) | output step peak (B/cell) "
-          "| output step (s, traced) | design.vtu (MB) |")
+    print("| cells | slab (KiB) | mesh rows | output step peak (MB) "
+          "| output step peak (B/cell) | output step (s, traced) | design.vtu (MB) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    print(f"| {cells:,} | {slab >> 10} | {rows or (1 << 20):,} | {r['peak'] / 1e6:.1f} | {r['peak'] / cells:.1f} "
+    print(f"| {cells:,} | {slab >> 10} | {rows or (1 << 20):,} | {r['peak'] / 1e6:.1f} "
+          f"| {r['peak'] / cells:.1f} "
           f"| {r['seconds']:.1f} | {r['vtu'] / 1e6:.1f} |")
 
 

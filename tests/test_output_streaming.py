@@ -123,7 +123,8 @@ def test_vtu_uncompressed_by_slabs(tmp_path, monkeypatch):
     rho = np.linspace(0, 1, mesh.n_cells)
     whole = layout.to_dofs(np.asarray(u)).reshape(-1, 3)
     vtu.write_vtu(tmp_path / "a.vtu", mesh, {"density": rho}, {"u": whole})
-    vtu.write_vtu(tmp_path / "b.vtu", mesh, {"density": cell_rows(rho)}, {"u": node_rows(u, 3)})
+    vtu.write_vtu(tmp_path / "b.vtu", mesh, {"density": cell_rows(rho)},
+                  {"u": node_rows(u, 3)})
     assert (tmp_path / "a.vtu").read_bytes() == (tmp_path / "b.vtu").read_bytes()
     assert u.widest[0] == 800 // 24
     m = meshio.read(tmp_path / "b.vtu")
@@ -204,7 +205,8 @@ def test_twin_run_writes_the_bytes_of_the_whole_array_writer(tmp_path, monkeypat
     assert written == sorted(p.name for p in (tmp_path / "whole").iterdir()
                              if p.name in OUTPUTS or p.name.startswith("series-"))
     for f in written:
-        assert (tmp_path / "slabs" / f).read_bytes() == (tmp_path / "whole" / f).read_bytes(), f
+        slabs, whole_file = tmp_path / "slabs" / f, tmp_path / "whole" / f
+        assert slabs.read_bytes() == whole_file.read_bytes(), f
 
 
 def test_cpu_run_writes_host_arrays(tmp_path, monkeypatch):
