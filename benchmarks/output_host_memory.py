@@ -13,17 +13,18 @@ every ``to_host`` of femopt's modules is replaced by one that copies, as a copy 
 GPU does, so that the figure counts what a GPU run's host holds (plus the twin's
 "device" scratch of the output step: a slab transposed before its copy).
 
-``--slab-bytes`` sets the slab (``femopt.backend.rows.SLAB_BYTES``) and the VTU writer's
-chunk (``femopt.io.vtu.CHUNK_BYTES``) together; 0 keeps the default 64 MiB, "scaled"
-scales it, and the rows of a pass over the mesh (``femopt.mesh.mesh.ROWS``, 1M), by
-cells / 33.5M: the ratio of a chunk to the whole of 512x256x256 at the defaults. Run
+``--chunks scaled`` scales the slab (``femopt.backend.rows.SLAB_BYTES``), the VTU
+writer's chunk (``femopt.io.vtu.CHUNK_BYTES``) and the rows of the passes over the mesh
+(``femopt.mesh.mesh.ROWS``, ``femopt.io.results.KEPT_ROWS``), those a version has, by
+cells / 33.5M: a chunk is then the fraction of the whole it is at 512x256x256 with the
+defaults, which at a small size are one chunk of everything. Run
 it with ``PYTHONPATH`` at an export of another version's ``femopt/`` to compare.
 ``--writer large`` (the default) writes design.vtu as designs above
 ``femopt.io.vtu.COMPRESS_UP_TO`` cells are written (uncompressed, by chunks), as at
 512x256x256; ``--writer size`` lets the size choose (zlib up to 1M cells, whose
 compressed blocks are held until the file is written).
 
-    python benchmarks/output_host_memory.py [--shape 128x64x64] [--slab-bytes 0|scaled|N]
+    python benchmarks/output_host_memory.py [--shape 128x64x64] [--chunks default|scaled]
         [--writer large|size]
 """
 
@@ -53,7 +54,6 @@ from femopt.problem.load import parse_problem  # noqa: E402
 from femopt.runner import run_model  # noqa: E402
 
 PRODUCTION_CELLS = 512 * 256 * 256
-DEFAULT_SLAB = 64 << 20
 
 
 def copying_to_host() -> None:
@@ -68,32 +68,38 @@ def copying_to_host() -> None:
             module.to_host = to_host
 
 
-def set_writer(nbytes: int, rows: int | None, large: bool) -> None:
+def set_chunks(scale: float | None, large: bool) -> dict[str, int]:
+    """Scale the writers' chunk and slab and the passes' rows by ``scale`` (None: keep
+    the defaults); ``large``: write design.vtu as a large design. Returns them."""
+    import femopt.io.results as results
     import femopt.io.vtu as vtu
     import femopt.mesh.mesh as mesh
 
-    vtu.CHUNK_BYTES = nbytes
-    if rows is not None:
-        mesh.ROWS = rows
+    try:
+        import femopt.backend.rows as rows
+    except ImportError:  # a version without it: the writers took whole arrays
+        rows = None
+    if scale is not None:
+        vtu.CHUNK_BYTES = max(4096, int(vtu.CHUNK_BYTES * scale))
+        mesh.ROWS = max(1024, int(mesh.ROWS * scale))
+        if hasattr(results, "KEPT_ROWS"):
+            results.KEPT_ROWS = max(1024, int(results.KEPT_ROWS * scale))
+        if rows is not None:
+            rows.SLAB_BYTES = max(4096, int(rows.SLAB_BYTES * scale))
     if large:
         vtu.COMPRESS_UP_TO = 0
-    rows = sys.modules.get("femopt.backend.rows")
-    if rows is None:
-        try:
-            import femopt.backend.rows as rows
-        except ImportError:  # a version without it: the writers took whole arrays
-            return
-    rows.SLAB_BYTES = nbytes
+    return {"chunk": vtu.CHUNK_BYTES, "slab": rows.SLAB_BYTES if rows else 0,
+            "rows": mesh.ROWS, "kept": getattr(results, "KEPT_ROWS", mesh.ROWS)}
 
 
-def measure(shape: tuple[int, int, int], slab: int, rows: int | None, large: bool) -> dict:
+def measure(shape: tuple[int, int, int], scale: float | None, large: bool) -> dict:
     cells = int(np.prod(shape))
     data = problem(shape, 1)
     text = yaml.safe_dump(data)
     registry = get_registry()
     model = Model(parse_problem(text, "problem.yaml", registry), registry, array_module=np)
     copying_to_host()
-    set_writer(slab, rows, large)
+    chunks = set_chunks(scale, large)
     marks: dict = {}
     real_final, real_modal = model.final_analysis, model.path.modal_terms
 
@@ -115,33 +121,28 @@ def measure(shape: tuple[int, int, int], slab: int, rows: int | None, large: boo
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         size = (Path(tmp) / "out" / "design.vtu").stat().st_size
-    return {"cells": cells, "peak": peak, "seconds": seconds, "vtu": size}
+    return {"cells": cells, "peak": peak, "seconds": seconds, "vtu": size, **chunks}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", default="128x64x64")
-    ap.add_argument("--slab-bytes", default="0")
+    ap.add_argument("--chunks", choices=["default", "scaled"], default="default")
     ap.add_argument("--writer", choices=["large", "size"], default="large")
     args = ap.parse_args()
     shape = tuple(int(v) for v in args.shape.split("x"))
     cells = int(np.prod(shape))
-    rows = None
-    if args.slab_bytes == "scaled":
-        slab = max(4096, DEFAULT_SLAB * cells // PRODUCTION_CELLS)
-        rows = max(1024, (1 << 20) * cells // PRODUCTION_CELLS)
-    else:
-        slab = int(args.slab_bytes) or DEFAULT_SLAB
-    r = measure(shape, slab, rows, args.writer == "large")
+    scale = cells / PRODUCTION_CELLS if args.chunks == "scaled" else None
+    r = measure(shape, scale, args.writer == "large")
     print(f"output step on the NumPy twin, {args.shape} ({cells:,} cells), {date.today()}, "
           f"femopt from {Path(femopt.__file__).parent}, design.vtu writer {args.writer}, "
-          f"load average "
-          f"{os.getloadavg()[0]:.2f}\n")
-    print("| cells | slab (KiB) | mesh rows | output step peak (MB) "
-          "| output step peak (B/cell) | output step (s, traced) | design.vtu (MB) |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    print(f"| {cells:,} | {slab >> 10} | {rows or (1 << 20):,} | {r['peak'] / 1e6:.1f} "
-          f"| {r['peak'] / cells:.1f} "
+          f"chunks {args.chunks}, load average {os.getloadavg()[0]:.2f}\n")
+    print("| cells | VTU chunk (KiB) | slab (KiB) | mesh rows | kept-cells rows "
+          "| output step peak (MB) | output step peak (B/cell) | output step (s, traced) "
+          "| design.vtu (MB) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| {cells:,} | {r['chunk'] >> 10} | {r['slab'] >> 10} | {r['rows']:,} "
+          f"| {r['kept']:,} | {r['peak'] / 1e6:.1f} | {r['peak'] / cells:.1f} "
           f"| {r['seconds']:.1f} | {r['vtu'] / 1e6:.1f} |")
 
 

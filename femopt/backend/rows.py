@@ -19,7 +19,9 @@ import numpy as np
 
 from femopt.backend import array_namespace, to_host
 
-SLAB_BYTES = 64 << 20  # what :meth:`RowSource.slabs` brings to the host at once, at most
+# what :meth:`RowSource.slabs` brings to the host at once, at most: a device-to-host
+# copy of 16 MiB runs at full speed, and a few slabs alive at once stay small
+SLAB_BYTES = 16 << 20
 
 
 class RowSource:

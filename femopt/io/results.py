@@ -214,6 +214,9 @@ def physics_thickness(problem) -> float:
     return float(t) if isinstance(t, (int, float)) else 1.0
 
 
+KEPT_ROWS = 1 << 18  # cells per chunk of :func:`kept_cells`' pass over the cells
+
+
 def kept_cells(problem, mesh) -> np.ndarray:
     """Cells an exported part keeps solid whatever their density: passive solid regions,
     cells touching a nodal load, and cells touching a point support. (Face and box
@@ -234,6 +237,7 @@ def kept_cells(problem, mesh) -> np.ndarray:
             nodes[select_nodes(region, mesh)] = True
         except RegionError:
             continue
-    for i, j in row_chunks(mesh.n_cells):  # by rows: a grid's cells are never held whole
+    # by rows: a grid's cells are never held whole (KEPT_ROWS cells' nodes, 16 MiB)
+    for i, j in row_chunks(mesh.n_cells, KEPT_ROWS):
         keep[i:j] |= nodes[mesh.cell_rows(i, j)].any(axis=1)
     return np.flatnonzero(keep)

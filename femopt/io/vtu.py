@@ -22,7 +22,7 @@ from femopt.backend.rows import RowSource
 from femopt.mesh.mesh import Mesh
 
 COMPRESS_UP_TO = 1_000_000  # cells; larger designs are written uncompressed (binary)
-CHUNK_BYTES = 64 << 20  # what one write takes at most
+CHUNK_BYTES = 16 << 20  # what one write takes at most (and the rows a chunk makes)
 ZLIB_BLOCK = 32768
 VTK_CELL = {"quad4": 9, "hex8": 12, "tri3": 5, "tet4": 10}
 VTK_TYPE = {np.dtype(np.float64): "Float64", np.dtype(np.float32): "Float32",
