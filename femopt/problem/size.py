@@ -39,7 +39,7 @@ def gpu_host_arrays(k: int, n_cases: int) -> dict[str, dict[str, int]]:
     model's load vectors, the loaded-dof test, the free-dof mask, the path's and the
     multigrid solver's supported-dof masks) and ``results`` (the masks still held, the
     cells an exported part keeps and the loaded nodes; the final densities and states
-    stay on the device and are written by slabs of at most 64 MiB, not counted per
+    stay on the device and are written by slabs of at most 16 MiB, not counted per
     cell, and no dense load vector is made)."""
     return {
         "set-up": {"load vectors (float64 per dof and case)": 8 * k * n_cases,
