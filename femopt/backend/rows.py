@@ -25,8 +25,8 @@ SLAB_BYTES = 16 << 20
 
 
 class RowSource:
-    """A field of ``shape`` (n,) or (n, ncomp) whose rows ``i..j`` ``rows(i, j)`` gives
-    as a host array (a slab).
+    """A field of ``shape`` (n,) or (n, ncomp) read by rows: ``rows(i, j)`` gives rows
+    i..j-1 as a host array (a slab).
 
     Attributes:
         shape, dtype: the field's, as the host array it stands for.
@@ -67,6 +67,7 @@ class RowSource:
             yield self.rows(i, min(self.shape[0], i + per))
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        """The whole field on the host (``np.asarray(field)``), assembled from slabs."""
         out = np.empty(self.shape, dtype=self.dtype)
         i = 0
         for block in self.slabs():
