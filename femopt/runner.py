@@ -13,6 +13,7 @@ from femopt.io.checkpoint import CHECKPOINT, Checkpoint
 from femopt.io.export import make_exporter, write_atomic
 from femopt.io import manifest, run_files
 from femopt.io.failure import run_failures, write_errors
+from femopt.io.npy import save_npy
 from femopt.io.progress import ProgressReporter
 from femopt.io.results import (HistoryWriter, atomic_write, check_output_dir, design_result,
                                ensure_space, final_frequencies, prepare_output_dir)
@@ -246,8 +247,9 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
                       else model.x0.copy())
                 result = model.optimizer.run(model, x0, limit,
                                              start=ck.iteration if ck else 0)
-        values, rho_final, state = model.final_analysis(result.x)
-        x_final = model.host_cells(result.x)
+        # the final fields stay on a device path's device: the writers read them by slabs
+        values, rho_final, state = model.final_analysis(result.x, lazy=model.comm is None)
+        x_final = model.output_cells(result.x)
         summary.update({
             "objective": values[0],
             "constraints": {b.label: v for b, v in zip(model.bounds, values[1:])},
@@ -259,10 +261,10 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
             summary["frequencies"] = frequencies
         if model.realization_values is not None:
             summary["robust"] = {**model.robust.summary(), **model.realization_values}
-        np.save(out_dir / "design.npy", np.asarray(x_final))
-        np.save(out_dir / "density.npy", np.asarray(rho_final))
+        save_npy(out_dir / "design.npy", x_final)
+        save_npy(out_dir / "density.npy", rho_final)
         if series is not None and result.iterations not in series.steps:
-            ensure_space(out_dir, 2 * np.asarray(rho_final).nbytes)
+            ensure_space(out_dir, 2 * rho_final.nbytes)
             series.add(result.iterations, run_files.final_rho(model, rho_final))
         run_files.design_pieces(model, out_dir, result.x)
         if model.comm is not None:  # every rank's peak memory, for the summary

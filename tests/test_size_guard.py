@@ -67,12 +67,14 @@ def test_the_estimate_follows_the_path(write_problem, monkeypatch):
     cpu = size.estimate(loaded, "cpu")
     gpu = size.estimate(loaded, "gpu")
     assert (cpu.cells, cpu.dim, cpu.bytes_per_cell) == (6000, 3, 38_000)
-    # the results phase: loads, densities, states and one case's grid-layout copy
-    assert gpu.bytes_per_cell == 8 * 3 + 8 + 8 * 3 + 8 * 3 == 80
-    assert gpu.bytes == size.BASE_BYTES + 6000 * 80
+    # the set-up phase: loads, the loaded-dof test, three masks (the results stream
+    # from the device: the three masks still held and two more)
+    assert gpu.bytes_per_cell == 8 * 3 + 3 + 3 * 3 == 36
+    assert gpu.bytes == size.BASE_BYTES + 6000 * 36
     arrays = size.gpu_host_arrays(3, 2)
     assert sum(arrays["set-up"].values()) == 8 * 6 + 6 + 9
-    assert size.gpu_host_bytes_per_cell(1, 1) == 8 + 8 + 8 + 8
+    assert sum(arrays["results"].values()) == 3 * 3 + 2
+    assert size.gpu_host_bytes_per_cell(1, 1) == 8 + 1 + 3
 
 
 def test_available_memory_is_read():

@@ -87,7 +87,9 @@ class AssembledPath(EvaluationPath):
         return self.held_modal_values([0.0 if only_modal(fn) else float(fn.value(fixed))
                                        for fn in m.functions()])
 
-    def design_final(self, rho: np.ndarray) -> tuple[list[float], np.ndarray, State]:
+    def design_final(self, rho: np.ndarray, lazy: bool = False
+                     ) -> tuple[list[float], np.ndarray, State]:
+        # the fields are on the host already, whether ``lazy`` or not
         state = self.analyse(rho)
         return self._values(state, self.modal_terms(rho, gradient=False)), rho, state
 

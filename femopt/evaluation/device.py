@@ -26,6 +26,7 @@ import numpy as np
 
 from femopt.assembly.sparse_vector import dense_of
 from femopt.backend import to_host
+from femopt.backend.rows import RowSource, cell_rows
 from femopt.evaluation.device_forms import DeviceForm, group_functionals
 from femopt.errors import RunError
 from femopt.evaluation.path import EvaluationPath, check_terms, checked_values
@@ -150,6 +151,15 @@ class DevicePath(EvaluationPath):
 
     def host_states(self) -> np.ndarray:
         """The last states (n_cases, n_dofs) on the host in femopt's dof numbering."""
+        raise NotImplementedError
+
+    def cell_field(self, a: Any) -> RowSource:
+        """A per-cell field kept on the device, read by slabs."""
+        return cell_rows(a)
+
+    def state_rows(self) -> list[RowSource]:
+        """The last states kept on the device, one field per load case, node by node
+        ((n_nodes, k), or (n_nodes,) for one dof per node)."""
         raise NotImplementedError
 
     def _to_cells(self, v: Any) -> Any:
@@ -335,13 +345,20 @@ class DevicePath(EvaluationPath):
     def design_values(self, rho: Any, state: State) -> list[float]:
         return self.held_modal_values(self.function_terms(rho, None, None, u=state.u)[0])
 
-    def design_final(self, rho: Any) -> tuple[list[float], np.ndarray, State]:
-        """The forward solve and the values (no adjoints); fields copied to the host."""
+    def design_final(self, rho: Any, lazy: bool = False
+                     ) -> tuple[list[float], np.ndarray, State]:
+        """The forward solve and the values (no adjoints); fields copied to the host, or
+        with ``lazy`` kept on the device as :class:`~femopt.backend.rows.RowSource`
+        fields (the densities, each load case's states node by node: :meth:`state_rows`)
+        that the results' writers read by slabs."""
         m = self.model
         self.analyse(rho)
         values = self.function_terms(rho, None, None, u=self.u)[0]
         for k, (value, _) in self.modal_terms(rho, gradient=False).items():
             values[k] += value
+        if lazy:  # the loads as the path keeps them: no dense host vectors made for this
+            rho = cell_rows(rho)
+            return values, rho, State(rho, self.state_rows(), self.loads, m.weights, m)
         rho = to_host(rho)
         return values, rho, State(rho, self.host_states(), m.loads, m.weights, m)
 

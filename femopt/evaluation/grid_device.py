@@ -19,6 +19,7 @@ from femopt.adjoint.grid_sensitivity import grid_sensitivity_cases
 from femopt.assembly.grid_layout import GridLayout, layout_of
 from femopt.assembly.matrix_free import StructuredOperator
 from femopt.backend import to_host
+from femopt.backend.rows import RowSource, node_rows
 from femopt.evaluation import grid_memory
 from femopt.evaluation.device import DevicePath, capability
 from femopt.evaluation.device_forms import integrand_bytes
@@ -244,3 +245,9 @@ class GridDevicePath(DevicePath):
     def host_states(self) -> np.ndarray:
         # case by case: one case's host copy at a time
         return np.stack([self.layout.to_dofs(to_host(u)) for u in self.u])
+
+    def state_rows(self) -> list[RowSource]:
+        return [node_rows(u, self.layout.k) for u in self.u]
+
+    def mode_rows(self, phis: Any) -> list[RowSource]:
+        return [node_rows(p, self.layout.k) for p in phis]

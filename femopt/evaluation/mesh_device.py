@@ -43,6 +43,7 @@ from femopt.assembly.csr_pattern import build_pattern
 from femopt.assembly.element_batches import element_matrices_batched
 from femopt.assembly.sparse import FixedPatternAssembler
 from femopt.backend import to_host
+from femopt.backend.rows import RowSource, dof_rows
 from femopt.evaluation.device import DevicePath, capability
 from femopt.evaluation.device_forms import integrand_bytes
 from femopt.evaluation.function_checks import modal_parts
@@ -244,3 +245,7 @@ class MeshDevicePath(DevicePath):
 
     def host_states(self) -> np.ndarray:
         return to_host(self._full(self.u))
+
+    def state_rows(self) -> list[RowSource]:
+        k = self.model.physics.dofs_per_node
+        return [dof_rows(u, k) for u in self._full(self.u)]

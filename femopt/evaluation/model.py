@@ -311,14 +311,23 @@ class Model:
         """Reductions over a design cut into slabs (None: the design is whole here)."""
         return self.path.reductions
 
-    def final_analysis(self, x: Any) -> tuple[list[float], np.ndarray, State]:
-        """Function values, densities and the states at ``x`` (the latter two on the host)."""
-        return self.path.final_analysis(x)
+    def output_cells(self, a: Any) -> Any:
+        """A per-cell field (design, densities) as the results directory's writers take
+        it: on the host (:meth:`host_cells`), or on a device path of one process kept on
+        the device as a :class:`~femopt.backend.rows.RowSource` read by slabs."""
+        return self.host_cells(a) if self.comm is not None else self.path.cell_field(a)
 
-    def final_modes(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    def final_analysis(self, x: Any, lazy: bool = False
+                       ) -> tuple[list[float], np.ndarray, State]:
+        """Function values, densities and the states at ``x`` (the latter two on the
+        host; with ``lazy`` a device path keeps them on the device: ``final_analysis``
+        of :class:`~femopt.evaluation.path.EvaluationPath`)."""
+        return self.path.final_analysis(x, lazy)
+
+    def final_modes(self, lazy: bool = False) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """The eigenpairs of every function of eigenvalues at the design
         :meth:`final_analysis` analysed (``EvaluationPath.final_modes``)."""
-        return self.path.final_modes()
+        return self.path.final_modes(lazy)
 
     # -- building --------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from femopt.assembly.sparse_vector import dense_of
 from femopt.backend import array_namespace, to_host
+from femopt.backend.rows import mean_of
 from femopt.errors import PluginError, RunError
 from femopt.evaluation.function_checks import modal_parts
 from femopt.evaluation.robust import INTERMEDIATE, REALIZATIONS
@@ -132,8 +133,11 @@ class EvaluationPath:
         """Function values at densities ``rho`` with the states of ``state`` fixed."""
         raise NotImplementedError
 
-    def design_final(self, rho: Any) -> tuple[list[float], np.ndarray, State]:
-        """Values, densities and states at ``rho`` (the latter two on the host)."""
+    def design_final(self, rho: Any, lazy: bool = False
+                     ) -> tuple[list[float], np.ndarray, State]:
+        """Values, densities and states at ``rho`` (the latter two on the host; with
+        ``lazy``, a device path keeps them where they are, as
+        :class:`~femopt.backend.rows.RowSource` fields: ``state.u[c]`` node by node)."""
         raise NotImplementedError
 
     # -- analysis of a design x: every realization, the rows the optimizer sees ---------
@@ -177,23 +181,25 @@ class EvaluationPath:
             values.append(self.design_values(rho, st))
         return [values[k][i] for k, i in self.rows()]
 
-    def final_analysis(self, x: Any) -> tuple[list[float], np.ndarray, State]:
-        """Function values, densities and states at ``x`` (the latter two on the host).
-        A robust problem gives the worst objective of its realizations and each
-        constraint at its own, the intermediate design's densities and states, and
-        keeps every realization's objective and mean density in the model's
-        ``realization_values``. ``x`` may be on the host (a design read back)."""
+    def final_analysis(self, x: Any, lazy: bool = False
+                       ) -> tuple[list[float], np.ndarray, State]:
+        """Function values, densities and states at ``x`` (the latter two on the host, or
+        with ``lazy`` where the path keeps them: :meth:`design_final`). A robust problem
+        gives the worst objective of its realizations and each constraint at its own,
+        the intermediate design's densities and states, and keeps every realization's
+        objective and mean density in the model's ``realization_values``. ``x`` may be
+        on the host (a design read back)."""
         rhos = self.realizations(self.xp.asarray(x))[0]
         if self.model.robust is None:
-            return self.design_final(rhos[0])
+            return self.design_final(rhos[0], lazy)
         finals = {}
         # the intermediate design last: the eigenpairs :meth:`final_modes` gives are its
         for k in [k for k in range(len(rhos)) if k != INTERMEDIATE] + [INTERMEDIATE]:
             self._use(k)
-            finals[k] = self.design_final(rhos[k])
+            finals[k] = self.design_final(rhos[k], lazy)
         values = [finals[k][0][i] for k, i in self.rows()]
         self.model.realization_values = {
-            name: {"objective": finals[k][0][0], "mean_density": float(np.mean(finals[k][1]))}
+            name: {"objective": finals[k][0][0], "mean_density": mean_of(finals[k][1])}
             for k, name in enumerate(REALIZATIONS)}
         _, rho, state = finals[INTERMEDIATE]
         n = len(REALIZATIONS)
@@ -273,12 +279,15 @@ class EvaluationPath:
         self._modal_values.update({(self.modal_slot, k): v for k, (v, _) in out.items()})
         return out
 
-    def final_modes(self) -> list[tuple[int, int | None, np.ndarray, np.ndarray]]:
+    def final_modes(self, lazy: bool = False
+                    ) -> list[tuple[int, int | None, np.ndarray, np.ndarray]]:
         """(position in ``model.functions()``, the term's number in a weighted sum (1, 2,
         ... among its terms of eigenvalues; None for a function of eigenvalues itself),
         eigenvalues, (n_modes, n_dofs) host eigenvectors in femopt's dof numbering,
         M-normalised) of every function of eigenvalues at the design analysed last
-        (:meth:`final_analysis`: the final design, a robust problem's intermediate one)."""
+        (:meth:`final_analysis`: the final design, a robust problem's intermediate one).
+        With ``lazy`` the eigenvectors are :meth:`mode_rows`' (node by node, kept on a
+        device path's device)."""
         fns = self.model.functions()
         out = []
         for k in self.eigen_indices():
@@ -287,8 +296,18 @@ class EvaluationPath:
                 if phis is not None:
                     lams = np.asarray(to_host(fn.last_eigenvalues), dtype=np.float64)
                     out.append((k, None if fn is fns[k] else j, lams,
-                                self.host_modes(phis)))
+                                self.mode_rows(phis) if lazy else self.host_modes(phis)))
         return out
+
+    def cell_field(self, a: Any) -> Any:
+        """A per-cell field of the final design as the results take it (a host path's:
+        on the host)."""
+        return to_host(a)
+
+    def mode_rows(self, phis: Any) -> Any:
+        """Eigenvectors as the results take them without a host copy of them all: one
+        field per mode (a host path's are its rows of :meth:`host_modes`)."""
+        return self.host_modes(phis)
 
     def host_modes(self, phis: Any) -> np.ndarray:
         """Eigenvectors as the backend's ``_eigenpairs`` gave them, (n_modes, n_dofs) on

@@ -9,7 +9,10 @@ from femopt.plugins.registry import Component
 
 
 class Exporter(Component):
-    """Writes a result (mesh, densities, states) in one file format."""
+    """Writes a result (mesh, densities, states) in one file format. After a run on a
+    device path the result's fields may be :class:`~femopt.backend.rows.RowSource`
+    fields kept on the device: ``np.asarray(field)`` gives the whole array,
+    ``field.slabs()`` its rows a slab at a time."""
 
     suffix: ClassVar[str] = ""
 

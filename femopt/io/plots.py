@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from femopt.backend.rows import RowSource
+
 
 def _figure(size: tuple[float, float]):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -108,7 +110,11 @@ def design_picture(mesh, rho: np.ndarray, path: Path, threshold: float = 0.5,
                    marks: Marks | None = None, unit: str | None = None):
     """2D: the densities cell by cell in physical coordinates, supports (triangles) and
     loads (arrows) marked. 3D: the shaded surface of the part ``rho > threshold``.
-    Grids and meshes from files alike. Returns the Figure."""
+    Grids and meshes from files alike; a 3D grid's densities kept on the device (a
+    :class:`~femopt.backend.rows.RowSource`) are read by slabs of cell layers. Returns
+    the Figure."""
+    if mesh.dim == 3 and mesh.grid is not None and isinstance(rho, RowSource):
+        return _picture_3d(mesh, rho, path, threshold, unit)
     rho = np.asarray(rho, dtype=float)
     if mesh.dim == 2:
         return _picture_2d(mesh, rho, path, marks, unit)
@@ -164,10 +170,15 @@ def _picture_2d(mesh, rho, path, marks, unit):
 PICTURE_CELLS = 200_000  # a 3D picture's surface comes from at most about this many cells
 
 
+def _picture_step(n_cells: int) -> int:
+    """The edge (in cells) of the blocks a 3D picture coarsens ``n_cells`` cells by."""
+    return max(1, int(np.ceil((n_cells / PICTURE_CELLS) ** (1 / 3))))
+
+
 def _coarsened(field_: np.ndarray) -> tuple[np.ndarray, int]:
     """A large 3D field in blocks of ``step``^3 cells, each the block's maximum (so that
     thin members stay visible); ``step`` 1 when the field is small enough."""
-    step = max(1, int(np.ceil((field_.size / PICTURE_CELLS) ** (1 / 3))))
+    step = _picture_step(field_.size)
     if step == 1:
         return field_, 1
     shape = [-(-n // step) * step for n in field_.shape]
@@ -177,6 +188,26 @@ def _coarsened(field_: np.ndarray) -> tuple[np.ndarray, int]:
     return blocks.max(axis=(1, 3, 5)), step
 
 
+def _grid_field(grid, rho: np.ndarray | RowSource) -> tuple[np.ndarray, int]:
+    """A 3D grid's densities (cells x fastest) as the (x, y, z) field the picture
+    draws, coarsened as :func:`_coarsened` does; a :class:`RowSource` is read ``step``
+    cell layers at a time, so that no host copy of the whole field is made."""
+    nx, ny, nz = grid.shape
+    step = _picture_step(nx * ny * nz)
+    if not isinstance(rho, RowSource) or step == 1:
+        return _coarsened(np.asarray(rho, dtype=float).reshape(nz, ny, nx).T)
+    cx, cy, cz = -(-nx // step), -(-ny // step), -(-nz // step)
+    out = np.empty((cx, cy, cz))
+    pad = np.zeros((cx * step, cy * step, step))
+    for c in range(cz):
+        z0, z1 = c * step, min(nz, (c + 1) * step)
+        layers = rho.rows(z0 * nx * ny, z1 * nx * ny).reshape(z1 - z0, ny, nx).T
+        pad[...] = 0.0
+        pad[:nx, :ny, : z1 - z0] = layers
+        out[:, :, c] = pad.reshape(cx, step, cy, step, step).max(axis=(1, 3, 4))
+    return out, step
+
+
 def _picture_3d(mesh, rho, path, threshold, unit):
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
@@ -184,13 +215,12 @@ def _picture_3d(mesh, rho, path, threshold, unit):
 
     if mesh.grid is not None:
         g = mesh.grid
-        field_ = rho.reshape(g.shape[::-1]).T
+        field_, step = _grid_field(g, rho)
     else:
         from femopt.io.resample import resample, sample_grid
 
         g = sample_grid(mesh, max_samples=PICTURE_CELLS)
-        field_ = resample(mesh, rho, g)
-    field_, step = _coarsened(field_)
+        field_, step = _coarsened(resample(mesh, rho, g))
     spacing, origin = np.multiply(g.spacing, step), g.origin
     fig = _figure((8.0, 5.5))
     ax = fig.add_subplot(projection="3d")

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from femopt.backend import to_host
+from femopt.backend.rows import RowSource, cell_rows
 from femopt.errors import InputError
 
 # cvxopt is optional (the `cholmod` extra): "not installed" says the run used SuperLU
@@ -142,25 +143,38 @@ class DesignResult:
     name: str = ""  # the problem's name
 
 
-def design_result(model, x: np.ndarray, state) -> DesignResult:
+def design_result(model, x: np.ndarray | RowSource, state) -> DesignResult:
     """The final design of a run: ``state`` is the final analysis at ``x``, whose
     densities are taken as they are (on the GPU path the host filters were never built:
-    a 33M-cell grid's filter matrix would take minutes)."""
-    rho = np.asarray(to_host(state.rho), dtype=float)
+    a 33M-cell grid's filter matrix would take minutes). Fields a device path keeps on
+    the device (:class:`~femopt.backend.rows.RowSource`: ``x``, the final analysis'
+    with ``lazy``) stay there: the writers read them by slabs."""
+    rho = state.rho if isinstance(state.rho, RowSource) else \
+        np.asarray(to_host(state.rho), dtype=float)
     k = model.physics.dofs_per_node
     point = {}
     for c, name in enumerate(model.case_names):
         field = model.physics.field_name
         key = field if len(model.case_names) == 1 else f"{field}_{name}"
-        u = state.u[c].reshape(-1, k)
-        point[key] = u[:, 0] if k == 1 else u
-    point.update(mode_fields(model))
-    x = np.asarray(x, float)
+        point[key] = by_node(state.u[c], k)
+    point.update(mode_fields(model, lazy=isinstance(rho, RowSource)))
     if x.shape[0] != rho.shape[0]:  # the reduced variables of a design map: one per cell
-        x = np.asarray(model.filters[0].forward(x), float)
+        x = (cell_rows(model.path.stages[0].forward(x.array)) if isinstance(x, RowSource)
+             else model.filters[0].forward(np.asarray(x, float)))
+    if not isinstance(x, RowSource):
+        x = np.asarray(x, float)
     return DesignResult(model.mesh, {"density": rho, "design": x}, point,
                         model.problem.unit, kept_cells(model.problem, model.mesh),
                         physics_thickness(model.problem), model.name)
+
+
+def by_node(v: np.ndarray | RowSource, k: int) -> np.ndarray | RowSource:
+    """A state vector node by node: a node-major dof vector as (n_nodes, k), (n_nodes,)
+    when ``k`` is 1; a :class:`RowSource` is so already."""
+    if isinstance(v, RowSource):
+        return v
+    v = v.reshape(-1, k)
+    return v[:, 0] if k == 1 else v
 
 
 def _modal_name(model, position: int, term: int | None = None) -> str:
@@ -170,17 +184,16 @@ def _modal_name(model, position: int, term: int | None = None) -> str:
     return name if term is None else f"{name}term{term}_"
 
 
-def mode_fields(model) -> dict[str, np.ndarray]:
+def mode_fields(model, lazy: bool = False) -> dict[str, np.ndarray | RowSource]:
     """The eigenvectors of every function of eigenvalues at the final design as point
     fields "mode_1", "mode_2", ... (lowest first, M-normalised; a constraint's as
     "<label>_mode_1", ...; a weighted sum's terms' as "term1_mode_1", ...), shaped like
-    the displacement field."""
+    the displacement field; with ``lazy`` kept where a device path has them."""
     k = model.physics.dofs_per_node
     out = {}
-    for position, term, _, phis in model.final_modes():
+    for position, term, _, phis in model.final_modes(lazy):
         for i, phi in enumerate(phis, start=1):
-            v = phi.reshape(-1, k)
-            out[f"{_modal_name(model, position, term)}mode_{i}"] = v[:, 0] if k == 1 else v
+            out[f"{_modal_name(model, position, term)}mode_{i}"] = by_node(phi, k)
     return out
 
 
@@ -189,7 +202,7 @@ def final_frequencies(model) -> dict[str, list[float]]:
     final design, by the name its modes have in the design file ("modes": the
     objective's; "<label>_modes": a constraint's; "term<j>_modes": a sum's terms')."""
     out = {}
-    for position, term, lams, _ in model.final_modes():
+    for position, term, lams, _ in model.final_modes(lazy=True):  # no vector copied
         w = np.sqrt(np.maximum(lams, 0.0))
         out[f"{_modal_name(model, position, term)}modes"] = [float(v) for v in w]
     return out
@@ -199,6 +212,9 @@ def physics_thickness(problem) -> float:
     """The out-of-plane thickness of a 2D problem's physics (1 when it has none)."""
     t = problem.physics.get("thickness", 1.0)
     return float(t) if isinstance(t, (int, float)) else 1.0
+
+
+KEPT_ROWS = 1 << 18  # cells per chunk of :func:`kept_cells`' pass over the cells
 
 
 def kept_cells(problem, mesh) -> np.ndarray:
@@ -221,6 +237,7 @@ def kept_cells(problem, mesh) -> np.ndarray:
             nodes[select_nodes(region, mesh)] = True
         except RegionError:
             continue
-    for i, j in row_chunks(mesh.n_cells):  # by rows: a grid's cells are never held whole
+    # by rows: a grid's cells are never held whole (KEPT_ROWS cells' nodes, 16 MiB)
+    for i, j in row_chunks(mesh.n_cells, KEPT_ROWS):
         keep[i:j] |= nodes[mesh.cell_rows(i, j)].any(axis=1)
     return np.flatnonzero(keep)

@@ -88,9 +88,9 @@ def series_writer(model: Model, out_dir: Path, ck: Checkpoint | None) -> SeriesW
 
 def series_rho(model: Model, x) -> np.ndarray:
     """A series step's densities: this rank's owned cells in a distributed run, else the
-    whole design on the host."""
+    whole design (kept on a device path's device, read by slabs: ``Model.output_cells``)."""
     rho = model.physical(x)[0]
-    return to_host(rho) if model.comm is not None else model.host_cells(rho)
+    return to_host(rho) if model.comm is not None else model.output_cells(rho)
 
 
 def final_rho(model: Model, rho_final) -> np.ndarray:

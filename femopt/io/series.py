@@ -21,6 +21,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
+from femopt.backend.rows import RowSource
 from femopt.io.results import atomic_write
 
 SERIES_H5 = "series.h5"
@@ -74,14 +75,23 @@ class SeriesWriter:
             f.create_group("density")
         self._write_xdmf()
 
-    def add(self, iteration: int, density: np.ndarray) -> None:
+    def add(self, iteration: int, density: np.ndarray | RowSource) -> None:
+        """Add the densities of ``iteration`` (a host array, or a field kept on the
+        device and read by slabs)."""
         import h5py
 
         with h5py.File(self.h5, "a", locking=False) as f:
             name = f"{iteration:06d}"
             if name in f["density"]:
                 del f["density"][name]
-            f["density"].create_dataset(name, data=np.asarray(density, dtype=float))
+            if isinstance(density, RowSource):  # kept on the device: by slabs
+                data = f["density"].create_dataset(name, density.shape, dtype=np.float64)
+                i = 0
+                for block in density.slabs():
+                    data[i:i + len(block)] = block
+                    i += len(block)
+            else:
+                f["density"].create_dataset(name, data=np.asarray(density, dtype=float))
         if iteration not in self.steps:
             self.steps.append(iteration)
         self._write_step(iteration, density)
@@ -95,7 +105,9 @@ class SeriesWriter:
         from femopt.io.vtu import labels, write_vtu
 
         with atomic_write(self._step_file(iteration)) as tmp:
-            write_vtu(tmp, self.mesh, {"density": np.asarray(density, dtype=float)}, {},
+            if not isinstance(density, RowSource):
+                density = np.asarray(density, dtype=float)
+            write_vtu(tmp, self.mesh, {"density": density}, {},
                       labels(self.info.get("problem", ""), self.info.get("unit", "")))
 
     def _write_pvd(self) -> None:

@@ -4,7 +4,9 @@ Written by femopt itself (meshio reads it back): binary data appended raw after 
 each array behind a 64-bit byte count (``header_type="UInt64"``), so no array or offset
 overflows at any size (a 32-bit count ends at 4 GiB: 550M hex8 cells' connectivity is
 35 GB). Large designs are written uncompressed, in chunks of :data:`CHUNK_BYTES`, so the
-writer holds no copy of the mesh; small ones are zlib-compressed in 32 KiB blocks.
+writer holds no copy of the mesh, nor of a field given as a
+:class:`~femopt.backend.rows.RowSource` (kept on the device: asked for one chunk of rows
+at a time); small ones are zlib-compressed in 32 KiB blocks.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
+from femopt.backend.rows import RowSource
 from femopt.mesh.mesh import Mesh
 
 COMPRESS_UP_TO = 1_000_000  # cells; larger designs are written uncompressed (binary)
-CHUNK_BYTES = 64 << 20  # what one write takes at most
+CHUNK_BYTES = 16 << 20  # what one write takes at most (and the rows a chunk makes)
 ZLIB_BLOCK = 32768
 VTK_CELL = {"quad4": 9, "hex8": 12, "tri3": 5, "tet4": 10}
 VTK_TYPE = {np.dtype(np.float64): "Float64", np.dtype(np.float32): "Float32",
@@ -47,10 +50,23 @@ class _Array:
             yield memoryview(block).cast("B")
 
 
-def _of(name: str, a: np.ndarray) -> _Array:
+def _vtk_dtype(dtype: np.dtype) -> np.dtype:
+    """``dtype`` where VTK has it, else float64 or int64."""
+    dtype = np.dtype(dtype)
+    if dtype in VTK_TYPE:
+        return dtype
+    return np.dtype(np.float64 if dtype.kind == "f" else np.int64)
+
+
+def _of(name: str, a: np.ndarray | RowSource) -> _Array:
+    """A field by rows: a host array, or a :class:`RowSource` asked for one chunk of
+    rows at a time (a field kept on the device)."""
+    if isinstance(a, RowSource):
+        return _Array(name, _vtk_dtype(a.dtype), a.shape[0], 1 if a.ndim == 1 else a.shape[1],
+                      a.rows)
     a = np.asarray(a)
     if a.dtype not in VTK_TYPE:
-        a = a.astype(np.float64 if a.dtype.kind == "f" else np.int64)
+        a = a.astype(_vtk_dtype(a.dtype))
     ncomp = 1 if a.ndim == 1 else a.shape[1]
     return _Array(name, a.dtype, a.shape[0], ncomp, lambda i, j: a[i:j])
 
@@ -65,19 +81,28 @@ def _points(mesh: Mesh) -> _Array:
     return _Array("Points", np.float64, mesh.n_nodes, 3, rows)
 
 
-def _point_field(name: str, v: np.ndarray) -> _Array:
-    v = np.asarray(v)
+def _point_field(name: str, v: np.ndarray | RowSource) -> _Array:
+    if not isinstance(v, RowSource):
+        v = np.asarray(v)
     if v.ndim == 2 and v.shape[1] == 2:  # 2D vectors padded: ParaView warps by 3 components
+        rows = v.rows if isinstance(v, RowSource) else lambda i, j: v[i:j]
         return _Array(name, v.dtype if v.dtype in VTK_TYPE else np.float64, v.shape[0], 3,
-                      lambda i, j: np.column_stack([v[i:j], np.zeros(j - i)]))
+                      lambda i, j: np.column_stack([rows(i, j), np.zeros(j - i)]))
     return _of(name, v)
 
 
 def _compressed(arr: _Array) -> list[bytes]:
-    """The UInt64 block header and the zlib blocks of ``arr`` (a small array)."""
-    data = b"".join(bytes(c) for c in arr.chunks())
-    blocks = [zlib.compress(data[i:i + ZLIB_BLOCK]) for i in range(0, len(data), ZLIB_BLOCK)]
-    last = len(data) - (len(blocks) - 1) * ZLIB_BLOCK if blocks else 0
+    """The UInt64 block header and the zlib blocks of ``arr`` (a small array), compressed
+    chunk by chunk: only the compressed blocks are held whole."""
+    blocks, rest = [], b""
+    for chunk in arr.chunks():
+        data = rest + bytes(chunk)
+        whole = len(data) - len(data) % ZLIB_BLOCK
+        blocks += [zlib.compress(data[i:i + ZLIB_BLOCK]) for i in range(0, whole, ZLIB_BLOCK)]
+        rest = data[whole:]
+    if rest:
+        blocks.append(zlib.compress(rest))
+    last = len(rest) if rest else (ZLIB_BLOCK if blocks else 0)
     header = np.array([len(blocks), ZLIB_BLOCK, last] + [len(b) for b in blocks], np.uint64)
     return [header.tobytes()] + blocks
 
@@ -96,9 +121,9 @@ def labels(name: str, unit: str) -> dict[str, np.ndarray]:
 def write_vtu(path: str | Path, mesh: Mesh, cell_data: dict[str, np.ndarray],
               point_data: dict[str, np.ndarray],
               field_data: dict[str, np.ndarray] | None = None) -> None:
-    """Write ``mesh`` with the given fields; 2D vectors are padded to 3 components so that
-    ParaView can warp by them. ``field_data`` (small arrays, :func:`labels`) is written
-    as text."""
+    """Write ``mesh`` with the given fields (host arrays, or :class:`RowSource` fields
+    read by chunks of rows); 2D vectors are padded to 3 components so that ParaView can
+    warp by them. ``field_data`` (small arrays, :func:`labels`) is written as text."""
     n, k = mesh.n_cells, mesh.nodes_per_cell
 
     def connectivity(i, j):  # flat entries i..j-1, from the cells that hold them

@@ -399,9 +399,10 @@ class DistributedGridPath(DevicePath):
     def global_max(self, value: float) -> float:
         return self.comm.max(value)
 
-    def design_final(self, rho: Any) -> tuple[list[float], np.ndarray | None, State | None]:
+    def design_final(self, rho: Any, lazy: bool = False
+                     ) -> tuple[list[float], np.ndarray | None, State | None]:
         """Values on every rank; densities and states gathered on rank 0 (None on the
-        others). Collective."""
+        others), whether ``lazy`` or not. Collective."""
         m = self.model
         self.analyse(rho)
         values = self.function_terms(rho, None, None, u=self.u)[0]

@@ -29,24 +29,24 @@ CPU_BYTES_PER_CELL = {2: 8_500, 3: 38_000}
 # What the GPU grid path keeps in host memory per cell is the larger of its set-up and
 # its results, each a sum of named arrays (gpu_host_arrays; one node per cell, k dofs
 # per node). The grid itself is never materialized, regions are index ranges, the
-# design lives on the device. The GPU's own memory is checked when the model is built.
+# design lives on the device, and the results are read from it by slabs of bounded size
+# (femopt.backend.rows). The GPU's own memory is checked when the model is built.
 BASE_BYTES = 100 * 2**20  # the interpreter with numpy, scipy and the plugins imported
 
 
 def gpu_host_arrays(k: int, n_cases: int) -> dict[str, dict[str, int]]:
     """Bytes per cell of the GPU grid path's host arrays, by phase: ``set-up`` (the
     model's load vectors, the loaded-dof test, the free-dof mask, the path's and the
-    multigrid solver's supported-dof masks) and ``results`` (the final densities and
-    states copied back, one case's grid-layout copy at a time, the load vectors still
-    held)."""
+    multigrid solver's supported-dof masks) and ``results`` (the masks still held, the
+    cells an exported part keeps and the loaded nodes; the final densities and states
+    stay on the device and are written by slabs of at most 16 MiB, not counted per
+    cell, and no dense load vector is made)."""
     return {
         "set-up": {"load vectors (float64 per dof and case)": 8 * k * n_cases,
                    "loaded dofs test (bool per dof and case)": k * n_cases,
                    "free-dof and supported-dof masks (3 bool per dof)": 3 * k},
-        "results": {"load vectors (float64 per dof and case)": 8 * k * n_cases,
-                    "densities (float64)": 8,
-                    "states (float64 per dof and case)": 8 * k * n_cases,
-                    "one case's states in the grid layout (float64 per dof)": 8 * k},
+        "results": {"free-dof and supported-dof masks (3 bool per dof)": 3 * k,
+                    "kept cells and loaded nodes (bool per cell and per node)": 2},
     }
 
 
