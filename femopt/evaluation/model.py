@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,6 +14,7 @@ from femopt.assembly.sparse import FixedPatternAssembler
 from femopt.design.interpolation import Interpolation
 from femopt.errors import Issue, MeshError, ProblemError
 from femopt.evaluation import conditions
+from femopt.evaluation.host_fields import HostFields
 from femopt.evaluation.device_choice import choose_device, make_path, shape_device
 from femopt.evaluation.function_checks import check_functions
 from femopt.evaluation.path import EvaluationPath
@@ -64,7 +64,7 @@ class Bound:
         return (1.0 if self.kind == "max" else -1.0) * self._scale()
 
 
-class Model:
+class Model(HostFields):
     """Everything built from one problem file. Implements ``DesignProblem``.
 
     Args:
@@ -256,37 +256,6 @@ class Model:
             self.optimizer = shape_optimizer(self)
         # the one backend every evaluation goes through
         self.path: EvaluationPath = make_path(self, xp, distributed)
-
-    @cached_property
-    def loads(self) -> np.ndarray:
-        """(n_cases, n_dofs) host load vectors, built on first use: the paths that work
-        on a grid (one GPU, or slabs on ranks) take :attr:`load_nonzeros` instead."""
-        return self.load_nonzeros.dense()
-
-    @property
-    def has_springs(self) -> bool:
-        return self.spring_nonzeros.any()
-
-    @cached_property
-    def springs(self) -> np.ndarray:
-        """Spring stiffness per dof (a full dof vector), built on first use: the
-        distributed path takes :attr:`spring_nonzeros` instead. Without springs a
-        read-only view of zero (no array of the problem's size)."""
-        if not self.has_springs:
-            return np.broadcast_to(np.float64(0.0), (self.n_dofs,))
-        return self.spring_nonzeros.dense()
-
-    @cached_property
-    def ke(self) -> np.ndarray:
-        """Host element matrices of full material, (nd, nd) on a grid, else (n_cells, nd,
-        nd); on first use only on the GPU mesh path, which makes its own on the device."""
-        return self.physics.element_matrices()
-
-    @cached_property
-    def cell_dofs(self) -> np.ndarray:
-        """(n_cells, nd) global dofs of each cell, built on first use (the GPU path, which
-        works on the grid, never needs it)."""
-        return self.physics.cell_dofs()
 
     # -- the device ------------------------------------------------------------------
 
