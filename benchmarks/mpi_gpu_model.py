@@ -56,6 +56,9 @@ from femopt.parallel.orientation import Orientation
 from femopt.parallel.slabs import choose_axis, plan
 from femopt.solvers.multigrid_levels import MultigridOptions
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import mpi_cpu  # noqa: E402  (the benchmark cantilever)
+
 # NCCL on 8 H100 SXM on NVSwitch (docs/benchmarks.md cites each)
 SENDRECV_US = 3.7  # sendrecv_perf, small messages, NVLink Hopper (NVIDIA/nccl#1984)
 ALLREDUCE_US = 15.0  # NCCL's tuning model, ring LL on 8 NVLink ranks (NVIDIA/nccl#1334)
@@ -64,23 +67,8 @@ MPI_US = 5.0  # an intra-node MPI collective of a few bytes (assumed)
 BYTES_PER_CELL = 575  # the one-GPU path's pool high-water mark (docs/benchmarks.md)
 H100_BYTES = 80e9
 
-PROBLEM = """\
-name: cantilever_counts
-mesh: {{type: structured, shape: [{nx}, {ny}, {nz}], size: [{nx}.0, {ny}.0, {nz}.0]}}
-physics: {{type: linear_elasticity, E: 1.0, nu: 0.3}}
-supports:
-  - region: {{face: x_min}}
-loads:
-  - region: {{box: {{min: [{nx}.0, 0.0, 0.0], max: [{nx}.0, 0.0, {nz}.0]}}}}
-    force: [0.0, -1.0, 0.0]
-filters:
-  - {{type: density, radius: 1.5}}
-objective: {{type: compliance}}
-constraints:
-  - {{type: volume, max: 0.3}}
-optimizer: {{type: oc, max_iter: {iterations}}}
-output: {{picture: false, series_every: 0, checkpoint_every: 0}}
-"""
+# the benchmark cantilever of mpi_cpu.py (the multigrid's defaults)
+PROBLEM = mpi_cpu.PROBLEM.replace("cantilever_mpi_benchmark", "cantilever_counts")
 
 K = 3  # dofs per node (hex8 elasticity)
 ND = 24  # dofs per cell

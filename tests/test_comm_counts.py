@@ -29,29 +29,11 @@ import pytest
 
 from femopt.cli import main
 from femopt.parallel.comm_counts import CommCounts, difference
-from test_distributed import femopt, needs_mpi
+from test_distributed import MBB, femopt, needs_mpi
 
-MBB_DENSITY = """\
-name: mbb_counts
-mesh: {type: structured, shape: [32, 16], size: [32.0, 16.0]}
-physics: {type: linear_elasticity, E: 1.0, nu: 0.3}
-supports:
-  - region: {face: x_min}
-    dofs: [x]
-  - region: {point: [32.0, 0.0]}
-    dofs: [y]
-loads:
-  - region: {point: [0.0, 16.0]}
-    force: [0.0, -1.0]
-filters:
-  - {type: density, radius: 1.5}
-objective: {type: compliance}
-constraints:
-  - {type: volume, max: 0.5}
-optimizer: {type: oc, max_iter: 3}
-solver: {type: multigrid, coarsest_size: 100}
-output: {picture: false}
-"""
+# the MBB beam of test_distributed with a density filter, for three iterations
+MBB_DENSITY = (MBB.replace("mbb_mpi", "mbb_counts").replace("type: sensitivity", "type: density")
+               .replace("max_iter: 8", "max_iter: 3").replace(", checkpoint_every: 1", ""))
 
 S, M = 2, 20  # Chebyshev steps, Lanczos steps (the multigrid's defaults)
 F8 = 8  # float64 (the distributed multigrid's precision by default)
