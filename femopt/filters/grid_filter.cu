@@ -1,8 +1,8 @@
 // Density filter of a structured grid as a stencil (one thread per cell, a gather):
 //   out[i] = post[i] * sum_j w_ij pre[j] x[j],   w_ij = max(0, radius - |c_i - c_j|),
 // over the cells j within radius of cell i (|offset| <= r per axis), a weight not above
-// ``cut`` left out (pairs at the radius within rounding, as on the host). pre / post may be
-// null (factor 1). The filter is rho = (H x) / Hs: post = 1 / Hs; its chain rule is
+// ``cut`` left out (pairs at the radius within rounding, as on the host). pre / post may
+// be null (factor 1). The filter is rho = (H x) / Hs: post = 1 / Hs; its chain rule is
 // H^T (g / Hs) = H (g / Hs) (H is symmetric): pre = 1 / Hs.
 template <typename T>
 __global__ void femopt_filters_density_stencil(

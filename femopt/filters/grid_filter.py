@@ -2,8 +2,8 @@
 
 Same weights as :func:`femopt.filters.base.radius_weights` (H_ij = max(0, r - |c_i - c_j|)
 between cell centres, the pairs at the radius within rounding left out alike:
-:data:`~femopt.filters.base.CUT`) without a sparse matrix: H is translation invariant on a grid, so
-H x is a sum of shifted copies of x (NumPy twin) or one gather per cell
+:data:`~femopt.filters.base.CUT`) without a sparse matrix: H is translation invariant on
+a grid, so H x is a sum of shifted copies of x (NumPy twin) or one gather per cell
 (``femopt_filters_density_stencil`` in ``grid_filter.cu``). Per-cell arrays are in cell
 order (x fastest).
 """
