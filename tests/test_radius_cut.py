@@ -14,8 +14,9 @@ def _stencil_matrix(f: GridDensityFilter, n: int) -> np.ndarray:
     return np.stack([f.apply(eye[i]) for i in range(n)], axis=1)
 
 
-# spacing 0.7 (0.7000000000000001 along y) and radius 3 cells: 3 * 0.7 is 2.0999999999999996,
-# so the stencil's weight at three cells is 4.4e-16 where the KD-tree's distance gives none
+# spacing 0.7 (0.7000000000000001 along y) and radius 3 cells: 3 * 0.7 is
+# 2.0999999999999996, so the stencil's weight at three cells is 4.4e-16 where the
+# KD-tree's distance gives none
 @pytest.mark.parametrize("shape, size, radius", [((8, 6), (5.6, 4.2), 2.1),
                                                  ((6, 5, 4), (1.8, 1.5, 1.2), 0.9),
                                                  ((9, 7), (9.0, 3.5), 1.2)])
