@@ -15,13 +15,16 @@ back).
     python benchmarks/gpu_memory_trace.py [--shape 256x128x128] [--iterations 3]
         [--precision mixed|double] [--solver-section default|none] [--allocator pool|async]
 
-``--allocator async`` runs CUDA's stream-ordered allocator (``cupy.cuda.MemoryAsyncPool``)
-instead, for comparison: it reports the driver pool's reserved and used high-water marks.
+``--allocator async`` runs CUDA's stream-ordered allocator instead, as femopt sets it up
+for ``FEMOPT_GPU_ALLOCATOR=async`` (``femopt.backend.gpu_allocator``: the device's
+default pool, kept reserved), for comparison: it reports the driver pool's reserved and
+used high-water marks.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import traceback
@@ -60,13 +63,14 @@ def main() -> None:
     data = problem(shape, args.iterations, args.precision, args.solver_section)
 
     if args.allocator == "async":
-        pool = cp.cuda.MemoryAsyncPool()
-        cp.cuda.set_allocator(pool.malloc)
+        from femopt.backend import pool_bytes
+
+        os.environ["FEMOPT_GPU_ALLOCATOR"] = "async"  # femopt's own set-up of it
         with tempfile.TemporaryDirectory() as out:
             run(data, out, device="gpu")
         rt = cp.cuda.runtime
         handle = rt.deviceGetDefaultMemPool(cp.cuda.Device().id)
-        reserved = rt.memPoolGetAttribute(handle, rt.cudaMemPoolAttrReservedMemHigh)
+        reserved = pool_bytes(cp)  # the reserved high-water mark, as summary.json's
         used = rt.memPoolGetAttribute(handle, rt.cudaMemPoolAttrUsedMemHigh)
         print(f"cells {cells}  async allocator: reserved high {reserved / cells:.0f} B/cell, "
               f"used high {used / cells:.0f} B/cell")

@@ -1,8 +1,8 @@
 """Host memory of the GPU grid path's output step, measured on its NumPy twin.
 
-Runs the 3D cantilever of benchmarks/gpu_cli_run.py (one design iteration, no picture,
+Runs the 3D cantilever of benchmarks/gpu_cli_run.py (one design iteration, no
 series or checkpoint: design.vtu, design.npy, density.npy and summary.json are
-written) through ``femopt.runner.run_model`` on a model built with
+written; design.png too with ``--picture``) through ``femopt.runner.run_model`` on a model built with
 ``array_module=numpy`` and reports, with tracemalloc, the peak of the host allocations
 of the output step: from the moment the final analysis has its values (its forward
 solve and function values are device work) to the end of the run (the fields brought
@@ -25,7 +25,7 @@ it with ``PYTHONPATH`` at an export of another version's ``femopt/`` to compare.
 compressed blocks are held until the file is written).
 
     python benchmarks/output_host_memory.py [--shape 128x64x64] [--chunks default|scaled]
-        [--writer large|size]
+        [--writer large|size] [--picture]
 """
 
 from __future__ import annotations
@@ -92,9 +92,11 @@ def set_chunks(scale: float | None, large: bool) -> dict[str, int]:
             "rows": mesh.ROWS, "kept": getattr(results, "KEPT_ROWS", mesh.ROWS)}
 
 
-def measure(shape: tuple[int, int, int], scale: float | None, large: bool) -> dict:
+def measure(shape: tuple[int, int, int], scale: float | None, large: bool,
+            picture: bool = False) -> dict:
     cells = int(np.prod(shape))
     data = problem(shape, 1)
+    data["output"]["picture"] = picture
     text = yaml.safe_dump(data)
     registry = get_registry()
     model = Model(parse_problem(text, "problem.yaml", registry), registry, array_module=np)
@@ -129,14 +131,15 @@ def main() -> None:
     ap.add_argument("--shape", default="128x64x64")
     ap.add_argument("--chunks", choices=["default", "scaled"], default="default")
     ap.add_argument("--writer", choices=["large", "size"], default="large")
+    ap.add_argument("--picture", action="store_true", help="design.png as well")
     args = ap.parse_args()
     shape = tuple(int(v) for v in args.shape.split("x"))
     cells = int(np.prod(shape))
     scale = cells / PRODUCTION_CELLS if args.chunks == "scaled" else None
-    r = measure(shape, scale, args.writer == "large")
+    r = measure(shape, scale, args.writer == "large", args.picture)
     print(f"output step on the NumPy twin, {args.shape} ({cells:,} cells), {date.today()}, "
           f"femopt from {Path(femopt.__file__).parent}, design.vtu writer {args.writer}, "
-          f"chunks {args.chunks}, load average {os.getloadavg()[0]:.2f}\n")
+          f"chunks {args.chunks}, picture {args.picture}, load average {os.getloadavg()[0]:.2f}\n")
     print("| cells | VTU chunk (KiB) | slab (KiB) | mesh rows | kept-cells rows "
           "| output step peak (MB) | output step peak (B/cell) | output step (s, traced) "
           "| design.vtu (MB) |")

@@ -199,6 +199,36 @@ def test_every_slab_estimate_is_about_its_share_of_the_grid(ranks, write_problem
         assert slab_bytes(model, glayout, lay) < 1.5 * share * whole
 
 
+def test_a_gpu_rank_takes_the_allocator_of_the_environment_on_its_own_gpu(monkeypatch):
+    """``FEMOPT_GPU_ALLOCATOR`` reaches a distributed run's ranks: each rank's allocator is
+    chosen after its GPU is made current (a stand-in for CuPy records the order)."""
+    import types
+
+    import femopt.parallel.comm_device as comm_device
+    from femopt.parallel.comm import Comm
+
+    calls = []
+
+    class Device:
+        def __init__(self, i=None):
+            self.id = 0 if i is None else i
+
+        def use(self):
+            calls.append(("use", self.id))
+
+    runtime = types.SimpleNamespace(getDeviceCount=lambda: 2,
+                                    deviceGetPCIBusId=lambda i: f"0000:0{i}:00.0")
+    cupy = types.SimpleNamespace(cuda=types.SimpleNamespace(Device=Device, runtime=runtime),
+                                 ascontiguousarray=np.ascontiguousarray)
+    monkeypatch.setattr(comm_device, "gpu_modules", lambda: (cupy, None))
+    monkeypatch.setattr(comm_device, "gpu_allocator", lambda: calls.append(("allocator",)))
+    host = Comm(None)
+    host.rank = 1
+    comm = comm_device.device_comm(host, cupy)
+    assert calls == [("use", 1), ("allocator",)]
+    assert comm.xp is cupy and comm.transport.name == "mpi"
+
+
 @pytest.mark.parametrize("where", ["cli", "file"])
 def test_gpu_ranks_without_cupy_are_refused_before_any_work(where, write_problem, tmp_path,
                                                             capsys, monkeypatch):

@@ -271,7 +271,9 @@ def test_sensitivity_cases_kernel_equals_numpy(shape, k, n_cases, n_mu, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 @pytest.mark.parametrize("shape, spacing, radius", [((13, 9), (1.0, 0.5), 1.2),
-                                                    ((9, 7, 6), (1.0, 1.0, 2.0), 2.6)])
+                                                    ((9, 7, 6), (1.0, 1.0, 2.0), 2.6),
+                                                    # entries at the radius within rounding
+                                                    ((8, 6), (0.7, 0.7000000000000001), 2.1)])
 def test_filter_kernel_equals_numpy(shape, spacing, radius, dtype):
     r = rng()
     cpu = GridDensityFilter(shape, spacing, radius)

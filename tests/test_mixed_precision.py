@@ -312,8 +312,10 @@ def test_gpu_async_allocator_gives_the_same_run_and_reports_its_high_water_mark(
     allocator) against the default pool, each in its own process: the same objectives to
     rounding (the coarse levels' CSR is summed with atomics, in an order that varies from
     run to run: 3.014729976550785 against 3.0147299765540128 at 256x128x128 on an H100),
-    and summary.json's ``gpu_pool_bytes`` the CUDA pool's reserved high-water mark,
-    positive and not above the default pool's."""
+    and summary.json's ``gpu_pool_bytes`` the CUDA pool's reserved high-water mark:
+    positive (CuPy's pool, which the async run leaves empty, would read 0) and of the
+    default pool's order (either may be the larger: 496 against 487 B/cell at
+    256x128x128 on an H100, docs/benchmarks.md)."""
     import json
     import os
     import subprocess
@@ -334,4 +336,5 @@ def test_gpu_async_allocator_gives_the_same_run_and_reports_its_high_water_mark(
         assert proc.returncode == 0, proc.stderr
         runs[name] = json.loads((out / "summary.json").read_text())
     assert runs["async"]["objective"] == pytest.approx(runs["pool"]["objective"], rel=1e-9)
-    assert 0 < runs["async"]["gpu_pool_bytes"] <= runs["pool"]["gpu_pool_bytes"]
+    pool = runs["pool"]["gpu_pool_bytes"]
+    assert 0.5 * pool < runs["async"]["gpu_pool_bytes"] < 2 * pool

@@ -359,3 +359,59 @@ def test_ftol_waits_for_the_constraints():
     assert not r.converged and r.iterations == 20
     r = Frozen(opts).run(separable_problem(), np.full(8, 0.3), 20)  # sum 2.4 < 3
     assert r.converged and r.iterations == 6
+
+
+class _NoInitial(np.ndarray):
+    """An array whose reductions refuse ``initial`` and an empty operand, as CuPy's do."""
+
+    def max(self, *args, **kwargs):
+        if "initial" in kwargs:
+            raise TypeError("max() got an unexpected keyword argument 'initial'")
+        if self.size == 0:
+            raise ValueError("zero-size array to reduction operation maximum")
+        return np.ndarray.max(self, *args, **kwargs)
+
+
+class _RankSums:
+    """LocalSums as a distributed run passes them (another object: the sized ratios are
+    reduced over 'every rank', here one)."""
+
+    rows, gram, combine = staticmethod(lambda A, v: A @ v), \
+        staticmethod(lambda A, B: A @ B.T), staticmethod(lambda lam, A: lam @ A)
+
+    @staticmethod
+    def norm_max(pieces, sized):
+        res = np.concatenate([np.asarray(p) for p in pieces])
+        return float(np.linalg.norm(res)), float(np.abs(res).max())
+
+    @staticmethod
+    def max(value):
+        return value
+
+
+@pytest.mark.parametrize("n", [5, 0])
+def test_mma_subproblem_with_rank_sums_uses_no_initial(n):
+    """The distributed branch of the MMA step (a rank's sums) takes the largest step ratio
+    without NumPy's ``max(initial=)``, which CuPy lacks, and skips a rank's empty part:
+    the solution equals the local one (n = 5), and an empty design part solves (n = 0)."""
+    from femopt.optimizers.mma import mma_subsolve
+
+    xmin, xmax = np.ones(n), np.full(n, 10.0)
+    if n:
+        x = np.full(n, 5.0)
+        _, df, g, dg = beam(x)
+        step = mma_step(x, xmin, xmax, df, g, dg)
+        low, upp = step.low, step.upp
+    else:  # one constraint, met, on no design variable
+        x, df, g, dg = np.zeros(0), np.zeros(0), np.array([-1.0]), np.zeros((1, 0))
+        low, upp = np.zeros(0), np.zeros(0)
+    alpha, beta, p0, q0, P, Q, b = mma_approximation(x, xmin, xmax, low, upp, df, g, dg)
+    strict = [np.asarray(a).view(_NoInitial) for a in (low, upp, alpha, beta, p0, q0, P, Q)]
+    got = mma_subsolve(*strict, np.asarray(b).view(_NoInitial), sums=_RankSums)
+    assert np.asarray(got[0]).shape == (n,)
+    if n == 0:  # a rank without design variables: the scalars' subproblem alone
+        assert all(np.isfinite(np.asarray(a)).all() for a in got)
+        return
+    ref = mma_subsolve(low, upp, alpha, beta, p0, q0, P, Q, b)
+    for a, r in zip(got, ref):
+        np.testing.assert_allclose(np.asarray(a), r, rtol=1e-12, atol=1e-14)

@@ -207,6 +207,17 @@ def test_twin_run_writes_the_bytes_of_the_whole_array_writer(tmp_path, monkeypat
     for f in written:
         slabs, whole_file = tmp_path / "slabs" / f, tmp_path / "whole" / f
         assert slabs.read_bytes() == whole_file.read_bytes(), f
+    # series.h5: each step's densities, filled slab by slab, as the whole array's
+    import h5py
+
+    with h5py.File(tmp_path / "slabs" / "series.h5", "r") as a, \
+            h5py.File(tmp_path / "whole" / "series.h5", "r") as b:
+        steps = sorted(a["density"])
+        assert steps == sorted(b["density"]) and len(steps) >= 2
+        for step in steps:
+            got, expected = a["density"][step], b["density"][step]
+            assert got.dtype == expected.dtype == np.float64
+            assert np.array_equal(got[()], expected[()]), step
 
 
 def test_cpu_run_writes_host_arrays(tmp_path, monkeypatch):

@@ -124,3 +124,37 @@ def test_a_design_on_a_2d_mesh_from_a_file_is_drawn_cell_by_cell(tmp_path):
     void = np.flatnonzero(c[:, 0] >= mid)[np.argmax(volumes[c[:, 0] >= mid])]
     assert _pixel(fig, image, *c[solid]).max() < 0.15
     assert _pixel(fig, image, *c[void]).min() > 0.85
+
+
+def _dense_marks(model):
+    """The marks from the dense load vectors (n_cases, n_dofs), as a reference."""
+    k, mesh = model.physics.dofs_per_node, model.mesh
+    loads = np.asarray(model.loads).reshape(len(model.loads), -1, k)
+    loaded = np.flatnonzero(np.abs(loads).sum(axis=(0, 2)) > 0)
+    directions = np.zeros((loaded.size, mesh.dim))
+    if k == mesh.dim:
+        v = loads.sum(axis=0)[loaded]
+        n = np.linalg.norm(v, axis=1, keepdims=True)
+        directions = np.divide(v, n, out=np.zeros_like(v), where=n > 0)
+    return mesh.node_coords(loaded), directions
+
+
+@pytest.mark.parametrize("name", ["two_load_cases", "cantilever_3d", "bridge_pressure",
+                                  "heat_volume_to_point"])
+def test_marks_come_from_the_loads_nonzeros(name):
+    """The picture's load marks are found from the loads' nonzeros, without the dense
+    load vectors (on a large grid, 24 bytes per cell and load case), and equal the marks
+    of the dense vectors."""
+    from pathlib import Path
+
+    from femopt.runner import build_model
+
+    root = Path(__file__).resolve().parents[1]
+    model = build_model(root / "problems" / f"{name}.yaml", device="cpu")
+    model.__dict__.pop("loads", None)  # the CPU path built them; the GPU paths do not
+    marks = plots.marks_of(model)
+    assert "loads" not in model.__dict__
+    points, directions = _dense_marks(model)
+    assert len(points) > 0
+    np.testing.assert_array_equal(marks.loads, points)
+    np.testing.assert_allclose(marks.directions, directions, rtol=0, atol=1e-15)

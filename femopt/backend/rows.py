@@ -66,13 +66,18 @@ class RowSource:
         for i in range(0, self.shape[0], per):
             yield self.rows(i, min(self.shape[0], i + per))
 
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        """The whole field on the host (``np.asarray(field)``), assembled from slabs."""
-        out = np.empty(self.shape, dtype=self.dtype)
+    def copy_into(self, out: Any) -> Any:
+        """Fill ``out`` (anything of the field's shape that takes row-range assignment: a
+        host array, an HDF5 dataset) slab by slab; returns it."""
         i = 0
         for block in self.slabs():
             out[i:i + len(block)] = block
             i += len(block)
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        """The whole field on the host (``np.asarray(field)``), assembled from slabs."""
+        out = self.copy_into(np.empty(self.shape, dtype=self.dtype))
         return out if dtype is None else out.astype(dtype, copy=False)
 
     def __repr__(self) -> str:

@@ -1,8 +1,9 @@
 """The density filter of a structured grid as a stencil, NumPy or CuPy.
 
 Same weights as :func:`femopt.filters.base.radius_weights` (H_ij = max(0, r - |c_i - c_j|)
-between cell centres) without a sparse matrix: H is translation invariant on a grid, so
-H x is a sum of shifted copies of x (NumPy twin) or one gather per cell
+between cell centres, the pairs at the radius within rounding left out alike:
+:data:`~femopt.filters.base.CUT`) without a sparse matrix: H is translation invariant on
+a grid, so H x is a sum of shifted copies of x (NumPy twin) or one gather per cell
 (``femopt_filters_density_stencil`` in ``grid_filter.cu``). Per-cell arrays are in cell
 order (x fastest).
 """
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from femopt.backend import array_namespace
+from femopt.filters.base import CUT
 
 SOURCE = Path(__file__).with_suffix(".cu")
 
@@ -41,12 +43,13 @@ class GridDensityFilter:
         self.inv_hs = 1.0 / self.hs
 
     def offsets(self) -> list[tuple[tuple[int, ...], float]]:
-        """(offset (x, y[, z]), weight) of every stencil entry with a positive weight."""
+        """(offset (x, y[, z]), weight) of every stencil entry with a weight above
+        ``CUT * radius`` (as :func:`~femopt.filters.base.radius_weights` keeps them)."""
         out = []
         for off in product(*[range(-r, r + 1) for r in self.reach]):
             d = np.sqrt(sum((o * h) ** 2 for o, h in zip(off, self.spacing)))
             w = self.radius - d
-            if w > 0:
+            if w > CUT * self.radius:
                 out.append((off, float(w)))
         return out
 
@@ -90,5 +93,5 @@ class GridDensityFilter:
         # CuPy passes None as a null pointer
         launch_1d(kern, x.size, (x, pre, post, out) + tuple(np.int32(n) for n in shape)
                   + tuple(np.int32(r) for r in reach) + tuple(np.float64(v) for v in h)
-                  + (np.float64(self.radius),))
+                  + (np.float64(self.radius), np.float64(CUT * self.radius)))
         return out

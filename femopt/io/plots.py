@@ -44,15 +44,19 @@ class Marks:
 
 
 def marks_of(model: Any) -> Marks:
-    """The support and load points of a built model (first load case's directions)."""
+    """The support and load points of a built model (the directions of the loads summed
+    over the load cases), from the loads' nonzeros (``model.load_nonzeros``): no dense
+    load vector of the problem's size is made."""
     k, mesh = model.physics.dofs_per_node, model.mesh
     fixed_nodes = np.unique(np.asarray(model.fixed) // k)
-    loads = np.asarray(model.loads).reshape(len(model.loads), -1, k)  # (cases, nodes, k)
-    total = np.abs(loads).sum(axis=(0, 2))
-    loaded = np.flatnonzero(total > 0)
+    ln = model.load_nonzeros
+    on = np.any(ln.values != 0.0, axis=0)  # the dofs some case loads (sorted, distinct)
+    dofs = ln.index[on]
+    loaded = np.unique(dofs // k)
     directions = np.zeros((loaded.size, mesh.dim))
     if k == mesh.dim:
-        v = loads.sum(axis=0)[loaded]
+        v = np.zeros((loaded.size, k))
+        v[np.searchsorted(loaded, dofs // k), dofs % k] = ln.values[:, on].sum(axis=0)
         n = np.linalg.norm(v, axis=1, keepdims=True)
         directions = np.divide(v, n, out=np.zeros_like(v), where=n > 0)
     return Marks(mesh.node_coords(fixed_nodes), mesh.node_coords(loaded), directions)

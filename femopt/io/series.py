@@ -85,11 +85,8 @@ class SeriesWriter:
             if name in f["density"]:
                 del f["density"][name]
             if isinstance(density, RowSource):  # kept on the device: by slabs
-                data = f["density"].create_dataset(name, density.shape, dtype=np.float64)
-                i = 0
-                for block in density.slabs():
-                    data[i:i + len(block)] = block
-                    i += len(block)
+                density.copy_into(f["density"].create_dataset(name, density.shape,
+                                                              dtype=np.float64))
             else:
                 f["density"].create_dataset(name, data=np.asarray(density, dtype=float))
         if iteration not in self.steps:

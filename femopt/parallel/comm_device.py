@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from femopt.backend import to_host
+from femopt.backend import gpu_allocator, to_host
 from femopt.errors import InputError
 from femopt.parallel.comm import Comm
 
@@ -209,12 +209,14 @@ def gpu_modules() -> tuple[Any, Any]:
 
 def device_comm(host: Comm, xp: Any) -> DeviceComm:
     """The device communicator of ``host``'s ranks on ``xp``: with CuPy each rank on GPU
-    ``rank % n_gpus``, NCCL when every rank has a GPU of its own, else the host
-    transport; with NumPy the host transport (the CPU twin)."""
+    ``rank % n_gpus`` with the allocator ``FEMOPT_GPU_ALLOCATOR`` names
+    (:func:`~femopt.backend.gpu_allocator`), NCCL when every rank has a GPU of its own,
+    else the host transport; with NumPy the host transport (the CPU twin)."""
     if xp is np:
         return DeviceComm(host, np, HostTransport(host, np))
     cupy, _ = gpu_modules()
     cupy.cuda.Device(host.rank % cupy.cuda.runtime.getDeviceCount()).use()
+    gpu_allocator()  # FEMOPT_GPU_ALLOCATOR, on this rank's GPU (now the current one)
     gpu = (socket.gethostname(), cupy.cuda.runtime.deviceGetPCIBusId(cupy.cuda.Device().id))
     gpus = host.mpi.allgather(gpu) if host.size > 1 else [gpu]
     sharing = gpus.count(gpu)
