@@ -72,12 +72,13 @@ def choose_device(model: Any, requested: str | None, array_module: Any) -> Any:
                 "grid or --device cpu")
         import cupy
 
-        from femopt.backend import gpu_allocator
-
-        gpu_allocator()
         xp = cupy
     else:
         xp = array_module
+    if getattr(xp, "__name__", "") == "cupy":  # the allocator before the first array
+        from femopt.backend import gpu_allocator
+
+        gpu_allocator()
     if default_solver and not grid:
         from femopt.solvers.pcg import PCGOptions, PCGSolver
 
