@@ -41,29 +41,19 @@ def test_small_matrices_and_one_core_stay_whole(monkeypatch):
     assert isinstance(split_rows(big), RowSplit)
 
 
-def test_a_bad_thread_count_in_the_environment_is_refused_before_any_work(
-        tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("name,value,message", [
+    ("FEMOPT_SPMV_THREADS", "two",
+     "FEMOPT_SPMV_THREADS must be a whole number of threads, not 'two'"),
+    ("FEMOPT_GPU_ALLOCATOR", "arena",
+     "FEMOPT_GPU_ALLOCATOR must be one of pool, async, not 'arena'")])
+def test_a_bad_environment_variable_is_refused_before_any_work(
+        name, value, message, tmp_path, monkeypatch, capsys):
     from femopt.cli import main
 
-    monkeypatch.setenv("FEMOPT_SPMV_THREADS", "two")
+    monkeypatch.setenv(name, value)
     out = tmp_path / "out"
     code = main(["run", str(Path(__file__).parents[1] / "problems" / "mbb_beam.yaml"),
                  "--out", str(out), "--quiet"])
     assert code == 2
-    assert "FEMOPT_SPMV_THREADS must be a whole number of threads, not 'two'" in \
-        capsys.readouterr().err
-    assert not out.exists()
-
-
-def test_a_bad_gpu_allocator_in_the_environment_is_refused_before_any_work(
-        tmp_path, monkeypatch, capsys):
-    from femopt.cli import main
-
-    monkeypatch.setenv("FEMOPT_GPU_ALLOCATOR", "arena")
-    out = tmp_path / "out"
-    code = main(["run", str(Path(__file__).parents[1] / "problems" / "mbb_beam.yaml"),
-                 "--out", str(out), "--quiet"])
-    assert code == 2
-    assert "FEMOPT_GPU_ALLOCATOR must be one of pool, async, not 'arena'" in \
-        capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert not out.exists()
