@@ -224,3 +224,27 @@ def test_block_embedding_equals_the_coo_csr_bsr_conversion(sorted_columns):
         assert np.array_equal(got.data, want.data)
     assert got.shape == (n_dofs, n_dofs) and got.blocksize == (k, k)
     assert (got.diagonal()[supported] == 1.0).all()
+
+
+def test_coarsest_solve_by_cholesky_and_by_pseudo_inverse_where_indefinite():
+    """An SPD coarsest operator with a row no aggregate reaches (all zero) is solved by its
+    Cholesky factor, as its pseudo-inverse would (zero on that row); an indefinite one
+    falls back to the pseudo-inverse."""
+    rng = np.random.default_rng(3)
+    m = rng.standard_normal((30, 30))
+    spd = m @ m.T + 30 * np.eye(30)
+    spd[7, :] = spd[:, 7] = 0.0
+    b = rng.standard_normal(30)
+    b[7] = 0.0  # P^T r is zero where P's column is
+    h = SAHierarchy([], np, dtype=np.float64)
+    h._coarsest(sp.csr_matrix(spd))
+    assert h.coarse_chol is not None and h.coarse_inv is None
+    want = np.linalg.pinv(spd) @ b
+    got = h.coarse_solve(b)
+    assert got.dtype == np.float64 and got[7] == 0.0
+    assert np.abs(got - want).max() <= 1e-12 * np.abs(want).max()
+    indefinite = spd - 40 * np.eye(30)
+    h._coarsest(sp.csr_matrix(indefinite))
+    assert h.coarse_chol is None
+    want = np.linalg.pinv(indefinite) @ b
+    assert np.abs(h.coarse_solve(b) - want).max() <= 1e-9 * np.abs(want).max()

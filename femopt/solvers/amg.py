@@ -39,8 +39,8 @@ class AMGOptions(Options):
     """Largest number of CG iterations per solve."""
     cycle: Literal["V", "W"] = "V"
     """Multigrid cycle of one preconditioner application."""
-    max_coarse: int = Field(500, gt=0)
-    """Largest system solved directly at the coarsest level."""
+    max_coarse: int = Field(3000, gt=0)
+    """Largest system solved directly (dense Cholesky) at the coarsest level."""
 
 
 class BlockEmbedding:

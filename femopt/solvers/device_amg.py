@@ -36,7 +36,7 @@ class DeviceAMGPCG:
     label = "AMG-PCG"
 
     def __init__(self, indptr: np.ndarray, indices: np.ndarray, near_null: Any, xp: Any = np,
-                 rtol: float = 1e-8, max_iter: int = 500, max_coarse: int = 500,
+                 rtol: float = 1e-8, max_iter: int = 500, max_coarse: int = 3000,
                  cycle: str = "V"):
         self.xp, self.rtol, self.max_iter = xp, rtol, max_iter
         self.sp = sparse_module(xp)
