@@ -20,14 +20,18 @@ from femopt.filters.base import Filter
 
 
 class HostWeights:
-    """H, its row sums and (on first use) H^T as SciPy matrices."""
+    """H, its row sums and H^T as SciPy matrices."""
 
     def __init__(self, h: sp.csr_matrix, hs: np.ndarray):
         self.h, self.hs = h, hs
 
-    @cached_property
-    def ht(self) -> sp.csr_matrix:
-        return self.h.T.tocsr()
+    @property
+    def ht(self) -> sp.csc_matrix:
+        """H^T as the CSC view of H's arrays, no copy: its product visits the rows of H in
+        order and adds into each entry of the result in that order, as a CSR copy of H^T
+        (sorted columns) would, so the values are the same bit for bit (at 1M cells the
+        copy of some 60M weights took 2.6 s and 0.7 GB)."""
+        return self.h.T
 
     def apply(self, x: Any) -> Any:
         return self.h @ x

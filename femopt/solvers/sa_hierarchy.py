@@ -194,6 +194,8 @@ class Level:
     t: Any = None          # tentative prolongator to the next level (fixed)
     p: Any = None          # smoothed prolongator (values per design)
     pt: Any = None         # its transpose, the restriction
+    p_op: Any = None       # what the cycle multiplies by: p and pt, or row-split (CPU)
+    pt_op: Any = None
 
 
 class SAHierarchy:
@@ -244,6 +246,7 @@ class SAHierarchy:
                 lev.pt = lev.pt.tocsr()
             elif lev.pt.format == "bsr":  # the transpose's blocks are strided views
                 lev.pt.data = np.ascontiguousarray(lev.pt.data)
+            lev.p_op, lev.pt_op = split_rows(lev.p, xp), split_rows(lev.pt, xp)
             a = lev.pt @ (a @ lev.p)
             if xp is np and lev.p.format == "bsr":
                 a = a.tobsr(blocksize=(lev.p.blocksize[1],) * 2)
@@ -285,6 +288,7 @@ class SAHierarchy:
             lev.dinv = _inv_diag(xp, a.diagonal())
             lev.rho, lev.ritz = _spectral_radius(a, lev.dinv, xp, lev.ritz, LANCZOS_STEPS)
             lev.p, lev.pt = g.prolongator(a.data, lev.dinv * (OMEGA / lev.rho))
+            lev.p_op, lev.pt_op = split_rows(lev.p, xp), split_rows(lev.pt, xp)
             a = g.coarse(a.data, lev.p, lev.pt)
         self._coarsest(a)
 
@@ -350,5 +354,5 @@ class SAHierarchy:
         x = self._chebyshev(lev, b, None)
         visits = self.visits if level + 2 < len(self.levels) else 1
         for _ in range(visits):
-            x += lev.p @ self.vcycle(lev.pt @ (b - lev.op @ x), level + 1)
+            x += lev.p_op @ self.vcycle(lev.pt_op @ (b - lev.op @ x), level + 1)
         return self._chebyshev(lev, b, x)
