@@ -325,13 +325,18 @@ class SAHierarchy:
         theta, delta = 0.5 * (hi + lo), 0.5 * (hi - lo)
         sigma = theta / delta
         r = b.copy() if x is None else b - lev.op @ x
-        d = lev.dinv * r / theta
+        d = lev.dinv * r
+        d /= theta
         x = d.copy() if x is None else x + d
         rk = 1.0 / sigma
         for _ in range(self.degree[lev is not self.levels[0]] - 1):
             r -= lev.op @ d
             rn = 1.0 / (2.0 * sigma - rk)
-            d = (rn * rk) * d + (2.0 * rn / delta) * (lev.dinv * r)
+            # d = (rn rk) d + (2 rn / delta) D^-1 r, in place (the same values)
+            d *= rn * rk
+            t = lev.dinv * r
+            t *= 2.0 * rn / delta
+            d += t
             rk = rn
             x += d
         return x
