@@ -57,3 +57,29 @@ def test_a_bad_thread_count_in_the_environment_is_refused_before_any_work(
     assert "FEMOPT_SPMV_THREADS must be a whole number of threads, not 'two'" in \
         capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("fmt", ["csr", "bsr"])
+def test_split_sparse_product_equals_the_whole_product(fmt, monkeypatch):
+    """A sparse-sparse product with the left factor's rows in parts gives the whole
+    product's pattern and values exactly (BSR blocks kept)."""
+    from femopt.solvers import row_split
+
+    monkeypatch.setenv("FEMOPT_SPMV_THREADS", "3")
+    monkeypatch.setattr(row_split, "MIN_ROWS", 100)
+    rng = np.random.default_rng(2)
+    n, m = 3000, 600
+    rows = np.repeat(np.arange(n), 9)
+    a = sp.csr_matrix((rng.standard_normal(rows.size), (rows, (rows + rng.integers(-30, 30,
+                      rows.size)) % n)), shape=(n, n)).astype(np.float32)
+    t = sp.csr_matrix((rng.standard_normal(n), (np.arange(n), np.arange(n) // 5)),
+                      shape=(n, m)).astype(np.float32)
+    if fmt == "bsr":
+        a, t = a.tobsr(blocksize=(3, 3)), t.tobsr(blocksize=(3, 6))
+    got, want = row_split.split_product(a, t), a @ t
+    assert got.format == want.format == fmt and got.shape == want.shape
+    if fmt == "bsr":
+        assert got.blocksize == want.blocksize == (3, 6)
+    assert np.array_equal(got.indptr, want.indptr)
+    assert np.array_equal(got.indices, want.indices)
+    assert np.array_equal(got.data, want.data)

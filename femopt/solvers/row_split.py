@@ -110,3 +110,42 @@ def split_rows(m: Any, xp: Any = np) -> Any:
             or m.format not in ("csr", "bsr")):
         return m
     return RowSplit(m, threads)
+
+
+def split_product(a: Any, b: Any, xp: Any = np) -> Any:
+    """``a @ b`` of SciPy sparse matrices with ``a``'s rows in parts multiplied at once on
+    the thread pool (SciPy's sparse-sparse products release the GIL too), the parts'
+    rows stacked: each row of a product is computed from that row alone, so the result
+    is the whole product's, entry for entry. Whole where :func:`split_rows` would keep
+    ``a`` whole."""
+    split = split_rows(a, xp)
+    if not isinstance(split, RowSplit) or len(split.parts) == 1:
+        return a @ b
+    pool = _executor(len(split.parts) - 1)
+    futures = [pool.submit(part.__matmul__, b) for part in split.parts[1:]]
+    first = split.parts[0] @ b
+    return _stack_rows([first] + [f.result() for f in futures])
+
+
+def _stack_rows(parts: list[Any]) -> Any:
+    """The row blocks ``parts`` (CSR, or BSR of one block size) as one matrix, by joining
+    their arrays."""
+    import scipy.sparse as sp
+
+    fmt = parts[0].format
+    same = all(p.format == fmt for p in parts) and fmt in ("csr", "bsr") and (
+        fmt == "csr" or all(p.blocksize == parts[0].blocksize for p in parts))
+    if not same:
+        return sp.vstack(parts, format=fmt)
+    offsets = np.cumsum([0] + [p.indptr[-1] for p in parts[:-1]])
+    index = np.int64 if offsets[-1] + parts[-1].indptr[-1] >= 2**31 else np.int32
+    indptr = np.concatenate([parts[0].indptr[:1].astype(index)]
+                            + [(p.indptr[1:] + o).astype(index)
+                               for p, o in zip(parts, offsets)])
+    indices = np.concatenate([p.indices for p in parts]).astype(index, copy=False)
+    data = np.concatenate([p.data for p in parts])
+    shape = (sum(p.shape[0] for p in parts), parts[0].shape[1])
+    if fmt == "bsr":
+        return sp.bsr_matrix((data, indices, indptr), shape=shape,
+                             blocksize=parts[0].blocksize)
+    return sp.csr_matrix((data, indices, indptr), shape=shape)

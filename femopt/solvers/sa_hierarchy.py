@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from femopt.solvers.row_split import split_rows
+from femopt.solvers.row_split import split_product, split_rows
 
 OMEGA = 4.0 / 3.0  # Jacobi weight of the prolongator smoother, over rho(D^-1 A)
 CHEB_INTERVAL = (1.0 / 30.0, 1.1)  # the smoother's interval, as fractions of rho(D^-1 A)
@@ -118,7 +118,7 @@ def _cupy() -> Any:
 
 def _smooth(t: Any, a: Any, dinv: Any, rho: float) -> Any:
     """P = T - (4/3 / rho) D^-1 A T."""
-    at = a @ t
+    at = split_product(a, t) if isinstance(dinv, np.ndarray) else a @ t
     if a.format == "bsr":
         at = at.tobsr(blocksize=t.blocksize)
     return t - _scale_rows(at, dinv * (OMEGA / rho))
@@ -239,7 +239,8 @@ class SAHierarchy:
             lev.a = a
             lev.op = split_rows(a, xp)
             lev.dinv = _inv_diag(xp, a.diagonal())
-            lev.rho, lev.ritz = _spectral_radius(a, lev.dinv, xp, lev.ritz, LANCZOS_STEPS)
+            lev.rho, lev.ritz = _spectral_radius(lev.op, lev.dinv, xp, lev.ritz,
+                                                 LANCZOS_STEPS)
             lev.p = _smooth(lev.t, a, lev.dinv, lev.rho)
             lev.pt = lev.p.T
             if xp is not np:
@@ -247,7 +248,8 @@ class SAHierarchy:
             elif lev.pt.format == "bsr":  # the transpose's blocks are strided views
                 lev.pt.data = np.ascontiguousarray(lev.pt.data)
             lev.p_op, lev.pt_op = split_rows(lev.p, xp), split_rows(lev.pt, xp)
-            a = lev.pt @ (a @ lev.p)
+            a = (split_product(lev.pt, split_product(a, lev.p)) if xp is np
+                 else lev.pt @ (a @ lev.p))
             if xp is np and lev.p.format == "bsr":
                 a = a.tobsr(blocksize=(lev.p.blocksize[1],) * 2)
         self._coarsest(a)
@@ -286,7 +288,7 @@ class SAHierarchy:
             lev.a = a
             lev.op = split_rows(a, xp)
             lev.dinv = _inv_diag(xp, a.diagonal())
-            lev.rho, lev.ritz = _spectral_radius(a, lev.dinv, xp, lev.ritz, LANCZOS_STEPS)
+            lev.rho, lev.ritz = _spectral_radius(lev.op, lev.dinv, xp, lev.ritz, LANCZOS_STEPS)
             lev.p, lev.pt = g.prolongator(a.data, lev.dinv * (OMEGA / lev.rho))
             lev.p_op, lev.pt_op = split_rows(lev.p, xp), split_rows(lev.pt, xp)
             a = g.coarse(a.data, lev.p, lev.pt)
