@@ -27,6 +27,7 @@ from femopt.plugins.registry import Registry
 from femopt.problem.load import LoadedProblem, Section
 from femopt.solvers.base import LinearSolver
 from femopt.solvers.choice import pick_solver
+from femopt.solvers.row_split import cpu_threads
 
 
 @dataclass
@@ -193,6 +194,10 @@ class Model:
         else:
             xp = (choose_device(self, device, array_module) if not self.shape
                   else shape_device(self, device))
+        if xp is None and distributed is None and not self.shape:
+            for f in self.filters:  # the host path filters by weights: built meanwhile
+                if hasattr(f, "prefetch") and f.linear and cpu_threads() > 1:
+                    f.prefetch()
         if xp is None or self.mesh.grid is not None:  # built now, before nodes may move
             _ = self.ke  # (the GPU path on a mesh from a file makes its own on the device)
         self.n_free = self.n_dofs - int(np.unique(self.fixed).size)
@@ -212,6 +217,8 @@ class Model:
                 self.assembler.add_constant(self.ke_fixed,
                                             self.springs if np.any(self.springs) else None)
             self.loads_free = self.assembler.restrict(self.loads.T)  # (n_free, n_cases)
+            if self.mesh.grid is None and any("_pending" in vars(f) for f in self.filters):
+                _ = self.assembler.nnz  # the pattern, while the filter's weights build
         else:  # the device path assembles nothing: no sparse pattern on the host
             self.assembler = None
         loaded_dofs = self.load_nonzeros.loaded()

@@ -10,6 +10,7 @@ filter's methods are written against :attr:`LinearFilter.op`, whichever of these
 from __future__ import annotations
 
 import copy
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import Any
 
@@ -17,6 +18,18 @@ import numpy as np
 import scipy.sparse as sp
 
 from femopt.filters.base import Filter
+
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def _setup_pool() -> ThreadPoolExecutor:
+    """One thread for set-up work that overlaps the model's own (its own pool: the
+    row-split products' workers stay free)."""
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="femopt-setup")
+    return _pool
 
 
 class HostWeights:
@@ -66,7 +79,16 @@ class LinearFilter(Filter):
     # and never need them (at tens of millions of cells they would take gigabytes).
     @cached_property
     def op(self) -> Any:
-        return HostWeights(*self.weights())
+        pending = self.__dict__.pop("_pending", None)
+        return HostWeights(*(pending.result() if pending is not None else self.weights()))
+
+    def prefetch(self) -> None:
+        """Start building the weights on a background thread, for a model that will need
+        them on the host: the rest of its set-up (element matrices, sparse pattern) runs
+        meanwhile on another core (NumPy, SciPy and the KD-tree release the GIL in their
+        loops); :attr:`op` waits for them and re-raises what the build raised."""
+        if "op" not in self.__dict__ and "_pending" not in self.__dict__:
+            self.__dict__["_pending"] = _setup_pool().submit(self.weights)
 
     def weights_nnz(self) -> int:
         """The number of weights of H (the device memory estimate's count; by default H
