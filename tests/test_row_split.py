@@ -43,6 +43,11 @@ def test_small_matrices_and_one_core_stay_whole(monkeypatch):
     assert split_rows(big) is big
     monkeypatch.setenv("FEMOPT_SPMV_THREADS", "2")
     assert isinstance(split_rows(big), RowSplit)
+    # few rows but many entries (a coarse level of dense blocks): split too
+    dense = sp.random(2000, 2000, density=0.2, format="csr", random_state=0)
+    assert dense.nnz == 800_000 and isinstance(split_rows(dense), RowSplit)
+    half = dense[:, :1000].tocsr()
+    assert half.nnz < 500_000 and split_rows(half) is half
 
 
 def test_a_bad_thread_count_in_the_environment_is_refused_before_any_work(

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-MIN_ROWS = 20_000  # below this a matrix is multiplied whole
+MIN_ROWS = 20_000  # below this a matrix is multiplied whole,
+MIN_ENTRIES = 500_000  # unless it stores this many values (a dense coarse level)
 _pool: ThreadPoolExecutor | None = None
 
 
@@ -106,7 +107,7 @@ class RowSplit:
 def split_rows(m: Any, xp: Any = np) -> Any:
     """``m`` itself (CuPy, a small matrix, one core), or its :class:`RowSplit`."""
     threads = cpu_threads()
-    if (xp is not np or threads < 2 or m.shape[0] < MIN_ROWS
+    if (xp is not np or threads < 2 or (m.shape[0] < MIN_ROWS and m.nnz < MIN_ENTRIES)
             or m.format not in ("csr", "bsr")):
         return m
     return RowSplit(m, threads)
