@@ -194,6 +194,16 @@ class Model:
         else:
             xp = (choose_device(self, device, array_module) if not self.shape
                   else shape_device(self, device))
+        loaded_dofs = self.load_nonzeros.loaded()
+        if self.static and np.all(np.isin(loaded_dofs, self.fixed)):
+            raise loaded.error(("load_cases" if self.problem.load_cases else "loads",),
+                               "every load acts on supported degrees of freedom only: "
+                               "the structure carries nothing")
+
+        n = self.mesh.n_cells
+        if self.passive_idx.size == n:
+            raise loaded.error(("design", "passive"), "every cell is passive: no function "
+                               "depends on the design")
         if xp is None and distributed is None and not self.shape:
             for f in self.filters:  # the host path filters by weights: built meanwhile
                 if hasattr(f, "prefetch") and f.linear and cpu_threads() > 1:
@@ -221,16 +231,7 @@ class Model:
                 _ = self.assembler.nnz  # the pattern, while the filter's weights build
         else:  # the device path assembles nothing: no sparse pattern on the host
             self.assembler = None
-        loaded_dofs = self.load_nonzeros.loaded()
-        if self.static and np.all(np.isin(loaded_dofs, self.fixed)):
-            raise loaded.error(("load_cases" if self.problem.load_cases else "loads",),
-                               "every load acts on supported degrees of freedom only: "
-                               "the structure carries nothing")
-
         n = self.mesh.n_cells
-        if self.passive_idx.size == n:
-            raise loaded.error(("design", "passive"), "every cell is passive: no function "
-                               "depends on the design")
         # the design variables: one per cell, or the reduced ones of a design map
         self.x_fixed_idx, self.x_fixed_val = conditions.fixed_design(self)
         n = int(getattr(self.filters[0], "n_inputs", n)) if self.filters else n

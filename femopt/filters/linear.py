@@ -10,7 +10,8 @@ filter's methods are written against :attr:`LinearFilter.op`, whichever of these
 from __future__ import annotations
 
 import copy
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future
 from functools import cached_property
 from typing import Any
 
@@ -20,16 +21,21 @@ import scipy.sparse as sp
 from femopt.filters.base import Filter
 
 
-_pool: ThreadPoolExecutor | None = None
+def _in_background(build: Any) -> Future:
+    """``build()`` on a daemon thread of its own, as a future: an exit on bad input found
+    later in the set-up does not wait for it (a thread pool's workers are joined at
+    exit), and the row-split products' pool stays free."""
+    future: Future = Future()
 
+    def run() -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(build())
+            except BaseException as exc:  # re-raised where the result is used
+                future.set_exception(exc)
 
-def _setup_pool() -> ThreadPoolExecutor:
-    """One thread for set-up work that overlaps the model's own (its own pool: the
-    row-split products' workers stay free)."""
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="femopt-setup")
-    return _pool
+    threading.Thread(target=run, name="femopt-setup", daemon=True).start()
+    return future
 
 
 class HostWeights:
@@ -88,7 +94,7 @@ class LinearFilter(Filter):
         meanwhile on another core (NumPy, SciPy and the KD-tree release the GIL in their
         loops); :attr:`op` waits for them and re-raises what the build raised."""
         if "op" not in self.__dict__ and "_pending" not in self.__dict__:
-            self.__dict__["_pending"] = _setup_pool().submit(self.weights)
+            self.__dict__["_pending"] = _in_background(self.weights)
 
     def weights_nnz(self) -> int:
         """The number of weights of H (the device memory estimate's count; by default H
