@@ -42,7 +42,10 @@ class HostWeights:
     """H, its row sums and H^T as SciPy matrices."""
 
     def __init__(self, h: sp.csr_matrix, hs: np.ndarray):
+        from femopt.solvers.row_split import split_rows
+
         self.h, self.hs = h, hs
+        self._h = split_rows(h)  # H x on the process's cores (the same rows' sums)
 
     @property
     def ht(self) -> sp.csc_matrix:
@@ -53,10 +56,10 @@ class HostWeights:
         return self.h.T
 
     def apply(self, x: Any) -> Any:
-        return self.h @ x
+        return self._h @ x
 
     def forward(self, x: Any) -> Any:
-        return (self.h @ x) / self.hs
+        return (self._h @ x) / self.hs
 
     def backward(self, x: Any, dy: Any) -> Any:
         return self.ht @ (dy / self.hs)

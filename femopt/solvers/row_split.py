@@ -150,3 +150,20 @@ def _stack_rows(parts: list[Any]) -> Any:
         return sp.bsr_matrix((data, indices, indptr), shape=shape,
                              blocksize=parts[0].blocksize)
     return sp.csr_matrix((data, indices, indptr), shape=shape)
+
+
+def in_parts(count: int, work: Any, min_count: int = 100_000) -> None:
+    """``work(start, stop)`` over ``range(count)`` in one part per core, at once on the
+    thread pool (the first on the calling thread); whole below ``min_count``. For work
+    whose items are independent (one value per cell), so any split gives the same
+    values."""
+    threads = cpu_threads()
+    if threads < 2 or count < min_count:
+        work(0, count)
+        return
+    bounds = np.linspace(0, count, threads + 1).astype(np.int64)
+    pool = _executor(threads - 1)
+    futures = [pool.submit(work, int(a), int(b)) for a, b in zip(bounds[1:-1], bounds[2:])]
+    work(int(bounds[0]), int(bounds[1]))
+    for f in futures:
+        f.result()
