@@ -218,8 +218,11 @@ def node_pairs(nodes: np.ndarray, n_nodes: int) -> tuple[np.ndarray, np.ndarray,
     total = n_cells * npc * npc
     index = np.int32 if max(total, n_nodes) < 2**31 else np.int64
     nodes = nodes.astype(index, copy=False)
-    first = np.repeat(nodes, npc, axis=1).reshape(-1)   # a of (cell, a, b)
-    second = np.tile(nodes, (1, npc)).reshape(-1)       # b of (cell, a, b)
+    first = np.empty((n_cells, npc, npc), dtype=index)  # a of (cell, a, b)
+    second = np.empty((n_cells, npc, npc), dtype=index)  # b of (cell, a, b)
+    first[...] = nodes[:, :, None]
+    second[...] = nodes[:, None, :]
+    first, second = first.reshape(-1), second.reshape(-1)
     indptr, cols, entry = (np.empty(n_nodes + 1, dtype=index), np.empty(total, dtype=index),
                            np.empty(total, dtype=index))
     _sparsetools.coo_tocsr(n_nodes, n_nodes, total, first, second,
@@ -233,8 +236,9 @@ def node_pairs(nodes: np.ndarray, n_nodes: int) -> tuple[np.ndarray, np.ndarray,
     pair = np.empty(total, dtype=index)
     pair[entry] = pair_id
     del pair_id, entry
-    rows = np.repeat(np.arange(n_nodes, dtype=np.int64), np.diff(indptr))[starts]
-    return pair.reshape(n_cells, npc, npc), rows, cols[starts].astype(np.int64)
+    at = np.flatnonzero(starts)
+    rows = np.searchsorted(indptr, at, side="right") - 1  # the node whose row holds it
+    return pair.reshape(n_cells, npc, npc), rows.astype(np.int64), cols[at].astype(np.int64)
 
 
 def _node_major(cell_dofs: np.ndarray, n_dofs: int, k: int) -> bool:
