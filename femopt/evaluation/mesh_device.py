@@ -110,6 +110,8 @@ def estimate_bytes(model: Any) -> int:
         # free-dof entry on the 100k-tet bracket (FixedGalerkin.nbytes), whose 2.38M
         # entries are 0.68 of ``nnz`` here
         total += nnz * 64
+        # the coarsest level (at most max_coarse rows): dense, symmetrized, its factor
+        total += 3 * 8 * int(model.solver.options.max_coarse) ** 2
     return int(MEMORY_MARGIN * total)
 
 
