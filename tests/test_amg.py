@@ -248,3 +248,25 @@ def test_coarsest_solve_by_cholesky_and_by_pseudo_inverse_where_indefinite():
     assert h.coarse_chol is None
     want = np.linalg.pinv(indefinite) @ b
     assert np.abs(h.coarse_solve(b) - want).max() <= 1e-9 * np.abs(want).max()
+
+
+def test_smoother_degree_option_reaches_the_hierarchy_and_a_bad_one_is_located(
+        tmp_path, capsys):
+    """``smoother_degree: [2, 3]`` gives the cycle degree 2 on the finest level (and still
+    pyamg's answer); a degree of 0 is refused at its place in the problem file."""
+    path = tmp_path / "deg.yaml"
+    path.write_text(PROBLEM + "solver: {type: amg, max_coarse: 100, "
+                    "smoother_degree: [2, 3]}\n")
+    model = build_model(path, device="cpu")
+    _operator(model, 6)
+    b = model.loads_free[:, 0]
+    u = model.solver.solve(b)
+    assert model.solver.hierarchy.degree == (2, 3)
+    k = model.assembler.assemble(model.interp.value(
+        np.random.default_rng(6).uniform(0.05, 1.0, model.n)), model.ke)
+    assert np.linalg.norm(k @ u - b) <= 1e-7 * np.linalg.norm(b)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(PROBLEM + "solver: {type: amg, smoother_degree: [0, 3]}\n")
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:{PROBLEM.count(chr(10)) + 1}:" in err and "smoother_degree" in err

@@ -188,7 +188,8 @@ class MeshDevicePath(DevicePath):
             self.solver = DeviceAMGPCG(indptr, indices,
                                        modes[free] if modes.ndim == 2 and modes.shape[1]
                                        else None, xp, opts.rtol, opts.max_iter,
-                                       opts.max_coarse, opts.cycle)
+                                       opts.max_coarse, opts.cycle,
+                                       tuple(opts.smoother_degree))
         else:
             self.solver = NodeBlockPCG(indptr, indices, self.free, k, xp, opts.rtol,
                                        opts.max_iter)

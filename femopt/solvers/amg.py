@@ -22,7 +22,7 @@ adjoint solves reuse the forward hierarchy (the operator is symmetric).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from typing import Annotated, Any, Callable, Literal
 
 import numpy as np
 from pydantic import Field
@@ -41,6 +41,10 @@ class AMGOptions(Options):
     """Multigrid cycle of one preconditioner application."""
     max_coarse: int = Field(3000, gt=0)
     """Largest system solved directly (dense Cholesky) at the coarsest level."""
+    smoother_degree: list[Annotated[int, Field(ge=1, le=8)]] = Field(
+        default_factory=lambda: [3, 3], min_length=2, max_length=2)
+    """Degree of the Chebyshev smoother on the finest level and on the coarser ones (a
+    lower one: cheaper cycles, more CG iterations)."""
 
 
 class BlockEmbedding:
@@ -168,7 +172,8 @@ class AMGSolver(PCGSolver):
         if self.hierarchy is None or self._rows != self.operator.shape[0]:
             ts = build_structure(self.operator, self._near_null_space(blocks),
                                  self.options.max_coarse)
-            self.hierarchy = SAHierarchy(ts, np, cycle=self.options.cycle)
+            self.hierarchy = SAHierarchy(ts, np, degree=tuple(self.options.smoother_degree),
+                                         cycle=self.options.cycle)
             self._rows = self.operator.shape[0]
             self._warm.clear()
         self.hierarchy.update(self.operator)
