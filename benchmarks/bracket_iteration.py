@@ -26,7 +26,7 @@ synchronized at each step) and the model's build time.
 
     python benchmarks/bracket_iteration.py [--sizes 100k,1M]
         [--cases cpu-amg,cpu-direct,gpu,gpu-amg,twin] [--setup device|host]
-        [--iterations 5] [--budget 300] [--direct-max 200000]
+        [--iterations 5] [--budget 300] [--direct-max 200000] [--smoother-degree 2,3]
 """
 
 from __future__ import annotations
@@ -120,7 +120,14 @@ def main() -> None:
     ap.add_argument("--direct-max", type=int, default=200_000)
     ap.add_argument("--setup", choices=("device", "host"), default="device",
                     help="where the GPU path builds its element matrices and pattern")
+    ap.add_argument("--smoother-degree", default="",
+                    help="the amg cases' Chebyshev degrees, finest,coarser (e.g. 2,3); "
+                         "default: the solver's")
     args = ap.parse_args()
+    if args.smoother_degree:
+        degree = [int(d) for d in args.smoother_degree.split(",")]
+        for case in ("cpu-amg", "gpu-amg"):
+            SOLVERS[case] = {**SOLVERS[case], "smoother_degree": degree}
     from femopt.evaluation import mesh_device
 
     mesh_device.SETUP = args.setup

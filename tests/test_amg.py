@@ -224,3 +224,49 @@ def test_block_embedding_equals_the_coo_csr_bsr_conversion(sorted_columns):
         assert np.array_equal(got.data, want.data)
     assert got.shape == (n_dofs, n_dofs) and got.blocksize == (k, k)
     assert (got.diagonal()[supported] == 1.0).all()
+
+
+def test_coarsest_solve_by_cholesky_and_by_pseudo_inverse_where_indefinite():
+    """An SPD coarsest operator with a row no aggregate reaches (all zero) is solved by its
+    Cholesky factor, as its pseudo-inverse would (zero on that row); an indefinite one
+    falls back to the pseudo-inverse."""
+    rng = np.random.default_rng(3)
+    m = rng.standard_normal((30, 30))
+    spd = m @ m.T + 30 * np.eye(30)
+    spd[7, :] = spd[:, 7] = 0.0
+    b = rng.standard_normal(30)
+    b[7] = 0.0  # P^T r is zero where P's column is
+    h = SAHierarchy([], np, dtype=np.float64)
+    h._coarsest(sp.csr_matrix(spd))
+    assert h.coarse_chol is not None and h.coarse_inv is None
+    want = np.linalg.pinv(spd) @ b
+    got = h.coarse_solve(b)
+    assert got.dtype == np.float64 and got[7] == 0.0
+    assert np.abs(got - want).max() <= 1e-12 * np.abs(want).max()
+    indefinite = spd - 40 * np.eye(30)
+    h._coarsest(sp.csr_matrix(indefinite))
+    assert h.coarse_chol is None
+    want = np.linalg.pinv(indefinite) @ b
+    assert np.abs(h.coarse_solve(b) - want).max() <= 1e-9 * np.abs(want).max()
+
+
+def test_smoother_degree_option_reaches_the_hierarchy_and_a_bad_one_is_located(
+        tmp_path, capsys):
+    """``smoother_degree: [2, 3]`` gives the cycle degree 2 on the finest level (and still
+    pyamg's answer); a degree of 0 is refused at its place in the problem file."""
+    path = tmp_path / "deg.yaml"
+    path.write_text(PROBLEM + "solver: {type: amg, max_coarse: 100, "
+                    "smoother_degree: [2, 3]}\n")
+    model = build_model(path, device="cpu")
+    _operator(model, 6)
+    b = model.loads_free[:, 0]
+    u = model.solver.solve(b)
+    assert model.solver.hierarchy.degree == (2, 3)
+    k = model.assembler.assemble(model.interp.value(
+        np.random.default_rng(6).uniform(0.05, 1.0, model.n)), model.ke)
+    assert np.linalg.norm(k @ u - b) <= 1e-7 * np.linalg.norm(b)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(PROBLEM + "solver: {type: amg, smoother_degree: [0, 3]}\n")
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:{PROBLEM.count(chr(10)) + 1}:" in err and "smoother_degree" in err

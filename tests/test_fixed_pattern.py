@@ -73,3 +73,22 @@ def test_cells_that_are_not_whole_nodes_fall_back_to_dofs():
     ke = np.arange(144.0).reshape(12, 12)
     ref = _from_scratch(shuffled, n_dofs, free, scale, ke)
     assert abs(asm.assemble(scale, ke) - ref).max() <= 1e-12 * abs(ref).max()
+
+
+@pytest.mark.parametrize("npc,seed", [(4, 1), (8, 2), (3, 3)])
+def test_node_pairs_by_counting_equal_np_unique_of_the_keys(npc, seed):
+    """The node graph's pairs (sorted) and each (cell, a, b)'s pair equal np.unique's of
+    the keys a * n_nodes + b exactly, with nodes that no cell uses and rows whose first
+    column equals the row before's last."""
+    from femopt.assembly.sparse import node_pairs
+
+    rng = np.random.default_rng(seed)
+    n_nodes = 150
+    cells = np.array([rng.choice(n_nodes - 10, npc, replace=False) for _ in range(400)])
+    pair, rows, cols = node_pairs(cells, n_nodes)
+    keys = (cells[:, :, None] * n_nodes + cells[:, None, :]).reshape(-1)
+    want, inverse = np.unique(keys, return_inverse=True)
+    assert pair.shape == (400, npc, npc)
+    assert np.array_equal(pair.reshape(-1), inverse.reshape(-1))
+    assert np.array_equal(rows * n_nodes + cols, want)
+    assert rows.size == want.size > 400

@@ -3,6 +3,7 @@ checks that refuse bad meshes, and topology optimization on an unstructured mesh
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import meshio
@@ -357,3 +358,42 @@ def test_a_facet_group_cannot_select_cells(write_problem, tmp_path, capsys):
     assert main(["validate", str(write_problem(text))]) == 2
     assert ("design.passive.0.region: group 'lug' holds no elements (it marks nodes or "
             "facets); groups of elements: body, lug_ring") in capsys.readouterr().err
+
+
+def test_filter_transpose_is_a_view_with_the_copys_values_bit_for_bit():
+    """H^T x through the CSC view of H (no copy of the weights) equals the product with a
+    CSR copy of H^T bit for bit, on the bracket's unsymmetric volume-weighted H."""
+    from femopt.filters.linear import HostWeights
+
+    model = build_model(ROOT / "problems" / "bracket_3d.yaml")
+    h, hs = radius_weights(model.mesh, 6.0)
+    op = HostWeights(h, hs)
+    assert op.ht.data is h.data or np.shares_memory(op.ht.data, h.data)
+    dy = np.random.default_rng(5).standard_normal(h.shape[0])
+    want = h.T.tocsr() @ (dy / hs)
+    assert np.array_equal(op.backward(None, dy), want)
+    assert abs(h - h.T).max() > 0  # the volumes make H unsymmetric: a real transpose
+
+
+def test_filter_weights_built_meanwhile_equal_those_built_on_use(monkeypatch):
+    """On the host path the filter's weights build on a background thread while the model
+    makes its element matrices and pattern: the same H bit for bit; an error of the
+    build is raised where the weights are used."""
+    monkeypatch.setenv("FEMOPT_SPMV_THREADS", "2")
+    model = build_model(ROOT / "problems" / "bracket_3d.yaml")
+    f = model.filters[0]
+    assert "_pending" in vars(f) or "op" in vars(f)
+    assert "indices" in vars(model.assembler)  # the pattern was built meanwhile
+    want, want_s = radius_weights(model.mesh, f.options.radius)
+    assert np.array_equal(f.H.indptr, want.indptr) and np.array_equal(f.H.data, want.data)
+    assert np.array_equal(f.Hs, want_s) and "_pending" not in vars(f)
+
+    def broken():
+        raise MemoryError("no room for the weights")
+
+    other = copy.copy(f)
+    other.__dict__.pop("op")
+    other.weights = broken
+    other.prefetch()
+    with pytest.raises(MemoryError, match="no room"):
+        _ = other.H

@@ -82,3 +82,28 @@ def test_no_linear_constraint_through_a_projection(tmp_path):
     model = build_model(path, device="cpu")
     assert len(model.filters) == 2
     assert model.linear_constraint() is None
+
+
+@pytest.mark.parametrize("bounds", [False, True])
+def test_host_bisection_equals_the_trial_loop_bit_for_bit(bounds):
+    """The host update (ratio and move limits once per update, the change once at the
+    end) gives the design and change of the plain loop over ``oc_trial_numpy``."""
+    from femopt.optimizers import oc_kernels
+
+    rng = np.random.default_rng(7)
+    n = 5000
+    x = rng.uniform(0.01, 1.0, n)
+    df, dg, w = -rng.uniform(0.0, 1.0, n), rng.uniform(0.5, 1.0, n), rng.uniform(0, 1, n) / n
+    df[:10] = 0.0  # a ratio at its floor
+    xmin, xmax = (np.full(n, 0.001), np.where(rng.random(n) < 0.1, 0.5, 1.0)) if bounds \
+        else (None, None)
+    got, change = oc_kernels.oc_update_linear(x, df, dg, w, 0.3, xmin, xmax)
+    l1, l2, trials = 0.0, 1e9, 0
+    while (l2 - l1) / (l1 + l2) > 1e-3:
+        lmid = 0.5 * (l1 + l2)
+        want, vol, want_change = oc_kernels.oc_trial_numpy(x, df, dg, xmin, xmax, w, lmid,
+                                                            0.2, 0.5)
+        l1, l2 = (lmid, l2) if vol > 0.3 else (l1, lmid)
+        trials += 1
+    assert trials > 20
+    assert np.array_equal(got, want) and change == want_change

@@ -28,6 +28,21 @@ def element_sensitivity(cell_dofs: np.ndarray, ke: np.ndarray, lam: np.ndarray,
         cell_dofs: (n_cells, nd). ke: (nd, nd) shared, or (n_cells, nd, nd).
         lam, u: (n_cases, n_dofs).
     """
+    if ke.ndim == 3:  # one matrix per cell: the cells in parts on the process's cores
+        from femopt.solvers.row_split import in_parts
+
+        out = np.empty(cell_dofs.shape[0])
+
+        def part(a: int, b: int) -> None:
+            out[a:b] = _cell_products(cell_dofs[a:b], ke[a:b], lam, u)
+
+        in_parts(cell_dofs.shape[0], part)
+        return out
+    return _cell_products(cell_dofs, ke, lam, u)
+
+
+def _cell_products(cell_dofs: np.ndarray, ke: np.ndarray, lam: np.ndarray,
+                   u: np.ndarray) -> np.ndarray:
     ue = u[:, cell_dofs]  # (c, e, nd)
     # K0 u_e first, as one matrix product (BLAS) for a shared K0
     ku = ue @ ke.T if ke.ndim == 2 else np.einsum("eij,cej->cei", ke, ue, optimize=True)

@@ -79,14 +79,9 @@ class FixedPatternAssembler:
         node_free = free_mask.reshape(n_nodes, k)
         n_free = node_free.sum(axis=1)
         rank = (np.cumsum(node_free, axis=1) - 1).reshape(-1)  # of a free dof in its node
-        # the node graph: pairs of nodes that share a cell, in sorted order
-        keys = (nodes[:, :, None].astype(np.int64) * n_nodes + nodes[:, None, :]).reshape(-1)
-        pair_keys, pair = np.unique(keys, return_inverse=True)
-        del keys
-        pair = pair.reshape(self.n_cells, npc, npc).astype(np.int32 if pair_keys.size < 2**31
-                                                          else np.int64)
-        rows, cols = pair_keys // n_nodes, pair_keys % n_nodes
-        del pair_keys
+        # the node graph: pairs of nodes that share a cell, in sorted order, and the
+        # pair of every (cell, a, b)
+        pair, rows, cols = node_pairs(nodes, n_nodes)
         width = n_free[cols]  # free dofs each node pair gives a row of its first node
         row_len = np.bincount(rows, weights=width, minlength=n_nodes).astype(np.int64)
         node_ptr = np.zeros(n_nodes + 1, dtype=np.int64)
@@ -206,6 +201,44 @@ class FixedPatternAssembler:
         out = np.zeros((self.n_dofs,) + vec_free.shape[1:], dtype=vec_free.dtype)
         out[self.free] = vec_free
         return out
+
+
+def node_pairs(nodes: np.ndarray, n_nodes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct node pairs (a, b) of the cells ``nodes`` (n_cells, npc), sorted by a
+    then b (as ``np.unique`` of the keys a * n_nodes + b would sort them), and the index
+    of the pair of every (cell, i, j).
+
+    By counting rather than a sort of every key: SciPy's COO -> CSR pass groups the
+    n_cells * npc^2 entries by their first node in one pass, each row (a node's some
+    hundred entries) is sorted by the second node, and the first of each run of equal
+    pairs starts a new pair. Returns (pair (n_cells, npc, npc), rows, cols)."""
+    from scipy.sparse import _sparsetools
+
+    n_cells, npc = nodes.shape
+    total = n_cells * npc * npc
+    index = np.int32 if max(total, n_nodes) < 2**31 else np.int64
+    nodes = nodes.astype(index, copy=False)
+    first = np.empty((n_cells, npc, npc), dtype=index)  # a of (cell, a, b)
+    second = np.empty((n_cells, npc, npc), dtype=index)  # b of (cell, a, b)
+    first[...] = nodes[:, :, None]
+    second[...] = nodes[:, None, :]
+    first, second = first.reshape(-1), second.reshape(-1)
+    indptr, cols, entry = (np.empty(n_nodes + 1, dtype=index), np.empty(total, dtype=index),
+                           np.empty(total, dtype=index))
+    _sparsetools.coo_tocsr(n_nodes, n_nodes, total, first, second,
+                           np.arange(total, dtype=index), indptr, cols, entry)
+    del first, second
+    _sparsetools.csr_sort_indices(n_nodes, indptr, cols, entry)
+    starts = np.ones(total, dtype=bool)  # a new pair: a new row or a new column
+    np.not_equal(cols[1:], cols[:-1], out=starts[1:])
+    starts[indptr[:-1][np.diff(indptr) > 0]] = True
+    pair_id = np.cumsum(starts, dtype=index) - 1
+    pair = np.empty(total, dtype=index)
+    pair[entry] = pair_id
+    del pair_id, entry
+    at = np.flatnonzero(starts)
+    rows = np.searchsorted(indptr, at, side="right") - 1  # the node whose row holds it
+    return pair.reshape(n_cells, npc, npc), rows.astype(np.int64), cols[at].astype(np.int64)
 
 
 def _node_major(cell_dofs: np.ndarray, n_dofs: int, k: int) -> bool:

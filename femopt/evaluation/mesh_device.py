@@ -111,6 +111,8 @@ def estimate_bytes(model: Any) -> int:
         # free-dof entry on the 100k-tet bracket (FixedGalerkin.nbytes), whose 2.38M
         # entries are 0.68 of ``nnz`` here
         total += nnz * 64
+        # the coarsest level (at most max_coarse rows): dense, symmetrized, its factor
+        total += 3 * 8 * int(model.solver.options.max_coarse) ** 2
     return int(MEMORY_MARGIN * total)
 
 
@@ -187,7 +189,8 @@ class MeshDevicePath(DevicePath):
             self.solver = DeviceAMGPCG(indptr, indices,
                                        modes[free] if modes.ndim == 2 and modes.shape[1]
                                        else None, xp, opts.rtol, opts.max_iter,
-                                       opts.max_coarse, opts.cycle)
+                                       opts.max_coarse, opts.cycle,
+                                       tuple(opts.smoother_degree))
         else:
             self.solver = NodeBlockPCG(indptr, indices, self.free, k, xp, opts.rtol,
                                        opts.max_iter)

@@ -27,6 +27,7 @@ from femopt.plugins.registry import Registry
 from femopt.problem.load import LoadedProblem, Section
 from femopt.solvers.base import LinearSolver
 from femopt.solvers.choice import pick_solver
+from femopt.solvers.row_split import cpu_threads
 
 
 @dataclass
@@ -193,6 +194,20 @@ class Model(HostFields):
         else:
             xp = (choose_device(self, device, array_module) if not self.shape
                   else shape_device(self, device))
+        loaded_dofs = self.load_nonzeros.loaded()
+        if self.static and np.all(np.isin(loaded_dofs, self.fixed)):
+            raise loaded.error(("load_cases" if self.problem.load_cases else "loads",),
+                               "every load acts on supported degrees of freedom only: "
+                               "the structure carries nothing")
+
+        n = self.mesh.n_cells
+        if self.passive_idx.size == n:
+            raise loaded.error(("design", "passive"), "every cell is passive: no function "
+                               "depends on the design")
+        if xp is None and distributed is None and not self.shape:
+            for f in self.filters:  # the host path filters by weights: built meanwhile
+                if hasattr(f, "prefetch") and f.linear and cpu_threads() > 1:
+                    f.prefetch()
         if xp is None or self.mesh.grid is not None:  # built now, before nodes may move
             _ = self.ke  # (the GPU path on a mesh from a file makes its own on the device)
         self.n_free = self.n_dofs - int(np.unique(self.fixed).size)
@@ -212,18 +227,11 @@ class Model(HostFields):
                 self.assembler.add_constant(self.ke_fixed,
                                             self.springs if self.has_springs else None)
             self.loads_free = self.assembler.restrict(self.loads.T)  # (n_free, n_cases)
+            if self.mesh.grid is None and any("_pending" in vars(f) for f in self.filters):
+                _ = self.assembler.nnz  # the pattern, while the filter's weights build
         else:  # the device path assembles nothing: no sparse pattern on the host
             self.assembler = None
-        loaded_dofs = self.load_nonzeros.loaded()
-        if self.static and np.all(np.isin(loaded_dofs, self.fixed)):
-            raise loaded.error(("load_cases" if self.problem.load_cases else "loads",),
-                               "every load acts on supported degrees of freedom only: "
-                               "the structure carries nothing")
-
         n = self.mesh.n_cells
-        if self.passive_idx.size == n:
-            raise loaded.error(("design", "passive"), "every cell is passive: no function "
-                               "depends on the design")
         # the design variables: one per cell, or the reduced ones of a design map
         self.x_fixed_idx, self.x_fixed_val = conditions.fixed_design(self)
         n = int(getattr(self.filters[0], "n_inputs", n)) if self.filters else n

@@ -145,8 +145,10 @@ def _pair_weights(tree: Any, c: np.ndarray, radius: float) -> sp.csr_matrix:
             np.add(acc, t, out=acc)
         np.sqrt(acc, out=acc)
         np.subtract(radius, acc, out=acc)
-    keep = np.flatnonzero(w > CUT * radius)
-    i, j, w = i[keep], j[keep], w[keep]
+    # a pair at the radius within rounding has no weight (rare: mostly none to drop)
+    keep = w > CUT * radius
+    if not keep.all():
+        i, j, w = i[keep], j[keep], w[keep]
     del pairs, keep, part
     diag = np.arange(n, dtype=index)
     rows, cols = np.concatenate([i, j, diag]), np.concatenate([j, i, diag])

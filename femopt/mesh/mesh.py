@@ -134,9 +134,17 @@ class Mesh:
     def min_cell_size(self) -> float:
         if self.grid is not None:
             return float(min(self.grid.spacing))
-        edges = np.array(CELL_EDGES[self.cell_type])
-        p = self.points[self.cells]
-        return float(np.linalg.norm(p[:, edges[:, 0]] - p[:, edges[:, 1]], axis=2).min())
+        # per edge and coordinate over contiguous columns: no (cells, edges, dim) array
+        nodes = [np.ascontiguousarray(self.cells[:, i]) for i in range(self.cells.shape[1])]
+        axes = [np.ascontiguousarray(self.points[:, d]) for d in range(self.points.shape[1])]
+        shortest = np.inf
+        for i, j in CELL_EDGES[self.cell_type]:
+            sq = np.zeros(self.n_cells)
+            for x in axes:
+                d = x[nodes[i]] - x[nodes[j]]
+                sq += d * d
+            shortest = min(shortest, float(sq.min(initial=np.inf)))
+        return float(np.sqrt(shortest))
 
 
 class NodeCoordinates:

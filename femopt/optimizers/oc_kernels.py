@@ -65,15 +65,47 @@ def oc_update_linear(x: Any, df: Any, dg: Any, w: Any, limit: float, xmin: Any =
     sums."""
     l1, l2 = 0.0, 1e9
     x_new, change = x, 0.0
+    host = _HostTrials(x, df, dg, xmin, xmax, w, move, eta) \
+        if array_namespace(x) is np else None
     for _ in range(MAX_BISECTIONS):
         if (l2 - l1) / (l1 + l2) <= bisection_tol:
             break
         lmid = 0.5 * (l1 + l2)
-        x_new, vol, change = oc_trial(x, df, dg, xmin, xmax, w, lmid, move, eta)
+        if host is not None:  # the change only once, for the last trial
+            x_new, vol = host(lmid)
+        else:
+            x_new, vol, change = oc_trial(x, df, dg, xmin, xmax, w, lmid, move, eta)
         if reductions is not None:
-            vol, change = reductions.dot(w, x_new), reductions.max(change)
+            vol = reductions.dot(w, x_new)
         if vol > limit:
             l1 = lmid
         else:
             l2 = lmid
+    if host is not None and x_new is not x:
+        change = float(np.max(np.abs(x_new - x), initial=0.0))
+    if reductions is not None:
+        change = reductions.max(change)
     return x_new, change
+
+
+class _HostTrials:
+    """:func:`oc_trial_numpy` with what does not depend on the multiplier (the ratio
+    -df / dg and the move limits) computed once per update: each trial is then four
+    passes over the design. The same arithmetic, so the same new design bit for bit."""
+
+    def __init__(self, x: np.ndarray, df: np.ndarray, dg: np.ndarray, xmin: Any,
+                 xmax: Any, w: np.ndarray, move: float, eta: float):
+        safe_dg = np.where(np.abs(dg) > FLOOR, dg, FLOOR)
+        self.ratio = np.maximum(-df / safe_dg, FLOOR)
+        self.lower = np.maximum(x - move, 0.0 if xmin is None else xmin)
+        self.upper = np.minimum(x + move, 1.0 if xmax is None else xmax)
+        self.x, self.w, self.eta = x, w, eta
+
+    def __call__(self, lmid: float) -> tuple[np.ndarray, float]:
+        factor = np.divide(self.ratio, lmid)
+        np.minimum(factor, CEIL, out=factor)
+        factor **= self.eta  # as ``**`` does (a square root for 0.5)
+        x_new = np.multiply(self.x, factor, out=factor)
+        np.clip(x_new, self.lower, self.upper, out=x_new)
+        x_new = x_new.astype(self.x.dtype, copy=False)
+        return x_new, float(np.dot(self.w, x_new))

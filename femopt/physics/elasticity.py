@@ -149,7 +149,11 @@ class LinearElasticity(Physics):
             # runs reproduce bit for bit
             return np.einsum("cqvi,vw,cqwj,cq->cij", b, self.D, b, wdet) * self.thickness()
         db = np.einsum("vw,cqwj->cqvj", self.D, b * wdet[:, :, None, None])
-        return np.einsum("cqvi,cqvj->cij", b, db, optimize=True) * self.thickness()
+        out = np.einsum("cqvi,cqvj->cij", b, db, optimize=True)
+        t = self.thickness()
+        if t != 1.0:  # x * 1 is x: no pass over the matrices in 3D
+            out *= t
+        return out
 
     def coordinate_sensitivity(self, coords: np.ndarray, m: np.ndarray, u: np.ndarray,
                                lams: list[np.ndarray]) -> list[np.ndarray]:

@@ -22,7 +22,7 @@ adjoint solves reuse the forward hierarchy (the operator is symmetric).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from typing import Annotated, Any, Callable, Literal
 
 import numpy as np
 from pydantic import Field
@@ -39,8 +39,12 @@ class AMGOptions(Options):
     """Largest number of CG iterations per solve."""
     cycle: Literal["V", "W"] = "V"
     """Multigrid cycle of one preconditioner application."""
-    max_coarse: int = Field(500, gt=0)
-    """Largest system solved directly at the coarsest level."""
+    max_coarse: int = Field(3000, gt=0)
+    """Largest system solved directly (dense Cholesky) at the coarsest level."""
+    smoother_degree: list[Annotated[int, Field(ge=1, le=8)]] = Field(
+        default_factory=lambda: [3, 3], min_length=2, max_length=2)
+    """Degree of the Chebyshev smoother on the finest level and on the coarser ones (a
+    lower one: cheaper cycles, more CG iterations)."""
 
 
 class BlockEmbedding:
@@ -51,7 +55,7 @@ class BlockEmbedding:
     free dofs map to all dofs in increasing order, so sorted columns stay sorted) and a
     supported dof's row holds only its diagonal, so no COO sort is needed; SciPy then
     groups it into blocks in one pass. Each design fills the blocks by one gather from
-    the free matrix's values followed by a 0 and a 1."""
+    the free matrix's values, then sets its padding zeros and unit diagonal."""
 
     def __init__(self, matrix: Any, free: np.ndarray, n_dofs: int, k: int):
         import scipy.sparse as sp
@@ -90,20 +94,23 @@ class BlockEmbedding:
                                  shape=(n_dofs, n_dofs)).tobsr(blocksize=(k, k))
         del data, indices, indptr
         flat = self.bsr.data.reshape(-1)
-        # gather order into [values..., 0, 1]: slot, nnz for a padding zero, nnz + 1 for 1
-        self.order = np.full(flat.size, nnz, dtype=index)
-        self.order[flat > 0] = flat[flat > 0] - 1
-        self.order[flat < 0] = nnz + 1
-        self._pad = np.array([0.0, 1.0])
+        # the gather order of the values (0 where the block holds a padding zero or a
+        # supported dof's 1, written after the gather)
+        self.zeros = np.flatnonzero(flat == 0).astype(index)
+        self.ones = np.flatnonzero(flat < 0).astype(index)
+        self.order = np.maximum(flat - 1, 0).astype(index)
 
     def matches(self, matrix: Any) -> bool:
         return matrix.indices is self.indices or np.array_equal(matrix.indices,
                                                                 self.indices)
 
     def embed(self, matrix: Any) -> Any:
-        """The block matrix with ``matrix``'s values."""
-        values = np.concatenate([matrix.data, self._pad])
-        self.bsr.data = values[self.order].reshape(self.bsr.data.shape)
+        """The block matrix with ``matrix``'s values, written into its own array (no
+        copy of the values with the 0 and 1 appended, no new array per design)."""
+        flat = self.bsr.data.reshape(-1)
+        np.take(matrix.data, self.order, out=flat, mode="clip")  # clip: unbuffered
+        flat[self.zeros] = 0.0
+        flat[self.ones] = 1.0
         return self.bsr
 
     def expand(self, v: np.ndarray) -> np.ndarray:
@@ -165,7 +172,8 @@ class AMGSolver(PCGSolver):
         if self.hierarchy is None or self._rows != self.operator.shape[0]:
             ts = build_structure(self.operator, self._near_null_space(blocks),
                                  self.options.max_coarse)
-            self.hierarchy = SAHierarchy(ts, np, cycle=self.options.cycle)
+            self.hierarchy = SAHierarchy(ts, np, degree=tuple(self.options.smoother_degree),
+                                         cycle=self.options.cycle)
             self._rows = self.operator.shape[0]
             self._warm.clear()
         self.hierarchy.update(self.operator)

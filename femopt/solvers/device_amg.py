@@ -29,15 +29,16 @@ class DeviceAMGPCG:
     Args:
         indptr, indices: the CSR pattern (host or ``xp`` arrays) of the free-dof matrix.
         near_null: (n_free, m) host near-null space on the free dofs (None: constants).
-        xp: numpy or cupy. rtol, max_iter: CG's stopping rule. max_coarse, cycle: the
-        hierarchy's coarsest size and its cycle.
+        xp: numpy or cupy. rtol, max_iter: CG's stopping rule. max_coarse, cycle, degree:
+        the hierarchy's coarsest size, its cycle and its Chebyshev degrees (finest,
+        coarser).
     """
 
     label = "AMG-PCG"
 
     def __init__(self, indptr: np.ndarray, indices: np.ndarray, near_null: Any, xp: Any = np,
-                 rtol: float = 1e-8, max_iter: int = 500, max_coarse: int = 500,
-                 cycle: str = "V"):
+                 rtol: float = 1e-8, max_iter: int = 500, max_coarse: int = 3000,
+                 cycle: str = "V", degree: tuple[int, int] = (3, 3)):
         self.xp, self.rtol, self.max_iter = xp, rtol, max_iter
         self.sp = sparse_module(xp)
         n = int(indptr.shape[0]) - 1
@@ -46,7 +47,7 @@ class DeviceAMGPCG:
         self.host_pattern = (to_host(indptr), to_host(indices))
         self.indptr, self.indices = xp.asarray(indptr), xp.asarray(indices)
         self.near_null = near_null
-        self.max_coarse, self.cycle = max_coarse, cycle
+        self.max_coarse, self.cycle, self.degree = max_coarse, cycle, tuple(degree)
         self.hierarchy: SAHierarchy | None = None
         self.matrix = None
         self.last = CGInfo()
@@ -61,7 +62,7 @@ class DeviceAMGPCG:
             indptr, indices = self.host_pattern
             host = sp.csr_matrix((to_host(data), indices, indptr), shape=self.shape)
             ts = build_structure(host, self.near_null, self.max_coarse)
-            self.hierarchy = SAHierarchy(ts, self.xp, cycle=self.cycle)
+            self.hierarchy = SAHierarchy(ts, self.xp, degree=self.degree, cycle=self.cycle)
         self.hierarchy.update(self.matrix)
 
     def apply(self, u: Any, out: Any) -> Any:
