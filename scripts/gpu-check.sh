@@ -10,7 +10,9 @@
 # OPERATOR_ARGS, ITERATION_ARGS, ADJOINT_ARGS, CLI_ARGS, TET4_ARGS and BRACKET_ARGS pass
 # arguments to the benchmarks. With .baseline/site carried (scripts/make-baseline.sh REV),
 # the command-line benchmark runs through that older femopt first, for a side-by-side figure.
-# Measured on an H100 (2026-11-25): the 165 GPU tests take about 470 s, the benchmarks
+# Measured on an H100 (2026-12-05): 219 GPU tests, all but the slowest two within 215 s
+# with 12 workers (TEST_WORKERS, default 8). Earlier (2026-11-25, one worker): the 165 GPU
+# tests took about 470 s, the benchmarks
 # about 500 s (operator 100, iteration 150, adjoint 60, command line 90, tet4 60, bracket
 # 40). Where one command may run 10 minutes at most, run it twice: BENCH=0, then TESTS=0.
 set -uo pipefail
@@ -107,7 +109,8 @@ PY
 set +e
 tests_rc=0
 if [ "${TESTS:-1}" != 0 ]; then
-  timeout "$LIMIT_TESTS" python3 -m pytest -m gpu -n0 -p no:cacheprovider -q -rs ${PYTEST_ARGS:-} \
+  timeout "$LIMIT_TESTS" python3 -m pytest -m gpu -n "${TEST_WORKERS:-8}" -p no:cacheprovider -q -rs \
+    -o addopts="" ${PYTEST_ARGS:-} \
     2>&1 | tee "$OUT/pytest_gpu.log"
   tests_rc=${PIPESTATUS[0]}
 fi
@@ -128,6 +131,12 @@ if [ "${BENCH:-1}" != 0 ]; then
     2>&1 | tee "$OUT/tet4_assembly.md"
   timeout "$LIMIT_BRACKET" python3 benchmarks/bracket_iteration.py --cases gpu \
     ${BRACKET_ARGS:---sizes 100k --iterations 6 --budget 10} 2>&1 | tee "$OUT/bracket_iteration.md"
+  # where the grid path's GPU memory goes, and ranks sharing the GPU (needs mpiexec: the
+  # mpich wheel in .device-wheels, ../shared/device/wheels.sh mpich)
+  timeout "${LIMIT_MEMTRACE:-90}" python3 benchmarks/gpu_memory_trace.py ${MEMTRACE_ARGS:-} \
+    2>&1 | tee "$OUT/gpu_memory_trace.md"
+  timeout "${LIMIT_MPI:-120}" python3 benchmarks/mpi_cpu.py --device gpu \
+    ${MPI_ARGS:---shape 256x128x128 --iterations 5 --ranks 0,1,2} 2>&1 | tee "$OUT/mpi_gpu.md"
 fi
 # optional: stall reasons of the apply kernels (NCU=1), and the CPU multigrid benchmark
 # pinned to two cores like the CI machine (CPU_BENCH=1)
