@@ -40,11 +40,9 @@ class Array:
 def coarsest_dofs(layout, coarsest_size: int = 5000, levels: int | None = None) -> int:
     """Dofs of the multigrid's coarsest level of ``layout`` (a ``GridLayout``), coarsened
     as ``MultigridSolver`` coarsens it."""
-    lay, count = layout, 1
-    while (lay.n_dofs > coarsest_size and lay.can_coarsen()
-           and (levels is None or count < levels)):
-        lay, count = lay.coarsened(), count + 1
-    return lay.n_dofs
+    from femopt.solvers.multigrid_levels import grid_levels
+
+    return grid_levels(layout, coarsest_size, levels)[-1].n_dofs
 
 
 def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int = 1,

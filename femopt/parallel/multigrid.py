@@ -43,22 +43,15 @@ from femopt.parallel.slab_conditions import coarse_fixed_index, kept_mask, kept_
 from femopt.parallel.slabs import Slab
 from femopt.solvers.galerkin import child_matrices, coarsen_cell_matrices, descendant_scales
 from femopt.solvers.multigrid import LANCZOS_MARGIN
-from femopt.solvers.multigrid_levels import CoarseSolver, MultigridOptions, eigenvalue_bound
+from femopt.solvers.multigrid_levels import (CoarseSolver, MultigridOptions, eigenvalue_bound,
+                                             grid_levels)
 from femopt.solvers.pcg import CGInfo
 from femopt.solvers.smoothers import PolynomialSmoother, lanczos_largest
 
 
 def level_layouts(layout: GridLayout, o: MultigridOptions) -> list[GridLayout]:
     """The grids of the hierarchy, as :class:`MultigridSolver` coarsens."""
-    out = [layout]
-    while True:
-        cur = out[-1]
-        if cur.n_dofs <= o.coarsest_size or not cur.can_coarsen():
-            break
-        if o.levels is not None and len(out) >= o.levels:
-            break
-        out.append(cur.coarsened())
-    return out
+    return grid_levels(layout, o.coarsest_size, o.levels)
 
 
 @dataclass

@@ -178,11 +178,8 @@ def slab_bytes(model: Any, glayout: GridLayout, local: GridLayout) -> int:
     path's double Krylov; the coarsest level is the whole grid's (a slab with its halo
     layers need not coarsen as often as the grid)."""
     from femopt.evaluation.grid_device import estimate_bytes
-    from femopt.evaluation.grid_memory import coarsest_dofs
 
-    opts = model.solver.options
-    n_coarse = coarsest_dofs(glayout, getattr(opts, "coarsest_size", 5000),
-                             getattr(opts, "levels", None))
+    n_coarse = level_layouts(glayout, model.solver.options)[-1].n_dofs
     return estimate_bytes(local, len(model.load_nonzeros), krylov="double",
                           n_coarse=n_coarse)
 

@@ -52,7 +52,7 @@ from femopt.solvers.base import LinearSolver
 from femopt.solvers.cg_kernels import pcg_fused
 from femopt.solvers.mixed_precision import solve_mixed
 from femopt.solvers.multigrid_levels import (CoarseSolver, MultigridOptions, eigenvalue_bound,
-                                             with_springs)
+                                             grid_levels, with_springs)
 from femopt.solvers.galerkin import (
     child_matrices,
     coarsen_cell_matrices,
@@ -203,14 +203,9 @@ class MultigridSolver(LinearSolver):
         self.dtype = self._precision(xp)
         self.xp = xp
         levels = [Level(lay, fixed, free)]
-        while True:
-            cur = levels[-1]
-            if cur.layout.n_dofs <= o.coarsest_size or not cur.layout.can_coarsen():
-                break
-            if o.levels is not None and len(levels) >= o.levels:
-                break
-            fixed_c = transfer.coarse_fixed(cur.layout, cur.fixed)
-            levels.append(Level(cur.layout.coarsened(), fixed_c, ~fixed_c))
+        for coarse in grid_levels(lay, o.coarsest_size, o.levels)[1:]:
+            fixed_c = transfer.coarse_fixed(levels[-1].layout, levels[-1].fixed)
+            levels.append(Level(coarse, fixed_c, ~fixed_c))
         if o.coarse_operator == "rediscretize":
             n_mf = len(levels)
         elif o.coarse_operator == "hybrid":

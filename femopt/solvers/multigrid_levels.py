@@ -65,6 +65,17 @@ class MultigridOptions(Options):
                              "precision: float64 (use krylov: double)")
         return self
 
+def grid_levels(layout: Any, coarsest_size: int = 5000, levels: int | None = None) -> list:
+    """The grids of a geometric multigrid hierarchy of ``layout`` (a ``GridLayout``):
+    halved while a level has more than ``coarsest_size`` dofs and every axis an even
+    number of cells, at most ``levels`` of them (None: no limit)."""
+    out = [layout]
+    while (out[-1].n_dofs > coarsest_size and out[-1].can_coarsen()
+           and (levels is None or len(out) < levels)):
+        out.append(out[-1].coarsened())
+    return out
+
+
 class SpringOperator:
     """``op`` plus springs to ground: A u + diag(k) u at the dofs ``idx`` (a few)."""
 
