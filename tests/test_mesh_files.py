@@ -9,6 +9,7 @@ from pathlib import Path
 import meshio
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from femopt.cli import main
 from femopt.errors import MeshError
@@ -373,6 +374,31 @@ def test_filter_transpose_is_a_view_with_the_copys_values_bit_for_bit():
     want = h.T.tocsr() @ (dy / hs)
     assert np.array_equal(op.backward(None, dy), want)
     assert abs(h - h.T).max() > 0  # the volumes make H unsymmetric: a real transpose
+
+
+@pytest.mark.parametrize("mesh", ["bracket", "grid"])
+def test_radius_filter_chain_rule_by_rows_equals_the_transpose(mesh, write_problem):
+    """A radius filter's H is W diag(v) with W symmetric and r on its diagonal (v the
+    neighbours' volumes, 1 on a grid), so its chain rule H^T (dy / Hs) is taken as
+    v * (H (dy / (Hs v))) with v = diag(H), a product by H's rows: equal to the
+    transpose's product within rounding, on the bracket's unsymmetric H and on a grid's
+    symmetric one."""
+    from femopt.filters.linear import HostWeights
+
+    if mesh == "bracket":
+        model = build_model(ROOT / "problems" / "bracket_3d.yaml")
+    else:
+        model = build_model(ROOT / "problems" / "cantilever_3d.yaml", device="cpu")
+    f = [f for f in model.filters if f.linear][0]
+    assert f.symmetric_by_columns
+    h, hs = f.weights()
+    w = h @ sp.diags(1.0 / h.diagonal())
+    assert abs(w - w.T).max() <= 1e-12 * abs(w).max()  # W is symmetric
+    op = HostWeights(h, hs, by_rows=True)
+    dy = np.random.default_rng(6).standard_normal(h.shape[0])
+    want = h.T.tocsr() @ (dy / hs)
+    np.testing.assert_allclose(op.backward(None, dy), want, rtol=0,
+                               atol=1e-13 * np.abs(want).max())
 
 
 def test_filter_weights_built_meanwhile_equal_those_built_on_use(monkeypatch):

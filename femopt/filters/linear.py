@@ -39,12 +39,18 @@ def _in_background(build: Any) -> Future:
 
 
 class HostWeights:
-    """H, its row sums and H^T as SciPy matrices."""
+    """H, its row sums and H^T as SciPy matrices. ``by_rows``: H = W diag(v) with W
+    symmetric and a constant diagonal (a radius filter's cone weights times the
+    neighbour's volume, r on the diagonal), so that H^T y = v * (H (y / v)) with v
+    diag(H) (any constant factor cancels): a product by H's rows on the process's cores
+    (a 100k-tet bracket with the shipped 6 mm radius has 168M weights, and the CSC
+    product H^T y on one core takes twice as long); otherwise H^T y by the CSC view."""
 
-    def __init__(self, h: sp.csr_matrix, hs: np.ndarray):
+    def __init__(self, h: sp.csr_matrix, hs: np.ndarray, by_rows: bool = False):
         from femopt.solvers.row_split import split_rows
 
         self.h, self.hs = h, hs
+        self.scale = h.diagonal() if by_rows else None
         self._h = split_rows(h)  # H x on the process's cores (the same rows' sums)
 
     @property
@@ -62,7 +68,9 @@ class HostWeights:
         return (self._h @ x) / self.hs
 
     def backward(self, x: Any, dy: Any) -> Any:
-        return self.ht @ (dy / self.hs)
+        if self.scale is None:
+            return self.ht @ (dy / self.hs)
+        return self.scale * (self._h @ (dy / (self.hs * self.scale)))
 
 
 class LinearFilter(Filter):
@@ -79,6 +87,10 @@ class LinearFilter(Filter):
         """(H, row sums of H) over the mesh's cells."""
         raise NotImplementedError
 
+    # whether the weights are H = W diag(v) with W symmetric and a constant diagonal
+    # (H^T y is then taken by H's rows: :class:`HostWeights`)
+    symmetric_by_columns = False
+
     def grid_stencil(self, xp: Any) -> Any | None:
         """An operator with the same weights as a stencil on a structured grid (``apply``,
         ``forward``, ``backward``, ``hs`` on ``xp``), or None to use the CSR weights."""
@@ -89,7 +101,8 @@ class LinearFilter(Filter):
     @cached_property
     def op(self) -> Any:
         pending = self.__dict__.pop("_pending", None)
-        return HostWeights(*(pending.result() if pending is not None else self.weights()))
+        return HostWeights(*(pending.result() if pending is not None else self.weights()),
+                           self.symmetric_by_columns)
 
     def prefetch(self) -> None:
         """Start building the weights on a background thread, for a model that will need

@@ -22,6 +22,7 @@ class _RadiusFilter(LinearFilter):
     """Cone weights H_ij = max(0, r - |c_i - c_j|) between cell centroids."""
 
     Options = RadiusOptions
+    symmetric_by_columns = True  # H_ij = w_ij v_j, w_ij = w_ji, w_jj = r
 
     def __init__(self, options: RadiusOptions, mesh):
         super().__init__(options, mesh)
@@ -32,6 +33,7 @@ class _RadiusFilter(LinearFilter):
 
     def weights(self):
         return radius_weights(self.mesh, self.options.radius)
+
 
     def device_twin(self, xp: Any) -> "_RadiusFilter":
         """On a mesh from a file, the weights found on ``xp`` by cell hashing
