@@ -13,7 +13,8 @@ counted again), and records only what crosses between ranks (nothing on one rank
   ``calls`` and ``values`` (the numbers each call reduces);
 - ``gathers``: ``allgather`` (the replicated coarse levels' agglomeration) and
   ``gather`` (what rank 0 collects for the results directory): ``calls`` and ``bytes``
-  this rank contributed.
+  this rank contributed (the allgathers' arrays; a ``gather`` of pickled objects counts
+  its calls only, 0 bytes).
 
 A run takes a :meth:`CommCounts.snapshot` when its iterations start and at each design
 iteration's report (:meth:`femopt.evaluation.model.Model.report`); the summary's
