@@ -396,17 +396,9 @@ class DevicePath(EvaluationPath):
             values.append(bound.normalized(value))
         return np.array(values)
 
-    def linear_constraint(self) -> tuple[Any, float] | None:
-        """(w, b) with the one constraint g(x) = w . x + b when g is linear in x: a
-        volume (or a sum of volumes) through a linear filter chain (no projection). Then
-        OC's bisection needs no filter pass per trial
-        (:func:`femopt.optimizers.oc_kernels.oc_update_linear`). Built on the first call
-        and kept: bounds, filters and passive cells never change."""
-        if not hasattr(self, "_linear"):
-            self._linear = self._linear_constraint()
-        return self._linear
-
     def _linear_constraint(self) -> tuple[Any, float] | None:
+        """:meth:`EvaluationPath.linear_constraint` on the device: a volume (or a sum of
+        volumes) through a linear filter chain (no projection)."""
         m = self.model
         parts = self.forms[1] if len(self.forms) == 2 else []
         if (len(m.bounds) != 1 or len(parts) != 1 or parts[0][1].needs_state
