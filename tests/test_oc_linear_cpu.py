@@ -4,32 +4,16 @@ pass; the run's iterations and objectives equal the filtered bisection's."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from femopt.runner import build_model
+from test_amg import PROBLEM as AMG_PROBLEM
 
-ROOT = Path(__file__).resolve().parent.parent
-BRACKET = ROOT / "problems" / "meshes" / "bracket_3d.msh"
-PROBLEM = f"""\
-mesh: {{type: file, path: {BRACKET}}}
-physics: {{type: linear_elasticity}}
-supports:
-  - region: {{group: bolts}}
-loads:
-  - region: {{group: lug}}
-    force: [0.0, 0.0, -1.0]
-filters:
-  - {{type: density, radius: 4.0}}
-objective: {{type: compliance}}
-constraints:
-  - {{type: volume, max: 0.3}}
-optimizer: {{type: oc, max_iter: 8, tol: 1e-9}}
-solver: {{type: direct}}
-output: {{picture: false}}
-"""
+# the bracket of test_amg with a smaller radius, the direct solver and more iterations
+PROBLEM = (AMG_PROBLEM.replace("radius: 6.0", "radius: 4.0")
+           .replace("optimizer: {type: oc, max_iter: 3}",
+                    "optimizer: {type: oc, max_iter: 8, tol: 1e-9}\nsolver: {type: direct}"))
 ITERATIONS = 8
 
 
