@@ -53,38 +53,40 @@ class Orientation:
 
     def cells_in(self, a: np.ndarray) -> np.ndarray:
         """A per-cell array (n_cells, ...) in model order, in internal order."""
-        if self.identity:
-            return np.ascontiguousarray(a)
-        rest = a.shape[1:]
-        g = a.reshape(self.shape[::-1] + rest)
-        axes = self._to_internal_axes + tuple(range(self.dim, self.dim + len(rest)))
-        return np.ascontiguousarray(g.transpose(axes)).reshape(a.shape)
+        return self._cells(a, self.shape, self._to_internal_axes)
 
     def cells_out(self, a: np.ndarray) -> np.ndarray:
         """The inverse of :meth:`cells_in`."""
-        if self.identity:
-            return np.ascontiguousarray(a)
-        rest = a.shape[1:]
-        g = a.reshape(self.internal_shape[::-1] + rest)
-        axes = self._to_model_axes + tuple(range(self.dim, self.dim + len(rest)))
-        return np.ascontiguousarray(g.transpose(axes)).reshape(a.shape)
+        return self._cells(a, self.internal_shape, self._to_model_axes)
 
     def nodes_in(self, v: np.ndarray, k: int) -> np.ndarray:
         """A grid-layout node vector (k * n_nodes,) in model order, in internal order."""
-        if self.identity:
-            return np.ascontiguousarray(v)
-        ns = tuple(n + 1 for n in self.shape)
-        g = v.reshape((k,) + ns[::-1])
-        return np.ascontiguousarray(
-            g.transpose((0,) + tuple(1 + a for a in self._to_internal_axes))).reshape(-1)
+        return self._nodes(v, k, self.shape, self._to_internal_axes)
 
     def nodes_out(self, v: np.ndarray, k: int) -> np.ndarray:
+        """The inverse of :meth:`nodes_in`."""
+        return self._nodes(v, k, self.internal_shape, self._to_model_axes)
+
+    def _cells(self, a: np.ndarray, shape: tuple[int, ...], axes: tuple[int, ...]
+               ) -> np.ndarray:
+        """``a`` (cells of ``shape``, x fastest, then any trailing axes) with its grid
+        axes transposed by ``axes``."""
+        if self.identity:
+            return np.ascontiguousarray(a)
+        rest = a.shape[1:]
+        g = a.reshape(tuple(shape[::-1]) + rest)
+        order = axes + tuple(range(self.dim, self.dim + len(rest)))
+        return np.ascontiguousarray(g.transpose(order)).reshape(a.shape)
+
+    def _nodes(self, v: np.ndarray, k: int, shape: tuple[int, ...], axes: tuple[int, ...]
+               ) -> np.ndarray:
+        """A grid-layout node vector (k components) of the cells ``shape`` with its grid
+        axes transposed by ``axes``."""
         if self.identity:
             return np.ascontiguousarray(v)
-        ns = tuple(n + 1 for n in self.internal_shape)
-        g = v.reshape((k,) + ns[::-1])
+        g = v.reshape((k,) + tuple(n + 1 for n in shape)[::-1])
         return np.ascontiguousarray(
-            g.transpose((0,) + tuple(1 + a for a in self._to_model_axes))).reshape(-1)
+            g.transpose((0,) + tuple(1 + a for a in axes))).reshape(-1)
 
     def cell_index_in(self, cells: np.ndarray) -> np.ndarray:
         """Internal positions of model-order cell numbers: where :meth:`cells_in` puts
