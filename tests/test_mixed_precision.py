@@ -298,6 +298,10 @@ def test_a_float64_v_cycle_makes_auto_double_and_refuses_mixed():
     data["solver"]["precision"] = "float64"
     model = build(data, array_module=np)
     assert model.path.krylov == "double"
+    lay = model.path.layout
+    assert grid_device.estimate_bytes(lay, 1, model) == grid_device.estimate_bytes(
+        lay, 1, model, krylov="double") > grid_device.estimate_bytes(lay, 1, model,
+                                                                     krylov="mixed")
     data["solver"]["krylov"] = "mixed"
     with pytest.raises(ProblemError) as exc:
         build(data, array_module=np)

@@ -37,6 +37,16 @@ UNCOUNTED_PER_DOF = 81.0
 MEMORY_MARGIN = 1.05  # over the measurement: 606 (mixed) and 726 (double) B/cell there
 
 
+def resolve_krylov(options: Any) -> str:
+    """The grid path's Krylov precision of multigrid ``options`` (None: the defaults):
+    ``krylov`` as asked, auto being mixed where the V-cycle runs in float32 (mixed needs
+    a float32 inner solve), else double."""
+    asked = getattr(options, "krylov", "auto")
+    if asked != "auto":
+        return asked
+    return "double" if getattr(options, "precision", "auto") == "float64" else "mixed"
+
+
 def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
                    krylov: str | None = None, n_coarse: int | None = None) -> int:
     """GPU memory a design iteration of ``layout`` needs (bytes, an estimate): the sum of
@@ -57,8 +67,7 @@ def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
         n_filters = len(model.filters)
         mma = getattr(model.optimizer, "name", "") != "oc"
         if krylov is None:
-            asked = getattr(getattr(model.solver, "options", None), "krylov", "auto")
-            krylov = "mixed" if asked == "auto" else asked
+            krylov = resolve_krylov(options)
     arrays = grid_memory.iteration_arrays(layout.n_cells, layout.n_dofs, layout.dim,
                                           layout.k, n_cases, krylov or "mixed", n_filters,
                                           mma, n_coarse)
@@ -124,14 +133,10 @@ class GridDevicePath(DevicePath):
         self.ke = np.asarray(model.ke, dtype=np.float64)
         # springs to ground (compliant mechanisms): on the fine operator's diagonal
         self.springs = (lay.from_dofs(np.asarray(model.springs, dtype=np.float64))
-                        if np.any(model.springs) else None)
+                        if model.has_springs else None)
         solver = model.solver
         if hasattr(solver, "use_krylov"):
-            asked = solver.options.krylov
-            # auto: mixed where the V-cycle runs in float32 (mixed needs a float32 inner
-            # solve), else double
-            vcycle32 = getattr(solver.options, "precision", "auto") != "float64"
-            self.krylov = ("mixed" if vcycle32 else "double") if asked == "auto" else asked
+            self.krylov = resolve_krylov(solver.options)
             solver.use_krylov(self.krylov)
             model.device_notes.append(KRYLOV_NOTE[self.krylov])
         # the loads by their nonzeros, on the device: no vector of the grid's size
