@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -85,13 +84,7 @@ def counted_run(shape: tuple[int, ...], iterations: int) -> dict:
         problem = Path(tmp) / "cantilever.yaml"
         nx, ny, nz = shape
         problem.write_text(PROBLEM.format(nx=nx, ny=ny, nz=nz, iterations=iterations))
-        out = Path(tmp) / "out"
-        cmd = [sys.executable, "-m", "femopt", "run", str(problem), "--ranks", "2",
-               "--out", str(out), "--quiet", "--device", "cpu"]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode:
-            raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr}")
-        return json.loads((out / "summary.json").read_text())
+        return mpi_cpu.run(problem, 2, Path(tmp) / "out", "cpu")[0]
 
 
 def hierarchy(shape: tuple[int, ...], ranks: int) -> tuple[Orientation, list[GridLayout],

@@ -44,7 +44,7 @@ class FixedPatternAssembler:
     """
 
     _PATTERN = frozenset({"indices", "indptr", "nnz", "cell_slots", "cell_ptr"})
-    _SCATTER = frozenset({"cell_reduced", "keep", "scatter", "_local", "_cell"})
+    _SCATTER = frozenset({"keep", "scatter", "_local", "_cell"})
 
     def __init__(self, cell_dofs: np.ndarray, n_dofs: int, free: np.ndarray,
                  dofs_per_node: int = 1):
@@ -133,9 +133,6 @@ class FixedPatternAssembler:
         self.scatter = self.cell_slots[self.keep]
         self._local = self.keep % (self.nd * self.nd)
         self._cell = self.keep // (self.nd * self.nd)
-        reduced = np.full(self.n_dofs, -1, dtype=np.int64)
-        reduced[self.free] = np.arange(self.free.size)
-        self.cell_reduced = reduced[self._cell_dofs]
 
     def add_constant(self, ke: np.ndarray | None = None,
                      diagonal: np.ndarray | None = None) -> None:

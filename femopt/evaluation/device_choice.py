@@ -135,6 +135,7 @@ def make_path(model: Any, xp: Any, distributed: Any) -> Any:
 def to_design(xp: Any, a: np.ndarray) -> Any:
     """A design-sized host array on ``xp``; a constant one (a broadcast view, which the
     model makes for a device path) is made there, never materialized on the host."""
-    if a.ndim == 1 and a.size and a.strides == (0,):
-        return xp.full(a.shape, float(a[0]), dtype=xp.float64)
-    return xp.asarray(a)
+    from femopt.assembly.sparse_vector import constant_value
+
+    c = constant_value(a)
+    return xp.asarray(a) if c is None else xp.full(a.shape, c, dtype=xp.float64)

@@ -96,9 +96,9 @@ def estimate_bytes(model: Any) -> int:
     # The set-up's peak is the sort of the pattern's keys (csr_pattern.build_pattern):
     # SORT_PEAK bytes per entry (keys, positions, the order, the sorted keys and positions,
     # the sort's scratch). What follows fits in the blocks the pool keeps from it: the
-    # sorted positions, the element matrices, the gathered entries and their cells (28),
-    # of which the entries and cells (12) stay for the run.
-    total = (entries * max(SORT_PEAK, 4 + 8 + 8 + 4 + 4)
+    # sorted positions, the element matrices, the gathered entries and their cells (28 B
+    # per entry, below SORT_PEAK), of which the entries and cells (12) stay for the run.
+    total = (entries * SORT_PEAK
              + nnz * (8 + 4 + 8 + 8)       # CSR values, column indices, gather offsets, data + C
              + filter_nnz * (8 + 4) + filter_scratch  # filter weights, finding them
              + n_cells * (8 * 20 + 8 * 3)  # design fields, optimizer (MMA), cells

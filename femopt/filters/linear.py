@@ -51,6 +51,7 @@ class HostWeights:
 
         self.h, self.hs = h, hs
         self.scale = h.diagonal() if by_rows else None
+        self._hs_scale = None if self.scale is None else hs * self.scale
         self._h = split_rows(h)  # H x on the process's cores (the same rows' sums)
 
     @property
@@ -70,7 +71,7 @@ class HostWeights:
     def backward(self, x: Any, dy: Any) -> Any:
         if self.scale is None:
             return self.ht @ (dy / self.hs)
-        return self.scale * (self._h @ (dy / (self.hs * self.scale)))
+        return self.scale * (self._h @ (dy / self._hs_scale))
 
 
 class LinearFilter(Filter):

@@ -93,6 +93,10 @@ class Comm:
         if self.mpi is None:
             return local.copy()
         self.counts.gather("allgather", local.nbytes)
+        return self._allgatherv(local)
+
+    def _allgatherv(self, local: np.ndarray) -> np.ndarray:
+        """Every rank's rows of the contiguous ``local`` in rank order (uncounted)."""
         rows = self.mpi.allgather(local.shape[0])
         row = int(np.prod(local.shape[1:], dtype=np.int64))
         out = np.empty((sum(rows),) + local.shape[1:], dtype=local.dtype)
@@ -126,12 +130,7 @@ class Comm:
         if self.mpi is None:
             return np.ascontiguousarray(t.T).sum(axis=1)
         self.counts.reduction(label, t.shape[1])
-        rows = self.mpi.allgather(t.shape[0])
-        full = np.empty((sum(rows), t.shape[1]), dtype=t.dtype)
-        counts = [r * t.shape[1] for r in rows]
-        displs = np.concatenate([[0], np.cumsum(counts)[:-1]]).tolist()
-        self.mpi.Allgatherv(t, [full, counts, displs, _mpi_type(t.dtype)])
-        return np.ascontiguousarray(full.T).sum(axis=1)
+        return np.ascontiguousarray(self._allgatherv(t).T).sum(axis=1)
 
     def max(self, value: float) -> float:
         if self.mpi is None:

@@ -97,7 +97,7 @@ def check_ranks(problem: str, ranks: int, device: str | None) -> None:
     # CPU), without touching a GPU in this process or asking one for the whole grid
     model = build_model(problem, device, distributed=SERIAL, array_module=np)
     rank_plan(model, ranks)
-    if (device if device is not None else model.problem.device) == "gpu":
+    if device is None and model.problem.device == "gpu":  # the file asks (--device gpu: above)
         gpu_module(model, device)
 
 

@@ -180,7 +180,7 @@ class FixedGalerkin:
         p[self.slot_t] += self.t_data
         return csr_on(self.p_pattern, p, xp), csr_on(self.pt_pattern, p[self.pt_perm], xp)
 
-    def coarse(self, a_data: Any, p: Any, pt: Any) -> Any:
+    def coarse(self, a_data: Any, p: Any) -> Any:
         """P^T A P on ``xp`` (its pattern fixed)."""
         ap = self.ap(a_data, p.data)
         return csr_on(self.ptap.pattern, self.ptap(p.data, ap), self.xp)

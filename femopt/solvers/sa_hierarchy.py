@@ -296,7 +296,7 @@ class SAHierarchy:
                                                  LANCZOS_STEPS)
             lev.p, lev.pt = g.prolongator(a.data, lev.dinv * (OMEGA / lev.rho))
             lev.p_op, lev.pt_op = split_rows(lev.p, xp), split_rows(lev.pt, xp)
-            a = g.coarse(a.data, lev.p, lev.pt)
+            a = g.coarse(a.data, lev.p)
         self._coarsest(a)
 
     def _coarsest(self, a: Any) -> None:
