@@ -321,6 +321,22 @@ def test_a_failing_rank_stops_the_others(write_problem, tmp_path):
     assert ck.iteration == 3 and ck.local is False and ck.x.size == 32 * 16 // 2
 
 
+def test_the_launcher_says_a_failure_the_abort_cut_off(monkeypatch, capsys):
+    """MPI's abort can stop a rank's last words on their way to mpiexec: the launcher
+    then prints the copy the rank left in its folder (and only then)."""
+    import femopt.parallel.launch as launch
+
+    def fake(cmd, env, said):
+        Path(env[launch.PID_VARIABLE], "failed-1").write_text("femopt: rank 1 of 2 failed: x")
+        return 1, None, said
+
+    monkeypatch.setattr(launch, "mpiexec", lambda: "mpiexec")
+    for said, shown in ((False, 1), (True, 0)):
+        monkeypatch.setattr(launch, "_run_mpiexec", lambda c, e, s=said: fake(c, e, s))
+        assert launch.launch(["run", "p.yaml"], 2) == 1
+        assert capsys.readouterr().err.count("rank 1 of 2 failed: x") == shown
+
+
 @needs_mpi
 def test_resume_on_another_rank_count(write_problem, tmp_path):
     """The pieces of a checkpoint on 2 ranks give each of 3 ranks its cell layers and the

@@ -13,8 +13,9 @@
   ``summary.json`` as in a one-process run, prints the error and aborts the job with its
   exit code; another rank waits :data:`GRACE` seconds (in case rank 0 failed alike and is
   reporting it), then prints ``femopt: rank R of N failed: ...`` and aborts with exit 1.
-  Either way every rank stops within seconds; checkpoints are written atomically, so the
-  last one is intact. A rank that dies without a word (killed): mpiexec stops the others
+  The message is also left in the launcher's folder (MPI's abort can cut a rank's output
+  on its way to mpiexec; the launcher then prints the copy). Either way every rank stops
+  within seconds; checkpoints are written atomically, so the last one is intact. A rank that dies without a word (killed): mpiexec stops the others
   and reports the process; :func:`launch` names its rank (each rank leaves its PID in
   the folder :data:`PID_VARIABLE` names) and the last checkpoint, exit 1.
 """
@@ -119,8 +120,11 @@ def launch(argv: list[str], ranks: int) -> int:
         env.setdefault("MPIR_CVAR_ENABLE_HEAVY_YIELD", "1")
     with tempfile.TemporaryDirectory(prefix="femopt-ranks-") as pids:
         env[PID_VARIABLE] = pids
-        code, died = _run_mpiexec(cmd, env)
+        code, died, said = _run_mpiexec(cmd, env)
         if code in FEMOPT_CODES or died is None:
+            if code != 0 and not said:  # MPI's abort stopped the message on its way
+                for f in sorted(Path(pids).glob("failed-*")):
+                    print(f.read_text(), file=sys.stderr, flush=True)
             return code
         rank = _read_rank(Path(pids), died[0])
         who = f"rank {rank} of {ranks}" if rank is not None else f"a rank of {ranks}"
@@ -129,10 +133,10 @@ def launch(argv: list[str], ranks: int) -> int:
         return 1
 
 
-def _run_mpiexec(cmd: list[str], env: dict) -> tuple[int, tuple[int, int] | None]:
-    """Run mpiexec, passing its output on as it comes; its exit code and, when it
-    reports a process that ended badly (MPICH's hydra, on standard output), (pid, exit
-    code) of that process."""
+def _run_mpiexec(cmd: list[str], env: dict) -> tuple[int, tuple[int, int] | None, bool]:
+    """Run mpiexec, passing its output on as it comes; its exit code, (pid, exit code) of
+    a process that ended badly when mpiexec reports one (MPICH's hydra, on standard
+    output), and whether anything came on standard error."""
     # mpiexec in a session of its own: a Ctrl-C at the terminal reaches this process
     # alone, which passes it on to mpiexec, which passes it to the ranks (MPICH's
     # hydra_pmi_proxy hit by the terminal's SIGINT too left the ranks hanging in their
@@ -172,7 +176,8 @@ def _run_mpiexec(cmd: list[str], env: dict) -> tuple[int, tuple[int, int] | None
         t.join(timeout=5)
     text = (seen["stdout"] + seen["stderr"]).decode(errors="replace")
     m = re.search(r"PID (\d+) RUNNING AT.*?EXIT CODE: (\d+)", text, re.S)
-    return code, (int(m.group(1)), int(m.group(2))) if m else None
+    return (code, (int(m.group(1)), int(m.group(2))) if m else None,
+            bool(seen["stderr"].strip()))
 
 
 def _read_rank(pids: Path, pid: int) -> int | None:
@@ -196,11 +201,7 @@ def _last_checkpoint(argv: list[str]) -> str:
     """Where the last complete checkpoint of the run ``femopt ARGV`` is, when known."""
     from femopt.parallel.checkpoints import MANIFEST
 
-    out = None
-    if argv[:1] == ["resume"] and len(argv) > 1:
-        out = argv[1]
-    elif "--out" in argv[:-1]:
-        out = argv[argv.index("--out") + 1]
+    out = _out_dir(argv)
     if out is None or not (Path(out) / MANIFEST).is_file():
         return ""
     try:
@@ -211,6 +212,15 @@ def _last_checkpoint(argv: list[str]) -> str:
         return ""
     return (f"; the last checkpoint (iteration {it}) is intact: femopt resume {out} "
             "--ranks N")
+
+
+def _out_dir(argv: list[str]) -> str | None:
+    """The results directory of the run ``femopt ARGV``, when it names one."""
+    if argv[:1] == ["resume"] and len(argv) > 1:
+        return argv[1]
+    if "--out" in argv[:-1]:
+        return argv[argv.index("--out") + 1]
+    return None
 
 
 def strip_ranks(argv: list[str]) -> list[str]:
@@ -234,17 +244,18 @@ def fail(comm: Comm, exc: BaseException, code: int, message: str | None) -> None
     returns on more than one rank."""
     if comm.size == 1:
         return
-    if comm.root:
-        if message:
-            print(message, file=sys.stderr, flush=True)
-        comm.abort(code)
-        os._exit(code)
-    time.sleep(GRACE)  # rank 0 may be reporting the same failure: it then aborts us
-    text = message or "".join(traceback.format_exception(exc)).rstrip()
-    print(f"femopt: rank {comm.rank} of {comm.size} failed: {text}", file=sys.stderr,
-          flush=True)
-    comm.abort(1)
-    os._exit(1)
+    if not comm.root:
+        time.sleep(GRACE)  # rank 0 may be reporting the same failure: it then aborts us
+        text = message or "".join(traceback.format_exception(exc)).rstrip()
+        message, code = f"femopt: rank {comm.rank} of {comm.size} failed: {text}", 1
+    if message:
+        print(message, file=sys.stderr, flush=True)
+        pids = os.environ.get(PID_VARIABLE)
+        if pids and Path(pids).is_dir():  # the launcher's copy, should the abort cut it
+            Path(pids, f"failed-{comm.rank}").write_text(message)
+        time.sleep(0.5)  # for the message to reach mpiexec before the abort
+    comm.abort(code)
+    os._exit(code)
 
 
 def injected_failure(comm: Comm, iteration: int, where: str = "") -> None:
