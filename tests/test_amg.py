@@ -252,19 +252,27 @@ def test_coarsest_solve_by_cholesky_and_by_pseudo_inverse_where_indefinite():
 
 def test_smoother_degree_option_reaches_the_hierarchy_and_a_bad_one_is_located(
         tmp_path, capsys):
-    """``smoother_degree: [2, 3]`` gives the cycle degree 2 on the finest level (and still
-    pyamg's answer); a degree of 0 is refused at its place in the problem file."""
+    """``smoother_degree: [4, 1]`` gives the cycle those degrees (and still pyamg's
+    answer); without it the CPU solver takes (2, 3) and the GPU mesh path (its NumPy
+    twin here) (3, 3); a degree of 0 is refused at its place in the problem file."""
     path = tmp_path / "deg.yaml"
     path.write_text(PROBLEM + "solver: {type: amg, max_coarse: 100, "
-                    "smoother_degree: [2, 3]}\n")
+                    "smoother_degree: [4, 1]}\n")
     model = build_model(path, device="cpu")
     _operator(model, 6)
     b = model.loads_free[:, 0]
     u = model.solver.solve(b)
-    assert model.solver.hierarchy.degree == (2, 3)
+    assert model.solver.hierarchy.degree == (4, 1)
     k = model.assembler.assemble(model.interp.value(
         np.random.default_rng(6).uniform(0.05, 1.0, model.n)), model.ke)
     assert np.linalg.norm(k @ u - b) <= 1e-7 * np.linalg.norm(b)
+    default = tmp_path / "default.yaml"
+    default.write_text(PROBLEM + "solver: {type: amg, max_coarse: 100}\n")
+    cpu = build_model(default, device="cpu")
+    _operator(cpu, 6)
+    cpu.solver.solve(b)
+    assert cpu.solver.hierarchy.degree == (2, 3)
+    assert build_model(default, array_module=np).path.solver.degree == (3, 3)
     bad = tmp_path / "bad.yaml"
     bad.write_text(PROBLEM + "solver: {type: amg, smoother_degree: [0, 3]}\n")
     assert main(["validate", str(bad)]) == 2

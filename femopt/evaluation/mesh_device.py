@@ -48,6 +48,7 @@ from femopt.evaluation.device import DevicePath, capability
 from femopt.evaluation.device_forms import integrand_bytes
 from femopt.evaluation.function_checks import modal_parts
 from femopt.solvers.csr_pcg import NodeBlockPCG
+from femopt.solvers.amg import smoother_degree
 from femopt.solvers.device_amg import DeviceAMGPCG
 
 MAX_ITER = 20000  # CG iterations per solve when the GPU replaces the default solver
@@ -190,7 +191,7 @@ class MeshDevicePath(DevicePath):
                                        modes[free] if modes.ndim == 2 and modes.shape[1]
                                        else None, xp, opts.rtol, opts.max_iter,
                                        opts.max_coarse, opts.cycle,
-                                       tuple(opts.smoother_degree))
+                                       smoother_degree(opts, "gpu"))
         else:
             self.solver = NodeBlockPCG(indptr, indices, self.free, k, xp, opts.rtol,
                                        opts.max_iter)

@@ -41,10 +41,25 @@ class AMGOptions(Options):
     """Multigrid cycle of one preconditioner application."""
     max_coarse: int = Field(3000, gt=0)
     """Largest system solved directly (dense Cholesky) at the coarsest level."""
-    smoother_degree: list[Annotated[int, Field(ge=1, le=8)]] = Field(
-        default_factory=lambda: [3, 3], min_length=2, max_length=2)
+    smoother_degree: list[Annotated[int, Field(ge=1, le=8)]] | None = Field(
+        None, min_length=2, max_length=2)
     """Degree of the Chebyshev smoother on the finest level and on the coarser ones (a
-    lower one: cheaper cycles, more CG iterations)."""
+    lower one: cheaper cycles, more CG iterations); by default [2, 3] on the CPU, where
+    the finest level's products are most of a design iteration, and [3, 3] on the GPU,
+    where fewer CG iterations weigh more."""
+
+
+CPU_DEGREE = (2, 3)  # the default smoother degrees on the CPU (finest, coarser)
+
+
+def smoother_degree(options: AMGOptions, device: str) -> tuple[int, int]:
+    """The Chebyshev degrees of ``options`` (finest, coarser), else the default of the
+    ``device`` ("cpu" or "gpu") the hierarchy runs on."""
+    from femopt.solvers.sa_hierarchy import DEGREE
+
+    if options.smoother_degree is not None:
+        return tuple(options.smoother_degree)
+    return CPU_DEGREE if device == "cpu" else DEGREE
 
 
 class BlockEmbedding:
@@ -172,7 +187,7 @@ class AMGSolver(PCGSolver):
         if self.hierarchy is None or self._rows != self.operator.shape[0]:
             ts = build_structure(self.operator, self._near_null_space(blocks),
                                  self.options.max_coarse)
-            self.hierarchy = SAHierarchy(ts, np, degree=tuple(self.options.smoother_degree),
+            self.hierarchy = SAHierarchy(ts, np, degree=smoother_degree(self.options, "cpu"),
                                          cycle=self.options.cycle)
             self._rows = self.operator.shape[0]
             self._warm.clear()
