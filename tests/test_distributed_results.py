@@ -94,6 +94,46 @@ def test_piece_series_steps_and_resume(tmp_path):
         assert reader.num_steps == 1
 
 
+@pytest.mark.parametrize("shape,axis,bounds", [((4, 6), 1, [0, 3, 6]),
+                                                ((3, 4, 5), 2, [0, 2, 5]),
+                                                ((5, 2, 3), 0, [0, 1, 3, 5])])
+def test_series_xdmf_over_pieces_is_the_one_process_text(shape, axis, bounds, tmp_path):
+    """The same grid, steps and information items: the series over pieces writes the
+    one-process run's series.xdmf byte for byte, and design.xdmf's mesh elements are a
+    step's (over its own HDF5 file)."""
+    import xml.etree.ElementTree as ET
+
+    from femopt.io.series import SeriesWriter
+
+    mesh = structured_grid(shape, [float(n) for n in shape])
+    info = {"problem": 'a "beam" <1> & co', "unit": "mm"}
+    one, dist = tmp_path / "one", tmp_path / "dist"
+    one.mkdir()
+    dist.mkdir()
+    single = SeriesWriter(one, mesh, info=info)
+    size = len(bounds) - 1
+    per_layer = int(np.prod(Orientation(shape, axis).internal_shape[:-1]))
+    own = [(bounds[r + 1] - bounds[r]) * per_layer for r in range(size)]
+    pieces = [(r, PieceSeries(dist, SlabBlocks(RankOf(r, size), mesh, axis, bounds),
+                              info=info)) for r in reversed(range(size))]
+    for it in (0, 4, 17):
+        single.add(it, np.full(mesh.n_cells, 0.5))
+        for r, w in pieces:
+            w.add(it, np.full(own[r], 0.5))
+    text = (one / "series.xdmf").read_bytes()
+    assert (dist / "series.xdmf").read_bytes() == text
+    assert text.count(b"<Grid Name=\"iteration") == 3
+    for r in reversed(range(size)):
+        write_design(dist, SlabBlocks(RankOf(r, size), mesh, axis, bounds),
+                     {"density": np.zeros(own[r])})
+    step = ET.parse(one / "series.xdmf").find(".//Grid[@Name='iteration 4']")
+    design = ET.parse(dist / "design.xdmf").find(".//Grid[@Name='design']")
+    for tag in ("Topology", "Geometry"):
+        a, b = step.find(tag), design.find(tag)
+        assert a.attrib == b.attrib and a[0].attrib == b[0].attrib
+        assert a[0].text.replace("series.h5", "design.h5") == b[0].text
+
+
 @needs_mpi
 def test_design_xdmf_of_three_ranks_equals_one_process(write_problem, tmp_path):
     """``femopt run --ranks 3``'s design.xdmf (3 pieces) is the one-rank run's design.vtu
