@@ -259,6 +259,35 @@ def test_oc_linear_constraint_equals_the_filtered_bisection(passive, monkeypatch
     assert np.abs(r_fast.x - r_slow.x).max() <= 1e-10
 
 
+@pytest.mark.parametrize("changes", [
+    {},
+    {"design": {"passive": [{"region": {"box": {"min": [0.0, 0.0], "max": [6.0, 4.0]}},
+                             "value": "solid"}]}},
+    {"constraints": [{"type": "weighted_sum", "max": 0.6, "terms": [
+        {"type": "volume", "weight": 0.5}, {"type": "volume", "weight": 0.25}]}]},
+], ids=["volume", "passive", "sum_of_volumes"])
+def test_the_linear_constraint_is_the_same_on_the_host_and_device_paths(changes):
+    """One linear_constraint for both paths: the device twin's (w, b) is the host path's
+    (the device takes v from its own form, the host from the function's linear form)."""
+    cpu = build(mbb(**changes), device="cpu")
+    dev = build(mbb(**changes), array_module=np)
+    assert type(dev.path).__name__ == "GridDevicePath"
+    (wc, bc), (wd, bd) = cpu.linear_constraint(), dev.linear_constraint()
+    assert bd == pytest.approx(bc, rel=1e-14)
+    np.testing.assert_allclose(wd, wc, rtol=1e-12,  # the grid path keeps femopt's order
+                               atol=1e-15 * np.abs(wc).max())
+
+
+@pytest.mark.parametrize("constraints", [
+    [{"type": "compliance", "max": 10.0}],
+    [{"type": "volume", "max": 0.5}, {"type": "volume", "max": 0.9}]],
+    ids=["needs_state", "two_bounds"])
+def test_no_linear_constraint_on_either_path(constraints):
+    data = mbb(constraints=constraints)
+    assert build(data, device="cpu").linear_constraint() is None
+    assert build(data, array_module=np).linear_constraint() is None
+
+
 def test_device_cheap_constraints_stay_on_the_device(monkeypatch):
     """OC's filtered bisection on a device path evaluates rho-only bounds from their
     device forms (a host function's rho_only_value would mix host and device arrays),

@@ -238,6 +238,27 @@ def test_too_many_ranks_before_any_work(write_problem, tmp_path, capsys):
     assert time.perf_counter() - t < 30
 
 
+def test_the_linear_constraint_on_one_rank_is_the_grid_paths(write_problem):
+    """OC's linear volume constraint (w, b) on the distributed path (one rank, no MPI;
+    passive cells counted by the slab's dot) equals the one-process grid path's, w in
+    the slab's cell order."""
+    from femopt.evaluation.model import Model
+    from femopt.plugins.manager import get_registry
+    from femopt.problem.load import read_problem
+
+    path = write_problem(MBB.replace("filters:", "design:\n  passive:\n    - region: {box: "
+                                     "{min: [0.0, 0.0], max: [4.0, 16.0]}}\n"
+                                     "      value: solid\nfilters:"))
+    dist = build_model(path, distributed=SERIAL)
+    reg = get_registry()
+    grid = Model(read_problem(path, reg), reg, array_module=np)
+    assert grid.passive_idx.size == 4 * 16
+    (wd, bd), (wg, bg) = dist.linear_constraint(), grid.linear_constraint()
+    assert bd == pytest.approx(bg, rel=1e-14) and bd != grid.bounds[0].normalized(0.0)
+    np.testing.assert_allclose(wd, dist.path.orient.cells_in(wg), rtol=1e-12,
+                               atol=1e-15 * np.abs(wg).max())
+
+
 # -- on several ranks ---------------------------------------------------------------------
 
 @needs_mpi

@@ -5,6 +5,7 @@ intact when a rank dies while writing one."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -94,6 +95,46 @@ def test_piece_series_steps_and_resume(tmp_path):
         assert reader.num_steps == 1
 
 
+@pytest.mark.parametrize("shape,axis,bounds", [((4, 6), 1, [0, 3, 6]),
+                                                ((3, 4, 5), 2, [0, 2, 5]),
+                                                ((5, 2, 3), 0, [0, 1, 3, 5])])
+def test_series_xdmf_over_pieces_is_the_one_process_text(shape, axis, bounds, tmp_path):
+    """The same grid, steps and information items: the series over pieces writes the
+    one-process run's series.xdmf byte for byte, and design.xdmf's mesh elements are a
+    step's (over its own HDF5 file)."""
+    import xml.etree.ElementTree as ET
+
+    from femopt.io.series import SeriesWriter
+
+    mesh = structured_grid(shape, [float(n) for n in shape])
+    info = {"problem": 'a "beam" <1> & co', "unit": "mm"}
+    one, dist = tmp_path / "one", tmp_path / "dist"
+    one.mkdir()
+    dist.mkdir()
+    single = SeriesWriter(one, mesh, info=info)
+    size = len(bounds) - 1
+    per_layer = int(np.prod(Orientation(shape, axis).internal_shape[:-1]))
+    own = [(bounds[r + 1] - bounds[r]) * per_layer for r in range(size)]
+    pieces = [(r, PieceSeries(dist, SlabBlocks(RankOf(r, size), mesh, axis, bounds),
+                              info=info)) for r in reversed(range(size))]
+    for it in (0, 4, 17):
+        single.add(it, np.full(mesh.n_cells, 0.5))
+        for r, w in pieces:
+            w.add(it, np.full(own[r], 0.5))
+    text = (one / "series.xdmf").read_bytes()
+    assert (dist / "series.xdmf").read_bytes() == text
+    assert text.count(b"<Grid Name=\"iteration") == 3
+    for r in reversed(range(size)):
+        write_design(dist, SlabBlocks(RankOf(r, size), mesh, axis, bounds),
+                     {"density": np.zeros(own[r])})
+    step = ET.parse(one / "series.xdmf").find(".//Grid[@Name='iteration 4']")
+    design = ET.parse(dist / "design.xdmf").find(".//Grid[@Name='design']")
+    for tag in ("Topology", "Geometry"):
+        a, b = step.find(tag), design.find(tag)
+        assert a.attrib == b.attrib and a[0].attrib == b[0].attrib
+        assert a[0].text.replace("series.h5", "design.h5") == b[0].text
+
+
 @needs_mpi
 def test_design_xdmf_of_three_ranks_equals_one_process(write_problem, tmp_path):
     """``femopt run --ranks 3``'s design.xdmf (3 pieces) is the one-rank run's design.vtu
@@ -158,6 +199,90 @@ def test_a_rank_dying_while_writing_a_checkpoint(write_problem, tmp_path):
     assert proc.returncode == 0, proc.stderr
     s = json.loads((out / "summary.json").read_text())
     assert s["resumed_from"] == 3 and s["iterations"] == 8
+
+
+@needs_mpi
+def test_a_corrupted_piece_is_named_on_every_rank_count(write_problem, tmp_path):
+    """One byte of rank 1's piece changed: a resume on 1, 2 or 3 ranks exits 2 naming
+    that piece (the same message), and writes nothing."""
+    path = write_problem(MBB)
+    out = tmp_path / "c"
+    assert femopt("run", path, "--ranks", 2, "--out", out, "--quiet",
+                  "--max-iter", 3).returncode == 0
+    piece = out / "ranks" / "checkpoint-000003.0001.h5"
+    data = bytearray(piece.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    piece.write_bytes(bytes(data))
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    said = f"{piece}: changed since {out / 'checkpoint.json'} was written"
+    for ranks in (1, 2, 3):
+        proc = femopt("resume", out, "--ranks", ranks, "--quiet", timeout=120)
+        assert proc.returncode == 2, (ranks, proc.stderr)
+        assert said in proc.stderr, (ranks, proc.stderr)
+        assert "checkpoint-000003.0000.h5" not in proc.stderr
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    piece.unlink()
+    proc = femopt("resume", out, "--ranks", 3, "--quiet", timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{piece}: missing (listed in {out / 'checkpoint.json'})" in proc.stderr
+
+
+class GatheringRank(RankOf):
+    """Rank ``rank`` of ``size`` whose gather hears ``others`` (rank -> what that rank
+    found) and whose broadcast, off rank 0, hears ``verdict``."""
+
+    def __init__(self, rank: int, size: int, others: dict | None = None, verdict=None):
+        super().__init__(rank, size)
+        self.others, self.verdict = others or {}, verdict
+
+    def gather(self, obj):
+        if not self.root:
+            return None
+        return [obj if r == self.rank else self.others.get(r) for r in range(self.size)]
+
+    def bcast(self, obj):
+        return obj if self.root else self.verdict
+
+
+def _manifest_of(tmp_path: Path, n: int) -> list[Path]:
+    (tmp_path / "ranks").mkdir()
+    files, pieces = [], []
+    for r in range(n):
+        f = tmp_path / "ranks" / f"checkpoint-000002.{r:04d}.h5"
+        f.write_bytes(bytes([r]) * 10)
+        files.append(f)
+        pieces.append({"file": f"ranks/{f.name}",
+                       "sha256": hashlib.sha256(f.read_bytes()).hexdigest()})
+    (tmp_path / "checkpoint.json").write_text(json.dumps({
+        "format": 1, "ranks": n, "iteration": 2, "bounds": list(range(n + 1)),
+        "pieces": pieces}))
+    return files
+
+
+def test_each_rank_hashes_its_share_of_the_pieces(tmp_path, monkeypatch):
+    """Six pieces on three ranks: rank 1 hashes pieces 1 and 4 only; the first bad piece
+    in the manifest's order is named on every rank, whichever rank found it."""
+    from femopt.errors import InputError
+    from femopt.parallel import checkpoints
+
+    files = _manifest_of(tmp_path, 6)
+    hashed: list[str] = []
+    real = checkpoints.sha256
+    monkeypatch.setattr(checkpoints, "sha256", lambda p: hashed.append(p.name) or real(p))
+    m = read_manifest(tmp_path, GatheringRank(1, 3))
+    assert len(m["pieces"]) == 6
+    assert hashed == [files[1].name, files[4].name]
+    hashed.clear()
+    read_manifest(tmp_path)  # one process: every piece
+    assert hashed == [f.name for f in files]
+    files[4].write_bytes(b"changed")  # rank 0 of 2 hashes pieces 0, 2 and 4
+    bad4 = f"{files[4]}: changed since"
+    with pytest.raises(InputError, match=bad4):  # before rank 1's piece 5
+        read_manifest(tmp_path, GatheringRank(0, 2, {1: (5, "five")}))
+    with pytest.raises(InputError, match="^three$"):  # rank 1's piece 3 comes first
+        read_manifest(tmp_path, GatheringRank(0, 2, {1: (3, "three")}))
+    with pytest.raises(InputError, match="^three$"):  # off rank 0: rank 0's verdict
+        read_manifest(tmp_path, GatheringRank(1, 2, verdict=(3, "three")))
 
 
 def test_a_changed_piece_is_refused(tmp_path):

@@ -251,3 +251,25 @@ def test_heat_slab_with_uniform_source(dim):
         assert centre_errors[-1] == pytest.approx(q * (L / n) ** 2 / (8.0 * k), rel=1e-8)
     rates = np.log2(np.array(centre_errors[:-1]) / np.array(centre_errors[1:]))
     np.testing.assert_allclose(rates, 2.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind,shape,value", [
+    ("elasticity", (5, 4), [0.5, -2.0]), ("elasticity", (3, 4, 2), [0.0, -1.0, 0.25]),
+    ("heat", (4, 3, 3), [1.5])])
+def test_a_body_load_by_batches_of_cells_is_the_whole_sum(kind, shape, value, monkeypatch):
+    """Batches of 7 cells (a distorted mesh, a shuffled subset of its cells) give every
+    dof the sum all cells at once give, bit for bit; the total is value x volume."""
+    import femopt.physics.base as base
+    from femopt.objectives.base import cell_volumes
+
+    mesh = distorted_mesh(shape, [1.0 + 0.5 * d for d in range(len(shape))], seed=4)
+    physics = make_physics(kind, mesh, **({"conductivity": 1.0} if kind == "heat" else {}))
+    rng = np.random.default_rng(8)
+    cells = rng.permutation(mesh.n_cells)[: 2 * mesh.n_cells // 3]
+    whole = physics.body_load(value, cells)  # one batch
+    monkeypatch.setattr(base, "BODY_LOAD_CELLS", 7)
+    np.testing.assert_array_equal(physics.body_load(value, cells), whole)
+    k = len(value)
+    volume = cell_volumes(mesh)[cells].sum()
+    np.testing.assert_allclose(whole.reshape(-1, k).sum(axis=0), np.array(value) * volume,
+                               rtol=1e-12, atol=1e-14)

@@ -67,14 +67,52 @@ def test_the_estimate_follows_the_path(write_problem, monkeypatch):
     cpu = size.estimate(loaded, "cpu")
     gpu = size.estimate(loaded, "gpu")
     assert (cpu.cells, cpu.dim, cpu.bytes_per_cell) == (6000, 3, 38_000)
-    # the set-up phase: loads, the loaded-dof test, three masks (the results stream
-    # from the device: the three masks still held and two more)
-    assert gpu.bytes_per_cell == 8 * 3 + 3 + 3 * 3 == 36
-    assert gpu.bytes == size.BASE_BYTES + 6000 * 36
+    # a point load's nonzeros take nothing per cell: the results phase, three masks still
+    # held and two more (the fields stream from the device), is the largest
+    assert gpu.bytes_per_cell == 3 * 3 + 2 == 11
+    assert gpu.bytes == size.BASE_BYTES + 6000 * 11
     arrays = size.gpu_host_arrays(3, 2)
-    assert sum(arrays["set-up"].values()) == 8 * 6 + 6 + 9
+    assert sum(arrays["loads"].values()) == 0
+    assert sum(arrays["set-up"].values()) == 9
     assert sum(arrays["results"].values()) == 3 * 3 + 2
-    assert size.gpu_host_bytes_per_cell(1, 1) == 8 + 1 + 3
+    assert size.gpu_host_bytes_per_cell(1, 1) == 3 + 2
+
+
+POINT_LOAD = "{region: {point: [0.0, 4.0]}, force: [0.0, -1.0]}"
+
+
+def _cases(n: int, load: str = POINT_LOAD) -> str:
+    """SMALL_BEAM on a grid of 2000 x 1000 cells with ``n`` load cases of one ``load``
+    (a YAML flow mapping) each."""
+    cases = "".join(f"  - loads: [{load}]\n" for _ in range(n))
+    text = grid("[2000, 1000]")
+    start = text.index("loads:\n")
+    end = text.index("filters:")
+    return text[:start] + "load_cases:\n" + cases + text[end:]
+
+
+@pytest.mark.parametrize("n_cases", [1, 2, 8])
+def test_the_gpu_estimate_counts_loads_by_their_nonzeros(n_cases, write_problem):
+    """A point load in every case: the estimate is that of one case (its nonzeros lie on
+    a point, not on n_dofs x n_cases); body loads count their nonzeros per dof and case
+    and their sum per body load; a traction its vector while its nonzeros are taken."""
+    from femopt.plugins.manager import get_registry
+    from femopt.problem.load import read_problem
+
+    def estimate(text: str) -> size.SizeEstimate:
+        loaded = read_problem(write_problem(text), get_registry())
+        assert len(loaded.problem.load_cases) == n_cases
+        return size.estimate(loaded, "gpu")
+
+    point = estimate(_cases(n_cases))
+    assert point.cells == 2_000_000 and point.bytes_per_cell == 3 * 2 + 2 == 8
+    body = estimate(_cases(n_cases, "{body: true, force: [0.0, -1.0]}"))
+    k, b = 2, n_cases
+    held = 8 * (1 + n_cases) * k
+    assert body.bytes_per_cell == max(16 * b * k + (17 * b + 8) * k,
+                                      held + 32 * k + 3 * k, held + 3 * k + 2)
+    traction = estimate(_cases(n_cases, "{region: {face: y_max}, traction: [0.0, -1.0]}"))
+    assert traction.bytes_per_cell == 16 * k + 2 == 34
 
 
 def test_available_memory_is_read():

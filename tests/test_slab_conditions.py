@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from femopt.assembly.grid_layout import GridLayout
+from femopt.assembly.sparse_vector import SparseVector, sum_pieces
 from femopt.evaluation.load_nonzeros import LoadNonzeros
 from femopt.parallel.comm import SERIAL
 from femopt.parallel.orientation import Orientation
@@ -97,6 +98,24 @@ def test_load_nonzeros_sum_in_order():
     nz = LoadNonzeros.from_pieces(2, n, pieces)
     np.testing.assert_array_equal(nz.dense(), dense)  # exactly: the same sums in order
     assert nz.index.size == np.count_nonzero(np.any(dense != 0, axis=0))
+
+
+def test_load_nonzeros_and_sparse_vector_sum_their_pieces_alike():
+    rng = np.random.default_rng(5)
+    n = 30
+    pieces = [(int(rng.integers(3)), rng.choice(n, size=5, replace=False),
+               rng.standard_normal(5)) for _ in range(10)]
+    nz = LoadNonzeros.from_pieces(3, n, pieces)
+    for c in range(3):
+        row = SparseVector.from_pieces(n, [(d, v) for r, d, v in pieces if r == c])
+        np.testing.assert_array_equal(row.dense(), nz.dense()[c])
+    index, values = sum_pieces(3, pieces)
+    np.testing.assert_array_equal(index, nz.index)
+    np.testing.assert_array_equal(values, nz.values)
+    empty = LoadNonzeros.from_pieces(2, n, [])
+    assert empty.values.shape == (2, 0) and empty.dense().shape == (2, n)
+    assert SparseVector.from_pieces(n, []).dense().shape == (n,)
+    assert not SparseVector.from_pieces(n, []).any()
 
 
 PASSIVE_3D = """\

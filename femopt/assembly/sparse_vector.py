@@ -36,13 +36,8 @@ class SparseVector:
         """Sum ``pieces`` (positions, values; the positions of one piece distinct) in
         their order: each entry is the same sum, in the same order, as adding the pieces
         to a dense zero vector one after another."""
-        if not pieces:
-            return cls(np.zeros(0, np.int64), np.zeros(0), size)
-        index = np.unique(np.concatenate([np.asarray(d, np.int64) for d, _ in pieces]))
-        values = np.zeros(index.size)
-        for dofs, vals in pieces:
-            values[np.searchsorted(index, dofs)] += vals
-        return cls(index, values, size)
+        index, values = sum_pieces(1, [(0, d, v) for d, v in pieces])
+        return cls(index, values[0], size)
 
     def __repr__(self) -> str:
         return f"SparseVector({self.index.size} of {self.size}, fill {self.fill:g})"
@@ -78,6 +73,22 @@ class SparseVector:
             hit = self.index[at] == positions
             out[hit] = self.values[at[hit]]
         return out
+
+
+def sum_pieces(n_rows: int, pieces: list[tuple[int, np.ndarray, np.ndarray]]
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(index, values) of the sum of ``pieces`` (row, positions, values; the positions
+    of one piece distinct) added in their order to ``n_rows`` dense zero vectors:
+    ``index`` the positions some piece names (sorted, distinct), ``values`` the
+    (n_rows, len(index)) sums there, each the same sum, in the same order, as the dense
+    one."""
+    if not pieces:
+        return np.zeros(0, np.int64), np.zeros((n_rows, 0))
+    index = np.unique(np.concatenate([np.asarray(d, np.int64) for _, d, _ in pieces]))
+    values = np.zeros((n_rows, index.size))
+    for row, positions, vals in pieces:
+        values[row, np.searchsorted(index, positions)] += vals
+    return index, values
 
 
 def dense_of(v: Any) -> Any:

@@ -184,10 +184,6 @@ class DevicePath(EvaluationPath):
     def _cell_dot(self, v: Any, rho: Any) -> float:
         return float(v @ rho)
 
-    def _passive_dot(self, v: Any) -> float:
-        """v . rho over the passive cells."""
-        return float(v[self.passive_idx] @ self.passive_val)
-
     # -- functions on the device ---------------------------------------------------------
 
     def _device_parts(self, fn: Any) -> list[tuple[float, DeviceForm]]:
@@ -396,19 +392,11 @@ class DevicePath(EvaluationPath):
             values.append(bound.normalized(value))
         return np.array(values)
 
-    def _linear_constraint(self) -> tuple[Any, float] | None:
-        """:meth:`EvaluationPath.linear_constraint` on the device: a volume (or a sum of
-        volumes) through a linear filter chain (no projection)."""
-        m = self.model
+    def _bound_rho_weights(self) -> Any | None:
+        """The one bound's density weights from its device part (already in the path's
+        cell layout: a rank's slab on a distributed path), when it is one linear form of
+        the densities alone (a volume, or a sum of volumes); else None."""
         parts = self.forms[1] if len(self.forms) == 2 else []
-        if (len(m.bounds) != 1 or len(parts) != 1 or parts[0][1].needs_state
-                or parts[0][1].rho_weights is None):
+        if len(parts) != 1 or parts[0][1].needs_state or parts[0][1].rho_weights is None:
             return None
-        if not all(f.linear for f in m.filters):
-            return None
-        bound, v = m.bounds[0], parts[0][1].rho_weights
-        # g(x) = normalized(v . rho(x)), rho = H x off the passive cells, fixed on them
-        # (linear filters' chain rule does not read their inputs)
-        w = bound.sign_scale() * self.chain(v, [None] * len(m.filters))
-        offset = self._passive_dot(v)
-        return w, bound.normalized(offset)
+        return parts[0][1].rho_weights

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from femopt.assembly.sparse_vector import sum_pieces
+
 
 class LoadNonzeros:
     """(n_cases, n_dofs) load vectors by their nonzeros.
@@ -33,13 +35,7 @@ class LoadNonzeros:
         """Sum ``pieces`` (case, dofs, values; the dofs of one piece distinct) in their
         order: each dof's value is the same sum, in the same order, as adding the pieces
         to dense zero vectors one after another."""
-        if not pieces:
-            return cls(np.zeros(0, np.int64), np.zeros((n_cases, 0)), n_dofs)
-        index = np.unique(np.concatenate([np.asarray(d, np.int64) for _, d, _ in pieces]))
-        values = np.zeros((n_cases, index.size))
-        for c, dofs, vals in pieces:
-            values[c, np.searchsorted(index, dofs)] += vals
-        return cls(index, values, n_dofs)
+        return cls(*sum_pieces(n_cases, pieces), n_dofs)
 
     def __len__(self) -> int:
         return self.values.shape[0]

@@ -220,19 +220,30 @@ class EvaluationPath:
 
     def _linear_constraint(self) -> tuple[Any, float] | None:
         m = self.model
-        if (m.robust is not None or len(m.bounds) != 1 or m.bounds[0].function.needs_state
+        if (m.robust is not None or len(m.bounds) != 1
                 or not all(f.linear for f in self.stages)):
             return None
-        form = m.bounds[0].function.linear_form()
-        if form is None or form.needs_state or form.rho_weights is None:
+        v = self._bound_rho_weights()
+        if v is None:
             return None
         bound = m.bounds[0]
-        v = self.xp.asarray(dense_of(form.rho_weights), dtype=self.xp.float64)
         # rho = H x off the passive cells, fixed on them (a linear filter's chain rule
         # does not read its input)
         w = bound.sign_scale() * self.chain(v, [None] * len(self.stages))
-        offset = float(v[self.passive_idx] @ self.passive_val)
-        return w, bound.normalized(offset)
+        return w, bound.normalized(self._passive_dot(v))
+
+    def _bound_rho_weights(self) -> Any | None:
+        """The one bound's density weights v (g = v . rho) in the path's cell layout, when
+        its function is a linear form of the densities alone; else None."""
+        fn = self.model.bounds[0].function
+        form = None if fn.needs_state else fn.linear_form()
+        if form is None or form.needs_state or form.rho_weights is None:
+            return None
+        return self.xp.asarray(dense_of(form.rho_weights), dtype=self.xp.float64)
+
+    def _passive_dot(self, v: Any) -> float:
+        """v . rho over the passive cells."""
+        return float(v[self.passive_idx] @ self.passive_val)
 
     def cheap_constraints(self, x: Any) -> np.ndarray:
         """Normalised constraint values from densities alone (every bound is rho-only)."""

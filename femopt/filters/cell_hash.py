@@ -116,13 +116,18 @@ def cell_hash_weights(centroids: Any, volumes: Any, radius: float, xp: Any,
 
 def centroids_and_volumes(mesh: Any, xp: Any) -> tuple[Any, Any]:
     """(n, dim) centroids and (n,) volumes of the cells of ``mesh`` (a mesh from a file),
-    computed on ``xp`` from its points and cells (det J w summed over the element's
-    quadrature points, as :func:`femopt.objectives.base.cell_volumes` does on the host)."""
-    from femopt.assembly.elements import get_element
+    computed on ``xp`` from its points and cells: on NumPy the volumes are
+    :func:`femopt.assembly.elements.cell_measures`' (the host's
+    :func:`femopt.objectives.base.cell_volumes`); on CuPy the same sum of det J w over
+    the element's quadrature points, on the device (``cell_measures`` runs on NumPy
+    only)."""
+    from femopt.assembly.elements import cell_measures, get_element
 
     el = get_element(mesh.cell_type)
     coords = xp.asarray(mesh.points, dtype=xp.float64)[xp.asarray(mesh.cells)]
     centroids = coords.mean(axis=1)
+    if xp is np:
+        return centroids, cell_measures(el, coords)
     dn = xp.asarray(el.grad(el.quad_points))  # (q, nodes, dim)
     jac = xp.einsum("cnd,qne->cqde", coords, dn)
     wdet = xp.linalg.det(jac) * xp.asarray(el.quad_weights)[None, :]

@@ -34,7 +34,7 @@ def read_checkpoint(out_dir: Path, comm) -> tuple[Checkpoint, dict | None]:
 
     if not (out_dir / MANIFEST).is_file():
         return read_file(out_dir / CHECKPOINT), None
-    m = read_manifest(out_dir)
+    m = read_manifest(out_dir, comm)
     if comm is None:
         raise InputError(f"{out_dir / MANIFEST}: the checkpoint of a distributed run on "
                          f"{m['ranks']} rank(s); resume it distributed: femopt resume "

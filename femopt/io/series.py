@@ -17,20 +17,16 @@ the XDMF series only through ``meshio.xdmf.TimeSeriesReader``).
 from __future__ import annotations
 
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 import numpy as np
 
 from femopt.backend.rows import RowSource
 from femopt.io.results import atomic_write
+from femopt.io.xdmf import series_xdmf
 
 SERIES_H5 = "series.h5"
 SERIES_XDMF = "series.xdmf"
 SERIES_PVD = "series.pvd"
-
-QUOTE = {'"': "&quot;"}
-XDMF_CELL = {"quad4": "Quadrilateral", "hex8": "Hexahedron", "tri3": "Triangle",
-             "tet4": "Tetrahedron"}
 
 
 class SeriesWriter:
@@ -118,30 +114,7 @@ class SeriesWriter:
                            encoding="utf-8")
 
     def _write_xdmf(self) -> None:
-        m = self.mesh
-        n_cells, per_cell = m.n_cells, m.nodes_per_cell
-        n_pts, dim = m.n_nodes, m.dim
-        h5 = self.h5.name
-        topo = (f'<Topology TopologyType="{XDMF_CELL[m.cell_type]}" '
-                f'NumberOfElements="{n_cells}">'
-                f'<DataItem Dimensions="{n_cells} {per_cell}" NumberType="Int" Precision="8" '
-                f'Format="HDF">{h5}:/mesh/cells</DataItem></Topology>')
-        geom = (f'<Geometry GeometryType="{"XY" if dim == 2 else "XYZ"}">'
-                f'<DataItem Dimensions="{n_pts} {dim}" NumberType="Float" Precision="8" '
-                f'Format="HDF">{h5}:/mesh/points</DataItem></Geometry>')
-        grids = []
-        for it in self.steps:
-            grids.append(
-                f'<Grid Name="iteration {it}" GridType="Uniform"><Time Value="{it}"/>'
-                f'{topo}{geom}<Attribute Name="density" AttributeType="Scalar" '
-                f'Center="Cell"><DataItem Dimensions="{n_cells}" NumberType="Float" '
-                f'Precision="8" Format="HDF">{h5}:/density/{it:06d}</DataItem></Attribute>'
-                '</Grid>')
-        info = "".join(f'<Information Name="{escape(k, QUOTE)}" Value="{escape(v, QUOTE)}"/>\n'
-                       for k, v in self.info.items())
-        text = ('<?xml version="1.0" ?>\n<Xdmf Version="3.0">\n<Domain>\n' + info +
-                '<Grid Name="design" GridType="Collection" CollectionType="Temporal">\n'
-                + "\n".join(grids) + "\n</Grid>\n</Domain>\n</Xdmf>\n")
+        text = series_xdmf(self.mesh, self.h5.name, self.steps, self.info)
         with atomic_write(self.xdmf) as tmp:
             tmp.write_text(text, encoding="utf-8")
         self._write_pvd()

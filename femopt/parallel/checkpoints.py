@@ -9,10 +9,11 @@ written last and renamed into place, and a piece's name carries its iteration, s
 that dies while writing leaves the last complete checkpoint (manifest and pieces)
 intact; the pieces of other iterations go once the new manifest is in place.
 
-``femopt resume`` reads the manifest, checks every piece against its hash, and gives
-each rank its owned cells and the warm starts of its kept nodes, cut from the pieces that
-own those layers (the slabs are ranges of layers of one array), so a run resumes on any
-number of ranks and repeats the uninterrupted run.
+``femopt resume`` reads the manifest, checks every piece against its hash (each rank a
+share of them; every rank reports the first bad one), and gives each rank its owned cells
+and the warm starts of its kept nodes, cut from the pieces that own those layers (the
+slabs are ranges of layers of one array), so a run resumes on any number of ranks and
+repeats the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -79,9 +80,13 @@ def write_pieces(out_dir: Path, path: Any, ck: Checkpoint) -> None:
             old.unlink(missing_ok=True)
 
 
-def read_manifest(out_dir: Path) -> dict[str, Any]:
+def read_manifest(out_dir: Path, comm: Any = None) -> dict[str, Any]:
     """The manifest of ``out_dir``'s distributed checkpoint, its pieces checked against
-    their hashes; InputError naming the file that is missing, changed or unreadable."""
+    their hashes; InputError naming the file that is missing, changed or unreadable.
+
+    With ``comm`` (collective) each rank hashes the pieces ``rank, rank + size, ...``
+    and all raise the error of the first bad piece in the manifest's order: the message
+    a check of every piece in one process gives, on any rank count."""
     file = Path(out_dir) / MANIFEST
     try:
         m = json.loads(file.read_text(encoding="utf-8"))
@@ -89,17 +94,36 @@ def read_manifest(out_dir: Path) -> dict[str, Any]:
             raise ValueError(f"format {m.get('format')!r}, expected {FORMAT}")
         if len(m["pieces"]) != m["ranks"] or len(m["bounds"]) != m["ranks"] + 1:
             raise ValueError(f"{len(m['pieces'])} pieces for {m['ranks']} ranks")
+        listed = [(str(p["file"]), str(p["sha256"])) for p in m["pieces"]]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"{file}: not a readable femopt checkpoint manifest: {exc}") from None
-    for p in m["pieces"]:
-        piece = Path(out_dir) / p["file"]
-        if not piece.is_file():
-            raise InputError(f"{piece}: missing (listed in {file}); the checkpoint is "
-                             "incomplete")
-        if sha256(piece) != p["sha256"]:
-            raise InputError(f"{piece}: changed since {file} was written (its SHA-256 "
-                             "differs); the checkpoint is not intact")
+    rank, size = (0, 1) if comm is None else (comm.rank, comm.size)
+    mine = ((i, _piece_problem(Path(out_dir), file, *listed[i]))
+            for i in range(rank, len(listed), size))
+    first = next(((i, said) for i, said in mine if said is not None), None)
+    if size > 1:
+        found = comm.gather(first)
+        first = comm.bcast(None if found is None
+                           else min((f for f in found if f is not None), default=None))
+    if first is not None:
+        raise InputError(first[1])
     return m
+
+
+def _piece_problem(out_dir: Path, file: Path, name: str, digest: str) -> str | None:
+    """What is wrong with the piece ``name`` of the manifest ``file`` (missing, or its
+    SHA-256 not ``digest``), or None."""
+    piece = out_dir / name
+    if not piece.is_file():
+        return f"{piece}: missing (listed in {file}); the checkpoint is incomplete"
+    try:
+        same = sha256(piece) == digest
+    except OSError as exc:  # on this rank only, maybe: said by every rank all the same
+        return f"{piece}: unreadable ({exc}); the checkpoint cannot be checked"
+    if not same:
+        return (f"{piece}: changed since {file} was written (its SHA-256 differs); the "
+                "checkpoint is not intact")
+    return None
 
 
 def read_global(out_dir: Path, m: dict[str, Any]) -> Checkpoint:

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from femopt.io.results import atomic_write
-from femopt.io.series import XDMF_CELL, SeriesWriter
+from femopt.io.series import SeriesWriter
+from femopt.io.xdmf import design_xdmf
 
 PIECES = "ranks"
 DESIGN_H5 = "design.h5"
@@ -165,31 +166,6 @@ def virtual_mesh(f: Any, blocks: SlabBlocks, source: str) -> None:
     m = blocks.mesh
     virtual(f, "mesh/points", blocks, True, source, np.float64, m.dim)
     virtual(f, "mesh/cells", blocks, False, source, np.int64, m.nodes_per_cell)
-
-
-def design_xdmf(mesh: Any, h5: str, cell_data: list[str]) -> str:
-    """XDMF 3 text of one grid: the mesh and the cell data at ``h5:/mesh/...`` and
-    ``h5:/NAME``. The domain holds the grid alone (meshio reads no more)."""
-    from xml.sax.saxutils import escape
-
-    from femopt.io.series import QUOTE
-
-    n_cells, n_pts = mesh.n_cells, mesh.n_nodes
-    attrs = "".join(
-        f'<Attribute Name="{escape(n, QUOTE)}" AttributeType="Scalar" Center="Cell">'
-        f'<DataItem Dimensions="{n_cells}" NumberType="Float" Precision="8" '
-        f'Format="HDF">{h5}:/{n}</DataItem></Attribute>\n' for n in cell_data)
-    return ('<?xml version="1.0" ?>\n<Xdmf Version="3.0">\n<Domain>\n'
-
-            '<Grid Name="design" GridType="Uniform">\n'
-            f'<Topology TopologyType="{XDMF_CELL[mesh.cell_type]}" '
-            f'NumberOfElements="{n_cells}"><DataItem Dimensions="{n_cells} '
-            f'{mesh.nodes_per_cell}" NumberType="Int" Precision="8" Format="HDF">'
-            f'{h5}:/mesh/cells</DataItem></Topology>\n'
-            f'<Geometry GeometryType="{"XY" if mesh.dim == 2 else "XYZ"}"><DataItem '
-            f'Dimensions="{n_pts} {mesh.dim}" NumberType="Float" Precision="8" '
-            f'Format="HDF">{h5}:/mesh/points</DataItem></Geometry>\n'
-            + attrs + '</Grid>\n</Domain>\n</Xdmf>\n')
 
 
 def write_design(out_dir: Path, blocks: SlabBlocks, cells: dict[str, np.ndarray]) -> None:

@@ -11,6 +11,8 @@ from femopt.mesh.mesh import Mesh
 from femopt.physics import rigid_modes as rigid
 from femopt.plugins.registry import Component
 
+BODY_LOAD_CELLS = 1 << 15  # cells per batch of a body load's quadrature
+
 
 # bytes of dK_e/dX that the dual-number shape sensitivity holds at once (hex8 elasticity:
 # 110 KB per cell), so large meshes run in chunks of cells
@@ -208,18 +210,23 @@ class Physics(Component):
 
     def body_load(self, value: list[float], cells: np.ndarray) -> np.ndarray:
         """Consistent nodal load of a uniform source ``value`` (per unit volume) on
-        ``cells``; returns a full dof vector."""
-        el = self.element
-        coords = self.mesh.cell_coords(cells)
+        ``cells``; returns a full dof vector. The cells go by batches of
+        :data:`BODY_LOAD_CELLS`, so the quadrature's arrays (some 3 kB a hex8 cell) stay
+        bounded; each dof's sum is the one all cells at once give, in the same order."""
         from femopt.assembly.elements import physical_gradients
 
-        _, wdet = physical_gradients(el, coords)
+        el = self.element
         n = el.shape(el.quad_points)  # (q, n)
-        fe = np.einsum("cq,qn->cn", wdet, n) * self.thickness()
         k = self.dofs_per_node
         vec = np.zeros(self.mesh.n_nodes * k)
-        for comp in range(k):
-            np.add.at(vec, self.mesh.cell_nodes(cells) * k + comp, fe * value[comp])
+        cells = np.asarray(cells)
+        for a in range(0, cells.size, BODY_LOAD_CELLS):
+            batch = cells[a:a + BODY_LOAD_CELLS]
+            _, wdet = physical_gradients(el, self.mesh.cell_coords(batch))
+            fe = np.einsum("cq,qn->cn", wdet, n) * self.thickness()
+            nodes = self.mesh.cell_nodes(batch)
+            for comp in range(k):
+                np.add.at(vec, nodes * k + comp, fe * value[comp])
         return vec
 
     def thickness(self) -> float:

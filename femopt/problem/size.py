@@ -26,32 +26,56 @@ from femopt.errors import ProblemError
 # the cell count (3D most), so larger grids take more than this: the guard refuses what
 # surely does not fit, it does not promise the rest does.
 CPU_BYTES_PER_CELL = {2: 8_500, 3: 38_000}
-# What the GPU grid path keeps in host memory per cell is the larger of its set-up and
-# its results, each a sum of named arrays (gpu_host_arrays; one node per cell, k dofs
-# per node). The grid itself is never materialized, regions are index ranges, the
-# design lives on the device, and the results are read from it by slabs of bounded size
-# (femopt.backend.rows). The GPU's own memory is checked when the model is built.
+# What the GPU grid path keeps in host memory per cell is the largest of its phases
+# (summing the loads, set-up, results), each a sum of named arrays (gpu_host_arrays; one
+# node per cell, k dofs per node). The grid itself is never materialized, regions are
+# index ranges, the loads are kept by their nonzeros, the design lives on the device,
+# and the results are read from it by slabs of bounded size (femopt.backend.rows). The
+# GPU's own memory is checked when the model is built.
 BASE_BYTES = 100 * 2**20  # the interpreter with numpy, scipy and the plugins imported
 
 
-def gpu_host_arrays(k: int, n_cases: int) -> dict[str, dict[str, int]]:
-    """Bytes per cell of the GPU grid path's host arrays, by phase: ``set-up`` (the
-    model's load vectors, the loaded-dof test, the free-dof mask, the path's and the
-    multigrid solver's supported-dof masks) and ``results`` (the masks still held, the
-    cells an exported part keeps and the loaded nodes; the final densities and states
-    stay on the device and are written by slabs of at most 16 MiB, not counted per
-    cell, and no dense load vector is made)."""
+def gpu_host_arrays(k: int, n_cases: int, body_loads: int = 0,
+                    surface_loads: bool = False) -> dict[str, dict[str, int]]:
+    """Bytes per cell of the GPU grid path's host arrays, by phase (one node per cell,
+    ``k`` dofs per node, ``n_cases`` load cases, ``body_loads`` body loads in all the
+    cases; a surface load in some case or none).
+
+    The loads are kept by their nonzeros (:class:`~femopt.evaluation.load_nonzeros.
+    LoadNonzeros`): a nodal or surface load's lie on a point, line or face, so they take
+    nothing per cell; a body load's may cover every dof (counted so: its region is not
+    resolved here). The phases: ``loads`` (while the loads are summed: the body loads'
+    pieces and their sum, a surface load's vector while its nonzeros are taken),
+    ``set-up`` (the loads' nonzeros, the test that some loaded dof is free, the free-dof
+    mask and the path's and the multigrid solver's supported-dof masks) and ``results``
+    (the masks and nonzeros still held, the cells an exported part keeps and the loaded
+    nodes; the final densities and states stay on the device and are written by slabs of
+    at most 16 MiB, not counted per cell)."""
+    b = body_loads
+    masks = {"free-dof and supported-dof masks (3 bool per dof)": 3 * k}
+    held = ({"body loads' nonzeros (int64 index and float64 per case, per dof)":
+             8 * (1 + n_cases) * k} if b else {})
+    loads: dict[str, int] = {}
+    if b:
+        loads["body loads' pieces (int64 and float64 per dof and body load)"] = 16 * b * k
+        loads["their sum (per dof: the pieces' positions concatenated, a sorted copy and "
+              "flags per body load; the distinct positions)"] = (17 * b + 8) * k
+    if surface_loads:
+        loads["a surface load's vector and its scaled copy (2 float64 per dof)"] = 16 * k
+        loads["its region's node mask and its copy (2 bool per node)"] = 2
+    test = ({"the loaded-dof test (np.isin: 4 int64 per loaded dof)": 32 * k} if b else {})
     return {
-        "set-up": {"load vectors (float64 per dof and case)": 8 * k * n_cases,
-                   "loaded dofs test (bool per dof and case)": k * n_cases,
-                   "free-dof and supported-dof masks (3 bool per dof)": 3 * k},
-        "results": {"free-dof and supported-dof masks (3 bool per dof)": 3 * k,
+        "loads": loads,
+        "set-up": {**held, **test, **masks},
+        "results": {**held, **masks,
                     "kept cells and loaded nodes (bool per cell and per node)": 2},
     }
 
 
-def gpu_host_bytes_per_cell(k: int, n_cases: int = 1) -> int:
-    return max(sum(phase.values()) for phase in gpu_host_arrays(k, n_cases).values())
+def gpu_host_bytes_per_cell(k: int, n_cases: int = 1, body_loads: int = 0,
+                            surface_loads: bool = False) -> int:
+    phases = gpu_host_arrays(k, n_cases, body_loads, surface_loads)
+    return max(sum(phase.values()) for phase in phases.values())
 
 
 @dataclass
@@ -120,9 +144,12 @@ def estimate(loaded: Any, device: str | None = None) -> SizeEstimate | None:
     physics = loaded.sections.get("physics")
     scalar = getattr(physics, "type", None) in ("heat_conduction", "convection_diffusion")
     k = 1 if scalar else dim  # a physics of another plugin: counted as elasticity
-    cases = loaded.problem.load_cases
-    n_cases = len(cases) if cases else 1
-    return SizeEstimate(math.prod(shape), dim, path, gpu_host_bytes_per_cell(k, n_cases))
+    p = loaded.problem
+    cases = [c.loads for c in p.load_cases] if p.load_cases else [p.loads or []]
+    loads = [load for case in cases for load in case]
+    per_cell = gpu_host_bytes_per_cell(k, len(cases), sum(bool(ld.body) for ld in loads),
+                                       any(ld.surface for ld in loads))
+    return SizeEstimate(math.prod(shape), dim, path, per_cell)
 
 
 def check_size(loaded: Any, device: str | None = None) -> SizeEstimate | None:
