@@ -44,12 +44,12 @@ class AMGOptions(Options):
     smoother_degree: list[Annotated[int, Field(ge=1, le=8)]] | None = Field(
         None, min_length=2, max_length=2)
     """Degree of the Chebyshev smoother on the finest level and on the coarser ones (a
-    lower one: cheaper cycles, more CG iterations); by default [2, 3] on the CPU, where
+    lower one: cheaper cycles, more CG iterations); by default [1, 3] on the CPU, where
     the finest level's products are most of a design iteration, and [3, 3] on the GPU,
     where fewer CG iterations weigh more."""
 
 
-CPU_DEGREE = (2, 3)  # the default smoother degrees on the CPU (finest, coarser)
+CPU_DEGREE = (1, 3)  # the default smoother degrees on the CPU (finest, coarser)
 
 
 def smoother_degree(options: AMGOptions, device: str) -> tuple[int, int]:
