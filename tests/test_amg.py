@@ -100,6 +100,23 @@ def test_solution_equals_pyamgs_own_solve(bracket):
     assert np.all(x[np.setdiff1d(np.arange(a.shape[0]), free)] == 0.0)  # supports
 
 
+def test_the_coarsest_level_stays_small_beside_the_finest(tmp_path):
+    """On the CPU coarsening goes on below ``max_coarse`` until the coarsest level's dense
+    n^2 is at most half the finest level's entries; ``max_coarse`` still bounds it."""
+    from femopt.solvers.amg import COARSE_SHARE, coarsest_limit
+
+    path = tmp_path / "p.yaml"
+    path.write_text(PROBLEM + "solver: {type: amg}\n")
+    model = build_model(path, device="cpu")
+    a = _operator(model, 4)
+    sizes = model.solver.hierarchy.sizes()
+    limit = coarsest_limit(a, 3000)
+    assert limit == int((COARSE_SHARE * a.nnz) ** 0.5) < 3000
+    assert sizes[-1][0] <= limit < sizes[-2][0]  # it stopped at the first level below
+    assert sizes[-1][0] ** 2 <= COARSE_SHARE * sizes[0][1]
+    assert coarsest_limit(a, 100) == 100
+
+
 def test_scalar_csr_hierarchy_on_a_poisson_matrix():
     """A scalar operator (CSR, constants as near-null space) through the same code:
     CG counts bounded independently of the size, pyamg's solution."""

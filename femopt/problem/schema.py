@@ -327,7 +327,7 @@ class Problem(Strict):
     """Linear solver: `type` picks the plugin (direct, pcg, multigrid, amg). Left out,
     femopt picks the fastest measured for the problem and names it in the run's log:
     multigrid on structured grids above a few thousand free dofs, AMG on 3D meshes from
-    files above 5,000 (50,000 with the `cholmod` extra), else direct (CHOLMOD with the
+    files above 3,000 (25,000 with the `cholmod` extra), else direct (CHOLMOD with the
     `cholmod` extra, else SuperLU)."""
     output: Output = Output()
     """Where and what to write."""

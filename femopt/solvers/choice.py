@@ -10,8 +10,9 @@ The choice is the fastest permissively licensed solver measured for the kind of 
   as fast and exact);
 - a 3D mesh from a file, same conditions, above ``AMG_MIN_DOFS`` (``AMG_MIN_DOFS_CHOLMOD``
   with CHOLMOD installed): PCG with smoothed-aggregation AMG (its structure kept per mesh:
-  on the bracket 0.15 s per iteration against SuperLU's 0.9 s at 9,000 free dofs, even at
-  3,800);
+  on the bracket 0.11 s per iteration against SuperLU's 0.68 s at 9,000 free dofs and
+  0.05 s against 0.06 s at 3,800; against CHOLMOD 0.38 s and 0.50 s at 31,000, 0.25 s and
+  0.22 s at 20,000);
 - everything else: the direct solver (CHOLMOD where the optional cvxopt is installed,
   else SciPy's SuperLU).
 """
@@ -27,8 +28,8 @@ from femopt.solvers.base import LinearSolver
 MULTIGRID_MIN_DOFS_3D = 3_000
 MULTIGRID_MIN_DOFS_2D = 6_000
 MULTIGRID_MIN_DOFS_2D_CHOLMOD = 100_000
-AMG_MIN_DOFS = 5_000
-AMG_MIN_DOFS_CHOLMOD = 50_000  # measured before the AMG kept its structure; not since
+AMG_MIN_DOFS = 3_000
+AMG_MIN_DOFS_CHOLMOD = 25_000
 
 log = logging.getLogger(__name__)
 
