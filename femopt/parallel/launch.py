@@ -14,7 +14,7 @@
   exit code; another rank waits :data:`GRACE` seconds (in case rank 0 failed alike and is
   reporting it), then prints ``femopt: rank R of N failed: ...`` and aborts with exit 1.
   The message is also left in the launcher's folder (MPI's abort can cut a rank's output
-  on its way to mpiexec; the launcher then prints the copy). Either way every rank stops
+  on its way to mpiexec; the launcher then prints the copy, unless it came through). Either way every rank stops
   within seconds; checkpoints are written atomically, so the last one is intact. A rank
   that dies without a word (killed): mpiexec stops the others and reports the process;
   :func:`launch` names its rank (each rank leaves its PID in the folder
@@ -123,9 +123,11 @@ def launch(argv: list[str], ranks: int) -> int:
         env[PID_VARIABLE] = pids
         code, died, said = _run_mpiexec(cmd, env)
         if code in FEMOPT_CODES or died is None:
-            if code != 0 and not said:  # MPI's abort stopped the message on its way
+            if code != 0:  # a message MPI's abort stopped on its way to mpiexec
                 for f in sorted(Path(pids).glob("failed-*")):
-                    print(f.read_text(), file=sys.stderr, flush=True)
+                    text = f.read_text(errors="replace")
+                    if text.strip() and text.strip().splitlines()[0] not in said:
+                        print(text, file=sys.stderr, flush=True)
             return code
         rank = _read_rank(Path(pids), died[0])
         who = f"rank {rank} of {ranks}" if rank is not None else f"a rank of {ranks}"
@@ -134,10 +136,10 @@ def launch(argv: list[str], ranks: int) -> int:
         return 1
 
 
-def _run_mpiexec(cmd: list[str], env: dict) -> tuple[int, tuple[int, int] | None, bool]:
+def _run_mpiexec(cmd: list[str], env: dict) -> tuple[int, tuple[int, int] | None, str]:
     """Run mpiexec, passing its output on as it comes; its exit code, (pid, exit code) of
     a process that ended badly when mpiexec reports one (MPICH's hydra, on standard
-    output), and whether anything came on standard error."""
+    output), and the end of what came on standard error."""
     # mpiexec in a session of its own: a Ctrl-C at the terminal reaches this process
     # alone, which passes it on to mpiexec, which passes it to the ranks (MPICH's
     # hydra_pmi_proxy hit by the terminal's SIGINT too left the ranks hanging in their
@@ -178,7 +180,7 @@ def _run_mpiexec(cmd: list[str], env: dict) -> tuple[int, tuple[int, int] | None
     text = (seen["stdout"] + seen["stderr"]).decode(errors="replace")
     m = re.search(r"PID (\d+) RUNNING AT.*?EXIT CODE: (\d+)", text, re.S)
     return (code, (int(m.group(1)), int(m.group(2))) if m else None,
-            bool(seen["stderr"].strip()))
+            seen["stderr"].decode(errors="replace"))
 
 
 def _read_rank(pids: Path, pid: int) -> int | None:
@@ -252,8 +254,11 @@ def fail(comm: Comm, exc: BaseException, code: int, message: str | None) -> None
     if message:
         print(message, file=sys.stderr, flush=True)
         pids = os.environ.get(PID_VARIABLE)
-        if pids and Path(pids).is_dir():  # the launcher's copy, should the abort cut it
-            Path(pids, f"failed-{comm.rank}").write_text(message)
+        try:  # the launcher's copy, should the abort cut the message off
+            if pids and Path(pids).is_dir():
+                Path(pids, f"failed-{comm.rank}").write_text(message)
+        except OSError:
+            pass  # the abort matters more than the copy
         time.sleep(0.5)  # for the message to reach mpiexec before the abort
     comm.abort(code)
     os._exit(code)
