@@ -265,7 +265,9 @@ def test_oc_linear_constraint_equals_the_filtered_bisection(passive, monkeypatch
                              "value": "solid"}]}},
     {"constraints": [{"type": "weighted_sum", "max": 0.6, "terms": [
         {"type": "volume", "weight": 0.5}, {"type": "volume", "weight": 0.25}]}]},
-], ids=["volume", "passive", "sum_of_volumes"])
+    {"constraints": [{"type": "weighted_sum", "max": 0.3, "terms": [
+        {"type": "volume", "weight": 0.5}]}]},
+], ids=["volume", "passive", "sum_of_volumes", "one_weighted_volume"])
 def test_the_linear_constraint_is_the_same_on_the_host_and_device_paths(changes):
     """One linear_constraint for both paths: the device twin's (w, b) is the host path's
     (the device takes v from its own form, the host from the function's linear form)."""
@@ -280,10 +282,15 @@ def test_the_linear_constraint_is_the_same_on_the_host_and_device_paths(changes)
 
 @pytest.mark.parametrize("constraints", [
     [{"type": "compliance", "max": 10.0}],
-    [{"type": "volume", "max": 0.5}, {"type": "volume", "max": 0.9}]],
-    ids=["needs_state", "two_bounds"])
+    [{"type": "volume", "max": 0.5}, {"type": "volume", "max": 0.9}],
+    [{"type": "weighted_sum", "max": 1.0, "terms": [
+        {"type": "volume", "weight": -0.5}, {"type": "eigenfrequency", "weight": 0.001}]}]],
+    ids=["needs_state", "two_bounds", "volume_and_eigenvalue"])
 def test_no_linear_constraint_on_either_path(constraints):
-    data = mbb(constraints=constraints)
+    """A bound that reads the state is not linear, on either path: an eigenvalue term has
+    no device part, which leaves the volume term alone there."""
+    data = mbb(constraints=constraints, optimizer={"type": "mma", "max_iter": 3},
+               physics={"type": "linear_elasticity", "E": 1.0, "nu": 0.3, "density": 1.0})
     assert build(data, device="cpu").linear_constraint() is None
     assert build(data, array_module=np).linear_constraint() is None
 

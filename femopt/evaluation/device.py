@@ -397,6 +397,9 @@ class DevicePath(EvaluationPath):
         cell layout: a rank's slab on a distributed path), when it is one linear form of
         the densities alone (a volume, or a sum of volumes); else None."""
         parts = self.forms[1] if len(self.forms) == 2 else []
-        if len(parts) != 1 or parts[0][1].needs_state or parts[0][1].rho_weights is None:
+        if self.model.bounds[0].function.needs_state or len(parts) != 1:
+            return None  # (an eigenvalue term has no part: the sum is not linear)
+        w, form = parts[0]
+        if form.needs_state or form.rho_weights is None:
             return None
-        return parts[0][1].rho_weights
+        return form.rho_weights if w == 1.0 else w * form.rho_weights
