@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import time
 
+import numpy as np
 import pytest
 
 from conftest import SMALL_BEAM
@@ -113,8 +114,29 @@ def test_the_gpu_estimate_counts_loads_by_their_nonzeros(n_cases, write_problem)
                                       held + 32 * k + 3 * k, held + 3 * k + 2)
     traction = estimate(_cases(n_cases, "{region: {face: y_max}, traction: [0.0, -1.0]}"))
     assert traction.bytes_per_cell == 16 * k + 2 == 34
+    # a nodal load on a box may cover every node: counted as a body load; on a box and
+    # a face it lies on that face
+    box = "{min: [0.0, 0.0], max: [2000.0, 1000.0]}"
+    volume = estimate(_cases(n_cases, f"{{region: {{box: {box}}}, force: [0.0, -1.0]}}"))
+    assert volume.bytes_per_cell == body.bytes_per_cell
+    face = estimate(_cases(n_cases, f"{{region: {{box: {box}, face: y_max}}, "
+                                    "force: [0.0, -1.0]}"))
+    assert face.bytes_per_cell == point.bytes_per_cell
 
 
 def test_available_memory_is_read():
     avail = size.available_memory()
     assert avail is None or 0 < avail < 2**60
+
+
+def test_a_nodal_load_keeps_only_its_nonzero_components(write_problem):
+    """force: [0, -1] on a box of nodes stores one nonzero per node, not two."""
+    from femopt.evaluation.build import build_model
+
+    text = grid("[12, 4]")
+    start, end = text.index("loads:\n"), text.index("filters:")
+    text = (text[:start] + "loads:\n  - region: {box: {min: [2.0, 1.0], max: [4.0, 2.0]}}\n"
+            "    force: [0.0, -1.0]\n" + text[end:])
+    model = build_model(write_problem(text), device="cpu")
+    nz = model.load_nonzeros
+    assert len(nz.index) == 3 * 2 and np.all(nz.index % 2 == 1) and np.all(nz.values == -1)

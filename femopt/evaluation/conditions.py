@@ -166,7 +166,8 @@ def _nodal_or_body(model: Any, load: Any, vec: np.ndarray):
     nodes = select_nodes(load.region, model.mesh)  # distinct
     if load.distribute == "total":
         vec = vec / nodes.size
-    return [(nodes * k + comp, np.full(nodes.size, vec[comp])) for comp in range(k)]
+    comps = [c for c in range(k) if vec[c] != 0] or [0]  # a zero component adds nothing
+    return [(nodes * k + comp, np.full(nodes.size, vec[comp])) for comp in comps]
 
 
 def _surface_load(model: Any, case: int, load: Any, lp: tuple,

@@ -42,9 +42,9 @@ def gpu_host_arrays(k: int, n_cases: int, body_loads: int = 0,
     cases; a surface load in some case or none).
 
     The loads are kept by their nonzeros (:class:`~femopt.evaluation.load_nonzeros.
-    LoadNonzeros`): a nodal or surface load's lie on a point, line or face, so they take
-    nothing per cell; a body load's may cover every dof (counted so: its region is not
-    resolved here). The phases: ``loads`` (while the loads are summed: the body loads'
+    LoadNonzeros`): a nodal or surface load's on a point, line or face take nothing per
+    cell; a body load's, or a nodal load's on a box (``body_loads`` counts both), may
+    cover every dof (counted so: the region is not resolved here). The phases: ``loads`` (while the loads are summed: the body loads'
     pieces and their sum, a surface load's vector while its nonzeros are taken),
     ``set-up`` (the loads' nonzeros, the test that some loaded dof is free, the free-dof
     mask and the path's and the multigrid solver's supported-dof masks) and ``results``
@@ -147,9 +147,17 @@ def estimate(loaded: Any, device: str | None = None) -> SizeEstimate | None:
     p = loaded.problem
     cases = [c.loads for c in p.load_cases] if p.load_cases else [p.loads or []]
     loads = [load for case in cases for load in case]
-    per_cell = gpu_host_bytes_per_cell(k, len(cases), sum(bool(ld.body) for ld in loads),
+    per_cell = gpu_host_bytes_per_cell(k, len(cases), sum(_per_node(ld) for ld in loads),
                                        any(ld.surface for ld in loads))
     return SizeEstimate(math.prod(shape), dim, path, per_cell)
+
+
+def _per_node(load: Any) -> bool:
+    """A load whose nonzeros may cover every node: a body load, or a nodal one on a box
+    alone (a volume of nodes; a face or a point limits it to a face or a point)."""
+    r = load.region
+    return bool(load.body) or (not load.surface and r is not None and r.box is not None
+                               and r.face is None and r.point is None)
 
 
 def check_size(loaded: Any, device: str | None = None) -> SizeEstimate | None:
