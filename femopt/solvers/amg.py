@@ -40,7 +40,8 @@ class AMGOptions(Options):
     cycle: Literal["V", "W"] = "V"
     """Multigrid cycle of one preconditioner application."""
     max_coarse: int = Field(3000, gt=0)
-    """Largest system solved directly (dense Cholesky) at the coarsest level."""
+    """Largest system solved directly (dense Cholesky) at the coarsest level (on the CPU
+    also at most sqrt(0.5 x the finest level's stored entries) rows)."""
     smoother_degree: list[Annotated[int, Field(ge=1, le=8)]] | None = Field(
         None, min_length=2, max_length=2)
     """Degree of the Chebyshev smoother on the finest level and on the coarser ones (a

@@ -10,9 +10,9 @@ The choice is the fastest permissively licensed solver measured for the kind of 
   as fast and exact);
 - a 3D mesh from a file, same conditions, above ``AMG_MIN_DOFS`` (``AMG_MIN_DOFS_CHOLMOD``
   with CHOLMOD installed): PCG with smoothed-aggregation AMG (its structure kept per mesh:
-  on the bracket 0.11 s per iteration against SuperLU's 0.68 s at 9,000 free dofs and
-  0.05 s against 0.06 s at 3,800; against CHOLMOD 0.38 s and 0.50 s at 31,000, 0.25 s and
-  0.22 s at 20,000);
+  on the bracket 0.11 s per iteration against SuperLU's 0.72 s at 9,000 free dofs and
+  0.04 s against 0.06 s at 3,800; against CHOLMOD 0.34 s and 0.49 s at 31,000, 0.24 s and
+  0.21 s at 20,000);
 - everything else: the direct solver (CHOLMOD where the optional cvxopt is installed,
   else SciPy's SuperLU).
 """
