@@ -237,6 +237,12 @@ def test_cell_hash_weights_equal_the_kd_tree_weights(mesh_name, cells_across):
     c, v = centroids_and_volumes(mesh, np)
     np.testing.assert_array_equal(c, mesh.centroids())
     np.testing.assert_array_equal(v, cell_volumes(mesh))  # the host's cell_measures
+    from femopt.assembly.elements import get_element
+    from femopt.filters.cell_hash import quadrature_volumes
+
+    coords = mesh.points[mesh.cells]  # the device's own sum, run here on NumPy
+    np.testing.assert_allclose(quadrature_volumes(get_element(mesh.cell_type), coords, np),
+                               v, rtol=1e-13, atol=0)
     indptr, indices, data, sums = cell_hash_weights(c, v, radius, np, batch=17)
     assert h.nnz > 3 * mesh.n_cells  # neighbours beyond each cell itself
     np.testing.assert_array_equal(indptr, h.indptr)
