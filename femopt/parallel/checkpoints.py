@@ -114,9 +114,9 @@ def _piece_problem(out_dir: Path, file: Path, name: str, digest: str) -> str | N
     """What is wrong with the piece ``name`` of the manifest ``file`` (missing, or its
     SHA-256 not ``digest``), or None."""
     piece = out_dir / name
-    if not piece.is_file():
-        return f"{piece}: missing (listed in {file}); the checkpoint is incomplete"
     try:
+        if not piece.is_file():
+            return f"{piece}: missing (listed in {file}); the checkpoint is incomplete"
         same = sha256(piece) == digest
     except OSError as exc:  # on this rank only, maybe: said by every rank all the same
         return f"{piece}: unreadable ({exc}); the checkpoint cannot be checked"
