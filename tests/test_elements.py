@@ -87,6 +87,11 @@ def test_physical_gradients_volume_of_an_affine_cell(name):
     coords = ((el.ref_nodes + 1.0) / 2.0 @ a.T)[None]  # unit cube mapped by a
     _, wdet = physical_gradients(el, coords)
     assert wdet.sum() == pytest.approx(np.linalg.det(a), rel=1e-13)
+    from femopt.assembly.elements import quadrature_measures
+
+    distorted = np.stack([_distorted_cell(name), coords[0]])  # without the inverses: equal
+    np.testing.assert_array_equal(quadrature_measures(el, distorted),
+                                  physical_gradients(el, distorted)[1])
 
 
 @pytest.mark.parametrize("name", ELEMENTS)

@@ -111,9 +111,15 @@ def _jacobians(element: Element, coords: np.ndarray) -> tuple[np.ndarray, np.nda
     return jac, det
 
 
-def cell_measures(element: Element, coords: np.ndarray) -> np.ndarray:
-    """(n_cells,) volumes (areas in 2D) of cells with node coordinates ``coords``: det(J)
-    times the weights, summed over the quadrature points; the same numbers as
-    :func:`physical_gradients`' without inverting the Jacobians."""
+def quadrature_measures(element: Element, coords: np.ndarray) -> np.ndarray:
+    """(n_cells, n_q) det(J) times the weights at the quadrature points of cells with node
+    coordinates ``coords``: :func:`physical_gradients`' second result, without inverting
+    the Jacobians."""
     _, det = _jacobians(element, coords)
-    return (det * element.quad_weights[None, :]).sum(axis=1)
+    return det * element.quad_weights[None, :]
+
+
+def cell_measures(element: Element, coords: np.ndarray) -> np.ndarray:
+    """(n_cells,) volumes (areas in 2D) of cells with node coordinates ``coords``:
+    :func:`quadrature_measures` summed over the quadrature points."""
+    return quadrature_measures(element, coords).sum(axis=1)

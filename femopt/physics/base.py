@@ -211,9 +211,10 @@ class Physics(Component):
     def body_load(self, value: list[float], cells: np.ndarray) -> np.ndarray:
         """Consistent nodal load of a uniform source ``value`` (per unit volume) on
         ``cells``; returns a full dof vector. The cells go by batches of
-        :data:`BODY_LOAD_CELLS`, so the quadrature's arrays (some 3 kB a hex8 cell) stay
-        bounded; each dof's sum is the one all cells at once give, in the same order."""
-        from femopt.assembly.elements import physical_gradients
+        :data:`BODY_LOAD_CELLS`, so the quadrature's arrays stay bounded (det J w alone:
+        no inverse Jacobians); each dof's sum is the one all cells at once give, in the
+        same order."""
+        from femopt.assembly.elements import quadrature_measures
 
         el = self.element
         n = el.shape(el.quad_points)  # (q, n)
@@ -222,7 +223,7 @@ class Physics(Component):
         cells = np.asarray(cells)
         for a in range(0, cells.size, BODY_LOAD_CELLS):
             batch = cells[a:a + BODY_LOAD_CELLS]
-            _, wdet = physical_gradients(el, self.mesh.cell_coords(batch))
+            wdet = quadrature_measures(el, self.mesh.cell_coords(batch))
             fe = np.einsum("cq,qn->cn", wdet, n) * self.thickness()
             nodes = self.mesh.cell_nodes(batch)
             for comp in range(k):
