@@ -14,11 +14,11 @@
   exit code; another rank waits :data:`GRACE` seconds (in case rank 0 failed alike and is
   reporting it), then prints ``femopt: rank R of N failed: ...`` and aborts with exit 1.
   The message is also left in the launcher's folder (MPI's abort can cut a rank's output
-  on its way to mpiexec; the launcher then prints the copy, unless it came through). Either way every rank stops
-  within seconds; checkpoints are written atomically, so the last one is intact. A rank
-  that dies without a word (killed): mpiexec stops the others and reports the process;
-  :func:`launch` names its rank (each rank leaves its PID in the folder
-  :data:`PID_VARIABLE` names) and the last checkpoint, exit 1.
+  on its way to mpiexec; the launcher then prints the copy, unless it came through).
+  Either way every rank stops within seconds; checkpoints are written atomically, so the
+  last one is intact. A rank that dies without a word (killed): mpiexec stops the others
+  and reports the process; :func:`launch` names its rank (each rank leaves its PID in
+  the folder :data:`PID_VARIABLE` names) and the last checkpoint, exit 1.
 """
 
 from __future__ import annotations
