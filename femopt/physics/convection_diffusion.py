@@ -203,7 +203,8 @@ class ConvectionDiffusion(Physics):
         vec = np.zeros(self.mesh.n_nodes)
         for a in range(0, cells.size, base.BODY_LOAD_CELLS):
             batch = cells[a:a + base.BODY_LOAD_CELLS]
-            np.add.at(vec, self.mesh.cell_nodes(batch), self._source_terms(batch) * value[0])
+            fe = self._source_terms(batch) * value[0]
+            np.add.at(vec, self.mesh.cell_nodes(batch), fe)
         return vec
 
     def _source_terms(self, cells: np.ndarray) -> np.ndarray:

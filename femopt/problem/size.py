@@ -44,8 +44,9 @@ def gpu_host_arrays(k: int, n_cases: int, body_loads: int = 0,
     The loads are kept by their nonzeros (:class:`~femopt.evaluation.load_nonzeros.
     LoadNonzeros`): a nodal or surface load's on a point, line or face take nothing per
     cell; a body load's, or a nodal load's on a box (``body_loads`` counts both), may
-    cover every dof (counted so: the region is not resolved here). The phases: ``loads`` (while the loads are summed: the body loads'
-    pieces and their sum, a surface load's vector while its nonzeros are taken),
+    cover every dof (counted so: the region is not resolved here). The phases:
+    ``loads`` (while the loads are summed: the body loads' pieces and their sum, a
+    surface load's vector while its nonzeros are taken),
     ``set-up`` (the loads' nonzeros, the test that some loaded dof is free, the free-dof
     mask and the path's and the multigrid solver's supported-dof masks) and ``results``
     (the masks and nonzeros still held, the cells an exported part keeps and the loaded

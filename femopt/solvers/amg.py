@@ -200,8 +200,8 @@ class AMGSolver(PCGSolver):
         if self.hierarchy is None or self._rows != self.operator.shape[0]:
             ts = build_structure(self.operator, self._near_null_space(blocks),
                                  coarsest_limit(self.operator, self.options.max_coarse))
-            self.hierarchy = SAHierarchy(ts, np, degree=smoother_degree(self.options, "cpu"),
-                                         cycle=self.options.cycle)
+            degree = smoother_degree(self.options, "cpu")
+            self.hierarchy = SAHierarchy(ts, np, degree=degree, cycle=self.options.cycle)
             self._rows = self.operator.shape[0]
             self._warm.clear()
         self.hierarchy.update(self.operator)
