@@ -92,16 +92,9 @@ def test_hierarchy_by_fixed_products_equals_general_products():
     assert np.abs(xs[0][0] - xs[1][0]).max() <= 1e-8 * np.abs(xs[0][0]).max()
 
 
-def test_rows_sorted_and_an_unsorted_finest_pattern():
-    """The sortedness test sees a row boundary, empty rows and a swap within a row; a
-    finest matrix with unsorted rows gets the same levels as the sorted one."""
-    from femopt.solvers.sa_hierarchy import _rows_sorted
-
-    indptr = np.array([0, 0, 2, 2, 4, 4])
-    assert _rows_sorted(indptr, np.array([1, 3, 0, 2]))  # a row may start lower
-    assert not _rows_sorted(indptr, np.array([3, 1, 0, 2]))
-    assert not _rows_sorted(indptr, np.array([1, 3, 2, 2]))  # a repeated column
-    assert _rows_sorted(np.array([0, 1]), np.array([5]))
+def test_an_unsorted_finest_pattern_gives_the_same_levels():
+    """A finest matrix with unsorted rows gets the same levels as the sorted one (its
+    values taken through the order found once); a sorted one needs no order."""
     a = pyamg.gallery.linear_elasticity((12, 12), format="bsr")[0].tocsr()
     a = a.astype(np.float32)  # the hierarchy's own precision: no conversion that sorts
     modes = pyamg.gallery.linear_elasticity((12, 12), format="bsr")[1]
@@ -113,7 +106,7 @@ def test_rows_sorted_and_an_unsorted_finest_pattern():
         perm = lo + rng.permutation(hi - lo)
         indices[lo:hi], data[lo:hi] = a.indices[perm], a.data[perm]
     shuffled = sp.csr_matrix((data, indices, a.indptr.copy()), shape=a.shape)
-    assert not _rows_sorted(shuffled.indptr, shuffled.indices)
+    assert not shuffled.has_sorted_indices
     levels = []
     for m in (a, shuffled):
         h = SAHierarchy(structure, np, fixed_products=True)

@@ -114,17 +114,6 @@ def _scale_rows(m: Any, s: Any) -> Any:
     return out
 
 
-def _rows_sorted(indptr: np.ndarray, indices: np.ndarray) -> bool:
-    """Whether every row of a CSR pattern has strictly increasing columns (one pass, no
-    sort: the finest pattern of a mesh usually is)."""
-    if indices.size < 2:
-        return True
-    rising = np.diff(indices) > 0
-    ends = indptr[1:-1] - 1  # a row's last entry against the next row's first
-    rising[ends[(ends >= 0) & (ends < rising.size)]] = True
-    return bool(rising.all())
-
-
 def _cupy() -> Any:
     import cupy
 
@@ -283,12 +272,14 @@ class SAHierarchy:
                                                                     a.indices.get())
             # the finest pattern sorted by column once (a product's pattern is sorted
             # already): no later operation reorders a matrix whose values it indexes
-            order = None if _rows_sorted(indptr, indices) else np.lexsort(
-                (indices, np.repeat(np.arange(a.shape[0]), np.diff(indptr))))
-            self.finest_order = None if order is None else xp.asarray(order)
-            pattern = sp.csr_matrix((np.ones(indices.size),
-                                     indices if order is None else indices[order], indptr),
-                                    shape=a.shape)
+            # (SciPy's compiled check; each entry's slot rides along a sort of the rows)
+            pattern = sp.csr_matrix((np.arange(indices.size, dtype=np.float64),
+                                     indices.copy(), indptr.copy()), shape=a.shape)
+            self.finest_order = None
+            if not pattern.has_sorted_indices:
+                pattern.sort_indices()
+                self.finest_order = xp.asarray(pattern.data.astype(np.int64))
+            pattern.data[:] = 1.0
             self.finest_pattern = pattern
             self.galerkin = []
             for t in self.host_t:
