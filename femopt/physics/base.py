@@ -211,24 +211,28 @@ class Physics(Component):
     def body_load(self, value: list[float], cells: np.ndarray) -> np.ndarray:
         """Consistent nodal load of a uniform source ``value`` (per unit volume) on
         ``cells``; returns a full dof vector. The cells go by batches of
-        :data:`BODY_LOAD_CELLS`, so the quadrature's arrays stay bounded (det J w alone:
-        no inverse Jacobians); each dof's sum is the one all cells at once give, in the
-        same order."""
-        from femopt.assembly.elements import quadrature_measures
-
-        el = self.element
-        n = el.shape(el.quad_points)  # (q, n)
+        :data:`BODY_LOAD_CELLS`, so the quadrature's arrays stay bounded; each dof's sum
+        is the one all cells at once give, in the same order."""
         k = self.dofs_per_node
         vec = np.zeros(self.mesh.n_nodes * k)
         cells = np.asarray(cells)
         for a in range(0, cells.size, BODY_LOAD_CELLS):
             batch = cells[a:a + BODY_LOAD_CELLS]
-            wdet = quadrature_measures(el, self.mesh.cell_coords(batch))
-            fe = np.einsum("cq,qn->cn", wdet, n) * self.thickness()
+            fe = self.source_terms(batch)
             nodes = self.mesh.cell_nodes(batch)
             for comp in range(k):
                 np.add.at(vec, nodes * k + comp, fe * value[comp])
         return vec
+
+    def source_terms(self, cells: np.ndarray) -> np.ndarray:
+        """(cells, nodes) the integrals of each node's test function over ``cells`` (a
+        unit source's load, before its components): sum_q N_i det J w t (det J w alone,
+        no inverse Jacobians)."""
+        from femopt.assembly.elements import quadrature_measures
+
+        el = self.element
+        wdet = quadrature_measures(el, self.mesh.cell_coords(cells))
+        return np.einsum("cq,qn->cn", wdet, el.shape(el.quad_points)) * self.thickness()
 
     def thickness(self) -> float:
         """Out-of-plane thickness of a 2D model (the ``thickness`` option where a physics

@@ -193,22 +193,9 @@ class ConvectionDiffusion(Physics):
             out = np.maximum(out, pe)
         return out
 
-    def body_load(self, value: list[float], cells: np.ndarray) -> np.ndarray:
-        """sum_q (N_i + tau v . grad N_i) Q det(J) w t: the Petrov-Galerkin source; the
-        cells by batches of :data:`~femopt.physics.base.BODY_LOAD_CELLS` (each node's sum
-        in the order all cells at once give)."""
-        from femopt.physics import base
-
-        cells = np.asarray(cells)
-        vec = np.zeros(self.mesh.n_nodes)
-        for a in range(0, cells.size, base.BODY_LOAD_CELLS):
-            batch = cells[a:a + base.BODY_LOAD_CELLS]
-            fe = self._source_terms(batch) * value[0]
-            np.add.at(vec, self.mesh.cell_nodes(batch), fe)
-        return vec
-
-    def _source_terms(self, cells: np.ndarray) -> np.ndarray:
-        """(cells, nodes) sum_q (N_i + tau v . grad N_i) det(J) w t of ``cells``."""
+    def source_terms(self, cells: np.ndarray) -> np.ndarray:
+        """(cells, nodes) sum_q (N_i + tau v . grad N_i) det(J) w t of ``cells``: the
+        Petrov-Galerkin source (the base class's ``body_load`` sums it by batches)."""
         coords = self.mesh.cell_coords(cells)
         x = [[coords[:, a, d] for d in range(coords.shape[2])] for a in range(coords.shape[1])]
         fe = np.zeros((cells.size, self.element.n_nodes))
