@@ -285,6 +285,26 @@ def test_each_rank_hashes_its_share_of_the_pieces(tmp_path, monkeypatch):
         read_manifest(tmp_path, GatheringRank(1, 2, verdict=(3, "three")))
 
 
+def test_a_one_process_resume_is_refused_before_any_piece_is_read(tmp_path, monkeypatch):
+    """``femopt resume`` without ranks of a distributed run's checkpoint: refused from
+    the manifest alone (no piece hashed, a missing one not even looked for); a manifest
+    whose piece lacks its hash is not a manifest."""
+    from femopt.errors import InputError
+    from femopt.io.run_files import read_checkpoint
+    from femopt.parallel import checkpoints
+
+    files = _manifest_of(tmp_path, 3)
+    files[1].unlink()
+    monkeypatch.setattr(checkpoints, "sha256", lambda p: pytest.fail(f"hashed {p}"))
+    with pytest.raises(InputError, match="distributed run on 3 rank"):
+        read_checkpoint(tmp_path, None)
+    m = json.loads((tmp_path / "checkpoint.json").read_text())
+    del m["pieces"][2]["sha256"]
+    (tmp_path / "checkpoint.json").write_text(json.dumps(m))
+    with pytest.raises(InputError, match="not a readable femopt checkpoint manifest"):
+        read_checkpoint(tmp_path, None)
+
+
 def test_a_changed_piece_is_refused(tmp_path):
     """A piece whose bytes differ from the manifest's hash: resume refuses, naming it."""
     from femopt.errors import InputError

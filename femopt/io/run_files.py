@@ -30,15 +30,16 @@ Model = Any  # femopt.evaluation.model.Model (not imported: the runner's busines
 def read_checkpoint(out_dir: Path, comm) -> tuple[Checkpoint, dict | None]:
     """The checkpoint to resume from: ``checkpoint.h5``, or a distributed run's manifest
     and (before the model is built) what every rank shares of its pieces."""
-    from femopt.parallel.checkpoints import MANIFEST, read_global, read_manifest
+    from femopt.parallel.checkpoints import MANIFEST, check_pieces, parse_manifest, read_global
 
     if not (out_dir / MANIFEST).is_file():
         return read_file(out_dir / CHECKPOINT), None
-    m = read_manifest(out_dir, comm)
-    if comm is None:
+    m = parse_manifest(out_dir)
+    if comm is None:  # said before any piece is read
         raise InputError(f"{out_dir / MANIFEST}: the checkpoint of a distributed run on "
                          f"{m['ranks']} rank(s); resume it distributed: femopt resume "
                          f"{out_dir} --ranks N (any N the grid allows)")
+    check_pieces(out_dir, m, comm)
     return read_global(out_dir, m), m
 
 

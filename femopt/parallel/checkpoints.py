@@ -82,11 +82,16 @@ def write_pieces(out_dir: Path, path: Any, ck: Checkpoint) -> None:
 
 def read_manifest(out_dir: Path, comm: Any = None) -> dict[str, Any]:
     """The manifest of ``out_dir``'s distributed checkpoint, its pieces checked against
-    their hashes; InputError naming the file that is missing, changed or unreadable.
+    their hashes (:func:`check_pieces`); InputError naming the file that is missing,
+    changed or unreadable."""
+    m = parse_manifest(out_dir)
+    check_pieces(out_dir, m, comm)
+    return m
 
-    With ``comm`` (collective) each rank hashes the pieces ``rank, rank + size, ...``
-    and all raise the error of the first bad piece in the manifest's order: the message
-    a check of every piece in one process gives, on any rank count."""
+
+def parse_manifest(out_dir: Path) -> dict[str, Any]:
+    """The manifest of ``out_dir``'s distributed checkpoint as written (its pieces not
+    read); InputError where it is not one."""
     file = Path(out_dir) / MANIFEST
     try:
         m = json.loads(file.read_text(encoding="utf-8"))
@@ -94,9 +99,23 @@ def read_manifest(out_dir: Path, comm: Any = None) -> dict[str, Any]:
             raise ValueError(f"format {m.get('format')!r}, expected {FORMAT}")
         if len(m["pieces"]) != m["ranks"] or len(m["bounds"]) != m["ranks"] + 1:
             raise ValueError(f"{len(m['pieces'])} pieces for {m['ranks']} ranks")
-        listed = [(str(p["file"]), str(p["sha256"])) for p in m["pieces"]]
+        if not all(isinstance(p, dict) and "file" in p and "sha256" in p
+                   for p in m["pieces"]):
+            raise ValueError("a piece without its file or sha256")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"{file}: not a readable femopt checkpoint manifest: {exc}") from None
+    return m
+
+
+def check_pieces(out_dir: Path, m: dict[str, Any], comm: Any = None) -> None:
+    """InputError naming the first piece of the manifest ``m`` that is missing, changed
+    since it was written, or unreadable.
+
+    With ``comm`` (collective) each rank hashes the pieces ``rank, rank + size, ...``
+    and all raise the error of the first bad piece in the manifest's order: the message
+    a check of every piece in one process gives, on any rank count."""
+    file = Path(out_dir) / MANIFEST
+    listed = [(str(p["file"]), str(p["sha256"])) for p in m["pieces"]]
     rank, size = (0, 1) if comm is None else (comm.rank, comm.size)
     mine = ((i, _piece_problem(Path(out_dir), file, *listed[i]))
             for i in range(rank, len(listed), size))
@@ -107,7 +126,6 @@ def read_manifest(out_dir: Path, comm: Any = None) -> dict[str, Any]:
                            else min((f for f in found if f is not None), default=None))
     if first is not None:
         raise InputError(first[1])
-    return m
 
 
 def _piece_problem(out_dir: Path, file: Path, name: str, digest: str) -> str | None:
