@@ -104,11 +104,7 @@ def main() -> None:
             measure(loaded, registry)  # imports and caches outside the measurement
             peak, held = measure(loaded, registry)
             est = size.estimate(loaded, "gpu")
-            p = loaded.problem
-            loads = [ld for c in p.load_cases for ld in c.loads]
-            phases = size.gpu_host_arrays(len(shape), n_cases,
-                                          sum(ld.body for ld in loads),
-                                          any(ld.surface for ld in loads))
+            phases = size.gpu_host_arrays(*size.gpu_host_counts(loaded, len(shape)))
             each = " / ".join(str(sum(ph.values())) for ph in phases.values())
             print(f"| {kind} | {n_cases} | {peak / cells:.1f} | {held / cells:.1f} | "
                   f"{each} | {est.bytes_per_cell} |")

@@ -142,15 +142,22 @@ def estimate(loaded: Any, device: str | None = None) -> SizeEstimate | None:
     path = _path_for(device or loaded.problem.device)
     if path == "cpu":
         return SizeEstimate(math.prod(shape), dim, path, CPU_BYTES_PER_CELL[dim])
+    per_cell = gpu_host_bytes_per_cell(*gpu_host_counts(loaded, dim))
+    return SizeEstimate(math.prod(shape), dim, path, per_cell)
+
+
+def gpu_host_counts(loaded: Any, dim: int) -> tuple[int, int, int, bool]:
+    """:func:`gpu_host_arrays`' arguments for the problem ``loaded`` on a ``dim``-D grid:
+    its dofs per node, its load cases, its loads that may cover every node, and whether
+    one is a surface load."""
     physics = loaded.sections.get("physics")
     scalar = getattr(physics, "type", None) in ("heat_conduction", "convection_diffusion")
     k = 1 if scalar else dim  # a physics of another plugin: counted as elasticity
     p = loaded.problem
     cases = [c.loads for c in p.load_cases] if p.load_cases else [p.loads or []]
     loads = [load for case in cases for load in case]
-    per_cell = gpu_host_bytes_per_cell(k, len(cases), sum(_per_node(ld) for ld in loads),
-                                       any(ld.surface for ld in loads))
-    return SizeEstimate(math.prod(shape), dim, path, per_cell)
+    return (k, len(cases), sum(_per_node(ld) for ld in loads),
+            any(ld.surface for ld in loads))
 
 
 def _per_node(load: Any) -> bool:
