@@ -248,7 +248,7 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
                 result = model.optimizer.run(model, x0, limit,
                                              start=ck.iteration if ck else 0)
         # the final fields stay on a device path's device: the writers read them by slabs
-        values, rho_final, state = model.final_analysis(result.x, lazy=model.comm is None)
+        values, rho_final, state = model.final_analysis(result.x, lazy=True)
         x_final = model.output_cells(result.x)
         summary.update({
             "objective": values[0],

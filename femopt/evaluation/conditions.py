@@ -166,7 +166,7 @@ def _nodal_or_body(model: Any, load: Any, vec: np.ndarray):
     nodes = select_nodes(load.region, model.mesh)  # distinct
     if load.distribute == "total":
         vec = vec / nodes.size
-    comps = [c for c in range(k) if vec[c] != 0] or [0]  # a zero component adds nothing
+    comps = [c for c in range(k) if vec[c] != 0]  # a zero component adds nothing
     return [(nodes * k + comp, np.full(nodes.size, vec[comp])) for comp in comps]
 
 

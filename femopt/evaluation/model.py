@@ -204,10 +204,11 @@ class Model(HostFields):
         if self.passive_idx.size == n:
             raise loaded.error(("design", "passive"), "every cell is passive: no function "
                                "depends on the design")
-        if xp is None and distributed is None and not self.shape:
-            for f in self.filters:  # the host path filters by weights: built meanwhile
-                if hasattr(f, "prefetch") and f.linear and cpu_threads() > 1:
-                    f.prefetch()
+        building = False  # a filter's weights built on another core meanwhile
+        if xp is None and distributed is None and not self.shape and cpu_threads() > 1:
+            for f in self.filters:  # the host path filters by weights
+                if hasattr(f, "prefetch") and f.linear:
+                    building = f.prefetch() or building
         if xp is None or self.mesh.grid is not None:  # built now, before nodes may move
             _ = self.ke  # (the GPU path on a mesh from a file makes its own on the device)
         self.n_free = self.n_dofs - int(np.unique(self.fixed).size)
@@ -227,11 +228,10 @@ class Model(HostFields):
                 self.assembler.add_constant(self.ke_fixed,
                                             self.springs if self.has_springs else None)
             self.loads_free = self.assembler.restrict(self.loads.T)  # (n_free, n_cases)
-            if self.mesh.grid is None and any("_pending" in vars(f) for f in self.filters):
+            if self.mesh.grid is None and building:
                 _ = self.assembler.nnz  # the pattern, while the filter's weights build
         else:  # the device path assembles nothing: no sparse pattern on the host
             self.assembler = None
-        n = self.mesh.n_cells
         # the design variables: one per cell, or the reduced ones of a design map
         self.x_fixed_idx, self.x_fixed_val = conditions.fixed_design(self)
         n = int(getattr(self.filters[0], "n_inputs", n)) if self.filters else n

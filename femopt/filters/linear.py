@@ -105,13 +105,17 @@ class LinearFilter(Filter):
         return HostWeights(*(pending.result() if pending is not None else self.weights()),
                            self.symmetric_by_columns)
 
-    def prefetch(self) -> None:
+    def prefetch(self) -> bool:
         """Start building the weights on a background thread, for a model that will need
         them on the host: the rest of its set-up (element matrices, sparse pattern) runs
         meanwhile on another core (NumPy, SciPy and the KD-tree release the GIL in their
-        loops); :attr:`op` waits for them and re-raises what the build raised."""
-        if "op" not in self.__dict__ and "_pending" not in self.__dict__:
+        loops); :attr:`op` waits for them and re-raises what the build raised. Whether a
+        build is under way."""
+        if "op" in self.__dict__:
+            return False
+        if "_pending" not in self.__dict__:
             self.__dict__["_pending"] = _in_background(self.weights)
+        return True
 
     def weights_nnz(self) -> int:
         """The number of weights of H (the device memory estimate's count; by default H
