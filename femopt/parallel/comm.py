@@ -95,9 +95,14 @@ class Comm:
         self.counts.gather("allgather", local.nbytes)
         return self._allgatherv(local)
 
-    def _allgatherv(self, local: np.ndarray) -> np.ndarray:
-        """Every rank's rows of the contiguous ``local`` in rank order (uncounted)."""
-        rows = self.mpi.allgather(local.shape[0])
+    def _allgatherv(self, local: np.ndarray, rows: list[int] | None = None) -> np.ndarray:
+        """Every rank's rows of the contiguous ``local`` in rank order (uncounted);
+        ``rows``: every rank's row count where the caller knows them (else asked)."""
+        if rows is None:
+            rows = self.mpi.allgather(local.shape[0])
+        elif rows[self.rank] != local.shape[0]:
+            raise RuntimeError(f"rank {self.rank} holds {local.shape[0]} rows, not "
+                               f"{rows[self.rank]}")
         row = int(np.prod(local.shape[1:], dtype=np.int64))
         out = np.empty((sum(rows),) + local.shape[1:], dtype=local.dtype)
         counts = [r * row for r in rows]
@@ -122,15 +127,17 @@ class Comm:
         self.mpi.Gatherv(local, None, root=0)
         return None
 
-    def sum_layers(self, partials: np.ndarray, label: str = "other") -> np.ndarray:
+    def sum_layers(self, partials: np.ndarray, label: str = "other",
+                   rows: list[int] | None = None) -> np.ndarray:
         """Totals of per-layer partial sums ``partials`` (n_sums, n_own_layers): the layers
         of every rank gathered in global order, each row summed in that order (counted
-        as one reduction of n_sums values under ``label``, not as a gather)."""
+        as one reduction of n_sums values under ``label``, not as a gather); ``rows``:
+        every rank's layer count, where known (one collective instead of two)."""
         t = np.ascontiguousarray(partials.T)  # (n_own_layers, n_sums)
         if self.mpi is None:
             return np.ascontiguousarray(t.T).sum(axis=1)
         self.counts.reduction(label, t.shape[1])
-        return np.ascontiguousarray(self._allgatherv(t).T).sum(axis=1)
+        return np.ascontiguousarray(self._allgatherv(t, rows).T).sum(axis=1)
 
     def max(self, value: float) -> float:
         if self.mpi is None:

@@ -156,9 +156,10 @@ class DeviceComm(Comm):
         """Every rank's rows on rank 0, as a host array (for the results directory)."""
         return self.host.gather_rows(to_host(local))
 
-    def sum_layers(self, partials: Any, label: str = "other") -> np.ndarray:
+    def sum_layers(self, partials: Any, label: str = "other",
+                   rows: list[int] | None = None) -> np.ndarray:
         """Totals of per-layer partial sums (n_sums, n_own_layers), on the host: each
-        rank's float64 sum, then one allReduce."""
+        rank's float64 sum, then one allReduce (``rows`` not needed)."""
         local = self.xp.asarray(partials, dtype=np.float64).sum(axis=1)
         if self.size > 1:
             self.counts.reduction(label, local.shape[0])

@@ -41,7 +41,7 @@ class Reductions:
             return xp.zeros(0)
         return xp.asarray(self.slab.comm.sum_layers(xp.stack([self._partials(a)
                                                               for a in arrays]),
-                                                    "optimizer"))
+                                                    "optimizer", self.slab.rank_layers()))
 
     def dot(self, a: np.ndarray, b: np.ndarray) -> float:
         return float(self._sums([a * b])[0])

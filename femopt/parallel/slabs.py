@@ -283,14 +283,23 @@ class Slab:
             for c in range(1, k):
                 acc += s[c]
             parts.append(acc)
-        return [float(t) for t in self.comm.sum_layers(self.xp.stack(parts), label)]
+        return [float(t) for t in self.comm.sum_layers(self.xp.stack(parts), label,
+                                                        self.rank_layers(nodes=True))]
+
+    def rank_layers(self, nodes: bool = False) -> list[int]:
+        """Every rank's owned cell layers (or node layers: the last rank's one more)."""
+        counts = np.diff(self.bounds).tolist()
+        if nodes:
+            counts[-1] += 1
+        return counts
 
     def cell_dots(self, pairs: list[tuple[np.ndarray, np.ndarray]], label: str = "other"
                   ) -> list[float]:
         """Dot products of owned-cell arrays, as :meth:`dots`."""
         p = self.layer_cells
         parts = [add_reduce((a * b).reshape(-1, p), 1) for a, b in pairs]
-        return [float(t) for t in self.comm.sum_layers(self.xp.stack(parts), label)]
+        return [float(t) for t in self.comm.sum_layers(self.xp.stack(parts), label,
+                                                        self.rank_layers())]
 
 
 def add_reduce(a: Any, axis: int) -> Any:
