@@ -21,8 +21,9 @@ What it takes:
   per value, a cell layer for the filter's ghosts (its reach) and the Galerkin matrices;
 - NCCL's figures for an 8-GPU H100 NVLink node (sources in docs/benchmarks.md): the
   latency of a send/recv and of a small allReduce, the effective NVLink bandwidth of
-  send/recv and allGather; an MPI host collective's latency (the flags, maxima and the
-  row counts before each device allGather) is an assumption.
+  send/recv and allGather; an MPI host collective's latency (the flags and maxima) is an
+  assumption. A device allGather asks no row counts: every rank knows them from the
+  slabs' bounds.
 
 Per rank and design iteration it prints: compute (the one-GPU time at the cells a rank
 keeps, ghost layer included, plus the replicated coarse levels every rank computes whole;
@@ -184,7 +185,7 @@ def model(shape: tuple[int, ...], ranks: int, c: Counts, cg: float, t1: float,
     gathers = 0.0
     if cut < len(lays):  # into the first replicated level: per V-cycle and its matrices
         coarse = lays[cut]
-        per = (net["allreduce_us"] + net["mpi_us"]) * 1e-6
+        per = net["allreduce_us"] * 1e-6
         vec = coarse.n_dofs * bpv
         mats = int(np.prod(coarse.shape)) * ND * ND * bpv
         share = (ranks - 1) / ranks / (net["nvlink_gbs"] * 1e9)

@@ -210,3 +210,71 @@ def test_sums_of_layers_with_known_row_counts_ask_no_counts():
     assert TwoRanks.calls == ["Allgatherv", "allgather", "Allgatherv"]
     with pytest.raises(RuntimeError, match="holds 3 rows, not 2"):
         comm.sum_layers(partials, "cg", rows=[2, 4])
+
+
+class _StandIn:
+    """An MPI communicator stand-in: rank ``rank`` of ``size``, every other rank holding
+    the same rows; it records the collectives called."""
+
+    def __init__(self, rank: int = 0, size: int = 2):
+        self.rank, self.size, self.calls = rank, size, []
+
+    def Get_rank(self):
+        return self.rank
+
+    def Get_size(self):
+        return self.size
+
+    def allgather(self, obj):
+        self.calls.append("allgather")
+        return [obj] * self.size
+
+    def Allgatherv(self, local, recv):
+        self.calls.append("Allgatherv")
+        out, counts, displs, _ = recv
+        flat = out.reshape(-1)
+        for c, d in zip(counts, displs):
+            flat[d:d + c] = local.reshape(-1)
+
+
+@pytest.mark.parametrize("bounds", [[0, 4, 8, 12, 16], [0, 2, 6, 8], [0, 3, 7, 10],
+                                    [0, 8, 12]])
+def test_every_ranks_share_of_the_level_below_from_the_bounds(bounds):
+    """Slab.rank_halves, on every rank alike, equals each rank's own share as restrict
+    (coarse node layers i with 2i owned) and coarse_cells (coarse cell layers j with
+    2j + 1 owned) compute it on that rank."""
+    from femopt.parallel.comm import Comm
+    from femopt.parallel.slabs import GridLayout, Slab
+
+    layout = GridLayout((3, bounds[-1]), 2)
+    nodes, cells, seen = [], [], set()
+    for r in range(len(bounds) - 1):
+        slab = Slab(layout, Comm(_StandIn(r, len(bounds) - 1)), bounds)
+        n0, n1 = slab.own_nodes
+        nodes.append(-(-n1 // 2) - -(-n0 // 2))
+        o0, o1 = slab.own
+        cells.append(o1 // 2 - o0 // 2)
+        seen.add((tuple(slab.rank_halves(nodes=True)), tuple(slab.rank_halves())))
+    assert seen == {(tuple(nodes), tuple(cells))}
+    assert sum(nodes) == bounds[-1] // 2 + 1 and sum(cells) == bounds[-1] // 2
+
+
+def test_device_gathers_with_known_row_counts_ask_no_counts():
+    """The device communicator (host transport, NumPy twin) gathers rows with one
+    collective where the counts are given (the slabs' bounds), two where not; a count
+    that does not match the rank's rows is an error."""
+    from femopt.parallel.comm import Comm
+    from femopt.parallel.comm_device import DeviceComm, HostTransport
+
+    mpi = _StandIn()
+    host = Comm(mpi)
+    comm = DeviceComm(host, np, HostTransport(host, np))
+    local = np.arange(6.0).reshape(3, 2)
+    assert comm.allgather_rows(local, [3, 3]).tolist() == local.tolist() * 2
+    assert mpi.calls == ["Allgatherv"]
+    assert comm.allgather_rows(local).tolist() == local.tolist() * 2
+    assert mpi.calls == ["Allgatherv", "allgather", "Allgatherv"]
+    assert comm.sum_layers(np.ones((2, 3))).tolist() == [6.0, 6.0]
+    assert mpi.calls[3:] == ["Allgatherv"]
+    with pytest.raises(RuntimeError, match="holds 3 rows, not 4"):
+        comm.allgather_rows(local, [4, 2])

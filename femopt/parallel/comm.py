@@ -86,29 +86,37 @@ class Comm:
 
     # -- collectives --------------------------------------------------------------------
 
-    def allgather_rows(self, local: np.ndarray) -> np.ndarray:
+    def allgather_rows(self, local: np.ndarray, rows: list[int] | None = None
+                       ) -> np.ndarray:
         """The rows (first axis) of every rank's ``local``, concatenated in rank order, on
-        every rank. The other axes must agree."""
+        every rank. The other axes must agree; ``rows``: every rank's row count, where
+        the caller knows them (one collective instead of two)."""
         local = np.ascontiguousarray(local)
         if self.mpi is None:
             return local.copy()
         self.counts.gather("allgather", local.nbytes)
-        return self._allgatherv(local)
+        return self._allgatherv(local, rows)
 
     def _allgatherv(self, local: np.ndarray, rows: list[int] | None = None) -> np.ndarray:
         """Every rank's rows of the contiguous ``local`` in rank order (uncounted);
         ``rows``: every rank's row count where the caller knows them (else asked)."""
-        if rows is None:
-            rows = self.mpi.allgather(local.shape[0])
-        elif rows[self.rank] != local.shape[0]:
-            raise RuntimeError(f"rank {self.rank} holds {local.shape[0]} rows, not "
-                               f"{rows[self.rank]}")
+        rows = self.row_counts(local, rows)
         row = int(np.prod(local.shape[1:], dtype=np.int64))
         out = np.empty((sum(rows),) + local.shape[1:], dtype=local.dtype)
         counts = [r * row for r in rows]
         displs = np.concatenate([[0], np.cumsum(counts)[:-1]]).tolist()
         self.mpi.Allgatherv(local, [out, counts, displs, _mpi_type(local.dtype)])
         return out
+
+    def row_counts(self, local: Any, rows: list[int] | None) -> list[int]:
+        """Every rank's row count: ``rows`` where given (checked against ``local``), else
+        asked of every rank."""
+        if rows is None:
+            return self.mpi.allgather(local.shape[0])
+        if len(rows) != self.size or rows[self.rank] != local.shape[0]:
+            raise RuntimeError(f"rank {self.rank} holds {local.shape[0]} rows, not "
+                               f"{rows[self.rank] if len(rows) == self.size else rows}")
+        return list(rows)
 
     def gather_rows(self, local: np.ndarray) -> np.ndarray | None:
         """As :meth:`allgather_rows`, on rank 0 only (None elsewhere)."""

@@ -51,10 +51,12 @@ class HostTransport:
 
     def allgather(self, local: Any) -> Any:
         """Equal-sized ``local`` (flat) of every rank, concatenated in rank order."""
-        return self.xp.asarray(self.host.allgather_rows(to_host(local)))
+        local = to_host(local)
+        return self.xp.asarray(self.host.allgather_rows(local, [local.shape[0]]
+                                                        * self.host.size))
 
     def allreduce_sum(self, local: Any) -> Any:
-        full = self.host.allgather_rows(to_host(local)[None])
+        full = self.host.allgather_rows(to_host(local)[None], [1] * self.host.size)
         return self.xp.asarray(full.sum(axis=0))
 
 
@@ -135,15 +137,15 @@ class DeviceComm(Comm):
             self.counts.message(label, send.nbytes)
         self.transport.sendrecv(send, dest, recv, source, tag)
 
-    def allgather_rows(self, local: Any) -> Any:
-        """As :meth:`Comm.allgather_rows`, on the device: the row counts over MPI, the
-        rows (padded to the most any rank has) by one allGather."""
+    def allgather_rows(self, local: Any, rows: list[int] | None = None) -> Any:
+        """As :meth:`Comm.allgather_rows`, on the device: the row counts (over MPI where
+        not given), the rows (padded to the most any rank has) by one allGather."""
         xp = self.xp
         local = xp.ascontiguousarray(local)
         if self.size == 1:
             return local.copy()
         self.counts.gather("allgather", local.nbytes)
-        rows = self.host.mpi.allgather(local.shape[0])
+        rows = self.row_counts(local, rows)
         tail = local.shape[1:]
         most = max(rows)
         padded = xp.zeros((most,) + tail, dtype=local.dtype)

@@ -259,7 +259,8 @@ class Slab:
         """The whole-level node vector from every rank's owned layers."""
         xp = self.xp
         own = xp.ascontiguousarray(self.layers(v)[:, self.own_node_slice].transpose(1, 0, 2))
-        full = (self.comm.gather_rows(own) if root_only else self.comm.allgather_rows(own))
+        full = (self.comm.gather_rows(own) if root_only
+                else self.comm.allgather_rows(own, self.rank_layers(nodes=True)))
         if full is None:
             return None
         return array_namespace(full).ascontiguousarray(full.transpose(1, 0, 2)).reshape(-1)
@@ -267,7 +268,9 @@ class Slab:
     def gather_cells(self, a: np.ndarray, root_only: bool = False) -> np.ndarray | None:
         """The whole-level cell array from every rank's owned cells (``a``: owned cells
         first)."""
-        return self.comm.gather_rows(a) if root_only else self.comm.allgather_rows(a)
+        if root_only:
+            return self.comm.gather_rows(a)
+        return self.comm.allgather_rows(a, [n * self.layer_cells for n in self.rank_layers()])
 
     def dots(self, pairs: list[tuple[np.ndarray, np.ndarray]], label: str = "other"
              ) -> list[float]:
@@ -292,6 +295,17 @@ class Slab:
         if nodes:
             counts[-1] += 1
         return counts
+
+    def rank_halves(self, nodes: bool = False) -> list[int]:
+        """Every rank's share of the level below, by :func:`restrict` and
+        :func:`coarse_cells`: coarse node layers i with 2i owned (``nodes``), or coarse
+        cell layers j with 2j + 1 owned."""
+        b = np.asarray(self.bounds)
+        if not nodes:
+            return np.diff(b // 2).tolist()
+        ends = b.copy()
+        ends[-1] += 1
+        return (-(-ends[1:] // 2) + (-b[:-1] // 2)).tolist()
 
     def cell_dots(self, pairs: list[tuple[np.ndarray, np.ndarray]], label: str = "other"
                   ) -> list[float]:
@@ -345,7 +359,8 @@ def _to_coarse(fine: Slab, coarse: Slab, c: np.ndarray, lo: int, hi: int,
         if free_c is not None:
             out *= free_c
         return coarse.exchange(out)
-    full = fine.comm.allgather_rows(xp.ascontiguousarray(c.transpose(1, 0, 2)))
+    full = fine.comm.allgather_rows(xp.ascontiguousarray(c.transpose(1, 0, 2)),
+                                    fine.rank_halves(nodes=True))
     out = xp.ascontiguousarray(full.transpose(1, 0, 2)).reshape(-1)
     if free_c is not None:
         out *= free_c
@@ -389,4 +404,5 @@ def coarse_cells(fine: Slab, coarse: Slab, compute: Any, kept: np.ndarray,
         out = xp.empty((coarse.local.n_cells,) + mine.shape[1:], dtype=mine.dtype)
         out[coarse.own_cell_slice] = mine
         return coarse.exchange_cells(out)
-    return fine.comm.allgather_rows(mine)
+    return fine.comm.allgather_rows(mine, [n * coarse.layer_cells
+                                           for n in fine.rank_halves()])
