@@ -3,8 +3,10 @@ internal order, the slabs' bounds, and a rank's GPU memory.
 
 :func:`grid_plan` plans a grid from what the cut depends on (its shape, the dofs per
 node, a filter's reach per axis, the multigrid options); :func:`rank_plan` plans a built
-model's grid with it (the distributed path, the launcher's check of a rank count). The
-levels are built once, in the plan, and :func:`slab_bytes` takes them from it.
+model's grid with it (the distributed path, the launcher's check of a rank count), and
+the 8-GPU model of ``benchmarks/mpi_gpu_model.py`` plans its grids, too large to build,
+with :func:`grid_plan` directly. The levels are built once, in the plan, and
+:func:`slab_bytes` takes them from it.
 """
 
 from __future__ import annotations
