@@ -30,8 +30,11 @@ HIERARCHIES = [
 def test_a_rank_estimate_counts_the_whole_grids_coarsest_level(
         shape, coarsest_size, n_coarse, write_problem, monkeypatch):
     """Every rank's estimate (1 to 4 ranks) is its slab's with the whole grid's coarsest
-    level, as derived above; the levels are built by the plan alone (two hierarchies: the
-    model's order, to choose the axis, and the internal one), none by the estimate."""
+    level, as derived above; the hierarchy is built once, by the plan (in the model's
+    order, then reordered), none by the estimate nor by the path's multigrid."""
+    from femopt.parallel.comm import SERIAL
+    from femopt.parallel.path import DistributedGridPath
+
     nx, ny, nz = shape
     text = (CANTILEVER.replace("[24, 8, 4], size: [24.0, 8.0, 4.0]",
                                f"[{nx}, {ny}, {nz}], size: [{nx}.0, {ny}.0, {nz}.0]")
@@ -44,15 +47,20 @@ def test_a_rank_estimate_counts_the_whole_grids_coarsest_level(
         return multigrid.grid_levels(layout, options.coarsest_size, options.levels)
 
     monkeypatch.setattr(partition, "level_layouts", counted)
+    monkeypatch.setattr(multigrid, "level_layouts", counted)
     for ranks in range(1, 5):
         built.clear()
         plan = partition.rank_plan(model, ranks)
-        assert plan.levels[-1].n_dofs == n_coarse and len(built) == 2
+        assert plan.levels[-1].n_dofs == n_coarse and built == [shape]
+        assert plan.levels == tuple(multigrid.grid_levels(plan.layout, coarsest_size))
         for r in range(ranks):
             local = Slab(plan.layout, _Rank(r, ranks), plan.bounds).local
             assert partition.slab_bytes(model, plan, local) == estimate_bytes(
                 local, 1, krylov="double", n_coarse=n_coarse)
-        assert len(built) == 2
+        assert built == [shape]
+    built.clear()
+    path = DistributedGridPath(model, SERIAL)
+    assert built == [shape] and path.mg.layouts == list(path.plan.levels)
 
 
 def test_too_many_ranks_name_the_most_the_grid_takes():

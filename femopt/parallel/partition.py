@@ -5,8 +5,8 @@ internal order, the slabs' bounds, and a rank's GPU memory.
 node, a filter's reach per axis, the multigrid options); :func:`rank_plan` plans a built
 model's grid with it (the distributed path, the launcher's check of a rank count), and
 the 8-GPU model of ``benchmarks/mpi_gpu_model.py`` plans its grids, too large to build,
-with :func:`grid_plan` directly. The levels are built once, in the plan, and
-:func:`slab_bytes` takes them from it.
+with :func:`grid_plan` directly. The levels are built once, in the plan: the path's
+:class:`~femopt.parallel.multigrid.SlabMultigrid` and :func:`slab_bytes` take them from it.
 """
 
 from __future__ import annotations
@@ -65,9 +65,10 @@ def grid_plan(shape: tuple[int, ...], k: int, reach: tuple[int, ...],
     that works when ``size`` is too many (slabs thinner than a filter's reach or than one
     cell)."""
     shape = tuple(int(n) for n in shape)
-    n_levels = len(level_layouts(GridLayout(shape, k), options))
-    orient = Orientation(shape, choose_axis(shape, reach, n_levels))
-    levels = tuple(level_layouts(GridLayout(orient.internal_shape, k), options))
+    model_levels = level_layouts(GridLayout(shape, k), options)
+    orient = Orientation(shape, choose_axis(shape, reach, len(model_levels)))
+    # halving commutes with reordering the axes: the same hierarchy, reordered
+    levels = tuple(GridLayout(orient.internal(lay.shape), k) for lay in model_levels)
     n_layers, halo = levels[0].shape[-1], reach[orient.axis]
     p = plan(n_layers, len(levels), size, halo)
     if p is None:

@@ -163,7 +163,7 @@ class DistributedGridPath(DevicePath):
         # the supports as sorted internal grid-layout positions: no whole-grid mask
         self.fixed_index = np.sort(self.orient.dofs_in(np.asarray(model.fixed), k))
         self.kept_fixed = kept_mask(slab, self.fixed_index)
-        self.mg = SlabMultigrid(model.solver.options, self.glayout, self.ke, slab, n_dist)
+        self.mg = SlabMultigrid(model.solver.options, self.plan.levels, self.ke, slab, n_dist)
         self.springs = self._slab_springs(model.spring_nonzeros)
         spacing = self.orient.internal(tuple(model.mesh.grid.spacing))
         stages = [f.slab_twin(slab, spacing) for f in model.filters]
