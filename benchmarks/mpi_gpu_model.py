@@ -51,9 +51,8 @@ from pathlib import Path
 import numpy as np
 
 from femopt.assembly.grid_layout import GridLayout
-from femopt.parallel.multigrid import level_layouts
-from femopt.parallel.orientation import Orientation
-from femopt.parallel.slabs import choose_axis, plan
+from femopt.errors import InputError
+from femopt.parallel.partition import RankPlan, grid_plan
 from femopt.solvers.multigrid_levels import MultigridOptions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -88,18 +87,14 @@ def counted_run(shape: tuple[int, ...], iterations: int) -> dict:
         return mpi_cpu.run(problem, 2, Path(tmp) / "out", "cpu")[0]
 
 
-def hierarchy(shape: tuple[int, ...], ranks: int) -> tuple[Orientation, list[GridLayout],
-                                                            list[int], int]:
-    """(orientation, levels in internal order, fine bounds, cut levels) as a run plans
-    them (the multigrid's defaults, the density filter's reach)."""
-    levels = len(level_layouts(GridLayout(shape, K), MultigridOptions()))
-    axis = choose_axis(shape, (REACH,) * 3, levels)
-    orient = Orientation(shape, axis)
-    lays = level_layouts(GridLayout(orient.internal_shape, K), MultigridOptions())
-    p = plan(orient.internal_shape[-1], len(lays), ranks, REACH)
-    if p is None:
-        raise SystemExit(f"{ranks} ranks cannot share {shape}")
-    return orient, lays, p[0], p[1]
+def hierarchy(shape: tuple[int, ...], ranks: int) -> RankPlan:
+    """The cantilever's grid ``shape`` on ``ranks`` ranks as a run plans it
+    (:func:`femopt.parallel.partition.grid_plan`: the multigrid's defaults, the density
+    filter's reach), without building the model."""
+    try:
+        return grid_plan(shape, K, (REACH,) * 3, MultigridOptions(), ranks)
+    except InputError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def face_nodes(lay: GridLayout) -> int:
@@ -123,7 +118,8 @@ class Counts:
         self.per_cg = 1 + 2 * o.smoothing_steps
         self.lanczos = 1 + 2 * o.eig_iterations
         self.cg = float(np.mean(cg))
-        _, lays, _, cut = hierarchy(count_shape, 2)
+        counted = hierarchy(count_shape, 2)
+        lays, cut = counted.levels, counted.distributed
         self.cut = cut
 
         def mean(section: str, label: str, key: str) -> float:
@@ -156,7 +152,8 @@ def one_gpu_seconds(cells: float, t1: float, cells_ref: int, exponent: float) ->
 def model(shape: tuple[int, ...], ranks: int, c: Counts, cg: float, t1: float,
           cells_ref: int, exponent: float, net: dict) -> dict:
     """The seconds per design iteration on ``ranks`` GPUs at ``shape``."""
-    orient, lays, bounds, cut = hierarchy(shape, ranks)
+    rank = hierarchy(shape, ranks)
+    orient, lays, bounds, cut = rank.orient, rank.levels, rank.bounds, rank.distributed
     cells = int(np.prod(shape))
     n_layers = lays[0].shape[-1]
     own = max(b - a for a, b in zip(bounds, bounds[1:]))

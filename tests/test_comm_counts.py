@@ -147,10 +147,32 @@ def test_the_model_plans_the_grids_as_a_run_does():
     m = _model_module()
     # 512x256x256 on 8 ranks: cut along x (the longest), 64 cell layers each, 6 levels
     # (coarsest_size 5000: 17 x 9 x 9 nodes, 4131 dofs) of which all but the coarsest cut
-    orient, lays, bounds, cut = m.hierarchy((512, 256, 256), 8)
+    rank = m.hierarchy((512, 256, 256), 8)
+    orient, lays, bounds, cut = rank.orient, rank.levels, rank.bounds, rank.distributed
     assert orient.axis == 0 and bounds == [64 * r for r in range(9)]
     assert len(lays) == 6 and cut == 5 and lays[-1].n_dofs == 17 * 9 * 9 * 3
     assert m.face_nodes(lays[0]) == 257 * 257 and m.face_cells(lays[1]) == 128 * 128
+
+
+@pytest.mark.parametrize("shape, ranks", [((64, 16, 16), 2), ((16, 40, 24), 4)])
+def test_the_model_plans_its_cantilever_as_femopt_plans_the_built_model(
+        shape, ranks, write_problem):
+    """The model's hierarchy (femopt's grid_plan with the model's dofs per node, filter
+    reach and multigrid defaults) is the rank plan of the benchmark cantilever built
+    from its problem file."""
+    from femopt.evaluation.build import build_model
+    from femopt.parallel.partition import rank_plan
+
+    m = _model_module()
+    nx, ny, nz = shape
+    model = build_model(write_problem(m.PROBLEM.format(nx=nx, ny=ny, nz=nz,
+                                                       iterations=2)))
+    built, planned = rank_plan(model, ranks), m.hierarchy(shape, ranks)
+    assert planned.orient.axis == built.orient.axis
+    assert [lay.shape for lay in planned.levels] == [lay.shape for lay in built.levels]
+    assert planned.bounds == built.bounds and planned.distributed == built.distributed
+    with pytest.raises(SystemExit, match="100 ranks are too many"):
+        m.hierarchy(shape, 100)
 
 
 def test_the_model_without_communication_costs_is_the_compute():

@@ -179,13 +179,14 @@ def test_every_slab_estimate_is_about_its_share_of_the_grid(ranks, write_problem
     level must still be the whole grid's (counting it as the slab's own once made a
     rank of 256x128x128 ask for more than an H200)."""
     from femopt.evaluation.grid_device import estimate_bytes
-    from femopt.parallel.path import rank_plan, slab_bytes
+    from femopt.parallel.partition import rank_plan, slab_bytes
     from femopt.parallel.slabs import Slab
 
     text = CANTILEVER.replace("[24, 8, 4], size: [24.0, 8.0, 4.0]",
                               "[64, 32, 32], size: [64.0, 32.0, 32.0]")
     model = build_model(write_problem(text))
-    _, glayout, bounds, _ = rank_plan(model, ranks)
+    plan = rank_plan(model, ranks)
+    glayout, bounds = plan.layout, plan.bounds
     whole = estimate_bytes(glayout, 1, krylov="double")
 
     class _Rank:
@@ -196,7 +197,7 @@ def test_every_slab_estimate_is_about_its_share_of_the_grid(ranks, write_problem
     assert any(lay.shape[-1] % 2 for lay in locals_)  # a slab that coarsens no further
     for lay in locals_:
         share = lay.n_cells / glayout.n_cells
-        assert slab_bytes(model, glayout, lay) < 1.5 * share * whole
+        assert slab_bytes(model, plan, lay) < 1.5 * share * whole
 
 
 def test_a_gpu_rank_takes_the_allocator_of_the_environment_on_its_own_gpu(monkeypatch):

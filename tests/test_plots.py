@@ -104,6 +104,37 @@ def test_a_large_3d_field_is_coarsened_by_block_maxima_for_its_picture():
     assert plots._coarsened(np.zeros((40, 20, 10)))[1] == 1
 
 
+@pytest.mark.parametrize("cells, step", [(10_000, 1), (300, 2), (40, 3)])
+def test_every_picture_field_is_the_block_maxima_of_its_cells(monkeypatch, cells, step):
+    """A host field, a grid's densities and the same densities read by rows coarsen to
+    the maxima of blocks of step^3 cells (computed here block by block), and a field
+    read by rows is read `step` cell layers at a time (a small one at once)."""
+    from femopt.backend.rows import RowSource
+    from femopt.mesh.mesh import StructuredGrid
+
+    monkeypatch.setattr(plots, "PICTURE_CELLS", cells)
+    nx, ny, nz = 14, 9, 7
+    rho = np.random.default_rng(4).random(nx * ny * nz)
+    by_xyz = rho.reshape(nz, ny, nx).T
+    c = [-(-n // step) for n in (nx, ny, nz)]
+    expected = np.zeros(c)
+    for i, j, k in np.ndindex(*c):
+        block = by_xyz[i * step:(i + 1) * step, j * step:(j + 1) * step,
+                       k * step:(k + 1) * step]
+        expected[i, j, k] = block.max()  # a block past the grid: its cells'
+    widest = []
+
+    def rows(i, j):
+        widest.append(j - i)
+        return rho[i:j]
+
+    grid = StructuredGrid((nx, ny, nz), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    for got, got_step in (plots._coarsened(by_xyz), plots._grid_field(grid, rho),
+                          plots._grid_field(grid, RowSource(rho.shape, rho.dtype, rows))):
+        assert got_step == step and np.array_equal(got, expected)
+    assert max(widest) == (nx * ny * nz if step == 1 else step * nx * ny)
+
+
 def test_a_design_on_a_2d_mesh_from_a_file_is_drawn_cell_by_cell(tmp_path):
     from pathlib import Path
 

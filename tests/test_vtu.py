@@ -6,6 +6,7 @@ import meshio
 import numpy as np
 import pytest
 
+from femopt.backend.rows import RowSource
 from femopt.io import vtu
 from femopt.mesh.structured import structured_grid
 
@@ -49,3 +50,49 @@ def test_uncompressed_arrays_carry_64_bit_byte_counts(tmp_path, monkeypatch):
     assert np.frombuffer(data[:8], np.uint64)[0] == 15 * 3 * 8
     # connectivity follows: 8 cells x 4 nodes x 8 bytes
     assert np.frombuffer(data[8 + 360:16 + 360], np.uint64)[0] == 8 * 4 * 8
+
+
+class _Rows(RowSource):
+    """A field kept elsewhere: read by rows only (the widest range asked is recorded),
+    never assembled whole."""
+
+    def __init__(self, a: np.ndarray):
+        super().__init__(a.shape, a.dtype, self._read)
+        self.a, self.widest = a, 0
+
+    def _read(self, i: int, j: int) -> np.ndarray:
+        self.widest = max(self.widest, j - i)
+        return self.a[i:j].copy()
+
+    def __array__(self, dtype=None, copy=None):
+        raise AssertionError("the writer assembled a field whole")
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_fields_of_other_types_are_converted_chunk_by_chunk(tmp_path, monkeypatch,
+                                                           compress):
+    """Fields of types VTK lacks (int16, float16) and 2D vectors are converted and padded
+    one chunk of rows at a time: row sources are never assembled whole, each is asked
+    for at most CHUNK_BYTES of rows of the written type (int16 and float16 as 8 bytes, a
+    2D vector as 3 components), and the file is that of the converted host arrays."""
+    monkeypatch.setattr(vtu, "COMPRESS_UP_TO", 10**9 if compress else 0)
+    monkeypatch.setattr(vtu, "CHUNK_BYTES", 480)
+    mesh = structured_grid([20, 15], [2.0, 1.5])
+    rng = np.random.default_rng(5)
+    flags = rng.integers(-9, 9, mesh.n_cells).astype(np.int16)
+    half = rng.random(mesh.n_cells).astype(np.float16)
+    u = rng.standard_normal((mesh.n_nodes, 2)).astype(np.float32)
+    sources = {"flags": _Rows(flags), "half": _Rows(half), "u": _Rows(u)}
+    vtu.write_vtu(tmp_path / "rows.vtu", mesh, {"flags": sources["flags"],
+                                                "half": sources["half"]},
+                  {"u": sources["u"]})
+    pad = np.hstack([u, np.zeros((mesh.n_nodes, 1), np.float32)])
+    vtu.write_vtu(tmp_path / "whole.vtu", mesh, {"flags": flags.astype(np.int64),
+                                                 "half": half.astype(np.float64)},
+                  {"u": pad})
+    assert (tmp_path / "rows.vtu").read_bytes() == (tmp_path / "whole.vtu").read_bytes()
+    assert sources["flags"].widest == sources["half"].widest == 480 // 8
+    assert sources["u"].widest == 480 // 12
+    back = meshio.read(tmp_path / "rows.vtu")
+    np.testing.assert_array_equal(back.cell_data["flags"][0], flags)
+    np.testing.assert_array_equal(back.point_data["u"], pad)

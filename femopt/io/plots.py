@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from femopt.backend.rows import RowSource
+from femopt.backend.rows import RowSource, cell_rows
 
 
 def _figure(size: tuple[float, float]):
@@ -179,37 +179,38 @@ def _picture_step(n_cells: int) -> int:
     return max(1, int(np.ceil((n_cells / PICTURE_CELLS) ** (1 / 3))))
 
 
+def _block_maxima(shape: tuple[int, int, int], layers) -> tuple[np.ndarray, int]:
+    """A 3D field of ``shape`` (x, y, z) in blocks of ``step``^3 cells, each the block's
+    maximum (so that thin members stay visible; ``step`` 1 when the field is small
+    enough), read ``step`` z layers at a time (a small field at once): ``layers(z0, z1)``
+    gives the (x, y, z1 - z0) part, so that no host copy of a large field is made."""
+    nx, ny, nz = shape
+    step = _picture_step(nx * ny * nz)
+    cx, cy, cz = (-(-n // step) for n in shape)
+    out = np.empty((cx, cy, cz))
+    per = step if step > 1 else max(1, nz)
+    for z0 in range(0, nz, per):
+        z1 = min(nz, z0 + per)
+        c0, c1 = z0 // step, -(-z1 // step)
+        pad = np.zeros((cx * step, cy * step, (c1 - c0) * step))
+        pad[:nx, :ny, : z1 - z0] = layers(z0, z1)
+        out[:, :, c0:c1] = pad.reshape(cx, step, cy, step, c1 - c0, step).max(axis=(1, 3, 5))
+    return out, step
+
+
 def _coarsened(field_: np.ndarray) -> tuple[np.ndarray, int]:
-    """A large 3D field in blocks of ``step``^3 cells, each the block's maximum (so that
-    thin members stay visible); ``step`` 1 when the field is small enough."""
-    step = _picture_step(field_.size)
-    if step == 1:
-        return field_, 1
-    shape = [-(-n // step) * step for n in field_.shape]
-    pad = np.zeros(shape)
-    pad[: field_.shape[0], : field_.shape[1], : field_.shape[2]] = field_
-    blocks = pad.reshape(shape[0] // step, step, shape[1] // step, step, shape[2] // step, step)
-    return blocks.max(axis=(1, 3, 5)), step
+    """A 3D field (x, y, z) on the host coarsened for its picture (:func:`_block_maxima`)."""
+    return _block_maxima(field_.shape, lambda z0, z1: field_[:, :, z0:z1])
 
 
 def _grid_field(grid, rho: np.ndarray | RowSource) -> tuple[np.ndarray, int]:
-    """A 3D grid's densities (cells x fastest) as the (x, y, z) field the picture
-    draws, coarsened as :func:`_coarsened` does; a :class:`RowSource` is read ``step``
-    cell layers at a time, so that no host copy of the whole field is made."""
+    """A 3D grid's densities (cells x fastest; a host array or a :class:`RowSource`) as
+    the (x, y, z) field the picture draws, coarsened by :func:`_block_maxima`: read
+    ``step`` cell layers at a time."""
     nx, ny, nz = grid.shape
-    step = _picture_step(nx * ny * nz)
-    if not isinstance(rho, RowSource) or step == 1:
-        return _coarsened(np.asarray(rho, dtype=float).reshape(nz, ny, nx).T)
-    cx, cy, cz = -(-nx // step), -(-ny // step), -(-nz // step)
-    out = np.empty((cx, cy, cz))
-    pad = np.zeros((cx * step, cy * step, step))
-    for c in range(cz):
-        z0, z1 = c * step, min(nz, (c + 1) * step)
-        layers = rho.rows(z0 * nx * ny, z1 * nx * ny).reshape(z1 - z0, ny, nx).T
-        pad[...] = 0.0
-        pad[:nx, :ny, : z1 - z0] = layers
-        out[:, :, c] = pad.reshape(cx, step, cy, step, step).max(axis=(1, 3, 4))
-    return out, step
+    src = rho if isinstance(rho, RowSource) else cell_rows(np.asarray(rho, dtype=float))
+    return _block_maxima((nx, ny, nz), lambda z0, z1: src.rows(z0 * nx * ny, z1 * nx * ny)
+                         .reshape(z1 - z0, ny, nx).T)
 
 
 def _picture_3d(mesh, rho, path, threshold, unit):

@@ -3,22 +3,24 @@
 Written by femopt itself (meshio reads it back): binary data appended raw after the XML,
 each array behind a 64-bit byte count (``header_type="UInt64"``), so no array or offset
 overflows at any size (a 32-bit count ends at 4 GiB: 550M hex8 cells' connectivity is
-35 GB). Large designs are written uncompressed, in chunks of :data:`CHUNK_BYTES`, so the
-writer holds no copy of the mesh, nor of a field given as a
-:class:`~femopt.backend.rows.RowSource` (kept on the device: asked for one chunk of rows
-at a time); small ones are zlib-compressed in 32 KiB blocks.
+35 GB). Every array of the file, the mesh's too, is a
+:class:`~femopt.backend.rows.RowSource` of the type written, read :data:`CHUNK_BYTES` at
+a time (:meth:`~femopt.backend.rows.RowSource.slabs`): a field kept on the device is asked
+for one chunk of rows at a time, a host array's slices are converted (to a type VTK has,
+a 2D vector padded to 3 components) chunk by chunk, the mesh's rows are made per chunk.
+So the writer holds no copy of the mesh or of a field. Large designs are written
+uncompressed; small ones are zlib-compressed in 32 KiB blocks, chunk by chunk too.
 """
 
 from __future__ import annotations
 
 import zlib
 from pathlib import Path
-from typing import Callable
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
-from femopt.backend.rows import RowSource
+from femopt.backend.rows import RowSource, cell_rows
 from femopt.mesh.mesh import Mesh
 
 COMPRESS_UP_TO = 1_000_000  # cells; larger designs are written uncompressed (binary)
@@ -30,26 +32,6 @@ VTK_TYPE = {np.dtype(np.float64): "Float64", np.dtype(np.float32): "Float32",
             np.dtype(np.uint8): "UInt8", np.dtype(np.int8): "Int8"}
 
 
-class _Array:
-    """One DataArray: ``rows(start, stop)`` gives its rows (tuples) in that range."""
-
-    def __init__(self, name: str, dtype: np.dtype, n: int, ncomp: int,
-                 rows: Callable[[int, int], np.ndarray]):
-        self.name, self.dtype, self.n, self.ncomp, self.rows = name, np.dtype(dtype), n, \
-            ncomp, rows
-
-    @property
-    def nbytes(self) -> int:
-        return self.n * self.ncomp * self.dtype.itemsize
-
-    def chunks(self):
-        per = max(1, CHUNK_BYTES // max(1, self.ncomp * self.dtype.itemsize))
-        for start in range(0, self.n, per):
-            block = np.ascontiguousarray(self.rows(start, min(self.n, start + per)),
-                                         dtype=self.dtype)
-            yield memoryview(block).cast("B")
-
-
 def _vtk_dtype(dtype: np.dtype) -> np.dtype:
     """``dtype`` where VTK has it, else float64 or int64."""
     dtype = np.dtype(dtype)
@@ -58,44 +40,61 @@ def _vtk_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float64 if dtype.kind == "f" else np.int64)
 
 
-def _of(name: str, a: np.ndarray | RowSource) -> _Array:
-    """A field by rows: a host array, or a :class:`RowSource` asked for one chunk of
-    rows at a time (a field kept on the device)."""
-    if isinstance(a, RowSource):
-        return _Array(name, _vtk_dtype(a.dtype), a.shape[0], 1 if a.ndim == 1 else a.shape[1],
-                      a.rows)
-    a = np.asarray(a)
-    if a.dtype not in VTK_TYPE:
-        a = a.astype(_vtk_dtype(a.dtype))
-    ncomp = 1 if a.ndim == 1 else a.shape[1]
-    return _Array(name, a.dtype, a.shape[0], ncomp, lambda i, j: a[i:j])
+def _components(field: RowSource) -> int:
+    return 1 if field.ndim == 1 else field.shape[1]
 
 
-def _points(mesh: Mesh) -> _Array:
+def _written(a: np.ndarray | RowSource, dtype: np.dtype, pad: bool = False) -> RowSource:
+    """The field ``a`` (a host array, or a :class:`RowSource` kept on the device) as the
+    rows the file holds: converted to ``dtype`` and, with ``pad``, given a zero third
+    component, one chunk of rows at a time (no converted copy of the whole field)."""
+    src = a if isinstance(a, RowSource) else cell_rows(np.asarray(a))
+
+    def rows(i: int, j: int) -> np.ndarray:
+        block = src.rows(i, j)
+        if pad:
+            block = np.column_stack([block, np.zeros(j - i)])
+        return np.ascontiguousarray(block, dtype=dtype)
+
+    return RowSource((src.shape[0], 3) if pad else src.shape, dtype, rows)
+
+
+def _of(a: np.ndarray | RowSource) -> RowSource:
+    """A cell or node field as written: VTK's dtype for it."""
+    if not isinstance(a, RowSource):
+        a = np.asarray(a)
+    return _written(a, _vtk_dtype(a.dtype))
+
+
+def _points(mesh: Mesh) -> RowSource:
     """The node coordinates by rows (a structured grid computes them per chunk), padded
     to 3 components in 2D."""
     def rows(i, j):
         pts = np.asarray(mesh.point_rows(i, j), dtype=np.float64)
         return pts if mesh.dim == 3 else np.column_stack([pts, np.zeros(j - i)])
 
-    return _Array("Points", np.float64, mesh.n_nodes, 3, rows)
+    return RowSource((mesh.n_nodes, 3), np.float64, rows)
 
 
-def _point_field(name: str, v: np.ndarray | RowSource) -> _Array:
+def _point_field(v: np.ndarray | RowSource) -> RowSource:
     if not isinstance(v, RowSource):
         v = np.asarray(v)
     if v.ndim == 2 and v.shape[1] == 2:  # 2D vectors padded: ParaView warps by 3 components
-        rows = v.rows if isinstance(v, RowSource) else lambda i, j: v[i:j]
-        return _Array(name, v.dtype if v.dtype in VTK_TYPE else np.float64, v.shape[0], 3,
-                      lambda i, j: np.column_stack([rows(i, j), np.zeros(j - i)]))
-    return _of(name, v)
+        return _written(v, v.dtype if v.dtype in VTK_TYPE else np.float64, pad=True)
+    return _of(v)
 
 
-def _compressed(arr: _Array) -> list[bytes]:
-    """The UInt64 block header and the zlib blocks of ``arr`` (a small array), compressed
-    chunk by chunk: only the compressed blocks are held whole."""
+def _chunks(field: RowSource):
+    """The bytes of ``field``'s rows, :data:`CHUNK_BYTES` at most at a time."""
+    for block in field.slabs(CHUNK_BYTES):
+        yield memoryview(np.ascontiguousarray(block, dtype=field.dtype)).cast("B")
+
+
+def _compressed(field: RowSource) -> list[bytes]:
+    """The UInt64 block header and the zlib blocks of ``field`` (a small array),
+    compressed chunk by chunk: only the compressed blocks are held whole."""
     blocks, rest = [], b""
-    for chunk in arr.chunks():
+    for chunk in _chunks(field):
         data = rest + bytes(chunk)
         whole = len(data) - len(data) % ZLIB_BLOCK
         blocks += [zlib.compress(data[i:i + ZLIB_BLOCK]) for i in range(0, whole, ZLIB_BLOCK)]
@@ -131,19 +130,19 @@ def write_vtu(path: str | Path, mesh: Mesh, cell_data: dict[str, np.ndarray],
         flat = np.asarray(mesh.cell_rows(first, last), dtype=np.int64).reshape(-1)
         return flat[i - first * k:j - first * k]
 
-    conn = _Array("connectivity", np.int64, n * k, 1, connectivity)
-    offsets = _Array("offsets", np.int64, n, 1,
-                     lambda i, j: np.arange(i + 1, j + 1, dtype=np.int64) * k)
+    conn = RowSource((n * k,), np.int64, connectivity)
+    offsets = RowSource((n,), np.int64,
+                        lambda i, j: np.arange(i + 1, j + 1, dtype=np.int64) * k)
     vtk_type = VTK_CELL[mesh.cell_type]
-    types = _Array("types", np.uint8, n, 1,
-                   lambda i, j: np.full(j - i, vtk_type, dtype=np.uint8))
-    pdata = [_point_field(name, v) for name, v in point_data.items()]
-    cdata = [_of(name, v) for name, v in cell_data.items()]
+    types = RowSource((n,), np.uint8, lambda i, j: np.full(j - i, vtk_type, dtype=np.uint8))
+    pdata = [(name, _point_field(v)) for name, v in point_data.items()]
+    cdata = [(name, _of(v)) for name, v in cell_data.items()]
     # zlib runs at about 150 MB/s on one core: a 33M-cell grid would take minutes
     compress = n <= COMPRESS_UP_TO
-    sections = [("Points", [_points(mesh)]), ("Cells", [conn, offsets, types]),
+    sections = [("Points", [("Points", _points(mesh))]),
+                ("Cells", [("connectivity", conn), ("offsets", offsets), ("types", types)]),
                 ("PointData", pdata), ("CellData", cdata)]
-    payload: dict[int, list[bytes]] = {}
+    payload: dict[tuple[str, int], list[bytes]] = {}
     offset = 0
     xml = ['<?xml version="1.0"?>',
            '<VTKFile type="UnstructuredGrid" version="1.0" byte_order="LittleEndian" '
@@ -161,27 +160,28 @@ def write_vtu(path: str | Path, mesh: Mesh, cell_data: dict[str, np.ndarray],
     xml.append(f'<Piece NumberOfPoints="{mesh.n_nodes}" NumberOfCells="{n}">')
     for tag, arrays in sections:
         xml.append(f"<{tag}>")
-        for arr in arrays:
+        for i, (name, field) in enumerate(arrays):
             if compress:
-                payload[id(arr)] = _compressed(arr)
-                size = sum(len(b) for b in payload[id(arr)])
+                payload[tag, i] = _compressed(field)
+                size = sum(len(b) for b in payload[tag, i])
             else:
-                size = 8 + arr.nbytes
-            comps = f'NumberOfComponents="{arr.ncomp}" ' if arr.ncomp > 1 else ""
-            xml.append(f'<DataArray type="{VTK_TYPE[arr.dtype]}" Name={quoteattr(arr.name)} '
+                size = 8 + field.nbytes
+            ncomp = _components(field)
+            comps = f'NumberOfComponents="{ncomp}" ' if ncomp > 1 else ""
+            xml.append(f'<DataArray type="{VTK_TYPE[field.dtype]}" Name={quoteattr(name)} '
                        f'{comps}format="appended" offset="{offset}"/>')
             offset += size
         xml.append(f"</{tag}>")
     xml += ["</Piece>", "</UnstructuredGrid>", '<AppendedData encoding="raw">']
     with open(path, "wb") as f:
         f.write(("\n".join(xml) + "\n_").encode())
-        for _, arrays in sections:
-            for arr in arrays:
+        for tag, arrays in sections:
+            for i, (_, field) in enumerate(arrays):
                 if compress:
-                    for b in payload.pop(id(arr)):
+                    for b in payload.pop((tag, i)):
                         f.write(b)
                     continue
-                f.write(np.uint64(arr.nbytes).tobytes())
-                for chunk in arr.chunks():
+                f.write(np.uint64(field.nbytes).tobytes())
+                for chunk in _chunks(field):
                     f.write(chunk)
         f.write(b"\n</AppendedData>\n</VTKFile>\n")

@@ -91,7 +91,8 @@ def check_ranks(problem: str, ranks: int, device: str | None) -> None:
     import numpy as np
 
     from femopt.evaluation.build import build_model
-    from femopt.parallel.path import gpu_module, rank_plan
+    from femopt.parallel.partition import rank_plan
+    from femopt.parallel.path import gpu_module
 
     if device == "gpu":  # no GPU stack: said before the model is built
         gpu_module(None, device)

@@ -29,7 +29,7 @@ element-wise updates keep them, transfers fill them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -76,18 +76,22 @@ class SlabMultigrid:
 
     Args:
         options: the multigrid section's options (``coarse_operator`` galerkin).
-        layout: the whole fine grid, internal order. ke: K0 in internal corner order.
+        levels: the hierarchy of the whole grid in internal order, finest first, as
+            :func:`level_layouts` coarsens (the rank plan's,
+            :attr:`~femopt.parallel.partition.RankPlan.levels`).
+        ke: K0 in internal corner order.
         fine: the fine level's slab (CG's vectors live there).
         distributed: how many V-cycle levels are cut (0: the fine level is also the
             coarsest, solved whole).
     """
 
-    def __init__(self, options: MultigridOptions, layout: GridLayout, ke: np.ndarray,
-                 fine: Slab, distributed: int):
+    def __init__(self, options: MultigridOptions, levels: Sequence[GridLayout],
+                 ke: np.ndarray, fine: Slab, distributed: int):
         self.options = options
-        self.layout, self.ke, self.fine = layout, np.asarray(ke, dtype=np.float64), fine
+        self.layouts = list(levels)
+        self.layout = self.layouts[0]
+        self.ke, self.fine = np.asarray(ke, dtype=np.float64), fine
         self.xp = fine.xp
-        self.layouts = level_layouts(layout, options)
         self.n_distributed = distributed
         self.dtype = np.float32 if options.precision == "float32" else np.float64
         self.levels: list[Level] = []
@@ -97,7 +101,8 @@ class SlabMultigrid:
         self._springs_full: tuple[np.ndarray, np.ndarray] | None = None
         self.op64: FineOperator | None = None
         n = len(self.layouts)
-        self._bounds = [eigenvalue_bound(self.ke, layout.dim, layout.k, 2**i) for i in range(n)]
+        self._bounds = [eigenvalue_bound(self.ke, self.layout.dim, self.layout.k, 2**i)
+                        for i in range(n)]
 
     # -- set-up --------------------------------------------------------------------------
 

@@ -34,27 +34,15 @@ from femopt.errors import InputError
 from femopt.evaluation.device import DevicePath, capability
 from femopt.objectives.base import State
 from femopt.parallel.comm import Comm
-from femopt.parallel.multigrid import SlabMultigrid, level_layouts
+from femopt.parallel.multigrid import SlabMultigrid
 from femopt.parallel.operators import layer_matmul
 from femopt.parallel.reductions import Reductions
 from femopt.parallel.slab_conditions import kept_mask, kept_values
-from femopt.parallel.orientation import Orientation
-from femopt.parallel.slabs import Slab, choose_axis, largest_size, plan
+from femopt.parallel.partition import rank_plan, slab_bytes
+from femopt.parallel.slabs import Slab
 
 
 # -- what runs distributed ----------------------------------------------------------------
-
-def filter_reach(model: Any) -> tuple[int, ...]:
-    """Per model axis, the cells a filter reaches (the ghost width it needs)."""
-    grid = model.mesh.grid
-    reach = [1] * len(grid.shape)
-    for f in model.filters:
-        r = getattr(getattr(f, "options", None), "radius", None)
-        if r is not None:
-            for a, h in enumerate(grid.spacing):
-                reach[a] = max(reach[a], int(np.ceil(float(r) / h)))
-    return tuple(reach)
-
 
 def prepare(model: Any, device: str | None, array_module: Any = None) -> Any:
     """Set up a distributed run: the device (the CPU, or with ``--device gpu`` each rank's
@@ -142,48 +130,6 @@ def _leaves(fn: Any) -> list[Any]:
     return [t for term in terms for t in _leaves(term)] if terms else [fn]
 
 
-def layout(model: Any) -> tuple[Orientation, GridLayout, list[GridLayout]]:
-    """The cut axis, the internal grid and its multigrid levels."""
-    grid = model.mesh.grid
-    k = model.physics.dofs_per_node
-    shape = tuple(int(n) for n in grid.shape)
-    levels = len(level_layouts(GridLayout(shape, k), model.solver.options))
-    axis = choose_axis(shape, filter_reach(model), levels)
-    orient = Orientation(shape, axis)
-    lay = GridLayout(orient.internal_shape, k)
-    return orient, lay, level_layouts(lay, model.solver.options)
-
-
-def rank_plan(model: Any, size: int) -> tuple[Orientation, GridLayout, list[int], int]:
-    """(orientation, internal grid, fine cell-layer bounds, distributed levels) of
-    ``size`` ranks; InputError naming the largest rank count that works when ``size``
-    is too many (slabs thinner than a filter's reach or than one cell)."""
-    orient, lay, levels = layout(model)
-    halo = filter_reach(model)[orient.axis]
-    p = plan(lay.shape[-1], len(levels), size, halo)
-    if p is None:
-        most = largest_size(lay.shape[-1], len(levels), halo)
-        raise InputError(
-            f"{size} ranks are too many for this grid: cut along axis "
-            f"{'xyz'[orient.axis]} ({lay.shape[-1]} cells) into slabs of at least {halo} "
-            f"cell layer(s) (the filter's reach), it takes at most {most} rank(s); run "
-            f"with -n {most} or fewer")
-    return orient, lay, p[0], p[1]
-
-
-def slab_bytes(model: Any, glayout: GridLayout, local: GridLayout) -> int:
-    """GPU memory of a rank whose slab (halo layers included) has the layout ``local``, of
-    the internal grid ``glayout`` (bytes, an estimate). The distributed multigrid's CG is
-    float64 (its V-cycle in the solver's precision), so a slab is counted as the grid
-    path's double Krylov; the coarsest level is the whole grid's (a slab with its halo
-    layers need not coarsen as often as the grid)."""
-    from femopt.evaluation.grid_device import estimate_bytes
-
-    n_coarse = level_layouts(glayout, model.solver.options)[-1].n_dofs
-    return estimate_bytes(local, len(model.load_nonzeros), krylov="double",
-                          n_coarse=n_coarse)
-
-
 # -- the path -----------------------------------------------------------------------------
 
 class DistributedGridPath(DevicePath):
@@ -204,18 +150,20 @@ class DistributedGridPath(DevicePath):
             dcomm = device_comm(comm, xp)
             xp = dcomm.xp
         k = model.physics.dofs_per_node
-        self.orient, self.glayout, bounds, n_dist = rank_plan(model, comm.size)
+        self.plan = rank_plan(model, comm.size)
+        self.orient, self.glayout = self.plan.orient, self.plan.layout
+        bounds, n_dist = self.plan.bounds, self.plan.distributed
         self.model_layout = GridLayout(tuple(int(n) for n in model.mesh.grid.shape), k)
         self.slab = slab = Slab(self.glayout, dcomm, bounds, xp=xp)
         if self.on_device:
             from femopt.parallel.comm_device import check_memory
 
-            check_memory(slab_bytes(model, self.glayout, slab.local), dcomm)
+            check_memory(slab_bytes(model, self.plan, slab.local), dcomm)
         self.ke = self.orient.element_matrix(model.ke, k)
         # the supports as sorted internal grid-layout positions: no whole-grid mask
         self.fixed_index = np.sort(self.orient.dofs_in(np.asarray(model.fixed), k))
         self.kept_fixed = kept_mask(slab, self.fixed_index)
-        self.mg = SlabMultigrid(model.solver.options, self.glayout, self.ke, slab, n_dist)
+        self.mg = SlabMultigrid(model.solver.options, self.plan.levels, self.ke, slab, n_dist)
         self.springs = self._slab_springs(model.spring_nonzeros)
         spacing = self.orient.internal(tuple(model.mesh.grid.spacing))
         stages = [f.slab_twin(slab, spacing) for f in model.filters]
