@@ -361,6 +361,28 @@ def test_ftol_waits_for_the_constraints():
     assert r.converged and r.iterations == 6
 
 
+def test_a_stalled_objective_takes_every_pending_continuation_step_first():
+    """With continuation steps pending, a stalled objective (ftol) steps the continuation
+    instead of ending the run, as a small design change (tol) does: the run converges
+    only after the last step (each step rescales the objective, so the stall restarts)."""
+    from femopt.optimizers.base import FTOL_WINDOW, StepOptimizer
+
+    class Frozen(StepOptimizer):  # the design never moves by more than 1e-6
+        def update(self, problem, x, ev, iteration):
+            return x + 1e-6 * (-1) ** iteration
+
+    class Strict(FakeProblem):  # a step only on a change below 1e-9 (never here)
+        def advance_continuation(self, iteration, change):
+            return super().advance_continuation(iteration, change * 1e8)
+
+    problem = Strict(separable, 8, 1, 0.01, 1.0, stages=3, stage_scale=2.0)
+    r = Frozen(MMA.Options(tol=1e-12, ftol=1e-3)).run(problem, np.full(8, 0.3), 60)
+    assert problem.stages_left == 0 and problem.scale == 8.0
+    # each stage stalls after FTOL_WINDOW + 1 objectives, the last one then converges
+    assert r.converged and "ftol" in r.message
+    assert r.iterations == 4 * (FTOL_WINDOW + 1)
+
+
 class _NoInitial(np.ndarray):
     """An array whose reductions refuse ``initial`` and an empty operand, as CuPy's do."""
 

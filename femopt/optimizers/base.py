@@ -152,14 +152,14 @@ class StepOptimizer:
             x = x_new
             if problem.report(it, x, ev, change):
                 return OptimizationResult(x, it, False, "stopped")
-            stepped = problem.advance_continuation(it, change)
+            objectives.append(history[-1].objective if history else float(ev.f))
+            stalled = (ftol is not None and objective_stalled(objectives, ftol)
+                       and (problem.m == 0 or float(xp.max(ev.g[ev.worst_case:])) <= FEASIBLE))
+            # a stalled objective, like a small change, takes a pending continuation step
+            stepped = problem.advance_continuation(it, 0.0 if stalled else change)
             if stepped:
                 self.reset(problem, x)
                 objectives.clear()
-            else:
-                objectives.append(history[-1].objective if history else float(ev.f))
-            stalled = (ftol is not None and not stepped and objective_stalled(objectives, ftol)
-                       and (problem.m == 0 or float(xp.max(ev.g[ev.worst_case:])) <= FEASIBLE))
             converged = not stepped and (change < tol or stalled)
             if end_iteration is not None:
                 end_iteration(it, x, self, converged)
