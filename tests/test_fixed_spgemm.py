@@ -142,3 +142,33 @@ def test_fixed_product_kernel_equals_the_twin(dtype, transpose_a):
     dev = FixedProduct(a, b, cupy, transpose_a)(cupy.asarray(a.data), cupy.asarray(b.data))
     tol = 1e-14 if dtype == np.float64 else 1e-6
     assert np.abs(cupy.asnumpy(dev) - host).max() <= tol * np.abs(host).max()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("transpose_a", [False, True])
+def test_warp_per_row_kernels_equal_the_thread_per_row_ones(monkeypatch, transpose_a):
+    """Rows of B longer than a warp (about 90 entries): the warp-per-row product (the
+    default) gives A B bit for bit as the thread-per-row kernel (the same order of each
+    sum) and A^T B to rounding (atomics), both equal to the twin."""
+    import cupy
+
+    from femopt.solvers import fixed_spgemm
+
+    rng = np.random.default_rng(11)
+    a = sp.random(120, 300 if not transpose_a else 80, density=0.1, random_state=rng,
+                  format="csr", dtype=np.float32)
+    b = sp.random(300 if not transpose_a else 120, 400, density=0.22, random_state=rng,
+                  format="csr", dtype=np.float32)
+    assert np.diff(b.indptr).max() > 64
+    host = FixedProduct(a, b, np, transpose_a)(a.data, b.data)
+    prod = FixedProduct(a, b, cupy, transpose_a)
+    args = (cupy.asarray(a.data), cupy.asarray(b.data))
+    out = {}
+    for warp in (1, 32):
+        monkeypatch.setattr(fixed_spgemm, "WARP", warp)
+        out[warp] = cupy.asnumpy(prod(*args))
+        assert np.abs(out[warp] - host).max() <= 1e-5 * np.abs(host).max()
+    if transpose_a:
+        assert np.abs(out[1] - out[32]).max() <= 1e-5 * np.abs(host).max()
+    else:
+        assert np.array_equal(out[1], out[32])
