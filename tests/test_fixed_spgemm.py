@@ -172,3 +172,45 @@ def test_warp_per_row_kernels_equal_the_thread_per_row_ones(monkeypatch, transpo
         assert np.abs(out[1] - out[32]).max() <= 1e-5 * np.abs(host).max()
     else:
         assert np.array_equal(out[1], out[32])
+
+
+@pytest.mark.parametrize("transpose_a", [False, True])
+def test_a_large_product_pattern_by_row_parts_equals_the_whole(monkeypatch, transpose_a):
+    """A left factor (A, or A^T) of 30,000 rows is multiplied by parts of its rows on 3
+    threads: the same pattern (row pointers and columns) as on one thread, and the same
+    values."""
+    from femopt.solvers import row_split
+
+    rng = np.random.default_rng(5)
+    shape = (2_000, 30_000) if transpose_a else (30_000, 2_000)
+    a = sp.random(*shape, density=0.002, random_state=rng, format="csr")
+    b = sp.random(2_000, 500, density=0.01, random_state=rng, format="csr")
+    parts = []
+    split = row_split.split_rows
+    monkeypatch.setattr(row_split, "split_rows",
+                        lambda m, xp=np: parts.append(m.shape[0]) or split(m, xp))
+    made = {}
+    for threads in ("1", "3"):
+        monkeypatch.setenv("FEMOPT_SPMV_THREADS", threads)
+        made[threads] = FixedProduct(a, b, np, transpose_a)
+    one, three = made["1"].pattern, made["3"].pattern
+    assert parts == [30_000, 30_000] and one.nnz > 10_000
+    assert np.array_equal(one.indptr, three.indptr)
+    assert np.array_equal(one.indices, three.indices)
+    assert np.array_equal(made["1"](a.data, b.data), made["3"](a.data, b.data))
+
+
+def test_a_right_factor_with_repeated_columns_keeps_the_thread_per_row_kernel():
+    """A row of B that holds a column twice would make two lanes of a warp add to one
+    slot of C at once: such a product is marked for the thread-per-row kernel, and its
+    values (the repeats summed) equal the dense product's; A^T B adds atomically and
+    needs no mark."""
+    a = sp.csr_matrix(np.array([[1.0, 2.0], [0.0, 3.0]]))
+    b = sp.csr_matrix((np.array([1.0, 4.0, 5.0, 6.0]), np.array([1, 1, 0, 1]),
+                       np.array([0, 2, 4])), shape=(2, 2))  # row 0: column 1 twice
+    prod = FixedProduct(a, b)
+    assert prod.repeats and not FixedProduct(a, b, transpose_a=True).repeats
+    assert not FixedProduct(a, sp.csr_matrix(b.toarray())).repeats
+    dense = a.toarray() @ b.toarray()
+    assert np.allclose(sp.csr_matrix((prod(a.data, b.data), prod.pattern.indices,
+                                      prod.pattern.indptr), shape=(2, 2)).toarray(), dense)

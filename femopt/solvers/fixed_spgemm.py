@@ -26,8 +26,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from femopt.solvers.row_split import split_product
+
 SOURCE = Path(__file__).with_suffix(".cu")
-WARP = 32  # threads per row of the products' kernels (1: the thread-per-row kernels)
+WARP = 32  # threads per row of the products' kernels: 32 (a warp), or 1 (a thread)
 
 
 def _pattern(m: sp.spmatrix) -> sp.csr_matrix:
@@ -52,21 +54,29 @@ def csr_on(pattern: sp.csr_matrix, data: Any, xp: Any) -> Any:
 class FixedProduct:
     """C = A B (or A^T B, ``transpose_a``) for CSR patterns of A and B fixed (host SciPy
     matrices; their entry order is the order of the values passed at each call); C's
-    pattern is sorted by column. A^T B runs a thread per shared row of A and B, adding
-    into C's rows atomically: as many threads as fine rows where P^T (A P) by rows of
-    P^T would have one per coarse row."""
+    pattern is sorted by column. A^T B runs a warp per shared row of A and B, adding
+    into C's rows atomically: as many warps as fine rows where P^T (A P) by rows of P^T
+    would have one per coarse row. A B by a warp per row needs B's rows free of repeated
+    columns (two lanes would add to one slot at once): a B with repeats is multiplied by
+    the thread-per-row kernel."""
 
     def __init__(self, a: sp.spmatrix, b: sp.spmatrix, xp: Any = np,
                  transpose_a: bool = False):
         pa, pb = _pattern(a), _pattern(b)
         self.transpose_a = transpose_a
-        # positive products: no cancellation, the whole pattern (on copies: SciPy's product
-        # sorts its operands' indices in place, and pa, pb keep the given entry order)
-        c = ((pa.copy().T if transpose_a else pa.copy()) @ pb.copy()).tocsr()
+        # positive products: no cancellation, the whole pattern, by rows of the left
+        # factor in parts on the process's cores (on sorted copies: SciPy's product sorts
+        # its operands' indices in place, and pa, pb keep the given entry order)
+        left, right = (pa.T.tocsr() if transpose_a else pa.copy()), pb.copy()
+        left.sort_indices()
+        right.sort_indices()
+        c = split_product(left, right).tocsr()
         c.sort_indices()
-        if max(pa.nnz, pb.nnz, c.nnz) >= 2**31:
+        if max(pa.nnz, pb.nnz, c.nnz) >= 2**31 - 32:  # a warp's lanes step 32 past
             raise ValueError("a fixed-pattern product of 2^31 entries or more: the kernels "
                              "index in 32 bits")
+        # repeated columns in a row of B (a warp's lanes would collide in C's row)
+        self.repeats = not transpose_a and _has_repeats(right)
         self.xp, self.shape = xp, c.shape
         self.pattern = _pattern(c)
         self._host = (pa, pb)
@@ -122,12 +132,20 @@ class FixedProduct:
         else:
             out = xp.empty(self.nnz, dtype=a_data.dtype)
             name, rows = "femopt_solvers_fixed_spgemm", self.shape[0]
-        lanes = WARP if WARP > 1 else 1
+        lanes = 32 if WARP > 1 and not self.repeats else 1
         kern = get_kernel(SOURCE, f"{name}{'_warp' if lanes > 1 else ''}<{real_name(out)}>")
         launch_1d(kern, lanes * rows, (self.a_ptr, self.a_idx, a_data, self.b_ptr,
                                        self.b_idx, b_data, self.c_ptr, self.c_idx, out,
                                        np.int64(rows)))
         return out
+
+
+def _has_repeats(m: sp.csr_matrix) -> bool:
+    """Whether a row of ``m`` (its columns sorted) holds a column twice."""
+    same = np.diff(m.indices) == 0
+    ends = m.indptr[1:-1] - 1  # entry k and k + 1 in different rows
+    same[ends[(ends >= 0) & (ends < same.size)]] = False
+    return bool(same.any())
 
 
 def _slots(outer: sp.csr_matrix, inner: sp.csr_matrix) -> np.ndarray:
