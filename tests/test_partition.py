@@ -7,7 +7,8 @@ import pytest
 
 from femopt.evaluation.build import build_model
 from femopt.evaluation.grid_device import estimate_bytes
-from femopt.parallel import multigrid, partition
+from femopt.parallel import partition
+from femopt.solvers.multigrid_levels import grid_levels
 from femopt.parallel.slabs import Slab
 from test_distributed import CANTILEVER
 
@@ -42,17 +43,16 @@ def test_a_rank_estimate_counts_the_whole_grids_coarsest_level(
     model = build_model(write_problem(text))
     built = []
 
-    def counted(layout, options):
+    def counted(layout, coarsest_size, levels=None):
         built.append(layout.shape)
-        return multigrid.grid_levels(layout, options.coarsest_size, options.levels)
+        return grid_levels(layout, coarsest_size, levels)
 
-    monkeypatch.setattr(partition, "level_layouts", counted)
-    monkeypatch.setattr(multigrid, "level_layouts", counted)
+    monkeypatch.setattr(partition, "grid_levels", counted)
     for ranks in range(1, 5):
         built.clear()
         plan = partition.rank_plan(model, ranks)
         assert plan.levels[-1].n_dofs == n_coarse and built == [shape]
-        assert plan.levels == tuple(multigrid.grid_levels(plan.layout, coarsest_size))
+        assert plan.levels == tuple(grid_levels(plan.layout, coarsest_size))
         for r in range(ranks):
             local = Slab(plan.layout, _Rank(r, ranks), plan.bounds).local
             assert partition.slab_bytes(model, plan, local) == estimate_bytes(

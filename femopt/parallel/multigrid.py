@@ -43,15 +43,9 @@ from femopt.parallel.slab_conditions import coarse_fixed_index, kept_mask, kept_
 from femopt.parallel.slabs import Slab
 from femopt.solvers.galerkin import child_matrices, coarsen_cell_matrices, descendant_scales
 from femopt.solvers.multigrid import LANCZOS_MARGIN
-from femopt.solvers.multigrid_levels import (CoarseSolver, MultigridOptions, eigenvalue_bound,
-                                             grid_levels)
+from femopt.solvers.multigrid_levels import CoarseSolver, MultigridOptions, eigenvalue_bound
 from femopt.solvers.pcg import CGInfo
 from femopt.solvers.smoothers import PolynomialSmoother, lanczos_largest
-
-
-def level_layouts(layout: GridLayout, o: MultigridOptions) -> list[GridLayout]:
-    """The grids of the hierarchy, as :class:`MultigridSolver` coarsens."""
-    return grid_levels(layout, o.coarsest_size, o.levels)
 
 
 @dataclass
@@ -77,7 +71,7 @@ class SlabMultigrid:
     Args:
         options: the multigrid section's options (``coarse_operator`` galerkin).
         levels: the hierarchy of the whole grid in internal order, finest first, as
-            :func:`level_layouts` coarsens (the rank plan's,
+            :func:`~femopt.solvers.multigrid_levels.grid_levels` coarsens (the rank plan's,
             :attr:`~femopt.parallel.partition.RankPlan.levels`).
         ke: K0 in internal corner order.
         fine: the fine level's slab (CG's vectors live there).

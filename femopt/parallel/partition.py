@@ -18,10 +18,9 @@ import numpy as np
 
 from femopt.assembly.grid_layout import GridLayout
 from femopt.errors import InputError
-from femopt.parallel.multigrid import level_layouts
 from femopt.parallel.orientation import Orientation
 from femopt.parallel.slabs import choose_axis, largest_size, plan
-from femopt.solvers.multigrid_levels import MultigridOptions
+from femopt.solvers.multigrid_levels import MultigridOptions, grid_levels
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ def grid_plan(shape: tuple[int, ...], k: int, reach: tuple[int, ...],
     that works when ``size`` is too many (slabs thinner than a filter's reach or than one
     cell)."""
     shape = tuple(int(n) for n in shape)
-    model_levels = level_layouts(GridLayout(shape, k), options)
+    model_levels = grid_levels(GridLayout(shape, k), options.coarsest_size, options.levels)
     orient = Orientation(shape, choose_axis(shape, reach, len(model_levels)))
     # halving commutes with reordering the axes: the same hierarchy, reordered
     levels = tuple(GridLayout(orient.internal(lay.shape), k) for lay in model_levels)
@@ -88,8 +87,8 @@ def rank_plan(model: Any, size: int) -> RankPlan:
                      filter_reach(model), model.solver.options, size)
 
 
-def slab_bytes(model: Any, rank: RankPlan, local: GridLayout) -> int:
-    """GPU memory of a rank of the plan ``rank`` whose slab (halo layers included) has the
+def slab_bytes(model: Any, partition: RankPlan, local: GridLayout) -> int:
+    """GPU memory of a rank of ``partition`` whose slab (halo layers included) has the
     layout ``local`` (bytes, an estimate). The distributed multigrid's CG is float64 (its
     V-cycle in the solver's precision), so a slab is counted as the grid path's double
     Krylov; the coarsest level is the plan's, the whole grid's (a slab with its halo
@@ -97,4 +96,4 @@ def slab_bytes(model: Any, rank: RankPlan, local: GridLayout) -> int:
     from femopt.evaluation.grid_device import estimate_bytes
 
     return estimate_bytes(local, len(model.load_nonzeros), krylov="double",
-                          n_coarse=rank.levels[-1].n_dofs)
+                          n_coarse=partition.levels[-1].n_dofs)
