@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -25,8 +26,10 @@ from femopt.parallel.comm_counts import per_iteration
 from femopt.evaluation.build import build_model
 from femopt.evaluation.model import Model
 from femopt.problem.precheck import check_before_run
-from femopt.evaluation.robust import REALIZATIONS
+from femopt.evaluation.robust import REALIZATIONS, lost_realizations
 from femopt.solvers.choice import choice_line
+
+log = logging.getLogger("femopt")
 
 
 def output_dir_for(model: Model, out: str | Path | None) -> Path:
@@ -261,6 +264,12 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
             summary["frequencies"] = frequencies
         if model.realization_values is not None:
             summary["robust"] = {**model.robust.summary(), **model.realization_values}
+            if lost := lost_realizations(model.history, model.realization_values):
+                summary["robust"]["lost"] = lost
+                log.warning("robust: the %s design's objective fell to 0 during the run "
+                            "(a member was cut: its output no longer moves, or no load "
+                            "reaches it); slow the projection's continuation or enlarge "
+                            "the filter radius", " and ".join(lost))
         save_npy(out_dir / "design.npy", x_final)
         save_npy(out_dir / "density.npy", rho_final)
         if series is not None and result.iterations not in series.steps:

@@ -114,6 +114,24 @@ class RobustDesign:
         self.pending = bool(state["pending"])
 
 
+LOST = 1e-6  # a realization whose objective fell below this share of its largest: lost
+
+
+def lost_realizations(history: list[Any], final: dict) -> list[str]:
+    """The realizations whose final objective (``final``: the model's
+    ``realization_values``) is 0 next to the largest magnitude it had during the run
+    (``history``: the iteration records, with ``objective_<name>``): a design that once
+    worked and no longer does, such as an eroded mechanism whose hinge was cut (its
+    output no longer moves). A realization that never worked is not named."""
+    lost = []
+    for name in REALIZATIONS:
+        largest = max((abs(float(r.extra.get(f"objective_{name}", 0.0))) for r in history),
+                      default=0.0)
+        if largest > 0.0 and abs(float(final[name]["objective"])) <= LOST * largest:
+            lost.append(name)
+    return lost
+
+
 def robust_design(model: Any, issues: list[Any]) -> RobustDesign | None:
     """The model's robust formulation, or None; what it cannot take is an issue located
     at ``design.robust``: no projection with a threshold after a density filter, thresholds

@@ -20,7 +20,9 @@ class MMAOptions(Options):
     """Converged when no design variable changes by more than this in one iteration."""
     ftol: float | None = Field(None, gt=0)
     """Also converged when the objective changes by less than this (relative) in each of
-    the last 5 iterations with every constraint met (off when not set)."""
+    the last 5 iterations with every constraint met (off when not set); while a filter's
+    continuation has a step left (a projection's beta below `beta_max`), such a stall
+    takes that step instead, as a small design change does."""
     move: float = Field(0.5, gt=0, le=1)
     """Largest change of a variable per iteration, as a fraction of its bound range."""
     asyinit: float = Field(0.5, gt=0, le=1)
