@@ -14,7 +14,9 @@ median of the following ones.
   with rtol 1e-8, warm start; femopt/evaluation/mesh_device.py);
 - ``gpu-amg``: the same path with smoothed-aggregation AMG-PCG (solver amg, rtol 1e-8);
 - ``twin``: the ``gpu`` case on its NumPy twin (the GPU path's code on the CPU; times only
-  indicative of where the work is).
+  indicative of where the work is);
+- ``twin-amg``: the ``gpu-amg`` case on the twin (its CG iterations are the GPU's, up to
+  rounding: the same hierarchy and cycle).
 
 ``--setup device|host`` picks where the GPU path builds its element matrices, pattern
 and gather map (``mesh_device.SETUP``; default ``device``). Each GPU or twin case also
@@ -25,7 +27,7 @@ functions, the memory estimate), from ``MeshDevicePath.setup_seconds`` (the devi
 synchronized at each step) and the model's build time.
 
     python benchmarks/bracket_iteration.py [--sizes 100k,1M]
-        [--cases cpu-amg,cpu-direct,gpu,gpu-amg,twin] [--setup device|host]
+        [--cases cpu-amg,cpu-direct,gpu,gpu-amg,twin,twin-amg] [--setup device|host]
         [--iterations 5] [--budget 300] [--direct-max 200000] [--smoother-degree 2,3]
 """
 
@@ -48,7 +50,8 @@ SOLVERS = {"cpu-amg": {"type": "amg", "rtol": 1e-8},
            "cpu-direct": {"type": "direct"},
            "gpu": {"type": "pcg", "rtol": 1e-8, "max_iter": 20000},
            "gpu-amg": {"type": "amg", "rtol": 1e-8},
-           "twin": {"type": "pcg", "rtol": 1e-8, "max_iter": 20000}}
+           "twin": {"type": "pcg", "rtol": 1e-8, "max_iter": 20000},
+           "twin-amg": {"type": "amg", "rtol": 1e-8}}
 SPLIT = ("element matrices", "pattern", "filters")
 
 
@@ -57,7 +60,7 @@ def run_case(tets: int, case: str, iterations: int, budget: float) -> dict:
     from femopt.problem.load import parse_problem
     from femopt.evaluation.model import Model
 
-    twin = case == "twin"
+    twin = case.startswith("twin")
     gpu = case.startswith("gpu") or twin
     path, size = bracket_mesh(tets)
     data = bracket_problem(path, size, solver=SOLVERS[case])
@@ -126,7 +129,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.smoother_degree:
         degree = [int(d) for d in args.smoother_degree.split(",")]
-        for case in ("cpu-amg", "gpu-amg"):
+        for case in ("cpu-amg", "gpu-amg", "twin-amg"):
             SOLVERS[case] = {**SOLVERS[case], "smoother_degree": degree}
     from femopt.evaluation import mesh_device
 

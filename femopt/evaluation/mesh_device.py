@@ -47,8 +47,8 @@ from femopt.backend.rows import RowSource, dof_rows
 from femopt.evaluation.device import DevicePath, capability
 from femopt.evaluation.device_forms import integrand_bytes
 from femopt.evaluation.function_checks import modal_parts
+from femopt.solvers.amg import cycle_settings
 from femopt.solvers.csr_pcg import NodeBlockPCG
-from femopt.solvers.amg import smoother_degree
 from femopt.solvers.device_amg import DeviceAMGPCG
 
 MAX_ITER = 20000  # CG iterations per solve when the GPU replaces the default solver
@@ -187,11 +187,11 @@ class MeshDevicePath(DevicePath):
         opts = model.solver.options
         if model.solver.name == "amg":
             modes = np.asarray(model.physics.rigid_modes(), dtype=np.float64)
+            degree, cycle = cycle_settings(opts, "gpu")
             self.solver = DeviceAMGPCG(indptr, indices,
                                        modes[free] if modes.ndim == 2 and modes.shape[1]
                                        else None, xp, opts.rtol, opts.max_iter,
-                                       opts.max_coarse, opts.cycle,
-                                       smoother_degree(opts, "gpu"))
+                                       opts.max_coarse, cycle, degree)
         else:
             self.solver = NodeBlockPCG(indptr, indices, self.free, k, xp, opts.rtol,
                                        opts.max_iter)

@@ -37,8 +37,10 @@ class AMGOptions(Options):
     """Relative residual at which CG stops."""
     max_iter: int = Field(500, gt=0)
     """Largest number of CG iterations per solve."""
-    cycle: Literal["V", "W"] = "V"
-    """Multigrid cycle of one preconditioner application."""
+    cycle: Literal["V", "W"] | None = None
+    """Multigrid cycle of one preconditioner application (W: two coarse corrections per
+    level, fewer CG iterations for more work on the coarse levels); by default V on the
+    CPU and W on the GPU."""
     max_coarse: int = Field(3000, gt=0)
     """Largest system solved directly (dense Cholesky) at the coarsest level (on the CPU
     also at most sqrt(0.5 x the finest level's stored entries) rows)."""
@@ -46,21 +48,25 @@ class AMGOptions(Options):
         None, min_length=2, max_length=2)
     """Degree of the Chebyshev smoother on the finest level and on the coarser ones (a
     lower one: cheaper cycles, more CG iterations); by default [1, 3] on the CPU, where
-    the finest level's products are most of a design iteration, and [3, 3] on the GPU,
-    where fewer CG iterations weigh more."""
+    the finest level's products are most of a design iteration, and [2, 3] on the GPU
+    (with the W-cycle), where fewer CG iterations weigh more."""
 
 
-CPU_DEGREE = (1, 3)  # the default smoother degrees on the CPU (finest, coarser)
+# the default cycle per device: (Chebyshev degrees on the finest and coarser levels, cycle)
+DEFAULT_CYCLE = {"cpu": ((1, 3), "V"), "gpu": ((2, 3), "W")}
 
 
-def smoother_degree(options: AMGOptions, device: str) -> tuple[int, int]:
-    """The Chebyshev degrees of ``options`` (finest, coarser), else the default of the
-    ``device`` ("cpu" or "gpu") the hierarchy runs on."""
-    from femopt.solvers.sa_hierarchy import DEGREE
-
+def cycle_settings(options: AMGOptions, device: str) -> tuple[tuple[int, int], str]:
+    """The Chebyshev degrees (finest, coarser) and the cycle ("V" or "W") of ``options``,
+    each where unset the default of the ``device`` ("cpu" or "gpu") the hierarchy runs
+    on. On the 1M-tet bracket (docs/benchmarks.md) the GPU's W-cycle with degrees (2, 3)
+    takes 18 to 25 CG iterations per solve against 21 to 32 for a V-cycle with (3, 3);
+    on the CPU, where the coarse levels' products weigh more, the V-cycle with (1, 3) is
+    the faster."""
+    degree, cycle = DEFAULT_CYCLE[device]
     if options.smoother_degree is not None:
-        return tuple(options.smoother_degree)
-    return CPU_DEGREE if device == "cpu" else DEGREE
+        degree = tuple(options.smoother_degree)
+    return degree, options.cycle or cycle
 
 
 COARSE_SHARE = 0.5  # the coarsest level's dense n^2 against the finest level's entries
@@ -200,8 +206,8 @@ class AMGSolver(PCGSolver):
         if self.hierarchy is None or self._rows != self.operator.shape[0]:
             ts = build_structure(self.operator, self._near_null_space(blocks),
                                  coarsest_limit(self.operator, self.options.max_coarse))
-            degree = smoother_degree(self.options, "cpu")
-            self.hierarchy = SAHierarchy(ts, np, degree=degree, cycle=self.options.cycle)
+            degree, cycle = cycle_settings(self.options, "cpu")
+            self.hierarchy = SAHierarchy(ts, np, degree=degree, cycle=cycle)
             self._rows = self.operator.shape[0]
             self._warm.clear()
         self.hierarchy.update(self.operator)
