@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from femopt.assembly.csr_gather import GatherAssembler, gather_map
+from femopt.assembly import csr_pattern
 from femopt.assembly.csr_pattern import build_pattern
 from femopt.assembly.element_batches import element_matrices_batched
 from femopt.assembly.sparse import FixedPatternAssembler
@@ -96,7 +97,7 @@ def fixed_dofs(mesh, k: int, seed: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("mesh_name, kind", CASES, ids=CASE_IDS)
-def test_device_pattern_and_gather_map_equal_the_host_ones(mesh_name, kind):
+def test_device_pattern_and_gather_map_equal_the_host_ones(mesh_name, kind, monkeypatch):
     mesh = mesh_named(mesh_name)
     physics = physics_on(kind, mesh)
     k = physics.dofs_per_node
@@ -115,9 +116,19 @@ def test_device_pattern_and_gather_map_equal_the_host_ones(mesh_name, kind):
     np.testing.assert_array_equal(dev.ptr, ptr)
     np.testing.assert_array_equal(dev.cells(), cell)
     np.testing.assert_array_equal(dev.values(ke), values)
-    # one batch or many: the same map
+    # the element matrices a batch of cells at a time: the same values
+    monkeypatch.setattr(csr_pattern, "VALUE_BATCH", 7)
+    monkeypatch.setattr(csr_pattern, "VALUE_PARTS", mesh.n_cells)  # batches of 7 cells
+    asked = []
+    batched = dev.values(lambda a, b: asked.append((a, b)) or ke[a:b])
+    np.testing.assert_array_equal(batched, values)
+    assert asked == [(a, min(a + 7, mesh.n_cells)) for a in range(0, mesh.n_cells, 7)]
+    # one batch or many, one part of the rows or many: the same pattern and map
     whole = build_pattern(mesh.cells, k, free, n_dofs, np)
     np.testing.assert_array_equal(whole.position, dev.position)
+    parts = build_pattern(mesh.cells, k, free, n_dofs, np, batch=7, part_entries=200)
+    for name in ("indptr", "indices", "ptr", "position"):
+        np.testing.assert_array_equal(getattr(parts, name), getattr(dev, name))
     # assembled in the gather order: the host's values bit for bit
     scale = 1e-3 + r.uniform(size=mesh.n_cells) ** 3
     gather = GatherAssembler.on_device(dev, ke)
@@ -135,6 +146,18 @@ def test_device_pattern_with_every_dof_free_has_each_cells_full_block():
     assert np.all(np.diff(dev.ptr) >= 1)
 
 
+def test_rows_cut_into_parts_of_bounded_entries():
+    """Consecutive rows whose entries add up to at most the bound, a row above it alone;
+    the cuts cover every row once."""
+    from femopt.assembly.csr_pattern import _row_cuts
+
+    ends = np.cumsum([3, 4, 2, 9, 1, 1, 5, 0, 2])
+    assert _row_cuts(ends, 6) == [0, 1, 3, 4, 6, 8, 9]
+    assert _row_cuts(ends, 100) == [0, 9]
+    assert _row_cuts(ends, 1) == list(range(10))
+    assert _row_cuts(np.zeros(0, dtype=np.int64), 5) == [0, 0]
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("kind", ["elasticity", "heat"])
 def test_device_pattern_on_the_gpu_equals_the_twin(kind):
@@ -148,8 +171,11 @@ def test_device_pattern_on_the_gpu_equals_the_twin(kind):
     twin = build_pattern(mesh.cells, k, free, n_dofs, np)
     dev = build_pattern(cupy.asarray(mesh.cells), k, cupy.asarray(free), n_dofs, cupy,
                         batch=4096)
+    parts = build_pattern(cupy.asarray(mesh.cells), k, cupy.asarray(free), n_dofs, cupy,
+                          batch=4096, part_entries=100_000)
     for name in ("indptr", "indices", "ptr", "position"):
         np.testing.assert_array_equal(cupy.asnumpy(getattr(dev, name)), getattr(twin, name))
+        np.testing.assert_array_equal(cupy.asnumpy(getattr(parts, name)), getattr(twin, name))
     ke = element_matrices_batched(physics.element_kernel(), mesh.points, mesh.cells, cupy)
     host = FixedPatternAssembler(physics.cell_dofs(), n_dofs, free)
     scale = np.random.default_rng(2).uniform(1e-3, 1.0, mesh.n_cells)

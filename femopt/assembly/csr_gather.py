@@ -108,7 +108,8 @@ class GatherAssembler:
                   ) -> "GatherAssembler":
         """The gather of a pattern built on the device
         (:func:`femopt.assembly.csr_pattern.build_pattern`) over element matrices ``ke``
-        ((n_cells, nd, nd) on the pattern's array module). Nothing of it is on the host;
+        ((n_cells, nd, nd) on the pattern's array module, or a function of a range of
+        cells giving theirs: :meth:`DevicePattern.values`). Nothing of it is on the host;
         with NumPy the values are summed by a ``bincount`` in the gather order, which is
         the host assembler's order of sums (equal to it bit for bit)."""
         xp = pattern.xp
@@ -119,7 +120,7 @@ class GatherAssembler:
         self.assembler, self.ke, self.xp = None, None, xp
         self.nnz, self.dtype, self.constant = pattern.nnz, np.dtype(dtype), None
         self.ptr, self.cell = pattern.ptr, pattern.cells()
-        self.values = pattern.values(ke, self.dtype)
+        self.values = pattern.values(ke, self.dtype, self.cell)
         self._atomic = None
         if xp is np:  # each entry's slot, for the bincount
             self._slot = np.repeat(np.arange(self.nnz), np.diff(self.ptr))

@@ -39,7 +39,7 @@ import numpy as np
 
 from femopt.adjoint import generated
 from femopt.assembly.csr_gather import GatherAssembler
-from femopt.assembly.csr_pattern import build_pattern
+from femopt.assembly.csr_pattern import PART_ENTRIES, build_pattern
 from femopt.assembly.element_batches import element_matrices_batched
 from femopt.assembly.sparse import FixedPatternAssembler
 from femopt.backend import to_host
@@ -53,7 +53,8 @@ from femopt.solvers.device_amg import DeviceAMGPCG
 
 MAX_ITER = 20000  # CG iterations per solve when the GPU replaces the default solver
 SETUP = "device"  # where MeshDevicePath builds its element matrices and pattern by default
-SORT_PEAK = 8 + 4 + 8 + 8 + 4 + 16  # bytes per element-matrix entry while the keys sort
+SORT_PEAK = 8 + 4 + 8 + 8 + 4 + 16  # bytes per entry of a part of the keys while it sorts
+GATHER_PEAK = 4 + 8 + 4 + 1 + 3  # bytes per entry while the gather's values are made
 MEMORY_MARGIN = 1.25  # an estimate from array sizes, not a measurement: keep 25% in hand
 
 
@@ -94,12 +95,16 @@ def estimate_bytes(model: Any) -> int:
                           if hasattr(f, "device_scratch_bytes")), default=0)
     n_cases = len(model.case_names)
     n_dofs = model.n_dofs
-    # The set-up's peak is the sort of the pattern's keys (csr_pattern.build_pattern):
-    # SORT_PEAK bytes per entry (keys, positions, the order, the sorted keys and positions,
-    # the sort's scratch). What follows fits in the blocks the pool keeps from it: the
-    # sorted positions, the element matrices, the gathered entries and their cells (28 B
-    # per entry, below SORT_PEAK), of which the entries and cells (12) stay for the run.
-    total = (entries * SORT_PEAK
+    # The set-up's peak (csr_pattern.build_pattern, then GatherAssembler.on_device): the
+    # sorted positions (4 B per entry) with one part of the keys sorting (SORT_PEAK per
+    # entry of the part: keys, positions, the order, the sorted keys and positions, the
+    # sort's scratch), or after the sort GATHER_PEAK per entry (the positions, the
+    # gathered entries and their cells, a batch's mask, the element matrices of a batch
+    # of cells and the indices of its entries), of which the entries and cells (12)
+    # stay for the run; what follows fits beside it.
+    setup_peak = max(entries * 4 + min(entries, PART_ENTRIES) * SORT_PEAK,
+                     entries * GATHER_PEAK)
+    total = (setup_peak
              + nnz * (8 + 4 + 8 + 8)       # CSR values, column indices, gather offsets, data + C
              + filter_nnz * (8 + 4) + filter_scratch  # filter weights, finding them
              + n_cells * (8 * 20 + 8 * 3)  # design fields, optimizer (MMA), cells
@@ -171,11 +176,12 @@ class MeshDevicePath(DevicePath):
             pattern = build_pattern(self.cells, k, self.free, model.n_dofs, xp)
             indptr, indices = pattern.indptr, pattern.indices
             clock.lap("pattern")
-            ke = element_matrices_batched(self.kernel, self.points, self.cells, xp)
+            # the gather's values, the element matrices made a batch of cells at a time
+            self.assembly = GatherAssembler.on_device(
+                pattern, lambda a, b: element_matrices_batched(
+                    self.kernel, self.points, self.cells[a:b], xp))
+            del pattern
             clock.lap("element matrices")
-            self.assembly = GatherAssembler.on_device(pattern, ke)
-            del ke, pattern
-            clock.lap("pattern")
         else:  # the host's element matrices and pattern (the reference the tests compare)
             ke = np.asarray(model.ke, dtype=np.float64)
             clock.lap("element matrices")
