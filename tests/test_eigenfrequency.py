@@ -413,6 +413,7 @@ def test_run_writes_the_modes_and_frequencies_of_the_final_design(write_problem,
          + sp.diags(problem.point_mass))
     phis = [design.point_data[f"mode_{i}"][:, :2].ravel() for i in (1, 2)]
     assert "mode_3" not in design.point_data
+    assert "displacement" not in design.point_data  # no loads: no static state solved
     fixed = np.setdiff1d(np.arange(model.n_dofs), model.assembler.free)
     for phi, wi in zip(phis, w):
         assert np.all(phi[fixed] == 0.0) and np.abs(phi).max() > 0

@@ -153,7 +153,9 @@ def design_result(model, x: np.ndarray | RowSource, state) -> DesignResult:
         np.asarray(to_host(state.rho), dtype=float)
     k = model.physics.dofs_per_node
     point = {}
-    for c, name in enumerate(model.case_names):
+    # the static state, where a function reads it (a frequency problem without loads
+    # solves none: no all-zero field)
+    for c, name in enumerate(model.case_names if model.static else ()):
         field = model.physics.field_name
         key = field if len(model.case_names) == 1 else f"{field}_{name}"
         point[key] = by_node(state.u[c], k)
