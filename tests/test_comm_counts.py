@@ -149,7 +149,7 @@ def test_the_model_plans_the_grids_as_a_run_does():
     # (coarsest_size 5000: 17 x 9 x 9 nodes, 4131 dofs) of which all but the coarsest cut
     rank = m.hierarchy((512, 256, 256), 8)
     orient, lays, bounds, cut = rank.orient, rank.levels, rank.bounds, rank.distributed
-    assert orient.axis == 0 and bounds == [64 * r for r in range(9)]
+    assert orient.axis == 0 and bounds == tuple(64 * r for r in range(9))
     assert len(lays) == 6 and cut == 5 and lays[-1].n_dofs == 17 * 9 * 9 * 3
     assert m.face_nodes(lays[0]) == 257 * 257 and m.face_cells(lays[1]) == 128 * 128
 

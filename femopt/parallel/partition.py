@@ -36,7 +36,7 @@ class RankPlan:
 
     orient: Orientation
     levels: tuple[GridLayout, ...]
-    bounds: list[int]
+    bounds: tuple[int, ...]
     distributed: int
 
     @property
@@ -77,7 +77,7 @@ def grid_plan(shape: tuple[int, ...], k: int, reach: tuple[int, ...],
             f"{'xyz'[orient.axis]} ({n_layers} cells) into slabs of at least {halo} "
             f"cell layer(s) (the filter's reach), it takes at most {most} rank(s); run "
             f"with -n {most} or fewer")
-    return RankPlan(orient, levels, p[0], p[1])
+    return RankPlan(orient, levels, tuple(p[0]), p[1])
 
 
 def rank_plan(model: Any, size: int) -> RankPlan:
