@@ -21,7 +21,9 @@ median of the following ones.
 ``--setup device|host`` picks where the GPU path builds its element matrices, pattern
 and gather map (``mesh_device.SETUP``; default ``device``). Each GPU or twin case also
 prints its set-up split: ``element matrices``, ``pattern`` (the CSR pattern and the
-gather map), ``filter`` (the filters' weights on the device) and ``other`` (the rest of
+gather map; with ``--setup device`` the gather's values are made with the element
+matrices, batch by batch, and count as ``element matrices``), ``filter`` (the filters'
+weights on the device) and ``other`` (the rest of
 building the model: reading the mesh, supports, loads, the solver's node blocks, the
 functions, the memory estimate), from ``MeshDevicePath.setup_seconds`` (the device
 synchronized at each step) and the model's build time.
@@ -29,6 +31,7 @@ synchronized at each step) and the model's build time.
     python benchmarks/bracket_iteration.py [--sizes 100k,1M]
         [--cases cpu-amg,cpu-direct,gpu,gpu-amg,twin,twin-amg] [--setup device|host]
         [--iterations 5] [--budget 300] [--direct-max 200000] [--smoother-degree 2,3]
+        [--cycle V|W]
 """
 
 from __future__ import annotations
@@ -126,11 +129,16 @@ def main() -> None:
     ap.add_argument("--smoother-degree", default="",
                     help="the amg cases' Chebyshev degrees, finest,coarser (e.g. 2,3); "
                          "default: the solver's")
+    ap.add_argument("--cycle", choices=("V", "W"), default=None,
+                    help="the amg cases' cycle; default: the solver's (V on the CPU, W on "
+                         "the GPU)")
     args = ap.parse_args()
-    if args.smoother_degree:
-        degree = [int(d) for d in args.smoother_degree.split(",")]
-        for case in ("cpu-amg", "gpu-amg", "twin-amg"):
-            SOLVERS[case] = {**SOLVERS[case], "smoother_degree": degree}
+    for case in ("cpu-amg", "gpu-amg", "twin-amg"):
+        if args.smoother_degree:
+            SOLVERS[case] = {**SOLVERS[case], "smoother_degree": [
+                int(d) for d in args.smoother_degree.split(",")]}
+        if args.cycle:
+            SOLVERS[case] = {**SOLVERS[case], "cycle": args.cycle}
     from femopt.evaluation import mesh_device
 
     mesh_device.SETUP = args.setup

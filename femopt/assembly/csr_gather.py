@@ -18,7 +18,7 @@ kept for the benchmark (``benchmarks/tet4_assembly.py``), which times both.
 
 The pattern and the gather map come either from the host's ``FixedPatternAssembler``
 (``GatherAssembler(assembler, ke, xp)``, the benchmark's reference) or, on the GPU path,
-from one sort on the device (:meth:`GatherAssembler.on_device` with
+from sorts on the device (:meth:`GatherAssembler.on_device` with
 :func:`femopt.assembly.csr_pattern.build_pattern`): the same map, without the host. With
 NumPy arrays the assembly is the :class:`FixedPatternAssembler`'s own product, in the
 same order of sums (the twin the GPU tests compare with).

@@ -16,7 +16,7 @@ Here a stable sort of the keys on ``xp`` gives both:
   so a gather over it sums every value as the CPU does, bit for bit.
 
 A row's keys are the range [row n_free, (row + 1) n_free), so the rows cut into parts
-(consecutive rows of at most ``PART_ENTRIES`` entries, counted in a first pass) sort one
+(:data:`PARTS` runs of consecutive rows, each row's entries counted in a first pass) sort one
 after the other and the parts' results follow each other: the same pattern and map as
 one sort of all keys. Each part's keys are laid out a batch of cells at a time into
 arrays sized once, so the peak beyond the map itself is one part's sort, not the whole
@@ -36,10 +36,11 @@ from femopt.backend import to_host
 
 BATCH = 1 << 16  # cells per batch of keys: (batch, nd, nd) int64 temporaries (75 MB for tet4
                  # elasticity), a few at once in every pass over the cells
-# entries whose keys sort at once: the sort's peak (keys, positions, the order, the sorted
-# copies and the radix sort's scratch, some 48 bytes an entry) stays near 3 GB however
-# large the mesh; the 10M-tet bracket's 1.5e9 entries sort in 12 parts
-PART_ENTRIES = 1 << 26
+# the keys sort in PARTS parts of rows (each a pass over the cells): the sorted positions
+# (4 bytes an entry) and a part's sort (keys, positions, the order, the sorted copies and
+# the radix sort's scratch, some 48 bytes an entry of the part) are 20 bytes an entry,
+# what making the gather's values next holds (mesh_device.GATHER_PEAK)
+PARTS, MIN_PART = 3, 1 << 20
 # the gather's values are made in VALUE_PARTS batches of cells (each pass scans every
 # entry's cell), of at least VALUE_BATCH cells: a batch's element matrices and the indices
 # of its entries are an eighth of the whole
@@ -109,23 +110,28 @@ class DevicePattern:
         return out
 
 
+def part_entries(n_entries: int) -> int:
+    """Entries of a part of rows whose keys sort at once, for ``n_entries`` in all."""
+    return max(MIN_PART, -(-int(n_entries) // PARTS))
+
+
 def build_pattern(cells: Any, dofs_per_node: int, free: Any, n_dofs: int, xp: Any,
-                  batch: int = BATCH, part_entries: int = PART_ENTRIES) -> DevicePattern:
+                  batch: int = BATCH, part: int | None = None) -> DevicePattern:
     """The CSR pattern of the free-dof matrix of ``cells`` and its gather map, on ``xp``.
 
     Args:
         cells: (n_cells, nodes_per_cell) node indices (host or ``xp``).
         dofs_per_node: k; element dofs are node-major (node * k + component).
         free: sorted global indices of the free dofs. n_dofs: number of global dofs.
-        xp: numpy or cupy. batch: cells per batch of keys. part_entries: entries per
-            part of rows sorted at once (at least one row's).
+        xp: numpy or cupy. batch: cells per batch of keys. part: entries per part of
+            rows sorted at once (at least one row's; None: :func:`part_entries`).
     Returns:
         The pattern, equal to :class:`~femopt.assembly.sparse.FixedPatternAssembler`'s
         (``indptr``, ``indices``) and its gather map to
         :func:`~femopt.assembly.csr_gather.gather_map`'s.
     """
-    if batch < 1 or part_entries < 1:
-        raise ValueError(f"batch and part_entries must be >= 1, got {batch}, {part_entries}")
+    if batch < 1 or (part is not None and part < 1):
+        raise ValueError(f"batch and part must be >= 1, got {batch}, {part}")
     cells = xp.asarray(cells)
     free = xp.asarray(free, dtype=xp.int64)
     n_cells, nn = (int(s) for s in cells.shape)
@@ -143,7 +149,7 @@ def build_pattern(cells: Any, dofs_per_node: int, free: Any, n_dofs: int, xp: An
             yield a, kept, (r[:, :, None] * n + r[:, None, :]).reshape(-1)[kept]
 
     # the entries of each row (a row's key range is [row n, row n + n)), to cut the rows
-    # into parts of at most part_entries entries (or one row) whose keys sort alone
+    # into parts of at most ``part`` entries (or one row) whose keys sort alone
     per_row = xp.zeros(n, dtype=xp.int64)
     for _, _, keys in batches():
         if keys.shape[0]:  # (CuPy's bincount takes no empty array)
@@ -151,7 +157,7 @@ def build_pattern(cells: Any, dofs_per_node: int, free: Any, n_dofs: int, xp: An
     ends = to_host(xp.cumsum(per_row)).astype(np.int64)
     del per_row
     n_entries = int(ends[-1]) if n else 0
-    cuts = _row_cuts(ends, part_entries)
+    cuts = _row_cuts(ends, part_entries(n_entries) if part is None else part)
     wide = n_cells * nd * nd >= 2**31
     position = xp.empty(n_entries, dtype=xp.int64 if wide else xp.int32)
     slot_starts, uniques, at = [], [], 0
@@ -180,7 +186,8 @@ def build_pattern(cells: Any, dofs_per_node: int, free: Any, n_dofs: int, xp: An
     ptr[-1] = n_entries
     indices = (unique % max(n, 1)).astype(xp.int32)
     indptr = xp.zeros(n + 1, dtype=xp.int32 if nnz < 2**31 else xp.int64)
-    indptr[1:] = xp.cumsum(xp.bincount(unique // max(n, 1), minlength=n)).astype(indptr.dtype)
+    if nnz:  # (CuPy's bincount takes no empty array)
+        indptr[1:] = xp.cumsum(xp.bincount(unique // n, minlength=n)).astype(indptr.dtype)
     return DevicePattern(xp, indptr, indices, ptr, position, n_cells, nd)
 
 
@@ -207,9 +214,9 @@ def _part(batches: Any, lo: int, hi: int, size: int, xp: Any, pos_dtype: Any, nd
     pos = xp.empty(size, dtype=pos_dtype)
     at = 0
     for a, kept, kb in batches:
-        mask = (kb >= lo) & (kb < hi)
-        m = int(mask.sum())
-        keys[at:at + m] = kb[mask]
-        pos[at:at + m] = (kept[mask] + a * nd * nd).astype(pos_dtype)
+        sel = xp.flatnonzero((kb >= lo) & (kb < hi))
+        m = int(sel.shape[0])
+        keys[at:at + m] = kb[sel]
+        pos[at:at + m] = (kept[sel] + a * nd * nd).astype(pos_dtype)
         at += m
     return keys, pos

@@ -19,7 +19,7 @@ dofs and supplies the operator, the solve and the adjoint term. One design itera
 
 The set-up runs on the device too: the element matrices from the physics' element kernel
 in batches of cells (:mod:`femopt.assembly.element_batches`), the CSR pattern and the
-gather map by one sort (:mod:`femopt.assembly.csr_pattern`), the node blocks of the
+gather map by sorts of row parts (:mod:`femopt.assembly.csr_pattern`), the node blocks of the
 preconditioner, and a radius filter's weights by cell hashing
 (:mod:`femopt.filters.cell_hash`). The host keeps the mesh (points, cells) and vectors of
 one value per cell or dof (design bounds, volumes, loads); ``setup="host"`` builds the
@@ -39,7 +39,7 @@ import numpy as np
 
 from femopt.adjoint import generated
 from femopt.assembly.csr_gather import GatherAssembler
-from femopt.assembly.csr_pattern import PART_ENTRIES, build_pattern
+from femopt.assembly.csr_pattern import build_pattern, part_entries
 from femopt.assembly.element_batches import element_matrices_batched
 from femopt.assembly.sparse import FixedPatternAssembler
 from femopt.backend import to_host
@@ -54,7 +54,7 @@ from femopt.solvers.device_amg import DeviceAMGPCG
 MAX_ITER = 20000  # CG iterations per solve when the GPU replaces the default solver
 SETUP = "device"  # where MeshDevicePath builds its element matrices and pattern by default
 SORT_PEAK = 8 + 4 + 8 + 8 + 4 + 16  # bytes per entry of a part of the keys while it sorts
-GATHER_PEAK = 4 + 8 + 4 + 1 + 3  # bytes per entry while the gather's values are made
+GATHER_PEAK = 4 + 8 + 4 + 3 + 4  # bytes per entry while the gather's values are made
 MEMORY_MARGIN = 1.25  # an estimate from array sizes, not a measurement: keep 25% in hand
 
 
@@ -99,10 +99,10 @@ def estimate_bytes(model: Any) -> int:
     # sorted positions (4 B per entry) with one part of the keys sorting (SORT_PEAK per
     # entry of the part: keys, positions, the order, the sorted keys and positions, the
     # sort's scratch), or after the sort GATHER_PEAK per entry (the positions, the
-    # gathered entries and their cells, a batch's mask, the element matrices of a batch
-    # of cells and the indices of its entries), of which the entries and cells (12)
-    # stay for the run; what follows fits beside it.
-    setup_peak = max(entries * 4 + min(entries, PART_ENTRIES) * SORT_PEAK,
+    # gathered entries and their cells, a batch's mask and its two comparisons, the
+    # element matrices of a batch of cells and the indices of its entries), of which
+    # the entries and cells (12) stay for the run; what follows fits beside it.
+    setup_peak = max(entries * 4 + part_entries(entries) * SORT_PEAK,
                      entries * GATHER_PEAK)
     total = (setup_peak
              + nnz * (8 + 4 + 8 + 8)       # CSR values, column indices, gather offsets, data + C

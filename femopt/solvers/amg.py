@@ -30,6 +30,7 @@ from pydantic import Field
 from femopt.plugins.registry import Options
 from femopt.solvers.pcg import CGInfo, PCGSolver, not_converged, pcg
 from femopt.solvers.row_split import split_rows
+from femopt.solvers.sa_hierarchy import CYCLE, DEGREE, SAHierarchy, build_structure
 
 
 class AMGOptions(Options):
@@ -53,14 +54,14 @@ class AMGOptions(Options):
 
 
 # the default cycle per device: (Chebyshev degrees on the finest and coarser levels, cycle)
-DEFAULT_CYCLE = {"cpu": ((1, 3), "V"), "gpu": ((2, 3), "W")}
+DEFAULT_CYCLE = {"cpu": ((1, 3), "V"), "gpu": (DEGREE, CYCLE)}
 
 
 def cycle_settings(options: AMGOptions, device: str) -> tuple[tuple[int, int], str]:
     """The Chebyshev degrees (finest, coarser) and the cycle ("V" or "W") of ``options``,
     each where unset the default of the ``device`` ("cpu" or "gpu") the hierarchy runs
     on. On the 1M-tet bracket (docs/benchmarks.md) the GPU's W-cycle with degrees (2, 3)
-    takes 18 to 25 CG iterations per solve against 21 to 32 for a V-cycle with (3, 3);
+    takes 18 to 26 CG iterations per solve against 21 to 32 for a V-cycle with (3, 3);
     on the CPU, where the coarse levels' products weigh more, the V-cycle with (1, 3) is
     the faster."""
     degree, cycle = DEFAULT_CYCLE[device]
@@ -193,8 +194,6 @@ class AMGSolver(PCGSolver):
         self.update(assembler.assemble(scale, ke))
 
     def update(self, matrix) -> None:
-        from femopt.solvers.sa_hierarchy import SAHierarchy, build_structure
-
         self.matrix = matrix = matrix.tocsr()
         blocks = (self.k > 1 and self.free is not None
                   and getattr(self, "n_dofs", 0) % self.k == 0)

@@ -7,8 +7,8 @@ of the free dofs with the physics' near-null space, the tentative prolongators);
 prolongators move to the device, where every design recomputes the hierarchy's values
 (:class:`~femopt.solvers.sa_hierarchy.SAHierarchy`: smoothed prolongators and Galerkin
 operators by cuSPARSE products, Chebyshev smoothers from Lanczos estimates, the coarsest
-operator's pseudo-inverse) and CG runs femopt's fused loop with the V-cycle as its
-preconditioner. The same code runs with NumPy, which is how the CPU tests check it.
+operator's Cholesky factor) and CG runs femopt's fused loop with a cycle (V or W) as
+its preconditioner. The same code runs with NumPy, which is how the CPU tests check it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import numpy as np
 from femopt.backend import to_host
 from femopt.solvers.cg_kernels import pcg_fused
 from femopt.solvers.pcg import CGInfo, not_converged
-from femopt.solvers.sa_hierarchy import SAHierarchy, build_structure, sparse_module
+from femopt.solvers.sa_hierarchy import (CYCLE, DEGREE, SAHierarchy, build_structure,
+                                          sparse_module)
 
 
 class DeviceAMGPCG:
@@ -38,7 +39,7 @@ class DeviceAMGPCG:
 
     def __init__(self, indptr: np.ndarray, indices: np.ndarray, near_null: Any, xp: Any = np,
                  rtol: float = 1e-8, max_iter: int = 500, max_coarse: int = 3000,
-                 cycle: str = "V", degree: tuple[int, int] = (3, 3)):
+                 cycle: str = CYCLE, degree: tuple[int, int] = DEGREE):
         self.xp, self.rtol, self.max_iter = xp, rtol, max_iter
         self.sp = sparse_module(xp)
         n = int(indptr.shape[0]) - 1

@@ -27,12 +27,12 @@ CPU; cuSPARSE through ``cupyx.scipy.sparse`` on the GPU); the patterns they prod
 same at every design. On the GPU the products are instead
 :class:`~femopt.solvers.fixed_spgemm.FixedGalerkin`'s, whose patterns are computed once
 on the host: cuSPARSE's general SpGEMM would rediscover them at every design and ask for
-work buffers of gigabytes. The V-cycle smooths with Chebyshev polynomials in D^-1 A on
+work buffers of gigabytes. The cycle (V or W) smooths with Chebyshev polynomials in D^-1 A on
 [rho/30, 1.1 rho] (matrix-vector products and vector updates only, so it runs as fast on a
 GPU as a Gauss-Seidel sweep would not), the same polynomial before and after the coarse
 correction, which keeps the preconditioner symmetric for CG. The hierarchy's values are
 float32 by default: it is a preconditioner (CG itself runs in float64 and reaches its
-tolerance in as many iterations), and every product and V-cycle moves half the bytes.
+tolerance in as many iterations), and every product and cycle moves half the bytes.
 """
 
 from __future__ import annotations
@@ -46,13 +46,17 @@ from femopt.solvers.row_split import split_product, split_rows
 
 # Jacobi weight of the prolongator smoother, over rho(D^-1 A): above the textbook 4/3,
 # which minimizes the energy bound of a constant-coefficient operator; on SIMP designs of
-# the bracket (docs/benchmarks.md) 1.7 takes 10 to 15% fewer CG iterations per solve
-# (V-cycle (3, 3) at 1M tets: 21 to 32 against 25 to 38), for at most one more of some
-# ten on pyamg's constant-coefficient Poisson and elasticity matrices
+# the bracket (docs/benchmarks.md) 1.7 takes some 8 to 13% fewer CG iterations in all
+# (V-cycle (3, 3) at 1M tets: 21 to 32 per solve against 25 to 38), for at most one
+# more of some ten on pyamg's constant-coefficient Poisson and elasticity matrices. The
+# weight divides the Lanczos estimate of rho, which is from below: an estimate 2% low
+# makes 1.73, still short of 2, where the step would stop damping the top modes
 OMEGA = 1.7
 CHEB_INTERVAL = (1.0 / 30.0, 1.1)  # the smoother's interval, as fractions of rho(D^-1 A)
 LANCZOS_STEPS = 12
-DEGREE = (3, 3)  # Chebyshev degree on the finest level, on the coarser ones
+# the cycle by default (the GPU's, amg.DEFAULT_CYCLE; the CPU solver passes its own):
+# Chebyshev degrees on the finest level and on the coarser ones, V or W
+DEGREE, CYCLE = (2, 3), "W"
 
 
 def sparse_module(xp: Any) -> Any:
@@ -217,7 +221,7 @@ class SAHierarchy:
     """
 
     def __init__(self, prolongators: list[Any], xp: Any = np,
-                 degree: tuple[int, int] = DEGREE, cycle: str = "V",
+                 degree: tuple[int, int] = DEGREE, cycle: str = CYCLE,
                  dtype: Any = np.float32, fixed_products: bool | None = None):
         self.xp, self.sp, self.degree = xp, sparse_module(xp), degree
         self.dtype = dtype
