@@ -33,9 +33,20 @@ WARP = 32  # threads per row of the products' kernels: 32 (a warp), or 1 (a thre
 
 
 def _pattern(m: sp.spmatrix) -> sp.csr_matrix:
-    """The pattern of ``m`` as a CSR matrix of ones, the given entry order kept."""
+    """The pattern of ``m`` as a CSR matrix of ones (float32: a product of patterns sums
+    counts, exact far beyond any row's), the given entry order kept."""
     m = sp.csr_matrix(m)  # copies of the index arrays: SciPy sorts operands in place
-    return sp.csr_matrix((np.ones(m.nnz), m.indices.copy(), m.indptr.copy()), shape=m.shape)
+    return sp.csr_matrix((np.ones(m.nnz, dtype=np.float32), m.indices.copy(),
+                          m.indptr.copy()), shape=m.shape)
+
+
+def _sorted(m: sp.csr_matrix) -> sp.csr_matrix:
+    """``m``, or a copy with its columns sorted within rows where they are not."""
+    if m.has_sorted_indices:
+        return m
+    m = m.copy()
+    m.sort_indices()
+    return m
 
 
 def csr_on(pattern: sp.csr_matrix, data: Any, xp: Any) -> Any:
@@ -65,11 +76,11 @@ class FixedProduct:
         pa, pb = _pattern(a), _pattern(b)
         self.transpose_a = transpose_a
         # positive products: no cancellation, the whole pattern, by rows of the left
-        # factor in parts on the process's cores (on sorted copies: SciPy's product sorts
-        # its operands' indices in place, and pa, pb keep the given entry order)
-        left, right = (pa.T.tocsr() if transpose_a else pa.copy()), pb.copy()
-        left.sort_indices()
-        right.sort_indices()
+        # factor in parts on the process's cores (on sorted operands, copies where they
+        # are not: SciPy's product sorts its operands' indices in place, and pa, pb keep
+        # the given entry order)
+        left = _sorted(pa.T.tocsr() if transpose_a else pa)
+        right = _sorted(pb)
         c = split_product(left, right).tocsr()
         c.sort_indices()
         if max(pa.nnz, pb.nnz, c.nnz) >= 2**31 - 32:  # a warp's lanes step 32 past
@@ -78,7 +89,8 @@ class FixedProduct:
         # repeated columns in a row of B (a warp's lanes would collide in C's row)
         self.repeats = not transpose_a and _has_repeats(right)
         self.xp, self.shape = xp, c.shape
-        self.pattern = _pattern(c)
+        c.data = np.ones(c.nnz, dtype=np.float32)
+        self.pattern = c  # its own arrays, sorted: no product reorders them
         self._host = (pa, pb)
         idx = lambda v: xp.asarray(np.asarray(v, dtype=np.int32))  # noqa: E731
         self.a_ptr, self.a_idx = idx(pa.indptr), idx(pa.indices)
