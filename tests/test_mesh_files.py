@@ -401,6 +401,26 @@ def test_radius_filter_chain_rule_by_rows_equals_the_transpose(mesh, write_probl
                                atol=1e-13 * np.abs(want).max())
 
 
+@pytest.mark.parametrize("route", ["cell hashing", "host weights"])
+def test_device_radius_filter_keeps_no_transpose(route):
+    """On a device path (its NumPy twin here) a radius filter's weights are kept once: no
+    H^T (as many weights again), its chain rule by H's rows equal to the transpose's
+    product within rounding, whether the twin found its weights by cell hashing or took
+    the host's."""
+    model = build_model(ROOT / "problems" / "bracket_3d.yaml")
+    f = [f for f in model.filters if f.linear][0]
+    if route == "host weights":
+        f.op  # noqa: B018 - built on the host first: the twin uploads these
+    op = f.device_twin(np).op
+    assert op.ht is None and op.scale is not None
+    h, hs = op.h, op.hs
+    dy = np.random.default_rng(8).standard_normal(h.shape[0])
+    want = h.T.tocsr() @ (dy / hs)
+    np.testing.assert_allclose(op.backward(None, dy), want, rtol=0,
+                               atol=1e-13 * np.abs(want).max())
+    assert abs(h - h.T).max() > 0  # an unsymmetric H: the scales matter
+
+
 def test_filter_weights_built_meanwhile_equal_those_built_on_use(monkeypatch):
     """On the host path the filter's weights build on a background thread while the model
     makes its element matrices and pattern: the same H bit for bit; an error of the

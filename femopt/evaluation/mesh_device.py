@@ -87,8 +87,10 @@ def estimate_bytes(model: Any) -> int:
     nd = model.mesh.cells.shape[1] * k
     entries = n_cells * nd * nd  # at most; entries on supported dofs drop out
     nnz = entries // 4  # tet4: ~5 entries per CSR value, hex8: ~3 (a node's 27 neighbours)
-    # H, and H^T for a density filter's chain rule
-    filter_nnz = sum(f.weights_nnz() * (1 if f.heuristic else 2)
+    # H, and H^T for a density filter's chain rule unless H's rows give it (a radius
+    # filter's, SparseDensityFilter's by_rows)
+    filter_nnz = sum(f.weights_nnz() * (1 if f.heuristic or getattr(
+        f, "symmetric_by_columns", False) else 2)
                      for f in model.filters if hasattr(f, "weights_nnz"))
     # what finding filter weights on the device holds at once (a batch's candidates)
     filter_scratch = max((f.device_scratch_bytes() for f in model.filters

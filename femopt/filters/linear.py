@@ -143,7 +143,7 @@ class LinearFilter(Filter):
         twin = copy.copy(self)
         op = self.grid_stencil(xp) if self.mesh.grid is not None else None
         if op is None:
-            op = SparseDensityFilter(self.op.h, self.op.hs, xp,
-                                     transpose=not self.heuristic)
+            op = SparseDensityFilter(self.op.h, self.op.hs, xp, transpose=not self.heuristic,
+                                     by_rows=self.symmetric_by_columns)
         twin.__dict__["op"] = op
         return twin

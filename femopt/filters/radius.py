@@ -49,8 +49,8 @@ class _RadiusFilter(LinearFilter):
         centroids, volumes = centroids_and_volumes(self.mesh, xp)
         weights = cell_hash_weights(centroids, volumes, self.options.radius, xp)
         twin = copy.copy(self)
-        twin.__dict__["op"] = SparseDensityFilter.from_csr(*weights, xp,
-                                                           transpose=not self.heuristic)
+        twin.__dict__["op"] = SparseDensityFilter.from_csr(
+            *weights, xp, transpose=not self.heuristic, by_rows=self.symmetric_by_columns)
         return twin
 
     def weights_nnz(self) -> int:

@@ -16,11 +16,16 @@ class SparseDensityFilter:
         h, hs: the host weights (SciPy CSR) and their row sums.
         xp: numpy (SciPy matrices) or cupy (cupyx.scipy.sparse matrices).
         transpose: keep H^T for the chain rule (a heuristic filter has none).
+        by_rows: H = W diag(v) with W symmetric and a constant diagonal (a radius
+            filter's cone weights times the neighbour's volume): the chain rule takes
+            H^T y = s * (H (y / s)), s = diag(H), and no H^T is kept (as many weights
+            again: gigabytes on a large mesh).
     """
 
-    def __init__(self, h: Any, hs: np.ndarray, xp: Any = np, transpose: bool = True):
+    def __init__(self, h: Any, hs: np.ndarray, xp: Any = np, transpose: bool = True,
+                 by_rows: bool = False):
         self.xp = xp
-        ht = h.T.tocsr() if transpose else None
+        ht = h.T.tocsr() if transpose and not by_rows else None
         if xp is np:
             self.h, self.ht = h, ht
         else:
@@ -28,12 +33,19 @@ class SparseDensityFilter:
 
             self.h = csp.csr_matrix(h)
             self.ht = None if ht is None else csp.csr_matrix(ht)
+        self._finish(hs, transpose and by_rows)
+
+    def _finish(self, hs: Any, by_rows: bool) -> None:
+        """The row sums and, for ``by_rows``, the chain rule's scales."""
+        xp = self.xp
         self.hs = xp.asarray(hs)
         self.inv_hs = 1.0 / self.hs
+        self.scale = self.h.diagonal() if by_rows else None
+        self._inv_hs_scale = None if self.scale is None else 1.0 / (self.hs * self.scale)
 
     @classmethod
     def from_csr(cls, indptr: Any, indices: Any, data: Any, hs: Any, xp: Any = np,
-                 transpose: bool = True) -> "SparseDensityFilter":
+                 transpose: bool = True, by_rows: bool = False) -> "SparseDensityFilter":
         """The filter of weights already on ``xp`` as CSR arrays (n x n), H^T made there
         too: nothing of H on the host."""
         n = int(indptr.shape[0]) - 1
@@ -44,9 +56,8 @@ class SparseDensityFilter:
         self = cls.__new__(cls)
         self.xp = xp
         self.h = sparse.csr_matrix((data, indices, indptr), shape=(n, n))
-        self.ht = self.h.T.tocsr() if transpose else None
-        self.hs = xp.asarray(hs)
-        self.inv_hs = 1.0 / self.hs
+        self.ht = self.h.T.tocsr() if transpose and not by_rows else None
+        self._finish(hs, transpose and by_rows)
         return self
 
     def apply(self, x: Any, pre: Any = None, post: Any = None) -> Any:
@@ -58,4 +69,6 @@ class SparseDensityFilter:
         return self.apply(x, post=self.inv_hs)
 
     def backward(self, x: Any, dy: Any) -> Any:
+        if self.scale is not None:
+            return self.scale * (self.h @ (dy * self._inv_hs_scale))
         return self.ht @ (dy * self.inv_hs)
