@@ -46,8 +46,9 @@ class SparseDensityFilter:
     @classmethod
     def from_csr(cls, indptr: Any, indices: Any, data: Any, hs: Any, xp: Any = np,
                  transpose: bool = True, by_rows: bool = False) -> "SparseDensityFilter":
-        """The filter of weights already on ``xp`` as CSR arrays (n x n), H^T made there
-        too: nothing of H on the host."""
+        """The filter of weights already on ``xp`` as CSR arrays (n x n), H^T (where the
+        chain rule needs one, not ``by_rows``) made there too: nothing of H on the
+        host."""
         n = int(indptr.shape[0]) - 1
         if xp is np:
             import scipy.sparse as sparse

@@ -28,6 +28,7 @@ bounds are half the fine ones) or gathered into a replicated one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -99,7 +100,7 @@ class Slab:
 
     layout: GridLayout
     comm: Comm
-    bounds: list[int]
+    bounds: Sequence[int]
     _cache: dict = field(default_factory=dict, repr=False)
     xp: Any = field(default=np, repr=False)
     label: str = "level 0"  # its halos' label in the communication counts

@@ -35,7 +35,7 @@ WARP = 32  # threads per row of the products' kernels: 32 (a warp), or 1 (a thre
 def _pattern(m: sp.spmatrix) -> sp.csr_matrix:
     """The pattern of ``m`` as a CSR matrix of ones (float32: a product of patterns sums
     counts, exact far beyond any row's), the given entry order kept."""
-    m = sp.csr_matrix(m)  # copies of the index arrays: SciPy sorts operands in place
+    m = sp.csr_matrix(m)  # copies of the index arrays: SciPy may sort a matrix in place
     return sp.csr_matrix((np.ones(m.nnz, dtype=np.float32), m.indices.copy(),
                           m.indptr.copy()), shape=m.shape)
 
@@ -77,8 +77,7 @@ class FixedProduct:
         self.transpose_a = transpose_a
         # positive products: no cancellation, the whole pattern, by rows of the left
         # factor in parts on the process's cores (on sorted operands, copies where they
-        # are not: SciPy's product sorts its operands' indices in place, and pa, pb keep
-        # the given entry order)
+        # are not: pa, pb keep the given entry order, the order of the values)
         left = _sorted(pa.T.tocsr() if transpose_a else pa)
         right = _sorted(pb)
         c = split_product(left, right).tocsr()
