@@ -242,21 +242,35 @@ class _StandIn:
 
 @pytest.mark.parametrize("bounds", [[0, 4, 8, 12, 16], [0, 2, 6, 8], [0, 3, 7, 10],
                                     [0, 8, 12]])
-def test_every_ranks_share_of_the_level_below_from_the_bounds(bounds):
-    """Slab.rank_halves, on every rank alike, equals each rank's own share as restrict
-    (coarse node layers i with 2i owned) and coarse_cells (coarse cell layers j with
-    2j + 1 owned) compute it on that rank."""
+def test_every_ranks_share_of_the_level_below_from_the_bounds(bounds, monkeypatch):
+    """Slab.rank_halves, on every rank alike, equals the rows each rank's own restrict
+    (coarse node layers) and coarse_cells (coarse cell layers) compute there, run on
+    that rank; the shares cover the coarse level once."""
+    from types import SimpleNamespace
+
+    from femopt.parallel import slabs
     from femopt.parallel.comm import Comm
     from femopt.parallel.slabs import GridLayout, Slab
 
-    layout = GridLayout((3, bounds[-1]), 2)
+    layout = GridLayout((4, bounds[-1]), 2)
+    coarse = GridLayout((2, bounds[-1] // 2), 2)  # the level below
+    made = []  # the coarse node layers a rank's restrict computes
+    monkeypatch.setattr(slabs, "_to_coarse",
+                        lambda fine, c_slab, c, lo, hi, free_c: made.append(hi - lo))
+    gathered = []  # the coarse cells a rank's coarse_cells computes (then gathers)
+    monkeypatch.setattr(Comm, "allgather_rows",
+                        lambda self, local, rows=None: gathered.append(local.shape[0]))
+    below = SimpleNamespace(layer_nodes=int(np.prod(coarse.node_shape[:-1])),
+                            layer_cells=int(np.prod(coarse.shape[:-1])), distributed=False)
     nodes, cells, seen = [], [], set()
     for r in range(len(bounds) - 1):
         slab = Slab(layout, Comm(_StandIn(r, len(bounds) - 1)), bounds)
-        n0, n1 = slab.own_nodes
-        nodes.append(-(-n1 // 2) - -(-n0 // 2))
-        o0, o1 = slab.own
-        cells.append(o1 // 2 - o0 // 2)
+        slabs.restrict(slab, below, np.zeros(slab.local.n_dofs), None)
+        nodes.append(made.pop())
+        slabs.coarse_cells(slab, below, lambda sub_layout, sub: np.zeros(
+            (sub_layout.n_cells // 2 ** sub_layout.dim, 1)), np.zeros(slab.local.n_cells),
+            (1,))
+        cells.append(gathered.pop() // below.layer_cells)
         seen.add((tuple(slab.rank_halves(nodes=True)), tuple(slab.rank_halves())))
     assert seen == {(tuple(nodes), tuple(cells))}
     assert sum(nodes) == bounds[-1] // 2 + 1 and sum(cells) == bounds[-1] // 2
