@@ -157,7 +157,7 @@ def main() -> None:
             r = run_case(tets, case, args.iterations, args.budget)
             cg = ",".join(map(str, r["cg"])) if case != "cpu-direct" else "-"
             print(f"| {r['tets']} | {r['dofs']} | {case} | {r['setup']:.1f} | "
-                  f"{r['first']:.2f} | {r['rest']:.2f} | {r['n']} | {cg} | "
+                  f"{r['first']:.2f} | {r['rest']:.3f} | {r['n']} | {cg} | "
                   f"{r['objective']:.6g} | {r['memory']} |", flush=True)
             if r["split"]:
                 splits.append((r["tets"], case, r["setup"], r["split"]))
