@@ -31,7 +31,7 @@ synchronized at each step) and the model's build time.
     python benchmarks/bracket_iteration.py [--sizes 100k,1M]
         [--cases cpu-amg,cpu-direct,gpu,gpu-amg,twin,twin-amg] [--setup device|host]
         [--iterations 5] [--budget 300] [--direct-max 200000] [--smoother-degree 2,3]
-        [--cycle V|W]
+        [--cycle V|W] [--refine]
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bracket_meshes import bracket_mesh, bracket_problem, parse_counts  # noqa: E402
+from bracket_meshes import (bracket_mesh, bracket_problem, parse_counts,  # noqa: E402
+                            refined_mesh)
 
 SOLVERS = {"cpu-amg": {"type": "amg", "rtol": 1e-8},
            "cpu-direct": {"type": "direct"},
@@ -56,6 +57,7 @@ SOLVERS = {"cpu-amg": {"type": "amg", "rtol": 1e-8},
            "twin": {"type": "pcg", "rtol": 1e-8, "max_iter": 20000},
            "twin-amg": {"type": "amg", "rtol": 1e-8}}
 SPLIT = ("element matrices", "pattern", "filters")
+REFINE = False  # --refine: each mesh of --sizes split once into 8 tets a tet
 
 
 def run_case(tets: int, case: str, iterations: int, budget: float) -> dict:
@@ -66,6 +68,8 @@ def run_case(tets: int, case: str, iterations: int, budget: float) -> dict:
     twin = case.startswith("twin")
     gpu = case.startswith("gpu") or twin
     path, size = bracket_mesh(tets)
+    if REFINE:  # eight times the tets, half the element size (the filter radius with it)
+        path, size = refined_mesh(path), size / 2
     data = bracket_problem(path, size, solver=SOLVERS[case])
     registry = get_registry()
     t0 = time.perf_counter()
@@ -132,7 +136,12 @@ def main() -> None:
     ap.add_argument("--cycle", choices=("V", "W"), default=None,
                     help="the amg cases' cycle; default: the solver's (V on the CPU, W on "
                          "the GPU)")
+    ap.add_argument("--refine", action="store_true",
+                    help="split each mesh of --sizes once, every tet into 8 (a 10M-tet "
+                         "bracket from the 1.2M one where gmsh is not installed)")
     args = ap.parse_args()
+    global REFINE
+    REFINE = args.refine
     for case in ("cpu-amg", "gpu-amg", "twin-amg"):
         if args.smoother_degree:
             SOLVERS[case] = {**SOLVERS[case], "smoother_degree": [
