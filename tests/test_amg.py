@@ -339,3 +339,24 @@ def test_w_cycle_is_symmetric_and_takes_fewer_cg_iterations(bracket):
     assert info_v.converged and info_w.converged
     assert info_w.iterations < info_v.iterations, (info_w.iterations, info_v.iterations)
     assert np.abs(x_w - x_v).max() <= 1e-7 * np.abs(x_v).max()
+
+
+def test_a_large_hierarchy_takes_more_lanczos_steps_on_every_level(monkeypatch):
+    """The finest level's size decides the Lanczos steps of every level: the default
+    below LARGE_ROWS rows, LANCZOS_STEPS_LARGE from there (12 steps underestimate rho on
+    millions of rows, and the smoother then diverges)."""
+    from femopt.solvers import sa_hierarchy as sa
+
+    a = pyamg.gallery.poisson((40, 40), format="csr")
+    asked = []
+    real = sa._spectral_radius
+    monkeypatch.setattr(sa, "_spectral_radius",
+                        lambda *args: asked.append(args[-1]) or real(*args))
+    for rows, want in ((a.shape[0] + 1, sa.LANCZOS_STEPS),
+                       (a.shape[0], sa.LANCZOS_STEPS_LARGE)):
+        monkeypatch.setattr(sa, "LARGE_ROWS", rows)
+        h = SAHierarchy(build_structure(a, None, max_coarse=50), np)
+        asked.clear()
+        h.update(a)
+        assert len(asked) == len(h.levels) - 1 >= 2 and set(asked) == {want}
+    assert sa.LANCZOS_STEPS_LARGE > sa.LANCZOS_STEPS

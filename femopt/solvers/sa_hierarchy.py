@@ -54,6 +54,12 @@ from femopt.solvers.row_split import split_product, split_rows
 OMEGA = 1.7
 CHEB_INTERVAL = (1.0 / 30.0, 1.1)  # the smoother's interval, as fractions of rho(D^-1 A)
 LANCZOS_STEPS = 12
+# Lanczos steps on every level of a hierarchy whose finest level has LARGE_ROWS rows or
+# more: 12 steps underestimate rho there, and the smoother, tuned to [rho/30, 1.1 rho],
+# amplifies the modes above (the 7.4M-tet bracket, 3.9M rows, H100: CG diverged at the
+# first design with a V-cycle, 229 iterations at the third with the W-cycle; with 30
+# steps 28 to 65 and 21 to 38, docs/benchmarks.md)
+LANCZOS_STEPS_LARGE, LARGE_ROWS = 30, 2_000_000
 # the cycle by default (the GPU's, amg.DEFAULT_CYCLE; the CPU solver passes its own):
 # Chebyshev degrees on the finest level and on the coarser ones, V or W
 DEGREE, CYCLE = (2, 3), "W"
@@ -248,12 +254,13 @@ class SAHierarchy:
         if self.fixed:
             self._update_fixed(a)
             return
+        steps = self._steps(a)  # the finest level's size decides for every level
         for lev in self.levels[:-1]:
             lev.a = a
             lev.op = split_rows(a, xp)
             lev.dinv = _inv_diag(xp, a.diagonal())
             lev.rho, lev.ritz = _spectral_radius(lev.op, lev.dinv, xp, lev.ritz,
-                                                 LANCZOS_STEPS)
+                                                 steps)
             lev.p = _smooth(lev.t, a, lev.dinv, lev.rho)
             lev.pt = lev.p.T
             if xp is not np:
@@ -266,6 +273,11 @@ class SAHierarchy:
             if xp is np and lev.p.format == "bsr":
                 a = a.tobsr(blocksize=(lev.p.blocksize[1],) * 2)
         self._coarsest(a)
+
+    @staticmethod
+    def _steps(a: Any) -> int:
+        """Lanczos steps for the levels of a hierarchy whose finest operator is ``a``."""
+        return LANCZOS_STEPS if a.shape[0] < LARGE_ROWS else LANCZOS_STEPS_LARGE
 
     def _update_fixed(self, a: Any) -> None:
         """:meth:`update` by fixed-pattern products (CSR on every level)."""
@@ -299,12 +311,13 @@ class SAHierarchy:
 
         data = a.data if self.finest_order is None else a.data[self.finest_order]
         a = csr_on(self.finest_pattern, data, xp)
+        steps = self._steps(a)  # the finest level's size decides for every level
         for lev, g in zip(self.levels[:-1], self.galerkin):
             lev.a = a
             lev.op = split_rows(a, xp)
             lev.dinv = _inv_diag(xp, a.diagonal())
             lev.rho, lev.ritz = _spectral_radius(lev.op, lev.dinv, xp, lev.ritz,
-                                                 LANCZOS_STEPS)
+                                                 steps)
             lev.p, lev.pt = g.prolongator(a.data, lev.dinv * (OMEGA / lev.rho))
             lev.p_op, lev.pt_op = split_rows(lev.p, xp), split_rows(lev.pt, xp)
             a = g.coarse(a.data, lev.p)
