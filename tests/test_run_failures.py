@@ -124,9 +124,12 @@ def test_failures_after_the_start_exit_1(fault, message, write_problem, tmp_path
 
 
 def _start(problem: Path, out: Path, args=()) -> subprocess.Popen:
+    # Ctrl-C as in a terminal: a test run started in the background (nohup, `&` in a
+    # script) ignores SIGINT, and its children would inherit that
     return subprocess.Popen([sys.executable, "-m", "femopt", "run", str(problem), "--out",
                              str(out), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=ENV)
+                            text=True, env=ENV,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
