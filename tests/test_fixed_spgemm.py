@@ -214,3 +214,35 @@ def test_a_right_factor_with_repeated_columns_keeps_the_thread_per_row_kernel():
     dense = a.toarray() @ b.toarray()
     assert np.allclose(sp.csr_matrix((prod(a.data, b.data), prod.pattern.indices,
                                       prod.pattern.indptr), shape=(2, 2)).toarray(), dense)
+
+
+def test_a_hierarchys_products_share_their_patterns_index_arrays():
+    """A's pattern is uploaded once for A T, A P and the level's operator, P's for A P,
+    P^T (A P) and the prolongator, each product's result for the next product and the
+    next level: the arrays are the same objects, and nbytes counts each once."""
+    from femopt.solvers.fixed_spgemm import csr_on, device_index
+
+    a = pyamg.gallery.linear_elasticity((24, 24), format="bsr")[0].tocsr()
+    modes = pyamg.gallery.linear_elasticity((24, 24), format="bsr")[1]
+    t0, t1 = build_structure(a.tobsr(blocksize=(2, 2)), modes, max_coarse=40)[:2]
+    a.sort_indices()
+    g = FixedGalerkin(a, t0, np, np.float32)
+    coarse = FixedGalerkin(g.ptap.pattern, t1, np, np.float32)
+    assert g.at.a_idx is g.ap.a_idx is device_index(a, np)[0]
+    assert g.ap.b_idx is g.ptap.a_idx is device_index(g.p_pattern, np)[0]
+    assert g.ptap.b_idx is g.ap.c_idx
+    assert coarse.at.a_idx is coarse.ap.a_idx is g.ptap.c_idx
+    assert csr_on(g.p_pattern, np.ones(g.p_pattern.nnz), np).indices is not None
+    every = [*g.at.arrays(), *g.ap.arrays(), *g.ptap.arrays()]
+    assert len({id(v) for v in every}) < len(every)
+    values = 4 * (g.at.nnz + 2 * g.p_pattern.nnz + g.ap.nnz + g.ptap.nnz)
+    counted = g.nbytes(4) - values
+    maps = sum(v.nbytes for v in (g.rows_at, g.slot_at, g.slot_t, g.t_data, g.pt_perm))
+    once = {id(v): v for v in [*every, *device_index(g.p_pattern, np),
+                               *device_index(g.pt_pattern, np)]}
+    assert counted == maps + sum(v.nbytes for v in once.values())
+    # an unsorted operand is not shared (SciPy may sort it in place later)
+    b, c = _pair(3)
+    prod = FixedProduct(b, c, np)
+    assert not b.has_sorted_indices and getattr(b, "_femopt_device_index", None) is None
+    assert prod.a_idx is not b.indices and np.array_equal(prod.a_idx, b.indices)

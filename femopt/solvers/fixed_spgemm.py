@@ -49,17 +49,39 @@ def _sorted(m: sp.csr_matrix) -> sp.csr_matrix:
     return m
 
 
+def device_index(m: sp.csr_matrix, xp: Any) -> tuple[Any, Any]:
+    """(indices, indptr) of the host CSR pattern ``m`` on ``xp``, int32, uploaded once per
+    matrix object: every product and matrix of a hierarchy built on one pattern (A's in
+    A T and A P and the level's operator, P's in A P and P^T (A P), a product's result
+    in the next product and the next level) shares one copy on the device, some 28
+    bytes per finest CSR value fewer than a copy each."""
+    kept = getattr(m, "_femopt_device_index", None)
+    if kept is None or kept[0] is not xp:
+        as32 = lambda v: xp.asarray(np.asarray(v, dtype=np.int32))  # noqa: E731
+        kept = (xp, as32(m.indices), as32(m.indptr))
+        m._femopt_device_index = kept
+    return kept[1], kept[2]
+
+
+def share_device_index(m: sp.csr_matrix, xp: Any, indices: Any, indptr: Any) -> None:
+    """Let ``m``'s :func:`device_index` be ``indices``, ``indptr`` (int32 arrays on
+    ``xp`` equal to ``m``'s, e.g. the operator's own pattern on the device)."""
+    m._femopt_device_index = (xp, indices, indptr)
+
+
+def _shareable(m: sp.spmatrix, copy: sp.csr_matrix) -> sp.csr_matrix:
+    """``m`` where its device index may be shared (a CSR matrix with sorted indices),
+    else ``copy``, a CSR copy of its pattern."""
+    return m if m.format == "csr" and m.has_sorted_indices else copy
+
+
 def csr_on(pattern: sp.csr_matrix, data: Any, xp: Any) -> Any:
     """The matrix of ``pattern`` (host SciPy) with ``data`` on ``xp``."""
     if xp is np:
         return sp.csr_matrix((data, pattern.indices, pattern.indptr), shape=pattern.shape)
     import cupyx.scipy.sparse as csp
 
-    index = getattr(pattern, "_femopt_device_index", None)
-    if index is None:  # uploaded once per pattern, not at every design
-        index = (xp.asarray(pattern.indices), xp.asarray(pattern.indptr))
-        pattern._femopt_device_index = index
-    return csp.csr_matrix((data, *index), shape=pattern.shape)
+    return csp.csr_matrix((data, *device_index(pattern, xp)), shape=pattern.shape)
 
 
 class FixedProduct:
@@ -91,10 +113,12 @@ class FixedProduct:
         c.data = np.ones(c.nnz, dtype=np.float32)
         self.pattern = c  # its own arrays, sorted: no product reorders them
         self._host = (pa, pb)
-        idx = lambda v: xp.asarray(np.asarray(v, dtype=np.int32))  # noqa: E731
-        self.a_ptr, self.a_idx = idx(pa.indptr), idx(pa.indices)
-        self.b_ptr, self.b_idx = idx(pb.indptr), idx(pb.indices)
-        self.c_ptr, self.c_idx = idx(c.indptr), idx(c.indices)
+        # the operands' index arrays shared with whatever else was built on the same
+        # CSR matrix objects where those are sorted (SciPy never reorders them in place;
+        # pa, pb are copies with the same arrays' values)
+        self.a_idx, self.a_ptr = device_index(_shareable(a, pa), xp)
+        self.b_idx, self.b_ptr = device_index(_shareable(b, pb), xp)
+        self.c_idx, self.c_ptr = device_index(c, xp)
         if xp is np:
             self._terms = self._expand()
 
@@ -102,10 +126,9 @@ class FixedProduct:
     def nnz(self) -> int:
         return int(self.pattern.nnz)
 
-    def nbytes(self) -> int:
-        """Bytes of the index arrays this product keeps on its device."""
-        return sum(int(v.nbytes) for v in (self.a_ptr, self.a_idx, self.b_ptr, self.b_idx,
-                                           self.c_ptr, self.c_idx))
+    def arrays(self) -> list[Any]:
+        """The index arrays this product uses on its device (some shared)."""
+        return [self.a_ptr, self.a_idx, self.b_ptr, self.b_idx, self.c_ptr, self.c_idx]
 
     def _expand(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every term a_ik b_kj as (entry of A, entry of B, slot of C), in the kernel's
@@ -195,16 +218,17 @@ class FixedGalerkin:
         self.ptap = FixedProduct(p, self.ap.pattern, xp, transpose_a=True)
 
     def nbytes(self, value_bytes: int) -> int:
-        """Bytes this level keeps on its device (index maps, the products' patterns) and
-        the values one update makes (A T, P, P^T, A P, P^T A P), ``value_bytes`` each."""
-        maps = sum(int(v.nbytes) for v in (self.rows_at, self.slot_at, self.slot_t,
-                                           self.t_data, self.pt_perm))
-        patterns = sum(int(m.indices.nbytes + m.indptr.nbytes) // 2  # int32 on the device
-                       for m in (self.p_pattern, self.pt_pattern))
+        """Bytes this level keeps on its device (index maps, the patterns, each array
+        once however many products share it) and the values one update makes (A T, P,
+        P^T, A P, P^T A P), ``value_bytes`` each."""
+        arrays = [self.rows_at, self.slot_at, self.slot_t, self.t_data, self.pt_perm,
+                  *device_index(self.p_pattern, self.xp),
+                  *device_index(self.pt_pattern, self.xp),
+                  *self.at.arrays(), *self.ap.arrays(), *self.ptap.arrays()]
+        unique = {id(v): v for v in arrays}
         values = value_bytes * (self.at.nnz + 2 * self.p_pattern.nnz + self.ap.nnz
                                 + self.ptap.nnz)
-        return (maps + patterns + values + self.at.nbytes() + self.ap.nbytes()
-                + self.ptap.nbytes())
+        return sum(int(v.nbytes) for v in unique.values()) + values
 
     def prolongator(self, a_data: Any, scale: Any) -> tuple[Any, Any]:
         """(P, P^T) on ``xp`` for A's values and the row scale s D^-1 (a dof vector)."""

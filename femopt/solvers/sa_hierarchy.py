@@ -252,7 +252,7 @@ class SAHierarchy:
         xp = self.xp
         a = matrix if matrix.dtype == self.dtype else matrix.astype(self.dtype)
         if self.fixed:
-            self._update_fixed(a)
+            self._update_fixed(a, matrix)
             return
         steps = self._steps(a)  # the finest level's size decides for every level
         for lev in self.levels[:-1]:
@@ -279,8 +279,9 @@ class SAHierarchy:
         """Lanczos steps for the levels of a hierarchy whose finest operator is ``a``."""
         return LANCZOS_STEPS if a.shape[0] < LARGE_ROWS else LANCZOS_STEPS_LARGE
 
-    def _update_fixed(self, a: Any) -> None:
-        """:meth:`update` by fixed-pattern products (CSR on every level)."""
+    def _update_fixed(self, a: Any, matrix: Any) -> None:
+        """:meth:`update` by fixed-pattern products (CSR on every level); ``a`` is
+        ``matrix`` in the hierarchy's precision."""
         import scipy.sparse as sp
 
         from femopt.solvers.fixed_spgemm import FixedGalerkin
@@ -302,6 +303,12 @@ class SAHierarchy:
                 self.finest_order = xp.asarray(pattern.data.astype(np.int64))
             pattern.data[:] = 1.0
             self.finest_pattern = pattern
+            if self.finest_order is None and xp is not np and (
+                    matrix.indices.dtype == matrix.indptr.dtype == np.int32):
+                from femopt.solvers.fixed_spgemm import share_device_index
+
+                # the operator's own pattern on the device: no second copy
+                share_device_index(pattern, xp, matrix.indices, matrix.indptr)
             self.galerkin = []
             for t in self.host_t:
                 g = FixedGalerkin(pattern, t, xp, self.dtype)
