@@ -109,9 +109,10 @@ def run_case(tets: int, case: str, iterations: int, budget: float) -> dict:
     if gpu and not twin:
         import cupy
 
+        from femopt.backend import pool_bytes
         from femopt.evaluation.mesh_device import estimate_bytes
 
-        memory = (f"{cupy.get_default_memory_pool().total_bytes() / 1e9:.2f} / "
+        memory = (f"{pool_bytes(cupy) / 1e9:.2f} / "
                   f"{estimate_bytes(model) / 1e9:.2f}")
     return {"memory": memory, "tets": model.mesh.n_cells, "dofs": model.n_free if not gpu
             else int(model.path.free.size), "setup": setup, "first": seconds[0],
@@ -173,7 +174,9 @@ def main() -> None:
             if case.startswith("gpu"):
                 import cupy
 
-                cupy.get_default_memory_pool().free_all_blocks()
+                from femopt.backend import reset_pool
+
+                reset_pool(cupy)
     if splits:
         print(f"\n# set-up split (--setup {args.setup}), seconds")
         print("| tets | case | set-up | element matrices | pattern | filter | other |")

@@ -67,6 +67,7 @@ def resolve_device(requested: str) -> tuple[str, str | None]:
 
 ALLOCATORS = ("pool", "async")
 _allocator: str | None = None
+_released_high = 0  # bytes the pool held when release_cached last gave its blocks back
 
 
 def allocator_name() -> str:
@@ -102,15 +103,38 @@ def gpu_allocator() -> str:
 def pool_bytes(xp: Any) -> int | None:
     """The GPU memory's high-water mark in bytes (None for NumPy): what CuPy's default
     memory pool holds (it keeps the blocks it frees for reuse, so after a run this is its
-    high-water mark), or with the "async" allocator the CUDA pool's reserved high-water
-    mark."""
+    high-water mark), or what it held before :func:`release_cached` gave its free blocks
+    back, whichever is larger; with the "async" allocator the CUDA pool's reserved
+    high-water mark."""
     if getattr(xp, "__name__", "") != "cupy":
         return None
     if _allocator == "async":
         rt = xp.cuda.runtime
         handle = rt.deviceGetDefaultMemPool(xp.cuda.Device().id)
         return int(rt.memPoolGetAttribute(handle, rt.cudaMemPoolAttrReservedMemHigh))
-    return int(xp.get_default_memory_pool().total_bytes())
+    return max(_released_high, int(xp.get_default_memory_pool().total_bytes()))
+
+
+def release_cached(xp: Any) -> None:
+    """Give the free blocks CuPy's default memory pool keeps back to the device (nothing
+    for NumPy or the "async" allocator): after a set-up whose temporaries are larger
+    than the run's arrays and of other sizes, which the pool would hold unused beside
+    them. :func:`pool_bytes` keeps counting what the pool held before."""
+    global _released_high
+    if getattr(xp, "__name__", "") != "cupy" or _allocator == "async":
+        return
+    pool = xp.get_default_memory_pool()
+    _released_high = max(_released_high, int(pool.total_bytes()))
+    pool.free_all_blocks()
+
+
+def reset_pool(xp: Any) -> None:
+    """Every free block of CuPy's default memory pool back to the device and its
+    high-water mark (:func:`pool_bytes`) forgotten: between runs in one process."""
+    global _released_high
+    if getattr(xp, "__name__", "") == "cupy":
+        xp.get_default_memory_pool().free_all_blocks()
+        _released_high = 0
 
 
 def gpu_memory() -> tuple[int, int]:

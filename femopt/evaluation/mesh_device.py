@@ -42,7 +42,7 @@ from femopt.assembly.csr_gather import GatherAssembler
 from femopt.assembly.csr_pattern import build_pattern, part_entries
 from femopt.assembly.element_batches import element_matrices_batched
 from femopt.assembly.sparse import FixedPatternAssembler
-from femopt.backend import to_host
+from femopt.backend import release_cached, to_host
 from femopt.backend.rows import RowSource, dof_rows
 from femopt.evaluation.device import DevicePath, capability
 from femopt.evaluation.device_forms import integrand_bytes
@@ -55,7 +55,14 @@ MAX_ITER = 20000  # CG iterations per solve when the GPU replaces the default so
 SETUP = "device"  # where MeshDevicePath builds its element matrices and pattern by default
 SORT_PEAK = 8 + 4 + 8 + 8 + 4 + 16  # bytes per entry of a part of the keys while it sorts
 GATHER_PEAK = 4 + 8 + 4 + 3 + 4  # bytes per entry while the gather's values are made
+GATHER_KEPT = 8 + 4  # bytes per entry the gather keeps: the element matrices' value, cell
+AMG_BYTES = 56  # bytes per CSR value of the AMG hierarchy on the device (estimate_parts)
 MEMORY_MARGIN = 1.25  # an estimate from array sizes, not a measurement: keep 25% in hand
+# Node pairs that share a cell, both orders and each node with itself, are about
+# 3 V + c C for V nodes and C cells (Euler's formula V - E + F - C ~ 0 on a mesh of a
+# solid, its boundary's share left out): tri3 and tet4 E = V + C, so V + 2 E; quad4 adds
+# two diagonals a cell, hex8 two a face (F = 3 C) and four a cell (E = V + 2 C).
+PAIRS_PER_CELL = {"tri3": 2, "tet4": 2, "quad4": 6, "hex8": 24}
 
 
 def unsupported(model: Any, solver: str | None) -> str | None:
@@ -79,14 +86,25 @@ def unsupported(model: Any, solver: str | None) -> str | None:
 def estimate_bytes(model: Any) -> int:
     """GPU memory a design iteration of ``model`` needs (bytes, an estimate from the sizes
     of its arrays, its integrand functions' included: states on the free dofs, gathered
-    from full-dof vectors). A radius filter's weights are counted from the mean cell
-    volume, not found (the path finds them on the device); another linear filter's are
-    built on the host to be counted."""
+    from full-dof vectors), with :data:`MEMORY_MARGIN`: the larger of the set-up's peak
+    and the run's arrays (:func:`estimate_parts`), as the set-up's temporaries go back to
+    the device before the run (:class:`MeshDevicePath`)."""
+    parts = estimate_parts(model)
+    setup = parts["set-up"] + parts["cells"]
+    run = sum(parts.values()) - parts["set-up"]
+    return int(MEMORY_MARGIN * max(setup, run))
+
+
+def estimate_parts(model: Any) -> dict[str, int]:
+    """The parts of :func:`estimate_bytes` by name (bytes, before the margin): "set-up"
+    is the set-up's peak, the others the run's arrays. A radius filter's weights are
+    counted from the mean cell volume, not found (the path finds them on the device);
+    another linear filter's are built on the host to be counted."""
     n_cells = model.mesh.n_cells
     k = model.physics.dofs_per_node
     nd = model.mesh.cells.shape[1] * k
     entries = n_cells * nd * nd  # at most; entries on supported dofs drop out
-    nnz = entries // 4  # tet4: ~5 entries per CSR value, hex8: ~3 (a node's 27 neighbours)
+    nnz = csr_entries(model.mesh, k)
     # H, and H^T for a density filter's chain rule unless H's rows give it (a radius
     # filter's, SparseDensityFilter's by_rows)
     filter_nnz = sum(f.weights_nnz() * (1 if f.heuristic or getattr(
@@ -97,31 +115,46 @@ def estimate_bytes(model: Any) -> int:
                           if hasattr(f, "device_scratch_bytes")), default=0)
     n_cases = len(model.case_names)
     n_dofs = model.n_dofs
-    # The set-up's peak (csr_pattern.build_pattern, then GatherAssembler.on_device): the
-    # sorted positions (4 B per entry) with one part of the keys sorting (SORT_PEAK per
-    # entry of the part: keys, positions, the order, the sorted keys and positions, the
-    # sort's scratch), or after the sort GATHER_PEAK per entry (the positions, the
-    # gathered entries and their cells, a batch's mask and its two comparisons, the
-    # element matrices of a batch of cells and the indices of its entries), of which
-    # the entries and cells (12) stay for the run; what follows fits beside it.
-    setup_peak = max(entries * 4 + part_entries(entries) * SORT_PEAK,
-                     entries * GATHER_PEAK)
-    total = (setup_peak
-             + nnz * (8 + 4 + 8 + 8)       # CSR values, column indices, gather offsets, data + C
-             + filter_nnz * (8 + 4) + filter_scratch  # filter weights, finding them
-             + n_cells * (8 * 20 + 8 * 3)  # design fields, optimizer (MMA), cells
-             + n_dofs * 8 * (12 + 4 * n_cases)  # CG vectors, states, loads, sensitivity
-             + (n_dofs // k) * k * k * 8 * 3   # node blocks and their inverses
-             + integrand_bytes(model, n_dofs - np.unique(model.fixed).size, n_dofs))
+    parts = {
+        # The set-up's peak (csr_pattern.build_pattern, then GatherAssembler.on_device):
+        # the sorted positions (4 B per entry) with one part of the keys sorting
+        # (SORT_PEAK per entry of the part: keys, positions, the order, the sorted keys
+        # and positions, the sort's scratch), or after the sort GATHER_PEAK per entry
+        # (the positions, the gathered entries and their cells, a batch's mask and its
+        # two comparisons, the element matrices of a batch of cells and the indices of
+        # its entries), of which the entries and cells stay for the run ("gather").
+        "set-up": max(entries * 4 + part_entries(entries) * SORT_PEAK,
+                      entries * GATHER_PEAK),
+        "gather": entries * GATHER_KEPT,
+        # CSR values, column indices, gather offsets, data + C
+        "operator": nnz * (8 + 4 + 8 + 8),
+        "filters": filter_nnz * (8 + 4) + filter_scratch,  # weights, finding them
+        "cells": n_cells * (8 * 20 + 8 * 3),  # design fields, optimizer (MMA), cells
+        "dofs": n_dofs * 8 * (12 + 4 * n_cases),  # CG vectors, states, loads, sensitivity
+        "integrands": integrand_bytes(model, n_dofs - np.unique(model.fixed).size, n_dofs),
+    }
     if model.solver.name == "amg":
-        # the fixed-pattern Galerkin products' patterns, maps and float32 values (A T, P,
-        # P^T, A P, coarse levels) and the finest level's float32 copy: 89 bytes per
-        # free-dof entry on the 100k-tet bracket (FixedGalerkin.nbytes), whose 2.38M
-        # entries are 0.68 of ``nnz`` here
-        total += nnz * 64
-        # the coarsest level (at most max_coarse rows): dense, symmetrized, its factor
-        total += 3 * 8 * int(model.solver.options.max_coarse) ** 2
-    return int(MEMORY_MARGIN * total)
+        # the fixed-pattern Galerkin products' patterns (one device copy each, shared:
+        # fixed_spgemm.device_index), maps and float32 values (A T, P, P^T, A P, coarse
+        # levels), the finest level's float32 values and the levels' vectors: 52 to 55
+        # bytes per CSR value counted on the bracket at 100k and 1M tets
+        # (FixedGalerkin.nbytes); the coarsest level (at most max_coarse rows): dense,
+        # symmetrized, its factor
+        parts["amg"] = nnz * AMG_BYTES + 3 * 8 * int(model.solver.options.max_coarse) ** 2
+    else:
+        parts["node blocks"] = (n_dofs // k) * k * k * 8 * 3  # blocks and their inverses
+    return parts
+
+
+def csr_entries(mesh: Any, k: int) -> int:
+    """About the number of values of the operator's CSR pattern on a mesh from a file
+    with ``k`` dofs a node (:data:`PAIRS_PER_CELL`; within 3% of the count on the
+    bracket's meshes, where the supported dofs' rows and the boundary's extra edges
+    about cancel)."""
+    pairs = PAIRS_PER_CELL.get(mesh.cell_type)
+    if pairs is None:  # another element: every cell's entries, shared some 4 times
+        return mesh.n_cells * (mesh.cells.shape[1] * k) ** 2 // 4
+    return (3 * mesh.points.shape[0] + pairs * mesh.n_cells) * k * k
 
 
 class _Clock:
@@ -212,6 +245,7 @@ class MeshDevicePath(DevicePath):
         clock.lap("filters")
         super().__init__(model, xp, model.loads[:, free], stages)
         clock.lap("functions")
+        release_cached(xp)  # the set-up's temporaries, not kept unused beside the run's
         self.setup_seconds = clock.seconds
 
     def _to_states(self, a: np.ndarray) -> np.ndarray:
