@@ -92,15 +92,17 @@ def run_model(model: Model, problem_bytes: bytes, out: str | Path | None = None,
 
 
 def solver_summary(model: Model) -> dict:
-    """What summary.json says of the grid path's solves, read when the run closes: the
-    Krylov precision, the float32 solves redone in float64, and the GPU memory pool's
-    high-water mark (``gpu_pool_bytes``)."""
+    """What summary.json says of the device paths' solves, read when the run closes: the
+    GPU memory pool's high-water mark (``gpu_pool_bytes``; None on a NumPy twin) and, on
+    the grid path, the Krylov precision and the float32 solves redone in float64."""
     solver = model.solver
-    if getattr(model.path, "krylov", None) is None:
-        return {}
-    return {"solver_precision": model.path.krylov,
-            "precision_fallbacks": lambda: solver.precision_fallbacks,
-            "gpu_pool_bytes": lambda: pool_bytes(model.path.xp)}
+    out: dict = {}
+    if getattr(model.path, "krylov", None) is not None:
+        out = {"solver_precision": model.path.krylov,
+               "precision_fallbacks": lambda: solver.precision_fallbacks}
+    if out or model.device == "gpu":
+        out["gpu_pool_bytes"] = lambda: pool_bytes(model.path.xp)
+    return out
 
 
 def _is_shape_problem(problem_bytes: bytes) -> bool:

@@ -123,13 +123,17 @@ def test_failures_after_the_start_exit_1(fault, message, write_problem, tmp_path
     assert summary(out)["status"] == "failed" and summary(out)["iterations"] == 2
 
 
+# `python -m femopt` taking Ctrl-C as in a terminal: a test run started in the
+# background (nohup, `&` in a script) ignores SIGINT, and its children inherit that
+FEMOPT_WITH_CTRL_C = ("import runpy, signal, sys; signal.signal(signal.SIGINT, "
+                      "signal.default_int_handler); sys.argv[0] = 'femopt'; "
+                      "runpy.run_module('femopt', run_name='__main__', alter_sys=True)")
+
+
 def _start(problem: Path, out: Path, args=()) -> subprocess.Popen:
-    # Ctrl-C as in a terminal: a test run started in the background (nohup, `&` in a
-    # script) ignores SIGINT, and its children would inherit that
-    return subprocess.Popen([sys.executable, "-m", "femopt", "run", str(problem), "--out",
-                             str(out), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=ENV,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen([sys.executable, "-c", FEMOPT_WITH_CTRL_C, "run", str(problem),
+                             "--out", str(out), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV)
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])

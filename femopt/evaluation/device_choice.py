@@ -54,6 +54,21 @@ def choose_device(model: Any, requested: str | None, array_module: Any) -> Any:
             raise refuse(why)
         model.device_notes.append(f"device auto: {why}; running on the CPU")
         return None
+    # the GPU's own solver for a problem that names none, before the memory it needs is
+    # counted (the CPU's default may be another)
+    if default_solver and not grid:
+        from femopt.solvers.pcg import PCGOptions, PCGSolver
+
+        model.device_notes.append("solver: block-Jacobi PCG on the GPU instead of "
+                                  f"{model.solver.name}, the CPU's default")
+        model.solver = PCGSolver(PCGOptions(max_iter=mesh_device.MAX_ITER))
+    elif default_solver and path not in getattr(type(model.solver), "device_paths", ()):
+        from femopt.solvers.multigrid import MultigridOptions, MultigridSolver
+
+        model.device_notes.append("solver: multigrid on the GPU instead of "
+                                  f"{model.solver.name}, the CPU's default")
+        model.solver = MultigridSolver(MultigridOptions())
+        model.solver.bind(model.mesh, model.physics.dofs_per_node)
     if array_module is None:
         if grid:
             need = grid_device.estimate_bytes(
@@ -79,19 +94,6 @@ def choose_device(model: Any, requested: str | None, array_module: Any) -> Any:
         from femopt.backend import gpu_allocator
 
         gpu_allocator()
-    if default_solver and not grid:
-        from femopt.solvers.pcg import PCGOptions, PCGSolver
-
-        model.device_notes.append("solver: block-Jacobi PCG on the GPU instead of "
-                                  f"{model.solver.name}, the CPU's default")
-        model.solver = PCGSolver(PCGOptions(max_iter=mesh_device.MAX_ITER))
-    elif default_solver and path not in getattr(type(model.solver), "device_paths", ()):
-        from femopt.solvers.multigrid import MultigridOptions, MultigridSolver
-
-        model.device_notes.append("solver: multigrid on the GPU instead of "
-                                  f"{model.solver.name}, the CPU's default")
-        model.solver = MultigridSolver(MultigridOptions())
-        model.solver.bind(model.mesh, model.physics.dofs_per_node)
     model.device = "gpu"
     return xp
 

@@ -50,18 +50,20 @@ from femopt.evaluation.function_checks import modal_parts
 from femopt.solvers.amg import cycle_settings
 from femopt.solvers.csr_pcg import NodeBlockPCG
 from femopt.solvers.device_amg import DeviceAMGPCG
+from femopt.solvers.sa_hierarchy import LANCZOS_STEPS, LANCZOS_STEPS_LARGE, LARGE_ROWS
 
 MAX_ITER = 20000  # CG iterations per solve when the GPU replaces the default solver
 SETUP = "device"  # where MeshDevicePath builds its element matrices and pattern by default
 SORT_PEAK = 8 + 4 + 8 + 8 + 4 + 16  # bytes per entry of a part of the keys while it sorts
 GATHER_PEAK = 4 + 8 + 4 + 3 + 4  # bytes per entry while the gather's values are made
 GATHER_KEPT = 8 + 4  # bytes per entry the gather keeps: the element matrices' value, cell
-AMG_BYTES = 56  # bytes per CSR value of the AMG hierarchy on the device (estimate_parts)
+AMG_BYTES = 60  # bytes per CSR value of the AMG hierarchy on the device (estimate_parts)
 MEMORY_MARGIN = 1.25  # an estimate from array sizes, not a measurement: keep 25% in hand
 # Node pairs that share a cell, both orders and each node with itself, are about
-# 3 V + c C for V nodes and C cells (Euler's formula V - E + F - C ~ 0 on a mesh of a
-# solid, its boundary's share left out): tri3 and tet4 E = V + C, so V + 2 E; quad4 adds
-# two diagonals a cell, hex8 two a face (F = 3 C) and four a cell (E = V + 2 C).
+# 3 V + c C for V nodes and C cells (Euler's formula, V - E + C = 1 in 2D and
+# V - E + F - C ~ 0 for a solid, the boundary's share left out): tri3 and tet4 have
+# E = V + C (tet4: F = 2 C), so V + 2 E; quad4 adds two diagonals a cell, hex8
+# (F = 3 C, E = V + 2 C) two a face and four a cell.
 PAIRS_PER_CELL = {"tri3": 2, "tet4": 2, "quad4": 6, "hex8": 24}
 
 
@@ -90,7 +92,9 @@ def estimate_bytes(model: Any) -> int:
     and the run's arrays (:func:`estimate_parts`), as the set-up's temporaries go back to
     the device before the run (:class:`MeshDevicePath`)."""
     parts = estimate_parts(model)
-    setup = parts["set-up"] + parts["cells"]
+    # beside the set-up's peak: the mesh and the pattern's columns and gather offsets
+    setup = parts["set-up"] + parts["mesh"] + csr_entries(model.mesh,
+                                                          model.physics.dofs_per_node) * 12
     run = sum(parts.values()) - parts["set-up"]
     return int(MEMORY_MARGIN * max(setup, run))
 
@@ -115,6 +119,8 @@ def estimate_parts(model: Any) -> dict[str, int]:
                           if hasattr(f, "device_scratch_bytes")), default=0)
     n_cases = len(model.case_names)
     n_dofs = model.n_dofs
+    n_free = n_dofs - np.unique(model.fixed).size
+    wide = 0 if entries < 2**31 else 4  # int64 flat positions from 2^31 entries
     parts = {
         # The set-up's peak (csr_pattern.build_pattern, then GatherAssembler.on_device):
         # the sorted positions (4 B per entry) with one part of the keys sorting
@@ -123,24 +129,29 @@ def estimate_parts(model: Any) -> dict[str, int]:
         # (the positions, the gathered entries and their cells, a batch's mask and its
         # two comparisons, the element matrices of a batch of cells and the indices of
         # its entries), of which the entries and cells stay for the run ("gather").
-        "set-up": max(entries * 4 + part_entries(entries) * SORT_PEAK,
-                      entries * GATHER_PEAK),
+        "set-up": max(entries * (4 + wide) + part_entries(entries) * (SORT_PEAK + 2 * wide),
+                      entries * (GATHER_PEAK + wide)),
         "gather": entries * GATHER_KEPT,
         # CSR values, column indices, gather offsets, data + C
         "operator": nnz * (8 + 4 + 8 + 8),
         "filters": filter_nnz * (8 + 4) + filter_scratch,  # weights, finding them
-        "cells": n_cells * (8 * 20 + 8 * 3),  # design fields, optimizer (MMA), cells
+        # the mesh's cells (int64) and points, the free dofs and the set-up's map to them
+        "mesh": model.mesh.cells.size * 8 + model.mesh.points.size * 8 + n_dofs * 8 * 2,
+        "cells": n_cells * 8 * 20,  # design fields, optimizer (MMA)
         "dofs": n_dofs * 8 * (12 + 4 * n_cases),  # CG vectors, states, loads, sensitivity
-        "integrands": integrand_bytes(model, n_dofs - np.unique(model.fixed).size, n_dofs),
+        "integrands": integrand_bytes(model, n_free, n_dofs),
     }
     if model.solver.name == "amg":
         # the fixed-pattern Galerkin products' patterns (one device copy each, shared:
         # fixed_spgemm.device_index), maps and float32 values (A T, P, P^T, A P, coarse
-        # levels), the finest level's float32 values and the levels' vectors: 52 to 55
-        # bytes per CSR value counted on the bracket at 100k and 1M tets
-        # (FixedGalerkin.nbytes); the coarsest level (at most max_coarse rows): dense,
-        # symmetrized, its factor
-        parts["amg"] = nnz * AMG_BYTES + 3 * 8 * int(model.solver.options.max_coarse) ** 2
+        # levels), the finest level's float32 values: 51 to 55 bytes per CSR value
+        # counted on the bracket at 100k and 1M tets (FixedGalerkin.nbytes, each array
+        # once), and the levels' old values while the new ones are made; the Lanczos
+        # basis of the finest level; the coarsest level (at most max_coarse rows):
+        # dense, symmetrized, its factor
+        steps = LANCZOS_STEPS if n_free < LARGE_ROWS else LANCZOS_STEPS_LARGE
+        parts["amg"] = (nnz * AMG_BYTES + n_free * steps * 4
+                        + 3 * 8 * int(model.solver.options.max_coarse) ** 2)
     else:
         parts["node blocks"] = (n_dofs // k) * k * k * 8 * 3  # blocks and their inverses
     return parts
@@ -148,9 +159,9 @@ def estimate_parts(model: Any) -> dict[str, int]:
 
 def csr_entries(mesh: Any, k: int) -> int:
     """About the number of values of the operator's CSR pattern on a mesh from a file
-    with ``k`` dofs a node (:data:`PAIRS_PER_CELL`; within 3% of the count on the
-    bracket's meshes, where the supported dofs' rows and the boundary's extra edges
-    about cancel)."""
+    with ``k`` dofs a node (:data:`PAIRS_PER_CELL`): low by the boundary's share, 2.7%
+    and 1.4% on the bracket at 100k and 1M tets (where the supported dofs' rows take
+    some of it back), 14% on the 3,650 tets of problems/meshes/bracket_3d.msh."""
     pairs = PAIRS_PER_CELL.get(mesh.cell_type)
     if pairs is None:  # another element: every cell's entries, shared some 4 times
         return mesh.n_cells * (mesh.cells.shape[1] * k) ** 2 // 4
@@ -216,6 +227,7 @@ class MeshDevicePath(DevicePath):
                 pattern, lambda a, b: element_matrices_batched(
                     self.kernel, self.points, self.cells[a:b], xp))
             del pattern
+            release_cached(xp)  # the sort's and the batches' blocks, before the filters
             clock.lap("element matrices")
         else:  # the host's element matrices and pattern (the reference the tests compare)
             ke = np.asarray(model.ke, dtype=np.float64)
@@ -245,7 +257,7 @@ class MeshDevicePath(DevicePath):
         clock.lap("filters")
         super().__init__(model, xp, model.loads[:, free], stages)
         clock.lap("functions")
-        release_cached(xp)  # the set-up's temporaries, not kept unused beside the run's
+        release_cached(xp)  # the filter hashing's batches too
         self.setup_seconds = clock.seconds
 
     def _to_states(self, a: np.ndarray) -> np.ndarray:

@@ -250,10 +250,10 @@ class SAHierarchy:
         """New values of the finest operator ``matrix`` (same pattern as before, same
         format as the structure was built for): recompute every level's values."""
         xp = self.xp
-        a = matrix if matrix.dtype == self.dtype else matrix.astype(self.dtype)
-        if self.fixed:
-            self._update_fixed(a, matrix)
+        if self.fixed:  # the values in the hierarchy's precision, no copy of the pattern
+            self._update_fixed(matrix)
             return
+        a = matrix if matrix.dtype == self.dtype else matrix.astype(self.dtype)
         steps = self._steps(a)  # the finest level's size decides for every level
         for lev in self.levels[:-1]:
             lev.a = a
@@ -279,16 +279,14 @@ class SAHierarchy:
         """Lanczos steps for the levels of a hierarchy whose finest operator is ``a``."""
         return LANCZOS_STEPS if a.shape[0] < LARGE_ROWS else LANCZOS_STEPS_LARGE
 
-    def _update_fixed(self, a: Any, matrix: Any) -> None:
-        """:meth:`update` by fixed-pattern products (CSR on every level); ``a`` is
-        ``matrix`` in the hierarchy's precision."""
+    def _update_fixed(self, matrix: Any) -> None:
+        """:meth:`update` by fixed-pattern products (CSR on every level)."""
         import scipy.sparse as sp
 
         from femopt.solvers.fixed_spgemm import FixedGalerkin
 
         xp = self.xp
-        if xp is np:
-            a = sp.csr_matrix(a)
+        a = sp.csr_matrix(matrix) if xp is np else matrix
         if self.galerkin is None:
             indptr, indices = (a.indptr, a.indices) if xp is np else (a.indptr.get(),
                                                                     a.indices.get())
@@ -317,7 +315,7 @@ class SAHierarchy:
         from femopt.solvers.fixed_spgemm import csr_on
 
         data = a.data if self.finest_order is None else a.data[self.finest_order]
-        a = csr_on(self.finest_pattern, data, xp)
+        a = csr_on(self.finest_pattern, data.astype(self.dtype, copy=False), xp)
         steps = self._steps(a)  # the finest level's size decides for every level
         for lev, g in zip(self.levels[:-1], self.galerkin):
             lev.a = a
