@@ -146,6 +146,7 @@ def test_femopt_run_on_the_gpu_path_writes_results(monkeypatch, tmp_path, capsys
     assert "solver: block-Jacobi PCG on the GPU instead of direct, the CPU's default" in out
     summary = json.loads((out_dir / "summary.json").read_text())
     assert (summary["device"], summary["iterations"]) == ("gpu", 3)
+    assert summary["gpu_pool_bytes"] is None  # written on this path; NumPy has no pool
     assert np.load(out_dir / "density.npy").shape == (3650,)
     assert (out_dir / "design.vtu").is_file()
 
@@ -338,6 +339,7 @@ def test_femopt_run_on_the_gpu_with_a_mesh_file(tmp_path, capsys):
     assert code == 0, err
     summary = json.loads((out_dir / "summary.json").read_text())
     assert (summary["device"], summary["iterations"]) == ("gpu", 8)
+    assert summary["gpu_pool_bytes"] > 0  # the pool's high-water mark
     assert np.load(out_dir / "density.npy").shape == (3650,)
 
 
