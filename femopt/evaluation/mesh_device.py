@@ -88,20 +88,25 @@ def unsupported(model: Any, solver: str | None) -> str | None:
 def estimate_bytes(model: Any) -> int:
     """GPU memory a design iteration of ``model`` needs (bytes, an estimate from the sizes
     of its arrays, its integrand functions' included: states on the free dofs, gathered
-    from full-dof vectors), with :data:`MEMORY_MARGIN`: the larger of the set-up's peak
-    and the run's arrays (:func:`estimate_parts`), as the set-up's temporaries go back to
-    the device before the run (:class:`MeshDevicePath`)."""
+    from full-dof vectors), with :data:`MEMORY_MARGIN`: the largest of three phases'
+    (:func:`estimate_parts`), the set-up's peak, the filter weights' hashing and the
+    run's arrays, as the set-up's temporaries go back to the device after the gather
+    and after the filters (:class:`MeshDevicePath`)."""
     parts = estimate_parts(model)
     # beside the set-up's peak: the mesh and the pattern's columns and gather offsets
     setup = parts["set-up"] + parts["mesh"] + csr_entries(model.mesh,
                                                           model.physics.dofs_per_node) * 12
-    run = sum(parts.values()) - parts["set-up"]
-    return int(MEMORY_MARGIN * max(setup, run))
+    # finding the filter weights: the gather's arrays, the operator's and the weights
+    hashing = (parts["filter hashing"] + parts["gather"] + parts["operator"]
+               + parts["mesh"] + parts["filters"])
+    run = sum(parts.values()) - parts["set-up"] - parts["filter hashing"]
+    return int(MEMORY_MARGIN * max(setup, hashing, run))
 
 
 def estimate_parts(model: Any) -> dict[str, int]:
     """The parts of :func:`estimate_bytes` by name (bytes, before the margin): "set-up"
-    is the set-up's peak, the others the run's arrays. A radius filter's weights are
+    is the set-up's peak, "filter hashing" the batches of the filter weights' search,
+    the others the run's arrays. A radius filter's weights are
     counted from the mean cell volume, not found (the path finds them on the device);
     another linear filter's are built on the host to be counted."""
     n_cells = model.mesh.n_cells
@@ -134,7 +139,8 @@ def estimate_parts(model: Any) -> dict[str, int]:
         "gather": entries * GATHER_KEPT,
         # CSR values, column indices, gather offsets, data + C
         "operator": nnz * (8 + 4 + 8 + 8),
-        "filters": filter_nnz * (8 + 4) + filter_scratch,  # weights, finding them
+        "filters": filter_nnz * (8 + 4),  # the weights
+        "filter hashing": filter_scratch,  # finding them (given back before the run)
         # the mesh's cells (int64) and points, the free dofs and the set-up's map to them
         "mesh": model.mesh.cells.size * 8 + model.mesh.points.size * 8 + n_dofs * 8 * 2,
         "cells": n_cells * 8 * 20,  # design fields, optimizer (MMA)
