@@ -239,6 +239,10 @@ def test_a_hierarchys_products_share_their_patterns_index_arrays():
     assert g.ptap.b_idx is g.ap.c_idx
     assert coarse.at.a_idx is coarse.ap.a_idx is g.ptap.c_idx
     assert device_index(a, np)[0] is not g.at.a_idx  # another device, another copy
+    # a matrix whose arrays were replaced is uploaded again, not served stale
+    old = device_index(g.pt_pattern, dev)[0]
+    g.pt_pattern.indices = g.pt_pattern.indices.copy()
+    assert device_index(g.pt_pattern, dev)[0] is not old
     every = [*g.at.arrays(), *g.ap.arrays(), *g.ptap.arrays()]
     assert len({id(v) for v in every}) == len(every) - 6  # A, P, A P: two users each
     values = 4 * (g.at.nnz + 2 * g.p_pattern.nnz + g.ap.nnz + g.ptap.nnz)

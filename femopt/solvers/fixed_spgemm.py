@@ -56,9 +56,10 @@ def device_index(m: sp.csr_matrix, xp: Any) -> tuple[Any, Any]:
     in the next product and the next level) shares one copy on the device, some 28
     bytes per finest CSR value fewer than a copy each."""
     kept = getattr(m, "_femopt_device_index", None)
-    if kept is None or kept[0] is not xp:
+    now = (id(m.indices), id(m.indptr), m.indices.size)  # arrays replaced: upload again
+    if kept is None or kept[0] is not xp or kept[3] != now:
         as32 = lambda v: xp.asarray(np.asarray(v, dtype=np.int32))  # noqa: E731
-        kept = (xp, as32(m.indices), as32(m.indptr))
+        kept = (xp, as32(m.indices), as32(m.indptr), now)
         m._femopt_device_index = kept
     return kept[1], kept[2]
 
@@ -66,7 +67,8 @@ def device_index(m: sp.csr_matrix, xp: Any) -> tuple[Any, Any]:
 def share_device_index(m: sp.csr_matrix, xp: Any, indices: Any, indptr: Any) -> None:
     """Let ``m``'s :func:`device_index` be ``indices``, ``indptr`` (int32 arrays on
     ``xp`` equal to ``m``'s, e.g. the operator's own pattern on the device)."""
-    m._femopt_device_index = (xp, indices, indptr)
+    m._femopt_device_index = (xp, indices, indptr,
+                              (id(m.indices), id(m.indptr), m.indices.size))
 
 
 def _shareable(m: sp.spmatrix, copy: sp.csr_matrix) -> sp.csr_matrix:
