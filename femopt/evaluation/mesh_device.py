@@ -50,7 +50,7 @@ from femopt.evaluation.function_checks import modal_parts
 from femopt.solvers.amg import cycle_settings
 from femopt.solvers.csr_pcg import NodeBlockPCG
 from femopt.solvers.device_amg import DeviceAMGPCG
-from femopt.solvers.sa_hierarchy import LANCZOS_STEPS, LANCZOS_STEPS_LARGE, LARGE_ROWS
+from femopt.solvers.sa_hierarchy import lanczos_steps
 
 MAX_ITER = 20000  # CG iterations per solve when the GPU replaces the default solver
 SETUP = "device"  # where MeshDevicePath builds its element matrices and pattern by default
@@ -155,8 +155,7 @@ def estimate_parts(model: Any) -> dict[str, int]:
         # once), and the levels' old values while the new ones are made; the Lanczos
         # basis of the finest level; the coarsest level (at most max_coarse rows):
         # dense, symmetrized, its factor
-        steps = LANCZOS_STEPS if n_free < LARGE_ROWS else LANCZOS_STEPS_LARGE
-        parts["amg"] = (nnz * AMG_BYTES + n_free * steps * 4
+        parts["amg"] = (nnz * AMG_BYTES + n_free * lanczos_steps(n_free) * 4
                         + 3 * 8 * int(model.solver.options.max_coarse) ** 2)
     else:
         parts["node blocks"] = (n_dofs // k) * k * k * 8 * 3  # blocks and their inverses

@@ -143,6 +143,11 @@ def _smooth(t: Any, a: Any, dinv: Any, rho: float) -> Any:
     return t - _scale_rows(at, dinv * (OMEGA / rho))
 
 
+def lanczos_steps(rows: int) -> int:
+    """Lanczos steps on every level of a hierarchy whose finest level has ``rows`` rows."""
+    return LANCZOS_STEPS if rows < LARGE_ROWS else LANCZOS_STEPS_LARGE
+
+
 def _spectral_radius(a: Any, dinv: Any, xp: Any, v0: Any, steps: int = LANCZOS_STEPS
                      ) -> tuple[float, Any]:
     """Largest eigenvalue of D^-1 A (and its Ritz vector, to warm-start the next call)
@@ -254,7 +259,7 @@ class SAHierarchy:
             self._update_fixed(matrix)
             return
         a = matrix if matrix.dtype == self.dtype else matrix.astype(self.dtype)
-        steps = self._steps(a)  # the finest level's size decides for every level
+        steps = lanczos_steps(a.shape[0])  # the finest level's size decides for all
         for lev in self.levels[:-1]:
             lev.a = a
             lev.op = split_rows(a, xp)
@@ -273,11 +278,6 @@ class SAHierarchy:
             if xp is np and lev.p.format == "bsr":
                 a = a.tobsr(blocksize=(lev.p.blocksize[1],) * 2)
         self._coarsest(a)
-
-    @staticmethod
-    def _steps(a: Any) -> int:
-        """Lanczos steps for the levels of a hierarchy whose finest operator is ``a``."""
-        return LANCZOS_STEPS if a.shape[0] < LARGE_ROWS else LANCZOS_STEPS_LARGE
 
     def _update_fixed(self, matrix: Any) -> None:
         """:meth:`update` by fixed-pattern products (CSR on every level)."""
@@ -316,7 +316,7 @@ class SAHierarchy:
 
         data = a.data if self.finest_order is None else a.data[self.finest_order]
         a = csr_on(self.finest_pattern, data.astype(self.dtype, copy=False), xp)
-        steps = self._steps(a)  # the finest level's size decides for every level
+        steps = lanczos_steps(a.shape[0])  # the finest level's size decides for all
         for lev, g in zip(self.levels[:-1], self.galerkin):
             lev.a = a
             lev.op = split_rows(a, xp)
