@@ -194,7 +194,8 @@ def test_smoother_and_cg_kernels_equal_numpy(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-@pytest.mark.parametrize("shape, k", [((5, 4), 2), ((4, 3, 5), 3), ((3, 4, 2), 1)])
+@pytest.mark.parametrize("shape, k", [((5, 4), 2), ((4, 3, 5), 3), ((3, 4, 2), 1), ((1, 3), 2),
+                                      ((3, 1, 2), 3)])
 def test_csr_assembly_and_spmv_kernels_equal_numpy(shape, k, dtype):
     r = rng()
     lay = GridLayout(shape, k)
@@ -204,7 +205,7 @@ def test_csr_assembly_and_spmv_kernels_equal_numpy(shape, k, dtype):
     gpu = StructuredCSR(lay, cupy.asarray(fixed))
     np.testing.assert_array_equal(cupy.asnumpy(gpu.indptr), cpu.indptr)
     np.testing.assert_array_equal(cupy.asnumpy(gpu.indices), cpu.indices)
-    np.testing.assert_array_equal(cupy.asnumpy(gpu.scatter), cpu.scatter)
+    np.testing.assert_array_equal(cupy.asnumpy(gpu.diag_slot), cpu.diag_slot)
     data_cpu = cpu.assemble_data(cells)
     data_gpu = gpu.assemble_data(cupy.asarray(cells, dtype=dtype))
     close(data_gpu, data_cpu, dtype)

@@ -122,7 +122,8 @@ def test_galerkin_cell_matrices_equal_ptap(shape, kind):
     np.testing.assert_allclose(y, g1 @ u, atol=1e-12 * np.abs(g1 @ u).max())
 
 
-@pytest.mark.parametrize("shape, k", [((3, 2), 2), ((2, 2, 3), 3), ((3, 2, 2), 1)])
+@pytest.mark.parametrize("shape, k", [((3, 2), 2), ((2, 2, 3), 3), ((3, 2, 2), 1), ((1, 4), 2),
+                                      ((4, 1, 3), 3)])
 def test_structured_csr_equals_fixed_pattern_assembly(shape, k):
     layout = GridLayout(shape, k)
     rng = np.random.default_rng(3)

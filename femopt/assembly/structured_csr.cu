@@ -1,15 +1,44 @@
-// CSR assembly with a fixed pattern and a precomputed scatter map, and the CSR
-// matrix-vector product of coarse multigrid levels.
+// CSR assembly of structured grids with slots computed where they are added, and the
+// CSR matrix-vector product of coarse multigrid levels.
 
-// data[scatter[t]] += values[t] for every entry t of the cell matrices with a slot
-// (scatter[t] < 0: the entry touches a constrained dof and is dropped).
+// data[slot(t)] += values[t] for every entry t = (cell, a, i, b, j) of the cell matrices
+// (n_cells, nd, nd), nd = n_corners * k, local dof a * k + i; an entry that touches a
+// constrained dof is dropped. The slot is arithmetic (structured_csr.py): row (i, node a)
+// starts at indptr[row]; its block of component j is j * width further, width the
+// neighbours of node a; offset b - a is preceded there by ``before`` of them, axes x
+// fastest. A 2D grid passes one node and one cell along z (corners' z = 0).
 template <typename T, typename I>
-__global__ void femopt_assembly_csr_scatter(
-    const T* __restrict__ values, const I* __restrict__ scatter, T* data, femopt_index n)
+__global__ void femopt_assembly_csr_scatter_grid(
+    const T* __restrict__ values, const bool* __restrict__ fixed,
+    const I* __restrict__ indptr, const int* __restrict__ corners, T* data, int k,
+    int n_corners, long long cells_x, long long cells_y, long long nodes_x,
+    long long nodes_y, long long nodes_z, femopt_index n)
 {
+    const int nd = n_corners * k;
+    const femopt_index per_cell = (femopt_index)nd * nd;
+    const long long nn = nodes_x * nodes_y * nodes_z;
+    const long long nodes[3] = {nodes_x, nodes_y, nodes_z};
     for (femopt_index t = femopt_thread_id(); t < n; t += femopt_thread_count()) {
-        const I slot = scatter[t];
-        if (slot >= 0) atomicAdd(data + slot, values[t]);
+        const femopt_index e = t / per_cell;
+        const int r = (int)(t - e * per_cell);
+        const int la = r / nd, lb = r - (r / nd) * nd;
+        const int a = la / k, i = la - a * k, b = lb / k, j = lb - b * k;
+        const long long cell[3] = {e % cells_x, (e / cells_x) % cells_y,
+                                   e / (cells_x * cells_y)};
+        long long node = 0, shift = 0, stride = 1, width = 1, before = 0;
+        for (int ax = 0; ax < 3; ++ax) {
+            const long long c = cell[ax] + corners[3 * a + ax];
+            const int rel = corners[3 * b + ax] - corners[3 * a + ax];
+            const long long lo = c >= 1, hi = c <= nodes[ax] - 2;
+            node += c * stride;
+            shift += rel * stride;
+            before += (lo * (rel >= 0) + (rel >= 1)) * width;
+            width *= 1 + lo + hi;
+            stride *= nodes[ax];
+        }
+        const long long row = i * nn + node;
+        if (fixed[row] || fixed[j * nn + node + shift]) continue;
+        atomicAdd(data + (long long)indptr[row] + j * width + before, values[t]);
     }
 }
 

@@ -1,13 +1,18 @@
-"""CSR matrices of structured grids with a fixed pattern and a precomputed scatter map.
+"""CSR matrices of structured grids with a fixed pattern, assembled without a scatter map.
 
 Used for coarse multigrid levels, whose cell matrices differ from cell to cell (Galerkin).
 The pattern covers every dof of the grid in the grid layout (component-major,
 :mod:`femopt.assembly.grid_layout`); constrained dofs get an identity row and column, as in
 :mod:`femopt.assembly.matrix_free`. Row (component i, node n) holds, component by component,
-the dofs of the 3^dim nodes around n that exist, in increasing order. The pattern and the scatter map (entry (cell, i, j) -> slot of the
-CSR data, -1 where a constrained dof drops the entry) are computed once per grid with
-array code on the device that uses them; each assembly is then one ``bincount`` (NumPy)
-or one scatter kernel ``femopt_assembly_csr_scatter`` (CuPy, atomic adds into the slots).
+the dofs of the 3^dim nodes around n that exist, in increasing order. So the slot of an
+entry is arithmetic: a node at coordinate c of an axis with n nodes has ``lo = (c >= 1)``
+neighbours below and ``hi = (c <= n - 2)`` above on it, ``1 + lo + hi`` in all; the
+neighbours before offset o in {-1, 0, 1} are ``lo * (o >= 0) + (o >= 1)``; the axes combine
+x fastest. The pattern (row offsets, column indices) is computed once per grid with array
+code on the device that uses it; each assembly computes every entry's slot where it adds
+it (no stored map: it was 36 bytes per entry of the cell matrices): NumPy by corner pairs
+(within one pair no two cells share a slot), CuPy by one kernel
+``femopt_assembly_csr_scatter_grid`` (atomic adds into the slots).
 """
 
 from __future__ import annotations
@@ -24,8 +29,15 @@ from femopt.backend import array_namespace
 SOURCE = Path(__file__).with_suffix(".cu")
 
 
+def _on_nodes(a: Any, ax: int, dim: int) -> Any:
+    """A per-axis array (n_ax,) shaped to broadcast over the node grid (z, y, x)."""
+    shape = [1] * dim
+    shape[dim - 1 - ax] = a.shape[0]
+    return a.reshape(shape)
+
+
 class StructuredCSR:
-    """Pattern and scatter map of the CSR matrix of ``layout`` with constraints ``fixed``.
+    """Pattern of the CSR matrix of ``layout`` with constraints ``fixed``.
 
     Args:
         layout: the grid.
@@ -37,56 +49,47 @@ class StructuredCSR:
         xp = array_namespace(fixed)
         self.xp = xp
         self.layout = layout
+        self.fixed = fixed
         dim, k = layout.dim, layout.k
         ns = layout.node_shape
+        nn = layout.n_nodes
         offsets = np.array([o[::-1] for o in product((-1, 0, 1), repeat=dim)])  # x fastest
-        # node coordinates, (n_nodes, dim) in x, y, z order
-        grids = xp.meshgrid(*[xp.arange(n) for n in ns[::-1]], indexing="ij")
-        coords = xp.stack([g.ravel() for g in grids[::-1]], axis=1)
         strides = np.cumprod((1,) + ns[:-1])
-        valid = xp.ones((layout.n_nodes, len(offsets)), dtype=bool)
+        # per axis: which of the offsets -1, 0, 1 stay on the grid, and how many
+        valid_ax, count, lo = [], [], []
+        for n in ns:
+            c = xp.arange(n)[:, None] + xp.asarray([-1, 0, 1])[None, :]
+            valid_ax.append((c >= 0) & (c < n))
+            count.append(valid_ax[-1].sum(axis=1))
+            lo.append(valid_ax[-1][:, 0].astype(xp.int64))
+        # (n_nodes, 3^dim): node index x fastest, offset index x fastest
+        valid = valid_ax[0]
+        for t in valid_ax[1:]:
+            a, b = valid.shape
+            valid = (t[:, None, :, None] & valid[None, :, None, :]).reshape(t.shape[0] * a,
+                                                                              3 * b)
+        n_valid = xp.ones(ns[::-1], dtype=xp.int64)
+        before_centre = xp.zeros(ns[::-1], dtype=xp.int64)  # the diagonal's place in a block
         for ax in range(dim):
-            c = coords[:, ax:ax + 1]
-            o = xp.asarray(offsets[None, :, ax])
-            valid &= (c + o >= 0) & (c + o < ns[ax])
-        node_ids = xp.arange(layout.n_nodes, dtype=xp.int64)
-        nbr = node_ids[:, None] + xp.asarray(offsets @ strides)[None, :]
-        n_valid = valid.sum(axis=1).astype(xp.int64)
-        # rows (i, node) in grid-layout order; columns (j, neighbour) in increasing order
+            before_centre = before_centre + _on_nodes(lo[ax], ax, dim) * n_valid
+            n_valid = n_valid * _on_nodes(count[ax], ax, dim)
+        n_valid, before_centre = n_valid.ravel(), before_centre.ravel()
         self.indptr = xp.zeros(layout.n_dofs + 1, dtype=xp.int64)
         self.indptr[1:] = xp.cumsum(xp.tile(n_valid * k, k))
         self.nnz = int(self.indptr[-1])
-        nn = layout.n_nodes
-        cols = (xp.arange(k)[None, None, :, None] * nn + nbr[None, :, None, :])
-        cols = xp.broadcast_to(cols, (k, nn, k, len(offsets)))
-        mask = xp.broadcast_to(valid[None, :, None, :], cols.shape)
         index_dtype = xp.int32 if self.nnz < 2**31 - 1 and layout.n_dofs < 2**31 else xp.int64
-        self.indices = cols[mask].astype(index_dtype)
-        # scatter map: slot of (cell, a, i, b, j)
-        before = xp.cumsum(valid, axis=1) - valid  # valid offsets before each offset
-        cell_nodes = xp.asarray(layout.cell_nodes())  # (n_cells, 2^dim)
-        corners = layout.corners
-        rel = corners[None, :, :] - corners[:, None, :]  # (a, b, dim) in {-1, 0, 1}
-        t_ab = ((rel + 1) * 3 ** np.arange(dim)).sum(axis=2)  # offset index
-        pos = before[cell_nodes[:, :, None], xp.asarray(t_ab)[None]]  # (cells, a, b)
-        comp = xp.arange(k)
-        rows = comp[None, None, :] * nn + cell_nodes[:, :, None]  # (cells, a, i)
-        start = self.indptr[rows]
-        width = n_valid[cell_nodes][:, :, None, None, None]
-        slot = (start[:, :, :, None, None] + comp[None, None, None, None, :] * width
-                + pos[:, :, None, :, None])
-        fixed_cell = fixed[rows]  # (cells, a, i)
-        drop = fixed_cell[:, :, :, None, None] | fixed_cell[:, None, None, :, :]
-        slot = xp.where(drop, -1, slot)
-        self.scatter = slot.reshape(layout.n_cells, layout.nd * layout.nd).astype(index_dtype)
-        # NumPy assembles with bincount over the kept entries; the kernel skips slot -1
-        self.keep = xp.flatnonzero(self.scatter.ravel() >= 0) if xp is np else None
+        # the columns of a row do not depend on its component: one block, k times
+        node_ids = xp.arange(nn, dtype=xp.int64)
+        cols = (xp.arange(k)[None, :, None] * nn + node_ids[:, None, None]
+                + xp.asarray(offsets @ strides)[None, None, :])
+        block = cols[xp.broadcast_to(valid[:, None, :], cols.shape)].astype(index_dtype)
+        del cols
+        self.indices = xp.tile(block, k)
         self.fixed_dofs = xp.flatnonzero(fixed)
-        centre = int(np.flatnonzero((offsets == 0).all(axis=1))[0])
         dof_comp = xp.arange(layout.n_dofs) // nn
         dof_node = xp.arange(layout.n_dofs) % nn
         self.diag_slot = (self.indptr[:-1] + dof_comp * n_valid[dof_node]
-                          + before[dof_node, centre])
+                          + before_centre[dof_node])
         self.indptr = self.indptr.astype(index_dtype)
         self.shape = (layout.n_dofs, layout.n_dofs)
 
@@ -95,13 +98,49 @@ class StructuredCSR:
         of constrained dofs."""
         xp = self.xp
         if xp is np:
-            w = cell_matrices.reshape(-1)[self.keep]
-            data = np.bincount(self.scatter.reshape(-1)[self.keep].astype(np.intp),
-                               weights=w, minlength=self.nnz).astype(cell_matrices.dtype)
+            data = self._assemble_numpy(cell_matrices)
         else:
-            data = _scatter_gpu(cell_matrices, self.scatter, self.nnz)
+            data = _scatter_gpu(self, cell_matrices)
         data[self.diag_slot[self.fixed_dofs]] = 1.0
         return data
+
+    def _assemble_numpy(self, cell_matrices: np.ndarray) -> np.ndarray:
+        """Corner pair by corner pair (a, b), ``np.add.at`` into the slots; dropped entries
+        go to one extra slot past the end."""
+        lay = self.layout
+        dim, k, nn, ns = lay.dim, lay.k, lay.n_nodes, lay.node_shape
+        corners, grid = lay.corners, lay.shape[::-1]
+        m = len(corners)
+        vals = cell_matrices.reshape(lay.n_cells, m, k, m, k)
+        data = np.zeros(self.nnz + 1, dtype=cell_matrices.dtype)
+        idx = np.intp
+        comp = np.arange(k, dtype=idx)
+        strides = np.cumprod((1,) + ns[:-1])
+        for a in range(m):
+            coord = [_on_nodes(np.arange(lay.shape[ax]) + corners[a, ax], ax, dim)
+                     for ax in range(dim)]
+            node = np.broadcast_to(sum(c * s for c, s in zip(coord, strides)), grid).ravel()
+            lo = [(c >= 1).astype(idx) for c in coord]
+            count = [1 + lo[ax] + (coord[ax] <= ns[ax] - 2) for ax in range(dim)]
+            rows = comp[None, :] * nn + node[:, None]  # (cells, k)
+            start, fixed_row = self.indptr[rows].astype(idx), self.fixed[rows]
+            for b in range(m):
+                rel = corners[b] - corners[a]
+                width: Any = 1
+                before: Any = 0
+                for ax in range(dim):
+                    before = before + (lo[ax] * (rel[ax] >= 0) + (rel[ax] >= 1)) * width
+                    width = width * count[ax]
+                before = np.broadcast_to(before, grid).ravel().astype(idx)
+                width = np.broadcast_to(width, grid).ravel().astype(idx)
+                slot = ((start + before[:, None])[:, :, None]
+                        + comp[None, None, :] * width[:, None, None])
+                cols = comp[None, :] * nn + (node + int(rel @ strides))[:, None]
+                np.putmask(slot, fixed_row[:, :, None] | self.fixed[cols][:, None, :],
+                           self.nnz)
+                # 1-D operands: NumPy's fast path of add.at
+                np.add.at(data, slot.ravel(), vals[:, a, :, b, :].ravel())
+        return data[:-1]
 
     def matrix(self, data: Any) -> Any:
         """A SciPy (NumPy data) or CuPy-SciPy (CuPy data) CSR matrix with this pattern."""
@@ -162,17 +201,27 @@ def _real_name(a: Any) -> str:
     return "double" if a.dtype == np.float64 else "float"
 
 
-def _scatter_gpu(cell_matrices: Any, scatter: Any, nnz: int) -> Any:
+def _scatter_gpu(pattern: StructuredCSR, cell_matrices: Any) -> Any:
     import cupy
 
     from femopt.backend.kernels import get_kernel, launch_1d
 
     _register()
+    lay = pattern.layout
     values = cupy.ascontiguousarray(cell_matrices).reshape(-1)
-    data = cupy.zeros(nnz, dtype=values.dtype)
-    name = f"femopt_assembly_csr_scatter<{_real_name(values)}, {_index_name(scatter)}>"
+    data = cupy.zeros(pattern.nnz, dtype=values.dtype)
+    corners = np.zeros((len(lay.corners), 3), dtype=np.int32)
+    corners[:, :lay.dim] = lay.corners
+    cells = tuple(lay.shape) + (1,) * (3 - lay.dim)
+    nodes = tuple(lay.node_shape) + (1,) * (3 - lay.dim)
+    name = (f"femopt_assembly_csr_scatter_grid<{_real_name(values)}, "
+            f"{_index_name(pattern.indptr)}>")
     kern = get_kernel(SOURCE, name)
-    launch_1d(kern, values.size, (values, scatter.reshape(-1), data, np.int64(values.size)))
+    launch_1d(kern, values.size,
+              (values, pattern.fixed, pattern.indptr, cupy.asarray(corners.ravel()), data,
+               np.int32(lay.k), np.int32(len(lay.corners)), np.int64(cells[0]),
+               np.int64(cells[1]), np.int64(nodes[0]), np.int64(nodes[1]),
+               np.int64(nodes[2]), np.int64(values.size)))
     return data
 
 
@@ -222,7 +271,7 @@ def _register() -> None:
     from femopt.backend.kernels import register_instances
 
     register_instances(SOURCE, [f"femopt_assembly_csr_{op}<{r}, {i}>"
-                                for op in ("scatter", "scatter_scaled", "spmv")
+                                for op in ("scatter_grid", "scatter_scaled", "spmv")
                                 for r in ("double", "float") for i in ("int", "long long")])
 
 

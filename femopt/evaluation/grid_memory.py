@@ -74,8 +74,6 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
         Array("level 1 children's scale factors", "held", F32 * n_cells),
         Array("coarse CSR values and column indices (levels 2 and below)", "held",
               int((F32 + I32) * n2 * row * levels)),
-        Array("coarse cell-to-slot maps (levels 2 and below)", "held",
-              int(I32 * c2 * nd * nd * levels)),
         Array("design x, x0, bounds", "held", 4 * F64 * n_cells),
         Array("filters' Hs and 1 / Hs", "held", 2 * F64 * n_cells * n_filters),
         Array("filtered designs, rho, dm/drho", "held", F64 * n_cells * (n_filters + 2)),
