@@ -56,7 +56,9 @@ def cell_hash_weights(centroids: Any, volumes: Any, radius: float, xp: Any,
     counts = xp.zeros(n, dtype=xp.int64)
     for a in range(0, n, batch):
         b = min(a + batch, n)
-        counts[a:b] = xp.bincount(hashed.pairs(a, b)[0], minlength=b - a)
+        rows = hashed.pairs(a, b)[0]
+        if rows.shape[0]:  # (every cell is its own neighbour; CuPy's bincount takes no empty)
+            counts[a:b] = xp.bincount(rows, minlength=b - a)
     ends = xp.cumsum(counts)
     del counts
     nnz = int(ends[-1]) if n else 0
@@ -69,10 +71,11 @@ def cell_hash_weights(centroids: Any, volumes: Any, radius: float, xp: Any,
     for a in range(0, n, batch):
         b = min(a + batch, n)
         i, j, w = hashed.pairs(a, b)
-        lo, hi = int(indptr[a]), int(indptr[b])
-        indices[lo:hi] = j
-        data[lo:hi] = w
-        hs[a:b] = xp.bincount(i, weights=w, minlength=b - a)
+        if i.shape[0]:
+            lo, hi = int(indptr[a]), int(indptr[b])
+            indices[lo:hi] = j
+            data[lo:hi] = w
+            hs[a:b] = xp.bincount(i, weights=w, minlength=b - a)
     return indptr, indices, data, hs
 
 
