@@ -161,22 +161,30 @@ def test_released_set_up_blocks_still_count_in_the_high_water_mark():
     assert pool_bytes(cupy) < held
 
 
-def test_the_gpu_memory_check_counts_the_gpu_solver_of_a_problem_without_one(monkeypatch):
-    """A mesh problem without ``solver:`` runs block-Jacobi PCG on the GPU (the CPU's
-    default is the direct solver or AMG): the memory check counts that solver, not the
-    CPU's."""
+@pytest.mark.parametrize("amg_min, cpu_solver, gpu_solver",
+                         [(None, "direct", "pcg"), (100, "amg", "amg")])
+def test_the_gpu_memory_check_counts_the_gpu_solver_of_a_problem_without_one(
+        monkeypatch, amg_min, cpu_solver, gpu_solver):
+    """A mesh problem without ``solver:`` runs block-Jacobi PCG on the GPU where the CPU's
+    default is the direct solver, and keeps AMG where that is the CPU's default (from
+    AMG_MIN_DOFS free dofs, lowered here for the shipped bracket): the memory check
+    counts the solver the GPU runs."""
     from pathlib import Path
 
     import yaml
 
     from femopt.errors import InputError
     from femopt.evaluation import device_choice
+    from femopt.solvers import choice
 
+    if amg_min is not None:
+        monkeypatch.setattr(choice, "AMG_MIN_DOFS", amg_min)
+        monkeypatch.setattr(choice, "AMG_MIN_DOFS_CHOLMOD", amg_min)
     root = Path(__file__).resolve().parent.parent / "problems"
     data = yaml.safe_load((root / "bracket_3d.yaml").read_text())
     data["mesh"]["path"] = str(root / data["mesh"]["path"])
     assert "solver" not in data
-    assert build(data).solver.name != "pcg"  # the CPU's default (direct at this size)
+    assert build(data).solver.name == cpu_solver  # the CPU's default
     counted = []
     real = mesh_device.estimate_bytes
     monkeypatch.setattr(device_choice, "resolve_device", lambda requested: ("gpu", None))
@@ -185,4 +193,4 @@ def test_the_gpu_memory_check_counts_the_gpu_solver_of_a_problem_without_one(mon
                         lambda model: counted.append(model.solver.name) or real(model))
     with pytest.raises(InputError, match="GiB of GPU memory"):
         build(data, device="gpu")
-    assert counted == ["pcg"]
+    assert counted == [gpu_solver]
