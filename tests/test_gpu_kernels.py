@@ -193,10 +193,17 @@ def test_smoother_and_cg_kernels_equal_numpy(dtype):
     close(g[5], zo, dtype)
 
 
+@pytest.mark.parametrize("wide", [False, True], ids=["int32", "int64"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 @pytest.mark.parametrize("shape, k", [((5, 4), 2), ((4, 3, 5), 3), ((3, 4, 2), 1), ((1, 3), 2),
                                       ((3, 1, 2), 3)])
-def test_csr_assembly_and_spmv_kernels_equal_numpy(shape, k, dtype):
+def test_csr_assembly_and_spmv_kernels_equal_numpy(shape, k, dtype, wide, monkeypatch):
+    """The slot-computing assembly kernel and the SpMV against NumPy, with int32 and (the
+    limit lowered) int64 pattern indices."""
+    if wide:
+        import femopt.assembly.structured_csr as scsr
+
+        monkeypatch.setattr(scsr, "INT32_ENTRIES", 0)
     r = rng()
     lay = GridLayout(shape, k)
     fixed = r.uniform(size=lay.n_dofs) < 0.2

@@ -143,6 +143,29 @@ def test_structured_csr_equals_fixed_pattern_assembly(shape, k):
     np.testing.assert_allclose(op.to_dense(), a)
 
 
+def test_structured_csr_with_int64_indices_equals_int32(monkeypatch):
+    """From INT32_ENTRIES entries the pattern's indices are int64 (the limit lowered here):
+    the same pattern, diagonal slots and assembled values; the pattern keeps its own copy
+    of the constraints (a later change to the caller's mask does not reach it)."""
+    import femopt.assembly.structured_csr as scsr
+
+    layout = GridLayout((3, 2, 2), 3)
+    rng = np.random.default_rng(5)
+    fixed = rng.uniform(size=layout.n_dofs) < 0.3
+    cells = rng.standard_normal((layout.n_cells, layout.nd, layout.nd))
+    narrow = StructuredCSR(layout, fixed)
+    monkeypatch.setattr(scsr, "INT32_ENTRIES", 0)
+    wide = StructuredCSR(layout, fixed)
+    assert (narrow.indices.dtype, narrow.indptr.dtype) == (np.int32, np.int32)
+    assert (wide.indices.dtype, wide.indptr.dtype) == (np.int64, np.int64)
+    np.testing.assert_array_equal(wide.indices, narrow.indices)
+    np.testing.assert_array_equal(wide.indptr, narrow.indptr)
+    np.testing.assert_array_equal(wide.diag_slot, narrow.diag_slot)
+    data = narrow.assemble_data(cells)
+    fixed[:] = False
+    np.testing.assert_array_equal(wide.assemble_data(cells), data)
+
+
 def cantilever_case(shape, design="truss"):
     """Free-dof system of the grid cantilever at a SIMP design (p = 3, min 1e-9)."""
     case = grid_cantilever(shape)

@@ -105,16 +105,22 @@ def test_default_solver_becomes_block_jacobi_pcg_on_the_gpu_path():
 
 
 def test_the_cpus_default_amg_of_a_3d_mesh_stays_on_the_gpu_path(monkeypatch):
-    """Where the CPU's default for a 3D mesh is AMG (from AMG_MIN_DOFS free dofs, lowered
-    here so that the shipped bracket takes it), the GPU path keeps it and solves with its
-    own AMG, not block-Jacobi PCG (0.12 against 1.46 s per design iteration at 1M tets on
-    an H100); the first OC iterations equal the CPU's AMG run's."""
+    """Where the CPU's default for a 3D mesh is AMG without CHOLMOD (from AMG_MIN_DOFS free
+    dofs, lowered here so that the shipped bracket takes it), the GPU path takes it too,
+    CHOLMOD installed or not, and solves with its own AMG, not block-Jacobi PCG (0.12
+    against 1.46 s per design iteration at 1M tets on an H100); the first OC iterations
+    equal the CPU's AMG run's."""
     from femopt.solvers import choice
 
     monkeypatch.setattr(choice, "AMG_MIN_DOFS", 100)
     monkeypatch.setattr(choice, "AMG_MIN_DOFS_CHOLMOD", 100)
     cpu = build(bracket(optimizer={"type": "oc", "max_iter": 3}))
     assert cpu.solver.name == "amg"
+    # where CHOLMOD is installed the CPU takes it up to AMG_MIN_DOFS_CHOLMOD; the GPU,
+    # which has no direct solver, still takes AMG from AMG_MIN_DOFS
+    monkeypatch.setattr(choice, "_has_cholmod", lambda: True)
+    monkeypatch.setattr(choice, "AMG_MIN_DOFS_CHOLMOD", 10**9)
+    assert build(bracket()).solver.name == "direct"
     model = build(bracket(optimizer={"type": "oc", "max_iter": 3}), array_module=np)
     assert (model.device, model.solver.name) == ("gpu", "amg")
     assert model.device_notes == [f"solver: {model.solver_choice.reason} on the GPU, the "

@@ -54,27 +54,36 @@ def choose_device(model: Any, requested: str | None, array_module: Any) -> Any:
             raise refuse(why)
         model.device_notes.append(f"device auto: {why}; running on the CPU")
         return None
-    # a problem that names no solver keeps the CPU's default where it runs on the path
-    # (AMG on a 3D mesh: on the GPU 0.12 s per design iteration of the 1M-tet bracket,
-    # block-Jacobi PCG 1.46 s; 0.15 and 0.33 s at 100k), else gets the path's own; before
-    # the memory it needs is counted
-    if default_solver and path not in getattr(type(model.solver), "device_paths", ()):
-        if grid:
-            from femopt.solvers.multigrid import MultigridOptions, MultigridSolver
+    # a problem that names no solver gets the default where it runs on the path: on a mesh
+    # the CPU's choice made as if without CHOLMOD (AMG on a 3D mesh from AMG_MIN_DOFS free
+    # dofs: on the GPU 0.12 s per design iteration of the 1M-tet bracket, block-Jacobi
+    # PCG 1.46 s; 0.15 and 0.33 s at 100k), else the path's own; before the memory it
+    # needs is counted
+    if default_solver and not grid:
+        from femopt.solvers.choice import pick_solver
 
-            model.device_notes.append("solver: multigrid on the GPU instead of "
-                                      f"{model.solver.name}, the CPU's default")
-            model.solver = MultigridSolver(MultigridOptions())
-            model.solver.bind(model.mesh, model.physics.dofs_per_node)
+        n_free = model.n_dofs - int(np.unique(model.fixed).size)
+        pick = pick_solver(model.mesh, model.physics, n_free, model.has_springs,
+                           cholmod=False)
+        if path in getattr(type(pick.solver), "device_paths", ()):
+            if type(pick.solver) is not type(model.solver):  # CHOLMOD made it direct
+                pick.solver.bind(model.mesh, model.physics.dofs_per_node)
+                pick.solver.set_near_null_space(model.physics.rigid_modes)
+                model.solver, model.solver_choice = pick.solver, pick
+            model.device_notes.append(f"solver: {pick.reason} on the GPU, the default")
         else:
             from femopt.solvers.pcg import PCGOptions, PCGSolver
 
             model.device_notes.append("solver: block-Jacobi PCG on the GPU instead of "
                                       f"{model.solver.name}, the CPU's default")
             model.solver = PCGSolver(PCGOptions(max_iter=mesh_device.MAX_ITER))
-    elif default_solver and not grid:
-        model.device_notes.append(f"solver: {model.solver_choice.reason} on the GPU, the "
-                                  "default")
+    elif default_solver and path not in getattr(type(model.solver), "device_paths", ()):
+        from femopt.solvers.multigrid import MultigridOptions, MultigridSolver
+
+        model.device_notes.append("solver: multigrid on the GPU instead of "
+                                  f"{model.solver.name}, the CPU's default")
+        model.solver = MultigridSolver(MultigridOptions())
+        model.solver.bind(model.mesh, model.physics.dofs_per_node)
     if array_module is None:
         if grid:
             need = grid_device.estimate_bytes(

@@ -29,15 +29,14 @@ from femopt.solvers.eigen import lobpcg
 
 # What the count misses, per dof: the memory pool's blocks of temporaries between the
 # named arrays' lifetimes (dof vectors, most of them), allocator rounding, scratch.
-# Measured on an H100 (2026-12-05, `femopt run --device gpu` at 512x256x256, hex8
-# elasticity, the pool's total at the end of the run): 575 B/cell with mixed Krylov
-# (counted 331) and 636 with double (counted 446), 3.03 dofs per cell: 81 B per dof.
-# The coarse levels' cell-to-slot maps then counted (41 B/cell) are gone since; until the
-# pool is measured without them, their share stays here (81 + 41 / 3.03 = 95), so the
-# estimate does not fall below the last measurement. Not yet measured for one dof per
-# node (heat), where it is scaled by the dofs.
-UNCOUNTED_PER_DOF = 95.0
-MEMORY_MARGIN = 1.05  # over the measurement: 607 (mixed) and 728 (double) B/cell there
+# Measured on an H100 (2026-12-06, `femopt run --device gpu` at 512x256x256 without a
+# `solver:` section, hex8 elasticity, the pool's high-water mark): 405 B/cell with mixed
+# Krylov, counted 290, 3.03 dofs per cell: 38 B per dof. (2026-12-05, before the
+# diagonal and the Galerkin coarsening took smaller temporaries: 575 mixed, 636 double.)
+# The double Krylov path is not measured at this code: it is counted with the same share.
+# Not yet measured for one dof per node (heat), where it is scaled by the dofs.
+UNCOUNTED_PER_DOF = 38.0
+MEMORY_MARGIN = 1.05  # over the measurement: 425 B/cell (mixed) there
 
 
 def resolve_krylov(options: Any) -> str:

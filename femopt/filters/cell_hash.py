@@ -56,7 +56,7 @@ def cell_hash_weights(centroids: Any, volumes: Any, radius: float, xp: Any,
     counts = xp.zeros(n, dtype=xp.int64)
     for a in range(0, n, batch):
         b = min(a + batch, n)
-        rows = hashed.pairs(a, b)[0]
+        rows = hashed.pairs(a, b, ordered=False)[0]
         if rows.shape[0]:  # (every cell is its own neighbour; CuPy's bincount takes no empty)
             counts[a:b] = xp.bincount(rows, minlength=b - a)
     ends = xp.cumsum(counts)
@@ -104,9 +104,9 @@ class _Hashed:
         self.sorted_key = key[self.order]
         self.steps = xp.arange(-SPLIT, SPLIT + 1, dtype=xp.int64)
 
-    def pairs(self, a: int, b: int) -> tuple[Any, Any, Any]:
-        """The weights of rows a..b-1 in CSR order: (row - a (int64), column (int32),
-        weight)."""
+    def pairs(self, a: int, b: int, ordered: bool = True) -> tuple[Any, Any, Any]:
+        """The weights of rows a..b-1 in CSR order (``ordered``; else in no order, for
+        counting): (row - a (int64), column (int32), weight)."""
         xp, c, side, radius = self.xp, self.c, self.side, self.radius
         width = int(self.steps.shape[0])
         m = width**self.dim  # neighbouring bins of a cell, (offset_0, ...) in order
@@ -145,6 +145,8 @@ class _Hashed:
         keep = xp.flatnonzero(w > CUT * radius)
         i, j = i[keep], j[keep]
         w = w[keep] * self.v[j]
+        if not ordered:
+            return i, j, w
         row_major = _stable_argsort(xp, i * self.n + j)
         return i[row_major], j[row_major].astype(xp.int32), w[row_major]
 

@@ -54,14 +54,19 @@ def _has_cholmod() -> bool:
     return _cholmod() is not None
 
 
-def pick_solver(mesh: Any, physics: Any, n_free: int, has_springs: bool) -> SolverChoice:
-    """The default solver for ``physics`` on ``mesh`` with ``n_free`` free dofs."""
-    choice = _pick(mesh, physics, n_free, has_springs)
+def pick_solver(mesh: Any, physics: Any, n_free: int, has_springs: bool,
+                cholmod: bool | None = None) -> SolverChoice:
+    """The default solver for ``physics`` on ``mesh`` with ``n_free`` free dofs;
+    ``cholmod``: whether CHOLMOD counts as installed (None: whether it is; the GPU path,
+    where the direct solver does not run, asks as if it were not)."""
+    choice = _pick(mesh, physics, n_free, has_springs,
+                   _has_cholmod() if cholmod is None else cholmod)
     log.info("default solver: %s", choice.reason)
     return choice
 
 
-def _pick(mesh: Any, physics: Any, n_free: int, has_springs: bool) -> SolverChoice:
+def _pick(mesh: Any, physics: Any, n_free: int, has_springs: bool,
+          cholmod: bool) -> SolverChoice:
     from femopt.solvers.direct import DirectSolver
 
     plain = (physics.symmetric and not has_springs
@@ -74,7 +79,7 @@ def _pick(mesh: Any, physics: Any, n_free: int, has_springs: bool) -> SolverChoi
         if mesh.dim == 3:
             big = n_free >= MULTIGRID_MIN_DOFS_3D
         else:
-            big = n_free >= (MULTIGRID_MIN_DOFS_2D_CHOLMOD if _has_cholmod()
+            big = n_free >= (MULTIGRID_MIN_DOFS_2D_CHOLMOD if cholmod
                              else MULTIGRID_MIN_DOFS_2D)
         if big:
             from femopt.solvers.multigrid import MultigridSolver
@@ -86,7 +91,7 @@ def _pick(mesh: Any, physics: Any, n_free: int, has_springs: bool) -> SolverChoi
                 log.info("multigrid cannot take this grid (%s); direct solver", exc)
             else:
                 return SolverChoice(solver, f"geometric multigrid for {where}")
-    amg_min = AMG_MIN_DOFS_CHOLMOD if _has_cholmod() else AMG_MIN_DOFS
+    amg_min = AMG_MIN_DOFS_CHOLMOD if cholmod else AMG_MIN_DOFS
     if plain and mesh.grid is None and mesh.dim == 3 and n_free >= amg_min:
         from femopt.solvers.amg import AMGSolver
 
