@@ -62,8 +62,7 @@ def choose_device(model: Any, requested: str | None, array_module: Any) -> Any:
     if default_solver and not grid:
         from femopt.solvers.choice import pick_solver
 
-        n_free = model.n_dofs - int(np.unique(model.fixed).size)
-        pick = pick_solver(model.mesh, model.physics, n_free, model.has_springs,
+        pick = pick_solver(model.mesh, model.physics, model.n_free, model.has_springs,
                            cholmod=False)
         if path in getattr(type(pick.solver), "device_paths", ()):
             if type(pick.solver) is not type(model.solver):  # CHOLMOD made it direct

@@ -100,9 +100,7 @@ def estimate_bytes(model: Any) -> int:
     run's arrays, as the set-up's temporaries go back to the device after the gather
     and after the filters (:class:`MeshDevicePath`)."""
     parts = estimate_parts(model)
-    # beside the set-up's peak: the mesh and the pattern's columns and gather offsets
-    setup = parts["set-up"] + parts["mesh"] + csr_entries(model.mesh,
-                                                          model.physics.dofs_per_node) * 12
+    setup = parts["set-up"] + parts["mesh"]
     # finding the filter weights: the gather's arrays, the operator's and the weights
     hashing = (parts["filter hashing"] + parts["gather"] + parts["operator"]
                + parts["mesh"] + parts["filters"])
@@ -131,7 +129,7 @@ def estimate_parts(model: Any) -> dict[str, int]:
                           if hasattr(f, "device_scratch_bytes")), default=0)
     n_cases = len(model.case_names)
     n_dofs = model.n_dofs
-    n_free = n_dofs - np.unique(model.fixed).size
+    n_free = model.n_free
     wide = 0 if entries < 2**31 else 4  # int64 flat positions from 2^31 entries
     parts = {
         # The set-up's peak (csr_pattern.build_pattern, then GatherAssembler.on_device):
@@ -140,9 +138,10 @@ def estimate_parts(model: Any) -> dict[str, int]:
         # and positions, the sort's scratch), or after the sort GATHER_PEAK per entry
         # (the positions, the gathered entries and their cells, a batch's mask and its
         # two comparisons, the element matrices of a batch of cells and the indices of
-        # its entries), of which the entries and cells stay for the run ("gather").
+        # its entries), of which the entries and cells stay for the run ("gather");
+        # beside it the pattern's columns and gather offsets (12 B per CSR value).
         "set-up": max(entries * (4 + wide) + part_entries(entries) * (SORT_PEAK + 2 * wide),
-                      entries * (GATHER_PEAK + wide)),
+                      entries * (GATHER_PEAK + wide)) + nnz * 12,
         "gather": entries * GATHER_KEPT,
         # CSR values, column indices, gather offsets, data + C
         "operator": nnz * (8 + 4 + 8 + 8),

@@ -158,10 +158,10 @@ class Model(HostFields):
             if any(b.label == label for b in self.bounds):
                 label = f"{label}{i}"
             self.bounds.append(Bound(fn, label, kind, limit))
+        self.n_free = self.n_dofs - int(np.unique(self.fixed).size)
         self.solver_choice = None  # why the default solver was picked (no solver: section)
         if "solver" not in loaded.located.data:
-            n_free = self.n_dofs - np.unique(self.fixed).size
-            self.solver_choice = pick_solver(self.mesh, self.physics, n_free,
+            self.solver_choice = pick_solver(self.mesh, self.physics, self.n_free,
                                              self.has_springs)
             self.solver = self.solver_choice.solver
         else:
@@ -211,7 +211,6 @@ class Model(HostFields):
                     building = f.prefetch() or building
         if xp is None or self.mesh.grid is not None:  # built now, before nodes may move
             _ = self.ke  # (the GPU path on a mesh from a file makes its own on the device)
-        self.n_free = self.n_dofs - int(np.unique(self.fixed).size)
         self.ke_fixed = self.physics.fixed_element_matrices()
         if xp is None and distributed is None:
             free_mask = np.ones(self.n_dofs, dtype=bool)

@@ -56,19 +56,22 @@ def device_index(m: sp.csr_matrix, xp: Any) -> tuple[Any, Any]:
     in the next product and the next level) shares one copy on the device, some 28
     bytes per finest CSR value fewer than a copy each."""
     kept = getattr(m, "_femopt_device_index", None)
-    now = (id(m.indices), id(m.indptr), m.indices.size)  # arrays replaced: upload again
-    if kept is None or kept[0] is not xp or kept[3] != now:
+    if kept is None or kept[0] is not xp or kept[3] != _arrays_of(m):  # replaced: again
         as32 = lambda v: xp.asarray(np.asarray(v, dtype=np.int32))  # noqa: E731
-        kept = (xp, as32(m.indices), as32(m.indptr), now)
-        m._femopt_device_index = kept
+        share_device_index(m, xp, as32(m.indices), as32(m.indptr))
+        kept = m._femopt_device_index
     return kept[1], kept[2]
+
+
+def _arrays_of(m: sp.csr_matrix) -> tuple[int, int, int]:
+    """Which index arrays ``m`` has now (a cached device copy is of these)."""
+    return id(m.indices), id(m.indptr), m.indices.size
 
 
 def share_device_index(m: sp.csr_matrix, xp: Any, indices: Any, indptr: Any) -> None:
     """Let ``m``'s :func:`device_index` be ``indices``, ``indptr`` (int32 arrays on
     ``xp`` equal to ``m``'s, e.g. the operator's own pattern on the device)."""
-    m._femopt_device_index = (xp, indices, indptr,
-                              (id(m.indices), id(m.indptr), m.indices.size))
+    m._femopt_device_index = (xp, indices, indptr, _arrays_of(m))
 
 
 def _shareable(m: sp.spmatrix, copy: sp.csr_matrix) -> sp.csr_matrix:
