@@ -15,7 +15,7 @@ m = 20 Lanczos steps per smoothed level:
 - level 1 halos: the diagonal and m Lanczos products, and per V-cycle the restricted
   residual's exchange and 2 s smoothing products;
 - CG's reductions: |b|, the first residual and r.z (3), then per iteration p.Ap and the
-  residual (2n) and, but after the last, the pair r.z, r.z_old (n - 1 reductions of 2
+  residual (2n) and, but after the last, the pair r.z, z.q (n - 1 reductions of 2
   values); Lanczos: 1 + 2 m per smoothed cut level;
 - allgathers: the coarse residual into the replicated level per V-cycle (n) and its
   Galerkin cell matrices once.

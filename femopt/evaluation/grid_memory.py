@@ -82,10 +82,10 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
               F64 * n_coarse * n_coarse),
     ]
     if mixed:
-        out.append(Array("float32 CG x, r, q, z, p, z_old", "solve", 6 * F32 * n_dofs))
+        out.append(Array("float32 CG x, r, q, z, p", "solve", 5 * F32 * n_dofs))
     else:
-        out.append(Array("float64 CG x, r, q, z, p, z_old and its dense right-hand side",
-                         "solve", 7 * F64 * n_dofs))
+        out.append(Array("float64 CG x, r, q, z, p and its dense right-hand side",
+                         "solve", 6 * F64 * n_dofs))
     out += [
         Array("Lanczos p, q (level 0; r, z are the V-cycle's r, d)", "update",
               2 * F32 * n_dofs),

@@ -317,7 +317,6 @@ class SlabMultigrid:
         z = xp.empty_like(b)
         self.precondition(r, z)
         p = z.copy()
-        z_old = z.copy()
         rz = dots([(r, z)])[0]
         for it in range(1, max_iter + 1):
             op.apply(p, q)
@@ -338,12 +337,11 @@ class SlabMultigrid:
                 info.converged = True
                 break
             self.precondition(r, z)
-            rz_new, rz_old = dots([(r, z), (r, z_old)])
-            beta = (rz_new - rz_old) / rz
+            rz_new, zq = dots([(r, z), (z, q)])
+            beta = -alpha * zq / rz  # z.(r - r_old) / r_old.z_old, as pcg_fused's
             if beta < 0.0:
                 beta = 0.0
             p *= beta
             p += z
-            z_old[...] = z
             rz = rz_new
         return x, info

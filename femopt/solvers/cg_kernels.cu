@@ -28,29 +28,26 @@ __global__ void femopt_cg_update_xr(T* __restrict__ x, T* __restrict__ r,
     femopt_block_sum_add(s, out);
 }
 
-// out[0] += r . z; out[1] += r . z_old
+// out[0] += r . z; out[1] += z . q
 template <typename T>
 __global__ void femopt_cg_dots(const T* __restrict__ r, const T* __restrict__ z,
-                               const T* __restrict__ z_old, double* out, femopt_index n)
+                               const T* __restrict__ q, double* out, femopt_index n)
 {
     double s0 = 0.0, s1 = 0.0;
     for (femopt_index i = femopt_thread_id(); i < n; i += femopt_thread_count()) {
-        const double ri = (double)r[i];
-        s0 += ri * (double)z[i];
-        s1 += ri * (double)z_old[i];
+        const double zi = (double)z[i];
+        s0 += zi * (double)r[i];
+        s1 += zi * (double)q[i];
     }
     femopt_block_sum_add(s0, out);
     femopt_block_sum_add(s1, out + 1);
 }
 
-// p = z + beta p; z_old = z
+// p = z + beta p
 template <typename T>
-__global__ void femopt_cg_update_p(T* __restrict__ p, const T* __restrict__ z,
-                                   T* __restrict__ z_old, T beta, femopt_index n)
+__global__ void femopt_cg_update_p(T* __restrict__ p, const T* __restrict__ z, T beta,
+                                   femopt_index n)
 {
-    for (femopt_index i = femopt_thread_id(); i < n; i += femopt_thread_count()) {
-        const T zi = z[i];
-        p[i] = zi + beta * p[i];
-        z_old[i] = zi;
-    }
+    for (femopt_index i = femopt_thread_id(); i < n; i += femopt_thread_count())
+        p[i] = z[i] + beta * p[i];
 }

@@ -1,11 +1,13 @@
 """Preconditioned CG with fused vector updates and reductions, NumPy or CuPy.
 
 Per iteration the GPU path makes four passes over the vectors besides the operator and
-the preconditioner (``cg_kernels.cu``): p.q; x += a p, r -= a q with r.r; r.z and
-r.z_old; p = z + b p with z_old = z. Each reduction kernel adds one partial sum per block
-into a float64 accumulator. The beta of Polak-Ribiere, (r.z - r.z_old) / r_old.z_old, keeps
-CG convergent when the preconditioner is slightly nonsymmetric (a float32 V-cycle under a
-float64 CG); for an exactly symmetric one it equals Fletcher-Reeves' r.z / r_old.z_old.
+the preconditioner (``cg_kernels.cu``): p.q; x += a p, r -= a q with r.r; r.z and z.q;
+p = z + b p. Each reduction kernel adds one partial sum per block into a float64
+accumulator. The beta of Polak-Ribiere, z.(r - r_old) / r_old.z_old, keeps CG convergent
+when the preconditioner is slightly nonsymmetric (a float32 V-cycle under a float64 CG);
+for an exactly symmetric one it equals Fletcher-Reeves' r.z / r_old.z_old. Since
+r - r_old = -alpha q, its numerator is -alpha z.q: the last preconditioned residual need
+not be kept, so CG holds five vectors (x, r, q, z, p).
 """
 
 from __future__ import annotations
@@ -36,16 +38,15 @@ def update_xr_numpy(x: np.ndarray, r: np.ndarray, p: np.ndarray, q: np.ndarray,
     return float(np.dot(r, r))
 
 
-def dots_numpy(r: np.ndarray, z: np.ndarray, z_old: np.ndarray) -> tuple[float, float]:
-    """(r.z, r.z_old)."""
-    return float(np.dot(r, z)), float(np.dot(r, z_old))
+def dots_numpy(r: np.ndarray, z: np.ndarray, q: np.ndarray) -> tuple[float, float]:
+    """(r.z, z.q)."""
+    return float(np.dot(r, z)), float(np.dot(z, q))
 
 
-def update_p_numpy(p: np.ndarray, z: np.ndarray, z_old: np.ndarray, beta: float) -> None:
-    """p = z + beta p; z_old = z."""
+def update_p_numpy(p: np.ndarray, z: np.ndarray, beta: float) -> None:
+    """p = z + beta p."""
     p *= beta
     p += z
-    z_old[...] = z
 
 
 # -- CuPy launchers ---------------------------------------------------------------------
@@ -86,19 +87,19 @@ def update_xr_gpu(x: Any, r: Any, p: Any, q: Any, alpha: float) -> float:
     return float(out[0])
 
 
-def dots_gpu(r: Any, z: Any, z_old: Any) -> tuple[float, float]:
+def dots_gpu(r: Any, z: Any, q: Any) -> tuple[float, float]:
     from femopt.backend.kernels import real_name
 
-    out = _reduce_launch(f"femopt_cg_dots<{real_name(r)}>", r.size, (r, z, z_old), 2).get()
+    out = _reduce_launch(f"femopt_cg_dots<{real_name(r)}>", r.size, (r, z, q), 2).get()
     return float(out[0]), float(out[1])
 
 
-def update_p_gpu(p: Any, z: Any, z_old: Any, beta: float) -> None:
+def update_p_gpu(p: Any, z: Any, beta: float) -> None:
     from femopt.backend.kernels import get_kernel, launch_1d, real_name
 
     _register()
     kern = get_kernel(SOURCE, f"femopt_cg_update_p<{real_name(p)}>")
-    launch_1d(kern, p.size, (p, z, z_old, p.dtype.type(beta), np.int64(p.size)))
+    launch_1d(kern, p.size, (p, z, p.dtype.type(beta), np.int64(p.size)))
 
 
 def _ops(xp: Any):
@@ -143,7 +144,6 @@ def pcg_fused(apply: Callable[[Any, Any], Any], precond: Callable[[Any, Any], An
     z = xp.empty_like(b)
     precond(r, z)
     p = z.copy()
-    z_old = z.copy()
     rz = dot(r, z)
     for it in range(1, max_iter + 1):
         apply(p, q)
@@ -162,10 +162,10 @@ def pcg_fused(apply: Callable[[Any, Any], Any], precond: Callable[[Any, Any], An
             info.converged = True
             break
         precond(r, z)
-        rz_new, rz_old = dots(r, z, z_old)
-        beta = (rz_new - rz_old) / rz
+        rz_new, zq = dots(r, z, q)
+        beta = -alpha * zq / rz  # z.(r - r_old) / r_old.z_old
         if beta < 0.0:  # Polak-Ribiere restart
             beta = 0.0
-        update_p(p, z, z_old, beta)
+        update_p(p, z, beta)
         rz = rz_new
     return x, info

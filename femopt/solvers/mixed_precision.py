@@ -10,7 +10,7 @@ relatively (m_e K0 in float32), a perturbation of relative size about 1e-7 in K'
 norm whatever the SIMP contrast, so each outer step gains roughly the inner tolerance.
 
 The float64 vectors are the state (updated in place) and the defect, which is not alive
-while the float32 CG runs; the CG's six vectors are float32. When an outer step fails to
+while the float32 CG runs; the CG's five vectors are float32. When an outer step fails to
 halve the defect (the float32 solve stagnates: a tolerance near float32 rounding of the
 defect's components, a breakdown in float32), the solve is redone from the current state
 in float64 (``MultigridSolver`` says so in its ``notes``).
