@@ -38,9 +38,14 @@ class GridDensityFilter:
         self.radius = float(radius)
         self.reach = tuple(int(np.ceil(self.radius / h)) for h in self.spacing)
         self.xp = xp
-        ones = xp.ones(int(np.prod(self.shape)), dtype=xp.float64)
-        self.hs = self.apply(ones)
-        self.inv_hs = 1.0 / self.hs
+        # only 1 / Hs is kept (one per-cell array): Hs itself is made when asked for
+        self.inv_hs = self.apply(xp.ones(int(np.prod(self.shape)), dtype=xp.float64))
+        xp.reciprocal(self.inv_hs, out=self.inv_hs)
+
+    @property
+    def hs(self) -> Any:
+        """Hs = H 1, the row sums (a new array)."""
+        return 1.0 / self.inv_hs
 
     def offsets(self) -> list[tuple[tuple[int, ...], float]]:
         """(offset (x, y[, z]), weight) of every stencil entry with a weight above
