@@ -248,8 +248,8 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
                                             ck.iteration, False,
                                             f"iteration limit {limit} reached")
             else:
-                x0 = (run_files.on_device(model, ck, ck.x) if ck is not None
-                      else model.x0.copy())
+                # the optimizer copies its start (the model's x0 may be a constant view)
+                x0 = run_files.on_device(model, ck, ck.x) if ck is not None else model.x0
                 result = model.optimizer.run(model, x0, limit,
                                              start=ck.iteration if ck else 0)
         # the final fields stay on a device path's device: the writers read them by slabs
@@ -383,7 +383,7 @@ def _follow_run(model: Model, limit: int, ck: Checkpoint | None, out_dir: Path,
     if ck is not None and (ck.converged or ck.iteration >= limit):
         x, iterations = run_files.on_device(model, ck, ck.x), ck.iteration
     else:
-        x0 = run_files.on_device(model, ck, ck.x) if ck is not None else model.x0.copy()
+        x0 = run_files.on_device(model, ck, ck.x) if ck is not None else model.x0
         result = model.optimizer.run(model, x0, limit, start=ck.iteration if ck else 0)
         x, iterations = result.x, result.iterations
     model.final_analysis(x)

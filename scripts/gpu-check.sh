@@ -19,6 +19,9 @@ set -uo pipefail
 OUT=${OUT:-$PWD/gpu-check-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
+# the GPU image's mpiexec may be Open MPI's, which refuses to start as root (the lent
+# machine runs everything as root) unless told it may
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 LIMIT_TESTS=${LIMIT_TESTS:-570}  # about 470 s on an H100 (2026-11-25)
 LIMIT_OPERATOR=${LIMIT_OPERATOR:-120}
 LIMIT_ITERATION=${LIMIT_ITERATION:-120}  # the side-by-side solves

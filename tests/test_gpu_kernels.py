@@ -312,6 +312,26 @@ def test_oc_kernel_equals_numpy(dtype):
         assert abs(got[2] - ref[2]) <= TOL[dtype] * 10
 
 
+@pytest.mark.parametrize("low, high", [(0.0, 1.0), (0.1, 0.9)])
+def test_oc_update_with_constant_bounds_equals_full_bounds(low, high):
+    """Bounds as constant views (one number at stride 0, as the device path keeps the
+    model's) give the update that full arrays of the same numbers give: the kernel's own
+    defaults (0, 1) passed as null, other numbers made into arrays."""
+    from femopt.optimizers.oc_kernels import oc_update_linear
+
+    r = rng()
+    n = 100_003
+    x, df = cupy.asarray(r.uniform(size=n)), cupy.asarray(-r.uniform(size=n))
+    dg, w = cupy.asarray(r.uniform(0.5, 1, n)), cupy.full(n, 1.0 / n)
+    views = [cupy.broadcast_to(cupy.asarray(v), (n,)) for v in (low, high)]
+    full = [cupy.full(n, v) for v in (low, high)]
+    assert views[0].strides == (0,)
+    got, change = oc_update_linear(x, df, dg, w, 0.4, *views)
+    ref, change_ref = oc_update_linear(x, df, dg, w, 0.4, *full)
+    assert float(cupy.abs(got - ref).max()) == 0.0 and change == change_ref
+    assert low <= float(got.min()) and float(got.max()) <= high
+
+
 def test_kernels_compile_once_per_device():
     from femopt.solvers.cg_kernels import SOURCE
 

@@ -150,8 +150,12 @@ def make_path(model: Any, xp: Any, distributed: Any) -> Any:
 
 def to_design(xp: Any, a: np.ndarray) -> Any:
     """A design-sized host array on ``xp``; a constant one (a broadcast view, which the
-    model makes for a device path) is made there, never materialized on the host."""
+    model makes for a device path) stays one there: one number seen at every index
+    (stride 0), no array of the design's size on either side. Code that hands such a
+    view to a raw kernel makes it contiguous first (``EvaluationPath._through``, the OC
+    kernel's bounds)."""
     from femopt.assembly.sparse_vector import constant_value
 
     c = constant_value(a)
-    return xp.asarray(a) if c is None else xp.full(a.shape, c, dtype=xp.float64)
+    return xp.asarray(a) if c is None else xp.broadcast_to(xp.asarray(c, dtype=xp.float64),
+                                                           a.shape)

@@ -60,7 +60,7 @@ def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
     layout) and LOBPCG's are added. ``n_coarse``: the coarsest level's dofs when they do
     not follow from ``layout`` (a rank's slab of a distributed grid, whose hierarchy
     coarsens the whole grid); None: ``layout`` coarsened as the multigrid coarsens it."""
-    n_filters, mma = 1, False
+    n_filters, mma, fixed_design = 1, False, False
     options = getattr(getattr(model, "solver", None), "options", None)
     if n_coarse is None:
         n_coarse = grid_memory.coarsest_dofs(
@@ -68,11 +68,12 @@ def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
     if model is not None:
         n_filters = len(model.filters)
         mma = getattr(model.optimizer, "name", "") != "oc"
+        fixed_design = model.x_fixed_idx.size > 0
         if krylov is None:
             krylov = resolve_krylov(options)
     arrays = grid_memory.iteration_arrays(layout.n_cells, layout.n_dofs, layout.dim,
                                           layout.k, n_cases, krylov or "mixed", n_filters,
-                                          mma, n_coarse)
+                                          mma, n_coarse, fixed_design)
     total = grid_memory.peak_bytes(arrays)
     if model is not None:
         total += integrand_bytes(model, layout.n_dofs)

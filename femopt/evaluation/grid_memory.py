@@ -47,12 +47,13 @@ def coarsest_dofs(layout, coarsest_size: int = 5000, levels: int | None = None) 
 
 def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int = 1,
                      krylov: str = "mixed", n_filters: int = 1, mma: bool = False,
-                     n_coarse: int = 0) -> list[Array]:
+                     n_coarse: int = 0, fixed_design: bool = False) -> list[Array]:
     """The arrays of one design iteration of a grid with ``n_cells`` cells and
     ``n_dofs`` dofs (``k`` per node, ``dim`` axes), ``n_cases`` load cases, the Krylov
     precision ``krylov`` ("mixed" or "double"), ``n_filters`` density filters, OC (or
     MMA) and ``n_coarse`` dofs on the coarsest level (its dense Cholesky factor on the
-    GPU)."""
+    GPU). ``fixed_design``: some design variables are held fixed (passive cells), so the
+    bounds and the start are arrays, not constants."""
     if krylov not in ("mixed", "double"):
         raise ValueError(f"unknown Krylov precision {krylov!r}")
     nd = 2**dim * k  # dofs of a cell
@@ -74,8 +75,9 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
         Array("level 1 children's scale factors", "held", F32 * n_cells),
         Array("coarse CSR values and column indices (levels 2 and below)", "held",
               int((F32 + I32) * n2 * row * levels)),
-        Array("design x, x0, bounds", "held", 4 * F64 * n_cells),
-        Array("filters' Hs and 1 / Hs", "held", 2 * F64 * n_cells * n_filters),
+        Array("design x (with passive cells: x0 and the bounds too)", "held",
+              (4 if fixed_design else 1) * F64 * n_cells),
+        Array("filters' 1 / Hs", "held", F64 * n_cells * n_filters),
         Array("filtered designs, rho, dm/drho", "held", F64 * n_cells * (n_filters + 2)),
         Array("volume weights", "held", F64 * n_cells),
         Array("coarsest level's Cholesky factor (dense float64)", "held",
@@ -89,8 +91,6 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
     out += [
         Array("Lanczos p, q (level 0; r, z are the V-cycle's r, d)", "update",
               2 * F32 * n_dofs),
-        Array("a level's new 1 / diagonal beside the last design's", "update",
-              F32 * n_dofs),
         Array("level 2 Galerkin cell matrices", "update", F32 * c2 * nd * nd),
         Array("coarsest level dense, float32 and float64 (before its factor)", "update",
               (F32 + F64) * n_coarse * n_coarse),

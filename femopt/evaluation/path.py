@@ -56,7 +56,7 @@ class EvaluationPath:
 
     def _through(self, stages: list[Any], x: Any) -> tuple[Any, list[Any]]:
         inputs = []
-        y = x
+        y = self.xp.ascontiguousarray(x)  # a constant view (the start design) as an array
         for f in stages:
             inputs.append(y)
             y = f.forward(y)

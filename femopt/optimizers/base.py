@@ -117,7 +117,8 @@ class StepOptimizer:
     def run(self, problem: DesignProblem, x0: Any, max_iter: int,
             start: int = 0) -> OptimizationResult:
         """Iterate from ``x0``; ``start > 0`` resumes after iteration ``start`` with the
-        state already loaded by :meth:`load_state_dict` (nothing is reset).
+        state already loaded by :meth:`load_state_dict` (nothing is reset). ``x0`` is read,
+        never written: it may be the model's own start (a constant view on a device).
 
         On the CPU the loop runs with one BLAS thread: its products and dots (OC's
         bisection calls the volume's dot product dozens of times per iteration) are too
@@ -168,6 +169,7 @@ class StepOptimizer:
                            f"objective changed by less than ftol {ftol:g} in each of the "
                            f"last {FTOL_WINDOW} iterations, constraints met")
                 return OptimizationResult(x, it, True, message)
+            ev = None  # this design's gradients are not alive during the next's
         return OptimizationResult(x, max_iter, False, f"iteration limit {max_iter} reached")
 
 

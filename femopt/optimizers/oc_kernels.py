@@ -67,6 +67,8 @@ def oc_update_linear(x: Any, df: Any, dg: Any, w: Any, limit: float, xmin: Any =
     x_new, change = x, 0.0
     host = _HostTrials(x, df, dg, xmin, xmax, w, move, eta) \
         if array_namespace(x) is np else None
+    if host is None:
+        xmin, xmax = _kernel_bound(xmin, 0.0, x), _kernel_bound(xmax, 1.0, x)
     for _ in range(MAX_BISECTIONS):
         if (l2 - l1) / (l1 + l2) <= bisection_tol:
             break
@@ -86,6 +88,20 @@ def oc_update_linear(x: Any, df: Any, dg: Any, w: Any, limit: float, xmin: Any =
     if reductions is not None:
         change = reductions.max(change)
     return x_new, change
+
+
+def _kernel_bound(bound: Any, default: float, x: Any) -> Any:
+    """A bound as the OC kernel reads it: None for the kernel's own ``default`` (a
+    constant view or a number equal to it), else an array of the design's size (a
+    constant view of another number made into one)."""
+    import cupy
+
+    if bound is None:
+        return None
+    if np.ndim(bound) == 0 or bound.strides == (0,):
+        value = float(bound if np.ndim(bound) == 0 else bound[0])
+        return None if value == default else cupy.full(x.shape, value, dtype=x.dtype)
+    return cupy.ascontiguousarray(bound, dtype=x.dtype)
 
 
 class _HostTrials:

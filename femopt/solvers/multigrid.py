@@ -238,6 +238,11 @@ class MultigridSolver(LinearSolver):
 
     def _set_design(self, scale: Any, ke: np.ndarray) -> None:
         xp, o, levels = self.xp, self.options, self.levels
+        # the last design's operators, smoothers and coarsest factor go first: they are
+        # not alive beside the new ones (their scale factors, coarse values, diagonals)
+        self.op64 = None
+        for lev in levels:
+            lev.op = lev.smoother = lev.coarse_solve = None
         self.op64 = with_springs(StructuredOperator(self.layout, scale, ke, levels[0].free),
                                  self._springs)
         s0 = scale.astype(self.dtype)
