@@ -10,7 +10,8 @@ cell: the live and held high-water marks (their difference is what the pool keep
 freed blocks it could not reuse), then a table of the femopt call sites that asked for
 the most bytes while the live bytes were at least 90% of their peak, and the blocks alive
 at the peak by call site (a CuPy memory hook sees every block the pool hands out and takes
-back).
+back), and where the pool took the block from the device that set its high-water mark,
+with what was alive then.
 
     python benchmarks/gpu_memory_trace.py [--shape 256x128x128] [--iterations 3]
         [--precision mixed|double] [--solver-section default|none] [--allocator pool|async]
@@ -37,12 +38,16 @@ from gpu_cli_run import problem  # noqa: E402
 MIB = 1 << 20
 
 
-def site() -> str:
-    """The innermost femopt frame of the current stack, as ``module.py:line (function)``."""
-    for frame in reversed(traceback.extract_stack(limit=40)[:-2]):
+def site(depth: int = 1) -> str:
+    """The innermost ``depth`` femopt frames of the current stack, as
+    ``module.py:line (function)``, innermost first."""
+    out = []
+    for frame in reversed(traceback.extract_stack(limit=60)[:-2]):
         if "/femopt/" in frame.filename:
-            return f"{Path(frame.filename).name}:{frame.lineno} ({frame.name})"
-    return "(outside femopt)"
+            out.append(f"{Path(frame.filename).name}:{frame.lineno} ({frame.name})")
+            if len(out) == depth:
+                break
+    return " < ".join(out) or "(outside femopt)"
 
 
 def main() -> None:
@@ -87,6 +92,7 @@ def main() -> None:
             self.live: dict[int, tuple[int, str]] = {}
             self.used = self.peak = self.held = self.n = 0
             self.at_peak: dict[int, tuple[int, str]] = {}
+            self.held_at: tuple[str, int, dict] = ("", 0, {})
             self.near: dict[str, int] = defaultdict(int)
 
         def malloc_postprocess(self, **kw):
@@ -104,7 +110,11 @@ def main() -> None:
                     self.at_peak = dict(self.live)
 
         def alloc_postprocess(self, **kw):
-            self.held = max(self.held, pool.total_bytes())
+            # the pool took a new block from the device: where, and what was live then
+            total = pool.total_bytes()
+            if total > self.held:
+                self.held = total
+                self.held_at = (site(4), self.used + kw["mem_size"], dict(self.live))
 
         def free_postprocess(self, **kw):
             size, _ = self.live.pop(kw["mem_ptr"], (kw["mem_size"], ""))
@@ -129,6 +139,17 @@ def main() -> None:
     print("| --- | --- | --- |")
     for where, (nbytes, count) in sorted(by_site.items(), key=lambda kv: -kv[1][0]):
         print(f"| {where} | {count} | {nbytes / cells:.1f} |")
+    where, live, blocks = trace.held_at
+    print(f"\nthe pool reached its high-water mark asking at {where}, with "
+          f"{live / cells:.0f} B/cell live (and the block asked for)")
+    by_site = defaultdict(lambda: [0, 0])
+    for nbytes, at in blocks.values():
+        by_site[at][0] += nbytes
+        by_site[at][1] += 1
+    print("\n| alive then, by call site | arrays | B/cell |")
+    print("| --- | --- | --- |")
+    for at, (nbytes, count) in sorted(by_site.items(), key=lambda kv: -kv[1][0])[:20]:
+        print(f"| {at} | {count} | {nbytes / cells:.1f} |")
     print("\n| asked near the peak (live >= 90% of it) | B/cell asked |")
     print("| --- | --- |")
     for where, nbytes in sorted(near.items(), key=lambda kv: -kv[1])[:25]:

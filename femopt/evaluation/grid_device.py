@@ -68,7 +68,7 @@ def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
     if model is not None:
         n_filters = len(model.filters)
         mma = getattr(model.optimizer, "name", "") != "oc"
-        fixed_design = model.x_fixed_idx.size > 0
+        fixed_design = np.size(getattr(model, "passive_idx", ())) > 0  # passive cells
         if krylov is None:
             krylov = resolve_krylov(options)
     arrays = grid_memory.iteration_arrays(layout.n_cells, layout.n_dofs, layout.dim,
