@@ -226,8 +226,8 @@ def test_the_estimate_of_mixed_is_below_double_by_the_krylov_vectors():
     """At 512x256x256: mixed holds what double holds less the fine V-cycle's b and x (8
     bytes per dof: the CG's own vectors when mixed), its CG vectors are half double's
     (float32), and its estimate, held plus the largest phase times the margin, is below
-    80% of double's; the estimates cover the pool's high-water marks measured on an H100
-    at this size (575 B/cell mixed, 636 double) within 10% and 15%."""
+    80% of double's; the mixed estimate covers the pool's high-water mark measured at this
+    size within 10%."""
     from femopt.assembly.grid_layout import GridLayout
     from femopt.evaluation import grid_memory
 
@@ -249,8 +249,8 @@ def test_the_estimate_of_mixed_is_below_double_by_the_krylov_vectors():
     double = grid_device.estimate_bytes(lay, krylov="double")
     mixed = grid_device.estimate_bytes(lay, krylov="mixed")
     assert mixed / double < 0.85
-    # the pool's high-water mark with mixed Krylov on an H100 (2026-12-06): 405 B/cell
-    assert 405 <= mixed / lay.n_cells <= 1.10 * 405
+    # the pool's high-water mark with mixed Krylov on an H200 (2026-12-06, later): 317
+    assert 317 <= mixed / lay.n_cells <= 1.10 * 317
 
 
 def test_the_fine_v_cycle_vectors_are_the_cgs_own_when_mixed():

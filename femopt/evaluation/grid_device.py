@@ -29,14 +29,15 @@ from femopt.solvers.eigen import lobpcg
 
 # What the count misses, per dof: the memory pool's blocks of temporaries between the
 # named arrays' lifetimes (dof vectors, most of them), allocator rounding, scratch.
-# Measured on an H100 (2026-12-06, `femopt run --device gpu` at 512x256x256 without a
-# `solver:` section, hex8 elasticity, the pool's high-water mark): 405 B/cell with mixed
-# Krylov, counted 290, 3.03 dofs per cell: 38 B per dof. (2026-12-05, before the
-# diagonal and the Galerkin coarsening took smaller temporaries: 575 mixed, 636 double.)
-# The double Krylov path is not measured at this code: it is counted with the same share.
-# Not yet measured for one dof per node (heat), where it is scaled by the dofs.
-UNCOUNTED_PER_DOF = 38.0
-MEMORY_MARGIN = 1.05  # over the measurement: 425 B/cell (mixed) there
+# Measured on an H200 (2026-12-06, later: `femopt run --device gpu` at 512x256x256
+# without a `solver:` section, hex8 elasticity, the pool's high-water mark): 317 B/cell
+# with mixed Krylov, counted 251, 3.03 dofs per cell: 22 B per dof. (Earlier that day,
+# before the last design's operators were released first and the bounds became
+# constants: 405 on an H100, counted 290; 2026-12-05: 575 mixed, 636 double.) The double
+# Krylov path is not measured at this code: it is counted with the same share. Not yet
+# measured for one dof per node (heat), where it is scaled by the dofs.
+UNCOUNTED_PER_DOF = 22.0
+MEMORY_MARGIN = 1.05  # over the measurement: 334 B/cell (mixed) there
 
 
 def resolve_krylov(options: Any) -> str:
