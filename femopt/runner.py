@@ -248,7 +248,8 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
                                             ck.iteration, False,
                                             f"iteration limit {limit} reached")
             else:
-                # the optimizer copies its start (the model's x0 may be a constant view)
+                # the optimizer reads its start, never writes it (the model's x0 may be a
+                # constant view): no copy here
                 x0 = run_files.on_device(model, ck, ck.x) if ck is not None else model.x0
                 result = model.optimizer.run(model, x0, limit,
                                              start=ck.iteration if ck else 0)

@@ -104,7 +104,7 @@ def test_the_setup_keeps_fewer_host_bytes_per_cell():
 
 
 @pytest.mark.gpu
-def test_gpu_loads_and_bounds_on_the_device_equal_the_full_arrays():
+def test_gpu_loads_equal_the_full_arrays_and_bounds_are_constants():
     import cupy
 
     model = build(cantilever((16, 8, 8)), array_module=cupy)
@@ -115,5 +115,5 @@ def test_gpu_loads_and_bounds_on_the_device_equal_the_full_arrays():
     np.testing.assert_allclose(cupy.asnumpy(path.loads.dots(u)),
                                np.sum(full * cupy.asnumpy(u), axis=1), rtol=1e-13)
     for a, value in ((model.xmin, 0.0), (model.xmax, 1.0), (model.x0, 0.3)):
-        assert isinstance(a, cupy.ndarray) and a.shape == (model.n,)
+        assert isinstance(a, cupy.ndarray) and a.shape == (model.n,) and a.strides == (0,)
         assert bool(cupy.all(a == value))

@@ -385,3 +385,29 @@ def test_a_too_fast_continuation_loses_the_eroded_inverter(request, tmp_path, ca
     robust = json.loads((tmp_path / "out" / "summary.json").read_text())["robust"]
     assert robust["lost"] == ["eroded"]
     assert "robust: the eroded design's objective fell to 0" in err
+
+
+@pytest.mark.parametrize("robust", [False, True], ids=["plain", "robust"])
+def test_the_constant_start_reaches_the_filter_as_an_array(robust, monkeypatch):
+    """On a device path the model's start is one number at stride 0 (no design-sized
+    array); every way into the filter chain (the design's densities, an evaluation, the
+    final analysis) hands the grid filter a contiguous array, as its raw kernel on the
+    GPU needs (the NumPy twin would read a view without complaint)."""
+    from femopt.filters.grid_filter import GridDensityFilter
+
+    design = INVERTER["design"] if robust else {"interpolation": {"penalty": 3.0}}
+    model = build({**INVERTER, "design": design, "solver": GRID_SOLVER}, array_module=np)
+    assert (model.robust is not None) == robust
+    assert model.x0.strides == (0,)
+    seen = []
+    apply = GridDensityFilter.apply
+
+    def checked(self, x, pre=None, post=None):
+        seen.append(x.flags.c_contiguous)
+        return apply(self, x, pre, post)
+
+    monkeypatch.setattr(GridDensityFilter, "apply", checked)
+    model.physical(model.x0)
+    model.values_and_gradients(model.x0)
+    model.final_analysis(model.x0)
+    assert seen and all(seen)

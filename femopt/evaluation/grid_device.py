@@ -31,11 +31,12 @@ from femopt.solvers.eigen import lobpcg
 # named arrays' lifetimes (dof vectors, most of them), allocator rounding, scratch.
 # Measured on an H200 (2026-12-06, later: `femopt run --device gpu` at 512x256x256
 # without a `solver:` section, hex8 elasticity, the pool's high-water mark): 317 B/cell
-# with mixed Krylov, counted 251, 3.03 dofs per cell: 22 B per dof. (Earlier that day,
-# before the last design's operators were released first and the bounds became
-# constants: 405 on an H100, counted 290; 2026-12-05: 575 mixed, 636 double.) The double
-# Krylov path is not measured at this code: it is counted with the same share. Not yet
-# measured for one dof per node (heat), where it is scaled by the dofs.
+# with mixed Krylov, counted 251, 3.03 dofs per cell: 22 B per dof (the same 317 on an
+# H100; 44b1881, before this count's last changes, was already at 317 through `femopt
+# run`; 6a7425f was at 405 on an H100; 2026-12-05: 575 mixed, 636 double). The double
+# Krylov path (a distributed rank's too) is not measured at this code: it is counted
+# with the same share. Not yet measured for one dof per node (heat), where it is scaled
+# by the dofs.
 UNCOUNTED_PER_DOF = 22.0
 MEMORY_MARGIN = 1.05  # over the measurement: 334 B/cell (mixed) there
 
@@ -51,7 +52,8 @@ def resolve_krylov(options: Any) -> str:
 
 
 def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
-                   krylov: str | None = None, n_coarse: int | None = None) -> int:
+                   krylov: str | None = None, n_coarse: int | None = None,
+                   fixed_design: bool | None = None) -> int:
     """GPU memory a design iteration of ``layout`` needs (bytes, an estimate): the sum of
     the named arrays of :func:`~femopt.evaluation.grid_memory.iteration_arrays` at their
     peak for the Krylov precision ``krylov`` (None: the model's solver's, resolved as the
@@ -60,8 +62,10 @@ def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
     (:func:`~femopt.evaluation.device_forms.integrand_bytes`, gathered in the grid
     layout) and LOBPCG's are added. ``n_coarse``: the coarsest level's dofs when they do
     not follow from ``layout`` (a rank's slab of a distributed grid, whose hierarchy
-    coarsens the whole grid); None: ``layout`` coarsened as the multigrid coarsens it."""
-    n_filters, mma, fixed_design = 1, False, False
+    coarsens the whole grid); None: ``layout`` coarsened as the multigrid coarsens it.
+    ``fixed_design``: the bounds and the start are arrays, not constants (passive cells;
+    None: as the model's, else constants)."""
+    n_filters, mma = 1, False
     options = getattr(getattr(model, "solver", None), "options", None)
     if n_coarse is None:
         n_coarse = grid_memory.coarsest_dofs(
@@ -69,12 +73,13 @@ def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
     if model is not None:
         n_filters = len(model.filters)
         mma = getattr(model.optimizer, "name", "") != "oc"
-        fixed_design = np.size(getattr(model, "passive_idx", ())) > 0  # passive cells
+        if fixed_design is None:
+            fixed_design = np.size(getattr(model, "passive_idx", ())) > 0
         if krylov is None:
             krylov = resolve_krylov(options)
     arrays = grid_memory.iteration_arrays(layout.n_cells, layout.n_dofs, layout.dim,
                                           layout.k, n_cases, krylov or "mixed", n_filters,
-                                          mma, n_coarse, fixed_design)
+                                          mma, n_coarse, bool(fixed_design))
     total = grid_memory.peak_bytes(arrays)
     if model is not None:
         total += integrand_bytes(model, layout.n_dofs)

@@ -83,7 +83,7 @@ class EvaluationPath:
             rho, inputs = self.physical(x)
             return [rho], [self.stages], [inputs]
         p = robust.index
-        shared, y = [], x
+        shared, y = [], self.xp.ascontiguousarray(x)  # as in _through
         for f in self.stages[:p]:
             shared.append(y)
             y = f.forward(y)

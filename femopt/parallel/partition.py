@@ -92,8 +92,9 @@ def slab_bytes(model: Any, partition: RankPlan, local: GridLayout) -> int:
     layout ``local`` (bytes, an estimate). The distributed multigrid's CG is float64 (its
     V-cycle in the solver's precision), so a slab is counted as the grid path's double
     Krylov; the coarsest level is the plan's, the whole grid's (a slab with its halo
-    layers need not coarsen as often as the grid)."""
+    layers need not coarsen as often as the grid). A rank keeps its bounds and start as
+    arrays of its cells (``local_design_of``)."""
     from femopt.evaluation.grid_device import estimate_bytes
 
     return estimate_bytes(local, len(model.load_nonzeros), krylov="double",
-                          n_coarse=partition.levels[-1].n_dofs)
+                          n_coarse=partition.levels[-1].n_dofs, fixed_design=True)

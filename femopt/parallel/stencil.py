@@ -27,8 +27,14 @@ class SlabStencil:
         proto.reach = tuple(int(np.ceil(proto.radius / h)) for h in proto.spacing)
         self.entries = proto.offsets()
         self.reach = proto.reach[-1]
-        self.hs = self.apply(slab.xp.ones(slab.n_own_cells))
-        self.inv_hs = 1.0 / self.hs
+        # only 1 / Hs is kept, as GridDensityFilter keeps it
+        self.inv_hs = self.apply(slab.xp.ones(slab.n_own_cells))
+        slab.xp.reciprocal(self.inv_hs, out=self.inv_hs)
+
+    @property
+    def hs(self) -> Any:
+        """Hs = H 1 on the owned cells (a new array)."""
+        return 1.0 / self.inv_hs
 
     def _extended(self, v: np.ndarray) -> tuple[np.ndarray, int]:
         """Owned cells with ``reach`` ghost layers each side (clipped to the grid)."""
