@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from femopt.evaluation.build import build_model
-from femopt.evaluation.grid_device import estimate_bytes
+from femopt.evaluation.grid_device import MEMORY_MARGIN, estimate_bytes
 from femopt.parallel import partition
 from femopt.solvers.multigrid_levels import grid_levels
 from femopt.parallel.slabs import Slab
@@ -31,8 +31,10 @@ HIERARCHIES = [
 def test_a_rank_estimate_counts_the_whole_grids_coarsest_level(
         shape, coarsest_size, n_coarse, write_problem, monkeypatch):
     """Every rank's estimate (1 to 4 ranks) is its slab's with the whole grid's coarsest
-    level, as derived above; the hierarchy is built once, by the plan (in the model's
-    order, then reordered), none by the estimate nor by the path's multigrid."""
+    level, as derived above, and its bounds and start as arrays (a rank keeps them so:
+    three float64 per cell more than constants); the hierarchy is built once, by the plan
+    (in the model's order, then reordered), none by the estimate nor by the path's
+    multigrid."""
     from femopt.parallel.comm import SERIAL
     from femopt.parallel.path import DistributedGridPath
 
@@ -55,8 +57,11 @@ def test_a_rank_estimate_counts_the_whole_grids_coarsest_level(
         assert plan.levels == tuple(grid_levels(plan.layout, coarsest_size))
         for r in range(ranks):
             local = Slab(plan.layout, _Rank(r, ranks), plan.bounds).local
-            assert partition.slab_bytes(model, plan, local) == estimate_bytes(
-                local, 1, krylov="double", n_coarse=n_coarse)
+            rank = partition.slab_bytes(model, plan, local)
+            assert rank == estimate_bytes(local, 1, krylov="double", n_coarse=n_coarse,
+                                          fixed_design=True)
+            constants = estimate_bytes(local, 1, krylov="double", n_coarse=n_coarse)
+            assert rank - constants == pytest.approx(MEMORY_MARGIN * 24 * local.n_cells, abs=2)
         assert built == [shape]
     built.clear()
     path = DistributedGridPath(model, SERIAL)
