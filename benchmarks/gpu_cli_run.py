@@ -76,8 +76,11 @@ def run(shape, iterations: int, device: str, work: Path, profile: bool = False,
     out = work / name
     t0 = time.perf_counter()
     prof = ["-m", "cProfile", "-o", str(work / f"{name}.prof")] if profile else []
+    # run from the work folder: ``-m`` puts the working directory first on the path, and
+    # from the project root that is the tree's femopt, not the one PYTHONPATH names
     proc = subprocess.run([sys.executable, *prof, "-m", "femopt", "run", str(path), "--device",
-                           device, "--out", str(out)], capture_output=True, text=True)
+                           device, "--out", str(out)], capture_output=True, text=True,
+                          cwd=work)
     wall = time.perf_counter() - t0
     if profile:
         import pstats
