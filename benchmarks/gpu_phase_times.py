@@ -40,6 +40,7 @@ class Steps:
         self.held_high: dict[str, int] = defaultdict(int)
         self.live = 0
         self.sizes: dict[int, int] = {}
+        self.cells = 0  # the fine grid's, to name the level of an apply
 
     def hook(self) -> Any:
         steps = self
@@ -63,12 +64,18 @@ class Steps:
 
         return Hook()
 
-    def wrap(self, owner: Any, name: str, label: str) -> None:
-        f = getattr(owner, name)
+    def wrap(self, owner: Any, name: str, label: Any) -> None:
+        """Time ``owner.name`` under ``label`` (a string, or a function of the call's
+        arguments that names it); a name ``owner`` lacks (older code) is skipped."""
+        f = getattr(owner, name, None)
+        if f is None:
+            return
         sync = self.cp.cuda.Device().synchronize
+        name_of = label if callable(label) else (lambda *args, **kwargs: label)
 
         @functools.wraps(f)
         def timed(*args, **kwargs):
+            label = name_of(*args, **kwargs)
             sync()
             frame = [label, time.perf_counter(), self.live, self.pool.total_bytes()]
             self.first_live.setdefault(label, self.live)
@@ -129,11 +136,21 @@ def wrap_steps(steps: Steps) -> None:
     steps.wrap(levels.CoarseSolver, "__init__", "coarsest factor")
     steps.wrap(structured_csr.StructuredCSR, "assemble_data", "coarse CSR assembly")
     steps.wrap(structured_csr.CSROperator, "apply", "coarse CSR apply")
-    steps.wrap(matrix_free.StructuredOperator, "apply", "matrix-free apply")
+    def apply_label(op, *args, **kwargs):
+        if op.scale.ndim == 2:
+            return "level 1 apply, cell-wise Galerkin (children's scale factors)"
+        level = "fine" if op.layout.n_cells == steps.cells else "level 1 (rediscretized)"
+        return f"matrix-free apply, {level}, {op.dtype}"
+
+    steps.wrap(matrix_free.StructuredOperator, "apply", apply_label)
+    if hasattr(levels, "GalerkinProduct"):  # older code applies level 1 cell-wise
+        steps.wrap(levels.GalerkinProduct, "apply",
+                   "level 1 apply, Galerkin by products (prolong, fine apply, restrict)")
     steps.wrap(matrix_free.StructuredOperator, "diagonal", "matrix-free diagonal")
     steps.wrap(smoothers.PolynomialSmoother, "run", "smoother")
     steps.wrap(transfer, "restrict_into", "restriction")
     steps.wrap(transfer, "prolong_add", "prolongation")
+    steps.wrap(transfer, "prolong_into", "prolongation (into a fine vector: level 1's products)")
     steps.wrap(grid_device, "grid_sensitivity_cases", "adjoint term")
     for name in ("analyse", "solve_adjoints", "design_terms", "function_terms"):
         steps.wrap(device.DevicePath, name, f"path.{name}")
@@ -155,6 +172,7 @@ def main() -> None:
     shape = tuple(int(s) for s in args.shape.split("x"))
     cells = shape[0] * shape[1] * shape[2]
     steps = Steps(cp)
+    steps.cells = cells
     wrap_steps(steps)
     t0 = time.perf_counter()
     with steps.hook(), tempfile.TemporaryDirectory() as out:

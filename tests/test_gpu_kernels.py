@@ -155,12 +155,37 @@ def test_transfer_kernels_equal_numpy(shape, k, dtype):
     free_c = r.uniform(size=coarse.n_dofs) > 0.3
     got = transfer.prolong_add(coarse, cupy.asarray(xc), cupy.asarray(xf))
     close(got, xf.astype(np.float64) + transfer.prolong(coarse, xc.astype(np.float64)), dtype)
+    got = transfer.prolong_into(coarse, cupy.asarray(xc), cupy.asarray(xf))
+    close(got, transfer.prolong(coarse, xc.astype(np.float64)), dtype)
     out = cupy.empty(coarse.n_dofs, dtype=dtype)
     transfer.restrict_into(coarse, cupy.asarray(xf), out, cupy.asarray(free_c))
-    close(out, transfer.restrict(coarse, xf.astype(np.float64)) * free_c, dtype)
+    restricted = transfer.restrict(coarse, xf.astype(np.float64)) * free_c
+    close(out, restricted, dtype)
+    out = cupy.asarray(xc)  # accumulating: constrained coarse dofs keep their values
+    transfer.restrict_into(coarse, cupy.asarray(xf), out, cupy.asarray(free_c), accumulate=True)
+    close(out, xc.astype(np.float64) + restricted, dtype)
     fixed = r.uniform(size=fine.n_dofs) < 0.1
     np.testing.assert_array_equal(cupy.asnumpy(transfer.coarse_fixed(fine, cupy.asarray(fixed))),
                                   transfer.coarse_fixed(fine, fixed))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_level1_galerkin_product_equals_numpy(dtype):
+    """Level 1's Galerkin operator by products (prolong, the Walsh apply, the restriction
+    kernel, also accumulating) on the GPU against the cell-wise operator on the host."""
+    from test_multigrid import galerkin_product_case
+
+    product, _, u, z, fixed_c = galerkin_product_case(cupy, dtype, shape=(8, 6, 10))
+    _, cellwise, u64, z64, _ = galerkin_product_case(np, np.float64, shape=(8, 6, 10))
+    assert product.fine._gpu.variant == "walsh"
+    close(product.apply(u), cellwise.apply(u64), dtype)
+    out = z.copy()
+    product.apply(u, out=out, alpha=-1.0, beta=1.0, z=out)
+    close(out, z64 - cellwise.apply(u64), dtype)
+    np.testing.assert_array_equal(cupy.asnumpy(out)[fixed_c], cupy.asnumpy(z)[fixed_c])
+    close(product.apply(u, alpha=0.5, beta=-2.0, z=z),
+          cellwise.apply(u64, alpha=0.5, beta=-2.0, z=z64), dtype)
+    close(product.diagonal(), cellwise.diagonal(), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
@@ -387,13 +412,13 @@ def test_mg_pcg_with_the_walsh_kernel_equals_cpu_direct_solve(opts, monkeypatch)
     mg = MultigridSolver(MultigridOptions(rtol=1e-9, coarsest_size=500, **opts), case.layout)
     mg.update_operator(cupy.asarray(scale), asm, case.ke)
     # matrix-free levels: K0 on the fine level (and on every rediscretized one) runs
-    # walsh; the Galerkin level 1 (8 child matrices per cell) gather
+    # walsh; the Galerkin level 1 applies the fine level's operator between its transfers
     variants = [lev.op._gpu.variant for lev in mg.levels if isinstance(lev.op, StructuredOperator)]
     assert mg.op64._gpu.variant == "walsh" and variants[0] == "walsh"
     if opts.get("coarse_operator") == "rediscretize":
         assert variants == ["walsh"] * 3
     else:
-        assert variants == ["walsh", "gather"]
+        assert variants == ["walsh"] and mg.levels[1].op.fine is mg.levels[0].op
     u = mg.solve(cupy.asarray(f))
     assert mg.last.iterations <= 60
     np.testing.assert_allclose(cupy.asnumpy(u), expected, rtol=0,

@@ -122,6 +122,55 @@ def test_galerkin_cell_matrices_equal_ptap(shape, kind):
     np.testing.assert_allclose(y, g1 @ u, atol=1e-12 * np.abs(g1 @ u).max())
 
 
+def galerkin_product_case(xp, dtype, shape=(4, 2, 6), seed=4):
+    """Level 1 of a constrained hex8 elasticity grid: its Galerkin product operator, the
+    cell-wise Galerkin operator (children's scale factors and matrices) and a coarse
+    vector that vanishes on the constrained dofs."""
+    from femopt.solvers.multigrid_levels import GalerkinProduct
+
+    physics, fine = physics_on(shape, "elasticity")
+    rng = np.random.default_rng(seed)
+    scale = rng.uniform(1e-3, 1.0, fine.n_cells).astype(dtype)
+    ke = physics.element_matrices()
+    fixed = np.zeros(fine.n_dofs, dtype=bool)
+    fixed[fine.grid_index(np.arange(3 * (shape[0] + 1)))] = True  # a line of nodes, all axes
+    fixed[fine.n_nodes + 7] = True  # one y component elsewhere
+    c1 = fine.coarsened()
+    fixed_c = transfer.coarse_fixed(fine, fixed)
+    dev = xp.asarray
+    fine_op = StructuredOperator(fine, dev(scale), ke, dev(~fixed))
+    work = (xp.full(fine.n_dofs, 7.0, dtype=dtype), xp.full(fine.n_dofs, -3.0, dtype=dtype))
+    children = child_matrices(ke, 3, 3, 2)
+    product = GalerkinProduct(c1, fine_op, dev(~fixed_c), work, children)
+    cellwise = StructuredOperator(c1, dev(descendant_scales(fine, scale, 2)), children,
+                                  dev(~fixed_c))
+    u = rng.standard_normal(c1.n_dofs).astype(dtype) * ~fixed_c
+    z = rng.standard_normal(c1.n_dofs).astype(dtype)
+    return product, cellwise, dev(u), dev(z), fixed_c
+
+
+def test_level1_galerkin_product_equals_cellwise_galerkin():
+    """The level-1 operator applied as prolong, fine apply, restrict equals the cell-wise
+    Galerkin operator P^T A P with its constraints (identity rows), for every form of
+    alpha A u + beta z the smoothers ask, and its diagonal too; its work vectors are
+    scratch."""
+    product, cellwise, u, z, fixed_c = galerkin_product_case(np, np.float64)
+    assert fixed_c.any() and not fixed_c.all()
+    tol = 1e-12 * np.abs(cellwise.apply(u)).max()
+    assert np.abs(product.apply(u)).max() > 0
+    np.testing.assert_allclose(product.apply(u), cellwise.apply(u), atol=tol)
+    np.testing.assert_allclose(product.apply(u, alpha=-2.0, beta=0.5, z=z),
+                               cellwise.apply(u, alpha=-2.0, beta=0.5, z=z), atol=tol)
+    out = z.copy()  # out is z: r <- r - A d, as the smoothers call it
+    product.apply(u, out=out, alpha=-1.0, beta=1.0, z=out)
+    np.testing.assert_allclose(out, z - cellwise.apply(u), atol=tol)
+    np.testing.assert_array_equal(out[fixed_c], z[fixed_c])
+    out = z.copy()
+    product.apply(u, out=out, alpha=1.0, beta=3.0, z=out)
+    np.testing.assert_allclose(out, 3.0 * z + cellwise.apply(u), atol=tol)
+    np.testing.assert_allclose(product.diagonal(), cellwise.diagonal(), rtol=1e-14)
+
+
 @pytest.mark.parametrize("shape, k", [((3, 2), 2), ((2, 2, 3), 3), ((3, 2, 2), 1), ((1, 4), 2),
                                       ((4, 1, 3), 3)])
 def test_structured_csr_equals_fixed_pattern_assembly(shape, k):

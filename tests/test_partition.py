@@ -59,8 +59,9 @@ def test_a_rank_estimate_counts_the_whole_grids_coarsest_level(
             local = Slab(plan.layout, _Rank(r, ranks), plan.bounds).local
             rank = partition.slab_bytes(model, plan, local)
             assert rank == estimate_bytes(local, 1, krylov="double", n_coarse=n_coarse,
-                                          fixed_design=True)
-            constants = estimate_bytes(local, 1, krylov="double", n_coarse=n_coarse)
+                                          fixed_design=True, slab=True)
+            constants = estimate_bytes(local, 1, krylov="double", n_coarse=n_coarse,
+                                       slab=True)
             assert rank - constants == pytest.approx(MEMORY_MARGIN * 24 * local.n_cells, abs=2)
         assert built == [shape]
     built.clear()

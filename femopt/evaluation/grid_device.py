@@ -53,7 +53,7 @@ def resolve_krylov(options: Any) -> str:
 
 def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
                    krylov: str | None = None, n_coarse: int | None = None,
-                   fixed_design: bool | None = None) -> int:
+                   fixed_design: bool | None = None, slab: bool = False) -> int:
     """GPU memory a design iteration of ``layout`` needs (bytes, an estimate): the sum of
     the named arrays of :func:`~femopt.evaluation.grid_memory.iteration_arrays` at their
     peak for the Krylov precision ``krylov`` (None: the model's solver's, resolved as the
@@ -64,7 +64,8 @@ def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
     not follow from ``layout`` (a rank's slab of a distributed grid, whose hierarchy
     coarsens the whole grid); None: ``layout`` coarsened as the multigrid coarsens it.
     ``fixed_design``: the bounds and the start are arrays, not constants (passive cells;
-    None: as the model's, else constants)."""
+    None: as the model's, else constants). ``slab``: a rank's slab of the distributed
+    path (:func:`~femopt.evaluation.grid_memory.iteration_arrays`)."""
     n_filters, mma = 1, False
     options = getattr(getattr(model, "solver", None), "options", None)
     if n_coarse is None:
@@ -79,7 +80,7 @@ def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
             krylov = resolve_krylov(options)
     arrays = grid_memory.iteration_arrays(layout.n_cells, layout.n_dofs, layout.dim,
                                           layout.k, n_cases, krylov or "mixed", n_filters,
-                                          mma, n_coarse, bool(fixed_design))
+                                          mma, n_coarse, bool(fixed_design), slab)
     total = grid_memory.peak_bytes(arrays)
     if model is not None:
         total += integrand_bytes(model, layout.n_dofs)

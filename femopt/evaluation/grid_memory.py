@@ -47,13 +47,17 @@ def coarsest_dofs(layout, coarsest_size: int = 5000, levels: int | None = None) 
 
 def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int = 1,
                      krylov: str = "mixed", n_filters: int = 1, mma: bool = False,
-                     n_coarse: int = 0, fixed_design: bool = False) -> list[Array]:
+                     n_coarse: int = 0, fixed_design: bool = False,
+                     slab: bool = False) -> list[Array]:
     """The arrays of one design iteration of a grid with ``n_cells`` cells and
     ``n_dofs`` dofs (``k`` per node, ``dim`` axes), ``n_cases`` load cases, the Krylov
     precision ``krylov`` ("mixed" or "double"), ``n_filters`` density filters, OC (or
     MMA) and ``n_coarse`` dofs on the coarsest level (its dense Cholesky factor on the
     GPU). ``fixed_design``: some design variables are held fixed (passive cells), so the
-    bounds and the start are arrays, not constants."""
+    bounds and the start are arrays, not constants. ``slab``: a rank's slab of the
+    distributed path, whose level 1 is applied cell-wise from its children's scale
+    factors (held); one GPU's level 1 is applied by products and needs them only for
+    its diagonal (the hierarchy update)."""
     if krylov not in ("mixed", "double"):
         raise ValueError(f"unknown Krylov precision {krylov!r}")
     nd = 2**dim * k  # dofs of a cell
@@ -72,7 +76,6 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
         Array("fixed and free masks", "held", int(2 * BOOL * n_dofs * levels)),
         Array("scale factors, float64 (CG's operator)", "held", F64 * n_cells),
         Array("scale factors, float32 (V-cycle)", "held", F32 * n_cells),
-        Array("level 1 children's scale factors", "held", F32 * n_cells),
         Array("coarse CSR values and column indices (levels 2 and below)", "held",
               int((F32 + I32) * n2 * row * levels)),
         Array("design x (with passive cells: x0 and the bounds too)", "held",
@@ -89,6 +92,8 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
         out.append(Array("float64 CG x, r, q, z, p and its dense right-hand side",
                          "solve", 6 * F64 * n_dofs))
     out += [
+        Array("level 1 children's scale factors", "held" if slab else "update",
+              F32 * n_cells),
         Array("Lanczos p, q (level 0; r, z are the V-cycle's r, d)", "update",
               2 * F32 * n_dofs),
         Array("level 2 Galerkin cell matrices", "update", F32 * c2 * nd * nd),

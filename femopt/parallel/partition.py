@@ -97,4 +97,4 @@ def slab_bytes(model: Any, partition: RankPlan, local: GridLayout) -> int:
     from femopt.evaluation.grid_device import estimate_bytes
 
     return estimate_bytes(local, len(model.load_nonzeros), krylov="double",
-                          n_coarse=partition.levels[-1].n_dofs, fixed_design=True)
+                          n_coarse=partition.levels[-1].n_dofs, fixed_design=True, slab=True)

@@ -19,8 +19,9 @@ Hierarchy (built once per grid and constraints; operators rebuilt per design):
   A constrained fine dof constrains every coarse dof that interpolates to it
   (:func:`femopt.solvers.multigrid_transfer.coarse_fixed`);
 - coarse operators: ``galerkin`` (default) computes P^T A P cell by cell
-  (:mod:`femopt.solvers.galerkin`): level 1 matrix-free from its children's scale factors
-  on the GPU (``matrix_free_levels`` = 2), assembled into CSR with a fixed pattern below
+  (:mod:`femopt.solvers.galerkin`): level 1 matrix-free on the GPU (``matrix_free_levels``
+  = 2: prolong, the fine apply, restrict; ``GalerkinProduct``), assembled into CSR with a
+  fixed pattern below
   (and for level 1 on the CPU); ``hybrid`` rediscretizes level 1 (matrix-free, an eighth of
   the cost) and takes Galerkin below; ``rediscretize`` averages the children's scale
   factors on every level. On SIMP designs of contrast 1e-9 Galerkin never needed more CG
@@ -51,12 +52,11 @@ from femopt.solvers import multigrid_transfer as transfer
 from femopt.solvers.base import LinearSolver
 from femopt.solvers.cg_kernels import pcg_fused
 from femopt.solvers.mixed_precision import solve_mixed
-from femopt.solvers.multigrid_levels import (CoarseSolver, MultigridOptions, eigenvalue_bound,
-                                             grid_levels, with_springs)
+from femopt.solvers.multigrid_levels import (CoarseSolver, GalerkinProduct, MultigridOptions,
+                                             eigenvalue_bound, grid_levels, with_springs)
 from femopt.solvers.galerkin import (
     child_matrices,
     coarsen_cell_matrices,
-    descendant_scales,
     galerkin_cell_matrices,
     rediscretized_scale,
 )
@@ -251,9 +251,9 @@ class MultigridSolver(LinearSolver):
         # rediscretized level 1
         base, base_scale, base_level = self.layout, s0, 0
         cells: Any = None  # assembled Galerkin cell matrices of the current level
+        fine: Any = None  # the fine level's V-cycle operator
         for i, lev in enumerate(levels):
             prev = levels[i - 1].layout if i else None
-            lev_ke: Any = ke
             if i == 0:
                 pass
             elif o.coarse_operator == "rediscretize" or (o.coarse_operator == "hybrid"
@@ -261,9 +261,10 @@ class MultigridSolver(LinearSolver):
                 s = rediscretized_scale(prev, s)
                 if o.coarse_operator == "hybrid":
                     base, base_scale, base_level = lev.layout, s, 1
-            elif lev.pattern is None:  # level 1, matrix-free Galerkin
-                s = descendant_scales(self.layout, s0, 2)
-                lev_ke = self._children(ke, 2, np)
+            elif lev.pattern is None:  # level 1, matrix-free Galerkin: P^T A0 P by products
+                lev.op = GalerkinProduct(lev.layout, fine, lev.free,
+                                         (levels[0].r, levels[0].d), self._children(ke, 2, np))
+                continue
             elif cells is None:
                 ratio = 2 ** (i - base_level)
                 cells = galerkin_cell_matrices(base, base_scale, ke, ratio,
@@ -272,8 +273,10 @@ class MultigridSolver(LinearSolver):
                 cells = coarsen_cell_matrices(prev, cells)
             springs = self._springs if i == 0 else None
             if lev.pattern is None:
-                lev.op = with_springs(StructuredOperator(lev.layout, s, lev_ke, lev.free),
-                                      springs)
+                op = StructuredOperator(lev.layout, s, ke, lev.free)
+                if i == 0:  # level 1's Galerkin products apply it, without the springs
+                    fine = op
+                lev.op = with_springs(op, springs)
                 continue
             if cells is None:  # a rediscretized (or the only) level, assembled
                 cells = s[:, None, None] * xp.asarray(ke, dtype=self.dtype)[None]

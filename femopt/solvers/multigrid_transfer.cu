@@ -3,19 +3,20 @@
 // (2 nx + 1, ...); coarse node i sits on fine node 2 i. P is bi/trilinear interpolation.
 // Each kernel gathers for its output node: no atomics.
 
-// x_fine += P x_coarse. One thread per fine node, all K components.
+// x_fine = P x_coarse, or with ``add`` x_fine += P x_coarse. One thread per fine node, all
+// K components: x along the block, one block row per fine (y, z) line (blockIdx.y,
+// blockIdx.z), so no thread divides to find its node.
 template <typename T, int DIM, int K>
-__global__ void femopt_multigrid_prolong_add(
-    const T* __restrict__ xc, T* __restrict__ xf, int nx, int ny, int nz)
+__global__ void femopt_multigrid_prolong(
+    const T* __restrict__ xc, T* __restrict__ xf, int nx, int ny, int nz, int add)
 {
     const femopt_index cnx = nx + 1, cny = ny + 1, cnz = DIM == 3 ? nz + 1 : 1;
     const femopt_index fnx = 2 * nx + 1, fny = 2 * ny + 1, fnz = DIM == 3 ? 2 * nz + 1 : 1;
     const femopt_index n_fine = fnx * fny * fnz, n_coarse = cnx * cny * cnz;
-    const femopt_index node = femopt_thread_id();
-    if (node >= n_fine) return;
-    const int fx = (int)(node % fnx);
-    const int fy = (int)((node / fnx) % fny);
-    const int fz = (int)(node / (fnx * fny));
+    const int fx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (fx >= fnx) return;
+    const int fy = blockIdx.y, fz = blockIdx.z;
+    const femopt_index node = fx + fnx * (fy + fny * (femopt_index)fz);
     // per axis: the coarse nodes below and above and their weights (equal on odd nodes)
     const int x0 = fx >> 1, x1 = (fx + 1) >> 1;
     const int y0 = fy >> 1, y1 = (fy + 1) >> 1;
@@ -43,31 +44,33 @@ __global__ void femopt_multigrid_prolong_add(
                 }
             }
         }
-        xf[c * n_fine + node] += wx * wy * (DIM == 3 ? wz : T(1)) * v;
+        const T p = wx * wy * (DIM == 3 ? wz : T(1)) * v;
+        T* dst = xf + c * n_fine + node;
+        *dst = add ? *dst + p : p;
     }
 }
 
-// xc = D_c P^T r_fine. One thread per coarse node, all K components; the fine nodes
-// 2i - 1, 2i, 2i + 1 per axis weigh 1/2, 1, 1/2.
+// xc = D_c P^T r_fine, or with ``accumulate`` xc += D_c P^T r_fine. One thread per coarse
+// node, all K components, laid out as the prolongation's threads (on the coarse grid);
+// the fine nodes 2i - 1, 2i, 2i + 1 per axis weigh 1/2, 1, 1/2.
 template <typename T, int DIM, int K>
 __global__ void femopt_multigrid_restrict(
     const T* __restrict__ rf, T* __restrict__ xc, const unsigned char* __restrict__ free_c,
-    int nx, int ny, int nz)
+    int nx, int ny, int nz, int accumulate)
 {
     const femopt_index cnx = nx + 1, cny = ny + 1, cnz = DIM == 3 ? nz + 1 : 1;
     const femopt_index fnx = 2 * nx + 1, fny = 2 * ny + 1, fnz = DIM == 3 ? 2 * nz + 1 : 1;
     const femopt_index n_fine = fnx * fny * fnz, n_coarse = cnx * cny * cnz;
-    const femopt_index node = femopt_thread_id();
-    if (node >= n_coarse) return;
-    const int cx = (int)(node % cnx);
-    const int cy = (int)((node / cnx) % cny);
-    const int cz = (int)(node / (cnx * cny));
+    const int cx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (cx >= cnx) return;
+    const int cy = blockIdx.y, cz = blockIdx.z;
+    const femopt_index node = cx + cnx * (cy + cny * (femopt_index)cz);
     const int zlo = DIM == 3 ? -1 : 0, zhi = DIM == 3 ? 1 : 0;
 #pragma unroll
     for (int c = 0; c < K; ++c) {
         const femopt_index idx = c * n_coarse + node;
         if (!free_c[idx]) {
-            xc[idx] = T(0);
+            if (!accumulate) xc[idx] = T(0);
             continue;
         }
         const T* src = rf + c * n_fine;
@@ -92,6 +95,6 @@ __global__ void femopt_multigrid_restrict(
                 v += wz * wy * row;
             }
         }
-        xc[idx] = v;
+        xc[idx] = accumulate ? xc[idx] + v : v;
     }
 }

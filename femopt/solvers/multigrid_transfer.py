@@ -85,13 +85,18 @@ def coarse_fixed(fine: GridLayout, fixed: Any) -> Any:
     return a.reshape(-1)
 
 
-def restrict_into(coarse: GridLayout, r_fine: Any, out: Any, free_coarse: Any) -> Any:
-    """out = D_c P^T r_fine (zero on constrained coarse dofs)."""
+def restrict_into(coarse: GridLayout, r_fine: Any, out: Any, free_coarse: Any,
+                  accumulate: bool = False) -> Any:
+    """out = D_c P^T r_fine (zero on constrained coarse dofs); with ``accumulate``
+    out += D_c P^T r_fine (constrained coarse dofs keep their values)."""
     if array_namespace(r_fine) is np:
+        if accumulate:
+            out += restrict(coarse, r_fine) * free_coarse
+            return out
         out[...] = restrict(coarse, r_fine)
         out *= free_coarse
         return out
-    return _restrict_gpu(coarse, r_fine, out, free_coarse)
+    return _restrict_gpu(coarse, r_fine, out, free_coarse, accumulate)
 
 
 def prolong_add(coarse: GridLayout, x_coarse: Any, x_fine: Any) -> Any:
@@ -99,7 +104,15 @@ def prolong_add(coarse: GridLayout, x_coarse: Any, x_fine: Any) -> Any:
     if array_namespace(x_fine) is np:
         x_fine += prolong(coarse, x_coarse)
         return x_fine
-    return _prolong_add_gpu(coarse, x_coarse, x_fine)
+    return _prolong_gpu(coarse, x_coarse, x_fine, add=True)
+
+
+def prolong_into(coarse: GridLayout, x_coarse: Any, x_fine: Any) -> Any:
+    """x_fine = P x_coarse (no read of x_fine)."""
+    if array_namespace(x_fine) is np:
+        x_fine[...] = prolong(coarse, x_coarse)
+        return x_fine
+    return _prolong_gpu(coarse, x_coarse, x_fine, add=False)
 
 
 # -- CuPy launchers ---------------------------------------------------------------------
@@ -108,11 +121,19 @@ def _name(op: str, coarse: GridLayout, a: Any) -> str:
     from femopt.backend.kernels import real_name, register_instances
 
     register_instances(SOURCE, [f"femopt_multigrid_{o}<{r}, {d}, {k}>"
-                                for o in ("prolong_add", "restrict")
+                                for o in ("prolong", "restrict")
                                 for r in ("double", "float") for d, ks in ((2, (1, 2)),
                                                                            (3, (1, 3)))
                                 for k in ks])
     return f"femopt_multigrid_{op}<{real_name(a)}, {coarse.dim}, {coarse.k}>"
+
+
+def _launch(kern: Any, nodes: tuple[int, ...], args: tuple) -> None:
+    """One thread per node of a grid with ``nodes`` (x, y[, z]) nodes: x along blocks of
+    a multiple of 32 threads (at most 128), a block row per (y, z) line."""
+    nodes = tuple(nodes) + (1,) * (3 - len(nodes))
+    block = min(128, 32 * -(-nodes[0] // 32))
+    kern((-(-nodes[0] // block), nodes[1], nodes[2]), (block,), args)
 
 
 def _dims(coarse: GridLayout) -> tuple:
@@ -120,18 +141,20 @@ def _dims(coarse: GridLayout) -> tuple:
     return tuple(np.int32(n) for n in shape)
 
 
-def _prolong_add_gpu(coarse: GridLayout, xc: Any, xf: Any) -> Any:
-    from femopt.backend.kernels import get_kernel, launch_1d
+def _prolong_gpu(coarse: GridLayout, xc: Any, xf: Any, add: bool) -> Any:
+    from femopt.backend.kernels import get_kernel
 
-    fine = GridLayout(tuple(2 * n for n in coarse.shape), coarse.k)
-    kern = get_kernel(SOURCE, _name("prolong_add", coarse, xf))
-    launch_1d(kern, fine.n_nodes, (xc, xf) + _dims(coarse))
+    kern = get_kernel(SOURCE, _name("prolong", coarse, xf))
+    _launch(kern, tuple(2 * n + 1 for n in coarse.shape),
+            (xc, xf) + _dims(coarse) + (np.int32(add),))
     return xf
 
 
-def _restrict_gpu(coarse: GridLayout, rf: Any, out: Any, free_c: Any) -> Any:
-    from femopt.backend.kernels import get_kernel, launch_1d
+def _restrict_gpu(coarse: GridLayout, rf: Any, out: Any, free_c: Any,
+                  accumulate: bool = False) -> Any:
+    from femopt.backend.kernels import get_kernel
 
     kern = get_kernel(SOURCE, _name("restrict", coarse, rf))
-    launch_1d(kern, coarse.n_nodes, (rf, out, free_c) + _dims(coarse))
+    _launch(kern, tuple(n + 1 for n in coarse.shape),
+            (rf, out, free_c) + _dims(coarse) + (np.int32(accumulate),))
     return out
