@@ -1,6 +1,7 @@
-"""The coarsest level's direct solve on the device (CuPy): Cholesky where the operator is
-positive definite, a dense LU where rounding has left it indefinite (a nearly void
-design's Galerkin operator), the same solution as SuperLU on the host."""
+"""The coarsest level's direct solve on the device (CuPy): the inverse from a Cholesky
+factor where the operator is positive definite, a dense LU where rounding has left it
+indefinite (a nearly void design's Galerkin operator), the same solution as SuperLU on
+the host."""
 
 from __future__ import annotations
 
@@ -53,6 +54,6 @@ def test_device_coarse_solve_equals_host(case):
     b = np.random.default_rng(4).standard_normal(12)
     host = CoarseSolver(_Dense(a, np), np)(b)
     dev = CoarseSolver(_Dense(a, cupy), cupy)
-    assert (dev.chol is None) == (case == "indefinite")
+    assert (dev.inverse is None) == (case == "indefinite")
     x = cupy.asnumpy(dev(cupy.asarray(b)))
     assert np.abs(x - host).max() <= 1e-8 * np.abs(host).max()

@@ -97,7 +97,9 @@ def run_on_both(array_module, iterations: int = 10):
     h_cpu, (v_cpu, rho_cpu, _) = _robust_run(cpu, iterations)
     h_dev, (v_dev, rho_dev, _) = _robust_run(dev, iterations)
     assert h_cpu.shape == h_dev.shape == (iterations, 3)
-    np.testing.assert_allclose(h_dev, h_cpu, rtol=1e-6)
+    # an output that passes near zero (-2.5e-6 where its history reaches 0.24) carries
+    # the solves' absolute error, not a relative one: a floor of 1e-9 of its history
+    np.testing.assert_allclose(h_dev, h_cpu, rtol=1e-6, atol=1e-9 * np.abs(h_cpu).max())
     np.testing.assert_allclose(v_dev, v_cpu, rtol=1e-6)
     assert np.abs(rho_dev - rho_cpu).max() <= 1e-6
     assert cpu.realization_values.keys() == set(REALIZATIONS)

@@ -52,7 +52,7 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
     """The arrays of one design iteration of a grid with ``n_cells`` cells and
     ``n_dofs`` dofs (``k`` per node, ``dim`` axes), ``n_cases`` load cases, the Krylov
     precision ``krylov`` ("mixed" or "double"), ``n_filters`` density filters, OC (or
-    MMA) and ``n_coarse`` dofs on the coarsest level (its dense Cholesky factor on the
+    MMA) and ``n_coarse`` dofs on the coarsest level (its dense inverse on the
     GPU). ``fixed_design``: some design variables are held fixed (passive cells), so the
     bounds and the start are arrays, not constants. ``slab``: a rank's slab of the
     distributed path, whose level 1 is applied cell-wise from its children's scale
@@ -83,7 +83,7 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
         Array("filters' 1 / Hs", "held", F64 * n_cells * n_filters),
         Array("filtered designs, rho, dm/drho", "held", F64 * n_cells * (n_filters + 2)),
         Array("volume weights", "held", F64 * n_cells),
-        Array("coarsest level's Cholesky factor (dense float64)", "held",
+        Array("coarsest level's inverse (dense float64)", "held",
               F64 * n_coarse * n_coarse),
     ]
     if mixed:
@@ -97,8 +97,8 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
         Array("Lanczos p, q (level 0; r, z are the V-cycle's r, d)", "update",
               2 * F32 * n_dofs),
         Array("level 2 Galerkin cell matrices", "update", F32 * c2 * nd * nd),
-        Array("coarsest level dense, float32 and float64 (before its factor)", "update",
-              (F32 + F64) * n_coarse * n_coarse),
+        Array("coarsest level: its dense matrix and Cholesky factor, then the identity "
+              "(before the inverse)", "update", 2 * F64 * n_coarse * n_coarse),
         Array("sensitivity, partial term, chain rule", "gradient", 4 * F64 * n_cells),
         Array("objective and constraint gradients", "gradient", 2 * F64 * n_cells),
         Array("optimizer update", "gradient",

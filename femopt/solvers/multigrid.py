@@ -27,7 +27,8 @@ Hierarchy (built once per grid and constraints; operators rebuilt per design):
   factors on every level. On SIMP designs of contrast 1e-9 Galerkin never needed more CG
   iterations than the others and up to 15% fewer; hybrid is 20% faster per design
   iteration on an H100 at 33.5M cells (docs/benchmarks.md);
-- coarsest level: a direct solve (SciPy's SuperLU, or a dense Cholesky on the GPU);
+- coarsest level: a direct solve (SciPy's SuperLU, or on the GPU the inverse from a dense
+  Cholesky factor);
 - smoothing: Chebyshev of D^-1 A (default) or damped Jacobi (:mod:`femopt.solvers.smoothers`),
   with the largest eigenvalue from Lanczos (``eigenvalue_bound``).
 
