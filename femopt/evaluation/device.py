@@ -237,14 +237,16 @@ class DevicePath(EvaluationPath):
 
     def analyse(self, rho: Any) -> tuple[Any, Any]:
         """The forward solve: every load case at ``rho`` (warm start from the last
-        states); returns the interpolation's scale factors and their derivative."""
+        states, which are zero before the first solve: the grid path's solve then starts
+        from them in place too, with no second state alive); returns the
+        interpolation's scale factors and their derivative."""
         m = self.model
         scale = m.interp.value(rho)
         dm = m.interp.derivative(rho)
         self._set_operator(scale)
         its = []
         for c in range(self.u.shape[0] if m.static else 0):
-            self.u[c], it = self._solve(self.loads[c], self.u[c] if self.solved else None)
+            self.u[c], it = self._solve(self.loads[c], self.u[c])
             its.append(it)
         self.solved = True
         self.cg_iterations = {"forward": its, "adjoint": []}

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from femopt.backend import array_namespace, release_cached
 from femopt.errors import SolverError
 from femopt.solvers.cg_kernels import dot_gpu, dot_numpy, pcg_fused
 from femopt.solvers.pcg import CGInfo
@@ -59,7 +60,7 @@ def defect_correction(defect: Callable[[Any], Any], bnorm: float,
         Stagnated: an outer step did not halve the defect, or the float32 CG broke down;
             ``x`` holds the best state so far.
     """
-    xp = _namespace(x)
+    xp = array_namespace(x)
     dot = dot_numpy if xp is np else dot_gpu
     info = CGInfo()
     if bnorm == 0.0:
@@ -80,6 +81,7 @@ def defect_correction(defect: Callable[[Any], Any], bnorm: float,
         want = max(0.5 * rtol / rel, inner_rtol)
         r32 = r.astype(np.float32)
         del r  # the float64 defect is not alive while the float32 CG runs
+        release_cached(xp)  # nor is its block: the CG's vectors are half its size
         try:
             c, inner = pcg_fused(apply32, precond32, r32, None, want, max_iter,
                                  overwrite_b=True)
@@ -101,12 +103,6 @@ def defect_correction(defect: Callable[[Any], Any], bnorm: float,
         return info
     raise Stagnated(x, info, f"{MAX_OUTER} float32 corrections left the residual at "
                              f"{rel:.2e}")
-
-
-def _namespace(a: Any) -> Any:
-    from femopt.backend import array_namespace
-
-    return array_namespace(a)
 
 
 def solve_mixed(solver: Any, b: Any, x0: Any, rtol: float | None, in_place: bool) -> Any:
