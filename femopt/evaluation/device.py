@@ -106,6 +106,10 @@ class DevicePath(EvaluationPath):
             case) and ``adjoint`` (one per adjoint solve).
     """
 
+    # the first solve takes the zero states as its start (the grid path's mixed solve
+    # updates its start in place); elsewhere a start of None saves an operator apply
+    cold_start_in_place = False
+
     def __init__(self, model: Any, xp: Any, loads: Any, stages: list[Any] | None = None):
         super().__init__(model, xp, [f.device_twin(xp) for f in model.filters]
                          if stages is None else stages)
@@ -237,8 +241,8 @@ class DevicePath(EvaluationPath):
 
     def analyse(self, rho: Any) -> tuple[Any, Any]:
         """The forward solve: every load case at ``rho`` (warm start from the last
-        states, which are zero before the first solve: the grid path's solve then starts
-        from them in place too, with no second state alive); returns the
+        states; a path that solves in place, ``cold_start_in_place``, starts its first
+        solve from the zero states too, with no second state alive); returns the
         interpolation's scale factors and their derivative."""
         m = self.model
         scale = m.interp.value(rho)
@@ -246,7 +250,8 @@ class DevicePath(EvaluationPath):
         self._set_operator(scale)
         its = []
         for c in range(self.u.shape[0] if m.static else 0):
-            self.u[c], it = self._solve(self.loads[c], self.u[c])
+            start = self.solved or self.cold_start_in_place
+            self.u[c], it = self._solve(self.loads[c], self.u[c] if start else None)
             its.append(it)
         self.solved = True
         self.cg_iterations = {"forward": its, "adjoint": []}

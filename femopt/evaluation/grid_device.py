@@ -134,6 +134,8 @@ class GridDevicePath(DevicePath):
         xp: the array module of the fields (cupy, or numpy in tests).
     """
 
+    cold_start_in_place = True
+
     def __init__(self, model: Any, xp: Any):
         self.layout = lay = layout_of(model.mesh, model.physics.dofs_per_node)
         # the multigrid solver rebuilds its hierarchy when the mask object changes: one
