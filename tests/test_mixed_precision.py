@@ -249,8 +249,8 @@ def test_the_estimate_of_mixed_is_below_double_by_the_krylov_vectors():
     double = grid_device.estimate_bytes(lay, krylov="double")
     mixed = grid_device.estimate_bytes(lay, krylov="mixed")
     assert mixed / double < 0.85
-    # the pool's high-water mark with mixed Krylov on an H200 (2026-12-06, later): 317
-    assert 317 <= mixed / lay.n_cells <= 1.10 * 317
+    # the pool's high-water mark with mixed Krylov on an H100 (2026-12-06, last): 290
+    assert 290 <= mixed / lay.n_cells <= 1.10 * 290
 
 
 def test_the_fine_v_cycle_vectors_are_the_cgs_own_when_mixed():

@@ -29,16 +29,15 @@ from femopt.solvers.eigen import lobpcg
 
 # What the count misses, per dof: the memory pool's blocks of temporaries between the
 # named arrays' lifetimes (dof vectors, most of them), allocator rounding, scratch.
-# Measured on an H200 (2026-12-06, later: `femopt run --device gpu` at 512x256x256
-# without a `solver:` section, hex8 elasticity, the pool's high-water mark): 317 B/cell
-# with mixed Krylov, counted 251, 3.03 dofs per cell: 22 B per dof (the same 317 on an
-# H100; 44b1881, before this count's last changes, was already at 317 through `femopt
-# run`; 6a7425f was at 405 on an H100; 2026-12-05: 575 mixed, 636 double). The double
-# Krylov path (a distributed rank's too) is not measured at this code: it is counted
-# with the same share. Not yet measured for one dof per node (heat), where it is scaled
-# by the dofs.
-UNCOUNTED_PER_DOF = 22.0
-MEMORY_MARGIN = 1.05  # over the measurement: 334 B/cell (mixed) there
+# Measured on an H100 (2026-12-06: `femopt run --device gpu` at 512x256x256 without a
+# `solver:` section, hex8 elasticity, the pool's high-water mark): 290 B/cell with mixed
+# Krylov, counted 248, 3.03 dofs per cell: 14 B per dof. The same call measured bceeab0,
+# the code of the last calibration (22 B per dof), at 317. Earlier trees: 405 (the
+# morning of 2026-12-06), 575 mixed and 636 double (2026-12-05). The double Krylov path
+# (a distributed rank's too) is not measured at this code: it is counted with the same
+# share. Not yet measured for one dof per node (heat), where it is scaled by the dofs.
+UNCOUNTED_PER_DOF = 14.0
+MEMORY_MARGIN = 1.05  # over the measurement: 305 B/cell (mixed) there
 
 
 def resolve_krylov(options: Any) -> str:
