@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -80,7 +81,7 @@ def run(shape, iterations: int, device: str, work: Path, profile: bool = False,
     # from the project root that is the tree's femopt, not the one PYTHONPATH names
     proc = subprocess.run([sys.executable, *prof, "-m", "femopt", "run", str(path), "--device",
                            device, "--out", str(out)], capture_output=True, text=True,
-                          cwd=work)
+                          cwd=work, env=child_env())
     wall = time.perf_counter() - t0
     if profile:
         import pstats
@@ -102,6 +103,23 @@ def run(shape, iterations: int, device: str, work: Path, profile: bool = False,
             "pool": summary.get("gpu_pool_bytes"),
             "precision": summary.get("solver_precision"),
             "fallbacks": summary.get("precision_fallbacks")}
+
+
+def child_env() -> dict:
+    """This process's environment with PYTHONPATH's entries made absolute (the command
+    runs in its work folder, where a relative entry would name nothing)."""
+    env = dict(os.environ)
+    if env.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p)
+                                            for p in env["PYTHONPATH"].split(os.pathsep))
+    return env
+
+
+def femopt_origin(work: Path) -> str:
+    """Where the command's ``femopt`` comes from, seen as the runs see it."""
+    proc = subprocess.run([sys.executable, "-c", "import femopt; print(femopt.__file__)"],
+                          capture_output=True, text=True, cwd=work, env=child_env())
+    return proc.stdout.strip() or proc.stderr.strip().splitlines()[-1]
 
 
 def read_design(path: Path, cells: int) -> str:
@@ -140,7 +158,9 @@ def main() -> None:
     solver = ("no solver: section" if args.solver_section == "none" else
               f"multigrid rtol {args.rtol:g}, krylov {args.precision or 'auto'}")
     print(f"`femopt run --device {args.device}`, 3D cantilever, {date.today()}, "
-          f"{args.iterations} iterations, {solver}\n")
+          f"{args.iterations} iterations, {solver}")
+    with tempfile.TemporaryDirectory() as tmp:
+        print(f"femopt from {femopt_origin(Path(tmp))}\n")
     print("| cells | shape | first iteration (s) | median iteration (s) | process wall (s) "
           "| set-up + output (s) | host peak (GB) | host bytes per cell "
           "| GPU pool (B/cell) | precision (fallbacks) | final objective |")

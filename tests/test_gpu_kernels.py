@@ -145,7 +145,8 @@ def test_walsh_apply_with_the_element_matrix_equals_numpy(shape, k, min_chunk, d
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-@pytest.mark.parametrize("shape, k", [((4, 6), 1), ((8, 6), 2), ((4, 2, 6), 1), ((6, 4, 8), 3)])
+@pytest.mark.parametrize("shape, k", [((4, 6), 1), ((8, 6), 2), ((4, 2, 6), 1), ((6, 4, 8), 3),
+                                      ((150, 4), 2), ((140, 2, 4), 3)])
 def test_transfer_kernels_equal_numpy(shape, k, dtype):
     r = rng()
     fine = GridLayout(shape, k)

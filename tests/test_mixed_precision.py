@@ -266,6 +266,33 @@ def test_the_fine_v_cycle_vectors_are_the_cgs_own_when_mixed():
         assert top.r.dtype == np.float32 and model.path.u.dtype == np.float64
 
 
+def test_the_first_mixed_solve_starts_in_place_from_the_zero_states():
+    """With mixed Krylov the grid path's first forward solve takes its own zero states as
+    the start and updates them in place (no second state); with double Krylov, whose CG
+    copies a start, the first solve has none. Later solves start from the last states
+    either way."""
+    for krylov, in_place in (("mixed", True), ("double", False)):
+        data = cantilever((8, 4, 4), krylov=krylov)
+        data["solver"]["precision"] = "float32"
+        model = build(data, array_module=np)
+        starts = []
+        solve = model.solver.solve_grid
+
+        def recording(b, x0=None, rtol=None, in_place=False, _solve=solve):
+            starts.append(None if x0 is None else np.shares_memory(x0, model.path.u))
+            out = _solve(b, x0=x0, rtol=rtol, in_place=in_place)
+            if x0 is not None and in_place and krylov == "mixed":
+                assert out is x0  # the state row itself, updated
+            return out
+
+        model.solver.solve_grid = recording
+        x = model.to_device(np.full(model.n, 0.3))
+        model.values_and_gradients(x)
+        model.values_and_gradients(x)
+        assert starts == [True if in_place else None, True]
+        assert model.path.cg_iterations["forward"][0] <= 2  # warm: the same design
+
+
 def test_a_run_logs_the_fallback_and_its_summary_says_the_precision(tmp_path):
     """A run of the twin at rtol 1e-14: each iteration whose float32 solve stagnated
     says so in the log, and summary.json names the precision and counts the solves

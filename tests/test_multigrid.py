@@ -171,6 +171,21 @@ def test_level1_galerkin_product_equals_cellwise_galerkin():
     np.testing.assert_allclose(product.diagonal(), cellwise.diagonal(), rtol=1e-14)
 
 
+def test_the_gpu_transfers_launch_a_block_row_per_line_and_refuse_more_than_cuda_takes():
+    """The transfer kernels' launch: x in blocks of a multiple of 32 threads (at most
+    128), one block row per (y, z) line; more lines along y or z than a CUDA grid takes
+    is a clear error before any launch."""
+    from femopt.solvers.multigrid_transfer import MAX_LINES, _launch
+
+    launched = []
+    _launch(lambda *a: launched.append(a[:2]), (5, MAX_LINES), ())
+    _launch(lambda *a: launched.append(a[:2]), (300, 7, 9), ())
+    assert launched == [((1, MAX_LINES, 1), (32,)), ((3, 7, 9), (128,))]
+    with pytest.raises(SolverError, match="at most 65535 nodes along y and z"):
+        _launch(lambda *a: launched.append(a), (5, 3, MAX_LINES + 1), ())
+    assert len(launched) == 2
+
+
 @pytest.mark.parametrize("shape, k", [((3, 2), 2), ((2, 2, 3), 3), ((3, 2, 2), 1), ((1, 4), 2),
                                       ((4, 1, 3), 3)])
 def test_structured_csr_equals_fixed_pattern_assembly(shape, k):

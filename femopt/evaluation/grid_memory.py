@@ -97,8 +97,9 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
         Array("Lanczos p, q (level 0; r, z are the V-cycle's r, d)", "update",
               2 * F32 * n_dofs),
         Array("level 2 Galerkin cell matrices", "update", F32 * c2 * nd * nd),
-        Array("coarsest level: its dense matrix and Cholesky factor, then the identity "
-              "(before the inverse)", "update", 2 * F64 * n_coarse * n_coarse),
+        Array("coarsest level: its dense matrix and Cholesky factor, then the working "
+              "copies of the solves that make the inverse", "update",
+              2 * F64 * n_coarse * n_coarse),
         Array("sensitivity, partial term, chain rule", "gradient", 4 * F64 * n_cells),
         Array("objective and constraint gradients", "gradient", 2 * F64 * n_cells),
         Array("optimizer update", "gradient",

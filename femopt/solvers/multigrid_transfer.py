@@ -22,6 +22,7 @@ import numpy as np
 
 from femopt.assembly.grid_layout import GridLayout
 from femopt.backend import array_namespace
+from femopt.errors import SolverError
 
 SOURCE = Path(__file__).with_suffix(".cu")
 
@@ -128,10 +129,18 @@ def _name(op: str, coarse: GridLayout, a: Any) -> str:
     return f"femopt_multigrid_{op}<{real_name(a)}, {coarse.dim}, {coarse.k}>"
 
 
+MAX_LINES = 65535  # CUDA's largest grid in y and z: the nodes of a level along y and z
+
+
 def _launch(kern: Any, nodes: tuple[int, ...], args: tuple) -> None:
     """One thread per node of a grid with ``nodes`` (x, y[, z]) nodes: x along blocks of
     a multiple of 32 threads (at most 128), a block row per (y, z) line."""
     nodes = tuple(nodes) + (1,) * (3 - len(nodes))
+    if max(nodes[1], nodes[2]) > MAX_LINES:
+        raise SolverError(f"the multigrid's grid transfers on the GPU take at most "
+                          f"{MAX_LINES} nodes along y and z; this level has "
+                          f"{nodes[1]} x {nodes[2]} (x is not limited: put the longest "
+                          f"axis first)")
     block = min(128, 32 * -(-nodes[0] // 32))
     kern((-(-nodes[0] // block), nodes[1], nodes[2]), (block,), args)
 
