@@ -20,7 +20,7 @@ multigrid, rtol 1e-8), ``--solver-section default`` the one above (rtol 1e-5).
 
     python benchmarks/gpu_cli_run.py [--sizes 128x64x64,256x128x128,512x256x256]
         [--iterations 6] [--device gpu] [--precision mixed|double]
-        [--solver-section default|none] [--rtol 1e-5]
+        [--solver-section default|none] [--rtol 1e-5] [--solver-option KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ import yaml
 
 
 def problem(shape: tuple[int, int, int], iterations: int, precision: str | None = None,
-            solver_section: str = "default", rtol: float = 1.0e-5) -> dict:
+            solver_section: str = "default", rtol: float = 1.0e-5,
+            solver_options: dict | None = None) -> dict:
     nx, ny, nz = shape
     data = {
         "name": f"cantilever_{nx}x{ny}x{nz}",
@@ -62,6 +63,7 @@ def problem(shape: tuple[int, int, int], iterations: int, precision: str | None 
     data["solver"]["rtol"] = rtol
     if precision is not None:
         data["solver"]["krylov"] = precision
+    data["solver"].update(solver_options or {})
     if solver_section == "none":
         del data["solver"]
     return data
@@ -69,11 +71,11 @@ def problem(shape: tuple[int, int, int], iterations: int, precision: str | None 
 
 def run(shape, iterations: int, device: str, work: Path, profile: bool = False,
         precision: str | None = None, solver_section: str = "default",
-        rtol: float = 1.0e-5) -> dict:
+        rtol: float = 1.0e-5, solver_options: dict | None = None) -> dict:
     name = "x".join(map(str, shape))
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(problem(shape, iterations, precision, solver_section,
-                                           rtol)))
+                                           rtol, solver_options)))
     out = work / name
     t0 = time.perf_counter()
     prof = ["-m", "cProfile", "-o", str(work / f"{name}.prof")] if profile else []
@@ -152,11 +154,22 @@ def main() -> None:
     ap.add_argument("--solver-section", choices=["default", "none"], default="default",
                     help="none: no solver: section in the problem file (user defaults)")
     ap.add_argument("--rtol", type=float, default=1.0e-5)
+    ap.add_argument("--solver-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="another multigrid option in the solver: section (repeatable; "
+                         "the value read as YAML), e.g. coarse_operator=hybrid")
     args = ap.parse_args()
-    if args.precision and args.solver_section == "none":
-        ap.error("--precision needs a solver: section (--solver-section default)")
+    if (args.precision or args.solver_option) and args.solver_section == "none":
+        ap.error("--precision and --solver-option need a solver: section "
+                 "(--solver-section default)")
+    options = {}
+    for item in args.solver_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            ap.error(f"--solver-option takes KEY=VALUE, got {item!r}")
+        options[key] = yaml.safe_load(value)
     solver = ("no solver: section" if args.solver_section == "none" else
-              f"multigrid rtol {args.rtol:g}, krylov {args.precision or 'auto'}")
+              f"multigrid rtol {args.rtol:g}, krylov {args.precision or 'auto'}"
+              + "".join(f", {k} {v}" for k, v in options.items()))
     print(f"`femopt run --device {args.device}`, 3D cantilever, {date.today()}, "
           f"{args.iterations} iterations, {solver}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -169,7 +182,7 @@ def main() -> None:
         for text in args.sizes.split(","):
             shape = tuple(int(v) for v in text.split("x"))
             r = run(shape, args.iterations, args.device, Path(tmp), args.profile,
-                    args.precision, args.solver_section, args.rtol)
+                    args.precision, args.solver_section, args.rtol, options)
             if "error" in r:
                 print(f"| | {r['shape']} | failed: {r['error']} | | | | | | | | |",
                       flush=True)
