@@ -106,8 +106,8 @@ class DevicePath(EvaluationPath):
             case) and ``adjoint`` (one per adjoint solve).
     """
 
-    # the first solve takes the zero states as its start (the grid path's mixed solve
-    # updates its start in place); elsewhere a start of None saves an operator apply
+    # True: the first solve starts from the zero states themselves, updated in place (the
+    # grid path's mixed solve); False: it gets no start, which saves an operator apply
     cold_start_in_place = False
 
     def __init__(self, model: Any, xp: Any, loads: Any, stages: list[Any] | None = None):
