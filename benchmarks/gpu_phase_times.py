@@ -136,6 +136,8 @@ def wrap_steps(steps: Steps) -> None:
     steps.wrap(levels.CoarseSolver, "__init__", "coarsest factor")
     steps.wrap(structured_csr.StructuredCSR, "assemble_data", "coarse CSR assembly")
     steps.wrap(structured_csr.CSROperator, "apply", "coarse CSR apply")
+    steps.wrap(levels, "descendant_scales", "descendant_scales")  # level 1's diagonal
+
     def apply_label(op, *args, **kwargs):
         if op.scale.ndim == 2:
             return "level 1 apply, cell-wise Galerkin (children's scale factors)"
