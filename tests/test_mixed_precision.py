@@ -293,6 +293,19 @@ def test_the_first_mixed_solve_starts_in_place_from_the_zero_states():
         assert model.path.cg_iterations["forward"][0] <= 2  # warm: the same design
 
 
+def test_dm_drho_is_made_after_the_forward_solves():
+    """The interpolation's derivative is not alive beside the solves' vectors: the path
+    makes it after the forward solves, and the gradient is the same as ever (the Taylor
+    test of the mixed path, above, checks its value)."""
+    model = build(cantilever((8, 4, 4)), array_module=np)
+    events = []
+    solve, derivative = model.solver.solve_grid, model.interp.derivative
+    model.solver.solve_grid = lambda *a, **k: (events.append("solve"), solve(*a, **k))[1]
+    model.interp.derivative = lambda rho: (events.append("dm/drho"), derivative(rho))[1]
+    model.values_and_gradients(model.to_device(np.full(model.n, 0.3)))
+    assert events == ["solve", "dm/drho"]
+
+
 def test_a_run_logs_the_fallback_and_its_summary_says_the_precision(tmp_path):
     """A run of the twin at rtol 1e-14: each iteration whose float32 solve stagnated
     says so in the log, and summary.json names the precision and counts the solves

@@ -246,7 +246,6 @@ class DevicePath(EvaluationPath):
         interpolation's scale factors and their derivative."""
         m = self.model
         scale = m.interp.value(rho)
-        dm = m.interp.derivative(rho)
         self._set_operator(scale)
         its = []
         for c in range(self.u.shape[0] if m.static else 0):
@@ -255,6 +254,7 @@ class DevicePath(EvaluationPath):
             its.append(it)
         self.solved = True
         self.cg_iterations = {"forward": its, "adjoint": []}
+        dm = m.interp.derivative(rho)  # after the solves: not alive beside their vectors
         return scale, dm
 
     def solve_adjoints(self, rho: Any) -> None:

@@ -81,7 +81,7 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
         Array("design x (with passive cells: x0 and the bounds too)", "held",
               (4 if fixed_design else 1) * F64 * n_cells),
         Array("filters' 1 / Hs", "held", F64 * n_cells * n_filters),
-        Array("filtered designs, rho, dm/drho", "held", F64 * n_cells * (n_filters + 2)),
+        Array("filtered designs, rho", "held", F64 * n_cells * (n_filters + 1)),
         Array("volume weights", "held", F64 * n_cells),
         Array("coarsest level's inverse (dense float64)", "held",
               F64 * n_coarse * n_coarse),
@@ -100,6 +100,7 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
         Array("coarsest level: its dense matrix and Cholesky factor, then the working "
               "copies of the solves that make the inverse", "update",
               2 * F64 * n_coarse * n_coarse),
+        Array("dm/drho (made after the forward solves)", "gradient", F64 * n_cells),
         Array("sensitivity, partial term, chain rule", "gradient", 4 * F64 * n_cells),
         Array("objective and constraint gradients", "gradient", 2 * F64 * n_cells),
         Array("optimizer update", "gradient",
