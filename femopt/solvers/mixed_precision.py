@@ -91,6 +91,7 @@ def defect_correction(defect: Callable[[Any], Any], bnorm: float,
         info.iterations += inner.iterations
         x += c
         del c
+        release_cached(xp)  # the CG's float32 blocks do not take the float64 defect
         r = defect(x)
         new = float(np.sqrt(dot(r, r))) / bnorm
         info.residuals.append(new)
