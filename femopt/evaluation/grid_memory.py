@@ -26,7 +26,7 @@ COARSE = 1.0 / 7.0  # levels 1, 2, ... of a vector: 1/8 + 1/64 + ... of level 0
 # history and asymptotes (4), the subproblem's coefficients (6), the interior point, its
 # direction and trial point (9), the residual's and the Newton system's pieces (about 11)
 MMA_ARRAYS = 30
-OC_ARRAYS = 3  # w of the linear constraint, the trial design, the accepted one
+OC_ARRAYS = 2  # the trial design, the accepted one (w of the linear constraint is held)
 PHASES = ("held", "solve", "update", "gradient")
 
 
@@ -83,6 +83,8 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
         Array("filters' 1 / Hs", "held", F64 * n_cells * n_filters),
         Array("filtered designs, rho", "held", F64 * n_cells * (n_filters + 1)),
         Array("volume weights", "held", F64 * n_cells),
+        Array("OC's w of the linear constraint (built once, kept: EvaluationPath._linear)",
+              "held", 0 if mma else F64 * n_cells),
         Array("coarsest level's inverse (dense float64)", "held",
               F64 * n_coarse * n_coarse),
     ]
