@@ -163,9 +163,11 @@ def main() -> None:
                  "(--solver-section default)")
     options = {}
     for item in args.solver_option:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not key or not value:
             ap.error(f"--solver-option takes KEY=VALUE, got {item!r}")
+        if key in ("type", "rtol", "krylov"):
+            ap.error(f"--solver-option {key}: use --rtol or --precision (type is multigrid)")
         options[key] = yaml.safe_load(value)
     solver = ("no solver: section" if args.solver_section == "none" else
               f"multigrid rtol {args.rtol:g}, krylov {args.precision or 'auto'}"

@@ -293,10 +293,10 @@ def test_the_first_mixed_solve_starts_in_place_from_the_zero_states():
         assert model.path.cg_iterations["forward"][0] <= 2  # warm: the same design
 
 
-def test_dm_drho_is_made_after_the_forward_solves():
+def test_dm_drho_is_made_after_the_solves():
     """The interpolation's derivative is not alive beside the solves' vectors: the path
-    makes it after the forward solves, and the gradient is the same as ever (the Taylor
-    test of the mixed path, above, checks its value)."""
+    makes it after the forward (and any adjoint) solves, and the gradient is the same as
+    ever (the Taylor test of the mixed path, above, checks its value)."""
     model = build(cantilever((8, 4, 4)), array_module=np)
     events = []
     solve, derivative = model.solver.solve_grid, model.interp.derivative

@@ -239,11 +239,12 @@ class DevicePath(EvaluationPath):
     def _parts(self) -> list[DeviceForm]:
         return [form for parts in self.forms for _, form in parts]
 
-    def analyse(self, rho: Any) -> tuple[Any, Any]:
+    def analyse(self, rho: Any) -> Any:
         """The forward solve: every load case at ``rho`` (warm start from the last
         states; a path that solves in place, ``cold_start_in_place``, starts its first
         solve from the zero states too, with no second state alive); returns the
-        interpolation's scale factors and their derivative."""
+        interpolation's scale factors (their derivative is made after every solve,
+        :meth:`design_terms`)."""
         m = self.model
         scale = m.interp.value(rho)
         self._set_operator(scale)
@@ -254,8 +255,7 @@ class DevicePath(EvaluationPath):
             its.append(it)
         self.solved = True
         self.cg_iterations = {"forward": its, "adjoint": []}
-        dm = m.interp.derivative(rho)  # after the solves: not alive beside their vectors
-        return scale, dm
+        return scale
 
     def solve_adjoints(self, rho: Any) -> None:
         """The adjoint solves of every function with the forward's solver object, to the
@@ -332,8 +332,9 @@ class DevicePath(EvaluationPath):
 
     def design_terms(self, rho: Any, keep_state: bool = False
                      ) -> tuple[list[float], list[tuple[Any, Any]], State | None]:
-        scale, dm = self.analyse(rho)
+        scale = self.analyse(rho)
         self.solve_adjoints(rho)
+        dm = self.model.interp.derivative(rho)  # after every solve: not beside their vectors
         values, terms = self.function_terms(rho, scale, dm)
         for k, (value, grad) in self.modal_terms(rho).items():  # plus a sum's other terms
             pr, adj = terms[k]

@@ -102,7 +102,8 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
         Array("coarsest level: its dense matrix and Cholesky factor, then the working "
               "copies of the solves that make the inverse", "update",
               2 * F64 * n_coarse * n_coarse),
-        Array("dm/drho (made after the forward solves)", "gradient", F64 * n_cells),
+        Array("dm/drho (made after the forward and adjoint solves)", "gradient",
+              F64 * n_cells),
         Array("sensitivity, partial term, chain rule", "gradient", 4 * F64 * n_cells),
         Array("objective and constraint gradients", "gradient", 2 * F64 * n_cells),
         Array("optimizer update", "gradient",
