@@ -69,6 +69,25 @@ def test_a_rank_estimate_counts_the_whole_grids_coarsest_level(
     assert built == [shape] and path.mg.layouts == list(path.plan.levels)
 
 
+def test_a_ranks_estimate_counts_its_optimizer(write_problem):
+    """A rank's estimate is its model's: MMA's per-cell arrays (about 30 float64) are
+    counted on the slab as on one GPU."""
+    plan_bytes = {}
+    for name, optimizer in (("oc", "{type: oc, max_iter: 5}"),
+                            ("mma", "{type: mma, max_iter: 5}")):
+        text = (CANTILEVER.replace("optimizer: {type: oc, max_iter: 5}", f"optimizer: {optimizer}")
+                .replace("[24, 8, 4], size: [24.0, 8.0, 4.0]", "[64, 32, 32], size: [64.0, 32.0, 32.0]"))
+        model = build_model(write_problem(text))
+        assert model.optimizer.name == name
+        plan = partition.rank_plan(model, 2)
+        local = Slab(plan.layout, _Rank(0, 2), plan.bounds).local
+        plan_bytes[name] = (partition.slab_bytes(model, plan, local), local.n_cells)
+    (oc, cells), (mma, _) = plan_bytes["oc"], plan_bytes["mma"]
+    # MMA's gradient phase (about 300 B/cell) replaces the float64 CG's (about 145) as
+    # the peak; before, a rank's estimate counted OC whatever the optimizer
+    assert mma - oc > MEMORY_MARGIN * 100 * cells
+
+
 def test_too_many_ranks_name_the_most_the_grid_takes():
     """A 24-cell axis cut into slabs of at least 2 layers (a filter reaching 2 cells)
     takes 12 ranks; 13 are refused with that number."""

@@ -96,5 +96,5 @@ def slab_bytes(model: Any, partition: RankPlan, local: GridLayout) -> int:
     arrays of its cells (``local_design_of``)."""
     from femopt.evaluation.grid_device import estimate_bytes
 
-    return estimate_bytes(local, len(model.load_nonzeros), krylov="double",
+    return estimate_bytes(local, len(model.load_nonzeros), model, krylov="double",
                           n_coarse=partition.levels[-1].n_dofs, fixed_design=True, slab=True)
