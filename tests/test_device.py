@@ -178,8 +178,18 @@ def test_the_default_solver_becomes_multigrid_on_the_gpu_path():
     model = build(problem("mbb_beam"), array_module=np)
     assert (model.device, model.solver.name) == ("gpu", "multigrid")
     assert model.device_notes == ["solver: multigrid on the GPU instead of direct, the "
-                                  "CPU's default", grid_device.KRYLOV_NOTE["mixed"]]
+                                  "CPU's default", grid_device.KRYLOV_NOTE["mixed"],
+                                  grid_device.COARSE_NOTE["hybrid"]]
     assert (model.solver.krylov, model.solver._precision(np)) == ("mixed", np.float32)
+    assert model.solver.coarse_operator == "hybrid"
+    # the CPU path keeps Galerkin's coarse levels; a problem's choice stands on the GPU
+    data = problem("mbb_beam")
+    data["solver"] = {"type": "multigrid"}
+    assert build(data, device="cpu").solver.coarse_operator == "galerkin"
+    data["solver"]["coarse_operator"] = "galerkin"
+    model = build(data, array_module=np)
+    assert model.solver.coarse_operator == "galerkin"
+    assert grid_device.COARSE_NOTE["galerkin"] in model.device_notes
     assert model.assembler is None
 
 

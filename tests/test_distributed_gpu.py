@@ -30,10 +30,12 @@ from test_distributed import CANTILEVER, MBB, MMA_CASES, PROBLEMS, needs_mpi
 
 
 def _double(text: str) -> str:
-    """The problem with float64 Krylov iterations: the distributed path's precision, which
-    the one-process grid path (mixed by default) is compared with."""
+    """The problem with float64 Krylov iterations and Galerkin coarse levels: the
+    distributed path's, which the one-process grid path (mixed and hybrid by default) is
+    compared with."""
     return re.sub(r"solver: \{type: multigrid, ([^}]*)\}",
-                  r"solver: {type: multigrid, \1, krylov: double}", text)
+                  r"solver: {type: multigrid, \1, krylov: double, coarse_operator: galerkin}",
+                  text)
 
 
 CANTILEVER, MBB, MMA_CASES = (_double(t) for t in (CANTILEVER, MBB, MMA_CASES))
@@ -291,7 +293,8 @@ def test_device_branches_on_two_ranks(problem, write_problem, tmp_path):
     same CG iterations, objectives within 1e-6 relative (force_inverter: MMA, springs)."""
     path = write_problem(MMA_CASES if problem == "mma_cases" else
                          (PROBLEMS / "force_inverter.yaml").read_text()
-                         + "solver: {type: multigrid, krylov: double}\n")
+                         + "solver: {type: multigrid, krylov: double, "
+                         "coarse_operator: galerkin}\n")
     out = tmp_path / "two.json"
     proc = subprocess.run([mpiexec(), "-n", "2", sys.executable, "-c", STAND_IN, str(path),
                            "3", str(out)], capture_output=True, text=True, timeout=300,

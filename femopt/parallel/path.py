@@ -114,7 +114,7 @@ def unsupported(model: Any) -> str | None:
     if not getattr(model.solver, "distributed", False):
         return (f"a distributed run solves with the multigrid solver, not "
                 f"{model.solver.name!r}")
-    if model.solver.options.coarse_operator != "galerkin":
+    if model.solver.options.coarse_operator not in ("auto", "galerkin"):
         return ("a distributed run builds Galerkin coarse levels (multigrid "
                 "coarse_operator: galerkin)")
     if not getattr(model.optimizer, "distributed", False):

@@ -18,15 +18,16 @@ Hierarchy (built once per grid and constraints; operators rebuilt per design):
   60x20x4 has at most 3 levels (30x10x2, then 15x5x1), 160x80x40 four (down to 20x10x5).
   A constrained fine dof constrains every coarse dof that interpolates to it
   (:func:`femopt.solvers.multigrid_transfer.coarse_fixed`);
-- coarse operators: ``galerkin`` (default) computes P^T A P cell by cell
+- coarse operators: ``galerkin`` (the default on the CPU) computes P^T A P cell by cell
   (:mod:`femopt.solvers.galerkin`): level 1 matrix-free on the GPU (``matrix_free_levels``
   = 2: prolong, the fine apply, restrict; ``GalerkinProduct``), assembled into CSR with a
   fixed pattern below
-  (and for level 1 on the CPU); ``hybrid`` rediscretizes level 1 (matrix-free, an eighth of
-  the cost) and takes Galerkin below; ``rediscretize`` averages the children's scale
-  factors on every level. On SIMP designs of contrast 1e-9 Galerkin never needed more CG
-  iterations than the others and up to 15% fewer; hybrid is 20% faster per design
-  iteration on an H100 at 33.5M cells (docs/benchmarks.md);
+  (and for level 1 on the CPU); ``hybrid`` (the default of the grid device path,
+  ``auto``) rediscretizes level 1 (matrix-free, an eighth of the cost) and takes Galerkin
+  below; ``rediscretize`` averages the children's scale factors on every level. On SIMP
+  designs of contrast 1e-9 Galerkin never needed more CG iterations than the others and
+  up to 15% fewer; hybrid 2.5% more than Galerkin at 64x32x32, and through ``femopt run``
+  on an H100 at 33.5M cells it is 20% faster per design iteration (docs/benchmarks.md);
 - coarsest level: a direct solve (SciPy's SuperLU, or on the GPU the inverse from a dense
   Cholesky factor);
 - smoothing: Chebyshev of D^-1 A (default) or damped Jacobi (:mod:`femopt.solvers.smoothers`),
@@ -106,6 +107,8 @@ class MultigridSolver(LinearSolver):
         self.fell_back = False
         self.float64_vcycle = False  # set for the run when the float32 V-cycle fails
         self.krylov = "double" if self.options.krylov == "auto" else self.options.krylov
+        asked = self.options.coarse_operator
+        self.coarse_operator = "galerkin" if asked == "auto" else asked
         self.notes: list[str] = []  # what a solve decided that the run's log should say
         self.precision_fallbacks = 0
 
@@ -117,6 +120,16 @@ class MultigridSolver(LinearSolver):
         if mode != self.krylov:
             self.krylov = mode
             self._key = None  # the V-cycle's precision may change: rebuild
+
+    def use_coarse_operator(self, mode: str) -> None:
+        """The coarse operators, "galerkin", "rediscretize" or "hybrid", before the first
+        solve (the grid device path resolves the option's auto to hybrid)."""
+        if mode not in ("galerkin", "rediscretize", "hybrid"):
+            raise SolverError(f"unknown coarse operator {mode!r}: expected galerkin, "
+                              "rediscretize or hybrid")
+        if mode != self.coarse_operator:
+            self.coarse_operator = mode
+            self._key = None  # the levels' formats change: rebuild
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -212,9 +225,9 @@ class MultigridSolver(LinearSolver):
         for coarse in grid_levels(lay, o.coarsest_size, o.levels)[1:]:
             fixed_c = transfer.coarse_fixed(levels[-1].layout, levels[-1].fixed)
             levels.append(Level(coarse, fixed_c, ~fixed_c))
-        if o.coarse_operator == "rediscretize":
+        if self.coarse_operator == "rediscretize":
             n_mf = len(levels)
-        elif o.coarse_operator == "hybrid":
+        elif self.coarse_operator == "hybrid":
             n_mf = 2
         else:  # the fine level and, optionally, level 1 (its children scale factors)
             n_mf = min(o.matrix_free_levels or (1 if xp is np else 2), 2)
@@ -233,7 +246,7 @@ class MultigridSolver(LinearSolver):
                   "rediscretize": [1] * len(levels),
                   "hybrid": [1] + [2 ** max(i - 1, 0) for i in range(1, len(levels))]}
         self._bounds = [eigenvalue_bound(ke, lay.dim, lay.k, r)
-                        for r in ratios[o.coarse_operator]]
+                        for r in ratios[self.coarse_operator]]
 
     def _children(self, ke: np.ndarray, ratio: int, xp: Any) -> Any:
         key = (ratio, xp.__name__)
@@ -262,10 +275,10 @@ class MultigridSolver(LinearSolver):
             prev = levels[i - 1].layout if i else None
             if i == 0:
                 pass
-            elif o.coarse_operator == "rediscretize" or (o.coarse_operator == "hybrid"
-                                                         and i == 1):
+            elif self.coarse_operator == "rediscretize" or (
+                    self.coarse_operator == "hybrid" and i == 1):
                 s = rediscretized_scale(prev, s)
-                if o.coarse_operator == "hybrid":
+                if self.coarse_operator == "hybrid":
                     base, base_scale, base_level = lev.layout, s, 1
             elif lev.pattern is None:  # level 1, matrix-free Galerkin: P^T A0 P by products
                 lev.op = GalerkinProduct(lev.layout, fine, lev.free,
@@ -291,7 +304,7 @@ class MultigridSolver(LinearSolver):
                 data[lev.pattern.diag_slot[springs[0]]] += xp.asarray(springs[1],
                                                                       dtype=data.dtype)
             lev.op = CSROperator(lev.pattern, data)
-            if o.coarse_operator == "rediscretize":
+            if self.coarse_operator == "rediscretize":
                 cells = None
         levels[-1].coarse_solve = CoarseSolver(levels[-1].op, xp)
         self._make_smoothers()

@@ -27,10 +27,10 @@ class MultigridOptions(Options):
     ``coarsest_size``."""
     coarsest_size: int = Field(5000, gt=0)
     """Stop coarsening at the first level with at most this many dofs."""
-    coarse_operator: Literal["galerkin", "rediscretize", "hybrid"] = "galerkin"
+    coarse_operator: Literal["auto", "galerkin", "rediscretize", "hybrid"] = "auto"
     """Coarse operators: P^T A P (robust for SIMP contrast), rediscretized densities, or
     hybrid: level 1 rediscretized (matrix-free, an eighth of the fine cost), Galerkin of
-    it below."""
+    it below; auto: hybrid on the grid device path (one GPU), galerkin elsewhere."""
     matrix_free_levels: int | None = Field(None, ge=1)
     """Galerkin levels applied without assembling (the finest counts); None: 1 on the CPU,
     2 on the GPU."""
