@@ -56,11 +56,17 @@ class EvaluationPath:
 
     def _through(self, stages: list[Any], x: Any) -> tuple[Any, list[Any]]:
         inputs = []
-        y = self.xp.ascontiguousarray(x)  # a constant view (the start design) as an array
+        # a constant view (the start design) as an array
+        start = y = self.xp.ascontiguousarray(x)
         for f in stages:
             inputs.append(y)
             y = f.forward(y)
-        rho = y.astype(self.xp.float64, copy=True)
+        # rho is the last stage's new array itself, the passive cells written into it (no
+        # copy of the filtered design); a copy where it would be the design or a stage's
+        # input (no stage, or one that hands its input back: the sensitivity filter)
+        rho = y.astype(self.xp.float64, copy=False)
+        if any(self.xp.may_share_memory(rho, a) for a in (start, *inputs)):
+            rho = rho.copy()
         rho[self.passive_idx] = self.passive_val
         return rho, inputs
 

@@ -21,9 +21,12 @@ class Filter(Component):
     """One stage of the design chain x -> ... -> rho.
 
     ``forward`` maps the stage's input to its output; ``backward`` is the exact
-    vector-Jacobian product (chain rule). A heuristic stage (``heuristic = True``, the
-    sensitivity filter) instead rewrites the objective gradient in
-    ``modify_objective_gradient``; Taylor tests check the exact gradient without it.
+    vector-Jacobian product (chain rule). ``forward`` returns a new array, which then
+    belongs to the design chain (the last stage's is rho itself, the passive cells
+    written into it: ``EvaluationPath._through``), or its input itself. A heuristic
+    stage (``heuristic = True``, the sensitivity filter) instead rewrites the objective
+    gradient in ``modify_objective_gradient``; Taylor tests check the exact gradient
+    without it.
     """
 
     heuristic: ClassVar[bool] = False
