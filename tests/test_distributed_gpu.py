@@ -98,7 +98,12 @@ from femopt.parallel.comm import world
 
 xp = types.ModuleType("stand_in")
 xp.__getattr__ = lambda name: getattr(np, name)
-cd.device_comm = lambda host, xp: cd.DeviceComm(host, xp, cd.HostTransport(host, xp))
+if sys.argv[4:] == ["ipc"]:  # the halos through the CUDA IPC protocol's CPU twin
+    from femopt.parallel.comm_ipc import FileIpc, ipc_transport
+    cd.device_comm = lambda host, xp: cd.DeviceComm(host, xp,
+                                                    ipc_transport(host, xp, FileIpc()))
+else:
+    cd.device_comm = lambda host, xp: cd.DeviceComm(host, xp, cd.HostTransport(host, xp))
 cd.check_memory = lambda need, comm: None
 coarse = pm.CoarseSolver
 pm.CoarseSolver = lambda op, xp: coarse(op, np)
@@ -108,7 +113,50 @@ model.optimizer.run(model, model.x0.copy(), int(sys.argv[2]))
 assert model.path.xp is xp and model.path.mg.op64.kernel is not None
 if comm.root:
     json.dump({"objectives": [r.objective for r in model.history],
-               "cg": model.path.cg_iterations}, open(sys.argv[3], "w"))
+               "cg": model.path.cg_iterations,
+               "transport": model.path.slab.comm.transport.name}, open(sys.argv[3], "w"))
+"""
+
+
+# the CUDA IPC protocol on the ranks of ARGV[1] ("ok": its CPU twin; "fail": the twin where
+# rank 1 cannot make its events; "cuda": CUDA IPC on the GPU): halo-like exchanges of every
+# rank with both neighbours, of sizes that grow and shrink, each followed by a kernel on the
+# layer received; each rank's received values in ARGV[2]/RANK.json
+IPC_EXCHANGES = """\
+import json, sys
+import numpy as np
+from femopt.parallel.comm import world
+from femopt.parallel.comm_device import DeviceComm
+from femopt.parallel.comm_ipc import CudaIpc, FileIpc, ipc_transport
+
+class Failing(FileIpc):
+    def event(self):
+        raise RuntimeError("no interprocess events here")
+
+host = world()
+r, n = host.rank, host.size
+if sys.argv[1] == "cuda":
+    import cupy as xp
+    ops = CudaIpc(xp)
+else:
+    xp = np
+    ops = Failing() if sys.argv[1] == "fail" and r == 1 else FileIpc()
+comm = DeviceComm(host, xp, ipc_transport(host, xp, ops))
+above = r + 1 if r < n - 1 else None
+below = r - 1 if r > 0 else None
+got = []
+for k, size in enumerate([3, 1000, 5, 40000, 7, 40000, 2] * 3):
+    up = xp.full(size, 1000.0 * r + k) if above is not None else None
+    recv = xp.empty(size) if below is not None else None
+    comm.sendrecv(up, above, recv, below, tag=11)
+    down = xp.full(size, -1000.0 * r - k) if below is not None else None
+    recv2 = xp.empty(size) if above is not None else None
+    comm.sendrecv(down, below, recv2, above, tag=12)
+    recv = None if recv is None else recv * 1.0
+    recv2 = None if recv2 is None else recv2 * 1.0
+    got.append([None if recv is None else [float(recv.min()), float(recv.max())],
+                None if recv2 is None else [float(recv2.min()), float(recv2.max())]])
+json.dump({"transport": comm.transport.name, "got": got}, open(f"{sys.argv[2]}/{r}.json", "w"))
 """
 
 
@@ -287,17 +335,22 @@ def test_device_twin_on_two_ranks_equals_one_process(text, write_problem, tmp_pa
 
 
 @needs_mpi
-@pytest.mark.parametrize("problem", ["mma_cases", "force_inverter"])
-def test_device_branches_on_two_ranks(problem, write_problem, tmp_path):
+@pytest.mark.parametrize("problem,ranks,transport", [("mma_cases", 2, "host"),
+                                                     ("force_inverter", 2, "host"),
+                                                     ("mma_cases", 3, "ipc")])
+def test_device_branches_on_two_ranks(problem, ranks, transport, write_problem, tmp_path):
     """The device branches (``STAND_IN``) on two ranks against the one-process twin: the
-    same CG iterations, objectives within 1e-6 relative (force_inverter: MMA, springs)."""
+    same CG iterations, objectives within 1e-6 relative (force_inverter: MMA, springs);
+    on three ranks with the halos through the CUDA IPC protocol (its CPU twin, a middle
+    rank with two peers)."""
     path = write_problem(MMA_CASES if problem == "mma_cases" else
                          (PROBLEMS / "force_inverter.yaml").read_text()
                          + "solver: {type: multigrid, krylov: double, "
                          "coarse_operator: galerkin}\n")
     out = tmp_path / "two.json"
-    proc = subprocess.run([mpiexec(), "-n", "2", sys.executable, "-c", STAND_IN, str(path),
-                           "3", str(out)], capture_output=True, text=True, timeout=300,
+    proc = subprocess.run([mpiexec(), "-n", str(ranks), sys.executable, "-c", STAND_IN,
+                           str(path), "3", str(out), transport], capture_output=True,
+                          text=True, timeout=300,
                           env=_mpi_env())
     assert proc.returncode == 0, proc.stderr
     two = json.loads(out.read_text())
@@ -308,6 +361,44 @@ def test_device_branches_on_two_ranks(problem, write_problem, tmp_path):
     scale = max(abs(v) for v in one)  # the inverter's objective passes through zero
     assert np.allclose(two["objectives"], one, rtol=1e-6, atol=1e-9 * scale)
     assert two["cg"] == model.path.cg_iterations
+    assert two["transport"] == {"host": "mpi", "ipc": "ipc"}[transport]
+
+
+@needs_mpi
+@pytest.mark.parametrize("case", ["ok", "fail", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_ipc_protocol_exchanges_halos_on_three_ranks(case, tmp_path):
+    """The CUDA IPC halo protocol (its CPU twin) on three ranks: every layer arrives
+    whole from the right neighbour, over outboxes that grow; where one rank cannot make
+    its events, every rank falls back to the host transport, said once."""
+    proc = subprocess.run([mpiexec(), "-n", "3", sys.executable, "-c", IPC_EXCHANGES, case,
+                           str(tmp_path)], capture_output=True, text=True, timeout=300,
+                          env=_mpi_env())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("could not be set up (RuntimeError: no interprocess") == (
+        case == "fail")
+    for r in range(3):
+        d = json.loads((tmp_path / f"{r}.json").read_text())
+        assert d["transport"] == {"ok": "ipc", "fail": "mpi", "cuda": "ipc"}[case]
+        assert len(d["got"]) == 21
+        for k, (from_below, from_above) in enumerate(d["got"]):
+            if r > 0:
+                assert from_below == [1000.0 * (r - 1) + k] * 2
+            if r < 2:
+                assert from_above == [-1000.0 * (r + 1) - k] * 2
+            assert (from_below is None) == (r == 0) and (from_above is None) == (r == 2)
+    assert not list(Path("/dev/shm").glob("femopt-outbox-*")) or case == "fail"
+
+
+def test_a_bad_shared_gpu_transport_is_named(monkeypatch):
+    from femopt.errors import InputError
+    from femopt.parallel.comm_device import shared_gpu_transport
+
+    assert shared_gpu_transport() == "ipc"
+    monkeypatch.setenv("FEMOPT_GPU_TRANSPORT", " Host ")
+    assert shared_gpu_transport() == "host"
+    monkeypatch.setenv("FEMOPT_GPU_TRANSPORT", "nvlink")
+    with pytest.raises(InputError, match="FEMOPT_GPU_TRANSPORT='nvlink': expected ipc or host"):
+        shared_gpu_transport()
 
 
 # -- on the GPU ----------------------------------------------------------------------------
@@ -315,12 +406,21 @@ def test_device_branches_on_two_ranks(problem, write_problem, tmp_path):
 @pytest.mark.gpu
 @needs_mpi
 def test_device_comm_collectives_on_the_gpu(tmp_path):
-    """Two ranks on one GPU use the host transport (NCCL refuses a GPU twice); on two
-    GPUs NCCL. The same numbers either way."""
+    """Two ranks on one GPU exchange halos through CUDA IPC (NCCL refuses a GPU twice),
+    or with ``FEMOPT_GPU_TRANSPORT=host`` through host memory; on two GPUs NCCL. The same
+    numbers every way."""
     import cupy
 
     out = collectives("cupy", tmp_path)
-    want = "nccl" if cupy.cuda.runtime.getDeviceCount() >= 2 else "mpi"
+    want = "nccl" if cupy.cuda.runtime.getDeviceCount() >= 2 else "ipc"
+    (tmp_path / "host").mkdir()
+    os.environ["FEMOPT_GPU_TRANSPORT"] = "host"
+    try:
+        forced = collectives("cupy", tmp_path / "host")
+    finally:
+        del os.environ["FEMOPT_GPU_TRANSPORT"]
+    assert all(d["transport"] == ("nccl" if want == "nccl" else "mpi") for d in forced)
+    assert [d["recv"] for d in forced] == [d["recv"] for d in out]
     for d in out:
         assert d["transport"] == want
         assert d["rows"] == [[0.0, 1.0, 2.0], [1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]

@@ -9,9 +9,11 @@ levels, partial sums) travel through a *transport*:
   ``groupStart``/``groupEnd`` for the halos, ``allGather`` and ``allReduce`` for the rest,
   all on the current stream (so they are ordered with the kernels around them);
 - :class:`HostTransport`: the same calls staged through host memory and MPI. NCCL does
-  not take two ranks of one communicator on one GPU ("duplicate GPU"), so ranks that share
-  a GPU use it; with NumPy arrays it is the CPU twin of the device path, which is how the
-  tests run the device code without a GPU.
+  not take two ranks of one communicator on one GPU ("duplicate GPU"); ranks of one host
+  that share a GPU exchange their halo layers device to device through CUDA IPC
+  (:class:`~femopt.parallel.comm_ipc.IpcTransport`, sums and gathers as here), or with
+  ``FEMOPT_GPU_TRANSPORT=host`` through this one. With NumPy arrays it is the CPU twin of
+  the device path, which is how the tests run the device code without a GPU.
 
 Host objects (flags, maxima, the broadcast of rank 0's decisions, what is gathered for
 the results directory) go through MPI as on the CPU. Sums need not be deterministic on
@@ -21,6 +23,7 @@ they are taken in float64: each rank sums its part, then one ``allReduce``.
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any
 
@@ -214,7 +217,9 @@ def device_comm(host: Comm, xp: Any) -> DeviceComm:
     """The device communicator of ``host``'s ranks on ``xp``: with CuPy each rank on GPU
     ``rank % n_gpus`` with the allocator ``FEMOPT_GPU_ALLOCATOR`` names
     (:func:`~femopt.backend.gpu_allocator`), NCCL when every rank has a GPU of its own,
-    else the host transport; with NumPy the host transport (the CPU twin)."""
+    CUDA IPC for the halos when the ranks are on one host and some share a GPU (unless
+    ``FEMOPT_GPU_TRANSPORT=host``), else the host transport; with NumPy the host
+    transport (the CPU twin)."""
     if xp is np:
         return DeviceComm(host, np, HostTransport(host, np))
     cupy, _ = gpu_modules()
@@ -223,9 +228,27 @@ def device_comm(host: Comm, xp: Any) -> DeviceComm:
     gpu = (socket.gethostname(), cupy.cuda.runtime.deviceGetPCIBusId(cupy.cuda.Device().id))
     gpus = host.mpi.allgather(gpu) if host.size > 1 else [gpu]
     sharing = gpus.count(gpu)
-    transport = (HostTransport(host, cupy) if len(set(gpus)) < host.size or host.size == 1
-                 else NcclTransport(host))
+    if host.size == 1:
+        transport: Any = HostTransport(host, cupy)
+    elif len(set(gpus)) == host.size:
+        transport = NcclTransport(host)
+    elif len({name for name, _ in gpus}) == 1 and shared_gpu_transport() == "ipc":
+        from femopt.parallel.comm_ipc import CudaIpc, ipc_transport
+
+        transport = ipc_transport(host, cupy, CudaIpc(cupy))
+    else:
+        transport = HostTransport(host, cupy)
     return DeviceComm(host, cupy, transport, sharing)
+
+
+def shared_gpu_transport() -> str:
+    """How ranks of one host that share a GPU exchange halo layers: ``ipc`` (device to
+    device, the default) or ``host`` (through host memory and MPI), from
+    ``FEMOPT_GPU_TRANSPORT``; InputError for another value."""
+    value = os.environ.get("FEMOPT_GPU_TRANSPORT", "ipc").strip().lower() or "ipc"
+    if value not in ("ipc", "host"):
+        raise InputError(f"FEMOPT_GPU_TRANSPORT={value!r}: expected ipc or host")
+    return value
 
 
 def check_memory(need: int, comm: DeviceComm) -> None:
