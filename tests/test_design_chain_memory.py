@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from femopt.parallel.comm import SERIAL
 from path_checks import build
 from test_device import problem
 
@@ -58,3 +59,85 @@ def test_rho_is_a_copy_where_the_chain_hands_x_back(where, filters):
     rho, _ = model.physical(x)
     assert not np.shares_memory(rho, x)
     assert np.all(x == 0.5) and rho[model.passive_idx].min() == 0.0
+
+
+# -- the volume weights ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", [{"array_module": np},
+                                   {"device": "cpu", "distributed": SERIAL}],
+                         ids=["twin", "slab"])
+def test_volume_weights_stay_one_number_on_the_device(where):
+    """A grid's volume weights are one number at stride 0 in the device path's form (no
+    array of the cells' size), on one GPU's twin and on a rank's slab; the volume and its
+    gradient are those of the weights made an array."""
+    data = problem("mbb_beam_density", solver={"type": "multigrid"})
+    model, full = build(data, **where), build(data, **where)
+    (_, form), = model.path.forms[1]
+    v = form.rho_weights
+    assert v.strides == (0,) and v.shape == model.x0.shape  # the path's own cells
+    assert float(v[0]) == 1.0 / model.mesh.n_cells
+    (_, full_form), = full.path.forms[1]
+    full_form.rho_weights = np.array(v)  # what the path held before
+    x = np.random.default_rng(2).uniform(0.2, 0.8, model.n)
+    values, grads = model.values_and_gradients(model.to_device(x))
+    values_full, grads_full = full.values_and_gradients(full.to_device(x))
+    assert values[0] == values_full[0]
+    assert values[1] == pytest.approx(values_full[1], rel=1e-15)
+    for g, g_full in zip(grads, grads_full):
+        np.testing.assert_array_equal(g, g_full)
+    (w, b), (w_full, b_full) = model.linear_constraint(), full.linear_constraint()
+    np.testing.assert_array_equal(w, w_full)
+    assert b == b_full
+
+
+@pytest.mark.gpu
+def test_gpu_volume_weights_are_one_number_and_give_the_same_bits():
+    """On the GPU the constant weights give the volume, its partial term and OC's linear
+    constraint bit for bit as the weights made an array (the path held those before)."""
+    import cupy
+
+    data = problem("mbb_beam_density", solver={"type": "multigrid"})
+    model, full = build(data, array_module=cupy), build(data, array_module=cupy)
+    (_, form), = model.path.forms[1]
+    (_, full_form), = full.path.forms[1]
+    assert isinstance(form.rho_weights, cupy.ndarray) and form.rho_weights.strides == (0,)
+    full_form.rho_weights = cupy.ascontiguousarray(form.rho_weights)
+    x = cupy.asarray(np.random.default_rng(2).uniform(0.2, 0.8, model.n))
+    rho, rho_full = model.physical(x)[0], full.physical(x)[0]
+    values, terms = model.path.function_terms(rho, None, None)
+    values_full, terms_full = full.path.function_terms(rho_full, None, None)
+    assert values == values_full
+    assert bool((terms[1][0] == terms_full[1][0]).all())
+    assert model.cheap_constraints(x)[0] == full.cheap_constraints(x)[0]
+    (w, b), (w_full, b_full) = model.linear_constraint(), full.linear_constraint()
+    assert bool((w == w_full).all()) and b == b_full
+
+
+# -- the count ---------------------------------------------------------------------------
+
+DESIGN_CHAIN = ("design x", "filters' 1 / Hs", "filtered designs", "volume weights",
+                "OC's w")
+
+
+def _held_design_chain(**kwargs) -> tuple[float, dict[str, float]]:
+    """B/cell of the count's held design-chain arrays at 512x256x256, and each entry's."""
+    from femopt.assembly.grid_layout import GridLayout
+    from femopt.evaluation import grid_memory
+
+    lay = GridLayout((512, 256, 256), 3)
+    arrays = grid_memory.iteration_arrays(lay.n_cells, lay.n_dofs, 3, 3, n_coarse=4131,
+                                          **kwargs)
+    chain = {a.name: a.bytes / lay.n_cells for a in arrays if a.name.startswith(DESIGN_CHAIN)}
+    assert len(chain) == len(DESIGN_CHAIN)
+    assert all(a.phase == "held" for a in arrays if a.name in chain)
+    return sum(chain.values()), chain
+
+
+@pytest.mark.parametrize("krylov", ["mixed", "double"])
+def test_the_count_holds_no_volume_weights(krylov):
+    """The volume weights are one number: the count's design chain with a density
+    filter and OC holds x, 1 / Hs, rho and OC's w (32 B/cell), v nothing."""
+    total, chain = _held_design_chain(krylov=krylov)
+    assert chain["volume weights (one number: a grid's cells are alike)"] == 0
+    assert total == 8 + 8 + 16 + 8

@@ -27,6 +27,7 @@ import numpy as np
 from femopt.assembly.sparse_vector import dense_of
 from femopt.backend import to_host
 from femopt.backend.rows import RowSource, cell_rows
+from femopt.evaluation.device_choice import to_design
 from femopt.evaluation.device_forms import DeviceForm, group_functionals
 from femopt.errors import RunError
 from femopt.evaluation.path import EvaluationPath, check_terms, checked_values
@@ -168,8 +169,10 @@ class DevicePath(EvaluationPath):
 
     def _to_cells(self, v: Any) -> Any:
         """A per-cell host array (every cell, femopt's order; or a
-        :class:`~femopt.assembly.sparse_vector.SparseVector`) in the path's cell layout."""
-        return self.xp.asarray(dense_of(v))
+        :class:`~femopt.assembly.sparse_vector.SparseVector`) in the path's cell layout;
+        a constant view (a grid's volume weights) stays one number at stride 0 there, as
+        the design's bounds do (:func:`~femopt.evaluation.device_choice.to_design`)."""
+        return to_design(self.xp, dense_of(v))
 
     def _functional_states(self, a: Any) -> Any:
         """A linear form's functional (a full-dof host array or a
@@ -186,6 +189,10 @@ class DevicePath(EvaluationPath):
         return to_host(u @ a.T)
 
     def _cell_dot(self, v: Any, rho: Any) -> float:
+        if self.xp is not np and v.strides == (0,):
+            # a constant v made the array it was, for this product alone: the device's
+            # reduction may sum a stride-0 operand in another order (another last bit)
+            v = self.xp.ascontiguousarray(v)
         return float(v @ rho)
 
     # -- functions on the device ---------------------------------------------------------

@@ -82,7 +82,9 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
               (4 if fixed_design else 1) * F64 * n_cells),
         Array("filters' 1 / Hs", "held", F64 * n_cells * n_filters),
         Array("filtered designs, rho", "held", F64 * n_cells * (n_filters + 1)),
-        Array("volume weights", "held", F64 * n_cells),
+        # a grid's volume weights are one number at stride 0 (DevicePath._to_cells); the
+        # volume's dot on a GPU makes them an array for that product alone (gradient)
+        Array("volume weights (one number: a grid's cells are alike)", "held", 0),
         Array("OC's w of the linear constraint (built once, kept: EvaluationPath._linear)",
               "held", 0 if mma else F64 * n_cells),
         Array("coarsest level's inverse (dense float64)", "held",

@@ -27,11 +27,12 @@ from typing import Any
 import numpy as np
 
 from femopt.assembly.grid_layout import GridLayout
-from femopt.assembly.sparse_vector import SparseVector, as_sparse
+from femopt.assembly.sparse_vector import SparseVector, as_sparse, constant_value
 from femopt.assembly.matrix_free import gather_cells
 from femopt.backend import to_host
 from femopt.errors import InputError
 from femopt.evaluation.device import DevicePath, capability
+from femopt.evaluation.device_choice import to_design
 from femopt.objectives.base import State
 from femopt.parallel.comm import Comm
 from femopt.parallel.multigrid import SlabMultigrid
@@ -229,9 +230,14 @@ class DistributedGridPath(DevicePath):
         return self.slab.xp.asarray(out)
 
     def _to_cells(self, v: Any) -> Any:
-        """A per-cell host vector (femopt's cell order) as this rank's owned cells: made on
-        the slab from its entries when it is a constant view or a
+        """A per-cell host vector (femopt's cell order) as this rank's owned cells: a
+        constant view stays one number at stride 0 (as on one GPU,
+        :meth:`DevicePath._to_cells`); made on the slab from its entries when it is a
         :class:`~femopt.assembly.sparse_vector.SparseVector`, else cut from it."""
+        c = constant_value(v)
+        if c is not None:
+            return to_design(self.slab.xp, np.broadcast_to(np.float64(c),
+                                                           (self.slab.n_own_cells,)))
         v = as_sparse(v)
         if not isinstance(v, SparseVector):
             return self.slab.cell_part(self.orient.cells_in(to_host(v)))
