@@ -140,4 +140,42 @@ def test_the_count_holds_no_volume_weights(krylov):
     filter and OC holds x, 1 / Hs, rho and OC's w (32 B/cell), v nothing."""
     total, chain = _held_design_chain(krylov=krylov)
     assert chain["volume weights (one number: a grid's cells are alike)"] == 0
-    assert total == 8 + 8 + 16 + 8
+    assert total == 8 + 8 + 8 + 8
+
+
+@pytest.mark.parametrize("n_filters, rho", [(0, 1), (1, 1), (2, 2)])
+def test_the_count_holds_rho_and_each_further_filters_input(n_filters, rho):
+    """rho is counted once (the last filter's output itself, or x's copy without a
+    filter) and each filter's input beyond x once more."""
+    _, chain = _held_design_chain(n_filters=n_filters)
+    assert chain["filtered designs, rho"] == 8 * rho
+
+
+def test_the_counted_design_chain_is_what_the_twin_holds():
+    """tracemalloc on the grid twin (OC, a density filter): the float64 arrays of the
+    cells' size alive when the second design's operator is set, but for the scale
+    factors (counted with the solver's arrays), are the count's held design chain
+    without 1 / Hs (made at the set-up): x, rho and OC's w."""
+    import tracemalloc
+
+    from test_mixed_precision import cantilever
+
+    model = build(cantilever((10, 6, 4)), array_module=np)
+    n, path, live = model.mesh.n_cells, model.path, []
+    set_operator = path._set_operator
+
+    def traced(scale):
+        frames = [t.traceback for t in tracemalloc.take_snapshot().traces
+                  if t.size == 8 * n]
+        live.append([f for f in frames
+                     if not any(fr.filename.endswith("interpolation.py") for fr in f)])
+        return set_operator(scale)
+
+    path._set_operator = traced
+    tracemalloc.start(30)
+    try:
+        model.optimizer.run(model, model.x0, 2)
+    finally:
+        tracemalloc.stop()
+    total, chain = _held_design_chain()
+    assert len(live[1]) * 8 == total - chain["filters' 1 / Hs"] == 24

@@ -81,7 +81,9 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
         Array("design x (with passive cells: x0 and the bounds too)", "held",
               (4 if fixed_design else 1) * F64 * n_cells),
         Array("filters' 1 / Hs", "held", F64 * n_cells * n_filters),
-        Array("filtered designs, rho", "held", F64 * n_cells * (n_filters + 1)),
+        # each filter's input beyond x, and rho: the last filter's output itself (no
+        # copy), or a copy of x without a filter (EvaluationPath._through)
+        Array("filtered designs, rho", "held", F64 * n_cells * max(n_filters, 1)),
         # a grid's volume weights are one number at stride 0 (DevicePath._to_cells); the
         # volume's dot on a GPU makes them an array for that product alone (gradient)
         Array("volume weights (one number: a grid's cells are alike)", "held", 0),
