@@ -401,6 +401,26 @@ def test_a_bad_shared_gpu_transport_is_named(monkeypatch):
         shared_gpu_transport()
 
 
+def test_the_log_says_how_ranks_share_a_gpu(monkeypatch, tmp_path):
+    import types
+
+    from femopt.parallel.comm_device import sharing_note
+
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path))
+    comm = types.SimpleNamespace(sharing=2, xp=object(),
+                                 transport=types.SimpleNamespace(name="ipc"))
+    assert sharing_note(comm) == (
+        "2 ranks share each GPU; halos device to device (CUDA IPC); CUDA MPS is not "
+        "running, so they take turns on it (start it with `nvidia-cuda-mps-control -d` "
+        "before the run)")
+    (tmp_path / "control").touch()
+    comm.transport.name = "mpi"
+    assert sharing_note(comm) == ("2 ranks share each GPU; halos through host memory; CUDA "
+                                  "MPS runs, so their kernels share it")
+    comm.sharing = 1
+    assert sharing_note(comm) is None
+
+
 # -- on the GPU ----------------------------------------------------------------------------
 
 @pytest.mark.gpu

@@ -84,6 +84,14 @@ class Comm:
         self.mpi.Sendrecv(sbuf, dest if dest is not None else null, tag,
                           rbuf, source if source is not None else null, tag)
 
+    def exchange(self, pairs: list[tuple[Any, int | None, Any, int | None, int]],
+                 label: str = "other") -> None:
+        """Several :meth:`sendrecv` of one halo exchange, ``(send, dest, recv, source,
+        tag)`` each: the sends read no array that a receive writes, so a transport may
+        take them together (one after the other here)."""
+        for send, dest, recv, source, tag in pairs:
+            self.sendrecv(send, dest, recv, source, tag=tag, label=label)
+
     # -- collectives --------------------------------------------------------------------
 
     def allgather_rows(self, local: np.ndarray, rows: list[int] | None = None

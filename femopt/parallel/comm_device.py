@@ -140,6 +140,23 @@ class DeviceComm(Comm):
             self.counts.message(label, send.nbytes)
         self.transport.sendrecv(send, dest, recv, source, tag)
 
+    def exchange(self, pairs: list[tuple[Any, int | None, Any, int | None, int]],
+                 label: str = "other") -> None:
+        if self.size == 1:
+            return
+        ready = []
+        for send, dest, recv, source, tag in pairs:
+            send = self.xp.ascontiguousarray(send) if send is not None else None
+            if send is not None and dest is not None:
+                self.counts.message(label, send.nbytes)
+            ready.append((send, dest, recv, source, tag))
+        together = getattr(self.transport, "exchange", None)
+        if together is not None:
+            together(ready)
+        else:
+            for send, dest, recv, source, tag in ready:
+                self.transport.sendrecv(send, dest, recv, source, tag)
+
     def allgather_rows(self, local: Any, rows: list[int] | None = None) -> Any:
         """As :meth:`Comm.allgather_rows`, on the device: the row counts (over MPI where
         not given), the rows (padded to the most any rank has) by one allGather."""
@@ -249,6 +266,24 @@ def shared_gpu_transport() -> str:
     if value not in ("ipc", "host"):
         raise InputError(f"FEMOPT_GPU_TRANSPORT={value!r}: expected ipc or host")
     return value
+
+
+def mps_running() -> bool:
+    """Whether CUDA's multi-process service has its control pipe (its daemon runs)."""
+    pipe = os.environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps")
+    return os.path.exists(os.path.join(pipe, "control"))
+
+
+def sharing_note(comm: DeviceComm) -> str | None:
+    """The log's line on ranks that share a GPU (None where none do)."""
+    if comm.sharing <= 1 or comm.xp is np:
+        return None
+    how = {"ipc": "device to device (CUDA IPC)", "mpi": "through host memory"}.get(
+        comm.transport.name, comm.transport.name)
+    mps = ("CUDA MPS runs, so their kernels share it" if mps_running() else
+           "CUDA MPS is not running, so they take turns on it (start it with "
+           "`nvidia-cuda-mps-control -d` before the run)")
+    return f"{comm.sharing} ranks share each GPU; halos {how}; {mps}"
 
 
 def check_memory(need: int, comm: DeviceComm) -> None:

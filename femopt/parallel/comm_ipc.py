@@ -8,10 +8,13 @@ layers on the device: each rank owns an *outbox* per peer (device memory from
 interprocess events per pair order the copies across the two processes:
 
 - sending: the stream waits for the peer's read of the last message (event ``read``),
-  copies the layer into the outbox and records ``written``; a small MPI message tells the
-  peer (the layer's size and, where the outbox grew, its new handle);
+  copies the layer into the outbox and records ``written``; a one-byte MPI message tells
+  the peer (and where the outbox grew, its new handle follows);
 - receiving: after that message, the stream waits for the peer's ``written``, copies from
-  the peer's outbox and records ``read``; a small MPI message tells the peer.
+  the peer's outbox and records ``read``; a one-byte MPI message tells the peer.
+
+A halo exchange's two directions go together (:meth:`IpcTransport.exchange`): the sends,
+then the receives, so the ranks meet once per exchange.
 
 A stream waits for an event's latest record at the time of the wait call, so each wait is
 enqueued only after the message saying that the matching record is enqueued, and no event
@@ -37,7 +40,7 @@ import numpy as np
 
 from femopt.parallel.comm_device import HostTransport
 
-WRITTEN, READ = 7101, 7102  # MPI tags of the two messages
+WRITTEN, READ, HANDLE = 7101, 7102, 7103  # MPI tags of the messages
 
 
 class CudaIpc:
@@ -146,9 +149,57 @@ class IpcTransport(HostTransport):
         self.inbox: dict[int, Any] = {}  # peer -> its outbox for this rank, opened
         self.sent: set[int] = set()  # peers that have had a message from this rank
         self.closed = False
+        # the messages: one byte, "the outbox grew" (its handle follows) in a "written"
+        self._token_out, self._token_in = np.zeros(1, np.uint8), np.zeros(1, np.uint8)
         # MPI's finalization does not take messages nobody received: the peers' last
         # "read" messages are taken at the process's exit (before mpi4py finalizes)
         atexit.register(self.close)
+
+    def sendrecv(self, send: Any, dest: int | None, recv: Any, source: int | None,
+                 tag: int) -> None:
+        self.exchange([(send, dest, recv, source, tag)])
+
+    def exchange(self, pairs: list[tuple[Any, int | None, Any, int | None, int]]) -> None:
+        """The sends of every pair, then the receives: one wait for the peers per
+        exchange, not one per direction."""
+        for send, dest, _, _, _ in pairs:
+            if send is not None and dest is not None:
+                self._send(send, dest)
+        for _, _, recv, source, _ in pairs:
+            if recv is not None and source is not None:
+                self._recv(recv, source)
+
+    def _send(self, send: Any, dest: int) -> None:
+        ops = self.ops
+        if dest in self.sent:  # the peer has enqueued its read of the last message
+            self.mpi.Recv(self._token_in, source=dest, tag=READ)
+            ops.wait(self.peer_read[dest])
+        self.sent.add(dest)
+        box, capacity = self.outbox.get(dest, (None, 0))
+        grew = send.nbytes > capacity
+        if grew:
+            if box is not None:
+                self.retired.append(box)
+            capacity = max(send.nbytes, 2 * capacity)
+            box, handle = ops.alloc(capacity)
+            self.outbox[dest] = (box, capacity)
+        ops.put(box, send)
+        ops.record(self.written[dest])
+        self._token_out[0] = grew
+        self.mpi.Send(self._token_out, dest=dest, tag=WRITTEN)
+        if grew:
+            self.mpi.send(handle, dest=dest, tag=HANDLE)
+
+    def _recv(self, recv: Any, source: int) -> None:
+        ops = self.ops
+        self.mpi.Recv(self._token_in, source=source, tag=WRITTEN)
+        if self._token_in[0]:
+            self.inbox[source] = ops.open(self.mpi.recv(source=source, tag=HANDLE))
+        ops.wait(self.peer_written[source])
+        ops.get(recv, self.inbox[source])
+        ops.record(self.read[source])
+        self._token_out[0] = 0
+        self.mpi.Send(self._token_out, dest=source, tag=READ)
 
     def close(self) -> None:
         """Take the peers' last "read" messages, let this rank's device finish its
@@ -158,37 +209,9 @@ class IpcTransport(HostTransport):
             return
         self.closed = True
         for dest in sorted(self.sent):
-            self.mpi.recv(source=dest, tag=READ)
+            self.mpi.Recv(self._token_in, source=dest, tag=READ)
         self.ops.finish()
         self.mpi.Barrier()
-
-    def sendrecv(self, send: Any, dest: int | None, recv: Any, source: int | None,
-                 tag: int) -> None:
-        ops = self.ops
-        if send is not None and dest is not None:
-            if dest in self.sent:  # the peer has enqueued its read of the last message
-                self.mpi.recv(source=dest, tag=READ)
-                ops.wait(self.peer_read[dest])
-            self.sent.add(dest)
-            handle = None
-            box, capacity = self.outbox.get(dest, (None, 0))
-            if send.nbytes > capacity:
-                if box is not None:
-                    self.retired.append(box)
-                capacity = max(send.nbytes, 2 * capacity)
-                box, handle = ops.alloc(capacity)
-                self.outbox[dest] = (box, capacity)
-            ops.put(box, send)
-            ops.record(self.written[dest])
-            self.mpi.send(handle, dest=dest, tag=WRITTEN)
-        if recv is not None and source is not None:
-            handle = self.mpi.recv(source=source, tag=WRITTEN)
-            if handle is not None:
-                self.inbox[source] = ops.open(handle)
-            ops.wait(self.peer_written[source])
-            ops.get(recv, self.inbox[source])
-            ops.record(self.read[source])
-            self.mpi.send(None, dest=source, tag=READ)
 
 
 def ipc_transport(host: Any, xp: Any, ops: Any) -> HostTransport:

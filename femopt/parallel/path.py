@@ -146,10 +146,12 @@ class DistributedGridPath(DevicePath):
         if xp is None:
             xp, dcomm = np, comm
         else:
-            from femopt.parallel.comm_device import device_comm
+            from femopt.parallel.comm_device import device_comm, sharing_note
 
             dcomm = device_comm(comm, xp)
             xp = dcomm.xp
+            if (note := sharing_note(dcomm)) is not None:
+                model.device_notes.append(note)
         k = model.physics.dofs_per_node
         self.plan = rank_plan(model, comm.size)
         self.orient, self.glayout = self.plan.orient, self.plan.layout

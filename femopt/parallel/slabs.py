@@ -225,17 +225,18 @@ class Slab:
         above = r + 1 if r < size - 1 else None
         own = self.own_node_slice
         n = a.shape[0]
-        # upwards: my last owned layer to the rank above, the ghost below from below
-        recv = self.xp.empty(a.shape[1:], dtype=v.dtype) if below is not None else None
-        self.comm.sendrecv(a[own.stop - 1] if above is not None else None, above,
-                           recv, below, tag=11, label=self.label)
-        if recv is not None:
-            a[0] = recv
-        recv = self.xp.empty(a.shape[1:], dtype=v.dtype) if above is not None else None
-        self.comm.sendrecv(a[own.start] if below is not None else None, below,
-                           recv, above, tag=12, label=self.label)
-        if recv is not None:
-            a[n - 1] = recv
+        # upwards: my last owned layer to the rank above, the ghost below from below;
+        # downwards: my first owned layer to the rank below, the ghost above from above
+        ghost = [self.xp.empty(a.shape[1:], dtype=v.dtype) if peer is not None else None
+                 for peer in (below, above)]
+        self.comm.exchange([(a[own.stop - 1] if above is not None else None, above,
+                             ghost[0], below, 11),
+                            (a[own.start] if below is not None else None, below,
+                             ghost[1], above, 12)], label=self.label)
+        if ghost[0] is not None:
+            a[0] = ghost[0]
+        if ghost[1] is not None:
+            a[n - 1] = ghost[1]
         return v
 
     def exchange_cells(self, a: np.ndarray) -> np.ndarray:

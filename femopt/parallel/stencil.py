@@ -53,17 +53,16 @@ class SlabStencil:
         if s.distributed:
             s.comm.counts.exchange("filter")
         # my first layers are the ghosts above of the rank below, and so on
-        recv = xp.empty((nb, p), dtype=v.dtype) if below is not None else None
-        s.comm.sendrecv(own[own.shape[0] - min(self.reach, o1):]
-                        if above is not None else None, above, recv, below, tag=21,
-                        label="filter")
-        if recv is not None:
-            ext[:nb] = recv
-        recv = xp.empty((na, p), dtype=v.dtype) if above is not None else None
-        s.comm.sendrecv(own[:min(self.reach, s.n_layers - o0)] if below is not None
-                        else None, below, recv, above, tag=22, label="filter")
-        if recv is not None:
-            ext[o1 - lo:] = recv
+        ghost = [xp.empty((nb, p), dtype=v.dtype) if below is not None else None,
+                 xp.empty((na, p), dtype=v.dtype) if above is not None else None]
+        s.comm.exchange([(own[own.shape[0] - min(self.reach, o1):]
+                          if above is not None else None, above, ghost[0], below, 21),
+                         (own[:min(self.reach, s.n_layers - o0)] if below is not None
+                          else None, below, ghost[1], above, 22)], label="filter")
+        if ghost[0] is not None:
+            ext[:nb] = ghost[0]
+        if ghost[1] is not None:
+            ext[o1 - lo:] = ghost[1]
         return ext, o0 - lo
 
     def apply(self, x: np.ndarray, pre: Any = None, post: Any = None) -> np.ndarray:
