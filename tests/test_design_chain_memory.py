@@ -114,6 +114,45 @@ def test_gpu_volume_weights_are_one_number_and_give_the_same_bits():
     assert bool((w == w_full).all()) and b == b_full
 
 
+# -- OC's w of the linear constraint ---------------------------------------------------
+
+WHERE = [{"device": "cpu"}, {"array_module": np}, {"device": "cpu", "distributed": SERIAL}]
+SENSITIVITY = [{"type": "sensitivity", "radius": 1.5}]
+
+
+@pytest.mark.parametrize("where", WHERE, ids=["cpu", "twin", "slab"])
+@pytest.mark.parametrize("filters, passive, constant", [
+    (SENSITIVITY, False, True), ([], False, True), (SENSITIVITY, True, False),
+    ([{"type": "density", "radius": 1.5}], False, False)],
+    ids=["sensitivity", "no_filter", "passive", "density"])
+def test_ocs_w_is_one_number_where_every_weight_is_alike(where, filters, passive, constant):
+    """w = the chain rule of the volume weights is one number at stride 0 where they
+    reach x unmixed (no filter, or the sensitivity filter, whose chain rule is the
+    identity; no passive cell), on every path; the same numbers as the chain of the
+    weights made an array."""
+    data = _problem("mbb_beam", passive, filters=filters, solver={"type": "multigrid"})
+    model = build(data, **where)
+    path = model.path
+    w, _ = model.linear_constraint()
+    assert (w.strides == (0,)) == constant
+    v = np.array(path._bound_rho_weights())
+    full = model.bounds[0].sign_scale() * path.chain(v, [None] * len(path.stages))
+    np.testing.assert_array_equal(w, full)
+
+
+@pytest.mark.parametrize("where", WHERE, ids=["cpu", "twin", "slab"])
+def test_oc_runs_with_one_number_for_w_as_with_an_array(where):
+    """OC's updates with w one number are those with w an array, bit for bit."""
+    data = problem("mbb_beam", solver={"type": "multigrid"})
+    one, full = build(data, **where), build(data, **where)
+    w, b = full.linear_constraint()
+    assert w.strides == (0,)
+    full.path._linear = (np.array(w), b)  # w held as an array, as before
+    r_one, r_full = one.optimizer.run(one, one.x0, 6), full.optimizer.run(full, full.x0, 6)
+    assert [h.objective for h in one.history] == [h.objective for h in full.history]
+    np.testing.assert_array_equal(r_one.x, r_full.x)
+
+
 # -- the count ---------------------------------------------------------------------------
 
 DESIGN_CHAIN = ("design x", "filters' 1 / Hs", "filtered designs", "volume weights",
@@ -179,3 +218,24 @@ def test_the_counted_design_chain_is_what_the_twin_holds():
         tracemalloc.stop()
     total, chain = _held_design_chain()
     assert len(live[1]) * 8 == total - chain["filters' 1 / Hs"] == 24
+
+
+def test_the_count_holds_no_w_where_it_is_one_number():
+    """OC's w of equal weights is not counted: 24 B/cell of design chain; the estimate
+    of the sensitivity-filtered beam is the density-filtered one's less exactly w's 8
+    B/cell (times the margin), and with a passive cell w is counted again."""
+    from femopt.assembly.grid_layout import layout_of
+    from femopt.evaluation import grid_device
+
+    total, chain = _held_design_chain(constant_w=True)
+    assert total == 8 + 8 + 8 and chain[next(k for k in chain if k.startswith("OC's w"))] == 0
+    estimate = {}
+    for name, filters, passive in [("density", [{"type": "density", "radius": 1.5}], False),
+                                   ("sensitivity", SENSITIVITY, False),
+                                   ("passive", SENSITIVITY, True)]:
+        model = build(_problem("mbb_beam", passive, filters=filters), device="cpu")
+        lay = layout_of(model.mesh, 2)
+        estimate[name] = grid_device.estimate_bytes(lay, 1, model, fixed_design=False)
+    saved = estimate["density"] - estimate["sensitivity"]
+    assert saved == pytest.approx(grid_device.MEMORY_MARGIN * 8 * lay.n_cells, abs=1)
+    assert estimate["passive"] == estimate["density"]

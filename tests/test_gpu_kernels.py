@@ -339,23 +339,28 @@ def test_oc_kernel_equals_numpy(dtype):
 
 
 @pytest.mark.parametrize("low, high", [(0.0, 1.0), (0.1, 0.9)])
-def test_oc_update_with_constant_bounds_equals_full_bounds(low, high):
-    """Bounds as constant views (one number at stride 0, as the device path keeps the
-    model's) give the update that full arrays of the same numbers give: the kernel's own
-    defaults (0, 1) passed as null, other numbers made into arrays."""
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_oc_update_with_constant_bounds_and_w_equals_full_arrays(low, high, dtype):
+    """Bounds and w as constant views (one number at stride 0, as the device path keeps
+    the model's bounds and a w of equal weights) give the update, bit for bit, that full
+    arrays of the same numbers give: each passed to the kernel as null and its number in
+    the design's dtype."""
     from femopt.optimizers.oc_kernels import oc_update_linear
 
     r = rng()
     n = 100_003
-    x, df = cupy.asarray(r.uniform(size=n)), cupy.asarray(-r.uniform(size=n))
-    dg, w = cupy.asarray(r.uniform(0.5, 1, n)), cupy.full(n, 1.0 / n)
-    views = [cupy.broadcast_to(cupy.asarray(v), (n,)) for v in (low, high)]
-    full = [cupy.full(n, v) for v in (low, high)]
-    assert views[0].strides == (0,)
-    got, change = oc_update_linear(x, df, dg, w, 0.4, *views)
-    ref, change_ref = oc_update_linear(x, df, dg, w, 0.4, *full)
-    assert float(cupy.abs(got - ref).max()) == 0.0 and change == change_ref
-    assert low <= float(got.min()) and float(got.max()) <= high
+    x = cupy.asarray(r.uniform(size=n), dtype=dtype)
+    df, dg = cupy.asarray(-r.uniform(size=n), dtype=dtype), cupy.asarray(r.uniform(0.5, 1, n),
+                                                                           dtype=dtype)
+    values = (low, high, 1.0 / n)
+    views = [cupy.broadcast_to(cupy.asarray(v, dtype=dtype), (n,)) for v in values]
+    full = [cupy.full(n, v, dtype=dtype) for v in values]
+    assert all(v.strides == (0,) for v in views)
+    for w, bounds in ((views[2], views[:2]), (full[2], views[:2]), (views[2], full[:2])):
+        got, change = oc_update_linear(x, df, dg, w, 0.4, *bounds)
+        ref, change_ref = oc_update_linear(x, df, dg, full[2], 0.4, *full[:2])
+        assert float(cupy.abs(got - ref).max()) == 0.0 and change == change_ref
+        assert low <= float(got.min()) and float(got.max()) <= high
 
 
 def test_kernels_compile_once_per_device():

@@ -80,7 +80,7 @@ def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
     ``fixed_design``: the bounds and the start are arrays, not constants (passive cells;
     None: as the model's, else constants). ``slab``: a rank's slab of the distributed
     path (:func:`~femopt.evaluation.grid_memory.iteration_arrays`)."""
-    n_filters, mma = 1, False
+    n_filters, mma, constant_w = 1, False, False
     options = getattr(getattr(model, "solver", None), "options", None)
     if n_coarse is None:
         n_coarse = grid_memory.coarsest_dofs(
@@ -90,11 +90,16 @@ def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
         mma = getattr(model.optimizer, "name", "") != "oc"
         if fixed_design is None:
             fixed_design = np.size(getattr(model, "passive_idx", ())) > 0
+        # OC's w is one number where the volume's weights reach x unmixed: through
+        # heuristic filters alone (their chain rule is the identity), no passive cell
+        constant_w = (not mma and np.size(getattr(model, "passive_idx", ())) == 0
+                      and all(f.heuristic for f in model.filters))
         if krylov is None:
             krylov = resolve_krylov(options)
     arrays = grid_memory.iteration_arrays(layout.n_cells, layout.n_dofs, layout.dim,
                                           layout.k, n_cases, krylov or "mixed", n_filters,
-                                          mma, n_coarse, bool(fixed_design), slab)
+                                          mma, n_coarse, bool(fixed_design), slab,
+                                          constant_w)
     total = grid_memory.peak_bytes(arrays)
     if model is not None:
         total += integrand_bytes(model, layout.n_dofs)

@@ -20,6 +20,7 @@ import numpy as np
 from femopt.assembly.sparse_vector import dense_of
 from femopt.backend import array_namespace, to_host
 from femopt.backend.rows import mean_of
+from femopt.evaluation.device_choice import to_design
 from femopt.errors import PluginError, RunError
 from femopt.evaluation.function_checks import modal_parts
 from femopt.evaluation.robust import INTERMEDIATE, REALIZATIONS
@@ -219,7 +220,9 @@ class EvaluationPath:
         g(x) = normalized(v . (H x / Hs)) = (H^T (v / Hs)) . x + const, so OC's
         bisection takes one dot product per trial instead of a filter pass
         (:func:`femopt.optimizers.oc_kernels.oc_update_linear`). Built on the first call
-        and kept: bounds, filters and passive cells never change."""
+        and kept: bounds, filters and passive cells never change. A w of equal weights
+        (v constant through no filter that mixes cells, no passive cell) is kept as one
+        number at stride 0."""
         if not hasattr(self, "_linear"):
             self._linear = self._linear_constraint()
         return self._linear
@@ -236,6 +239,10 @@ class EvaluationPath:
         # rho = H x off the passive cells, fixed on them (a linear filter's chain rule
         # does not read its input)
         w = bound.sign_scale() * self.chain(v, [None] * len(self.stages))
+        if v.strides == (0,) and bool((w == w[0]).all()):
+            # every weight alike (a grid's volume through no filter that mixes cells, no
+            # passive cell): one number at stride 0, as v (OC's kernel takes it so)
+            w = to_design(self.xp, np.broadcast_to(np.float64(float(w[0])), w.shape))
         return w, bound.normalized(self._passive_dot(v))
 
     def _bound_rho_weights(self) -> Any | None:

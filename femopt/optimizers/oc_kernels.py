@@ -37,20 +37,30 @@ def oc_trial_numpy(x: np.ndarray, df: np.ndarray, dg: np.ndarray, xmin: Any, xma
 
 def oc_trial(x: Any, df: Any, dg: Any, xmin: Any, xmax: Any, w: Any, lmid: float,
              move: float, eta: float) -> tuple[Any, float, float]:
-    """One OC trial at multiplier ``lmid``: (x_new, w . x_new, max |x_new - x|)."""
+    """One OC trial at multiplier ``lmid``: (x_new, w . x_new, max |x_new - x|).
+    ``xmin``, ``xmax`` and ``w`` may be constants (a number or a view at stride 0;
+    None: the bounds 0 and 1)."""
     if array_namespace(x) is np:
         return oc_trial_numpy(x, df, dg, xmin, xmax, w, lmid, move, eta)
+    return _kernel_trial(x, df, dg, _kernel_operands(x, xmin, xmax, w), lmid, move, eta)
+
+
+def _kernel_trial(x: Any, df: Any, dg: Any, operands: tuple, lmid: float, move: float,
+                  eta: float) -> tuple[Any, float, float]:
+    """:func:`oc_trial` on the GPU with the bounds and w as
+    :func:`_kernel_operands` gives them."""
     import cupy
 
     from femopt.backend.kernels import get_kernel, real_name, reduction_grid, register_instances
 
     register_instances(SOURCE, [f"femopt_optimizers_oc_update<{r}>" for r in ("double", "float")])
     kern = get_kernel(SOURCE, f"femopt_optimizers_oc_update<{real_name(x)}>")
+    (xmin, xmin_value), (xmax, xmax_value), (w, w_value) = operands
     x_new = cupy.empty_like(x)
     out = cupy.zeros(2, dtype=cupy.float64)
     kern((reduction_grid(x.size),), (256,),
-         (x, df, dg, xmin, xmax, w, x_new, np.float64(lmid), np.float64(move),
-          np.float64(eta), out, np.int64(x.size)))
+         (x, df, dg, xmin, xmax, w, x_new, xmin_value, xmax_value, w_value,
+          np.float64(lmid), np.float64(move), np.float64(eta), out, np.int64(x.size)))
     sums = out.get()
     return x_new, float(sums[0]), float(sums[1])  # out[1] holds a double's bits
 
@@ -67,8 +77,8 @@ def oc_update_linear(x: Any, df: Any, dg: Any, w: Any, limit: float, xmin: Any =
     x_new, change = x, 0.0
     host = _HostTrials(x, df, dg, xmin, xmax, w, move, eta) \
         if array_namespace(x) is np else None
-    if host is None:
-        xmin, xmax = _kernel_bound(xmin, 0.0, x), _kernel_bound(xmax, 1.0, x)
+    if host is None:  # constants read once per update (no trial reads them back)
+        operands = _kernel_operands(x, xmin, xmax, w)
     for _ in range(MAX_BISECTIONS):
         if (l2 - l1) / (l1 + l2) <= bisection_tol:
             break
@@ -76,7 +86,7 @@ def oc_update_linear(x: Any, df: Any, dg: Any, w: Any, limit: float, xmin: Any =
         if host is not None:  # the change only once, for the last trial
             x_new, vol = host(lmid)
         else:
-            x_new, vol, change = oc_trial(x, df, dg, xmin, xmax, w, lmid, move, eta)
+            x_new, vol, change = _kernel_trial(x, df, dg, operands, lmid, move, eta)
         if reductions is not None:
             vol = reductions.dot(w, x_new)
         if vol > limit:
@@ -90,18 +100,25 @@ def oc_update_linear(x: Any, df: Any, dg: Any, w: Any, limit: float, xmin: Any =
     return x_new, change
 
 
-def _kernel_bound(bound: Any, default: float, x: Any) -> Any:
-    """A bound as the OC kernel reads it: None for the kernel's own ``default`` (a
-    constant view or a number equal to it), else an array of the design's size (a
-    constant view of another number made into one)."""
+def _kernel_operands(x: Any, xmin: Any, xmax: Any, w: Any) -> tuple:
+    """The bounds and w as the OC kernel reads them: (array, 0) pairs, or for a constant
+    (a number, a view at stride 0; a bound None: 0 and 1) (None, the number in the
+    design's dtype): one number, no array of the design's size, each entry read as
+    from an array of it."""
+    return tuple(_kernel_operand(a, x, default)
+                 for a, default in ((xmin, 0.0), (xmax, 1.0), (w, None)))
+
+
+def _kernel_operand(a: Any, x: Any, default: float | None) -> tuple[Any, np.float64]:
     import cupy
 
-    if bound is None:
-        return None
-    if np.ndim(bound) == 0 or bound.strides == (0,):
-        value = float(bound if np.ndim(bound) == 0 else bound[0])
-        return None if value == default else cupy.full(x.shape, value, dtype=x.dtype)
-    return cupy.ascontiguousarray(bound, dtype=x.dtype)
+    if a is None and default is not None:
+        value = default
+    elif np.ndim(a) == 0 or a.strides == (0,):
+        value = float(a if np.ndim(a) == 0 else a[0])
+    else:
+        return cupy.ascontiguousarray(a, dtype=x.dtype), np.float64(0.0)
+    return None, np.float64(np.asarray(value, dtype=x.dtype))
 
 
 class _HostTrials:
@@ -115,7 +132,9 @@ class _HostTrials:
         self.ratio = np.maximum(-df / safe_dg, FLOOR)
         self.lower = np.maximum(x - move, 0.0 if xmin is None else xmin)
         self.upper = np.minimum(x + move, 1.0 if xmax is None else xmax)
-        self.x, self.w, self.eta = x, w, eta
+        # a constant w (one number at stride 0) as the array BLAS's dot reads, once per
+        # update (NumPy's dot would copy it for every trial)
+        self.x, self.w, self.eta = x, np.ascontiguousarray(w), eta
 
     def __call__(self, lmid: float) -> tuple[np.ndarray, float]:
         factor = np.divide(self.ratio, lmid)
