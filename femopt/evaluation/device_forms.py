@@ -24,7 +24,7 @@ class DeviceForm:
     compliance: float
     a: Any  # (n_groups, n_states), or None
     s: np.ndarray  # (n_cases, n_groups) case weights of each group
-    rho_weights: Any  # (n_cells,) or None
+    rho_weights: Any  # (n_cells,): a grid's one number at stride 0, else an array; or None
     mu: Any = None  # the last adjoint solutions
     solved: bool = False
     integrand: Any = None  # the Function, when it has no linear form
