@@ -239,3 +239,21 @@ def test_the_count_holds_no_w_where_it_is_one_number():
     saved = estimate["density"] - estimate["sensitivity"]
     assert saved == pytest.approx(grid_device.MEMORY_MARGIN * 8 * lay.n_cells, abs=1)
     assert estimate["passive"] == estimate["density"]
+
+
+@pytest.mark.gpu
+def test_gpu_oc_runs_with_one_number_for_w_as_with_an_array():
+    """On the GPU OC's kernel reads a w of one number (null and its number) as it read
+    the array: the same designs and objectives over a few iterations (to rounding: two
+    GPU runs need not repeat each other bit for bit)."""
+    import cupy
+
+    data = problem("mbb_beam", solver={"type": "multigrid"})
+    one, full = build(data, array_module=cupy), build(data, array_module=cupy)
+    w, b = full.linear_constraint()
+    assert isinstance(w, cupy.ndarray) and w.strides == (0,)
+    full.path._linear = (cupy.ascontiguousarray(w), b)
+    r_one, r_full = one.optimizer.run(one, one.x0, 4), full.optimizer.run(full, full.x0, 4)
+    np.testing.assert_allclose([h.objective for h in one.history],
+                               [h.objective for h in full.history], rtol=1e-12)
+    assert float(cupy.abs(r_one.x - r_full.x).max()) <= 1e-12
