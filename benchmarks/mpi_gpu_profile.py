@@ -66,7 +66,7 @@ def timed(kind, fn):
 # the CPU path's communicator (Comm) and the device one (DeviceComm, whose host calls go
 # through a Comm: not counted twice)
 for cls in (Comm, cd.DeviceComm):
-    for kind, name in [("halo", "sendrecv"), ("sum", "sum_layers"),
+    for kind, name in [("halo", "sendrecv"), ("halo", "exchange"), ("sum", "sum_layers"),
                        ("allgather", "allgather_rows"), ("gather", "gather_rows"),
                        ("host collective", "max"), ("host collective", "any"),
                        ("host collective", "bcast"), ("host collective", "gather"),
