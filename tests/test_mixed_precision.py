@@ -249,8 +249,9 @@ def test_the_estimate_of_mixed_is_below_double_by_the_krylov_vectors():
     double = grid_device.estimate_bytes(lay, krylov="double")
     mixed = grid_device.estimate_bytes(lay, krylov="mixed")
     assert mixed / double < 0.85
-    # the pool's high-water mark with mixed Krylov on an H100 (2026-12-06, last): 290
-    assert 290 <= mixed / lay.n_cells <= 1.10 * 290
+    # the pool's high-water mark with mixed Krylov on an H100 through femopt run (2026-12-06,
+    # later; hybrid coarse levels, volume weights of one number): 248
+    assert 248 <= mixed / lay.n_cells <= 1.10 * 248
 
 
 def test_the_fine_v_cycle_vectors_are_the_cgs_own_when_mixed():

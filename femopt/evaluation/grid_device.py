@@ -29,21 +29,17 @@ from femopt.solvers.eigen import lobpcg
 
 # What the count misses, per dof: the memory pool's blocks of temporaries between the
 # named arrays' lifetimes (dof vectors, most of them), allocator rounding, scratch.
-# Measured on an H100 (2026-12-06: `femopt run --device gpu` at 512x256x256 without a
-# `solver:` section, hex8 elasticity, the pool's high-water mark): 290 B/cell with mixed
-# Krylov, counted 248, 3.03 dofs per cell: 14 B per dof. The same call measured bceeab0,
-# the code of the last calibration (22 B per dof), at 317. Earlier trees: 405 (the
-# morning of 2026-12-06), 575 mixed and 636 double (2026-12-05). Part of the fall came
-# from what only the mixed solve does (its first solve in place, the release before its
-# float32 CG), and a distributed rank's level 1 is still cell-wise: the double Krylov
-# path (a distributed rank's too), not measured at this code, keeps the last
-# calibration's share. Not yet measured for one dof per node (heat), where it is scaled
-# by the dofs. Both measurements were set against counts that had a copy of the filtered
-# design beside rho, never alive at the peak (it lived only while rho was made; rho is
-# the filter's output itself now): each share is 8 B/cell (2.6 B per dof) more than
-# that difference gave (14 and 22), and the estimates stay what they were.
-UNCOUNTED_PER_DOF = {"mixed": 16.6, "double": 24.6}
-MEMORY_MARGIN = 1.05  # over the measurement: 296 B/cell (mixed) there
+# Measured on an H100 (2026-12-06, later: `femopt run --device gpu` without a `solver:`
+# section, hex8 elasticity, the pool's high-water mark, the code of this count): 248 B/cell
+# at 512x256x256 with mixed Krylov, counted 231.7, 3.03 dofs per cell: 5.4 B per dof
+# (243 B/cell at 1024x512x512, 268M cells: 4 B per dof). Earlier calibrations: 290 B/cell
+# (14 B per dof over a count with a copy of the filtered design, never alive at the peak),
+# 317 (22), 405, 575 mixed and 636 double (2026-12-05). The double Krylov path (a
+# distributed rank's too), not measured at this code, keeps its last share plus that
+# copy's 2.6 B per dof. Not yet measured for one dof per node (heat), where it is scaled
+# by the dofs.
+UNCOUNTED_PER_DOF = {"mixed": 5.4, "double": 24.6}
+MEMORY_MARGIN = 1.05  # over the measurement: 260 B/cell (mixed) there
 
 
 def resolve_krylov(options: Any) -> str:
