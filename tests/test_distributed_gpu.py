@@ -156,7 +156,10 @@ for k, size in enumerate([3, 1000, 5, 40000, 7, 40000, 2] * 3):
     recv2 = None if recv2 is None else recv2 * 1.0
     got.append([None if recv is None else [float(recv.min()), float(recv.max())],
                 None if recv2 is None else [float(recv2.min()), float(recv2.max())]])
-json.dump({"transport": comm.transport.name, "got": got}, open(f"{sys.argv[2]}/{r}.json", "w"))
+rows = comm.allgather_rows(xp.arange(3 * (r + 1), dtype=xp.float64).reshape(r + 1, 3) + r)
+rows = [float(v) for v in rows.reshape(-1)]
+json.dump({"transport": comm.transport.name, "got": got, "rows": rows},
+          open(f"{sys.argv[2]}/{r}.json", "w"))
 """
 
 
@@ -368,8 +371,9 @@ def test_device_branches_on_two_ranks(problem, ranks, transport, write_problem, 
 @pytest.mark.parametrize("case", ["ok", "fail", pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_ipc_protocol_exchanges_halos_on_three_ranks(case, tmp_path):
     """The CUDA IPC halo protocol (its CPU twin) on three ranks: every layer arrives
-    whole from the right neighbour, over outboxes that grow; where one rank cannot make
-    its events, every rank falls back to the host transport, said once."""
+    whole from the right neighbour, over outboxes that grow, and a gather of rows of
+    every rank's own count; where one rank cannot make its events, every rank falls back
+    to the host transport, said once."""
     proc = subprocess.run([mpiexec(), "-n", "3", sys.executable, "-c", IPC_EXCHANGES, case,
                            str(tmp_path)], capture_output=True, text=True, timeout=300,
                           env=_mpi_env())
@@ -386,6 +390,7 @@ def test_ipc_protocol_exchanges_halos_on_three_ranks(case, tmp_path):
             if r < 2:
                 assert from_above == [-1000.0 * (r + 1) - k] * 2
             assert (from_below is None) == (r == 0) and (from_above is None) == (r == 2)
+        assert d["rows"] == [0, 1, 2, 1, 2, 3, 4, 5, 6, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     assert not list(Path("/dev/shm").glob("femopt-outbox-*")) or case == "fail"
 
 

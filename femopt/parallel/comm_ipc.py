@@ -19,9 +19,10 @@ then the receives, so the ranks meet once per exchange.
 A stream waits for an event's latest record at the time of the wait call, so each wait is
 enqueued only after the message saying that the matching record is enqueued, and no event
 is recorded again before the peer's message says it has enqueued its wait. The host does
-not wait for the GPU: it waits only for the peer's host to reach the same exchange. Sums
-and gathers go through host memory and MPI as in
-:class:`~femopt.parallel.comm_device.HostTransport`.
+not wait for the GPU: it waits only for the peer's host to reach the same exchange. The
+gathers into replicated coarse levels go the same way (every peer's part into its place);
+sums go through host memory and MPI as in
+:class:`~femopt.parallel.comm_device.HostTransport` (their totals are wanted on the host).
 
 The device operations are :class:`CudaIpc`'s; :class:`FileIpc` is their CPU twin
 (outboxes in memory-mapped files, copies at once, events that need no wait), so the
@@ -123,9 +124,9 @@ class FileIpc:
 
 
 class IpcTransport(HostTransport):
-    """Halo layers device to device between ranks of one host (``ops``: :class:`CudaIpc`,
-    or :class:`FileIpc` with NumPy); sums and gathers as :class:`HostTransport`. Made by
-    :func:`ipc_transport`.
+    """Halo layers and gathers device to device between ranks of one host (``ops``:
+    :class:`CudaIpc`, or :class:`FileIpc` with NumPy); sums as :class:`HostTransport`.
+    Made by :func:`ipc_transport`.
 
     Args:
         host: the run's MPI communicator. xp: the array module. ops: the device operations.
@@ -168,6 +169,16 @@ class IpcTransport(HostTransport):
         for _, _, recv, source, _ in pairs:
             if recv is not None and source is not None:
                 self._recv(recv, source)
+
+    def allgather(self, local: Any) -> Any:
+        """Equal-sized ``local`` (flat) of every rank, concatenated in rank order, device
+        to device: each peer's part received straight into its place."""
+        n, size, me = local.shape[0], self.host.size, self.host.rank
+        out = self.xp.empty(n * size, dtype=local.dtype)
+        out[me * n:(me + 1) * n] = local
+        self.exchange([(local, p, out[p * n:(p + 1) * n], p, 0)
+                       for p in range(size) if p != me])
+        return out
 
     def _send(self, send: Any, dest: int) -> None:
         ops = self.ops
