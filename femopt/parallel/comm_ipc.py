@@ -86,12 +86,15 @@ class CudaIpc:
 
 
 class FileIpc:
-    """The CPU twin of :class:`CudaIpc`: an outbox is a memory-mapped file (its path the
-    handle), copies are done at once, so events need no wait."""
+    """The CPU twin of :class:`CudaIpc`: an outbox is a memory-mapped file in ``folder``
+    (None: /dev/shm where there is one, else the temporary folder; its path the handle),
+    copies are done at once, so events need no wait."""
+
+    def __init__(self, folder: str | None = None):
+        self.folder = folder or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
 
     def alloc(self, nbytes: int) -> tuple[Any, str]:
-        where = "/dev/shm" if os.path.isdir("/dev/shm") else None
-        fd, path = tempfile.mkstemp(prefix="femopt-outbox-", dir=where)
+        fd, path = tempfile.mkstemp(prefix="femopt-outbox-", dir=self.folder)
         os.ftruncate(fd, nbytes)
         os.close(fd)
         return np.memmap(path, dtype=np.uint8, mode="r+", shape=(nbytes,)), path
