@@ -186,6 +186,10 @@ def test_the_default_solver_becomes_multigrid_on_the_gpu_path():
     data = problem("mbb_beam")
     data["solver"] = {"type": "multigrid"}
     assert build(data, device="cpu").solver.coarse_operator == "galerkin"
+    # hybrid would override matrix_free_levels: a problem that sets it keeps Galerkin
+    data["solver"]["matrix_free_levels"] = 2
+    assert build(data, array_module=np).solver.coarse_operator == "galerkin"
+    del data["solver"]["matrix_free_levels"]
     data["solver"]["coarse_operator"] = "galerkin"
     model = build(data, array_module=np)
     assert model.solver.coarse_operator == "galerkin"

@@ -158,7 +158,8 @@ for k, size in enumerate([3, 1000, 5, 40000, 7, 40000, 2] * 3):
                 None if recv2 is None else [float(recv2.min()), float(recv2.max())]])
 rows = comm.allgather_rows(xp.arange(3 * (r + 1), dtype=xp.float64).reshape(r + 1, 3) + r)
 rows = [float(v) for v in rows.reshape(-1)]
-json.dump({"transport": comm.transport.name, "got": got, "rows": rows},
+json.dump({"transport": comm.transport.name, "got": got, "rows": rows,
+           "error": getattr(comm.transport, "ipc_error", None)},
           open(f"{sys.argv[2]}/{r}.json", "w"))
 """
 
@@ -341,7 +342,7 @@ def test_device_twin_on_two_ranks_equals_one_process(text, write_problem, tmp_pa
 @pytest.mark.parametrize("problem,ranks,transport", [("mma_cases", 2, "host"),
                                                      ("force_inverter", 2, "host"),
                                                      ("mma_cases", 3, "ipc")])
-def test_device_branches_on_two_ranks(problem, ranks, transport, write_problem, tmp_path):
+def test_device_branches_on_ranks(problem, ranks, transport, write_problem, tmp_path):
     """The device branches (``STAND_IN``) on two ranks against the one-process twin: the
     same CG iterations, objectives within 1e-6 relative (force_inverter: MMA, springs);
     on three ranks with the halos through the CUDA IPC protocol (its CPU twin, a middle
@@ -367,22 +368,56 @@ def test_device_branches_on_two_ranks(problem, ranks, transport, write_problem, 
     assert two["transport"] == {"host": "mpi", "ipc": "ipc"}[transport]
 
 
+# two IPC transports (the CPU twin) one after the other on the same ranks, as two runs in
+# one process make them: rank 0 sends 100, 200, 300 through the second after one message
+# through the first; rank 1's values in ARGV[1]/1.json
+TWO_TRANSPORTS = """\
+import json, sys
+import numpy as np
+from femopt.parallel.comm import world
+from femopt.parallel.comm_device import DeviceComm
+from femopt.parallel.comm_ipc import FileIpc, ipc_transport
+
+host = world()
+r = host.rank
+first = DeviceComm(host, np, ipc_transport(host, np, FileIpc(sys.argv[1])))
+second = DeviceComm(host, np, ipc_transport(host, np, FileIpc(sys.argv[1])))
+got = []
+for comm, values in [(first, [1.0]), (second, [100.0, 200.0, 300.0])]:
+    for v in values:
+        recv = np.zeros(3)
+        comm.sendrecv(np.full(3, v) if r == 0 else None, 1 if r == 0 else None,
+                      recv if r == 1 else None, 0 if r == 1 else None)
+        got.append(float(recv[0]))
+json.dump(got, open(f"{sys.argv[1]}/{r}.json", "w"))
+"""
+
+
+@needs_mpi
+def test_two_ipc_transports_in_one_process_keep_their_messages_apart(tmp_path):
+    proc = subprocess.run([mpiexec(), "-n", "2", sys.executable, "-c", TWO_TRANSPORTS,
+                           str(tmp_path)], capture_output=True, text=True, timeout=300,
+                          env=_mpi_env())
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "1.json").read_text()) == [1.0, 100.0, 200.0, 300.0]
+
+
 @needs_mpi
 @pytest.mark.parametrize("case", ["ok", "fail", pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_ipc_protocol_exchanges_halos_on_three_ranks(case, tmp_path):
     """The CUDA IPC halo protocol (its CPU twin) on three ranks: every layer arrives
     whole from the right neighbour, over outboxes that grow, and a gather of rows of
     every rank's own count; where one rank cannot make its events, every rank falls back
-    to the host transport, said once."""
+    to the host transport, with the reason for the log."""
     proc = subprocess.run([mpiexec(), "-n", "3", sys.executable, "-c", IPC_EXCHANGES, case,
                            str(tmp_path)], capture_output=True, text=True, timeout=300,
                           env=_mpi_env())
     assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.count("could not be set up (RuntimeError: no interprocess") == (
-        case == "fail")
     for r in range(3):
         d = json.loads((tmp_path / f"{r}.json").read_text())
         assert d["transport"] == {"ok": "ipc", "fail": "mpi", "cuda": "ipc"}[case]
+        assert d["error"] == ("RuntimeError: no interprocess events here" if case == "fail"
+                              else None)
         assert len(d["got"]) == 21
         for k, (from_below, from_above) in enumerate(d["got"]):
             if r > 0:
@@ -415,13 +450,16 @@ def test_the_log_says_how_ranks_share_a_gpu(monkeypatch, tmp_path):
     comm = types.SimpleNamespace(sharing=2, xp=object(),
                                  transport=types.SimpleNamespace(name="ipc"))
     assert sharing_note(comm) == (
-        "2 ranks share each GPU; halos device to device (CUDA IPC); CUDA MPS is not "
+        "2 ranks on rank 0's GPU; halos device to device (CUDA IPC); CUDA MPS is not "
         "running, so they take turns on it (start it with `nvidia-cuda-mps-control -d` "
         "before the run)")
     (tmp_path / "control").touch()
     comm.transport.name = "mpi"
-    assert sharing_note(comm) == ("2 ranks share each GPU; halos through host memory; CUDA "
+    assert sharing_note(comm) == ("2 ranks on rank 0's GPU; halos through host memory; CUDA "
                                   "MPS runs, so their kernels share it")
+    comm.transport.ipc_error = "CUDARuntimeError: no peer access"
+    assert "host memory (CUDA IPC could not be set up: CUDARuntimeError: no peer access)" \
+        in sharing_note(comm)
     comm.sharing = 1
     assert sharing_note(comm) is None
 
@@ -430,7 +468,7 @@ def test_the_log_says_how_ranks_share_a_gpu(monkeypatch, tmp_path):
 
 @pytest.mark.gpu
 @needs_mpi
-def test_device_comm_collectives_on_the_gpu(tmp_path):
+def test_device_comm_collectives_on_the_gpu(tmp_path, monkeypatch):
     """Two ranks on one GPU exchange halos through CUDA IPC (NCCL refuses a GPU twice),
     or with ``FEMOPT_GPU_TRANSPORT=host`` through host memory; on two GPUs NCCL. The same
     numbers every way."""
@@ -439,11 +477,8 @@ def test_device_comm_collectives_on_the_gpu(tmp_path):
     out = collectives("cupy", tmp_path)
     want = "nccl" if cupy.cuda.runtime.getDeviceCount() >= 2 else "ipc"
     (tmp_path / "host").mkdir()
-    os.environ["FEMOPT_GPU_TRANSPORT"] = "host"
-    try:
-        forced = collectives("cupy", tmp_path / "host")
-    finally:
-        del os.environ["FEMOPT_GPU_TRANSPORT"]
+    monkeypatch.setenv("FEMOPT_GPU_TRANSPORT", "host")
+    forced = collectives("cupy", tmp_path / "host")
     assert all(d["transport"] == ("nccl" if want == "nccl" else "mpi") for d in forced)
     assert [d["recv"] for d in forced] == [d["recv"] for d in out]
     for d in out:

@@ -54,11 +54,27 @@ def resolve_krylov(options: Any) -> str:
 
 def resolve_coarse_operator(options: Any) -> str:
     """The grid path's coarse operators of multigrid ``options`` (None: the defaults):
-    ``coarse_operator`` as asked, auto being hybrid (level 1 rediscretized: through
+    ``coarse_operator`` as asked, auto being galerkin where ``matrix_free_levels`` is set
+    and hybrid elsewhere (level 1 rediscretized: through
     ``femopt run`` on an H100 at 512x256x256, 20% less time per design iteration than
     Galerkin's products, the same compliance to 3e-11; docs/benchmarks.md)."""
     asked = getattr(options, "coarse_operator", "auto")
-    return "hybrid" if asked == "auto" else asked
+    if asked != "auto":
+        return asked
+    # hybrid applies level 1 matrix-free whatever matrix_free_levels says: a problem that
+    # sets it keeps Galerkin's levels
+    return "galerkin" if getattr(options, "matrix_free_levels", None) else "hybrid"
+
+
+def _constant_bound_weights(model: Any) -> bool:
+    """Whether the model's one bound is a linear form of the densities whose weights are
+    one number (a grid's volume: a stride-0 view)."""
+    bounds = getattr(model, "bounds", ())
+    if len(bounds) != 1 or bounds[0].function.needs_state:
+        return False
+    form = bounds[0].function.linear_form()
+    v = None if form is None else form.rho_weights
+    return isinstance(v, np.ndarray) and v.ndim == 1 and v.strides == (0,)
 
 
 def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
@@ -86,10 +102,12 @@ def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
         mma = getattr(model.optimizer, "name", "") != "oc"
         if fixed_design is None:
             fixed_design = np.size(getattr(model, "passive_idx", ())) > 0
-        # OC's w is one number where the volume's weights reach x unmixed: through
-        # heuristic filters alone (their chain rule is the identity), no passive cell
+        # OC's w is one number where the bound's weights are one number and reach x
+        # unmixed: through heuristic filters alone (their chain rule is the identity), no
+        # passive cell
         constant_w = (not mma and np.size(getattr(model, "passive_idx", ())) == 0
-                      and all(f.heuristic for f in model.filters))
+                      and all(f.heuristic for f in model.filters)
+                      and _constant_bound_weights(model))
         if krylov is None:
             krylov = resolve_krylov(options)
     arrays = grid_memory.iteration_arrays(layout.n_cells, layout.n_dofs, layout.dim,

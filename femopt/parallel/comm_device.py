@@ -10,8 +10,8 @@ levels, partial sums) travel through a *transport*:
   all on the current stream (so they are ordered with the kernels around them);
 - :class:`HostTransport`: the same calls staged through host memory and MPI. NCCL does
   not take two ranks of one communicator on one GPU ("duplicate GPU"); ranks of one host
-  that share a GPU exchange their halo layers device to device through CUDA IPC
-  (:class:`~femopt.parallel.comm_ipc.IpcTransport`, sums and gathers as here), or with
+  that share a GPU exchange their halo layers and gathers device to device through CUDA
+  IPC (:class:`~femopt.parallel.comm_ipc.IpcTransport`, sums as here), or with
   ``FEMOPT_GPU_TRANSPORT=host`` through this one. With NumPy arrays it is the CPU twin of
   the device path, which is how the tests run the device code without a GPU.
 
@@ -133,12 +133,7 @@ class DeviceComm(Comm):
 
     def sendrecv(self, send: Any, dest: int | None, recv: Any, source: int | None,
                  tag: int = 0, label: str = "other") -> None:
-        if self.size == 1:
-            return
-        send = self.xp.ascontiguousarray(send) if send is not None else None
-        if send is not None and dest is not None:
-            self.counts.message(label, send.nbytes)
-        self.transport.sendrecv(send, dest, recv, source, tag)
+        self.exchange([(send, dest, recv, source, tag)], label)
 
     def exchange(self, pairs: list[tuple[Any, int | None, Any, int | None, int]],
                  label: str = "other") -> None:
@@ -280,10 +275,12 @@ def sharing_note(comm: DeviceComm) -> str | None:
         return None
     how = {"ipc": "device to device (CUDA IPC)", "mpi": "through host memory"}.get(
         comm.transport.name, comm.transport.name)
+    if getattr(comm.transport, "ipc_error", None):
+        how += f" (CUDA IPC could not be set up: {comm.transport.ipc_error})"
     mps = ("CUDA MPS runs, so their kernels share it" if mps_running() else
            "CUDA MPS is not running, so they take turns on it (start it with "
            "`nvidia-cuda-mps-control -d` before the run)")
-    return f"{comm.sharing} ranks share each GPU; halos {how}; {mps}"
+    return f"{comm.sharing} ranks on rank 0's GPU; halos {how}; {mps}"
 
 
 def check_memory(need: int, comm: DeviceComm) -> None:

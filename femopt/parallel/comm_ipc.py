@@ -9,11 +9,13 @@ interprocess events per pair order the copies across the two processes:
 
 - sending: the stream waits for the peer's read of the last message (event ``read``),
   copies the layer into the outbox and records ``written``; a one-byte MPI message tells
-  the peer (and where the outbox grew, its new handle follows);
+  the peer (and where the outbox grew, its new handle follows); messages are sent without
+  waiting for them (``Isend``), so the protocol does not need MPI to buffer them;
 - receiving: after that message, the stream waits for the peer's ``written``, copies from
   the peer's outbox and records ``read``; a one-byte MPI message tells the peer.
 
-A halo exchange's two directions go together (:meth:`IpcTransport.exchange`): the sends,
+The transport has a duplicate of the run's communicator, so two transports in one
+process (two runs) never take each other's messages. A halo exchange's two directions go together (:meth:`IpcTransport.exchange`): the sends,
 then the receives, so the ranks meet once per exchange.
 
 A stream waits for an event's latest record at the time of the wait call, so each wait is
@@ -33,7 +35,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import sys
 import tempfile
 from typing import Any
 
@@ -47,10 +48,11 @@ WRITTEN, READ, HANDLE = 7101, 7102, 7103  # MPI tags of the messages
 class CudaIpc:
     """CUDA IPC's memory and events through ``cupy.cuda.runtime``, on the current stream."""
 
-    DISABLE_TIMING, INTERPROCESS, DEVICE_TO_DEVICE = 2, 4, 3
-
     def __init__(self, cupy: Any):
         self.cupy, self.rt = cupy, cupy.cuda.runtime
+        rt = self.rt
+        self.event_flags = rt.eventDisableTiming | rt.eventInterprocess
+        self.device_to_device = rt.memcpyDeviceToDevice
 
     def _stream(self) -> int:
         return self.cupy.cuda.get_current_stream().ptr
@@ -62,14 +64,22 @@ class CudaIpc:
     def open(self, handle: bytes) -> Any:
         return self.rt.ipcOpenMemHandle(handle)
 
+    def close(self, box: Any) -> None:
+        self.rt.ipcCloseMemHandle(box)
+
+    def free(self, box: Any) -> None:
+        self.rt.free(box)
+
     def put(self, box: Any, a: Any) -> None:
-        self.rt.memcpyAsync(box, a.data.ptr, a.nbytes, self.DEVICE_TO_DEVICE, self._stream())
+        self.rt.memcpyAsync(box, a.data.ptr, a.nbytes, self.device_to_device,
+                            self._stream())
 
     def get(self, a: Any, box: Any) -> None:
-        self.rt.memcpyAsync(a.data.ptr, box, a.nbytes, self.DEVICE_TO_DEVICE, self._stream())
+        self.rt.memcpyAsync(a.data.ptr, box, a.nbytes, self.device_to_device,
+                            self._stream())
 
     def event(self) -> tuple[Any, bytes]:
-        ev = self.rt.eventCreateWithFlags(self.DISABLE_TIMING | self.INTERPROCESS)
+        ev = self.rt.eventCreateWithFlags(self.event_flags)
         return ev, self.rt.ipcGetEventHandle(ev)
 
     def open_event(self, handle: bytes) -> Any:
@@ -104,6 +114,13 @@ class FileIpc:
         os.unlink(handle)  # both ends have it mapped: gone from the file system
         return box
 
+    def close(self, box: Any) -> None:
+        pass
+
+    def free(self, box: Any) -> None:
+        if box.filename is not None and os.path.exists(box.filename):
+            os.unlink(box.filename)  # never opened by its peer
+
     def put(self, box: Any, a: np.ndarray) -> None:
         box[:a.nbytes] = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
 
@@ -129,32 +146,33 @@ class FileIpc:
 class IpcTransport(HostTransport):
     """Halo layers and gathers device to device between ranks of one host (``ops``:
     :class:`CudaIpc`, or :class:`FileIpc` with NumPy); sums as :class:`HostTransport`.
-    Made by :func:`ipc_transport`.
+    Made by :func:`ipc_transport`, which sets up its events and first outboxes.
 
     Args:
-        host: the run's MPI communicator. xp: the array module. ops: the device operations.
-        events: peer -> this rank's (written, read) events for it.
-        peer_events: peer -> the peer's (written, read) events for this rank, opened.
+        host: the run's communicator. xp: the array module. ops: the device operations.
+        mpi: a communicator of its own (a duplicate of the run's), so that the messages
+            of two transports (two runs in one process) never meet.
+        link: peer -> (this rank's written and read events for it, its outbox for it, the
+            outbox's capacity in bytes, the peer's written and read events and outbox for
+            this rank, opened).
     """
 
     name = "ipc"
 
-    def __init__(self, host: Any, xp: Any, ops: Any, events: dict, peer_events: dict):
+    def __init__(self, host: Any, xp: Any, ops: Any, mpi: Any, link: dict):
         super().__init__(host, xp)
-        self.ops, self.mpi = ops, host.mpi
-        self.written = {p: w for p, (w, _) in events.items()}
-        self.read = {p: r for p, (_, r) in events.items()}
-        self.peer_written = {p: w for p, (w, _) in peer_events.items()}
-        self.peer_read = {p: r for p, (_, r) in peer_events.items()}
-        # peer -> (box, capacity in bytes); an outbox that grew is kept (``retired``): the
-        # peer keeps it mapped
-        self.outbox: dict[int, tuple[Any, int]] = {}
+        self.ops, self.mpi = ops, mpi
+        self.written = {p: v[0] for p, v in link.items()}
+        self.read = {p: v[1] for p, v in link.items()}
+        self.outbox = {p: (v[2], v[3]) for p, v in link.items()}  # peer -> (box, bytes)
+        self.peer_written = {p: v[4] for p, v in link.items()}
+        self.peer_read = {p: v[5] for p, v in link.items()}
+        self.inbox = {p: v[6] for p, v in link.items()}  # the peer's outbox for this rank
+        # an outbox that grew is kept: its peer keeps it mapped
         self.retired: list[Any] = []
-        self.inbox: dict[int, Any] = {}  # peer -> its outbox for this rank, opened
         self.sent: set[int] = set()  # peers that have had a message from this rank
+        self.pending: list[tuple[Any, Any]] = []  # (request, buffer) of messages sent
         self.closed = False
-        # the messages: one byte, "the outbox grew" (its handle follows) in a "written"
-        self._token_out, self._token_in = np.zeros(1, np.uint8), np.zeros(1, np.uint8)
         # MPI's finalization does not take messages nobody received: the peers' last
         # "read" messages are taken at the process's exit (before mpi4py finalizes)
         atexit.register(self.close)
@@ -172,6 +190,8 @@ class IpcTransport(HostTransport):
         for _, _, recv, source, _ in pairs:
             if recv is not None and source is not None:
                 self._recv(recv, source)
+        # the sent messages' requests that are done (each holds its buffer till then)
+        self.pending = [(q, b) for q, b in self.pending if not q.Test()]
 
     def allgather(self, local: Any) -> Any:
         """Equal-sized ``local`` (flat) of every rank, concatenated in rank order, device
@@ -183,37 +203,45 @@ class IpcTransport(HostTransport):
                        for p in range(size) if p != me])
         return out
 
+    def _message(self, dest: int, tag: int, flag: int = 0) -> None:
+        """A one-byte message, not waited for: MPI need not buffer it."""
+        buf = np.full(1, flag, dtype=np.uint8)
+        self.pending.append((self.mpi.Isend(buf, dest=dest, tag=tag), buf))
+
     def _send(self, send: Any, dest: int) -> None:
         ops = self.ops
         if dest in self.sent:  # the peer has enqueued its read of the last message
-            self.mpi.Recv(self._token_in, source=dest, tag=READ)
+            self.mpi.Recv(np.empty(1, np.uint8), source=dest, tag=READ)
             ops.wait(self.peer_read[dest])
-        self.sent.add(dest)
-        box, capacity = self.outbox.get(dest, (None, 0))
+        box, capacity = self.outbox[dest]
         grew = send.nbytes > capacity
         if grew:
-            if box is not None:
-                self.retired.append(box)
+            self.retired.append(box)
             capacity = max(send.nbytes, 2 * capacity)
             box, handle = ops.alloc(capacity)
             self.outbox[dest] = (box, capacity)
         ops.put(box, send)
         ops.record(self.written[dest])
-        self._token_out[0] = grew
-        self.mpi.Send(self._token_out, dest=dest, tag=WRITTEN)
+        self._message(dest, WRITTEN, int(grew))
         if grew:
-            self.mpi.send(handle, dest=dest, tag=HANDLE)
+            self.pending.append((self.mpi.isend(handle, dest=dest, tag=HANDLE), None))
+        self.sent.add(dest)
 
     def _recv(self, recv: Any, source: int) -> None:
         ops = self.ops
-        self.mpi.Recv(self._token_in, source=source, tag=WRITTEN)
-        if self._token_in[0]:
+        flag = np.empty(1, np.uint8)
+        self.mpi.Recv(flag, source=source, tag=WRITTEN)
+        if flag[0]:
             self.inbox[source] = ops.open(self.mpi.recv(source=source, tag=HANDLE))
         ops.wait(self.peer_written[source])
-        ops.get(recv, self.inbox[source])
+        if recv.flags.c_contiguous:
+            ops.get(recv, self.inbox[source])
+        else:  # the copy reads bytes: into a contiguous buffer first
+            tmp = self.xp.empty(recv.shape, dtype=recv.dtype)
+            ops.get(tmp, self.inbox[source])
+            recv[...] = tmp
         ops.record(self.read[source])
-        self._token_out[0] = 0
-        self.mpi.Send(self._token_out, dest=source, tag=READ)
+        self._message(source, READ)
 
     def close(self) -> None:
         """Take the peers' last "read" messages, let this rank's device finish its
@@ -223,37 +251,59 @@ class IpcTransport(HostTransport):
             return
         self.closed = True
         for dest in sorted(self.sent):
-            self.mpi.Recv(self._token_in, source=dest, tag=READ)
+            self.mpi.Recv(np.empty(1, np.uint8), source=dest, tag=READ)
+        for request, _ in self.pending:
+            request.Wait()
+        self.pending = []
         self.ops.finish()
         self.mpi.Barrier()
+        self.mpi.Free()
+
+
+# the first outbox's bytes per peer (a node layer of a 128x128 face in float32: 196 KiB)
+FIRST_OUTBOX = 1 << 18
 
 
 def ipc_transport(host: Any, xp: Any, ops: Any) -> HostTransport:
     """:class:`IpcTransport` on every rank, or the host transport on every rank where
-    some rank cannot set it up (the reason on rank 0's standard error). Every rank takes
-    part in the same two collectives whatever fails."""
-    mpi, me = host.mpi, host.rank
+    some rank cannot set it up (the reason as the transport's ``ipc_error``, for the log).
+    Each rank makes its events and a first outbox per peer and opens the peers' (so the
+    checks of a peer's GPU and of the container's IPC come here, not mid-run), every rank
+    taking part in the same collectives whatever fails."""
+    mpi = host.mpi.Dup()
+    me = host.rank
     peers = [r for r in range(host.size) if r != me]
-    events, error = {}, None
-    try:  # this rank's (written, read) events per peer, and their handles
-        made = {p: (ops.event(), ops.event()) for p in peers}
-        events = {p: (w[0], r[0]) for p, (w, r) in made.items()}
-        handles = {p: (w[1], r[1]) for p, (w, r) in made.items()}
+    made, error = {}, None
+    try:
+        for p in peers:
+            (w, wh), (r, rh) = ops.event(), ops.event()
+            box, bh = ops.alloc(FIRST_OUTBOX)
+            made[p] = (w, r, box, FIRST_OUTBOX, wh, rh, bh)
+        handles = {p: v[4:] for p, v in made.items()}
     except Exception as exc:  # CUDA's own error types vary by version
         handles, error = None, exc
     everyone = mpi.allgather(handles)
-    peer_events = {}
+    link, opened = {}, []
     if all(h is not None for h in everyone):
         try:
-            peer_events = {p: (ops.open_event(everyone[p][me][0]),
-                               ops.open_event(everyone[p][me][1])) for p in peers}
+            for p in peers:
+                wh, rh, bh = everyone[p][me]
+                events = (ops.open_event(wh), ops.open_event(rh))
+                opened.append(ops.open(bh))
+                link[p] = made[p][:4] + events + (opened[-1],)
         except Exception as exc:
             error = exc
     errors = mpi.allgather(None if error is None else f"{type(error).__name__}: {error}")
     if any(e is not None for e in errors) or any(h is None for h in everyone):
-        if host.root:
-            first = next((e for e in errors if e is not None), "a rank made no events")
-            print(f"femopt: ranks sharing a GPU exchange through host memory: CUDA IPC "
-                  f"could not be set up ({first})", file=sys.stderr)
-        return HostTransport(host, xp)
-    return IpcTransport(host, xp, ops, events, peer_events)
+        # the peers' outboxes closed here before any rank frees its own
+        for box in opened:
+            ops.close(box)
+        mpi.Barrier()
+        for v in made.values():
+            ops.free(v[2])
+        mpi.Free()
+        transport = HostTransport(host, xp)
+        transport.ipc_error = next((e for e in errors if e is not None),
+                                   "a rank made no events")
+        return transport
+    return IpcTransport(host, xp, ops, mpi, link)

@@ -30,7 +30,8 @@ class MultigridOptions(Options):
     coarse_operator: Literal["auto", "galerkin", "rediscretize", "hybrid"] = "auto"
     """Coarse operators: P^T A P (robust for SIMP contrast), rediscretized densities, or
     hybrid: level 1 rediscretized (matrix-free, an eighth of the fine cost), Galerkin of
-    it below; auto: hybrid on the grid device path (one GPU), galerkin elsewhere."""
+    it below; auto: hybrid on the grid device path (one GPU) unless
+    ``matrix_free_levels`` is set, galerkin elsewhere."""
     matrix_free_levels: int | None = Field(None, ge=1)
     """Galerkin levels applied without assembling (the finest counts); None: 1 on the CPU,
     2 on the GPU."""
