@@ -135,3 +135,14 @@ def add(a: Any, b: Any) -> Any:
 def _sparse(v: Any) -> SparseVector | None:
     v = as_sparse(v)
     return v if isinstance(v, SparseVector) else None
+
+
+def to_design(xp: Any, a: np.ndarray) -> Any:
+    """A design-sized host array on ``xp``; a constant one (a broadcast view, which the
+    model makes for a device path) stays one there: one number seen at every index
+    (stride 0), no array of the design's size on either side. Code that hands such a
+    view to a raw kernel makes it contiguous first (``EvaluationPath._through``, the OC
+    kernel's bounds)."""
+    c = constant_value(a)
+    return xp.asarray(a) if c is None else xp.broadcast_to(xp.asarray(c, dtype=xp.float64),
+                                                           a.shape)

@@ -24,10 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from femopt.assembly.sparse_vector import dense_of
+from femopt.assembly.sparse_vector import dense_of, to_design
 from femopt.backend import to_host
 from femopt.backend.rows import RowSource, cell_rows
-from femopt.evaluation.device_choice import to_design
 from femopt.evaluation.device_forms import DeviceForm, group_functionals
 from femopt.errors import RunError
 from femopt.evaluation.path import EvaluationPath, check_terms, checked_values

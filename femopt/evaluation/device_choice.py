@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from femopt.assembly.grid_layout import layout_of
+from femopt.assembly.sparse_vector import to_design
 from femopt.backend import gpu_memory, resolve_device
 from femopt.errors import FemoptError, InputError
 
@@ -146,16 +147,3 @@ def make_path(model: Any, xp: Any, distributed: Any) -> Any:
         put = partial(to_design, xp)
     model.xmin, model.xmax, model.x0 = (put(a) for a in (model.xmin, model.xmax, model.x0))
     return path
-
-
-def to_design(xp: Any, a: np.ndarray) -> Any:
-    """A design-sized host array on ``xp``; a constant one (a broadcast view, which the
-    model makes for a device path) stays one there: one number seen at every index
-    (stride 0), no array of the design's size on either side. Code that hands such a
-    view to a raw kernel makes it contiguous first (``EvaluationPath._through``, the OC
-    kernel's bounds)."""
-    from femopt.assembly.sparse_vector import constant_value
-
-    c = constant_value(a)
-    return xp.asarray(a) if c is None else xp.broadcast_to(xp.asarray(c, dtype=xp.float64),
-                                                           a.shape)

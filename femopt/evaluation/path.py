@@ -17,10 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from femopt.assembly.sparse_vector import dense_of
+from femopt.assembly.sparse_vector import dense_of, to_design
 from femopt.backend import array_namespace, to_host
 from femopt.backend.rows import mean_of
-from femopt.evaluation.device_choice import to_design
 from femopt.errors import PluginError, RunError
 from femopt.evaluation.function_checks import modal_parts
 from femopt.evaluation.robust import INTERMEDIATE, REALIZATIONS

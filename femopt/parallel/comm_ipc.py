@@ -24,7 +24,7 @@ is recorded again before the peer's message says it has enqueued its wait. The h
 not wait for the GPU: it waits only for the peer's host to reach the same exchange. The
 gathers into replicated coarse levels go the same way (every peer's part into its place);
 sums go through host memory and MPI as in
-:class:`~femopt.parallel.comm_device.HostTransport` (their totals are wanted on the host).
+:class:`~femopt.parallel.comm_host.HostTransport` (their totals are wanted on the host).
 
 The device operations are :class:`CudaIpc`'s; :class:`FileIpc` is their CPU twin
 (outboxes in memory-mapped files, copies at once, events that need no wait), so the
@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from femopt.parallel.comm_device import HostTransport
+from femopt.parallel.comm_host import HostTransport
 
 WRITTEN, READ, HANDLE = 7101, 7102, 7103  # MPI tags of the messages
 

@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 
 from femopt.assembly.grid_layout import GridLayout
-from femopt.assembly.sparse_vector import SparseVector, as_sparse, constant_value
+from femopt.assembly.sparse_vector import (SparseVector, as_sparse, constant_value,
+                                           to_design)
 from femopt.assembly.matrix_free import gather_cells
 from femopt.backend import to_host
 from femopt.errors import InputError
 from femopt.evaluation.device import DevicePath, capability
-from femopt.evaluation.device_choice import to_design
 from femopt.objectives.base import State
 from femopt.parallel.comm import Comm
 from femopt.parallel.multigrid import SlabMultigrid
