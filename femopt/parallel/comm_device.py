@@ -70,6 +70,11 @@ class NcclTransport:
             self.comm.recv(ptr, n, t, source, stream)
         self.nccl.groupEnd()
 
+    def exchange(self, pairs: list[tuple[Any, int | None, Any, int | None, int]]) -> None:
+        """The pairs' :meth:`sendrecv` one after the other."""
+        for send, dest, recv, source, tag in pairs:
+            self.sendrecv(send, dest, recv, source, tag)
+
     def allgather(self, local: Any) -> Any:
         out = self.cupy.empty(local.size * self.comm.size(), dtype=local.dtype)
         ptr, n, t = self._args(local)
@@ -117,12 +122,7 @@ class DeviceComm(Comm):
             if send is not None and dest is not None:
                 self.counts.message(label, send.nbytes)
             ready.append((send, dest, recv, source, tag))
-        together = getattr(self.transport, "exchange", None)
-        if together is not None:
-            together(ready)
-        else:
-            for send, dest, recv, source, tag in ready:
-                self.transport.sendrecv(send, dest, recv, source, tag)
+        self.transport.exchange(ready)
 
     def allgather_rows(self, local: Any, rows: list[int] | None = None) -> Any:
         """As :meth:`Comm.allgather_rows`, on the device: the row counts (over MPI where

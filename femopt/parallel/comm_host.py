@@ -30,6 +30,11 @@ class HostTransport:
         if recv is not None and rbuf is not recv:
             recv[...] = self.xp.asarray(rbuf)
 
+    def exchange(self, pairs: list[tuple[Any, int | None, Any, int | None, int]]) -> None:
+        """The pairs' :meth:`sendrecv` one after the other."""
+        for send, dest, recv, source, tag in pairs:
+            self.sendrecv(send, dest, recv, source, tag)
+
     def allgather(self, local: Any) -> Any:
         """Equal-sized ``local`` (flat) of every rank, concatenated in rank order."""
         local = to_host(local)

@@ -15,8 +15,9 @@ interprocess events per pair order the copies across the two processes:
   the peer's outbox and records ``read``; a one-byte MPI message tells the peer.
 
 The transport has a duplicate of the run's communicator, so two transports in one
-process (two runs) never take each other's messages. A halo exchange's two directions go together (:meth:`IpcTransport.exchange`): the sends,
-then the receives, so the ranks meet once per exchange.
+process (two runs) never take each other's messages. A halo exchange's two directions go
+together (:meth:`IpcTransport.exchange`): the sends, then the receives, so the ranks meet
+once per exchange.
 
 A stream waits for an event's latest record at the time of the wait call, so each wait is
 enqueued only after the message saying that the matching record is enqueued, and no event
@@ -294,7 +295,7 @@ def ipc_transport(host: Any, xp: Any, ops: Any) -> HostTransport:
         except Exception as exc:
             error = exc
     errors = mpi.allgather(None if error is None else f"{type(error).__name__}: {error}")
-    if any(e is not None for e in errors) or any(h is None for h in everyone):
+    if any(e is not None for e in errors):  # a rank without handles has its error
         # the peers' outboxes closed here before any rank frees its own
         for box in opened:
             ops.close(box)
@@ -303,7 +304,6 @@ def ipc_transport(host: Any, xp: Any, ops: Any) -> HostTransport:
             ops.free(v[2])
         mpi.Free()
         transport = HostTransport(host, xp)
-        transport.ipc_error = next((e for e in errors if e is not None),
-                                   "a rank made no events")
+        transport.ipc_error = next(e for e in errors if e is not None)
         return transport
     return IpcTransport(host, xp, ops, mpi, link)
