@@ -106,8 +106,14 @@ def test_two_ranks_count_what_the_code_does(how, write_problem, tmp_path):
         assert halo["level 0 cells"] == {"exchanges": 1, "messages": 1, "bytes": 16 * F8}
         assert halo["level 1 cells"] == {"exchanges": 1, "messages": 1,
                                          "bytes": 8 * 64 * F8}
-        assert red["cg"] == {"calls": 3 + 2 * n + (n - 1), "values": 3 + 2 * n + 2 * (n - 1)}
-        assert red["lanczos"] == {"calls": 2 * (1 + 2 * M), "values": 2 * (1 + 2 * M)}
+        # CG: b.b with r.r and r.z at the start; p.q with r.q and q.q each iteration, r.z
+        # with z.q each iteration but the last; r.r whole where its estimate nears the
+        # tolerance (t times: at least the last iteration, at most a few)
+        t = red["cg"]["calls"] - (2 + n + (n - 1))
+        assert 1 <= t <= 4
+        assert red["cg"]["values"] == 3 + 3 * n + 2 * (n - 1) + t
+        # Lanczos: both cut levels in step, one reduction for both (two values)
+        assert red["lanczos"] == {"calls": 1 + 2 * M, "values": 2 * (1 + 2 * M)}
         assert gat["allgather"]["calls"] == n + 1
         # the filter's ghost layers: 2 cell layers (radius 1.5 on a unit grid) of 16 cells
         assert halo["filter"]["bytes"] == halo["filter"]["messages"] * 2 * 16 * F8

@@ -14,12 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from femopt.backend import array_namespace
+from femopt.backend import array_namespace, to_host
 
 SOURCE = Path(__file__).with_suffix(".cu")
 FLOOR = 1e-30
 CEIL = 1e30
 MAX_BISECTIONS = 256
+# bisection steps that one reduction decides in a distributed run on the GPU: 15 trials
+# a round, 10 or so rounds an update instead of 40 sums (on the host each trial costs
+# more than a sum; there one step a round)
+ROUND_DEPTH = 4
 
 
 def oc_trial_numpy(x: np.ndarray, df: np.ndarray, dg: np.ndarray, xmin: Any, xmax: Any,
@@ -49,6 +53,14 @@ def _kernel_trial(x: Any, df: Any, dg: Any, operands: tuple, lmid: float, move: 
                   eta: float) -> tuple[Any, float, float]:
     """:func:`oc_trial` on the GPU with the bounds and w as
     :func:`_kernel_operands` gives them."""
+    x_new, out = _kernel_launch(x, df, dg, operands, lmid, move, eta)
+    sums = out.get()
+    return x_new, float(sums[0]), float(sums[1])  # out[1] holds a double's bits
+
+
+def _kernel_launch(x: Any, df: Any, dg: Any, operands: tuple, lmid: float, move: float,
+                   eta: float) -> tuple[Any, Any]:
+    """:func:`_kernel_trial`'s kernel, its sums left on the device: (x_new, out)."""
     import cupy
 
     from femopt.backend.kernels import get_kernel, real_name, reduction_grid, register_instances
@@ -61,24 +73,28 @@ def _kernel_trial(x: Any, df: Any, dg: Any, operands: tuple, lmid: float, move: 
     kern((reduction_grid(x.size),), (256,),
          (x, df, dg, xmin, xmax, w, x_new, xmin_value, xmax_value, w_value,
           np.float64(lmid), np.float64(move), np.float64(eta), out, np.int64(x.size)))
-    sums = out.get()
-    return x_new, float(sums[0]), float(sums[1])  # out[1] holds a double's bits
+    return x_new, out
 
 
 def oc_update_linear(x: Any, df: Any, dg: Any, w: Any, limit: float, xmin: Any = None,
                      xmax: Any = None, move: float = 0.2, eta: float = 0.5,
-                     bisection_tol: float = 1e-3, reductions: Any = None
-                     ) -> tuple[Any, float]:
+                     bisection_tol: float = 1e-3, reductions: Any = None,
+                     round_depth: int | None = None) -> tuple[Any, float]:
     """OC update under w . x <= limit; bisection on the multiplier as in the 88-line
     code. Returns the new design and max |x_new - x|. ``reductions`` (a distributed
-    run's: ``dot`` and ``max`` over every rank's part of the design) replace the local
-    sums."""
-    l1, l2 = 0.0, 1e9
-    x_new, change = x, 0.0
+    run's: ``layer_sums``, ``add_up`` and ``max`` over every rank's part of the design)
+    replace the local sums, ``round_depth`` bisection steps decided by each of their
+    reductions (None: :data:`ROUND_DEPTH` on the GPU, 1 on the host;
+    :func:`_update_by_rounds`)."""
     host = _HostTrials(x, df, dg, xmin, xmax, w, move, eta) \
         if array_namespace(x) is np else None
-    if host is None:  # constants read once per update (no trial reads them back)
-        operands = _kernel_operands(x, xmin, xmax, w)
+    operands = None if host is not None else _kernel_operands(x, xmin, xmax, w)
+    if reductions is not None:
+        depth = round_depth or (1 if host is not None else ROUND_DEPTH)
+        return _update_by_rounds(x, df, dg, w, limit, host, operands, move, eta,
+                                 bisection_tol, reductions, depth)
+    l1, l2 = 0.0, 1e9
+    x_new, change = x, 0.0
     for _ in range(MAX_BISECTIONS):
         if (l2 - l1) / (l1 + l2) <= bisection_tol:
             break
@@ -87,17 +103,74 @@ def oc_update_linear(x: Any, df: Any, dg: Any, w: Any, limit: float, xmin: Any =
             x_new, vol = host(lmid)
         else:
             x_new, vol, change = _kernel_trial(x, df, dg, operands, lmid, move, eta)
-        if reductions is not None:
-            vol = reductions.dot(w, x_new)
         if vol > limit:
             l1 = lmid
         else:
             l2 = lmid
     if host is not None and x_new is not x:
         change = float(np.max(np.abs(x_new - x), initial=0.0))
-    if reductions is not None:
-        change = reductions.max(change)
     return x_new, change
+
+
+def bisection_tree(l1: float, l2: float, depth: int, tol: float
+                   ) -> tuple[list[float], dict[tuple[int, ...], int]]:
+    """The multipliers that the next ``depth`` steps of the bisection from (l1, l2) may
+    try, as its loop computes them: (the multipliers, path -> index), a path being the
+    steps' outcomes from (l1, l2) (1: the volume was above the limit, l1 moved up). An
+    interval that meets ``tol`` is not split (the loop stops there)."""
+    mids: list[float] = []
+    index: dict[tuple[int, ...], int] = {}
+    frontier: list[tuple[tuple[int, ...], float, float]] = [((), l1, l2)]
+    for _ in range(depth):
+        deeper = []
+        for path, a, b in frontier:
+            if (b - a) / (a + b) <= tol:
+                continue
+            mid = 0.5 * (a + b)
+            index[path] = len(mids)
+            mids.append(mid)
+            deeper += [(path + (1,), mid, b), (path + (0,), a, mid)]
+        frontier = deeper
+    return mids, index
+
+
+def _update_by_rounds(x: Any, df: Any, dg: Any, w: Any, limit: float, host: Any,
+                      operands: Any, move: float, eta: float, tol: float, reductions: Any,
+                      depth: int) -> tuple[Any, float]:
+    """:func:`oc_update_linear` over a distributed design: each round tries every
+    multiplier of the next ``depth`` bisection steps (:func:`bisection_tree`) and sums
+    their volumes by one reduction, then walks the steps. The multipliers, volumes and
+    the new design are the one-step loop's, bit for bit (the same trials, each volume
+    ``reductions.dot``'s per-layer sums); ``depth`` 1 is that loop."""
+    def trial(lmid):
+        if host is not None:
+            return host(lmid)[0]
+        return _kernel_launch(x, df, dg, operands, lmid, move, eta)[0]
+
+    l1, l2 = 0.0, 1e9
+    steps, last, x_new = 0, None, x
+    while steps < MAX_BISECTIONS and (l2 - l1) / (l1 + l2) > tol:
+        mids, index = bisection_tree(l1, l2, min(depth, MAX_BISECTIONS - steps), tol)
+        partials, kept = [], None
+        for lmid in mids:
+            x_c = trial(lmid)
+            partials.append(reductions.layer_sums(w * x_c))
+            kept = x_c if len(mids) == 1 else None  # one trial: it is the new design
+        volumes = to_host(reductions.add_up(partials))
+        path: tuple[int, ...] = ()
+        while path in index:
+            i = index[path]
+            last, steps = mids[i], steps + 1
+            if float(volumes[i]) > limit:
+                l1, path = mids[i], path + (1,)
+            else:
+                l2, path = mids[i], path + (0,)
+        x_new = kept
+    if x_new is None:  # the last step's trial again (not kept: a round of several)
+        x_new = trial(last)
+    xp = array_namespace(x)
+    change = float(xp.max(xp.abs(x_new - x))) if x_new is not x and x.size else 0.0
+    return x_new, reductions.max(change)
 
 
 def _kernel_operands(x: Any, xmin: Any, xmax: Any, w: Any) -> tuple:

@@ -155,6 +155,30 @@ class Comm:
         self.counts.reduction(label, t.shape[1])
         return np.ascontiguousarray(self._allgatherv(t, rows).T).sum(axis=1)
 
+    def sum_groups(self, groups: list[tuple[np.ndarray, list[int] | None]],
+                   label: str = "other") -> list[np.ndarray]:
+        """:meth:`sum_layers` of several groups ``(partials, rows)`` (each its own layers,
+        such as the slabs of two multigrid levels) by one collective: the same totals,
+        bit for bit, as one call per group; counted as one reduction of all their
+        values under ``label``."""
+        if self.mpi is None or len(groups) == 1:
+            return [self.sum_layers(p, label, rows) for p, rows in groups]
+        self.counts.reduction(label, sum(p.shape[0] for p, _ in groups))
+        ts = [np.ascontiguousarray(np.asarray(p, dtype=np.float64).T) for p, _ in groups]
+        rows = [self.row_counts(t, r) for t, (_, r) in zip(ts, groups)]
+        # one flat piece per rank: every group's (its layers, its sums) in turn
+        full = self._allgatherv(np.concatenate([t.ravel() for t in ts]),
+                                [sum(r[k] * t.shape[1] for t, r in zip(ts, rows))
+                                 for k in range(self.size)])
+        parts: list[list[np.ndarray]] = [[] for _ in ts]
+        at = 0
+        for k in range(self.size):
+            for g, (t, r) in enumerate(zip(ts, rows)):
+                n = r[k] * t.shape[1]
+                parts[g].append(full[at:at + n].reshape(r[k], t.shape[1]))
+                at += n
+        return [np.ascontiguousarray(np.concatenate(p).T).sum(axis=1) for p in parts]
+
     def max(self, value: float) -> float:
         if self.mpi is None:
             return float(value)

@@ -155,6 +155,19 @@ class DeviceComm(Comm):
             local = self.transport.allreduce_sum(local)
         return to_host(local)
 
+    def sum_groups(self, groups: list[tuple[Any, list[int] | None]],
+                   label: str = "other") -> list[np.ndarray]:
+        """:meth:`sum_layers` of several groups ``(partials, rows)`` by one allReduce."""
+        xp = self.xp
+        local = [xp.asarray(p, dtype=np.float64).sum(axis=1) for p, _ in groups]
+        if self.size > 1:
+            flat = xp.concatenate(local)
+            self.counts.reduction(label, flat.shape[0])
+            total = to_host(self.transport.allreduce_sum(flat))
+            ends = np.cumsum([v.shape[0] for v in local])[:-1]
+            return np.split(total, ends)
+        return [to_host(v) for v in local]
+
     def max(self, value: Any) -> float:
         return self.host.max(float(value))
 

@@ -48,6 +48,12 @@ from femopt.solvers.pcg import CGInfo
 from femopt.solvers.smoothers import PolynomialSmoother, lanczos_largest
 
 
+# CG takes r.r whole where its estimate is within this factor of the tolerance (relative
+# residual), or within ANCHOR_FLOOR of the last r.r taken whole (SlabMultigrid._pcg)
+CHECK_NEAR = 10.0
+ANCHOR_FLOOR = 1e-8
+
+
 @dataclass
 class Level:
     slab: Slab
@@ -189,46 +195,52 @@ class SlabMultigrid:
 
     def _make_smoothers(self) -> None:
         o = self.options
-        for i, lev in enumerate(self.levels[:-1]):
+        levels = self.levels[:-1]
+        inv_ds, bad = [], []
+        for lev in levels:
             d = lev.op.diagonal()
             own = lev.slab.layers(d)[:, lev.slab.own_node_slice]
-            if lev.slab.comm.any(bool(self.xp.any(own <= 0))):
-                raise SolverError(f"multigrid level {i}: the operator has a non-positive "
-                                  f"diagonal (is every element scale factor positive?)")
-            inv_d = (1.0 / d).astype(self.dtype)
-            lam = self._bounds[i]
-            if o.eigenvalue_bound == "lanczos" and not self.fell_back:
-                est = self._lanczos(lev, inv_d, o.eig_iterations)
-                lam = min(lam, LANCZOS_MARGIN * est)
+            bad.append(bool(self.xp.any(own <= 0)))
+            inv_ds.append((1.0 / d).astype(self.dtype))
+        # one reduction for the distributed levels (one communicator), then each level's
+        # own where one of them failed, to name it
+        if self.fine.comm.any(any(bad)):
+            for i, lev in enumerate(levels):
+                if lev.slab.comm.any(bad[i]):
+                    raise SolverError(f"multigrid level {i}: the operator has a "
+                                      f"non-positive diagonal (is every element scale "
+                                      f"factor positive?)")
+        lams = list(self._bounds[:len(levels)])
+        if o.eigenvalue_bound == "lanczos" and not self.fell_back:
+            ests = self._lanczos(levels, inv_ds, o.eig_iterations)
+            lams = [min(lam, LANCZOS_MARGIN * est) for lam, est in zip(lams, ests)]
+        for lev, inv_d, lam in zip(levels, inv_ds, lams):
             lev.smoother = PolynomialSmoother(lev.op, inv_d, o.smoother, o.smoothing_steps,
                                               o.jacobi_omega / lam, lam, o.chebyshev_lower,
                                               1.0)
 
-    def _lanczos(self, lev: Level, inv_d: np.ndarray, iterations: int) -> float:
-        """:func:`femopt.solvers.smoothers.estimate_lambda_max` with slab dot products."""
-        dot = lambda a, b: lev.slab.dots([(a, b)], "lanczos")[0]  # noqa: E731
-        r = lev.probe.copy()
-        z = inv_d * r
-        p = z.copy()
-        rz = dot(r, z)
-        alphas, betas = [], []
-        for _ in range(min(iterations, lev.slab.layout.n_dofs)):
-            q = lev.op.apply(p)
-            pq = dot(p, q)
-            if pq <= 0 or rz <= 0:
-                break
-            alpha = rz / pq
-            r = r - alpha * q
-            z = inv_d * r
-            rz_new = dot(r, z)
-            beta = rz_new / rz
-            alphas.append(alpha)
-            betas.append(beta)
-            rz = rz_new
-            if rz <= 0:
-                break
-            p = z + beta * p
-        return lanczos_largest(alphas, betas)
+    def _lanczos(self, levels: list[Level], inv_ds: list[Any], iterations: int
+                 ) -> list[float]:
+        """:func:`femopt.solvers.smoothers.estimate_lambda_max` of every level with slab
+        dot products, the levels in step: each step's products of all the distributed
+        levels in one reduction (:func:`~femopt.parallel.slabs.dots_together`; the same
+        numbers as one level at a time)."""
+        runs = [_LanczosRun(lev, inv_d, min(iterations, lev.slab.layout.n_dofs))
+                for lev, inv_d in zip(levels, inv_ds)]
+        for run, (rz,) in zip(runs, sl.dots_together([(u.lev.slab, [(u.r, u.z)])
+                                                      for u in runs], "lanczos")):
+            run.rz = rz
+            run.live = run.steps > 0
+        while any(u.live for u in runs):
+            live = [u for u in runs if u.live]
+            for u in live:
+                u.q = u.lev.op.apply(u.p)
+            pqs = sl.dots_together([(u.lev.slab, [(u.p, u.q)]) for u in live], "lanczos")
+            stepped = [u for u, (pq,) in zip(live, pqs) if u.step(pq)]
+            rzs = sl.dots_together([(u.lev.slab, [(u.r, u.z)]) for u in stepped], "lanczos")
+            for u, (rz,) in zip(stepped, rzs):
+                u.finish(rz)
+        return [lanczos_largest(u.alphas, u.betas) for u in runs]
 
     def set_springs_full(self, idx: np.ndarray, k: np.ndarray) -> None:
         """Springs on the whole fine grid (for a fine level solved whole)."""
@@ -296,10 +308,6 @@ class SlabMultigrid:
 
         xp = self.xp
         info = CGInfo()
-        bnorm = np.sqrt(dots([(b, b)])[0])
-        if bnorm == 0.0:
-            info.converged = True
-            return xp.zeros_like(b), info
         op = self.op64
         q = xp.empty_like(b)
         if x0 is None:
@@ -309,7 +317,12 @@ class SlabMultigrid:
             x = x0.copy()
             op.apply(x, q)
             r = b - q
-        rel = np.sqrt(dots([(r, r)])[0]) / bnorm
+        bb, rr = dots([(b, b), (r, r)])
+        bnorm = np.sqrt(bb)
+        if bnorm == 0.0:
+            info.converged = True
+            return xp.zeros_like(b), info
+        rel = np.sqrt(rr) / bnorm
         info.residuals.append(rel)
         if rel <= rtol:
             info.converged = True
@@ -318,9 +331,15 @@ class SlabMultigrid:
         self.precondition(r, z)
         p = z.copy()
         rz = dots([(r, z)])[0]
+        # the new residual's norm from r.q and q.q, taken with p.q: |r - alpha q|^2 =
+        # r.r - 2 alpha r.q + alpha^2 q.q (two reductions per iteration, not three). Its
+        # error, about 1e-16 of the last r.r taken whole (``anchor``) per step, adds up:
+        # where the estimate comes within 10x of the tolerance or 1e-8 of the anchor, r.r
+        # is taken whole, so the iterations are those of r.r taken every time
+        anchor = rr
         for it in range(1, max_iter + 1):
             op.apply(p, q)
-            pq = dots([(p, q)])[0]
+            pq, rq, qq = dots([(p, q), (r, q), (q, q)])
             if not pq > 0.0:
                 raise SolverError(f"CG breakdown at iteration {it}: the operator or the "
                                   f"preconditioner is not positive definite (p^T A p = "
@@ -328,7 +347,10 @@ class SlabMultigrid:
             alpha = rz / pq
             x += alpha * p
             r -= alpha * q
-            rel = np.sqrt(dots([(r, r)])[0]) / bnorm
+            rr = rr - 2.0 * alpha * rq + alpha * alpha * qq
+            if rr <= max((CHECK_NEAR * rtol * bnorm) ** 2, ANCHOR_FLOOR * anchor):
+                rr = anchor = dots([(r, r)])[0]
+            rel = np.sqrt(rr) / bnorm
             info.residuals.append(rel)
             info.iterations = it
             if not np.isfinite(rel):
@@ -345,3 +367,39 @@ class SlabMultigrid:
             p += z
             rz = rz_new
         return x, info
+
+
+class _LanczosRun:
+    """One level's CG-Lanczos of :meth:`SlabMultigrid._lanczos`, a step at a time (the
+    order of :func:`femopt.solvers.smoothers.estimate_lambda_max`'s operations)."""
+
+    def __init__(self, lev: Level, inv_d: Any, steps: int):
+        self.lev, self.inv_d, self.steps = lev, inv_d, steps
+        self.r = lev.probe.copy()
+        self.z = inv_d * self.r
+        self.p = self.z.copy()
+        self.q: Any = None
+        self.rz, self.alpha, self.live = 0.0, 0.0, True
+        self.alphas: list[float] = []
+        self.betas: list[float] = []
+
+    def step(self, pq: float) -> bool:
+        """The update after p.q; False (and the run ends) on a breakdown."""
+        if pq <= 0 or self.rz <= 0:
+            self.live = False
+            return False
+        self.alpha = self.rz / pq
+        self.r = self.r - self.alpha * self.q
+        self.z = self.inv_d * self.r
+        return True
+
+    def finish(self, rz_new: float) -> None:
+        """The step's end after r.z."""
+        beta = rz_new / self.rz
+        self.alphas.append(self.alpha)
+        self.betas.append(beta)
+        self.rz = rz_new
+        if rz_new <= 0 or len(self.alphas) >= self.steps:
+            self.live = False
+            return
+        self.p = self.z + beta * self.p

@@ -36,12 +36,19 @@ class Reductions:
         return self.slab.xp.bincount(self.layer_of, weights=a, minlength=self.n_layers)
 
     def _sums(self, arrays: list[Any]) -> Any:
+        return self.add_up([self._partials(a) for a in arrays])
+
+    def layer_sums(self, a: Any) -> Any:
+        """``a``'s sums per owned cell layer, for :meth:`add_up`."""
+        return self._partials(a)
+
+    def add_up(self, partials: list[Any]) -> Any:
+        """The totals of :meth:`layer_sums` of several arrays, by one reduction."""
         xp = self.slab.xp
-        if not arrays:
+        if not partials:
             return xp.zeros(0)
-        return xp.asarray(self.slab.comm.sum_layers(xp.stack([self._partials(a)
-                                                              for a in arrays]),
-                                                    "optimizer", self.slab.rank_layers()))
+        return xp.asarray(self.slab.comm.sum_layers(xp.stack(partials), "optimizer",
+                                                    self.slab.rank_layers()))
 
     def dot(self, a: np.ndarray, b: np.ndarray) -> float:
         return float(self._sums([a * b])[0])

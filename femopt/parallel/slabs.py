@@ -279,6 +279,12 @@ class Slab:
         """Dot products of local node vectors over the owned nodes, the same on every rank
         and for every rank count (per-layer sums added in global layer order); one
         reduction, counted under ``label``."""
+        return [float(t) for t in self.comm.sum_layers(self.dot_partials(pairs), label,
+                                                        self.rank_layers(nodes=True))]
+
+    def dot_partials(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> Any:
+        """The per-layer sums of :meth:`dots` on this rank: (len(pairs), owned node
+        layers)."""
         k, sl = self.layout.k, self.own_node_slice
         parts = []
         for a, b in pairs:
@@ -288,8 +294,7 @@ class Slab:
             for c in range(1, k):
                 acc += s[c]
             parts.append(acc)
-        return [float(t) for t in self.comm.sum_layers(self.xp.stack(parts), label,
-                                                        self.rank_layers(nodes=True))]
+        return self.xp.stack(parts)
 
     def rank_layers(self, nodes: bool = False) -> list[int]:
         """Every rank's owned cell layers (or node layers: the last rank's one more)."""
@@ -316,6 +321,29 @@ class Slab:
         parts = [add_reduce((a * b).reshape(-1, p), 1) for a, b in pairs]
         return [float(t) for t in self.comm.sum_layers(self.xp.stack(parts), label,
                                                         self.rank_layers())]
+
+
+def dots_together(items: list[tuple[Slab, list[tuple[Any, Any]]]], label: str = "other"
+                  ) -> list[list[float]]:
+    """:meth:`Slab.dots` of several slabs (``(slab, pairs)`` each: the levels of one
+    hierarchy), the distributed ones' by one reduction: the same numbers, bit for bit,
+    as one call per slab."""
+    out: list[list[float] | None] = [None] * len(items)
+    shared = [i for i, (slab, _) in enumerate(items) if slab.distributed]
+    for i, (slab, pairs) in enumerate(items):
+        if i not in shared:
+            out[i] = slab.dots(pairs, label)
+    if shared:
+        comm = items[shared[0]][0].comm
+        if any(items[i][0].comm is not comm for i in shared):
+            raise ValueError("dots_together: the distributed slabs have different "
+                             "communicators")
+        totals = comm.sum_groups([(items[i][0].dot_partials(items[i][1]),
+                                   items[i][0].rank_layers(nodes=True)) for i in shared],
+                                 label)
+        for i, t in zip(shared, totals):
+            out[i] = [float(v) for v in t]
+    return out  # type: ignore[return-value]
 
 
 def add_reduce(a: Any, axis: int) -> Any:
