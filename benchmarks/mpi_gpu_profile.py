@@ -67,6 +67,7 @@ def timed(kind, fn):
 # through a Comm: not counted twice)
 for cls in (Comm, cd.DeviceComm):
     for kind, name in [("halo", "sendrecv"), ("halo", "exchange"), ("sum", "sum_layers"),
+                       ("sum", "sum_groups"),
                        ("allgather", "allgather_rows"), ("gather", "gather_rows"),
                        ("host collective", "max"), ("host collective", "any"),
                        ("host collective", "bcast"), ("host collective", "gather"),

@@ -119,3 +119,28 @@ def test_sum_groups_of_two_ranks_equal_one_sum_layers_each(monkeypatch):
     assert gb.tolist() == np.ascontiguousarray(np.concatenate([b0, b1], axis=1)
                                                ).sum(axis=1).tolist()
     assert comm.counts.data["reductions"]["cg"] == {"calls": 1, "values": 3}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bounds", [False, True])
+def test_oc_rounds_on_the_gpu_take_four_steps_a_reduction(bounds):
+    """On the GPU a distributed update takes ROUND_DEPTH steps per reduction by default,
+    with the design and change of one step a round, bit for bit; one rank keeps one step
+    a round (its sums cross to nobody)."""
+    import cupy
+
+    x, df, dg, w, xmin, xmax = (None if a is None else cupy.asarray(a)
+                                for a in _problem(8, n=20000, bounds=bounds))
+    one = _Counted(x.size)
+    want, want_change = oc_kernels.oc_update_linear(x, df, dg, w, 0.3, xmin, xmax,
+                                                    reductions=one, round_depth=1)
+    sums = _Counted(x.size)
+    got, change = oc_kernels.oc_update_linear(x, df, dg, w, 0.3, xmin, xmax,
+                                              reductions=sums)
+    assert bool(cupy.all(got == want)) and change == want_change
+    assert one.calls > 20
+    assert sums.calls == -(-one.calls // oc_kernels.ROUND_DEPTH)
+    single = _Counted(x.size)
+    single.distributed = False
+    oc_kernels.oc_update_linear(x, df, dg, w, 0.3, xmin, xmax, reductions=single)
+    assert single.calls == one.calls

@@ -20,9 +20,9 @@ SOURCE = Path(__file__).with_suffix(".cu")
 FLOOR = 1e-30
 CEIL = 1e30
 MAX_BISECTIONS = 256
-# bisection steps that one reduction decides in a distributed run on the GPU: 15 trials
-# a round, 10 or so rounds an update instead of 40 sums (on the host each trial costs
-# more than a sum; there one step a round)
+# bisection steps that one reduction decides in a distributed run on GPUs: 15 trials a
+# round, 10 or so rounds an update instead of 40 sums (on the host, or on one rank, a
+# trial costs more than the sum it saves: one step a round there)
 ROUND_DEPTH = 4
 
 
@@ -84,13 +84,16 @@ def oc_update_linear(x: Any, df: Any, dg: Any, w: Any, limit: float, xmin: Any =
     code. Returns the new design and max |x_new - x|. ``reductions`` (a distributed
     run's: ``layer_sums``, ``add_up`` and ``max`` over every rank's part of the design)
     replace the local sums, ``round_depth`` bisection steps decided by each of their
-    reductions (None: :data:`ROUND_DEPTH` on the GPU, 1 on the host;
+    reductions (None: :data:`ROUND_DEPTH` on GPUs of several ranks, else 1;
     :func:`_update_by_rounds`)."""
     host = _HostTrials(x, df, dg, xmin, xmax, w, move, eta) \
         if array_namespace(x) is np else None
     operands = None if host is not None else _kernel_operands(x, xmin, xmax, w)
     if reductions is not None:
-        depth = round_depth or (1 if host is not None else ROUND_DEPTH)
+        # several steps a round where a reduction costs more than the trials it saves:
+        # between ranks on GPUs (one rank's sums are its own)
+        depth = round_depth or (ROUND_DEPTH if host is None and getattr(
+            reductions, "distributed", True) else 1)
         return _update_by_rounds(x, df, dg, w, limit, host, operands, move, eta,
                                  bisection_tol, reductions, depth)
     l1, l2 = 0.0, 1e9

@@ -23,6 +23,11 @@ class Reductions:
         o0, o1 = slab.own
         self.n_layers = o1 - o0
 
+    @property
+    def distributed(self) -> bool:
+        """Whether its sums cross between ranks (more than one rank)."""
+        return self.slab.distributed
+
     def subset(self, index: Any) -> "Reductions":
         """The same sums over the owned cells ``index`` (an index array, or a slice)."""
         if isinstance(index, slice) and index == slice(None):
