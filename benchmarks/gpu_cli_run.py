@@ -21,6 +21,7 @@ multigrid, rtol 1e-8), ``--solver-section default`` the one above (rtol 1e-5).
     python benchmarks/gpu_cli_run.py [--sizes 128x64x64,256x128x128,512x256x256]
         [--iterations 6] [--device gpu] [--precision mixed|double]
         [--solver-section default|none] [--rtol 1e-5] [--solver-option KEY=VALUE ...]
+        [--keep-history DIR]
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import csv
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -154,6 +156,9 @@ def main() -> None:
     ap.add_argument("--solver-section", choices=["default", "none"], default="default",
                     help="none: no solver: section in the problem file (user defaults)")
     ap.add_argument("--rtol", type=float, default=1.0e-5)
+    ap.add_argument("--keep-history", type=Path, default=None, metavar="DIR",
+                    help="copy each run's history.csv to DIR/history-SHAPE-PRECISION.csv "
+                         "(to compare objective histories)")
     ap.add_argument("--solver-option", action="append", default=[], metavar="KEY=VALUE",
                     help="another multigrid option in the solver: section (repeatable; "
                          "the value read as YAML), e.g. coarse_operator=hybrid")
@@ -194,6 +199,10 @@ def main() -> None:
                   f"| {r['wall']:.1f} | {r['setup_and_output']:.1f} | {r['host_peak'] / 1e9:.1f} "
                   f"| {r['host_peak'] / r['cells']:.0f} | {pool} "
                   f"| {r['precision']} ({r['fallbacks']}) | {r['objective']} |", flush=True)
+            if args.keep_history is not None:
+                args.keep_history.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(Path(tmp) / r["shape"] / "history.csv", args.keep_history
+                                / f"history-{r['shape']}-{args.precision or 'auto'}.csv")
             if args.read_design:
                 print(read_design(Path(tmp) / r["shape"] / "design.vtu", r["cells"]),
                       flush=True)
