@@ -18,9 +18,9 @@ from femopt.parallel.slabs import Slab
 class _Counted:
     """A one-rank :class:`Reductions` whose ``add_up`` calls are counted."""
 
-    def __init__(self, n_cells: int):
+    def __init__(self, n_cells: int, xp=np):
         layout = GridLayout((n_cells // 10, 10), k=1)  # 10 cell layers
-        self.sums = Reductions(Slab(layout, SERIAL, [0, 10]))
+        self.sums = Reductions(Slab(layout, SERIAL, [0, 10], xp=xp))
         self.calls = 0
 
     def layer_sums(self, a):
@@ -131,16 +131,16 @@ def test_oc_rounds_on_the_gpu_take_four_steps_a_reduction(bounds):
 
     x, df, dg, w, xmin, xmax = (None if a is None else cupy.asarray(a)
                                 for a in _problem(8, n=20000, bounds=bounds))
-    one = _Counted(x.size)
+    one = _Counted(x.size, cupy)
     want, want_change = oc_kernels.oc_update_linear(x, df, dg, w, 0.3, xmin, xmax,
                                                     reductions=one, round_depth=1)
-    sums = _Counted(x.size)
+    sums = _Counted(x.size, cupy)
     got, change = oc_kernels.oc_update_linear(x, df, dg, w, 0.3, xmin, xmax,
                                               reductions=sums)
     assert bool(cupy.all(got == want)) and change == want_change
     assert one.calls > 20
     assert sums.calls == -(-one.calls // oc_kernels.ROUND_DEPTH)
-    single = _Counted(x.size)
+    single = _Counted(x.size, cupy)
     single.distributed = False
     oc_kernels.oc_update_linear(x, df, dg, w, 0.3, xmin, xmax, reductions=single)
     assert single.calls == one.calls
