@@ -72,3 +72,49 @@ __global__ void femopt_assembly_csr_spmv(
     if (row < n_rows && lane == 0)
         y[row] = beta != T(0) ? alpha * sum + beta * z[row] : alpha * sum;
 }
+
+// The same product with the columns of StructuredCSR's pattern computed, not read: row
+// (i, node) has, x fastest, n_x n_y n_z neighbour nodes (n = 1 + lo + hi on each axis)
+// and k blocks of them, so its entry t is, in mixed radix, t = ((j n_z + rz) n_y + ry)
+// n_x + rx, column j nn + node + sum (r - lo) stride. Lane l takes entries l, l + 8,
+// ... as femopt_assembly_csr_spmv does, stepping its digits by 8 with carries, and the
+// lanes are added by the same shuffles: y is that kernel's bit for bit. A 2D grid
+// passes one node along z.
+template <typename T, typename I>
+__global__ void femopt_assembly_csr_spmv_grid(
+    const I* __restrict__ indptr, const T* __restrict__ data, const T* __restrict__ u,
+    const T* z, T* y, T alpha, T beta, int k, I nodes_x, I nodes_y, I nodes_z,
+    femopt_index n_rows)
+{
+    const femopt_index tid = femopt_thread_id();
+    const femopt_index row = tid >> 3;
+    const int lane = (int)(tid & 7);
+    T sum = T(0);
+    if (row < n_rows) {
+        const I layer = nodes_x * nodes_y;
+        const I nn = layer * nodes_z;
+        const I node = (I)(row % nn);
+        const I at_x = node % nodes_x, at_y = (node / nodes_x) % nodes_y;
+        const I at_z = node / layer;
+        const int lo_x = at_x >= 1, lo_y = at_y >= 1, lo_z = at_z >= 1;
+        const int n_x = 1 + lo_x + (at_x <= nodes_x - 2);
+        const int n_y = 1 + lo_y + (at_y <= nodes_y - 2);
+        const int n_z = 1 + lo_z + (at_z <= nodes_z - 2);
+        const I first = node - lo_x - lo_y * nodes_x - lo_z * layer;
+        int rx = lane, ry = 0, rz = 0, j = 0;
+        femopt_index p = (femopt_index)indptr[row] + lane;
+        for (;;) {
+            while (rx >= n_x) { rx -= n_x; ++ry; }
+            while (ry >= n_y) { ry -= n_y; ++rz; }
+            while (rz >= n_z) { rz -= n_z; ++j; }
+            if (j >= k) break;
+            sum += data[p] * u[first + j * nn + rx + ry * nodes_x + rz * layer];
+            p += 8;
+            rx += 8;
+        }
+    }
+    // the 8 lanes of a row are consecutive in one warp
+    for (int off = 4; off > 0; off >>= 1) sum += __shfl_down_sync(0xffffffffu, sum, off, 8);
+    if (row < n_rows && lane == 0)
+        y[row] = beta != T(0) ? alpha * sum + beta * z[row] : alpha * sum;
+}

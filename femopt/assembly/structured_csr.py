@@ -8,13 +8,19 @@ the dofs of the 3^dim nodes around n that exist, in increasing order. So the slo
 entry is arithmetic: a node at coordinate c of an axis with n nodes has ``lo = (c >= 1)``
 neighbours below and ``hi = (c <= n - 2)`` above on it, ``1 + lo + hi`` in all; the
 neighbours before offset o in {-1, 0, 1} are ``lo * (o >= 0) + (o >= 1)``; the axes combine
-x fastest. The pattern (row offsets, column indices) is computed once per grid with array
-code on the device that uses it; each assembly computes every entry's slot where it adds
-it, with no stored map (an int32 per cell-matrix entry, 41 B per fine cell at levels 2 and
-below of a 3D elasticity grid, built with int64 temporaries several times that): NumPy
-by corner pairs with ``np.add.at`` (as fast as the map's ``bincount`` in float64, about
-2.5x slower in float32), CuPy by one kernel ``femopt_assembly_csr_scatter_grid`` (atomic
-adds into the slots).
+x fastest. The row offsets are computed once per grid with array code on the device that
+uses it; the column indices are arithmetic too (entry t of a row is, in mixed radix, its
+component and its offset on each axis), held on the host for SciPy and computed where
+they are used on the device: the SpMV kernel ``femopt_assembly_csr_spmv_grid`` finds
+each entry's column from the row's node, in the order of the kernel that reads them, so
+a coarse level holds its values, row offsets and diagonal slots only (no index per
+entry: 17.5 B per fine cell at levels 2 and below of a 3D elasticity grid). Each
+assembly computes every entry's slot where it adds it, with no stored map (an int32 per
+cell-matrix entry, 41 B per fine cell at levels 2 and below of a 3D elasticity grid,
+built with int64 temporaries several times that): NumPy by corner pairs with
+``np.add.at`` (as fast as the map's ``bincount`` in float64, about 2.5x slower in
+float32), CuPy by one kernel ``femopt_assembly_csr_scatter_grid`` (atomic adds into
+the slots).
 """
 
 from __future__ import annotations
@@ -42,13 +48,19 @@ def _on_nodes(a: Any, ax: int, dim: int) -> Any:
 class StructuredCSR:
     """Pattern of the CSR matrix of ``layout`` with constraints ``fixed``.
 
+    The row offsets (``indptr``), the diagonal's slots and the constrained dofs are held;
+    the column indices only where ``keep_indices`` (by default on NumPy, for SciPy's
+    products): the device's product computes them (:func:`spmv_grid_gpu`), and
+    :attr:`indices` builds them when asked.
+
     Args:
         layout: the grid.
         fixed: (n_dofs,) bool mask of constrained dofs (NumPy or CuPy: the namespace of
             every array built here).
+        keep_indices: hold the column indices (None: on NumPy only).
     """
 
-    def __init__(self, layout: GridLayout, fixed: Any):
+    def __init__(self, layout: GridLayout, fixed: Any, keep_indices: bool | None = None):
         xp = array_namespace(fixed)
         self.xp = xp
         self.layout = layout
@@ -56,46 +68,92 @@ class StructuredCSR:
         dim, k = layout.dim, layout.k
         ns = layout.node_shape
         nn = layout.n_nodes
-        offsets = np.array([o[::-1] for o in product((-1, 0, 1), repeat=dim)])  # x fastest
-        strides = np.cumprod((1,) + ns[:-1])
-        # per axis: which of the offsets -1, 0, 1 stay on the grid, and how many
-        valid_ax, count, lo = [], [], []
+        # per axis: how many of the offsets -1, 0, 1 stay on the grid, how many below
+        count, lo = [], []
         for n in ns:
-            c = xp.arange(n)[:, None] + xp.asarray([-1, 0, 1])[None, :]
-            valid_ax.append((c >= 0) & (c < n))
-            count.append(valid_ax[-1].sum(axis=1))
-            lo.append(valid_ax[-1][:, 0].astype(xp.int64))
-        # (n_nodes, 3^dim): node index x fastest, offset index x fastest
-        valid = valid_ax[0]
-        for t in valid_ax[1:]:
-            a, b = valid.shape
-            valid = (t[:, None, :, None] & valid[None, :, None, :]).reshape(t.shape[0] * a,
-                                                                              3 * b)
+            c = xp.arange(n)
+            lo.append((c >= 1).astype(xp.int64))
+            count.append(1 + lo[-1] + (c <= n - 2))
         n_valid = xp.ones(ns[::-1], dtype=xp.int64)
         before_centre = xp.zeros(ns[::-1], dtype=xp.int64)  # the diagonal's place in a block
         for ax in range(dim):
             before_centre = before_centre + _on_nodes(lo[ax], ax, dim) * n_valid
             n_valid = n_valid * _on_nodes(count[ax], ax, dim)
         n_valid, before_centre = n_valid.ravel(), before_centre.ravel()
-        self.indptr = xp.zeros(layout.n_dofs + 1, dtype=xp.int64)
-        self.indptr[1:] = xp.cumsum(xp.tile(n_valid * k, k))
-        self.nnz = int(self.indptr[-1])
-        index_dtype = (xp.int32 if self.nnz < INT32_ENTRIES and layout.n_dofs < INT32_ENTRIES
-                       else xp.int64)
+        indptr = xp.zeros(layout.n_dofs + 1, dtype=xp.int64)
+        indptr[1:] = xp.cumsum(xp.tile(n_valid * k, k))
+        self.nnz = int(indptr[-1])
+        self.index_dtype = (xp.int32 if self.nnz < INT32_ENTRIES
+                            and layout.n_dofs < INT32_ENTRIES else xp.int64)
+        self.fixed_dofs = xp.flatnonzero(self.fixed)
+        # row (i, n): its block i starts i * n_valid[n] after the row's start
+        self.diag_slot = (indptr[:-1].reshape(k, nn) + xp.arange(k)[:, None] * n_valid
+                          + before_centre).ravel().astype(self.index_dtype)
+        self.indptr = indptr.astype(self.index_dtype)
+        del indptr
+        self.shape = (layout.n_dofs, layout.n_dofs)
+        keep = xp is np if keep_indices is None else keep_indices
+        self._indices = self._valid_neighbours() if keep else None
+
+    @property
+    def indices(self) -> Any:
+        """Column indices (nnz,): the held ones, or built now (and not kept)."""
+        return self._indices if self._indices is not None else self.columns()
+
+    @property
+    def keeps_indices(self) -> bool:
+        return self._indices is not None
+
+    def _valid_neighbours(self) -> Any:
+        """The column indices from the mask of the neighbours on the grid: every node's
+        3^dim offsets, x fastest, those on the grid kept (an int64 array of 3^dim k
+        entries per node on the way)."""
+        xp, lay = self.xp, self.layout
+        dim, k, ns, nn = lay.dim, lay.k, lay.node_shape, lay.n_nodes
+        offsets = np.array([o[::-1] for o in product((-1, 0, 1), repeat=dim)])  # x fastest
+        strides = np.cumprod((1,) + ns[:-1])
+        valid_ax = []
+        for n in ns:
+            c = xp.arange(n)[:, None] + xp.asarray([-1, 0, 1])[None, :]
+            valid_ax.append((c >= 0) & (c < n))
+        # (n_nodes, 3^dim): node index x fastest, offset index x fastest
+        valid = valid_ax[0]
+        for t in valid_ax[1:]:
+            a, b = valid.shape
+            valid = (t[:, None, :, None] & valid[None, :, None, :]).reshape(t.shape[0] * a,
+                                                                              3 * b)
         # the columns of a row do not depend on its component: one block, k times
         node_ids = xp.arange(nn, dtype=xp.int64)
         cols = (xp.arange(k)[None, :, None] * nn + node_ids[:, None, None]
                 + xp.asarray(offsets @ strides)[None, None, :])
-        block = cols[xp.broadcast_to(valid[:, None, :], cols.shape)].astype(index_dtype)
+        block = cols[xp.broadcast_to(valid[:, None, :], cols.shape)].astype(self.index_dtype)
         del cols
-        self.indices = xp.tile(block, k)
-        self.fixed_dofs = xp.flatnonzero(self.fixed)
-        dof_comp = xp.arange(layout.n_dofs) // nn
-        dof_node = xp.arange(layout.n_dofs) % nn
-        self.diag_slot = (self.indptr[:-1] + dof_comp * n_valid[dof_node]
-                          + before_centre[dof_node])
-        self.indptr = self.indptr.astype(index_dtype)
-        self.shape = (layout.n_dofs, layout.n_dofs)
+        return xp.tile(block, k)
+
+    def columns(self, start: int = 0, stop: int | None = None) -> Any:
+        """Column indices of the entries ``start:stop`` computed from their rows' nodes:
+        entry t of row (i, n) is, in mixed radix x fastest, t = ((j n_z + rz) n_y + ry)
+        n_x + rx (component j, offset r - lo on each axis, n = 1 + lo + hi the counts of
+        the module docstring); the column is j n_nodes + n + sum (r - lo) stride. What
+        the device's product computes for each entry, on any array module."""
+        xp, lay = self.xp, self.layout
+        stop = self.nnz if stop is None else stop
+        entry = xp.arange(start, stop, dtype=xp.int64)
+        row = xp.searchsorted(self.indptr, entry, side="right") - 1
+        t = entry - self.indptr[row]
+        del entry
+        node = row % lay.n_nodes
+        col = node.copy()
+        radix: Any = 1
+        stride = 1
+        for ax, n in enumerate(lay.node_shape):
+            c = (node // stride) % n
+            lo = (c >= 1).astype(xp.int64)
+            cnt = 1 + lo + (c <= n - 2)
+            col += ((t // radix) % cnt - lo) * stride
+            radix, stride = radix * cnt, stride * n
+        col += (t // radix) * lay.n_nodes
+        return col.astype(self.index_dtype)
 
     def assemble_data(self, cell_matrices: Any) -> Any:
         """CSR data of sum_e K_e from cell matrices (n_cells, nd, nd), 1 on the diagonal
@@ -158,8 +216,8 @@ class StructuredCSR:
 
 
 class CSROperator:
-    """``alpha A u + beta z`` with an assembled CSR matrix (SciPy, or the raw SpMV kernel
-    ``femopt_assembly_csr_spmv`` on CuPy arrays)."""
+    """``alpha A u + beta z`` with an assembled CSR matrix (SciPy, or on CuPy arrays the
+    raw SpMV kernel ``femopt_assembly_csr_spmv_grid``, which computes the columns)."""
 
     def __init__(self, pattern: StructuredCSR, data: Any):
         self.pattern = pattern
@@ -181,7 +239,7 @@ class CSROperator:
                 out[...] = y
                 return out
             return y
-        return spmv_gpu(self.pattern, self.data, u, out, alpha, beta, z)
+        return spmv_grid_gpu(self.pattern, self.data, u, out, alpha, beta, z)
 
     def diagonal(self) -> Any:
         return self.data[self.pattern.diag_slot]
@@ -191,7 +249,7 @@ class CSROperator:
         p = self.pattern
         dense = xp.zeros(self.shape, dtype=self.data.dtype)
         rows = xp.searchsorted(p.indptr, xp.arange(p.nnz), side="right") - 1
-        dense[rows, p.indices] = self.data
+        dense[rows, p.indices] = self.data  # a small level: its columns built here
         return dense
 
 
@@ -275,7 +333,8 @@ def _register() -> None:
     from femopt.backend.kernels import register_instances
 
     register_instances(SOURCE, [f"femopt_assembly_csr_{op}<{r}, {i}>"
-                                for op in ("scatter_grid", "scatter_scaled", "spmv")
+                                for op in ("scatter_grid", "scatter_scaled", "spmv",
+                                           "spmv_grid")
                                 for r in ("double", "float") for i in ("int", "long long")])
 
 
@@ -298,3 +357,91 @@ def spmv_gpu(pattern: StructuredCSR, data: Any, u: Any, out: Any = None, alpha: 
     launch_1d(kern, 8 * n, (pattern.indptr, pattern.indices, data, u, z, out,
                             real(alpha), real(beta), np.int64(n)))
     return out
+
+
+def _node_counts(pattern: StructuredCSR) -> tuple[int, int, int]:
+    """Nodes per axis (x, y, z); a 2D grid has one node along z."""
+    ns = tuple(pattern.layout.node_shape) + (1,) * (3 - pattern.layout.dim)
+    return ns[0], ns[1], ns[2]
+
+
+def spmv_grid_gpu(pattern: StructuredCSR, data: Any, u: Any, out: Any = None,
+                  alpha: float = 1.0, beta: float = 0.0, z: Any = None) -> Any:
+    """``alpha A u + beta z`` with ``pattern``'s columns computed, not read: the lanes,
+    their entries and the reduction of :func:`spmv_gpu`, so the result is that kernel's
+    bit for bit (:func:`spmv_grid_numpy` is its twin)."""
+    import cupy
+
+    from femopt.backend.kernels import get_kernel, launch_1d
+
+    _register()
+    if out is None:
+        out = cupy.empty_like(u)
+    if z is None:
+        z, beta = u, 0.0
+    real = data.dtype.type
+    index = pattern.indptr.dtype.type
+    name = f"femopt_assembly_csr_spmv_grid<{_real_name(data)}, {_index_name(pattern.indptr)}>"
+    kern = get_kernel(SOURCE, name)
+    n = pattern.shape[0]
+    nx, ny, nz = _node_counts(pattern)
+    launch_1d(kern, 8 * n, (pattern.indptr, data, u, z, out, real(alpha), real(beta),
+                            np.int32(pattern.layout.k), index(nx), index(ny), index(nz),
+                            np.int64(n)))
+    return out
+
+
+def _lane_walk(pattern: StructuredCSR, lanes: int = 8):
+    """The entries ``femopt_assembly_csr_spmv_grid`` visits, as it finds them: for each
+    lane and step, (rows, positions in the values, columns) of the rows that still have
+    an entry; a lane steps by ``lanes`` entries in mixed radix with carries (NumPy)."""
+    lay = pattern.layout
+    k, nn = lay.k, lay.n_nodes
+    nx, ny, nz = _node_counts(pattern)
+    rows = np.arange(pattern.shape[0], dtype=np.int64)
+    node = rows % nn
+    coord = (node % nx, (node // nx) % ny, node // (nx * ny))
+    lo = [(c >= 1).astype(np.int64) for c in coord]
+    cnt = [1 + lo[ax] + (coord[ax] <= n - 2) for ax, n in enumerate((nx, ny, nz))]
+    first = node - lo[0] - lo[1] * nx - lo[2] * (nx * ny)
+    start = pattern.indptr[:-1].astype(np.int64)
+
+    def carry(r, j):
+        for ax in range(2):
+            while (over := r[ax] >= cnt[ax]).any():
+                r[ax] -= cnt[ax] * over
+                r[ax + 1] += over
+        while (over := r[2] >= cnt[2]).any():
+            r[2] -= cnt[2] * over
+            j += over
+
+    for lane in range(lanes):
+        r = [np.full_like(rows, lane), np.zeros_like(rows), np.zeros_like(rows)]
+        j = np.zeros_like(rows)
+        carry(r, j)
+        p = start + lane
+        while (live := j < k).any():
+            col = first + j * nn + r[0] + r[1] * nx + r[2] * (nx * ny)
+            yield lane, rows[live], p[live], col[live]
+            p += lanes
+            r[0] += lanes
+            carry(r, j)
+
+
+def spmv_grid_numpy(pattern: StructuredCSR, data: np.ndarray, u: np.ndarray,
+                    alpha: float = 1.0, beta: float = 0.0, z: np.ndarray | None = None
+                    ) -> np.ndarray:
+    """NumPy twin of :func:`spmv_grid_gpu`: each lane's sum over its entries in the
+    kernel's order, the lanes added as its shuffles add them (products rounded apart
+    from the sums, where the kernel may fuse them)."""
+    real = data.dtype.type
+    u = u.astype(data.dtype, copy=False)
+    part = np.zeros((8, pattern.shape[0]), dtype=data.dtype)
+    for lane, rows, p, col in _lane_walk(pattern):
+        part[lane, rows] += data[p] * u[col]
+    for off in (4, 2, 1):  # __shfl_down_sync(..., off, 8): lane l adds lane l + off
+        part[:off] += part[off:2 * off]
+    y = real(alpha) * part[0]
+    if z is not None and beta != 0.0:
+        y = y + real(beta) * z.astype(data.dtype, copy=False)
+    return y
