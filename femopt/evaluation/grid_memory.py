@@ -78,8 +78,10 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
         Array("fixed and free masks", "held", int(2 * BOOL * n_dofs * levels)),
         Array("scale factors, float64 (CG's operator)", "held", F64 * n_cells),
         Array("scale factors, float32 (V-cycle)", "held", F32 * n_cells),
-        Array("coarse CSR values and column indices (levels 2 and below)", "held",
-              int((F32 + I32) * n2 * row * levels)),
+        # the columns are computed by the device's product (structured_csr.py): the
+        # values, and per dof the row offsets and the diagonal's slots
+        Array("coarse CSR values, row offsets, diagonal slots (levels 2 and below)",
+              "held", int((F32 * row + 2 * I32) * n2 * levels)),
         Array("design x (with passive cells: x0 and the bounds too)", "held",
               (4 if fixed_design else 1) * F64 * n_cells),
         Array("filters' 1 / Hs", "held", F64 * n_cells * n_filters),
