@@ -81,8 +81,12 @@ class Comm:
         null = MPI.PROC_NULL
         sbuf = np.ascontiguousarray(send) if send is not None else np.empty(0)
         rbuf = recv if recv is not None else np.empty(0)
+        if not rbuf.flags.c_contiguous:  # a view (a ghost layer): MPI takes whole buffers
+            rbuf = np.empty(recv.shape, dtype=recv.dtype)
         self.mpi.Sendrecv(sbuf, dest if dest is not None else null, tag,
                           rbuf, source if source is not None else null, tag)
+        if recv is not None and rbuf is not recv:
+            recv[...] = rbuf
 
     def exchange(self, pairs: list[tuple[Any, int | None, Any, int | None, int]],
                  label: str = "other") -> None:

@@ -32,7 +32,7 @@ import numpy as np
 from femopt.backend import gpu_allocator, to_host
 from femopt.errors import InputError
 from femopt.parallel.comm import Comm
-from femopt.parallel.comm_host import HostTransport
+from femopt.parallel.comm_host import HostTransport, rows_view
 
 
 class NcclTransport:
@@ -116,13 +116,25 @@ class DeviceComm(Comm):
                  label: str = "other") -> None:
         if self.size == 1:
             return
-        ready = []
+        xp = self.xp
+        # a transport that copies rows of a strided view (CUDA IPC: one 2D copy) takes a
+        # ghost layer's view as it is; others get contiguous buffers
+        takes = ((lambda a: a.flags.c_contiguous or rows_view(a))
+                 if getattr(self.transport, "strided_rows", False)
+                 else (lambda a: a.flags.c_contiguous))
+        ready, copies = [], []
         for send, dest, recv, source, tag in pairs:
-            send = self.xp.ascontiguousarray(send) if send is not None else None
+            if send is not None and not takes(send):
+                send = xp.ascontiguousarray(send)
             if send is not None and dest is not None:
                 self.counts.message(label, send.nbytes)
+            if recv is not None and not takes(recv):
+                copies.append((recv, xp.empty(recv.shape, dtype=recv.dtype)))
+                recv = copies[-1][1]
             ready.append((send, dest, recv, source, tag))
         self.transport.exchange(ready)
+        for recv, buffer in copies:
+            recv[...] = buffer
 
     def allgather_rows(self, local: Any, rows: list[int] | None = None) -> Any:
         """As :meth:`Comm.allgather_rows`, on the device: the row counts (over MPI where

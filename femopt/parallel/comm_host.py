@@ -12,6 +12,13 @@ from femopt.backend import to_host
 from femopt.parallel.comm import Comm
 
 
+def rows_view(a: Any) -> bool:
+    """Whether ``a`` is 2D with contiguous rows (a pitched block: a ghost layer's
+    components), so that one 2D copy moves it."""
+    item = a.dtype.itemsize
+    return (a.ndim == 2 and a.strides[1] == item and a.strides[0] >= a.shape[1] * item)
+
+
 class HostTransport:
     """NCCL's calls through host buffers and MPI (``host``: the MPI communicator)."""
 

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from femopt.parallel.comm_host import HostTransport
+from femopt.parallel.comm_host import HostTransport, rows_view
 
 WRITTEN, READ, HANDLE = 7101, 7102, 7103  # MPI tags of the messages
 
@@ -71,13 +71,29 @@ class CudaIpc:
     def free(self, box: Any) -> None:
         self.rt.free(box)
 
+    @property
+    def strided_rows(self) -> bool:
+        """Whether :meth:`put` and :meth:`get` take a view of pitched rows
+        (:func:`~femopt.parallel.comm_host.rows_view`): one 2D copy, no packing."""
+        return hasattr(self.rt, "memcpy2DAsync")
+
     def put(self, box: Any, a: Any) -> None:
-        self.rt.memcpyAsync(box, a.data.ptr, a.nbytes, self.device_to_device,
-                            self._stream())
+        if a.flags.c_contiguous:
+            self.rt.memcpyAsync(box, a.data.ptr, a.nbytes, self.device_to_device,
+                                self._stream())
+            return
+        width = a.shape[1] * a.dtype.itemsize  # a view of pitched rows, packed in the box
+        self.rt.memcpy2DAsync(box, width, a.data.ptr, a.strides[0], width, a.shape[0],
+                              self.device_to_device, self._stream())
 
     def get(self, a: Any, box: Any) -> None:
-        self.rt.memcpyAsync(a.data.ptr, box, a.nbytes, self.device_to_device,
-                            self._stream())
+        if a.flags.c_contiguous:
+            self.rt.memcpyAsync(a.data.ptr, box, a.nbytes, self.device_to_device,
+                                self._stream())
+            return
+        width = a.shape[1] * a.dtype.itemsize
+        self.rt.memcpy2DAsync(a.data.ptr, a.strides[0], box, width, width, a.shape[0],
+                              self.device_to_device, self._stream())
 
     def event(self) -> tuple[Any, bytes]:
         ev = self.rt.eventCreateWithFlags(self.event_flags)
@@ -122,11 +138,13 @@ class FileIpc:
         if box.filename is not None and os.path.exists(box.filename):
             os.unlink(box.filename)  # never opened by its peer
 
+    strided_rows = True  # any view, packed in the box as it reads
+
     def put(self, box: Any, a: np.ndarray) -> None:
         box[:a.nbytes] = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
 
     def get(self, a: np.ndarray, box: Any) -> None:
-        a.reshape(-1).view(np.uint8)[...] = box[:a.nbytes]
+        a[...] = box[:a.nbytes].view(a.dtype).reshape(a.shape)
 
     def event(self) -> tuple[Any, None]:
         return None, None
@@ -209,8 +227,18 @@ class IpcTransport(HostTransport):
         buf = np.full(1, flag, dtype=np.uint8)
         self.pending.append((self.mpi.Isend(buf, dest=dest, tag=tag), buf))
 
+    @property
+    def strided_rows(self) -> bool:
+        """Whether a halo's send and receive may be views of pitched rows."""
+        return bool(getattr(self.ops, "strided_rows", False))
+
+    def _copies_as_is(self, a: Any) -> bool:
+        return a.flags.c_contiguous or (self.strided_rows and rows_view(a))
+
     def _send(self, send: Any, dest: int) -> None:
         ops = self.ops
+        if not self._copies_as_is(send):
+            send = self.xp.ascontiguousarray(send)
         if dest in self.sent:  # the peer has enqueued its read of the last message
             self.mpi.Recv(np.empty(1, np.uint8), source=dest, tag=READ)
             ops.wait(self.peer_read[dest])
@@ -235,7 +263,7 @@ class IpcTransport(HostTransport):
         if flag[0]:
             self.inbox[source] = ops.open(self.mpi.recv(source=source, tag=HANDLE))
         ops.wait(self.peer_written[source])
-        if recv.flags.c_contiguous:
+        if self._copies_as_is(recv):
             ops.get(recv, self.inbox[source])
         else:  # the copy reads bytes: into a contiguous buffer first
             tmp = self.xp.empty(recv.shape, dtype=recv.dtype)

@@ -226,17 +226,14 @@ class Slab:
         own = self.own_node_slice
         n = a.shape[0]
         # upwards: my last owned layer to the rank above, the ghost below from below;
-        # downwards: my first owned layer to the rank below, the ghost above from above
-        ghost = [self.xp.empty(a.shape[1:], dtype=v.dtype) if peer is not None else None
-                 for peer in (below, above)]
+        # downwards: my first owned layer to the rank below, the ghost above from above.
+        # The layers are views (k rows of a component's nodes each): the communicator
+        # copies them as its transport needs
         self.comm.exchange([(a[own.stop - 1] if above is not None else None, above,
-                             ghost[0], below, 11),
+                             a[0] if below is not None else None, below, 11),
                             (a[own.start] if below is not None else None, below,
-                             ghost[1], above, 12)], label=self.label)
-        if ghost[0] is not None:
-            a[0] = ghost[0]
-        if ghost[1] is not None:
-            a[n - 1] = ghost[1]
+                             a[n - 1] if above is not None else None, above, 12)],
+                           label=self.label)
         return v
 
     def exchange_cells(self, a: np.ndarray) -> np.ndarray:
