@@ -341,15 +341,9 @@ def _register() -> None:
 def spmv_gpu(pattern: StructuredCSR, data: Any, u: Any, out: Any = None, alpha: float = 1.0,
              beta: float = 0.0, z: Any = None) -> Any:
     """``alpha A u + beta z`` with the CSR kernel (8 lanes per row)."""
-    import cupy
-
     from femopt.backend.kernels import get_kernel, launch_1d
 
-    _register()
-    if out is None:
-        out = cupy.empty_like(u)
-    if z is None:
-        z, beta = u, 0.0
+    out, z, beta = _product_operands(u, out, z, beta)
     real = data.dtype.type
     name = f"femopt_assembly_csr_spmv<{_real_name(data)}, {_index_name(pattern.indices)}>"
     kern = get_kernel(SOURCE, name)
@@ -357,6 +351,17 @@ def spmv_gpu(pattern: StructuredCSR, data: Any, u: Any, out: Any = None, alpha: 
     launch_1d(kern, 8 * n, (pattern.indptr, pattern.indices, data, u, z, out,
                             real(alpha), real(beta), np.int64(n)))
     return out
+
+
+def _product_operands(u: Any, out: Any, z: Any, beta: float) -> tuple[Any, Any, float]:
+    """The kernels registered; (out, z, beta) of a product, out made and z = u with beta
+    0 where not given."""
+    import cupy
+
+    _register()
+    if z is None:
+        z, beta = u, 0.0
+    return (cupy.empty_like(u) if out is None else out), z, beta
 
 
 def _node_counts(pattern: StructuredCSR) -> tuple[int, int, int]:
@@ -370,15 +375,9 @@ def spmv_grid_gpu(pattern: StructuredCSR, data: Any, u: Any, out: Any = None,
     """``alpha A u + beta z`` with ``pattern``'s columns computed, not read: the lanes,
     their entries and the reduction of :func:`spmv_gpu`, so the result is that kernel's
     bit for bit (:func:`spmv_grid_numpy` is its twin)."""
-    import cupy
-
     from femopt.backend.kernels import get_kernel, launch_1d
 
-    _register()
-    if out is None:
-        out = cupy.empty_like(u)
-    if z is None:
-        z, beta = u, 0.0
+    out, z, beta = _product_operands(u, out, z, beta)
     real = data.dtype.type
     index = pattern.indptr.dtype.type
     name = f"femopt_assembly_csr_spmv_grid<{_real_name(data)}, {_index_name(pattern.indptr)}>"
