@@ -15,8 +15,8 @@ What it takes:
   levels instead of the CG product), and the rest (smoother set-up: the diagonal, the
   Lanczos products; the warm start); at the target grid the first is multiplied by the
   CG iterations (``--cg``, default the counted run's) and the second kept; levels the
-  small grid lacks take its coarsest cut level's rest. Reductions likewise (3 per CG
-  iteration, 1 + 2 m Lanczos sums per cut level, the rest as counted). Message sizes
+  small grid lacks take its coarsest cut level's rest. Reductions likewise (2 per CG
+  iteration, 1 + 2 m Lanczos sums for all cut levels together, the rest as counted). Message sizes
   are the target's: a node layer of the level (the slab's face) times the counted bytes
   per value, a cell layer for the filter's ghosts (its reach) and the Galerkin matrices;
 - NCCL's figures for an 8-GPU H100 NVLink node (sources in docs/benchmarks.md): the
@@ -63,6 +63,8 @@ SENDRECV_US = 3.7  # sendrecv_perf, small messages, NVLink Hopper (NVIDIA/nccl#1
 ALLREDUCE_US = 15.0  # NCCL's tuning model, ring LL on 8 NVLink ranks (NVIDIA/nccl#1334)
 NVLINK_GBS = 370.0  # NCCL's effective NVLink bandwidth, send/recv and allGather busBw
 MPI_US = 5.0  # an intra-node MPI collective of a few bytes (assumed)
+# reductions per CG iteration (SlabMultigrid._pcg: p.q with r.q and q.q, then r.z with z.q)
+CG_SUMS = 2
 BYTES_PER_CELL = 575  # the one-GPU path's pool high-water mark (docs/benchmarks.md)
 H100_BYTES = 80e9
 
@@ -133,7 +135,7 @@ class Counts:
             lays[0]) * K)
         self.filter = mean("halo", "filter", "exchanges")
         cg_calls = mean("reductions", "cg", "calls")
-        self.cg_rest = cg_calls - 3 * self.cg
+        self.cg_rest = cg_calls - CG_SUMS * self.cg
         self.sums_rest = sum(mean("reductions", label, "calls")
                              for label in ("functions", "optimizer", "other"))
         self.lanczos_counted = mean("reductions", "lanczos", "calls")
@@ -177,7 +179,8 @@ def model(shape: tuple[int, ...], ranks: int, c: Counts, cg: float, t1: float,
     halo += p2p(face_cells(lays[0]) * 8)  # the design's scale factors, one way
     for i in range(1, cut):  # Galerkin cell matrices of the cut coarse levels, one way
         halo += p2p(face_cells(lays[i]) * ND * ND * bpv)
-    sums = 3 * cg + c.cg_rest + c.sums_rest + cut * c.lanczos
+    # the Lanczos estimates of all cut levels run in step: one sum per step for all
+    sums = CG_SUMS * cg + c.cg_rest + c.sums_rest + c.lanczos
     reductions = sums * net["allreduce_us"] * 1e-6 + c.host * net["mpi_us"] * 1e-6
     gathers = 0.0
     if cut < len(lays):  # into the first replicated level: per V-cycle and its matrices
@@ -229,8 +232,8 @@ def main() -> None:
     print(f"# counted: cantilever {args.count_shape} on 2 CPU ranks, design iterations 2 "
           f"to {len(c.steps) + 1}: CG iterations {c.cg_list}; per design iteration "
           f"(mean) level exchanges besides CG's {[round(r, 1) for r in c.rest]}, filter "
-          f"{c.filter:g}, CG reductions besides 3 per CG iteration {c.cg_rest:g}, other "
-          f"device sums {c.sums_rest:g}, Lanczos sums {c.lanczos_counted:g} "
+          f"{c.filter:g}, CG reductions besides {CG_SUMS} per CG iteration "
+          f"{c.cg_rest:g}, other device sums {c.sums_rest:g}, Lanczos sums {c.lanczos_counted:g} "
           f"({c.cut} cut levels), host collectives {c.host:g}, {c.bytes_per_value:g} "
           f"bytes a value")
     print(f"# one GPU: {args.seconds} s at {args.reference}, as cells^{args.exponent} "
