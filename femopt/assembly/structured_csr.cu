@@ -2,25 +2,27 @@
 // CSR matrix-vector product of coarse multigrid levels.
 
 // data[slot(t)] += values[t] for every entry t = (cell, a, i, b, j) of the cell matrices
-// (n_cells, nd, nd), nd = n_corners * k, local dof a * k + i; an entry that touches a
-// constrained dof is dropped. The slot is arithmetic (structured_csr.py): row (i, node a)
-// starts at indptr[row]; its block of component j is j * width further, width the
-// neighbours of node a; offset b - a is preceded there by ``before`` of them, axes x
-// fastest. A 2D grid passes one node and one cell along z (corners' z = 0).
+// (cells, nd, nd) of a chunk of cell layers (the grid's cells first_cell, first_cell + 1,
+// ...; the whole grid from 0), nd = n_corners * k, local dof a * k + i; an entry that
+// touches a constrained dof is dropped. The slot is arithmetic (structured_csr.py): row
+// (i, node a) starts at indptr[row]; its block of component j is j * width further,
+// width the neighbours of node a; offset b - a is preceded there by ``before`` of them,
+// axes x fastest. A 2D grid passes one node and one cell along z (corners' z = 0).
 template <typename T, typename I>
 __global__ void femopt_assembly_csr_scatter_grid(
     const T* __restrict__ values, const bool* __restrict__ fixed,
     const I* __restrict__ indptr, const int* __restrict__ corners, T* data, int k,
     int n_corners, long long cells_x, long long cells_y, long long nodes_x,
-    long long nodes_y, long long nodes_z, femopt_index n)
+    long long nodes_y, long long nodes_z, long long first_cell, femopt_index n)
 {
     const int nd = n_corners * k;
     const femopt_index per_cell = (femopt_index)nd * nd;
     const long long nn = nodes_x * nodes_y * nodes_z;
     const long long nodes[3] = {nodes_x, nodes_y, nodes_z};
     for (femopt_index t = femopt_thread_id(); t < n; t += femopt_thread_count()) {
-        const femopt_index e = t / per_cell;
-        const int r = (int)(t - e * per_cell);
+        const femopt_index local = t / per_cell;  // the cell in this chunk of layers
+        const femopt_index e = first_cell + local;
+        const int r = (int)(t - local * per_cell);
         const int la = r / nd, lb = r - (r / nd) * nd;
         const int a = la / k, i = la - a * k, b = lb / k, j = lb - b * k;
         const long long cell[3] = {e % cells_x, (e / cells_x) % cells_y,

@@ -20,29 +20,25 @@ cell-matrix entry, 41 B per fine cell at levels 2 and below of a 3D elasticity g
 built with int64 temporaries several times that): NumPy by corner pairs with
 ``np.add.at`` (as fast as the map's ``bincount`` in float64, about 2.5x slower in
 float32), CuPy by one kernel ``femopt_assembly_csr_scatter_grid`` (atomic adds into
-the slots).
+the slots); both take the cell matrices whole or by chunks of cell layers
+(:meth:`StructuredCSR.assemble_layers`, :mod:`.structured_scatter`, where the order of
+the sums is said).
 """
 
 from __future__ import annotations
 
 from itertools import product
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from femopt.assembly.grid_layout import GridLayout
+from femopt.assembly.structured_scatter import (SOURCE, add_layers_numpy, index_name,
+                                                on_nodes, real_name, register,
+                                                scatter_layers_gpu)
 from femopt.backend import array_namespace
 
-SOURCE = Path(__file__).with_suffix(".cu")
 INT32_ENTRIES = 2**31 - 1  # from this many entries or dofs the pattern's indices are int64
-
-
-def _on_nodes(a: Any, ax: int, dim: int) -> Any:
-    """A per-axis array (n_ax,) shaped to broadcast over the node grid (z, y, x)."""
-    shape = [1] * dim
-    shape[dim - 1 - ax] = a.shape[0]
-    return a.reshape(shape)
 
 
 class StructuredCSR:
@@ -77,8 +73,8 @@ class StructuredCSR:
         n_valid = xp.ones(ns[::-1], dtype=xp.int64)
         before_centre = xp.zeros(ns[::-1], dtype=xp.int64)  # the diagonal's place in a block
         for ax in range(dim):
-            before_centre = before_centre + _on_nodes(lo[ax], ax, dim) * n_valid
-            n_valid = n_valid * _on_nodes(count[ax], ax, dim)
+            before_centre = before_centre + on_nodes(lo[ax], ax, dim) * n_valid
+            n_valid = n_valid * on_nodes(count[ax], ax, dim)
         n_valid, before_centre = n_valid.ravel(), before_centre.ravel()
         indptr = xp.zeros(layout.n_dofs + 1, dtype=xp.int64)
         indptr[1:] = xp.cumsum(xp.tile(n_valid * k, k))
@@ -158,51 +154,36 @@ class StructuredCSR:
     def assemble_data(self, cell_matrices: Any) -> Any:
         """CSR data of sum_e K_e from cell matrices (n_cells, nd, nd), 1 on the diagonal
         of constrained dofs."""
-        xp = self.xp
-        if xp is np:
-            data = self._assemble_numpy(cell_matrices)
-        else:
-            data = _scatter_gpu(self, cell_matrices)
+        return self.assemble_layers([(0, cell_matrices)])
+
+    def assemble_layers(self, chunks: Any) -> Any:
+        """CSR data of sum_e K_e from the cell matrices given by chunks of cell layers:
+        (first layer of the slowest axis, (cells, nd, nd) of its layers), top first,
+        covering the grid once (:mod:`.structured_scatter`: on NumPy the whole array's
+        values bit for bit, whatever the chunks); 1 on the diagonal of constrained dofs.
+        No array of every cell's matrices is needed."""
+        xp, lay = self.xp, self.layout
+        layer = int(np.prod(lay.shape[:-1]))
+        data, top = None, lay.shape[-1]
+        for first, cells in chunks:
+            n = cells.shape[0] // layer
+            if first + n != top or n * layer != cells.shape[0] or n < 1:
+                raise ValueError(f"cell layers {first}..{first + n} of "
+                                 f"{tuple(cells.shape)} matrices: expected the layers "
+                                 f"below {top}, top first, whole layers of {layer} cells")
+            if data is None:  # NumPy: one extra slot, where dropped entries go
+                data = xp.zeros(self.nnz + (xp is np), dtype=cells.dtype)
+            if xp is np:
+                add_layers_numpy(self, data, cells, first)
+            else:
+                scatter_layers_gpu(self, data, cells, first)
+            top = first
+            del cells  # not alive beside the next chunk while that is made
+        if top != 0:
+            raise ValueError(f"the cell layers below {top} were not given")
+        data = data[:self.nnz]
         data[self.diag_slot[self.fixed_dofs]] = 1.0
         return data
-
-    def _assemble_numpy(self, cell_matrices: np.ndarray) -> np.ndarray:
-        """Corner pair by corner pair (a, b), ``np.add.at`` into the slots; dropped entries
-        go to one extra slot past the end."""
-        lay = self.layout
-        dim, k, nn, ns = lay.dim, lay.k, lay.n_nodes, lay.node_shape
-        corners, grid = lay.corners, lay.shape[::-1]
-        m = len(corners)
-        vals = cell_matrices.reshape(lay.n_cells, m, k, m, k)
-        data = np.zeros(self.nnz + 1, dtype=cell_matrices.dtype)
-        idx = np.intp
-        comp = np.arange(k, dtype=idx)
-        strides = np.cumprod((1,) + ns[:-1])
-        for a in range(m):
-            coord = [_on_nodes(np.arange(lay.shape[ax]) + corners[a, ax], ax, dim)
-                     for ax in range(dim)]
-            node = np.broadcast_to(sum(c * s for c, s in zip(coord, strides)), grid).ravel()
-            lo = [(c >= 1).astype(idx) for c in coord]
-            count = [1 + lo[ax] + (coord[ax] <= ns[ax] - 2) for ax in range(dim)]
-            rows = comp[None, :] * nn + node[:, None]  # (cells, k)
-            start, fixed_row = self.indptr[rows].astype(idx), self.fixed[rows]
-            for b in range(m):
-                rel = corners[b] - corners[a]
-                width: Any = 1
-                before: Any = 0
-                for ax in range(dim):
-                    before = before + (lo[ax] * (rel[ax] >= 0) + (rel[ax] >= 1)) * width
-                    width = width * count[ax]
-                before = np.broadcast_to(before, grid).ravel().astype(idx)
-                width = np.broadcast_to(width, grid).ravel().astype(idx)
-                slot = ((start + before[:, None])[:, :, None]
-                        + comp[None, None, :] * width[:, None, None])
-                cols = comp[None, :] * nn + (node + int(rel @ strides))[:, None]
-                np.putmask(slot, fixed_row[:, :, None] | self.fixed[cols][:, None, :],
-                           self.nnz)
-                # 1-D operands: NumPy's fast path of add.at
-                np.add.at(data, slot.ravel(), vals[:, a, :, b, :].ravel())
-        return data[:-1]
 
     def matrix(self, data: Any) -> Any:
         """A SciPy (NumPy data) or CuPy-SciPy (CuPy data) CSR matrix with this pattern."""
@@ -255,38 +236,6 @@ class CSROperator:
 
 # -- CuPy launchers -------------------------------------------------------------------
 
-def _index_name(a: Any) -> str:
-    return "int" if a.dtype == np.int32 else "long long"
-
-
-def _real_name(a: Any) -> str:
-    return "double" if a.dtype == np.float64 else "float"
-
-
-def _scatter_gpu(pattern: StructuredCSR, cell_matrices: Any) -> Any:
-    import cupy
-
-    from femopt.backend.kernels import get_kernel, launch_1d
-
-    _register()
-    lay = pattern.layout
-    values = cupy.ascontiguousarray(cell_matrices).reshape(-1)
-    data = cupy.zeros(pattern.nnz, dtype=values.dtype)
-    corners = np.zeros((len(lay.corners), 3), dtype=np.int32)
-    corners[:, :lay.dim] = lay.corners
-    cells = tuple(lay.shape) + (1,) * (3 - lay.dim)
-    nodes = tuple(lay.node_shape) + (1,) * (3 - lay.dim)
-    name = (f"femopt_assembly_csr_scatter_grid<{_real_name(values)}, "
-            f"{_index_name(pattern.indptr)}>")
-    kern = get_kernel(SOURCE, name)
-    launch_1d(kern, values.size,
-              (values, pattern.fixed, pattern.indptr, cupy.asarray(corners.ravel()), data,
-               np.int32(lay.k), np.int32(len(lay.corners)), np.int64(cells[0]),
-               np.int64(cells[1]), np.int64(nodes[0]), np.int64(nodes[1]),
-               np.int64(nodes[2]), np.int64(values.size)))
-    return data
-
-
 class DeviceFixedPattern:
     """A :class:`~femopt.assembly.sparse.FixedPatternAssembler`'s pattern and scatter map
     on the GPU: ``assemble_data`` is one ``femopt_assembly_csr_scatter_scaled`` launch.
@@ -314,10 +263,10 @@ class DeviceFixedPattern:
 
         from femopt.backend.kernels import get_kernel, launch_1d
 
-        _register()
+        register()
         ke = cupy.asarray(ke, dtype=scale.dtype).reshape(-1)
         data = cupy.zeros(self.nnz, dtype=scale.dtype)
-        kern = get_kernel(SOURCE, f"femopt_assembly_csr_scatter_scaled<{_real_name(scale)}, int>")
+        kern = get_kernel(SOURCE, f"femopt_assembly_csr_scatter_scaled<{real_name(scale)}, int>")
         n = self.scatter.size
         launch_1d(kern, n, (scale, ke, self.cell, self.local, self.scatter, data, np.int64(n)))
         return data
@@ -329,15 +278,6 @@ class DeviceFixedPattern:
                               shape=self.shape)
 
 
-def _register() -> None:
-    from femopt.backend.kernels import register_instances
-
-    register_instances(SOURCE, [f"femopt_assembly_csr_{op}<{r}, {i}>"
-                                for op in ("scatter_grid", "scatter_scaled", "spmv",
-                                           "spmv_grid")
-                                for r in ("double", "float") for i in ("int", "long long")])
-
-
 def spmv_gpu(pattern: StructuredCSR, data: Any, u: Any, out: Any = None, alpha: float = 1.0,
              beta: float = 0.0, z: Any = None) -> Any:
     """``alpha A u + beta z`` with the CSR kernel (8 lanes per row)."""
@@ -345,7 +285,7 @@ def spmv_gpu(pattern: StructuredCSR, data: Any, u: Any, out: Any = None, alpha: 
 
     out, z, beta = _product_operands(u, out, z, beta)
     real = data.dtype.type
-    name = f"femopt_assembly_csr_spmv<{_real_name(data)}, {_index_name(pattern.indices)}>"
+    name = f"femopt_assembly_csr_spmv<{real_name(data)}, {index_name(pattern.indices)}>"
     kern = get_kernel(SOURCE, name)
     n = pattern.shape[0]
     launch_1d(kern, 8 * n, (pattern.indptr, pattern.indices, data, u, z, out,
@@ -358,7 +298,7 @@ def _product_operands(u: Any, out: Any, z: Any, beta: float) -> tuple[Any, Any, 
     0 where not given."""
     import cupy
 
-    _register()
+    register()
     if z is None:
         z, beta = u, 0.0
     return (cupy.empty_like(u) if out is None else out), z, beta
@@ -380,7 +320,7 @@ def spmv_grid_gpu(pattern: StructuredCSR, data: Any, u: Any, out: Any = None,
     out, z, beta = _product_operands(u, out, z, beta)
     real = data.dtype.type
     index = pattern.indptr.dtype.type
-    name = f"femopt_assembly_csr_spmv_grid<{_real_name(data)}, {_index_name(pattern.indptr)}>"
+    name = f"femopt_assembly_csr_spmv_grid<{real_name(data)}, {index_name(pattern.indptr)}>"
     kern = get_kernel(SOURCE, name)
     n = pattern.shape[0]
     nx, ny, nz = _node_counts(pattern)

@@ -13,10 +13,19 @@ K_C' = sum over its 2^dim children c of W_c^T K_c W_c (:func:`coarsen_cell_matri
 Rediscretization instead gives a coarse cell the mean of its children's scale factors and
 the element matrix of a cell twice the size, 2^(dim-2) K0 for these second-order
 operators (the integrand scales as h^-2 and the volume as h^dim).
+
+The first assembled Galerkin level is made and assembled by chunks of its cell layers
+(:func:`galerkin_layers`, :func:`assemble_level`, at most :data:`CHUNK_BYTES` of
+matrices at a time, two layers at least), the next level's cell matrices made from
+each chunk as it goes: no array of that level's cell matrices exists whole (36 B per
+fine cell of a 3D elasticity grid's level 2). Each chunk's rows are the whole array's,
+by the same products, and its sums into the CSR values keep the whole array's order on
+NumPy (:mod:`femopt.assembly.structured_scatter`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from itertools import product
 from typing import Any
 
@@ -24,6 +33,8 @@ import numpy as np
 
 from femopt.assembly.grid_layout import GridLayout
 from femopt.backend import array_namespace
+
+CHUNK_BYTES = 2**26  # cell matrices made and assembled at a time (two layers at least)
 
 
 def interpolation_weights(dim: int, ratio: int) -> np.ndarray:
@@ -102,3 +113,77 @@ def coarsen_cell_matrices(layout: GridLayout, kc: Any) -> Any:
 def rediscretized_scale(fine: GridLayout, scale: Any) -> Any:
     """Mean of the children's scale factors times 2^(dim-2) (the coarse cell's K0 factor)."""
     return descendant_scales(fine, scale, 2).mean(axis=1) * 2.0 ** (fine.dim - 2)
+
+
+def layer_chunks(n_layers: int, layer_bytes: int, even: bool,
+                 max_bytes: int | None = None) -> list[tuple[int, int]]:
+    """(first, stop) of chunks of ``n_layers`` cell layers, top first, each at most
+    ``max_bytes`` (None: :data:`CHUNK_BYTES`; one layer at least; with ``even`` an even
+    number of layers from an even first layer, two at least, so that each chunk
+    coarsens on its own)."""
+    max_bytes = CHUNK_BYTES if max_bytes is None else max_bytes
+    per = max(1, max_bytes // max(layer_bytes, 1))
+    if even:
+        per = max(2, per - per % 2)
+    out, stop = [], n_layers
+    while stop > 0:
+        first = max(0, stop - per)
+        out.append((first, stop))
+        stop = first
+    return out
+
+
+def sub_layout(layout: GridLayout, n_layers: int) -> GridLayout:
+    """``layout`` cut to ``n_layers`` cell layers of its slowest axis."""
+    return GridLayout(tuple(layout.shape[:-1]) + (n_layers,), layout.k)
+
+
+def galerkin_layers(fine: GridLayout, scale: Any, ke: np.ndarray, ratio: int,
+                    child: Any = None, even: bool = False, max_bytes: int | None = None
+                    ) -> Iterator[tuple[int, Any]]:
+    """:func:`galerkin_cell_matrices` by chunks of the coarse grid's cell layers: (first
+    layer, its layers' cell matrices), top first (:func:`layer_chunks`; ``even``: as the
+    next level's coarsening needs them). Each chunk is the whole array's rows: its
+    descendants' scale factors are a slice of ``scale`` and the same product."""
+    coarse = tuple(n // ratio for n in fine.shape)
+    nd = ke.shape[0]
+    layer = int(np.prod(coarse[:-1]))
+    fine_layer = int(np.prod(fine.shape[:-1])) * ratio
+    size = np.dtype(scale.dtype).itemsize * nd * nd
+    for first, stop in layer_chunks(coarse[-1], layer * size, even, max_bytes):
+        sub = sub_layout(fine, (stop - first) * ratio)
+        part = scale[first * fine_layer:stop * fine_layer]
+        yield first, galerkin_cell_matrices(sub, part, ke, ratio, child)
+
+
+def assemble_level(pattern: Any, cells: Any, coarsen: bool = False) -> tuple[Any, Any]:
+    """(CSR data of a level, the next level's Galerkin cell matrices or None) from the
+    level's cell matrices, whole or by chunks of cell layers top first
+    (:func:`galerkin_layers`); ``pattern`` is its
+    :class:`~femopt.assembly.structured_csr.StructuredCSR`. With ``coarsen`` the next
+    level's matrices are made from each chunk as it is assembled
+    (:func:`coarsen_cell_matrices`: the whole array's, cell by cell)."""
+    chunks = [(0, cells)] if hasattr(cells, "shape") else cells
+    if not coarsen:
+        return pattern.assemble_layers(chunks), None
+    xp = pattern.xp
+    layout = pattern.layout
+    layer = int(np.prod(layout.shape[:-1]))
+    coarse_layer = int(np.prod(layout.coarsened().shape[:-1]))
+    out: list[Any] = []
+
+    def coarsened() -> Iterator[tuple[int, Any]]:
+        for first, part in chunks:
+            yield first, part
+            n = part.shape[0] // layer
+            kc = coarsen_cell_matrices(sub_layout(layout, n), part)
+            del part
+            if not out:
+                out.append(xp.empty((layout.coarsened().n_cells,) + kc.shape[1:],
+                                    dtype=kc.dtype))
+            lo = first // 2 * coarse_layer
+            out[0][lo:lo + kc.shape[0]] = kc
+            del kc
+
+    data = pattern.assemble_layers(coarsened())
+    return data, out[0]

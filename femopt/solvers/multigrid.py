@@ -57,9 +57,9 @@ from femopt.solvers.mixed_precision import solve_mixed
 from femopt.solvers.multigrid_levels import (CoarseSolver, GalerkinProduct, MultigridOptions,
                                              eigenvalue_bound, grid_levels, with_springs)
 from femopt.solvers.galerkin import (
+    assemble_level,
     child_matrices,
-    coarsen_cell_matrices,
-    galerkin_cell_matrices,
+    galerkin_layers,
     rediscretized_scale,
 )
 from femopt.solvers.pcg import CGInfo, not_converged
@@ -269,10 +269,11 @@ class MultigridSolver(LinearSolver):
         # Galerkin levels derive from a "base" level: the fine one, or for ``hybrid`` the
         # rediscretized level 1
         base, base_scale, base_level = self.layout, s0, 0
-        cells: Any = None  # assembled Galerkin cell matrices of the current level
+        nxt: Any = None  # the next level's Galerkin cell matrices, made beside this one's
         fine: Any = None  # the fine level's V-cycle operator
         for i, lev in enumerate(levels):
             prev = levels[i - 1].layout if i else None
+            cells, nxt = nxt, None  # this level's, where the level above made them
             if i == 0:
                 pass
             elif self.coarse_operator == "rediscretize" or (
@@ -284,12 +285,10 @@ class MultigridSolver(LinearSolver):
                 lev.op = GalerkinProduct(lev.layout, fine, lev.free,
                                          (levels[0].r, levels[0].d), self._children(ke, 2, np))
                 continue
-            elif cells is None:
+            elif cells is None:  # the first Galerkin level: by chunks of its cell layers
                 ratio = 2 ** (i - base_level)
-                cells = galerkin_cell_matrices(base, base_scale, ke, ratio,
-                                               self._children(ke, ratio, xp))
-            else:
-                cells = coarsen_cell_matrices(prev, cells)
+                cells = galerkin_layers(base, base_scale, ke, ratio,
+                                        self._children(ke, ratio, xp), i + 1 < len(levels))
             springs = self._springs if i == 0 else None
             if lev.pattern is None:
                 op = StructuredOperator(lev.layout, s, ke, lev.free)
@@ -297,15 +296,15 @@ class MultigridSolver(LinearSolver):
                     fine = op
                 lev.op = with_springs(op, springs)
                 continue
+            galerkin = cells is not None  # the levels below it come from its cells
             if cells is None:  # a rediscretized (or the only) level, assembled
                 cells = s[:, None, None] * xp.asarray(ke, dtype=self.dtype)[None]
-            data = lev.pattern.assemble_data(cells)
+            data, nxt = assemble_level(lev.pattern, cells, galerkin and i + 1 < len(levels))
+            del cells
             if springs is not None:
                 data[lev.pattern.diag_slot[springs[0]]] += xp.asarray(springs[1],
                                                                       dtype=data.dtype)
             lev.op = CSROperator(lev.pattern, data)
-            if self.coarse_operator == "rediscretize":
-                cells = None
         levels[-1].coarse_solve = CoarseSolver(levels[-1].op, xp)
         self._make_smoothers()
 
