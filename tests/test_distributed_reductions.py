@@ -20,7 +20,12 @@ class _Counted:
 
     def __init__(self, n_cells: int, xp=np):
         layout = GridLayout((n_cells // 10, 10), k=1)  # 10 cell layers
-        self.sums = Reductions(Slab(layout, SERIAL, [0, 10], xp=xp))
+        comm = SERIAL
+        if xp is not np:  # device arrays: a device communicator of one rank
+            from femopt.parallel.comm_device import DeviceComm, HostTransport
+
+            comm = DeviceComm(SERIAL, xp, HostTransport(SERIAL, xp))
+        self.sums = Reductions(Slab(layout, comm, [0, 10], xp=xp))
         self.calls = 0
 
     def layer_sums(self, a):
