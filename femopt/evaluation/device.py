@@ -291,16 +291,15 @@ class DevicePath(EvaluationPath):
 
     def _part_terms(self, form: DeviceForm, rho: Any, scale: Any, dm: Any, u: Any,
                     fresh: bool, fu: list[Any]) -> tuple[float, Any, Any]:
-        """(value, partial_rho, adjoint term) of one part; ``fu`` caches f_c . u_c."""
-        xp = self.xp
-        zero = xp.zeros(rho.shape[0], dtype=xp.float64)
+        """(value, partial_rho, adjoint term) of one part, a term None where it is zero;
+        ``fu`` caches f_c . u_c."""
         n_cases = len(self.weights)
         if form.integrand is not None:
             value, _, pr = (form.terms if fresh and dm is not None
                             else self._integrand_terms(form, rho, u))
             adj = (self._adjoint_term(u, form.mu, np.zeros(n_cases), np.eye(n_cases),
                                       scale, dm)
-                   if dm is not None and form.active else zero)
+                   if dm is not None and form.active else None)
             return float(value), pr, adj
         value = 0.0
         if form.compliance != 0.0:
@@ -312,10 +311,9 @@ class DevicePath(EvaluationPath):
             value += float(np.sum(form.s * au))
         if form.rho_weights is not None:
             value += self._cell_dot(form.rho_weights, rho)
-        pr = form.rho_weights if form.rho_weights is not None else zero
         adj = (self._adjoint_term(u, form.mu, -form.compliance * self.weights, form.s, scale,
-                                  dm) if form.needs_state and dm is not None else zero)
-        return value, pr, adj
+                                  dm) if form.needs_state and dm is not None else None)
+        return value, form.rho_weights, adj
 
     def function_terms(self, rho: Any, scale: Any, dm: Any, u: Any = None
                        ) -> tuple[list[float], list[tuple[Any, Any]]]:
@@ -327,13 +325,16 @@ class DevicePath(EvaluationPath):
         u = self.u if u is None else u
         fu: list[Any] = []
         values, terms = [], []
+        # a zero term as one number at stride 0 (no array of the cells' size)
+        zero = self.xp.broadcast_to(self.xp.zeros(1, dtype=self.xp.float64), rho.shape)
         for parts in self.forms:
-            value, pr, adj = 0.0, 0.0, 0.0
+            value, pr, adj = 0.0, None, None  # None: zero
             for w, form in parts:
                 v, p, a = self._part_terms(form, rho, scale, dm, u, fresh, fu)
-                value, pr, adj = value + w * v, pr + w * p, adj + w * a
+                value, pr, adj = value + w * v, add_term(pr, w, p), add_term(adj, w, a)
+                del p, a  # a part's own terms are not alive beside the next part's
             values.append(value)
-            terms.append((pr, adj))
+            terms.append((zero if pr is None else pr, zero if adj is None else adj))
         return values, terms
 
     def design_terms(self, rho: Any, keep_state: bool = False
@@ -417,3 +418,18 @@ class DevicePath(EvaluationPath):
         if form.needs_state or form.rho_weights is None:
             return None
         return form.rho_weights if w == 1.0 else w * form.rho_weights
+
+
+def add_term(total: Any, w: float, t: Any) -> Any:
+    """``total + w * t``, bit for bit as from arrays of zeros (None: zero, for either),
+    without an array for a zero sum and adding into ``total``, this sum's own array."""
+    if t is None:  # + w * 0: -0.0 becomes 0.0 where w * 0 is 0.0, as from an array
+        if total is not None:
+            total += w * 0.0
+        return total
+    if total is None:  # 0 + w t
+        out = t * w
+        out += 0.0
+        return out
+    total += w * t
+    return total

@@ -70,10 +70,11 @@ class EvaluationPath:
         rho[self.passive_idx] = self.passive_val
         return rho, inputs
 
-    def chain(self, grad_rho: Any, inputs: list[Any], stages: list[Any] | None = None
-              ) -> Any:
-        """dJ/dx from dJ/drho through the filters (passive cells get 0)."""
-        g = grad_rho.copy()
+    def chain(self, grad_rho: Any, inputs: list[Any], stages: list[Any] | None = None,
+              own: bool = False) -> Any:
+        """dJ/dx from dJ/drho through the filters (passive cells get 0); ``own``:
+        ``grad_rho`` is the caller's new array, which may be written (no copy)."""
+        g = grad_rho if own else grad_rho.copy()
         g[self.passive_idx] = 0.0
         stages = self.stages if stages is None else stages
         for f, xin in zip(reversed(stages), reversed(inputs)):
@@ -167,13 +168,18 @@ class EvaluationPath:
             self.model.last_state = states[0] if len(states) == 1 else states
         values, grads = [], []
         for k, i in self.rows():
-            pr, adj = results[k][1][i]
+            # each row's terms let go as it is taken: not alive beside the later rows'
+            # chain rule (each (realization, function) is one row)
+            (pr, adj), results[k][1][i] = results[k][1][i], None
             values.append(results[k][0][i])
             if split:
                 grads.append((self.chain(pr, traces[k], chains[k]),
                               self.chain(adj, traces[k], chains[k])))
             else:
-                grads.append(self.chain(pr + adj, traces[k], chains[k]))
+                g = pr + adj
+                del pr, adj
+                grads.append(self.chain(g, traces[k], chains[k], own=True))
+                del g
         return values, grads
 
     def values_at_fixed_state(self, x: Any, state: Any) -> list[float]:
@@ -366,21 +372,28 @@ class EvaluationPath:
 
     def evaluate(self, x: Any) -> Evaluation:
         """Objective and constraints at ``x``, scaled and normalised, with gradients."""
-        return self.evaluation(x, *self.values_and_gradients(x))
+        values, grads = self.values_and_gradients(x)
+        return self.evaluation(x, values, grads)
 
     def evaluation(self, x: Any, values: list[float], grads: list[Any]) -> Evaluation:
         """What the optimizer sees from the raw values and gradients at ``x``: the
         objective divided by its first value (when the optimizer normalises), the
         heuristic filters' objective gradient, constraints g <= 0. A robust problem's
         objective is the worst of its realizations: their scaled values lead ``g`` as
-        the rows MMA bounds by its z (``Evaluation.worst_case``)."""
+        the rows MMA bounds by its z (``Evaluation.worst_case``). ``grads`` are taken
+        over (:meth:`values_and_gradients`' new arrays): scaled in place, and each
+        objective gradient let go of as its heuristic rewrite is made."""
         xp, m = array_namespace(x), self.model
         m.evaluations += 1
         k = 1 if m.robust is None else len(REALIZATIONS)
         fs = list(values[:k])
-        dfs = [self.modify_objective_gradient(x, d) for d in grads[:k]]
-        if m.maximize:  # the optimizers minimize: -J, reported as J
-            fs, dfs = [-v for v in fs], [-d for d in dfs]
+        dfs = []
+        for j in range(k):
+            d, grads[j] = grads[j], None
+            dfs.append(self.modify_objective_gradient(x, d))
+            del d
+        if m.maximize:  # the optimizers minimize: -J, reported as J (negated in place)
+            fs, dfs = [-v for v in fs], [_negated(d) for d in dfs]
         f = max(fs)
         if not all(map(np.isfinite, fs)) or not all(map(self._all_finite, dfs)):
             raise RunError(f"the objective or its gradient is not finite (objective {f})")
@@ -389,19 +402,34 @@ class EvaluationPath:
         s = m.objective_scale
         bounds, cv, cg = m.bounds, values[k:], grads[k:]
         g = [b.normalized(v) for b, v in zip(bounds, cv)]
-        dg = [b.sign_scale() * gr for b, gr in zip(bounds, cg)]
+        dg = [_scaled(gr, b.sign_scale()) for b, gr in zip(bounds, cg)]
+        del cg
+        grads.clear()
         info = {"objective": -f if m.maximize else f,
                 **{b.label: v for b, v in zip(bounds, cv)}}
         if k == 1:
-            df = dfs[0] * s
+            df = _scaled(dfs.pop(), s)
         else:  # min z s.t. f_k <= z: the objective rows lead the constraints
             g = [fk * s for fk in fs] + g
-            dg = [d * s for d in dfs] + dg
+            dg = [_scaled(d, s) for d in dfs] + dg
             df = xp.zeros_like(dfs[0])
             info.update({f"objective_{r}": v for r, v in zip(REALIZATIONS, values[:k])})
         g = xp.asarray(g, dtype=xp.float64)
-        dg = xp.stack(dg) if dg else xp.zeros((0, m.n))
+        # one row: a view of it (the values of a stack, no copy)
+        dg = (dg[0][None] if len(dg) == 1 else xp.stack(dg)) if dg else xp.zeros((0, m.n))
         return Evaluation(f * s, df, g, dg, info, worst_case=0 if k == 1 else k)
+
+
+def _scaled(a: Any, s: float) -> Any:
+    """``a * s`` written into ``a`` (an array of the evaluation's own; the same numbers
+    as the product)."""
+    a *= s
+    return a
+
+
+def _negated(a: Any) -> Any:
+    """``-a`` written into ``a`` (as :func:`_scaled`)."""
+    return array_namespace(a).negative(a, out=a)
 
 
 def check_terms(model: Any, values: list[float], terms: list[tuple[Any, Any]],

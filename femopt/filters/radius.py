@@ -129,4 +129,11 @@ class SensitivityFilter(_RadiusFilter):
 
     def modify_objective_gradient(self, x, df):
         xp = array_namespace(x)
-        return self.op.apply(x * df) / self.op.hs / xp.maximum(1e-3, x)
+        # (H (x df) / Hs) / max(1e-3, x), divided in place: one temporary at a time
+        # beside the product (a grid's Hs is made when asked for)
+        out = self.op.apply(x * df)
+        hs = self.op.hs
+        out /= hs
+        del hs
+        out /= xp.maximum(1e-3, x)
+        return out

@@ -147,7 +147,7 @@ class StepOptimizer:
         for it in range(start + 1, max_iter + 1):
             ev = problem.evaluate(x)
             x_new = self.update(problem, x, ev, it)
-            change = float(xp.max(xp.abs(x_new - x))) if x.size else 0.0
+            change = max_change(x_new, x)
             if reductions is not None:  # a distributed run: the largest on any rank
                 change = reductions.max(change)
             x = x_new
@@ -171,6 +171,24 @@ class StepOptimizer:
                 return OptimizationResult(x, it, True, message)
             ev = None  # this design's gradients are not alive during the next's
         return OptimizationResult(x, max_iter, False, f"iteration limit {max_iter} reached")
+
+
+CHANGE_SLICE = 2**22  # design variables per slice of max |x_new - x|
+
+
+def max_change(x_new: Any, x: Any) -> float:
+    """max |x_new - x| (0 for no variables), slice by slice: no array of the design's
+    size beside the two designs (a maximum is exact: the whole array's number, a NaN
+    kept as NaN)."""
+    from femopt.backend import array_namespace
+
+    xp = array_namespace(x)
+    out = None
+    for a in range(0, x.size, CHANGE_SLICE):
+        d = x_new[a:a + CHANGE_SLICE] - x[a:a + CHANGE_SLICE]
+        m = xp.max(xp.abs(d, out=d))
+        out = m if out is None else xp.maximum(out, m)
+    return 0.0 if out is None else float(out)
 
 
 def converged_message(change: float, tol: float) -> str:

@@ -50,16 +50,17 @@ def oc_trial(x: Any, df: Any, dg: Any, xmin: Any, xmax: Any, w: Any, lmid: float
 
 
 def _kernel_trial(x: Any, df: Any, dg: Any, operands: tuple, lmid: float, move: float,
-                  eta: float) -> tuple[Any, float, float]:
+                  eta: float, x_new: Any = None) -> tuple[Any, float, float]:
     """:func:`oc_trial` on the GPU with the bounds and w as
-    :func:`_kernel_operands` gives them."""
-    x_new, out = _kernel_launch(x, df, dg, operands, lmid, move, eta)
+    :func:`_kernel_operands` gives them; the trial design written into ``x_new``
+    (None: a new array)."""
+    x_new, out = _kernel_launch(x, df, dg, operands, lmid, move, eta, x_new)
     sums = out.get()
     return x_new, float(sums[0]), float(sums[1])  # out[1] holds a double's bits
 
 
 def _kernel_launch(x: Any, df: Any, dg: Any, operands: tuple, lmid: float, move: float,
-                   eta: float) -> tuple[Any, Any]:
+                   eta: float, x_new: Any = None) -> tuple[Any, Any]:
     """:func:`_kernel_trial`'s kernel, its sums left on the device: (x_new, out)."""
     import cupy
 
@@ -68,7 +69,7 @@ def _kernel_launch(x: Any, df: Any, dg: Any, operands: tuple, lmid: float, move:
     register_instances(SOURCE, [f"femopt_optimizers_oc_update<{r}>" for r in ("double", "float")])
     kern = get_kernel(SOURCE, f"femopt_optimizers_oc_update<{real_name(x)}>")
     (xmin, xmin_value), (xmax, xmax_value), (w, w_value) = operands
-    x_new = cupy.empty_like(x)
+    x_new = cupy.empty_like(x) if x_new is None else x_new
     out = cupy.zeros(2, dtype=cupy.float64)
     kern((reduction_grid(x.size),), (256,),
          (x, df, dg, xmin, xmax, w, x_new, xmin_value, xmax_value, w_value,
@@ -104,8 +105,9 @@ def oc_update_linear(x: Any, df: Any, dg: Any, w: Any, limit: float, xmin: Any =
         lmid = 0.5 * (l1 + l2)
         if host is not None:  # the change only once, for the last trial
             x_new, vol = host(lmid)
-        else:
-            x_new, vol, change = _kernel_trial(x, df, dg, operands, lmid, move, eta)
+        else:  # every trial into one array: the last one is the new design
+            x_new, vol, change = _kernel_trial(x, df, dg, operands, lmid, move, eta,
+                                               None if x_new is x else x_new)
         if vol > limit:
             l1 = lmid
         else:
