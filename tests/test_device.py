@@ -141,9 +141,11 @@ def test_gpu_requested_for_what_the_path_cannot_do_is_located(fake_gpu, change, 
 
 def test_too_large_for_the_gpu_is_refused_before_anything_is_written(fake_gpu, tmp_path,
                                                                      capsys, monkeypatch):
-    # 128 x 64 x 32 hex8 cells at the mixed path's count (grid_memory: about 230 bytes a
-    # cell, and the coarsest level's dense inverse and its making, 2295 dofs), times the
-    # margin: more than the 64 MiB "free"; refused before the path allocates anything
+    # 128 x 64 x 32 hex8 cells at the mixed path's count (grid_memory: about 300 bytes a
+    # cell held, and the update's: the coarsest level's dense matrix and its making, 2295
+    # dofs, level 2's cell matrices in one chunk and its coarsening's temporaries, level
+    # 3's), times the margin: more than the 64 MiB "free"; refused before the path
+    # allocates anything
     def allocate(*args, **kwargs):
         raise AssertionError("the grid path was built")
 
@@ -158,7 +160,7 @@ def test_too_large_for_the_gpu_is_refused_before_anything_is_written(fake_gpu, t
     code, _, err = run_cli(["run", path, "--out", tmp_path / "res", "--device", "gpu"],
                            capsys)
     assert code == 2
-    assert err.startswith("error: the problem needs about 0.18 GiB of GPU memory (262144 "
+    assert err.startswith("error: the problem needs about 0.19 GiB of GPU memory (262144 "
                           "cells, estimated) but the GPU has 0.06 GiB free of 80.00 GiB")
     assert not (tmp_path / "res").exists()
 

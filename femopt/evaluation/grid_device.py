@@ -113,7 +113,7 @@ def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
     arrays = grid_memory.iteration_arrays(layout.n_cells, layout.n_dofs, layout.dim,
                                           layout.k, n_cases, krylov or "mixed", n_filters,
                                           mma, n_coarse, bool(fixed_design), slab,
-                                          constant_w)
+                                          constant_w, int(np.prod(layout.shape[:-1])))
     total = grid_memory.peak_bytes(arrays)
     if model is not None:
         total += integrand_bytes(model, layout.n_dofs)

@@ -8,10 +8,16 @@ design iteration on the grid path", has the table) and belongs to one phase:
 - ``solve``: the Krylov vectors of one solve (float64 CG, or the mixed solve's float32
   CG: its float64 defect is not alive with them);
 - ``update``: the transients of a new design's hierarchy (the Lanczos estimate of the
-  fine level, the diagonal before its inverse, the Galerkin cell matrices of level 2);
-- ``gradient``: the sensitivity and its chain rule through the filters, and the
-  optimizer's update (OC's trial designs, MMA's subproblem).
+  fine level, the diagonal before its inverse, level 2's Galerkin cell matrices by
+  chunks of cell layers and level 3's made from them);
+- ``gradient``: dm/drho, the functions' adjoint and partial terms and their chain rule
+  through the filters, one row at a time;
+- ``optimizer``: the objective and constraint gradients the optimizer sees (the chain
+  rule's arrays, scaled in place), a heuristic filter's rewrite of df, the optimizer's
+  update (OC's trial design, MMA's subproblem).
 
+Within a phase the arrays are summed: the most of them alive at once (a rank's slab
+keeps the earlier count of its gradient, every array of it at once, in ``gradient``).
 The peak is ``held`` plus the largest of the other phases: they follow one another.
 Coarse levels are counted as 1/7 of their fine counterpart (1/8 + 1/64 + ...).
 """
@@ -20,14 +26,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from femopt.solvers.galerkin import CHUNK_BYTES, layer_chunks
+
 F64, F32, I32, BOOL = 8, 4, 4, 1
 COARSE = 1.0 / 7.0  # levels 1, 2, ... of a vector: 1/8 + 1/64 + ... of level 0
 # MMA's per-variable float64 arrays at the Newton step's peak (optimizers/mma.py): the
 # history and asymptotes (4), the subproblem's coefficients (6), the interior point, its
 # direction and trial point (9), the residual's and the Newton system's pieces (about 11)
 MMA_ARRAYS = 30
-OC_ARRAYS = 2  # the trial design, the accepted one (w of the linear constraint is held)
-PHASES = ("held", "solve", "update", "gradient")
+# beside df and dg: OC's trial design (one array for every trial; w of the linear
+# constraint is held), or before it a heuristic filter's rewrite of df (its result and
+# one temporary)
+OC_ARRAYS = 2
+SLAB_OC_ARRAYS = 2  # a slab's count: the trial design, the accepted one
+PHASES = ("held", "solve", "update", "gradient", "optimizer")
 
 
 @dataclass(frozen=True)
@@ -48,7 +60,8 @@ def coarsest_dofs(layout, coarsest_size: int = 5000, levels: int | None = None) 
 def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int = 1,
                      krylov: str = "mixed", n_filters: int = 1, mma: bool = False,
                      n_coarse: int = 0, fixed_design: bool = False,
-                     slab: bool = False, constant_w: bool = False) -> list[Array]:
+                     slab: bool = False, constant_w: bool = False,
+                     layer_cells: int = 0) -> list[Array]:
     """The arrays of one design iteration of a grid with ``n_cells`` cells and
     ``n_dofs`` dofs (``k`` per node, ``dim`` axes), ``n_cases`` load cases, the Krylov
     precision ``krylov`` ("mixed" or "double"), ``n_filters`` density filters, OC (or
@@ -59,7 +72,9 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
     factors (held); one GPU's level 1 is applied by products and needs them only for
     its diagonal (the hierarchy update). ``constant_w``: OC's w of the linear
     constraint is one number (the volume's weights through no filter that mixes cells,
-    no passive cell: ``EvaluationPath.linear_constraint``)."""
+    no passive cell: ``EvaluationPath.linear_constraint``). ``layer_cells``: the cells
+    of one layer of the grid's slowest axis, which size level 2's chunks of Galerkin
+    cell matrices (0: a chunk of :data:`~femopt.solvers.galerkin.CHUNK_BYTES`)."""
     if krylov not in ("mixed", "double"):
         raise ValueError(f"unknown Krylov precision {krylov!r}")
     nd = 2**dim * k  # dofs of a cell
@@ -106,24 +121,59 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
               F32 * n_cells),
         Array("Lanczos p, q (level 0; r, z are the V-cycle's r, d)", "update",
               2 * F32 * n_dofs),
-        Array("level 2 Galerkin cell matrices", "update", F32 * c2 * nd * nd),
-        Array("coarsest level: its dense matrix and Cholesky factor, then the working "
-              "copies of the solves that make the inverse", "update",
-              2 * F64 * n_coarse * n_coarse),
-        Array("dm/drho (made after the forward and adjoint solves)", "gradient",
-              F64 * n_cells),
-        Array("sensitivity, partial term, chain rule", "gradient", 4 * F64 * n_cells),
-        Array("objective and constraint gradients", "gradient", 2 * F64 * n_cells),
-        Array("optimizer update", "gradient",
-              (MMA_ARRAYS if mma else OC_ARRAYS) * F64 * n_cells),
     ]
-    return out
+    if slab:  # a rank's slab makes its coarse cell matrices whole
+        out.append(Array("level 2 Galerkin cell matrices", "update", F32 * c2 * nd * nd))
+    else:
+        out += [
+            Array("level 2 Galerkin cell matrices: one chunk of cell layers, and its "
+                  "coarsening's temporaries (half a chunk)", "update",
+                  int(1.5 * _galerkin_chunk(c2, nd, dim, layer_cells))),
+            Array("level 3 Galerkin cell matrices, made from level 2's chunks (level 4's "
+                  "beside its assembly: 1/7 more)", "update",
+                  int(F32 * c2 // 2**dim * nd * nd * 8 / 7)),
+        ]
+    out.append(Array("coarsest level: its dense matrix and Cholesky factor, then the "
+                     "working copies of the solves that make the inverse", "update",
+                     2 * F64 * n_coarse * n_coarse))
+    update = MMA_ARRAYS if mma else (SLAB_OC_ARRAYS if slab else OC_ARRAYS)
+    if slab:
+        return out + [
+            Array("dm/drho (made after the forward and adjoint solves)", "gradient",
+                  F64 * n_cells),
+            Array("sensitivity, partial term, chain rule", "gradient", 4 * F64 * n_cells),
+            Array("objective and constraint gradients", "gradient", 2 * F64 * n_cells),
+            Array("optimizer update", "gradient", update * F64 * n_cells)]
+    return out + [
+        Array("dm/drho (made after the forward and adjoint solves, let go of before the "
+              "chain rule)", "gradient", F64 * n_cells),
+        # beside dm: the objective's adjoint term and the constraint's partial term; in
+        # the chain rule a row's sum and its filter's output beside the other row's
+        Array("the functions' adjoint and partial terms, one chain-rule row", "gradient",
+              2 * F64 * n_cells),
+        Array("objective and constraint gradients df, dg (scaled in place)", "optimizer",
+              2 * F64 * n_cells),
+        Array("optimizer update (OC: its trial design, or before it a heuristic filter's "
+              "rewrite of df and a temporary)", "optimizer", update * F64 * n_cells),
+    ]
+
+
+def _galerkin_chunk(c2: int, nd: int, dim: int, layer_cells: int) -> int:
+    """Bytes of the largest chunk of level 2's float32 cell matrices (``c2`` cells;
+    ``layer_cells`` the fine grid's layer, 0: unknown, a chunk of CHUNK_BYTES)."""
+    whole = F32 * c2 * nd * nd
+    if not layer_cells:
+        return min(whole, CHUNK_BYTES)
+    layer = max(layer_cells // 4 ** (dim - 1), 1)
+    per_layer = F32 * layer * nd * nd
+    chunks = layer_chunks(max(c2 // layer, 1), per_layer, even=True)
+    return min(whole, max(b - a for a, b in chunks) * per_layer)
 
 
 def peak_bytes(arrays: list[Array]) -> int:
     """``held`` plus the largest other phase."""
     by = {p: sum(a.bytes for a in arrays if a.phase == p) for p in PHASES}
-    return by["held"] + max(by["solve"], by["update"], by["gradient"])
+    return by["held"] + max(by[p] for p in PHASES[1:])
 
 
 def table(arrays: list[Array], n_cells: int) -> str:
