@@ -14,7 +14,8 @@ import scipy.sparse as sp
 from femopt.adjoint.sensitivity import element_sensitivity, function_gradients
 from femopt.errors import PluginError, RunError
 from femopt.evaluation.function_checks import only_modal
-from femopt.evaluation.path import EvaluationPath, check_terms, checked_values
+from femopt.evaluation.path import EvaluationPath
+from femopt.evaluation.value_checks import check_terms, checked_values
 from femopt.objectives.base import State
 from femopt.solvers.eigen import shift_invert_lanczos
 

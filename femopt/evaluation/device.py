@@ -29,7 +29,8 @@ from femopt.backend import to_host
 from femopt.backend.rows import RowSource, cell_rows
 from femopt.evaluation.device_forms import DeviceForm, group_functionals
 from femopt.errors import RunError
-from femopt.evaluation.path import EvaluationPath, check_terms, checked_values
+from femopt.evaluation.path import EvaluationPath
+from femopt.evaluation.value_checks import check_terms, checked_values
 from femopt.objectives.base import State
 
 

@@ -20,9 +20,10 @@ import numpy as np
 from femopt.assembly.sparse_vector import dense_of, to_design
 from femopt.backend import array_namespace, to_host
 from femopt.backend.rows import mean_of
-from femopt.errors import PluginError, RunError
+from femopt.errors import RunError
 from femopt.evaluation.function_checks import modal_parts
 from femopt.evaluation.robust import INTERMEDIATE, REALIZATIONS
+from femopt.evaluation.value_checks import checked_values
 from femopt.objectives.base import State
 from femopt.optimizers.base import Evaluation
 
@@ -430,35 +431,3 @@ def _scaled(a: Any, s: float) -> Any:
 def _negated(a: Any) -> Any:
     """``-a`` written into ``a`` (as :func:`_scaled`)."""
     return array_namespace(a).negative(a, out=a)
-
-
-def check_terms(model: Any, values: list[float], terms: list[tuple[Any, Any]],
-                finite: Any = None) -> None:
-    """Every function's gradient terms finite (a RunError naming the function, its term
-    and the design iteration: a run-time failure, exit 1); ``finite(a)`` says whether an
-    array is (default: all of its entries here)."""
-    xp = array_namespace(*[t for pair in terms for t in pair])
-    if finite is None:
-        finite = lambda a: bool(xp.isfinite(a).all())  # noqa: E731
-    for fn, (pr, adj) in zip(model.functions(), terms):
-        for what, g in (("partial_rho", pr), ("adjoint term", adj)):
-            if not finite(g):
-                raise RunError(f"the gradient of function '{fn.name}' ({what}) is not "
-                               f"finite at design iteration {len(model.history) + 1}")
-
-
-def checked_values(model: Any, values: list[Any], functions: list[Any] | None = None
-                   ) -> list[float]:
-    """Function values as floats. A value that is not a number is a plugin's defect
-    (PluginError); a non-finite number is a failure of the run at this design (RunError,
-    exit 1), naming the function and the design iteration."""
-    out = []
-    for fn, v in zip(model.functions() if functions is None else functions, values):
-        if not isinstance(v, (int, float, np.floating)):
-            raise PluginError(f"function '{fn.name}' returned a value that is not a "
-                              f"number: {v!r}")
-        if not np.isfinite(v):
-            raise RunError(f"function '{fn.name}' is not finite ({float(v)}) at design "
-                           f"iteration {len(model.history) + 1}")
-        out.append(float(v))
-    return out
