@@ -120,6 +120,7 @@ def wrap_steps(steps: Steps) -> None:
     import femopt.evaluation.grid_device as grid_device
     import femopt.filters.grid_filter as grid_filter
     import femopt.optimizers.oc as oc
+    import femopt.solvers.galerkin as galerkin
     import femopt.solvers.multigrid as mg
     import femopt.solvers.multigrid_levels as levels
     import femopt.solvers.multigrid_transfer as transfer
@@ -134,7 +135,13 @@ def wrap_steps(steps: Steps) -> None:
         steps.wrap(mg, name, name)
     steps.wrap(levels.CoarseSolver, "__call__", "coarsest solve")
     steps.wrap(levels.CoarseSolver, "__init__", "coarsest factor")
+    # the Galerkin levels by chunks of cell layers (their products and coarsening are the
+    # galerkin module's own calls)
+    for name in ("galerkin_cell_matrices", "coarsen_cell_matrices"):
+        steps.wrap(galerkin, name, name)
+    steps.wrap(mg, "assemble_level", "Galerkin level by chunks (products and scatter)")
     steps.wrap(structured_csr.StructuredCSR, "assemble_data", "coarse CSR assembly")
+    steps.wrap(structured_csr.StructuredCSR, "assemble_layers", "coarse CSR assembly")
     steps.wrap(structured_csr.CSROperator, "apply", "coarse CSR apply")
     steps.wrap(levels, "descendant_scales", "descendant_scales")  # level 1's diagonal
 
