@@ -14,9 +14,11 @@ m = 20 Lanczos steps per smoothed level:
   post-smoothing: one V-cycle per CG iteration, n);
 - level 1 halos: the diagonal and m Lanczos products, and per V-cycle the restricted
   residual's exchange and 2 s smoothing products;
-- CG's reductions: |b|, the first residual and r.z (3), then per iteration p.Ap and the
-  residual (2n) and, but after the last, the pair r.z, z.q (n - 1 reductions of 2
-  values); Lanczos: 1 + 2 m per smoothed cut level;
+- CG's reductions: |b| with the first residual, then r.z (2), per iteration p.Ap with
+  r.q and q.q (n of 3 values) and, but after the last, the pair r.z, z.q (n - 1 of 2
+  values), and the residual r.r taken whole where its estimate nears the tolerance (t,
+  at least once); Lanczos: 1 + 2 m for the smoothed cut levels together (one value per
+  level each);
 - allgathers: the coarse residual into the replicated level per V-cycle (n) and its
   Galerkin cell matrices once.
 """

@@ -281,6 +281,29 @@ def test_two_and_three_ranks_equal_one(text, write_problem, tmp_path):
 
 
 @needs_mpi
+def test_a_float32_v_cycle_on_two_ranks_equals_one(write_problem, tmp_path):
+    """A float32 V-cycle's Lanczos products are float32 sums: the cut levels' sums taken
+    together (Comm.sum_groups) add them in float32 as one level's alone does."""
+    text = (MBB.replace("shape: [32, 16], size: [32.0, 16.0]",
+                        "shape: [64, 32], size: [64.0, 32.0]")
+            .replace("[32.0, 0.0]", "[64.0, 0.0]").replace("[0.0, 16.0]", "[0.0, 32.0]")
+            .replace("max_iter: 8", "max_iter: 3")
+            .replace("coarsest_size: 100}", "coarsest_size: 100, precision: float32}"))
+    path = write_problem(text)
+    outs = {n: tmp_path / f"r{n}" for n in (1, 2)}
+    for n, out in outs.items():
+        proc = femopt("run", path, "--ranks", n, "--out", out)
+        assert proc.returncode == 0, proc.stderr
+    comm = json.loads((outs[2] / "summary.json").read_text())["communication"]
+    # two cut levels or more: their Lanczos products go in one reduction per step
+    assert comm["per_iteration"][0]["reductions"]["lanczos"]["values"] >= 2 * (1 + 2 * 20)
+    same_run(outs[1], outs[2])
+    for ra, rb in zip(history(outs[1]), history(outs[2])):  # bit for bit, as in float64
+        assert {k: v for k, v in ra.items() if k != "seconds"} == \
+            {k: v for k, v in rb.items() if k != "seconds"}
+
+
+@needs_mpi
 def test_mma_load_cases_passive_cells_on_two_ranks(write_problem, tmp_path):
     path = write_problem(MMA_CASES)
     outs = {}

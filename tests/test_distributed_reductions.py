@@ -60,12 +60,23 @@ def test_oc_rounds_equal_the_bisection_bit_for_bit(depth, bounds):
         vol = float(w @ oc_kernels.oc_trial_numpy(x, df, dg, xmin, xmax, w, lmid, 0.2, 0.5)[0])
         l1, l2 = (lmid, l2) if vol > 0.3 else (l1, lmid)
         trials += 1
+    one = _Counted(x.size)  # the one-step loop through the same sums: the claim
+    want, want_change = oc_kernels.oc_update_linear(x, df, dg, w, 0.3, xmin, xmax,
+                                                    reductions=one, round_depth=1)
+    assert one.calls == trials
     sums = _Counted(x.size)
     got, change = oc_kernels.oc_update_linear(x, df, dg, w, 0.3, xmin, xmax,
                                               reductions=sums, round_depth=depth)
     assert np.array_equal(got, want) and change == want_change
     assert trials > 20
     assert sums.calls == -(-trials // depth)  # one reduction a round
+
+
+def test_oc_rounds_refuse_a_depth_below_one():
+    x, df, dg, w, xmin, xmax = _problem(3)
+    with pytest.raises(ValueError, match="at least 1"):
+        oc_kernels.oc_update_linear(x, df, dg, w, 0.3, reductions=_Counted(x.size),
+                                    round_depth=0)
 
 
 def test_the_bisection_tree_holds_the_loops_multipliers():
@@ -106,6 +117,23 @@ class _FakeMPI:
         out, counts, displs, _ = spec
         out[displs[0]:displs[0] + counts[0]] = local.ravel()
         out[displs[1]:displs[1] + counts[1]] = self.other.ravel()
+
+
+def test_sum_groups_of_float32_add_in_float32():
+    """Float32 partials (a float32 V-cycle's Lanczos products) are added in float32, as
+    sum_layers adds them: the same bits whatever the grouping."""
+    rng = np.random.default_rng(9)
+    a0, a1 = (rng.standard_normal((2, n)).astype(np.float32) for n in (37, 29))
+    b0, b1 = (rng.standard_normal((1, n)).astype(np.float32) for n in (11, 5))
+    other = np.concatenate([np.ascontiguousarray(a1.T).astype(np.float64).ravel(),
+                            np.ascontiguousarray(b1.T).astype(np.float64).ravel()])
+    comm = Comm(None)
+    comm.mpi, comm.size = _FakeMPI(other), 2
+    ga, gb = comm.sum_groups([(a0, [37, 29]), (b0, [11, 5])])
+    whole = np.ascontiguousarray(np.concatenate([a0, a1], axis=1)).sum(axis=1)
+    assert ga.dtype == np.float32 and ga.tolist() == whole.tolist()
+    assert gb.tolist() == np.concatenate([b0, b1], axis=1).sum(axis=1).tolist()
+    assert comm.sum_groups([]) == []
 
 
 def test_sum_groups_of_two_ranks_equal_one_sum_layers_each(monkeypatch):
@@ -149,3 +177,68 @@ def test_oc_rounds_on_the_gpu_take_four_steps_a_reduction(bounds):
     single.distributed = False
     oc_kernels.oc_update_linear(x, df, dg, w, 0.3, xmin, xmax, reductions=single)
     assert single.calls == one.calls
+
+
+def _pcg_iterations(a, b, rtol, estimate):
+    """Jacobi-preconditioned CG on ``a`` (NumPy): its iterations, r.r taken every time
+    or through :class:`ResidualNorm` (and how often it was taken whole)."""
+    from femopt.parallel.multigrid import CHECK_NEAR, ResidualNorm
+
+    inv_d = 1.0 / np.diag(a)
+    x, r = np.zeros_like(b), b.copy()
+    bnorm = np.sqrt(b @ b)
+    norm = ResidualNorm(r @ r, (CHECK_NEAR * rtol * bnorm) ** 2)
+    z = inv_d * r
+    p, rz, whole = z.copy(), r @ z, 0
+    for it in range(1, 30 * b.size):
+        if not np.isfinite(rz) or rz <= 0:  # broken down: neither way converges
+            return None, whole
+        q = a @ p
+        pq, rq, qq = p @ q, r @ q, q @ q
+        alpha = rz / pq
+        x += alpha * p
+        r -= alpha * q
+        if not estimate:
+            norm.whole(r @ r)
+        elif norm.step(alpha, rq, qq):
+            norm.whole(r @ r)
+            whole += 1
+        if np.sqrt(norm.rr) / bnorm <= rtol:
+            return it, whole
+        z = inv_d * r
+        rz_new = r @ z
+        p = z + (rz_new / rz) * p
+        rz = rz_new
+    return None, whole
+
+
+def _badly_scaled(rng, n: int, case: int):
+    """An SPD matrix of condition 1e2 to 1e10 (a spread spectrum, or a cluster and a few
+    large eigenvalues), its rows and columns scaled by e^-3 to e^3."""
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    cond = 10 ** rng.uniform(2, 10)
+    eig = (np.logspace(0, np.log10(cond), n) if case % 2 else
+           np.sort(np.concatenate([rng.uniform(1, 2, n - 5), cond * rng.uniform(0.5, 1, 5)])))
+    a = (q * eig) @ q.T
+    d = np.exp(rng.uniform(-3, 3, n))
+    a = d[:, None] * (0.5 * (a + a.T)) * d[None, :]
+    return a
+
+
+@pytest.mark.parametrize("rtol", [1e-6, 1e-10, 1e-13])
+def test_cg_stops_where_rr_taken_every_time_stops(rtol):
+    """Badly scaled SPD matrices under Jacobi CG, whose residual norm rises and falls:
+    the estimated |r|^2 stops CG at the iteration r.r taken every time stops it (or
+    neither converges), taking r.r whole far less often."""
+    rng = np.random.default_rng(0)
+    whole_total = its_total = 0
+    for case in range(60):
+        a = _badly_scaled(rng, 100, case)
+        b = rng.standard_normal(100)
+        its, _ = _pcg_iterations(a, b, rtol, estimate=False)
+        got, whole = _pcg_iterations(a, b, rtol, estimate=True)
+        assert got == its, f"case {case}: {got} iterations, {its} taking r.r every time"
+        if its:
+            whole_total += whole
+            its_total += its
+    assert its_total > 0 and whole_total < 0.7 * its_total

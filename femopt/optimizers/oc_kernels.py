@@ -93,8 +93,10 @@ def oc_update_linear(x: Any, df: Any, dg: Any, w: Any, limit: float, xmin: Any =
     if reductions is not None:
         # several steps a round where a reduction costs more than the trials it saves:
         # between ranks on GPUs (one rank's sums are its own)
-        depth = round_depth or (ROUND_DEPTH if host is None and getattr(
-            reductions, "distributed", True) else 1)
+        depth = round_depth if round_depth is not None else (
+            ROUND_DEPTH if host is None and getattr(reductions, "distributed", True) else 1)
+        if depth < 1:
+            raise ValueError(f"OC's bisection: round_depth must be at least 1, got {depth}")
         return _update_by_rounds(x, df, dg, w, limit, host, operands, move, eta,
                                  bisection_tol, reductions, depth)
     l1, l2 = 0.0, 1e9

@@ -164,10 +164,12 @@ class Comm:
         """:meth:`sum_layers` of several groups ``(partials, rows)`` (each its own layers,
         such as the slabs of two multigrid levels) by one collective: the same totals,
         bit for bit, as one call per group; counted as one reduction of all their
-        values under ``label``."""
-        if self.mpi is None or len(groups) == 1:
+        values under ``label``. The pieces travel as float64 and each group is added in
+        its own dtype (float32 -> float64 -> float32 is exact)."""
+        if self.mpi is None or len(groups) <= 1:
             return [self.sum_layers(p, label, rows) for p, rows in groups]
         self.counts.reduction(label, sum(p.shape[0] for p, _ in groups))
+        dtypes = [np.asarray(p).dtype for p, _ in groups]
         ts = [np.ascontiguousarray(np.asarray(p, dtype=np.float64).T) for p, _ in groups]
         rows = [self.row_counts(t, r) for t, (_, r) in zip(ts, groups)]
         # one flat piece per rank: every group's (its layers, its sums) in turn
@@ -181,7 +183,8 @@ class Comm:
                 n = r[k] * t.shape[1]
                 parts[g].append(full[at:at + n].reshape(r[k], t.shape[1]))
                 at += n
-        return [np.ascontiguousarray(np.concatenate(p).T).sum(axis=1) for p in parts]
+        return [np.ascontiguousarray(np.concatenate(p).T).astype(dt, copy=False).sum(axis=1)
+                for p, dt in zip(parts, dtypes)]
 
     def max(self, value: float) -> float:
         if self.mpi is None:

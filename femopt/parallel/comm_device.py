@@ -32,7 +32,7 @@ import numpy as np
 from femopt.backend import gpu_allocator, to_host
 from femopt.errors import InputError
 from femopt.parallel.comm import Comm
-from femopt.parallel.comm_host import HostTransport, rows_view
+from femopt.parallel.comm_host import HostTransport
 
 
 class NcclTransport:
@@ -118,10 +118,12 @@ class DeviceComm(Comm):
             return
         xp = self.xp
         # a transport that copies rows of a strided view (CUDA IPC: one 2D copy) takes a
-        # ghost layer's view as it is; others get contiguous buffers
-        takes = ((lambda a: a.flags.c_contiguous or rows_view(a))
-                 if getattr(self.transport, "strided_rows", False)
-                 else (lambda a: a.flags.c_contiguous))
+        # ghost layer's view as it is (its ``takes_view``); others get contiguous buffers
+        view = getattr(self.transport, "takes_view", None)
+
+        def takes(a: Any) -> bool:
+            return a.flags.c_contiguous or (view is not None and view(a))
+
         ready, copies = [], []
         for send, dest, recv, source, tag in pairs:
             if send is not None and not takes(send):
@@ -172,7 +174,7 @@ class DeviceComm(Comm):
         """:meth:`sum_layers` of several groups ``(partials, rows)`` by one allReduce."""
         xp = self.xp
         local = [xp.asarray(p, dtype=np.float64).sum(axis=1) for p, _ in groups]
-        if self.size > 1:
+        if self.size > 1 and local:
             flat = xp.concatenate(local)
             self.counts.reduction(label, flat.shape[0])
             total = to_host(self.transport.allreduce_sum(flat))

@@ -54,6 +54,14 @@ class CudaIpc:
         rt = self.rt
         self.event_flags = rt.eventDisableTiming | rt.eventInterprocess
         self.device_to_device = rt.memcpyDeviceToDevice
+        # the largest row pitch of a 2D copy (0: no 2D copies, each view packed first)
+        self.max_pitch = 0
+        if hasattr(rt, "memcpy2DAsync"):
+            try:
+                props = rt.getDeviceProperties(cupy.cuda.Device().id)
+                self.max_pitch = int(props.get("memPitch", 0))
+            except Exception:  # CUDA's own error types vary by version: pack every view
+                self.max_pitch = 0
 
     def _stream(self) -> int:
         return self.cupy.cuda.get_current_stream().ptr
@@ -71,11 +79,11 @@ class CudaIpc:
     def free(self, box: Any) -> None:
         self.rt.free(box)
 
-    @property
-    def strided_rows(self) -> bool:
-        """Whether :meth:`put` and :meth:`get` take a view of pitched rows
-        (:func:`~femopt.parallel.comm_host.rows_view`): one 2D copy, no packing."""
-        return hasattr(self.rt, "memcpy2DAsync")
+    def takes_view(self, a: Any) -> bool:
+        """Whether :meth:`put` and :meth:`get` take ``a``, a view of pitched rows
+        (:func:`~femopt.parallel.comm_host.rows_view`), as it is: one 2D copy, no packing;
+        not where its pitch passes the device's largest (``memPitch``)."""
+        return self.max_pitch > 0 and rows_view(a) and a.strides[0] <= self.max_pitch
 
     def put(self, box: Any, a: Any) -> None:
         if a.flags.c_contiguous:
@@ -138,7 +146,9 @@ class FileIpc:
         if box.filename is not None and os.path.exists(box.filename):
             os.unlink(box.filename)  # never opened by its peer
 
-    strided_rows = True  # any view, packed in the box as it reads
+    def takes_view(self, a: np.ndarray) -> bool:
+        """A view of pitched rows is taken as it is (packed in the box as it reads)."""
+        return rows_view(a)
 
     def put(self, box: Any, a: np.ndarray) -> None:
         box[:a.nbytes] = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
@@ -227,13 +237,13 @@ class IpcTransport(HostTransport):
         buf = np.full(1, flag, dtype=np.uint8)
         self.pending.append((self.mpi.Isend(buf, dest=dest, tag=tag), buf))
 
-    @property
-    def strided_rows(self) -> bool:
-        """Whether a halo's send and receive may be views of pitched rows."""
-        return bool(getattr(self.ops, "strided_rows", False))
+    def takes_view(self, a: Any) -> bool:
+        """Whether a halo's send or receive ``a``, a view, is copied as it is (no
+        packing): as its device operations say."""
+        return self.ops.takes_view(a)
 
     def _copies_as_is(self, a: Any) -> bool:
-        return a.flags.c_contiguous or (self.strided_rows and rows_view(a))
+        return a.flags.c_contiguous or self.takes_view(a)
 
     def _send(self, send: Any, dest: int) -> None:
         ops = self.ops

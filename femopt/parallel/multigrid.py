@@ -48,10 +48,14 @@ from femopt.solvers.pcg import CGInfo
 from femopt.solvers.smoothers import PolynomialSmoother, lanczos_largest
 
 
-# CG takes r.r whole where its estimate is within this factor of the tolerance (relative
-# residual), or within ANCHOR_FLOOR of the last r.r taken whole (SlabMultigrid._pcg)
+# CG takes r.r whole where its estimate is within CHECK_NEAR of the tolerance (relative
+# residual), within ANCHOR_FLOOR of the last r.r taken whole, or within DRIFT_MARGIN of
+# its accumulated rounding bound, ROUNDING of the terms' sizes a step
+# (SlabMultigrid._pcg)
 CHECK_NEAR = 10.0
 ANCHOR_FLOOR = 1e-8
+ROUNDING = 1e-15
+DRIFT_MARGIN = 100.0
 
 
 @dataclass
@@ -331,12 +335,10 @@ class SlabMultigrid:
         self.precondition(r, z)
         p = z.copy()
         rz = dots([(r, z)])[0]
-        # the new residual's norm from r.q and q.q, taken with p.q: |r - alpha q|^2 =
-        # r.r - 2 alpha r.q + alpha^2 q.q (two reductions per iteration, not three). Its
-        # error, about 1e-16 of the last r.r taken whole (``anchor``) per step, adds up:
-        # where the estimate comes within 10x of the tolerance or 1e-8 of the anchor, r.r
-        # is taken whole, so the iterations are those of r.r taken every time
-        anchor = rr
+        # the new residual's norm from r.q and q.q, taken with p.q (ResidualNorm: two
+        # reductions per iteration, not three; the residuals recorded between two r.r
+        # taken whole are its estimates)
+        norm = ResidualNorm(rr, (CHECK_NEAR * rtol * bnorm) ** 2)
         for it in range(1, max_iter + 1):
             op.apply(p, q)
             pq, rq, qq = dots([(p, q), (r, q), (q, q)])
@@ -347,10 +349,9 @@ class SlabMultigrid:
             alpha = rz / pq
             x += alpha * p
             r -= alpha * q
-            rr = rr - 2.0 * alpha * rq + alpha * alpha * qq
-            if rr <= max((CHECK_NEAR * rtol * bnorm) ** 2, ANCHOR_FLOOR * anchor):
-                rr = anchor = dots([(r, r)])[0]
-            rel = np.sqrt(rr) / bnorm
+            if norm.step(alpha, rq, qq):
+                norm.whole(dots([(r, r)])[0])
+            rel = np.sqrt(norm.rr) / bnorm
             info.residuals.append(rel)
             info.iterations = it
             if not np.isfinite(rel):
@@ -367,6 +368,32 @@ class SlabMultigrid:
             p += z
             rz = rz_new
         return x, info
+
+
+class ResidualNorm:
+    """CG's |r|^2 without a reduction of its own: after r -= alpha q, |r - alpha q|^2 =
+    r.r - 2 alpha r.q + alpha^2 q.q from r.q and q.q (taken with p.q). Its rounding, a
+    few 1e-16 of the terms' sizes a step, adds up from the last r.r taken whole
+    (``anchor``) in ``drift``; :meth:`step` asks for r.r whole where the estimate comes
+    within ``near`` (a squared norm: near the tolerance), ANCHOR_FLOOR of the anchor or
+    DRIFT_MARGIN of the drift, or is not finite. So CG stops where r.r taken every time
+    would stop."""
+
+    def __init__(self, rr: float, near: float):
+        self.near = near
+        self.whole(rr)
+
+    def whole(self, rr: float) -> None:
+        """r.r taken whole."""
+        self.rr = self.anchor = rr
+        self.drift = 0.0
+
+    def step(self, alpha: float, rq: float, qq: float) -> bool:
+        """The estimate after r -= alpha q; True where r.r is to be taken whole."""
+        self.drift += ROUNDING * (abs(self.rr) + 2.0 * abs(alpha * rq) + alpha * alpha * qq)
+        self.rr = self.rr - 2.0 * alpha * rq + alpha * alpha * qq
+        return not self.rr > max(self.near, ANCHOR_FLOOR * self.anchor,
+                                 DRIFT_MARGIN * self.drift)
 
 
 class _LanczosRun:
