@@ -156,9 +156,19 @@ for k, size in enumerate([3, 1000, 5, 40000, 7, 40000, 2] * 3):
     recv2 = None if recv2 is None else recv2 * 1.0
     got.append([None if recv is None else [float(recv.min()), float(recv.max())],
                 None if recv2 is None else [float(recv2.min()), float(recv2.max())]])
+# pitched views, as a ghost layer's components: 3 rows of 40 inside rows of 50, both ends
+src = xp.arange(150, dtype=xp.float64).reshape(3, 50) + 1000.0 * r
+dst = xp.full((3, 50), -1.0)
+comm.exchange([(src[:, 5:45] if above is not None else None, above,
+                dst[:, 5:45] if below is not None else None, below, 13)])
+dst = dst.get() if xp is not np else dst
+sent = np.arange(150.0).reshape(3, 50) + 1000.0 * (r - 1)
+pitched = None if below is None else [
+    bool((dst[:, 5:45] == sent[:, 5:45]).all()),
+    bool((dst[:, :5] == -1.0).all() and (dst[:, 45:] == -1.0).all())]
 rows = comm.allgather_rows(xp.arange(3 * (r + 1), dtype=xp.float64).reshape(r + 1, 3) + r)
 rows = [float(v) for v in rows.reshape(-1)]
-json.dump({"transport": comm.transport.name, "got": got, "rows": rows,
+json.dump({"transport": comm.transport.name, "got": got, "rows": rows, "pitched": pitched,
            "error": getattr(comm.transport, "ipc_error", None)},
           open(f"{sys.argv[2]}/{r}.json", "w"))
 """
@@ -426,6 +436,8 @@ def test_ipc_protocol_exchanges_halos_on_three_ranks(case, tmp_path):
                 assert from_above == [-1000.0 * (r + 1) - k] * 2
             assert (from_below is None) == (r == 0) and (from_above is None) == (r == 2)
         assert d["rows"] == [0, 1, 2, 1, 2, 3, 4, 5, 6, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+        # a pitched view lands in its rows, the rest of the rows untouched
+        assert d["pitched"] == (None if r == 0 else [True, True])
     assert not list(tmp_path.glob("femopt-outbox-*"))  # each opened by its peer, unlinked
 
 
