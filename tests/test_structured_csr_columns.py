@@ -284,8 +284,12 @@ def test_multigrid_solve_on_gpu_is_the_solve_with_indexed_coarse_levels(
     with monkeypatch.context() as m:
         m.setattr(scsr, "spmv_grid_gpu", indexed)
         z_ref = cycle()
-    assert calls  # the indexed kernel did run
+    # the indexed kernel did run (rediscretized levels: only the coarsest is assembled,
+    # and its solve is a dense inverse: no CSR product in a V-cycle)
+    assert bool(calls) == (coarse != "rediscretize")
     np.testing.assert_array_equal(z, z_ref)
+    if not calls:  # no CSR product in the solve either: nothing of the kernel's to compare
+        return
     dtype = mg.dtype
     u, its, res = solve()
     with monkeypatch.context() as m:
@@ -293,5 +297,9 @@ def test_multigrid_solve_on_gpu_is_the_solve_with_indexed_coarse_levels(
         u_ref, its_ref, res_ref = solve()
     assert mg.dtype == dtype and not mg.fell_back  # both solves on the one hierarchy
     assert its == its_ref and len(res) == len(res_ref)
-    np.testing.assert_allclose(res, res_ref, rtol=1e-9, atol=0)
-    np.testing.assert_allclose(u, u_ref, rtol=0, atol=1e-9 * np.abs(u_ref).max())
+    # a float64 CG on a float32 V-cycle: the dot products' atomic rounding, cast to
+    # float32 on its way into the V-cycle, moves the residuals by up to about 1e-6
+    # (measured 5e-7 on an H100) from one solve to the next, whatever the kernel
+    close = 1e-9 if krylov == "mixed" or dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(res, res_ref, rtol=close, atol=0)
+    np.testing.assert_allclose(u, u_ref, rtol=0, atol=close * np.abs(u_ref).max())

@@ -44,6 +44,7 @@ import numpy as np
 from femopt.parallel.comm_host import HostTransport, rows_view
 
 WRITTEN, READ, HANDLE = 7101, 7102, 7103  # MPI tags of the messages
+MAX_PITCH = 11  # cudaDevAttrMaxPitch: the largest row pitch of a 2D copy (2 GiB on an H100)
 
 
 class CudaIpc:
@@ -58,8 +59,7 @@ class CudaIpc:
         self.max_pitch = 0
         if hasattr(rt, "memcpy2DAsync"):
             try:
-                props = rt.getDeviceProperties(cupy.cuda.Device().id)
-                self.max_pitch = int(props.get("memPitch", 0))
+                self.max_pitch = int(rt.deviceGetAttribute(MAX_PITCH, cupy.cuda.Device().id))
             except Exception:  # CUDA's own error types vary by version: pack every view
                 self.max_pitch = 0
 
