@@ -186,3 +186,21 @@ def test_device_assembly_by_layers_is_the_whole_ones_to_rounding(shape, k, dtype
                 tol = 1e-12 if dtype == np.float64 else 2e-5
                 np.testing.assert_allclose(got, whole, rtol=tol, atol=tol * 8)
                 np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * 8)
+
+
+def test_a_chunk_that_does_not_coarsen_on_its_own_is_refused():
+    """assemble_level coarsens each chunk by itself: a chunk of an odd layer count, or
+    from an odd layer, is refused rather than coarsened into the wrong pairs."""
+    from femopt.assembly.structured_csr import StructuredCSR
+    from femopt.assembly.grid_layout import GridLayout
+    from femopt.solvers.galerkin import assemble_level
+
+    lay = GridLayout((4, 4, 4), 1)
+    pattern = StructuredCSR(lay, np.zeros(lay.n_dofs, dtype=bool))
+    cells = np.ones((lay.n_cells, 8, 8))
+    layer = 16
+    good = [(2, cells[2 * layer:]), (0, cells[:2 * layer])]
+    assemble_level(pattern, good, coarsen=True)
+    bad = [(1, cells[layer:]), (0, cells[:layer])]
+    with pytest.raises(ValueError, match="does not coarsen on its own"):
+        assemble_level(pattern, bad, coarsen=True)

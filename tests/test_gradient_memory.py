@@ -94,3 +94,17 @@ def test_the_gradient_phase_keeps_the_counted_arrays(filters, rewrite, monkeypat
     phase = {p: sum(a.bytes for a in arrays if a.phase == p) for p in grid_memory.PHASES}
     assert phase["gradient"] == 8 * 3 * model.mesh.n_cells
     assert phase["optimizer"] >= 8 * (2 + rewrite + 1) * model.mesh.n_cells
+
+
+def test_a_function_sum_is_float64_whatever_its_first_part():
+    """A function's parts add into float64 as into zeros of float64: a float32 first part
+    (a plugin's weights) does not make the sum float32."""
+    from femopt.evaluation.device import add_term
+
+    t32 = np.array([1e-3, -2.5, 0.1], dtype=np.float32)
+    t64 = np.array([1.0 + 1e-12, 3.0, -0.0])
+    got = add_term(add_term(None, 0.3, t32), 2.0, t64)
+    want = np.zeros(3) + 0.3 * t32
+    want = want + 2.0 * t64
+    assert got.dtype == np.float64 and got.tolist() == want.tolist()
+    assert add_term(None, 1.0, t32).dtype == np.float64

@@ -428,8 +428,10 @@ def add_term(total: Any, w: float, t: Any) -> Any:
         if total is not None:
             total += w * 0.0
         return total
-    if total is None:  # 0 + w t
+    if total is None:  # 0 + w t, in float64 as on zeros of float64 (a float32 part too)
         out = t * w
+        if out.dtype != np.float64:
+            out = out.astype(np.float64)
         out += 0.0
         return out
     total += w * t

@@ -176,6 +176,10 @@ def assemble_level(pattern: Any, cells: Any, coarsen: bool = False) -> tuple[Any
         for first, part in chunks:
             yield first, part
             n = part.shape[0] // layer
+            if first % 2 or n % 2:  # each chunk coarsens on its own: pairs of layers
+                raise ValueError(f"assemble_level: a chunk of layers {first} to "
+                                 f"{first + n} does not coarsen on its own (pairs of "
+                                 f"layers from an even one)")
             kc = coarsen_cell_matrices(sub_layout(layout, n), part)
             del part
             if not out:
