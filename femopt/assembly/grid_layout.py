@@ -96,6 +96,11 @@ class GridLayout:
     def coarsened(self) -> GridLayout:
         return GridLayout(tuple(n // 2 for n in self.shape), self.k)
 
+    def with_layers(self, n_layers: int) -> GridLayout:
+        """This grid cut to ``n_layers`` cell layers of its slowest axis (a slab, a
+        chunk)."""
+        return GridLayout(tuple(self.shape[:-1]) + (n_layers,), self.k)
+
     def cell_nodes(self) -> np.ndarray:
         """(n_cells, 2^dim) node numbers of each cell's corners."""
         strides = np.cumprod((1,) + self.node_shape[:-1])

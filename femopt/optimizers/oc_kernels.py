@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from femopt.backend import array_namespace, to_host
+from femopt.optimizers.base import max_change
 
 SOURCE = Path(__file__).with_suffix(".cu")
 FLOOR = 1e-30
@@ -115,7 +116,7 @@ def oc_update_linear(x: Any, df: Any, dg: Any, w: Any, limit: float, xmin: Any =
         else:
             l2 = lmid
     if host is not None and x_new is not x:
-        change = float(np.max(np.abs(x_new - x), initial=0.0))
+        change = max_change(x_new, x)
     return x_new, change
 
 
@@ -175,9 +176,7 @@ def _update_by_rounds(x: Any, df: Any, dg: Any, w: Any, limit: float, host: Any,
         x_new = kept
     if x_new is None:  # the last step's trial again (not kept: a round of several)
         x_new = trial(last)
-    xp = array_namespace(x)
-    change = float(xp.max(xp.abs(x_new - x))) if x_new is not x and x.size else 0.0
-    return x_new, reductions.max(change)
+    return x_new, reductions.max(max_change(x_new, x) if x_new is not x else 0.0)
 
 
 def _kernel_operands(x: Any, xmin: Any, xmax: Any, w: Any) -> tuple:

@@ -35,17 +35,14 @@ class Reductions:
         cells = self.slab.xp.arange(self.slab.n_own_cells)[index]
         return Reductions(self.slab, cells // self.slab.layer_cells)
 
-    def _partials(self, a: np.ndarray) -> np.ndarray:
+    def layer_sums(self, a: Any) -> Any:
+        """``a``'s sums per owned cell layer, for :meth:`add_up`."""
         if self.layer_of is None:
             return add_reduce(a.reshape(self.n_layers, -1), 1)
         return self.slab.xp.bincount(self.layer_of, weights=a, minlength=self.n_layers)
 
     def _sums(self, arrays: list[Any]) -> Any:
-        return self.add_up([self._partials(a) for a in arrays])
-
-    def layer_sums(self, a: Any) -> Any:
-        """``a``'s sums per owned cell layer, for :meth:`add_up`."""
-        return self._partials(a)
+        return self.add_up([self.layer_sums(a) for a in arrays])
 
     def add_up(self, partials: list[Any]) -> Any:
         """The totals of :meth:`layer_sums` of several arrays, by one reduction."""

@@ -149,7 +149,7 @@ class Slab:
     def local(self) -> GridLayout:
         """The layout of the kept cells and nodes."""
         c0, c1 = self.cells
-        return GridLayout(self.layout.shape[:-1] + (c1 - c0,), self.layout.k)
+        return self.layout.with_layers(c1 - c0)
 
     @property
     def layer_nodes(self) -> int:
@@ -421,8 +421,7 @@ def coarse_cells(fine: Slab, coarse: Slab, compute: Any, kept: np.ndarray,
     c0 = fine.cells[0]
     p = fine.layer_cells
     sub = kept[(2 * j0 - c0) * p:(2 * j1 - c0) * p]
-    sub_layout = GridLayout(fine.layout.shape[:-1] + (max(2 * (j1 - j0), 1),),
-                            fine.layout.k)
+    sub_layout = fine.layout.with_layers(max(2 * (j1 - j0), 1))
     xp = fine.xp
     mine = (compute(sub_layout, sub) if j1 > j0
             else xp.empty((0,) + tuple(tail), dtype=kept.dtype))

@@ -53,16 +53,13 @@ class SlabStencil:
         if s.distributed:
             s.comm.counts.exchange("filter")
         # my first layers are the ghosts above of the rank below, and so on
-        ghost = [xp.empty((nb, p), dtype=v.dtype) if below is not None else None,
-                 xp.empty((na, p), dtype=v.dtype) if above is not None else None]
+        # the ghost layers received where they go (whole rows of ext: contiguous)
         s.comm.exchange([(own[own.shape[0] - min(self.reach, o1):]
-                          if above is not None else None, above, ghost[0], below, 21),
+                          if above is not None else None, above,
+                          ext[:nb] if below is not None else None, below, 21),
                          (own[:min(self.reach, s.n_layers - o0)] if below is not None
-                          else None, below, ghost[1], above, 22)], label="filter")
-        if ghost[0] is not None:
-            ext[:nb] = ghost[0]
-        if ghost[1] is not None:
-            ext[o1 - lo:] = ghost[1]
+                          else None, below, ext[o1 - lo:] if above is not None else None,
+                          above, 22)], label="filter")
         return ext, o0 - lo
 
     def apply(self, x: np.ndarray, pre: Any = None, post: Any = None) -> np.ndarray:

@@ -133,11 +133,6 @@ def layer_chunks(n_layers: int, layer_bytes: int, even: bool,
     return out
 
 
-def sub_layout(layout: GridLayout, n_layers: int) -> GridLayout:
-    """``layout`` cut to ``n_layers`` cell layers of its slowest axis."""
-    return GridLayout(tuple(layout.shape[:-1]) + (n_layers,), layout.k)
-
-
 def galerkin_layers(fine: GridLayout, scale: Any, ke: np.ndarray, ratio: int,
                     child: Any = None, even: bool = False, max_bytes: int | None = None
                     ) -> Iterator[tuple[int, Any]]:
@@ -151,7 +146,7 @@ def galerkin_layers(fine: GridLayout, scale: Any, ke: np.ndarray, ratio: int,
     fine_layer = int(np.prod(fine.shape[:-1])) * ratio
     size = np.dtype(scale.dtype).itemsize * nd * nd
     for first, stop in layer_chunks(coarse[-1], layer * size, even, max_bytes):
-        sub = sub_layout(fine, (stop - first) * ratio)
+        sub = fine.with_layers((stop - first) * ratio)
         part = scale[first * fine_layer:stop * fine_layer]
         yield first, galerkin_cell_matrices(sub, part, ke, ratio, child)
 
@@ -180,7 +175,7 @@ def assemble_level(pattern: Any, cells: Any, coarsen: bool = False) -> tuple[Any
                 raise ValueError(f"assemble_level: a chunk of layers {first} to "
                                  f"{first + n} does not coarsen on its own (pairs of "
                                  f"layers from an even one)")
-            kc = coarsen_cell_matrices(sub_layout(layout, n), part)
+            kc = coarsen_cell_matrices(layout.with_layers(n), part)
             del part
             if not out:
                 out.append(xp.empty((layout.coarsened().n_cells,) + kc.shape[1:],
