@@ -105,21 +105,26 @@ def test_mixed_gradient_passes_the_taylor_test():
     assert_taylor_rates(model, x, d)
 
 
-def test_top3d_reference_on_the_grid_twin_in_mixed_precision():
+@pytest.mark.parametrize("rtol, last", [(None, 62), (1e-10, 39)])
+def test_top3d_reference_on_the_grid_twin_in_mixed_precision(rtol, last):
     """problems/cantilever_3d.yaml (top3d(60,20,4,0.3,3,1.5)) on the grid path's twin
-    with its default (mixed) solve: MATLAB's compliances at iterations 13 and 39 to
-    1e-6, at 62 within 1.5% (tests/test_problems.py has the CPU path's)."""
+    with its default (mixed) solve: MATLAB's compliance at iteration 13 to 1e-6, at 62
+    within 1.5% (tests/test_problems.py has the CPU path's); with rtol 1e-10, at 39 to
+    1e-6 as well. The OC history is chaotic past iteration 30: solves to the default
+    rtol 1e-8 drift from solves to 1e-11 by 1e-7 at 31, 2e-6 at 34, 6e-5 at 40 and
+    2e-3 at 43 (measured), so iteration 39 at 1e-6 asks for the tighter solves."""
     from test_problems import TOP3D_MATLAB
 
     data = yaml.safe_load((ROOT / "problems" / "cantilever_3d.yaml").read_text())
     data.pop("device", None)
+    if rtol is not None:
+        data["solver"] = {"type": "multigrid", "rtol": rtol}
     model = build(data, array_module=np)
     assert model.solver.krylov == "mixed"
-    model.optimizer.run(model, model.x0.copy(), 62)
+    model.optimizer.run(model, model.x0.copy(), last)
     c = {r.iteration: r.objective for r in model.history}
     assert c[13] == pytest.approx(TOP3D_MATLAB[13], rel=1e-6)
-    assert c[39] == pytest.approx(TOP3D_MATLAB[39], rel=1e-6)
-    assert c[62] == pytest.approx(TOP3D_MATLAB[62], rel=0.015)
+    assert c[last] == pytest.approx(TOP3D_MATLAB[last], rel=1e-6 if last == 39 else 0.015)
     assert model.solver.precision_fallbacks == 0
 
 

@@ -12,15 +12,16 @@ __global__ void femopt_cg_dot(const T* __restrict__ a, const T* __restrict__ b,
     femopt_block_sum_add(s, out);
 }
 
-// x += alpha p; r -= alpha q; out[0] += r . r
-template <typename T>
-__global__ void femopt_cg_update_xr(T* __restrict__ x, T* __restrict__ r,
+// x += alpha p; r -= alpha q; out[0] += r . r. X is T, or double for a float CG that
+// adds its steps straight into a float64 state (the same alpha as r's, widened)
+template <typename X, typename T>
+__global__ void femopt_cg_update_xr(X* __restrict__ x, T* __restrict__ r,
                                     const T* __restrict__ p, const T* __restrict__ q,
                                     T alpha, double* out, femopt_index n)
 {
     double s = 0.0;
     for (femopt_index i = femopt_thread_id(); i < n; i += femopt_thread_count()) {
-        x[i] += alpha * p[i];
+        x[i] += (X)alpha * (X)p[i];
         const T ri = r[i] - alpha * q[i];
         r[i] = ri;
         s += (double)ri * (double)ri;

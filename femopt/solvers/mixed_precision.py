@@ -10,7 +10,12 @@ relatively (m_e K0 in float32), a perturbation of relative size about 1e-7 in K'
 norm whatever the SIMP contrast, so each outer step gains roughly the inner tolerance.
 
 The float64 vectors are the state (updated in place) and the defect, which is not alive
-while the float32 CG runs; the CG's five vectors are float32. When an outer step fails to
+while the float32 CG runs. The CG adds its steps straight into the state (it keeps no x
+of its own) and takes Fletcher-Reeves' beta, so its preconditioned residual overwrites
+A p once r is updated: three float32 vectors (r, p, and q or z). Its V-cycle is float32
+like its operator, symmetric to float32 rounding, well below the inner tolerance; were it
+not, the outer step would fail to halve the defect and the float64 fallback take over.
+When an outer step fails to
 halve the defect (the float32 solve stagnates: a tolerance near float32 rounding of the
 defect's components, a breakdown in float32), the solve is redone from the current state
 in float64 (``MultigridSolver`` says so in its ``notes``).
@@ -58,7 +63,8 @@ def defect_correction(defect: Callable[[Any], Any], bnorm: float,
         ``iterations`` the float32 CG iterations in all.
     Raises:
         Stagnated: an outer step did not halve the defect, or the float32 CG broke down;
-            ``x`` holds the best state so far.
+            ``x`` holds the state reached (finite: a step with a non-finite or
+            non-positive p.q is refused before it is added).
     """
     xp = array_namespace(x)
     dot = dot_numpy if xp is np else dot_gpu
@@ -83,14 +89,12 @@ def defect_correction(defect: Callable[[Any], Any], bnorm: float,
         del r  # the float64 defect is not alive while the float32 CG runs
         release_cached(xp)  # nor is its block: the CG's vectors are half its size
         try:
-            c, inner = pcg_fused(apply32, precond32, r32, None, want, max_iter,
-                                 overwrite_b=True)
+            _, inner = pcg_fused(apply32, precond32, r32, None, want, max_iter,
+                                 overwrite_b=True, into=x, polak_ribiere=False)
         except SolverError as exc:
             raise Stagnated(x, info, f"the float32 CG broke down ({exc})") from None
         del r32
         info.iterations += inner.iterations
-        x += c
-        del c
         release_cached(xp)  # the CG's float32 blocks do not take the float64 defect
         r = defect(x)
         new = float(np.sqrt(dot(r, r))) / bnorm
