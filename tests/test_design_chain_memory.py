@@ -176,10 +176,12 @@ def _held_design_chain(**kwargs) -> tuple[float, dict[str, float]]:
 @pytest.mark.parametrize("krylov", ["mixed", "double"])
 def test_the_count_holds_no_volume_weights(krylov):
     """The volume weights are one number: the count's design chain with a density
-    filter and OC holds x, 1 / Hs, rho and OC's w (32 B/cell), v nothing."""
+    filter and OC holds x, rho and OC's w (24 B/cell), v nothing, and 1 / Hs nothing
+    per cell (a table on the filter's proxy grid)."""
     total, chain = _held_design_chain(krylov=krylov)
     assert chain["volume weights (one number: a grid's cells are alike)"] == 0
-    assert total == 8 + 8 + 8 + 8
+    assert chain[next(k for k in chain if k.startswith("filters' 1 / Hs"))] == 0
+    assert total == 8 + 8 + 8
 
 
 @pytest.mark.parametrize("n_filters, rho", [(0, 1), (1, 1), (2, 2)])
@@ -193,8 +195,9 @@ def test_the_count_holds_rho_and_each_further_filters_input(n_filters, rho):
 def test_the_counted_design_chain_is_what_the_twin_holds():
     """tracemalloc on the grid twin (OC, a density filter): the float64 arrays of the
     cells' size alive when the second design's operator is set, but for the scale
-    factors (counted with the solver's arrays), are the count's held design chain
-    without 1 / Hs (made at the set-up): x, rho and OC's w."""
+    factors (counted with the solver's arrays), are the count's held design chain: x,
+    rho and OC's w; the grid filter holds 1 / Hs on its proxy grid alone (made at the
+    set-up: 5 x 5 x 4 values for a reach of two cells)."""
     import tracemalloc
 
     from test_mixed_precision import cantilever
@@ -217,18 +220,22 @@ def test_the_counted_design_chain_is_what_the_twin_holds():
     finally:
         tracemalloc.stop()
     total, chain = _held_design_chain()
-    assert len(live[1]) * 8 == total - chain["filters' 1 / Hs"] == 24
+    assert len(live[1]) * 8 == total == 24
+    (stage,) = model.path.stages
+    assert stage.op.proxy_shape == (5, 5, 4) and stage.op.inv_hs_table.size == 100
+    assert all(np.size(v) <= 100 for v in vars(stage.op).values()
+               if isinstance(v, np.ndarray))
 
 
 def test_the_count_holds_no_w_where_it_is_one_number():
-    """OC's w of equal weights is not counted: 24 B/cell of design chain; the estimate
+    """OC's w of equal weights is not counted: 16 B/cell of design chain; the estimate
     of the sensitivity-filtered beam is the density-filtered one's less exactly w's 8
     B/cell (times the margin), and with a passive cell w is counted again."""
     from femopt.assembly.grid_layout import layout_of
     from femopt.evaluation import grid_device
 
     total, chain = _held_design_chain(constant_w=True)
-    assert total == 8 + 8 + 8 and chain[next(k for k in chain if k.startswith("OC's w"))] == 0
+    assert total == 8 + 8 and chain[next(k for k in chain if k.startswith("OC's w"))] == 0
     estimate = {}
     for name, filters, passive in [("density", [{"type": "density", "radius": 1.5}], False),
                                    ("sensitivity", SENSITIVITY, False),

@@ -257,11 +257,12 @@ def test_the_estimate_of_mixed_is_below_double_by_the_krylov_vectors():
     # the pool's high-water mark with mixed Krylov on an H100 through femopt run (the
     # user's defaults, docs/benchmarks.md): 248 with the int32 column indices of levels 2
     # and below held (81 a row, 17.5 B/cell), 223 without them (3e6340b); the gradient
-    # phase and the update's Galerkin cell matrices have shrunk since (not yet measured:
-    # 223 bounds the pool from above)
+    # phase and the update's Galerkin cell matrices have shrunk since, and the filter's
+    # per-cell 1 / Hs (8 B/cell, held at that peak) is a table now (not yet measured:
+    # 223 - 8 = 215 bounds the pool from above)
     indices = 4 * 81 * (lay.n_dofs // 64) * 8 / 7 / lay.n_cells
     assert 17.5 < indices < 17.6
-    assert 223 <= mixed / lay.n_cells <= 1.10 * 223
+    assert 215 <= mixed / lay.n_cells <= 1.10 * 215
 
 
 def test_the_fine_v_cycle_vectors_are_the_cgs_own_when_mixed():

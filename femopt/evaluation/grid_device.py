@@ -35,15 +35,16 @@ from femopt.solvers.eigen import lobpcg
 # 1024x512x512, 268M cells: 4 B per dof); then, the coarse levels without column indices
 # (3e6340b), 223 B/cell against 215 counted, the pool's mark set in the solve (its live
 # high-water 210). The later trims of the update and gradient phases (count 203) leave
-# the solve as it was, so the pool is not expected below that 223: the 5.4 B per dof kept
-# gives 230 B/cell, above it (not yet measured at this code). Earlier calibrations: 290 B/cell
+# the solve as it was, so the pool is not expected below that 223 but for the filter's
+# per-cell 1 / Hs (8 B/cell, a table since: count 195): the 5.4 B per dof kept gives 222
+# B/cell, above 215 (not yet measured at this code). Earlier calibrations: 290 B/cell
 # (14 B per dof over a count with a copy of the filtered design, never alive at the peak),
 # 317 (22), 405, 575 mixed and 636 double (2026-12-05). The double Krylov path (a
 # distributed rank's too), not measured at this code, keeps its last share plus that
 # copy's 2.6 B per dof. Not yet measured for one dof per node (heat), where it is scaled
 # by the dofs.
 UNCOUNTED_PER_DOF = {"mixed": 5.4, "double": 24.6}
-MEMORY_MARGIN = 1.05  # over the count and its share: 230 B/cell (mixed) at 512x256x256
+MEMORY_MARGIN = 1.05  # over the count and its share: 222 B/cell (mixed) at 512x256x256
 
 
 def resolve_krylov(options: Any) -> str:

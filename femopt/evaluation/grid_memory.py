@@ -99,7 +99,9 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
               "held", int((F32 * row + 2 * I32) * n2 * levels)),
         Array("design x (with passive cells: x0 and the bounds too)", "held",
               (4 if fixed_design else 1) * F64 * n_cells),
-        Array("filters' 1 / Hs", "held", F64 * n_cells * n_filters),
+        # a grid filter keeps 1 / Hs on its proxy grid alone: a table of at most
+        # (2R + 1)^dim values (R the reach in cells), looked up per cell
+        Array("filters' 1 / Hs (a table of at most (2R + 1)^dim values each)", "held", 0),
         # each filter's input beyond x, and rho: the last filter's output itself (no
         # copy), or a copy of x without a filter (EvaluationPath._through)
         Array("filtered designs, rho", "held", F64 * n_cells * max(n_filters, 1)),

@@ -1,18 +1,29 @@
 // Density filter of a structured grid as a stencil (one thread per cell, a gather):
-//   out[i] = post[i] * sum_j w_ij pre[j] x[j],   w_ij = max(0, radius - |c_i - c_j|),
+//   out[i] = post_i * sum_j w_ij pre_j x[j],   w_ij = max(0, radius - |c_i - c_j|),
 // over the cells j within radius of cell i (|offset| <= r per axis), a weight not above
-// ``cut`` left out (pairs at the radius within rounding, as on the host). pre / post may
-// be null (factor 1). The filter is rho = (H x) / Hs: post = 1 / Hs; its chain rule is
-// H^T (g / Hs) = H (g / Hs) (H is symmetric): pre = 1 / Hs.
+// ``cut`` left out (pairs at the radius within rounding, as on the host). The filter is
+// rho = (H x) / Hs: post = 1 / Hs (``scale`` bit 2); its chain rule is
+// H^T (g / Hs) = H (g / Hs) (H is symmetric): pre = 1 / Hs (bit 1); a factor not asked
+// for is 1. 1 / Hs is a table on the proxy grid (mx x my x mz cells, x fastest): a cell's
+// value is that of its proxy cell, whose stencil the box's faces cut as they cut its own.
+
+// The proxy index of cell j of an axis of n cells, reach r: j near the low end, as far
+// from the high end of an axis of m = min(n, 2r + 1) cells near the high end, else r.
+__device__ __forceinline__ int femopt_filters_proxy(int j, int n, int r, int m)
+{
+    return j < r ? j : (n - 1 - j < r ? m - n + j : r);
+}
+
 template <typename T>
 __global__ void femopt_filters_density_stencil(
-    const T* __restrict__ x, const T* __restrict__ pre, const T* __restrict__ post,
+    const T* __restrict__ x, const double* __restrict__ inv_hs, int scale,
     T* __restrict__ out, int nx, int ny, int nz, int rx, int ry, int rz,
-    double hx, double hy, double hz, double radius, double cut)
+    int mx, int my, int mz, double hx, double hy, double hz, double radius, double cut)
 {
     const femopt_index n = (femopt_index)nx * ny * nz;
     const femopt_index i = femopt_thread_id();
     if (i >= n) return;
+    const bool pre = scale & 1;
     const int ix = (int)(i % nx);
     const int iy = (int)((i / nx) % ny);
     const int iz = (int)(i / ((femopt_index)nx * ny));
@@ -20,11 +31,13 @@ __global__ void femopt_filters_density_stencil(
     for (int dz = -rz; dz <= rz; ++dz) {
         const int jz = iz + dz;
         if (jz < 0 || jz >= nz) continue;
+        const int pz = pre ? femopt_filters_proxy(jz, nz, rz, mz) : 0;
         for (int dy = -ry; dy <= ry; ++dy) {
             const int jy = iy + dy;
             if (jy < 0 || jy >= ny) continue;
             const double d2yz = (dy * hy) * (dy * hy) + (dz * hz) * (dz * hz);
             const femopt_index row = (femopt_index)nx * (jy + (femopt_index)ny * jz);
+            const int prow = pre ? mx * (femopt_filters_proxy(jy, ny, ry, my) + my * pz) : 0;
             for (int dx = -rx; dx <= rx; ++dx) {
                 const int jx = ix + dx;
                 if (jx < 0 || jx >= nx) continue;
@@ -32,9 +45,17 @@ __global__ void femopt_filters_density_stencil(
                 if (wd <= cut) continue;
                 const T w = (T)wd;
                 const femopt_index j = row + jx;
-                sum += w * (pre ? pre[j] * x[j] : x[j]);
+                sum += w * (pre ? (T)inv_hs[prow + femopt_filters_proxy(jx, nx, rx, mx)] * x[j]
+                                : x[j]);
             }
         }
     }
-    out[i] = post ? post[i] * sum : sum;
+    if (scale & 2) {
+        const int p = femopt_filters_proxy(ix, nx, rx, mx)
+            + mx * (femopt_filters_proxy(iy, ny, ry, my)
+                    + my * femopt_filters_proxy(iz, nz, rz, mz));
+        out[i] = (T)inv_hs[p] * sum;
+    } else {
+        out[i] = sum;
+    }
 }

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from femopt.filters.grid_filter import GridDensityFilter, by_proxy, proxy_index, proxy_runs
 from femopt.parallel.slabs import Slab
 
 
@@ -16,25 +17,33 @@ class SlabStencil:
     the same order as on one rank)."""
 
     def __init__(self, slab: Slab, spacing: tuple[float, ...], radius: float):
-        from femopt.filters.grid_filter import GridDensityFilter
-
         self.slab = slab
         self.shape = slab.layout.shape
-        # the stencil's offsets and weights (the object is never applied to a field)
-        proto = GridDensityFilter.__new__(GridDensityFilter)
-        proto.shape, proto.dim = self.shape, len(self.shape)
-        proto.spacing, proto.radius = tuple(spacing), float(radius)
-        proto.reach = tuple(int(np.ceil(proto.radius / h)) for h in proto.spacing)
-        self.entries = proto.offsets()
-        self.reach = proto.reach[-1]
-        # only 1 / Hs is kept, as GridDensityFilter keeps it
-        self.inv_hs = self.apply(slab.xp.ones(slab.n_own_cells))
-        slab.xp.reciprocal(self.inv_hs, out=self.inv_hs)
+        # the whole grid's stencil on the host (never applied to a field): its offsets
+        # and weights, and 1 / Hs on its proxy grid. The grid's faces cut an owned cell's
+        # stencil, not the slab's ends (ghost layers lie between): its sums are the whole
+        # grid's, in the same order, and so is its 1 / Hs bit for bit
+        self.grid = GridDensityFilter(self.shape, spacing, radius)
+        self.entries = self.grid.offsets()
+        self.reach = self.grid.reach[-1]
+        o0, o1 = slab.own
+        self.runs = self.grid.runs[:-1] + [
+            proxy_runs(proxy_index(self.shape[-1], self.reach)[o0:o1])]
+
+    def inv_hs(self) -> Any:
+        """1 / Hs on the owned cells (a new array)."""
+        return self._cells(self.grid.table())
 
     @property
     def hs(self) -> Any:
         """Hs = H 1 on the owned cells (a new array)."""
-        return 1.0 / self.inv_hs
+        return self._cells(1.0 / self.grid.table())
+
+    def _cells(self, table: np.ndarray) -> Any:
+        o0, o1 = self.slab.own
+        out = self.slab.xp.empty((o1 - o0,) + self.shape[:-1][::-1], dtype=table.dtype)
+        by_proxy(out, table, self.runs, assign=True)
+        return out.reshape(-1)
 
     def _extended(self, v: np.ndarray) -> tuple[np.ndarray, int]:
         """Owned cells with ``reach`` ghost layers each side (clipped to the grid)."""
@@ -62,24 +71,34 @@ class SlabStencil:
                           above, 22)], label="filter")
         return ext, o0 - lo
 
-    def apply(self, x: np.ndarray, pre: Any = None, post: Any = None) -> np.ndarray:
-        v = x if pre is None else pre * x
-        ext, start = self._extended(self.slab.xp.ascontiguousarray(v))
+    def apply(self, x: np.ndarray, pre: bool = False, post: bool = False) -> np.ndarray:
+        """H x on the owned cells; ``pre``: H (x / Hs), ``post``: (H x) / Hs (as
+        :meth:`~femopt.filters.grid_filter.GridDensityFilter.apply`)."""
+        xp = self.slab.xp
         n_own = self.slab.own[1] - self.slab.own[0]
+        own_shape = (n_own,) + self.shape[:-1][::-1]
+        v = x.copy() if pre else xp.ascontiguousarray(x)
+        if pre:
+            by_proxy(v.reshape(own_shape), self.grid.table(v.dtype), self.runs)
+        ext, start = self._extended(v)
         shape = self.shape[:-1] + (ext.shape[0],)
         grid = ext.reshape(shape[::-1])
-        out = self.slab.xp.zeros_like(grid)
+        out = xp.zeros_like(grid)
         for off, w in self.entries:
             dst, src = [], []
             for o, n in zip(off[::-1], shape[::-1]):
                 dst.append(slice(max(0, -o), n - max(0, o)))
                 src.append(slice(max(0, o), n - max(0, -o)))
             out[tuple(dst)] += w * grid[tuple(src)]
-        out = out.reshape(ext.shape)[start:start + n_own].reshape(-1)
-        return out if post is None else post * out
+        out = out[start:start + n_own]
+        if not post:
+            return out.reshape(-1)
+        out = out.copy()  # the owned cells alone, not the ghost layers, are kept
+        by_proxy(out, self.grid.table(out.dtype), self.runs)
+        return out.reshape(-1)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return self.apply(x, post=self.inv_hs.astype(x.dtype, copy=False))
+        return self.apply(x, post=True)
 
     def backward(self, x: np.ndarray, dy: np.ndarray) -> np.ndarray:
-        return self.apply(dy, pre=self.inv_hs.astype(dy.dtype, copy=False))
+        return self.apply(dy, pre=True)
