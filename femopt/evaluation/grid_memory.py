@@ -114,7 +114,8 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
               F64 * n_coarse * n_coarse),
     ]
     if mixed:
-        out.append(Array("float32 CG x, r, q, z, p", "solve", 5 * F32 * n_dofs))
+        # its steps go into the float64 state; z takes q's place (Fletcher-Reeves)
+        out.append(Array("float32 CG r, p, q (z in q's place)", "solve", 3 * F32 * n_dofs))
     else:
         out.append(Array("float64 CG x, r, q, z, p and its dense right-hand side",
                          "solve", 6 * F64 * n_dofs))
