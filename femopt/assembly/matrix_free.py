@@ -267,8 +267,12 @@ class GpuApply:
         self.symbol = f"femopt_ke{1 if nchild == 1 else 8}_{'f64' if real == 'double' else 'f32'}"
         self.values = np.ascontiguousarray(ke, dtype=dtype).ravel()
         self.key = self.values.tobytes()
-        self.free = (cupy.ones(layout.n_dofs, dtype=cupy.uint8) if free is None
-                     else cupy.asarray(free, dtype=cupy.uint8))
+        if free is None:
+            self.free = cupy.ones(layout.n_dofs, dtype=cupy.uint8)
+        else:  # a bool mask is read as its bytes (no copy: levels share their masks)
+            free = cupy.ascontiguousarray(free)
+            self.free = (free.view(cupy.uint8) if free.dtype in (cupy.bool_, cupy.uint8)
+                         else (free != 0).view(cupy.uint8))
         shape = tuple(layout.shape) + (1,) * (3 - layout.dim)
         self.dims = tuple(np.int32(n) for n in shape)
 
