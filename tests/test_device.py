@@ -160,7 +160,7 @@ def test_too_large_for_the_gpu_is_refused_before_anything_is_written(fake_gpu, t
     code, _, err = run_cli(["run", path, "--out", tmp_path / "res", "--device", "gpu"],
                            capsys)
     assert code == 2
-    assert err.startswith("error: the problem needs about 0.19 GiB of GPU memory (262144 "
+    assert err.startswith("error: the problem needs about 0.18 GiB of GPU memory (262144 "
                           "cells, estimated) but the GPU has 0.06 GiB free of 80.00 GiB")
     assert not (tmp_path / "res").exists()
 

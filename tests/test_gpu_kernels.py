@@ -39,7 +39,11 @@ from femopt.solvers import cg_kernels as cg  # noqa: E402
 from femopt.solvers import multigrid_transfer as transfer  # noqa: E402
 from femopt.solvers.galerkin import child_matrices  # noqa: E402
 from femopt.solvers.multigrid import MultigridOptions, MultigridSolver  # noqa: E402
-from femopt.solvers.smoothers import smooth_step, smooth_step_numpy  # noqa: E402
+from femopt.solvers.smoothers import (  # noqa: E402
+    InverseDiagonal,
+    smooth_step,
+    smooth_step_numpy,
+)
 
 DTYPES = [np.float64, np.float32]
 TOL = {np.float64: 1e-12, np.float32: 2e-5}
@@ -196,8 +200,8 @@ def test_smoother_and_cg_kernels_equal_numpy(dtype):
     vecs = [r.standard_normal(n).astype(dtype) for _ in range(6)]
     x, d, res, inv = (v.copy() for v in vecs[:4])
     gx, gd = cupy.asarray(x), cupy.asarray(d)
-    smooth_step(gx, gd, cupy.asarray(res), cupy.asarray(inv), 0.3, 1.7)
-    smooth_step_numpy(x, d, res, inv, 0.3, 1.7)
+    smooth_step(gx, gd, cupy.asarray(res), InverseDiagonal(cupy.asarray(inv)), 0.3, 1.7)
+    smooth_step_numpy(x, d, res, InverseDiagonal(inv), 0.3, 1.7)
     close(gx, x, dtype)
     close(gd, d, dtype)
     a, b = vecs[4], vecs[5]

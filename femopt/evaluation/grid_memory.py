@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from femopt.solvers.galerkin import CHUNK_BYTES, layer_chunks
 
 F64, F32, I32, BOOL = 8, 4, 4, 1
+BF16 = 2  # bfloat16: the smoothers' 1 / diagonal of a float32 V-cycle
 COARSE = 1.0 / 7.0  # levels 1, 2, ... of a vector: 1/8 + 1/64 + ... of level 0
 # MMA's per-variable float64 arrays at the Newton step's peak (optimizers/mma.py): the
 # history and asymptotes (4), the subproblem's coefficients (6), the interior point, its
@@ -89,7 +90,9 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
         Array("V-cycle b, x (level 0; the CG's own vectors when mixed)", "held",
               0 if mixed else 2 * F32 * n_dofs),
         Array("V-cycle b, x, r, d (coarse levels)", "held", int(4 * F32 * n_dofs * COARSE)),
-        Array("smoothers' 1 / diagonal", "held", int(F32 * n_dofs * levels)),
+        # bfloat16 where the V-cycle is float32, as on one GPU with either Krylov
+        # precision (smoothers.InverseDiagonal)
+        Array("smoothers' 1 / diagonal", "held", int(BF16 * n_dofs * levels)),
         Array("fixed and free masks", "held", int(2 * BOOL * n_dofs * levels)),
         Array("scale factors, float64 (CG's operator)", "held", F64 * n_cells),
         Array("scale factors, float32 (V-cycle)", "held", F32 * n_cells),

@@ -45,7 +45,7 @@ from femopt.solvers.galerkin import child_matrices, coarsen_cell_matrices, desce
 from femopt.solvers.multigrid import LANCZOS_MARGIN
 from femopt.solvers.multigrid_levels import CoarseSolver, MultigridOptions, eigenvalue_bound
 from femopt.solvers.pcg import CGInfo
-from femopt.solvers.smoothers import PolynomialSmoother, lanczos_largest
+from femopt.solvers.smoothers import InverseDiagonal, PolynomialSmoother, lanczos_largest
 
 
 # CG takes r.r whole where its estimate is within CHECK_NEAR of the tolerance (relative
@@ -205,7 +205,8 @@ class SlabMultigrid:
             d = lev.op.diagonal()
             own = lev.slab.layers(d)[:, lev.slab.own_node_slice]
             bad.append(bool(self.xp.any(own <= 0)))
-            inv_ds.append((1.0 / d).astype(self.dtype))
+            # bfloat16 where the V-cycle is float32, as one GPU's (MultigridSolver)
+            inv_ds.append(InverseDiagonal.of(d, self.dtype))
         # one reduction for the distributed levels (one communicator), then each level's
         # own where one of them failed, to name it
         if self.fine.comm.any(any(bad)):
@@ -223,7 +224,7 @@ class SlabMultigrid:
                                               o.jacobi_omega / lam, lam, o.chebyshev_lower,
                                               1.0)
 
-    def _lanczos(self, levels: list[Level], inv_ds: list[Any], iterations: int
+    def _lanczos(self, levels: list[Level], inv_ds: list[InverseDiagonal], iterations: int
                  ) -> list[float]:
         """:func:`femopt.solvers.smoothers.estimate_lambda_max` of every level with slab
         dot products, the levels in step: each step's products of all the distributed
@@ -400,10 +401,10 @@ class _LanczosRun:
     """One level's CG-Lanczos of :meth:`SlabMultigrid._lanczos`, a step at a time (the
     order of :func:`femopt.solvers.smoothers.estimate_lambda_max`'s operations)."""
 
-    def __init__(self, lev: Level, inv_d: Any, steps: int):
+    def __init__(self, lev: Level, inv_d: InverseDiagonal, steps: int):
         self.lev, self.inv_d, self.steps = lev, inv_d, steps
         self.r = lev.probe.copy()
-        self.z = inv_d * self.r
+        self.z = inv_d.times(self.r)
         self.p = self.z.copy()
         self.q: Any = None
         self.rz, self.alpha, self.live = 0.0, 0.0, True
@@ -417,7 +418,7 @@ class _LanczosRun:
             return False
         self.alpha = self.rz / pq
         self.r = self.r - self.alpha * self.q
-        self.z = self.inv_d * self.r
+        self.z = self.inv_d.times(self.r)
         return True
 
     def finish(self, rz_new: float) -> None:

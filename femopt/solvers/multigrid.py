@@ -309,14 +309,17 @@ class MultigridSolver(LinearSolver):
         self._make_smoothers()
 
     def _make_smoothers(self) -> None:
+        from femopt.solvers.smoothers import InverseDiagonal
+
         xp, o = self.xp, self.options
         for i, lev in enumerate(self.levels[:-1]):
             d = lev.op.diagonal()
             if bool(xp.any(d <= 0)):
                 raise SolverError(f"multigrid level {i}: the operator has a non-positive "
                                   f"diagonal (is every element scale factor positive?)")
-            inv_d = xp.reciprocal(d, out=d) if d.dtype == self.dtype else (
-                (1.0 / d).astype(self.dtype))
+            # bfloat16 where the V-cycle is float32: the smoother and Lanczos take D~^-1
+            inv_d = InverseDiagonal.of(d, self.dtype)
+            del d
             lam = self._bounds[i]
             if o.eigenvalue_bound == "lanczos" and not self.fell_back:
                 est = estimate_lambda_max(lev.op, inv_d, lev.free, o.eig_iterations,

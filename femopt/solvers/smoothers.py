@@ -11,6 +11,11 @@ methods for sparse linear systems", Alg. 12.1, on D^-1 A) damps the eigenvalues 
 [lambda_max * lower, lambda_max * upper]; lambda_max comes from a few Jacobi-preconditioned
 CG steps (Lanczos) at each design. Both are symmetric in the A inner product, so a V-cycle
 with as many post- as pre-smoothing steps is a symmetric preconditioner.
+
+A smoother needs D only roughly: where the V-cycle is float32, D^-1 is held as bfloat16
+(:class:`InverseDiagonal`, 2 bytes a dof instead of 4), and the smoothers and the Lanczos
+estimate all take the same rounded D~^-1, so they are polynomials in D~^-1 A (D~ positive
+diagonal: still symmetric in the A inner product) and lambda_max is that operator's.
 """
 
 from __future__ import annotations
@@ -24,29 +29,151 @@ from femopt.backend import array_namespace
 
 SOURCE = Path(__file__).with_suffix(".cu")
 
+# the kernels' (real, D^-1 storage) instances: float64, float32, float32 from bfloat16 bits
+_STORAGE = (("double", "double"), ("float", "float"), ("float", "unsigned short"))
 
-def smooth_step_numpy(x: np.ndarray, d: np.ndarray, r: np.ndarray, inv_diag: np.ndarray,
+
+def _register() -> None:
+    from femopt.backend.kernels import register_instances
+
+    register_instances(SOURCE, [f"femopt_multigrid_{op}<{t}, {d}>" for t, d in _STORAGE
+                                for op in ("smooth_step", "inverse_diagonal_times")]
+                       + ["femopt_multigrid_bfloat16_bits<float>"])
+
+
+def _kernel(op: str, v: Any, inv: "InverseDiagonal") -> Any:
+    """The kernel ``op`` for vectors like ``v`` and D^-1 stored as ``inv``'s."""
+    from femopt.backend.kernels import get_kernel, real_name
+
+    _register()
+    storage = "unsigned short" if inv.packed else real_name(inv.data)
+    return get_kernel(SOURCE, f"femopt_multigrid_{op}<{real_name(v)}, {storage}>")
+
+
+def bfloat16_bits(v: Any) -> Any:
+    """The bfloat16 nearest to each float32 of ``v`` (ties to even) as its bits (uint16):
+    the top 16 bits of the float32, rounded with integer operations, so NumPy and the
+    kernel round alike. For finite values and infinities, not NaN; values beyond the
+    largest bfloat16 round to infinity."""
+    xp = array_namespace(v)
+    if v.dtype != np.float32:
+        raise TypeError(f"bfloat16_bits takes float32, got {v.dtype}")
+    if xp is not np:
+        from femopt.backend.kernels import get_kernel, launch_1d
+
+        _register()
+        bits = xp.empty(v.shape, dtype=np.uint16)
+        launch_1d(get_kernel(SOURCE, "femopt_multigrid_bfloat16_bits<float>"), v.size,
+                  (v, bits, np.int64(v.size)))
+        return bits
+    u = v.view(np.uint32)
+    t = u >> 16
+    t &= 1  # the kept part's lowest bit: a tie rounds to the even one
+    t += 0x7FFF
+    t += u
+    t >>= 16
+    return t.astype(np.uint16)
+
+
+def bfloat16_values(bits: Any, out: Any = None) -> Any:
+    """The float32 values of bfloat16 ``bits`` (exact), into ``out`` where given."""
+    xp = array_namespace(bits)
+    if out is None:
+        out = xp.empty(bits.shape, dtype=np.float32)
+    u = out.view(np.uint32)
+    u[...] = bits
+    u <<= 16
+    return out
+
+
+class InverseDiagonal:
+    """D^-1 of a level's smoother: float64 or float32 values, or bfloat16 bits standing
+    for float32 values (``packed``).
+
+    Args:
+        data: the values (float64, float32), or the bits (uint16).
+
+    ``dtype`` is the values' type: float32 for bits.
+    """
+
+    def __init__(self, data: Any):
+        self.data = data
+        self.packed = data.dtype == np.uint16
+        self.dtype = np.dtype(np.float32) if self.packed else data.dtype
+        self.xp = array_namespace(data)
+        self.size = int(data.size)
+
+    @classmethod
+    def of(cls, diagonal: Any, dtype: Any, pack: bool | None = None) -> "InverseDiagonal":
+        """1 / ``diagonal`` (positive: the caller checks) in ``dtype``, computed in place
+        where ``diagonal`` has that dtype; float32 kept as bfloat16 bits unless ``pack``
+        is False."""
+        xp = array_namespace(diagonal)
+        inv = (xp.reciprocal(diagonal, out=diagonal) if diagonal.dtype == dtype
+               else (1.0 / diagonal).astype(dtype))
+        if np.dtype(dtype) == np.float32 and pack is not False:
+            return cls(bfloat16_bits(inv))
+        return cls(inv)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.data.nbytes)
+
+    def values(self, out: Any = None) -> Any:
+        """D~^-1 as ``dtype`` values: into ``out`` where given; else the bits widened
+        into a new array, or the data itself."""
+        if self.packed:
+            return bfloat16_values(self.data, out)
+        if out is None:
+            return self.data
+        out[...] = self.data
+        return out
+
+    def times(self, r: Any, out: Any = None) -> Any:
+        """out = D~^-1 r (a new array where ``out`` is None); ``out`` may be ``r``."""
+        xp = self.xp
+        if xp is np:
+            if self.packed and out is not None and out is not r:
+                out = self.values(out)
+                out *= r
+                return out
+            return np.multiply(self.values(), r, out=out)
+        from femopt.backend.kernels import launch_1d
+
+        if out is None:
+            out = xp.empty(r.shape, dtype=self.dtype)
+        launch_1d(_kernel("inverse_diagonal_times", r, self), self.size,
+                  (self.data, r, out, np.int64(self.size)))
+        return out
+
+
+def smooth_step_numpy(x: np.ndarray, d: np.ndarray, r: np.ndarray, inv_diag: InverseDiagonal,
                       c1: float, c2: float) -> None:
-    """d <- c1 d + c2 inv_diag r; x <- x + d (in place)."""
+    """d <- c1 d + c2 D~^-1 r; x <- x + d (in place), in the kernel's order: (D~^-1 r) c2
+    for c1 = 0, else c1 d + (c2 D~^-1) r."""
     if c1 == 0.0:
-        np.multiply(inv_diag, r, out=d)
+        inv_diag.times(r, out=d)
         d *= c2
     else:
+        step = inv_diag.values(np.empty_like(d))
+        step *= c2
+        step *= r
         d *= c1
-        d += c2 * inv_diag * r
+        d += step
     x += d
 
 
-def smooth_step(x: Any, d: Any, r: Any, inv_diag: Any, c1: float, c2: float) -> None:
+def smooth_step(x: Any, d: Any, r: Any, inv_diag: InverseDiagonal, c1: float,
+                c2: float) -> None:
+    """:func:`smooth_step_numpy` on NumPy or CuPy arrays."""
     if array_namespace(x) is np:
         smooth_step_numpy(x, d, r, inv_diag, c1, c2)
         return
-    from femopt.backend.kernels import get_kernel, launch_1d, real_name, register_instances
+    from femopt.backend.kernels import launch_1d
 
-    register_instances(SOURCE, [f"femopt_multigrid_smooth_step<{r}>" for r in ("double", "float")])
-    kern = get_kernel(SOURCE, f"femopt_multigrid_smooth_step<{real_name(x)}>")
     real = x.dtype.type
-    launch_1d(kern, x.size, (x, d, r, inv_diag, real(c1), real(c2), np.int64(x.size)))
+    launch_1d(_kernel("smooth_step", x, inv_diag), x.size,
+              (x, d, r, inv_diag.data, real(c1), real(c2), np.int64(x.size)))
 
 
 class PolynomialSmoother:
@@ -54,14 +181,15 @@ class PolynomialSmoother:
 
     Args:
         op: the level operator (``apply(u, out, alpha, beta, z)``).
-        inv_diag: 1 / diag(A).
+        inv_diag: 1 / diag(A) (:class:`InverseDiagonal`).
         kind: "jacobi" or "chebyshev". steps: Jacobi sweeps or Chebyshev degree.
         omega: Jacobi damping. lam_max: estimate of the largest eigenvalue of D^-1 A.
         lower, upper: Chebyshev interval as fractions of lam_max.
     """
 
-    def __init__(self, op: Any, inv_diag: Any, kind: str, steps: int, omega: float = 0.6,
-                 lam_max: float = 1.0, lower: float = 0.1, upper: float = 1.1):
+    def __init__(self, op: Any, inv_diag: InverseDiagonal, kind: str, steps: int,
+                 omega: float = 0.6, lam_max: float = 1.0, lower: float = 0.1,
+                 upper: float = 1.1):
         self.op, self.inv_diag, self.kind, self.steps = op, inv_diag, kind, steps
         self.omega = omega
         self.lam_max = lam_max
@@ -91,15 +219,16 @@ class PolynomialSmoother:
             rho = rho_new
 
 
-def estimate_lambda_max(op: Any, inv_diag: Any, free: Any, iterations: int = 10,
+def estimate_lambda_max(op: Any, inv_diag: InverseDiagonal, free: Any, iterations: int = 10,
                         seed: int = 0, work: tuple[Any, Any] | None = None) -> float:
-    """Largest eigenvalue of D^-1 A from ``iterations`` Jacobi-preconditioned CG steps.
+    """Largest eigenvalue of D^-1 A from ``iterations`` Jacobi-preconditioned CG steps
+    (D^-1 as the smoothers take it: ``inv_diag``).
 
     The CG coefficients give the Lanczos tridiagonal matrix T of D^-1 A; its largest
     eigenvalue approaches lambda_max from below, fast (hence the smoothers' upper margin).
     """
-    xp = array_namespace(inv_diag)
-    n = inv_diag.shape[0]
+    xp = inv_diag.xp
+    n = inv_diag.size
     rng = np.random.default_rng(seed)
     if xp is np:
         b = rng.standard_normal(n).astype(inv_diag.dtype)
@@ -113,10 +242,10 @@ def estimate_lambda_max(op: Any, inv_diag: Any, free: Any, iterations: int = 10,
         r, z = work
         r[...] = b
         del b
-        xp.multiply(inv_diag, r, out=z)
+        inv_diag.times(r, out=z)
     else:
         r = b
-        z = inv_diag * r
+        z = inv_diag.times(r)
     p = z.copy()
     q = xp.empty_like(p)
     rz = float(xp.vdot(r, z))
@@ -129,7 +258,7 @@ def estimate_lambda_max(op: Any, inv_diag: Any, free: Any, iterations: int = 10,
         alpha = rz / pq
         q *= q.dtype.type(alpha)
         r -= q
-        xp.multiply(inv_diag, r, out=z)
+        inv_diag.times(r, out=z)
         rz_new = float(xp.vdot(r, z))
         beta = rz_new / rz
         alphas.append(alpha)
