@@ -125,8 +125,8 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
     out += [
         Array("level 1 children's scale factors", "held" if slab else "update",
               F32 * n_cells),
-        Array("Lanczos p, q (level 0; r, z are the V-cycle's r, d)", "update",
-              2 * F32 * n_dofs),
+        # z = D~^-1 r is formed where it is used (smoothers.estimate_lambda_max)
+        Array("Lanczos q (level 0; r, p are the V-cycle's r, d)", "update", F32 * n_dofs),
     ]
     if slab:  # a rank's slab makes its coarse cell matrices whole
         out.append(Array("level 2 Galerkin cell matrices", "update", F32 * c2 * nd * nd))

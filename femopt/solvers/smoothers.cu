@@ -62,3 +62,31 @@ __global__ void femopt_multigrid_bfloat16_bits(
         bits[i] = (unsigned short)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
     }
 }
+
+// Lanczos (CG on D~^-1 A) without its z = D~^-1 r, in the twin's order of roundings:
+//   r <- r - (alpha q);  out[0] += r . (D~^-1 r)   (float64 sums, one per block)
+template <typename T, typename D>
+__global__ void femopt_multigrid_lanczos_r(
+    T* __restrict__ r, const T* __restrict__ q, const D* __restrict__ inv_diag, T alpha,
+    double* out, femopt_index n)
+{
+    double s = 0.0;
+    for (femopt_index i = femopt_thread_id(); i < n; i += femopt_thread_count()) {
+        const T ri = femopt_smoother_add(r[i], -femopt_smoother_mul(alpha, q[i]));
+        r[i] = ri;
+        s += (double)ri * (double)femopt_smoother_mul(femopt_inverse_diagonal(inv_diag[i]), ri);
+    }
+    femopt_block_sum_add(s, out);
+}
+
+//   p <- (p beta) + D~^-1 r
+template <typename T, typename D>
+__global__ void femopt_multigrid_lanczos_p(
+    T* __restrict__ p, const T* __restrict__ r, const D* __restrict__ inv_diag, T beta,
+    femopt_index n)
+{
+    for (femopt_index i = femopt_thread_id(); i < n; i += femopt_thread_count())
+        p[i] = femopt_smoother_add(femopt_smoother_mul(p[i], beta),
+                                   femopt_smoother_mul(femopt_inverse_diagonal(inv_diag[i]),
+                                                       r[i]));
+}

@@ -37,7 +37,8 @@ def _register() -> None:
     from femopt.backend.kernels import register_instances
 
     register_instances(SOURCE, [f"femopt_multigrid_{op}<{t}, {d}>" for t, d in _STORAGE
-                                for op in ("smooth_step", "inverse_diagonal_times")]
+                                for op in ("smooth_step", "inverse_diagonal_times",
+                                           "lanczos_r", "lanczos_p")]
                        + ["femopt_multigrid_bfloat16_bits<float>"])
 
 
@@ -226,6 +227,9 @@ def estimate_lambda_max(op: Any, inv_diag: InverseDiagonal, free: Any, iteration
 
     The CG coefficients give the Lanczos tridiagonal matrix T of D^-1 A; its largest
     eigenvalue approaches lambda_max from below, fast (hence the smoothers' upper margin).
+    Three vectors of the level: r, p and q = A p; z = D~^-1 r is formed where it is used
+    (r.z with r's update, p = p beta + z), and the dot products are summed in float64.
+    ``work``: two vectors of the level's own (its V-cycle's, idle now) for r and p.
     """
     xp = inv_diag.xp
     n = inv_diag.size
@@ -236,39 +240,71 @@ def estimate_lambda_max(op: Any, inv_diag: InverseDiagonal, free: Any, iteration
         b = xp.random.RandomState(seed).standard_normal(n, dtype=inv_diag.dtype)
     if free is not None:
         b *= free
-    # four vectors of the level, updated in place (the same roundings as out of place);
-    # ``work``, two vectors of the level's own (its V-cycle's, idle now), hold r and z
     if work is not None:
-        r, z = work
+        r, p = work
         r[...] = b
         del b
-        inv_diag.times(r, out=z)
     else:
-        r = b
-        z = inv_diag.times(r)
-    p = z.copy()
+        r, p = b, xp.empty_like(b)
+    inv_diag.times(r, out=p)
+    rz = _dot(r, p)
     q = xp.empty_like(p)
-    rz = float(xp.vdot(r, z))
     alphas, betas = [], []
     for _ in range(min(iterations, n)):
         op.apply(p, out=q)
-        pq = float(xp.vdot(p, q))
+        pq = _dot(p, q)
         if pq <= 0 or rz <= 0:
             break
         alpha = rz / pq
-        q *= q.dtype.type(alpha)
-        r -= q
-        inv_diag.times(r, out=z)
-        rz_new = float(xp.vdot(r, z))
+        rz_new = _lanczos_r(r, q, inv_diag, alpha)
         beta = rz_new / rz
         alphas.append(alpha)
         betas.append(beta)
         rz = rz_new
         if rz <= 0:
             break
-        p *= p.dtype.type(beta)
-        p += z
+        _lanczos_p(p, r, inv_diag, beta)
     return lanczos_largest(alphas, betas)
+
+
+def _dot(a: Any, b: Any) -> float:
+    """a . b summed in float64."""
+    from femopt.solvers.cg_kernels import dot_gpu
+
+    if array_namespace(a) is np:
+        return float(np.dot(a, b)) if a.dtype == np.float64 else \
+            float(np.dot(a.astype(np.float64), b.astype(np.float64)))
+    return dot_gpu(a, b)
+
+
+def _lanczos_r(r: Any, q: Any, inv_diag: InverseDiagonal, alpha: float) -> float:
+    """r <- r - (alpha q); returns r . (D~^-1 r) summed in float64."""
+    real = r.dtype.type
+    if array_namespace(r) is np:
+        r -= real(alpha) * q
+        return _dot(r, inv_diag.times(r))
+    import cupy
+
+    from femopt.backend.kernels import BLOCK, reduction_grid
+
+    out = cupy.zeros(1, dtype=cupy.float64)
+    _kernel("lanczos_r", r, inv_diag)((reduction_grid(r.size),), (BLOCK,),
+                                      (r, q, inv_diag.data, real(alpha), out,
+                                       np.int64(r.size)))
+    return float(out[0])
+
+
+def _lanczos_p(p: Any, r: Any, inv_diag: InverseDiagonal, beta: float) -> None:
+    """p <- (p beta) + D~^-1 r."""
+    real = p.dtype.type
+    if array_namespace(p) is np:
+        p *= real(beta)
+        p += inv_diag.times(r)
+        return
+    from femopt.backend.kernels import launch_1d
+
+    launch_1d(_kernel("lanczos_p", p, inv_diag), p.size,
+              (p, r, inv_diag.data, real(beta), np.int64(p.size)))
 
 
 def lanczos_largest(alphas: list[float], betas: list[float]) -> float:
