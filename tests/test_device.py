@@ -192,6 +192,10 @@ def test_the_default_solver_becomes_multigrid_on_the_gpu_path():
     data["solver"]["matrix_free_levels"] = 2
     assert build(data, array_module=np).solver.coarse_operator == "galerkin"
     del data["solver"]["matrix_free_levels"]
+    data["solver"]["rediscretized_levels"] = 2
+    assert ("solver: coarse levels hybrid (levels 1 to 2 rediscretized, Galerkin below)"
+            in build(data, array_module=np).device_notes)
+    del data["solver"]["rediscretized_levels"]
     data["solver"]["coarse_operator"] = "galerkin"
     model = build(data, array_module=np)
     assert model.solver.coarse_operator == "galerkin"

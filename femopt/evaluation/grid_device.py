@@ -171,6 +171,15 @@ COARSE_NOTE = {
     "rediscretize": "solver: coarse levels rediscretized"}
 
 
+def coarse_note(coarse: str, options: Any) -> str:
+    """The log's line for the coarse operators ``coarse`` of multigrid ``options``."""
+    n = getattr(options, "rediscretized_levels", 1)
+    if coarse == "hybrid" and n > 1:
+        return (f"solver: coarse levels hybrid (levels 1 to {n} rediscretized, "
+                "Galerkin below)")
+    return COARSE_NOTE[coarse]
+
+
 class GridDevicePath(DevicePath):
     """The design chain of ``model`` (a structured grid) with fields on ``xp``.
 
@@ -202,7 +211,7 @@ class GridDevicePath(DevicePath):
         if hasattr(solver, "use_coarse_operator"):
             coarse = resolve_coarse_operator(solver.options)
             solver.use_coarse_operator(coarse)
-            model.device_notes.append(COARSE_NOTE[coarse])
+            model.device_notes.append(coarse_note(coarse, solver.options))
         # the loads by their nonzeros, on the device: no vector of the grid's size
         super().__init__(model, xp, self._sparse_loads(model.load_nonzeros, xp))
 

@@ -23,11 +23,13 @@ Hierarchy (built once per grid and constraints; operators rebuilt per design):
   = 2: prolong, the fine apply, restrict; ``GalerkinProduct``), assembled into CSR with a
   fixed pattern below
   (and for level 1 on the CPU); ``hybrid`` (the default of the grid device path,
-  ``auto``) rediscretizes level 1 (matrix-free, an eighth of the cost) and takes Galerkin
-  below; ``rediscretize`` averages the children's scale factors on every level. On SIMP
+  ``auto``) rediscretizes level 1 (matrix-free, an eighth of the cost; the first
+  ``rediscretized_levels`` levels, 1 by default) and takes Galerkin below;
+  ``rediscretize`` averages the children's scale factors on every level. On SIMP
   designs of contrast 1e-9 Galerkin never needed more CG iterations than the others and
   up to 15% fewer; hybrid 2.5% more than Galerkin at 64x32x32, and through ``femopt run``
-  on an H100 at 33.5M cells it is 20% faster per design iteration (docs/benchmarks.md);
+  on an H100 at 33.5M cells it is 20% faster per design iteration; rediscretizing level 2
+  too took 7% to 15% more iterations than hybrid's level 1 alone (docs/benchmarks.md);
 - coarsest level: a direct solve (SciPy's SuperLU, or on the GPU the inverse from a dense
   Cholesky factor);
 - smoothing: Chebyshev of D^-1 A (default) or damped Jacobi (:mod:`femopt.solvers.smoothers`),
@@ -228,7 +230,7 @@ class MultigridSolver(LinearSolver):
         if self.coarse_operator == "rediscretize":
             n_mf = len(levels)
         elif self.coarse_operator == "hybrid":
-            n_mf = 2
+            n_mf = 1 + o.rediscretized_levels
         else:  # the fine level and, optionally, level 1 (its children scale factors)
             n_mf = min(o.matrix_free_levels or (1 if xp is np else 2), 2)
         for i, lev in enumerate(levels):
@@ -242,9 +244,12 @@ class MultigridSolver(LinearSolver):
                 lev.pattern = StructuredCSR(lev.layout, lev.fixed)
         self.levels = levels
         self._child: dict = {}
+        # coarsening ratio of each level's operator to the cells its bound is taken on
+        # (K0's, or a rediscretized level's: they are K0's too, at another size)
+        n_re = o.rediscretized_levels
         ratios = {"galerkin": [2**i for i in range(len(levels))],
                   "rediscretize": [1] * len(levels),
-                  "hybrid": [1] + [2 ** max(i - 1, 0) for i in range(1, len(levels))]}
+                  "hybrid": [2 ** max(i - n_re, 0) for i in range(len(levels))]}
         self._bounds = [eigenvalue_bound(ke, lay.dim, lay.k, r)
                         for r in ratios[self.coarse_operator]]
 
@@ -267,8 +272,9 @@ class MultigridSolver(LinearSolver):
         s0 = scale.astype(self.dtype)
         s = s0
         # Galerkin levels derive from a "base" level: the fine one, or for ``hybrid`` the
-        # rediscretized level 1
+        # last rediscretized level (``rediscretized_levels``)
         base, base_scale, base_level = self.layout, s0, 0
+        n_re = o.rediscretized_levels
         nxt: Any = None  # the next level's Galerkin cell matrices, made beside this one's
         fine: Any = None  # the fine level's V-cycle operator
         for i, lev in enumerate(levels):
@@ -277,10 +283,10 @@ class MultigridSolver(LinearSolver):
             if i == 0:
                 pass
             elif self.coarse_operator == "rediscretize" or (
-                    self.coarse_operator == "hybrid" and i == 1):
+                    self.coarse_operator == "hybrid" and i <= n_re):
                 s = rediscretized_scale(prev, s)
                 if self.coarse_operator == "hybrid":
-                    base, base_scale, base_level = lev.layout, s, 1
+                    base, base_scale, base_level = lev.layout, s, i
             elif lev.pattern is None:  # level 1, matrix-free Galerkin: P^T A0 P by products
                 lev.op = GalerkinProduct(lev.layout, fine, lev.free,
                                          (levels[0].r, levels[0].d), self._children(ke, 2, np))

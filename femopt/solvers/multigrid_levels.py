@@ -32,6 +32,11 @@ class MultigridOptions(Options):
     hybrid: level 1 rediscretized (matrix-free, an eighth of the fine cost), Galerkin of
     it below; auto: hybrid on the grid device path (one GPU) unless
     ``matrix_free_levels`` is set, galerkin elsewhere."""
+    rediscretized_levels: int = Field(1, ge=1)
+    """Levels that ``hybrid`` rediscretizes (matrix-free), from level 1 down; Galerkin
+    of the last of them below. 2 saves level 2's CSR values (16 B per cell of 3D
+    elasticity) but took 7% to 15% more CG iterations on SIMP designs from 96x48x48 up
+    (docs/benchmarks.md)."""
     matrix_free_levels: int | None = Field(None, ge=1)
     """Galerkin levels applied without assembling (the finest counts); None: 1 on the CPU,
     2 on the GPU."""
