@@ -93,7 +93,8 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
         # bfloat16 where the V-cycle is float32, as on one GPU with either Krylov
         # precision (smoothers.InverseDiagonal)
         Array("smoothers' 1 / diagonal", "held", int(BF16 * n_dofs * levels)),
-        Array("fixed and free masks", "held", int(2 * BOOL * n_dofs * levels)),
+        # one bool mask a level, read by its operators as bytes (no uint8 copies)
+        Array("free masks", "held", int(BOOL * n_dofs * levels)),
         Array("scale factors, float64 (CG's operator)", "held", F64 * n_cells),
         Array("scale factors, float32 (V-cycle)", "held", F32 * n_cells),
         # the columns are computed by the device's product (structured_csr.py): the

@@ -74,8 +74,7 @@ LANCZOS_MARGIN = 1.2  # the estimate approaches lambda_max from below
 @dataclass
 class Level:
     layout: GridLayout
-    fixed: Any  # bool (n_dofs,)
-    free: Any  # bool (n_dofs,)
+    free: Any  # bool (n_dofs,): the level's one mask (its constrained dofs are ~free)
     op: Any = None  # StructuredOperator or CSROperator (V-cycle precision)
     pattern: StructuredCSR | None = None
     smoother: PolynomialSmoother | None = None
@@ -223,10 +222,13 @@ class MultigridSolver(LinearSolver):
         free = ~fixed
         self.dtype = self._precision(xp)
         self.xp = xp
-        levels = [Level(lay, fixed, free)]
+        # the constrained dofs of each level, for its coarsening and its CSR pattern; a
+        # level keeps its free mask alone (the operators read it as bytes, no copies)
+        fixed_of = [fixed]
+        levels = [Level(lay, free)]
         for coarse in grid_levels(lay, o.coarsest_size, o.levels)[1:]:
-            fixed_c = transfer.coarse_fixed(levels[-1].layout, levels[-1].fixed)
-            levels.append(Level(coarse, fixed_c, ~fixed_c))
+            fixed_of.append(transfer.coarse_fixed(levels[-1].layout, fixed_of[-1]))
+            levels.append(Level(coarse, ~fixed_of[-1]))
         if self.coarse_operator == "rediscretize":
             n_mf = len(levels)
         elif self.coarse_operator == "hybrid":
@@ -241,7 +243,7 @@ class MultigridSolver(LinearSolver):
             lev.r = xp.zeros(n, dtype=self.dtype)
             lev.d = xp.zeros(n, dtype=self.dtype)
             if i >= n_mf or i == len(levels) - 1:
-                lev.pattern = StructuredCSR(lev.layout, lev.fixed)
+                lev.pattern = StructuredCSR(lev.layout, fixed_of[i])
         self.levels = levels
         self._child: dict = {}
         # coarsening ratio of each level's operator to the cells its bound is taken on
@@ -420,7 +422,7 @@ class MultigridSolver(LinearSolver):
         current design."""
         self.float64_vcycle = True
         scale, ke = self._design
-        self._build_hierarchy(self.xp, self.levels[0].fixed, ke)
+        self._build_hierarchy(self.xp, ~self.levels[0].free, ke)
         self._set_design(scale, ke)
 
     def solve(self, b: Any, transpose: bool = False, x0: Any = None) -> Any:
