@@ -160,7 +160,7 @@ def test_too_large_for_the_gpu_is_refused_before_anything_is_written(fake_gpu, t
     code, _, err = run_cli(["run", path, "--out", tmp_path / "res", "--device", "gpu"],
                            capsys)
     assert code == 2
-    assert err.startswith("error: the problem needs about 0.18 GiB of GPU memory (262144 "
+    assert err.startswith("error: the problem needs about 0.16 GiB of GPU memory (262144 "
                           "cells, estimated) but the GPU has 0.06 GiB free of 80.00 GiB")
     assert not (tmp_path / "res").exists()
 
@@ -193,7 +193,8 @@ def test_the_default_solver_becomes_multigrid_on_the_gpu_path():
     assert build(data, array_module=np).solver.coarse_operator == "galerkin"
     del data["solver"]["matrix_free_levels"]
     data["solver"]["rediscretized_levels"] = 2
-    assert ("solver: coarse levels hybrid (levels 1 to 2 rediscretized, Galerkin below)"
+    assert ("solver: coarse levels hybrid (levels 1 to 2 rediscretized, level 3 Galerkin "
+            "by products, assembled below)"
             in build(data, array_module=np).device_notes)
     del data["solver"]["rediscretized_levels"]
     data["solver"]["coarse_operator"] = "galerkin"

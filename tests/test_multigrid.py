@@ -324,6 +324,48 @@ def test_hybrid_rediscretizes_the_levels_asked_and_galerkin_below(n_re):
     np.testing.assert_allclose(u, u_ref, rtol=0, atol=1e-7 * np.abs(u_ref).max())
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("n_re", [1, 2])
+def test_gpu_hybrid_applies_the_next_level_by_products(n_re):
+    """On the GPU, hybrid's level below the rediscretized ones is P^T A_n P applied by
+    products through level n's operator (no CSR values), the same matrix as the
+    assembled Galerkin level; CSR from the level after; the mixed solve is the direct
+    solver's."""
+    import cupy
+
+    from femopt.solvers.multigrid_levels import GalerkinProduct
+
+    case, scale, asm, f = cantilever_case((32, 16, 8))
+    ref = DirectSolver()
+    ref.update_operator(scale, asm, case.ke)
+    u_ref = ref.solve(f)
+    mg = MultigridSolver(MultigridOptions(rtol=1e-9, coarsest_size=100,
+                                          coarse_operator="hybrid",
+                                          rediscretized_levels=n_re), case.layout)
+    mg.use_krylov("mixed")
+    mg.update_operator(cupy.asarray(scale), asm, case.ke)
+    levels = mg.levels
+    kinds = [type(lev.op).__name__ for lev in levels]
+    assert kinds[n_re + 1] == "GalerkinProduct" and kinds[-1] == "CSROperator"
+    assert all(k == "StructuredOperator" for k in kinds[:n_re + 1])
+    s = [scale]
+    for i in range(1, n_re + 1):
+        s.append(rediscretized_scale(levels[i - 1].layout, s[-1]))
+    lev = levels[n_re + 1]
+    assert isinstance(lev.op, GalerkinProduct)
+    n = lev.layout.n_dofs
+    got = np.stack([cupy.asnumpy(lev.op.apply(cupy.asarray(np.eye(n, dtype=np.float32)[j]
+                                                           * cupy.asnumpy(lev.free))))
+                    for j in range(n)], axis=1)
+    pr = prolongation(lev.layout)
+    g = pr.T @ assembled(levels[n_re].layout, None, s[n_re], case.ke) @ pr
+    free = cupy.asnumpy(lev.free)
+    np.testing.assert_allclose(got[np.ix_(free, free)], g[np.ix_(free, free)], rtol=0,
+                               atol=1e-5 * np.abs(g).max())
+    u = cupy.asnumpy(mg.solve(cupy.asarray(f)))
+    np.testing.assert_allclose(u, u_ref, rtol=0, atol=1e-7 * np.abs(u_ref).max())
+
+
 def test_transpose_solve_multiple_rhs_and_warm_start():
     case, scale, asm, f = cantilever_case((16, 8))
     rng = np.random.default_rng(4)

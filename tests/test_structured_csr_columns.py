@@ -132,20 +132,23 @@ def test_to_dense_without_indices_equals_the_kept_pattern():
 
 def test_the_count_holds_the_coarse_values_without_indices():
     """At 512x256x256 (hex8 elasticity) the coarse CSR levels are counted as their
-    float32 values and two int32 per dof (row offsets, diagonal slots): 18.0 B/cell, of
-    which 17.55 the values (81 entries a row, levels 2 and below, 1/7 more for those
-    below 2); the column indices (17.5 B/cell) are not counted."""
+    float32 values and two int32 per dof (row offsets, diagonal slots), from the first
+    assembled level down (1/7 more for those below it): levels 2 and below where level 1
+    is Galerkin by products (18.0 B/cell, 17.55 of it the values, 81 entries a row),
+    levels 3 and below under hybrid's level 2 by products (an eighth of that); the column
+    indices (17.5 B/cell at level 2) are not counted."""
     from femopt.evaluation import grid_memory
 
     lay = GridLayout((512, 256, 256), 3)
-    arrays = grid_memory.iteration_arrays(lay.n_cells, lay.n_dofs, 3, 3, n_coarse=4131)
-    csr = [a for a in arrays if "CSR" in a.name]
-    assert len(csr) == 1 and csr[0].phase == "held"
-    n2 = lay.n_dofs // 64
-    values = 4 * 81 * n2 * 8 / 7
-    assert csr[0].bytes == int(values + 8 * n2 * 8 / 7)
-    assert 17.5 < values / lay.n_cells < 17.6
-    assert 17.9 < csr[0].bytes / lay.n_cells < 18.0
+    for first, lo, hi in ((2, 17.9, 18.0), (3, 2.2, 2.3)):
+        arrays = grid_memory.iteration_arrays(lay.n_cells, lay.n_dofs, 3, 3, n_coarse=4131,
+                                              first_csr=first)
+        csr = [a for a in arrays if "CSR" in a.name]
+        assert len(csr) == 1 and csr[0].phase == "held"
+        n = lay.n_dofs // 8**first
+        values = 4 * 81 * n * 8 / 7
+        assert csr[0].bytes == int(values + 8 * n * 8 / 7)
+        assert lo < csr[0].bytes / lay.n_cells < hi
 
 
 # -- on the GPU --------------------------------------------------------------------------

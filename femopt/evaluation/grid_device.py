@@ -80,6 +80,19 @@ def _constant_bound_weights(model: Any) -> bool:
     return isinstance(v, np.ndarray) and v.ndim == 1 and v.strides == (0,)
 
 
+def first_csr(options: Any) -> int:
+    """One GPU's first coarse level in CSR for multigrid ``options`` (None: the
+    defaults): below hybrid's rediscretized levels and its level by Galerkin products,
+    below galerkin's level 1 by products (``matrix_free_levels`` 2, the GPU's default),
+    and none but the coarsest where every level is rediscretized."""
+    coarse = resolve_coarse_operator(options)
+    if coarse == "hybrid":
+        return 2 + getattr(options, "rediscretized_levels", 1)
+    if coarse == "galerkin":
+        return min(getattr(options, "matrix_free_levels", None) or 2, 2)
+    return 64  # rediscretize: the coarsest level's CSR only (its dense inverse counted)
+
+
 def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
                    krylov: str | None = None, n_coarse: int | None = None,
                    fixed_design: bool | None = None, slab: bool = False) -> int:
@@ -116,7 +129,8 @@ def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
     arrays = grid_memory.iteration_arrays(layout.n_cells, layout.n_dofs, layout.dim,
                                           layout.k, n_cases, krylov or "mixed", n_filters,
                                           mma, n_coarse, bool(fixed_design), slab,
-                                          constant_w, int(np.prod(layout.shape[:-1])))
+                                          constant_w, int(np.prod(layout.shape[:-1])),
+                                          first_csr(options))
     total = grid_memory.peak_bytes(arrays)
     if model is not None:
         total += integrand_bytes(model, layout.n_dofs)
@@ -164,7 +178,8 @@ KRYLOV_NOTE = {
 
 
 COARSE_NOTE = {
-    "hybrid": "solver: coarse levels hybrid (level 1 rediscretized, Galerkin below)",
+    "hybrid": "solver: coarse levels hybrid (level 1 rediscretized, level 2 Galerkin by "
+              "products, assembled below)",
     "galerkin": "solver: coarse levels Galerkin (level 1 by products, assembled below)",
     "rediscretize": "solver: coarse levels rediscretized"}
 
@@ -173,8 +188,8 @@ def coarse_note(coarse: str, options: Any) -> str:
     """The log's line for the coarse operators ``coarse`` of multigrid ``options``."""
     n = getattr(options, "rediscretized_levels", 1)
     if coarse == "hybrid" and n > 1:
-        return (f"solver: coarse levels hybrid (levels 1 to {n} rediscretized, "
-                "Galerkin below)")
+        return (f"solver: coarse levels hybrid (levels 1 to {n} rediscretized, level "
+                f"{n + 1} Galerkin by products, assembled below)")
     return COARSE_NOTE[coarse]
 
 

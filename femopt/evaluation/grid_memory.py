@@ -62,7 +62,7 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
                      krylov: str = "mixed", n_filters: int = 1, mma: bool = False,
                      n_coarse: int = 0, fixed_design: bool = False,
                      slab: bool = False, constant_w: bool = False,
-                     layer_cells: int = 0) -> list[Array]:
+                     layer_cells: int = 0, first_csr: int = 3) -> list[Array]:
     """The arrays of one design iteration of a grid with ``n_cells`` cells and
     ``n_dofs`` dofs (``k`` per node, ``dim`` axes), ``n_cases`` load cases, the Krylov
     precision ``krylov`` ("mixed" or "double"), ``n_filters`` density filters, OC (or
@@ -74,13 +74,19 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
     its diagonal (the hierarchy update). ``constant_w``: OC's w of the linear
     constraint is one number (the volume's weights through no filter that mixes cells,
     no passive cell: ``EvaluationPath.linear_constraint``). ``layer_cells``: the cells
-    of one layer of the grid's slowest axis, which size level 2's chunks of Galerkin
-    cell matrices (0: a chunk of :data:`~femopt.solvers.galerkin.CHUNK_BYTES`)."""
+    of one layer of the grid's slowest axis, which size the first assembled level's
+    chunks of Galerkin cell matrices (0: a chunk of
+    :data:`~femopt.solvers.galerkin.CHUNK_BYTES`). ``first_csr``: one GPU's first coarse
+    level in CSR, the one above it applied by Galerkin products (hybrid: 3, level 1
+    rediscretized and level 2 by products; galerkin: 2); a slab's is 2."""
     if krylov not in ("mixed", "double"):
         raise ValueError(f"unknown Krylov precision {krylov!r}")
     nd = 2**dim * k  # dofs of a cell
     row = 3**dim * k  # entries of an assembled row
     n2, c2 = n_dofs // 4**dim, n_cells // 4**dim  # level 2 (two coarsenings)
+    if slab:
+        first_csr = 2
+    n_csr, c_csr = n_dofs // 2**(dim * first_csr), n_cells // 2**(dim * first_csr)
     levels = 1.0 + COARSE
     mixed = krylov == "mixed"
     out = [
@@ -99,8 +105,8 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
         Array("scale factors, float32 (V-cycle)", "held", F32 * n_cells),
         # the columns are computed by the device's product (structured_csr.py): the
         # values, and per dof the row offsets and the diagonal's slots
-        Array("coarse CSR values, row offsets, diagonal slots (levels 2 and below)",
-              "held", int((F32 * row + 2 * I32) * n2 * levels)),
+        Array(f"coarse CSR values, row offsets, diagonal slots (levels {first_csr} and "
+              "below)", "held", int((F32 * row + 2 * I32) * n_csr * levels)),
         Array("design x (with passive cells: x0 and the bounds too)", "held",
               (4 if fixed_design else 1) * F64 * n_cells),
         # a grid filter keeps 1 / Hs on its proxy grid alone: a table of at most
@@ -124,8 +130,9 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
         out.append(Array("float64 CG x, r, q, z, p and its dense right-hand side",
                          "solve", 6 * F64 * n_dofs))
     out += [
-        Array("level 1 children's scale factors", "held" if slab else "update",
-              F32 * n_cells),
+        # the Galerkin product level's diagonal takes them (a slab's level 1 its apply)
+        Array(f"level {first_csr - 1} children's scale factors",
+              "held" if slab else "update", F32 * n_cells // 2**(dim * (first_csr - 2))),
         # z = D~^-1 r is formed where it is used (smoothers.estimate_lambda_max)
         Array("Lanczos q (level 0; r, p are the V-cycle's r, d)", "update", F32 * n_dofs),
     ]
@@ -133,12 +140,12 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
         out.append(Array("level 2 Galerkin cell matrices", "update", F32 * c2 * nd * nd))
     else:
         out += [
-            Array("level 2 Galerkin cell matrices: one chunk of cell layers, and its "
-                  "coarsening's temporaries (half a chunk)", "update",
-                  int(1.5 * _galerkin_chunk(c2, nd, dim, layer_cells))),
-            Array("level 3 Galerkin cell matrices, made from level 2's chunks (level 4's "
-                  "beside its assembly: 1/7 more)", "update",
-                  int(F32 * c2 // 2**dim * nd * nd * 8 / 7)),
+            Array(f"level {first_csr} Galerkin cell matrices: one chunk of cell layers, "
+                  "and its coarsening's temporaries (half a chunk)", "update",
+                  int(1.5 * _galerkin_chunk(c_csr, nd, dim, layer_cells, first_csr))),
+            Array(f"level {first_csr + 1} Galerkin cell matrices, made from level "
+                  f"{first_csr}'s chunks (the next level's beside its assembly: 1/7 more)",
+                  "update", int(F32 * c_csr // 2**dim * nd * nd * 8 / 7)),
         ]
     out.append(Array("coarsest level: its dense matrix and Cholesky factor, then the "
                      "working copies of the solves that make the inverse", "update",
@@ -165,15 +172,15 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
     ]
 
 
-def _galerkin_chunk(c2: int, nd: int, dim: int, layer_cells: int) -> int:
-    """Bytes of the largest chunk of level 2's float32 cell matrices (``c2`` cells;
+def _galerkin_chunk(cells: int, nd: int, dim: int, layer_cells: int, level: int = 2) -> int:
+    """Bytes of the largest chunk of ``level``'s float32 cell matrices (``cells`` cells;
     ``layer_cells`` the fine grid's layer, 0: unknown, a chunk of CHUNK_BYTES)."""
-    whole = F32 * c2 * nd * nd
+    whole = F32 * cells * nd * nd
     if not layer_cells:
         return min(whole, CHUNK_BYTES)
-    layer = max(layer_cells // 4 ** (dim - 1), 1)
+    layer = max(layer_cells // 2 ** (level * (dim - 1)), 1)
     per_layer = F32 * layer * nd * nd
-    chunks = layer_chunks(max(c2 // layer, 1), per_layer, even=True)
+    chunks = layer_chunks(max(cells // layer, 1), per_layer, even=True)
     return min(whole, max(b - a for a, b in chunks) * per_layer)
 
 
