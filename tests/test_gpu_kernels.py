@@ -241,6 +241,36 @@ def test_float32_cg_steps_into_a_float64_state_equal_numpy():
     assert abs(s_gpu - s_cpu) <= 1e-6 * abs(s_cpu)
 
 
+@pytest.mark.parametrize("wide", [False, True], ids=["int32", "int64"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("shape, k", [((5, 4), 2), ((4, 3, 5), 3), ((3, 4, 2), 1), ((1, 3), 2),
+                                      ((3, 1, 2), 3)])
+def test_csr_assembly_and_spmv_kernels_equal_numpy(shape, k, dtype, wide, monkeypatch):
+    """The slot-computing assembly kernel and the SpMV against NumPy, with int32 and (the
+    limit lowered) int64 pattern indices."""
+    if wide:
+        import femopt.assembly.structured_csr as scsr
+
+        monkeypatch.setattr(scsr, "INT32_ENTRIES", 0)
+    r = rng()
+    lay = GridLayout(shape, k)
+    fixed = r.uniform(size=lay.n_dofs) < 0.2
+    cells = r.standard_normal((lay.n_cells, lay.nd, lay.nd))
+    cpu = StructuredCSR(lay, fixed)
+    gpu = StructuredCSR(lay, cupy.asarray(fixed))
+    np.testing.assert_array_equal(cupy.asnumpy(gpu.indptr), cpu.indptr)
+    np.testing.assert_array_equal(cupy.asnumpy(gpu.indices), cpu.indices)
+    np.testing.assert_array_equal(cupy.asnumpy(gpu.diag_slot), cpu.diag_slot)
+    data_cpu = cpu.assemble_data(cells)
+    data_gpu = gpu.assemble_data(cupy.asarray(cells, dtype=dtype))
+    close(data_gpu, data_cpu, dtype)
+    u = r.standard_normal(lay.n_dofs)
+    ref = CSROperator(cpu, data_cpu).apply(u, alpha=2.0, beta=-1.0, z=u)
+    got = CSROperator(gpu, data_gpu).apply(cupy.asarray(u, dtype=dtype), alpha=2.0, beta=-1.0,
+                                           z=cupy.asarray(u, dtype=dtype))
+    close(got, ref, dtype)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 def test_fixed_pattern_assembly_kernel_equals_numpy(dtype):
     r = rng()

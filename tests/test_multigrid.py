@@ -366,6 +366,48 @@ def test_gpu_hybrid_applies_the_next_level_by_products(n_re):
     np.testing.assert_allclose(u, u_ref, rtol=0, atol=1e-7 * np.abs(u_ref).max())
 
 
+def test_pcg_adds_its_steps_into_a_state_with_fletcher_reeves():
+    """``into``: CG keeps no x of its own and adds its steps to the given array (the
+    mixed solve's float64 state, its float32 steps widened); Fletcher-Reeves with z in
+    q's buffer converges like Polak-Ribiere on a symmetric preconditioner; a breakdown
+    leaves the state finite; ``into`` takes no x0."""
+    rng = np.random.default_rng(12)
+    n = 60
+    a = rng.standard_normal((n, n))
+    a = a @ a.T + n * np.eye(n)
+    inv_diag = 1.0 / np.diag(a)
+
+    def apply(u, out):
+        out[...] = a @ u
+        return out
+
+    def precond(r, out):
+        np.multiply(inv_diag, r, out=out)
+        return out
+
+    b = rng.standard_normal(n)
+    start = rng.standard_normal(n)
+    want = np.linalg.solve(a, b) + start
+    x = start.copy()
+    got, info = pcg_fused(apply, precond, b.copy(), rtol=1e-12, into=x, polak_ribiere=False)
+    assert got is x and info.converged
+    np.testing.assert_allclose(x, want, rtol=1e-9)
+    _, pr = pcg_fused(apply, precond, b.copy(), rtol=1e-12)
+    assert abs(info.iterations - pr.iterations) <= 1
+    x32 = start.copy()  # float32 CG into a float64 state
+    pcg_fused(lambda u, out: apply(u, out), lambda r, out: precond(r, out),
+              b.astype(np.float32), rtol=1e-5, into=x32, polak_ribiere=False)
+    assert x32.dtype == np.float64
+    np.testing.assert_allclose(x32, want, rtol=0, atol=1e-4 * np.abs(want).max())
+    with pytest.raises(ValueError, match="into"):
+        pcg_fused(apply, precond, b, x0=start, into=start.copy())
+    broken = start.copy()
+    with pytest.raises(SolverError, match="breakdown"):
+        pcg_fused(lambda u, out: apply(-u, out), precond, b.copy(), into=broken,
+                  polak_ribiere=False)
+    assert np.all(np.isfinite(broken))
+
+
 def test_transpose_solve_multiple_rhs_and_warm_start():
     case, scale, asm, f = cantilever_case((16, 8))
     rng = np.random.default_rng(4)
@@ -543,7 +585,7 @@ def test_a_failing_float32_vcycle_is_promoted_to_float64():
     assert mg.dtype == np.float32
     u = mg.solve(f)
     assert mg.dtype == np.float64 and mg.stats()["mg_float64_vcycle"]
-    assert all(lev.r.dtype == np.float64 for lev in mg.levels)
+    assert all(lev.d.dtype == np.float64 for lev in mg.levels)
     assert any("runs in float64 from now on" in n for n in mg.notes)
     np.testing.assert_allclose(u, ref, rtol=0, atol=1e-6 * np.abs(ref).max())
     mg.update_operator(scale * 0.9, asm, case.ke)  # the next design keeps float64

@@ -11,6 +11,7 @@ import pytest
 from femopt.solvers.multigrid import MultigridOptions, MultigridSolver
 from femopt.solvers.smoothers import (
     InverseDiagonal,
+    PolynomialSmoother,
     bfloat16_bits,
     bfloat16_values,
     estimate_lambda_max,
@@ -326,3 +327,68 @@ def test_gpu_lanczos_updates_equal_numpy(storage):
     # the random start differs (CuPy's generator): the estimates agree as estimates do
     assert est == pytest.approx(estimate_lambda_max(twin.op, twin.smoother.inv_diag,
                                                     twin.free, 20), rel=0.02)
+
+
+def _fused_case(real):
+    """A float32 or float64 level of the cantilever (a SIMP truss design) with its
+    inverse diagonal as the smoothers keep it, a right-hand side and a start."""
+    from femopt.assembly.matrix_free import StructuredOperator
+
+    case, scale = cantilever((12, 6, 6))
+    free = ~case.fixed
+    op = StructuredOperator(case.layout, scale.astype(real), case.ke, free)
+    inv = InverseDiagonal.of(op.diagonal(), np.dtype(real))
+    rng = np.random.default_rng(8)
+    b = (rng.standard_normal(case.layout.n_dofs) * free).astype(real)
+    x = (rng.standard_normal(case.layout.n_dofs) * free).astype(real)
+    return op, inv, b, x
+
+
+@pytest.mark.parametrize("kind", ["chebyshev", "jacobi"])
+@pytest.mark.parametrize("zero_start", [True, False])
+def test_fused_steps_are_the_smoothers_polynomial(kind, zero_start):
+    """run_fused (each step's residual formed in the apply: no residual vector) moves x
+    as run (the residual updated) does, in float64 to rounding; and the operator's fused
+    step is d <- c1 d + D~^-1 (c2 (b - A x)), d not read where c1 is 0."""
+    op, inv, b, x0 = _fused_case(np.float64)
+    if zero_start:
+        x0[...] = 0.0
+    sm = PolynomialSmoother(op, inv, kind, 3, 0.6, 2.5, 0.1, 1.1)
+    x, d = x0.copy(), np.zeros_like(x0)
+    sm.run_fused(x, b, d, zero_start)
+    ref, r = x0.copy(), b - op.apply(x0)
+    sm.run(ref, r, np.zeros_like(x0), want_residual=False)
+    np.testing.assert_allclose(x, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+    assert np.abs(x - x0).max() > 1e-3 * np.abs(ref).max()  # it smoothed
+    d = np.full_like(x0, np.nan)
+    op.smooth(x0, b, d, inv, 0.0, 0.7)
+    np.testing.assert_allclose(d, inv.values() * (0.7 * (b - op.apply(x0))), rtol=1e-12,
+                               atol=1e-14)
+    d0 = np.random.default_rng(9).standard_normal(x0.size)
+    d = d0.copy()
+    op.smooth(x0, b, d, inv, 0.3, 0.7)
+    np.testing.assert_allclose(d, 0.3 * d0 + inv.values() * (0.7 * (b - op.apply(x0))),
+                               rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", ["walsh", "columns", "gather"])
+@pytest.mark.parametrize("real", [np.float32, np.float64], ids=["f32", "f64"])
+def test_gpu_fused_step_equals_numpy(variant, real, monkeypatch):
+    """Every apply kernel's fused smoothing step (float32 with the bfloat16 D~^-1, or
+    float64) against the NumPy twin, with c1 zero (d not read: NaN there) and not."""
+    import femopt.assembly.matrix_free as mf
+
+    cp = _cupy()
+    monkeypatch.setattr(mf, "HEX8_VARIANT", variant)
+    op, inv, b, x = _fused_case(real)
+    gop = mf.StructuredOperator(op.layout, cp.asarray(op.scale), op.ke, cp.asarray(op.free))
+    ginv = InverseDiagonal(cp.asarray(inv.data))
+    assert gop._gpu.variant == variant and ginv.packed == (real == np.float32)
+    tol = 1e-5 if real == np.float32 else 1e-12
+    for c1, d0 in ((0.0, np.full_like(x, np.nan)), (0.3, np.linspace(-1, 1, x.size))):
+        d = d0.astype(real)
+        gd = cp.asarray(d)
+        op.smooth(x, b, d, inv, c1, 0.7)
+        gop.smooth(cp.asarray(x), cp.asarray(b), gd, ginv, c1, 0.7)
+        np.testing.assert_allclose(cp.asnumpy(gd), d, rtol=0, atol=tol * np.abs(d).max())

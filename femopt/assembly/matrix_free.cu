@@ -49,11 +49,12 @@ __device__ __forceinline__ constexpr int femopt_cz(int a) { return a >> 2; }
 //   z: (K * n_nodes) added with factor beta (ignored when beta == 0).
 //   y: (K * n_nodes) output; may alias z, never u.
 //   nx, ny, nz: cells per axis (nz = 1 in 2D).
+//   w, wkind, gamma: an optional per-dof weight of the write (femopt_apply_write).
 template <typename T, int DIM, int K, int NCHILD>
 __device__ __forceinline__ void femopt_grid_apply(
     const T* __restrict__ u, const T* __restrict__ scale,
     const unsigned char* __restrict__ free_mask, const T* z, T* y, T alpha, T beta,
-    int nx, int ny, int nz)
+    int nx, int ny, int nz, const void* w, int wkind, T gamma)
 {
     constexpr int NC = 1 << DIM;
     constexpr int ND = NC * K;
@@ -112,7 +113,7 @@ __device__ __forceinline__ void femopt_grid_apply(
     for (int c = 0; c < K; ++c) {
         const femopt_index idx = c * n_nodes + node;
         const T v = free_mask[idx] ? acc[c] : __ldg(u + idx);
-        y[idx] = beta != T(0) ? alpha * v + beta * z[idx] : alpha * v;
+        femopt_apply_write(y, z, idx, v, alpha, beta, w, wkind, gamma);
     }
 }
 
@@ -120,16 +121,18 @@ template <typename T, int K, int NCHILD>
 __global__ void femopt_assembly_hex8_apply(
     const T* __restrict__ u, const T* __restrict__ scale,
     const unsigned char* __restrict__ free_mask, const T* z, T* y, T alpha, T beta,
-    int nx, int ny, int nz)
+    int nx, int ny, int nz, const void* w, int wkind, T gamma)
 {
-    femopt_grid_apply<T, 3, K, NCHILD>(u, scale, free_mask, z, y, alpha, beta, nx, ny, nz);
+    femopt_grid_apply<T, 3, K, NCHILD>(u, scale, free_mask, z, y, alpha, beta, nx, ny, nz,
+                                       w, wkind, gamma);
 }
 
 template <typename T, int K, int NCHILD>
 __global__ void femopt_assembly_quad4_apply(
     const T* __restrict__ u, const T* __restrict__ scale,
     const unsigned char* __restrict__ free_mask, const T* z, T* y, T alpha, T beta,
-    int nx, int ny, int nz)
+    int nx, int ny, int nz, const void* w, int wkind, T gamma)
 {
-    femopt_grid_apply<T, 2, K, NCHILD>(u, scale, free_mask, z, y, alpha, beta, nx, ny, 1);
+    femopt_grid_apply<T, 2, K, NCHILD>(u, scale, free_mask, z, y, alpha, beta, nx, ny, 1,
+                                       w, wkind, gamma);
 }

@@ -72,14 +72,18 @@ def cell_forces(ue: Any, scale: Any, ke: Any) -> Any:
 
 def apply_numpy(layout: GridLayout, u: np.ndarray, scale: np.ndarray, ke: np.ndarray,
                 free: np.ndarray | None = None, alpha: float = 1.0, beta: float = 0.0,
-                z: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
-    """NumPy twin of the apply kernel: ``alpha A u + beta z`` (see the module docstring).
+                z: np.ndarray | None = None, out: np.ndarray | None = None,
+                weight: np.ndarray | None = None, gamma: float = 0.0) -> np.ndarray:
+    """NumPy twin of the apply kernel: ``alpha A u + beta z`` (see the module docstring),
+    or with a per-dof ``weight`` ``gamma out + weight (alpha A u + beta z)`` (``out``
+    given; not read where gamma is 0): a smoothing step in the apply itself.
 
     Args:
         layout: the grid. u: (n_dofs,) grid layout, zero on constrained dofs.
         scale: (n_cells,) or (n_cells, c). ke: (nd, nd) or (c, nd, nd), symmetric.
         free: (n_dofs,) bool mask of free dofs, or None for no constraints.
         z: (n_dofs,) or None (then beta is ignored).
+        weight: (n_dofs,) values in u's dtype, or None.
     Returns:
         ``out`` (allocated when None), dtype of ``u``.
     """
@@ -91,6 +95,10 @@ def apply_numpy(layout: GridLayout, u: np.ndarray, scale: np.ndarray, ke: np.nda
         y *= alpha
     if z is not None and beta != 0.0:
         y += beta * z  # z may be ``out``: y is a separate buffer
+    if weight is not None:
+        y *= weight
+        if gamma != 0.0:
+            y += u.dtype.type(gamma) * out
     if out is None:
         return y
     out[...] = y
@@ -150,6 +158,15 @@ class StructuredOperator:
         if self.on_gpu:
             return self._gpu(u, self.scale, out, alpha, beta, z)
         return apply_numpy(self.layout, u, self.scale, self.ke, self.free, alpha, beta, z, out)
+
+    def smooth(self, x: Any, b: Any, d: Any, inv_diag: Any, c1: float, c2: float) -> None:
+        """d <- c1 d + D~^-1 (c2 (b - A x)) in one apply (``inv_diag``: the smoothers'
+        :class:`~femopt.solvers.smoothers.InverseDiagonal`; d not read where c1 is 0)."""
+        if self.on_gpu:
+            self._gpu(x, self.scale, d, -c2, c2, b, inv_diag, c1)
+            return
+        apply_numpy(self.layout, x, self.scale, self.ke, self.free, -c2, c2, b, d,
+                    inv_diag.values(), c1)
 
     def __matmul__(self, u: Any) -> Any:
         return self.apply(u)
@@ -270,14 +287,17 @@ class GpuApply:
         if free is None:
             self.free = cupy.ones(layout.n_dofs, dtype=cupy.uint8)
         else:  # a bool mask is read as its bytes (no copy: levels share their masks)
-            free = cupy.ascontiguousarray(free)
+            free = cupy.asarray(free, order="C")
             self.free = (free.view(cupy.uint8) if free.dtype in (cupy.bool_, cupy.uint8)
                          else (free != 0).view(cupy.uint8))
         shape = tuple(layout.shape) + (1,) * (3 - layout.dim)
         self.dims = tuple(np.int32(n) for n in shape)
 
     def __call__(self, u: Any, scale: Any, out: Any = None, alpha: float = 1.0,
-                 beta: float = 0.0, z: Any = None) -> Any:
+                 beta: float = 0.0, z: Any = None, weight: Any = None,
+                 gamma: float = 0.0) -> Any:
+        """out = alpha A u + beta z; with ``weight`` (an ``InverseDiagonal``: float
+        values or bfloat16 bits) out = gamma out + weight (alpha A u + beta z)."""
         import cupy
 
         from femopt.backend.kernels import get_kernel, launch_1d, set_constant
@@ -288,16 +308,21 @@ class GpuApply:
             raise ValueError("the apply kernel cannot write into its input")
         if z is None:
             z, beta = u, 0.0
+        if weight is None:
+            epilogue = (np.uint64(0), np.int32(0), self.real(0.0))  # a null weight
+        else:
+            epilogue = (weight.data, np.int32(2 if weight.packed else 1), self.real(gamma))
         args = (u, scale, self.free, z, out, self.real(alpha), self.real(beta)) + self.dims
         if self.variant == "walsh":
             kern = get_kernel(WALSH_SOURCE, self.walsh_name, prelude=self.prelude)
-            kern(self.tiles, (32, WALSH_ROWS), args + (np.int32(self.chunk),))
+            kern(self.tiles, (32, WALSH_ROWS), args + (np.int32(self.chunk),) + epilogue)
             return out
         if self.variant == "columns":
             kern = get_kernel(COLUMNS_SOURCE, self.column_name, prelude=self.prelude)
-            launch_1d(kern, self.threads, args + (np.int32(self.chunk),), block=128)
+            launch_1d(kern, self.threads, args + (np.int32(self.chunk),) + epilogue,
+                      block=128)
             return out
         kern = get_kernel(SOURCE, self.name)
         set_constant(SOURCE, self.symbol, self.values, self.key)
-        launch_1d(kern, self.layout.n_nodes, args)
+        launch_1d(kern, self.layout.n_nodes, args + epilogue)
         return out

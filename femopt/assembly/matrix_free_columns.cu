@@ -91,7 +91,7 @@ template <typename T, int K>
 __device__ __forceinline__ void femopt_col_step(
     T* below, T* here, const T* __restrict__ u, const T* __restrict__ scale,
     const unsigned char* __restrict__ free_mask, const T* z, T* y, T alpha, T beta,
-    int ix, int iy, int iz, int nx, int ny, int nz, femopt_index n_nodes)
+    int ix, int iy, int iz, int nx, int ny, int nz, femopt_index n_nodes, const void* w, int wkind, T gamma)
 {
     T acc[K];
 #pragma unroll
@@ -106,7 +106,7 @@ __device__ __forceinline__ void femopt_col_step(
     for (int c = 0; c < K; ++c) {
         const femopt_index idx = c * n_nodes + node;
         const T v = free_mask[idx] ? acc[c] : __ldg(u + idx);
-        y[idx] = beta != T(0) ? alpha * v + beta * z[idx] : alpha * v;
+        femopt_apply_write(y, z, idx, v, alpha, beta, w, wkind, gamma);
     }
 }
 
@@ -116,7 +116,7 @@ template <typename T, int K, int MIN_BLOCKS>
 __global__ void __launch_bounds__(128, MIN_BLOCKS) femopt_assembly_hex8_apply_columns(
     const T* __restrict__ u, const T* __restrict__ scale,
     const unsigned char* __restrict__ free_mask, const T* z, T* y, T alpha, T beta,
-    int nx, int ny, int nz, int chunk)
+    int nx, int ny, int nz, int chunk, const void* w, int wkind, T gamma)
 {
     const int nnx = nx + 1, nny = ny + 1, nnz = nz + 1;
     const femopt_index n_nodes = (femopt_index)nnx * nny * nnz;
@@ -135,9 +135,9 @@ __global__ void __launch_bounds__(128, MIN_BLOCKS) femopt_assembly_hex8_apply_co
     femopt_col_load<T, K>(hi, u, ix, iy, z0, nnx, nny, n_nodes);
     for (int iz = z0; iz < z1; iz += 2) {
         femopt_col_step<T, K>(lo, hi, u, scale, free_mask, z, y, alpha, beta, ix, iy, iz,
-                              nx, ny, nz, n_nodes);
+                              nx, ny, nz, n_nodes, w, wkind, gamma);
         if (iz + 1 < z1)
             femopt_col_step<T, K>(hi, lo, u, scale, free_mask, z, y, alpha, beta, ix, iy,
-                                  iz + 1, nx, ny, nz, n_nodes);
+                                  iz + 1, nx, ny, nz, n_nodes, w, wkind, gamma);
     }
 }

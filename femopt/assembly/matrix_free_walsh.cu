@@ -146,7 +146,7 @@ template <typename T, int K, int ROWS>
 __device__ __forceinline__ void femopt_walsh_write(
     const T* acc, const T* own, T (*rows_above)[ROWS][FEMOPT_WALSH_TX], bool writes,
     const unsigned* own_idx, femopt_index layer, const unsigned char* __restrict__ free_mask,
-    const T* z, T* y, T alpha, T beta)
+    const T* z, T* y, T alpha, T beta, const void* w, int wkind, T gamma)
 {
     const int tx = threadIdx.x, ty = threadIdx.y;
     T mine[K];
@@ -164,7 +164,7 @@ __device__ __forceinline__ void femopt_walsh_write(
     for (int c = 0; c < K; ++c) {
         const femopt_index i = layer + own_idx[c];
         const T v = free_mask[i] ? mine[c] + rows_above[c][ty - 1][tx] : own[c];
-        y[i] = beta != T(0) ? alpha * v + beta * z[i] : alpha * v;
+        femopt_apply_write(y, z, i, v, alpha, beta, w, wkind, gamma);
     }
 }
 
@@ -175,7 +175,7 @@ __global__ void __launch_bounds__(FEMOPT_WALSH_TX * ROWS, MIN_BLOCKS)
 femopt_assembly_hex8_apply_walsh(
     const T* __restrict__ u, const T* __restrict__ scale,
     const unsigned char* __restrict__ free_mask, const T* z, T* y, T alpha, T beta,
-    int nx, int ny, int nz, int chunk)
+    int nx, int ny, int nz, int chunk, const void* w, int wkind, T gamma)
 {
     constexpr int PLANE = femopt_walsh_tile<K, ROWS>::PLANE;
     __shared__ T nodes[2][K * PLANE];                    // alternate node layers
@@ -236,7 +236,8 @@ femopt_assembly_hex8_apply_walsh(
             bh[i] = th[i];
         }
         femopt_walsh_write<T, K, ROWS>(acc, u_here, rows_above, writes, own_idx, layer,
-                                       free_mask, z, y, alpha, beta);
+                                       free_mask, z, y, alpha, beta, w, wkind,
+                                       gamma);
         u_next += plane;
         s_here += cell_plane;
         layer += plane;
@@ -244,6 +245,7 @@ femopt_assembly_hex8_apply_walsh(
     if (n1 == nnz) {  // the top node layer: forces of the cells below only
         __syncthreads();  // no face barrier since the last exchange
         femopt_walsh_write<T, K, ROWS>(toph, own, rows_above, writes, own_idx, nz * plane,
-                                       free_mask, z, y, alpha, beta);
+                                       free_mask, z, y, alpha, beta, w, wkind,
+                                       gamma);
     }
 }

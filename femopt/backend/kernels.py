@@ -30,6 +30,25 @@ __device__ __forceinline__ femopt_index femopt_thread_count() {
     return (femopt_index)gridDim.x * blockDim.x;
 }
 
+// The write of an operator's apply at dof i, v = (A u)_i: y_i <- alpha v + beta z_i, or
+// with a per-dof weight w (wkind 1: the real type itself, 2: bfloat16 bits, the
+// smoothers' D~^-1) y_i <- gamma y_i + w_i (alpha v + beta z_i), y_i not read where
+// gamma is 0: a Chebyshev step d <- c1 d + c2 D~^-1 (b - A x) in the apply itself.
+template <typename T>
+__device__ __forceinline__ void femopt_apply_write(
+    T* y, const T* z, femopt_index i, T v, T alpha, T beta, const void* w, int wkind,
+    T gamma)
+{
+    T out = beta != T(0) ? alpha * v + beta * z[i] : alpha * v;
+    if (wkind != 0) {
+        const T wi = wkind == 2
+            ? (T)__uint_as_float((unsigned int)((const unsigned short*)w)[i] << 16)
+            : ((const T*)w)[i];
+        out = gamma != T(0) ? gamma * y[i] + wi * out : wi * out;
+    }
+    y[i] = out;
+}
+
 // Sum of v over the block, added to *out (one double atomic per block).
 // Every thread of the block must call it; blockDim.x a multiple of 32, at most 1024.
 __device__ __forceinline__ void femopt_block_sum_add(double v, double* out) {

@@ -92,17 +92,23 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
     out = [
         Array("states u", "held", F64 * n_dofs * n_cases),
         Array("loads f (their nonzeros: a face or a line, not counted)", "held", 0),
-        Array("V-cycle r, d (level 0)", "held", 2 * F32 * n_dofs),
+        # one GPU's fine level forms its smoothers' residuals in its applies (fused
+        # steps: StructuredOperator.smooth), a slab's holds r too
+        Array("V-cycle d (level 0; a slab's r too)", "held",
+              (2 if slab else 1) * F32 * n_dofs),
         Array("V-cycle b, x (level 0; the CG's own vectors when mixed)", "held",
               0 if mixed else 2 * F32 * n_dofs),
         Array("V-cycle b, x, r, d (coarse levels)", "held", int(4 * F32 * n_dofs * COARSE)),
         # bfloat16 where the V-cycle is float32, as on one GPU with either Krylov
         # precision (smoothers.InverseDiagonal)
         Array("smoothers' 1 / diagonal", "held", int(BF16 * n_dofs * levels)),
-        # one bool mask a level, read by its operators as bytes (no uint8 copies)
-        Array("free masks", "held", int(BOOL * n_dofs * levels)),
+        # one GPU: one bool mask a level, read by its operators as bytes; a slab's levels
+        # hold fixed and free, and its fine level both again for the whole slab
+        Array("free masks (a slab's fixed ones too)", "held",
+              int((4 if slab else 1) * BOOL * n_dofs * levels)),
         Array("scale factors, float64 (CG's operator)", "held", F64 * n_cells),
-        Array("scale factors, float32 (V-cycle)", "held", F32 * n_cells),
+        Array("scale factors, float32 (V-cycle; level 1's, rediscretized, an eighth more)",
+              "held", int(F32 * n_cells * 9 / 8)),
         # the columns are computed by the device's product (structured_csr.py): the
         # values, and per dof the row offsets and the diagonal's slots
         Array(f"coarse CSR values, row offsets, diagonal slots (levels {first_csr} and "
@@ -133,8 +139,11 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
         # the Galerkin product level's diagonal takes them (a slab's level 1 its apply)
         Array(f"level {first_csr - 1} children's scale factors",
               "held" if slab else "update", F32 * n_cells // 2**(dim * (first_csr - 2))),
-        # z = D~^-1 r is formed where it is used (smoothers.estimate_lambda_max)
-        Array("Lanczos q (level 0; r, p are the V-cycle's r, d)", "update", F32 * n_dofs),
+        # one GPU: z = D~^-1 r formed where it is used (smoothers.estimate_lambda_max), p
+        # the level's d; a slab's runs hold r, z, p and q of every level at once
+        Array("Lanczos r, q (level 0; p is the V-cycle's d; a slab's r, z, p, q of every "
+              "level)", "update", int(4 * F32 * n_dofs * levels) if slab else
+              2 * F32 * n_dofs),
     ]
     if slab:  # a rank's slab makes its coarse cell matrices whole
         out.append(Array("level 2 Galerkin cell matrices", "update", F32 * c2 * nd * nd))

@@ -204,7 +204,7 @@ class SlabMultigrid:
         for lev in levels:
             d = lev.op.diagonal()
             own = lev.slab.layers(d)[:, lev.slab.own_node_slice]
-            bad.append(bool(self.xp.any(own <= 0)))
+            bad.append(not bool(self.xp.all(own > 0)))  # NaN too
             # bfloat16 where the V-cycle is float32, as one GPU's (MultigridSolver)
             inv_ds.append(InverseDiagonal.of(d, self.dtype))
         # one reduction for the distributed levels (one communicator), then each level's

@@ -188,6 +188,9 @@ def pcg_fused(apply: Callable[[Any, Any], Any], precond: Callable[[Any, Any], An
                 beta = 0.0
         else:
             rz_new = dot(r, z)
+            if not (rz_new > 0.0 and np.isfinite(rz_new)):
+                raise SolverError(f"CG breakdown at iteration {it}: the preconditioner is "
+                                  f"not positive definite (r^T M^-1 r = {rz_new:.3g})")
             beta = rz_new / rz
         update_p(p, z, beta)
         rz = rz_new

@@ -18,24 +18,18 @@ Hierarchy (built once per grid and constraints; operators rebuilt per design):
   60x20x4 has at most 3 levels (30x10x2, then 15x5x1), 160x80x40 four (down to 20x10x5).
   A constrained fine dof constrains every coarse dof that interpolates to it
   (:func:`femopt.solvers.multigrid_transfer.coarse_fixed`);
-- coarse operators: ``galerkin`` (the default on the CPU) computes P^T A P cell by cell
-  (:mod:`femopt.solvers.galerkin`): level 1 matrix-free on the GPU (``matrix_free_levels``
-  = 2: prolong, the fine apply, restrict; ``GalerkinProduct``), assembled into CSR with a
-  fixed pattern below
-  (and for level 1 on the CPU); ``hybrid`` (the default of the grid device path,
-  ``auto``) rediscretizes level 1 (matrix-free, an eighth of the cost; the first
-  ``rediscretized_levels`` levels, 1 by default) and takes Galerkin below: on the GPU the
-  next level by products through the last rediscretized one (no CSR values: 16 B per fine
-  cell of 3D elasticity at level 2), assembled into CSR from the one after;
-  ``rediscretize`` averages the children's scale factors on every level. On SIMP
-  designs of contrast 1e-9 Galerkin never needed more CG iterations than the others and
-  up to 15% fewer; hybrid 2.5% more than Galerkin at 64x32x32, and through ``femopt run``
-  on an H100 at 33.5M cells it is 20% faster per design iteration; rediscretizing level 2
-  too took 7% to 15% more iterations than hybrid's level 1 alone (docs/benchmarks.md);
+- coarse operators (``MultigridOptions.coarse_operator``, measurements there):
+  ``galerkin`` (the CPU's default) computes P^T A P cell by cell
+  (:mod:`femopt.solvers.galerkin`), level 1 by products on the GPU (``GalerkinProduct``:
+  prolong, the apply above, restrict), CSR below; ``hybrid`` (the grid device path's)
+  rediscretizes level 1 (``rediscretized_levels``), on the GPU applies the next by
+  Galerkin products through it and assembles from the one after; ``rediscretize``
+  averages the children's scale factors on every level;
 - coarsest level: a direct solve (SciPy's SuperLU, or on the GPU the inverse from a dense
   Cholesky factor);
 - smoothing: Chebyshev of D^-1 A (default) or damped Jacobi (:mod:`femopt.solvers.smoothers`),
-  with the largest eigenvalue from Lanczos (``eigenvalue_bound``).
+  with the largest eigenvalue from Lanczos (``eigenvalue_bound``); matrix-free levels take
+  fused steps, their residuals formed in the apply (:func:`fused_levels`).
 
 CG (:func:`femopt.solvers.cg_kernels.pcg_fused`) runs in float64 and is preconditioned by one
 V-cycle. The solver keeps its hierarchy between ``solve`` calls, so the adjoint reuses it.
@@ -59,7 +53,8 @@ from femopt.solvers.base import LinearSolver
 from femopt.solvers.cg_kernels import pcg_fused
 from femopt.solvers.mixed_precision import solve_mixed
 from femopt.solvers.multigrid_levels import (CoarseSolver, GalerkinProduct, MultigridOptions,
-                                             eigenvalue_bound, grid_levels, with_springs)
+                                             eigenvalue_bound, fused_levels, grid_levels,
+                                             vcycle, with_springs)
 from femopt.solvers.galerkin import (
     assemble_level,
     child_matrices,
@@ -239,12 +234,15 @@ class MultigridSolver(LinearSolver):
             n_mf = 1 + o.rediscretized_levels + (0 if xp is np else 1)
         else:  # the fine level and, optionally, level 1 (its children scale factors)
             n_mf = min(o.matrix_free_levels or (1 if xp is np else 2), 2)
+        fused = fused_levels(self.coarse_operator, o.rediscretized_levels, len(levels),
+                             n_mf)
         for i, lev in enumerate(levels):
             n = lev.layout.n_dofs
             if i > 0:  # level 0's come from CG (mixed) or on first use (double)
                 lev.b = xp.zeros(n, dtype=self.dtype)
                 lev.x = xp.zeros(n, dtype=self.dtype)
-            lev.r = xp.zeros(n, dtype=self.dtype)
+            if i not in fused:  # a fused level forms its residuals in its applies
+                lev.r = xp.zeros(n, dtype=self.dtype)
             lev.d = xp.zeros(n, dtype=self.dtype)
             if i >= n_mf or i == len(levels) - 1:
                 lev.pattern = StructuredCSR(lev.layout, fixed_of[i])
@@ -319,6 +317,9 @@ class MultigridSolver(LinearSolver):
                                                                       dtype=data.dtype)
             lev.op = CSROperator(lev.pattern, data)
         levels[-1].coarse_solve = CoarseSolver(levels[-1].op, xp)
+        for lev in levels:  # springs wrap the fine operator: no fused steps through them
+            if lev.r is None and not hasattr(lev.op, "smooth"):
+                lev.r = xp.zeros(lev.layout.n_dofs, dtype=self.dtype)
         self._make_smoothers()
 
     def _make_smoothers(self) -> None:
@@ -327,7 +328,7 @@ class MultigridSolver(LinearSolver):
         xp, o = self.xp, self.options
         for i, lev in enumerate(self.levels[:-1]):
             d = lev.op.diagonal()
-            if bool(xp.any(d <= 0)):
+            if not bool(xp.all(d > 0)):  # NaN too
                 raise SolverError(f"multigrid level {i}: the operator has a non-positive "
                                   f"diagonal (is every element scale factor positive?)")
             # bfloat16 where the V-cycle is float32: the smoother and Lanczos take D~^-1
@@ -344,33 +345,18 @@ class MultigridSolver(LinearSolver):
 
     # -- solving ----------------------------------------------------------------------------
 
-    def _vcycle(self, i: int, b: Any, x: Any) -> None:
-        lev = self.levels[i]
-        if lev.coarse_solve is not None:
-            x[...] = lev.coarse_solve(b)
-            return
-        x[...] = 0
-        lev.r[...] = b
-        lev.smoother.run(x, lev.r, lev.d, want_residual=True)
-        nxt = self.levels[i + 1]
-        transfer.restrict_into(nxt.layout, lev.r, nxt.b, nxt.free)
-        self._vcycle(i + 1, nxt.b, nxt.x)
-        transfer.prolong_add(nxt.layout, nxt.x, x)
-        lev.op.apply(x, out=lev.r, alpha=-1.0, beta=1.0, z=b)
-        lev.smoother.run(x, lev.r, lev.d, want_residual=False)
-
     def precondition(self, r: Any, out: Any) -> Any:
         """out = one V-cycle applied to r (grid vectors, float64 or the V-cycle's
         precision; in the latter, straight from r into out)."""
         top = self.levels[0]
         if r.dtype == self.dtype and out.dtype == self.dtype:
-            self._vcycle(0, r, out)  # reads r, writes out: no copies
+            vcycle(self.levels, 0, r, out)  # reads r, writes out: no copies
             return out
         if top.b is None:
             top.b = self.xp.zeros(top.layout.n_dofs, dtype=self.dtype)
             top.x = self.xp.zeros(top.layout.n_dofs, dtype=self.dtype)
         top.b[...] = r if r.dtype == self.dtype else r.astype(self.dtype)
-        self._vcycle(0, top.b, top.x)
+        vcycle(self.levels, 0, top.b, top.x)
         out[...] = top.x
         return out
 

@@ -30,8 +30,12 @@ class MultigridOptions(Options):
     coarse_operator: Literal["auto", "galerkin", "rediscretize", "hybrid"] = "auto"
     """Coarse operators: P^T A P (robust for SIMP contrast), rediscretized densities, or
     hybrid: level 1 rediscretized (matrix-free, an eighth of the fine cost), Galerkin of
-    it below; auto: hybrid on the grid device path (one GPU) unless
-    ``matrix_free_levels`` is set, galerkin elsewhere."""
+    it below (on the GPU level 2 by products through level 1, CSR from level 3); auto:
+    hybrid on the grid device path (one GPU) unless ``matrix_free_levels`` is set,
+    galerkin elsewhere. On SIMP designs of contrast 1e-9 Galerkin never needed more CG
+    iterations than the others and up to 15% fewer; hybrid 2.5% more than Galerkin at
+    64x32x32, and through ``femopt run`` on an H100 at 33.5M cells 20% less time per
+    design iteration (docs/benchmarks.md)."""
     rediscretized_levels: int = Field(1, ge=1)
     """Levels that ``hybrid`` rediscretizes (matrix-free), from level 1 down; Galerkin
     of the last of them below. 2 saves level 2's CSR values (16 B per cell of 3D
@@ -157,6 +161,53 @@ class GalerkinProduct:
         scales = descendant_scales(self.fine.layout, self.fine.scale, 2)
         return diagonal(self.layout, scales, self.children, self.free)
 
+
+
+def fused_levels(coarse_operator: str, rediscretized: int, n_levels: int,
+                 n_mf: int) -> set[int]:
+    """The levels smoothed by their operator's fused steps (``StructuredOperator.smooth``:
+    each step's residual formed in the apply, no residual vector held) in a hierarchy of
+    ``n_levels`` whose first ``n_mf`` are matrix-free: the fine level and the
+    rediscretized ones (``rediscretized`` of them under hybrid), but for the one above a
+    Galerkin product level, whose r and d the products take as work space."""
+    last = n_levels - 1
+    if coarse_operator == "rediscretize":
+        structured, product = set(range(last)), set()
+    elif coarse_operator == "hybrid":
+        structured = set(range(min(rediscretized + 1, last)))
+        product = {rediscretized + 1} if rediscretized + 1 < min(n_mf, last) else set()
+    else:
+        structured = {0} if last > 0 else set()
+        product = {1} if 1 < min(n_mf, last) else set()
+    return structured - {i - 1 for i in product}
+
+
+def vcycle(levels: list, i: int, b: Any, x: Any) -> None:
+    """x = one V-cycle from level ``i`` of ``levels`` (``multigrid.Level``) applied to b:
+    pre-smoothing from x = 0, the residual restricted, the coarse correction, post-
+    smoothing; a level without a residual vector (:func:`fused_levels`) forms its
+    smoothing residuals in its applies and the one it restricts in d."""
+    lev = levels[i]
+    if lev.coarse_solve is not None:
+        x[...] = lev.coarse_solve(b)
+        return
+    x[...] = 0
+    nxt = levels[i + 1]
+    fused = lev.r is None
+    if fused:
+        lev.smoother.run_fused(x, b, lev.d, zero_start=True)
+        lev.op.apply(x, out=lev.d, alpha=-1.0, beta=1.0, z=b)
+    else:
+        lev.r[...] = b
+        lev.smoother.run(x, lev.r, lev.d, want_residual=True)
+    transfer.restrict_into(nxt.layout, lev.d if fused else lev.r, nxt.b, nxt.free)
+    vcycle(levels, i + 1, nxt.b, nxt.x)
+    transfer.prolong_add(nxt.layout, nxt.x, x)
+    if fused:
+        lev.smoother.run_fused(x, b, lev.d, zero_start=False)
+        return
+    lev.op.apply(x, out=lev.r, alpha=-1.0, beta=1.0, z=b)
+    lev.smoother.run(x, lev.r, lev.d, want_residual=False)
 
 def eigenvalue_bound(ke: np.ndarray, dim: int, k: int, ratio: int) -> float:
     """An upper bound of lambda_max(D^-1 A) on a level ``ratio`` times coarser than K0's.

@@ -219,6 +219,29 @@ class PolynomialSmoother:
             smooth_step(x, d, r, self.inv_diag, rho_new * rho, 2.0 * rho_new / self.delta)
             rho = rho_new
 
+    def run_fused(self, x: Any, b: Any, d: Any, zero_start: bool) -> None:
+        """Smooth A x = b in place with the operator's fused step (``op.smooth``: d <- c1
+        d + D~^-1 (c2 (b - A x)) in one apply, then x += d): the same polynomial as
+        :meth:`run` with each step's residual formed in the apply, so no residual vector
+        is held. ``zero_start``: x is 0 on entry, so the first step's residual is b."""
+        op, inv = self.op, self.inv_diag
+        if self.kind == "jacobi":
+            coefficients = [(0.0, self.omega)] * self.steps
+        else:
+            sigma = self.theta / self.delta
+            rho = 1.0 / sigma
+            coefficients = [(0.0, 1.0 / self.theta)]
+            for _ in range(1, self.steps):
+                rho_new = 1.0 / (2.0 * sigma - rho)
+                coefficients.append((rho_new * rho, 2.0 * rho_new / self.delta))
+                rho = rho_new
+        for s, (c1, c2) in enumerate(coefficients):
+            if s == 0 and zero_start:
+                smooth_step(x, d, b, inv, 0.0, c2)  # d = D~^-1 b c2, x = d
+                continue
+            op.smooth(x, b, d, inv, c1, c2)
+            x += d
+
 
 def estimate_lambda_max(op: Any, inv_diag: InverseDiagonal, free: Any, iterations: int = 10,
                         seed: int = 0, work: tuple[Any, Any] | None = None) -> float:
@@ -229,7 +252,8 @@ def estimate_lambda_max(op: Any, inv_diag: InverseDiagonal, free: Any, iteration
     eigenvalue approaches lambda_max from below, fast (hence the smoothers' upper margin).
     Three vectors of the level: r, p and q = A p; z = D~^-1 r is formed where it is used
     (r.z with r's update, p = p beta + z), and the dot products are summed in float64.
-    ``work``: two vectors of the level's own (its V-cycle's, idle now) for r and p.
+    ``work``: two vectors of the level's own (its V-cycle's, idle now) for r and p (r
+    None: a new one).
     """
     xp = inv_diag.xp
     n = inv_diag.size
@@ -242,7 +266,10 @@ def estimate_lambda_max(op: Any, inv_diag: InverseDiagonal, free: Any, iteration
         b *= free
     if work is not None:
         r, p = work
-        r[...] = b
+        if r is None:  # a level smoothed by fused steps holds no residual: r is b itself
+            r = b
+        else:
+            r[...] = b
         del b
     else:
         r, p = b, xp.empty_like(b)
