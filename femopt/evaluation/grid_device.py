@@ -27,22 +27,20 @@ from femopt.evaluation.grid_loads import GridLoads
 from femopt.solvers.eigen import lobpcg
 
 
-# What the count misses, per dof: the memory pool's blocks of temporaries between the
-# named arrays' lifetimes (dof vectors, most of them), allocator rounding, scratch.
-# Measured on an H100 (2026-12-06, twice that day: `femopt run --device gpu` without a
-# `solver:` section, hex8 elasticity, the pool's high-water mark): 178 B/cell at
-# 512x256x256 with mixed Krylov (b772c6b: three float32 CG vectors, the filter's 1 / Hs a
-# table, bfloat16 1 / diagonals, one mask a level, Lanczos on three vectors), counted
-# 160.2, 3.03 dofs per cell: 5.9 B per dof. The mark is set in the solve, the CG asking
-# for p with 161 B/cell live (benchmarks/gpu_memory_trace.py): the count is the live
-# peak, the share the pool's free blocks beside it. Earlier calibrations: 223 B/cell
-# against 215 counted (3e6340b), 248 against 231.7 (5.4 B per dof; 243 B/cell at
-# 1024x512x512, 4 B per dof), 290, 317, 405, 575 mixed and 636 double (2026-12-05). The
-# double Krylov path (a distributed rank's too), not measured at this code, keeps its
-# last share (24.6). Not yet measured for one dof per node (heat), where it is scaled by
-# the dofs.
-UNCOUNTED_PER_DOF = {"mixed": 5.9, "double": 24.6}
-MEMORY_MARGIN = 1.05  # over the count and its share: 187 B/cell (mixed) at 512x256x256
+# What the count misses, per dof: the memory pool's free blocks beside the named arrays
+# at the peak (blocks of temporaries between their lifetimes), allocator rounding,
+# scratch. Measured on an H100 (2026-12-06, `femopt run --device gpu` without a `solver:`
+# section, hex8 elasticity, the pool's high-water mark): 150 B/cell at 512x256x256 with
+# mixed Krylov (4c0697e: level 2 by products, fused fine smoothing), counted 132.9, 3.03
+# dofs per cell: 5.6 B per dof. The mark is set in the solve, the CG asking for p with
+# 133 B/cell live (benchmarks/gpu_memory_trace.py: the count is the live peak). Earlier
+# calibrations: 178 against 160.2 (b772c6b, 5.9 B per dof), 223 against 215, 248 against
+# 231.7 (5.4; 243 B/cell at 1024x512x512, 4 B per dof), 290, 317, 405, 575 mixed and 636
+# double (2026-12-05). The double Krylov path (a distributed rank's too), not measured at
+# this code, keeps an older share (24.6). Not yet measured for one dof per node (heat),
+# where it is scaled by the dofs.
+UNCOUNTED_PER_DOF = {"mixed": 5.6, "double": 24.6}
+MEMORY_MARGIN = 1.05  # over the count and its share: 157 B/cell (mixed) at 512x256x256
 
 
 def resolve_krylov(options: Any) -> str:
