@@ -408,6 +408,51 @@ def test_pcg_adds_its_steps_into_a_state_with_fletcher_reeves():
     assert np.all(np.isfinite(broken))
 
 
+@pytest.mark.parametrize("coarse, n_re, n_levels, n_mf, want", [
+    ("hybrid", 1, 5, 3, {0}),  # the GPU's: level 2 by products borrows level 1's r, d
+    ("hybrid", 1, 5, 2, {0, 1}),  # the CPU's: no product level
+    ("hybrid", 2, 5, 4, {0, 1}),
+    ("hybrid", 1, 2, 3, {0}),  # level 1 the coarsest
+    ("galerkin", 1, 4, 2, set()),  # level 1 by products borrows the fine r, d
+    ("galerkin", 1, 4, 1, {0}),
+    ("rediscretize", 1, 4, 4, {0, 1, 2}),
+    ("galerkin", 1, 1, 1, set()),  # one level: the coarsest alone
+])
+def test_fused_levels(coarse, n_re, n_levels, n_mf, want):
+    from femopt.solvers.multigrid_levels import fused_levels
+
+    assert fused_levels(coarse, n_re, n_levels, n_mf) == want
+
+
+@pytest.mark.parametrize("springs", [False, True])
+def test_fused_v_cycle_is_the_residual_form(springs):
+    """A V-cycle whose fine level forms its residuals in the applies (no r) gives the one
+    with the residual form (its r given back) to float64 rounding; springs on the fine
+    operator keep the residual form (their operator has no fused step)."""
+    from femopt.solvers.multigrid_levels import vcycle
+
+    case, scale, asm, f = cantilever_case((16, 8, 8))
+    mg = MultigridSolver(MultigridOptions(coarsest_size=100, coarse_operator="hybrid"),
+                         case.layout)
+    lay = case.layout
+    k = np.zeros(lay.n_dofs)
+    if springs:
+        k[lay.grid_index(np.arange(5))] = 1e3
+    mg.update_grid_operator(scale, case.ke, case.fixed, k if springs else None)
+    top = mg.levels[0]
+    assert (top.r is None) != springs
+    b = np.random.default_rng(13).standard_normal(lay.n_dofs) * ~case.fixed
+    x = np.zeros(lay.n_dofs)
+    vcycle(mg.levels, 0, b, x)
+    if springs:
+        return
+    top.r = np.zeros(lay.n_dofs)
+    ref = np.zeros(lay.n_dofs)
+    vcycle(mg.levels, 0, b, ref)
+    np.testing.assert_allclose(x, ref, rtol=0, atol=1e-13 * np.abs(ref).max())
+    assert np.abs(ref).max() > 0
+
+
 def test_transpose_solve_multiple_rhs_and_warm_start():
     case, scale, asm, f = cantilever_case((16, 8))
     rng = np.random.default_rng(4)

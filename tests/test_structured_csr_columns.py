@@ -140,15 +140,23 @@ def test_the_count_holds_the_coarse_values_without_indices():
     from femopt.evaluation import grid_memory
 
     lay = GridLayout((512, 256, 256), 3)
-    for first, lo, hi in ((2, 17.9, 18.0), (3, 2.2, 2.3)):
+    for first, lo, hi in ((1, 143.0, 144.0), (2, 17.9, 18.0), (3, 2.2, 2.3)):
         arrays = grid_memory.iteration_arrays(lay.n_cells, lay.n_dofs, 3, 3, n_coarse=4131,
                                               first_csr=first)
+        assert all(isinstance(a.bytes, int) for a in arrays)
         csr = [a for a in arrays if "CSR" in a.name]
         assert len(csr) == 1 and csr[0].phase == "held"
         n = lay.n_dofs // 8**first
         values = 4 * 81 * n * 8 / 7
         assert csr[0].bytes == int(values + 8 * n * 8 / 7)
         assert lo < csr[0].bytes / lay.n_cells < hi
+        # the product level's children's scale factors: level 1's cells for level 2's
+        # products, the fine cells for level 1's, none without a product level
+        children = [a for a in arrays if "children" in a.name][0].bytes / lay.n_cells
+        assert children == {1: 0.0, 2: 4.0, 3: 0.5}[first]
+    arrays = grid_memory.iteration_arrays(lay.n_cells, lay.n_dofs, 3, 3, n_coarse=4131,
+                                          first_csr=None)  # every level rediscretized
+    assert [a.bytes for a in arrays if "CSR" in a.name] == [0]
 
 
 # -- on the GPU --------------------------------------------------------------------------

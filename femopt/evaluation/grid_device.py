@@ -78,7 +78,7 @@ def _constant_bound_weights(model: Any) -> bool:
     return isinstance(v, np.ndarray) and v.ndim == 1 and v.strides == (0,)
 
 
-def first_csr(options: Any) -> int:
+def first_csr(options: Any) -> int | None:
     """One GPU's first coarse level in CSR for multigrid ``options`` (None: the
     defaults): below hybrid's rediscretized levels and its level by Galerkin products,
     below galerkin's level 1 by products (``matrix_free_levels`` 2, the GPU's default),
@@ -88,7 +88,7 @@ def first_csr(options: Any) -> int:
         return 2 + getattr(options, "rediscretized_levels", 1)
     if coarse == "galerkin":
         return min(getattr(options, "matrix_free_levels", None) or 2, 2)
-    return 64  # rediscretize: the coarsest level's CSR only (its dense inverse counted)
+    return None  # rediscretize: the coarsest level's CSR only (its dense inverse counted)
 
 
 def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
@@ -108,6 +108,10 @@ def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
     path (:func:`~femopt.evaluation.grid_memory.iteration_arrays`)."""
     n_filters, mma, constant_w = 1, False, False
     options = getattr(getattr(model, "solver", None), "options", None)
+    # the fine level keeps its residual vector where galerkin's level 1 products take it
+    # as work space, or springs keep it from fused smoothing steps
+    fine_residual = (first_csr(options) == 2 and resolve_coarse_operator(options) == "galerkin"
+                     or bool(getattr(model, "has_springs", False)))
     if n_coarse is None:
         n_coarse = grid_memory.coarsest_dofs(
             layout, getattr(options, "coarsest_size", 5000), getattr(options, "levels", None))
@@ -128,7 +132,7 @@ def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
                                           layout.k, n_cases, krylov or "mixed", n_filters,
                                           mma, n_coarse, bool(fixed_design), slab,
                                           constant_w, int(np.prod(layout.shape[:-1])),
-                                          first_csr(options))
+                                          first_csr(options), fine_residual)
     total = grid_memory.peak_bytes(arrays)
     if model is not None:
         total += integrand_bytes(model, layout.n_dofs)

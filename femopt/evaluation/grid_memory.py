@@ -62,7 +62,8 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
                      krylov: str = "mixed", n_filters: int = 1, mma: bool = False,
                      n_coarse: int = 0, fixed_design: bool = False,
                      slab: bool = False, constant_w: bool = False,
-                     layer_cells: int = 0, first_csr: int = 3) -> list[Array]:
+                     layer_cells: int = 0, first_csr: int | None = 3,
+                     fine_residual: bool = False) -> list[Array]:
     """The arrays of one design iteration of a grid with ``n_cells`` cells and
     ``n_dofs`` dofs (``k`` per node, ``dim`` axes), ``n_cases`` load cases, the Krylov
     precision ``krylov`` ("mixed" or "double"), ``n_filters`` density filters, OC (or
@@ -77,8 +78,11 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
     of one layer of the grid's slowest axis, which size the first assembled level's
     chunks of Galerkin cell matrices (0: a chunk of
     :data:`~femopt.solvers.galerkin.CHUNK_BYTES`). ``first_csr``: one GPU's first coarse
-    level in CSR, the one above it applied by Galerkin products (hybrid: 3, level 1
-    rediscretized and level 2 by products; galerkin: 2); a slab's is 2."""
+    level in CSR, the one above it applied by Galerkin products where it is 2 or more
+    (hybrid: 3, level 1 rediscretized and level 2 by products; galerkin: 2, or 1 without
+    products; None: none but the coarsest, every level rediscretized); a slab's is 2.
+    ``fine_residual``: one GPU's fine level holds its residual vector (galerkin's level 1
+    products take it as work space, or springs keep the fine level from fused steps)."""
     if krylov not in ("mixed", "double"):
         raise ValueError(f"unknown Krylov precision {krylov!r}")
     nd = 2**dim * k  # dofs of a cell
@@ -86,16 +90,20 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
     n2, c2 = n_dofs // 4**dim, n_cells // 4**dim  # level 2 (two coarsenings)
     if slab:
         first_csr = 2
-    n_csr, c_csr = n_dofs // 2**(dim * first_csr), n_cells // 2**(dim * first_csr)
+    deep = 64 if first_csr is None else first_csr  # beyond any hierarchy
+    n_csr, c_csr = n_dofs // 2**(dim * deep), n_cells // 2**(dim * deep)
+    product = first_csr is not None and first_csr >= 2  # a Galerkin product level above
+    fine_r = slab or fine_residual
     levels = 1.0 + COARSE
     mixed = krylov == "mixed"
     out = [
         Array("states u", "held", F64 * n_dofs * n_cases),
         Array("loads f (their nonzeros: a face or a line, not counted)", "held", 0),
         # one GPU's fine level forms its smoothers' residuals in its applies (fused
-        # steps: StructuredOperator.smooth), a slab's holds r too
-        Array("V-cycle d (level 0; a slab's r too)", "held",
-              (2 if slab else 1) * F32 * n_dofs),
+        # steps: StructuredOperator.smooth) but where it lends r to level 1's products or
+        # carries springs; a slab's holds r too
+        Array("V-cycle d (level 0; and r where it has no fused steps)", "held",
+              (2 if fine_r else 1) * F32 * n_dofs),
         Array("V-cycle b, x (level 0; the CG's own vectors when mixed)", "held",
               0 if mixed else 2 * F32 * n_dofs),
         Array("V-cycle b, x, r, d (coarse levels)", "held", int(4 * F32 * n_dofs * COARSE)),
@@ -111,8 +119,9 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
               "held", int(F32 * n_cells * 9 / 8)),
         # the columns are computed by the device's product (structured_csr.py): the
         # values, and per dof the row offsets and the diagonal's slots
-        Array(f"coarse CSR values, row offsets, diagonal slots (levels {first_csr} and "
-              "below)", "held", int((F32 * row + 2 * I32) * n_csr * levels)),
+        Array(f"coarse CSR values, row offsets, diagonal slots (levels {deep} and below)"
+              if first_csr is not None else "coarse CSR values (the coarsest level's)",
+              "held", int((F32 * row + 2 * I32) * n_csr * levels)),
         Array("design x (with passive cells: x0 and the bounds too)", "held",
               (4 if fixed_design else 1) * F64 * n_cells),
         # a grid filter keeps 1 / Hs on its proxy grid alone: a table of at most
@@ -137,23 +146,27 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
                          "solve", 6 * F64 * n_dofs))
     out += [
         # the Galerkin product level's diagonal takes them (a slab's level 1 its apply)
-        Array(f"level {first_csr - 1} children's scale factors",
-              "held" if slab else "update", F32 * n_cells // 2**(dim * (first_csr - 2))),
-        # one GPU: z = D~^-1 r formed where it is used (smoothers.estimate_lambda_max), p
-        # the level's d; a slab's runs hold r, z, p and q of every level at once
-        Array("Lanczos r, q (level 0; p is the V-cycle's d; a slab's r, z, p, q of every "
-              "level)", "update", int(4 * F32 * n_dofs * levels) if slab else
-              2 * F32 * n_dofs),
+        Array(f"level {deep - 1} children's scale factors" if product
+              else "children's scale factors (no Galerkin product level)",
+              "held" if slab else "update",
+              F32 * n_cells // 2**(dim * (deep - 2)) if product else 0),
+        # one GPU: z = D~^-1 r formed where it is used (smoothers.estimate_lambda_max), r
+        # and p the level's r and d (r new where fused); a slab's runs hold r, z, p and q
+        # of every level at once
+        Array("Lanczos q, and r where the fine level is fused (p the V-cycle's d; a "
+              "slab's r, z, p, q of every level)", "update",
+              int(4 * F32 * n_dofs * levels) if slab else
+              (1 if fine_r else 2) * F32 * n_dofs),
     ]
     if slab:  # a rank's slab makes its coarse cell matrices whole
         out.append(Array("level 2 Galerkin cell matrices", "update", F32 * c2 * nd * nd))
     else:
         out += [
-            Array(f"level {first_csr} Galerkin cell matrices: one chunk of cell layers, "
+            Array(f"level {deep} Galerkin cell matrices: one chunk of cell layers, "
                   "and its coarsening's temporaries (half a chunk)", "update",
-                  int(1.5 * _galerkin_chunk(c_csr, nd, dim, layer_cells, first_csr))),
-            Array(f"level {first_csr + 1} Galerkin cell matrices, made from level "
-                  f"{first_csr}'s chunks (the next level's beside its assembly: 1/7 more)",
+                  int(1.5 * _galerkin_chunk(c_csr, nd, dim, layer_cells, deep))),
+            Array(f"level {deep + 1} Galerkin cell matrices, made from level "
+                  f"{deep}'s chunks (the next level's beside its assembly: 1/7 more)",
                   "update", int(F32 * c_csr // 2**dim * nd * nd * 8 / 7)),
         ]
     out.append(Array("coarsest level: its dense matrix and Cholesky factor, then the "
