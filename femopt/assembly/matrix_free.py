@@ -310,6 +310,9 @@ class GpuApply:
             z, beta = u, 0.0
         if weight is None:
             epilogue = (np.uint64(0), np.int32(0), self.real(0.0))  # a null weight
+        elif weight.dtype != self.real:
+            raise ValueError(f"the apply's weight holds {weight.dtype} values, its "
+                             f"operator {np.dtype(self.real)}")
         else:
             epilogue = (weight.data, np.int32(2 if weight.packed else 1), self.real(gamma))
         args = (u, scale, self.free, z, out, self.real(alpha), self.real(beta)) + self.dims

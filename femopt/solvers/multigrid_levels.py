@@ -1,6 +1,7 @@
 """Pieces of the grid multigrid around its levels: its options, springs to ground on
-the fine operator, level 1's Galerkin operator applied by products, the design-independent
-bound of a level's smoothing spectrum, and the direct solve of the coarsest level."""
+the fine operator, a Galerkin level applied by products, the levels smoothed by fused
+steps and the V-cycle over the levels, the design-independent bound of a level's
+smoothing spectrum, and the direct solve of the coarsest level."""
 
 from __future__ import annotations
 
@@ -38,9 +39,9 @@ class MultigridOptions(Options):
     design iteration (docs/benchmarks.md)."""
     rediscretized_levels: int = Field(1, ge=1)
     """Levels that ``hybrid`` rediscretizes (matrix-free), from level 1 down; Galerkin
-    of the last of them below. 2 saves level 2's CSR values (16 B per cell of 3D
-    elasticity) but took 7% to 15% more CG iterations on SIMP designs from 96x48x48 up
-    (docs/benchmarks.md)."""
+    of the last of them below (on the GPU the next level by products). 2 took 7% to 15%
+    more CG iterations on SIMP designs from 96x48x48 up, for level 3's CSR values on the
+    GPU (about 2 B per cell of 3D elasticity; docs/benchmarks.md)."""
     matrix_free_levels: int | None = Field(None, ge=1)
     """Galerkin levels applied without assembling (the finest counts); None: 1 on the CPU,
     2 on the GPU."""
@@ -116,18 +117,19 @@ def with_springs(op: Any, springs: tuple[Any, np.ndarray] | None) -> Any:
 
 
 class GalerkinProduct:
-    """Level 1's Galerkin operator D_c P^T A0 P D_c + (I - D_c) applied as three products:
-    the coarse vector interpolated onto the fine grid, the fine level's own apply (on hex8
-    the Walsh kernel), and the restriction of the result. At 512x256x256 on an H100 this
+    """A level's Galerkin operator D_c P^T A P D_c + (I - D_c) of the level above (A: the
+    fine level's for galerkin's level 1, the rediscretized level 1's for hybrid's level 2)
+    applied as three products: the coarse vector interpolated onto the level above, that
+    level's own apply (on hex8 the Walsh kernel), and the restriction of the result. At 512x256x256 on an H100 this
     took 1.7 ms, where the cell-wise form (the children's scale factors and matrices in
     one gathering kernel) took 2.2 ms and a fine apply 0.85 (docs/benchmarks.md); it
     keeps nothing per cell. The diagonal, once per design, is the cell-wise one.
 
     Args:
-        layout: level 1's grid. fine: the fine level's operator in the V-cycle's
-            precision, without springs (they are the fine level's alone). free: level
-            1's free dofs. work: two fine vectors that are idle while level 1 works (the
-            fine level's V-cycle r and d). children: the children's matrices
+        layout: this level's grid. fine: the level above's operator in the V-cycle's
+            precision, without springs (they are the fine level's alone). free: this
+            level's free dofs. work: two vectors of the level above that are idle while
+            this level works (its V-cycle r and d). children: the children's matrices
             (``galerkin.child_matrices`` at ratio 2, host).
     """
 
@@ -160,7 +162,6 @@ class GalerkinProduct:
     def diagonal(self) -> Any:
         scales = descendant_scales(self.fine.layout, self.fine.scale, 2)
         return diagonal(self.layout, scales, self.children, self.free)
-
 
 
 def fused_levels(coarse_operator: str, rediscretized: int, n_levels: int,
@@ -208,6 +209,7 @@ def vcycle(levels: list, i: int, b: Any, x: Any) -> None:
         return
     lev.op.apply(x, out=lev.r, alpha=-1.0, beta=1.0, z=b)
     lev.smoother.run(x, lev.r, lev.d, want_residual=False)
+
 
 def eigenvalue_bound(ke: np.ndarray, dim: int, k: int, ratio: int) -> float:
     """An upper bound of lambda_max(D^-1 A) on a level ``ratio`` times coarser than K0's.
