@@ -279,6 +279,20 @@ def test_mg_pcg_variants_converge(opts):
     np.testing.assert_allclose(u, ref, rtol=0, atol=1e-6 * np.abs(ref).max())
 
 
+def hybrid_case(shape, n_re, xp):
+    """The cantilever at a SIMP design, its direct solution, and a mixed-Krylov hybrid
+    multigrid with ``n_re`` rediscretized levels whose operator is set on ``xp``."""
+    case, scale, asm, f = cantilever_case(shape)
+    ref = DirectSolver()
+    ref.update_operator(scale, asm, case.ke)
+    mg = MultigridSolver(MultigridOptions(rtol=1e-9, coarsest_size=100,
+                                          coarse_operator="hybrid",
+                                          rediscretized_levels=n_re), case.layout)
+    mg.use_krylov("mixed")
+    mg.update_operator(xp.asarray(scale), asm, case.ke)
+    return case, scale, asm, f, ref.solve(f), mg
+
+
 @pytest.mark.parametrize("n_re", [1, 2, 3])
 def test_hybrid_rediscretizes_the_levels_asked_and_galerkin_below(n_re):
     """``hybrid`` with ``rediscretized_levels`` n: levels 1 to n matrix-free on their
@@ -286,15 +300,7 @@ def test_hybrid_rediscretizes_the_levels_asked_and_galerkin_below(n_re):
     operator (the coarsest assembled whatever it is), each level's element bound taken at
     its coarsening ratio from level n; with the float32 V-cycle of the mixed solve the
     solution is the direct solver's."""
-    case, scale, asm, f = cantilever_case((32, 16, 8))
-    ref = DirectSolver()
-    ref.update_operator(scale, asm, case.ke)
-    u_ref = ref.solve(f)
-    mg = MultigridSolver(MultigridOptions(rtol=1e-9, coarsest_size=100,
-                                          coarse_operator="hybrid",
-                                          rediscretized_levels=n_re), case.layout)
-    mg.use_krylov("mixed")
-    mg.update_operator(scale, asm, case.ke)
+    case, scale, asm, f, u_ref, mg = hybrid_case((32, 16, 8), n_re, np)
     levels = mg.levels
     assert [lev.layout.shape for lev in levels] == [(32, 16, 8), (16, 8, 4), (8, 4, 2),
                                                     (4, 2, 1)]
@@ -335,15 +341,7 @@ def test_gpu_hybrid_applies_the_next_level_by_products(n_re, shape):
 
     from femopt.solvers.multigrid_levels import GalerkinProduct
 
-    case, scale, asm, f = cantilever_case(shape)
-    ref = DirectSolver()
-    ref.update_operator(scale, asm, case.ke)
-    u_ref = ref.solve(f)
-    mg = MultigridSolver(MultigridOptions(rtol=1e-9, coarsest_size=100,
-                                          coarse_operator="hybrid",
-                                          rediscretized_levels=n_re), case.layout)
-    mg.use_krylov("mixed")
-    mg.update_operator(cupy.asarray(scale), asm, case.ke)
+    case, scale, asm, f, u_ref, mg = hybrid_case(shape, n_re, cupy)
     levels = mg.levels
     kinds = [type(lev.op).__name__ for lev in levels]
     assert kinds[n_re + 1] == "GalerkinProduct" and kinds[-1] == "CSROperator"
