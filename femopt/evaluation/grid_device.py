@@ -108,10 +108,10 @@ def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
     path (:func:`~femopt.evaluation.grid_memory.iteration_arrays`)."""
     n_filters, mma, constant_w = 1, False, False
     options = getattr(getattr(model, "solver", None), "options", None)
-    # the fine level keeps its residual vector where galerkin's level 1 products take it
-    # as work space, or springs keep it from fused smoothing steps
-    fine_residual = (first_csr(options) == 2 and resolve_coarse_operator(options) == "galerkin"
-                     or bool(getattr(model, "has_springs", False)))
+    csr_from = first_csr(options)
+    # the fine level keeps its residual vector where level 1's Galerkin products take it
+    # as work space (CSR from level 2: galerkin's), or springs keep it from fused steps
+    fine_residual = csr_from == 2 or bool(getattr(model, "has_springs", False))
     if n_coarse is None:
         n_coarse = grid_memory.coarsest_dofs(
             layout, getattr(options, "coarsest_size", 5000), getattr(options, "levels", None))
@@ -132,7 +132,7 @@ def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
                                           layout.k, n_cases, krylov or "mixed", n_filters,
                                           mma, n_coarse, bool(fixed_design), slab,
                                           constant_w, int(np.prod(layout.shape[:-1])),
-                                          first_csr(options), fine_residual)
+                                          csr_from, fine_residual)
     total = grid_memory.peak_bytes(arrays)
     if model is not None:
         total += integrand_bytes(model, layout.n_dofs)

@@ -62,7 +62,7 @@ from femopt.solvers.galerkin import (
     rediscretized_scale,
 )
 from femopt.solvers.pcg import CGInfo, not_converged
-from femopt.solvers.smoothers import PolynomialSmoother, estimate_lambda_max
+from femopt.solvers.smoothers import InverseDiagonal, PolynomialSmoother, estimate_lambda_max
 
 
 LANCZOS_MARGIN = 1.2  # the estimate approaches lambda_max from below
@@ -323,8 +323,6 @@ class MultigridSolver(LinearSolver):
         self._make_smoothers()
 
     def _make_smoothers(self) -> None:
-        from femopt.solvers.smoothers import InverseDiagonal
-
         xp, o = self.xp, self.options
         for i, lev in enumerate(self.levels[:-1]):
             d = lev.op.diagonal()

@@ -105,14 +105,13 @@ class InverseDiagonal:
         self.size = int(data.size)
 
     @classmethod
-    def of(cls, diagonal: Any, dtype: Any, pack: bool | None = None) -> "InverseDiagonal":
+    def of(cls, diagonal: Any, dtype: Any, pack: bool = True) -> "InverseDiagonal":
         """1 / ``diagonal`` (positive: the caller checks) in ``dtype``, computed in place
-        where ``diagonal`` has that dtype; float32 kept as bfloat16 bits unless ``pack``
-        is False."""
+        where ``diagonal`` has that dtype; float32 kept as bfloat16 bits where ``pack``."""
         xp = array_namespace(diagonal)
         inv = (xp.reciprocal(diagonal, out=diagonal) if diagonal.dtype == dtype
                else (1.0 / diagonal).astype(dtype))
-        if np.dtype(dtype) == np.float32 and pack is not False:
+        if np.dtype(dtype) == np.float32 and pack:
             return cls(bfloat16_bits(inv))
         return cls(inv)
 
@@ -298,10 +297,9 @@ def _dot(a: Any, b: Any) -> float:
     """a . b summed in float64."""
     from femopt.solvers.cg_kernels import dot_gpu
 
-    if array_namespace(a) is np:
-        return float(np.dot(a, b)) if a.dtype == np.float64 else \
-            float(np.dot(a.astype(np.float64), b.astype(np.float64)))
-    return dot_gpu(a, b)
+    if array_namespace(a) is not np:
+        return dot_gpu(a, b)
+    return float(np.dot(a.astype(np.float64, copy=False), b.astype(np.float64, copy=False)))
 
 
 def _lanczos_r(r: Any, q: Any, inv_diag: InverseDiagonal, alpha: float) -> float:
