@@ -120,10 +120,10 @@ class GalerkinProduct:
     """A level's Galerkin operator D_c P^T A P D_c + (I - D_c) of the level above (A: the
     fine level's for galerkin's level 1, the rediscretized level 1's for hybrid's level 2)
     applied as three products: the coarse vector interpolated onto the level above, that
-    level's own apply (on hex8 the Walsh kernel), and the restriction of the result. At 512x256x256 on an H100 this
-    took 1.7 ms, where the cell-wise form (the children's scale factors and matrices in
-    one gathering kernel) took 2.2 ms and a fine apply 0.85 (docs/benchmarks.md); it
-    keeps nothing per cell. The diagonal, once per design, is the cell-wise one.
+    level's own apply (on hex8 the Walsh kernel), and the restriction of the result. As
+    galerkin's level 1 at 512x256x256 on an H100 it took 1.7 ms, where the cell-wise form
+    (the children's scale factors and matrices in one gathering kernel) took 2.2 ms and a
+    fine apply 0.85 (docs/benchmarks.md); it keeps nothing per cell. The diagonal, once per design, is the cell-wise one.
 
     Args:
         layout: this level's grid. fine: the level above's operator in the V-cycle's
