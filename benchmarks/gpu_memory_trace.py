@@ -43,7 +43,8 @@ def site(depth: int = 1) -> str:
     ``module.py:line (function)``, innermost first."""
     out = []
     for frame in reversed(traceback.extract_stack(limit=60)[:-2]):
-        if "/femopt/" in frame.filename:
+        # femopt's own frames, not its allocator's (backend/gpu_pool.py)
+        if "/femopt/" in frame.filename and not frame.filename.endswith("gpu_pool.py"):
             out.append(f"{Path(frame.filename).name}:{frame.lineno} ({frame.name})")
             if len(out) == depth:
                 break
@@ -81,7 +82,9 @@ def main() -> None:
               f"used high {used / cells:.0f} B/cell")
         return
 
-    pool = cp.get_default_memory_pool()
+    from femopt.backend import gpu_allocator, pool_bytes, pool_total
+
+    gpu_allocator()  # femopt's pools, as femopt run sets them up
 
     class Trace(cp.cuda.MemoryHook):
         """Live blocks by pointer (size, call site); the live high-water mark and the
@@ -111,7 +114,7 @@ def main() -> None:
 
         def alloc_postprocess(self, **kw):
             # the pool took a new block from the device: where, and what was live then
-            total = pool.total_bytes()
+            total = pool_total(cp)
             if total > self.held:
                 self.held = total
                 self.held_at = (site(4), self.used + kw["mem_size"], dict(self.live))
@@ -130,7 +133,8 @@ def main() -> None:
     print(f"shape {args.shape}, {cells} cells, {state['n']} allocations")
     print(f"live high-water {state['peak'] / cells:.0f} B/cell, "
           f"held high-water {state['held'] / cells:.0f} B/cell, "
-          f"held at the end {pool.total_bytes() / cells:.0f} B/cell")
+          f"held at the end {pool_total(cp) / cells:.0f} B/cell, the pools' high-water "
+          f"mark (summary.json's gpu_pool_bytes) {pool_bytes(cp) / cells:.0f} B/cell")
     by_site = defaultdict(lambda: [0, 0])
     for nbytes, where in state["at_peak"].values():
         by_site[where][0] += nbytes

@@ -30,6 +30,8 @@ from itertools import product
 
 import numpy as np
 
+from femopt.backend import release_cached
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # grid fixtures
 
 BANDWIDTH = 3.0e12  # device-to-device copy on an H100, shared/device/README.md
@@ -94,7 +96,7 @@ def bench(shape, dtype, repeat, variant, min_blocks=None, rows=None):
                           cupy.asnumpy(scale).astype(np.float64), unit_cell_matrix(3), None)
         err = float(np.abs(cupy.asnumpy(y) - ref).max() / np.abs(ref).max())
     del u, y, scale, op
-    cupy.get_default_memory_pool().free_all_blocks()
+    release_cached(cupy)
     return dict(cells=lay.n_cells, seconds=seconds, gbs=nbytes / seconds / 1e9,
                 tflops=flops / seconds / 1e12, bw_frac=nbytes / seconds / BANDWIDTH, err=err,
                 flop_frac=flops / seconds / peak_flops(dtype), roof_frac=roof / seconds)

@@ -22,6 +22,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from femopt.backend import pool_total
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_cli_run import problem  # noqa: E402
 
@@ -30,7 +32,7 @@ class Steps:
     """Timed steps (label -> iteration -> seconds, calls) and the pool's bytes in each."""
 
     def __init__(self, cp: Any):
-        self.cp, self.pool = cp, cp.get_default_memory_pool()
+        self.cp = cp
         self.open: list[list] = []  # [label, t0, live high, held high] of running steps
         self.iteration = 0
         self.seconds: dict = defaultdict(lambda: defaultdict(float))
@@ -77,7 +79,7 @@ class Steps:
         def timed(*args, **kwargs):
             label = name_of(*args, **kwargs)
             sync()
-            frame = [label, time.perf_counter(), self.live, self.pool.total_bytes()]
+            frame = [label, time.perf_counter(), self.live, pool_total(self.cp)]
             self.first_live.setdefault(label, self.live)
             self.open.append(frame)
             try:

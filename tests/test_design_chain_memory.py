@@ -86,8 +86,8 @@ def test_volume_weights_stay_one_number_on_the_device(where):
     assert values[1] == pytest.approx(values_full[1], rel=1e-15)
     for g, g_full in zip(grads, grads_full):
         np.testing.assert_array_equal(g, g_full)
-    (w, b), (w_full, b_full) = model.linear_constraint(), full.linear_constraint()
-    np.testing.assert_array_equal(w, w_full)
+    (_, b), (_, b_full) = model.linear_constraint(), full.linear_constraint()
+    np.testing.assert_array_equal(model.path.linear_weights(), full.path.linear_weights())
     assert b == b_full
 
 
@@ -110,7 +110,8 @@ def test_gpu_volume_weights_are_one_number_and_give_the_same_bits():
     assert values == values_full
     assert bool((terms[1][0] == terms_full[1][0]).all())
     assert model.cheap_constraints(x)[0] == full.cheap_constraints(x)[0]
-    (w, b), (w_full, b_full) = model.linear_constraint(), full.linear_constraint()
+    (_, b), (_, b_full) = model.linear_constraint(), full.linear_constraint()
+    w, w_full = model.path.linear_weights(), full.path.linear_weights()
     assert bool((w == w_full).all()) and b == b_full
 
 
@@ -129,15 +130,41 @@ def test_ocs_w_is_one_number_where_every_weight_is_alike(where, filters, passive
     """w = the chain rule of the volume weights is one number at stride 0 where they
     reach x unmixed (no filter, or the sensitivity filter, whose chain rule is the
     identity; no passive cell), on every path; the same numbers as the chain of the
-    weights made an array."""
+    weights made an array. Elsewhere the path keeps no w (None: OC takes the
+    constraint's gradient for it), and ``linear_weights`` makes it."""
     data = _problem("mbb_beam", passive, filters=filters, solver={"type": "multigrid"})
     model = build(data, **where)
     path = model.path
-    w, _ = model.linear_constraint()
-    assert (w.strides == (0,)) == constant
+    kept, _ = model.linear_constraint()
+    w = path.linear_weights()
+    assert (kept is not None) == constant == (w.strides == (0,))
+    if constant:
+        assert kept is not None and float(kept[0]) == float(w[0])
     v = np.array(path._bound_rho_weights())
     full = model.bounds[0].sign_scale() * path.chain(v, [None] * len(path.stages))
     np.testing.assert_array_equal(w, full)
+
+
+@pytest.mark.parametrize("where", WHERE, ids=["cpu", "twin", "slab"])
+@pytest.mark.parametrize("filters", [[{"type": "density", "radius": 1.5}], SENSITIVITY],
+                         ids=["density", "sensitivity"])
+def test_ocs_w_is_the_constraints_gradient(where, filters):
+    """The linear constraint's gradient is w: OC, which takes dg for a w the path does
+    not keep, bisects on the same volumes (to rounding) as with w made an array, and
+    the same designs follow (passive cells make w an array either way)."""
+    data = _problem("mbb_beam", True, filters=filters, solver={"type": "multigrid"})
+    model, full, probe = (build(data, **where) for _ in range(3))
+    assert model.linear_constraint()[0] is None
+    x = probe.to_device(np.random.default_rng(3).uniform(0.2, 0.8, probe.n))
+    dg = probe.evaluate(x).dg[0]
+    w = model.path.linear_weights()
+    np.testing.assert_allclose(np.asarray(dg), np.asarray(w), rtol=1e-14,
+                               atol=1e-16 * float(np.abs(w).max()))
+    full.path._linear = (w, model.linear_constraint()[1])
+    r_one, r_full = model.optimizer.run(model, model.x0, 5), full.optimizer.run(
+        full, full.x0, 5)
+    assert [h.objective for h in model.history] == [h.objective for h in full.history]
+    np.testing.assert_array_equal(r_one.x, r_full.x)
 
 
 @pytest.mark.parametrize("where", WHERE, ids=["cpu", "twin", "slab"])
@@ -155,8 +182,7 @@ def test_oc_runs_with_one_number_for_w_as_with_an_array(where):
 
 # -- the count ---------------------------------------------------------------------------
 
-DESIGN_CHAIN = ("design x", "filters' 1 / Hs", "filtered designs", "volume weights",
-                "OC's w")
+DESIGN_CHAIN = ("design x", "filters' 1 / Hs", "filtered designs", "volume weights")
 
 
 def _held_design_chain(**kwargs) -> tuple[float, dict[str, float]]:
@@ -176,12 +202,12 @@ def _held_design_chain(**kwargs) -> tuple[float, dict[str, float]]:
 @pytest.mark.parametrize("krylov", ["mixed", "double"])
 def test_the_count_holds_no_volume_weights(krylov):
     """The volume weights are one number: the count's design chain with a density
-    filter and OC holds x, rho and OC's w (24 B/cell), v nothing, and 1 / Hs nothing
-    per cell (a table on the filter's proxy grid)."""
+    filter and OC holds x and rho (16 B/cell), v nothing, OC's w nothing (its gradient
+    dg), and 1 / Hs nothing per cell (a table on the filter's proxy grid)."""
     total, chain = _held_design_chain(krylov=krylov)
     assert chain["volume weights (one number: a grid's cells are alike)"] == 0
     assert chain[next(k for k in chain if k.startswith("filters' 1 / Hs"))] == 0
-    assert total == 8 + 8 + 8
+    assert total == 8 + 8
 
 
 @pytest.mark.parametrize("n_filters, rho", [(0, 1), (1, 1), (2, 2)])
@@ -195,8 +221,8 @@ def test_the_count_holds_rho_and_each_further_filters_input(n_filters, rho):
 def test_the_counted_design_chain_is_what_the_twin_holds():
     """tracemalloc on the grid twin (OC, a density filter): the float64 arrays of the
     cells' size alive when the second design's operator is set, but for the scale
-    factors (counted with the solver's arrays), are the count's held design chain: x,
-    rho and OC's w; the grid filter holds 1 / Hs on its proxy grid alone (made at the
+    factors (counted with the solver's arrays), are the count's held design chain: x
+    and rho (OC's w is the constraint's gradient, let go of with it); the grid filter holds 1 / Hs on its proxy grid alone (made at the
     set-up: 5 x 5 x 4 values for a reach of two cells)."""
     import tracemalloc
 
@@ -220,22 +246,19 @@ def test_the_counted_design_chain_is_what_the_twin_holds():
     finally:
         tracemalloc.stop()
     total, chain = _held_design_chain()
-    assert len(live[1]) * 8 == total == 24
+    assert len(live[1]) * 8 == total == 16
     (stage,) = model.path.stages
     assert stage.op.proxy_shape == (5, 5, 4) and stage.op.inv_hs_table.size == 100
     assert all(np.size(v) <= 100 for v in vars(stage.op).values()
                if isinstance(v, np.ndarray))
 
 
-def test_the_count_holds_no_w_where_it_is_one_number():
-    """OC's w of equal weights is not counted: 16 B/cell of design chain; the estimate
-    of the sensitivity-filtered beam is the density-filtered one's less exactly w's 8
-    B/cell (times the margin), and with a passive cell w is counted again."""
+def test_the_estimate_holds_no_w_with_any_filter():
+    """OC's w is never counted: the estimates of the density-filtered, the
+    sensitivity-filtered and the passive beams are one (16 B/cell of design chain)."""
     from femopt.assembly.grid_layout import layout_of
     from femopt.evaluation import grid_device
 
-    total, chain = _held_design_chain(constant_w=True)
-    assert total == 8 + 8 and chain[next(k for k in chain if k.startswith("OC's w"))] == 0
     estimate = {}
     for name, filters, passive in [("density", [{"type": "density", "radius": 1.5}], False),
                                    ("sensitivity", SENSITIVITY, False),
@@ -243,9 +266,7 @@ def test_the_count_holds_no_w_where_it_is_one_number():
         model = build(_problem("mbb_beam", passive, filters=filters), device="cpu")
         lay = layout_of(model.mesh, 2)
         estimate[name] = grid_device.estimate_bytes(lay, 1, model, fixed_design=False)
-    saved = estimate["density"] - estimate["sensitivity"]
-    assert saved == pytest.approx(grid_device.MEMORY_MARGIN * 8 * lay.n_cells, abs=1)
-    assert estimate["passive"] == estimate["density"]
+    assert estimate["density"] == estimate["sensitivity"] == estimate["passive"]
 
 
 @pytest.mark.gpu

@@ -253,7 +253,8 @@ def test_the_linear_constraint_on_one_rank_is_the_grid_paths(write_problem):
     reg = get_registry()
     grid = Model(read_problem(path, reg), reg, array_module=np)
     assert grid.passive_idx.size == 4 * 16
-    (wd, bd), (wg, bg) = dist.linear_constraint(), grid.linear_constraint()
+    (_, bd), (_, bg) = dist.linear_constraint(), grid.linear_constraint()
+    wd, wg = dist.path.linear_weights(), grid.path.linear_weights()
     assert bd == pytest.approx(bg, rel=1e-14) and bd != grid.bounds[0].normalized(0.0)
     np.testing.assert_allclose(wd, dist.path.orient.cells_in(wg), rtol=1e-12,
                                atol=1e-15 * np.abs(wg).max())

@@ -67,7 +67,7 @@ def resolve_device(requested: str) -> tuple[str, str | None]:
 
 ALLOCATORS = ("pool", "async")
 _allocator: str | None = None
-_released_high = 0  # bytes the pool held when release_cached last gave its blocks back
+_pools = None  # the "pool" allocator's SizedPools, once gpu_allocator set it
 
 
 def allocator_name() -> str:
@@ -81,60 +81,86 @@ def allocator_name() -> str:
 
 def gpu_allocator() -> str:
     """The GPU allocator of this process, chosen once by ``FEMOPT_GPU_ALLOCATOR``: "pool"
-    (CuPy's default memory pool, the default) or "async" (CUDA's stream-ordered allocator
-    through ``cupy.cuda.MemoryAsyncPool``, its pool set to keep what it has reserved).
+    (CuPy pools, large blocks kept by exact size: :class:`~femopt.backend.gpu_pool.
+    SizedPools`, the default) or "async" (CUDA's stream-ordered allocator through
+    ``cupy.cuda.MemoryAsyncPool``, its pool set to keep what it has reserved).
     InputError for any other value."""
-    global _allocator
+    global _allocator, _pools
     if _allocator is None:
         name = allocator_name()
-        if name == "async":
-            import cupy
+        import cupy
 
+        if name == "async":
             rt = cupy.cuda.runtime
             handle = rt.deviceGetDefaultMemPool(cupy.cuda.Device().id)
             # a release threshold of 0 (CUDA's default) gives the memory back at every
             # synchronization and allocates it again after
             rt.memPoolSetAttribute(handle, rt.cudaMemPoolAttrReleaseThreshold, 2**63 - 1)
             cupy.cuda.set_allocator(cupy.cuda.MemoryAsyncPool("default").malloc)
+        else:
+            from femopt.backend.gpu_pool import SizedPools
+
+            _pools = SizedPools(cupy)
+            cupy.cuda.set_allocator(_pools.malloc)
         _allocator = name
     return _allocator
 
 
+def _is_cupy(xp: Any) -> bool:
+    return getattr(xp, "__name__", "") == "cupy"
+
+
 def pool_bytes(xp: Any) -> int | None:
-    """The GPU memory's high-water mark in bytes (None for NumPy): what CuPy's default
-    memory pool holds (it keeps the blocks it frees for reuse, so after a run this is its
-    high-water mark), or what it held before :func:`release_cached` gave its free blocks
-    back, whichever is larger; with the "async" allocator the CUDA pool's reserved
-    high-water mark."""
-    if getattr(xp, "__name__", "") != "cupy":
+    """The GPU memory's high-water mark in bytes (None for NumPy): the most that femopt's
+    pools (:func:`gpu_allocator`) have held from the device at once, or with the "async"
+    allocator the CUDA pool's reserved high-water mark; before either is set, what
+    CuPy's default pool holds (it keeps the blocks it frees: its high-water mark)."""
+    if not _is_cupy(xp):
         return None
     if _allocator == "async":
         rt = xp.cuda.runtime
         handle = rt.deviceGetDefaultMemPool(xp.cuda.Device().id)
         return int(rt.memPoolGetAttribute(handle, rt.cudaMemPoolAttrReservedMemHigh))
-    return max(_released_high, int(xp.get_default_memory_pool().total_bytes()))
+    if _pools is not None:
+        return _pools.high_water()
+    return int(xp.get_default_memory_pool().total_bytes())
+
+
+def pool_total(xp: Any) -> int | None:
+    """Bytes the GPU allocator holds from the device now (None for NumPy; the "async"
+    allocator's reserved bytes)."""
+    if not _is_cupy(xp):
+        return None
+    if _allocator == "async":
+        rt = xp.cuda.runtime
+        handle = rt.deviceGetDefaultMemPool(xp.cuda.Device().id)
+        return int(rt.memPoolGetAttribute(handle, rt.cudaMemPoolAttrReservedMemCurrent))
+    if _pools is not None:
+        return _pools.total()
+    return int(xp.get_default_memory_pool().total_bytes())
 
 
 def release_cached(xp: Any) -> None:
-    """Give the free blocks CuPy's default memory pool keeps back to the device (nothing
-    for NumPy or the "async" allocator): after a set-up whose temporaries are larger
-    than the run's arrays and of other sizes, which the pool would hold unused beside
-    them. :func:`pool_bytes` keeps counting what the pool held before."""
-    global _released_high
-    if getattr(xp, "__name__", "") != "cupy" or _allocator == "async":
+    """Give the free blocks the GPU pools keep back to the device (nothing for NumPy or
+    the "async" allocator): after a set-up whose temporaries are larger than the run's
+    arrays. :func:`pool_bytes` keeps counting what the pools held before."""
+    if not _is_cupy(xp) or _allocator == "async":
         return
-    pool = xp.get_default_memory_pool()
-    _released_high = max(_released_high, int(pool.total_bytes()))
-    pool.free_all_blocks()
+    if _pools is not None:
+        _pools.release()
+    else:
+        xp.get_default_memory_pool().free_all_blocks()
 
 
 def reset_pool(xp: Any) -> None:
-    """Every free block of CuPy's default memory pool back to the device and its
-    high-water mark (:func:`pool_bytes`) forgotten: between runs in one process."""
-    global _released_high
-    if getattr(xp, "__name__", "") == "cupy":
+    """Every free block of the GPU pools back to the device and their high-water mark
+    (:func:`pool_bytes`) forgotten: between runs in one process."""
+    if not _is_cupy(xp) or _allocator == "async":
+        return
+    if _pools is not None:
+        _pools.reset()
+    else:
         xp.get_default_memory_pool().free_all_blocks()
-        _released_high = 0
 
 
 def gpu_memory() -> tuple[int, int]:

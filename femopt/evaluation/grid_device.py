@@ -27,20 +27,18 @@ from femopt.evaluation.grid_loads import GridLoads
 from femopt.solvers.eigen import lobpcg
 
 
-# What the count misses, per dof: the memory pool's free blocks beside the named arrays
-# at the peak (blocks of temporaries between their lifetimes), allocator rounding,
-# scratch. Measured on an H100 (2026-12-06, `femopt run --device gpu` without a `solver:`
-# section, hex8 elasticity, the pool's high-water mark): 150 B/cell at 512x256x256 with
-# mixed Krylov (4c0697e: level 2 by products, fused fine smoothing), counted 132.9, 3.03
-# dofs per cell: 5.6 B per dof. The mark is set in the solve, the CG asking for p with
-# 133 B/cell live (benchmarks/gpu_memory_trace.py: the count is the live peak). Earlier
-# calibrations: 178 against 160.2 (b772c6b, 5.9 B per dof), 223 against 215, 248 against
-# 231.7 (5.4; 243 B/cell at 1024x512x512, 4 B per dof), 290, 317, 405, 575 mixed and 636
-# double (2026-12-05). The double Krylov path (a distributed rank's too), not measured at
-# this code, keeps an older share (24.6). Not yet measured for one dof per node (heat),
-# where it is scaled by the dofs.
-UNCOUNTED_PER_DOF = {"mixed": 5.6, "double": 24.6}
-MEMORY_MARGIN = 1.05  # over the count and its share: 157 B/cell (mixed) at 512x256x256
+# What the count misses, per dof: allocator rounding, scratch, the small blocks' pool.
+# Measured on an H100 (2026-12-06, `femopt run --device gpu` without a `solver:` section,
+# hex8 elasticity): with femopt's pools (backend.gpu_pool: no block split, the cached
+# ones given back before the device is asked for more) the high-water mark at
+# 512x256x256 with mixed Krylov is the live peak, 125 B/cell, and the count 125.0: an
+# allowance of 1 B per dof is kept. With CuPy's one pool the mark was 150 against 132.9
+# (5.6 B per dof, the blocks it kept split beside live ones); earlier 178 against 160.2,
+# 223 against 215, 248 against 231.7, 575 mixed and 636 double (2026-12-05). The double
+# Krylov path (a distributed rank's too), not measured at this code, keeps an older share
+# (24.6). Not yet measured for one dof per node (heat), where it is scaled by the dofs.
+UNCOUNTED_PER_DOF = {"mixed": 1.0, "double": 24.6}
+MEMORY_MARGIN = 1.05  # over the count and its share: 134 B/cell (mixed) at 512x256x256
 
 
 def resolve_krylov(options: Any) -> str:
@@ -65,17 +63,6 @@ def resolve_coarse_operator(options: Any) -> str:
     # hybrid applies level 1 matrix-free whatever matrix_free_levels says: a problem that
     # sets it keeps Galerkin's levels
     return "galerkin" if getattr(options, "matrix_free_levels", None) else "hybrid"
-
-
-def _constant_bound_weights(model: Any) -> bool:
-    """Whether the model's one bound is a linear form of the densities whose weights are
-    one number (a grid's volume: a stride-0 view)."""
-    bounds = getattr(model, "bounds", ())
-    if len(bounds) != 1 or bounds[0].function.needs_state:
-        return False
-    form = bounds[0].function.linear_form()
-    v = None if form is None else form.rho_weights
-    return isinstance(v, np.ndarray) and v.ndim == 1 and v.strides == (0,)
 
 
 def first_csr(options: Any) -> int | None:
@@ -106,7 +93,7 @@ def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
     ``fixed_design``: the bounds and the start are arrays, not constants (passive cells;
     None: as the model's, else constants). ``slab``: a rank's slab of the distributed
     path (:func:`~femopt.evaluation.grid_memory.iteration_arrays`)."""
-    n_filters, mma, constant_w = 1, False, False
+    n_filters, mma = 1, False
     options = getattr(getattr(model, "solver", None), "options", None)
     csr_from = first_csr(options)
     # the fine level keeps its residual vector where level 1's Galerkin products take it
@@ -120,18 +107,12 @@ def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
         mma = getattr(model.optimizer, "name", "") != "oc"
         if fixed_design is None:
             fixed_design = np.size(getattr(model, "passive_idx", ())) > 0
-        # OC's w is one number where the bound's weights are one number and reach x
-        # unmixed: through heuristic filters alone (their chain rule is the identity), no
-        # passive cell
-        constant_w = (not mma and np.size(getattr(model, "passive_idx", ())) == 0
-                      and all(f.heuristic for f in model.filters)
-                      and _constant_bound_weights(model))
         if krylov is None:
             krylov = resolve_krylov(options)
     arrays = grid_memory.iteration_arrays(layout.n_cells, layout.n_dofs, layout.dim,
                                           layout.k, n_cases, krylov or "mixed", n_filters,
                                           mma, n_coarse, bool(fixed_design), slab,
-                                          constant_w, int(np.prod(layout.shape[:-1])),
+                                          int(np.prod(layout.shape[:-1])),
                                           csr_from, fine_residual)
     total = grid_memory.peak_bytes(arrays)
     if model is not None:

@@ -61,8 +61,7 @@ def coarsest_dofs(layout, coarsest_size: int = 5000, levels: int | None = None) 
 def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int = 1,
                      krylov: str = "mixed", n_filters: int = 1, mma: bool = False,
                      n_coarse: int = 0, fixed_design: bool = False,
-                     slab: bool = False, constant_w: bool = False,
-                     layer_cells: int = 0, first_csr: int | None = 3,
+                     slab: bool = False, layer_cells: int = 0, first_csr: int | None = 3,
                      fine_residual: bool = False) -> list[Array]:
     """The arrays of one design iteration of a grid with ``n_cells`` cells and
     ``n_dofs`` dofs (``k`` per node, ``dim`` axes), ``n_cases`` load cases, the Krylov
@@ -72,9 +71,7 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
     bounds and the start are arrays, not constants. ``slab``: a rank's slab of the
     distributed path, whose level 1 is applied cell-wise from its children's scale
     factors (held); one GPU's level 1 is applied by products and needs them only for
-    its diagonal (the hierarchy update). ``constant_w``: OC's w of the linear
-    constraint is one number (the volume's weights through no filter that mixes cells,
-    no passive cell: ``EvaluationPath.linear_constraint``). ``layer_cells``: the cells
+    its diagonal (the hierarchy update). ``layer_cells``: the cells
     of one layer of the grid's slowest axis, which size the first assembled level's
     chunks of Galerkin cell matrices (0: a chunk of
     :data:`~femopt.solvers.galerkin.CHUNK_BYTES`). ``first_csr``: one GPU's first coarse
@@ -133,8 +130,8 @@ def iteration_arrays(n_cells: int, n_dofs: int, dim: int, k: int, n_cases: int =
         # a grid's volume weights are one number at stride 0 (DevicePath._to_cells); the
         # volume's dot on a GPU makes them an array for that product alone (gradient)
         Array("volume weights (one number: a grid's cells are alike)", "held", 0),
-        Array("OC's w of the linear constraint (built once, kept: EvaluationPath._linear)",
-              "held", 0 if mma or constant_w else F64 * n_cells),
+        # OC's w of the linear constraint is its gradient dg (optimizer phase), or one
+        # number (EvaluationPath.linear_constraint): nothing held
         Array("coarsest level's inverse (dense float64)", "held",
               F64 * n_coarse * n_coarse),
     ]

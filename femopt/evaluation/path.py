@@ -225,13 +225,26 @@ class EvaluationPath:
         filters (no projection) in a problem that is not robust. With a density filter
         g(x) = normalized(v . (H x / Hs)) = (H^T (v / Hs)) . x + const, so OC's
         bisection takes one dot product per trial instead of a filter pass
-        (:func:`femopt.optimizers.oc_kernels.oc_update_linear`). Built on the first call
-        and kept: bounds, filters and passive cells never change. A w of equal weights
-        (v constant through no filter that mixes cells, no passive cell) is kept as one
-        number at stride 0."""
+        (:func:`femopt.optimizers.oc_kernels.oc_update_linear`). w is None where it is
+        an array: the constraint's gradient dg is w (g is linear), and the path keeps no
+        copy of it (:meth:`linear_weights` makes one); a w of equal weights (v constant
+        through no filter that mixes cells, no passive cell) is one number at stride 0.
+        Built on the first call and kept: bounds, filters and passive cells never
+        change."""
         if not hasattr(self, "_linear"):
             self._linear = self._linear_constraint()
         return self._linear
+
+    def linear_weights(self) -> Any:
+        """The linear constraint's w as an array (or one number at stride 0), made anew:
+        the chain rule of the bound's density weights (:meth:`linear_constraint`)."""
+        v = self._bound_rho_weights()
+        w = self.model.bounds[0].sign_scale() * self.chain(v, [None] * len(self.stages))
+        if v.strides == (0,) and bool((w == w[0]).all()):
+            # every weight alike (a grid's volume through no filter that mixes cells, no
+            # passive cell): one number at stride 0, as v (OC's kernel takes it so)
+            w = to_design(self.xp, np.broadcast_to(np.float64(float(w[0])), w.shape))
+        return w
 
     def _linear_constraint(self) -> tuple[Any, float] | None:
         m = self.model
@@ -241,15 +254,11 @@ class EvaluationPath:
         v = self._bound_rho_weights()
         if v is None:
             return None
-        bound = m.bounds[0]
         # rho = H x off the passive cells, fixed on them (a linear filter's chain rule
         # does not read its input)
-        w = bound.sign_scale() * self.chain(v, [None] * len(self.stages))
-        if v.strides == (0,) and bool((w == w[0]).all()):
-            # every weight alike (a grid's volume through no filter that mixes cells, no
-            # passive cell): one number at stride 0, as v (OC's kernel takes it so)
-            w = to_design(self.xp, np.broadcast_to(np.float64(float(w[0])), w.shape))
-        return w, bound.normalized(self._passive_dot(v))
+        w = self.linear_weights()
+        return (w if w.strides == (0,) else None), m.bounds[0].normalized(
+            self._passive_dot(v))
 
     def _bound_rho_weights(self) -> Any | None:
         """The one bound's density weights v (g = v . rho) in the path's cell layout, when

@@ -47,7 +47,9 @@ class DesignProblem(Protocol):
     def linear_constraint(self) -> tuple[Any, float] | None:
         """Optional: (w, b) when the one constraint is linear, g(x) = w . x + b (a volume
         through a linear filter chain); OC's bisection then evaluates it in the same pass
-        as each trial update. None (or no such method): OC calls ``cheap_constraints``."""
+        as each trial update. w may be None: the constraint's gradient dg is w (as for
+        any linear g), so the problem need not keep a copy. None (or no such method): OC
+        calls ``cheap_constraints``."""
 
     def advance_continuation(self, iteration: int, change: float) -> bool:
         """Called once per iteration: step continuation parameters (e.g. Heaviside beta)

@@ -126,8 +126,10 @@ class OC(StepOptimizer, Component):
         linear = getattr(problem, "linear_constraint", None)
         form = linear() if linear is not None else None
         if form is not None:
-            # g(x) = w . x + b: each bisection trial is one fused pass (no filter chain)
+            # g(x) = w . x + b: each bisection trial is one fused pass (no filter chain);
+            # w None: the constraint's gradient is w (the problem keeps no copy)
             w, b = form
+            w = dg if w is None else w
             x_new, _ = oc_update_linear(x, ev.df, dg, w, -b, problem.xmin, problem.xmax,
                                         move=o.move, eta=o.eta,
                                         bisection_tol=o.bisection_tol,

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from femopt.backend import array_namespace, release_cached
+from femopt.backend import array_namespace
 from femopt.errors import SolverError
 from femopt.solvers.cg_kernels import dot_gpu, dot_numpy, pcg_fused
 from femopt.solvers.pcg import CGInfo
@@ -87,7 +87,6 @@ def defect_correction(defect: Callable[[Any], Any], bnorm: float,
         want = max(0.5 * rtol / rel, inner_rtol)
         r32 = r.astype(np.float32)
         del r  # the float64 defect is not alive while the float32 CG runs
-        release_cached(xp)  # nor is its block: the CG's vectors are half its size
         try:
             _, inner = pcg_fused(apply32, precond32, r32, None, want, max_iter,
                                  overwrite_b=True, into=x, polak_ribiere=False)
@@ -95,7 +94,6 @@ def defect_correction(defect: Callable[[Any], Any], bnorm: float,
             raise Stagnated(x, info, f"the float32 CG broke down ({exc})") from None
         del r32
         info.iterations += inner.iterations
-        release_cached(xp)  # the CG's float32 blocks do not take the float64 defect
         r = defect(x)
         new = float(np.sqrt(dot(r, r))) / bnorm
         info.residuals.append(new)

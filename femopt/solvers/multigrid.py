@@ -45,7 +45,7 @@ import numpy as np
 from femopt.assembly.grid_layout import GridLayout, layout_of
 from femopt.assembly.matrix_free import StructuredOperator
 from femopt.assembly.structured_csr import CSROperator, StructuredCSR
-from femopt.backend import array_namespace, release_cached, to_host
+from femopt.backend import array_namespace, to_host
 from femopt.backend.threads import single_blas_thread
 from femopt.errors import SolverError
 from femopt.solvers import multigrid_transfer as transfer
@@ -178,10 +178,6 @@ class MultigridSolver(LinearSolver):
             raise SolverError(f"expected {lay.n_cells} element scale factors, got "
                               f"{tuple(scale.shape)}")
         xp = array_namespace(scale)
-        # the pool's free blocks of the last design's solve and gradient, and after the
-        # update its own temporaries (Galerkin cell matrices, Lanczos vectors, the
-        # coarsest level's dense matrices), have sizes that the next phase does not take
-        release_cached(xp)
         with single_blas_thread(xp):
             if fixed is not self._fixed_seen or self._key != (xp.__name__, ke.tobytes()):
                 self._build_hierarchy(xp, xp.asarray(fixed, dtype=bool), ke)
@@ -192,7 +188,6 @@ class MultigridSolver(LinearSolver):
             self._set_springs(springs, xp)
             self._design = (xp.asarray(scale, dtype=xp.float64), ke)
             self._set_design(*self._design)
-        release_cached(xp)
 
     def _set_springs(self, springs: np.ndarray | None, xp: Any) -> None:
         if springs is None:

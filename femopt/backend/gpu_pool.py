@@ -1,0 +1,80 @@
+"""femopt's GPU memory pool: large blocks kept by exact size, the device asked for more
+only after every cached block has been given back.
+
+CuPy's default pool hands out a cached block larger than asked for by splitting it, and
+a split block can go back to the device only once all its parts are free. On the grid
+path the phases of a design iteration ask for arrays of a few sizes each (float32 dof
+vectors in the solve, float64 cell arrays in the gradient, the hierarchy's temporaries
+in its update); split between them, the blocks left free beside a live part held 13
+B/cell over the live peak at 512x256x256 (docs/benchmarks.md). Here every block of
+64 KiB or more (:data:`LARGE`) comes from a CuPy pool of its own size, so a cached block is
+whole and reused as it is; and before the pools take memory from the device beyond
+their high-water mark, they give back what they cache. What the pools hold at their
+high-water mark is then what was alive at once, with the block asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+LARGE = 1 << 16  # bytes: a block of at least this size comes from a pool of its size
+UNIT = 512  # CuPy rounds every block to a multiple of this
+
+
+class SizedPools:
+    """A CuPy allocator (``malloc``) over CuPy pools: one for the blocks below
+    :data:`LARGE` bytes, one per rounded size above, on the current device.
+
+    Args:
+        cupy: the cupy module.
+    """
+
+    def __init__(self, cupy: Any):
+        self.cupy = cupy
+        self.small = cupy.cuda.MemoryPool()
+        self.sized: dict[int, Any] = {}
+        self.high = 0  # the pools' high-water mark in bytes
+
+    def malloc(self, size: int) -> Any:
+        """A block of ``size`` bytes (CuPy's allocator signature)."""
+        rounded = -(-size // UNIT) * UNIT
+        if rounded < LARGE:
+            return self._take(self.small, size)
+        pool = self.sized.get(rounded)
+        if pool is None:
+            pool = self.sized[rounded] = self.cupy.cuda.MemoryPool()
+        if pool.free_bytes() < rounded:  # none cached: new memory from the device
+            now = self.total()
+            self.high = max(self.high, now)
+            if now + rounded > self.high:
+                self.release()
+        return self._take(pool, size)
+
+    def _take(self, pool: Any, size: int) -> Any:
+        try:
+            return pool.malloc(size)
+        except self.cupy.cuda.memory.OutOfMemoryError:
+            # another pool's cached blocks may make the room
+            self.release()
+            return pool.malloc(size)
+
+    def total(self) -> int:
+        """Bytes the pools hold from the device now."""
+        return self.small.total_bytes() + sum(p.total_bytes() for p in self.sized.values())
+
+    def high_water(self) -> int:
+        """The most bytes the pools have held from the device at once."""
+        self.high = max(self.high, self.total())
+        return self.high
+
+    def release(self) -> None:
+        """Give every cached (free) block back to the device."""
+        self.high_water()
+        self.small.free_all_blocks()
+        for pool in self.sized.values():
+            pool.free_all_blocks()
+
+    def reset(self) -> None:
+        """Give the cached blocks back and forget the high-water mark."""
+        self.release()
+        self.high = self.total()
