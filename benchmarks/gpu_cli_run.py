@@ -6,11 +6,12 @@ radius 1.5 cells, volume 0.3, OC, the multigrid solver at rtol 1e-5), runs the c
 line in a subprocess and reads history.csv (seconds per iteration) and summary.json.
 "set-up" is the wall time before the first iteration (reading the problem, building the
 grid and the model on the host, uploading); "output" is what follows the last one
-(design.vtu of the final design). "host peak" is the command's peak resident set size
-(sizes run in increasing order: the largest child process so far is this one). "GPU pool"
-is summary.json's ``gpu_pool_bytes``, the CuPy memory pool's high-water mark, in bytes
-per cell; "precision" the grid path's Krylov precision the run reports (and the float32
-solves it redid in float64). Pictures, the time series and checkpoints are off.
+(design.vtu of the final design, or design.vti with ``--format vti``). "host peak" is
+the command's peak resident set size (sizes run in increasing order: the largest child
+process so far is this one). "GPU pool" is summary.json's ``gpu_pool_bytes``, the CuPy
+memory pool's high-water mark, in bytes per cell; "precision" the grid path's Krylov
+precision the run reports (and the float32 solves it redid in float64). Pictures, the
+time series and checkpoints are off.
 
 ``FEMOPT_GPU_ALLOCATOR=async`` in the environment runs the command line with CUDA's
 stream-ordered allocator (its "GPU pool" the CUDA pool's reserved high-water mark).
@@ -21,7 +22,7 @@ multigrid, rtol 1e-8), ``--solver-section default`` the one above (rtol 1e-5).
     python benchmarks/gpu_cli_run.py [--sizes 128x64x64,256x128x128,512x256x256]
         [--iterations 6] [--device gpu] [--precision mixed|double]
         [--solver-section default|none] [--rtol 1e-5] [--solver-option KEY=VALUE ...]
-        [--keep-history DIR]
+        [--keep-history DIR] [--format vtu|vti] [--read-design]
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ import yaml
 
 def problem(shape: tuple[int, int, int], iterations: int, precision: str | None = None,
             solver_section: str = "default", rtol: float = 1.0e-5,
-            solver_options: dict | None = None) -> dict:
+            solver_options: dict | None = None, fmt: str = "vtu") -> dict:
     nx, ny, nz = shape
     data = {
         "name": f"cantilever_{nx}x{ny}x{nz}",
@@ -60,7 +61,8 @@ def problem(shape: tuple[int, int, int], iterations: int, precision: str | None 
         "constraints": [{"type": "volume", "max": 0.3}],
         "optimizer": {"type": "oc", "move": 0.2, "tol": 1.0e-9, "max_iter": iterations},
         "solver": {"type": "multigrid", "rtol": 1.0e-5},
-        "output": {"picture": False, "series_every": 0, "checkpoint_every": 0},
+        "output": {"picture": False, "series_every": 0, "checkpoint_every": 0,
+                   "formats": [fmt]},
     }
     data["solver"]["rtol"] = rtol
     if precision is not None:
@@ -73,11 +75,11 @@ def problem(shape: tuple[int, int, int], iterations: int, precision: str | None 
 
 def run(shape, iterations: int, device: str, work: Path, profile: bool = False,
         precision: str | None = None, solver_section: str = "default",
-        rtol: float = 1.0e-5, solver_options: dict | None = None) -> dict:
+        rtol: float = 1.0e-5, solver_options: dict | None = None, fmt: str = "vtu") -> dict:
     name = "x".join(map(str, shape))
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(problem(shape, iterations, precision, solver_section,
-                                           rtol, solver_options)))
+                                           rtol, solver_options, fmt)))
     out = work / name
     t0 = time.perf_counter()
     prof = ["-m", "cProfile", "-o", str(work / f"{name}.prof")] if profile else []
@@ -127,19 +129,28 @@ def femopt_origin(work: Path) -> str:
 
 
 def read_design(path: Path, cells: int) -> str:
-    """meshio's reading of a design file, as a user's script would read it."""
-    code = ("import sys, time, meshio; t = time.perf_counter(); m = meshio.read(sys.argv[1]); "
-            "print(sum(len(c.data) for c in m.cells), m.cell_data['density'][0].shape[0], "
-            "round(time.perf_counter() - t, 1))")
+    """The reading of a design file, as a user's script would read it: design.vtu by
+    meshio, design.vti by femopt's reader (meshio reads no image data)."""
+    if path.suffix == ".vti":
+        reader = "femopt.io.vti.read_vti"
+        code = ("import sys, time, math; from femopt.io.vti import read_vti; "
+                "t = time.perf_counter(); m = read_vti(sys.argv[1]); "
+                "print(math.prod(m.shape), m.cell_data['density'].shape[0], "
+                "round(time.perf_counter() - t, 1))")
+    else:
+        reader = "meshio"
+        code = ("import sys, time, meshio; t = time.perf_counter(); m = meshio.read(sys.argv[1]); "
+                "print(sum(len(c.data) for c in m.cells), m.cell_data['density'][0].shape[0], "
+                "round(time.perf_counter() - t, 1))")
     proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
-                          text=True)
+                          text=True, env=child_env())
     if proc.returncode != 0:
-        return f"design.vtu ({path.stat().st_size / 2**30:.2f} GiB): meshio failed: " + \
+        return f"{path.name} ({path.stat().st_size / 2**30:.2f} GiB): {reader} failed: " + \
             (proc.stdout + proc.stderr).strip().splitlines()[-1]
     n, n_density, seconds = proc.stdout.split()
     ok = int(n) == cells and int(n_density) == cells
-    return (f"design.vtu {path.stat().st_size / 2**30:.2f} GiB read by meshio in {seconds} s: "
-            f"{n} cells, {n_density} densities ({'complete' if ok else 'INCOMPLETE'})")
+    return (f"{path.name} {path.stat().st_size / 2**30:.2f} GiB read by {reader} in {seconds} "
+            f"s: {n} cells, {n_density} densities ({'complete' if ok else 'INCOMPLETE'})")
 
 
 def main() -> None:
@@ -149,8 +160,12 @@ def main() -> None:
     ap.add_argument("--device", default="gpu")
     ap.add_argument("--profile", action="store_true", help="print where each run's time goes")
     ap.add_argument("--read-design", action="store_true",
-                    help="read each design.vtu back with meshio (in a process of its own) "
-                         "and print its size, cell count and reading time")
+                    help="read each design file back (design.vtu with meshio, design.vti "
+                         "with femopt's reader; in a process of its own) and print its "
+                         "size, cell count and reading time")
+    ap.add_argument("--format", choices=["vtu", "vti"], default="vtu",
+                    help="output.formats of the runs: the design as vtu or, without "
+                         "points and cells, as vti (a fraction of the disk space)")
     ap.add_argument("--precision", choices=["mixed", "double"], default=None,
                     help="the multigrid's krylov option (default: not set, i.e. auto)")
     ap.add_argument("--solver-section", choices=["default", "none"], default="default",
@@ -189,7 +204,7 @@ def main() -> None:
         for text in args.sizes.split(","):
             shape = tuple(int(v) for v in text.split("x"))
             r = run(shape, args.iterations, args.device, Path(tmp), args.profile,
-                    args.precision, args.solver_section, args.rtol, options)
+                    args.precision, args.solver_section, args.rtol, options, args.format)
             if "error" in r:
                 print(f"| | {r['shape']} | failed: {r['error']} | | | | | | | | |",
                       flush=True)
@@ -204,8 +219,8 @@ def main() -> None:
                 shutil.copyfile(Path(tmp) / r["shape"] / "history.csv", args.keep_history
                                 / f"history-{r['shape']}-{args.precision or 'auto'}.csv")
             if args.read_design:
-                print(read_design(Path(tmp) / r["shape"] / "design.vtu", r["cells"]),
-                      flush=True)
+                print(read_design(Path(tmp) / r["shape"] / f"design.{args.format}",
+                                  r["cells"]), flush=True)
 
 
 if __name__ == "__main__":

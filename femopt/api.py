@@ -180,19 +180,26 @@ class Result:
 
     def fields(self) -> dict[str, np.ndarray]:
         """The final design's cell and point fields (density, displacement or
-        temperature...) as written into the results directory's design file."""
-        import meshio
+        temperature...) as written into the results directory's design file:
+        design.vtu (read by meshio), else design.vti (femopt's own reader)."""
+        vtu, vti = self.out_dir / "design.vtu", self.out_dir / "design.vti"
+        if vtu.exists():
+            import meshio
 
-        for name in ("design.vtu", "design.vti"):
-            if (self.out_dir / name).exists():
-                m = meshio.read(self.out_dir / name)
-                out = {k: np.asarray(v[0]) for k, v in m.cell_data.items()}
-                out.update({k: np.asarray(v) for k, v in m.point_data.items()})
-                return out
-        raise InputError(f"{self.out_dir}: no design.vtu (add vtu to output.formats)")
+            m = meshio.read(vtu)
+            out = {k: np.asarray(v[0]) for k, v in m.cell_data.items()}
+            out.update({k: np.asarray(v) for k, v in m.point_data.items()})
+            return out
+        if vti.exists():
+            from femopt.io.vti import read_vti
+
+            image = read_vti(vti)
+            return {**image.cell_data, **image.point_data}
+        raise InputError(f"{self.out_dir}: no design.vtu or design.vti (add vtu or vti to "
+                         "output.formats)")
 
     def export(self, fmt: str, out: str | Path | None = None, **options: Any) -> dict[str, Any]:
-        """Write the design as ``fmt`` (stl, 3mf, obj, ply, dxf, svg, vtu), as
+        """Write the design as ``fmt`` (stl, 3mf, obj, ply, dxf, svg, vtu, vti), as
         ``femopt export`` does; options: threshold, smooth, thickness, force, verify.
         Returns what was written and measured."""
         from femopt.io.export import export_result

@@ -11,6 +11,7 @@ import numpy as np
 from femopt.backend import pool_bytes
 from femopt.errors import InputError
 from femopt.io.checkpoint import CHECKPOINT, Checkpoint
+from femopt.io.design_space import check_design_space
 from femopt.io.export import make_exporter, write_atomic
 from femopt.io import manifest, run_files
 from femopt.io.failure import run_failures, write_errors
@@ -73,6 +74,7 @@ def run_model(model: Model, problem_bytes: bytes, out: str | Path | None = None,
             check_output_dir(out_dir)
         check_before_run(model)  # an optimizer that cannot take this problem is bad input
         if not follower:
+            check_design_space(model, out_dir)  # design files that surely do not fit
             manifest.claim(out_dir, model.name, force)
             prepare_output_dir(out_dir)
     if follower:
@@ -148,6 +150,9 @@ def resume(result_dir: str | Path, max_iter: int | None = None, quiet: bool = Fa
                          f"for {len(model.stateful())} in the design chain")
     limit = max_iter if max_iter is not None else model.optimizer.options.max_iter
     check_before_run(model)
+    with _root_decides(model):
+        if not _follower(model):
+            check_design_space(model, rd.path)
     for part, state in zip(model.stateful(), ck.filter_states):
         part.load_state_dict(state)
     model.optimizer.load_state_dict(

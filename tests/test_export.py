@@ -218,7 +218,7 @@ def test_bad_export_arguments(small_result, capsys, args, message):
     code, _, err = run_cli(["export", small_result, *args], capsys)
     assert code == 2 and message in err and "Traceback" not in err
     if "unknown" in message:
-        assert "(known: 3mf, dxf, obj, ply, stl, svg, vtu)" in err
+        assert "(known: 3mf, dxf, obj, ply, stl, svg, vti, vtu)" in err
     assert _files(small_result) == before
 
 

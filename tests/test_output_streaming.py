@@ -325,4 +325,4 @@ def test_compressed_by_chunks_equals_compressing_the_whole(monkeypatch, n):
     last = len(data) - (len(blocks) - 1) * vtu.ZLIB_BLOCK if blocks else 0
     header = np.array([len(blocks), vtu.ZLIB_BLOCK, last] + [len(b) for b in blocks],
                       np.uint64)
-    assert vtu._compressed(vtu._of(cell_rows(a))) == [header.tobytes()] + blocks
+    assert vtu._compressed(vtu.cell_field(cell_rows(a))) == [header.tobytes()] + blocks

@@ -161,10 +161,16 @@ class _OutlineExporter(Exporter):
 
     Options = CadOptions
 
+    @classmethod
+    def refusal(cls, mesh) -> str | None:
+        if mesh.dim == 2:
+            return None
+        return (f"format {cls.name} draws the outlines of a 2D design; this design is 3D "
+                f"(use stl, 3mf, obj or ply)")
+
     def export(self, result, path: Path) -> dict[str, Any]:
-        if result.mesh.dim != 2:
-            raise InputError(f"format {self.name} draws the outlines of a 2D design; this "
-                             f"design is 3D (use stl, 3mf, obj or ply)")
+        if (why := self.refusal(result.mesh)) is not None:
+            raise InputError(why)
         part = build_part(result, self.options, extrude_2d=False)
         self.write(part, Path(path))
         return part.info()

@@ -12,6 +12,7 @@ DESCRIPTIONS = {
     "summary.json": "objective, constraints, iterations, wall time, versions",
     "history.csv": "one row per iteration",
     "design.vtu": "the final design and its fields (ParaView)",
+    "design.vti": "the final design and its fields on the grid (ParaView)",
     "series.xdmf": "the design at every saved iteration (ParaView time series)",
     "series.h5": "the arrays of series.xdmf",
     "convergence.png": "the convergence history",
@@ -41,9 +42,11 @@ def next_commands(out_dir: Path, summary: dict[str, Any], dim: int) -> list[str]
     d = shlex.quote(str(out_dir))
     fmt = "stl" if dim == 3 else "dxf"
     lines = [f"femopt export {d} --format {fmt} --verify   # the part for CAD, re-analysed"]
-    if (Path(out_dir) / "design.vtu").exists():
-        lines.append(f"paraview {shlex.quote(str(Path(out_dir) / 'design.vtu'))}"
-                     "   # the fields of the final design")
+    for name in ("design.vtu", "design.vti"):
+        if (Path(out_dir) / name).exists():
+            lines.append(f"paraview {shlex.quote(str(Path(out_dir) / name))}"
+                         "   # the fields of the final design")
+            break
     if not summary.get("converged", True) and (Path(out_dir) / "checkpoint.h5").exists():
         lines.append(f"femopt resume {d} --max-iter N   # continue the run")
     elif not summary.get("converged", True) and (Path(out_dir) / "checkpoint.json").exists():

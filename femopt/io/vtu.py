@@ -1,4 +1,6 @@
-"""The design as VTU: densities as cell data, the states as point data.
+"""The design as VTU: densities as cell data, the states as point data; and the appended
+raw layout every VTK XML file femopt writes shares (:func:`write_appended`, used by
+:mod:`femopt.io.vti` too).
 
 Written by femopt itself (meshio reads it back): binary data appended raw after the XML,
 each array behind a 64-bit byte count (``header_type="UInt64"``), so no array or offset
@@ -26,10 +28,14 @@ from femopt.mesh.mesh import Mesh
 COMPRESS_UP_TO = 1_000_000  # cells; larger designs are written uncompressed (binary)
 CHUNK_BYTES = 16 << 20  # what one write takes at most (and the rows a chunk makes)
 ZLIB_BLOCK = 32768
+# the narrowest type a design's field is written in (float32): what a size bound counts
+FIELD_BYTES = 4
 VTK_CELL = {"quad4": 9, "hex8": 12, "tri3": 5, "tet4": 10}
 VTK_TYPE = {np.dtype(np.float64): "Float64", np.dtype(np.float32): "Float32",
             np.dtype(np.int64): "Int64", np.dtype(np.int32): "Int32",
             np.dtype(np.uint8): "UInt8", np.dtype(np.int8): "Int8"}
+
+Sections = list[tuple[str, list[tuple[str, RowSource]]]]
 
 
 def _vtk_dtype(dtype: np.dtype) -> np.dtype:
@@ -59,11 +65,20 @@ def _written(a: np.ndarray | RowSource, dtype: np.dtype, pad: bool = False) -> R
     return RowSource((src.shape[0], 3) if pad else src.shape, dtype, rows)
 
 
-def _of(a: np.ndarray | RowSource) -> RowSource:
-    """A cell or node field as written: VTK's dtype for it."""
+def cell_field(a: np.ndarray | RowSource) -> RowSource:
+    """A cell field as written: VTK's dtype for it."""
     if not isinstance(a, RowSource):
         a = np.asarray(a)
     return _written(a, _vtk_dtype(a.dtype))
+
+
+def point_field(v: np.ndarray | RowSource) -> RowSource:
+    """A point field as written: VTK's dtype, a 2D vector padded to 3 components."""
+    if not isinstance(v, RowSource):
+        v = np.asarray(v)
+    if v.ndim == 2 and v.shape[1] == 2:  # 2D vectors padded: ParaView warps by 3 components
+        return _written(v, v.dtype if v.dtype in VTK_TYPE else np.float64, pad=True)
+    return cell_field(v)
 
 
 def _points(mesh: Mesh) -> RowSource:
@@ -74,14 +89,6 @@ def _points(mesh: Mesh) -> RowSource:
         return pts if mesh.dim == 3 else np.column_stack([pts, np.zeros(j - i)])
 
     return RowSource((mesh.n_nodes, 3), np.float64, rows)
-
-
-def _point_field(v: np.ndarray | RowSource) -> RowSource:
-    if not isinstance(v, RowSource):
-        v = np.asarray(v)
-    if v.ndim == 2 and v.shape[1] == 2:  # 2D vectors padded: ParaView warps by 3 components
-        return _written(v, v.dtype if v.dtype in VTK_TYPE else np.float64, pad=True)
-    return _of(v)
 
 
 def _chunks(field: RowSource):
@@ -117,6 +124,76 @@ def labels(name: str, unit: str) -> dict[str, np.ndarray]:
             "meters_per_unit": np.array([UNITS.get(unit, np.nan)])}
 
 
+def write_appended(path: str | Path, dataset: str, attributes: str, piece: str,
+                   sections: Sections, compress: bool,
+                   field_data: dict[str, np.ndarray] | None = None) -> None:
+    """Write a VTK XML file of type ``dataset`` (its element's ``attributes``, one
+    ``<Piece {piece}>``) whose ``sections`` (tag, [(name, field)]) hold every array as
+    appended raw data behind a UInt64 byte count, zlib-compressed with ``compress``.
+    ``field_data`` (small arrays, :func:`labels`) is written as text."""
+    payload: dict[tuple[str, int], list[bytes]] = {}
+    offset = 0
+    xml = ['<?xml version="1.0"?>',
+           f'<VTKFile type="{dataset}" version="1.0" byte_order="LittleEndian" '
+           'header_type="UInt64"' + (' compressor="vtkZLibDataCompressor"' if compress
+                                     else "") + ">",
+           f"<{dataset}{' ' + attributes if attributes else ''}>"]
+    if field_data:
+        xml.append("<FieldData>")
+        for name, v in field_data.items():
+            v = np.asarray(v).reshape(-1)
+            xml.append(f'<DataArray type="{VTK_TYPE[v.dtype]}" Name={quoteattr(name)} '
+                       f'NumberOfTuples="{v.size}" format="ascii">'
+                       f'{" ".join(repr(x) for x in v.tolist())}</DataArray>')
+        xml.append("</FieldData>")
+    xml.append(f"<Piece {piece}>")
+    for tag, arrays in sections:
+        xml.append(f"<{tag}>")
+        for i, (name, field) in enumerate(arrays):
+            if compress:
+                payload[tag, i] = _compressed(field)
+                size = sum(len(b) for b in payload[tag, i])
+            else:
+                size = 8 + field.nbytes
+            ncomp = _components(field)
+            comps = f'NumberOfComponents="{ncomp}" ' if ncomp > 1 else ""
+            xml.append(f'<DataArray type="{VTK_TYPE[field.dtype]}" Name={quoteattr(name)} '
+                       f'{comps}format="appended" offset="{offset}"/>')
+            offset += size
+        xml.append(f"</{tag}>")
+    xml += ["</Piece>", f"</{dataset}>", '<AppendedData encoding="raw">']
+    with open(path, "wb") as f:
+        f.write(("\n".join(xml) + "\n_").encode())
+        for tag, arrays in sections:
+            for i, (_, field) in enumerate(arrays):
+                if compress:
+                    for b in payload.pop((tag, i)):
+                        f.write(b)
+                    continue
+                f.write(np.uint64(field.nbytes).tobytes())
+                for chunk in _chunks(field):
+                    f.write(chunk)
+        f.write(b"\n</AppendedData>\n</VTKFile>\n")
+
+
+def field_bytes(n_cells: int, n_nodes: int, cell_values: int, point_values: int) -> int:
+    """A lower bound of the bytes of uncompressed fields: ``cell_values`` values per cell
+    and ``point_values`` per node (2D vectors counted padded), :data:`FIELD_BYTES` each."""
+    return FIELD_BYTES * (cell_values * n_cells + point_values * n_nodes)
+
+
+def vtu_bytes(mesh: Mesh, cell_values: int, point_values: int) -> int:
+    """A lower bound of the size of :func:`write_vtu`'s file (fields as
+    :func:`field_bytes`); 0 for a design written compressed, whose size is not known
+    before it is written."""
+    n, m = mesh.n_cells, mesh.n_nodes
+    if n <= COMPRESS_UP_TO:
+        return 0
+    # points (3 float64), connectivity and offsets (int64), types (uint8)
+    return 24 * m + (8 * mesh.nodes_per_cell + 9) * n + field_bytes(n, m, cell_values,
+                                                                      point_values)
+
+
 def write_vtu(path: str | Path, mesh: Mesh, cell_data: dict[str, np.ndarray],
               point_data: dict[str, np.ndarray],
               field_data: dict[str, np.ndarray] | None = None) -> None:
@@ -135,53 +212,11 @@ def write_vtu(path: str | Path, mesh: Mesh, cell_data: dict[str, np.ndarray],
                         lambda i, j: np.arange(i + 1, j + 1, dtype=np.int64) * k)
     vtk_type = VTK_CELL[mesh.cell_type]
     types = RowSource((n,), np.uint8, lambda i, j: np.full(j - i, vtk_type, dtype=np.uint8))
-    pdata = [(name, _point_field(v)) for name, v in point_data.items()]
-    cdata = [(name, _of(v)) for name, v in cell_data.items()]
-    # zlib runs at about 150 MB/s on one core: a 33M-cell grid would take minutes
-    compress = n <= COMPRESS_UP_TO
     sections = [("Points", [("Points", _points(mesh))]),
                 ("Cells", [("connectivity", conn), ("offsets", offsets), ("types", types)]),
-                ("PointData", pdata), ("CellData", cdata)]
-    payload: dict[tuple[str, int], list[bytes]] = {}
-    offset = 0
-    xml = ['<?xml version="1.0"?>',
-           '<VTKFile type="UnstructuredGrid" version="1.0" byte_order="LittleEndian" '
-           'header_type="UInt64"' + (' compressor="vtkZLibDataCompressor"' if compress
-                                     else "") + ">",
-           "<UnstructuredGrid>"]
-    if field_data:
-        xml.append("<FieldData>")
-        for name, v in field_data.items():
-            v = np.asarray(v).reshape(-1)
-            xml.append(f'<DataArray type="{VTK_TYPE[v.dtype]}" Name={quoteattr(name)} '
-                       f'NumberOfTuples="{v.size}" format="ascii">'
-                       f'{" ".join(repr(x) for x in v.tolist())}</DataArray>')
-        xml.append("</FieldData>")
-    xml.append(f'<Piece NumberOfPoints="{mesh.n_nodes}" NumberOfCells="{n}">')
-    for tag, arrays in sections:
-        xml.append(f"<{tag}>")
-        for i, (name, field) in enumerate(arrays):
-            if compress:
-                payload[tag, i] = _compressed(field)
-                size = sum(len(b) for b in payload[tag, i])
-            else:
-                size = 8 + field.nbytes
-            ncomp = _components(field)
-            comps = f'NumberOfComponents="{ncomp}" ' if ncomp > 1 else ""
-            xml.append(f'<DataArray type="{VTK_TYPE[field.dtype]}" Name={quoteattr(name)} '
-                       f'{comps}format="appended" offset="{offset}"/>')
-            offset += size
-        xml.append(f"</{tag}>")
-    xml += ["</Piece>", "</UnstructuredGrid>", '<AppendedData encoding="raw">']
-    with open(path, "wb") as f:
-        f.write(("\n".join(xml) + "\n_").encode())
-        for tag, arrays in sections:
-            for i, (_, field) in enumerate(arrays):
-                if compress:
-                    for b in payload.pop((tag, i)):
-                        f.write(b)
-                    continue
-                f.write(np.uint64(field.nbytes).tobytes())
-                for chunk in _chunks(field):
-                    f.write(chunk)
-        f.write(b"\n</AppendedData>\n</VTKFile>\n")
+                ("PointData", [(name, point_field(v)) for name, v in point_data.items()]),
+                ("CellData", [(name, cell_field(v)) for name, v in cell_data.items()])]
+    # zlib runs at about 150 MB/s on one core: a 33M-cell grid would take minutes
+    write_appended(path, "UnstructuredGrid", "",
+                   f'NumberOfPoints="{mesh.n_nodes}" NumberOfCells="{n}"', sections,
+                   n <= COMPRESS_UP_TO, field_data)

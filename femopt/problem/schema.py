@@ -265,8 +265,8 @@ class Output(Strict):
     """Results directory (default: results/<problem name>); `--out` overrides it. A
     relative path is relative to the working directory, like the default and `--out`."""
     formats: list[str] = ["vtu"]
-    """Exporters run on the final design, written as design.<suffix> (built-in: vtu, stl,
-    3mf, obj, ply (3D, or 2D extruded), dxf, svg (2D))."""
+    """Exporters run on the final design, written as design.<suffix> (built-in: vtu, vti
+    (structured grids), stl, 3mf, obj, ply (3D, or 2D extruded), dxf, svg (2D))."""
     picture: bool = True
     """Write convergence.png and design.png."""
     threshold: float = Field(0.5, gt=0, lt=1)
