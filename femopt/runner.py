@@ -14,7 +14,7 @@ from femopt.io.checkpoint import CHECKPOINT, Checkpoint
 from femopt.io.design_space import check_design_space
 from femopt.io.export import make_exporter, write_atomic
 from femopt.io import manifest, run_files
-from femopt.io.failure import run_failures, write_errors
+from femopt.io.failure import raise_pending, run_failures, write_errors
 from femopt.io.npy import save_npy
 from femopt.io.progress import ProgressReporter
 from femopt.io.results import (HistoryWriter, atomic_write, check_output_dir, design_result,
@@ -210,6 +210,7 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
     def on_end_iteration(it: int, x, optimizer, converged: bool) -> None:
         with write_errors():
             _write_iteration(it, x, optimizer, converged)
+        raise_pending()  # a Ctrl-C or SIGTERM that Python dropped in a finalizer
 
     def _write_iteration(it: int, x, optimizer, converged: bool) -> None:
         if series is not None and it % out_cfg.series_every == 0:

@@ -247,3 +247,43 @@ def test_the_default_directory_is_one_safe_component(stem, expected, write_probl
     path = write_problem(SMALL.replace("name: resumable\n", ""), f"{stem}.yaml")
     assert main(["run", str(path), "--quiet", "--max-iter", "1"]) == 0
     assert (tmp_path / "results" / expected / "summary.json").is_file()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_signal_python_drops_in_a_finalizer_is_raised_where_the_iteration_ends():
+    """A signal whose exception the handler raises inside a finalizer (garbage collection
+    runs them anywhere) is dropped by Python, printed as ignored; raise_pending raises it
+    once, as the run does at the end of each iteration."""
+    import os
+
+    from femopt.io.failure import Interrupted, raise_pending, signals_interrupt
+
+    class Finalized:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(10_000):  # the handler runs here, inside __del__
+                pass
+
+    with signals_interrupt():
+        Finalized()
+        with pytest.raises(Interrupted) as exc:
+            raise_pending()
+        assert exc.value.exit_code == 143 and exc.value.signal_name == "SIGTERM"
+        raise_pending()  # raised once
+
+
+def test_an_ignored_sigint_stays_ignored():
+    """A run started in the background ignores Ctrl-C as its shell asked; Python's own
+    handler is taken over, and both are given back after."""
+    from femopt.io.failure import signals_interrupt
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with signals_interrupt():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        with signals_interrupt():
+            assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)

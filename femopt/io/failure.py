@@ -35,23 +35,48 @@ class Interrupted(KeyboardInterrupt):
         self.checkpoint: Path | None = None
 
 
+# the signal last raised by :func:`signals_interrupt`'s handler: Python drops an exception
+# raised in a finalizer or a weakref callback (garbage collection runs them anywhere), so
+# the run raises it again at the end of its iteration (:func:`raise_pending`)
+_pending: list[Interrupted] = []
+
+
 @contextmanager
 def signals_interrupt() -> Iterator[None]:
     """While the block runs, SIGTERM raises :class:`Interrupted` as Ctrl-C raises
-    KeyboardInterrupt, so a terminated run still writes its summary."""
+    KeyboardInterrupt, so a terminated run still writes its summary; Ctrl-C raises an
+    :class:`Interrupted` too where SIGINT has Python's own handler (not where it is
+    ignored, as in a background job), which :func:`raise_pending` raises again should
+    Python have dropped it."""
 
-    def on_term(signum, frame):
-        raise Interrupted("SIGTERM", EXIT_SIGTERM)
+    def on_signal(signum, frame):
+        exc = (Interrupted("SIGTERM", EXIT_SIGTERM) if signum == signal.SIGTERM
+               else Interrupted("SIGINT", EXIT_SIGINT))
+        _pending[:] = [exc]
+        raise exc
 
     try:
-        previous = signal.signal(signal.SIGTERM, on_term)
+        previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, on_signal)}
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, on_signal)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _pending.clear()
+
+
+def raise_pending() -> None:
+    """Raise the signal's :class:`Interrupted` again if Python dropped it (raised in a
+    finalizer or a weakref callback during garbage collection, it is printed as "ignored"
+    and the run goes on); called where an iteration ends. Once it has stopped the run,
+    it is not raised again."""
+    if _pending:
+        raise _pending.pop()
 
 
 def interrupted_message(exc: BaseException) -> str:
