@@ -8,8 +8,8 @@ line in a subprocess and reads history.csv (seconds per iteration) and summary.j
 grid and the model on the host, uploading); "output" is what follows the last one
 (design.vtu of the final design, or design.vti with ``--format vti``). "host peak" is
 the command's peak resident set size (sizes run in increasing order: the largest child
-process so far is this one). "GPU pool" is summary.json's ``gpu_pool_bytes``, the CuPy
-memory pool's high-water mark, in bytes per cell; "precision" the grid path's Krylov
+process so far is this one). "GPU pool" is summary.json's ``gpu_pool_bytes``, the high-water
+mark of femopt's GPU memory pools, in bytes per cell; "precision" the grid path's Krylov
 precision the run reports (and the float32 solves it redid in float64). Pictures, the
 time series and checkpoints are off.
 

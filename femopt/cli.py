@@ -310,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="write the final design as a CAD part or drawing")
     ex.add_argument("result_dir", help="results directory of a finished run")
     ex.add_argument("--format", required=True,
-                    help="stl, 3mf, obj, ply (3D, or 2D extruded), dxf, svg (2D), vtu")
+                    help="stl, 3mf, obj, ply (3D, or 2D extruded), dxf, svg (2D), vtu, "
+                         "vti (a structured grid)")
     ex.add_argument("--threshold", type=_threshold,
                     help="density of the part's boundary, in (0, 1) (default: output.threshold)")
     ex.add_argument("--smooth", type=_non_negative_int,

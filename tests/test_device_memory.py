@@ -202,7 +202,7 @@ def test_gpu_pools_hold_at_most_what_is_alive_at_once():
     """femopt's pools (backend.gpu_pool) over three design iterations of the 3D
     cantilever at 128x64x64 (test_mixed_precision's, mixed precision): their high-water mark (summary.json's
     gpu_pool_bytes) is the live bytes' peak, which a CuPy memory hook follows, within
-    the slack of the pool of blocks under 1 MiB (3%: the coarse levels' vectors); CuPy's
+    the slack of the pool of blocks under 64 KiB (3%: the coarse levels' vectors); CuPy's
     one pool held 10% over it at 512x256x256."""
     import cupy
 

@@ -378,7 +378,9 @@ class Model(HostFields):
 
     def linear_constraint(self) -> tuple[Any, float] | None:
         """(w, b) when the one constraint is g(x) = w . x + b (a volume through linear
-        filters, on every path), else None: OC then bisects without filtering."""
+        filters, on every path), else None: OC then bisects without filtering. w is
+        None where it is not one number: the constraint's gradient is w
+        (``EvaluationPath.linear_constraint``)."""
         return self.path.linear_constraint()
 
     def stateful(self) -> list[Any]:
