@@ -69,19 +69,21 @@ def run_model(model: Model, problem_bytes: bytes, out: str | Path | None = None,
     out_dir = output_dir_for(model, out)
     limit = max_iter if max_iter is not None else model.optimizer.options.max_iter
     follower = _follower(model)
+    keep = () if source is None else (source,)  # the problem file, when it lies there
     with _root_decides(model):  # in a distributed run rank 0 checks and tells the others
         if not follower:
             check_output_dir(out_dir)
         check_before_run(model)  # an optimizer that cannot take this problem is bad input
         if not follower:
-            check_design_space(model, out_dir)  # design files that surely do not fit
+            # design files that surely do not fit, the previous run's files removed
+            check_design_space(model, out_dir, manifest.previous_files(out_dir, keep))
             manifest.claim(out_dir, model.name, force)
             prepare_output_dir(out_dir)
     if follower:
         return _follow(model, limit, None, out_dir, problem_bytes, t0)
     with run_failures(out_dir):  # from here on, anything is a run failure (exit 1)
         # the previous run's files go (a stale checkpoint would resume another run)
-        manifest.clear_previous(out_dir, keep=() if source is None else (source,))
+        manifest.clear_previous(out_dir, keep=keep)
         (out_dir / CHECKPOINT).unlink(missing_ok=True)
         (out_dir / "checkpoint.json").unlink(missing_ok=True)
         manifest.start(out_dir, model.name)
@@ -152,7 +154,7 @@ def resume(result_dir: str | Path, max_iter: int | None = None, quiet: bool = Fa
     check_before_run(model)
     with _root_decides(model):
         if not _follower(model):
-            check_design_space(model, rd.path)
+            check_design_space(model, rd.path, resuming=True)  # nothing is removed
     for part, state in zip(model.stateful(), ck.filter_states):
         part.load_state_dict(state)
     model.optimizer.load_state_dict(

@@ -16,7 +16,9 @@ import pytest
 
 import femopt
 from femopt.cli import main
-from femopt.io import vti, vtu
+from femopt.errors import InputError
+from femopt.io import manifest, vti, vtu
+from femopt.io.design_space import size_text
 from femopt.io.vti import read_vti, write_vti
 from femopt.backend.rows import RowSource
 from femopt.mesh.structured import structured_grid
@@ -238,7 +240,7 @@ def test_vti_on_a_mesh_from_a_file_is_refused_before_the_run(command, write_prob
     code, _, err = run_cli(args, capsys)
     assert code == 2
     assert "Traceback" not in err
-    assert f"{path}:" in err and "output.formats.1: 'vti'" in err
+    assert f"{path}:" in err and "output.formats.1: format vti writes" in err
     assert "structured grid" in err and "tri3" in err
     assert len(err.strip().splitlines()) == 1  # vtu is not refused
     assert not out.exists()
@@ -255,6 +257,7 @@ DiskUsage = namedtuple("DiskUsage", "total used free")
 
 @pytest.mark.parametrize("formats, free, refused", [
     ("[vtu]", 4691, True),
+    ("[vtu]", 1163, True),
     ("[vtu]", 4692, False),
     ("[vti]", 1163, True),
     ("[vti]", 1164, False),
@@ -266,7 +269,8 @@ def test_design_files_that_do_not_fit_are_refused_before_the_run(
     (65 points), 8 x 4 + 8 + 1 per cell (48 cells: connectivity, offsets, types) and the
     fields at 4 bytes a value (density and design per cell, 3 displacement components
     per node): 4,692 bytes; design.vti the fields alone, 1,164 bytes. Free space is asked
-    of the nearest existing folder; nothing is written when the run is refused."""
+    of the nearest existing folder; nothing is written when the run is refused. vti is
+    suggested only where it fits."""
     monkeypatch.setattr(vtu, "COMPRESS_UP_TO", 0)
     asked = []
 
@@ -287,13 +291,19 @@ def test_design_files_that_do_not_fit_are_refused_before_the_run(
     assert not (tmp_path / "new").exists()
     assert err.startswith("error: output.formats: the design files need at least")
     assert f"{tmp_path} has {free:,} bytes free" in err
+    assert "previous run" not in err  # a new directory: nothing counts as free
     if formats == "[vtu]":
         assert "at least 4,692 bytes (design.vtu 4,692 bytes)" in err
-        assert "`formats: [vti]` writes no points or cells (at least 1,164 bytes)" in err
     elif formats == "[vti]":
-        assert "(design.vti 1,164 bytes)" in err and "choose another directory" in err
+        assert "(design.vti 1,164 bytes)" in err
     else:
         assert "5,856 bytes (design.vtu 4,692 bytes, design.vti 1,164 bytes)" in err
+    if formats != "[vti]" and free >= 1164:
+        assert "`formats: [vti]` writes no points or cells (at least 1,164 bytes)" in err
+        assert "choose another directory" not in err
+    else:
+        assert "formats: [vti]" not in err
+        assert err.rstrip().endswith("Free space there or choose another directory (--out)")
 
 
 def test_small_designs_are_not_estimated(write_problem, tmp_path, capsys, monkeypatch):
@@ -323,5 +333,107 @@ def test_femopt_export_writes_vti_of_a_grid_and_refuses_a_mesh(write_problem, tm
                           "p.yaml")
     assert run_cli(["run", plate, "--out", tmp_path / "p", "--quiet"], capsys)[0] == 0
     code, _, err = run_cli(["export", tmp_path / "p", "--format", "vti"], capsys)
-    assert code == 2 and "needs a structured grid" in err
+    assert code == 2 and "format vti writes VTK image data, which needs a structured" in err
+    assert "(format vtu writes any mesh)" in err and "output.formats" not in err
     assert not (tmp_path / "p" / "design.vti").exists()
+
+
+def test_a_fresh_run_counts_the_previous_runs_files_as_free(write_problem, tmp_path, capsys,
+                                                            monkeypatch):
+    """Every file the previous run wrote is removed before the new one writes (not only
+    its design file), so their bytes count as free; a file femopt did not write stays
+    and counts nothing. The 120 x 40 beam's design.vtu, uncompressed: 36 bytes per node
+    (4,961) and 49 per cell (4,800) as in the 12 x 4 beam's estimate, 413,796 bytes."""
+    monkeypatch.setattr(vtu, "COMPRESS_UP_TO", 0)
+    text = BEAM_2D.replace("max_iter: 4", "max_iter: 1")
+    out = tmp_path / "out"
+    first = write_problem(text + "output: {formats: [vti], picture: false}\n", "a.yaml")
+    assert run_cli(["run", first, "--out", out, "--quiet"], capsys)[0] == 0
+    (out / "notes.txt").write_bytes(b"x" * 100_000)  # not femopt's
+    previous = {p.name for p in out.iterdir()} - {manifest.MANIFEST, "notes.txt"}
+    assert {"design.vti", "density.npy", "history.csv", "summary.json"} <= previous
+    assert manifest.previous_files(out) == sorted(previous)
+    credit = sum((out / name).stat().st_size for name in previous)
+    assert credit > (out / "design.vti").stat().st_size
+    need = 36 * 121 * 41 + 49 * 120 * 40
+    second = write_problem(text.replace("shape: [12, 4]", "shape: [120, 40]") +
+                           "output: {formats: [vtu], picture: false}\n", "b.yaml")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    for free, refused in [(need - credit - 1, True), (need - credit, False)]:
+        monkeypatch.setattr(shutil, "disk_usage",
+                            lambda p, free=free: DiskUsage(10**12, 10**12 - free, free))
+        code, _, err = run_cli(["run", second, "--out", out, "--quiet"], capsys)
+        if refused:
+            assert code == 2 and f"at least {size_text(need)} (design.vtu" in err
+            assert f"{out} has {size_text(need - 1)} free (counting {size_text(credit)} " \
+                "of the previous run's files, removed first)" in err
+            assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert code == 0 and (out / "design.vtu").stat().st_size >= need
+    assert not (out / "design.vti").exists() and (out / "notes.txt").exists()
+
+
+def test_resume_counts_nothing_as_free(write_problem, tmp_path, capsys, monkeypatch):
+    """Resume removes nothing and writes design.vtu beside the old one before renaming it
+    over it: the old file's bytes are not free. The advice is to free space (the
+    directory and its problem file are the run's)."""
+    monkeypatch.setattr(vtu, "COMPRESS_UP_TO", 0)
+    path = write_problem(BEAM_2D.replace("max_iter: 4", "max_iter: 2") +
+                         "output: {formats: [vtu], picture: false, checkpoint_every: 1}\n")
+    out = tmp_path / "out"
+    assert run_cli(["run", path, "--out", out, "--quiet"], capsys)[0] == 0
+    assert (out / "design.vtu").stat().st_size > 4692
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    for free, refused in [(4691, True), (4692, False)]:
+        monkeypatch.setattr(shutil, "disk_usage",
+                            lambda p, free=free: DiskUsage(10**12, 10**12 - free, free))
+        code, _, err = run_cli(["resume", out, "--max-iter", "3", "--quiet"], capsys)
+        if refused:
+            assert code == 2 and "(design.vtu 4,692 bytes)" in err
+            assert f"{out} has 4,691 bytes free. Free space there to resume" in err
+            assert "previous run" not in err and "formats: [vti]" not in err
+            assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert code == 0, err
+    assert len((out / "history.csv").read_text().splitlines()) == 4
+
+
+def _damage(raw: bytes, how: str) -> bytes:
+    """A copy of a .vti file (one compressed block per array) damaged ``how``."""
+    data = raw.index(vti.MARK) + len(vti.MARK) + 2  # after '>', '\n' and '_'
+    if how == "truncated":
+        return raw[:(data + len(raw)) // 2]
+    if how == "lz4":
+        return raw.replace(b"vtkZLibDataCompressor", b"vtkLZ4DataCompressor")
+    if how == "not zlib":  # the first block's zlib header, after 3 + 1 UInt64 counts
+        return raw[:data + 32] + b"\0\0" + raw[data + 34:]
+    if how == "no spacing":
+        return raw.replace(b' Spacing="', b' Sp="', 1)
+    if how == "no offset":
+        return raw.replace(b' offset="', b' off="', 1)
+    if how == "short extent":
+        return raw.replace(b'WholeExtent="0 3 0 2 0 0"', b'WholeExtent="0 3 0 2"')
+    raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how, compress, message", [
+    ("truncated", True, "array 'density': the file ends before its data does (truncated?)"),
+    ("truncated", False, "array 'u': the file ends before its data does (truncated?)"),
+    ("lz4", True, "compressor vtkLZ4DataCompressor; femopt reads vtkZLibDataCompressor"),
+    ("not zlib", True, "array 'u': not zlib data (Error -3 while decompressing data"),
+    ("no spacing", True, "<ImageData> has no Spacing attribute"),
+    ("no offset", False, "<DataArray> has no offset attribute"),
+    ("short extent", True, "<ImageData> WholeExtent='0 3 0 2': 6 int value(s) expected"),
+])
+def test_a_damaged_vti_is_refused_naming_the_file(how, compress, message, tmp_path,
+                                                  monkeypatch):
+    """A file cut short, compressed otherwise, or missing an attribute: an InputError
+    that names the file and what is wrong, never a zlib or Python error."""
+    monkeypatch.setattr(vtu, "COMPRESS_UP_TO", 10**9 if compress else 0)
+    mesh = structured_grid((3, 2), (3.0, 2.0))
+    path = tmp_path / "d.vti"
+    write_vti(path, mesh.grid, {"density": np.linspace(0, 1, mesh.n_cells)},
+              {"u": np.ones((mesh.n_nodes, 2))})
+    assert read_vti(path).point_data["u"].shape == (12, 3)
+    path.write_bytes(_damage(path.read_bytes(), how))
+    with pytest.raises(InputError) as info:
+        read_vti(path)
+    assert str(info.value).startswith(f"{path}: {message}")

@@ -3,11 +3,14 @@
 know it from the cells, nodes and fields of a design written uncompressed) against the
 free space of the results directory's file system. Only what is certain is counted:
 the mesh's arrays, the densities and the design variables, the state of each load case,
-each value at its narrowest type; a compressed design counts nothing."""
+each value at its narrowest type; a compressed design counts nothing. The files a
+fresh run removes first (the previous run's) count as free; on resume nothing does."""
 
 from __future__ import annotations
 
 import shutil
+import stat
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -62,28 +65,57 @@ def size_text(n: int) -> str:
     return f"{n:,} bytes"
 
 
-def check_design_space(model: Any, out_dir: Path) -> None:
-    """Refuse a run whose design files surely do not fit in ``out_dir``'s free space
-    (a design file of a previous run there, which the new one replaces, counts as free).
+def freed_bytes(out_dir: Path, names: Iterable[str]) -> int:
+    """The bytes that removing ``names`` from ``out_dir`` gives back: a file's size, a
+    folder's files; nothing for a link, or a file linked elsewhere as well."""
+    total = 0
+    for name in names:
+        path = Path(out_dir) / name
+        files = [path] if not path.is_dir() or path.is_symlink() else \
+            [p for p in path.rglob("*") if p.is_file()]
+        for f in files:
+            try:
+                st = f.lstat()
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                total += st.st_size
+    return total
+
+
+def check_design_space(model: Any, out_dir: Path, freed: Iterable[str] = (),
+                       resuming: bool = False) -> None:
+    """Refuse a run whose design files surely do not fit in ``out_dir``'s free space.
+    ``freed``: the names in ``out_dir`` the run removes before it writes (a fresh run,
+    the previous run's files: :func:`femopt.io.manifest.previous_files`); their bytes
+    count as free. A file the run replaces counts nothing: a design is written beside
+    it and renamed over it. ``resuming``: the directory and its problem are fixed, so
+    the only advice is to free space.
 
     Raises:
-        InputError giving the estimate and the free space, and for a structured grid
-        written otherwise than as vti, what ``formats: [vti]`` would take.
+        InputError giving the estimate and the free space, and for a fresh run on a
+        structured grid written otherwise than as vti, what ``formats: [vti]`` would take
+        when that fits.
     """
     need = design_bytes(model)
     if not need:
         return
     where, free = free_space(out_dir)
-    free += sum(f.stat().st_size for name in need if (f := Path(out_dir) / name).is_file())
+    credit = freed_bytes(out_dir, freed)
+    free += credit
     total = sum(need.values())
     if total <= free:
         return
     files = ", ".join(f"{name} {size_text(size)}" for name, size in need.items())
     msg = (f"output.formats: the design files need at least {size_text(total)} ({files}); "
            f"{where} has {size_text(free)} free")
+    if credit:
+        msg += f" (counting {size_text(credit)} of the previous run's files, removed first)"
     grid = model.mesh.grid
-    if grid is not None and set(need) != {"design.vti"}:
-        vti = vti_bytes(grid, *design_values(model))
+    vti = vti_bytes(grid, *design_values(model)) if grid is not None else None
+    if resuming:
+        msg += ". Free space there to resume"
+    elif vti is not None and set(need) != {"design.vti"} and vti <= free:
         msg += (f". The design of a structured grid takes less as VTK image data: "
                 f"`formats: [vti]` writes no points or cells (at least {size_text(vti)})")
     else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +75,15 @@ def claim(out_dir: Path, problem: str, force: bool = False) -> None:
                      "choose another directory (--out) or pass --force to write there")
 
 
-def clear_previous(out_dir: Path, keep: tuple[Path, ...] = ()) -> list[str]:
-    """Remove the files the previous run (or export) wrote in ``out_dir``: the manifest's
-    list, or everything but the files that were there before femopt when that run ended
-    early; femopt's own names in a directory from before manifests. ``keep`` (the problem
-    file being run, when it lies there) stays. Returns the names removed."""
+def previous_files(out_dir: Path, keep: tuple[Path, ...] = ()) -> list[str]:
+    """The names in ``out_dir`` that :func:`clear_previous` removes, removing nothing: the
+    files the previous run (or export) wrote there, by the manifest's list, or everything
+    but the files that were there before femopt when that run ended early; femopt's own
+    names in a directory from before manifests. ``keep`` (the problem file being run,
+    when it lies there) is left out; so is everything of a directory that does not exist."""
     out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
     manifest = read_manifest(out_dir)
     present = {p.name for p in out_dir.iterdir()
                if p.is_file() or p.is_symlink() or (p.is_dir() and p.name in FOLDERS)}
@@ -93,18 +97,21 @@ def clear_previous(out_dir: Path, keep: tuple[Path, ...] = ()) -> list[str]:
         names = set()
     names.discard(MANIFEST)
     kept = {p.resolve() for p in keep if p.exists()}
-    removed = []
-    for name in sorted(names & present):
-        path = out_dir / name
-        if path.resolve() in kept:
-            continue
-        if path.is_dir() and not path.is_symlink():
-            import shutil
+    return [n for n in sorted(names & present) if (out_dir / n).resolve() not in kept]
 
+
+def clear_previous(out_dir: Path, keep: tuple[Path, ...] = ()) -> list[str]:
+    """Remove the files the previous run (or export) wrote in ``out_dir``
+    (:func:`previous_files`); ``keep`` (the problem file being run, when it lies there)
+    stays. Returns the names removed."""
+    out_dir = Path(out_dir)
+    removed = previous_files(out_dir, keep)
+    for name in removed:
+        path = out_dir / name
+        if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
-        removed.append(name)
     return removed
 
 

@@ -47,9 +47,9 @@ class VtiExporter(Exporter):
     def refusal(cls, mesh) -> str | None:
         if mesh.grid is not None:
             return None
-        return (f"'vti' writes VTK image data, which needs a structured grid (mesh: {{type: "
-                f"structured}}); this mesh of {mesh.cell_type} cells is not one: use vtu in "
-                f"output.formats")
+        return (f"format vti writes VTK image data, which needs a structured grid (mesh: "
+                f"{{type: structured}}); this mesh of {mesh.cell_type} cells is not one "
+                f"(format vtu writes any mesh)")
 
     @classmethod
     def size_bound(cls, mesh, cell_values: int, point_values: int) -> int:

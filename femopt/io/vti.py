@@ -13,6 +13,7 @@ order. A 2D grid is an image of z extent 0 (its vectors padded to 3 components).
 
 from __future__ import annotations
 
+import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from femopt.mesh.mesh import StructuredGrid
 
 MARK = b'<AppendedData encoding="raw">'
 HEAD_LIMIT = 16 << 20  # bytes of XML read before the appended data, at most
+ZLIB = "vtkZLibDataCompressor"
 DTYPES = {name: dtype.newbyteorder("<") for dtype, name in vtu.VTK_TYPE.items()}
 
 
@@ -120,40 +122,82 @@ def _head(f, path: Path) -> tuple[bytes, int]:
             raise InputError(f"{path}: not a VTK XML file with appended raw data")
 
 
-def _array(f, path: Path, base: int, element, compressed: bool, rows: int) -> np.ndarray:
+def _values(path: Path, element, name: str, kind: type, count: int,
+            default: str | None = None) -> tuple:
+    """``count`` numbers of type ``kind`` from the attribute ``name`` of ``element``."""
+    text = element.get(name, default)
+    if text is None:
+        raise InputError(f"{path}: <{element.tag}> has no {name} attribute")
+    try:
+        values = tuple(kind(v) for v in text.split())
+    except ValueError:
+        values = ()
+    if len(values) != count:
+        raise InputError(f"{path}: <{element.tag}> {name}={text!r}: {count} "
+                         f"{kind.__name__} value(s) expected")
+    return values
+
+
+def _within(f, n: int, end: int, path: Path, name: str) -> None:
+    """Refuse to read ``n`` bytes of ``f``, whose data ends at byte ``end``, past it."""
+    if n < 0 or f.tell() + n > end:
+        raise InputError(f"{path}: array {name!r}: the file ends before its data does "
+                         "(truncated?)")
+
+
+def _take(f, n: int, end: int, path: Path, name: str) -> bytes:
+    """The next ``n`` bytes of ``f``, whose data ends at byte ``end``."""
+    _within(f, n, end, path, name)
+    return f.read(n)
+
+
+def _array(f, path: Path, base: int, end: int, element, compressed: bool,
+           rows: int) -> np.ndarray:
     name = element.get("Name")
     dtype = DTYPES.get(element.get("type"))
     if dtype is None or element.get("format") != "appended":
         raise InputError(f"{path}: array {name!r}: femopt reads appended arrays of types "
                          f"{', '.join(DTYPES)}; found {element.get('type')} "
                          f"({element.get('format')})")
-    ncomp = int(element.get("NumberOfComponents", "1"))
-    f.seek(base + int(element.get("offset")))
+    (ncomp,) = _values(path, element, "NumberOfComponents", int, 1, "1")
+    (offset,) = _values(path, element, "offset", int, 1)
+    f.seek(base + offset)
+    if compressed:  # blocks, their uncompressed sizes, each block's compressed size
+        count = int(np.frombuffer(_take(f, 24, end, path, name), "<u8")[0])
+        sizes = np.frombuffer(_take(f, 8 * count, end, path, name), "<u8")
+        try:
+            data = b"".join(zlib.decompress(_take(f, int(s), end, path, name))
+                            for s in sizes)
+        except zlib.error as exc:
+            raise InputError(f"{path}: array {name!r}: not zlib data ({exc}); the file is "
+                             "damaged or was compressed otherwise") from None
+        nbytes = len(data)
+    else:
+        nbytes = int(np.frombuffer(_take(f, 8, end, path, name), "<u8")[0])
+    if nbytes != rows * ncomp * dtype.itemsize:
+        raise InputError(f"{path}: array {name!r} has {nbytes // dtype.itemsize} values; "
+                         f"{rows} x {ncomp} expected")
     if compressed:
-        count, _, _ = np.frombuffer(f.read(24), "<u8")
-        sizes = np.frombuffer(f.read(8 * int(count)), "<u8")
-        data = b"".join(zlib.decompress(f.read(int(s))) for s in sizes)
         a = np.frombuffer(data, dtype).copy()
     else:
-        nbytes = int(np.frombuffer(f.read(8), "<u8")[0])
+        _within(f, nbytes, end, path, name)
         a = np.fromfile(f, dtype, count=nbytes // dtype.itemsize)
-    if a.size != rows * ncomp:
-        raise InputError(f"{path}: array {name!r} has {a.size} values; {rows} x {ncomp} "
-                         "expected")
     return a.reshape(rows, ncomp) if ncomp > 1 else a
 
 
 def read_vti(path: str | Path) -> ImageData:
     """Read a ``.vti`` file of femopt's layout (appended raw data, UInt64 headers,
-    compressed or not; its field data as text).
+    zlib-compressed or not; its field data as text).
 
     Raises:
-        InputError naming the file: not image data of that layout, or an array of the
-        wrong length.
+        InputError naming the file and what is wrong: not image data of that layout
+        (another compressor, an attribute missing or malformed), an array of the wrong
+        length, data that ends early or does not decompress.
     """
     path = Path(path)
     try:
         with open(path, "rb") as f:
+            end = os.fstat(f.fileno()).st_size
             xml, base = _head(f, path)
             try:
                 root = ElementTree.fromstring(xml + b"</VTKFile>")
@@ -166,18 +210,33 @@ def read_vti(path: str | Path) -> ImageData:
                 raise InputError(f"{path}: not VTK image data with UInt64 headers "
                                  f"(type {root.get('type')}, header_type "
                                  f"{root.get('header_type')})")
-            out = ImageData(tuple(int(v) for v in image.get("WholeExtent").split()),
-                            tuple(float(v) for v in image.get("Origin").split()),
-                            tuple(float(v) for v in image.get("Spacing").split()))
-            compressed = root.get("compressor") is not None
+            compressor = root.get("compressor")
+            if compressor not in (None, ZLIB):
+                raise InputError(f"{path}: compressor {compressor}; femopt reads {ZLIB} "
+                                 "data or uncompressed data")
+            extent = _values(path, image, "WholeExtent", int, 6)
+            if any(extent[2 * a + 1] < extent[2 * a] for a in range(3)):
+                raise InputError(f"{path}: <ImageData> WholeExtent={extent}: an axis "
+                                 "ends before it starts")
+            out = ImageData(extent, _values(path, image, "Origin", float, 3),
+                            _values(path, image, "Spacing", float, 3))
             for element in image.findall("FieldData/DataArray"):
-                out.field_data[element.get("Name")] = np.array(
-                    (element.text or "").split(), dtype=DTYPES[element.get("type")])
+                name, dtype = element.get("Name"), DTYPES.get(element.get("type"))
+                if dtype is None:
+                    raise InputError(f"{path}: field data {name!r}: type "
+                                     f"{element.get('type')}; one of {', '.join(DTYPES)} "
+                                     "expected")
+                out.field_data[name] = np.array((element.text or "").split(), dtype=dtype)
             for tag, data, rows in (("PointData", out.point_data, out.node_shape),
                                     ("CellData", out.cell_data, out.shape)):
                 for element in piece.findall(f"{tag}/DataArray"):
-                    data[element.get("Name")] = _array(f, path, base, element, compressed,
+                    data[element.get("Name")] = _array(f, path, base, end, element,
+                                                       compressor is not None,
                                                        int(np.prod(rows)))
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except (zlib.error, AttributeError, TypeError, KeyError, ValueError,
+            IndexError) as exc:  # what the checks above missed: still a damaged file
+        raise InputError(f"{path}: not a .vti file femopt can read "
+                         f"({type(exc).__name__}: {exc})") from None
     return out
