@@ -20,8 +20,8 @@ from femopt.errors import InputError
 from femopt.io import manifest, vti, vtu
 from femopt.io.design_space import size_text
 from femopt.io.vti import read_vti, write_vti
-from femopt.backend.rows import RowSource
 from femopt.mesh.structured import structured_grid
+from test_vtu import _Rows
 
 ROOT = Path(__file__).resolve().parents[1]
 BEAM_2D = """\
@@ -78,22 +78,6 @@ constraints:
   - {{type: volume, max: 0.5}}
 optimizer: {{type: oc, max_iter: 2}}
 """
-
-
-class _Rows(RowSource):
-    """A field kept elsewhere: read by rows only (the widest range asked is recorded),
-    never assembled whole."""
-
-    def __init__(self, a: np.ndarray):
-        super().__init__(a.shape, a.dtype, self._read)
-        self.a, self.widest = a, 0
-
-    def _read(self, i: int, j: int) -> np.ndarray:
-        self.widest = max(self.widest, j - i)
-        return self.a[i:j].copy()
-
-    def __array__(self, dtype=None, copy=None):
-        raise AssertionError("the writer assembled a field whole")
 
 
 def run_cli(args, capsys):

@@ -118,9 +118,7 @@ def pool_bytes(xp: Any) -> int | None:
     if not _is_cupy(xp):
         return None
     if _allocator == "async":
-        rt = xp.cuda.runtime
-        handle = rt.deviceGetDefaultMemPool(xp.cuda.Device().id)
-        return int(rt.memPoolGetAttribute(handle, rt.cudaMemPoolAttrReservedMemHigh))
+        return _cuda_pool(xp, "cudaMemPoolAttrReservedMemHigh")
     if _pools is not None:
         return _pools.high_water()
     return int(xp.get_default_memory_pool().total_bytes())
@@ -132,12 +130,18 @@ def pool_total(xp: Any) -> int | None:
     if not _is_cupy(xp):
         return None
     if _allocator == "async":
-        rt = xp.cuda.runtime
-        handle = rt.deviceGetDefaultMemPool(xp.cuda.Device().id)
-        return int(rt.memPoolGetAttribute(handle, rt.cudaMemPoolAttrReservedMemCurrent))
+        return _cuda_pool(xp, "cudaMemPoolAttrReservedMemCurrent")
     if _pools is not None:
         return _pools.total()
     return int(xp.get_default_memory_pool().total_bytes())
+
+
+def _cuda_pool(xp: Any, attribute: str) -> int:
+    """An attribute of the current device's default CUDA memory pool (the "async"
+    allocator's), in bytes."""
+    rt = xp.cuda.runtime
+    handle = rt.deviceGetDefaultMemPool(xp.cuda.Device().id)
+    return int(rt.memPoolGetAttribute(handle, getattr(rt, attribute)))
 
 
 def release_cached(xp: Any) -> None:
