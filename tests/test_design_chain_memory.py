@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from femopt.errors import InputError
 from femopt.parallel.comm import SERIAL
 from path_checks import build
 from test_device import problem
@@ -222,8 +223,9 @@ def test_the_counted_design_chain_is_what_the_twin_holds():
     """tracemalloc on the grid twin (OC, a density filter): the float64 arrays of the
     cells' size alive when the second design's operator is set, but for the scale
     factors (counted with the solver's arrays), are the count's held design chain: x
-    and rho (OC's w is the constraint's gradient, let go of with it); the grid filter holds 1 / Hs on its proxy grid alone (made at the
-    set-up: 5 x 5 x 4 values for a reach of two cells)."""
+    and rho (OC's w is the constraint's gradient, let go of with it); the grid filter
+    holds 1 / Hs on its proxy grid alone (made at the set-up: 5 x 5 x 4 values for a
+    reach of two cells)."""
     import tracemalloc
 
     from test_mixed_precision import cantilever
@@ -287,3 +289,12 @@ def test_gpu_oc_runs_with_one_number_for_w_as_with_an_array():
     np.testing.assert_allclose([h.objective for h in one.history],
                                [h.objective for h in full.history], rtol=1e-7)
     assert float(cupy.abs(r_one.x - r_full.x).max()) <= 1e-5
+
+
+def test_linear_weights_of_a_constraint_that_is_not_linear_is_an_input_error():
+    data = _problem("mbb_beam", constraints=[{"type": "compliance", "max": 10.0}],
+                    objective={"type": "volume"}, optimizer={"type": "mma", "max_iter": 2})
+    model = build(data, device="cpu")
+    assert model.linear_constraint() is None
+    with pytest.raises(InputError, match="not a linear form of the densities"):
+        model.path.linear_weights()

@@ -200,8 +200,8 @@ def test_the_gpu_memory_check_counts_the_gpu_solver_of_a_problem_without_one(
 @pytest.mark.gpu
 def test_gpu_pools_hold_at_most_what_is_alive_at_once():
     """femopt's pools (backend.gpu_pool) over three design iterations of the 3D
-    cantilever at 128x64x64 (test_mixed_precision's, mixed precision): their high-water mark (summary.json's
-    gpu_pool_bytes) is the live bytes' peak, which a CuPy memory hook follows, within
+    cantilever at 128x64x64 (test_mixed_precision's, mixed precision): their high-water
+    mark (summary.json's gpu_pool_bytes) is the live bytes' peak, which a CuPy memory hook follows, within
     the slack of the pool of blocks under 64 KiB (3%: the coarse levels' vectors); CuPy's
     one pool held 10% over it at 512x256x256."""
     import cupy

@@ -20,7 +20,7 @@ import numpy as np
 from femopt.assembly.sparse_vector import dense_of, to_design
 from femopt.backend import array_namespace, to_host
 from femopt.backend.rows import mean_of
-from femopt.errors import RunError
+from femopt.errors import InputError, RunError
 from femopt.evaluation.function_checks import modal_parts
 from femopt.evaluation.robust import INTERMEDIATE, REALIZATIONS
 from femopt.evaluation.value_checks import checked_values
@@ -239,6 +239,9 @@ class EvaluationPath:
         """The linear constraint's w as an array (or one number at stride 0), made anew:
         the chain rule of the bound's density weights (:meth:`linear_constraint`)."""
         v = self._bound_rho_weights()
+        if v is None:
+            raise InputError("the problem's constraint is not a linear form of the "
+                             "densities: it has no weights w")
         w = self.model.bounds[0].sign_scale() * self.chain(v, [None] * len(self.stages))
         if v.strides == (0,) and bool((w == w[0]).all()):
             # every weight alike (a grid's volume through no filter that mixes cells, no
