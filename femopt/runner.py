@@ -75,9 +75,9 @@ def run_model(model: Model, problem_bytes: bytes, out: str | Path | None = None,
             check_output_dir(out_dir)
         check_before_run(model)  # an optimizer that cannot take this problem is bad input
         if not follower:
+            manifest.claim(out_dir, model.name, force)  # writes nothing
             # design files that surely do not fit, the previous run's files removed
             check_design_space(model, out_dir, manifest.previous_files(out_dir, keep))
-            manifest.claim(out_dir, model.name, force)
             prepare_output_dir(out_dir)
     if follower:
         return _follow(model, limit, None, out_dir, problem_bytes, t0)
@@ -261,6 +261,7 @@ def _optimize(model: Model, out_dir: Path, limit: int, problem_bytes: bytes,
                 x0 = run_files.on_device(model, ck, ck.x) if ck is not None else model.x0
                 result = model.optimizer.run(model, x0, limit,
                                              start=ck.iteration if ck else 0)
+        raise_pending()  # a signal Python dropped during the last iteration's end
         # the final fields stay on a device path's device: the writers read them by slabs
         values, rho_final, state = model.final_analysis(result.x, lazy=True)
         x_final = model.output_cells(result.x)

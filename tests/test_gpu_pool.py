@@ -181,3 +181,15 @@ def test_the_size_guard_keeps_a_larger_allowance_for_cudas_pool(monkeypatch):
     monkeypatch.setenv("FEMOPT_GPU_ALLOCATOR", "async")
     cuda = grid_device.estimate_bytes(lay, krylov="mixed")
     assert cuda - pool == pytest.approx(grid_device.MEMORY_MARGIN * 4.6 * lay.n_dofs, abs=2)
+
+
+def test_a_runs_out_of_memory_message_keeps_what_the_pools_said():
+    """summary.json's message of a run that ran out of GPU memory carries the pools'
+    own words (what they held), not a fixed text alone."""
+    from femopt.io.failure import describe
+
+    said = describe(MemoryError("Out of memory allocating 2,097,152 bytes (allocated so far: "
+                                "1,048,576 bytes)."))
+    assert "allocated so far: 1,048,576 bytes" in said and "use a coarser mesh" in said
+    assert describe(MemoryError()) == ("out of memory during the run (MemoryError); use a "
+                                       "coarser mesh")

@@ -79,6 +79,12 @@ def allocator_name() -> str:
     return name
 
 
+def allocator_in_use() -> str:
+    """The allocator this process has set (:func:`gpu_allocator`), or the one it will set
+    (``FEMOPT_GPU_ALLOCATOR``)."""
+    return _allocator or allocator_name()
+
+
 def gpu_allocator() -> str:
     """The GPU allocator of this process, chosen once by ``FEMOPT_GPU_ALLOCATOR``: "pool"
     (CuPy pools, large blocks kept by exact size: :class:`~femopt.backend.gpu_pool.
@@ -91,12 +97,15 @@ def gpu_allocator() -> str:
         import cupy
 
         if name == "async":
+            # the pool first: making it may set the device pool's threshold from
+            # CUPY_GPU_MEMORY_LIMIT (0 where unset, in some CuPy versions)
+            pool = cupy.cuda.MemoryAsyncPool("default")
             rt = cupy.cuda.runtime
             handle = rt.deviceGetDefaultMemPool(cupy.cuda.Device().id)
             # a release threshold of 0 (CUDA's default) gives the memory back at every
             # synchronization and allocates it again after
             rt.memPoolSetAttribute(handle, rt.cudaMemPoolAttrReleaseThreshold, 2**63 - 1)
-            cupy.cuda.set_allocator(cupy.cuda.MemoryAsyncPool("default").malloc)
+            cupy.cuda.set_allocator(pool.malloc)
         else:
             from femopt.backend.gpu_pool import SizedPools
 

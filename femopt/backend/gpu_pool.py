@@ -15,6 +15,7 @@ high-water mark is then what was alive at once, with the block asked for.
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 LARGE = 1 << 16  # bytes: a block of at least this size comes from a pool of its size
@@ -25,7 +26,8 @@ class SizedPools:
     """A CuPy allocator (``malloc``) over CuPy pools: one for the blocks below
     :data:`LARGE` bytes, one per rounded size above, on the current device. Made for one
     thread's allocations (the runs' own). ``CUPY_GPU_MEMORY_LIMIT`` (as CuPy's default
-    pool reads it) limits what the pools hold together.
+    pool reads it) limits what the pools hold together when they take a block of
+    :data:`LARGE` bytes or more (and each pool alone, as CuPy keeps it).
 
     Args:
         cupy: the cupy module.
@@ -51,6 +53,9 @@ class SizedPools:
             self.high = max(self.high, now)
             if self.limit and now + rounded > self.limit:
                 self._make_room(rounded, self.limit)
+                if self.total() + rounded > self.limit:
+                    gc.collect()  # blocks held only by reference cycles
+                    self._make_room(rounded, self.limit)
                 if self.total() + rounded > self.limit:
                     raise self.cupy.cuda.memory.OutOfMemoryError(size, self.total(),
                                                                  self.limit)

@@ -18,7 +18,7 @@ import numpy as np
 from femopt.adjoint.grid_sensitivity import grid_sensitivity_cases
 from femopt.assembly.grid_layout import GridLayout, layout_of
 from femopt.assembly.matrix_free import StructuredOperator
-from femopt.backend import allocator_name, to_host
+from femopt.backend import allocator_in_use, to_host
 from femopt.backend.rows import RowSource, node_rows
 from femopt.evaluation import grid_memory
 from femopt.evaluation.device import DevicePath, capability
@@ -122,7 +122,7 @@ def estimate_bytes(layout: GridLayout, n_cases: int = 1, model: Any = None,
         total += integrand_bytes(model, layout.n_dofs)
         total += eigen_bytes(model, layout.n_dofs)
     per_dof = UNCOUNTED_PER_DOF[krylov or "mixed"]
-    if allocator_name() == "async":
+    if allocator_in_use() == "async":
         per_dof = max(per_dof, ASYNC_PER_DOF)
     uncounted = per_dof * layout.n_dofs
     return int(MEMORY_MARGIN * (total + uncounted))

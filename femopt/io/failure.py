@@ -111,8 +111,9 @@ def describe(exc: BaseException) -> str:
         code = errno.errorcode.get(exc.errno, "") if exc.errno else ""
         what = f"cannot write {exc.filename}: " if exc.filename else "input/output error: "
         return f"{what}{exc.strerror or exc}" + (f" ({code})" if code else "")
-    if isinstance(exc, MemoryError):
-        return "out of memory during the run (MemoryError); use a coarser mesh"
+    if isinstance(exc, MemoryError):  # a GPU pool's says what the pools held
+        said = f": {exc}" if str(exc) else ""
+        return f"out of memory during the run (MemoryError{said}); use a coarser mesh"
     return f"{type(exc).__name__}: {exc}"
 
 

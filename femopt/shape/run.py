@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from femopt.io import plots
+from femopt.io.failure import raise_pending
 from femopt.io.progress import ProgressReporter
 from femopt.io.results import HistoryWriter, atomic_write
 from femopt.io.run_record import RunRecord, base_summary
@@ -43,6 +44,7 @@ def optimize_shape(model, out_dir: Path, limit: int, problem_bytes: bytes, quiet
         history.write(rec)
         pm.hook.femopt_iteration(record=rec)
         reporter.iteration(rec)
+        raise_pending()  # a Ctrl-C or SIGTERM that Python dropped in a finalizer
 
     pm.hook.femopt_run_start(problem=model, out_dir=out_dir)
     reporter.line(f"femopt: {model.name}: {model.mesh.n_cells} {model.mesh.cell_type} cells, "
