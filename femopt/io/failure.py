@@ -75,8 +75,15 @@ def raise_pending() -> None:
     finalizer or a weakref callback during garbage collection, it is printed as "ignored"
     and the run goes on); called where an iteration ends. Once it has stopped the run,
     it is not raised again."""
-    if _pending:
-        raise _pending.pop()
+    exc = take_pending()
+    if exc is not None:
+        raise exc
+
+
+def take_pending() -> Interrupted | None:
+    """The signal's :class:`Interrupted` that Python may have dropped, taken (None: none):
+    for :func:`raise_pending`, or a distributed run's ranks, which stop together."""
+    return _pending.pop() if _pending else None
 
 
 def interrupted_message(exc: BaseException) -> str:

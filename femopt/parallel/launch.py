@@ -293,8 +293,10 @@ def catch_signals(comm: Comm) -> None:
     and every rank stops together at the end of the design iteration
     (:func:`collective_interrupt`), rank 0 writing the summary as a one-process run does.
     A second signal later than :data:`SECOND_SIGNAL` seconds stops the rank at once (and
-    with it the job)."""
-    from femopt.io.failure import EXIT_SIGINT, EXIT_SIGTERM, Interrupted
+    with it the job). A signal before this whose exception Python dropped is noted the
+    same way. (SIGINT is taken over even where a background job ignores it: the launcher
+    forwards what it is sent, ``kill -INT`` included.)"""
+    from femopt.io.failure import EXIT_SIGINT, EXIT_SIGTERM, Interrupted, take_pending
 
     def handler(signum, frame):
         name, code = (("SIGINT", EXIT_SIGINT) if signum == signal.SIGINT
@@ -306,6 +308,9 @@ def catch_signals(comm: Comm) -> None:
             _PENDING[:] = [name, code, now]
 
     if comm.size > 1:
+        dropped = take_pending()
+        if dropped is not None and not _PENDING:
+            _PENDING[:] = [dropped.signal_name, dropped.exit_code, time.monotonic()]
         try:
             signal.signal(signal.SIGINT, handler)
             signal.signal(signal.SIGTERM, handler)
