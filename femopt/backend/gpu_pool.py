@@ -1,5 +1,5 @@
 """femopt's GPU memory pool: large blocks kept by exact size, the device asked for more
-only after every cached block has been given back.
+than the pools' high-water mark only after the cached blocks have been given back.
 
 CuPy's default pool hands out a cached block larger than asked for by splitting it, and
 a split block can go back to the device only once all its parts are free. On the grid
@@ -9,7 +9,8 @@ in its update); split between them, the blocks left free beside a live part held
 B/cell over the live peak at 512x256x256 (docs/benchmarks.md). Here every block of
 64 KiB or more (:data:`LARGE`) comes from a CuPy pool of its own size, so a cached block is
 whole and reused as it is; and before the pools take memory from the device beyond
-their high-water mark, they give back what they cache. What the pools hold at their
+their high-water mark, they give back what they cache, the pools caching the most first,
+until the new block fits under the mark (or all of it). What the pools hold at their
 high-water mark is then what was alive at once, with the block asked for.
 """
 
