@@ -181,9 +181,22 @@ def test_the_default_solver_becomes_multigrid_on_the_gpu_path():
     assert (model.device, model.solver.name) == ("gpu", "multigrid")
     assert model.device_notes == ["solver: multigrid on the GPU instead of direct, the "
                                   "CPU's default", grid_device.KRYLOV_NOTE["mixed"],
-                                  grid_device.COARSE_NOTE["hybrid"]]
+                                  grid_device.COARSE_NOTE["hybrid"],
+                                  "solver: rtol 1e-06, the GPU grid path's default (set "
+                                  "solver: rtol to choose another)"]
     assert (model.solver.krylov, model.solver._precision(np)) == ("mixed", np.float32)
     assert model.solver.coarse_operator == "hybrid"
+    assert model.solver.options.rtol == grid_device.GRID_RTOL == 1e-6
+    # a multigrid section without rtol gets the path's; one with rtol keeps it, and the
+    # CPU path keeps the solver's own 1e-8
+    data = problem("mbb_beam")
+    data["solver"] = {"type": "multigrid"}
+    assert build(data, array_module=np).solver.options.rtol == 1e-6
+    assert build(data, device="cpu").solver.options.rtol == 1e-8
+    data["solver"]["rtol"] = 1e-8
+    model = build(data, array_module=np)
+    assert model.solver.options.rtol == 1e-8
+    assert not any("rtol" in note for note in model.device_notes)
     # the CPU path keeps Galerkin's coarse levels; a problem's choice stands on the GPU
     data = problem("mbb_beam")
     data["solver"] = {"type": "multigrid"}
@@ -259,6 +272,34 @@ def test_gpu_matches_the_cpu(name, max_iter):
     print(f"{name}: {it} iterations, objective CPU {f_cpu:.12g} GPU {f_gpu:.12g} "
           f"(relative difference {abs(f_gpu - f_cpu) / abs(f_cpu):.2e}), seconds per "
           f"iteration CPU {t_cpu:.4f} GPU {t_gpu:.4f}")
+
+
+def keeps_the_88_line_results(name: str, ft: int, array_module) -> None:
+    """The MBB beam ``name`` on the grid path with its default solver (rtol
+    ``GRID_RTOL``): the 88-line code's iteration count and final compliance (measured on
+    the twin: 1.3e-5 from it at most; 5e-8 at rtol 1e-8), its history within 1e-3 (1.3e-4
+    measured, the drift of solves to 1e-6 through 127 designs)."""
+    from test_problems import top88
+
+    ref = top88(60, 20, 0.5, 3.0, 1.5, ft)
+    model = build(problem(name), array_module=array_module)
+    assert model.solver.options.rtol == grid_device.GRID_RTOL
+    result = model.optimizer.run(model, model.x0.copy(), 300)
+    assert result.converged and result.iterations == ref["iterations"]
+    assert model.history[-1].objective == pytest.approx(ref["compliance"][-1], rel=1e-4)
+    ours = np.array([r.objective for r in model.history])
+    assert np.allclose(ours, ref["compliance"][:len(ours)], rtol=1e-3, atol=0)
+
+
+@pytest.mark.parametrize("name, ft", [("mbb_beam", 1), ("mbb_beam_density", 2)])
+def test_the_grid_paths_default_tolerance_keeps_the_88_line_results(name, ft):
+    keeps_the_88_line_results(name, ft, np)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name, ft", [("mbb_beam", 1), ("mbb_beam_density", 2)])
+def test_the_gpu_default_tolerance_keeps_the_88_line_results(name, ft):
+    keeps_the_88_line_results(name, ft, _cupy())
 
 
 @pytest.mark.gpu

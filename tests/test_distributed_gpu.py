@@ -29,13 +29,21 @@ from femopt.parallel.launch import mpiexec
 from test_distributed import CANTILEVER, MBB, MMA_CASES, PROBLEMS, needs_mpi
 
 
+def _tight(text: str, more: str = "") -> str:
+    """The problem with rtol 1e-8 where its multigrid sets none (the distributed path's
+    default; the one-process grid path's is 1e-6), and ``more`` options."""
+    def pin(match: re.Match) -> str:
+        rtol = "" if "rtol" in match[1] else ", rtol: 1.0e-8"
+        return f"solver: {{type: multigrid, {match[1]}{more}{rtol}}}"
+
+    return re.sub(r"solver: \{type: multigrid, ([^}]*)\}", pin, text)
+
+
 def _double(text: str) -> str:
-    """The problem with float64 Krylov iterations and Galerkin coarse levels: the
-    distributed path's, which the one-process grid path (mixed and hybrid by default) is
-    compared with."""
-    return re.sub(r"solver: \{type: multigrid, ([^}]*)\}",
-                  r"solver: {type: multigrid, \1, krylov: double, coarse_operator: galerkin}",
-                  text)
+    """The problem with float64 Krylov iterations, Galerkin coarse levels and rtol 1e-8
+    where it sets none: the distributed path's, which the one-process grid path (mixed,
+    hybrid and 1e-6 by default) is compared with."""
+    return _tight(text, ", krylov: double, coarse_operator: galerkin")
 
 
 CANTILEVER, MBB, MMA_CASES = (_double(t) for t in (CANTILEVER, MBB, MMA_CASES))
@@ -360,7 +368,7 @@ def test_device_branches_on_ranks(problem, ranks, transport, write_problem, tmp_
     path = write_problem(MMA_CASES if problem == "mma_cases" else
                          (PROBLEMS / "force_inverter.yaml").read_text()
                          + "solver: {type: multigrid, krylov: double, "
-                         "coarse_operator: galerkin}\n")
+                         "coarse_operator: galerkin, rtol: 1.0e-8}\n")
     out = tmp_path / "two.json"
     proc = subprocess.run([mpiexec(), "-n", str(ranks), sys.executable, "-c", STAND_IN,
                            str(path), "3", str(out), transport], capture_output=True,
@@ -508,7 +516,7 @@ def test_device_comm_collectives_on_the_gpu(tmp_path, monkeypatch):
 def test_two_ranks_on_the_gpu_equal_one_process(text, how, write_problem, tmp_path):
     """``mpiexec -n 2 femopt run --device gpu`` (or ``--ranks 2``) against ``femopt run
     --device gpu``: the same iterations, objectives within 1e-6 relative (multigrid rtol
-    1e-8, the default)."""
+    1e-8 for both, as ``_double`` pins it)."""
     path = write_problem(text)
     ref, two = tmp_path / "one", tmp_path / "two"
     run = ["-m", "femopt", "run", str(path), "--device", "gpu", "--quiet", "--out"]

@@ -20,7 +20,8 @@ from femopt.solvers.galerkin import child_matrices, descendant_scales
 
 class MultigridOptions(Options):
     rtol: float = Field(1e-8, gt=0, lt=1)
-    """Relative residual ||r|| / ||b|| at which CG stops."""
+    """Relative residual ||r|| / ||b|| at which CG stops; on the one-GPU grid path 1e-6
+    unless set (the loosest that keeps the MBB beams' and top3d's references)."""
     max_iter: int = Field(500, gt=0)
     """Largest number of CG iterations per solve."""
     levels: int | None = Field(None, ge=1)
