@@ -33,8 +33,16 @@ class SparseLoad:
 
     def defect(self, ku: Any) -> Any:
         """f - K u from ``ku`` = -K u (overwritten: the loaded dofs are distinct)."""
-        ku[self.index] += self.values
-        return ku
+        return self.add_to(ku, 1.0)
+
+    def add_to(self, out: Any, scale: float) -> Any:
+        """out += scale f, in place; returns ``out``."""
+        out[self.index] += scale * self.values
+        return out
+
+    def dot(self, u: Any) -> float:
+        """f . u."""
+        return float(self.xp.sum(self.values * u[self.index]))
 
 
 class GridLoads:

