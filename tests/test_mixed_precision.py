@@ -416,3 +416,39 @@ def test_gpu_async_allocator_gives_the_same_run_and_reports_its_high_water_mark(
     assert runs["async"]["objective"] == pytest.approx(runs["pool"]["objective"], rel=1e-9)
     pool, block = runs["pool"]["gpu_pool_bytes"], 32 << 20
     assert 0.5 * pool < runs["async"]["gpu_pool_bytes"] <= -(-2 * pool // block) * block
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_a_warm_start_is_scaled_to_the_least_energy_error(sparse):
+    """scale_start: alpha x minimizes ||alpha x - K^-1 b||_K (the energy error is larger
+    at alpha(1 +- 1e-3)), the defect it leaves is b - K alpha x, and a start with
+    b.x <= 0 is dropped (x = 0, r = b). With the load by its nonzeros as well."""
+    from femopt.evaluation.grid_loads import GridLoads
+    from femopt.solvers.mixed_precision import scale_start
+
+    rng = np.random.default_rng(3)
+    n = 40
+    m = rng.standard_normal((n, n))
+    k = m @ m.T + n * np.eye(n)
+    idx = np.array([2, 11, 30])
+    b_dense = np.zeros(n)
+    b_dense[idx] = rng.uniform(1.0, 2.0, 3)
+    b = GridLoads(idx, b_dense[idx][None, :], n, np)[0] if sparse else b_dense
+    u = np.linalg.solve(k, b_dense)
+
+    def energy_error(v):
+        e = v - u
+        return e @ k @ e
+
+    x = 3.7 * u + 0.05 * np.abs(u).max() * rng.standard_normal(n)  # far off in size
+    x0 = x.copy()
+    r = b_dense - k @ x
+    alpha = scale_start(x, r, b)
+    assert 0.2 < alpha < 0.3
+    assert np.allclose(x, alpha * x0, rtol=1e-14, atol=0)
+    assert np.allclose(r, b_dense - k @ x, rtol=0, atol=1e-12 * np.abs(b_dense).max())
+    assert energy_error(x) < min(energy_error(alpha * (1 + s) * x0) for s in (-1e-3, 1e-3))
+    x = -u.copy()
+    r = b_dense - k @ x
+    assert scale_start(x, r, b) == 0.0
+    assert not x.any() and np.array_equal(r, b_dense)
