@@ -182,21 +182,29 @@ def test_the_default_solver_becomes_multigrid_on_the_gpu_path():
     assert model.device_notes == ["solver: multigrid on the GPU instead of direct, the "
                                   "CPU's default", grid_device.KRYLOV_NOTE["mixed"],
                                   grid_device.COARSE_NOTE["hybrid"],
-                                  "solver: rtol 1e-06, the GPU grid path's default (set "
-                                  "solver: rtol to choose another)"]
+                                  "solver: rtol 1e-06, eig_iterations 10, the GPU grid "
+                                  "path's defaults (set them in solver: to choose others)"]
     assert (model.solver.krylov, model.solver._precision(np)) == ("mixed", np.float32)
     assert model.solver.coarse_operator == "hybrid"
     assert model.solver.options.rtol == grid_device.GRID_RTOL == 1e-6
-    # a multigrid section without rtol gets the path's; one with rtol keeps it, and the
-    # CPU path keeps the solver's own 1e-8
+    assert model.solver.options.eig_iterations == grid_device.GRID_EIG_ITERATIONS == 10
+    # a multigrid section without them gets the path's; what it sets stands, and the CPU
+    # path keeps the solver's own 1e-8 and 20
     data = problem("mbb_beam")
     data["solver"] = {"type": "multigrid"}
-    assert build(data, array_module=np).solver.options.rtol == 1e-6
-    assert build(data, device="cpu").solver.options.rtol == 1e-8
+    options = build(data, array_module=np).solver.options
+    assert (options.rtol, options.eig_iterations) == (1e-6, 10)
+    options = build(data, device="cpu").solver.options
+    assert (options.rtol, options.eig_iterations) == (1e-8, 20)
     data["solver"]["rtol"] = 1e-8
     model = build(data, array_module=np)
-    assert model.solver.options.rtol == 1e-8
-    assert not any("rtol" in note for note in model.device_notes)
+    assert (model.solver.options.rtol, model.solver.options.eig_iterations) == (1e-8, 10)
+    assert ("solver: eig_iterations 10, the GPU grid path's defaults (set them in solver: "
+            "to choose others)") in model.device_notes
+    data["solver"]["eig_iterations"] = 20
+    model = build(data, array_module=np)
+    assert (model.solver.options.rtol, model.solver.options.eig_iterations) == (1e-8, 20)
+    assert not any("defaults" in note for note in model.device_notes)
     # the CPU path keeps Galerkin's coarse levels; a problem's choice stands on the GPU
     data = problem("mbb_beam")
     data["solver"] = {"type": "multigrid"}

@@ -111,8 +111,8 @@ def reproduces_top3d(rtol: float | None, last: int, array_module) -> None:
     (tests/test_problems.py has the CPU path's); with rtol 1e-10, at 39 to 1e-6 as well.
     The OC history is chaotic past iteration 30: solves to rtol 1e-8 drift from solves to
     1e-11 by 1e-7 at 31, 2e-6 at 34, 6e-5 at 40 and 2e-3 at 43 (measured), so iteration
-    39 at 1e-6 asks for the tighter solves. The path's default rtol (1e-6) is 5.1e-7 from
-    MATLAB at 13 (1e-8: 1.9e-8; 1e-5: 1.6e-5, too far)."""
+    39 at 1e-6 asks for the tighter solves. The path's defaults (rtol 1e-6, 10 Lanczos
+    steps) are 6.5e-7 from MATLAB at 13 (rtol 1e-8: 1.9e-8; 1e-5: 1.6e-5, too far)."""
     from test_problems import TOP3D_MATLAB
 
     data = yaml.safe_load((ROOT / "problems" / "cantilever_3d.yaml").read_text())

@@ -61,7 +61,8 @@ class MultigridOptions(Options):
     design-independent element bound alone (never too low, but loose). When a solve with
     the estimate fails, the solver switches to the bound for good and retries."""
     eig_iterations: int = Field(20, ge=2)
-    """Lanczos (CG) steps of the ``lanczos`` estimate."""
+    """Lanczos (CG) steps of the ``lanczos`` estimate; on the one-GPU grid path 10 unless
+    set (half the cost, no more CG iterations)."""
     precision: Literal["auto", "float64", "float32"] = "auto"
     """Arithmetic of the V-cycle; auto: float32 on the GPU and with ``krylov: mixed``,
     float64 otherwise."""
