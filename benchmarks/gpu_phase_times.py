@@ -57,7 +57,7 @@ class Steps:
                     frame[2] = max(frame[2], steps.live)
 
             def alloc_postprocess(self, **kw):
-                held = steps.pool.total_bytes()
+                held = pool_total(steps.cp)
                 for frame in steps.open:
                     frame[3] = max(frame[3], held)
 
@@ -190,7 +190,7 @@ def main() -> None:
         run(problem(shape, args.iterations, None, "none"), out, device="gpu")
     print(f"shape {args.shape}, {cells} cells, {args.iterations} iterations, wall "
           f"{time.perf_counter() - t0:.1f} s, pool held at the end "
-          f"{steps.pool.total_bytes() / cells:.0f} B/cell\n")
+          f"{pool_total(steps.cp) / cells:.0f} B/cell\n")
     print(steps.table(cells))
 
 
