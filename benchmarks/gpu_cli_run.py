@@ -17,7 +17,8 @@ time series and checkpoints are off.
 stream-ordered allocator (its "GPU pool" the CUDA pool's reserved high-water mark).
 ``--precision mixed|double`` sets the multigrid's ``krylov`` option; ``--solver-section
 none`` writes no ``solver:`` section at all (the user's defaults: the GPU path's own
-multigrid, rtol 1e-8), ``--solver-section default`` the one above (rtol 1e-5).
+multigrid, rtol 1e-6 and 10 Lanczos steps), ``--solver-section default`` the one above
+(rtol 1e-5).
 
     python benchmarks/gpu_cli_run.py [--sizes 128x64x64,256x128x128,512x256x256]
         [--iterations 6] [--device gpu] [--precision mixed|double]

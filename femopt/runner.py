@@ -98,12 +98,14 @@ def run_model(model: Model, problem_bytes: bytes, out: str | Path | None = None,
 def solver_summary(model: Model) -> dict:
     """What summary.json says of the device paths' solves, read when the run closes: the
     GPU memory pool's high-water mark (``gpu_pool_bytes``; None on a NumPy twin) and, on
-    the grid path, the Krylov precision and the float32 solves redone in float64."""
+    the grid path, the Krylov precision, the float32 solves redone in float64 and the
+    tolerance the solves met (the path's default where the problem sets none)."""
     solver = model.solver
     out: dict = {}
     if getattr(model.path, "krylov", None) is not None:
         out = {"solver_precision": model.path.krylov,
-               "precision_fallbacks": lambda: solver.precision_fallbacks}
+               "precision_fallbacks": lambda: solver.precision_fallbacks,
+               "solver_rtol": solver.options.rtol}
     if out or model.device == "gpu":
         out["gpu_pool_bytes"] = lambda: pool_bytes(model.path.xp)
     return out

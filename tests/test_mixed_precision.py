@@ -340,8 +340,8 @@ def test_dm_drho_is_made_after_the_solves():
 
 def test_a_run_logs_the_fallback_and_its_summary_says_the_precision(tmp_path):
     """A run of the twin at rtol 1e-14: each iteration whose float32 solve stagnated
-    says so in the log, and summary.json names the precision and counts the solves
-    redone (no GPU pool on the twin)."""
+    says so in the log, and summary.json names the precision and the tolerance and
+    counts the solves redone (no GPU pool on the twin)."""
     import io
     import json
 
@@ -357,7 +357,7 @@ def test_a_run_logs_the_fallback_and_its_summary_says_the_precision(tmp_path):
     lines = [line for line in log.getvalue().splitlines() if "stagnated" in line]
     assert lines and all(line.startswith("femopt: iteration ") for line in lines)
     summary = json.loads((tmp_path / "res" / "summary.json").read_text())
-    assert summary["solver_precision"] == "mixed"
+    assert (summary["solver_precision"], summary["solver_rtol"]) == ("mixed", 1e-14)
     assert summary["precision_fallbacks"] == model.solver.precision_fallbacks >= len(lines)
     assert summary["gpu_pool_bytes"] is None
 
@@ -421,8 +421,9 @@ def test_gpu_async_allocator_gives_the_same_run_and_reports_its_high_water_mark(
 @pytest.mark.parametrize("sparse", [False, True])
 def test_a_warm_start_is_scaled_to_the_least_energy_error(sparse):
     """scale_start: alpha x minimizes ||alpha x - K^-1 b||_K (the energy error is larger
-    at alpha(1 +- 1e-3)), the defect it leaves is b - K alpha x, and a start with
-    b.x <= 0 is dropped (x = 0, r = b). With the load by its nonzeros as well."""
+    at alpha(1 +- 1e-3)), the defect it leaves is b - K alpha x; a start pointing away
+    is turned (-u becomes u), a zero start stays zero with r = b. With the load by its
+    nonzeros as well."""
     from femopt.evaluation.grid_loads import GridLoads
     from femopt.solvers.mixed_precision import scale_start
 
@@ -450,5 +451,26 @@ def test_a_warm_start_is_scaled_to_the_least_energy_error(sparse):
     assert energy_error(x) < min(energy_error(alpha * (1 + s) * x0) for s in (-1e-3, 1e-3))
     x = -u.copy()
     r = b_dense - k @ x
+    assert scale_start(x, r, b) == pytest.approx(-1.0, rel=1e-12)
+    assert np.allclose(x, u, rtol=1e-12, atol=0)
+    assert np.abs(r).max() <= 1e-12 * np.abs(b_dense).max()
+    x = np.zeros(n)
+    r = b_dense.copy()
     assert scale_start(x, r, b) == 0.0
     assert not x.any() and np.array_equal(r, b_dense)
+
+
+def test_the_mixed_solve_scales_its_warm_start():
+    """A warm start twice the solution is scaled to it before the first step: no float32
+    CG iteration, the first residual at rounding level (unscaled it is about the load's
+    size)."""
+    model = build(cantilever((8, 4, 4), krylov="mixed", rtol=1e-8), array_module=np)
+    x = np.full(model.n, 0.3)
+    model.values_and_gradients(model.to_device(x))
+    solver, path = model.solver, model.path
+    u = path.u[0].copy()
+    x0 = 2.0 * u
+    out = solver.solve_grid(path.loads[0], x0=x0, in_place=True)
+    assert out is x0 and np.allclose(out, u, rtol=0, atol=1e-9 * np.abs(u).max())
+    assert solver.last.iterations == 0
+    assert solver.last.residuals[0] < 1e-8

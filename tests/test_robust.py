@@ -292,11 +292,14 @@ def check_robust_force_inverter(tmp_path, device: str) -> None:
     pts = model.mesh.points
     node_in = int(np.flatnonzero(np.all(pts == [0.0, 40.0], axis=1))[0])
     node_out = int(np.flatnonzero(np.all(pts == [80.0, 40.0], axis=1))[0])
+    # the run's u_out against a direct solve's: to 1e-6, or ten times the run's solver
+    # tolerance (the GPU grid path's 1e-6 left 5.9e-7 on the twin)
+    band = max(1e-6, 10.0 * summary.get("solver_rtol", 0.0))
     for name, rho in zip(REALIZATIONS, rhos):
         u = model.path.analyse(rho).u[0]
         assert u[2 * node_in] > 0.0, name
         assert u[2 * node_out] < -0.9, name  # about -1: each one a working inverter
-        assert u[2 * node_out] == pytest.approx(robust[name]["objective"], rel=1e-6)
+        assert u[2 * node_out] == pytest.approx(robust[name]["objective"], rel=band)
     solid = rhos[1].reshape(40, 80) > 0.5
     assert np.mean(np.abs(rhos[1] - 0.5) < 0.45) < 0.05  # nearly black and white
     for phase in (solid, ~solid):

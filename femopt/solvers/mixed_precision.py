@@ -114,22 +114,31 @@ def defect_correction(defect: Callable[[Any], Any], bnorm: float,
 
 
 def scale_start(x: Any, r: Any, b: Any) -> float:
-    """Rescale a warm start ``x`` and its defect ``r`` = b - K x in place by the alpha
-    that minimizes the energy norm of the error, ||alpha x - K^-1 b||_K: alpha =
-    b.x / x.K x, with x.K x = b.x - x.r (no product with K). A design step scales the
-    stiffness unevenly, so the last state can be far off in size: on the grid path's
-    twin (48x24x24 cantilever, OC) its defect was up to 3.9 ||b|| unscaled and 0.7
-    scaled, and ten designs took 173 float32 CG iterations instead of 185. A start with
-    b.x <= 0 is dropped (alpha 0: x = 0, r = b). ``b``: a dense vector or a load by its
-    nonzeros (``dot``, ``add_to``). Returns alpha."""
+    """Rescale a warm start and its defect in place by the factor that minimizes the
+    energy norm of the error, ||alpha x - K^-1 b||_K: alpha = b.x / x.K x, with
+    x.K x = b.x - x.r (no product with K).
+
+    A design step scales the stiffness unevenly, so the last state can be far off in
+    size: on the grid path's twin (48x24x24 cantilever, OC) its defect was up to 3.9 ||b||
+    unscaled and 0.7 scaled, and ten designs took 173 float32 CG iterations instead of 185.
+
+    Args:
+        x: the start (float64), becomes alpha x. r: its defect b - K x, becomes
+            b - K alpha x.
+        b: the right-hand side, a dense vector or a load by its nonzeros
+            (:class:`~femopt.evaluation.grid_loads.SparseLoad`).
+    Returns:
+        alpha (0 where x.K x is not positive: x = 0, r = b).
+    """
     xp = array_namespace(x)
     dot = dot_numpy if xp is np else dot_gpu
-    bx = b.dot(x) if hasattr(b, "add_to") else dot(b, x)
+    sparse = hasattr(b, "add_to")
+    bx = b.dot(x) if sparse else dot(b, x)
     xkx = bx - dot(x, r)
-    alpha = bx / xkx if bx > 0 and xkx > 0 else 0.0
+    alpha = bx / xkx if xkx > 0 else 0.0
     x *= alpha
     r *= alpha
-    if hasattr(b, "add_to"):
+    if sparse:
         b.add_to(r, 1.0 - alpha)
     else:
         r += (1.0 - alpha) * b
