@@ -137,11 +137,13 @@ def scale_start(x: Any, r: Any, b: Any) -> float:
     xkx = bx - dot(x, r)
     alpha = bx / xkx if xkx > 0 else 0.0
     x *= alpha
-    r *= alpha
     if sparse:
+        r *= alpha
         b.add_to(r, 1.0 - alpha)
-    else:
-        r += (1.0 - alpha) * b
+    else:  # r = b - alpha K x in place: no temporary of b's size (an adjoint's load)
+        r -= b
+        r *= alpha
+        r += b
     return alpha
 
 
