@@ -6,8 +6,8 @@ radius 1.5 cells, volume 0.3, OC, the multigrid solver at rtol 1e-5), runs the c
 line in a subprocess and reads history.csv (seconds per iteration) and summary.json.
 "median" and "mean" are over the iterations after the first: a short run's median
 flatters the path, since later designs take more CG iterations (at 512x256x256 on an
-H100, 0.486 s over iterations 2 to 6 but 0.535 s over 2 to 30), so the goal's figure
-comes from a run of 30 iterations.
+H100, 0.486 s over iterations 2 to 6 but 0.535 s over 2 to 30): for the goal's
+figure, pass ``--iterations 30``.
 "set-up" is the wall time before the first iteration (reading the problem, building the
 grid and the model on the host, uploading); "output" is what follows the last one
 (design.vtu of the final design, or design.vti with ``--format vti``). "host peak" is

@@ -64,8 +64,9 @@ def resolve_krylov(options: Any) -> str:
 # iterations (ten designs at 48x24x24: 170 float32 iterations against 173). Through
 # `femopt run` at 512x256x256 on an H100: 0.636 s per design iteration with the solver's
 # defaults, 0.487 with these (medians of iterations 2 to 6; over 30 iterations the
-# median is 0.535, later designs taking more CG iterations). A problem whose history must follow another code's to
-# round-off past the first iterations sets ``rtol`` itself.
+# median is 0.535, later designs taking more CG iterations). A problem whose history
+# must follow another code's to round-off past the first iterations sets ``rtol``
+# itself.
 GRID_RTOL = 1e-6
 GRID_EIG_ITERATIONS = 10
 GRID_DEFAULTS = {"rtol": GRID_RTOL, "eig_iterations": GRID_EIG_ITERATIONS}
