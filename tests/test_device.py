@@ -181,9 +181,9 @@ def test_the_default_solver_becomes_multigrid_on_the_gpu_path():
     assert (model.device, model.solver.name) == ("gpu", "multigrid")
     assert model.device_notes == ["solver: multigrid on the GPU instead of direct, the "
                                   "CPU's default", grid_device.KRYLOV_NOTE["mixed"],
-                                  grid_device.COARSE_NOTE["hybrid"],
                                   "solver: rtol 1e-06, eig_iterations 10, the GPU grid "
-                                  "path's defaults (set them in solver: to choose others)"]
+                                  "path's defaults (set them in solver: to choose others)",
+                                  grid_device.COARSE_NOTE["hybrid"]]
     assert (model.solver.krylov, model.solver._precision(np)) == ("mixed", np.float32)
     assert model.solver.coarse_operator == "hybrid"
     assert model.solver.options.rtol == grid_device.GRID_RTOL == 1e-6

@@ -235,16 +235,16 @@ class GridDevicePath(DevicePath):
             self.krylov = resolve_krylov(solver.options)
             solver.use_krylov(self.krylov)
             model.device_notes.append(KRYLOV_NOTE[self.krylov])
+            changes = grid_defaults(solver.options)
+            if changes:
+                solver.options = solver.options.model_copy(update=changes)
+                model.device_notes.append(
+                    "solver: " + ", ".join(f"{k} {v:g}" for k, v in changes.items())
+                    + ", the GPU grid path's defaults (set them in solver: to choose others)")
         if hasattr(solver, "use_coarse_operator"):
             coarse = resolve_coarse_operator(solver.options)
             solver.use_coarse_operator(coarse)
             model.device_notes.append(coarse_note(coarse, solver.options))
-        changes = grid_defaults(solver.options) if hasattr(solver, "use_krylov") else {}
-        if changes:
-            solver.options = solver.options.model_copy(update=changes)
-            model.device_notes.append(
-                "solver: " + ", ".join(f"{k} {v:g}" for k, v in changes.items())
-                + ", the GPU grid path's defaults (set them in solver: to choose others)")
         # the loads by their nonzeros, on the device: no vector of the grid's size
         super().__init__(model, xp, self._sparse_loads(model.load_nonzeros, xp))
 
