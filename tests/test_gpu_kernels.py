@@ -386,6 +386,38 @@ def test_oc_update_with_constant_bounds_and_w_equals_full_arrays(low, high, dtyp
         assert low <= float(got.min()) and float(got.max()) <= high
 
 
+@pytest.mark.parametrize("eta", [0.5, 0.4])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_oc_candidate_volumes_and_update_equal_the_trials(dtype, eta):
+    """The volumes kernel's 31 sums equal the trial kernel's volume at each multiplier,
+    and the update by candidate passes gives the one-trial-a-step update's design and
+    change bit for bit (the same multipliers, the same last trial)."""
+    from femopt.optimizers.oc_kernels import (_kernel_operands, _kernel_volumes,
+                                              oc_update_linear)
+
+    r = rng()
+    n = 300_007
+    x = cupy.asarray(r.uniform(0.01, 1.0, n), dtype=dtype)
+    df = cupy.asarray(-r.uniform(size=n) ** 3, dtype=dtype)
+    dg = cupy.asarray(r.uniform(0.5, 1, n), dtype=dtype)
+    w = cupy.asarray(r.uniform(size=n) / n, dtype=dtype)
+    xmax = cupy.asarray(np.where(r.random(n) < 0.1, 0.5, 1.0), dtype=dtype)
+    mids = list(np.geomspace(1e-3, 10.0, 31))
+    operands = _kernel_operands(x, None, xmax, w)
+    got = _kernel_volumes(x, df, dg, operands, mids, 0.2, eta)
+    want = [oc_trial(x, df, dg, None, xmax, w, m, 0.2, eta)[1] for m in mids]
+    rel = 1e-12 if dtype == np.float64 else 1e-6
+    assert np.allclose(got, want, rtol=rel, atol=0)
+    assert np.ptp(want) > 0.1 * max(want)  # the multipliers span the active range
+    assert np.allclose(_kernel_volumes(x, df, dg, operands, mids[:3], 0.2, eta), want[:3],
+                       rtol=rel, atol=0)
+    for limit in (0.35, 0.5):
+        fast, change = oc_update_linear(x, df, dg, w, limit, None, xmax, eta=eta)
+        slow, change_slow = oc_update_linear(x, df, dg, w, limit, None, xmax, eta=eta,
+                                             candidates=False)
+        assert float(cupy.abs(fast - slow).max()) == 0.0 and change == change_slow
+
+
 def test_kernels_compile_once_per_device():
     from femopt.solvers.cg_kernels import SOURCE
 

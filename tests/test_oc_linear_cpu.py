@@ -92,3 +92,43 @@ def test_host_bisection_equals_the_trial_loop_bit_for_bit(bounds):
         trials += 1
     assert trials > 20
     assert np.array_equal(got, want) and change == want_change
+
+
+@pytest.mark.parametrize("limit", [0.4, 0.5, 0.6])
+def test_candidate_passes_take_the_trial_loops_multipliers(monkeypatch, limit):
+    """One GPU's update by candidates (the volumes of the next five steps' 31
+    multipliers from one pass, the steps walked on the host, the last multiplier's trial
+    the design), with NumPy in place of its two kernels: the multipliers, design and
+    change of the plain loop, in far fewer passes over the design."""
+    from femopt.optimizers import oc_kernels
+
+    rng = np.random.default_rng(11)
+    n = 4000
+    x = rng.uniform(0.01, 1.0, n)
+    df, dg, w = -rng.uniform(0.0, 1.0, n) ** 3, rng.uniform(0.5, 1.0, n), np.full(n, 1.0 / n)
+    passes: list[int] = []
+    tried: list[float] = []
+
+    def volumes(x_, df_, dg_, operands, mids, move, eta):
+        assert 1 <= len(mids) <= 31
+        passes.append(len(mids))
+        return np.array([oc_kernels.oc_trial_numpy(x_, df_, dg_, None, None, w, m, move,
+                                                   eta)[1] for m in mids])
+
+    def trial(x_, df_, dg_, operands, lmid, move, eta):
+        tried.append(lmid)
+        return oc_kernels.oc_trial_numpy(x_, df_, dg_, None, None, w, lmid, move, eta)
+
+    monkeypatch.setattr(oc_kernels, "_kernel_volumes", volumes)
+    monkeypatch.setattr(oc_kernels, "_kernel_trial", trial)
+    got, change = oc_kernels._update_by_candidates(x, df, dg, limit, None, 0.2, 0.5, 1e-3)
+    l1, l2, mids = 0.0, 1e9, []
+    while (l2 - l1) / (l1 + l2) > 1e-3:
+        mids.append(0.5 * (l1 + l2))
+        want, vol, want_change = oc_kernels.oc_trial_numpy(x, df, dg, None, None, w,
+                                                            mids[-1], 0.2, 0.5)
+        l1, l2 = (mids[-1], l2) if vol > limit else (l1, mids[-1])
+    assert tried == [mids[-1]]
+    assert np.array_equal(got, want) and change == want_change
+    assert len(passes) == -(-len(mids) // oc_kernels.CANDIDATE_DEPTH)  # ceil
+    assert len(mids) > 25

@@ -25,6 +25,10 @@ MAX_BISECTIONS = 256
 # round, 10 or so rounds an update instead of 40 sums (on the host, or on one rank, a
 # trial costs more than the sum it saves: one step a round there)
 ROUND_DEPTH = 4
+# bisection steps decided by one pass over the design on one GPU: the volumes of the 31
+# multipliers the next 5 steps may try (the kernel's FEMOPT_OC_CANDIDATES), 8 or 9 passes
+# an update instead of about 40
+CANDIDATE_DEPTH = 5
 
 
 def oc_trial_numpy(x: np.ndarray, df: np.ndarray, dg: np.ndarray, xmin: Any, xmax: Any,
@@ -81,13 +85,16 @@ def _kernel_launch(x: Any, df: Any, dg: Any, operands: tuple, lmid: float, move:
 def oc_update_linear(x: Any, df: Any, dg: Any, w: Any, limit: float, xmin: Any = None,
                      xmax: Any = None, move: float = 0.2, eta: float = 0.5,
                      bisection_tol: float = 1e-3, reductions: Any = None,
-                     round_depth: int | None = None) -> tuple[Any, float]:
+                     round_depth: int | None = None, candidates: bool = True
+                     ) -> tuple[Any, float]:
     """OC update under w . x <= limit; bisection on the multiplier as in the 88-line
     code. Returns the new design and max |x_new - x|. ``reductions`` (a distributed
     run's: ``layer_sums``, ``add_up`` and ``max`` over every rank's part of the design)
     replace the local sums, ``round_depth`` bisection steps decided by each of their
     reductions (None: :data:`ROUND_DEPTH` on GPUs of several ranks, else 1;
-    :func:`_update_by_rounds`)."""
+    :func:`_update_by_rounds`). On one GPU (no ``reductions``), ``candidates``: each pass
+    over the design sums the volumes of the next :data:`CANDIDATE_DEPTH` steps'
+    multipliers (:func:`_update_by_candidates`); False: one trial a step."""
     host = _HostTrials(x, df, dg, xmin, xmax, w, move, eta) \
         if array_namespace(x) is np else None
     operands = None if host is not None else _kernel_operands(x, xmin, xmax, w)
@@ -100,6 +107,8 @@ def oc_update_linear(x: Any, df: Any, dg: Any, w: Any, limit: float, xmin: Any =
             raise ValueError(f"OC's bisection: round_depth must be at least 1, got {depth}")
         return _update_by_rounds(x, df, dg, w, limit, host, operands, move, eta,
                                  bisection_tol, reductions, depth)
+    if host is None and candidates:
+        return _update_by_candidates(x, df, dg, limit, operands, move, eta, bisection_tol)
     l1, l2 = 0.0, 1e9
     x_new, change = x, 0.0
     for _ in range(MAX_BISECTIONS):
@@ -142,6 +151,69 @@ def bisection_tree(l1: float, l2: float, depth: int, tol: float
     return mids, index
 
 
+def _walk(l1: float, l2: float, mids: list[float], index: dict, volumes: Any,
+          limit: float) -> tuple[float, float, float | None, int]:
+    """The bisection's steps through one :func:`bisection_tree` whose multipliers'
+    volumes are known: (l1, l2, the last multiplier tried or None, the steps taken)."""
+    path: tuple[int, ...] = ()
+    last, steps = None, 0
+    while path in index:
+        i = index[path]
+        last, steps = mids[i], steps + 1
+        if float(volumes[i]) > limit:
+            l1, path = mids[i], path + (1,)
+        else:
+            l2, path = mids[i], path + (0,)
+    return l1, l2, last, steps
+
+
+def _update_by_candidates(x: Any, df: Any, dg: Any, limit: float, operands: tuple,
+                          move: float, eta: float, tol: float) -> tuple[Any, float]:
+    """:func:`oc_update_linear` on one GPU: one pass over the design sums the volumes at
+    every multiplier the next :data:`CANDIDATE_DEPTH` bisection steps may try
+    (``femopt_optimizers_oc_volumes``), the steps are walked on the host, and the last
+    multiplier's trial writes the new design. The multipliers are the one-step loop's
+    while no volume lies within a few ulps of the limit (the kernel rounds the update's
+    factor apart)."""
+    l1, l2 = 0.0, 1e9
+    steps, last = 0, None
+    while steps < MAX_BISECTIONS and (l2 - l1) / (l1 + l2) > tol:
+        mids, index = bisection_tree(l1, l2, min(CANDIDATE_DEPTH, MAX_BISECTIONS - steps),
+                                     tol)
+        volumes = _kernel_volumes(x, df, dg, operands, mids, move, eta)
+        l1, l2, walked, taken = _walk(l1, l2, mids, index, volumes, limit)
+        last, steps = walked, steps + taken
+    if last is None:
+        return x, 0.0
+    x_new, _, change = _kernel_trial(x, df, dg, operands, last, move, eta)
+    return x_new, change
+
+
+def _kernel_volumes(x: Any, df: Any, dg: Any, operands: tuple, mids: list[float],
+                    move: float, eta: float) -> np.ndarray:
+    """w . x_new at each multiplier of ``mids`` (at most 31), from one kernel pass."""
+    import cupy
+
+    from femopt.backend.kernels import get_kernel, real_name, reduction_grid, register_instances
+
+    n_k = 2**CANDIDATE_DEPTH - 1
+    if not 1 <= len(mids) <= n_k:
+        raise ValueError(f"OC's volumes: 1 to {n_k} multipliers at once, got {len(mids)}")
+    register_instances(SOURCE, [f"femopt_optimizers_oc_volumes<{r}>"
+                                for r in ("double", "float")])
+    kern = get_kernel(SOURCE, f"femopt_optimizers_oc_volumes<{real_name(x)}>")
+    (xmin, xmin_value), (xmax, xmax_value), (w, w_value) = operands
+    # the kernel always sums 31: the unused ones repeat the last multiplier
+    padded = np.array(list(mids) + [mids[-1]] * (n_k - len(mids)), dtype=np.float64)
+    scales = cupy.asarray(padded ** -eta)
+    out = cupy.zeros(n_k, dtype=cupy.float64)
+    kern((reduction_grid(x.size),), (256,),
+         (x, df, dg, xmin, xmax, w, xmin_value, xmax_value, w_value, scales,
+          np.float64(move), np.float64(eta), np.int32(eta == 0.5),
+          np.float64(CEIL ** eta), out, np.int64(x.size)))
+    return out.get()[:len(mids)]
+
+
 def _update_by_rounds(x: Any, df: Any, dg: Any, w: Any, limit: float, host: Any,
                       operands: Any, move: float, eta: float, tol: float, reductions: Any,
                       depth: int) -> tuple[Any, float]:
@@ -165,14 +237,8 @@ def _update_by_rounds(x: Any, df: Any, dg: Any, w: Any, limit: float, host: Any,
             partials.append(reductions.layer_sums(w * x_c))
             kept = x_c if len(mids) == 1 else None  # one trial: it is the new design
         volumes = to_host(reductions.add_up(partials))
-        path: tuple[int, ...] = ()
-        while path in index:
-            i = index[path]
-            last, steps = mids[i], steps + 1
-            if float(volumes[i]) > limit:
-                l1, path = mids[i], path + (1,)
-            else:
-                l2, path = mids[i], path + (0,)
+        l1, l2, last, taken = _walk(l1, l2, mids, index, volumes, limit)
+        steps += taken
         x_new = kept
     if x_new is None:  # the last step's trial again (not kept: a round of several)
         x_new = trial(last)
