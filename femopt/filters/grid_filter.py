@@ -86,6 +86,7 @@ class GridDensityFilter:
         # 1 / Hs on the proxy grid, by the sums that the whole grid's cells take (same
         # weights, same order: bit for bit theirs); Hs is made when asked for
         self.inv_hs_table = None
+        self._entries = None  # the GPU kernel's stencil (entries()), on the device
         table = self._stencil(xp.ones(int(np.prod(self.proxy_shape)), dtype=xp.float64),
                               self.proxy_shape, 0)
         xp.reciprocal(table, out=table)
@@ -120,6 +121,25 @@ class GridDensityFilter:
             if w > CUT * self.radius:
                 out.append((off, float(w)))
         return out
+
+    def entries(self) -> tuple[np.ndarray, np.ndarray]:
+        """The GPU kernel's stencil: (offsets, int32 (m, 3), dx dy dz of each entry, z
+        slowest and x fastest; weights, float64 (m,)), the weights
+        r - sqrt((dy hy)^2 + (dz hz)^2 + (dx hx)^2) above ``CUT * radius``, padded to three
+        axes (offset 0 along an axis the grid lacks)."""
+        reach = self.reach + (0,) * (3 - self.dim)
+        h = self.spacing + (1.0,) * (3 - self.dim)
+        offsets, weights = [], []
+        for dz in range(-reach[2], reach[2] + 1):
+            for dy in range(-reach[1], reach[1] + 1):
+                d2yz = (dy * h[1]) * (dy * h[1]) + (dz * h[2]) * (dz * h[2])
+                for dx in range(-reach[0], reach[0] + 1):
+                    w = self.radius - float(np.sqrt(d2yz + (dx * h[0]) * (dx * h[0])))
+                    if w > CUT * self.radius:
+                        offsets.append((dx, dy, dz))
+                        weights.append(w)
+        return (np.array(offsets, dtype=np.int32).reshape(-1, 3),
+                np.array(weights, dtype=np.float64))
 
     def apply(self, x: Any, pre: bool = False, post: bool = False) -> Any:
         """H x for a per-cell array; ``pre``: H (x / Hs) (the chain rule: H is
@@ -162,14 +182,15 @@ class GridDensityFilter:
         register_instances(SOURCE, [f"femopt_filters_density_stencil<{r}>"
                                     for r in ("double", "float")])
         kern = get_kernel(SOURCE, f"femopt_filters_density_stencil<{real_name(x)}>")
+        if self._entries is None:
+            self._entries = tuple(cupy.asarray(a) for a in self.entries())
+        offsets, weights = self._entries
         out = cupy.empty_like(x)
         pad = (1,) * (3 - self.dim)
         shape, proxy = shape + pad, self.proxy_shape + pad
         reach = self.reach + (0,) * (3 - self.dim)
-        h = self.spacing + (1.0,) * (3 - self.dim)
         # CuPy passes None as a null pointer (the table's own sums: no table yet)
         launch_1d(kern, x.size, (x, self.inv_hs_table, np.int32(scale), out)
                   + tuple(np.int32(n) for n in shape + reach + proxy)
-                  + tuple(np.float64(v) for v in h)
-                  + (np.float64(self.radius), np.float64(CUT * self.radius)))
+                  + (offsets, weights, np.int32(weights.size)))
         return out
