@@ -194,13 +194,13 @@ def vcycle(levels: list, i: int, b: Any, x: Any) -> None:
     if lev.coarse_solve is not None:
         x[...] = lev.coarse_solve(b)
         return
-    x[...] = 0
     nxt = levels[i + 1]
     fused = lev.r is None
-    if fused:
+    if fused:  # its first step writes x (no pass of zeros)
         lev.smoother.run_fused(x, b, lev.d, zero_start=True)
         lev.op.apply(x, out=lev.d, alpha=-1.0, beta=1.0, z=b)
     else:
+        x[...] = 0
         lev.r[...] = b
         lev.smoother.run(x, lev.r, lev.d, want_residual=True)
     transfer.restrict_into(nxt.layout, lev.d if fused else lev.r, nxt.b, nxt.free)

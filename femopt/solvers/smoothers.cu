@@ -23,13 +23,13 @@ __device__ __forceinline__ float femopt_inverse_diagonal(unsigned short bits) {
 }
 
 // One fused step of the smoothers:
-//   d <- c1 d + c2 D^-1 r,   x <- x + d.
+//   d <- c1 d + c2 D^-1 r,   x <- x + d   (assign: x <- d, x not read: a zero start).
 // c1 == 0 ignores the old d (it may hold anything, NaN included) and takes (D^-1 r) c2;
 // otherwise c1 d + (c2 D^-1) r, as the twin does.
 template <typename T, typename D>
 __global__ void femopt_multigrid_smooth_step(
     T* __restrict__ x, T* __restrict__ d, const T* __restrict__ r,
-    const D* __restrict__ inv_diag, T c1, T c2, femopt_index n)
+    const D* __restrict__ inv_diag, T c1, T c2, int assign, femopt_index n)
 {
     for (femopt_index i = femopt_thread_id(); i < n; i += femopt_thread_count()) {
         const T inv = femopt_inverse_diagonal(inv_diag[i]);
@@ -38,7 +38,7 @@ __global__ void femopt_multigrid_smooth_step(
                                   femopt_smoother_mul(femopt_smoother_mul(c2, inv), r[i]))
             : femopt_smoother_mul(femopt_smoother_mul(inv, r[i]), c2);
         d[i] = di;
-        x[i] = femopt_smoother_add(x[i], di);
+        x[i] = assign ? di : femopt_smoother_add(x[i], di);
     }
 }
 

@@ -148,9 +148,10 @@ class InverseDiagonal:
 
 
 def smooth_step_numpy(x: np.ndarray, d: np.ndarray, r: np.ndarray, inv_diag: InverseDiagonal,
-                      c1: float, c2: float) -> None:
-    """d <- c1 d + c2 D~^-1 r; x <- x + d (in place), in the kernel's order: (D~^-1 r) c2
-    for c1 = 0, else c1 d + (c2 D~^-1) r."""
+                      c1: float, c2: float, assign: bool = False) -> None:
+    """d <- c1 d + c2 D~^-1 r; x <- x + d (in place; ``assign``: x <- d, a start from 0
+    whose x is not read), in the kernel's order: (D~^-1 r) c2 for c1 = 0, else c1 d +
+    (c2 D~^-1) r."""
     if c1 == 0.0:
         inv_diag.times(r, out=d)
         d *= c2
@@ -160,20 +161,24 @@ def smooth_step_numpy(x: np.ndarray, d: np.ndarray, r: np.ndarray, inv_diag: Inv
         step *= r
         d *= c1
         d += step
-    x += d
+    if assign:
+        x[...] = d
+    else:
+        x += d
 
 
 def smooth_step(x: Any, d: Any, r: Any, inv_diag: InverseDiagonal, c1: float,
-                c2: float) -> None:
+                c2: float, assign: bool = False) -> None:
     """:func:`smooth_step_numpy` on NumPy or CuPy arrays."""
     if array_namespace(x) is np:
-        smooth_step_numpy(x, d, r, inv_diag, c1, c2)
+        smooth_step_numpy(x, d, r, inv_diag, c1, c2, assign)
         return
     from femopt.backend.kernels import launch_1d
 
     real = x.dtype.type
     launch_1d(_kernel("smooth_step", x, inv_diag), x.size,
-              (x, d, r, inv_diag.data, real(c1), real(c2), np.int64(x.size)))
+              (x, d, r, inv_diag.data, real(c1), real(c2), np.int32(assign),
+               np.int64(x.size)))
 
 
 class PolynomialSmoother:
@@ -222,7 +227,8 @@ class PolynomialSmoother:
         """Smooth A x = b in place with the operator's fused step (``op.smooth``: d <- c1
         d + D~^-1 (c2 (b - A x)) in one apply, then x += d): the same polynomial as
         :meth:`run` with each step's residual formed in the apply, so no residual vector
-        is held. ``zero_start``: x is 0 on entry, so the first step's residual is b."""
+        is held. ``zero_start``: start from x = 0 (x's values on entry are not read),
+        so the first step's residual is b and it writes x = d."""
         op, inv = self.op, self.inv_diag
         if self.kind == "jacobi":
             coefficients = [(0.0, self.omega)] * self.steps
@@ -236,7 +242,7 @@ class PolynomialSmoother:
                 rho = rho_new
         for s, (c1, c2) in enumerate(coefficients):
             if s == 0 and zero_start:
-                smooth_step(x, d, b, inv, 0.0, c2)  # d = D~^-1 b c2, x = d
+                smooth_step(x, d, b, inv, 0.0, c2, assign=True)  # d = D~^-1 b c2, x = d
                 continue
             op.smooth(x, b, d, inv, c1, c2)
             x += d
