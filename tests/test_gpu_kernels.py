@@ -389,11 +389,11 @@ def test_oc_update_with_constant_bounds_and_w_equals_full_arrays(low, high, dtyp
 @pytest.mark.parametrize("eta", [0.5, 0.4])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 def test_oc_candidate_volumes_and_update_equal_the_trials(dtype, eta):
-    """The volumes kernel's 31 sums equal the trial kernel's volume at each multiplier,
+    """The volumes kernel's 15 sums equal the trial kernel's volume at each multiplier,
     and the update by candidate passes gives the one-trial-a-step update's design and
     change bit for bit (the same multipliers, the same last trial)."""
-    from femopt.optimizers.oc_kernels import (_kernel_operands, _kernel_volumes,
-                                              oc_update_linear)
+    from femopt.optimizers.oc_kernels import (CANDIDATE_DEPTH, _kernel_operands,
+                                              _kernel_volumes, oc_update_linear)
 
     r = rng()
     n = 300_007
@@ -402,7 +402,7 @@ def test_oc_candidate_volumes_and_update_equal_the_trials(dtype, eta):
     dg = cupy.asarray(r.uniform(0.5, 1, n), dtype=dtype)
     w = cupy.asarray(r.uniform(size=n) / n, dtype=dtype)
     xmax = cupy.asarray(np.where(r.random(n) < 0.1, 0.5, 1.0), dtype=dtype)
-    mids = list(np.geomspace(1e-3, 10.0, 31))
+    mids = list(np.geomspace(1e-3, 10.0, 2**CANDIDATE_DEPTH - 1))
     operands = _kernel_operands(x, None, xmax, w)
     got = _kernel_volumes(x, df, dg, operands, mids, 0.2, eta)
     want = [oc_trial(x, df, dg, None, xmax, w, m, 0.2, eta)[1] for m in mids]

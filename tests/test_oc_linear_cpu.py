@@ -96,7 +96,7 @@ def test_host_bisection_equals_the_trial_loop_bit_for_bit(bounds):
 
 @pytest.mark.parametrize("limit", [0.4, 0.5, 0.6])
 def test_candidate_passes_take_the_trial_loops_multipliers(monkeypatch, limit):
-    """One GPU's update by candidates (the volumes of the next five steps' 31
+    """One GPU's update by candidates (the volumes of the next four steps' 15
     multipliers from one pass, the steps walked on the host, the last multiplier's trial
     the design), with NumPy in place of its two kernels: the multipliers, design and
     change of the plain loop, in far fewer passes over the design."""
@@ -110,7 +110,7 @@ def test_candidate_passes_take_the_trial_loops_multipliers(monkeypatch, limit):
     tried: list[float] = []
 
     def volumes(x_, df_, dg_, operands, mids, move, eta):
-        assert 1 <= len(mids) <= 31
+        assert 1 <= len(mids) <= 2**oc_kernels.CANDIDATE_DEPTH - 1
         passes.append(len(mids))
         return np.array([oc_kernels.oc_trial_numpy(x_, df_, dg_, None, None, w, m, move,
                                                    eta)[1] for m in mids])

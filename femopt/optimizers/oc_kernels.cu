@@ -43,10 +43,10 @@ __global__ void femopt_optimizers_oc_update(
 // the trial kernel's update with (ratio / l)^eta split into its two factors (the last
 // bits may differ from it; a volume moves by a few ulps of itself). scales[k] = l_k^-eta;
 // cap = CEIL^eta; sqrt_eta: eta is 1/2 (a square root, not pow). x_new is not written.
-#define FEMOPT_OC_CANDIDATES 31
+#define FEMOPT_OC_CANDIDATES 15
 
 template <typename T>
-__global__ void femopt_optimizers_oc_volumes(
+__global__ void __launch_bounds__(256, 2) femopt_optimizers_oc_volumes(
     const T* __restrict__ x, const T* __restrict__ df, const T* __restrict__ dg,
     const T* __restrict__ xmin, const T* __restrict__ xmax, const T* __restrict__ w,
     double xmin_value, double xmax_value, double w_value,

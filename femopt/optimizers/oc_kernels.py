@@ -25,10 +25,11 @@ MAX_BISECTIONS = 256
 # round, 10 or so rounds an update instead of 40 sums (on the host, or on one rank, a
 # trial costs more than the sum it saves: one step a round there)
 ROUND_DEPTH = 4
-# bisection steps decided by one pass over the design on one GPU: the volumes of the 31
-# multipliers the next 5 steps may try (the kernel's FEMOPT_OC_CANDIDATES), 8 or 9 passes
-# an update instead of about 40
-CANDIDATE_DEPTH = 5
+# bisection steps decided by one pass over the design on one GPU: the volumes of the 15
+# multipliers the next 4 steps may try (the kernel's FEMOPT_OC_CANDIDATES), 10 or 11
+# passes an update instead of about 40 (31 multipliers a pass hold 230 registers a
+# thread, and the float64 work per cell doubles: slower, on an H100, than more passes)
+CANDIDATE_DEPTH = 4
 
 
 def oc_trial_numpy(x: np.ndarray, df: np.ndarray, dg: np.ndarray, xmin: Any, xmax: Any,
@@ -191,7 +192,8 @@ def _update_by_candidates(x: Any, df: Any, dg: Any, limit: float, operands: tupl
 
 def _kernel_volumes(x: Any, df: Any, dg: Any, operands: tuple, mids: list[float],
                     move: float, eta: float) -> np.ndarray:
-    """w . x_new at each multiplier of ``mids`` (at most 31), from one kernel pass."""
+    """w . x_new at each multiplier of ``mids`` (at most 2^CANDIDATE_DEPTH - 1), from one kernel
+    pass."""
     import cupy
 
     from femopt.backend.kernels import get_kernel, real_name, reduction_grid, register_instances
@@ -203,7 +205,7 @@ def _kernel_volumes(x: Any, df: Any, dg: Any, operands: tuple, mids: list[float]
                                 for r in ("double", "float")])
     kern = get_kernel(SOURCE, f"femopt_optimizers_oc_volumes<{real_name(x)}>")
     (xmin, xmin_value), (xmax, xmax_value), (w, w_value) = operands
-    # the kernel always sums 31: the unused ones repeat the last multiplier
+    # the kernel always sums n_k: the unused ones repeat the last multiplier
     padded = np.array(list(mids) + [mids[-1]] * (n_k - len(mids)), dtype=np.float64)
     scales = cupy.asarray(padded ** -eta)
     out = cupy.zeros(n_k, dtype=cupy.float64)
