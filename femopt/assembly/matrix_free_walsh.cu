@@ -140,13 +140,42 @@ __device__ __forceinline__ void femopt_walsh_cell(const T* bh, const T* th, T s,
     }
 }
 
+// The write's operands at this thread's node of a node layer, loaded before the layer's
+// work so that their latency hides behind it: the mask, z (beta != 0), the weight w and
+// y (gamma != 0) of femopt_apply_write.
+template <typename T, int K>
+struct femopt_walsh_operands {
+    T z[K], w[K], y[K];
+    bool free[K];
+
+    __device__ __forceinline__ void load(bool writes, const unsigned* own_idx,
+                                         femopt_index layer,
+                                         const unsigned char* __restrict__ free_mask,
+                                         const T* z_in, const T* y_in, T beta, const void* w_in,
+                                         int wkind, T gamma)
+    {
+#pragma unroll
+        for (int c = 0; c < K; ++c) {
+            const femopt_index i = layer + own_idx[c];
+            free[c] = writes && free_mask[i];
+            z[c] = writes && beta != T(0) ? z_in[i] : T(0);
+            w[c] = !writes || wkind == 0 ? T(1)
+                 : wkind == 2
+                     ? (T)__uint_as_float((unsigned int)((const unsigned short*)w_in)[i] << 16)
+                     : ((const T*)w_in)[i];
+            y[c] = writes && wkind != 0 && gamma != T(0) ? y_in[i] : T(0);
+        }
+    }
+};
+
 // Steps 3 and 4 for node layer iz: acc[c * 4 + q] = this cell column's forces on the node
-// layer in x-y Walsh space, own[c] = u at this thread's node (kept on constrained dofs).
+// layer in x-y Walsh space, own[c] = u at this thread's node (kept on constrained dofs);
+// ops: the layer's write operands (femopt_walsh_operands), the write femopt_apply_write's.
 template <typename T, int K, int ROWS>
 __device__ __forceinline__ void femopt_walsh_write(
     const T* acc, const T* own, T (*rows_above)[ROWS][FEMOPT_WALSH_TX], bool writes,
-    const unsigned* own_idx, femopt_index layer, const unsigned char* __restrict__ free_mask,
-    const T* z, T* y, T alpha, T beta, const void* w, int wkind, T gamma)
+    const unsigned* own_idx, femopt_index layer, const femopt_walsh_operands<T, K>& ops,
+    T* y, T alpha, T beta, int wkind, T gamma)
 {
     const int tx = threadIdx.x, ty = threadIdx.y;
     T mine[K];
@@ -162,9 +191,11 @@ __device__ __forceinline__ void femopt_walsh_write(
     if (!writes) return;
 #pragma unroll
     for (int c = 0; c < K; ++c) {
-        const femopt_index i = layer + own_idx[c];
-        const T v = free_mask[i] ? mine[c] + rows_above[c][ty - 1][tx] : own[c];
-        femopt_apply_write(y, z, i, v, alpha, beta, w, wkind, gamma);
+        const T v = ops.free[c] ? mine[c] + rows_above[c][ty - 1][tx] : own[c];
+        // femopt_apply_write with its operands loaded
+        T out = beta != T(0) ? alpha * v + beta * ops.z[c] : alpha * v;
+        if (wkind != 0) out = gamma != T(0) ? gamma * ops.y[c] + ops.w[c] * out : ops.w[c] * out;
+        y[layer + own_idx[c]] = out;
     }
 }
 
@@ -221,6 +252,8 @@ femopt_assembly_hex8_apply_walsh(
     femopt_index layer = ez * plane;
 #pragma unroll 1
     for (; ez < last; ++ez) {
+        femopt_walsh_operands<T, K> ops;
+        ops.load(writes, own_idx, layer, free_mask, z, y, beta, w, wkind, gamma);
         T s = T(0);
         if (cell_in) s = __ldg(s_here);
         T u_here[K], th[4 * K], bot[4 * K], acc[4 * K];
@@ -235,17 +268,17 @@ femopt_assembly_hex8_apply_walsh(
             toph[i] = top;
             bh[i] = th[i];
         }
-        femopt_walsh_write<T, K, ROWS>(acc, u_here, rows_above, writes, own_idx, layer,
-                                       free_mask, z, y, alpha, beta, w, wkind,
-                                       gamma);
+        femopt_walsh_write<T, K, ROWS>(acc, u_here, rows_above, writes, own_idx, layer, ops,
+                                       y, alpha, beta, wkind, gamma);
         u_next += plane;
         s_here += cell_plane;
         layer += plane;
     }
     if (n1 == nnz) {  // the top node layer: forces of the cells below only
+        femopt_walsh_operands<T, K> ops;
+        ops.load(writes, own_idx, nz * plane, free_mask, z, y, beta, w, wkind, gamma);
         __syncthreads();  // no face barrier since the last exchange
-        femopt_walsh_write<T, K, ROWS>(toph, own, rows_above, writes, own_idx, nz * plane,
-                                       free_mask, z, y, alpha, beta, w, wkind,
-                                       gamma);
+        femopt_walsh_write<T, K, ROWS>(toph, own, rows_above, writes, own_idx, nz * plane, ops,
+                                       y, alpha, beta, wkind, gamma);
     }
 }
