@@ -27,8 +27,9 @@ MAX_BISECTIONS = 256
 ROUND_DEPTH = 4
 # bisection steps decided by one pass over the design on one GPU: the volumes of the 15
 # multipliers the next 4 steps may try (the kernel's FEMOPT_OC_CANDIDATES), 10 or 11
-# passes an update instead of about 40 (31 multipliers a pass hold 230 registers a
-# thread, and the float64 work per cell doubles: slower, on an H100, than more passes)
+# passes an update instead of about 40. 31 a pass held 230 registers a thread (one block
+# of 256 per multiprocessor) and twice the float64 work per cell; the two depths were not
+# timed apart (docs/benchmarks.md has OC's time at each)
 CANDIDATE_DEPTH = 4
 
 
