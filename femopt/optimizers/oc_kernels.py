@@ -29,7 +29,7 @@ ROUND_DEPTH = 4
 # multipliers the next 4 steps may try (the kernel's FEMOPT_OC_CANDIDATES), 10 or 11
 # passes an update instead of about 40. 31 a pass held 230 registers a thread (one block
 # of 256 per multiprocessor) and twice the float64 work per cell; the two depths were not
-# timed apart (docs/benchmarks.md has OC's time at each)
+# timed apart (docs/benchmarks.md: OC took 22 ms a design iteration at 31)
 CANDIDATE_DEPTH = 4
 
 
