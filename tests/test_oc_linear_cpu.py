@@ -94,7 +94,7 @@ def test_host_bisection_equals_the_trial_loop_bit_for_bit(bounds):
     assert np.array_equal(got, want) and change == want_change
 
 
-@pytest.mark.parametrize("limit", [0.4, 0.5, 0.6])
+@pytest.mark.parametrize("limit", [0.4, 0.5, 0.6, 2.0])
 def test_candidate_passes_take_the_trial_loops_multipliers(monkeypatch, limit):
     """One GPU's update by candidates (the volumes of the next four steps' 15
     multipliers from one pass, the steps walked on the host, the last multiplier's trial
@@ -123,7 +123,8 @@ def test_candidate_passes_take_the_trial_loops_multipliers(monkeypatch, limit):
     monkeypatch.setattr(oc_kernels, "_kernel_trial", trial)
     got, change = oc_kernels._update_by_candidates(x, df, dg, limit, None, 0.2, 0.5, 1e-3)
     l1, l2, mids = 0.0, 1e9, []
-    while (l2 - l1) / (l1 + l2) > 1e-3:
+    # a limit out of reach (2.0: the volume never exceeds it) halves l2 until the cap
+    while len(mids) < oc_kernels.MAX_BISECTIONS and (l2 - l1) / (l1 + l2) > 1e-3:
         mids.append(0.5 * (l1 + l2))
         want, vol, want_change = oc_kernels.oc_trial_numpy(x, df, dg, None, None, w,
                                                             mids[-1], 0.2, 0.5)

@@ -354,7 +354,9 @@ def test_fused_steps_are_the_smoothers_polynomial(kind, zero_start):
     if zero_start:
         x0[...] = 0.0
     sm = PolynomialSmoother(op, inv, kind, 3, 0.6, 2.5, 0.1, 1.1)
-    x, d = x0.copy(), np.zeros_like(x0)
+    # a zero start does not read x: NaN there must not reach the result
+    x = np.full_like(x0, np.nan) if zero_start else x0.copy()
+    d = np.zeros_like(x0)
     sm.run_fused(x, b, d, zero_start)
     ref, r = x0.copy(), b - op.apply(x0)
     sm.run(ref, r, np.zeros_like(x0), want_residual=False)
@@ -392,3 +394,9 @@ def test_gpu_fused_step_equals_numpy(variant, real, monkeypatch):
         op.smooth(x, b, d, inv, c1, 0.7)
         gop.smooth(cp.asarray(x), cp.asarray(b), gd, ginv, c1, 0.7)
         np.testing.assert_allclose(cp.asnumpy(gd), d, rtol=0, atol=tol * np.abs(d).max())
+
+
+def test_a_smoother_takes_at_least_one_step():
+    op, inv, _, _ = _fused_case(np.float64)
+    with pytest.raises(ValueError, match="at least one step"):
+        PolynomialSmoother(op, inv, "chebyshev", 0)

@@ -195,6 +195,8 @@ class PolynomialSmoother:
     def __init__(self, op: Any, inv_diag: InverseDiagonal, kind: str, steps: int,
                  omega: float = 0.6, lam_max: float = 1.0, lower: float = 0.1,
                  upper: float = 1.1):
+        if steps < 1:  # a fused start from zero writes x in its first step
+            raise ValueError(f"a smoother takes at least one step, got {steps}")
         self.op, self.inv_diag, self.kind, self.steps = op, inv_diag, kind, steps
         self.omega = omega
         self.lam_max = lam_max
