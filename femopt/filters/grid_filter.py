@@ -123,23 +123,14 @@ class GridDensityFilter:
         return out
 
     def entries(self) -> tuple[np.ndarray, np.ndarray]:
-        """The GPU kernel's stencil: (offsets, int32 (m, 3), dx dy dz of each entry, z
-        slowest and x fastest; weights, float64 (m,)), the weights
-        r - sqrt((dy hy)^2 + (dz hz)^2 + (dx hx)^2) above ``CUT * radius``, padded to three
-        axes (offset 0 along an axis the grid lacks)."""
-        reach = self.reach + (0,) * (3 - self.dim)
-        h = self.spacing + (1.0,) * (3 - self.dim)
-        offsets, weights = [], []
-        for dz in range(-reach[2], reach[2] + 1):
-            for dy in range(-reach[1], reach[1] + 1):
-                d2yz = (dy * h[1]) * (dy * h[1]) + (dz * h[2]) * (dz * h[2])
-                for dx in range(-reach[0], reach[0] + 1):
-                    w = self.radius - float(np.sqrt(d2yz + (dx * h[0]) * (dx * h[0])))
-                    if w > CUT * self.radius:
-                        offsets.append((dx, dy, dz))
-                        weights.append(w)
-        return (np.array(offsets, dtype=np.int32).reshape(-1, 3),
-                np.array(weights, dtype=np.float64))
+        """The GPU kernel's stencil: :meth:`offsets` in the kernel's order, z slowest and
+        x fastest, as (offsets, int32 (m, 3): dx dy dz of each entry, 0 along an axis the
+        grid lacks; weights, float64 (m,)), the NumPy twin's weights."""
+        pad = (0,) * (3 - self.dim)
+        items = sorted(((tuple(o) + pad, w) for o, w in self.offsets()),
+                       key=lambda item: item[0][::-1])
+        return (np.array([o for o, _ in items], dtype=np.int32).reshape(-1, 3),
+                np.array([w for _, w in items], dtype=np.float64))
 
     def apply(self, x: Any, pre: bool = False, post: bool = False) -> Any:
         """H x for a per-cell array; ``pre``: H (x / Hs) (the chain rule: H is
