@@ -4,10 +4,13 @@ the host issuing kernels: `femopt.api.run` of the 3D cantilever of
 third design's solve, where the hierarchy is that design's. For each level k, V-cycles
 from level k down (random right-hand sides, the solver's own levels) are timed with CUDA
 events after a warm-up, and the host's time to issue them without waiting is taken
-apart: where the issue time reaches the GPU time, the levels below are bound by kernel
-launches, not by the device. Also the fine level's operator apply, its fused smoothing
-step and CG's matrix-vector product, for their bandwidth. A diagnostic, not a figure of
-`femopt run`.
+apart: where the issue time reaches the GPU time, V-cycles started there are bound by
+kernel launches, not by the device. Also the fine level's operator apply, its fused
+smoothing step and a V-cycle as CG calls it (float64 in and out). A diagnostic, not a figure of
+`femopt run`: it reaches the solver by wrapping the private
+`MultigridSolver.update_grid_operator` and ends the process (`os._exit`) once measured.
+A level's row times V-cycles started there on their own; within a cycle from level 0
+the host runs ahead of the GPU, so the coarse levels' launches are hidden there.
 
     python benchmarks/gpu_vcycle_levels.py [--shape 512x256x256] [--repeats 10]
 """
@@ -50,7 +53,7 @@ def measure(solver: Any, repeats: int) -> None:
 
     levels = solver.levels
     rs = cp.random.RandomState(5)
-    print("| from level | dofs | kind | V-cycle GPU (ms) | host issue (ms) | issue / GPU |")
+    print("| from level | dofs | operator | V-cycle GPU (ms) | host issue (ms) | issue / GPU |")
     print("| --- | --- | --- | --- | --- | --- |")
     for k, lev in enumerate(levels):
         n = lev.layout.n_dofs

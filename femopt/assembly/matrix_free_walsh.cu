@@ -192,7 +192,8 @@ __device__ __forceinline__ void femopt_walsh_write(
 #pragma unroll
     for (int c = 0; c < K; ++c) {
         const T v = ops.free[c] ? mine[c] + rows_above[c][ty - 1][tx] : own[c];
-        // femopt_apply_write with its operands loaded
+        // femopt_apply_write's arithmetic (the preamble's) with its operands loaded
+        // early: a change to one is a change to both
         T out = beta != T(0) ? alpha * v + beta * ops.z[c] : alpha * v;
         if (wkind != 0) out = gamma != T(0) ? gamma * ops.y[c] + ops.w[c] * out : ops.w[c] * out;
         y[layer + own_idx[c]] = out;

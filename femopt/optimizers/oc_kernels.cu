@@ -41,7 +41,9 @@ __global__ void femopt_optimizers_oc_update(
 //   x_new(l) = clip(min(b l^-eta, x CEIL^eta), max(x - move, xmin), min(x + move, xmax)),
 //   b = x max(-df / dg, FLOOR)^eta,
 // the trial kernel's update with (ratio / l)^eta split into its two factors (the last
-// bits may differ from it; a volume moves by a few ulps of itself). scales[k] = l_k^-eta;
+// bits may differ from it: a float64 volume moves by a few ulps of itself; a float32
+// design's cells, rounded to float32 as the trial rounds them, by one float32 ulp each,
+// about 1e-7 of the volume at most). scales[k] = l_k^-eta;
 // cap = CEIL^eta; sqrt_eta: eta is 1/2 (a square root, not pow). x_new is not written.
 #define FEMOPT_OC_CANDIDATES 15
 

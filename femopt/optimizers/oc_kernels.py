@@ -175,8 +175,8 @@ def _update_by_candidates(x: Any, df: Any, dg: Any, limit: float, operands: tupl
     every multiplier the next :data:`CANDIDATE_DEPTH` bisection steps may try
     (``femopt_optimizers_oc_volumes``), the steps are walked on the host, and the last
     multiplier's trial writes the new design. The multipliers are the one-step loop's
-    while no volume lies within a few ulps of the limit (the kernel rounds the update's
-    factor apart)."""
+    while no volume lies that close to the limit: the kernel rounds the update's factor
+    apart (a few ulps of a float64 volume; about 1e-7 of it for a float32 design)."""
     l1, l2 = 0.0, 1e9
     steps, last = 0, None
     while steps < MAX_BISECTIONS and (l2 - l1) / (l1 + l2) > tol:
@@ -193,8 +193,8 @@ def _update_by_candidates(x: Any, df: Any, dg: Any, limit: float, operands: tupl
 
 def _kernel_volumes(x: Any, df: Any, dg: Any, operands: tuple, mids: list[float],
                     move: float, eta: float) -> np.ndarray:
-    """w . x_new at each multiplier of ``mids`` (at most 2^CANDIDATE_DEPTH - 1), from one kernel
-    pass."""
+    """w . x_new at each multiplier of ``mids`` (at most 2^CANDIDATE_DEPTH - 1), from
+    one kernel pass."""
     import cupy
 
     from femopt.backend.kernels import get_kernel, real_name, reduction_grid, register_instances
