@@ -6,8 +6,8 @@ from level k down (random right-hand sides, the solver's own levels) are timed w
 events after a warm-up, and the host's time to issue them without waiting is taken
 apart: where the issue time reaches the GPU time, V-cycles started there are bound by
 kernel launches, not by the device. Also the fine level's operator apply, its fused
-smoothing step and a V-cycle as CG calls it (float64 in and out). A diagnostic, not a figure of
-`femopt run`: it reaches the solver by wrapping the private
+smoothing step and a V-cycle as CG calls it (float64 in and out). A diagnostic, not a
+figure of `femopt run`: it reaches the solver by wrapping the private
 `MultigridSolver.update_grid_operator` and ends the process (`os._exit`) once measured.
 A level's row times V-cycles started there on their own; within a cycle from level 0
 the host runs ahead of the GPU, so the coarse levels' launches are hidden there.

@@ -65,9 +65,8 @@ def resolve_krylov(options: Any) -> str:
 # `femopt run` at 512x256x256 on an H100: 0.636 s per design iteration with the solver's
 # defaults, 0.487 with these (medians of iterations 2 to 6, at 2ccfb72; over 30
 # iterations at deb25f6, with OC's and the filter's faster kernels too, the median is
-# 0.473 and the mean 0.488). A problem whose history
-# must follow another code's to round-off past the first iterations sets ``rtol``
-# itself.
+# 0.473 and the mean 0.488). A problem whose history must follow another code's to
+# round-off past the first iterations sets ``rtol`` itself.
 GRID_RTOL = 1e-6
 GRID_EIG_ITERATIONS = 10
 GRID_DEFAULTS = {"rtol": GRID_RTOL, "eig_iterations": GRID_EIG_ITERATIONS}
